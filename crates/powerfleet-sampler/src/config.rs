@@ -1,0 +1,650 @@
+//! Sampler configuration: what the user asks for, and its validated, resolved form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Default exponent α (the paper's setting for MATH500).
+pub const DEFAULT_ALPHA: f64 = 4.0;
+/// Default number of Metropolis-Hastings steps per block.
+pub const DEFAULT_N_MCMC: u32 = 10;
+/// Default block length in tokens (3072 / 16, as in the paper).
+pub const DEFAULT_BLOCK_SIZE: u32 = 192;
+/// Default token budget of a completion, EOS included.
+pub const DEFAULT_MAX_NEW_TOKENS: u32 = 3072;
+/// Proposal temperature of the max-swap variant (α = ∞) when none is given, as in the reference.
+pub const MAX_SWAP_PROPOSAL_TEMP: f64 = 0.25;
+/// Largest accepted `max_new_tokens`; guards against a typo that would run for days.
+pub const MAX_MAX_NEW_TOKENS: u32 = 1_000_000;
+
+/// The sampling method of a chain. All methods run behind the same [`crate::Chain`] interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Metropolis-Hastings on p^α, block by block, as in the paper.
+    Power,
+    /// The α = ∞ variant: a proposal is accepted iff its log p is higher.
+    MaxSwap,
+    /// One sample from the proposal at temperature 1/α.
+    LowTemp,
+    /// One sample at temperature 1 over the full vocabulary.
+    Standard,
+}
+
+impl Method {
+    /// Every method, in the order tables list them.
+    pub const ALL: [Method; 4] = [
+        Method::Power,
+        Method::MaxSwap,
+        Method::LowTemp,
+        Method::Standard,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Power => "power",
+            Method::MaxSwap => "max-swap",
+            Method::LowTemp => "low-temp",
+            Method::Standard => "standard",
+        }
+    }
+
+    /// Whether this method runs Metropolis-Hastings steps.
+    pub fn is_mcmc(self) -> bool {
+        matches!(self, Method::Power | Method::MaxSwap)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                ConfigError::single(
+                    "method",
+                    "one of power, max-swap, low-temp, standard",
+                    s.to_string(),
+                )
+            })
+    }
+}
+
+/// Which acceptance ratio the Metropolis-Hastings step uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ratio {
+    /// Whole suffixes compared, EOS probability and the cut-point correction log(L/L') included.
+    /// Targets p^α exactly.
+    #[default]
+    Exact,
+    /// The reference implementation's ratio: suffixes cut to the shorter one, no cut-point
+    /// correction. Biased whenever EOS changes lengths; kept to reproduce published numbers.
+    Reference,
+}
+
+impl Ratio {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ratio::Exact => "exact",
+            Ratio::Reference => "reference",
+        }
+    }
+}
+
+impl FromStr for Ratio {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exact" => Ok(Ratio::Exact),
+            "reference" => Ok(Ratio::Reference),
+            _ => Err(ConfigError::single(
+                "ratio",
+                "one of exact, reference",
+                s.to_string(),
+            )),
+        }
+    }
+}
+
+/// The sharpening exponent α: a positive number or infinity.
+///
+/// In JSON it is a number, or the string `"inf"` for infinity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Alpha(f64);
+
+impl Alpha {
+    /// α = ∞, the max-swap variant.
+    pub const INFINITE: Alpha = Alpha(f64::INFINITY);
+
+    /// Validates a finite or infinite α.
+    pub fn new(value: f64) -> Result<Alpha, ConfigError> {
+        if value > 0.0 {
+            Ok(Alpha(value))
+        } else {
+            Err(ConfigError::single(
+                "alpha",
+                "> 0 or inf",
+                format_number(value),
+            ))
+        }
+    }
+
+    /// The value; `f64::INFINITY` for α = ∞.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Whether α = ∞.
+    pub fn is_infinite(self) -> bool {
+        self.0.is_infinite()
+    }
+}
+
+impl fmt::Display for Alpha {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_infinite() {
+            f.write_str("inf")
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl FromStr for Alpha {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        match trimmed.to_ascii_lowercase().as_str() {
+            "inf" | "infinity" | "+inf" | "∞" => Ok(Alpha::INFINITE),
+            lower => match lower.parse::<f64>() {
+                Ok(v) if !v.is_nan() => Alpha::new(v),
+                _ => Err(ConfigError::single("alpha", "> 0 or inf", s.to_string())),
+            },
+        }
+    }
+}
+
+impl Serialize for Alpha {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_infinite() {
+            serializer.serialize_str("inf")
+        } else {
+            serializer.serialize_f64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Alpha {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(v) => Alpha::new(v).map_err(serde::de::Error::custom),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// What the user asks for; [`SamplerConfig::validate`] turns it into a [`ValidConfig`].
+///
+/// Unset options take the method's defaults; set options are never silently changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// The sampling method.
+    pub method: Method,
+    /// Sharpening exponent α; default 4 (∞ for max-swap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<Alpha>,
+    /// Metropolis-Hastings steps per block (>= 1).
+    #[serde(default = "default_n_mcmc")]
+    pub n_mcmc: u32,
+    /// Block length in tokens (>= 1).
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    /// Token budget of a completion, EOS included (>= 1).
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: u32,
+    /// Proposal temperature; default 1/α (0.25 for α = ∞). `standard` always samples at 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_temp: Option<f64>,
+    /// Restrict proposals to the k most likely tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Acceptance ratio; `exact` unless reproducing the reference implementation.
+    #[serde(default)]
+    pub ratio: Ratio,
+    /// Finish the chain at the first block boundary where it ends with EOS, as the reference does.
+    /// With `false`, later blocks keep running MCMC steps on the EOS-terminated completion.
+    #[serde(default = "default_true")]
+    pub finish_on_eos: bool,
+}
+
+fn default_n_mcmc() -> u32 {
+    DEFAULT_N_MCMC
+}
+fn default_block_size() -> u32 {
+    DEFAULT_BLOCK_SIZE
+}
+fn default_max_new_tokens() -> u32 {
+    DEFAULT_MAX_NEW_TOKENS
+}
+fn default_true() -> bool {
+    true
+}
+
+impl SamplerConfig {
+    /// A configuration with every option at its default for `method`.
+    pub fn new(method: Method) -> SamplerConfig {
+        SamplerConfig {
+            method,
+            alpha: None,
+            n_mcmc: DEFAULT_N_MCMC,
+            block_size: DEFAULT_BLOCK_SIZE,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            proposal_temp: None,
+            top_k: None,
+            ratio: Ratio::Exact,
+            finish_on_eos: true,
+        }
+    }
+
+    /// Checks every field and resolves defaults. All problems are reported at once.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &'static str, allowed: &str, got: String| {
+            problems.push(FieldError {
+                field,
+                allowed: allowed.to_string(),
+                got,
+            })
+        };
+
+        let alpha = match (self.method, self.alpha) {
+            (Method::MaxSwap, None) => Alpha::INFINITE,
+            (Method::MaxSwap, Some(a)) if !a.is_infinite() => {
+                bad(
+                    "alpha",
+                    "inf for method max-swap (omit it, or use method power for a finite alpha)",
+                    a.to_string(),
+                );
+                a
+            }
+            (_, Some(a)) if !(a.get() > 0.0) => {
+                bad("alpha", "> 0 or inf", format_number(a.get()));
+                a
+            }
+            (Method::LowTemp, Some(a)) if a.is_infinite() && self.proposal_temp.is_none() => {
+                bad(
+                    "alpha",
+                    "a finite number > 0 for method low-temp (it samples at temperature 1/alpha)",
+                    a.to_string(),
+                );
+                a
+            }
+            (_, Some(a)) => a,
+            (_, None) => Alpha(DEFAULT_ALPHA),
+        };
+        if self.n_mcmc < 1 {
+            bad("n_mcmc", ">= 1", self.n_mcmc.to_string());
+        }
+        if self.block_size < 1 {
+            bad("block_size", ">= 1", self.block_size.to_string());
+        }
+        if self.max_new_tokens < 1 || self.max_new_tokens > MAX_MAX_NEW_TOKENS {
+            bad(
+                "max_new_tokens",
+                &format!("between 1 and {MAX_MAX_NEW_TOKENS}"),
+                self.max_new_tokens.to_string(),
+            );
+        }
+        if let Some(t) = self.proposal_temp
+            && !(t.is_finite() && t > 0.0)
+        {
+            bad("proposal_temp", "a finite number > 0", format_number(t));
+        }
+        if let Some(k) = self.top_k
+            && k < 1
+        {
+            bad(
+                "top_k",
+                ">= 1 (omit it for the full vocabulary)",
+                k.to_string(),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+
+        let temperature = match self.method {
+            Method::Standard => 1.0,
+            _ => self.proposal_temp.unwrap_or(if alpha.is_infinite() {
+                MAX_SWAP_PROPOSAL_TEMP
+            } else {
+                1.0 / alpha.get()
+            }),
+        };
+        let top_k = match self.method {
+            Method::Standard => None,
+            _ => self.top_k,
+        };
+        Ok(ValidConfig {
+            method: self.method,
+            alpha,
+            n_mcmc: if self.method.is_mcmc() {
+                self.n_mcmc
+            } else {
+                0
+            },
+            block_size: self.block_size,
+            max_new_tokens: self.max_new_tokens,
+            temperature,
+            top_k,
+            ratio: self.ratio,
+            finish_on_eos: self.finish_on_eos,
+        })
+    }
+}
+
+/// A validated configuration with every default resolved. Only [`SamplerConfig::validate`]
+/// makes one, so a chain never runs with an invalid setting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidConfig {
+    method: Method,
+    alpha: Alpha,
+    n_mcmc: u32,
+    block_size: u32,
+    max_new_tokens: u32,
+    temperature: f64,
+    top_k: Option<u32>,
+    ratio: Ratio,
+    finish_on_eos: bool,
+}
+
+impl ValidConfig {
+    /// The sampling method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+    /// The target exponent α.
+    pub fn alpha(&self) -> Alpha {
+        self.alpha
+    }
+    /// MCMC steps per block; 0 for the single-sample methods.
+    pub fn n_mcmc(&self) -> u32 {
+        self.n_mcmc
+    }
+    /// Block length in tokens.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+    /// Token budget of a completion, EOS included.
+    pub fn max_new_tokens(&self) -> u32 {
+        self.max_new_tokens
+    }
+    /// Temperature of the proposal (and of the single sample of `low-temp` and `standard`).
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+    }
+    /// Top-k restriction of the proposal, if any.
+    pub fn top_k(&self) -> Option<u32> {
+        self.top_k
+    }
+    /// The acceptance ratio in use.
+    pub fn ratio(&self) -> Ratio {
+        self.ratio
+    }
+    /// Whether the chain finishes at the first block boundary where it ends with EOS.
+    pub fn finish_on_eos(&self) -> bool {
+        self.finish_on_eos
+    }
+    /// Number of blocks: ⌈max_new_tokens / block_size⌉; the last one may be shorter.
+    pub fn n_blocks(&self) -> u32 {
+        self.max_new_tokens.div_ceil(self.block_size)
+    }
+    /// Length limit of the completion during block `block_idx` (0-based).
+    pub fn block_limit(&self, block_idx: u32) -> u32 {
+        let end = (u64::from(block_idx) + 1) * u64::from(self.block_size);
+        end.min(u64::from(self.max_new_tokens)) as u32
+    }
+}
+
+/// One invalid field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's name as in JSON (`alpha`, `n_mcmc`, ...).
+    pub field: &'static str,
+    /// What would be accepted.
+    pub allowed: String,
+    /// What was given.
+    pub got: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} must be {}, got {}",
+            self.field, self.allowed, self.got
+        )
+    }
+}
+
+/// An invalid sampler configuration, with every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Each invalid field.
+    pub problems: Vec<FieldError>,
+}
+
+impl ConfigError {
+    fn single(field: &'static str, allowed: &str, got: String) -> ConfigError {
+        ConfigError {
+            problems: vec![FieldError {
+                field,
+                allowed: allowed.to_string(),
+                got,
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+fn format_number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn power() -> SamplerConfig {
+        SamplerConfig::new(Method::Power)
+    }
+
+    #[test]
+    fn defaults_resolve_to_paper_settings() {
+        let v = power().validate().unwrap();
+        assert_eq!(v.alpha().get(), 4.0);
+        assert_eq!(v.temperature(), 0.25);
+        assert_eq!(v.n_blocks(), 16);
+        assert_eq!(v.n_mcmc(), 10);
+    }
+
+    #[test]
+    fn max_swap_defaults_to_infinite_alpha_and_quarter_temperature() {
+        let v = SamplerConfig::new(Method::MaxSwap).validate().unwrap();
+        assert!(v.alpha().is_infinite());
+        assert_eq!(v.temperature(), MAX_SWAP_PROPOSAL_TEMP);
+    }
+
+    #[test]
+    fn single_sample_methods_run_no_mcmc() {
+        let low = SamplerConfig {
+            alpha: Some(Alpha::new(2.0).unwrap()),
+            ..SamplerConfig::new(Method::LowTemp)
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(low.n_mcmc(), 0);
+        assert_eq!(low.temperature(), 0.5);
+        let std = SamplerConfig {
+            top_k: Some(3),
+            proposal_temp: Some(0.1),
+            ..SamplerConfig::new(Method::Standard)
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(std.temperature(), 1.0);
+        assert_eq!(std.top_k(), None);
+    }
+
+    #[test]
+    fn last_block_is_shorter_when_not_a_multiple() {
+        let v = SamplerConfig {
+            block_size: 4,
+            max_new_tokens: 10,
+            ..power()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(v.max_new_tokens(), 10);
+        assert_eq!(v.n_blocks(), 3);
+        assert_eq!(
+            (0..3).map(|k| v.block_limit(k)).collect::<Vec<_>>(),
+            vec![4, 8, 10]
+        );
+    }
+
+    #[test]
+    fn errors_name_every_bad_field_and_the_allowed_range() {
+        let err = SamplerConfig {
+            alpha: Some(Alpha(-1.0)),
+            n_mcmc: 0,
+            block_size: 0,
+            max_new_tokens: 0,
+            proposal_temp: Some(0.0),
+            top_k: Some(0),
+            ..power()
+        }
+        .validate()
+        .unwrap_err();
+        let msg = err.to_string();
+        for needle in [
+            "alpha must be > 0 or inf, got -1",
+            "n_mcmc must be >= 1, got 0",
+            "block_size must be >= 1, got 0",
+            "max_new_tokens must be between 1 and 1000000, got 0",
+            "proposal_temp must be a finite number > 0, got 0",
+            "top_k must be >= 1",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from {msg:?}");
+        }
+        assert_eq!(err.problems.len(), 6);
+    }
+
+    #[test]
+    fn max_swap_rejects_a_finite_alpha_and_low_temp_an_infinite_one() {
+        let err = SamplerConfig {
+            alpha: Some(Alpha::new(4.0).unwrap()),
+            ..SamplerConfig::new(Method::MaxSwap)
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.problems[0].field, "alpha");
+        assert!(err.to_string().contains("max-swap"));
+        let err = SamplerConfig {
+            alpha: Some(Alpha::INFINITE),
+            ..SamplerConfig::new(Method::LowTemp)
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("low-temp"), "{err}");
+    }
+
+    #[test]
+    fn alpha_parses_numbers_and_infinity() {
+        assert_eq!("4".parse::<Alpha>().unwrap().get(), 4.0);
+        assert!("inf".parse::<Alpha>().unwrap().is_infinite());
+        assert!("Infinity".parse::<Alpha>().unwrap().is_infinite());
+        for bad in ["0", "-2", "nan", "four", "-inf"] {
+            let err = bad.parse::<Alpha>().unwrap_err();
+            assert!(
+                err.to_string().starts_with("alpha must be > 0 or inf"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn method_and_ratio_parse_errors_list_allowed_values() {
+        let err = "beam".parse::<Method>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "method must be one of power, max-swap, low-temp, standard, got beam"
+        );
+        assert!("exact".parse::<Ratio>().is_ok());
+        assert!(
+            "approx"
+                .parse::<Ratio>()
+                .unwrap_err()
+                .to_string()
+                .contains("one of exact, reference")
+        );
+    }
+
+    #[test]
+    fn config_json_round_trips_and_rejects_unknown_fields() {
+        let cfg = SamplerConfig {
+            alpha: Some(Alpha::INFINITE),
+            ..SamplerConfig::new(Method::Power)
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"alpha\":\"inf\""), "{json}");
+        assert_eq!(serde_json::from_str::<SamplerConfig>(&json).unwrap(), cfg);
+        let err = serde_json::from_str::<SamplerConfig>(r#"{"method":"power","alfa":2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `alfa`"), "{err}");
+        let err = serde_json::from_str::<SamplerConfig>(r#"{"method":"power","alpha":-3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alpha must be > 0 or inf"), "{err}");
+    }
+}

@@ -1,0 +1,106 @@
+//! What a chain asks of a language model, what it gets back, and the synchronous
+//! [`LanguageModel`] trait for in-process models.
+
+use serde::{Deserialize, Serialize};
+
+/// A token id in the model's vocabulary.
+pub type TokenId = u32;
+
+/// "Generate at most `max_tokens` tokens after `prefix`, sampling from the proposal."
+///
+/// Borrowed from the chain, so issuing a request copies nothing; [`Request::to_owned`] makes an
+/// [`OwnedRequest`] for drivers that send it elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Request<'a> {
+    /// Prompt token ids followed by the completion up to the cut point.
+    pub prefix: &'a [TokenId],
+    /// How many leading tokens of `prefix` are the prompt.
+    pub prompt_len: usize,
+    /// Upper bound on the number of tokens to generate (>= 1). Generation stops earlier only at EOS.
+    pub max_tokens: u32,
+    /// The proposal's temperature (> 0).
+    pub temperature: f64,
+    /// The proposal's top-k restriction, if any.
+    pub top_k: Option<u32>,
+    /// Seed for the model's sampler, drawn from the chain's RNG: a replayed request samples the
+    /// same tokens from a deterministic model.
+    pub seed: u64,
+}
+
+impl Request<'_> {
+    /// An owned copy, for drivers that move the request across threads or the network.
+    pub fn to_owned(&self) -> OwnedRequest {
+        OwnedRequest {
+            prefix: self.prefix.to_vec(),
+            prompt_len: self.prompt_len,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            seed: self.seed,
+        }
+    }
+}
+
+/// An owned [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OwnedRequest {
+    /// Prompt token ids followed by the completion up to the cut point.
+    pub prefix: Vec<TokenId>,
+    /// How many leading tokens of `prefix` are the prompt.
+    pub prompt_len: usize,
+    /// Upper bound on the number of tokens to generate.
+    pub max_tokens: u32,
+    /// The proposal's temperature.
+    pub temperature: f64,
+    /// The proposal's top-k restriction, if any.
+    pub top_k: Option<u32>,
+    /// Seed for the model's sampler.
+    pub seed: u64,
+}
+
+impl OwnedRequest {
+    /// Borrows it back as a [`Request`].
+    pub fn as_request(&self) -> Request<'_> {
+        Request {
+            prefix: &self.prefix,
+            prompt_len: self.prompt_len,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            seed: self.seed,
+        }
+    }
+}
+
+/// A model's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The generated token ids, EOS included when it ended the generation.
+    pub tokens: Vec<TokenId>,
+    /// Per token, log p under the base model at temperature 1 over the full vocabulary.
+    pub log_p: Vec<f64>,
+    /// Per token, log q under the distribution actually sampled from (the proposal).
+    pub log_q: Vec<f64>,
+    /// Whether the last token is EOS.
+    pub eos: bool,
+}
+
+/// An in-process language model that drives a chain synchronously.
+///
+/// `generate` must sample from the proposal that the request describes, and report exact log p and
+/// log q for every sampled token, EOS included.
+pub trait LanguageModel {
+    /// Why a generation failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Samples up to `request.max_tokens` tokens after `request.prefix`, stopping at EOS.
+    fn generate(&self, request: &Request<'_>) -> Result<Generation, Self::Error>;
+}
+
+impl<M: LanguageModel + ?Sized> LanguageModel for &M {
+    type Error = M::Error;
+
+    fn generate(&self, request: &Request<'_>) -> Result<Generation, Self::Error> {
+        (**self).generate(request)
+    }
+}
