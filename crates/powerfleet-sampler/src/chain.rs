@@ -4,13 +4,12 @@
 //! [`Generation`], and [`Chain::advance`] consumes it. The whole state, RNG included, serializes to
 //! a [`Checkpoint`]; a chain restored from one continues exactly as the original would have.
 
-use rand::{Rng, RngCore, SeedableRng};
-use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::accept::{Decision, decide};
 use crate::config::ValidConfig;
 use crate::model::{Generation, LanguageModel, Request, TokenId};
+use crate::rng::ChainRng;
 use crate::stats::{BlockStats, ChainOutput, ChainStats};
 
 /// Where a chain stands: which request it is waiting for.
@@ -132,7 +131,7 @@ pub struct ChainState {
     /// Per completion token, log q under the proposal.
     log_q: Vec<f64>,
     ends_with_eos: bool,
-    rng: ChaCha12Rng,
+    rng: ChainRng,
     phase: Phase,
     stats: ChainStats,
 }
@@ -183,8 +182,7 @@ impl Chain {
     /// A new chain after `prompt`. Chains with the same `seed` and different `stream`s draw
     /// independent random numbers; the same (`seed`, `stream`) always gives the same chain.
     pub fn new(config: ValidConfig, prompt: &[TokenId], seed: u64, stream: u64) -> Chain {
-        let mut rng = ChaCha12Rng::seed_from_u64(seed);
-        rng.set_stream(stream);
+        let rng = ChainRng::new(seed, stream);
         let mut chain = Chain {
             state: ChainState {
                 config,
@@ -378,7 +376,7 @@ impl ChainState {
             len >= 1,
             "a block's MCMC steps start from a non-empty completion"
         );
-        let cut = self.rng.random_range(0..len);
+        let cut = self.rng.below(len);
         let seed = self.rng.next_u64();
         self.phase = Phase::Propose {
             block_idx,
@@ -421,7 +419,7 @@ impl ChainState {
                 );
                 let accepted = match decision {
                     Decision::Always(accept) => accept,
-                    Decision::LogRatio(log_a) => uniform(&mut self.rng).ln() < log_a,
+                    Decision::LogRatio(log_a) => self.rng.uniform().ln() < log_a,
                 };
                 self.stats.proposals += 1;
                 let block = self.stats.blocks.last_mut().expect("a block is open");
@@ -510,11 +508,6 @@ impl ChainState {
             .checked_sub(self.prompt_len)
             .ok_or_else(|| "prompt_len is longer than the sequence".to_string())
     }
-}
-
-/// A uniform draw in [0, 1) with 53 random bits.
-fn uniform(rng: &mut ChaCha12Rng) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Why [`run`] stopped.

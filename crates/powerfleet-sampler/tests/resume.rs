@@ -1,0 +1,283 @@
+//! Property tests: a chain restored from its checkpoint, at any block boundary or any step,
+//! continues bit-identically to the uninterrupted chain; bad generations leave the chain unchanged.
+
+use powerfleet_sampler::{
+    Alpha, Chain, Checkpoint, Generation, GenerationError, LanguageModel, Method, Ratio,
+    SamplerConfig, TokenId, ValidConfig, run,
+};
+use proptest::prelude::*;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A small language model whose next-token distribution depends on the last two tokens.
+struct HashModel {
+    vocab: u32,
+    eos: TokenId,
+}
+
+impl HashModel {
+    fn log_probs(&self, seq: &[TokenId]) -> Vec<f64> {
+        let a = seq.last().copied().unwrap_or(99) as u64;
+        let b = seq.iter().rev().nth(1).copied().unwrap_or(77) as u64;
+        let mut h = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (b + 0x1234_5678).rotate_left(17);
+        let weights: Vec<f64> = (0..self.vocab)
+            .map(|_| {
+                h = h
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                0.05 + (h >> 40) as f64 / (1u64 << 24) as f64
+            })
+            .collect();
+        let z: f64 = weights.iter().sum();
+        weights.iter().map(|w| (w / z).ln()).collect()
+    }
+}
+
+impl LanguageModel for HashModel {
+    type Error = std::convert::Infallible;
+
+    fn generate(&self, req: &powerfleet_sampler::Request<'_>) -> Result<Generation, Self::Error> {
+        let mut rng = ChaCha8Rng::seed_from_u64(req.seed);
+        let mut seq = req.prefix.to_vec();
+        let mut g = Generation {
+            tokens: vec![],
+            log_p: vec![],
+            log_q: vec![],
+            eos: false,
+        };
+        while g.tokens.len() < req.max_tokens as usize && !g.eos {
+            let lp = self.log_probs(&seq);
+            let mut order: Vec<usize> = (0..lp.len()).collect();
+            order.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
+            order.truncate(req.top_k.map_or(order.len(), |k| k as usize));
+            let w: Vec<f64> = order.iter().map(|&t| lp[t] / req.temperature).collect();
+            let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let log_z = m + w.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let mut acc = 0.0;
+            let mut pick = order.len() - 1;
+            for (i, x) in w.iter().enumerate() {
+                acc += (x - log_z).exp();
+                if u < acc {
+                    pick = i;
+                    break;
+                }
+            }
+            let token = order[pick] as TokenId;
+            g.tokens.push(token);
+            g.log_p.push(lp[token as usize]);
+            g.log_q.push(w[pick] - log_z);
+            g.eos = token == self.eos;
+            seq.push(token);
+        }
+        Ok(g)
+    }
+}
+
+const MODEL: HashModel = HashModel { vocab: 6, eos: 5 };
+
+fn config_strategy() -> impl Strategy<Value = ValidConfig> {
+    (
+        prop::sample::select(Method::ALL.to_vec()),
+        prop_oneof![Just(None), (0.25f64..8.0).prop_map(Some)],
+        1u32..5,
+        1u32..7,
+        1u32..20,
+        prop::option::of(1u32..6),
+        prop::bool::ANY,
+        prop::bool::ANY,
+    )
+        .prop_map(
+            |(
+                method,
+                alpha,
+                n_mcmc,
+                block_size,
+                max_new_tokens,
+                top_k,
+                reference,
+                finish_on_eos,
+            )| {
+                let alpha = match method {
+                    Method::MaxSwap => None,
+                    _ => alpha.map(|a| Alpha::new(a).unwrap()),
+                };
+                SamplerConfig {
+                    alpha,
+                    n_mcmc,
+                    block_size,
+                    max_new_tokens,
+                    top_k,
+                    ratio: if reference {
+                        Ratio::Reference
+                    } else {
+                        Ratio::Exact
+                    },
+                    finish_on_eos,
+                    ..SamplerConfig::new(method)
+                }
+                .validate()
+                .unwrap()
+            },
+        )
+}
+
+/// Runs to the end, returning the checkpoints taken after every block and after every step.
+fn run_recording(chain: &mut Chain) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut at_blocks, mut at_steps) = (vec![], vec![]);
+    while let Some(req) = chain.request() {
+        let g = MODEL.generate(&req).unwrap();
+        let advance = chain.advance(g).unwrap();
+        let json = chain.checkpoint().to_json();
+        if advance.block_finished.is_some() {
+            at_blocks.push(json.clone());
+        }
+        at_steps.push(json);
+    }
+    (at_blocks, at_steps)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn resume_from_any_checkpoint_equals_the_uninterrupted_run(
+        config in config_strategy(),
+        prompt in prop::collection::vec(0u32..5, 0..4),
+        seed in any::<u64>(),
+        stream in 0u64..1000,
+    ) {
+        let mut chain = Chain::new(config.clone(), &prompt, seed, stream);
+        let start = chain.checkpoint().to_json();
+        let (at_blocks, at_steps) = run_recording(&mut chain);
+        let expected = chain.output().unwrap();
+        let expected_final = chain.checkpoint().to_json();
+        prop_assert_eq!(at_blocks.len() as u32, expected.stats.blocks.len() as u32);
+
+        for json in std::iter::once(&start).chain(&at_blocks).chain(&at_steps) {
+            let mut resumed = Chain::from_checkpoint(Checkpoint::from_json(json).unwrap()).unwrap();
+            let output = run(&mut resumed, &MODEL).unwrap();
+            prop_assert_eq!(&output, &expected);
+            prop_assert_eq!(resumed.checkpoint().to_json(), expected_final.clone());
+        }
+        // Statistics add up.
+        let s = &expected.stats;
+        prop_assert_eq!(s.proposals, s.blocks.iter().map(|b| u64::from(b.proposals)).sum::<u64>());
+        prop_assert_eq!(s.acceptances, s.blocks.iter().map(|b| u64::from(b.acceptances)).sum::<u64>());
+        prop_assert!(s.acceptances <= s.proposals);
+        prop_assert!(expected.tokens.len() <= config.max_new_tokens() as usize);
+        prop_assert!(s.tokens_generated >= expected.tokens.len() as u64);
+        if !config.method().is_mcmc() {
+            prop_assert_eq!(s.proposals, 0);
+            prop_assert_eq!(s.tokens_generated, expected.tokens.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_and_stream_give_the_same_chain_and_streams_differ() {
+    let config = SamplerConfig {
+        n_mcmc: 3,
+        block_size: 4,
+        max_new_tokens: 12,
+        ..SamplerConfig::new(Method::Power)
+    }
+    .validate()
+    .unwrap();
+    let out = |stream| run(&mut Chain::new(config.clone(), &[1, 2], 42, stream), &MODEL).unwrap();
+    assert_eq!(out(0), out(0));
+    let distinct: std::collections::HashSet<Vec<TokenId>> =
+        (0..20).map(|s| out(s).tokens).collect();
+    assert!(distinct.len() > 5, "streams are independent: {distinct:?}");
+}
+
+#[test]
+fn unusable_generations_are_rejected_and_leave_the_chain_unchanged() {
+    let config = SamplerConfig {
+        block_size: 3,
+        max_new_tokens: 6,
+        ..SamplerConfig::new(Method::Power)
+    }
+    .validate()
+    .unwrap();
+    let mut chain = Chain::new(config, &[0], 1, 0);
+    let before = chain.clone();
+    let generation = |tokens: Vec<TokenId>, lp: Vec<f64>, lq: Vec<f64>, eos| Generation {
+        tokens,
+        log_p: lp,
+        log_q: lq,
+        eos,
+    };
+    let cases = [
+        (
+            generation(vec![], vec![], vec![], false),
+            GenerationError::Empty,
+        ),
+        (
+            generation(vec![1, 2, 3, 4], vec![-1.0; 4], vec![-1.0; 4], false),
+            GenerationError::TooMany { got: 4, max: 3 },
+        ),
+        (
+            generation(vec![1], vec![-1.0], vec![-1.0], false),
+            GenerationError::StoppedEarly { got: 1, max: 3 },
+        ),
+        (
+            generation(vec![1, 2, 3], vec![-1.0; 2], vec![-1.0; 3], false),
+            GenerationError::LengthMismatch {
+                tokens: 3,
+                log_p: 2,
+                log_q: 3,
+            },
+        ),
+        (
+            generation(
+                vec![1, 2, 3],
+                vec![-1.0, f64::NAN, -1.0],
+                vec![-1.0; 3],
+                false,
+            ),
+            GenerationError::BadLogProb {
+                which: "log_p",
+                index: 1,
+                value: f64::NAN,
+            },
+        ),
+        (
+            generation(vec![1, 2, 3], vec![-1.0; 3], vec![-1.0, -1.0, 0.5], false),
+            GenerationError::BadLogProb {
+                which: "log_q",
+                index: 2,
+                value: 0.5,
+            },
+        ),
+    ];
+    for (g, want) in cases {
+        let err = chain.advance(g).unwrap_err();
+        assert_eq!(err.to_string(), want.to_string());
+        assert_eq!(chain, before, "a rejected generation changes nothing");
+    }
+    let ok = generation(vec![1, 5], vec![-1.0, -2.0], vec![-1.0, -2.0], true);
+    assert!(chain.advance(ok).is_ok());
+}
+
+#[test]
+fn corrupt_or_unknown_checkpoints_are_refused_with_a_reason() {
+    let config = SamplerConfig::new(Method::Power).validate().unwrap();
+    let chain = Chain::new(config, &[0], 1, 0);
+    let json = String::from_utf8(chain.checkpoint().to_json()).unwrap();
+    assert!(json.starts_with("{\"version\":\"1\""), "{json}");
+
+    let future = json.replacen("\"version\":\"1\"", "\"version\":\"9\"", 1);
+    let err = Checkpoint::from_json(future.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("known versions: 1"), "{err}");
+
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["log_p"] = serde_json::json!([-1.0]);
+    let err = Checkpoint::from_json(value.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inconsistent"), "{err}");
+    assert!(Checkpoint::from_json(b"garbage").is_err());
+}
