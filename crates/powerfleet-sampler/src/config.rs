@@ -288,7 +288,7 @@ impl SamplerConfig {
                 );
                 a
             }
-            (_, Some(a)) if !(a.get() > 0.0) => {
+            (_, Some(a)) if a.get().is_nan() || a.get() <= 0.0 => {
                 bad("alpha", "> 0 or inf", format_number(a.get()));
                 a
             }

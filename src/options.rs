@@ -1,0 +1,159 @@
+//! Sampler options shared by subcommands: flags, with `POWER_SAMPLING_*` environment defaults.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use powerfleet_models::ToyModel;
+use powerfleet_sampler::{Alpha, Method, Ratio, SamplerConfig, TokenId, ValidConfig};
+
+/// Flags that configure a chain. Unset flags fall back to `POWER_SAMPLING_*` environment
+/// variables, then to the method's defaults.
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
+    /// Sampling method: power, max-swap, low-temp or standard.
+    #[arg(long, default_value = "power")]
+    pub method: String,
+    /// Sharpening exponent α > 0, or `inf` [env: POWER_SAMPLING_ALPHA] [default: 4; inf for max-swap].
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<String>,
+    /// MCMC steps per block, >= 1 [env: POWER_SAMPLING_N_MCMC] [default: 10].
+    #[arg(long, allow_hyphen_values = true)]
+    pub n_mcmc: Option<String>,
+    /// Block length in tokens, >= 1 [env: POWER_SAMPLING_BLOCK_SIZE] [default: 192].
+    #[arg(long, allow_hyphen_values = true)]
+    pub block_size: Option<String>,
+    /// Token budget of a completion, EOS included, >= 1 [env: POWER_SAMPLING_MAX_NEW_TOKENS] [default: 3072].
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_new_tokens: Option<String>,
+    /// Proposal temperature > 0 [env: POWER_SAMPLING_PROPOSAL_TEMP] [default: 1/α; 0.25 for α = inf].
+    #[arg(long, allow_hyphen_values = true)]
+    pub proposal_temp: Option<String>,
+    /// Restrict proposals to the k most likely tokens, k >= 1.
+    #[arg(long, allow_hyphen_values = true)]
+    pub top_k: Option<String>,
+    /// Acceptance ratio: exact, or reference (the reference implementation's biased ratio).
+    #[arg(long, default_value = "exact")]
+    pub ratio: String,
+    /// Keep running MCMC steps in later blocks after the completion ends with EOS.
+    #[arg(long)]
+    pub continue_after_eos: bool,
+}
+
+/// Reads an option from its flag, else from its environment variable; errors name the source.
+fn option<T>(
+    flag: &Option<String>,
+    flag_name: &str,
+    env: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>> {
+    let (text, source) = match flag {
+        Some(v) => (v.clone(), format!("--{flag_name}")),
+        None => match std::env::var(env) {
+            Ok(v) => (v, env.to_string()),
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => bail!("{env} is not valid UTF-8"),
+        },
+    };
+    parse(text.trim())
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{source}: {e}"))
+}
+
+fn int(field: &'static str) -> impl Fn(&str) -> Result<u32, String> {
+    move |s| {
+        s.parse::<u32>()
+            .map_err(|_| format!("{field} must be a whole number >= 1, got {s}"))
+    }
+}
+
+impl SamplerArgs {
+    /// The user's configuration, before validation.
+    pub fn to_config(&self) -> Result<SamplerConfig> {
+        let method: Method = self.method.parse().context("--method")?;
+        let mut config = SamplerConfig::new(method);
+        config.alpha = option(&self.alpha, "alpha", "POWER_SAMPLING_ALPHA", |s| {
+            s.parse::<Alpha>().map_err(|e| e.to_string())
+        })?;
+        if let Some(v) = option(
+            &self.n_mcmc,
+            "n-mcmc",
+            "POWER_SAMPLING_N_MCMC",
+            int("n_mcmc"),
+        )? {
+            config.n_mcmc = v;
+        }
+        if let Some(v) = option(
+            &self.block_size,
+            "block-size",
+            "POWER_SAMPLING_BLOCK_SIZE",
+            int("block_size"),
+        )? {
+            config.block_size = v;
+        }
+        if let Some(v) = option(
+            &self.max_new_tokens,
+            "max-new-tokens",
+            "POWER_SAMPLING_MAX_NEW_TOKENS",
+            int("max_new_tokens"),
+        )? {
+            config.max_new_tokens = v;
+        }
+        config.proposal_temp = option(
+            &self.proposal_temp,
+            "proposal-temp",
+            "POWER_SAMPLING_PROPOSAL_TEMP",
+            |s| {
+                s.parse::<f64>()
+                    .map_err(|_| format!("proposal_temp must be a finite number > 0, got {s}"))
+            },
+        )?;
+        config.top_k = match &self.top_k {
+            Some(k) => Some(k.trim().parse::<u32>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--top-k: top_k must be a whole number >= 1 (omit it for the full vocabulary), got {k}"
+                )
+            })?),
+            None => None,
+        };
+        config.ratio = self.ratio.parse::<Ratio>().context("--ratio")?;
+        config.finish_on_eos = !self.continue_after_eos;
+        Ok(config)
+    }
+
+    /// The validated configuration.
+    pub fn validate(&self) -> Result<ValidConfig> {
+        let config = self.to_config()?;
+        config
+            .validate()
+            .with_context(|| "invalid sampler configuration".to_string())
+    }
+}
+
+/// The prompt as token ids: `--prompt` text through the model's vocabulary, or `--prompt-tokens`.
+pub fn prompt_tokens(
+    model: &ToyModel,
+    text: Option<&str>,
+    ids: Option<&str>,
+) -> Result<Vec<TokenId>> {
+    match (text, ids) {
+        (Some(_), Some(_)) => bail!("give --prompt or --prompt-tokens, not both"),
+        (Some(text), None) => Ok(model.tokenize(text).context("--prompt")?),
+        (None, Some(ids)) => {
+            let tokens = ids
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim().parse::<TokenId>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--prompt-tokens must be comma-separated token ids, got {s:?}"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            model
+                .check_tokens(&tokens)
+                .map_err(|e| anyhow::anyhow!("--prompt-tokens: {e}"))?;
+            Ok(tokens)
+        }
+        (None, None) => Ok(Vec::new()),
+    }
+}

@@ -1,0 +1,244 @@
+//! End-to-end tests of `powerfleet sample` through the real binary.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn powerfleet(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_powerfleet"));
+    cmd.args(args);
+    for var in [
+        "POWER_SAMPLING_ALPHA",
+        "POWER_SAMPLING_N_MCMC",
+        "POWER_SAMPLING_BLOCK_SIZE",
+        "POWER_SAMPLING_MAX_NEW_TOKENS",
+        "POWER_SAMPLING_PROPOSAL_TEMP",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the powerfleet binary runs")
+}
+
+fn jsonl(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const BASE: &[&str] = &[
+    "sample",
+    "--model",
+    "toy:eos-lengths",
+    "--method",
+    "power",
+    "--alpha",
+    "4",
+    "--n-mcmc",
+    "3",
+    "--block-size",
+    "4",
+    "--max-new-tokens",
+    "10",
+    "--chains",
+    "300",
+    "--seed",
+    "7",
+    "--format",
+    "jsonl",
+];
+
+#[test]
+fn same_seed_gives_the_same_output_whatever_the_thread_count() {
+    let one = powerfleet(&[BASE, &["--threads", "1"]].concat(), &[]);
+    let many = powerfleet(&[BASE, &["--threads", "4"]].concat(), &[]);
+    assert!(one.status.success());
+    assert_eq!(one.stdout, many.stdout);
+    let other_seed = powerfleet(&[BASE, &["--seed", "8"]].concat(), &[]);
+    assert_ne!(one.stdout, other_seed.stdout);
+}
+
+#[test]
+fn jsonl_records_hold_tokens_text_and_statistics() {
+    let records = jsonl(&powerfleet(BASE, &[]));
+    assert_eq!(records.len(), 300);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["chain"], i as u64);
+        let tokens: Vec<u64> = r["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect();
+        assert!(
+            !tokens.is_empty() && tokens.len() <= 10,
+            "max_new_tokens counts EOS too"
+        );
+        let ends_with_eos = tokens.last() == Some(&3);
+        assert_eq!(r["ends_with_eos"], ends_with_eos);
+        assert!(ends_with_eos || tokens.len() == 10);
+        let text = r["text"].as_str().unwrap();
+        assert_eq!(text.split(' ').count(), tokens.len());
+        assert_eq!(ends_with_eos, text.ends_with("<eos>"));
+        let proposals = r["proposals"].as_u64().unwrap();
+        let blocks = r["block_proposals"].as_array().unwrap().len() as u64;
+        assert_eq!(proposals, 3 * blocks, "3 MCMC steps in every block entered");
+        assert!(r["acceptances"].as_u64().unwrap() <= proposals);
+        assert!(r["tokens_generated"].as_u64().unwrap() >= tokens.len() as u64);
+        assert!(r["log_p"].as_f64().unwrap() < 0.0);
+    }
+}
+
+#[test]
+fn environment_sets_defaults_and_flags_override_it() {
+    let base = [
+        "sample",
+        "--model",
+        "toy:tiny",
+        "--chains",
+        "5",
+        "--format",
+        "jsonl",
+        "--block-size",
+        "100",
+    ];
+    let from_env = jsonl(&powerfleet(
+        &base,
+        &[
+            ("POWER_SAMPLING_N_MCMC", "4"),
+            ("POWER_SAMPLING_MAX_NEW_TOKENS", "3"),
+        ],
+    ));
+    for r in &from_env {
+        assert_eq!(r["proposals"], 4);
+        assert!(r["tokens"].as_array().unwrap().len() <= 3);
+    }
+    let overridden = jsonl(&powerfleet(
+        &[&base[..], &["--n-mcmc", "2"]].concat(),
+        &[("POWER_SAMPLING_N_MCMC", "4")],
+    ));
+    for r in &overridden {
+        assert_eq!(r["proposals"], 2);
+    }
+}
+
+#[test]
+fn bad_input_names_the_field_and_the_allowed_values() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            &["sample", "--alpha", "-1"],
+            &[],
+            "--alpha: alpha must be > 0 or inf, got -1",
+        ),
+        (
+            &["sample"],
+            &[("POWER_SAMPLING_ALPHA", "zero")],
+            "POWER_SAMPLING_ALPHA: alpha must be > 0 or inf, got zero",
+        ),
+        (
+            &["sample", "--n-mcmc", "0"],
+            &[],
+            "n_mcmc must be >= 1, got 0",
+        ),
+        (
+            &["sample"],
+            &[("POWER_SAMPLING_BLOCK_SIZE", "x")],
+            "POWER_SAMPLING_BLOCK_SIZE: block_size must be a whole number >= 1, got x",
+        ),
+        (
+            &["sample", "--max-new-tokens", "0"],
+            &[],
+            "max_new_tokens must be between 1 and 1000000, got 0",
+        ),
+        (
+            &["sample", "--proposal-temp", "0"],
+            &[],
+            "proposal_temp must be a finite number > 0, got 0",
+        ),
+        (
+            &["sample", "--method", "beam"],
+            &[],
+            "method must be one of power, max-swap, low-temp, standard, got beam",
+        ),
+        (
+            &["sample", "--method", "max-swap", "--alpha", "4"],
+            &[],
+            "alpha must be inf for method max-swap",
+        ),
+        (
+            &["sample", "--model", "toy:nope"],
+            &[],
+            "neither a built-in model (tiny, pivot, eos-lengths) nor a file",
+        ),
+        (&["sample", "--prompt", "A zz"], &[], "unknown token \"zz\""),
+        (
+            &["sample", "--prompt-tokens", "0,99"],
+            &[],
+            "token id 99 is not in the vocabulary of toy:pivot (ids 0 to 9)",
+        ),
+        (
+            &["sample", "--prompt", "A", "--prompt-tokens", "0"],
+            &[],
+            "give --prompt or --prompt-tokens, not both",
+        ),
+        (
+            &["sample", "--ratio", "approx"],
+            &[],
+            "ratio must be one of exact, reference, got approx",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let out = powerfleet(args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr:?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn table_puts_frequencies_beside_the_exact_probability() {
+    let out = powerfleet(
+        &[
+            "sample",
+            "--model",
+            "toy:pivot",
+            "--n-mcmc",
+            "10",
+            "--block-size",
+            "4",
+            "--max-new-tokens",
+            "12",
+            "--chains",
+            "400",
+            "--seed",
+            "7",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("exact p^α"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("B b <eos>"))
+        .expect("the mode is listed");
+    let exact: f64 = row.split_whitespace().last().unwrap().parse().unwrap();
+    assert!((exact - 0.9771).abs() < 1e-4, "{row}");
+    assert!(text.contains("acceptance rate"));
+    assert!(text.contains("cost multiplier"));
+    assert!(text.contains("TV to exact p^α"));
+}
