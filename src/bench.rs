@@ -16,7 +16,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "toy:eos-lengths")]
     pub model: String,
     /// Chains per measurement.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 100_000)]
     pub chains: u64,
     /// MCMC steps per block.
     #[arg(long, default_value_t = 10)]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Checks that the Rust toolchain powerfleet builds with is present; says what to install if not.
+# Sourced by scripts/test.sh and scripts/demo.sh.
+
+need_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    for dir in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+      if [ -x "$dir/cargo" ]; then
+        export PATH="$dir:$PATH"
+        break
+      fi
+    done
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is not installed. Install Rust 1.85 or newer (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then run this again." >&2
+    exit 1
+  fi
+  local version
+  version=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n1.85.0\n' "$version" | sort -V | head -n1)" != "1.85.0" ]; then
+    echo "error: rustc $version is too old; powerfleet needs 1.85 or newer (rustup update stable)." >&2
+    exit 1
+  fi
+}
+
+need_rust_component() {
+  local sub=$1 component=$2
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    echo "error: cargo $sub is missing. Install it with: rustup component add $component" >&2
+    exit 1
+  fi
+}
