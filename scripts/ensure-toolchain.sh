@@ -12,13 +12,13 @@ need_rust() {
     done
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo is not installed. Install Rust 1.85 or newer (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then run this again." >&2
+    echo "error: cargo is not installed. Install Rust 1.88 or newer (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then run this again." >&2
     exit 1
   fi
   local version
   version=$(rustc --version | awk '{print $2}')
-  if [ "$(printf '%s\n1.85.0\n' "$version" | sort -V | head -n1)" != "1.85.0" ]; then
-    echo "error: rustc $version is too old; powerfleet needs 1.85 or newer (rustup update stable)." >&2
+  if [ "$(printf '%s\n1.88.0\n' "$version" | sort -V | head -n1)" != "1.88.0" ]; then
+    echo "error: rustc $version is too old; powerfleet needs 1.88 or newer (rustup update stable)." >&2
     exit 1
   fi
 }

@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-toolchain.sh
+source scripts/ensure-services.sh
 need_rust
 need_rust_component fmt rustfmt
 need_rust_component clippy clippy
+need_redis_server
+need_postgres
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

@@ -1,0 +1,362 @@
+//! What a job is: its ids, its specification, its status and its result. Shared by the queue, the
+//! results store and the fleet roles; holds no IO.
+
+use std::fmt;
+use std::str::FromStr;
+
+use powerfleet_sampler::{ChainStats, Method, SamplerConfig, TokenId, ValidConfig};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A job's id: a UUID v7, so ids sort by submission time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+/// A batch's id: a UUID v7 made at submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchId(pub Uuid);
+
+macro_rules! uuid_id {
+    ($t:ident, $what:literal) => {
+        impl $t {
+            /// A new, time-ordered id.
+            pub fn new() -> $t {
+                $t(Uuid::now_v7())
+            }
+        }
+        impl Default for $t {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl FromStr for $t {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Uuid::parse_str(s.trim()).map($t).map_err(|_| IdError {
+                    what: $what,
+                    got: s.to_string(),
+                    allowed: "a UUID such as 01936b8e-7f5a-7cc2-9d1e-3f4a5b6c7d8e",
+                })
+            }
+        }
+    };
+}
+uuid_id!(JobId, "job id");
+uuid_id!(BatchId, "batch id");
+
+/// A client-chosen label that groups jobs across submissions (or a generated UUID).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CorrelationId(String);
+
+/// Longest accepted correlation id.
+pub const MAX_CORRELATION_ID_LEN: usize = 128;
+
+impl CorrelationId {
+    /// A generated correlation id (a UUID v7).
+    pub fn generate() -> CorrelationId {
+        CorrelationId(Uuid::now_v7().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for CorrelationId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_CORRELATION_ID_LEN
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        if ok {
+            Ok(CorrelationId(s.to_string()))
+        } else {
+            Err(IdError {
+                what: "correlation id",
+                got: s.to_string(),
+                allowed: "1 to 128 characters of A-Z a-z 0-9 - _ . :",
+            })
+        }
+    }
+}
+
+impl TryFrom<String> for CorrelationId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<CorrelationId> for String {
+    fn from(c: CorrelationId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An id that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be {allowed}, got {got:?}")]
+pub struct IdError {
+    /// Which kind of id.
+    pub what: &'static str,
+    /// What was given.
+    pub got: String,
+    /// What would be accepted.
+    pub allowed: &'static str,
+}
+
+/// The prompt of a job: text (tokenized once by the worker's model) or token ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Prompt {
+    /// Text, tokenized by the model.
+    Text(String),
+    /// Token ids, used as they are.
+    Tokens(Vec<TokenId>),
+}
+
+/// Everything a worker needs to run one chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's id.
+    pub job_id: JobId,
+    /// The correlation id it belongs to.
+    pub correlation_id: CorrelationId,
+    /// The batch it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<BatchId>,
+    /// The problem within its batch, if any (a dataset row id or line number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_id: Option<String>,
+    /// Model reference, resolved by the worker (`toy:NAME`, `toy:PATH`, or a registered name).
+    pub model: String,
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Sampler configuration (validated at submission and again by the worker).
+    pub config: SamplerConfig,
+    /// RNG seed of the chain.
+    pub seed: u64,
+    /// RNG stream of the chain (the chain's index within a `--chains N` submission).
+    #[serde(default)]
+    pub stream: u64,
+    /// Submission time, milliseconds since the Unix epoch.
+    pub submitted_at_ms: u64,
+}
+
+impl JobSpec {
+    /// Checks the parts a producer can check without the model.
+    pub fn validate(&self) -> Result<ValidConfig, String> {
+        if self.model.trim().is_empty() {
+            return Err("model must name a model reference such as toy:pivot, got an empty string".into());
+        }
+        self.config.validate().map_err(|e| e.to_string())
+    }
+
+    /// The method of its chain.
+    pub fn method(&self) -> Method {
+        self.config.method
+    }
+}
+
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// Finished with a completion.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// Given up on: undecodable, or delivered too often; see the dead-letter stream.
+    Dead,
+}
+
+impl JobStatus {
+    /// Every status.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Dead,
+    ];
+
+    /// The name used in JSON, Redis and SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    /// Whether nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("status must be one of queued, running, completed, failed, cancelled, dead, got {s:?}"))
+    }
+}
+
+/// A finished job: what the worker publishes and the collector stores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The job's id.
+    pub job_id: JobId,
+    /// Its correlation id.
+    pub correlation_id: CorrelationId,
+    /// Its batch, if any.
+    pub batch_id: Option<BatchId>,
+    /// Its problem within the batch, if any.
+    pub problem_id: Option<String>,
+    /// Model reference as submitted.
+    pub model: String,
+    /// Sampling method.
+    pub method: Method,
+    /// Chain seed.
+    pub seed: u64,
+    /// Chain stream.
+    pub stream: u64,
+    /// Final status: completed, failed, cancelled or dead.
+    pub status: JobStatus,
+    /// Completion token ids (empty unless completed).
+    pub tokens: Vec<TokenId>,
+    /// Completion text, when the model can detokenize.
+    pub text: Option<String>,
+    /// log p of the completion under the base model.
+    pub log_p: Option<f64>,
+    /// Whether the completion ends with EOS.
+    pub ends_with_eos: bool,
+    /// Chain statistics (as far as the chain got).
+    pub stats: ChainStats,
+    /// How many times a worker claimed the job.
+    pub attempts: u32,
+    /// Why it failed, was cancelled or died.
+    pub error: Option<String>,
+    /// Submission time, ms since the Unix epoch.
+    pub submitted_at_ms: u64,
+    /// First claim by a worker, ms since the Unix epoch.
+    pub started_at_ms: Option<u64>,
+    /// When the result was published, ms since the Unix epoch.
+    pub finished_at_ms: u64,
+}
+
+impl JobResult {
+    /// Tokens generated per final token.
+    pub fn cost_multiplier(&self) -> Option<f64> {
+        (!self.tokens.is_empty())
+            .then(|| self.stats.tokens_generated as f64 / self.tokens.len() as f64)
+    }
+
+    /// Submission to finish, in milliseconds.
+    pub fn latency_ms(&self) -> u64 {
+        self.finished_at_ms.saturating_sub(self.submitted_at_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_and_explain_failures() {
+        let id = JobId::new();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+        let err = "nope".parse::<JobId>().unwrap_err().to_string();
+        assert!(err.starts_with("job id must be a UUID"), "{err}");
+        assert!("exp-1.run:2".parse::<CorrelationId>().is_ok());
+        let err = "has space".parse::<CorrelationId>().unwrap_err().to_string();
+        assert!(err.contains("1 to 128 characters"), "{err}");
+        assert!("".parse::<CorrelationId>().is_err());
+        assert!("x".repeat(129).parse::<CorrelationId>().is_err());
+    }
+
+    #[test]
+    fn job_ids_sort_by_creation() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b);
+    }
+
+    #[test]
+    fn spec_round_trips_through_json_and_rejects_unknown_fields() {
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            correlation_id: "c1".parse().unwrap(),
+            batch_id: Some(BatchId::new()),
+            problem_id: Some("p7".into()),
+            model: "toy:pivot".into(),
+            prompt: Prompt::Tokens(vec![0, 1]),
+            config: SamplerConfig::new(Method::Power),
+            seed: 3,
+            stream: 2,
+            submitted_at_ms: 1,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["sneaky"] = 1.into();
+        assert!(serde_json::from_str::<JobSpec>(&v.to_string()).is_err());
+        v.as_object_mut().unwrap().remove("sneaky");
+        v["correlation_id"] = "bad id".into();
+        let err = serde_json::from_str::<JobSpec>(&v.to_string()).unwrap_err().to_string();
+        assert!(err.contains("correlation id must be"), "{err}");
+    }
+
+    #[test]
+    fn statuses_parse_and_know_when_they_are_final() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+        }
+        assert!(!JobStatus::Running.is_final());
+        assert!(JobStatus::Dead.is_final());
+        assert!("done".parse::<JobStatus>().unwrap_err().contains("one of queued"));
+    }
+}

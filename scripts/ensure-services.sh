@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests use are present: redis-server on PATH (tests start their own on
+# free ports) and a PostgreSQL server the tests can create databases on. Installs them with apt-get
+# when missing and possible; otherwise says exactly what to install.
+# Sourced by scripts/test.sh. Exports POWERFLEET_TEST_POSTGRES_URL.
+
+: "${POWERFLEET_TEST_POSTGRES_URL:=postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+export POWERFLEET_TEST_POSTGRES_URL
+
+_apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing $* with apt-get" >&2
+    if [ -z "${_PF_APT_UPDATED:-}" ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || return 1
+      _PF_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  else
+    return 1
+  fi
+}
+
+need_redis_server() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    _apt_install redis-server || {
+      echo "error: redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and run this again." >&2
+      exit 1
+    }
+  fi
+}
+
+_pg_ready() {
+  if command -v pg_isready >/dev/null 2>&1; then
+    pg_isready -q -h 127.0.0.1 -p 5432
+  else
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+  fi
+}
+
+need_postgres() {
+  # Only the default local URL is managed here; a custom URL is the caller's to provide.
+  case "$POWERFLEET_TEST_POSTGRES_URL" in
+    *@127.0.0.1:5432/*|*@localhost:5432/*) ;;
+    *) return 0 ;;
+  esac
+  _pg_ready && return 0
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    _apt_install postgresql || {
+      echo "error: PostgreSQL is not running on 127.0.0.1:5432 and cannot be installed here. Install and start it (sudo apt-get install postgresql), or set POWERFLEET_TEST_POSTGRES_URL to a server where the user may create databases." >&2
+      exit 1
+    }
+  fi
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    if [ -z "$version" ] && command -v pg_createcluster >/dev/null 2>&1; then
+      version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+      pg_createcluster "$version" main >&2
+    fi
+    echo "==> starting PostgreSQL $version" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || true
+  fi
+  for _ in $(seq 1 30); do _pg_ready && break; sleep 1; done
+  if ! _pg_ready; then
+    echo "error: PostgreSQL did not come up on 127.0.0.1:5432; start it, or set POWERFLEET_TEST_POSTGRES_URL." >&2
+    exit 1
+  fi
+  # A freshly installed server authenticates TCP clients by password: give the postgres user the one
+  # in the default URL (harmless where trust authentication is configured).
+  if command -v runuser >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null 2>&1 || true
+  fi
+}
