@@ -1,0 +1,116 @@
+//! The Redis key schema. Every key of a deployment carries the same hash tag, `{NAMESPACE}`, so
+//! the Lua scripts, which touch a job's keys and the streams together, stay valid on Redis Cluster.
+
+use powerfleet_jobs::{BatchId, CorrelationId, JobId};
+
+/// Consumer group of the workers on the jobs stream.
+pub const WORKER_GROUP: &str = "workers";
+/// Consumer group of the collectors on the results stream.
+pub const COLLECTOR_GROUP: &str = "collectors";
+
+/// Key names of one deployment (namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under namespace `ns`: `pf:{ns}:...`.
+    pub fn new(ns: &str) -> Keys {
+        Keys {
+            prefix: format!("pf:{{{ns}}}"),
+        }
+    }
+
+    /// The stream of jobs waiting for workers.
+    pub fn jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+    /// The stream of finished jobs' results, for collectors.
+    pub fn results(&self) -> String {
+        format!("{}:results", self.prefix)
+    }
+    /// The dead-letter stream: entries given up on, with the reason.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+    /// A job's state hash.
+    pub fn job(&self, id: JobId) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+    /// A job's latest chain checkpoint.
+    pub fn checkpoint(&self, id: JobId) -> String {
+        format!("{}:ckpt:{id}", self.prefix)
+    }
+    /// The set of job ids under a correlation id.
+    pub fn correlation(&self, id: &CorrelationId) -> String {
+        format!("{}:corr:{id}", self.prefix)
+    }
+    /// The set of job ids of a batch.
+    pub fn batch(&self, id: BatchId) -> String {
+        format!("{}:batch:{id}", self.prefix)
+    }
+    /// The record of a client's submission key.
+    pub fn submission(&self, key: &str) -> String {
+        format!("{}:submission:{key}", self.prefix)
+    }
+    /// A key no data is ever stored under (fills unused KEYS slots of scripts).
+    pub fn unused(&self) -> String {
+        format!("{}:unused", self.prefix)
+    }
+}
+
+/// Checks a namespace: short, and free of the characters that would break the hash tag.
+pub fn validate_namespace(ns: &str) -> Result<(), String> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "namespace must be 1 to 64 characters of A-Z a-z 0-9 - _ ., got {ns:?}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot-relevant part of a key: the text between the first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap();
+        let close = open + key[open..].find('}').unwrap();
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn every_key_shares_the_namespace_hash_tag() {
+        let k = Keys::new("prod");
+        let job = JobId::new();
+        for key in [
+            k.jobs(),
+            k.results(),
+            k.dead(),
+            k.job(job),
+            k.checkpoint(job),
+            k.correlation(&"c".parse().unwrap()),
+            k.batch(BatchId::new()),
+            k.submission("s"),
+            k.unused(),
+        ] {
+            assert_eq!(hash_tag(&key), "prod", "{key}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_checked() {
+        assert!(validate_namespace("team-a.v2").is_ok());
+        for bad in ["", "a}b", "a{b", "with space", &"x".repeat(65)] {
+            assert!(validate_namespace(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! powerfleet's queue on Redis Streams.
+//!
+//! Jobs wait in a stream read by the workers' consumer group. Claiming a delivered entry takes a
+//! new fencing token. Every later write (heartbeat, checkpoint, result, acknowledgement, hand-back)
+//! is a Lua script that first checks the token, so a worker that lost its lease can write nothing.
+//! Results go to a second stream, read by the collectors' group. See `keys` for the schema.
+
+pub mod keys;
+pub mod local;
+mod queue;
+
+pub use keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP, validate_namespace};
+pub use queue::{
+    CancelOutcome, ClaimOutcome, Delivery, JobState, Lease, LeaseState, Progress, Queue,
+    QueueError, QueueOptions, ResultDelivery, TrimReport, redact_url,
+};

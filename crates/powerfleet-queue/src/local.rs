@@ -1,0 +1,178 @@
+//! A private `redis-server` on a free loopback port, in a directory of its own: what the tests and
+//! `powerfleet demo` run against. It can be killed and restarted on the same port and data.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to start the server.
+#[derive(Clone, Debug, Default)]
+pub struct LocalRedisOptions {
+    /// Append-only file on, fsync on every write: a restart loses nothing acknowledged.
+    pub aof: bool,
+}
+
+/// A running private `redis-server`; killed when dropped.
+#[derive(Debug)]
+pub struct LocalRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+    options: LocalRedisOptions,
+}
+
+/// Why a local server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRedisError {
+    /// No `redis-server` binary.
+    #[error(
+        "redis-server was not found on PATH; install it (Debian/Ubuntu: apt-get install redis-server, macOS: brew install redis) or point --redis at a running server"
+    )]
+    NotInstalled,
+    /// It started but did not answer.
+    #[error("redis-server on port {port} did not answer PING within {seconds} s; its log is {log}")]
+    NoAnswer {
+        /// The port.
+        port: u16,
+        /// How long we waited.
+        seconds: u64,
+        /// Its log file.
+        log: String,
+    },
+    /// An IO error.
+    #[error("cannot start redis-server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl LocalRedis {
+    /// Starts a server on a free port in a new temporary directory.
+    pub fn start(options: LocalRedisOptions) -> Result<LocalRedis, LocalRedisError> {
+        let tempdir = tempfile::Builder::new()
+            .prefix("powerfleet-redis-")
+            .tempdir()?;
+        let dir = tempdir.path().to_path_buf();
+        let mut server = LocalRedis {
+            child: None,
+            port: free_port()?,
+            dir,
+            _tempdir: Some(tempdir),
+            options,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), LocalRedisError> {
+        let log = self.dir.join("redis.log");
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.options.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LocalRedisError::NotInstalled,
+            _ => LocalRedisError::Io(e),
+        })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(LocalRedisError::NoAnswer {
+            port: self.port,
+            seconds: 10,
+            log: log.display().to_string(),
+        })
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills it with SIGKILL (no shutdown save).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it and starts it again on the same port with the same data directory.
+    pub fn restart(&mut self) -> Result<(), LocalRedisError> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a Redis server answers PING on 127.0.0.1:`port`.
+pub fn ping(port: u16) -> bool {
+    ping_addr(&format!("127.0.0.1:{port}"))
+}
+
+/// Whether a Redis server answers PING at `host:port` (without AUTH).
+pub fn ping_addr(addr: &str) -> bool {
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr) else {
+        return false;
+    };
+    for a in addrs {
+        if let Ok(mut s) = TcpStream::connect_timeout(&a, Duration::from_millis(300)) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            if s.write_all(b"PING\r\n").is_err() {
+                continue;
+            }
+            let mut buf = [0u8; 64];
+            if let Ok(n) = s.read(&mut buf)
+                && (buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,22 @@
+-- Cancels a job. A queued job is finished at once with the given result; a running one is flagged,
+-- and its worker stops it between MCMC steps.
+-- KEYS[1] job hash, KEYS[2] results stream, KEYS[3] checkpoint key.
+-- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s.
+-- Returns 'cancelled' | 'requested' | 'final:<status>' | 'missing'.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return 'missing'
+end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancel', 1, 'result', ARGV[3],
+    'updated_at_ms', ARGV[1], 'finished_at_ms', ARGV[1], 'error', 'cancelled')
+  redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[2], 'result', ARGV[3])
+  redis.call('DEL', KEYS[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 'cancelled'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel', 1, 'updated_at_ms', ARGV[1])
+  return 'requested'
+end
+return 'final:' .. status

@@ -1,0 +1,12 @@
+-- Stores a chain checkpoint (and progress), if the caller still holds the fencing token.
+-- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
+-- ARGV[1] fence, ARGV[2] group, ARGV[3] consumer, ARGV[4] entry id, ARGV[5] now_ms,
+-- ARGV[6] progress json, ARGV[7] checkpoint.
+-- Returns {1, cancel} when stored, {0} when fenced out.
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  return {0}
+end
+redis.call('SET', KEYS[2], ARGV[7])
+redis.call('XCLAIM', KEYS[3], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
+redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[5], 'progress', ARGV[6])
+return {1, redis.call('HGET', KEYS[1], 'cancel')}

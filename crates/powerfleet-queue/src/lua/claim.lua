@@ -1,0 +1,24 @@
+-- Claims a delivered stream entry for a worker: takes a new fencing token.
+-- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
+-- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group.
+-- Returns {'missing'} | {'final', status} | {'stale'} | {'ok', fence, deliveries, cancel, checkpoint or false}.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return {'missing'}
+end
+if status ~= 'queued' and status ~= 'running' then
+  redis.call('XACK', KEYS[3], ARGV[4], ARGV[1])
+  return {'final', status}
+end
+if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then
+  -- An older entry of a job that was handed back and enqueued again.
+  redis.call('XACK', KEYS[3], ARGV[4], ARGV[1])
+  return {'stale'}
+end
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2], 'updated_at_ms', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])
+local cancel = redis.call('HGET', KEYS[1], 'cancel')
+local checkpoint = redis.call('GET', KEYS[2])
+return {'ok', fence, deliveries, cancel, checkpoint}

@@ -1,0 +1,34 @@
+-- Enqueues jobs, idempotently per submission key.
+-- KEYS[1] jobs stream, KEYS[2] correlation set, KEYS[3] batch set (or a dummy key), KEYS[4] submission hash
+--   (or a dummy key), KEYS[5..] one job hash per job.
+-- ARGV[1] now_ms, ARGV[2] has_batch ('1'/'0'), ARGV[3] has_submission ('1'/'0'), ARGV[4] retention_s,
+-- then per job: index, job_id, spec_json, correlation_id, batch_id, method.
+-- Returns, per job, the job id it has (an earlier submission's id when the key was seen before).
+local out = {}
+local n = (#ARGV - 4) / 6
+for j = 0, n - 1 do
+  local base = 5 + j * 6
+  local index, job_id, spec = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local existing = false
+  if ARGV[3] == '1' then
+    existing = redis.call('HGET', KEYS[4], 'job:' .. index)
+  end
+  if existing then
+    out[#out + 1] = existing
+  else
+    local job = KEYS[5 + j]
+    local entry = redis.call('XADD', KEYS[1], '*', 'job_id', job_id, 'spec', spec)
+    redis.call('HSET', job, 'spec', spec, 'status', 'queued', 'fence', 0, 'deliveries', 0,
+      'entry', entry, 'correlation_id', ARGV[base + 3], 'batch_id', ARGV[base + 4],
+      'method', ARGV[base + 5], 'submitted_at_ms', ARGV[1], 'updated_at_ms', ARGV[1], 'cancel', 0)
+    redis.call('SADD', KEYS[2], job_id)
+    if ARGV[2] == '1' then
+      redis.call('SADD', KEYS[3], job_id)
+    end
+    if ARGV[3] == '1' then
+      redis.call('HSET', KEYS[4], 'job:' .. index, job_id)
+    end
+    out[#out + 1] = job_id
+  end
+end
+return out

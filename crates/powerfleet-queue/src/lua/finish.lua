@@ -1,0 +1,20 @@
+-- Publishes a job's final result and acknowledges its entry, if the caller holds the fencing token.
+-- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream, KEYS[4] results stream,
+-- KEYS[5] dead-letter stream.
+-- ARGV[1] fence, ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
+-- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s.
+-- Returns 1 when published, 0 when fenced out or already final.
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[5], 'result', ARGV[7], 'owner', '',
+  'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4])
+redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'result', ARGV[7])
+if ARGV[5] == 'dead' then
+  redis.call('XADD', KEYS[5], '*', 'job_id', ARGV[6], 'entry', ARGV[3], 'reason', ARGV[8])
+  redis.call('HSET', KEYS[1], 'error', ARGV[8])
+end
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+return 1

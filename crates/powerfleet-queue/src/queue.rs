@@ -1,0 +1,1095 @@
+//! `Queue`: every Redis operation of the fleet, each fenced write a Lua script.
+
+use std::collections::HashMap;
+
+use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{Script, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP};
+
+/// A queue operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis could not be reached or answered with an error.
+    #[error("Redis at {url} failed: {message}; check --redis and that the server is running")]
+    Redis {
+        /// The server, password redacted.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Redis answered something the queue did not expect.
+    #[error("unexpected reply from Redis to {op}: {detail}")]
+    Protocol {
+        /// The operation.
+        op: &'static str,
+        /// What came back.
+        detail: String,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Settings of a queue client.
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    /// Deployment namespace: fleets with different namespaces share a Redis without seeing each
+    /// other's jobs.
+    pub namespace: String,
+    /// Seconds a finished job's state stays in Redis (results live on in SQL).
+    pub retention_s: u64,
+    /// Largest pool of Redis connections.
+    pub max_connections: usize,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            namespace: "default".to_string(),
+            retention_s: 7 * 24 * 3600,
+            max_connections: 16,
+        }
+    }
+}
+
+/// A job entry delivered from the jobs stream.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The stream entry id.
+    pub entry_id: String,
+    /// The entry's fields, as text.
+    pub fields: HashMap<String, String>,
+    /// The decoded job, or why it could not be decoded.
+    pub spec: Result<JobSpec, String>,
+}
+
+/// A result entry delivered from the results stream.
+#[derive(Clone, Debug)]
+pub struct ResultDelivery {
+    /// The stream entry id.
+    pub entry_id: String,
+    /// The entry's fields, as text.
+    pub fields: HashMap<String, String>,
+    /// The decoded result, or why it could not be decoded.
+    pub result: Result<JobResult, String>,
+}
+
+/// A worker's claim on a job: valid while `fence` is the job's current fencing token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The stream entry being processed.
+    pub entry_id: String,
+    /// The fencing token taken by the claim.
+    pub fence: u64,
+    /// The consumer (worker) name.
+    pub consumer: String,
+}
+
+/// What a claim found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClaimOutcome {
+    /// The caller now owns the job.
+    Claimed {
+        /// The lease.
+        lease: Lease,
+        /// Claims so far, this one included.
+        deliveries: u32,
+        /// Whether a user asked to cancel it.
+        cancel_requested: bool,
+        /// The latest checkpoint, if a previous owner wrote one.
+        checkpoint: Option<Vec<u8>>,
+    },
+    /// The job had already finished; its entry was acknowledged.
+    AlreadyFinal(JobStatus),
+    /// The entry is an old one of a job that was enqueued again; it was acknowledged.
+    Stale,
+    /// No state exists for the job.
+    Missing,
+}
+
+/// Whether a lease still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still the owner; `cancel` says whether a user asked to cancel.
+    Owned {
+        /// Cancellation requested.
+        cancel: bool,
+    },
+    /// Another claim took the job: stop working on it.
+    Lost,
+}
+
+/// Progress of a running chain, stored in the job's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Current block (0-based).
+    pub block_idx: u32,
+    /// Blocks in all.
+    pub n_blocks: u32,
+    /// Current MCMC step in the block.
+    pub step_idx: u32,
+    /// MCMC steps per block.
+    pub n_mcmc: u32,
+    /// Proposals so far.
+    pub proposals: u64,
+    /// Acceptances so far.
+    pub acceptances: u64,
+    /// Tokens generated so far.
+    pub tokens_generated: u64,
+}
+
+/// What `cancel` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker will stop it between MCMC steps.
+    Requested,
+    /// The job had already finished with this status.
+    AlreadyFinal(JobStatus),
+    /// No such job in Redis.
+    Missing,
+}
+
+/// A job's live state in Redis.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobState {
+    /// The job.
+    pub job_id: JobId,
+    /// Its status.
+    pub status: JobStatus,
+    /// The job specification.
+    pub spec: Option<JobSpec>,
+    /// Progress, while running.
+    pub progress: Option<Progress>,
+    /// Claims so far.
+    pub deliveries: u32,
+    /// The current owner, if running.
+    pub owner: Option<String>,
+    /// The final result, once finished.
+    pub result: Option<JobResult>,
+    /// Why it failed or died.
+    pub error: Option<String>,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+    /// Last update, ms since the epoch.
+    pub updated_at_ms: Option<u64>,
+}
+
+/// What `trim_streams` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrimReport {
+    /// Entries trimmed from the jobs stream.
+    pub jobs: u64,
+    /// Entries trimmed from the results stream.
+    pub results: u64,
+}
+
+struct Scripts {
+    begin_submission: Script,
+    enqueue: Script,
+    claim: Script,
+    heartbeat: Script,
+    checkpoint: Script,
+    finish: Script,
+    hand_back: Script,
+    cancel: Script,
+    dead_letter: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            begin_submission: Script::new(include_str!("lua/begin_submission.lua")),
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+            checkpoint: Script::new(include_str!("lua/checkpoint.lua")),
+            finish: Script::new(include_str!("lua/finish.lua")),
+            hand_back: Script::new(include_str!("lua/hand_back.lua")),
+            cancel: Script::new(include_str!("lua/cancel.lua")),
+            dead_letter: Script::new(include_str!("lua/dead_letter.lua")),
+        }
+    }
+}
+
+/// A client of one deployment's queue. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct Queue {
+    pool: Pool,
+    keys: Keys,
+    url: String,
+    options: QueueOptions,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("url", &self.url)
+            .field("namespace", &self.options.namespace)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host/` → `redis://user:***@host/`: URLs in messages never carry passwords.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let redacted = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{}{redacted}{}", &url[..scheme_end + 3], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn fields_of(id: &StreamId) -> HashMap<String, String> {
+    id.map
+        .iter()
+        .map(|(k, v)| (k.clone(), text(v).unwrap_or_default()))
+        .collect()
+}
+
+impl Queue {
+    /// Connects, checks the server answers, and creates the consumer groups if missing.
+    pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
+        crate::keys::validate_namespace(&options.namespace).map_err(QueueError::Invalid)?;
+        let redacted = redact_url(url);
+        let pool = PoolConfig::from_url(url)
+            .builder()
+            .map_err(|e| QueueError::Redis {
+                url: redacted.clone(),
+                message: e.to_string(),
+            })?
+            .max_size(options.max_connections)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| QueueError::Redis {
+                url: redacted.clone(),
+                message: e.to_string(),
+            })?;
+        let queue = Queue {
+            pool,
+            keys: Keys::new(&options.namespace),
+            url: redacted,
+            options,
+            scripts: std::sync::Arc::new(Scripts::new()),
+        };
+        queue.ensure_groups().await?;
+        Ok(queue)
+    }
+
+    /// The key schema.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The server's URL, password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> QueueError {
+        QueueError::Redis {
+            url: self.url.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+        self.pool.get().await.map_err(|e| self.err(e))
+    }
+
+    /// Creates the consumer groups (and streams) if they do not exist.
+    pub async fn ensure_groups(&self) -> Result<(), QueueError> {
+        let mut c = self.conn().await?;
+        for (stream, group) in [
+            (self.keys.jobs(), WORKER_GROUP),
+            (self.keys.results(), COLLECTOR_GROUP),
+        ] {
+            let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut c)
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("BUSYGROUP") => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers whether Redis is reachable.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a client's submission key; returns the batch and correlation ids of the first
+    /// submission under that key (the given ones if it is new).
+    pub async fn begin_submission(
+        &self,
+        key: &str,
+        batch_id: BatchId,
+        correlation_id: &CorrelationId,
+    ) -> Result<(BatchId, CorrelationId), QueueError> {
+        let mut c = self.conn().await?;
+        let (b, corr): (String, String) = self
+            .scripts
+            .begin_submission
+            .key(self.keys.submission(key))
+            .arg(batch_id.to_string())
+            .arg(correlation_id.as_str())
+            .arg(self.options.retention_s)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let parse_err = |detail: String| QueueError::Protocol {
+            op: "begin_submission",
+            detail,
+        };
+        Ok((
+            b.parse()
+                .map_err(|e: powerfleet_jobs::IdError| parse_err(e.to_string()))?,
+            corr.parse()
+                .map_err(|e: powerfleet_jobs::IdError| parse_err(e.to_string()))?,
+        ))
+    }
+
+    /// Enqueues jobs. With a submission key, job `i` of a repeated submission is not enqueued
+    /// again: the id it got the first time is returned instead. All jobs of one call must share
+    /// one correlation id and batch.
+    pub async fn enqueue(
+        &self,
+        specs: &[JobSpec],
+        submission: Option<(&str, usize)>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let Some(first) = specs.first() else {
+            return Ok(Vec::new());
+        };
+        if specs
+            .iter()
+            .any(|s| s.correlation_id != first.correlation_id || s.batch_id != first.batch_id)
+        {
+            return Err(QueueError::Invalid(
+                "all jobs of one enqueue call must share correlation id and batch".into(),
+            ));
+        }
+        let mut c = self.conn().await?;
+        let mut inv = self.scripts.enqueue.prepare_invoke();
+        inv.key(self.keys.jobs())
+            .key(self.keys.correlation(&first.correlation_id))
+            .key(
+                first
+                    .batch_id
+                    .map_or(self.keys.unused(), |b| self.keys.batch(b)),
+            )
+            .key(submission.map_or(self.keys.unused(), |(k, _)| self.keys.submission(k)));
+        for s in specs {
+            inv.key(self.keys.job(s.job_id));
+        }
+        inv.arg(powerfleet_jobs::now_ms())
+            .arg(if first.batch_id.is_some() { "1" } else { "0" })
+            .arg(if submission.is_some() { "1" } else { "0" })
+            .arg(self.options.retention_s);
+        let offset = submission.map_or(0, |(_, o)| o);
+        for (i, s) in specs.iter().enumerate() {
+            let spec = serde_json::to_string(s).expect("job specs serialize");
+            inv.arg(offset + i)
+                .arg(s.job_id.to_string())
+                .arg(spec)
+                .arg(s.correlation_id.as_str())
+                .arg(s.batch_id.map(|b| b.to_string()).unwrap_or_default())
+                .arg(s.method().as_str());
+        }
+        let ids: Vec<String> = inv.invoke_async(&mut c).await.map_err(|e| self.err(e))?;
+        ids.iter()
+            .map(|s| {
+                s.parse().map_err(|_| QueueError::Protocol {
+                    op: "enqueue",
+                    detail: format!("job id {s:?}"),
+                })
+            })
+            .collect()
+    }
+
+    fn delivery(id: &StreamId) -> Delivery {
+        let fields = fields_of(id);
+        let spec = match (fields.get("job_id"), fields.get("spec")) {
+            (Some(job_id), Some(spec)) => serde_json::from_str::<JobSpec>(spec)
+                .map_err(|e| format!("spec is not a valid job: {e}"))
+                .and_then(|s| {
+                    if s.job_id.to_string() == *job_id {
+                        Ok(s)
+                    } else {
+                        Err(format!(
+                            "entry job_id {job_id} differs from spec job_id {}",
+                            s.job_id
+                        ))
+                    }
+                }),
+            _ => Err("entry lacks the job_id and spec fields".to_string()),
+        };
+        Delivery {
+            entry_id: id.id.clone(),
+            fields,
+            spec,
+        }
+    }
+
+    /// Reads up to `count` new jobs for `consumer`, waiting up to `block_ms` for one.
+    pub async fn read_jobs(
+        &self,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let reply = self
+            .read_group(&self.keys.jobs(), WORKER_GROUP, consumer, count, block_ms)
+            .await?;
+        Ok(reply.iter().map(Self::delivery).collect())
+    }
+
+    /// Takes over up to `count` jobs whose lease expired (idle longer than `min_idle_ms`).
+    pub async fn reclaim_jobs(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let ids = self
+            .autoclaim(
+                &self.keys.jobs(),
+                WORKER_GROUP,
+                consumer,
+                min_idle_ms,
+                count,
+            )
+            .await?;
+        Ok(ids.iter().map(Self::delivery).collect())
+    }
+
+    async fn read_group(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<StreamId>, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default())
+    }
+
+    async fn autoclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<StreamId>, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(reply.claimed)
+    }
+
+    /// Claims a delivered job: a new fencing token, the delivery count, and the checkpoint.
+    pub async fn claim(
+        &self,
+        job_id: JobId,
+        entry_id: &str,
+        consumer: &str,
+    ) -> Result<ClaimOutcome, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: Vec<Value> = self
+            .scripts
+            .claim
+            .key(self.keys.job(job_id))
+            .key(self.keys.checkpoint(job_id))
+            .key(self.keys.jobs())
+            .arg(entry_id)
+            .arg(consumer)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(WORKER_GROUP)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let proto = |detail: String| QueueError::Protocol {
+            op: "claim",
+            detail,
+        };
+        let tag = reply.first().and_then(text).unwrap_or_default();
+        match tag.as_str() {
+            "missing" => Ok(ClaimOutcome::Missing),
+            "stale" => Ok(ClaimOutcome::Stale),
+            "final" => {
+                let status = reply.get(1).and_then(text).unwrap_or_default();
+                Ok(ClaimOutcome::AlreadyFinal(status.parse().map_err(proto)?))
+            }
+            "ok" => {
+                let int = |i: usize| -> Result<u64, QueueError> {
+                    reply
+                        .get(i)
+                        .and_then(text)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| proto(format!("field {i} of {reply:?}")))
+                };
+                let checkpoint = match reply.get(4) {
+                    Some(Value::BulkString(b)) => Some(b.clone()),
+                    _ => None,
+                };
+                Ok(ClaimOutcome::Claimed {
+                    lease: Lease {
+                        job_id,
+                        entry_id: entry_id.to_string(),
+                        fence: int(1)?,
+                        consumer: consumer.to_string(),
+                    },
+                    deliveries: int(2)? as u32,
+                    cancel_requested: int(3)? == 1,
+                    checkpoint,
+                })
+            }
+            other => Err(proto(format!("tag {other:?}"))),
+        }
+    }
+
+    fn lease_state(&self, reply: Vec<Value>) -> LeaseState {
+        match reply.first().and_then(text).as_deref() {
+            Some("1") => LeaseState::Owned {
+                cancel: reply.get(1).and_then(text).as_deref() == Some("1"),
+            },
+            _ => LeaseState::Lost,
+        }
+    }
+
+    /// Renews the lease and records progress, if the lease still holds.
+    pub async fn heartbeat(
+        &self,
+        lease: &Lease,
+        progress: &Progress,
+    ) -> Result<LeaseState, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: Vec<Value> = self
+            .scripts
+            .heartbeat
+            .key(self.keys.job(lease.job_id))
+            .key(self.keys.jobs())
+            .arg(lease.fence)
+            .arg(WORKER_GROUP)
+            .arg(&lease.consumer)
+            .arg(&lease.entry_id)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(serde_json::to_string(progress).expect("progress serializes"))
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(self.lease_state(reply))
+    }
+
+    /// Stores a checkpoint (renewing the lease), if the lease still holds.
+    pub async fn checkpoint(
+        &self,
+        lease: &Lease,
+        progress: &Progress,
+        checkpoint: &[u8],
+    ) -> Result<LeaseState, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: Vec<Value> = self
+            .scripts
+            .checkpoint
+            .key(self.keys.job(lease.job_id))
+            .key(self.keys.checkpoint(lease.job_id))
+            .key(self.keys.jobs())
+            .arg(lease.fence)
+            .arg(WORKER_GROUP)
+            .arg(&lease.consumer)
+            .arg(&lease.entry_id)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(serde_json::to_string(progress).expect("progress serializes"))
+            .arg(checkpoint)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(self.lease_state(reply))
+    }
+
+    /// Publishes the final result and acknowledges the entry, if the lease still holds.
+    /// `dead_reason` also writes a dead-letter entry (for status `dead`). Returns whether it was
+    /// published.
+    pub async fn finish(
+        &self,
+        lease: &Lease,
+        result: &JobResult,
+        dead_reason: Option<&str>,
+    ) -> Result<bool, QueueError> {
+        let mut c = self.conn().await?;
+        let published: i64 = self
+            .scripts
+            .finish
+            .key(self.keys.job(lease.job_id))
+            .key(self.keys.checkpoint(lease.job_id))
+            .key(self.keys.jobs())
+            .key(self.keys.results())
+            .key(self.keys.dead())
+            .arg(lease.fence)
+            .arg(WORKER_GROUP)
+            .arg(&lease.entry_id)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(result.status.as_str())
+            .arg(lease.job_id.to_string())
+            .arg(serde_json::to_string(result).expect("results serialize"))
+            .arg(dead_reason.unwrap_or(""))
+            .arg(self.options.retention_s)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(published == 1)
+    }
+
+    /// Gives the job back to the queue at once, keeping its checkpoint.
+    pub async fn hand_back(&self, lease: &Lease) -> Result<bool, QueueError> {
+        let mut c = self.conn().await?;
+        let done: i64 = self
+            .scripts
+            .hand_back
+            .key(self.keys.job(lease.job_id))
+            .key(self.keys.jobs())
+            .arg(lease.fence)
+            .arg(WORKER_GROUP)
+            .arg(&lease.entry_id)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(lease.job_id.to_string())
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done == 1)
+    }
+
+    /// Moves an undecodable job entry to the dead-letter stream.
+    pub async fn dead_letter_job_entry(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        self.dead_letter(
+            &self.keys.jobs(),
+            WORKER_GROUP,
+            &delivery.entry_id,
+            reason,
+            &delivery.fields,
+        )
+        .await
+    }
+
+    /// Moves an undecodable result entry to the dead-letter stream.
+    pub async fn dead_letter_result_entry(
+        &self,
+        delivery: &ResultDelivery,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        self.dead_letter(
+            &self.keys.results(),
+            COLLECTOR_GROUP,
+            &delivery.entry_id,
+            reason,
+            &delivery.fields,
+        )
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        stream: &str,
+        group: &str,
+        entry_id: &str,
+        reason: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<(), QueueError> {
+        let mut c = self.conn().await?;
+        let payload = serde_json::to_string(fields).expect("fields serialize");
+        let _: i64 = self
+            .scripts
+            .dead_letter
+            .key(stream)
+            .key(self.keys.dead())
+            .arg(group)
+            .arg(entry_id)
+            .arg(reason)
+            .arg(payload)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Cancels a job: at once if queued (publishing `queued_result`), else by flagging it for its
+    /// worker.
+    pub async fn cancel(
+        &self,
+        job_id: JobId,
+        queued_result: &JobResult,
+    ) -> Result<CancelOutcome, QueueError> {
+        let mut c = self.conn().await?;
+        let outcome: String = self
+            .scripts
+            .cancel
+            .key(self.keys.job(job_id))
+            .key(self.keys.results())
+            .key(self.keys.checkpoint(job_id))
+            .arg(powerfleet_jobs::now_ms())
+            .arg(job_id.to_string())
+            .arg(serde_json::to_string(queued_result).expect("results serialize"))
+            .arg(self.options.retention_s)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        match outcome.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "missing" => Ok(CancelOutcome::Missing),
+            other => match other.strip_prefix("final:").map(str::parse::<JobStatus>) {
+                Some(Ok(status)) => Ok(CancelOutcome::AlreadyFinal(status)),
+                _ => Err(QueueError::Protocol {
+                    op: "cancel",
+                    detail: other.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// The live state of a job, if Redis still holds it.
+    pub async fn job_state(&self, job_id: JobId) -> Result<Option<JobState>, QueueError> {
+        let mut c = self.conn().await?;
+        let map: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.job(job_id))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let status = map
+            .get("status")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| QueueError::Protocol {
+                op: "job_state",
+                detail: format!("job {job_id} has no valid status"),
+            })?;
+        let nonempty = |k: &str| map.get(k).filter(|s| !s.is_empty()).cloned();
+        Ok(Some(JobState {
+            job_id,
+            status,
+            spec: map.get("spec").and_then(|s| serde_json::from_str(s).ok()),
+            progress: map
+                .get("progress")
+                .and_then(|s| serde_json::from_str(s).ok()),
+            deliveries: map
+                .get("deliveries")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            owner: nonempty("owner"),
+            result: map.get("result").and_then(|s| serde_json::from_str(s).ok()),
+            error: nonempty("error"),
+            cancel_requested: map.get("cancel").map(String::as_str) == Some("1"),
+            updated_at_ms: map.get("updated_at_ms").and_then(|s| s.parse().ok()),
+        }))
+    }
+
+    /// Job ids under a correlation id.
+    pub async fn correlation_jobs(&self, id: &CorrelationId) -> Result<Vec<JobId>, QueueError> {
+        self.members(self.keys.correlation(id)).await
+    }
+
+    /// Job ids of a batch.
+    pub async fn batch_jobs(&self, id: BatchId) -> Result<Vec<JobId>, QueueError> {
+        self.members(self.keys.batch(id)).await
+    }
+
+    async fn members(&self, key: String) -> Result<Vec<JobId>, QueueError> {
+        let mut c = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut ids: Vec<JobId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads up to `count` new results for a collector.
+    pub async fn read_results(
+        &self,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<ResultDelivery>, QueueError> {
+        let ids = self
+            .read_group(
+                &self.keys.results(),
+                COLLECTOR_GROUP,
+                consumer,
+                count,
+                block_ms,
+            )
+            .await?;
+        Ok(ids.iter().map(Self::result_delivery).collect())
+    }
+
+    /// Takes over results a dead collector left unacknowledged.
+    pub async fn reclaim_results(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<ResultDelivery>, QueueError> {
+        let ids = self
+            .autoclaim(
+                &self.keys.results(),
+                COLLECTOR_GROUP,
+                consumer,
+                min_idle_ms,
+                count,
+            )
+            .await?;
+        Ok(ids.iter().map(Self::result_delivery).collect())
+    }
+
+    fn result_delivery(id: &StreamId) -> ResultDelivery {
+        let fields = fields_of(id);
+        let result = match fields.get("result") {
+            Some(r) => serde_json::from_str::<JobResult>(r)
+                .map_err(|e| format!("result is not a valid job result: {e}")),
+            None => Err("entry lacks the result field".to_string()),
+        };
+        ResultDelivery {
+            entry_id: id.id.clone(),
+            fields,
+            result,
+        }
+    }
+
+    /// Acknowledges a stored result.
+    pub async fn ack_result(&self, entry_id: &str) -> Result<(), QueueError> {
+        let mut c = self.conn().await?;
+        let _: i64 = redis::cmd("XACK")
+            .arg(self.keys.results())
+            .arg(COLLECTOR_GROUP)
+            .arg(entry_id)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Entries of the dead-letter stream, oldest first: (entry id, fields).
+    pub async fn dead_letters(
+        &self,
+        count: usize,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.dead())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|id| (id.id.clone(), fields_of(id)))
+            .collect())
+    }
+
+    /// Jobs waiting (never delivered) and pending (delivered, not acknowledged) in the jobs stream.
+    pub async fn job_backlog(&self) -> Result<(u64, u64), QueueError> {
+        let (lag, pending, _) = self.group_info(&self.keys.jobs(), WORKER_GROUP).await?;
+        Ok((lag, pending))
+    }
+
+    /// (lag, pending, last-delivered id) of a consumer group.
+    async fn group_info(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<(u64, u64, String), QueueError> {
+        let mut c = self.conn().await?;
+        let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let g = groups
+            .iter()
+            .find(|g| g.get("name").and_then(text).as_deref() == Some(group))
+            .ok_or_else(|| QueueError::Protocol {
+                op: "XINFO GROUPS",
+                detail: format!("no group {group} on {stream}"),
+            })?;
+        let num = |k: &str| {
+            g.get(k)
+                .and_then(text)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            num("lag"),
+            num("pending"),
+            g.get("last-delivered-id")
+                .and_then(text)
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Trims both streams up to the oldest entry that may still be needed: never past a pending
+    /// entry, nor past the group's last-delivered entry.
+    pub async fn trim_streams(&self) -> Result<TrimReport, QueueError> {
+        Ok(TrimReport {
+            jobs: self.trim(&self.keys.jobs(), WORKER_GROUP).await?,
+            results: self.trim(&self.keys.results(), COLLECTOR_GROUP).await?,
+        })
+    }
+
+    async fn trim(&self, stream: &str, group: &str) -> Result<u64, QueueError> {
+        let (_, pending, last_delivered) = self.group_info(stream, group).await?;
+        let mut c = self.conn().await?;
+        let mut min_id = last_delivered;
+        if pending > 0 {
+            let summary: Vec<Value> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(group)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.err(e))?;
+            if let Some(oldest) = summary.get(1).and_then(text) {
+                min_id = oldest;
+            }
+        }
+        if min_id.is_empty() || min_id == "0-0" {
+            return Ok(0);
+        }
+        let trimmed: i64 = redis::cmd("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg(&min_id)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(trimmed as u64)
+    }
+
+    /// Appends a raw entry to the jobs stream (for tests of undecodable input).
+    pub async fn push_raw_job_entry(&self, fields: &[(&str, &str)]) -> Result<String, QueueError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.jobs()).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut c).await.map_err(|e| self.err(e))
+    }
+
+    /// Appends a raw entry to the results stream (for tests and for republishing).
+    pub async fn push_raw_result_entry(
+        &self,
+        fields: &[(&str, &str)],
+    ) -> Result<String, QueueError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.results()).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut c).await.map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_never_carry_passwords() {
+        assert_eq!(
+            redact_url("redis://:s3cret@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://user:s3cret@h/"),
+            "rediss://user:***@h/"
+        );
+        assert_eq!(redact_url("redis://tokenonly@h/"), "redis://***@h/");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! The queue against a real, private redis-server: claims, fencing, hand-back, cancellation,
+//! dead letters, idempotent submission, trimming, and a restart with AOF.
+
+use std::time::Duration;
+
+use powerfleet_jobs::{
+    BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms,
+};
+use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
+use powerfleet_queue::{CancelOutcome, ClaimOutcome, LeaseState, Progress, Queue, QueueOptions};
+use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
+
+fn server(aof: bool) -> LocalRedis {
+    LocalRedis::start(LocalRedisOptions { aof })
+        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs redis-server)"))
+}
+
+async fn queue(server: &LocalRedis, ns: &str) -> Queue {
+    Queue::connect(
+        &server.url(),
+        QueueOptions {
+            namespace: ns.to_string(),
+            ..QueueOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn spec(corr: &CorrelationId, batch: Option<BatchId>, seed: u64) -> JobSpec {
+    JobSpec {
+        job_id: JobId::new(),
+        correlation_id: corr.clone(),
+        batch_id: batch,
+        problem_id: None,
+        model: "toy:tiny".into(),
+        prompt: Prompt::Tokens(vec![]),
+        config: SamplerConfig::new(Method::Power),
+        seed,
+        stream: 0,
+        submitted_at_ms: now_ms(),
+    }
+}
+
+fn result(spec: &JobSpec, status: JobStatus) -> JobResult {
+    JobResult {
+        job_id: spec.job_id,
+        correlation_id: spec.correlation_id.clone(),
+        batch_id: spec.batch_id,
+        problem_id: None,
+        model: spec.model.clone(),
+        method: spec.method(),
+        seed: spec.seed,
+        stream: spec.stream,
+        status,
+        tokens: vec![0, 2],
+        text: None,
+        log_p: Some(-1.0),
+        ends_with_eos: true,
+        stats: ChainStats::default(),
+        attempts: 1,
+        error: None,
+        submitted_at_ms: spec.submitted_at_ms,
+        started_at_ms: None,
+        finished_at_ms: now_ms(),
+    }
+}
+
+async fn claim_one(q: &Queue, consumer: &str) -> (powerfleet_queue::Lease, Option<Vec<u8>>, u32) {
+    let d = q
+        .read_jobs(consumer, 1, 1000)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a job is waiting");
+    let spec = d.spec.unwrap();
+    match q.claim(spec.job_id, &d.entry_id, consumer).await.unwrap() {
+        ClaimOutcome::Claimed {
+            lease,
+            checkpoint,
+            deliveries,
+            ..
+        } => (lease, checkpoint, deliveries),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_lease_lost_to_a_reclaim_can_write_nothing() {
+    let server = server(false);
+    let q = queue(&server, "t1").await;
+    let corr = CorrelationId::generate();
+    let s = spec(&corr, None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+
+    let (old, checkpoint, deliveries) = claim_one(&q, "worker-a").await;
+    assert_eq!((checkpoint, deliveries), (None, 1));
+    let progress = Progress::default();
+    assert_eq!(
+        q.checkpoint(&old, &progress, b"ckpt-1").await.unwrap(),
+        LeaseState::Owned { cancel: false }
+    );
+
+    // worker-a stalls; its lease expires; worker-b reclaims and resumes from the checkpoint.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let reclaimed = q.reclaim_jobs("worker-b", 100, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    let new = match q
+        .claim(s.job_id, &reclaimed[0].entry_id, "worker-b")
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed {
+            lease,
+            checkpoint,
+            deliveries,
+            ..
+        } => {
+            assert_eq!(checkpoint.as_deref(), Some(&b"ckpt-1"[..]));
+            assert_eq!(deliveries, 2);
+            lease
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(new.fence > old.fence);
+
+    // The old owner is fenced out of every write.
+    assert_eq!(
+        q.checkpoint(&old, &progress, b"stale").await.unwrap(),
+        LeaseState::Lost
+    );
+    assert_eq!(
+        q.heartbeat(&old, &progress).await.unwrap(),
+        LeaseState::Lost
+    );
+    assert!(
+        !q.finish(&old, &result(&s, JobStatus::Completed), None)
+            .await
+            .unwrap()
+    );
+    assert!(!q.hand_back(&old).await.unwrap());
+
+    // The new owner writes and finishes exactly once.
+    assert_eq!(
+        q.checkpoint(&new, &progress, b"ckpt-2").await.unwrap(),
+        LeaseState::Owned { cancel: false }
+    );
+    assert!(
+        q.finish(&new, &result(&s, JobStatus::Completed), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !q.finish(&new, &result(&s, JobStatus::Completed), None)
+            .await
+            .unwrap(),
+        "a second finish is refused"
+    );
+
+    let results = q.read_results("collector", 10, 100).await.unwrap();
+    assert_eq!(
+        results.len(),
+        1,
+        "one result, however many finishes were tried"
+    );
+    assert_eq!(results[0].result.as_ref().unwrap().job_id, s.job_id);
+    let state = q.job_state(s.job_id).await.unwrap().unwrap();
+    assert_eq!(state.status, JobStatus::Completed);
+    assert_eq!(
+        q.job_backlog().await.unwrap(),
+        (0, 0),
+        "the entry was acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn hand_back_requeues_at_once_without_counting_a_delivery() {
+    let server = server(false);
+    let q = queue(&server, "t2").await;
+    let s = spec(&CorrelationId::generate(), None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let (lease, _, _) = claim_one(&q, "a").await;
+    q.checkpoint(&lease, &Progress::default(), b"half")
+        .await
+        .unwrap();
+    assert!(q.hand_back(&lease).await.unwrap());
+    assert_eq!(
+        q.job_state(s.job_id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    // Another worker reads it immediately as a new entry, with the checkpoint.
+    let (lease2, checkpoint, deliveries) = claim_one(&q, "b").await;
+    assert_eq!(checkpoint.as_deref(), Some(&b"half"[..]));
+    assert_eq!(deliveries, 1);
+    assert_eq!(
+        q.heartbeat(&lease, &Progress::default()).await.unwrap(),
+        LeaseState::Lost
+    );
+    assert!(
+        q.finish(&lease2, &result(&s, JobStatus::Completed), None)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn cancellation_of_queued_and_running_jobs() {
+    let server = server(false);
+    let q = queue(&server, "t3").await;
+    let corr = CorrelationId::generate();
+    let queued = spec(&corr, None, 1);
+    let running = spec(&corr, None, 2);
+    q.enqueue(&[running.clone(), queued.clone()], None)
+        .await
+        .unwrap();
+    let (lease, _, _) = claim_one(&q, "w").await;
+    assert_eq!(lease.job_id, running.job_id);
+
+    let outcome = q
+        .cancel(queued.job_id, &result(&queued, JobStatus::Cancelled))
+        .await
+        .unwrap();
+    assert_eq!(outcome, CancelOutcome::Cancelled);
+    // Its entry, when read, is acknowledged without work.
+    let d = q.read_jobs("w", 1, 100).await.unwrap().pop().unwrap();
+    assert_eq!(
+        q.claim(queued.job_id, &d.entry_id, "w").await.unwrap(),
+        ClaimOutcome::AlreadyFinal(JobStatus::Cancelled)
+    );
+
+    assert_eq!(
+        q.cancel(running.job_id, &result(&running, JobStatus::Cancelled))
+            .await
+            .unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        q.heartbeat(&lease, &Progress::default()).await.unwrap(),
+        LeaseState::Owned { cancel: true }
+    );
+    assert!(
+        q.finish(&lease, &result(&running, JobStatus::Cancelled), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.cancel(running.job_id, &result(&running, JobStatus::Cancelled))
+            .await
+            .unwrap(),
+        CancelOutcome::AlreadyFinal(JobStatus::Cancelled)
+    );
+    assert_eq!(
+        q.cancel(JobId::new(), &result(&running, JobStatus::Cancelled))
+            .await
+            .unwrap(),
+        CancelOutcome::Missing
+    );
+    assert_eq!(q.read_results("c", 10, 100).await.unwrap().len(), 2);
+    assert_eq!(q.correlation_jobs(&corr).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason() {
+    let server = server(false);
+    let q = queue(&server, "t4").await;
+    q.push_raw_job_entry(&[("job_id", "x"), ("spec", "{not json")])
+        .await
+        .unwrap();
+    q.push_raw_job_entry(&[("hello", "world")]).await.unwrap();
+    let deliveries = q.read_jobs("w", 10, 100).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    for d in &deliveries {
+        let reason = d.spec.as_ref().unwrap_err();
+        q.dead_letter_job_entry(d, reason).await.unwrap();
+    }
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead[0].1["reason"].contains("spec is not a valid job"),
+        "{:?}",
+        dead[0]
+    );
+    assert!(
+        dead[1].1["reason"].contains("lacks the job_id and spec"),
+        "{:?}",
+        dead[1]
+    );
+    assert!(dead[0].1["payload"].contains("{not json"));
+    assert_eq!(
+        q.job_backlog().await.unwrap(),
+        (0, 0),
+        "dead-lettered entries are acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_submission_key_creates_no_duplicates() {
+    let server = server(false);
+    let q = queue(&server, "t5").await;
+    let (batch, corr) = q
+        .begin_submission("key-1", BatchId::new(), &CorrelationId::generate())
+        .await
+        .unwrap();
+    let specs: Vec<JobSpec> = (0..3).map(|i| spec(&corr, Some(batch), i)).collect();
+    let first = q.enqueue(&specs, Some(("key-1", 0))).await.unwrap();
+    // The client retries with fresh ids: it gets the same batch, correlation id and job ids.
+    let (batch2, corr2) = q
+        .begin_submission("key-1", BatchId::new(), &CorrelationId::generate())
+        .await
+        .unwrap();
+    assert_eq!((batch2, &corr2), (batch, &corr));
+    let retry: Vec<JobSpec> = (0..3).map(|i| spec(&corr, Some(batch), i)).collect();
+    let second = q.enqueue(&retry, Some(("key-1", 0))).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        q.job_backlog().await.unwrap().0,
+        3,
+        "three entries, not six"
+    );
+    assert_eq!(q.batch_jobs(batch).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn trimming_never_removes_pending_entries() {
+    let server = server(false);
+    let q = queue(&server, "t6").await;
+    let corr = CorrelationId::generate();
+    let specs: Vec<JobSpec> = (0..5).map(|i| spec(&corr, None, i)).collect();
+    q.enqueue(&specs, None).await.unwrap();
+    // Two are finished, one is in flight (pending), two were never read.
+    for _ in 0..2 {
+        let (lease, _, _) = claim_one(&q, "w").await;
+        let s = specs.iter().find(|s| s.job_id == lease.job_id).unwrap();
+        q.finish(&lease, &result(s, JobStatus::Completed), None)
+            .await
+            .unwrap();
+    }
+    let (in_flight, _, _) = claim_one(&q, "w").await;
+    let report = q.trim_streams().await.unwrap();
+    assert_eq!(
+        report.jobs, 2,
+        "only the two acknowledged entries before the pending one go"
+    );
+    // The pending entry is still there: its owner can finish it, and a reclaim still finds it.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(q.reclaim_jobs("w2", 50, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        q.read_jobs("w", 10, 100).await.unwrap().len(),
+        2,
+        "unread entries stay"
+    );
+    assert!(in_flight.fence >= 1);
+}
+
+#[tokio::test]
+async fn state_survives_a_redis_restart_with_aof() {
+    let mut server = server(true);
+    let q = queue(&server, "t7").await;
+    let s = spec(&CorrelationId::generate(), None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let (lease, _, _) = claim_one(&q, "w").await;
+    q.checkpoint(&lease, &Progress::default(), b"before-restart")
+        .await
+        .unwrap();
+    server.restart().unwrap();
+    // The pool reconnects; scripts are loaded again on NOSCRIPT.
+    let mut state = None;
+    for _ in 0..50 {
+        match q
+            .checkpoint(&lease, &Progress::default(), b"after-restart")
+            .await
+        {
+            Ok(s) => {
+                state = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(state, Some(LeaseState::Owned { cancel: false }));
+    assert!(
+        q.finish(&lease, &result(&s, JobStatus::Completed), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.read_results("c", 10, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn namespaces_do_not_see_each_other() {
+    let server = server(false);
+    let a = queue(&server, "team-a").await;
+    let b = queue(&server, "team-b").await;
+    a.enqueue(&[spec(&CorrelationId::generate(), None, 1)], None)
+        .await
+        .unwrap();
+    assert!(b.read_jobs("w", 10, 50).await.unwrap().is_empty());
+    assert_eq!(a.read_jobs("w", 10, 50).await.unwrap().len(), 1);
+}
