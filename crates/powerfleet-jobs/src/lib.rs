@@ -164,7 +164,9 @@ impl JobSpec {
     /// Checks the parts a producer can check without the model.
     pub fn validate(&self) -> Result<ValidConfig, String> {
         if self.model.trim().is_empty() {
-            return Err("model must name a model reference such as toy:pivot, got an empty string".into());
+            return Err(
+                "model must name a model reference such as toy:pivot, got an empty string".into(),
+            );
         }
         self.config.validate().map_err(|e| e.to_string())
     }
@@ -312,7 +314,10 @@ mod tests {
         let err = "nope".parse::<JobId>().unwrap_err().to_string();
         assert!(err.starts_with("job id must be a UUID"), "{err}");
         assert!("exp-1.run:2".parse::<CorrelationId>().is_ok());
-        let err = "has space".parse::<CorrelationId>().unwrap_err().to_string();
+        let err = "has space"
+            .parse::<CorrelationId>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1 to 128 characters"), "{err}");
         assert!("".parse::<CorrelationId>().is_err());
         assert!("x".repeat(129).parse::<CorrelationId>().is_err());
@@ -346,7 +351,9 @@ mod tests {
         assert!(serde_json::from_str::<JobSpec>(&v.to_string()).is_err());
         v.as_object_mut().unwrap().remove("sneaky");
         v["correlation_id"] = "bad id".into();
-        let err = serde_json::from_str::<JobSpec>(&v.to_string()).unwrap_err().to_string();
+        let err = serde_json::from_str::<JobSpec>(&v.to_string())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("correlation id must be"), "{err}");
     }
 
@@ -357,6 +364,11 @@ mod tests {
         }
         assert!(!JobStatus::Running.is_final());
         assert!(JobStatus::Dead.is_final());
-        assert!("done".parse::<JobStatus>().unwrap_err().contains("one of queued"));
+        assert!(
+            "done"
+                .parse::<JobStatus>()
+                .unwrap_err()
+                .contains("one of queued")
+        );
     }
 }
