@@ -1,6 +1,7 @@
 //! `powerfleet`: the command-line entry point. Parses arguments and wires the crates together.
 
 mod bench;
+mod fleet;
 mod options;
 mod sample;
 
@@ -22,6 +23,18 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List the built-in toy models.
     Models,
+    /// Submit jobs to the queue: one prompt times chains, or a batch file times methods times seeds.
+    Submit(Box<fleet::SubmitArgs>),
+    /// Run a worker: take jobs from the queue, run their chains, checkpoint every block.
+    Worker(fleet::WorkerArgs),
+    /// Run a results collector: store finished jobs in SQL, exactly once.
+    Collector(fleet::CollectorArgs),
+    /// Show the status of a job, batch or correlation id.
+    Status(fleet::StatusArgs),
+    /// Cancel a job, a batch or every job under a correlation id.
+    Cancel(fleet::CancelArgs),
+    /// Export finished jobs of a batch or correlation id.
+    Results(fleet::ResultsArgs),
 }
 
 fn main() {
@@ -33,6 +46,18 @@ fn main() {
             list_models();
             Ok(())
         }
+        Command::Submit(args) => block_on(fleet::submit(*args)),
+        Command::Worker(args) => {
+            init_tracing();
+            block_on(fleet::worker(args))
+        }
+        Command::Collector(args) => {
+            init_tracing();
+            block_on(fleet::collector(args))
+        }
+        Command::Status(args) => block_on(fleet::status_cmd(args)),
+        Command::Cancel(args) => block_on(fleet::cancel(args)),
+        Command::Results(args) => block_on(fleet::results(args)),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -50,5 +75,41 @@ fn list_models() {
             model.vocab().len(),
             model.description().unwrap_or("")
         );
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(f)
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }

@@ -104,6 +104,8 @@ pub enum ClaimOutcome {
         cancel_requested: bool,
         /// The latest checkpoint, if a previous owner wrote one.
         checkpoint: Option<Vec<u8>>,
+        /// The job's first claim, ms since the epoch.
+        started_at_ms: u64,
     },
     /// The job had already finished; its entry was acknowledged.
     AlreadyFinal(JobStatus),
@@ -611,6 +613,7 @@ impl Queue {
                     deliveries: int(2)? as u32,
                     cancel_requested: int(3)? == 1,
                     checkpoint,
+                    started_at_ms: int(5)?,
                 })
             }
             other => Err(proto(format!("tag {other:?}"))),

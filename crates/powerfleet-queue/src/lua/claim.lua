@@ -1,7 +1,8 @@
 -- Claims a delivered stream entry for a worker: takes a new fencing token.
 -- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
 -- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group.
--- Returns {'missing'} | {'final', status} | {'stale'} | {'ok', fence, deliveries, cancel, checkpoint or false}.
+-- Returns {'missing'} | {'final', status} | {'stale'} |
+--   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return {'missing'}
@@ -21,4 +22,4 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2], 'updated_at_m
 redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])
 local cancel = redis.call('HGET', KEYS[1], 'cancel')
 local checkpoint = redis.call('GET', KEYS[2])
-return {'ok', fence, deliveries, cancel, checkpoint}
+return {'ok', fence, deliveries, cancel, checkpoint, redis.call('HGET', KEYS[1], 'started_at_ms')}

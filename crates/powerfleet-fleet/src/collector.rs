@@ -1,0 +1,159 @@
+//! The results collector: moves results from the results stream into SQL, exactly once.
+//!
+//! Several collectors may share the consumer group. A result is acknowledged only after it is
+//! stored; storing is idempotent by job id, so a redelivered result never counts twice.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use powerfleet_queue::{Queue, ResultDelivery};
+use powerfleet_store::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Collector settings.
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// This collector's consumer name.
+    pub consumer: String,
+    /// Results read per round.
+    pub batch: usize,
+    /// How long one read waits for results.
+    pub read_block: Duration,
+    /// Results left unacknowledged this long (a collector died) are taken over.
+    pub reclaim_idle: Duration,
+    /// How often the streams are trimmed (never past a pending entry).
+    pub trim_every: Duration,
+}
+
+impl CollectorConfig {
+    /// Defaults for a collector named `consumer`.
+    pub fn new(consumer: String) -> CollectorConfig {
+        CollectorConfig {
+            consumer,
+            batch: 100,
+            read_block: Duration::from_millis(1000),
+            reclaim_idle: Duration::from_secs(30),
+            trim_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a collector did.
+#[derive(Debug, Default)]
+pub struct CollectorReport {
+    /// Results stored for the first time.
+    pub stored: AtomicU64,
+    /// Results that were already stored (redeliveries).
+    pub duplicates: AtomicU64,
+    /// Undecodable result entries moved to the dead-letter stream.
+    pub dead: AtomicU64,
+}
+
+/// Runs a collector until `shutdown` resolves.
+pub async fn run(
+    config: CollectorConfig,
+    queue: Queue,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Arc<CollectorReport> {
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.cancel();
+    });
+    let report = Arc::new(CollectorReport::default());
+    let mut last_reclaim: Option<tokio::time::Instant> = None;
+    let mut last_trim = tokio::time::Instant::now();
+    let mut failures = 0u32;
+    info!(consumer = %config.consumer, "collector started");
+    while !stop.is_cancelled() {
+        let round = async {
+            let mut deliveries = Vec::new();
+            if last_reclaim.is_none_or(|t| t.elapsed() >= config.reclaim_idle / 2) {
+                last_reclaim = Some(tokio::time::Instant::now());
+                deliveries = queue
+                    .reclaim_results(
+                        &config.consumer,
+                        config.reclaim_idle.as_millis() as u64,
+                        config.batch,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if deliveries.is_empty() {
+                deliveries = queue
+                    .read_results(
+                        &config.consumer,
+                        config.batch,
+                        config.read_block.as_millis() as u64,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for d in deliveries {
+                collect(&queue, &store, &report, d).await?;
+            }
+            if last_trim.elapsed() >= config.trim_every {
+                last_trim = tokio::time::Instant::now();
+                let trimmed = queue.trim_streams().await.map_err(|e| e.to_string())?;
+                if trimmed.jobs + trimmed.results > 0 {
+                    info!(
+                        jobs = trimmed.jobs,
+                        results = trimmed.results,
+                        "trimmed streams"
+                    );
+                }
+            }
+            Ok::<(), String>(())
+        };
+        match round.await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "collector round failed");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    info!("collector stopped");
+    report
+}
+
+async fn collect(
+    queue: &Queue,
+    store: &Store,
+    report: &CollectorReport,
+    delivery: ResultDelivery,
+) -> Result<(), String> {
+    match &delivery.result {
+        Ok(result) => {
+            let inserted = store.record(result).await.map_err(|e| e.to_string())?;
+            let counter = if inserted {
+                &report.stored
+            } else {
+                &report.duplicates
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            queue
+                .ack_result(&delivery.entry_id)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(reason) => {
+            warn!(entry = %delivery.entry_id, reason = %reason, "undecodable result moved to the dead-letter stream");
+            report.dead.fetch_add(1, Ordering::Relaxed);
+            queue
+                .dead_letter_result_entry(&delivery, reason)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}

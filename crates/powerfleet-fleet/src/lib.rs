@@ -1,0 +1,12 @@
+//! powerfleet's fleet roles. Each role is a `run(config, deps, shutdown)` function: it takes its
+//! queue and store clients and a shutdown future, so tests and `powerfleet demo` run roles
+//! in-process and the binary runs each as its own process.
+
+pub mod collector;
+pub mod control;
+pub mod models;
+pub mod producer;
+pub mod status;
+pub mod worker;
+
+pub use models::{Backend, ModelRegistry};

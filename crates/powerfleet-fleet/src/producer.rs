@@ -1,0 +1,362 @@
+//! The producer: turns a submission (one prompt times chains, or a batch file times methods times
+//! seeds) into jobs, checks every one before anything is enqueued, and enqueues them.
+
+use std::collections::BTreeMap;
+
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobSpec, Prompt, now_ms};
+use powerfleet_models::resolve_toy;
+use powerfleet_queue::{Queue, QueueError};
+use powerfleet_sampler::{Method, SamplerConfig, TokenId};
+use serde::{Deserialize, Serialize};
+
+/// Largest number of jobs one submission may create.
+pub const MAX_JOBS_PER_SUBMISSION: usize = 100_000;
+/// Jobs per enqueue round trip.
+const ENQUEUE_CHUNK: usize = 500;
+
+/// One line of a batch file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchLine {
+    /// The problem's id (default: the line number).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Prompt text.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Prompt token ids.
+    #[serde(default)]
+    pub prompt_tokens: Option<Vec<TokenId>>,
+}
+
+/// A problem: its id and prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// Problem id within the batch.
+    pub id: Option<String>,
+    /// Its prompt.
+    pub prompt: Prompt,
+}
+
+/// What to submit.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// Model reference.
+    pub model: String,
+    /// Base sampler configuration; its method is replaced by each of `methods`.
+    pub config: SamplerConfig,
+    /// Methods to run every problem with.
+    pub methods: Vec<Method>,
+    /// The problems.
+    pub problems: Vec<Problem>,
+    /// Seeds per problem and method.
+    pub seeds: Vec<u64>,
+    /// Chains per (problem, method, seed): streams 0..chains of the seed.
+    pub chains: u64,
+    /// Correlation id (generated if absent).
+    pub correlation_id: Option<CorrelationId>,
+    /// Whether the jobs form a batch.
+    pub batch: bool,
+    /// Client key that makes resubmission idempotent.
+    pub submission_key: Option<String>,
+}
+
+/// Ids of what was submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The correlation id of every job.
+    pub correlation_id: CorrelationId,
+    /// The batch, if one was made.
+    pub batch_id: Option<BatchId>,
+    /// The jobs, in submission order.
+    pub job_ids: Vec<JobId>,
+}
+
+/// A submission that cannot be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Invalid input; nothing was enqueued.
+    #[error("{0}")]
+    Invalid(String),
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Parses a JSONL batch file; errors name the line and the field.
+pub fn parse_batch_file(text: &str) -> Result<Vec<Problem>, String> {
+    let mut problems = Vec::new();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let line: BatchLine = match serde_json::from_str(raw) {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(format!("line {n}: {e}"));
+                continue;
+            }
+        };
+        let prompt = match (line.prompt, line.prompt_tokens) {
+            (Some(p), None) => Prompt::Text(p),
+            (None, Some(t)) => Prompt::Tokens(t),
+            (Some(_), Some(_)) => {
+                errors.push(format!("line {n}: give prompt or prompt_tokens, not both"));
+                continue;
+            }
+            (None, None) => {
+                errors.push(format!(
+                    "line {n}: missing field `prompt` (text) or `prompt_tokens` (token ids)"
+                ));
+                continue;
+            }
+        };
+        problems.push(Problem {
+            id: Some(line.id.unwrap_or_else(|| n.to_string())),
+            prompt,
+        });
+        if errors.len() >= 20 {
+            break;
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    if problems.is_empty() {
+        return Err("the batch file holds no prompts".into());
+    }
+    Ok(problems)
+}
+
+impl Submission {
+    /// Builds and checks every job; nothing touches the queue.
+    pub fn jobs(
+        &self,
+        correlation_id: &CorrelationId,
+        batch_id: Option<BatchId>,
+    ) -> Result<Vec<JobSpec>, String> {
+        if self.methods.is_empty() {
+            return Err(
+                "methods must name at least one of power, max-swap, low-temp, standard".into(),
+            );
+        }
+        if self.seeds.is_empty() {
+            return Err("seeds must be >= 1, got 0".into());
+        }
+        if self.chains == 0 {
+            return Err("chains must be >= 1, got 0".into());
+        }
+        let total = self.problems.len() as u128
+            * self.methods.len() as u128
+            * self.seeds.len() as u128
+            * u128::from(self.chains);
+        if total > MAX_JOBS_PER_SUBMISSION as u128 {
+            return Err(format!(
+                "this submission makes {total} jobs; at most {MAX_JOBS_PER_SUBMISSION} are accepted at once, split it"
+            ));
+        }
+        // Per-method configuration, checked once each.
+        let mut configs = BTreeMap::new();
+        for &method in &self.methods {
+            let mut config = SamplerConfig {
+                method,
+                ..self.config.clone()
+            };
+            if method == Method::MaxSwap {
+                // max-swap is α = ∞ by definition; the batch's α applies to the other methods.
+                config.alpha = None;
+            }
+            config
+                .validate()
+                .map_err(|e| format!("method {method}: {e}"))?;
+            configs.insert(method.as_str(), config);
+        }
+        // Prompts are checked against toy models here; other models check them at the worker.
+        let toy = if self.model.starts_with("toy:") {
+            let base = self.model.split('?').next().unwrap_or(&self.model);
+            Some(resolve_toy(base).map_err(|e| format!("model: {e}"))?)
+        } else {
+            None
+        };
+        if self.model.trim().is_empty() {
+            return Err("model must name a model reference such as toy:pivot".into());
+        }
+        let now = now_ms();
+        let mut jobs = Vec::with_capacity(total as usize);
+        for (p_idx, problem) in self.problems.iter().enumerate() {
+            if let Some(model) = &toy {
+                let where_ = problem
+                    .id
+                    .as_ref()
+                    .map_or(format!("prompt {}", p_idx + 1), |id| {
+                        format!("problem {id}")
+                    });
+                match &problem.prompt {
+                    Prompt::Text(t) => {
+                        model.tokenize(t).map_err(|e| format!("{where_}: {e}"))?;
+                    }
+                    Prompt::Tokens(ids) => {
+                        model
+                            .check_tokens(ids)
+                            .map_err(|e| format!("{where_}: {e}"))?;
+                    }
+                }
+            }
+            for &method in &self.methods {
+                for &seed in &self.seeds {
+                    for stream in 0..self.chains {
+                        jobs.push(JobSpec {
+                            job_id: JobId::new(),
+                            correlation_id: correlation_id.clone(),
+                            batch_id,
+                            problem_id: problem.id.clone(),
+                            model: self.model.clone(),
+                            prompt: problem.prompt.clone(),
+                            config: configs[method.as_str()].clone(),
+                            seed,
+                            stream,
+                            submitted_at_ms: now,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(jobs)
+    }
+}
+
+/// Checks the whole submission, then enqueues it. With a submission key, a repeated submission
+/// returns the ids of the first one and enqueues nothing new.
+pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, SubmitError> {
+    let mut correlation_id = submission
+        .correlation_id
+        .clone()
+        .unwrap_or_else(CorrelationId::generate);
+    let mut batch_id = submission.batch.then(BatchId::new);
+    // Check before anything is written.
+    submission
+        .jobs(&correlation_id, batch_id)
+        .map_err(SubmitError::Invalid)?;
+    if let Some(key) = &submission.submission_key {
+        if key.is_empty() || key.len() > 200 || key.chars().any(char::is_whitespace) {
+            return Err(SubmitError::Invalid(format!(
+                "submission key must be 1 to 200 characters without white space, got {key:?}"
+            )));
+        }
+        let (b, c) = queue
+            .begin_submission(key, batch_id.unwrap_or_default(), &correlation_id)
+            .await?;
+        correlation_id = c;
+        if submission.batch {
+            batch_id = Some(b);
+        }
+    }
+    let jobs = submission
+        .jobs(&correlation_id, batch_id)
+        .map_err(SubmitError::Invalid)?;
+    let mut job_ids = Vec::with_capacity(jobs.len());
+    for (i, chunk) in jobs.chunks(ENQUEUE_CHUNK).enumerate() {
+        let key = submission
+            .submission_key
+            .as_deref()
+            .map(|k| (k, i * ENQUEUE_CHUNK));
+        job_ids.extend(queue.enqueue(chunk, key).await?);
+    }
+    Ok(Receipt {
+        correlation_id,
+        batch_id,
+        job_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_files_report_the_line_and_field() {
+        let text = "{\"prompt\": \"A\"}\n\n{\"prompt_tokens\": [1, 2], \"id\": \"q2\"}\n{\"promt\": \"x\"}\n{}\nnot json\n{\"prompt\": \"a\", \"prompt_tokens\": [1]}\n";
+        let err = parse_batch_file(text).unwrap_err();
+        assert!(err.contains("line 4: unknown field `promt`"), "{err}");
+        assert!(err.contains("line 5: missing field `prompt`"), "{err}");
+        assert!(err.contains("line 6: expected"), "{err}");
+        assert!(
+            err.contains("line 7: give prompt or prompt_tokens, not both"),
+            "{err}"
+        );
+        let ok = parse_batch_file("{\"prompt\": \"A\"}\n{\"prompt_tokens\": [1], \"id\": \"q2\"}")
+            .unwrap();
+        assert_eq!(ok[0].id.as_deref(), Some("1"));
+        assert_eq!(ok[1].id.as_deref(), Some("q2"));
+        assert!(parse_batch_file("\n").unwrap_err().contains("no prompts"));
+    }
+
+    fn submission() -> Submission {
+        Submission {
+            model: "toy:pivot".into(),
+            config: SamplerConfig::new(Method::Power),
+            methods: vec![Method::Power, Method::MaxSwap, Method::LowTemp],
+            problems: vec![
+                Problem {
+                    id: Some("a".into()),
+                    prompt: Prompt::Text("".into()),
+                },
+                Problem {
+                    id: Some("b".into()),
+                    prompt: Prompt::Tokens(vec![0]),
+                },
+            ],
+            seeds: vec![1, 2],
+            chains: 1,
+            correlation_id: None,
+            batch: true,
+            submission_key: None,
+        }
+    }
+
+    #[test]
+    fn jobs_are_problems_times_methods_times_seeds() {
+        let s = submission();
+        let corr = CorrelationId::generate();
+        let jobs = s.jobs(&corr, Some(BatchId::new())).unwrap();
+        assert_eq!(jobs.len(), 2 * 3 * 2);
+        let max_swap = jobs.iter().find(|j| j.method() == Method::MaxSwap).unwrap();
+        assert!(max_swap.validate().unwrap().alpha().is_infinite());
+        let ids: std::collections::HashSet<_> = jobs.iter().map(|j| j.job_id).collect();
+        assert_eq!(ids.len(), jobs.len());
+    }
+
+    #[test]
+    fn invalid_submissions_name_the_problem() {
+        let corr = CorrelationId::generate();
+        let mut s = submission();
+        s.problems[1].prompt = Prompt::Tokens(vec![42]);
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .contains("problem b: token id 42")
+        );
+        let mut s = submission();
+        s.problems[0].prompt = Prompt::Text("A zz".into());
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .contains("problem a: unknown token \"zz\"")
+        );
+        let mut s = submission();
+        s.config.n_mcmc = 0;
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .contains("method power: n_mcmc must be >= 1")
+        );
+        let mut s = submission();
+        s.model = "toy:nope".into();
+        assert!(s.jobs(&corr, None).unwrap_err().starts_with("model: "));
+        let mut s = submission();
+        s.chains = 100_000;
+        assert!(s.jobs(&corr, None).unwrap_err().contains("split it"));
+    }
+}

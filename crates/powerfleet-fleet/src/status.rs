@@ -1,0 +1,241 @@
+//! Status by id: a job id, a batch id or a correlation id. In-flight progress comes from Redis,
+//! finished results from SQL (falling back to Redis while the collector catches up).
+
+use std::collections::{BTreeMap, HashMap};
+
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
+use powerfleet_queue::{Progress, Queue, QueueError};
+use powerfleet_store::{BatchSummary, Store, StoreError};
+use serde::Serialize;
+
+/// One job as status reports show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobView {
+    /// The job.
+    pub job_id: JobId,
+    /// Its status.
+    pub status: JobStatus,
+    /// Its method.
+    pub method: Option<String>,
+    /// Its problem within the batch.
+    pub problem_id: Option<String>,
+    /// Progress while running.
+    pub progress: Option<Progress>,
+    /// Claims so far.
+    pub attempts: u32,
+    /// Why it failed, was cancelled or died.
+    pub error: Option<String>,
+    /// The result, once finished.
+    pub result: Option<JobResult>,
+    /// Where the answer came from: `redis` or `database`.
+    pub source: &'static str,
+}
+
+/// The status of a job, a batch or a correlation id.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StatusReport {
+    /// One job.
+    Job(JobView),
+    /// Every job of a batch.
+    Batch {
+        /// The batch.
+        batch_id: BatchId,
+        /// Jobs by status.
+        counts: BTreeMap<String, u64>,
+        /// Aggregates of its finished jobs, from SQL.
+        summary: Option<BatchSummary>,
+        /// Its jobs.
+        jobs: Vec<JobView>,
+    },
+    /// Every job under a correlation id.
+    Correlation {
+        /// The correlation id.
+        correlation_id: CorrelationId,
+        /// Jobs by status.
+        counts: BTreeMap<String, u64>,
+        /// Its jobs.
+        jobs: Vec<JobView>,
+    },
+}
+
+impl StatusReport {
+    /// Jobs by status (a single job counts once).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        match self {
+            StatusReport::Job(j) => BTreeMap::from([(j.status.to_string(), 1)]),
+            StatusReport::Batch { counts, .. } | StatusReport::Correlation { counts, .. } => {
+                counts.clone()
+            }
+        }
+    }
+
+    /// The jobs it covers.
+    pub fn jobs(&self) -> Vec<&JobView> {
+        match self {
+            StatusReport::Job(j) => vec![j],
+            StatusReport::Batch { jobs, .. } | StatusReport::Correlation { jobs, .. } => {
+                jobs.iter().collect()
+            }
+        }
+    }
+}
+
+/// A status query that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// Nothing is known under the id.
+    #[error(
+        "no job, batch or correlation id {0:?} is known to Redis (this namespace) or the results database; check the id, --namespace and --database-url"
+    )]
+    NotFound(String),
+    /// Redis failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// SQL failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn from_result(r: JobResult) -> JobView {
+    JobView {
+        job_id: r.job_id,
+        status: r.status,
+        method: Some(r.method.to_string()),
+        problem_id: r.problem_id.clone(),
+        progress: None,
+        attempts: r.attempts,
+        error: r.error.clone(),
+        result: Some(r),
+        source: "database",
+    }
+}
+
+/// The view of one job, or `None` if neither Redis nor SQL knows it.
+pub async fn job_view(
+    queue: &Queue,
+    store: Option<&Store>,
+    id: JobId,
+) -> Result<Option<JobView>, StatusError> {
+    let state = queue.job_state(id).await?;
+    if let Some(s) = &state
+        && !s.status.is_final()
+    {
+        return Ok(Some(live_view(s.clone())));
+    }
+    if let Some(store) = store
+        && let Some(r) = store.job(id).await?
+    {
+        return Ok(Some(from_result(r)));
+    }
+    Ok(state.map(live_view))
+}
+
+fn live_view(s: powerfleet_queue::JobState) -> JobView {
+    JobView {
+        job_id: s.job_id,
+        status: s.status,
+        method: s.spec.as_ref().map(|sp| sp.method().to_string()),
+        problem_id: s.spec.as_ref().and_then(|sp| sp.problem_id.clone()),
+        progress: s.progress.filter(|_| s.status == JobStatus::Running),
+        attempts: s.deliveries,
+        error: s
+            .error
+            .or_else(|| s.result.as_ref().and_then(|r| r.error.clone())),
+        result: s.result,
+        source: "redis",
+    }
+}
+
+async fn views(
+    queue: &Queue,
+    ids: Vec<JobId>,
+    finished: Vec<JobResult>,
+) -> Result<(BTreeMap<String, u64>, Vec<JobView>), StatusError> {
+    let mut done: HashMap<JobId, JobResult> = finished.into_iter().map(|r| (r.job_id, r)).collect();
+    let mut all: Vec<JobId> = ids;
+    all.extend(done.keys().copied());
+    all.sort();
+    all.dedup();
+    let mut jobs = Vec::with_capacity(all.len());
+    for id in all {
+        if let Some(r) = done.remove(&id) {
+            jobs.push(from_result(r));
+        } else if let Some(s) = queue.job_state(id).await? {
+            jobs.push(live_view(s));
+        }
+    }
+    let mut counts = BTreeMap::new();
+    for j in &jobs {
+        *counts.entry(j.status.to_string()).or_insert(0) += 1;
+    }
+    Ok((counts, jobs))
+}
+
+/// The status of a batch, or `None` if unknown.
+pub async fn batch_status(
+    queue: &Queue,
+    store: Option<&Store>,
+    id: BatchId,
+) -> Result<Option<StatusReport>, StatusError> {
+    let ids = queue.batch_jobs(id).await?;
+    let (finished, summary) = match store {
+        Some(s) => (s.jobs_by_batch(id).await?, s.batch_summary(id).await?),
+        None => (Vec::new(), None),
+    };
+    if ids.is_empty() && finished.is_empty() {
+        return Ok(None);
+    }
+    let (counts, jobs) = views(queue, ids, finished).await?;
+    Ok(Some(StatusReport::Batch {
+        batch_id: id,
+        counts,
+        summary,
+        jobs,
+    }))
+}
+
+/// The status of a correlation id, or `None` if unknown.
+pub async fn correlation_status(
+    queue: &Queue,
+    store: Option<&Store>,
+    id: &CorrelationId,
+) -> Result<Option<StatusReport>, StatusError> {
+    let ids = queue.correlation_jobs(id).await?;
+    let finished = match store {
+        Some(s) => s.jobs_by_correlation(id).await?,
+        None => Vec::new(),
+    };
+    if ids.is_empty() && finished.is_empty() {
+        return Ok(None);
+    }
+    let (counts, jobs) = views(queue, ids, finished).await?;
+    Ok(Some(StatusReport::Correlation {
+        correlation_id: id.clone(),
+        counts,
+        jobs,
+    }))
+}
+
+/// The status of whatever `id` names: a job, then a batch, then a correlation id.
+pub async fn status(
+    queue: &Queue,
+    store: Option<&Store>,
+    id: &str,
+) -> Result<StatusReport, StatusError> {
+    let id = id.trim();
+    if let Ok(job) = id.parse::<JobId>() {
+        if let Some(v) = job_view(queue, store, job).await? {
+            return Ok(StatusReport::Job(v));
+        }
+        if let Some(r) = batch_status(queue, store, BatchId(job.0)).await? {
+            return Ok(r);
+        }
+    }
+    if let Ok(corr) = id.parse::<CorrelationId>()
+        && let Some(r) = correlation_status(queue, store, &corr).await?
+    {
+        return Ok(r);
+    }
+    Err(StatusError::NotFound(id.to_string()))
+}

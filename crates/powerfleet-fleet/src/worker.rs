@@ -1,0 +1,697 @@
+//! The worker: reads jobs from the queue, runs their chains, and checkpoints after every block.
+//!
+//! Workers are stateless: everything a job needs is in Redis (its spec and last checkpoint), and
+//! every write is fenced, so any number of workers can come and go. CPU-bound in-process models run
+//! on tokio's blocking pool, one block at a time.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use powerfleet_jobs::{JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_queue::{ClaimOutcome, Delivery, Lease, LeaseState, Progress, Queue, QueueError};
+use powerfleet_sampler::{Chain, Checkpoint, LanguageModel, TokenId};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::models::{Backend, ModelRegistry};
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This worker's consumer name; unique in the fleet.
+    pub consumer: String,
+    /// Chains in flight at once.
+    pub concurrency: usize,
+    /// A job whose lease was not renewed for this long is taken over by another worker.
+    pub lease: Duration,
+    /// How often leases are renewed (well below `lease`).
+    pub heartbeat: Duration,
+    /// Claims after which a job goes to the dead-letter stream.
+    pub max_deliveries: u32,
+    /// Attempts per model request before the job fails.
+    pub model_attempts: u32,
+    /// First retry delay after a model error; doubles per attempt, with jitter.
+    pub retry_backoff: Duration,
+    /// How long one read of the jobs stream waits for work.
+    pub read_block: Duration,
+    /// On shutdown, how long to wait for in-flight chains to reach a safe point.
+    pub grace: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker named `consumer`.
+    pub fn new(consumer: String) -> WorkerConfig {
+        WorkerConfig {
+            consumer,
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            max_deliveries: 5,
+            model_attempts: 5,
+            retry_backoff: Duration::from_millis(200),
+            read_block: Duration::from_millis(1000),
+            grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("concurrency must be >= 1, got 0".into());
+        }
+        if self.heartbeat >= self.lease {
+            return Err(format!(
+                "heartbeat ({} ms) must be shorter than the lease ({} ms)",
+                self.heartbeat.as_millis(),
+                self.lease.as_millis()
+            ));
+        }
+        if self.max_deliveries == 0 {
+            return Err("max_deliveries must be >= 1, got 0".into());
+        }
+        if self.model_attempts == 0 {
+            return Err("model_attempts must be >= 1, got 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    /// Jobs completed.
+    pub completed: AtomicU64,
+    /// Jobs failed.
+    pub failed: AtomicU64,
+    /// Jobs cancelled.
+    pub cancelled: AtomicU64,
+    /// Jobs and entries dead-lettered.
+    pub dead: AtomicU64,
+    /// Jobs handed back on shutdown.
+    pub handed_back: AtomicU64,
+    /// Jobs abandoned because another worker took them over.
+    pub lost: AtomicU64,
+    /// Blocks completed (each one checkpointed).
+    pub blocks: AtomicU64,
+}
+
+struct Ctx {
+    config: WorkerConfig,
+    queue: Queue,
+    models: Arc<ModelRegistry>,
+    stop: CancellationToken,
+    report: Arc<WorkerReport>,
+}
+
+/// Runs a worker until `shutdown` resolves; then stops reading, brings in-flight chains to a safe
+/// point, checkpoints them and hands them back, waiting at most `config.grace`.
+pub async fn run(
+    config: WorkerConfig,
+    queue: Queue,
+    models: Arc<ModelRegistry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Arc<WorkerReport> {
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.cancel();
+    });
+    let report = Arc::new(WorkerReport::default());
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        queue,
+        models,
+        stop: stop.clone(),
+        report: report.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut last_reclaim: Option<tokio::time::Instant> = None;
+    let mut failures = 0u32;
+    info!(consumer = %config.consumer, concurrency = config.concurrency, "worker started");
+    while !stop.is_cancelled() {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        while tasks.try_join_next().is_some() {}
+        let free = permits.available_permits() + 1;
+        let fetched = fetch(&ctx, free, &mut last_reclaim).await;
+        match fetched {
+            Err(e) => {
+                drop(permit);
+                failures += 1;
+                let delay = backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read jobs");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Ok(deliveries) => {
+                failures = 0;
+                let mut first = Some(permit);
+                for delivery in deliveries {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => permits
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("no more entries are read than there are free slots"),
+                    };
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move {
+                        handle(&ctx, delivery).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    info!(
+        in_flight = tasks.len(),
+        "worker stopping: handing back in-flight jobs"
+    );
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.grace, drain).await.is_err() {
+        warn!(
+            grace_ms = config.grace.as_millis() as u64,
+            "grace period over; remaining jobs are reclaimed after their lease expires"
+        );
+        tasks.abort_all();
+    }
+    report
+}
+
+async fn fetch(
+    ctx: &Ctx,
+    free: usize,
+    last_reclaim: &mut Option<tokio::time::Instant>,
+) -> Result<Vec<Delivery>, QueueError> {
+    let c = &ctx.config;
+    let reclaim_every = (c.lease / 2).max(Duration::from_millis(50));
+    if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every) {
+        *last_reclaim = Some(tokio::time::Instant::now());
+        let reclaimed = ctx
+            .queue
+            .reclaim_jobs(&c.consumer, c.lease.as_millis() as u64, free)
+            .await?;
+        if !reclaimed.is_empty() {
+            info!(
+                count = reclaimed.len(),
+                "reclaimed jobs whose lease expired"
+            );
+            return Ok(reclaimed);
+        }
+    }
+    ctx.queue
+        .read_jobs(&c.consumer, free, c.read_block.as_millis() as u64)
+        .await
+}
+
+/// Exponential backoff with jitter: base·2^(attempt−1), at most `max`, times a factor in [0.5, 1).
+fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(max);
+    let jitter = 0.5 + 0.5 * (now_ms() % 1000) as f64 / 1000.0;
+    capped.mul_f64(jitter)
+}
+
+async fn handle(ctx: &Ctx, delivery: Delivery) {
+    let span = match &delivery.spec {
+        Ok(s) => info_span!("job", job_id = %s.job_id, correlation_id = %s.correlation_id),
+        Err(_) => info_span!("job", entry = %delivery.entry_id),
+    };
+    if let Err(e) = process(ctx, delivery).instrument(span.clone()).await {
+        // The entry stays pending; after the lease it is reclaimed and retried.
+        span.in_scope(
+            || warn!(error = %e, "queue error while processing a job; it will be retried"),
+        );
+    }
+}
+
+struct Running {
+    lease: Lease,
+    spec: JobSpec,
+    attempts: u32,
+    started_at_ms: u64,
+}
+
+impl Running {
+    fn result(
+        &self,
+        status: JobStatus,
+        chain: Option<&Chain>,
+        backend: Option<&Backend>,
+        error: Option<String>,
+    ) -> JobResult {
+        let spec = &self.spec;
+        let mut r = JobResult {
+            job_id: spec.job_id,
+            correlation_id: spec.correlation_id.clone(),
+            batch_id: spec.batch_id,
+            problem_id: spec.problem_id.clone(),
+            model: spec.model.clone(),
+            method: spec.method(),
+            seed: spec.seed,
+            stream: spec.stream,
+            status,
+            tokens: Vec::new(),
+            text: None,
+            log_p: None,
+            ends_with_eos: false,
+            stats: chain.map(|c| c.stats().clone()).unwrap_or_default(),
+            attempts: self.attempts,
+            error,
+            submitted_at_ms: spec.submitted_at_ms,
+            started_at_ms: Some(self.started_at_ms),
+            finished_at_ms: now_ms(),
+        };
+        if status == JobStatus::Completed
+            && let Some(out) = chain.and_then(Chain::output)
+        {
+            r.text = backend.map(|b| match b {
+                Backend::Toy { model, .. } => model.detokenize(&out.tokens),
+            });
+            r.tokens = out.tokens;
+            r.log_p = Some(out.log_p);
+            r.ends_with_eos = out.ends_with_eos;
+            r.stats = out.stats;
+        }
+        r
+    }
+}
+
+async fn finish(
+    ctx: &Ctx,
+    run: &Running,
+    result: JobResult,
+    dead_reason: Option<&str>,
+) -> Result<(), QueueError> {
+    let status = result.status;
+    if ctx.queue.finish(&run.lease, &result, dead_reason).await? {
+        let counter = match status {
+            JobStatus::Completed => &ctx.report.completed,
+            JobStatus::Failed => &ctx.report.failed,
+            JobStatus::Cancelled => &ctx.report.cancelled,
+            _ => &ctx.report.dead,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        info!(status = %status, error = result.error.as_deref().unwrap_or(""), "job finished");
+    } else {
+        ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+        info!("lease lost before the result was published; another worker owns the job");
+    }
+    Ok(())
+}
+
+async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
+    let spec = match &delivery.spec {
+        Ok(spec) => spec.clone(),
+        Err(reason) => {
+            warn!(reason = %reason, "undecodable job entry moved to the dead-letter stream");
+            ctx.queue.dead_letter_job_entry(&delivery, reason).await?;
+            ctx.report.dead.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+    let consumer = &ctx.config.consumer;
+    let (lease, attempts, cancel, checkpoint, started_at_ms) = match ctx
+        .queue
+        .claim(spec.job_id, &delivery.entry_id, consumer)
+        .await?
+    {
+        ClaimOutcome::Claimed {
+            lease,
+            deliveries,
+            cancel_requested,
+            checkpoint,
+            started_at_ms,
+        } => (
+            lease,
+            deliveries,
+            cancel_requested,
+            checkpoint,
+            started_at_ms,
+        ),
+        ClaimOutcome::Missing => {
+            let reason = format!("no state for job {} in this namespace", spec.job_id);
+            ctx.queue.dead_letter_job_entry(&delivery, &reason).await?;
+            ctx.report.dead.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        ClaimOutcome::AlreadyFinal(_) | ClaimOutcome::Stale => return Ok(()),
+    };
+    let run = Running {
+        lease,
+        spec,
+        attempts,
+        started_at_ms,
+    };
+    if ctx.stop.is_cancelled() {
+        ctx.queue.hand_back(&run.lease).await?;
+        ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let max = ctx.config.max_deliveries;
+    if attempts > max {
+        let reason = format!(
+            "delivered {attempts} times, more than the limit of {max}; the job keeps killing or stalling its workers"
+        );
+        let r = run.result(JobStatus::Dead, None, None, Some(reason.clone()));
+        return finish(ctx, &run, r, Some(&reason)).await;
+    }
+    if cancel {
+        let r = run.result(JobStatus::Cancelled, None, None, Some("cancelled".into()));
+        return finish(ctx, &run, r, None).await;
+    }
+    let config = match run.spec.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            let r = run.result(
+                JobStatus::Failed,
+                None,
+                None,
+                Some(format!("invalid job: {e}")),
+            );
+            return finish(ctx, &run, r, None).await;
+        }
+    };
+    let backend = match ctx.models.resolve(&run.spec.model) {
+        Ok(b) => b,
+        Err(e) => {
+            let r = run.result(JobStatus::Failed, None, None, Some(format!("model: {e}")));
+            return finish(ctx, &run, r, None).await;
+        }
+    };
+    let prompt = match prompt_tokens(&backend, &run.spec.prompt) {
+        Ok(p) => p,
+        Err(e) => {
+            let r = run.result(JobStatus::Failed, None, Some(&backend), Some(e));
+            return finish(ctx, &run, r, None).await;
+        }
+    };
+    let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
+    let chain = match checkpoint {
+        None => fresh(),
+        Some(bytes) => match Checkpoint::from_json(&bytes).and_then(Chain::from_checkpoint) {
+            Ok(c) if c.config() == &config => {
+                info!(
+                    block_idx = c.position().block_idx,
+                    "resuming from checkpoint"
+                );
+                c
+            }
+            Ok(_) => {
+                warn!("checkpoint was written for another configuration; starting over");
+                fresh()
+            }
+            Err(e) => {
+                warn!(error = %e, "checkpoint unusable; starting over");
+                fresh()
+            }
+        },
+    };
+    drive(ctx, run, chain, backend).await
+}
+
+fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId>, String> {
+    match (backend, prompt) {
+        (Backend::Toy { model, .. }, Prompt::Text(text)) => {
+            model.tokenize(text).map_err(|e| e.to_string())
+        }
+        (Backend::Toy { model, .. }, Prompt::Tokens(ids)) => {
+            model.check_tokens(ids)?;
+            Ok(ids.clone())
+        }
+    }
+}
+
+/// State shared between a job's driver and its lease keeper.
+#[derive(Default)]
+struct Shared {
+    progress: Mutex<Progress>,
+    cancel: AtomicBool,
+    lost: AtomicBool,
+}
+
+fn progress_of(chain: &Chain) -> Progress {
+    let p = chain.position();
+    let s = chain.stats();
+    Progress {
+        block_idx: p.block_idx,
+        n_blocks: p.n_blocks,
+        step_idx: p.step_idx,
+        n_mcmc: p.n_mcmc,
+        proposals: s.proposals,
+        acceptances: s.acceptances,
+        tokens_generated: s.tokens_generated,
+    }
+}
+
+/// Why a stretch of chain work stopped.
+enum Boundary {
+    Finished,
+    BlockDone,
+    Interrupted,
+    ModelFailed(String),
+}
+
+/// Runs the chain until the end of the current block, the end of the chain, or a flag (cancel,
+/// lost lease, shutdown) seen between steps. Model errors are retried with backoff.
+fn run_block(
+    chain: &mut Chain,
+    backend: &Backend,
+    shared: &Shared,
+    stop: &CancellationToken,
+    attempts: u32,
+    retry_backoff: Duration,
+) -> Boundary {
+    loop {
+        if shared.lost.load(Ordering::Relaxed)
+            || shared.cancel.load(Ordering::Relaxed)
+            || stop.is_cancelled()
+        {
+            return Boundary::Interrupted;
+        }
+        let mut last_error = String::new();
+        let mut generation = None;
+        for attempt in 1..=attempts {
+            let Some(request) = chain.request() else {
+                return Boundary::Finished;
+            };
+            match generate(backend, &request, attempt) {
+                Ok(g) => {
+                    generation = Some(g);
+                    break;
+                }
+                Err(e) => {
+                    last_error = e;
+                    if attempt < attempts {
+                        std::thread::sleep(backoff(
+                            retry_backoff,
+                            attempt,
+                            Duration::from_secs(30),
+                        ));
+                    }
+                }
+            }
+        }
+        let Some(generation) = generation else {
+            return Boundary::ModelFailed(format!(
+                "the model failed {attempts} times in a row: {last_error}"
+            ));
+        };
+        match chain.advance(generation) {
+            Ok(a) => {
+                *shared.progress.lock().expect("progress") = progress_of(chain);
+                if a.finished {
+                    return Boundary::Finished;
+                }
+                if a.block_finished.is_some() {
+                    return Boundary::BlockDone;
+                }
+            }
+            Err(e) => return Boundary::ModelFailed(format!("the model answered unusably: {e}")),
+        }
+    }
+}
+
+fn generate(
+    backend: &Backend,
+    request: &powerfleet_sampler::Request<'_>,
+    attempt: u32,
+) -> Result<powerfleet_sampler::Generation, String> {
+    match backend {
+        Backend::Toy {
+            model,
+            latency,
+            fail_rate,
+        } => {
+            if !latency.is_zero() {
+                std::thread::sleep(*latency);
+            }
+            if *fail_rate > 0.0 && chaos_draw(request.seed, attempt) < *fail_rate {
+                return Err(format!(
+                    "simulated transient failure of {} (fail_rate={fail_rate})",
+                    model.name()
+                ));
+            }
+            model.generate(request).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A uniform draw in [0, 1) from (seed, attempt): splitmix64.
+fn chaos_draw(seed: u64, attempt: u32) -> f64 {
+    let mut z = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let progress = shared.progress.lock().expect("progress").clone();
+        match queue.heartbeat(&lease, &progress).await {
+            Ok(LeaseState::Owned { cancel }) => {
+                if cancel {
+                    shared.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(LeaseState::Lost) => {
+                shared.lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed; retrying"),
+        }
+    }
+}
+
+async fn drive(ctx: &Ctx, run: Running, chain: Chain, backend: Backend) -> Result<(), QueueError> {
+    let shared = Arc::new(Shared::default());
+    *shared.progress.lock().expect("progress") = progress_of(&chain);
+    let keeper = tokio::spawn(keep_lease(
+        ctx.queue.clone(),
+        run.lease.clone(),
+        shared.clone(),
+        ctx.config.heartbeat,
+    ));
+    let outcome = drive_inner(ctx, &run, chain, backend, &shared).await;
+    keeper.abort();
+    outcome
+}
+
+async fn drive_inner(
+    ctx: &Ctx,
+    run: &Running,
+    mut chain: Chain,
+    backend: Backend,
+    shared: &Arc<Shared>,
+) -> Result<(), QueueError> {
+    let (attempts, retry) = (ctx.config.model_attempts, ctx.config.retry_backoff);
+    loop {
+        let (s, stop, b) = (shared.clone(), ctx.stop.clone(), backend.clone());
+        let (returned, boundary) = tokio::task::spawn_blocking(move || {
+            let boundary = run_block(&mut chain, &b, &s, &stop, attempts, retry);
+            (chain, boundary)
+        })
+        .await
+        .expect("the chain driver does not panic");
+        chain = returned;
+        if shared.lost.load(Ordering::Relaxed) {
+            ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+            info!("lease lost; another worker owns the job now");
+            return Ok(());
+        }
+        match boundary {
+            Boundary::Finished => {
+                let r = run.result(JobStatus::Completed, Some(&chain), Some(&backend), None);
+                return finish(ctx, run, r, None).await;
+            }
+            Boundary::ModelFailed(e) => {
+                let r = run.result(JobStatus::Failed, Some(&chain), Some(&backend), Some(e));
+                return finish(ctx, run, r, None).await;
+            }
+            Boundary::BlockDone | Boundary::Interrupted => {}
+        }
+        let progress = progress_of(&chain);
+        let bytes = chain.checkpoint().to_json();
+        match ctx.queue.checkpoint(&run.lease, &progress, &bytes).await? {
+            LeaseState::Lost => {
+                ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+                info!("lease lost at a checkpoint; another worker owns the job now");
+                return Ok(());
+            }
+            LeaseState::Owned { cancel } => {
+                if cancel {
+                    shared.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        if matches!(boundary, Boundary::BlockDone) {
+            ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                block_idx = progress.block_idx,
+                bytes = bytes.len(),
+                "block checkpointed"
+            );
+        }
+        if shared.cancel.load(Ordering::Relaxed) {
+            let r = run.result(
+                JobStatus::Cancelled,
+                Some(&chain),
+                Some(&backend),
+                Some("cancelled".into()),
+            );
+            return finish(ctx, run, r, None).await;
+        }
+        if ctx.stop.is_cancelled() {
+            if ctx.queue.hand_back(&run.lease).await? {
+                ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    block_idx = progress.block_idx,
+                    step_idx = progress.step_idx,
+                    "handed back"
+                );
+            }
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 1..20 {
+            let d = backoff(base, attempt, max);
+            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(max);
+            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn config_checks_heartbeat_against_lease() {
+        let mut c = WorkerConfig::new("w".into());
+        assert!(c.validate().is_ok());
+        c.heartbeat = c.lease;
+        assert!(c.validate().unwrap_err().contains("shorter than the lease"));
+        c = WorkerConfig::new("w".into());
+        c.concurrency = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,543 @@
+//! The results store: finished jobs and per-batch aggregates in SQL, SQLite by default (one file)
+//! and PostgreSQL for fleets with several collectors.
+//!
+//! Recording is idempotent by job id: a redelivered result is stored once and counted once in the
+//! batch aggregates, also when two collectors record it at the same time (the job row is inserted
+//! with `ON CONFLICT DO NOTHING`, and the aggregates are updated in the same transaction only when
+//! that insert took effect).
+
+mod csv;
+mod error;
+#[cfg(test)]
+mod schema_tests;
+mod summary;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use crate::csv::{CSV_COLUMNS, write_csv};
+use crate::error::sanitize;
+pub use crate::error::{StoreError, redact_url};
+use crate::summary::{AggregateRow, summarize};
+pub use crate::summary::{BatchSummary, MethodSummary, percentile};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How long a SQLite writer waits for another one (several collectors may share a file).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a query waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The results database: a pool of connections to SQLite or PostgreSQL, migrated at connect.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: Pool,
+    /// The database URL with any password redacted, for messages.
+    url: String,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool of either dialect; the body is written once and
+/// type-checked for each. Both dialects accept the `$N` placeholders used throughout.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+const INSERT_RESULT: &str = "INSERT INTO job_results (job_id, batch_id, correlation_id, \
+    problem_id, model, method, seed, stream, status, tokens, text, log_p, ends_with_eos, proposals, \
+    acceptances, tokens_generated, model_calls, final_len, cost_multiplier, attempts, error, \
+    submitted_at_ms, started_at_ms, finished_at_ms, latency_ms, stats_json, result_json) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+    $20, $21, $22, $23, $24, $25, $26, $27) \
+    ON CONFLICT (job_id) DO NOTHING";
+
+const UPSERT_AGGREGATE: &str = "INSERT INTO batch_aggregates (batch_id, method, jobs, completed, \
+    failed, cancelled, dead, proposals, acceptances, tokens_generated, completed_tokens_generated, \
+    final_tokens, model_calls, first_submitted_at_ms, last_finished_at_ms) \
+    VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+    ON CONFLICT (batch_id, method) DO UPDATE SET \
+    jobs = batch_aggregates.jobs + excluded.jobs, \
+    completed = batch_aggregates.completed + excluded.completed, \
+    failed = batch_aggregates.failed + excluded.failed, \
+    cancelled = batch_aggregates.cancelled + excluded.cancelled, \
+    dead = batch_aggregates.dead + excluded.dead, \
+    proposals = batch_aggregates.proposals + excluded.proposals, \
+    acceptances = batch_aggregates.acceptances + excluded.acceptances, \
+    tokens_generated = batch_aggregates.tokens_generated + excluded.tokens_generated, \
+    completed_tokens_generated = \
+        batch_aggregates.completed_tokens_generated + excluded.completed_tokens_generated, \
+    final_tokens = batch_aggregates.final_tokens + excluded.final_tokens, \
+    model_calls = batch_aggregates.model_calls + excluded.model_calls, \
+    first_submitted_at_ms = CASE \
+        WHEN excluded.first_submitted_at_ms < batch_aggregates.first_submitted_at_ms \
+        THEN excluded.first_submitted_at_ms ELSE batch_aggregates.first_submitted_at_ms END, \
+    last_finished_at_ms = CASE \
+        WHEN excluded.last_finished_at_ms > batch_aggregates.last_finished_at_ms \
+        THEN excluded.last_finished_at_ms ELSE batch_aggregates.last_finished_at_ms END";
+
+const SELECT_AGGREGATES: &str = "SELECT method, jobs, completed, failed, cancelled, dead, \
+    proposals, acceptances, tokens_generated, completed_tokens_generated, final_tokens, \
+    model_calls, first_submitted_at_ms, last_finished_at_ms \
+    FROM batch_aggregates WHERE batch_id = $1";
+
+/// The column values of one `job_results` row.
+struct ResultRow<'a> {
+    job_id: String,
+    batch_id: Option<String>,
+    correlation_id: &'a str,
+    problem_id: Option<&'a str>,
+    model: &'a str,
+    method: &'static str,
+    seed: i64,
+    stream: i64,
+    status: &'static str,
+    tokens: String,
+    text: Option<&'a str>,
+    log_p: Option<f64>,
+    ends_with_eos: bool,
+    proposals: i64,
+    acceptances: i64,
+    tokens_generated: i64,
+    model_calls: i64,
+    final_len: i64,
+    cost_multiplier: Option<f64>,
+    attempts: i64,
+    error: Option<&'a str>,
+    submitted_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: i64,
+    latency_ms: i64,
+    stats_json: String,
+    result_json: String,
+    completed: bool,
+}
+
+/// A count or time as a SQL BIGINT (saturating; no count or time of a job comes near it).
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A BIGINT count or time back as u64 (a negative one can only be a corrupt row: read as 0).
+fn unbig(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl<'a> ResultRow<'a> {
+    fn new(r: &'a JobResult) -> Result<Self, serde_json::Error> {
+        Ok(ResultRow {
+            job_id: r.job_id.to_string(),
+            batch_id: r.batch_id.map(|b| b.to_string()),
+            correlation_id: r.correlation_id.as_str(),
+            problem_id: r.problem_id.as_deref(),
+            model: &r.model,
+            method: r.method.as_str(),
+            // Bit-cast: seeds and streams use the full u64 range; `as u64` restores them.
+            seed: r.seed as i64,
+            stream: r.stream as i64,
+            status: r.status.as_str(),
+            tokens: serde_json::to_string(&r.tokens)?,
+            text: r.text.as_deref(),
+            log_p: r.log_p,
+            ends_with_eos: r.ends_with_eos,
+            proposals: big(r.stats.proposals),
+            acceptances: big(r.stats.acceptances),
+            tokens_generated: big(r.stats.tokens_generated),
+            model_calls: big(r.stats.model_calls),
+            final_len: big(r.tokens.len() as u64),
+            cost_multiplier: r.cost_multiplier(),
+            attempts: i64::from(r.attempts),
+            error: r.error.as_deref(),
+            submitted_at_ms: big(r.submitted_at_ms),
+            started_at_ms: r.started_at_ms.map(big),
+            finished_at_ms: big(r.finished_at_ms),
+            latency_ms: big(r.latency_ms()),
+            stats_json: serde_json::to_string(&r.stats)?,
+            result_json: serde_json::to_string(r)?,
+            completed: r.status == JobStatus::Completed,
+        })
+    }
+}
+
+impl Store {
+    /// Connects to `database_url` and applies the schema migrations.
+    ///
+    /// Accepted forms: `sqlite://PATH` (relative or, with a third slash, absolute; the file and its
+    /// directory are created if missing; WAL journal and a busy timeout so several collectors can
+    /// write) and `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` or `postgresql://...`.
+    pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        let url = redact_url(database_url);
+        let lower = database_url.to_ascii_lowercase();
+        if lower.starts_with("sqlite:") {
+            Self::connect_sqlite(database_url, url).await
+        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Self::connect_postgres(database_url, url).await
+        } else {
+            Err(StoreError::UnsupportedUrl { url })
+        }
+    }
+
+    async fn connect_sqlite(database_url: &str, url: String) -> Result<Store, StoreError> {
+        let connect_err = |cause: String| StoreError::Connect {
+            url: url.clone(),
+            cause: sanitize(&cause, database_url),
+        };
+        let options = SqliteConnectOptions::from_str(database_url)
+            .map_err(|e| connect_err(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+        if !in_memory
+            && let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                connect_err(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let mut pool_options = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        if in_memory {
+            // The database lives as long as one of its connections does.
+            pool_options = pool_options
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        SQLITE_MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate {
+                url: url.clone(),
+                cause: sanitize(&e.to_string(), database_url),
+            })?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+            url,
+        })
+    }
+
+    async fn connect_postgres(database_url: &str, url: String) -> Result<Store, StoreError> {
+        let connect_err = |cause: String| StoreError::Connect {
+            url: url.clone(),
+            cause: sanitize(&cause, database_url),
+        };
+        let options =
+            PgConnectOptions::from_str(database_url).map_err(|e| connect_err(e.to_string()))?;
+        // One direct connection first: the pool retries refused connections until its acquire
+        // timeout, which would turn a wrong port into a long silent wait.
+        {
+            use sqlx::{ConnectOptions, Connection};
+            let conn = options
+                .connect()
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            let _ = conn.close().await;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        POSTGRES_MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate {
+                url: url.clone(),
+                cause: sanitize(&e.to_string(), database_url),
+            })?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+            url,
+        })
+    }
+
+    /// The database URL with any password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether this store is backed by PostgreSQL (otherwise SQLite).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// Closes every pooled connection, waiting for running queries; later calls fail.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+
+    fn query_err(&self, action: impl Into<String>, e: sqlx::Error) -> StoreError {
+        StoreError::Query {
+            url: self.url.clone(),
+            action: action.into(),
+            cause: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, what: impl Into<String>, cause: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            url: self.url.clone(),
+            what: what.into(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.query_err("answer a ping", e)))
+    }
+
+    /// Stores a finished result; `Ok(true)` when newly stored, `Ok(false)` when a result of the same
+    /// job was stored before (then nothing changes). The batch aggregates are updated in the same
+    /// transaction, only when the job row was inserted, so a redelivered result never counts twice.
+    pub async fn record(&self, result: &JobResult) -> Result<bool, StoreError> {
+        if !result.status.is_final() {
+            return Err(StoreError::NotFinished {
+                job_id: result.job_id.to_string(),
+                status: result.status.to_string(),
+            });
+        }
+        let row = ResultRow::new(result)
+            .map_err(|e| self.corrupt(format!("result of job {}", result.job_id), e))?;
+        let action = || format!("record job {}", result.job_id);
+        let begin = match self.pool {
+            // Take the write lock up front: a deferred transaction that must upgrade can fail with
+            // SQLITE_BUSY without waiting for the busy timeout.
+            Pool::Sqlite(_) => "BEGIN IMMEDIATE",
+            Pool::Postgres(_) => "BEGIN",
+        };
+        on_pool!(self, |pool| {
+            let mut tx = pool
+                .begin_with(begin)
+                .await
+                .map_err(|e| self.query_err(action(), e))?;
+            let inserted = sqlx::query(INSERT_RESULT)
+                .bind(&row.job_id)
+                .bind(row.batch_id.as_deref())
+                .bind(row.correlation_id)
+                .bind(row.problem_id)
+                .bind(row.model)
+                .bind(row.method)
+                .bind(row.seed)
+                .bind(row.stream)
+                .bind(row.status)
+                .bind(&row.tokens)
+                .bind(row.text)
+                .bind(row.log_p)
+                .bind(row.ends_with_eos)
+                .bind(row.proposals)
+                .bind(row.acceptances)
+                .bind(row.tokens_generated)
+                .bind(row.model_calls)
+                .bind(row.final_len)
+                .bind(row.cost_multiplier)
+                .bind(row.attempts)
+                .bind(row.error)
+                .bind(row.submitted_at_ms)
+                .bind(row.started_at_ms)
+                .bind(row.finished_at_ms)
+                .bind(row.latency_ms)
+                .bind(&row.stats_json)
+                .bind(&row.result_json)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.query_err(action(), e))?
+                .rows_affected()
+                == 1;
+            if inserted && let Some(batch_id) = row.batch_id.as_deref() {
+                let count = |status: JobStatus| i64::from(result.status == status);
+                let (completed_tokens_generated, final_tokens) = if row.completed {
+                    (row.tokens_generated, row.final_len)
+                } else {
+                    (0, 0)
+                };
+                sqlx::query(UPSERT_AGGREGATE)
+                    .bind(batch_id)
+                    .bind(row.method)
+                    .bind(count(JobStatus::Completed))
+                    .bind(count(JobStatus::Failed))
+                    .bind(count(JobStatus::Cancelled))
+                    .bind(count(JobStatus::Dead))
+                    .bind(row.proposals)
+                    .bind(row.acceptances)
+                    .bind(row.tokens_generated)
+                    .bind(completed_tokens_generated)
+                    .bind(final_tokens)
+                    .bind(row.model_calls)
+                    .bind(row.submitted_at_ms)
+                    .bind(row.finished_at_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(action(), e))?;
+            }
+            tx.commit().await.map_err(|e| self.query_err(action(), e))?;
+            Ok(inserted)
+        })
+    }
+
+    /// Fetches the `result_json` column of the rows `sql` selects with `key` bound to `$1`.
+    async fn result_jsons(
+        &self,
+        sql: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(key)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.query_err(action, e))?;
+            rows.iter()
+                .map(|r| {
+                    r.try_get::<String, _>("result_json")
+                        .map_err(|e| self.corrupt("result_json", e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+    }
+
+    fn decode(&self, json: &str) -> Result<JobResult, StoreError> {
+        serde_json::from_str(json).map_err(|e| self.corrupt("result_json of a job_results row", e))
+    }
+
+    fn decode_sorted(&self, jsons: Vec<String>) -> Result<Vec<JobResult>, StoreError> {
+        let mut results = jsons
+            .iter()
+            .map(|j| self.decode(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Sorted here rather than in SQL: text collation in PostgreSQL depends on the locale.
+        results.sort_by_key(|r| r.job_id);
+        Ok(results)
+    }
+
+    /// The stored result of a job, if any.
+    pub async fn job(&self, id: JobId) -> Result<Option<JobResult>, StoreError> {
+        let jsons = self
+            .result_jsons(
+                "SELECT result_json FROM job_results WHERE job_id = $1",
+                &id.to_string(),
+                &format!("read job {id}"),
+            )
+            .await?;
+        jsons.first().map(|j| self.decode(j)).transpose()
+    }
+
+    /// The stored results of a batch, ordered by job id (that is, by submission).
+    pub async fn jobs_by_batch(&self, id: BatchId) -> Result<Vec<JobResult>, StoreError> {
+        let jsons = self
+            .result_jsons(
+                "SELECT result_json FROM job_results WHERE batch_id = $1",
+                &id.to_string(),
+                &format!("read the jobs of batch {id}"),
+            )
+            .await?;
+        self.decode_sorted(jsons)
+    }
+
+    /// The stored results with a correlation id, ordered by job id.
+    pub async fn jobs_by_correlation(
+        &self,
+        id: &CorrelationId,
+    ) -> Result<Vec<JobResult>, StoreError> {
+        let jsons = self
+            .result_jsons(
+                "SELECT result_json FROM job_results WHERE correlation_id = $1",
+                id.as_str(),
+                &format!("read the jobs of correlation id {id}"),
+            )
+            .await?;
+        self.decode_sorted(jsons)
+    }
+
+    /// What a batch cost and how it went; `None` when no job of the batch is stored.
+    pub async fn batch_summary(&self, id: BatchId) -> Result<Option<BatchSummary>, StoreError> {
+        let key = id.to_string();
+        let action = format!("summarize batch {id}");
+        let (aggregates, latencies) = on_pool!(self, |pool| {
+            // One transaction, so that the aggregates and the latencies see the same jobs.
+            let mut tx = pool.begin().await.map_err(|e| self.query_err(&action, e))?;
+            let rows = sqlx::query(SELECT_AGGREGATES)
+                .bind(&key)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.query_err(&action, e))?;
+            let aggregates = rows
+                .iter()
+                .map(|r| {
+                    let n = |col: &str| r.try_get::<i64, _>(col).map(unbig);
+                    Ok(AggregateRow {
+                        method: r.try_get("method")?,
+                        jobs: n("jobs")?,
+                        completed: n("completed")?,
+                        failed: n("failed")?,
+                        cancelled: n("cancelled")?,
+                        dead: n("dead")?,
+                        proposals: n("proposals")?,
+                        acceptances: n("acceptances")?,
+                        tokens_generated: n("tokens_generated")?,
+                        completed_tokens_generated: n("completed_tokens_generated")?,
+                        final_tokens: n("final_tokens")?,
+                        model_calls: n("model_calls")?,
+                        first_submitted_at_ms: n("first_submitted_at_ms")?,
+                        last_finished_at_ms: n("last_finished_at_ms")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(|e| self.corrupt("batch_aggregates row", e))?;
+            let rows =
+                sqlx::query("SELECT method, latency_ms FROM job_results WHERE batch_id = $1")
+                    .bind(&key)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(&action, e))?;
+            let latencies = rows
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>("method")?,
+                        unbig(r.try_get("latency_ms")?),
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(|e| self.corrupt("job_results latency", e))?;
+            tx.commit().await.map_err(|e| self.query_err(&action, e))?;
+            (aggregates, latencies)
+        });
+        Ok(summarize(id, &aggregates, &latencies))
+    }
+}

@@ -1,0 +1,741 @@
+//! Tests of the results store against real databases: every case runs on a SQLite file in a
+//! temporary directory and on a fresh PostgreSQL database (created per test, dropped after).
+
+use std::collections::BTreeMap;
+
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
+use powerfleet_sampler::{BlockStats, ChainStats, Method};
+use powerfleet_store::{CSV_COLUMNS, Store, StoreError, redact_url, write_csv};
+use sqlx::{Connection, Row};
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+fn postgres_admin_url() -> String {
+    std::env::var("POWERFLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    format!("{}/{database}{query}", &base[..host_end])
+}
+
+async fn postgres_admin() -> sqlx::PgConnection {
+    let admin = postgres_admin_url();
+    sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {}: {e}. Run scripts/test.sh (it installs and starts \
+             PostgreSQL) or set POWERFLEET_TEST_POSTGRES_URL",
+            redact_url(&admin)
+        )
+    })
+}
+
+/// A fresh PostgreSQL database for one test.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        let mut admin = postgres_admin().await;
+        let name = format!("pf_test_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create the test database {name} at {}: {e}; the user of \
+                     POWERFLEET_TEST_POSTGRES_URL must be allowed to create databases",
+                    redact_url(&postgres_admin_url())
+                )
+            });
+        let _ = admin.close().await;
+        let url = with_database(&postgres_admin_url(), &name);
+        PgDatabase { name, url }
+    }
+
+    async fn drop_database(&self) {
+        let mut admin = postgres_admin().await;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot drop the test database {}: {e}", self.name));
+        let _ = admin.close().await;
+    }
+}
+
+/// Each name is an `async fn(&Store, &str)` (the store and its URL); this makes a `sqlite` and a
+/// `postgres` test of it in a module of the same name.
+macro_rules! both_dialects {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::TempDir::new().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("results.db").display());
+                let store = powerfleet_store::Store::connect(&url).await.unwrap();
+                super::$body(&store, &url).await;
+                store.close().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = super::PgDatabase::create().await;
+                let url = db.url.clone();
+                // In a task, so that the database is dropped even when the body panics.
+                let outcome = tokio::spawn(async move {
+                    let store = powerfleet_store::Store::connect(&url).await.unwrap();
+                    super::$body(&store, &url).await;
+                    store.close().await;
+                })
+                .await;
+                db.drop_database().await;
+                if let Err(e) = outcome {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+    )*};
+}
+
+both_dialects!(
+    round_trip_keeps_every_field,
+    recording_twice_stores_once,
+    concurrent_records_store_once,
+    unfinished_and_failed_results,
+    lookups_by_batch_and_correlation,
+    batch_summary_matches_hand_computation,
+    unknown_batch_has_no_summary,
+    ping_answers,
+);
+
+fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u64) -> ChainStats {
+    ChainStats {
+        proposals,
+        acceptances,
+        blocks: vec![
+            BlockStats {
+                proposals: proposals as u32 / 2,
+                acceptances: acceptances as u32 / 2,
+            },
+            BlockStats {
+                proposals: proposals as u32 - proposals as u32 / 2,
+                acceptances: acceptances as u32 - acceptances as u32 / 2,
+            },
+        ],
+        tokens_generated,
+        model_calls,
+    }
+}
+
+/// A completed result with every optional field set.
+fn completed(batch: Option<BatchId>, correlation: &str) -> JobResult {
+    JobResult {
+        job_id: JobId::new(),
+        correlation_id: correlation.parse().unwrap(),
+        batch_id: batch,
+        problem_id: Some("problem-7".into()),
+        model: "toy:pivot".into(),
+        method: Method::Power,
+        seed: u64::MAX - 12_345,
+        stream: u64::MAX,
+        status: JobStatus::Completed,
+        tokens: vec![5, 0, 42, u32::MAX],
+        text: Some("caf\u{e9}, \"quoted\"\nsecond line".into()),
+        log_p: Some(f64::from_bits(0xC02A_BCDE_F012_3457)),
+        ends_with_eos: true,
+        stats: stats(7, 3, 91, 12),
+        attempts: 2,
+        error: None,
+        submitted_at_ms: 1_700_000_000_123,
+        started_at_ms: Some(1_700_000_000_456),
+        finished_at_ms: 1_700_000_001_789,
+    }
+}
+
+fn failed(batch: Option<BatchId>, status: JobStatus, error: &str) -> JobResult {
+    JobResult {
+        status,
+        tokens: vec![],
+        text: None,
+        log_p: None,
+        ends_with_eos: false,
+        stats: stats(2, 1, 17, 3),
+        error: Some(error.into()),
+        ..completed(batch, "failures")
+    }
+}
+
+/// Reads one column of a job's row straight from the database, bypassing the store.
+async fn raw_column<T>(store: &Store, url: &str, job: JobId, column: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>,
+{
+    let sql = format!("SELECT {column} FROM job_results WHERE job_id = $1");
+    if store.is_postgres() {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let row = sqlx::query(&sql)
+            .bind(job.to_string())
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        row.get(0)
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let row = sqlx::query(&sql)
+            .bind(job.to_string())
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        row.get(0)
+    }
+}
+
+async fn round_trip_keeps_every_field(store: &Store, url: &str) {
+    let full = completed(Some(BatchId::new()), "exp-1.run:2");
+    assert!(store.record(&full).await.unwrap());
+    assert_eq!(store.job(full.job_id).await.unwrap().as_ref(), Some(&full));
+
+    // The query columns hold the same values, exactly.
+    let log_p: Option<f64> = raw_column(store, url, full.job_id, "log_p").await;
+    assert_eq!(log_p.map(f64::to_bits), full.log_p.map(f64::to_bits));
+    let seed: i64 = raw_column(store, url, full.job_id, "seed").await;
+    assert_eq!(seed as u64, full.seed);
+    let stream: i64 = raw_column(store, url, full.job_id, "stream").await;
+    assert_eq!(stream as u64, full.stream);
+    let cost: Option<f64> = raw_column(store, url, full.job_id, "cost_multiplier").await;
+    assert_eq!(cost, Some(91.0 / 4.0));
+    let latency: i64 = raw_column(store, url, full.job_id, "latency_ms").await;
+    assert_eq!(latency, 1666);
+    let stats_json: String = raw_column(store, url, full.job_id, "stats_json").await;
+    assert_eq!(
+        serde_json::from_str::<ChainStats>(&stats_json).unwrap(),
+        full.stats
+    );
+
+    // And a result with every optional field empty.
+    let sparse = JobResult {
+        batch_id: None,
+        problem_id: None,
+        text: None,
+        log_p: None,
+        started_at_ms: None,
+        seed: 0,
+        stream: 0,
+        stats: ChainStats::default(),
+        ..completed(None, "sparse")
+    };
+    assert!(store.record(&sparse).await.unwrap());
+    assert_eq!(store.job(sparse.job_id).await.unwrap(), Some(sparse));
+    assert_eq!(store.job(JobId::new()).await.unwrap(), None);
+}
+
+async fn recording_twice_stores_once(store: &Store, _url: &str) {
+    let batch = BatchId::new();
+    let first = completed(Some(batch), "c");
+    assert!(store.record(&first).await.unwrap());
+    assert!(!store.record(&first).await.unwrap());
+    // A redelivery that differs (a later attempt) changes nothing either.
+    let changed = JobResult {
+        attempts: 9,
+        ..first.clone()
+    };
+    assert!(!store.record(&changed).await.unwrap());
+    assert_eq!(store.job(first.job_id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        store.jobs_by_batch(batch).await.unwrap(),
+        vec![first.clone()]
+    );
+    let summary = store.batch_summary(batch).await.unwrap().unwrap();
+    assert_eq!(summary.jobs, 1);
+    assert_eq!(summary.by_status["completed"], 1);
+    assert_eq!(summary.proposals, first.stats.proposals);
+    assert_eq!(summary.tokens_generated, first.stats.tokens_generated);
+    assert_eq!(summary.final_tokens, first.tokens.len() as u64);
+}
+
+async fn concurrent_records_store_once(store: &Store, url: &str) {
+    // A second store on the same database plays a second collector.
+    let other = Store::connect(url).await.unwrap();
+    let batch = BatchId::new();
+    let results: Vec<JobResult> = (0..8).map(|_| completed(Some(batch), "race")).collect();
+    for r in &results {
+        let (a, b) = tokio::join!(store.record(r), other.record(r));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a ^ b, "exactly one record must insert, got {a} and {b}");
+        let (a, b) = tokio::join!(store.record(r), store.record(r));
+        assert!(!a.unwrap() && !b.unwrap());
+    }
+    let summary = store.batch_summary(batch).await.unwrap().unwrap();
+    assert_eq!(summary.jobs, 8);
+    assert_eq!(summary.proposals, 8 * 7);
+    assert_eq!(summary.model_calls, 8 * 12);
+    assert_eq!(store.jobs_by_batch(batch).await.unwrap().len(), 8);
+    other.close().await;
+}
+
+async fn unfinished_and_failed_results(store: &Store, _url: &str) {
+    let batch = BatchId::new();
+    let stored: Vec<JobResult> = [
+        (JobStatus::Failed, "model toy:pivot not found"),
+        (JobStatus::Cancelled, "cancelled by user"),
+        (JobStatus::Dead, "delivered 5 times, \"gave up\""),
+    ]
+    .into_iter()
+    .map(|(status, error)| failed(Some(batch), status, error))
+    .collect();
+    for r in &stored {
+        assert!(store.record(r).await.unwrap());
+        assert_eq!(store.job(r.job_id).await.unwrap().as_ref(), Some(r));
+    }
+    let summary = store.batch_summary(batch).await.unwrap().unwrap();
+    let expected: BTreeMap<String, u64> = [
+        ("completed", 0),
+        ("failed", 1),
+        ("cancelled", 1),
+        ("dead", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(summary.by_status, expected);
+    assert_eq!(summary.final_tokens, 0);
+    assert_eq!(summary.cost_multiplier, None);
+    assert_eq!(summary.tokens_generated, 3 * 17);
+
+    for status in [JobStatus::Queued, JobStatus::Running] {
+        let running = JobResult {
+            status,
+            ..failed(Some(batch), JobStatus::Failed, "x")
+        };
+        let err = store.record(&running).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFinished { .. }), "{err}");
+        assert!(err.to_string().contains("only finished jobs"), "{err}");
+        assert_eq!(store.job(running.job_id).await.unwrap(), None);
+    }
+    assert_eq!(store.batch_summary(batch).await.unwrap().unwrap().jobs, 3);
+}
+
+async fn lookups_by_batch_and_correlation(store: &Store, _url: &str) {
+    let (b1, b2) = (BatchId::new(), BatchId::new());
+    let c1: CorrelationId = "exp-a".parse().unwrap();
+    let c2: CorrelationId = "exp-b".parse().unwrap();
+    // Made in id order, recorded out of order.
+    let all: Vec<JobResult> = [
+        (Some(b1), &c1),
+        (Some(b2), &c1),
+        (Some(b1), &c2),
+        (None, &c2),
+        (Some(b1), &c1),
+    ]
+    .into_iter()
+    .map(|(b, c)| completed(b, c.as_str()))
+    .collect();
+    for i in [3, 0, 4, 2, 1] {
+        assert!(store.record(&all[i]).await.unwrap());
+    }
+    let pick = |idx: &[usize]| idx.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
+    assert_eq!(store.jobs_by_batch(b1).await.unwrap(), pick(&[0, 2, 4]));
+    assert_eq!(store.jobs_by_batch(b2).await.unwrap(), pick(&[1]));
+    assert_eq!(store.jobs_by_batch(BatchId::new()).await.unwrap(), vec![]);
+    assert_eq!(
+        store.jobs_by_correlation(&c1).await.unwrap(),
+        pick(&[0, 1, 4])
+    );
+    assert_eq!(store.jobs_by_correlation(&c2).await.unwrap(), pick(&[2, 3]));
+    let none: CorrelationId = "nobody".parse().unwrap();
+    assert_eq!(store.jobs_by_correlation(&none).await.unwrap(), vec![]);
+}
+
+/// A job of the summary test: (method, status, latency ms, submitted offset ms, proposals,
+/// acceptances, tokens generated, model calls, completion tokens).
+type PlannedJob = (Method, JobStatus, u64, u64, u64, u64, u64, u64, usize);
+
+/// Nearest-rank percentile, written independently of the store's: the smallest value with at least
+/// `pct` percent of the values at or below it.
+fn nearest_rank(values: &[u64], pct: u64) -> Option<u64> {
+    let mut v = values.to_vec();
+    v.sort();
+    v.iter()
+        .copied()
+        .find(|&x| v.iter().filter(|&&y| y <= x).count() as u64 * 100 >= pct * v.len() as u64)
+}
+
+async fn batch_summary_matches_hand_computation(store: &Store, _url: &str) {
+    let batch = BatchId::new();
+    let base = 1_800_000_000_000u64;
+    let plan: [PlannedJob; 10] = [
+        (
+            Method::Power,
+            JobStatus::Completed,
+            120,
+            0,
+            10,
+            4,
+            100,
+            20,
+            8,
+        ),
+        (
+            Method::Power,
+            JobStatus::Completed,
+            50,
+            10,
+            12,
+            6,
+            80,
+            15,
+            10,
+        ),
+        (Method::Power, JobStatus::Failed, 300, 20, 3, 1, 30, 5, 0),
+        (Method::Power, JobStatus::Completed, 80, 30, 8, 2, 64, 11, 4),
+        (Method::Power, JobStatus::Dead, 1000, 40, 0, 0, 0, 0, 0),
+        (Method::Power, JobStatus::Completed, 40, 50, 9, 9, 45, 9, 5),
+        (
+            Method::Standard,
+            JobStatus::Completed,
+            70,
+            60,
+            0,
+            0,
+            6,
+            1,
+            6,
+        ),
+        (
+            Method::Standard,
+            JobStatus::Completed,
+            200,
+            70,
+            0,
+            0,
+            3,
+            1,
+            3,
+        ),
+        (
+            Method::Standard,
+            JobStatus::Cancelled,
+            90,
+            80,
+            0,
+            0,
+            2,
+            1,
+            0,
+        ),
+        (
+            Method::Standard,
+            JobStatus::Completed,
+            60,
+            90,
+            0,
+            0,
+            7,
+            1,
+            7,
+        ),
+    ];
+    let results: Vec<JobResult> = plan
+        .iter()
+        .map(
+            |&(method, status, latency, offset, p, a, tg, mc, n)| JobResult {
+                method,
+                status,
+                tokens: (0..n as u32).collect(),
+                stats: stats(p, a, tg, mc),
+                submitted_at_ms: base + offset,
+                started_at_ms: Some(base + offset + 1),
+                finished_at_ms: base + offset + latency,
+                error: (status != JobStatus::Completed).then(|| "no".into()),
+                ..completed(Some(batch), "summary")
+            },
+        )
+        .collect();
+    for r in &results {
+        assert!(store.record(r).await.unwrap());
+    }
+    // Jobs of other batches and without a batch do not count.
+    store
+        .record(&completed(Some(BatchId::new()), "summary"))
+        .await
+        .unwrap();
+    store.record(&completed(None, "summary")).await.unwrap();
+
+    let s = store.batch_summary(batch).await.unwrap().unwrap();
+    assert_eq!(s.batch_id, batch);
+    assert_eq!(s.jobs, 10);
+    let by_status: BTreeMap<String, u64> = [
+        ("completed", 7),
+        ("failed", 1),
+        ("cancelled", 1),
+        ("dead", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(s.by_status, by_status);
+    // Sums by hand: proposals 10+12+3+8+0+9 = 42, acceptances 4+6+1+2+0+9 = 22.
+    assert_eq!((s.proposals, s.acceptances), (42, 22));
+    assert_eq!(s.acceptance_rate, Some(22.0 / 42.0));
+    // Tokens generated 100+80+30+64+0+45 + 6+3+2+7 = 337; model calls 60 + 4 = 64.
+    assert_eq!(s.tokens_generated, 337);
+    assert_eq!(s.model_calls, 64);
+    // Completed: generated 100+80+64+45+6+3+7 = 305 for 8+10+4+5+6+3+7 = 43 final tokens.
+    assert_eq!(s.final_tokens, 43);
+    assert_eq!(s.cost_multiplier, Some(305.0 / 43.0));
+    // Latencies sorted: 40 50 60 70 80 90 120 200 300 1000; p50 rank 5, p95 rank 10.
+    assert_eq!(s.latency_p50_ms, Some(80));
+    assert_eq!(s.latency_p95_ms, Some(1000));
+    let latencies: Vec<u64> = plan.iter().map(|p| p.2).collect();
+    assert_eq!(s.latency_p50_ms, nearest_rank(&latencies, 50));
+    assert_eq!(s.latency_p95_ms, nearest_rank(&latencies, 95));
+    // First submission at base, last finish at base + 40 + 1000.
+    assert_eq!(s.first_submitted_at_ms, Some(base));
+    assert_eq!(s.last_finished_at_ms, Some(base + 1040));
+    assert_eq!(s.throughput_jobs_per_s, Some(10.0 / 1.04));
+
+    let methods: Vec<&str> = s.by_method.iter().map(|m| m.method.as_str()).collect();
+    assert_eq!(methods, ["power", "standard"]);
+    let power = &s.by_method[0];
+    assert_eq!((power.jobs, power.completed), (6, 4));
+    assert_eq!(power.acceptance_rate, Some(22.0 / 42.0));
+    assert_eq!(power.tokens_generated, 319);
+    // Completed power jobs: 100+80+64+45 = 289 generated for 8+10+4+5 = 27 tokens.
+    assert_eq!(power.cost_multiplier, Some(289.0 / 27.0));
+    // Power latencies sorted: 40 50 80 120 300 1000; p50 rank 3, p95 rank 6.
+    assert_eq!(power.latency_p50_ms, Some(80));
+    assert_eq!(power.latency_p95_ms, Some(1000));
+    let standard = &s.by_method[1];
+    assert_eq!((standard.jobs, standard.completed), (4, 3));
+    assert_eq!(standard.acceptance_rate, None);
+    assert_eq!(standard.tokens_generated, 18);
+    // Completed standard jobs: 6+3+7 = 16 generated for 6+3+7 = 16 tokens.
+    assert_eq!(standard.cost_multiplier, Some(1.0));
+    // Standard latencies sorted: 60 70 90 200; p50 rank 2, p95 rank 4.
+    assert_eq!(standard.latency_p50_ms, Some(70));
+    assert_eq!(standard.latency_p95_ms, Some(200));
+
+    // The summary is what the results say, computed without the store.
+    let completed_results: Vec<&JobResult> = results
+        .iter()
+        .filter(|r| r.status == JobStatus::Completed)
+        .collect();
+    let generated: u64 = completed_results
+        .iter()
+        .map(|r| r.stats.tokens_generated)
+        .sum();
+    let final_tokens: u64 = completed_results
+        .iter()
+        .map(|r| r.tokens.len() as u64)
+        .sum();
+    assert_eq!(
+        s.cost_multiplier,
+        Some(generated as f64 / final_tokens as f64)
+    );
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(
+        serde_json::from_str::<powerfleet_store::BatchSummary>(&json).unwrap(),
+        s
+    );
+}
+
+async fn unknown_batch_has_no_summary(store: &Store, _url: &str) {
+    assert_eq!(store.batch_summary(BatchId::new()).await.unwrap(), None);
+    // Jobs without a batch make no summary either.
+    store.record(&completed(None, "loose")).await.unwrap();
+    assert_eq!(store.batch_summary(BatchId::new()).await.unwrap(), None);
+}
+
+async fn ping_answers(store: &Store, url: &str) {
+    store.ping().await.unwrap();
+    assert_eq!(store.url(), redact_url(url));
+    // Connecting again to a migrated database applies nothing and works.
+    let again = Store::connect(url).await.unwrap();
+    again.ping().await.unwrap();
+    again.close().await;
+}
+
+/// Parses RFC 4180 CSV (quoted fields may hold commas, doubled quotes and newlines).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(
+        field.is_empty() && row.is_empty(),
+        "CSV must end with a newline"
+    );
+    rows
+}
+
+#[test]
+fn csv_has_a_header_and_quotes_fields() {
+    let tricky = JobResult {
+        text: Some("one, two \"three\"\nfour".into()),
+        error: Some("a\r\nb".into()),
+        ..completed(Some(BatchId::new()), "csv")
+    };
+    let sparse = failed(None, JobStatus::Dead, "plain");
+    let mut out = Vec::new();
+    write_csv(&[tricky.clone(), sparse.clone()], &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with(&format!("{}\n", CSV_COLUMNS.join(","))),
+        "{text}"
+    );
+    assert!(text.contains("\"one, two \"\"three\"\"\nfour\""), "{text}");
+
+    let rows = parse_csv(&text);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.len() == CSV_COLUMNS.len()));
+    let col = |row: &Vec<String>, name: &str| {
+        row[CSV_COLUMNS.iter().position(|c| *c == name).unwrap()].clone()
+    };
+    let t = &rows[1];
+    assert_eq!(col(t, "job_id"), tricky.job_id.to_string());
+    assert_eq!(col(t, "text"), tricky.text.clone().unwrap());
+    assert_eq!(col(t, "error"), "a\r\nb");
+    assert_eq!(col(t, "tokens"), "5 0 42 4294967295");
+    assert_eq!(col(t, "seed"), tricky.seed.to_string());
+    assert_eq!(col(t, "status"), "completed");
+    assert_eq!(col(t, "method"), "power");
+    let log_p: f64 = col(t, "log_p").parse().unwrap();
+    assert_eq!(log_p.to_bits(), tricky.log_p.unwrap().to_bits());
+    assert_eq!(col(t, "latency_ms"), "1666");
+    let s = &rows[2];
+    assert_eq!(col(s, "batch_id"), "");
+    assert_eq!(col(s, "text"), "");
+    assert_eq!(col(s, "log_p"), "");
+    assert_eq!(col(s, "tokens"), "");
+    assert_eq!(col(s, "status"), "dead");
+    assert_eq!(col(s, "error"), "plain");
+
+    let mut empty = Vec::new();
+    write_csv(&[], &mut empty).unwrap();
+    assert_eq!(parse_csv(&String::from_utf8(empty).unwrap()).len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_url_scheme_names_the_accepted_forms() {
+    for url in [
+        "mysql://bob:pl4nted-pw@db/results",
+        "results.db",
+        "redis://127.0.0.1:6379",
+    ] {
+        let err = Store::connect(url).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{msg}");
+        assert!(msg.contains("sqlite://PATH"), "{msg}");
+        assert!(msg.contains("postgres://"), "{msg}");
+        assert!(!msg.contains("pl4nted-pw"), "password leaked: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn connection_errors_never_show_the_password() {
+    // Nothing listens on port 1.
+    let url = "postgres://alice:pl4nted-secret@127.0.0.1:1/results";
+    let err = Store::connect(url).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{msg}");
+    assert!(!msg.contains("pl4nted-secret"), "password leaked: {msg}");
+    assert!(
+        msg.contains("postgres://alice:***@127.0.0.1:1/results"),
+        "{msg}"
+    );
+    assert!(msg.contains("check --database-url"), "{msg}");
+    let debug = format!("{err:?}");
+    assert!(
+        !debug.contains("pl4nted-secret"),
+        "password leaked: {debug}"
+    );
+
+    // A real server, a database that does not exist, a password in the query string too.
+    let missing = format!("pf_missing_{}", uuid::Uuid::now_v7().simple());
+    let base = with_database(&postgres_admin_url(), &missing);
+    postgres_admin().await; // fails with a clear message when PostgreSQL is down
+    let with_password = match base.find("://") {
+        Some(i) if base[i + 3..].contains('@') => {
+            let at = i + 3 + base[i + 3..].rfind('@').unwrap();
+            let user_end = base[i + 3..at].find(':').map_or(at, |c| i + 3 + c);
+            format!(
+                "{}:pl4nted-secret{}?password=pl4nted-secret",
+                &base[..user_end],
+                &base[at..]
+            )
+        }
+        _ => format!("{base}?password=pl4nted-secret"),
+    };
+    let err = Store::connect(&with_password).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.contains("pl4nted-secret"), "password leaked: {msg}");
+    assert!(msg.contains(&missing), "{msg}");
+    assert!(msg.contains("***"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_connected_store_never_shows_the_password() {
+    let db = PgDatabase::create().await;
+    // The test server trusts local connections, so any password is accepted.
+    let url = format!("{}?password=pl4nted-secret", db.url);
+    let store = Store::connect(&url).await;
+    db.drop_database().await;
+    let store = store.unwrap();
+    assert!(store.is_postgres());
+    let shown = format!("{} {store:?}", store.url());
+    assert!(
+        !shown.contains("pl4nted-secret"),
+        "password leaked: {shown}"
+    );
+    assert!(shown.contains("password=***"), "{shown}");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_creates_missing_file_and_directories() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("nested").join("deeper").join("results.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url).await.unwrap();
+    assert!(path.exists());
+    assert!(!store.is_postgres());
+    let r = completed(None, "file");
+    store.record(&r).await.unwrap();
+    store.close().await;
+    // The data survives a reconnect.
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.job(r.job_id).await.unwrap(), Some(r));
+    store.close().await;
+}

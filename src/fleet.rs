@@ -1,0 +1,581 @@
+//! Fleet subcommands: submit, worker, collector, status, cancel and results.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use powerfleet_fleet::collector::{self, CollectorConfig};
+use powerfleet_fleet::producer::{self, Problem, Receipt, Submission};
+use powerfleet_fleet::status::{self, StatusReport};
+use powerfleet_fleet::worker::{self, WorkerConfig};
+use powerfleet_fleet::{ModelRegistry, control};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobStatus, Prompt};
+use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
+use powerfleet_sampler::Method;
+use powerfleet_store::Store;
+
+use crate::options::SamplerArgs;
+
+/// Where the queue lives.
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Redis URL (redis:// or rediss://).
+    #[arg(
+        long,
+        env = "POWERFLEET_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis: String,
+    /// Deployment namespace: fleets with different namespaces share a Redis without seeing each
+    /// other's jobs.
+    #[arg(long, env = "POWERFLEET_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+impl RedisArgs {
+    pub async fn connect(&self) -> Result<Queue> {
+        Queue::connect(
+            &self.redis,
+            QueueOptions {
+                namespace: self.namespace.clone(),
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .context("cannot use the queue")
+    }
+}
+
+/// Where results are stored.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// Results database: sqlite://FILE (created if missing) or postgres://...
+    #[arg(
+        long,
+        env = "POWERFLEET_DATABASE_URL",
+        default_value = "sqlite://powerfleet.db"
+    )]
+    pub database_url: String,
+}
+
+impl DatabaseArgs {
+    pub async fn connect(&self) -> Result<Store> {
+        Store::connect(&self.database_url)
+            .await
+            .context("cannot use the results database")
+    }
+}
+
+/// Output format of status and submit.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OutFormat {
+    /// Human-readable text.
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Arguments of `powerfleet submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Model reference, resolved by the workers (toy:NAME, toy:PATH, or a name registered with
+    /// the workers' --model NAME=REFERENCE).
+    #[arg(long, default_value = "toy:pivot")]
+    pub model: String,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+    /// Methods, comma-separated; each problem runs with each (overrides --method).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Prompt as text.
+    #[arg(long, conflicts_with_all = ["prompt_tokens", "batch_file"])]
+    pub prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long, conflicts_with = "batch_file")]
+    pub prompt_tokens: Option<String>,
+    /// JSONL file of problems: {"id": "...", "prompt": "..."} or {"prompt_tokens": [...]}.
+    #[arg(long)]
+    pub batch_file: Option<std::path::PathBuf>,
+    /// Chains per problem, method and seed (streams 0..N of the seed).
+    #[arg(long, default_value_t = 1)]
+    pub chains: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of seeds per problem and method: --seed, --seed+1, ...
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// Correlation id for all jobs (default: a new one).
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    /// Client key: submitting again with the same key creates no new jobs.
+    #[arg(long)]
+    pub submission_key: Option<String>,
+    /// Wait for every job to finish, showing progress; exit 1 if any failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutFormat,
+    /// With --wait: the results database, for finished jobs.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<()> {
+    let submission = build_submission(&args)?;
+    let queue = args.redis.connect().await?;
+    let receipt = producer::submit(&queue, &submission).await?;
+    print_receipt(&receipt, args.format)?;
+    if args.wait {
+        let store = args.database.connect().await?;
+        let failed = wait_for(&queue, Some(&store), &receipt).await?;
+        if failed > 0 {
+            bail!(
+                "{failed} of {} jobs did not complete; see `powerfleet status {}`",
+                receipt.job_ids.len(),
+                receipt
+                    .batch_id
+                    .map_or(receipt.correlation_id.to_string(), |b| b.to_string())
+            );
+        }
+    }
+    Ok(())
+}
+
+fn build_submission(args: &SubmitArgs) -> Result<Submission> {
+    let config = args.sampler.to_config()?;
+    let methods: Vec<Method> = if args.methods.is_empty() {
+        vec![config.method]
+    } else {
+        args.methods
+            .iter()
+            .map(|m| m.trim().parse::<Method>().context("--methods"))
+            .collect::<Result<_>>()?
+    };
+    let problems = match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
+        (_, _, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --batch-file {}", path.display()))?;
+            producer::parse_batch_file(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        (_, Some(ids), _) => {
+            let tokens = ids
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim().parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--prompt-tokens must be comma-separated token ids, got {s:?}"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            vec![Problem {
+                id: None,
+                prompt: Prompt::Tokens(tokens),
+            }]
+        }
+        (prompt, None, None) => vec![Problem {
+            id: None,
+            prompt: Prompt::Text(prompt.clone().unwrap_or_default()),
+        }],
+    };
+    if args.seeds == 0 {
+        bail!("--seeds must be >= 1, got 0");
+    }
+    let correlation_id = args
+        .correlation_id
+        .as_deref()
+        .map(|c| c.parse::<CorrelationId>().context("--correlation-id"))
+        .transpose()?;
+    Ok(Submission {
+        model: args.model.clone(),
+        config,
+        methods,
+        problems,
+        seeds: (0..args.seeds).map(|i| args.seed.wrapping_add(i)).collect(),
+        chains: args.chains,
+        correlation_id,
+        batch: true,
+        submission_key: args.submission_key.clone(),
+    })
+}
+
+fn print_receipt(receipt: &Receipt, format: OutFormat) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutFormat::Json => {
+            serde_json::to_writer(&mut out, receipt)?;
+            writeln!(out)?;
+        }
+        OutFormat::Text => {
+            writeln!(out, "correlation_id {}", receipt.correlation_id)?;
+            if let Some(b) = receipt.batch_id {
+                writeln!(out, "batch_id {b}")?;
+            }
+            writeln!(out, "jobs {}", receipt.job_ids.len())?;
+            for id in &receipt.job_ids {
+                writeln!(out, "{id}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Waits until every job of the receipt is final, with a progress bar on stderr; returns how
+/// many did not complete.
+pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -> Result<u64> {
+    let total = receipt.job_ids.len() as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  eta {eta}  {msg}")
+            .expect("valid template"),
+    );
+    loop {
+        let report = match receipt.batch_id {
+            Some(b) => status::batch_status(queue, store, b).await?,
+            None => status::correlation_status(queue, store, &receipt.correlation_id).await?,
+        };
+        let Some(report) = report else {
+            bail!(
+                "the submitted jobs are not found any more; were they submitted to another namespace?"
+            );
+        };
+        let jobs = report.jobs();
+        let done = jobs.iter().filter(|j| j.status.is_final()).count() as u64;
+        let (mut proposals, mut acceptances) = (0u64, 0u64);
+        for j in &jobs {
+            if let Some(r) = &j.result {
+                proposals += r.stats.proposals;
+                acceptances += r.stats.acceptances;
+            } else if let Some(p) = &j.progress {
+                proposals += p.proposals;
+                acceptances += p.acceptances;
+            }
+        }
+        bar.set_position(done);
+        if proposals > 0 {
+            bar.set_message(format!(
+                "acceptance {:.3}",
+                acceptances as f64 / proposals as f64
+            ));
+        }
+        if done >= total {
+            bar.finish_and_clear();
+            let not_completed = jobs
+                .iter()
+                .filter(|j| j.status != JobStatus::Completed)
+                .count() as u64;
+            let counts = report.counts();
+            eprintln!(
+                "done: {}",
+                counts
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(not_completed);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Arguments of `powerfleet worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Chains in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Register a model name: NAME=REFERENCE (repeatable), e.g. small=toy:pivot.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Consumer name, unique in the fleet (default: host-pid).
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Lease: a job not renewed for this long is taken over by another worker.
+    #[arg(long, default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// Lease renewal interval.
+    #[arg(long, default_value_t = 5_000)]
+    pub heartbeat_ms: u64,
+    /// Claims after which a job is dead-lettered.
+    #[arg(long, default_value_t = 5)]
+    pub max_deliveries: u32,
+    /// Attempts per model request before the job fails.
+    #[arg(long, default_value_t = 5)]
+    pub model_attempts: u32,
+    /// On SIGTERM, how long to wait for in-flight chains to be checkpointed and handed back.
+    #[arg(long, default_value_t = 10_000)]
+    pub grace_ms: u64,
+}
+
+fn default_consumer(role: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{role}-{host}-{}", std::process::id())
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let mut config = WorkerConfig::new(args.consumer.unwrap_or_else(|| default_consumer("worker")));
+    config.concurrency = args.concurrency;
+    config.lease = Duration::from_millis(args.lease_ms);
+    config.heartbeat = Duration::from_millis(args.heartbeat_ms);
+    config.max_deliveries = args.max_deliveries;
+    config.model_attempts = args.model_attempts;
+    config.grace = Duration::from_millis(args.grace_ms);
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
+    let models = Arc::new(ModelRegistry::new(&args.models).map_err(anyhow::Error::msg)?);
+    let queue = args.redis.connect().await?;
+    let report = worker::run(config, queue, models, crate::shutdown_signal()).await;
+    eprintln!(
+        "worker stopped: {} completed, {} failed, {} cancelled, {} dead, {} handed back, {} lost to other workers",
+        report.completed.load(std::sync::atomic::Ordering::Relaxed),
+        report.failed.load(std::sync::atomic::Ordering::Relaxed),
+        report.cancelled.load(std::sync::atomic::Ordering::Relaxed),
+        report.dead.load(std::sync::atomic::Ordering::Relaxed),
+        report
+            .handed_back
+            .load(std::sync::atomic::Ordering::Relaxed),
+        report.lost.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Ok(())
+}
+
+/// Arguments of `powerfleet collector`.
+#[derive(Args, Debug)]
+pub struct CollectorArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Consumer name, unique among collectors (default: host-pid).
+    #[arg(long)]
+    pub consumer: Option<String>,
+}
+
+pub async fn collector(args: CollectorArgs) -> Result<()> {
+    let queue = args.redis.connect().await?;
+    let store = args.database.connect().await?;
+    let config = CollectorConfig::new(
+        args.consumer
+            .unwrap_or_else(|| default_consumer("collector")),
+    );
+    let report = collector::run(config, queue, store, crate::shutdown_signal()).await;
+    eprintln!(
+        "collector stopped: {} stored, {} duplicates ignored, {} dead-lettered",
+        report.stored.load(std::sync::atomic::Ordering::Relaxed),
+        report.duplicates.load(std::sync::atomic::Ordering::Relaxed),
+        report.dead.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Ok(())
+}
+
+/// Arguments of `powerfleet status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A job id, batch id or correlation id.
+    pub id: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutFormat,
+}
+
+pub async fn status_cmd(args: StatusArgs) -> Result<()> {
+    let queue = args.redis.connect().await?;
+    let store = args.database.connect().await?;
+    let report = status::status(&queue, Some(&store), &args.id).await?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        OutFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        OutFormat::Text => write_status(&mut out, &report)?,
+    }
+    Ok(())
+}
+
+fn write_status(out: &mut impl Write, report: &StatusReport) -> Result<()> {
+    match report {
+        StatusReport::Job(_) => {}
+        StatusReport::Batch { batch_id, .. } => writeln!(out, "batch {batch_id}")?,
+        StatusReport::Correlation { correlation_id, .. } => {
+            writeln!(out, "correlation {correlation_id}")?
+        }
+    }
+    let counts = report.counts();
+    writeln!(
+        out,
+        "{}",
+        counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    if let StatusReport::Batch {
+        summary: Some(s), ..
+    } = report
+    {
+        writeln!(
+            out,
+            "acceptance {}  cost multiplier {}  latency p50 {} ms  p95 {} ms",
+            s.acceptance_rate.map_or("-".into(), |a| format!("{a:.3}")),
+            s.cost_multiplier.map_or("-".into(), |c| format!("{c:.2}")),
+            s.latency_p50_ms.map_or("-".into(), |v| v.to_string()),
+            s.latency_p95_ms.map_or("-".into(), |v| v.to_string()),
+        )?;
+    }
+    for j in report.jobs() {
+        let detail = match (&j.progress, &j.result) {
+            (Some(p), _) => format!(
+                "block {}/{} step {}/{}",
+                p.block_idx + 1,
+                p.n_blocks,
+                p.step_idx,
+                p.n_mcmc
+            ),
+            (None, Some(r)) if r.status == JobStatus::Completed => format!(
+                "{} tokens{}",
+                r.tokens.len(),
+                r.text.as_ref().map_or(String::new(), |t| format!(": {t}"))
+            ),
+            _ => j.error.clone().unwrap_or_default(),
+        };
+        writeln!(
+            out,
+            "{}  {:<9}  {:<9} attempts {}  {}",
+            j.job_id,
+            j.status.as_str(),
+            j.method.as_deref().unwrap_or("-"),
+            j.attempts,
+            detail
+        )?;
+    }
+    Ok(())
+}
+
+/// Arguments of `powerfleet cancel`.
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The job to cancel.
+    pub job_id: Option<String>,
+    /// Cancel every job under this correlation id.
+    #[arg(long, conflicts_with_all = ["job_id", "batch"])]
+    pub correlation: Option<String>,
+    /// Cancel every job of this batch.
+    #[arg(long, conflicts_with = "job_id")]
+    pub batch: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+pub async fn cancel(args: CancelArgs) -> Result<()> {
+    let queue = args.redis.connect().await?;
+    let outcomes = match (&args.job_id, &args.correlation, &args.batch) {
+        (Some(id), None, None) => {
+            let id: JobId = id.parse().context("JOB_ID")?;
+            vec![(id, control::cancel_job(&queue, id).await?)]
+        }
+        (None, Some(c), None) => {
+            let c: CorrelationId = c.parse().context("--correlation")?;
+            control::cancel_correlation(&queue, &c).await?
+        }
+        (None, None, Some(b)) => {
+            let b: BatchId = b.parse().context("--batch")?;
+            control::cancel_batch(&queue, b).await?
+        }
+        _ => bail!("give a JOB_ID, --correlation ID or --batch ID"),
+    };
+    if outcomes.is_empty() {
+        bail!("no jobs found to cancel; check the id and --namespace");
+    }
+    for (id, outcome) in &outcomes {
+        let what = match outcome {
+            CancelOutcome::Cancelled => "cancelled".to_string(),
+            CancelOutcome::Requested => {
+                "cancellation requested (running; stops between MCMC steps)".to_string()
+            }
+            CancelOutcome::AlreadyFinal(s) => format!("already {s}"),
+            CancelOutcome::Missing => "not found in Redis".to_string(),
+        };
+        println!("{id}  {what}");
+    }
+    if outcomes.iter().all(|(_, o)| *o == CancelOutcome::Missing) {
+        bail!(
+            "no such job in Redis (namespace {}); check the id",
+            args.redis.namespace
+        );
+    }
+    Ok(())
+}
+
+/// Export format of `results`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON result per line.
+    Jsonl,
+    /// Comma-separated values with a header.
+    Csv,
+}
+
+/// Arguments of `powerfleet results`.
+#[derive(Args, Debug)]
+pub struct ResultsArgs {
+    /// The batch to export.
+    #[arg(long, conflicts_with = "correlation")]
+    pub batch: Option<String>,
+    /// Export every job under a correlation id instead.
+    #[arg(long)]
+    pub correlation: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+pub async fn results(args: ResultsArgs) -> Result<()> {
+    let store = args.database.connect().await?;
+    let rows = match (&args.batch, &args.correlation) {
+        (Some(b), None) => store.jobs_by_batch(b.parse().context("--batch")?).await?,
+        (None, Some(c)) => {
+            store
+                .jobs_by_correlation(&c.parse().context("--correlation")?)
+                .await?
+        }
+        _ => bail!("give --batch ID or --correlation ID"),
+    };
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ExportFormat::Jsonl => {
+            for r in &rows {
+                serde_json::to_writer(&mut out, r)?;
+                writeln!(out)?;
+            }
+        }
+        ExportFormat::Csv => powerfleet_store::write_csv(&rows, &mut out)?,
+    }
+    Ok(())
+}
