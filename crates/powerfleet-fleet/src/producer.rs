@@ -223,6 +223,15 @@ impl Submission {
                 }
             }
         }
+        if let Some(big) = jobs.iter().find(|j| {
+            serde_json::to_vec(j).map_or(0, |v| v.len()) > powerfleet_queue::MAX_ENTRY_BYTES / 2
+        }) {
+            return Err(format!(
+                "the job for problem {} is larger than {} bytes; shorten its prompt",
+                big.problem_id.as_deref().unwrap_or("1"),
+                powerfleet_queue::MAX_ENTRY_BYTES / 2
+            ));
+        }
         Ok(jobs)
     }
 }

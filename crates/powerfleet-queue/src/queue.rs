@@ -2,13 +2,25 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use std::time::Duration;
+
+use deadpool_redis::{Pool, Runtime};
 use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP};
+
+/// Longest a blocking stream read waits; longer requests are cut to it.
+pub const MAX_BLOCK: Duration = Duration::from_secs(5);
+/// How much longer than a read's block time a reply may take before the client gives up.
+const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
+/// How long a new connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest job or result entry accepted from a stream; larger ones are dead-lettered.
+pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 
 /// A queue operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -284,12 +296,17 @@ impl Queue {
     pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
         crate::keys::validate_namespace(&options.namespace).map_err(QueueError::Invalid)?;
         let redacted = redact_url(url);
-        let pool = PoolConfig::from_url(url)
-            .builder()
-            .map_err(|e| QueueError::Redis {
+        // Blocking stream reads wait up to MAX_BLOCK; the response timeout must outlast them.
+        let connection = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(MAX_BLOCK + RESPONSE_MARGIN));
+        let manager = deadpool_redis::Manager::new_with_config(url, connection).map_err(|e| {
+            QueueError::Redis {
                 url: redacted.clone(),
                 message: e.to_string(),
-            })?
+            }
+        })?;
+        let pool = Pool::builder(manager)
             .max_size(options.max_connections)
             .runtime(Runtime::Tokio1)
             .build()
@@ -453,7 +470,11 @@ impl Queue {
 
     fn delivery(id: &StreamId) -> Delivery {
         let fields = fields_of(id);
+        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
         let spec = match (fields.get("job_id"), fields.get("spec")) {
+            _ if size > MAX_ENTRY_BYTES => Err(format!(
+                "entry of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES} bytes"
+            )),
             (Some(job_id), Some(spec)) => serde_json::from_str::<JobSpec>(spec)
                 .map_err(|e| format!("spec is not a valid job: {e}"))
                 .and_then(|s| {
@@ -523,7 +544,7 @@ impl Queue {
             .arg("COUNT")
             .arg(count.max(1))
             .arg("BLOCK")
-            .arg(block_ms)
+            .arg(block_ms.min(MAX_BLOCK.as_millis() as u64))
             .arg("STREAMS")
             .arg(stream)
             .arg(">")
@@ -773,7 +794,16 @@ impl Queue {
         fields: &HashMap<String, String>,
     ) -> Result<(), QueueError> {
         let mut c = self.conn().await?;
-        let payload = serde_json::to_string(fields).expect("fields serialize");
+        let mut payload = serde_json::to_string(fields).expect("fields serialize");
+        if payload.len() > 64 * 1024 {
+            // Keep the dead-letter stream small: the head of an oversized payload is enough.
+            let mut cut = 64 * 1024;
+            while !payload.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            payload.truncate(cut);
+            payload.push_str("...(truncated)");
+        }
         let _: i64 = self
             .scripts
             .dead_letter
@@ -924,7 +954,11 @@ impl Queue {
 
     fn result_delivery(id: &StreamId) -> ResultDelivery {
         let fields = fields_of(id);
+        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
         let result = match fields.get("result") {
+            _ if size > MAX_ENTRY_BYTES => Err(format!(
+                "entry of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES} bytes"
+            )),
             Some(r) => serde_json::from_str::<JobResult>(r)
                 .map_err(|e| format!("result is not a valid job result: {e}")),
             None => Err("entry lacks the result field".to_string()),

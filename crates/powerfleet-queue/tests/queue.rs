@@ -397,3 +397,20 @@ async fn namespaces_do_not_see_each_other() {
     assert!(b.read_jobs("w", 10, 50).await.unwrap().is_empty());
     assert_eq!(a.read_jobs("w", 10, 50).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_idle_blocking_read_waits_its_full_time_without_error() {
+    let server = server(false);
+    let q = queue(&server, "t8").await;
+    let start = std::time::Instant::now();
+    let got = q
+        .read_jobs("idle", 1, 1500)
+        .await
+        .expect("an empty read is not an error");
+    assert!(got.is_empty());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1400),
+        "it blocked: {:?}",
+        start.elapsed()
+    );
+}

@@ -32,6 +32,28 @@ pub use crate::summary::{BatchSummary, MethodSummary, percentile};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// Applies migrations. SQLite has no migration lock, so two processes migrating a new file at
+/// once race; the loser fails and `connect_sqlite` retries, finding the migration applied.
+async fn run_migrations<'a, A>(
+    migrator: &Migrator,
+    pool: A,
+) -> Result<(), sqlx::migrate::MigrateError>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    migrator.run(pool).await
+}
+
+/// Errors of a SQLite open that another process's concurrent open or migration explains.
+fn is_transient_sqlite(e: &StoreError) -> bool {
+    match e {
+        StoreError::Migrate { .. } => true,
+        StoreError::Connect { cause, .. } => cause.contains("locked") || cause.contains("busy"),
+        _ => false,
+    }
+}
+
 /// How long a SQLite writer waits for another one (several collectors may share a file).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a query waits for a free pooled connection.
@@ -195,7 +217,22 @@ impl Store {
         }
     }
 
+    /// Opens a SQLite store, retrying while another process holds the file's lock to create or
+    /// migrate it (several collectors starting together).
     async fn connect_sqlite(database_url: &str, url: String) -> Result<Store, StoreError> {
+        let mut attempt = 0u64;
+        loop {
+            match Self::connect_sqlite_once(database_url, url.clone()).await {
+                Err(e) if attempt < 10 && is_transient_sqlite(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect_sqlite_once(database_url: &str, url: String) -> Result<Store, StoreError> {
         let connect_err = |cause: String| StoreError::Connect {
             url: url.clone(),
             cause: sanitize(&cause, database_url),
@@ -232,8 +269,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        SQLITE_MIGRATIONS
-            .run(&pool)
+        run_migrations(&SQLITE_MIGRATIONS, &pool)
             .await
             .map_err(|e| StoreError::Migrate {
                 url: url.clone(),
@@ -268,8 +304,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        POSTGRES_MIGRATIONS
-            .run(&pool)
+        run_migrations(&POSTGRES_MIGRATIONS, &pool)
             .await
             .map_err(|e| StoreError::Migrate {
                 url: url.clone(),

@@ -739,3 +739,23 @@ async fn sqlite_creates_missing_file_and_directories() {
     assert_eq!(store.job(r.job_id).await.unwrap(), Some(r));
     store.close().await;
 }
+
+/// Several collectors starting at once on a fresh SQLite file all get a migrated store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_connects_to_a_fresh_sqlite_file_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("race.db").display());
+    let connects: Vec<_> = (0..16)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Store::connect(&url).await })
+        })
+        .collect();
+    for handle in connects {
+        let store = handle
+            .await
+            .unwrap()
+            .expect("every concurrent connect succeeds");
+        store.ping().await.unwrap();
+    }
+}

@@ -1,0 +1,291 @@
+//! Shared helper of the end-to-end tests: a private redis-server, worker and collector processes
+//! of the real binary on it, a SQLite results file, and the fault-free tokens of any job.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use powerfleet_fleet::producer::{Problem, Receipt, Submission, submit};
+use powerfleet_jobs::{BatchId, JobResult, JobSpec, Prompt};
+use powerfleet_models::resolve_toy;
+use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
+use powerfleet_queue::{Queue, QueueOptions};
+use powerfleet_sampler::{Chain, Method, SamplerConfig, TokenId, run};
+use powerfleet_store::Store;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_powerfleet");
+
+pub struct Fleet {
+    pub redis: LocalRedis,
+    pub namespace: String,
+    pub db_url: String,
+    pub dir: tempfile::TempDir,
+    pub workers: Vec<Option<Child>>,
+    pub worker_args: Vec<Vec<String>>,
+    pub collector: Option<Child>,
+    spawned: usize,
+}
+
+impl Fleet {
+    pub fn new(aof: bool) -> Fleet {
+        let redis = LocalRedis::start(LocalRedisOptions { aof })
+            .unwrap_or_else(|e| panic!("{e}; scripts/test.sh installs redis-server"));
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}", dir.path().join("results.db").display());
+        Fleet {
+            redis,
+            namespace: "test".into(),
+            db_url,
+            dir,
+            workers: Vec::new(),
+            worker_args: Vec::new(),
+            collector: None,
+            spawned: 0,
+        }
+    }
+
+    fn log(&mut self, role: &str) -> (Stdio, PathBuf) {
+        self.spawned += 1;
+        let path = self.dir.path().join(format!("{role}-{}.log", self.spawned));
+        let file = std::fs::File::create(&path).unwrap();
+        (Stdio::from(file), path)
+    }
+
+    fn common(&self) -> Vec<String> {
+        vec![
+            "--redis".into(),
+            self.redis.url(),
+            "--namespace".into(),
+            self.namespace.clone(),
+        ]
+    }
+
+    /// Starts a worker process with test-sized lease settings; `extra` flag pairs override them.
+    pub fn spawn_worker(&mut self, extra: &[&str]) -> usize {
+        let mut args: Vec<String> = vec!["worker".into()];
+        args.extend(self.common());
+        let defaults = [
+            ("--concurrency", "4"),
+            ("--lease-ms", "1000"),
+            ("--heartbeat-ms", "200"),
+            ("--grace-ms", "5000"),
+        ];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = self.start(&args, "worker");
+        self.workers.push(Some(child));
+        self.worker_args.push(args);
+        self.workers.len() - 1
+    }
+
+    fn start(&mut self, args: &[String], role: &str) -> Child {
+        let (log, _) = self.log(role);
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the powerfleet binary starts")
+    }
+
+    /// SIGKILLs worker `i`.
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(mut c) = self.workers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts worker `i` again with its original flags.
+    pub fn restart_worker(&mut self, i: usize) {
+        self.kill_worker(i);
+        let args = self.worker_args[i].clone();
+        self.workers[i] = Some(self.start(&args, "worker"));
+    }
+
+    pub fn signal_worker(&self, i: usize, signal: i32) {
+        let pid = self.workers[i].as_ref().expect("worker running").id() as i32;
+        // SAFETY-free: libc::kill with a valid pid of our own child.
+        let rc = unsafe_kill(pid, signal);
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    pub fn spawn_collector(&mut self) {
+        let mut args: Vec<String> = vec!["collector".into()];
+        args.extend(self.common());
+        args.push("--database-url".into());
+        args.push(self.db_url.clone());
+        let child = self.start(&args, "collector");
+        self.collector = Some(child);
+    }
+
+    pub async fn queue(&self) -> Queue {
+        Queue::connect(
+            &self.redis.url(),
+            QueueOptions {
+                namespace: self.namespace.clone(),
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.db_url).await.unwrap()
+    }
+
+    /// Every log written so far, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- {}\n", e.path().display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Waits until the results database holds `n` jobs of `batch`; panics with logs on timeout.
+    pub async fn wait_for_results(
+        &self,
+        batch: BatchId,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<JobResult> {
+        let store = self.store().await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = store.jobs_by_batch(batch).await.unwrap();
+            if rows.len() >= n {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "only {} of {n} results after {timeout:?}\n{}",
+                    rows.len(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for i in 0..self.workers.len() {
+            if let Some(c) = self.workers[i].as_ref() {
+                let _ = unsafe_kill(c.id() as i32, 18); // SIGCONT, in case a test stopped it
+            }
+            self.kill_worker(i);
+        }
+        if let Some(mut c) = self.collector.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, signal: i32) -> i32 {
+    // The workspace forbids unsafe code; the kill(1) utility sends the signal instead.
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    if status.success() { 0 } else { 1 }
+}
+
+/// A batch of `n_problems` × methods × seeds power-sampling jobs on a toy model.
+pub fn batch(
+    model: &str,
+    config: SamplerConfig,
+    methods: &[Method],
+    n_problems: usize,
+    seeds: u64,
+) -> Submission {
+    Submission {
+        model: model.to_string(),
+        config,
+        methods: methods.to_vec(),
+        problems: (0..n_problems)
+            .map(|i| Problem {
+                id: Some(format!("p{i}")),
+                prompt: Prompt::Tokens(vec![]),
+            })
+            .collect(),
+        seeds: (0..seeds).collect(),
+        chains: 1,
+        correlation_id: None,
+        batch: true,
+        submission_key: None,
+    }
+}
+
+pub async fn submit_batch(queue: &Queue, submission: &Submission) -> Receipt {
+    submit(queue, submission).await.unwrap()
+}
+
+/// The tokens a fault-free, uninterrupted run of the job gives.
+pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
+    let base = spec.model.split('?').next().unwrap();
+    let model = resolve_toy(base).unwrap();
+    let prompt = match &spec.prompt {
+        Prompt::Tokens(t) => t.clone(),
+        Prompt::Text(t) => model.tokenize(t).unwrap(),
+    };
+    let mut chain = Chain::new(
+        spec.config.validate().unwrap(),
+        &prompt,
+        spec.seed,
+        spec.stream,
+    );
+    run(&mut chain, &model).unwrap().tokens
+}
+
+/// Job specs of a receipt, read back from Redis.
+pub async fn specs(queue: &Queue, receipt: &Receipt) -> Vec<JobSpec> {
+    let mut out = Vec::new();
+    for id in &receipt.job_ids {
+        out.push(queue.job_state(*id).await.unwrap().unwrap().spec.unwrap());
+    }
+    out
+}
+
+/// Number of entries in the results stream per job id.
+pub async fn published_results(fleet: &Fleet) -> std::collections::HashMap<String, usize> {
+    let client = redis::Client::open(fleet.redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("pf:{{{}}}:results", fleet.namespace);
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for id in reply.ids {
+        let job: String = id.get("job_id").unwrap();
+        *counts.entry(job).or_insert(0) += 1;
+    }
+    counts
+}

@@ -1,0 +1,713 @@
+//! The fleet end to end: real redis-server, real worker and collector processes, killed, stopped
+//! and restarted on purpose. Every job must finish exactly once with the tokens of a fault-free run.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Fleet, batch, fault_free_tokens, published_results, specs, submit_batch};
+use powerfleet_fleet::collector::{self, CollectorConfig};
+use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_queue::ClaimOutcome;
+use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
+
+const SIGTERM: i32 = 15;
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+fn long_config(n_mcmc: u32, max_new_tokens: u32) -> SamplerConfig {
+    SamplerConfig {
+        n_mcmc,
+        block_size: 2,
+        max_new_tokens,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    }
+}
+
+fn assert_exact(results: &[JobResult], specs: &[JobSpec]) {
+    for spec in specs {
+        let r = results
+            .iter()
+            .find(|r| r.job_id == spec.job_id)
+            .unwrap_or_else(|| panic!("job {} has no result", spec.job_id));
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        assert_eq!(
+            r.tokens,
+            fault_free_tokens(spec),
+            "job {} differs from a fault-free run",
+            spec.job_id
+        );
+    }
+}
+
+/// A tiny deterministic generator for kill timings.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_workers_lose_nothing_and_double_nothing() {
+    let mut fleet = Fleet::new(false);
+    for _ in 0..3 {
+        fleet.spawn_worker(&[]);
+    }
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let submission = batch(
+        "toy:eos-lengths?delay_ms=40",
+        long_config(4, 8),
+        &[Method::Power, Method::LowTemp],
+        30,
+        2,
+    );
+    let receipt = submit_batch(&queue, &submission).await;
+    let n = receipt.job_ids.len();
+    assert_eq!(n, 120);
+    let batch_id = receipt.batch_id.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    let store = fleet.store().await;
+
+    let mut rng = Lcg(42);
+    let mut kills_during_batch = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(200))).await;
+        let victim = rng.below(3) as usize;
+        fleet.kill_worker(victim);
+        if store.jobs_by_batch(batch_id).await.unwrap().len() < n {
+            kills_during_batch += 1;
+        }
+        fleet.restart_worker(victim);
+    }
+    assert_eq!(
+        kills_during_batch, 20,
+        "every kill landed while jobs were still running"
+    );
+
+    let results = fleet
+        .wait_for_results(batch_id, n, Duration::from_secs(180))
+        .await;
+    assert_eq!(results.len(), n);
+    assert_exact(&results, &specs);
+    let published = published_results(&fleet).await;
+    for spec in &specs {
+        assert_eq!(
+            published.get(&spec.job_id.to_string()),
+            Some(&1),
+            "job {} published once",
+            spec.job_id
+        );
+    }
+    let resumed = results.iter().filter(|r| r.attempts >= 2).count();
+    assert!(
+        resumed > 0,
+        "some jobs were taken over from killed workers and resumed"
+    );
+    let summary = store.batch_summary(batch_id).await.unwrap().unwrap();
+    assert_eq!(summary.jobs, n as u64, "the batch counts every job once");
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, fleet: &Fleet, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        if Instant::now() > deadline {
+            panic!("timed out waiting until {what}\n{}", fleet.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_cannot_overwrite_the_new_owner() {
+    let mut fleet = Fleet::new(false);
+    let a = fleet.spawn_worker(&["--concurrency", "1"]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?delay_ms=50",
+            long_config(5, 12),
+            &[Method::Power],
+            1,
+            1,
+        ),
+    )
+    .await;
+    let job = receipt.job_ids[0];
+    let spec = specs(&queue, &receipt).await.remove(0);
+
+    wait_until(
+        "worker A has checkpointed a block",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let s = queue.job_state(job).await.unwrap().unwrap();
+            s.progress.is_some_and(|p| p.block_idx >= 1)
+        },
+    )
+    .await;
+    let owner_a = queue.job_state(job).await.unwrap().unwrap().owner.unwrap();
+    fleet.signal_worker(a, SIGSTOP);
+    fleet.spawn_worker(&["--concurrency", "1"]);
+    wait_until(
+        "worker B took the job over",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let s = queue.job_state(job).await.unwrap().unwrap();
+            s.owner.is_some_and(|o| o != owner_a)
+        },
+    )
+    .await;
+    // A wakes up mid-block while B owns the job.
+    fleet.signal_worker(a, SIGCONT);
+
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .await;
+    assert_exact(&results, std::slice::from_ref(&spec));
+    assert_eq!(results[0].attempts, 2);
+    // Give A time to try its stale writes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        published_results(&fleet).await.get(&job.to_string()),
+        Some(&1)
+    );
+    let logs = fleet.logs();
+    assert!(
+        logs.contains("lease lost"),
+        "worker A noticed it lost the lease:\n{logs}"
+    );
+    let stored = fleet.store().await.job(job).await.unwrap().unwrap();
+    assert_eq!(stored.tokens, fault_free_tokens(&spec));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_batch_loses_no_job() {
+    let mut fleet = Fleet::new(true);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?delay_ms=30",
+            long_config(3, 6),
+            &[Method::Power],
+            20,
+            2,
+        ),
+    )
+    .await;
+    let n = receipt.job_ids.len();
+    let batch_id = receipt.batch_id.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    let store = fleet.store().await;
+    wait_until(
+        "some results are stored",
+        Duration::from_secs(60),
+        &fleet,
+        || async { store.jobs_by_batch(batch_id).await.unwrap().len() >= 5 },
+    )
+    .await;
+    let before = store.jobs_by_batch(batch_id).await.unwrap().len();
+    assert!(before < n, "the restart happens mid-batch");
+    fleet.redis.restart().unwrap();
+
+    let results = fleet
+        .wait_for_results(batch_id, n, Duration::from_secs(180))
+        .await;
+    assert_exact(&results, &specs);
+    let published = published_results(&fleet).await;
+    for spec in &specs {
+        assert_eq!(published.get(&spec.job_id.to_string()), Some(&1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
+    let mut fleet = Fleet::new(false);
+    let lease = ["--lease-ms", "60000", "--heartbeat-ms", "1000"];
+    let a = fleet.spawn_worker(&lease);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?delay_ms=50",
+            long_config(4, 12),
+            &[Method::Power],
+            4,
+            1,
+        ),
+    )
+    .await;
+    let specs = specs(&queue, &receipt).await;
+    wait_until(
+        "worker A runs all four jobs",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let mut running = 0;
+            for id in &receipt.job_ids {
+                if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
+                    running += 1;
+                }
+            }
+            running == 4
+        },
+    )
+    .await;
+    let stopped_at = Instant::now();
+    fleet.signal_worker(a, SIGTERM);
+    let mut child = fleet.workers[a].take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "worker A exits cleanly: {status:?}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "within the grace period"
+    );
+    for id in &receipt.job_ids {
+        let s = queue.job_state(*id).await.unwrap().unwrap();
+        assert_eq!(s.status, JobStatus::Queued, "handed back: {s:?}");
+    }
+    fleet.spawn_worker(&lease);
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 4, Duration::from_secs(40))
+        .await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(60),
+        "taken over before the 60 s lease could have expired"
+    );
+    assert_exact(&results, &specs);
+    for r in &results {
+        assert_eq!(r.attempts, 1, "a hand-back is not a failed delivery");
+    }
+    assert!(fleet.logs().contains("handed back"));
+}
+
+fn raw_spec(model: &str, config: SamplerConfig, prompt: Prompt) -> JobSpec {
+    JobSpec {
+        job_id: JobId::new(),
+        correlation_id: CorrelationId::generate(),
+        batch_id: None,
+        problem_id: None,
+        model: model.into(),
+        prompt,
+        config,
+        seed: 1,
+        stream: 0,
+        submitted_at_ms: now_ms(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
+    let mut fleet = Fleet::new(false);
+    let w = fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+
+    queue
+        .push_raw_job_entry(&[("job_id", "nope"), ("spec", "{")])
+        .await
+        .unwrap();
+    queue.push_raw_job_entry(&[("garbage", "1")]).await.unwrap();
+    let huge = "x".repeat(2 << 20);
+    queue
+        .push_raw_job_entry(&[("job_id", "big"), ("spec", &huge)])
+        .await
+        .unwrap();
+    queue
+        .push_raw_result_entry(&[("job_id", "r"), ("result", "not json")])
+        .await
+        .unwrap();
+
+    // Jobs that bypass the producer's checks fail at the worker with the reason.
+    let bad_config = raw_spec(
+        "toy:tiny",
+        SamplerConfig {
+            n_mcmc: 0,
+            ..SamplerConfig::new(Method::Power)
+        },
+        Prompt::Tokens(vec![]),
+    );
+    let bad_model = raw_spec(
+        "toy:missing",
+        SamplerConfig::new(Method::Power),
+        Prompt::Tokens(vec![]),
+    );
+    let bad_prompt = raw_spec(
+        "toy:tiny",
+        SamplerConfig::new(Method::Power),
+        Prompt::Tokens(vec![99]),
+    );
+    for s in [&bad_config, &bad_model, &bad_prompt] {
+        queue.enqueue(std::slice::from_ref(s), None).await.unwrap();
+    }
+    let good = submit_batch(
+        &queue,
+        &batch(
+            "toy:tiny",
+            SamplerConfig {
+                max_new_tokens: 6,
+                block_size: 3,
+                ..SamplerConfig::new(Method::Power)
+            },
+            &[Method::Power],
+            3,
+            1,
+        ),
+    )
+    .await;
+    let results = fleet
+        .wait_for_results(good.batch_id.unwrap(), 3, Duration::from_secs(60))
+        .await;
+    assert!(results.iter().all(|r| r.status == JobStatus::Completed));
+
+    for (spec, needle) in [
+        (&bad_config, "n_mcmc must be >= 1, got 0"),
+        (&bad_model, "neither a built-in model"),
+        (&bad_prompt, "token id 99 is not in the vocabulary"),
+    ] {
+        let mut stored = None;
+        for _ in 0..100 {
+            stored = store.job(spec.job_id).await.unwrap();
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r =
+            stored.unwrap_or_else(|| panic!("no result for the {needle} job\n{}", fleet.logs()));
+        assert_eq!(r.status, JobStatus::Failed);
+        assert!(
+            r.error.as_deref().unwrap_or("").contains(needle),
+            "{:?}",
+            r.error
+        );
+    }
+    let dead = queue.dead_letters(10).await.unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|(_, f)| f["reason"].as_str()).collect();
+    assert_eq!(dead.len(), 4, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("spec is not a valid job"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("lacks the job_id and spec"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("exceeds the limit of 1048576 bytes"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("result is not a valid job result"))
+    );
+    assert!(
+        fleet.workers[w]
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "the worker still runs"
+    );
+    assert!(
+        fleet
+            .collector
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "the collector still runs"
+    );
+
+    // Bad CLI input is refused before anything is enqueued.
+    let (backlog_before, _) = queue.job_backlog().await.unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .args([
+                "--redis",
+                &fleet.redis.url(),
+                "--namespace",
+                &fleet.namespace,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["submit", "--model", "toy:tiny", "--n-mcmc", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("n_mcmc must be >= 1, got 0"));
+    let file = fleet.dir.path().join("batch.jsonl");
+    std::fs::write(
+        &file,
+        "{\"prompt\": \"a\"}\n{\"promt\": \"a\"}\n{\"prompt\": \"a zz\"}\n",
+    )
+    .unwrap();
+    let out = cli(&[
+        "submit",
+        "--model",
+        "toy:tiny",
+        "--batch-file",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("line 2: unknown field `promt`"), "{stderr}");
+    std::fs::write(
+        &file,
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"a zz\", \"id\": \"q2\"}\n",
+    )
+    .unwrap();
+    let out = cli(&[
+        "submit",
+        "--model",
+        "toy:tiny",
+        "--batch-file",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("problem q2: unknown token \"zz\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        queue.job_backlog().await.unwrap().0,
+        backlog_before,
+        "nothing was enqueued"
+    );
+    let out = cli(&[
+        "status",
+        &JobId::new().to_string(),
+        "--database-url",
+        &fleet.db_url,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job, batch or correlation id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:tiny",
+            SamplerConfig::new(Method::Power),
+            &[Method::Power],
+            1,
+            1,
+        ),
+    )
+    .await;
+    let job = receipt.job_ids[0];
+    // Two workers claim it and die without a trace.
+    let d = queue
+        .read_jobs("crashed-1", 1, 1000)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(matches!(
+        queue.claim(job, &d.entry_id, "crashed-1").await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let d = queue
+        .reclaim_jobs("crashed-2", 1000, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(matches!(
+        queue.claim(job, &d.entry_id, "crashed-2").await.unwrap(),
+        ClaimOutcome::Claimed { .. }
+    ));
+    fleet.spawn_worker(&["--max-deliveries", "2"]);
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(results[0].status, JobStatus::Dead);
+    assert_eq!(results[0].attempts, 3);
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].1["reason"].contains("delivered 3 times, more than the limit of 2"),
+        "{dead:?}"
+    );
+    let status =
+        powerfleet_fleet::status::status(&queue, Some(&fleet.store().await), &job.to_string())
+            .await
+            .unwrap();
+    assert_eq!(status.jobs()[0].status, JobStatus::Dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_delivered_twice_is_stored_once() {
+    let fleet = Fleet::new(false);
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let corr = CorrelationId::generate();
+    let batch_id = powerfleet_jobs::BatchId::new();
+    let result = JobResult {
+        job_id: JobId::new(),
+        correlation_id: corr,
+        batch_id: Some(batch_id),
+        problem_id: None,
+        model: "toy:tiny".into(),
+        method: Method::Power,
+        seed: 1,
+        stream: 0,
+        status: JobStatus::Completed,
+        tokens: vec![0, 2],
+        text: Some("a <eos>".into()),
+        log_p: Some(-1.2),
+        ends_with_eos: true,
+        stats: ChainStats {
+            proposals: 10,
+            acceptances: 4,
+            blocks: vec![],
+            tokens_generated: 20,
+            model_calls: 11,
+        },
+        attempts: 1,
+        error: None,
+        submitted_at_ms: now_ms() - 10,
+        started_at_ms: Some(now_ms() - 5),
+        finished_at_ms: now_ms(),
+    };
+    let json = serde_json::to_string(&result).unwrap();
+    for _ in 0..2 {
+        queue
+            .push_raw_result_entry(&[("job_id", &result.job_id.to_string()), ("result", &json)])
+            .await
+            .unwrap();
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(collector::run(
+        CollectorConfig::new("c1".into()),
+        queue.clone(),
+        store.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queue.job_backlog().await.is_ok() && Instant::now() < deadline {
+        let summary = store.batch_summary(batch_id).await.unwrap();
+        if summary.is_some() {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tx.send(()).unwrap();
+    let report = task.await.unwrap();
+    assert_eq!(report.stored.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        report.duplicates.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(store.jobs_by_batch(batch_id).await.unwrap().len(), 1);
+    let summary = store.batch_summary(batch_id).await.unwrap().unwrap();
+    assert_eq!(
+        (summary.jobs, summary.proposals, summary.acceptances),
+        (1, 10, 4)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker(&["--concurrency", "1"]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?delay_ms=50",
+            long_config(10, 40),
+            &[Method::Power],
+            2,
+            1,
+        ),
+    )
+    .await;
+    let (first, second) = (receipt.job_ids[0], receipt.job_ids[1]);
+    let is_running = |id: JobId| {
+        let queue = queue.clone();
+        async move { queue.job_state(id).await.unwrap().unwrap().status == JobStatus::Running }
+    };
+    wait_until(
+        "a job is running",
+        Duration::from_secs(30),
+        &fleet,
+        || async { is_running(first).await || is_running(second).await },
+    )
+    .await;
+    let running = if is_running(first).await {
+        first
+    } else {
+        second
+    };
+    let queued = if running == first { second } else { first };
+    let cli = |id: JobId| {
+        std::process::Command::new(common::BIN)
+            .args([
+                "cancel",
+                &id.to_string(),
+                "--redis",
+                &fleet.redis.url(),
+                "--namespace",
+                &fleet.namespace,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = cli(queued);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    let out = cli(running);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cancellation requested"),
+        "{out:?}"
+    );
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(30))
+        .await;
+    let statuses: HashSet<JobStatus> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, HashSet::from([JobStatus::Cancelled]));
+    let r = results.iter().find(|r| r.job_id == running).unwrap();
+    assert!(
+        r.stats.proposals > 0 && r.stats.proposals < 10 * 20,
+        "stopped part-way: {:?}",
+        r.stats
+    );
+}
