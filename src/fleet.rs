@@ -579,3 +579,42 @@ pub async fn results(args: ResultsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `powerfleet serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on.
+    #[arg(long, env = "POWERFLEET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Most jobs one request may create.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_jobs_per_request: usize,
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    use powerfleet_fleet::api::{self, ApiLimits, ApiState};
+    let queue = args.redis.connect().await?;
+    let store = args.database.connect().await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+    let state = ApiState {
+        queue,
+        store,
+        limits: ApiLimits {
+            max_body_bytes: args.max_body_bytes,
+            max_jobs_per_request: args.max_jobs_per_request,
+        },
+    };
+    api::serve(listener, state, crate::shutdown_signal())
+        .await
+        .context("http api")
+}

@@ -1,6 +1,7 @@
 //! `powerfleet`: the command-line entry point. Parses arguments and wires the crates together.
 
 mod bench;
+mod demo;
 mod fleet;
 mod options;
 mod sample;
@@ -35,6 +36,11 @@ enum Command {
     Cancel(fleet::CancelArgs),
     /// Export finished jobs of a batch or correlation id.
     Results(fleet::ResultsArgs),
+    /// Serve the HTTP API: submit, status, cancel.
+    Serve(fleet::ServeArgs),
+    /// The whole fleet on this machine: a built-in batch on the toy models, with a private
+    /// redis-server if none is running.
+    Demo(demo::DemoArgs),
 }
 
 fn main() {
@@ -58,6 +64,14 @@ fn main() {
         Command::Status(args) => block_on(fleet::status_cmd(args)),
         Command::Cancel(args) => block_on(fleet::cancel(args)),
         Command::Results(args) => block_on(fleet::results(args)),
+        Command::Serve(args) => {
+            init_tracing();
+            block_on(fleet::serve(args))
+        }
+        Command::Demo(args) => {
+            init_tracing_quiet();
+            block_on(demo::run(args))
+        }
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
@@ -92,6 +106,18 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Logs warnings and errors only (`RUST_LOG` overrides), for commands whose output is a report.
+fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -2,6 +2,7 @@
 //! queue and store clients and a shutdown future, so tests and `powerfleet demo` run roles
 //! in-process and the binary runs each as its own process.
 
+pub mod api;
 pub mod collector;
 pub mod control;
 pub mod models;

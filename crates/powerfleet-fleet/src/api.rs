@@ -1,0 +1,610 @@
+//! The HTTP API: submit jobs, read the status of a job, a batch or a correlation id, and cancel
+//! jobs, as JSON over HTTP. Handlers are thin: they parse and check the request, then call the
+//! producer, status and control functions that the CLI calls too.
+//!
+//! Every error is an [`ApiError`]: a status code and a body `{"error": "<message>"}`.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, Prompt};
+use powerfleet_queue::{CancelOutcome, Queue, QueueError};
+use powerfleet_sampler::{Method, SamplerConfig, TokenId};
+use powerfleet_store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::control::cancel_job;
+use crate::producer::{self, BatchLine, Problem, Receipt, Submission, SubmitError};
+use crate::status::{self, JobView, StatusError, StatusReport};
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default largest number of jobs one request may create.
+pub const DEFAULT_MAX_JOBS_PER_REQUEST: usize = 10_000;
+/// Most problem errors reported for one request.
+const MAX_REPORTED_PROBLEMS: usize = 20;
+
+/// Limits on what one request may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Largest request body in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Largest number of jobs (problems × methods × seeds × chains) one request may create.
+    pub max_jobs_per_request: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_jobs_per_request: DEFAULT_MAX_JOBS_PER_REQUEST,
+        }
+    }
+}
+
+/// What every handler needs: the queue, the results store and the limits.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The queue of this deployment (namespace).
+    pub queue: Queue,
+    /// The results database.
+    pub store: Store,
+    /// Request limits.
+    pub limits: ApiLimits,
+}
+
+/// The body of `POST /v1/jobs`. Exactly one of `prompt`, `prompt_tokens` and `problems` is given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Model reference, such as `toy:pivot`.
+    pub model: String,
+    /// One prompt as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// One prompt as token ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<Vec<TokenId>>,
+    /// Several problems, as the lines of a batch file (the id defaults to the 1-based index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<BatchLine>>,
+    /// Base sampler configuration (default: every option at its default for method `power`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<SamplerConfig>,
+    /// Methods to run every problem with (default: the config's method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<Method>>,
+    /// Seeds per problem and method (default: `[0]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
+    /// Chains per (problem, method, seed) (default: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chains: Option<u64>,
+    /// Correlation id (generated if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<CorrelationId>,
+    /// Client key that makes resubmission idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission_key: Option<String>,
+}
+
+/// The body of the answer to `POST /v1/jobs/{id}/cancel`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    /// The job.
+    pub job_id: JobId,
+    /// `cancelled` (it was queued), `requested` (it is running and stops between MCMC steps), or
+    /// `already_<status>` (it had finished with that status).
+    pub outcome: String,
+}
+
+/// An error of the API: a status code and a message, sent as `{"error": "<message>"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed: bad JSON, an unknown field, a wrong type, a bad id (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing is known under the id, or no such route (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request body is larger than the limit (413).
+    #[error(
+        "request body is larger than the limit of {limit} bytes (max_body_bytes); send fewer problems per request"
+    )]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request is well-formed but cannot be accepted (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The queue failed: 503 if Redis is unreachable, 502 if it answered nonsense.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The results database failed: 503 if it is unreachable, 500 otherwise.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// The status code of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Queue(QueueError::Redis { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Queue(QueueError::Protocol { .. }) => StatusCode::BAD_GATEWAY,
+            ApiError::Queue(QueueError::Invalid(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(StoreError::Connect { .. } | StoreError::Query { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StatusError> for ApiError {
+    fn from(e: StatusError) -> Self {
+        match e {
+            StatusError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            StatusError::Queue(q) => ApiError::Queue(q),
+            StatusError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Invalid(message) => ApiError::Unprocessable(message),
+            SubmitError::Queue(q) => ApiError::Queue(q),
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %message, "http request failed");
+        }
+        (status, Json(ErrorBody { error: &message })).into_response()
+    }
+}
+
+/// The API's routes, with the body limit and a log line per request.
+pub fn router(state: ApiState) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(submit_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/correlations/{id}", get(get_correlation))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        // tower-http rejects a too-large Content-Length at once and limits streamed bodies;
+        // axum's own (fixed 2 MB) limit would otherwise apply as well.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(middleware::from_fn_with_state(limit, log_and_fix_up))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops accepting connections and
+/// waits for the requests in flight (graceful).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "http api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!(%addr, "http api stopped");
+    Ok(())
+}
+
+/// Logs one line per request, and turns tower-http's plain-text 413 into a JSON error.
+async fn log_and_fix_up(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let mut response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        response = ApiError::BodyTooLarge { limit }.into_response();
+    }
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    response
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {} {}; the routes are POST /v1/jobs, GET /v1/jobs/{{id}}, POST /v1/jobs/{{id}}/cancel, GET /v1/batches/{{id}} and GET /v1/correlations/{{id}}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn wrong_method(request: Request) -> Response {
+    let path = request.uri().path();
+    let allowed = if path.ends_with("/cancel") || path == "/v1/jobs" {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut response = ApiError::MethodNotAllowed(format!(
+        "method {} is not allowed on {path}; use {allowed}",
+        request.method()
+    ))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
+}
+
+/// `POST /v1/jobs`: checks the request, then enqueues its jobs; 201 with the receipt.
+async fn submit_jobs(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: state.limits.max_body_bytes,
+            }
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {}", source_of(&e)))
+        }
+    })?;
+    let request = parse_submit_request(&body)?;
+    let submission = build_submission(request, &state.limits)?;
+    let receipt: Receipt = producer::submit(&state.queue, &submission).await?;
+    tracing::info!(
+        correlation_id = %receipt.correlation_id,
+        batch_id = ?receipt.batch_id,
+        jobs = receipt.job_ids.len(),
+        "jobs submitted"
+    );
+    let mut response = (StatusCode::CREATED, Json(&receipt)).into_response();
+    if let Some(batch) = receipt.batch_id
+        && let Ok(location) = HeaderValue::from_str(&format!("/v1/batches/{batch}"))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// The innermost message of an error (axum's rejections prefix theirs with a capitalised title).
+fn source_of(e: &dyn std::error::Error) -> String {
+    e.source()
+        .map_or_else(|| e.to_string(), ToString::to_string)
+}
+
+/// Parses the body of `POST /v1/jobs`; errors name the field (`config.n_mcmc: invalid type ...`).
+pub fn parse_submit_request(body: &[u8]) -> Result<SubmitRequest, ApiError> {
+    match Json::<SubmitRequest>::from_bytes(body) {
+        Ok(Json(request)) => Ok(request),
+        Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {}",
+            source_of(&e)
+        ))),
+        Err(JsonRejection::JsonDataError(e)) => Err(ApiError::BadRequest(format!(
+            "invalid request body: {}",
+            source_of(&e)
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "invalid request body: {}",
+            source_of(&e)
+        ))),
+    }
+}
+
+/// Turns a request into a submission (a batch), checking what the producer does not: exactly one
+/// kind of prompt, complete problems, and the per-request job limit.
+pub fn build_submission(
+    request: SubmitRequest,
+    limits: &ApiLimits,
+) -> Result<Submission, ApiError> {
+    let problems = match (request.prompt, request.prompt_tokens, request.problems) {
+        (Some(text), None, None) => vec![Problem {
+            id: None,
+            prompt: Prompt::Text(text),
+        }],
+        (None, Some(tokens), None) => vec![Problem {
+            id: None,
+            prompt: Prompt::Tokens(tokens),
+        }],
+        (None, None, Some(lines)) => problems_of(lines)?,
+        (prompt, tokens, lines) => {
+            let given: Vec<&str> = [
+                ("prompt", prompt.is_some()),
+                ("prompt_tokens", tokens.is_some()),
+                ("problems", lines.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            let got = if given.is_empty() {
+                "none of them".to_string()
+            } else {
+                given.join(" and ")
+            };
+            return Err(ApiError::Unprocessable(format!(
+                "give exactly one of prompt (text), prompt_tokens (token ids) or problems (a list of {{\"id\", \"prompt\" or \"prompt_tokens\"}}), got {got}"
+            )));
+        }
+    };
+    let config = request
+        .config
+        .unwrap_or_else(|| SamplerConfig::new(Method::Power));
+    let methods = request.methods.unwrap_or_else(|| vec![config.method]);
+    let seeds = request.seeds.unwrap_or_else(|| vec![0]);
+    let chains = request.chains.unwrap_or(1);
+    let total =
+        problems.len() as u128 * methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
+    if total > limits.max_jobs_per_request as u128 {
+        return Err(ApiError::Unprocessable(format!(
+            "this request makes {total} jobs (problems x methods x seeds x chains = {} x {} x {} x {chains}); at most {} are accepted per request (max_jobs_per_request), split it into several requests",
+            problems.len(),
+            methods.len(),
+            seeds.len(),
+            limits.max_jobs_per_request
+        )));
+    }
+    Ok(Submission {
+        model: request.model,
+        config,
+        methods,
+        problems,
+        seeds,
+        chains,
+        correlation_id: request.correlation_id,
+        batch: true,
+        submission_key: request.submission_key,
+    })
+}
+
+/// The problems of a request, with batch-file semantics: each has exactly one of `prompt` and
+/// `prompt_tokens`; the id defaults to the 1-based index.
+fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, ApiError> {
+    if lines.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "problems must hold at least one problem, got an empty list".into(),
+        ));
+    }
+    let mut problems = Vec::with_capacity(lines.len());
+    let mut errors = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        let prompt = match (line.prompt, line.prompt_tokens) {
+            (Some(text), None) => Prompt::Text(text),
+            (None, Some(tokens)) => Prompt::Tokens(tokens),
+            (Some(_), Some(_)) => {
+                errors.push(format!(
+                    "problems[{i}]: give prompt or prompt_tokens, not both"
+                ));
+                continue;
+            }
+            (None, None) => {
+                errors.push(format!(
+                    "problems[{i}]: missing field `prompt` (text) or `prompt_tokens` (token ids)"
+                ));
+                continue;
+            }
+        };
+        problems.push(Problem {
+            id: Some(line.id.unwrap_or_else(|| (i + 1).to_string())),
+            prompt,
+        });
+        if errors.len() >= MAX_REPORTED_PROBLEMS {
+            break;
+        }
+    }
+    if errors.is_empty() {
+        Ok(problems)
+    } else {
+        Err(ApiError::Unprocessable(errors.join("; ")))
+    }
+}
+
+/// A path parameter, or 400 if it cannot be decoded.
+fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|e| ApiError::BadRequest(format!("invalid path: {}", source_of(&e))))
+}
+
+fn parse_id<T>(raw: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = powerfleet_jobs::IdError>,
+{
+    raw.parse::<T>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// `GET /v1/jobs/{id}`: the job's view.
+async fn get_job(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let id: JobId = parse_id(&path_param(path)?)?;
+    status::job_view(&state.queue, Some(&state.store), id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no job {id} is known to Redis (this namespace) or the results database; check the id"
+            ))
+        })
+}
+
+/// `GET /v1/batches/{id}`: the batch's status.
+async fn get_batch(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<StatusReport>, ApiError> {
+    let id: BatchId = parse_id(&path_param(path)?)?;
+    status::batch_status(&state.queue, Some(&state.store), id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no batch {id} is known to Redis (this namespace) or the results database; check the id"
+            ))
+        })
+}
+
+/// `GET /v1/correlations/{id}`: the status of every job under the correlation id.
+async fn get_correlation(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<StatusReport>, ApiError> {
+    let id: CorrelationId = parse_id(&path_param(path)?)?;
+    status::correlation_status(&state.queue, Some(&state.store), &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no job with correlation id {:?} is known to Redis (this namespace) or the results database; check the id",
+                id.as_str()
+            ))
+        })
+}
+
+/// `POST /v1/jobs/{id}/cancel`: cancels the job.
+async fn cancel(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    let id: JobId = parse_id(&path_param(path)?)?;
+    let outcome = match cancel_job(&state.queue, id).await? {
+        CancelOutcome::Cancelled => "cancelled".to_string(),
+        CancelOutcome::Requested => "requested".to_string(),
+        CancelOutcome::AlreadyFinal(status) => format!("already_{status}"),
+        CancelOutcome::Missing => {
+            return Err(ApiError::NotFound(format!(
+                "no job {id} is in Redis (this namespace); it is unknown or finished long enough ago to have expired, so there is nothing to cancel"
+            )));
+        }
+    };
+    tracing::info!(job_id = %id, outcome = %outcome, "cancel");
+    Ok(Json(CancelResponse {
+        job_id: id,
+        outcome,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> Result<SubmitRequest, ApiError> {
+        parse_submit_request(json.as_bytes())
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = request(r#"{"model": "toy:pivot", "promt": "A"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `promt`"), "{e}");
+        let e = request(r#"{"model": "toy:pivot", "prompt": "A", "config": {"method": "power", "n_mcmc": "x"}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("config.n_mcmc"), "{e}");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e = request(r#"{"model": "#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("request body is not valid JSON"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn submissions_take_defaults_and_check_prompts() {
+        let limits = ApiLimits::default();
+        let s = build_submission(
+            request(r#"{"model": "toy:pivot", "prompt": "A"}"#).unwrap(),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(s.methods, vec![Method::Power]);
+        assert_eq!(s.seeds, vec![0]);
+        assert_eq!(s.chains, 1);
+        assert!(s.batch);
+        let s = build_submission(
+            request(r#"{"model": "toy:pivot", "problems": [{"id": "q1", "prompt": "A"}, {"prompt_tokens": [0]}]}"#)
+                .unwrap(),
+            &limits,
+        )
+        .unwrap();
+        let ids: Vec<_> = s.problems.iter().map(|p| p.id.clone().unwrap()).collect();
+        assert_eq!(ids, ["q1", "2"]);
+        let e = build_submission(
+            request(r#"{"model": "toy:pivot", "problems": [{"prompt": "A", "prompt_tokens": [0]}, {}]}"#)
+                .unwrap(),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("problems[0]: give prompt or prompt_tokens, not both"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("problems[1]: missing field `prompt`"),
+            "{e}"
+        );
+        let e =
+            build_submission(request(r#"{"model": "toy:pivot"}"#).unwrap(), &limits).unwrap_err();
+        assert!(e.to_string().contains("got none of them"), "{e}");
+    }
+
+    #[test]
+    fn the_job_limit_is_checked_before_anything_else() {
+        let limits = ApiLimits {
+            max_jobs_per_request: 5,
+            ..ApiLimits::default()
+        };
+        let e = build_submission(
+            request(r#"{"model": "toy:pivot", "prompt": "A", "seeds": [0, 1, 2], "chains": 2}"#)
+                .unwrap(),
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.to_string().contains("at most 5"), "{e}");
+        assert!(e.to_string().contains("max_jobs_per_request"), "{e}");
+    }
+}

@@ -1,0 +1,535 @@
+//! The HTTP API against a real private redis-server and a SQLite file: the router driven
+//! in-process with `oneshot`, and once over a real TCP socket with a graceful shutdown.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use powerfleet_fleet::api::{ApiLimits, ApiState, router, serve};
+use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
+use powerfleet_queue::{Queue, QueueOptions};
+use powerfleet_store::Store;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+/// A private redis-server, a SQLite file in a temporary directory, and the API's state on them.
+struct Env {
+    redis: LocalRedis,
+    _dir: tempfile::TempDir,
+    state: ApiState,
+}
+
+impl Env {
+    async fn new() -> Env {
+        Env::with_limits(ApiLimits::default()).await
+    }
+
+    async fn with_limits(limits: ApiLimits) -> Env {
+        let redis = LocalRedis::start(LocalRedisOptions::default()).unwrap_or_else(|e| {
+            panic!("{e}; these tests need redis-server on PATH (scripts/test.sh installs it)")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}", dir.path().join("results.db").display());
+        let store = Store::connect(&db_url).await.unwrap();
+        let queue = Queue::connect(
+            &redis.url(),
+            QueueOptions {
+                namespace: "api-test".into(),
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        Env {
+            redis,
+            _dir: dir,
+            state: ApiState {
+                queue,
+                store,
+                limits,
+            },
+        }
+    }
+
+    fn app(&self) -> Router {
+        router(self.state.clone())
+    }
+}
+
+/// A response: status, content type and JSON body.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+}
+
+impl Reply {
+    /// Asserts an error response: the status, a JSON content type, and an `error` string that
+    /// contains every one of `needles`; returns the message.
+    fn error(&self, status: StatusCode, needles: &[&str]) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "error responses must be JSON: {self:?}"
+        );
+        let message = self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no \"error\" string in {self:?}"))
+            .to_string();
+        for needle in needles {
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        message
+    }
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "status {status}: body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Reply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+async fn get(app: &Router, uri: &str) -> Reply {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn post_raw(app: &Router, uri: &str, body: impl Into<String>) -> Reply {
+    let body = body.into();
+    send(
+        app,
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn post(app: &Router, uri: &str, body: Value) -> Reply {
+    post_raw(app, uri, body.to_string()).await
+}
+
+fn job_ids(reply: &Reply) -> Vec<String> {
+    reply.body["job_ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no job_ids in {reply:?}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn submit_prompt_times_methods_times_seeds_makes_a_batch_of_queued_jobs() {
+    let env = Env::new().await;
+    let app = env.app();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({
+            "model": "toy:pivot",
+            "prompt": "A",
+            "config": {"method": "power", "alpha": 4, "n_mcmc": 2, "max_new_tokens": 4},
+            "methods": ["power", "low-temp"],
+            "seeds": [0, 1, 2],
+            "correlation_id": "exp-1"
+        }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert!(reply.content_type.starts_with("application/json"));
+    let ids = job_ids(&reply);
+    assert_eq!(ids.len(), 6);
+    assert_eq!(reply.body["correlation_id"], "exp-1");
+    let batch = reply.body["batch_id"].as_str().unwrap().to_string();
+
+    let status = get(&app, &format!("/v1/batches/{batch}")).await;
+    assert_eq!(status.status, StatusCode::OK, "{status:?}");
+    assert_eq!(status.body["kind"], "batch");
+    assert_eq!(status.body["counts"], json!({"queued": 6}));
+    assert_eq!(status.body["jobs"].as_array().unwrap().len(), 6);
+
+    let status = get(&app, "/v1/correlations/exp-1").await;
+    assert_eq!(status.status, StatusCode::OK, "{status:?}");
+    assert_eq!(status.body["kind"], "correlation");
+    assert_eq!(status.body["counts"], json!({"queued": 6}));
+
+    // The same with problems: ids default to the 1-based index.
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({
+            "model": "toy:pivot",
+            "problems": [{"id": "q1", "prompt": "A"}, {"prompt_tokens": [0, 1]}],
+        }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let ids = job_ids(&reply);
+    assert_eq!(ids.len(), 2);
+    let second = get(&app, &format!("/v1/jobs/{}", ids[1])).await;
+    assert_eq!(second.body["problem_id"], "2", "{second:?}");
+}
+
+#[tokio::test]
+async fn a_submission_key_makes_resubmission_idempotent() {
+    let env = Env::new().await;
+    let app = env.app();
+    let body = json!({
+        "model": "toy:pivot",
+        "prompt_tokens": [0, 1],
+        "seeds": [0, 1],
+        "chains": 2,
+        "submission_key": "client-42"
+    });
+    let first = post(&app, "/v1/jobs", body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let second = post(&app, "/v1/jobs", body).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
+    assert_eq!(job_ids(&first).len(), 4);
+    assert_eq!(job_ids(&first), job_ids(&second));
+    assert_eq!(first.body["batch_id"], second.body["batch_id"]);
+    assert_eq!(first.body["correlation_id"], second.body["correlation_id"]);
+    let batch = first.body["batch_id"].as_str().unwrap();
+    let status = get(&app, &format!("/v1/batches/{batch}")).await;
+    assert_eq!(status.body["counts"], json!({"queued": 4}), "{status:?}");
+}
+
+#[tokio::test]
+async fn get_and_cancel_a_job() {
+    let env = Env::new().await;
+    let app = env.app();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let id = job_ids(&reply).remove(0);
+
+    let job = get(&app, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job.status, StatusCode::OK, "{job:?}");
+    assert_eq!(job.body["job_id"], id.as_str());
+    assert_eq!(job.body["status"], "queued");
+    assert_eq!(job.body["method"], "power");
+    assert_eq!(job.body["source"], "redis");
+
+    let cancel = post_raw(&app, &format!("/v1/jobs/{id}/cancel"), "").await;
+    assert_eq!(cancel.status, StatusCode::OK, "{cancel:?}");
+    assert_eq!(cancel.body, json!({"job_id": id, "outcome": "cancelled"}));
+
+    let job = get(&app, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job.body["status"], "cancelled", "{job:?}");
+
+    let again = post_raw(&app, &format!("/v1/jobs/{id}/cancel"), "").await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert_eq!(again.body["outcome"], "already_cancelled");
+}
+
+#[tokio::test]
+async fn unknown_and_invalid_ids() {
+    let env = Env::new().await;
+    let app = env.app();
+    let unknown = "01936b8e-7f5a-7cc2-9d1e-3f4a5b6c7d8e";
+    get(&app, &format!("/v1/jobs/{unknown}"))
+        .await
+        .error(StatusCode::NOT_FOUND, &[unknown]);
+    get(&app, &format!("/v1/batches/{unknown}"))
+        .await
+        .error(StatusCode::NOT_FOUND, &[unknown]);
+    get(&app, "/v1/correlations/nobody")
+        .await
+        .error(StatusCode::NOT_FOUND, &["nobody"]);
+    post_raw(&app, &format!("/v1/jobs/{unknown}/cancel"), "")
+        .await
+        .error(StatusCode::NOT_FOUND, &[unknown]);
+
+    get(&app, "/v1/jobs/not-a-uuid").await.error(
+        StatusCode::BAD_REQUEST,
+        &["job id", "\"not-a-uuid\"", "UUID"],
+    );
+    get(&app, "/v1/batches/12345")
+        .await
+        .error(StatusCode::BAD_REQUEST, &["batch id", "\"12345\"", "UUID"]);
+    post_raw(&app, "/v1/jobs/nope/cancel", "")
+        .await
+        .error(StatusCode::BAD_REQUEST, &["job id", "\"nope\"", "UUID"]);
+    get(&app, "/v1/correlations/bad%20id!")
+        .await
+        .error(StatusCode::BAD_REQUEST, &["correlation id", "\"bad id!\""]);
+
+    // No such route, wrong method: JSON too.
+    get(&app, "/v2/jobs")
+        .await
+        .error(StatusCode::NOT_FOUND, &["/v2/jobs", "/v1/jobs"]);
+    get(&app, "/v1/jobs")
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED, &["GET", "POST"]);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_naming_the_field() {
+    let env = Env::new().await;
+    let app = env.app();
+    post_raw(&app, "/v1/jobs", r#"{"model": "toy:pivot", "prompt": "#)
+        .await
+        .error(StatusCode::BAD_REQUEST, &["not valid JSON"]);
+    post_raw(&app, "/v1/jobs", "")
+        .await
+        .error(StatusCode::BAD_REQUEST, &["not valid JSON"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "promt": "A"}),
+    )
+    .await
+    .error(
+        StatusCode::BAD_REQUEST,
+        &["unknown field `promt`", "`prompt`"],
+    );
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "config": {"method": "power", "n_mcmc": "ten"}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, &["config.n_mcmc", "invalid type"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "seeds": 3}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, &["seeds", "invalid type"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "methods": ["pow"]}),
+    )
+    .await
+    .error(
+        StatusCode::BAD_REQUEST,
+        &["methods[0]", "unknown variant `pow`"],
+    );
+    post(&app, "/v1/jobs", json!({"prompt": "A"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, &["missing field `model`"]);
+}
+
+#[tokio::test]
+async fn invalid_submissions_get_422_and_enqueue_nothing() {
+    let env = Env::with_limits(ApiLimits {
+        max_jobs_per_request: 10,
+        ..ApiLimits::default()
+    })
+    .await;
+    let app = env.app();
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "rejected", "model": "toy:pivot", "prompt": "A", "config": {"method": "power", "n_mcmc": 0}}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["n_mcmc must be >= 1, got 0"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "rejected", "model": "toy:pivot", "prompt": "A", "prompt_tokens": [0]}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["exactly one of prompt", "got prompt and prompt_tokens"],
+    );
+    post(&app, "/v1/jobs", json!({"model": "toy:pivot"}))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, &["got none of them"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "rejected", "model": "toy:pivot", "problems": [{"id": "q1", "prompt": "A zz"}]}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["problem q1", "zz"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "rejected", "model": "toy:pivot", "prompt": "A", "methods": ["power", "standard"], "seeds": [0, 1, 2], "chains": 2}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["12 jobs", "at most 10", "max_jobs_per_request"],
+    );
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "rejected", "model": "toy:pivot", "prompt": "A", "chains": u64::MAX}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["max_jobs_per_request"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "rejected", "model": "toy:pivot", "prompt": "A", "submission_key": "has space"}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["submission key"]);
+    // Nothing reached the queue.
+    get(&app, "/v1/correlations/rejected")
+        .await
+        .error(StatusCode::NOT_FOUND, &["rejected"]);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_json() {
+    let env = Env::with_limits(ApiLimits {
+        max_body_bytes: 64,
+        ..ApiLimits::default()
+    })
+    .await;
+    let app = env.app();
+    let big = json!({"model": "toy:pivot", "prompt": "A ".repeat(100)}).to_string();
+    // With a Content-Length: rejected before the body is read.
+    post_raw(&app, "/v1/jobs", big.clone()).await.error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["64 bytes", "max_body_bytes"],
+    );
+    // Without one (as if chunked): rejected while reading.
+    let request = Request::post("/v1/jobs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(big))
+        .unwrap();
+    send(&app, request).await.error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["64 bytes", "max_body_bytes"],
+    );
+    // A small body still passes.
+    let ok = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A"}),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{ok:?}");
+}
+
+#[tokio::test]
+async fn redis_down_gets_503_naming_redis() {
+    let mut env = Env::new().await;
+    let app = env.app();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let id = job_ids(&reply).remove(0);
+    env.redis.kill();
+    let message = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A"}),
+    )
+    .await
+    .error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &["Redis", &env.redis.url()],
+    );
+    assert!(message.contains("check"), "{message}");
+    get(&app, &format!("/v1/jobs/{id}"))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, &["Redis"]);
+    post_raw(&app, &format!("/v1/jobs/{id}/cancel"), "")
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, &["Redis"]);
+}
+
+/// Sends one hand-written HTTP/1.1 request and reads the whole answer (the server closes).
+async fn http1(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server answers within 10 s")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (status, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_over_tcp_and_shuts_down_gracefully() {
+    let env = Env::new().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, env.state.clone(), async move {
+        let _ = stopped.await;
+    }));
+
+    let body = json!({"model": "toy:pivot", "prompt": "A", "seeds": [0, 1]}).to_string();
+    let (status, text) = http1(addr, "POST", "/v1/jobs", &body).await;
+    assert_eq!(status, 201, "{text}");
+    let receipt: Value = serde_json::from_str(&text).unwrap();
+    let batch = receipt["batch_id"].as_str().unwrap();
+    let (status, text) = http1(addr, "GET", &format!("/v1/batches/{batch}"), "").await;
+    assert_eq!(status, 200, "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["counts"], json!({"queued": 2}));
+    let (status, text) = http1(addr, "GET", "/v1/jobs/xyz", "").await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("\"xyz\""),
+        "{text}"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returns within 10 s of the shutdown signal")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
