@@ -1,20 +1,16 @@
 #!/usr/bin/env bash
-# The main job: power sampling against its baselines on the built-in pivot toy model, on all cores,
-# each beside the exact p^alpha distribution. Extra arguments go to every `powerfleet sample` call.
+# The main job: `powerfleet demo`, the whole fleet on this machine. It uses the Redis at
+# $POWERFLEET_REDIS_URL (default redis://127.0.0.1:6379/) or starts a private redis-server, runs
+# workers and a collector, submits a batch on the built-in toy models (power, max-swap, low-temp,
+# standard; several seeds) and prints a table per method beside the exact p^alpha.
+# Extra arguments go to `powerfleet demo` (see `powerfleet demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-toolchain.sh
+source scripts/ensure-services.sh
 need_rust
+need_redis_server
 
 echo "==> building powerfleet (release)" >&2
 cargo build --release --locked --quiet
-bin=target/release/powerfleet
-common=(--model toy:pivot --alpha 4 --n-mcmc 10 --block-size 4 --max-new-tokens 12 --chains 2000 --seed 7)
-for method in power low-temp standard; do
-  echo
-  echo "==> powerfleet sample --method $method ${common[*]} $*"
-  "$bin" sample --method "$method" "${common[@]}" "$@"
-done
-echo
-echo "==> powerfleet sample --method max-swap (alpha = inf)"
-"$bin" sample --method max-swap --model toy:pivot --n-mcmc 10 --block-size 4 --max-new-tokens 12 --chains 2000 --seed 7 "$@"
+exec target/release/powerfleet demo "$@"

@@ -1,17 +1,37 @@
-//! `powerfleet bench`: sampling throughput on a toy model, one thread against all cores.
+//! `powerfleet bench`: sampling throughput on one core against all cores (`sample`), and the
+//! fleet's Redis cost and end-to-end throughput (`fleet`).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
+use powerfleet_fleet::ModelRegistry;
+use powerfleet_fleet::producer::{self, Problem, Submission};
+use powerfleet_fleet::worker::{self, WorkerConfig};
+use powerfleet_jobs::{CorrelationId, Prompt};
 use powerfleet_models::resolve_toy;
-use powerfleet_sampler::{ChainOutput, Method, SamplerConfig};
+use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
+use powerfleet_queue::{ClaimOutcome, Progress, Queue, QueueOptions};
+use powerfleet_sampler::{Chain, ChainOutput, Method, SamplerConfig, run as run_chain};
+use tokio_util::sync::CancellationToken;
 
 use crate::sample::run_chains;
 
-/// Arguments of `powerfleet bench`.
+/// What to measure.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Sampling throughput on a toy model: one thread against all cores.
+    Sample(SampleBenchArgs),
+    /// The fleet on a private redis-server: Redis commands and bytes per block, checkpoint write
+    /// latency, and jobs per second with 1, 2 and 4 worker processes.
+    Fleet(FleetBenchArgs),
+}
+
+/// Arguments of `powerfleet bench sample`.
 #[derive(Args, Debug)]
-pub struct BenchArgs {
+pub struct SampleBenchArgs {
     /// Model to sample from.
     #[arg(long, default_value = "toy:eos-lengths")]
     pub model: String,
@@ -29,14 +49,31 @@ pub struct BenchArgs {
     pub max_new_tokens: u32,
 }
 
-struct Measurement {
-    threads: usize,
-    seconds: f64,
-    proposals: u64,
-    tokens: u64,
+/// Arguments of `powerfleet bench fleet`.
+#[derive(Args, Debug)]
+pub struct FleetBenchArgs {
+    /// Jobs for the per-block cost measurement.
+    #[arg(long, default_value_t = 200)]
+    pub block_jobs: u64,
+    /// Checkpoint writes for the latency measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub checkpoints: u64,
+    /// Trivial jobs per throughput measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: u64,
+    /// Chains in flight per worker process.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Sample(args) => sample(args),
+        BenchCommand::Fleet(args) => crate::block_on(fleet(args)),
+    }
+}
+
+fn sample(args: SampleBenchArgs) -> Result<()> {
     let model = resolve_toy(&args.model).context("--model")?;
     let config = SamplerConfig {
         n_mcmc: args.n_mcmc,
@@ -50,7 +87,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "benchmark: {} chains of power sampling on {} (n_mcmc {}, block_size {}, max_new_tokens {}), 1 thread then {cores}",
         args.chains, args.model, args.n_mcmc, args.block_size, args.max_new_tokens
     );
-    // Warm-up, then one measurement per thread count.
     run_chains(
         &model,
         &config,
@@ -60,30 +96,201 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(1),
         false,
     )?;
-    let mut results = Vec::new();
+    println!("| threads | seconds | proposals/s | tokens/s | speed-up |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mut base = None;
     for threads in [1, cores] {
         let start = Instant::now();
         let outputs = run_chains(&model, &config, &[], 7, args.chains, Some(threads), true)?;
         let seconds = start.elapsed().as_secs_f64();
         let sum = |f: fn(&ChainOutput) -> u64| outputs.iter().map(f).sum::<u64>();
-        results.push(Measurement {
-            threads,
-            seconds,
-            proposals: sum(|o| o.stats.proposals),
-            tokens: sum(|o| o.stats.tokens_generated),
-        });
-    }
-    println!("| threads | seconds | proposals/s | tokens/s | speed-up |");
-    println!("|---:|---:|---:|---:|---:|");
-    let base = results[0].seconds;
-    for m in &results {
+        let base = *base.get_or_insert(seconds);
         println!(
-            "| {} | {:.3} | {:.0} | {:.0} | {:.2}x |",
-            m.threads,
-            m.seconds,
-            m.proposals as f64 / m.seconds,
-            m.tokens as f64 / m.seconds,
-            base / m.seconds
+            "| {threads} | {seconds:.3} | {:.0} | {:.0} | {:.2}x |",
+            sum(|o| o.stats.proposals) as f64 / seconds,
+            sum(|o| o.stats.tokens_generated) as f64 / seconds,
+            base / seconds
+        );
+    }
+    Ok(())
+}
+
+async fn queue_on(url: &str, namespace: &str) -> Result<Queue> {
+    Ok(Queue::connect(
+        url,
+        QueueOptions {
+            namespace: namespace.into(),
+            max_connections: 32,
+            ..QueueOptions::default()
+        },
+    )
+    .await?)
+}
+
+fn submission(model: &str, config: SamplerConfig, jobs: u64) -> Submission {
+    Submission {
+        model: model.into(),
+        config,
+        methods: vec![Method::Power],
+        problems: vec![Problem {
+            id: None,
+            prompt: Prompt::Tokens(vec![]),
+        }],
+        seeds: vec![1],
+        chains: jobs,
+        correlation_id: Some(CorrelationId::generate()),
+        batch: true,
+        submission_key: None,
+    }
+}
+
+async fn fleet(args: FleetBenchArgs) -> Result<()> {
+    let server = LocalRedis::start(LocalRedisOptions::default())?;
+    let url = server.url();
+    eprintln!("benchmark: private redis-server on port {}", server.port());
+
+    // 1. Redis commands and bytes per block, all traffic included (claims, heartbeats, reads).
+    let queue = queue_on(&url, "bench-blocks").await?;
+    let config = SamplerConfig {
+        n_mcmc: 10,
+        block_size: 4,
+        max_new_tokens: 16,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let before = queue.server_stats().await?;
+    let requests_before = queue.requests();
+    producer::submit(
+        &queue,
+        &submission("toy:eos-lengths", config.clone(), args.block_jobs),
+    )
+    .await?;
+    let stop = CancellationToken::new();
+    let mut wc = WorkerConfig::new("bench-worker".into());
+    wc.concurrency = args.concurrency;
+    wc.read_block = Duration::from_millis(100);
+    let worker = tokio::spawn({
+        let (queue, stop) = (queue.clone(), stop.clone());
+        async move {
+            worker::run(wc, queue, Arc::new(ModelRegistry::default()), async move {
+                stop.cancelled().await
+            })
+            .await
+        }
+    });
+    while queue.stream_lengths().await?.1 < args.block_jobs {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let report = worker.await?;
+    let requests = queue.requests() - requests_before;
+    let after = queue.server_stats().await?;
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    let blocks = report.blocks.load(Ordering::Relaxed).max(1);
+    let commands = delta("total_commands_processed");
+    let bytes = delta("total_net_input_bytes") + delta("total_net_output_bytes");
+    let model = resolve_toy("toy:eos-lengths")?;
+    let mut chain = Chain::new(config.validate()?, &[], 1, 0);
+    run_chain(&mut chain, &model).expect("toy models answer");
+    let checkpoint = chain.checkpoint().to_json();
+    println!("## Redis cost per block\n");
+    println!(
+        "{} jobs x {} blocks (n_mcmc 10, block size 4, 16 tokens), one worker:\n",
+        args.block_jobs,
+        config.max_new_tokens / config.block_size
+    );
+    println!(
+        "| blocks | round trips | round trips/block | commands (with scripts' own) /block | bytes in+out /block | checkpoint size |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {blocks} | {requests} | {:.2} | {:.2} | {:.0} | {} bytes |",
+        requests as f64 / blocks as f64,
+        commands as f64 / blocks as f64,
+        bytes as f64 / blocks as f64,
+        checkpoint.len()
+    );
+
+    // 2. Checkpoint write latency: one lease, sequential writes.
+    let queue = queue_on(&url, "bench-checkpoint").await?;
+    let receipt = producer::submit(
+        &queue,
+        &submission("toy:tiny", SamplerConfig::new(Method::Power), 1),
+    )
+    .await?;
+    let delivery = queue.read_jobs("bench", 1, 1000).await?.remove(0);
+    let lease = match queue
+        .claim(receipt.job_ids[0], &delivery.entry_id, "bench")
+        .await?
+    {
+        ClaimOutcome::Claimed { lease, .. } => lease,
+        other => anyhow::bail!("unexpected claim outcome {other:?}"),
+    };
+    let progress = Progress::default();
+    let mut latencies = Vec::with_capacity(args.checkpoints as usize);
+    for _ in 0..args.checkpoints {
+        let t = Instant::now();
+        queue.checkpoint(&lease, &progress, &checkpoint).await?;
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    latencies.sort_unstable();
+    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    println!("\n## Checkpoint write latency\n");
+    println!("| writes | checkpoint size | p50 | p99 |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} bytes | {} µs | {} µs |",
+        args.checkpoints,
+        checkpoint.len(),
+        pct(50),
+        pct(99)
+    );
+
+    // 3. Jobs per second end to end (submitted -> result published), trivial chains.
+    println!("\n## End-to-end throughput, trivial chains (one token, no MCMC)\n");
+    println!("| worker processes | jobs | seconds | jobs/s | vs 1 process |");
+    println!("|---:|---:|---:|---:|---:|");
+    let exe = std::env::current_exe().context("cannot find the powerfleet binary")?;
+    let trivial = SamplerConfig {
+        max_new_tokens: 1,
+        block_size: 1,
+        ..SamplerConfig::new(Method::Standard)
+    };
+    let mut base = None;
+    for processes in [1usize, 2, 4] {
+        let ns = format!("bench-e2e-{processes}");
+        let queue = queue_on(&url, &ns).await?;
+        let mut children = Vec::new();
+        for _ in 0..processes {
+            children.push(
+                std::process::Command::new(&exe)
+                    .args(["worker", "--redis", &url, "--namespace", &ns])
+                    .args(["--concurrency", &args.concurrency.to_string()])
+                    .env("RUST_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .context("cannot start a worker process")?,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut sub = submission("toy:tiny", trivial.clone(), args.jobs);
+        sub.methods = vec![Method::Standard];
+        let start = Instant::now();
+        producer::submit(&queue, &sub).await?;
+        while queue.stream_lengths().await?.1 < args.jobs {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let rate = args.jobs as f64 / seconds;
+        let base = *base.get_or_insert(rate);
+        println!(
+            "| {processes} | {} | {seconds:.2} | {rate:.0} | {:.2}x |",
+            args.jobs,
+            rate / base
         );
     }
     Ok(())

@@ -20,8 +20,9 @@ struct Cli {
 enum Command {
     /// Run chains on all cores of this machine, without Redis.
     Sample(Box<sample::SampleArgs>),
-    /// Measure sampling throughput on a toy model, one core against all cores.
-    Bench(bench::BenchArgs),
+    /// Measure sampling and fleet throughput (see docs/performance.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// List the built-in toy models.
     Models,
     /// Submit jobs to the queue: one prompt times chains, or a batch file times methods times seeds.
@@ -92,7 +93,9 @@ fn list_models() {
     }
 }
 
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

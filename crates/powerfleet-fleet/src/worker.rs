@@ -95,7 +95,7 @@ pub struct WorkerReport {
     pub handed_back: AtomicU64,
     /// Jobs abandoned because another worker took them over.
     pub lost: AtomicU64,
-    /// Blocks completed (each one checkpointed).
+    /// Blocks completed: each one checkpointed, or its chain's result published.
     pub blocks: AtomicU64,
 }
 
@@ -615,6 +615,7 @@ async fn drive_inner(
         }
         match boundary {
             Boundary::Finished => {
+                ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
                 let r = run.result(JobStatus::Completed, Some(&chain), Some(&backend), None);
                 return finish(ctx, run, r, None).await;
             }

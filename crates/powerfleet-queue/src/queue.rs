@@ -236,7 +236,13 @@ impl Scripts {
 /// A client of one deployment's queue. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct Queue {
+    /// One auto-reconnecting multiplexed connection for every non-blocking operation: one round
+    /// trip each, no pool checkout.
+    shared: redis::aio::ConnectionManager,
+    /// Dedicated connections for blocking stream reads, which would stall a shared connection.
     pool: Pool,
+    /// Requests sent to Redis by this client and its clones.
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     keys: Keys,
     url: String,
     options: QueueOptions,
@@ -314,8 +320,26 @@ impl Queue {
                 url: redacted.clone(),
                 message: e.to_string(),
             })?;
+        let client = redis::Client::open(url).map_err(|e| QueueError::Redis {
+            url: redacted.clone(),
+            message: e.to_string(),
+        })?;
+        let shared = redis::aio::ConnectionManager::new_with_config(
+            client,
+            redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_MARGIN))
+                .set_number_of_retries(2),
+        )
+        .await
+        .map_err(|e| QueueError::Redis {
+            url: redacted.clone(),
+            message: e.to_string(),
+        })?;
         let queue = Queue {
+            shared,
             pool,
+            requests: Default::default(),
             keys: Keys::new(&options.namespace),
             url: redacted,
             options,
@@ -342,17 +366,32 @@ impl Queue {
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+    /// The shared connection (a cheap clone), for one request.
+    async fn conn(&self) -> Result<redis::aio::ConnectionManager, QueueError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.shared.clone())
+    }
+
+    /// A dedicated connection for one blocking read.
+    async fn blocking_conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pool.get().await.map_err(|e| self.err(e))
+    }
+
+    /// Requests this client (with its clones) has sent to Redis: one per queue operation.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Creates the consumer groups (and streams) if they do not exist.
     pub async fn ensure_groups(&self) -> Result<(), QueueError> {
-        let mut c = self.conn().await?;
         for (stream, group) in [
             (self.keys.jobs(), WORKER_GROUP),
             (self.keys.results(), COLLECTOR_GROUP),
         ] {
+            let mut c = self.conn().await?;
             let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(&stream)
@@ -536,7 +575,7 @@ impl Queue {
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<StreamId>, QueueError> {
-        let mut c = self.conn().await?;
+        let mut c = self.blocking_conn().await?;
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(group)
@@ -1046,6 +1085,35 @@ impl Queue {
         ))
     }
 
+    /// Entries in the jobs and the results stream.
+    pub async fn stream_lengths(&self) -> Result<(u64, u64), QueueError> {
+        let mut c = self.conn().await?;
+        let (jobs, results): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(self.keys.jobs())
+            .cmd("XLEN")
+            .arg(self.keys.results())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((jobs, results))
+    }
+
+    /// The server's `INFO stats` counters (commands processed, network bytes, ...).
+    pub async fn server_stats(&self) -> Result<HashMap<String, u64>, QueueError> {
+        let mut c = self.conn().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(info
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect())
+    }
+
     /// Trims both streams up to the oldest entry that may still be needed: never past a pending
     /// entry, nor past the group's last-delivered entry.
     pub async fn trim_streams(&self) -> Result<TrimReport, QueueError> {
@@ -1057,9 +1125,9 @@ impl Queue {
 
     async fn trim(&self, stream: &str, group: &str) -> Result<u64, QueueError> {
         let (_, pending, last_delivered) = self.group_info(stream, group).await?;
-        let mut c = self.conn().await?;
         let mut min_id = last_delivered;
         if pending > 0 {
+            let mut c = self.conn().await?;
             let summary: Vec<Value> = redis::cmd("XPENDING")
                 .arg(stream)
                 .arg(group)
@@ -1073,6 +1141,7 @@ impl Queue {
         if min_id.is_empty() || min_id == "0-0" {
             return Ok(0);
         }
+        let mut c = self.conn().await?;
         let trimmed: i64 = redis::cmd("XTRIM")
             .arg(stream)
             .arg("MINID")
