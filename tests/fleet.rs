@@ -711,3 +711,171 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
         r.stats
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_model_errors_are_retried_and_persistent_ones_fail_the_job() {
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker(&["--model-attempts", "4"]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 3,
+        block_size: 2,
+        max_new_tokens: 6,
+        ..SamplerConfig::new(Method::Power)
+    };
+    // Every request fails with probability 0.3: retries get every job through, with exact tokens.
+    let flaky = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?fail_rate=0.3",
+            config.clone(),
+            &[Method::Power],
+            10,
+            1,
+        ),
+    )
+    .await;
+    let flaky_specs = specs(&queue, &flaky).await;
+    // Every request fails: the job ends as failed, with the error, after 4 attempts.
+    let broken = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?fail_rate=1",
+            config,
+            &[Method::Power],
+            1,
+            1,
+        ),
+    )
+    .await;
+    let results = fleet
+        .wait_for_results(flaky.batch_id.unwrap(), 10, Duration::from_secs(60))
+        .await;
+    assert_exact(&results, &flaky_specs);
+    let failed = fleet
+        .wait_for_results(broken.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(failed[0].status, JobStatus::Failed);
+    let error = failed[0].error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("the model failed 4 times in a row")
+            && error.contains("simulated transient failure"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_status_and_results_export_through_the_cli() {
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .args([
+                "--redis",
+                &fleet.redis.url(),
+                "--namespace",
+                &fleet.namespace,
+            ])
+            .args(["--database-url", &fleet.db_url])
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "submit",
+        "--model",
+        "toy:pivot",
+        "--prompt",
+        "",
+        "--methods",
+        "power,low-temp",
+        "--seeds",
+        "2",
+        "--n-mcmc",
+        "4",
+        "--block-size",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--wait",
+        "--format",
+        "json",
+        "--correlation-id",
+        "study-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["correlation_id"], "study-1");
+    assert_eq!(receipt["job_ids"].as_array().unwrap().len(), 4);
+    let batch = receipt["batch_id"].as_str().unwrap();
+
+    let status_of = |id: &str| -> serde_json::Value {
+        let out = cli(&["status", id, "--format", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let batch_status = status_of(batch);
+    assert_eq!(batch_status["kind"], "batch");
+    assert_eq!(batch_status["counts"]["completed"], 4);
+    assert_eq!(batch_status["summary"]["jobs"], 4);
+    let corr_status = status_of("study-1");
+    assert_eq!(corr_status["kind"], "correlation");
+    assert_eq!(corr_status["jobs"].as_array().unwrap().len(), 4);
+    let job = receipt["job_ids"][0].as_str().unwrap();
+    let job_status = status_of(job);
+    assert_eq!(job_status["kind"], "job");
+    assert_eq!(job_status["status"], "completed");
+    assert_eq!(job_status["source"], "database");
+
+    let results = |format: &str| {
+        std::process::Command::new(common::BIN)
+            .args([
+                "results",
+                "--batch",
+                batch,
+                "--format",
+                format,
+                "--database-url",
+                &fleet.db_url,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = results("jsonl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<JobResult> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let queue = fleet.queue().await;
+    for r in &rows {
+        let spec = queue
+            .job_state(r.job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .spec
+            .unwrap();
+        assert_eq!(r.tokens, fault_free_tokens(&spec));
+    }
+    let out = results("csv");
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 5, "a header and four rows:\n{csv}");
+    assert!(csv.lines().next().unwrap().contains("job_id"));
+}
