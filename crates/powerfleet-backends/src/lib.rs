@@ -1,0 +1,13 @@
+//! Inference servers as exact power-sampling backends: llama.cpp's `llama-server` and vLLM over
+//! HTTP. Prompts are tokenized once by the server; every generation continues from token ids;
+//! log p and log q come from the server's raw top-K log-probabilities (see `recipe`).
+
+pub mod client;
+pub mod recipe;
+pub mod reference;
+pub mod wire;
+
+pub use client::{BackendError, HttpModel};
+pub use reference::{
+    HOSTED_CHAT_REFUSAL, HttpReference, Reference, ServerKind, is_http_reference, parse,
+};
