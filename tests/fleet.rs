@@ -602,6 +602,7 @@ async fn a_result_delivered_twice_is_stored_once() {
         submitted_at_ms: now_ms() - 10,
         started_at_ms: Some(now_ms() - 5),
         finished_at_ms: now_ms(),
+        exactness: None,
     };
     let json = serde_json::to_string(&result).unwrap();
     for _ in 0..2 {

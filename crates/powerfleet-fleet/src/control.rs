@@ -35,6 +35,7 @@ pub async fn cancel_job(queue: &Queue, id: JobId) -> Result<CancelOutcome, Queue
         submitted_at_ms: spec.submitted_at_ms,
         started_at_ms: None,
         finished_at_ms: now,
+        exactness: None,
     };
     queue.cancel(id, &result).await
 }

@@ -22,13 +22,19 @@ pub enum Backend {
         /// request's attempts fail independently, deterministically given its seed.
         fail_rate: f64,
     },
+    /// Inference servers over HTTP (llama.cpp, vLLM).
+    Http {
+        /// The client of the reference's servers.
+        model: Arc<powerfleet_backends::HttpModel>,
+    },
 }
 
 impl Backend {
     /// A short description of the backend's exactness mode, recorded with results.
-    pub fn exactness(&self) -> &'static str {
+    pub fn exactness(&self, top_k: Option<u32>) -> String {
         match self {
-            Backend::Toy { .. } => "exact (in-process toy model)",
+            Backend::Toy { .. } => "exact: in-process toy model".to_string(),
+            Backend::Http { model } => model.exactness(top_k),
         }
     }
 }
@@ -88,6 +94,17 @@ impl ModelRegistry {
 
 /// Loads a reference without the registry.
 pub fn load(reference: &str) -> Result<Backend, String> {
+    if powerfleet_backends::is_http_reference(reference) {
+        return match powerfleet_backends::parse(reference)? {
+            powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
+                model: Arc::new(powerfleet_backends::HttpModel::new(h)),
+            }),
+            powerfleet_backends::Reference::HostedChat { provider } => Err(format!(
+                "{provider}: {}",
+                powerfleet_backends::HOSTED_CHAT_REFUSAL
+            )),
+        };
+    }
     let (base, query) = match reference.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (reference, None),
@@ -140,6 +157,7 @@ mod tests {
                 assert_eq!(model.name(), "toy:pivot");
                 assert_eq!(latency, Duration::from_millis(3));
             }
+            other => panic!("{other:?}"),
         }
         assert!(reg.resolve("toy:tiny").is_ok());
         let err = reg.resolve("big").unwrap_err();

@@ -173,6 +173,18 @@ impl Submission {
                 .map_err(|e| format!("method {method}: {e}"))?;
             configs.insert(method.as_str(), config);
         }
+        if powerfleet_backends::is_http_reference(&self.model) {
+            match powerfleet_backends::parse(&self.model) {
+                Err(e) => return Err(format!("model: {e}")),
+                Ok(powerfleet_backends::Reference::HostedChat { provider }) => {
+                    return Err(format!(
+                        "model: {provider}: {}",
+                        powerfleet_backends::HOSTED_CHAT_REFUSAL
+                    ));
+                }
+                Ok(powerfleet_backends::Reference::Http(_)) => {}
+            }
+        }
         // Prompts are checked against toy models here; other models check them at the worker.
         let toy = if self.model.starts_with("toy:") {
             let base = self.model.split('?').next().unwrap_or(&self.model);
@@ -364,6 +376,26 @@ mod tests {
         let mut s = submission();
         s.model = "toy:nope".into();
         assert!(s.jobs(&corr, None).unwrap_err().starts_with("model: "));
+        let mut s = submission();
+        s.model = "anthropic+https://api.anthropic.com".into();
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .contains("cannot continue a completion from a token prefix")
+        );
+        let mut s = submission();
+        s.model = "vllm+http://gpu:8000".into();
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .contains("need ?model=NAME")
+        );
+        let mut s = submission();
+        s.model = "llamacpp+http://gpu:8080".into();
+        assert!(
+            s.jobs(&corr, None).is_ok(),
+            "server prompts are checked by the worker"
+        );
         let mut s = submission();
         s.chains = 100_000;
         assert!(s.jobs(&corr, None).unwrap_err().contains("split it"));

@@ -271,12 +271,15 @@ impl Running {
             submitted_at_ms: spec.submitted_at_ms,
             started_at_ms: Some(self.started_at_ms),
             finished_at_ms: now_ms(),
+            exactness: backend.map(|b| b.exactness(spec.config.top_k)),
         };
         if status == JobStatus::Completed
             && let Some(out) = chain.and_then(Chain::output)
         {
-            r.text = backend.map(|b| match b {
-                Backend::Toy { model, .. } => model.detokenize(&out.tokens),
+            r.text = backend.and_then(|b| match b {
+                Backend::Toy { model, .. } => Some(model.detokenize(&out.tokens)),
+                // Filled in by the caller: detokenizing asks the server.
+                Backend::Http { .. } => None,
             });
             r.tokens = out.tokens;
             r.log_p = Some(out.log_p);
@@ -389,7 +392,7 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
             return finish(ctx, &run, r, None).await;
         }
     };
-    let prompt = match prompt_tokens(&backend, &run.spec.prompt) {
+    let prompt = match prompt_tokens(&backend, &run.spec.prompt).await {
         Ok(p) => p,
         Err(e) => {
             let r = run.result(JobStatus::Failed, None, Some(&backend), Some(e));
@@ -420,7 +423,8 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     drive(ctx, run, chain, backend).await
 }
 
-fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId>, String> {
+/// The prompt's token ids: text is tokenized once, by the model's own tokenizer.
+async fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId>, String> {
     match (backend, prompt) {
         (Backend::Toy { model, .. }, Prompt::Text(text)) => {
             model.tokenize(text).map_err(|e| e.to_string())
@@ -429,6 +433,11 @@ fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId>, Str
             model.check_tokens(ids)?;
             Ok(ids.clone())
         }
+        (Backend::Http { model }, Prompt::Text(text)) => model
+            .tokenize(text)
+            .await
+            .map_err(|e| format!("tokenizing the prompt: {e}")),
+        (Backend::Http { .. }, Prompt::Tokens(ids)) => Ok(ids.clone()),
     }
 }
 
@@ -522,6 +531,63 @@ fn run_block(
     }
 }
 
+/// [`run_block`] for inference servers: each request is awaited on the runtime. Transient
+/// errors are retried with backoff; a refused request fails the job at once.
+async fn run_block_http(
+    chain: &mut Chain,
+    model: &powerfleet_backends::HttpModel,
+    shared: &Shared,
+    stop: &CancellationToken,
+    attempts: u32,
+    retry_backoff: Duration,
+    affinity: u64,
+) -> Boundary {
+    loop {
+        if shared.lost.load(Ordering::Relaxed)
+            || shared.cancel.load(Ordering::Relaxed)
+            || stop.is_cancelled()
+        {
+            return Boundary::Interrupted;
+        }
+        let Some(request) = chain.request().map(|r| r.to_owned()) else {
+            return Boundary::Finished;
+        };
+        let mut last_error = String::new();
+        let mut outcome = None;
+        for attempt in 1..=attempts {
+            match model.generate(&request, affinity).await {
+                Ok(g) => match chain.advance(g) {
+                    Ok(a) => {
+                        outcome = Some(a);
+                        break;
+                    }
+                    Err(e) => last_error = format!("the server answered unusably: {e}"),
+                },
+                Err(e) if !e.is_transient() => {
+                    return Boundary::ModelFailed(format!("the server refused the request: {e}"));
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            if attempt < attempts {
+                warn!(attempt, error = %last_error, "model request failed; retrying");
+                tokio::time::sleep(backoff(retry_backoff, attempt, Duration::from_secs(30))).await;
+            }
+        }
+        let Some(a) = outcome else {
+            return Boundary::ModelFailed(format!(
+                "the model failed {attempts} times in a row: {last_error}"
+            ));
+        };
+        *shared.progress.lock().expect("progress") = progress_of(chain);
+        if a.finished {
+            return Boundary::Finished;
+        }
+        if a.block_finished.is_some() {
+            return Boundary::BlockDone;
+        }
+    }
+}
+
 fn generate(
     backend: &Backend,
     request: &powerfleet_sampler::Request<'_>,
@@ -544,6 +610,7 @@ fn generate(
             }
             model.generate(request).map_err(|e| e.to_string())
         }
+        Backend::Http { .. } => Err("HTTP backends run on the async path".to_string()),
     }
 }
 
@@ -600,14 +667,26 @@ async fn drive_inner(
 ) -> Result<(), QueueError> {
     let (attempts, retry) = (ctx.config.model_attempts, ctx.config.retry_backoff);
     loop {
-        let (s, stop, b) = (shared.clone(), ctx.stop.clone(), backend.clone());
-        let (returned, boundary) = tokio::task::spawn_blocking(move || {
-            let boundary = run_block(&mut chain, &b, &s, &stop, attempts, retry);
-            (chain, boundary)
-        })
-        .await
-        .expect("the chain driver does not panic");
-        chain = returned;
+        let boundary = match &backend {
+            Backend::Http { model } => {
+                let affinity = run.spec.job_id.0.as_u64_pair().1;
+                run_block_http(
+                    &mut chain, model, shared, &ctx.stop, attempts, retry, affinity,
+                )
+                .await
+            }
+            Backend::Toy { .. } => {
+                let (s, stop, b) = (shared.clone(), ctx.stop.clone(), backend.clone());
+                let (returned, boundary) = tokio::task::spawn_blocking(move || {
+                    let boundary = run_block(&mut chain, &b, &s, &stop, attempts, retry);
+                    (chain, boundary)
+                })
+                .await
+                .expect("the chain driver does not panic");
+                chain = returned;
+                boundary
+            }
+        };
         if shared.lost.load(Ordering::Relaxed) {
             ctx.report.lost.fetch_add(1, Ordering::Relaxed);
             info!("lease lost; another worker owns the job now");
@@ -616,7 +695,16 @@ async fn drive_inner(
         match boundary {
             Boundary::Finished => {
                 ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
-                let r = run.result(JobStatus::Completed, Some(&chain), Some(&backend), None);
+                let mut r = run.result(JobStatus::Completed, Some(&chain), Some(&backend), None);
+                if let Backend::Http { model } = &backend {
+                    r.text = match model.detokenize(&r.tokens).await {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            warn!(error = %e, "detokenizing the completion failed; the result keeps its token ids only");
+                            None
+                        }
+                    };
+                }
                 return finish(ctx, run, r, None).await;
             }
             Boundary::ModelFailed(e) => {

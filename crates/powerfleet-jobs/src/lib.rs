@@ -281,6 +281,9 @@ pub struct JobResult {
     pub started_at_ms: Option<u64>,
     /// When the result was published, ms since the Unix epoch.
     pub finished_at_ms: u64,
+    /// Where the log-probabilities came from and how exact they are (backend and mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exactness: Option<String>,
 }
 
 impl JobResult {

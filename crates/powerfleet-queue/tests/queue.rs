@@ -63,6 +63,7 @@ fn result(spec: &JobSpec, status: JobStatus) -> JobResult {
         submitted_at_ms: spec.submitted_at_ms,
         started_at_ms: None,
         finished_at_ms: now_ms(),
+        exactness: None,
     }
 }
 
