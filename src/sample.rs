@@ -57,6 +57,8 @@ struct ChainRecord<'a> {
     chain: u64,
     tokens: &'a [TokenId],
     text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exactness: Option<String>,
     log_p: f64,
     ends_with_eos: bool,
     final_len: usize,
@@ -72,6 +74,9 @@ struct ChainRecord<'a> {
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let config = args.sampler.validate()?;
+    if powerfleet_backends::is_http_reference(&args.model) {
+        return crate::block_on(run_http(args, config));
+    }
     let model = resolve_toy(&args.model).context("--model")?;
     let prompt = prompt_tokens(
         &model,
@@ -103,20 +108,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
 
 fn record<'a>(model: &ToyModel, chain: u64, o: &'a ChainOutput) -> ChainRecord<'a> {
     ChainRecord {
-        chain,
-        tokens: &o.tokens,
         text: model.detokenize(&o.tokens),
-        log_p: o.log_p,
-        ends_with_eos: o.ends_with_eos,
-        final_len: o.tokens.len(),
-        proposals: o.stats.proposals,
-        acceptances: o.stats.acceptances,
-        acceptance_rate: o.stats.acceptance_rate(),
-        tokens_generated: o.stats.tokens_generated,
-        model_calls: o.stats.model_calls,
-        cost_multiplier: o.cost_multiplier(),
-        block_proposals: o.stats.blocks.iter().map(|b| b.proposals).collect(),
-        block_acceptances: o.stats.blocks.iter().map(|b| b.acceptances).collect(),
+        ..record_without_text(chain, o)
     }
 }
 
@@ -272,5 +265,125 @@ fn truncate(s: &str, width: usize) -> String {
     } else {
         let head: String = s.chars().take(width - 1).collect();
         format!("{head}…")
+    }
+}
+
+/// `sample` against inference servers: `--threads` chains in flight on the async runtime; the
+/// prompt is tokenized and completions detokenized by the server.
+async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
+    use powerfleet_backends::{HttpModel, Reference};
+    let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
+        Reference::Http(h) => h,
+        Reference::HostedChat { provider } => {
+            anyhow::bail!("--model: {provider}: {}", powerfleet_backends::HOSTED_CHAT_REFUSAL)
+        }
+    };
+    anyhow::ensure!(args.chains >= 1, "--chains must be >= 1, got 0");
+    let model = std::sync::Arc::new(HttpModel::new(reference));
+    let prompt: Vec<TokenId> = match (&args.prompt, &args.prompt_tokens) {
+        (Some(_), Some(_)) => anyhow::bail!("give --prompt or --prompt-tokens, not both"),
+        (Some(text), None) => model.tokenize(text).await.context("tokenizing --prompt")?,
+        (None, Some(ids)) => ids
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse().map_err(|_| anyhow::anyhow!("--prompt-tokens must be comma-separated token ids, got {s:?}")))
+            .collect::<Result<_>>()?,
+        (None, None) => model.tokenize("").await.context("tokenizing the empty prompt")?,
+    };
+    let in_flight = args.threads.unwrap_or(8).max(1);
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let bar = ProgressBar::new(args.chains);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} chains  eta {eta}").expect("valid template"),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for stream in 0..args.chains {
+        let (model, config, prompt, sem, bar) = (model.clone(), config.clone(), prompt.clone(), semaphore.clone(), bar.clone());
+        let seed = args.seed;
+        tasks.spawn(async move {
+            let _permit = sem.acquire().await.expect("never closed");
+            let mut chain = Chain::new(config, &prompt, seed, stream);
+            while let Some(request) = chain.request().map(|r| r.to_owned()) {
+                let mut attempt = 0;
+                let generation = loop {
+                    attempt += 1;
+                    match model.generate(&request, stream).await {
+                        Ok(g) => break g,
+                        Err(e) if e.is_transient() && attempt < 5 => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                        }
+                        Err(e) => return Err(anyhow::anyhow!("chain {stream}: {e}")),
+                    }
+                };
+                chain
+                    .advance(generation)
+                    .map_err(|e| anyhow::anyhow!("chain {stream}: the server answered unusably: {e}"))?;
+            }
+            bar.inc(1);
+            Ok::<_, anyhow::Error>((stream, chain.output().expect("finished")))
+        });
+    }
+    let mut outputs = Vec::with_capacity(args.chains as usize);
+    while let Some(joined) = tasks.join_next().await {
+        outputs.push(joined.context("a chain task panicked")??);
+    }
+    bar.finish_and_clear();
+    outputs.sort_by_key(|(i, _)| *i);
+    let exactness = model.exactness(config.top_k());
+    let mut out = std::io::stdout().lock();
+    let mut counts: HashMap<Vec<TokenId>, u64> = HashMap::new();
+    for (i, o) in &outputs {
+        let text = model.detokenize(&o.tokens).await.unwrap_or_default();
+        match args.format {
+            Format::Jsonl => {
+                let mut r = ChainRecord {
+                    text,
+                    exactness: Some(exactness.clone()),
+                    ..record_without_text(*i, o)
+                };
+                r.chain = *i;
+                serde_json::to_writer(&mut out, &r)?;
+                writeln!(out)?;
+            }
+            Format::Table => *counts.entry(o.tokens.clone()).or_default() += 1,
+        }
+    }
+    if let Format::Table = args.format {
+        writeln!(out, "model {}  method {}  alpha {}  ({exactness})", args.model, config.method(), config.alpha())?;
+        let mut rows: Vec<_> = counts.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (tokens, count) in rows.iter().take(20) {
+            let text = model.detokenize(tokens).await.unwrap_or_default();
+            writeln!(out, "{count:>6}  {:?}", truncate(&text, 60))?;
+        }
+        let proposals: u64 = outputs.iter().map(|(_, o)| o.stats.proposals).sum();
+        let acceptances: u64 = outputs.iter().map(|(_, o)| o.stats.acceptances).sum();
+        if proposals > 0 {
+            writeln!(out, "acceptance rate  {:.4}", acceptances as f64 / proposals as f64)?;
+        }
+        let generated: u64 = outputs.iter().map(|(_, o)| o.stats.tokens_generated).sum();
+        let final_tokens: u64 = outputs.iter().map(|(_, o)| o.tokens.len() as u64).sum();
+        writeln!(out, "cost multiplier  {:.2}", generated as f64 / final_tokens.max(1) as f64)?;
+    }
+    Ok(())
+}
+
+fn record_without_text(chain: u64, o: &ChainOutput) -> ChainRecord<'_> {
+    ChainRecord {
+        chain,
+        tokens: &o.tokens,
+        text: String::new(),
+        exactness: None,
+        log_p: o.log_p,
+        ends_with_eos: o.ends_with_eos,
+        final_len: o.tokens.len(),
+        proposals: o.stats.proposals,
+        acceptances: o.stats.acceptances,
+        acceptance_rate: o.stats.acceptance_rate(),
+        tokens_generated: o.stats.tokens_generated,
+        model_calls: o.stats.model_calls,
+        cost_multiplier: o.cost_multiplier(),
+        block_proposals: o.stats.blocks.iter().map(|b| b.proposals).collect(),
+        block_acceptances: o.stats.blocks.iter().map(|b| b.acceptances).collect(),
     }
 }
