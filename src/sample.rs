@@ -275,7 +275,10 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
         Reference::Http(h) => h,
         Reference::HostedChat { provider } => {
-            anyhow::bail!("--model: {provider}: {}", powerfleet_backends::HOSTED_CHAT_REFUSAL)
+            anyhow::bail!(
+                "--model: {provider}: {}",
+                powerfleet_backends::HOSTED_CHAT_REFUSAL
+            )
         }
     };
     anyhow::ensure!(args.chains >= 1, "--chains must be >= 1, got 0");
@@ -286,19 +289,33 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         (None, Some(ids)) => ids
             .split(',')
             .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().parse().map_err(|_| anyhow::anyhow!("--prompt-tokens must be comma-separated token ids, got {s:?}")))
+            .map(|s| {
+                s.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("--prompt-tokens must be comma-separated token ids, got {s:?}")
+                })
+            })
             .collect::<Result<_>>()?,
-        (None, None) => model.tokenize("").await.context("tokenizing the empty prompt")?,
+        (None, None) => model
+            .tokenize("")
+            .await
+            .context("tokenizing the empty prompt")?,
     };
     let in_flight = args.threads.unwrap_or(8).max(1);
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
     let bar = ProgressBar::new(args.chains);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} chains  eta {eta}").expect("valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} chains  eta {eta}")
+            .expect("valid template"),
     );
     let mut tasks = tokio::task::JoinSet::new();
     for stream in 0..args.chains {
-        let (model, config, prompt, sem, bar) = (model.clone(), config.clone(), prompt.clone(), semaphore.clone(), bar.clone());
+        let (model, config, prompt, sem, bar) = (
+            model.clone(),
+            config.clone(),
+            prompt.clone(),
+            semaphore.clone(),
+            bar.clone(),
+        );
         let seed = args.seed;
         tasks.spawn(async move {
             let _permit = sem.acquire().await.expect("never closed");
@@ -310,14 +327,15 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
                     match model.generate(&request, stream).await {
                         Ok(g) => break g,
                         Err(e) if e.is_transient() && attempt < 5 => {
-                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt))
+                                .await;
                         }
                         Err(e) => return Err(anyhow::anyhow!("chain {stream}: {e}")),
                     }
                 };
-                chain
-                    .advance(generation)
-                    .map_err(|e| anyhow::anyhow!("chain {stream}: the server answered unusably: {e}"))?;
+                chain.advance(generation).map_err(|e| {
+                    anyhow::anyhow!("chain {stream}: the server answered unusably: {e}")
+                })?;
             }
             bar.inc(1);
             Ok::<_, anyhow::Error>((stream, chain.output().expect("finished")))
@@ -349,7 +367,13 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         }
     }
     if let Format::Table = args.format {
-        writeln!(out, "model {}  method {}  alpha {}  ({exactness})", args.model, config.method(), config.alpha())?;
+        writeln!(
+            out,
+            "model {}  method {}  alpha {}  ({exactness})",
+            args.model,
+            config.method(),
+            config.alpha()
+        )?;
         let mut rows: Vec<_> = counts.into_iter().collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (tokens, count) in rows.iter().take(20) {
@@ -359,11 +383,19 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         let proposals: u64 = outputs.iter().map(|(_, o)| o.stats.proposals).sum();
         let acceptances: u64 = outputs.iter().map(|(_, o)| o.stats.acceptances).sum();
         if proposals > 0 {
-            writeln!(out, "acceptance rate  {:.4}", acceptances as f64 / proposals as f64)?;
+            writeln!(
+                out,
+                "acceptance rate  {:.4}",
+                acceptances as f64 / proposals as f64
+            )?;
         }
         let generated: u64 = outputs.iter().map(|(_, o)| o.stats.tokens_generated).sum();
         let final_tokens: u64 = outputs.iter().map(|(_, o)| o.tokens.len() as u64).sum();
-        writeln!(out, "cost multiplier  {:.2}", generated as f64 / final_tokens.max(1) as f64)?;
+        writeln!(
+            out,
+            "cost multiplier  {:.2}",
+            generated as f64 / final_tokens.max(1) as f64
+        )?;
     }
     Ok(())
 }

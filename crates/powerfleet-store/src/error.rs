@@ -1,5 +1,7 @@
 //! Errors of the results store, and the URL redaction that keeps passwords out of them.
 
+pub use powerfleet_jobs::redact_url;
+
 /// What went wrong with the results database. Every message names the database by its redacted URL
 /// (never with a password) and says what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -73,48 +75,6 @@ pub enum StoreError {
         /// Its status.
         status: String,
     },
-}
-
-/// `url` with any password replaced by `***`: the `user:password@` part becomes `user:***@`, and a
-/// `password=` query parameter gets the value `***`. Errs on the side of hiding too much.
-pub fn redact_url(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let mut out = String::with_capacity(url.len());
-    out.push_str(&url[..after_scheme]);
-    let rest = &url[after_scheme..];
-    match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&rest[at..]);
-        }
-        None => out.push_str(rest),
-    }
-    redact_password_params(&out)
-}
-
-/// Replaces the value of every `password=` / `sslpassword=` parameter (any case) by `***`.
-fn redact_password_params(url: &str) -> String {
-    let lower = url.to_ascii_lowercase();
-    let mut out = String::with_capacity(url.len());
-    let mut pos = 0;
-    while let Some(found) = lower[pos..].find("password=") {
-        let value_start = pos + found + "password=".len();
-        let value_end = url[value_start..]
-            .find(['&', '#'])
-            .map_or(url.len(), |i| value_start + i);
-        out.push_str(&url[pos..value_start]);
-        out.push_str("***");
-        pos = value_end;
-    }
-    out.push_str(&url[pos..]);
-    out
 }
 
 /// The password in `url`, if any (the `user:password@` part or a `password=` parameter).

@@ -24,10 +24,11 @@ use sqlx::sqlite::{
 };
 
 pub use crate::csv::{CSV_COLUMNS, write_csv};
+pub use crate::error::StoreError;
 use crate::error::sanitize;
-pub use crate::error::{StoreError, redact_url};
 use crate::summary::{AggregateRow, summarize};
 pub use crate::summary::{BatchSummary, MethodSummary, percentile};
+pub use powerfleet_jobs::redact_url;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
