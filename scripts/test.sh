@@ -11,6 +11,15 @@ need_rust_component clippy clippy
 need_redis_server
 need_postgres
 
+# A real llama-server and a tiny random-weight model for the backend tests (built once, cached
+# outside the repository; the first build takes about 5 minutes on 2 cores).
+echo "==> llama-server for the backend tests"
+POWERFLEET_LLAMA_SERVER=$(scripts/ensure-llama-server.sh | tail -n1)
+venv_python=$(scripts/ensure-llama-server.sh --python | tail -n1)
+POWERFLEET_TINY_GGUF="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}/tiny-llama-seed1.gguf"
+[ -s "$POWERFLEET_TINY_GGUF" ] || "$venv_python" scripts/make-tiny-gguf.py "$POWERFLEET_TINY_GGUF" --seed 1 >&2
+export POWERFLEET_LLAMA_SERVER POWERFLEET_TINY_GGUF
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy --all-targets -- -D warnings"

@@ -1,0 +1,320 @@
+//! The llama.cpp backend against a real `llama-server` running a tiny random-weight model (both
+//! made by scripts/test.sh): reported log p equals the server's own scoring, sampled tokens follow
+//! the reported log q, and chains resume across a worker crash with the tokens of a fault-free run.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fleet, specs};
+use powerfleet_backends::{HttpModel, Reference, parse};
+use powerfleet_fleet::producer::{Problem, Submission, submit};
+use powerfleet_jobs::{JobStatus, Prompt};
+use powerfleet_models::exact::tv_tolerance;
+use powerfleet_sampler::{Chain, Method, OwnedRequest, SamplerConfig};
+use serde_json::{Value, json};
+
+/// Vocabulary size of the tiny model (scripts/make-tiny-gguf.py): <unk>, <s>, </s>, printable ASCII.
+const VOCAB: u32 = 98;
+const EOS: u32 = 2;
+
+struct LlamaServer {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl LlamaServer {
+    /// Starts llama-server on a free port. `slots` > 1 batches concurrent requests together, which
+    /// perturbs log-probabilities by up to ~1e-3 between runs; one slot makes them reproducible.
+    fn start(slots: u32) -> LlamaServer {
+        let need = |var: &str| {
+            std::env::var(var).unwrap_or_else(|_| {
+                panic!("{var} is not set: run scripts/test.sh, which builds llama-server (scripts/ensure-llama-server.sh) and makes the tiny test model (scripts/make-tiny-gguf.py)")
+            })
+        };
+        let (bin, model) = (
+            need("POWERFLEET_LLAMA_SERVER"),
+            need("POWERFLEET_TINY_GGUF"),
+        );
+        let port = powerfleet_queue::local::free_port().unwrap();
+        let log = std::env::temp_dir().join(format!("llama-server-{port}.log"));
+        let child = Command::new(&bin)
+            .args([
+                "-m",
+                &model,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "-np",
+                &slots.to_string(),
+                "-c",
+                &(256 * slots).to_string(),
+                "-t",
+                "1",
+            ])
+            .args(["-fa", "off", "-ctk", "f32", "-ctv", "f32"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin}: {e}; run scripts/ensure-llama-server.sh")
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                buf.contains("\"ok\"")
+            });
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "llama-server did not become healthy; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        LlamaServer { child, url, log }
+    }
+
+    fn reference(&self) -> String {
+        format!("llamacpp+{}?k={VOCAB}", self.url)
+    }
+
+    fn model(&self, options: &str) -> HttpModel {
+        match parse(&format!("llamacpp+{}{options}", self.url)).unwrap() {
+            Reference::Http(h) => HttpModel::new(h),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The server's own log-probability of `next` after `prefix`: one teacher-forced position,
+/// raw probabilities of the whole vocabulary.
+async fn score(url: &str, prefix: &[u32], next: u32) -> f64 {
+    let body = json!({"prompt": prefix, "n_predict": 1, "n_probs": VOCAB, "top_k": VOCAB, "temperature": 1.0,
+        "samplers": ["top_k", "temperature"], "post_sampling_probs": false, "seed": 0});
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{url}/completion"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let top = answer["completion_probabilities"][0]["top_logprobs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(top.len(), VOCAB as usize, "the whole vocabulary is listed");
+    top.iter()
+        .find(|e| e["id"] == next)
+        .map(|e| e["logprob"].as_f64().unwrap())
+        .unwrap_or_else(|| panic!("token {next} missing from the scoring"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_log_p_equals_the_servers_own_scoring_eos_included() {
+    let server = LlamaServer::start(4);
+    let model = server.model(&format!("?k={VOCAB}"));
+    let prompt = model.tokenize("hello").await.unwrap();
+    assert_eq!(prompt[0], 1, "the server's tokenizer adds BOS");
+    let mut saw_eos = false;
+    for seed in 0..40u64 {
+        let request = OwnedRequest {
+            prefix: prompt.clone(),
+            prompt_len: prompt.len(),
+            max_tokens: 40,
+            temperature: 0.7,
+            top_k: None,
+            seed,
+        };
+        let g = model.generate(&request, seed).await.unwrap();
+        assert_eq!(g.eos, g.tokens.last() == Some(&EOS));
+        assert!(g.eos || g.tokens.len() == 40);
+        saw_eos |= g.eos;
+        for i in 0..g.tokens.len() {
+            let prefix = [&prompt[..], &g.tokens[..i]].concat();
+            let scored = score(&server.url, &prefix, g.tokens[i]).await;
+            // Four slots batch concurrent requests differently from run to run: ~1e-3 nats at most.
+            assert!(
+                (scored - g.log_p[i]).abs() < 2e-3,
+                "seed {seed} token {i}: reported {} scored {scored}",
+                g.log_p[i]
+            );
+        }
+        if saw_eos && seed >= 5 {
+            break;
+        }
+    }
+    assert!(
+        saw_eos,
+        "some generation ended at EOS, and its probability was checked too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_tokens_follow_the_reported_log_q() {
+    let server = LlamaServer::start(4);
+    let model = std::sync::Arc::new(server.model("?k=8"));
+    let prefix = model.tokenize("hel").await.unwrap();
+    let n = 3000u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    for seed in 0..n {
+        let (model, prefix, sem) = (model.clone(), prefix.clone(), sem.clone());
+        tasks.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let request = OwnedRequest {
+                prefix: prefix.clone(),
+                prompt_len: prefix.len(),
+                max_tokens: 1,
+                temperature: 0.6,
+                top_k: None,
+                seed,
+            };
+            let g = model.generate(&request, seed).await.unwrap();
+            (g.tokens[0], g.log_q[0])
+        });
+    }
+    let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+    let mut q = std::collections::BTreeMap::<u32, f64>::new();
+    while let Some(r) = tasks.join_next().await {
+        let (t, lq) = r.unwrap();
+        *counts.entry(t).or_default() += 1;
+        q.insert(t, lq.exp());
+    }
+    assert!(
+        counts.len() >= 3,
+        "the top-8 proposal at temperature 0.6 is not degenerate: {counts:?}"
+    );
+    let probs: Vec<f64> = q.values().copied().collect();
+    let covered: f64 = probs.iter().sum();
+    let tv = 0.5
+        * (q.iter()
+            .map(|(t, p)| (counts[t] as f64 / n as f64 - p).abs())
+            .sum::<f64>()
+            + (1.0 - covered));
+    let tolerance = tv_tolerance(&probs, n, 1e-6) + 2e-3;
+    assert!(
+        tv < tolerance,
+        "sampling frequencies vs reported q: TV {tv} > {tolerance} ({counts:?} vs {q:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_resume_across_a_worker_crash_with_the_real_server() {
+    // One slot: requests are served one at a time, so log-probabilities are reproducible and a
+    // resumed chain must repeat the fault-free run exactly.
+    let server = LlamaServer::start(1);
+    let mut fleet = Fleet::new(false);
+    let registered = format!("tiny={}", server.reference());
+    let w = fleet.spawn_worker(&["--model", &registered]);
+    fleet.spawn_worker(&["--model", &registered]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 6,
+        block_size: 8,
+        max_new_tokens: 96,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let submission = Submission {
+        model: "tiny".into(),
+        config,
+        methods: vec![Method::Power],
+        problems: vec![Problem {
+            id: Some("hello".into()),
+            prompt: Prompt::Text("hello".into()),
+        }],
+        seeds: vec![3],
+        chains: 8,
+        correlation_id: None,
+        batch: true,
+        submission_key: None,
+    };
+    let receipt = submit(&queue, &submission).await.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    // Let both workers checkpoint some blocks, then kill one mid-batch.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut checkpointed = 0;
+        for id in &receipt.job_ids {
+            let s = queue.job_state(*id).await.unwrap().unwrap();
+            if s.progress.is_some_and(|p| p.block_idx >= 2) && s.status == JobStatus::Running {
+                checkpointed += 1;
+            }
+        }
+        if checkpointed >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not progress\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fleet.kill_worker(w);
+    fleet.restart_worker(w);
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 8, Duration::from_secs(180))
+        .await;
+    assert!(
+        results.iter().any(|r| r.attempts >= 2),
+        "some job was resumed by another worker"
+    );
+
+    let model = server.model(&format!("?k={VOCAB}"));
+    for spec in &specs {
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        assert!(
+            r.exactness.as_deref().unwrap_or("").contains("llama.cpp"),
+            "{:?}",
+            r.exactness
+        );
+        assert_eq!(
+            r.text.as_deref(),
+            Some(model.detokenize(&r.tokens).await.unwrap().as_str())
+        );
+        // The fault-free run: the same chain driven in-process against the same server.
+        let prompt = model.tokenize("hello").await.unwrap();
+        let mut chain = Chain::new(
+            spec.config.validate().unwrap(),
+            &prompt,
+            spec.seed,
+            spec.stream,
+        );
+        while let Some(request) = chain.request().map(|q| q.to_owned()) {
+            let g = model.generate(&request, 0).await.unwrap();
+            chain.advance(g).unwrap();
+        }
+        assert_eq!(
+            r.tokens,
+            chain.output().unwrap().tokens,
+            "job {} differs from the fault-free run",
+            spec.job_id
+        );
+    }
+}
