@@ -328,11 +328,19 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
     use powerfleet_backends::{HttpModel, Reference};
     let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
         Reference::Http(h) => h,
-        Reference::HostedChat { provider } => anyhow::bail!("{provider}: {}", powerfleet_backends::HOSTED_CHAT_REFUSAL),
+        Reference::HostedChat { provider } => {
+            anyhow::bail!("{provider}: {}", powerfleet_backends::HOSTED_CHAT_REFUSAL)
+        }
     };
-    anyhow::ensure!(args.max_new_tokens >= 16, "--max-new-tokens must be >= 16 (16 blocks)");
+    anyhow::ensure!(
+        args.max_new_tokens >= 16,
+        "--max-new-tokens must be >= 16 (16 blocks)"
+    );
     let model = Arc::new(HttpModel::new(reference));
-    let prompt = model.tokenize(&args.prompt).await.context("tokenizing --prompt")?;
+    let prompt = model
+        .tokenize(&args.prompt)
+        .await
+        .context("tokenizing --prompt")?;
     // The paper's settings (α = 4, 10 MCMC steps, 16 blocks), scaled down in length.
     let config = SamplerConfig {
         n_mcmc: 10,
@@ -343,8 +351,15 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
     };
     let valid = config.validate()?;
     let redis = LocalRedis::start(LocalRedisOptions::default())?;
-    eprintln!("benchmark: {} ({}), private redis-server on port {}", args.model, model.exactness(None), redis.port());
-    println!("| concurrency | server alone: tokens/s | fleet: tokens/s | fleet / server | fleet cost multiplier |");
+    eprintln!(
+        "benchmark: {} ({}), private redis-server on port {}",
+        args.model,
+        model.exactness(None),
+        redis.port()
+    );
+    println!(
+        "| concurrency | server alone: tokens/s | fleet: tokens/s | fleet / server | fleet cost multiplier |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     for &c in &args.concurrency {
         anyhow::ensure!(c >= 1, "--concurrency levels must be >= 1");
@@ -359,7 +374,14 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
                 let mut seed = client as u64 * 1_000_000;
                 while Instant::now() < deadline {
                     seed += 1;
-                    let request = powerfleet_sampler::OwnedRequest { prefix: prompt.clone(), prompt_len: prompt.len(), max_tokens: block, temperature, top_k: None, seed };
+                    let request = powerfleet_sampler::OwnedRequest {
+                        prefix: prompt.clone(),
+                        prompt_len: prompt.len(),
+                        max_tokens: block,
+                        temperature,
+                        top_k: None,
+                        seed,
+                    };
                     if let Ok(g) = model.generate(&request, client as u64).await {
                         tokens += g.tokens.len() as u64;
                     }
@@ -379,14 +401,22 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
         let queue = queue_on(&redis.url(), &ns).await?;
         let jobs = c as u64 * args.chains_per_slot;
         let mut sub = submission(&args.model, config.clone(), jobs);
-        sub.problems = vec![Problem { id: None, prompt: Prompt::Tokens(prompt.clone()) }];
+        sub.problems = vec![Problem {
+            id: None,
+            prompt: Prompt::Tokens(prompt.clone()),
+        }];
         let stop = CancellationToken::new();
         let mut wc = WorkerConfig::new(format!("bench-{c}"));
         wc.concurrency = c;
         wc.read_block = Duration::from_millis(100);
         let worker = tokio::spawn({
             let (queue, stop) = (queue.clone(), stop.clone());
-            async move { worker::run(wc, queue, Arc::new(ModelRegistry::default()), async move { stop.cancelled().await }).await }
+            async move {
+                worker::run(wc, queue, Arc::new(ModelRegistry::default()), async move {
+                    stop.cancelled().await
+                })
+                .await
+            }
         });
         let start = Instant::now();
         producer::submit(&queue, &sub).await?;
@@ -396,7 +426,12 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
         while seen < jobs {
             for d in queue.read_results("bench", 100, 200).await? {
                 let r = d.result.map_err(anyhow::Error::msg)?;
-                anyhow::ensure!(r.status == powerfleet_jobs::JobStatus::Completed, "a benchmark job ended {}: {:?}", r.status, r.error);
+                anyhow::ensure!(
+                    r.status == powerfleet_jobs::JobStatus::Completed,
+                    "a benchmark job ended {}: {:?}",
+                    r.status,
+                    r.error
+                );
                 generated += r.stats.tokens_generated;
                 final_tokens += r.tokens.len() as u64;
                 seen += 1;
