@@ -169,6 +169,7 @@ fn submission(model: &str, config: SamplerConfig, jobs: u64) -> Submission {
         correlation_id: Some(CorrelationId::generate()),
         batch: true,
         submission_key: None,
+        fallback_single_sample: false,
     }
 }
 
@@ -328,8 +329,13 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
     use powerfleet_backends::{HttpModel, Reference};
     let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
         Reference::Http(h) => h,
-        Reference::HostedChat { provider } => {
-            anyhow::bail!("{provider}: {}", powerfleet_backends::HOSTED_CHAT_REFUSAL)
+        Reference::Hosted(h) => {
+            anyhow::bail!(
+                "{:?} {}: {}",
+                h.provider,
+                h.model,
+                powerfleet_backends::HOSTED_CHAT_REFUSAL
+            )
         }
     };
     anyhow::ensure!(

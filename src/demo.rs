@@ -164,6 +164,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             correlation_id: Some(correlation_id.clone()),
             batch: true,
             submission_key: None,
+            fallback_single_sample: false,
         };
         receipts.push((model, producer::submit(&queue, &submission).await?));
     }

@@ -116,6 +116,10 @@ pub struct SubmitArgs {
     /// Client key: submitting again with the same key creates no new jobs.
     #[arg(long)]
     pub submission_key: Option<String>,
+    /// Where the model cannot run MCMC (a hosted chat API), run power and max-swap jobs as one
+    /// sample at the proposal temperature instead of refusing them; each result records it.
+    #[arg(long)]
+    pub fallback_single_sample: bool,
     /// Wait for every job to finish, showing progress; exit 1 if any failed.
     #[arg(long)]
     pub wait: bool,
@@ -205,6 +209,7 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         correlation_id,
         batch: true,
         submission_key: args.submission_key.clone(),
+        fallback_single_sample: args.fallback_single_sample,
     })
 }
 

@@ -274,9 +274,11 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     use powerfleet_backends::{HttpModel, Reference};
     let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
         Reference::Http(h) => h,
-        Reference::HostedChat { provider } => {
+        Reference::Hosted(h) => {
             anyhow::bail!(
-                "--model: {provider}: {}",
+                "--model: {:?} {}: {}",
+                h.provider,
+                h.model,
                 powerfleet_backends::HOSTED_CHAT_REFUSAL
             )
         }

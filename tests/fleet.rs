@@ -315,6 +315,7 @@ fn raw_spec(model: &str, config: SamplerConfig, prompt: Prompt) -> JobSpec {
         seed: 1,
         stream: 0,
         submitted_at_ms: now_ms(),
+        fallback_single_sample: false,
     }
 }
 
@@ -603,6 +604,7 @@ async fn a_result_delivered_twice_is_stored_once() {
         started_at_ms: Some(now_ms() - 5),
         finished_at_ms: now_ms(),
         exactness: None,
+        fallback: None,
     };
     let json = serde_json::to_string(&result).unwrap();
     for _ in 0..2 {

@@ -252,6 +252,7 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
         correlation_id: None,
         batch: true,
         submission_key: None,
+        fallback_single_sample: false,
     };
     let receipt = submit(&queue, &submission).await.unwrap();
     let specs = specs(&queue, &receipt).await;

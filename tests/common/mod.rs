@@ -25,6 +25,7 @@ pub struct Fleet {
     pub worker_args: Vec<Vec<String>>,
     pub collector: Option<Child>,
     spawned: usize,
+    worker_env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -42,6 +43,7 @@ impl Fleet {
             worker_args: Vec::new(),
             collector: None,
             spawned: 0,
+            worker_env: Vec::new(),
         }
     }
 
@@ -63,6 +65,11 @@ impl Fleet {
 
     /// Starts a worker process with test-sized lease settings; `extra` flag pairs override them.
     pub fn spawn_worker(&mut self, extra: &[&str]) -> usize {
+        self.spawn_worker_env(extra, &[])
+    }
+
+    /// [`Fleet::spawn_worker`] with extra environment variables.
+    pub fn spawn_worker_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let mut args: Vec<String> = vec!["worker".into()];
         args.extend(self.common());
         let defaults = [
@@ -78,6 +85,10 @@ impl Fleet {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        self.worker_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let child = self.start(&args, "worker");
         self.workers.push(Some(child));
         self.worker_args.push(args);
@@ -88,6 +99,11 @@ impl Fleet {
         let (log, _) = self.log(role);
         Command::new(BIN)
             .args(args)
+            .envs(
+                self.worker_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -237,6 +253,7 @@ pub fn batch(
         correlation_id: None,
         batch: true,
         submission_key: None,
+        fallback_single_sample: false,
     }
 }
 

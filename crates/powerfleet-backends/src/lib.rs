@@ -3,11 +3,13 @@
 //! log p and log q come from the server's raw top-K log-probabilities (see `recipe`).
 
 pub mod client;
+pub mod hosted;
 pub mod recipe;
 pub mod reference;
 pub mod wire;
 
 pub use client::{BackendError, HttpModel};
+pub use hosted::{HostedModel, HostedReference, Provider};
 pub use reference::{
     HOSTED_CHAT_REFUSAL, HttpReference, Reference, ServerKind, is_http_reference, parse,
 };

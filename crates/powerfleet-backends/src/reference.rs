@@ -51,11 +51,8 @@ pub struct HttpReference {
 pub enum Reference {
     /// Inference servers that continue token prefixes with log-probabilities.
     Http(HttpReference),
-    /// A hosted chat API.
-    HostedChat {
-        /// `openai`, `anthropic` or `gemini`.
-        provider: String,
-    },
+    /// A hosted chat API: single samples only.
+    Hosted(crate::hosted::HostedReference),
 }
 
 /// Why hosted chat APIs cannot serve MCMC.
@@ -77,9 +74,7 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
         "llamacpp" => ServerKind::LlamaCpp,
         "vllm" => ServerKind::Vllm,
         "openai" | "anthropic" | "gemini" => {
-            return Ok(Reference::HostedChat {
-                provider: scheme.to_string(),
-            });
+            return crate::hosted::parse_hosted(reference).map(Reference::Hosted);
         }
         other => {
             return Err(format!(
@@ -167,12 +162,10 @@ mod tests {
             panic!()
         };
         assert_eq!((l.kind, l.k), (ServerKind::LlamaCpp, 64));
-        assert_eq!(
+        assert!(matches!(
             parse("openai+https://api.openai.com/v1?model=gpt-4o").unwrap(),
-            Reference::HostedChat {
-                provider: "openai".into()
-            }
-        );
+            Reference::Hosted(h) if h.model == "gpt-4o"
+        ));
     }
 
     #[test]

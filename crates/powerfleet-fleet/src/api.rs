@@ -94,6 +94,9 @@ pub struct SubmitRequest {
     /// Client key that makes resubmission idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission_key: Option<String>,
+    /// Let MCMC jobs run as one sample where the backend cannot run MCMC (default false).
+    #[serde(default)]
+    pub fallback_single_sample: bool,
 }
 
 /// The body of the answer to `POST /v1/jobs/{id}/cancel`.
@@ -396,6 +399,7 @@ pub fn build_submission(
         correlation_id: request.correlation_id,
         batch: true,
         submission_key: request.submission_key,
+        fallback_single_sample: request.fallback_single_sample,
     })
 }
 

@@ -27,6 +27,11 @@ pub enum Backend {
         /// The client of the reference's servers.
         model: Arc<powerfleet_backends::HttpModel>,
     },
+    /// A hosted chat API: single samples only, no log-probabilities.
+    Hosted {
+        /// The client.
+        model: Arc<powerfleet_backends::HostedModel>,
+    },
 }
 
 impl Backend {
@@ -35,6 +40,7 @@ impl Backend {
         match self {
             Backend::Toy { .. } => "exact: in-process toy model".to_string(),
             Backend::Http { model } => model.exactness(top_k),
+            Backend::Hosted { model } => model.exactness(),
         }
     }
 }
@@ -99,10 +105,9 @@ pub fn load(reference: &str) -> Result<Backend, String> {
             powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
                 model: Arc::new(powerfleet_backends::HttpModel::new(h)),
             }),
-            powerfleet_backends::Reference::HostedChat { provider } => Err(format!(
-                "{provider}: {}",
-                powerfleet_backends::HOSTED_CHAT_REFUSAL
-            )),
+            powerfleet_backends::Reference::Hosted(h) => Ok(Backend::Hosted {
+                model: Arc::new(powerfleet_backends::HostedModel::new(h)),
+            }),
         };
     }
     let (base, query) = match reference.split_once('?') {

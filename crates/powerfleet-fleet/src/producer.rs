@@ -59,6 +59,8 @@ pub struct Submission {
     pub batch: bool,
     /// Client key that makes resubmission idempotent.
     pub submission_key: Option<String>,
+    /// Let MCMC jobs run as one sample where the backend cannot run MCMC (hosted chat APIs).
+    pub fallback_single_sample: bool,
 }
 
 /// Ids of what was submitted.
@@ -176,11 +178,26 @@ impl Submission {
         if powerfleet_backends::is_http_reference(&self.model) {
             match powerfleet_backends::parse(&self.model) {
                 Err(e) => return Err(format!("model: {e}")),
-                Ok(powerfleet_backends::Reference::HostedChat { provider }) => {
-                    return Err(format!(
-                        "model: {provider}: {}",
-                        powerfleet_backends::HOSTED_CHAT_REFUSAL
-                    ));
+                Ok(powerfleet_backends::Reference::Hosted(h)) => {
+                    if let Some(m) = self.methods.iter().find(|m| m.is_mcmc())
+                        && !self.fallback_single_sample
+                    {
+                        return Err(format!(
+                            "model: method {m} on {:?} {}: {}; submit with --fallback-single-sample to run one sample at the proposal temperature instead (recorded in each result)",
+                            h.provider,
+                            h.model,
+                            powerfleet_backends::HOSTED_CHAT_REFUSAL
+                        ));
+                    }
+                    if self
+                        .problems
+                        .iter()
+                        .any(|p| matches!(p.prompt, Prompt::Tokens(_)))
+                    {
+                        return Err(
+                            "model: hosted chat APIs take text prompts, not token ids".to_string()
+                        );
+                    }
                 }
                 Ok(powerfleet_backends::Reference::Http(_)) => {}
             }
@@ -230,6 +247,7 @@ impl Submission {
                             seed,
                             stream,
                             submitted_at_ms: now,
+                            fallback_single_sample: self.fallback_single_sample,
                         });
                     }
                 }
@@ -334,6 +352,7 @@ mod tests {
             correlation_id: None,
             batch: true,
             submission_key: None,
+            fallback_single_sample: false,
         }
     }
 
@@ -377,12 +396,26 @@ mod tests {
         s.model = "toy:nope".into();
         assert!(s.jobs(&corr, None).unwrap_err().starts_with("model: "));
         let mut s = submission();
-        s.model = "anthropic+https://api.anthropic.com".into();
+        s.model = "anthropic+https://api.anthropic.com?model=claude".into();
+        s.problems.truncate(1);
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
                 .contains("cannot continue a completion from a token prefix")
         );
+        s.fallback_single_sample = true;
+        let jobs = s
+            .jobs(&corr, None)
+            .expect("with the fallback, MCMC jobs run as one sample");
+        assert!(jobs.iter().all(|j| j.fallback_single_sample));
+        s.methods = vec![Method::Standard];
+        s.fallback_single_sample = false;
+        assert!(
+            s.jobs(&corr, None).is_ok(),
+            "single-sample methods need no fallback"
+        );
+        s.problems[0].prompt = Prompt::Tokens(vec![1]);
+        assert!(s.jobs(&corr, None).unwrap_err().contains("text prompts"));
         let mut s = submission();
         s.model = "vllm+http://gpu:8000".into();
         assert!(

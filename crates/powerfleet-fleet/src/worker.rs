@@ -261,7 +261,7 @@ impl Running {
             r.text = backend.and_then(|b| match b {
                 Backend::Toy { model, .. } => Some(model.detokenize(&out.tokens)),
                 // Filled in by the caller: detokenizing asks the server.
-                Backend::Http { .. } => None,
+                Backend::Http { .. } | Backend::Hosted { .. } => None,
             });
             r.tokens = out.tokens;
             r.log_p = Some(out.log_p);
@@ -374,6 +374,10 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
             return finish(ctx, &run, r, None).await;
         }
     };
+    if let Backend::Hosted { model } = &backend {
+        let r = hosted_sample(ctx, &run, model, &config, &backend).await;
+        return finish(ctx, &run, r, None).await;
+    }
     let prompt = match prompt_tokens(&backend, &run.spec.prompt).await {
         Ok(p) => p,
         Err(e) => {
@@ -405,6 +409,66 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     drive(ctx, run, chain, backend).await
 }
 
+/// A job on a hosted chat API: one sample at the method's temperature. MCMC methods run this way
+/// only with the job's explicit fallback option, and the result says so.
+async fn hosted_sample(
+    ctx: &Ctx,
+    run: &Running,
+    model: &powerfleet_backends::HostedModel,
+    config: &powerfleet_sampler::ValidConfig,
+    backend: &Backend,
+) -> JobResult {
+    let spec = &run.spec;
+    let fail = |e: String| run.result(JobStatus::Failed, None, Some(backend), Some(e));
+    let fallback = match (config.method().is_mcmc(), spec.fallback_single_sample) {
+        (false, _) => None,
+        (true, true) => Some(format!(
+            "ran as one sample at the proposal temperature {}: {}",
+            config.temperature(),
+            powerfleet_backends::HOSTED_CHAT_REFUSAL
+        )),
+        (true, false) => return fail(powerfleet_backends::HOSTED_CHAT_REFUSAL.to_string()),
+    };
+    let Prompt::Text(prompt) = &spec.prompt else {
+        return fail("hosted chat APIs take text prompts, not token ids".to_string());
+    };
+    let attempts = ctx.config.model_attempts;
+    let mut last_error = String::new();
+    for attempt in 1..=attempts {
+        match model
+            .sample(
+                prompt,
+                config.temperature(),
+                config.max_new_tokens(),
+                spec.seed ^ spec.stream,
+            )
+            .await
+        {
+            Ok(text) => {
+                let mut r = run.result(JobStatus::Completed, None, Some(backend), None);
+                r.text = Some(text);
+                r.fallback = fallback;
+                return r;
+            }
+            Err(e) if !e.is_transient() => {
+                return fail(format!("the API refused the request: {e}"));
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(backoff(
+                ctx.config.retry_backoff,
+                attempt,
+                Duration::from_secs(30),
+            ))
+            .await;
+        }
+    }
+    fail(format!(
+        "the API failed {attempts} times in a row: {last_error}"
+    ))
+}
+
 /// The prompt's token ids: text is tokenized once, by the model's own tokenizer.
 async fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId>, String> {
     match (backend, prompt) {
@@ -420,6 +484,7 @@ async fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId
             .await
             .map_err(|e| format!("tokenizing the prompt: {e}")),
         (Backend::Http { .. }, Prompt::Tokens(ids)) => Ok(ids.clone()),
+        (Backend::Hosted { .. }, _) => Err("hosted chat APIs run no chains".to_string()),
     }
 }
 
@@ -595,7 +660,9 @@ fn generate(
             }
             model.generate(request).map_err(|e| e.to_string())
         }
-        Backend::Http { .. } => Err("HTTP backends run on the async path".to_string()),
+        Backend::Http { .. } | Backend::Hosted { .. } => {
+            Err("HTTP backends run on the async path".to_string())
+        }
     }
 }
 
@@ -659,6 +726,9 @@ async fn drive_inner(
                     &mut chain, model, shared, &ctx.stop, attempts, retry, affinity,
                 )
                 .await
+            }
+            Backend::Hosted { .. } => {
+                Boundary::ModelFailed("hosted chat APIs run no chains".to_string())
             }
             Backend::Toy { .. } => {
                 let (s, stop, b) = (shared.clone(), ctx.stop.clone(), backend.clone());

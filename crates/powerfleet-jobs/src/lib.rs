@@ -158,6 +158,10 @@ pub struct JobSpec {
     pub stream: u64,
     /// Submission time, milliseconds since the Unix epoch.
     pub submitted_at_ms: u64,
+    /// When the backend cannot run MCMC (a hosted chat API), run one sample at the proposal
+    /// temperature instead of failing; the result records it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fallback_single_sample: bool,
 }
 
 impl JobSpec {
@@ -284,6 +288,9 @@ pub struct JobResult {
     /// Where the log-probabilities came from and how exact they are (backend and mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exactness: Option<String>,
+    /// Set when the job ran as a single sample instead of its MCMC method, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl JobResult {
@@ -315,6 +322,7 @@ impl JobResult {
             started_at_ms: None,
             finished_at_ms: now_ms(),
             exactness: None,
+            fallback: None,
         }
     }
 
@@ -419,6 +427,7 @@ mod tests {
             seed: 3,
             stream: 2,
             submitted_at_ms: 1,
+            fallback_single_sample: false,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);

@@ -39,6 +39,7 @@ fn spec(corr: &CorrelationId, batch: Option<BatchId>, seed: u64) -> JobSpec {
         seed,
         stream: 0,
         submitted_at_ms: now_ms(),
+        fallback_single_sample: false,
     }
 }
 
@@ -64,6 +65,7 @@ fn result(spec: &JobSpec, status: JobStatus) -> JobResult {
         started_at_ms: None,
         finished_at_ms: now_ms(),
         exactness: None,
+        fallback: None,
     }
 }
 

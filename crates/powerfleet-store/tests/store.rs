@@ -163,6 +163,7 @@ fn completed(batch: Option<BatchId>, correlation: &str) -> JobResult {
         started_at_ms: Some(1_700_000_000_456),
         finished_at_ms: 1_700_000_001_789,
         exactness: None,
+        fallback: None,
     }
 }
 

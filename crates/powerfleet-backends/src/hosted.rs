@@ -1,0 +1,252 @@
+//! Hosted chat APIs (OpenAI-compatible chat completions, Anthropic messages, Gemini): one sample
+//! at a temperature, for the single-sample methods. They cannot run MCMC (see
+//! [`crate::HOSTED_CHAT_REFUSAL`]) and return no log-probabilities.
+//!
+//! References: `openai+https://api.openai.com/v1?model=gpt-4o-mini`, `anthropic+https://api.anthropic.com?model=...`,
+//! `gemini+https://generativelanguage.googleapis.com?model=...`; the API key is read from the
+//! environment variable named by `key_env` (default `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`,
+//! `GEMINI_API_KEY`) and never appears in messages.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::BackendError;
+
+/// Which hosted API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// OpenAI chat completions, or any server that speaks the same API.
+    OpenAi,
+    /// Anthropic messages.
+    Anthropic,
+    /// Google Gemini generateContent.
+    Gemini,
+}
+
+/// A parsed hosted-API reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostedReference {
+    /// The API.
+    pub provider: Provider,
+    /// Base URL without a trailing slash.
+    pub base: String,
+    /// Model name.
+    pub model: String,
+    /// Environment variable holding the API key.
+    pub key_env: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// Parses `PROVIDER+URL?model=NAME[&key_env=VAR][&timeout_s=N]`.
+pub fn parse_hosted(reference: &str) -> Result<HostedReference, String> {
+    let (scheme, rest) = reference
+        .split_once('+')
+        .ok_or_else(|| format!("{reference:?} is not a hosted-API reference"))?;
+    let (provider, default_env) = match scheme {
+        "openai" => (Provider::OpenAi, "OPENAI_API_KEY"),
+        "anthropic" => (Provider::Anthropic, "ANTHROPIC_API_KEY"),
+        "gemini" => (Provider::Gemini, "GEMINI_API_KEY"),
+        other => {
+            return Err(format!(
+                "{other:?} is not a hosted API; use openai, anthropic or gemini"
+            ));
+        }
+    };
+    let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{reference:?}: the URL must start with https:// (or http:// for a local compatible server)"
+        ));
+    }
+    let mut r = HostedReference {
+        provider,
+        base: url.trim_end_matches('/').to_string(),
+        model: String::new(),
+        key_env: default_env.to_string(),
+        timeout: Duration::from_secs(300),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("model", v)) => r.model = v.to_string(),
+            Some(("key_env", v)) => r.key_env = v.to_string(),
+            Some(("timeout_s", v)) => {
+                r.timeout = Duration::from_secs(v.parse().map_err(|_| {
+                    format!("timeout_s must be a whole number of seconds, got {v:?}")
+                })?)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option {pair:?} in {reference:?}; known: model, key_env, timeout_s"
+                ));
+            }
+        }
+    }
+    if r.model.is_empty() {
+        return Err(format!("{reference:?} needs ?model=NAME"));
+    }
+    Ok(r)
+}
+
+/// A client of one hosted model.
+#[derive(Debug)]
+pub struct HostedModel {
+    reference: HostedReference,
+    client: reqwest::Client,
+}
+
+impl HostedModel {
+    /// A client (no request is made yet).
+    pub fn new(reference: HostedReference) -> HostedModel {
+        let client = reqwest::Client::builder()
+            .timeout(reference.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client with timeouts builds");
+        HostedModel { reference, client }
+    }
+
+    /// The parsed reference.
+    pub fn reference(&self) -> &HostedReference {
+        &self.reference
+    }
+
+    /// Recorded with every result: what these numbers are.
+    pub fn exactness(&self) -> String {
+        format!(
+            "single sample from a hosted chat API ({:?} {}); no log-probabilities",
+            self.reference.provider, self.reference.model
+        )
+    }
+
+    /// One completion of `prompt` at `temperature`, at most `max_tokens` tokens.
+    pub async fn sample(
+        &self,
+        prompt: &str,
+        temperature: f64,
+        max_tokens: u32,
+        seed: u64,
+    ) -> Result<String, BackendError> {
+        if self.reference.base.starts_with("https://") {
+            return Err(BackendError::Rejected(format!(
+                "{}: this build reaches servers over plain http only; point the reference at an http:// OpenAI-compatible gateway inside your network",
+                self.reference.base
+            )));
+        }
+        let key = std::env::var(&self.reference.key_env).map_err(|_| {
+            BackendError::Rejected(format!(
+                "the API key variable {} is not set on this worker",
+                self.reference.key_env
+            ))
+        })?;
+        let r = &self.reference;
+        let request = match r.provider {
+            Provider::OpenAi => self
+                .client
+                .post(format!("{}/chat/completions", r.base))
+                .bearer_auth(&key)
+                .json(&json!({"model": r.model, "messages": [{"role": "user", "content": prompt}],
+                    "temperature": temperature, "max_tokens": max_tokens, "seed": seed})),
+            Provider::Anthropic => self
+                .client
+                .post(format!("{}/v1/messages", r.base))
+                .header("x-api-key", &key)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({"model": r.model, "max_tokens": max_tokens, "temperature": temperature.min(1.0),
+                    "messages": [{"role": "user", "content": prompt}]})),
+            Provider::Gemini => self
+                .client
+                .post(format!("{}/v1beta/models/{}:generateContent", r.base, r.model))
+                .header("x-goog-api-key", &key)
+                .json(&json!({"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                    "generationConfig": {"temperature": temperature, "maxOutputTokens": max_tokens, "seed": seed}})),
+        };
+        let response = request.send().await.map_err(|e| {
+            BackendError::Transient(format!("{:?} request failed: {e}", r.provider))
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| BackendError::Transient(format!("reading the answer failed: {e}")))?;
+        let scrubbed = text.replace(&key, "***");
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(BackendError::Transient(format!(
+                "{:?} answered {status}: {}",
+                r.provider,
+                first_chars(&scrubbed)
+            )));
+        }
+        if !status.is_success() {
+            return Err(BackendError::Rejected(format!(
+                "{:?} answered {status}: {}",
+                r.provider,
+                first_chars(&scrubbed)
+            )));
+        }
+        let body: Value = serde_json::from_str(&text).map_err(|e| {
+            BackendError::Transient(format!("{:?} answered malformed JSON: {e}", r.provider))
+        })?;
+        let content = match r.provider {
+            Provider::OpenAi => body.pointer("/choices/0/message/content"),
+            Provider::Anthropic => body.pointer("/content/0/text"),
+            Provider::Gemini => body.pointer("/candidates/0/content/parts/0/text"),
+        };
+        content
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                BackendError::Transient(format!(
+                    "{:?} answered without a completion: {}",
+                    r.provider,
+                    first_chars(&scrubbed)
+                ))
+            })
+    }
+}
+
+fn first_chars(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosted_references_parse() {
+        let r =
+            parse_hosted("openai+http://gateway:8000/v1?model=gpt-4o-mini&key_env=MY_KEY").unwrap();
+        assert_eq!(
+            (
+                r.provider,
+                r.base.as_str(),
+                r.model.as_str(),
+                r.key_env.as_str()
+            ),
+            (
+                Provider::OpenAi,
+                "http://gateway:8000/v1",
+                "gpt-4o-mini",
+                "MY_KEY"
+            )
+        );
+        assert_eq!(
+            parse_hosted("gemini+https://g.example?model=m")
+                .unwrap()
+                .key_env,
+            "GEMINI_API_KEY"
+        );
+        assert!(
+            parse_hosted("anthropic+https://a.example")
+                .unwrap_err()
+                .contains("needs ?model=NAME")
+        );
+        assert!(
+            parse_hosted("openai+ftp://x?model=m")
+                .unwrap_err()
+                .contains("must start with https://")
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Hosted chat APIs against a fake OpenAI-compatible server: single-sample methods run with the
+//! method's temperature, MCMC methods only with the explicit fallback (recorded in the result),
+//! and the API key never appears in a log.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use common::Fleet;
+use powerfleet_fleet::producer::{Problem, Submission, submit};
+use powerfleet_jobs::{JobStatus, Prompt};
+use powerfleet_sampler::{Method, SamplerConfig};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-test-planted-secret-4f2a";
+
+async fn fake_openai() -> String {
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(|headers: HeaderMap, body: axum::Json<Value>| async move {
+            if headers.get("authorization").and_then(|v| v.to_str().ok())
+                != Some(&format!("Bearer {KEY}"))
+            {
+                return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+            }
+            let t = body["temperature"].as_f64().unwrap();
+            axum::Json(
+                json!({"choices": [{"index": 0, "message": {"role": "assistant",
+                "content": format!("sampled at temperature {t}")}, "finish_reason": "stop"}]}),
+            )
+            .into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("openai+http://{addr}/v1?model=fake-chat&key_env=PF_TEST_OPENAI_KEY")
+}
+
+fn submission(model: &str, methods: &[Method], fallback: bool) -> Submission {
+    Submission {
+        model: model.into(),
+        config: SamplerConfig {
+            max_new_tokens: 64,
+            ..SamplerConfig::new(Method::Power)
+        },
+        methods: methods.to_vec(),
+        problems: vec![Problem {
+            id: Some("q1".into()),
+            prompt: Prompt::Text("What is 2+2?".into()),
+        }],
+        seeds: vec![0],
+        chains: 1,
+        correlation_id: None,
+        batch: true,
+        submission_key: None,
+        fallback_single_sample: fallback,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_samples_and_the_explicit_fallback_on_a_hosted_api() {
+    let model = fake_openai().await;
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker_env(&[], &[("PF_TEST_OPENAI_KEY", KEY)]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+
+    let err = submit(&queue, &submission(&model, &[Method::Power], false))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot continue a completion from a token prefix"),
+        "{err}"
+    );
+    assert!(err.contains("--fallback-single-sample"), "{err}");
+
+    let singles = submit(
+        &queue,
+        &submission(&model, &[Method::Standard, Method::LowTemp], false),
+    )
+    .await
+    .unwrap();
+    let fallback = submit(&queue, &submission(&model, &[Method::Power], true))
+        .await
+        .unwrap();
+    let results = fleet
+        .wait_for_results(singles.batch_id.unwrap(), 2, Duration::from_secs(30))
+        .await;
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        let want = if r.method == Method::Standard {
+            "sampled at temperature 1"
+        } else {
+            "sampled at temperature 0.25"
+        };
+        assert_eq!(r.text.as_deref(), Some(want));
+        assert!(
+            r.tokens.is_empty() && r.log_p.is_none(),
+            "a hosted API gives no tokens or log p"
+        );
+        assert!(
+            r.exactness
+                .as_deref()
+                .unwrap()
+                .contains("no log-probabilities")
+        );
+        assert!(r.fallback.is_none());
+    }
+    let fell_back = fleet
+        .wait_for_results(fallback.batch_id.unwrap(), 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(fell_back[0].status, JobStatus::Completed);
+    assert_eq!(
+        fell_back[0].text.as_deref(),
+        Some("sampled at temperature 0.25")
+    );
+    assert!(
+        fell_back[0]
+            .fallback
+            .as_deref()
+            .unwrap()
+            .contains("ran as one sample at the proposal temperature 0.25")
+    );
+    assert!(
+        !fleet.logs().contains(KEY),
+        "the API key never appears in a log"
+    );
+}
