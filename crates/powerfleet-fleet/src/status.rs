@@ -36,7 +36,7 @@ pub struct JobView {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StatusReport {
     /// One job.
-    Job(JobView),
+    Job(Box<JobView>),
     /// Every job of a batch.
     Batch {
         /// The batch.
@@ -44,7 +44,7 @@ pub enum StatusReport {
         /// Jobs by status.
         counts: BTreeMap<String, u64>,
         /// Aggregates of its finished jobs, from SQL.
-        summary: Option<BatchSummary>,
+        summary: Option<Box<BatchSummary>>,
         /// Its jobs.
         jobs: Vec<JobView>,
     },
@@ -73,7 +73,7 @@ impl StatusReport {
     /// The jobs it covers.
     pub fn jobs(&self) -> Vec<&JobView> {
         match self {
-            StatusReport::Job(j) => vec![j],
+            StatusReport::Job(j) => vec![j.as_ref()],
             StatusReport::Batch { jobs, .. } | StatusReport::Correlation { jobs, .. } => {
                 jobs.iter().collect()
             }
@@ -190,7 +190,7 @@ pub async fn batch_status(
     Ok(Some(StatusReport::Batch {
         batch_id: id,
         counts,
-        summary,
+        summary: summary.map(Box::new),
         jobs,
     }))
 }
@@ -226,7 +226,7 @@ pub async fn status(
     let id = id.trim();
     if let Ok(job) = id.parse::<JobId>() {
         if let Some(v) = job_view(queue, store, job).await? {
-            return Ok(StatusReport::Job(v));
+            return Ok(StatusReport::Job(Box::new(v)));
         }
         if let Some(r) = batch_status(queue, store, BatchId(job.0)).await? {
             return Ok(r);
