@@ -323,6 +323,8 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long to wait for in-flight chains to be checkpointed and handed back.
     #[arg(long, default_value_t = 10_000)]
     pub grace_ms: u64,
+    #[command(flatten)]
+    pub ops: crate::observe::OpsArgs,
 }
 
 fn default_consumer(role: &str) -> String {
@@ -348,7 +350,10 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
     let models = Arc::new(ModelRegistry::new(&args.models).map_err(anyhow::Error::msg)?);
     let queue = args.redis.connect().await?;
-    let report = worker::run(config, queue, models, crate::shutdown_signal()).await;
+    let stop = crate::observe::shutdown_token();
+    args.ops.start(&queue, None, &stop).await?;
+    let report = worker::run(config, queue, models, stop.clone().cancelled_owned()).await;
+    stop.cancel();
     eprintln!(
         "worker stopped: {} completed, {} failed, {} cancelled, {} dead, {} handed back, {} lost to other workers",
         report.completed.load(std::sync::atomic::Ordering::Relaxed),
@@ -373,6 +378,8 @@ pub struct CollectorArgs {
     /// Consumer name, unique among collectors (default: host-pid).
     #[arg(long)]
     pub consumer: Option<String>,
+    #[command(flatten)]
+    pub ops: crate::observe::OpsArgs,
 }
 
 pub async fn collector(args: CollectorArgs) -> Result<()> {
@@ -382,7 +389,10 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
         args.consumer
             .unwrap_or_else(|| default_consumer("collector")),
     );
-    let report = collector::run(config, queue, store, crate::shutdown_signal()).await;
+    let stop = crate::observe::shutdown_token();
+    args.ops.start(&queue, Some(&store), &stop).await?;
+    let report = collector::run(config, queue, store, stop.clone().cancelled_owned()).await;
+    stop.cancel();
     eprintln!(
         "collector stopped: {} stored, {} duplicates ignored, {} dead-lettered",
         report.stored.load(std::sync::atomic::Ordering::Relaxed),
@@ -601,6 +611,12 @@ pub struct ServeArgs {
     /// Most jobs one request may create.
     #[arg(long, default_value_t = 10_000)]
     pub max_jobs_per_request: usize,
+    /// File of bearer tokens allowed to call the API, one per line; with neither this nor
+    /// POWERFLEET_API_TOKENS, the API is open.
+    #[arg(long, env = "POWERFLEET_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub ops: crate::observe::OpsArgs,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
@@ -611,15 +627,41 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+    let mut tokens: Vec<String> = match &args.api_tokens_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Ok(env) = std::env::var("POWERFLEET_API_TOKENS") {
+        tokens.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        );
+    }
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured: the API accepts every request (set POWERFLEET_API_TOKENS or --api-tokens-file)"
+        );
+    }
+    let stop = crate::observe::shutdown_token();
+    args.ops.start(&queue, Some(&store), &stop).await?;
     let state = ApiState {
         queue,
         store,
+        tokens: std::sync::Arc::new(tokens),
         limits: ApiLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,
         },
     };
-    api::serve(listener, state, crate::shutdown_signal())
+    api::serve(listener, state, stop.clone().cancelled_owned())
         .await
         .context("http api")
 }

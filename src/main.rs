@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fleet;
+mod observe;
 mod options;
 mod sample;
 
@@ -14,6 +15,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format of the long-running commands.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "POWERFLEET_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: observe::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,22 +65,22 @@ fn main() {
         }
         Command::Submit(args) => block_on(fleet::submit(*args)),
         Command::Worker(args) => {
-            init_tracing();
+            observe::init_tracing(cli.log_format, "info");
             block_on(fleet::worker(args))
         }
         Command::Collector(args) => {
-            init_tracing();
+            observe::init_tracing(cli.log_format, "info");
             block_on(fleet::collector(args))
         }
         Command::Status(args) => block_on(fleet::status_cmd(args)),
         Command::Cancel(args) => block_on(fleet::cancel(args)),
         Command::Results(args) => block_on(fleet::results(args)),
         Command::Serve(args) => {
-            init_tracing();
+            observe::init_tracing(cli.log_format, "info");
             block_on(fleet::serve(args))
         }
         Command::Demo(args) => {
-            init_tracing_quiet();
+            observe::init_tracing(cli.log_format, "warn");
             block_on(demo::run(args))
         }
     };
@@ -101,28 +111,6 @@ pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
         .block_on(f)
-}
-
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Logs warnings and errors only (`RUST_LOG` overrides), for commands whose output is a report.
-fn init_tracing_quiet() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Resolves on SIGINT or SIGTERM.

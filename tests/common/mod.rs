@@ -134,7 +134,13 @@ impl Fleet {
     }
 
     pub fn spawn_collector(&mut self) {
+        self.spawn_collector_with(&[]);
+    }
+
+    /// Starts the collector with extra flags.
+    pub fn spawn_collector_with(&mut self, extra: &[&str]) {
         let mut args: Vec<String> = vec!["collector".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
         args.extend(self.common());
         args.push("--database-url".into());
         args.push(self.db_url.clone());

@@ -59,6 +59,39 @@ pub struct ApiState {
     pub store: Store,
     /// Request limits.
     pub limits: ApiLimits,
+    /// Bearer tokens that may call the API; empty means no authentication.
+    pub tokens: std::sync::Arc<Vec<String>>,
+}
+
+/// Whether `given` equals one of `tokens`, comparing in time independent of where they differ.
+pub fn token_matches(tokens: &[String], given: &str) -> bool {
+    let mut any = false;
+    for t in tokens {
+        let (a, b) = (t.as_bytes(), given.as_bytes());
+        let mut diff = (a.len() != b.len()) as u8;
+        for i in 0..a.len().max(b.len()) {
+            diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+        }
+        any |= diff == 0;
+    }
+    any
+}
+
+/// The fixed route name of a path, for metrics: never an id.
+fn route_name(path: &str) -> &'static str {
+    match path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["v1", "jobs"] => "jobs",
+        ["v1", "jobs", _] => "job",
+        ["v1", "jobs", _, "cancel"] => "cancel",
+        ["v1", "batches", _] => "batch",
+        ["v1", "correlations", _] => "correlation",
+        _ => "other",
+    }
 }
 
 /// The body of `POST /v1/jobs`. Exactly one of `prompt`, `prompt_tokens` and `problems` is given.
@@ -211,8 +244,40 @@ pub fn router(state: ApiState) -> Router {
         // axum's own (fixed 2 MB) limit would otherwise apply as well.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
+        .layer(middleware::from_fn_with_state(
+            state.tokens.clone(),
+            authenticate,
+        ))
         .layer(middleware::from_fn_with_state(limit, log_and_fix_up))
         .with_state(state)
+}
+
+/// With tokens configured, every request needs `Authorization: Bearer TOKEN`; others get 401 and
+/// nothing else.
+async fn authenticate(
+    State(tokens): State<std::sync::Arc<Vec<String>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token_matches(&tokens, given) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({"error": "unauthorized: send Authorization: Bearer TOKEN with a token configured for this API"})),
+        )
+            .into_response()
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting connections and
@@ -244,6 +309,7 @@ async fn log_and_fix_up(State(limit): State<usize>, request: Request, next: Next
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
         response = ApiError::BodyTooLarge { limit }.into_response();
     }
+    crate::metrics::http_request(route_name(&path), response.status().as_u16());
     tracing::info!(
         method = %method,
         path = %path,

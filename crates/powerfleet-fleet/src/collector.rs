@@ -68,6 +68,7 @@ pub async fn run(
     let report = Arc::new(CollectorReport::default());
     let mut last_reclaim: Option<tokio::time::Instant> = None;
     let mut last_trim = tokio::time::Instant::now();
+    let mut last_depth: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
     info!(consumer = %config.consumer, "collector started");
     while !stop.is_cancelled() {
@@ -96,6 +97,11 @@ pub async fn run(
             }
             for d in deliveries {
                 collect(&queue, &store, &report, d).await?;
+            }
+            if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                last_depth = Some(tokio::time::Instant::now());
+                let (lag, pending) = queue.job_backlog().await.map_err(|e| e.to_string())?;
+                crate::metrics::queue_depth(lag, pending);
             }
             if last_trim.elapsed() >= config.trim_every {
                 last_trim = tokio::time::Instant::now();
@@ -137,8 +143,10 @@ async fn collect(
         Ok(result) => {
             let inserted = store.record(result).await.map_err(|e| e.to_string())?;
             let counter = if inserted {
+                crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
                 &report.stored
             } else {
+                crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
                 &report.duplicates
             };
             counter.fetch_add(1, Ordering::Relaxed);

@@ -5,7 +5,9 @@
 pub mod api;
 pub mod collector;
 pub mod control;
+pub mod metrics;
 pub mod models;
+pub mod ops;
 pub mod producer;
 pub mod status;
 pub mod worker;

@@ -35,6 +35,18 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Backend::Toy { .. } => "toy",
+            Backend::Http { model } => match model.reference().kind {
+                powerfleet_backends::ServerKind::LlamaCpp => "llamacpp",
+                powerfleet_backends::ServerKind::Vllm => "vllm",
+            },
+            Backend::Hosted { .. } => "hosted",
+        }
+    }
+
     /// A short description of the backend's exactness mode, recorded with results.
     pub fn exactness(&self, top_k: Option<u32>) -> String {
         match self {

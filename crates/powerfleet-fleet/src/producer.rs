@@ -301,7 +301,9 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
             .submission_key
             .as_deref()
             .map(|k| (k, i * ENQUEUE_CHUNK));
-        job_ids.extend(queue.enqueue(chunk, key).await?);
+        let ids = queue.enqueue(chunk, key).await?;
+        crate::metrics::add(crate::metrics::JOBS_SUBMITTED, ids.len() as u64);
+        job_ids.extend(ids);
     }
     Ok(Receipt {
         correlation_id,

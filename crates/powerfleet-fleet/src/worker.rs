@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::metrics;
 use crate::models::{Backend, ModelRegistry};
 
 /// Worker settings.
@@ -280,6 +281,10 @@ async fn finish(
 ) -> Result<(), QueueError> {
     let status = result.status;
     if ctx.queue.finish(&run.lease, &result, dead_reason).await? {
+        metrics::job_finished(status.as_str());
+        if status == JobStatus::Dead {
+            metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
+        }
         let counter = match status {
             JobStatus::Completed => &ctx.report.completed,
             JobStatus::Failed => &ctx.report.failed,
@@ -302,6 +307,7 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
             warn!(reason = %reason, "undecodable job entry moved to the dead-letter stream");
             ctx.queue.dead_letter_job_entry(&delivery, reason).await?;
             ctx.report.dead.fetch_add(1, Ordering::Relaxed);
+            metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
             return Ok(());
         }
     };
@@ -338,9 +344,11 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         attempts,
         started_at_ms,
     };
+    metrics::add(metrics::JOBS_STARTED, 1);
     if ctx.stop.is_cancelled() {
         ctx.queue.hand_back(&run.lease).await?;
         ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
+        metrics::add(metrics::JOBS_HANDED_BACK, 1);
         return Ok(());
     }
     let max = ctx.config.max_deliveries;
@@ -547,7 +555,14 @@ fn run_block(
             let Some(request) = chain.request() else {
                 return Boundary::Finished;
             };
-            match generate(backend, &request, attempt) {
+            let call_started = std::time::Instant::now();
+            let answer = generate(backend, &request, attempt);
+            metrics::observe_backend(
+                metrics::MODEL_CALL_DURATION,
+                backend.label(),
+                call_started.elapsed(),
+            );
+            match answer {
                 Ok(g) => {
                     generation = Some(g);
                     break;
@@ -555,6 +570,7 @@ fn run_block(
                 Err(e) => {
                     last_error = e;
                     if attempt < attempts {
+                        metrics::model_retry(backend.label());
                         std::thread::sleep(backoff(
                             retry_backoff,
                             attempt,
@@ -586,7 +602,9 @@ fn run_block(
 
 /// [`run_block`] for inference servers: each request is awaited on the runtime. Transient
 /// errors are retried with backoff; a refused request fails the job at once.
+#[allow(clippy::too_many_arguments)]
 async fn run_block_http(
+    label: &'static str,
     chain: &mut Chain,
     model: &powerfleet_backends::HttpModel,
     shared: &Shared,
@@ -605,7 +623,10 @@ async fn run_block_http(
         let mut last_error = String::new();
         let mut outcome = None;
         for attempt in 1..=attempts {
-            match model.generate(&request, affinity).await {
+            let call_started = std::time::Instant::now();
+            let answer = model.generate(&request, affinity).await;
+            metrics::observe_backend(metrics::MODEL_CALL_DURATION, label, call_started.elapsed());
+            match answer {
                 Ok(g) => match chain.advance(g) {
                     Ok(a) => {
                         outcome = Some(a);
@@ -619,6 +640,7 @@ async fn run_block_http(
                 Err(e) => last_error = e.to_string(),
             }
             if attempt < attempts {
+                metrics::model_retry(label);
                 warn!(attempt, error = %last_error, "model request failed; retrying");
                 tokio::time::sleep(backoff(retry_backoff, attempt, Duration::from_secs(30))).await;
             }
@@ -705,7 +727,9 @@ async fn drive(ctx: &Ctx, run: Running, chain: Chain, backend: Backend) -> Resul
         shared.clone(),
         ctx.config.heartbeat,
     ));
+    metrics::chains_in_flight(1.0);
     let outcome = drive_inner(ctx, &run, chain, backend, &shared).await;
+    metrics::chains_in_flight(-1.0);
     keeper.abort();
     outcome
 }
@@ -718,12 +742,15 @@ async fn drive_inner(
     shared: &Arc<Shared>,
 ) -> Result<(), QueueError> {
     let (attempts, retry) = (ctx.config.model_attempts, ctx.config.retry_backoff);
+    let label = backend.label();
+    let mut counted = chain.stats().clone();
     loop {
+        let block_started = std::time::Instant::now();
         let boundary = match &backend {
             Backend::Http { model } => {
                 let affinity = run.spec.job_id.0.as_u64_pair().1;
                 run_block_http(
-                    &mut chain, model, shared, &ctx.stop, attempts, retry, affinity,
+                    label, &mut chain, model, shared, &ctx.stop, attempts, retry, affinity,
                 )
                 .await
             }
@@ -742,6 +769,17 @@ async fn drive_inner(
                 boundary
             }
         };
+        if matches!(boundary, Boundary::BlockDone | Boundary::Finished) {
+            metrics::observe_backend(metrics::BLOCK_DURATION, label, block_started.elapsed());
+        }
+        let now = chain.stats();
+        metrics::add(metrics::PROPOSALS, now.proposals - counted.proposals);
+        metrics::add(metrics::ACCEPTANCES, now.acceptances - counted.acceptances);
+        metrics::add(
+            metrics::TOKENS_GENERATED,
+            now.tokens_generated - counted.tokens_generated,
+        );
+        counted = now.clone();
         if shared.lost.load(Ordering::Relaxed) {
             ctx.report.lost.fetch_add(1, Ordering::Relaxed);
             info!("lease lost; another worker owns the job now");
@@ -750,6 +788,7 @@ async fn drive_inner(
         match boundary {
             Boundary::Finished => {
                 ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
+                metrics::add(metrics::BLOCKS, 1);
                 let mut r = run.result(JobStatus::Completed, Some(&chain), Some(&backend), None);
                 if let Backend::Http { model } = &backend {
                     r.text = match model.detokenize(&r.tokens).await {
@@ -770,7 +809,10 @@ async fn drive_inner(
         }
         let progress = progress_of(&chain);
         let bytes = chain.checkpoint().to_json();
-        match ctx.queue.checkpoint(&run.lease, &progress, &bytes).await? {
+        let write_started = std::time::Instant::now();
+        let written = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await?;
+        metrics::checkpoint_written(write_started.elapsed(), bytes.len());
+        match written {
             LeaseState::Lost => {
                 ctx.report.lost.fetch_add(1, Ordering::Relaxed);
                 info!("lease lost at a checkpoint; another worker owns the job now");
@@ -784,6 +826,7 @@ async fn drive_inner(
         }
         if matches!(boundary, Boundary::BlockDone) {
             ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
+            metrics::add(metrics::BLOCKS, 1);
             debug!(
                 block_idx = progress.block_idx,
                 bytes = bytes.len(),
@@ -802,6 +845,7 @@ async fn drive_inner(
         if ctx.stop.is_cancelled() {
             if ctx.queue.hand_back(&run.lease).await? {
                 ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
+                metrics::add(metrics::JOBS_HANDED_BACK, 1);
                 info!(
                     block_idx = progress.block_idx,
                     step_idx = progress.step_idx,

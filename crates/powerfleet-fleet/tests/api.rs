@@ -50,6 +50,7 @@ impl Env {
                 queue,
                 store,
                 limits,
+                tokens: Default::default(),
             },
         }
     }

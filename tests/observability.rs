@@ -1,0 +1,200 @@
+//! Metrics, health and readiness endpoints, JSON logs and API bearer tokens, on real processes.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Fleet, batch, submit_batch};
+use powerfleet_sampler::{Method, SamplerConfig};
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+async fn wait_ok(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(url).await.0 != 200 {
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A label value that looks like a UUID (job, batch and correlation ids are UUIDs).
+fn has_uuid_label(line: &str) -> bool {
+    line.split('"')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .any(|(_, v)| v.len() == 36 && v.chars().filter(|c| *c == '-').count() == 4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_export_metrics_health_and_readiness() {
+    let mut fleet = Fleet::new(false);
+    let (wp, cp) = (
+        powerfleet_queue::local::free_port().unwrap(),
+        powerfleet_queue::local::free_port().unwrap(),
+    );
+    let (worker_addr, collector_addr) = (format!("127.0.0.1:{wp}"), format!("127.0.0.1:{cp}"));
+    fleet.spawn_worker(&["--metrics-listen", &worker_addr, "--log-format", "json"]);
+    fleet.spawn_collector_with(&["--metrics-listen", &collector_addr]);
+    wait_ok(&format!("http://{worker_addr}/healthz")).await;
+    wait_ok(&format!("http://{collector_addr}/readyz")).await;
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 3,
+        block_size: 2,
+        max_new_tokens: 6,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let receipt = submit_batch(
+        &queue,
+        &batch("toy:tiny", config, &[Method::Power, Method::Standard], 3, 2),
+    )
+    .await;
+    fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 12, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5500)).await; // the collector samples the queue depth every 5 s
+
+    let (status, worker) = get(&format!("http://{worker_addr}/metrics")).await;
+    assert_eq!(status, 200);
+    for name in [
+        "powerfleet_jobs_started_total 12",
+        "powerfleet_jobs_finished_total{status=\"completed\"} 12",
+        "powerfleet_blocks_total",
+        "powerfleet_mcmc_proposals_total",
+        "powerfleet_mcmc_acceptances_total",
+        "powerfleet_tokens_generated_total",
+        "powerfleet_chains_in_flight 0",
+        "powerfleet_block_duration_seconds_bucket{backend=\"toy\"",
+        "powerfleet_model_call_duration_seconds_bucket{backend=\"toy\"",
+        "powerfleet_checkpoint_write_duration_seconds_bucket",
+        "powerfleet_checkpoint_size_bytes_bucket",
+    ] {
+        assert!(
+            worker.contains(name),
+            "worker metrics lack {name}:\n{worker}"
+        );
+    }
+    let (_, collector) = get(&format!("http://{collector_addr}/metrics")).await;
+    for name in [
+        "powerfleet_results_stored_total 12",
+        "powerfleet_queue_lag_jobs 0",
+        "powerfleet_queue_pending_jobs 0",
+    ] {
+        assert!(
+            collector.contains(name),
+            "collector metrics lack {name}:\n{collector}"
+        );
+    }
+    for line in worker.lines().chain(collector.lines()) {
+        assert!(!has_uuid_label(line), "an id in a label: {line}");
+    }
+    // JSON logs carry the structured fields.
+    let logs = fleet.logs();
+    let job_line = logs
+        .lines()
+        .find(|l| l.contains("\"job finished\""))
+        .unwrap_or_else(|| panic!("no JSON line about a finished job:\n{logs}"));
+    let v: serde_json::Value = serde_json::from_str(job_line).expect("one JSON object per line");
+    assert!(
+        v["span"]["job_id"].as_str().is_some() && v["span"]["correlation_id"].as_str().is_some(),
+        "{v}"
+    );
+
+    // Readiness follows Redis; liveness does not.
+    fleet.redis.kill();
+    let (status, body) = get(&format!("http://{collector_addr}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"redis\""), "{body}");
+    assert_eq!(
+        get(&format!("http://{collector_addr}/healthz")).await.0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_a_bearer_token_and_never_logs_it() {
+    let fleet = Fleet::new(false);
+    const SECRET: &str = "pf-token-7c1e-planted";
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let log = fleet.dir.path().join("serve.log");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--redis",
+            &fleet.redis.url(),
+            "--namespace",
+            &fleet.namespace,
+            "--database-url",
+            &fleet.db_url,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("POWERFLEET_API_TOKENS", format!("other-token,{SECRET}"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/jobs");
+    let body = serde_json::json!({"model": "toy:tiny", "prompt": "a"});
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut anonymous = None;
+    while anonymous.is_none() {
+        anonymous = client.post(&url).json(&body).send().await.ok();
+        assert!(Instant::now() < deadline, "the API did not start");
+        if anonymous.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let anonymous = anonymous.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let text = anonymous.text().await.unwrap();
+    assert!(
+        text.contains("unauthorized") && !text.contains(SECRET),
+        "{text}"
+    );
+    let wrong = client
+        .post(&url)
+        .bearer_auth("pf-token-7c1e-plantee")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = client
+        .post(&url)
+        .bearer_auth(SECRET)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 201);
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("http request"),
+        "requests are logged:\n{logged}"
+    );
+    assert!(!logged.contains(SECRET), "the token never appears in logs");
+}
+
+#[test]
+fn token_comparison_accepts_only_exact_tokens() {
+    use powerfleet_fleet::api::token_matches;
+    let tokens = vec!["abc".to_string(), "secret-2".to_string()];
+    assert!(token_matches(&tokens, "secret-2"));
+    for bad in ["", "secret-", "secret-22", "Secret-2", "abcd"] {
+        assert!(!token_matches(&tokens, bad), "{bad}");
+    }
+    assert!(!token_matches(&[], "anything"));
+}
