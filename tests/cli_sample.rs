@@ -158,7 +158,7 @@ fn bad_input_names_the_field_and_the_allowed_values() {
         (
             &["sample", "--max-new-tokens", "0"],
             &[],
-            "max_new_tokens must be between 1 and 1000000, got 0",
+            "max_new_tokens must be between 1 and 65536, got 0",
         ),
         (
             &["sample", "--proposal-temp", "0"],

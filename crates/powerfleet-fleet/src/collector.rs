@@ -98,6 +98,7 @@ pub async fn run(
             for d in deliveries {
                 collect(&queue, &store, &report, d).await?;
             }
+
             if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                 last_depth = Some(tokio::time::Instant::now());
                 let (lag, pending) = queue.job_backlog().await.map_err(|e| e.to_string())?;
@@ -139,29 +140,34 @@ async fn collect(
     report: &CollectorReport,
     delivery: ResultDelivery,
 ) -> Result<(), String> {
-    match &delivery.result {
-        Ok(result) => {
-            let inserted = store.record(result).await.map_err(|e| e.to_string())?;
-            let counter = if inserted {
-                crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
-                &report.stored
-            } else {
-                crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
-                &report.duplicates
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            queue
-                .ack_result(&delivery.entry_id)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        Err(reason) => {
-            warn!(entry = %delivery.entry_id, reason = %reason, "undecodable result moved to the dead-letter stream");
-            report.dead.fetch_add(1, Ordering::Relaxed);
-            queue
-                .dead_letter_result_entry(&delivery, reason)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    }
+    let reason = match &delivery.result {
+        Ok(result) => match store.record(result).await {
+            Ok(inserted) => {
+                let counter = if inserted {
+                    crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
+                    &report.stored
+                } else {
+                    crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
+                    &report.duplicates
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return queue
+                    .ack_result(&delivery.entry_id)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+            // The database answers but refuses this result: retrying cannot help, and the
+            // results behind it must not wait. Otherwise the database is down: back off.
+            Err(e) if store.ping().await.is_ok() => format!("the results database refused it: {e}"),
+            Err(e) => return Err(e.to_string()),
+        },
+        Err(reason) => reason.clone(),
+    };
+    warn!(entry = %delivery.entry_id, reason = %reason, "result moved to the dead-letter stream");
+    report.dead.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::add(crate::metrics::JOBS_DEAD_LETTERED, 1);
+    queue
+        .dead_letter_result_entry(&delivery, &reason)
+        .await
+        .map_err(|e| e.to_string())
 }

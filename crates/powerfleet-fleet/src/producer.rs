@@ -209,6 +209,14 @@ impl Submission {
         } else {
             None
         };
+        if let Some(bad) = std::iter::once(self.model.as_str())
+            .chain(self.problems.iter().filter_map(|p| p.id.as_deref()))
+            .find(|t| t.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "model and problem ids must not contain control characters, got {bad:?}"
+            ));
+        }
         if self.model.trim().is_empty() {
             return Err("model must name a model reference such as toy:pivot".into());
         }

@@ -345,6 +345,15 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         started_at_ms,
     };
     metrics::add(metrics::JOBS_STARTED, 1);
+    // The lease is renewed from the claim on, whatever the job does next (tokenizing, a hosted
+    // call, the chain); the guard stops the renewals when this function returns or unwinds.
+    let shared = Arc::new(Shared::default());
+    let _keeper = AbortOnDrop(tokio::spawn(keep_lease(
+        ctx.queue.clone(),
+        run.lease.clone(),
+        shared.clone(),
+        ctx.config.heartbeat,
+    )));
     if ctx.stop.is_cancelled() {
         ctx.queue.hand_back(&run.lease).await?;
         ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +395,8 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         let r = hosted_sample(ctx, &run, model, &config, &backend).await;
         return finish(ctx, &run, r, None).await;
     }
-    let prompt = match prompt_tokens(&backend, &run.spec.prompt).await {
+    let retry = (ctx.config.model_attempts, ctx.config.retry_backoff);
+    let prompt = match prompt_tokens(&backend, &run.spec.prompt, retry).await {
         Ok(p) => p,
         Err(e) => {
             let r = run.result(JobStatus::Failed, None, Some(&backend), Some(e));
@@ -414,7 +424,7 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
             }
         },
     };
-    drive(ctx, run, chain, backend).await
+    drive(ctx, run, chain, backend, shared).await
 }
 
 /// A job on a hosted chat API: one sample at the method's temperature. MCMC methods run this way
@@ -478,7 +488,11 @@ async fn hosted_sample(
 }
 
 /// The prompt's token ids: text is tokenized once, by the model's own tokenizer.
-async fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId>, String> {
+async fn prompt_tokens(
+    backend: &Backend,
+    prompt: &Prompt,
+    retry: (u32, Duration),
+) -> Result<Vec<TokenId>, String> {
     match (backend, prompt) {
         (Backend::Toy { model, .. }, Prompt::Text(text)) => {
             model.tokenize(text).map_err(|e| e.to_string())
@@ -487,10 +501,21 @@ async fn prompt_tokens(backend: &Backend, prompt: &Prompt) -> Result<Vec<TokenId
             model.check_tokens(ids)?;
             Ok(ids.clone())
         }
-        (Backend::Http { model }, Prompt::Text(text)) => model
-            .tokenize(text)
-            .await
-            .map_err(|e| format!("tokenizing the prompt: {e}")),
+        (Backend::Http { model }, Prompt::Text(text)) => {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match model.tokenize(text).await {
+                    Ok(tokens) => break Ok(tokens),
+                    Err(e) if e.is_transient() && attempt < retry.0 => {
+                        metrics::model_retry(backend.label());
+                        tokio::time::sleep(backoff(retry.1, attempt, Duration::from_secs(30)))
+                            .await;
+                    }
+                    Err(e) => break Err(format!("tokenizing the prompt: {e}")),
+                }
+            }
+        }
         (Backend::Http { .. }, Prompt::Tokens(ids)) => Ok(ids.clone()),
         (Backend::Hosted { .. }, _) => Err("hosted chat APIs run no chains".to_string()),
     }
@@ -718,19 +743,26 @@ async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<Shared>, every: Dura
     }
 }
 
-async fn drive(ctx: &Ctx, run: Running, chain: Chain, backend: Backend) -> Result<(), QueueError> {
-    let shared = Arc::new(Shared::default());
+/// Aborts a task when dropped, so a background task never outlives its job.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn drive(
+    ctx: &Ctx,
+    run: Running,
+    chain: Chain,
+    backend: Backend,
+    shared: Arc<Shared>,
+) -> Result<(), QueueError> {
     *shared.progress.lock().expect("progress") = progress_of(&chain);
-    let keeper = tokio::spawn(keep_lease(
-        ctx.queue.clone(),
-        run.lease.clone(),
-        shared.clone(),
-        ctx.config.heartbeat,
-    ));
     metrics::chains_in_flight(1.0);
     let outcome = drive_inner(ctx, &run, chain, backend, &shared).await;
     metrics::chains_in_flight(-1.0);
-    keeper.abort();
     outcome
 }
 
@@ -759,14 +791,22 @@ async fn drive_inner(
             }
             Backend::Toy { .. } => {
                 let (s, stop, b) = (shared.clone(), ctx.stop.clone(), backend.clone());
-                let (returned, boundary) = tokio::task::spawn_blocking(move || {
+                let before = chain.clone();
+                let joined = tokio::task::spawn_blocking(move || {
                     let boundary = run_block(&mut chain, &b, &s, &stop, attempts, retry);
                     (chain, boundary)
                 })
-                .await
-                .expect("the chain driver does not panic");
-                chain = returned;
-                boundary
+                .await;
+                match joined {
+                    Ok((returned, boundary)) => {
+                        chain = returned;
+                        boundary
+                    }
+                    Err(e) => {
+                        chain = before;
+                        Boundary::ModelFailed(format!("the chain driver failed: {e}"))
+                    }
+                }
             }
         };
         if matches!(boundary, Boundary::BlockDone | Boundary::Finished) {

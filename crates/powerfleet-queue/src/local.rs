@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct LocalRedisOptions {
     /// Append-only file on, fsync on every write: a restart loses nothing acknowledged.
     pub aof: bool,
+    /// Require this password (AUTH); the URL carries it.
+    pub password: Option<String>,
 }
 
 /// A running private `redis-server`; killed when dropped.
@@ -85,6 +87,9 @@ impl LocalRedis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(password) = &self.options.password {
+            cmd.arg("--requirepass").arg(password);
+        }
         if self.options.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -109,9 +114,12 @@ impl LocalRedis {
         })
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis://127.0.0.1:PORT/`, with `:PASSWORD@` when the server requires one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.options.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// The port it listens on.

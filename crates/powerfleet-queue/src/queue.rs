@@ -20,8 +20,12 @@ const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
 /// How long a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest job or result entry accepted from a stream; larger ones are dead-lettered.
+/// Largest job entry accepted from the jobs stream; larger ones are dead-lettered.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Largest result entry accepted from the results stream. Results are written by workers, not
+/// users: the limit only has to hold the largest valid result (65,536 tokens with their text and
+/// up to 4,096 blocks of statistics stay far below it).
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
 
 /// A queue operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +248,9 @@ pub struct Queue {
     pool: Pool,
     /// Requests sent to Redis by this client and its clones.
     requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Where the next XAUTOCLAIM scan starts, per stream: Redis looks at a bounded number of
+    /// pending entries per call, so scans resume rather than restart.
+    reclaim_cursors: std::sync::Arc<std::sync::Mutex<HashMap<String, String>>>,
     keys: Keys,
     url: String,
     options: QueueOptions,
@@ -319,6 +326,7 @@ impl Queue {
             shared,
             pool,
             requests: Default::default(),
+            reclaim_cursors: Default::default(),
             keys: Keys::new(&options.namespace),
             url: redacted,
             options,
@@ -583,17 +591,29 @@ impl Queue {
         count: usize,
     ) -> Result<Vec<StreamId>, QueueError> {
         let mut c = self.conn().await?;
+        let start = self
+            .reclaim_cursors
+            .lock()
+            .expect("cursors")
+            .get(stream)
+            .cloned()
+            .unwrap_or_else(|| "0-0".to_string());
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(stream)
             .arg(group)
             .arg(consumer)
             .arg(min_idle_ms)
-            .arg("0-0")
+            .arg(&start)
             .arg("COUNT")
             .arg(count.max(1))
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
+        // "0-0" means the scan went round: the next one starts from the beginning again.
+        self.reclaim_cursors
+            .lock()
+            .expect("cursors")
+            .insert(stream.to_string(), reply.next_stream_id.clone());
         Ok(reply.claimed)
     }
 
@@ -777,9 +797,15 @@ impl Queue {
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), QueueError> {
+        let job = delivery
+            .fields
+            .get("job_id")
+            .and_then(|j| j.parse::<JobId>().ok())
+            .map_or(self.keys.unused(), |j| self.keys.job(j));
         self.dead_letter(
             &self.keys.jobs(),
             WORKER_GROUP,
+            &job,
             &delivery.entry_id,
             reason,
             &delivery.fields,
@@ -796,6 +822,7 @@ impl Queue {
         self.dead_letter(
             &self.keys.results(),
             COLLECTOR_GROUP,
+            &self.keys.unused(),
             &delivery.entry_id,
             reason,
             &delivery.fields,
@@ -807,6 +834,7 @@ impl Queue {
         &self,
         stream: &str,
         group: &str,
+        job_key: &str,
         entry_id: &str,
         reason: &str,
         fields: &HashMap<String, String>,
@@ -827,10 +855,13 @@ impl Queue {
             .dead_letter
             .key(stream)
             .key(self.keys.dead())
+            .key(job_key)
             .arg(group)
             .arg(entry_id)
             .arg(reason)
             .arg(payload)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(self.options.retention_s)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -851,10 +882,12 @@ impl Queue {
             .key(self.keys.job(job_id))
             .key(self.keys.results())
             .key(self.keys.checkpoint(job_id))
+            .key(self.keys.jobs())
             .arg(powerfleet_jobs::now_ms())
             .arg(job_id.to_string())
             .arg(serde_json::to_string(queued_result).expect("results serialize"))
             .arg(self.options.retention_s)
+            .arg(WORKER_GROUP)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -974,8 +1007,8 @@ impl Queue {
         let fields = fields_of(id);
         let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
         let result = match fields.get("result") {
-            _ if size > MAX_ENTRY_BYTES => Err(format!(
-                "entry of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES} bytes"
+            _ if size > MAX_RESULT_BYTES => Err(format!(
+                "entry of {size} bytes exceeds the limit of {MAX_RESULT_BYTES} bytes"
             )),
             Some(r) => serde_json::from_str::<JobResult>(r)
                 .map_err(|e| format!("result is not a valid job result: {e}")),
@@ -1160,6 +1193,52 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_valid_result_fits_in_a_result_entry() {
+        use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobStatus};
+        use powerfleet_sampler::config::{MAX_BLOCKS, MAX_MAX_NEW_TOKENS};
+        use powerfleet_sampler::{BlockStats, ChainStats, Method};
+        let n = MAX_MAX_NEW_TOKENS as usize;
+        let result = JobResult {
+            job_id: JobId::new(),
+            correlation_id: CorrelationId::generate(),
+            batch_id: None,
+            problem_id: Some("p".repeat(200)),
+            model: "vllm+http://gpu:8000?model=".to_string() + &"m".repeat(200),
+            method: Method::Power,
+            seed: u64::MAX,
+            stream: u64::MAX,
+            status: JobStatus::Completed,
+            tokens: vec![999_999; n],
+            // A long token's text, escaped in JSON: far more than real text.
+            text: Some("\\u00e9\\u00e9ab".repeat(n)),
+            log_p: Some(-1e300),
+            ends_with_eos: true,
+            stats: ChainStats {
+                proposals: u64::MAX,
+                acceptances: u64::MAX,
+                blocks: vec![
+                    BlockStats {
+                        proposals: u32::MAX,
+                        acceptances: u32::MAX
+                    };
+                    MAX_BLOCKS as usize
+                ],
+                tokens_generated: u64::MAX,
+                model_calls: u64::MAX,
+            },
+            attempts: u32::MAX,
+            error: None,
+            submitted_at_ms: u64::MAX,
+            started_at_ms: Some(u64::MAX),
+            finished_at_ms: u64::MAX,
+            exactness: Some("x".repeat(300)),
+            fallback: None,
+        };
+        let size = serde_json::to_vec(&result).unwrap().len();
+        assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");
+    }
 
     #[test]
     fn urls_never_carry_passwords() {

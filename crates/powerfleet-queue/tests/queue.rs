@@ -11,8 +11,11 @@ use powerfleet_queue::{CancelOutcome, ClaimOutcome, LeaseState, Progress, Queue,
 use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
 
 fn server(aof: bool) -> LocalRedis {
-    LocalRedis::start(LocalRedisOptions { aof })
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs redis-server)"))
+    LocalRedis::start(LocalRedisOptions {
+        aof,
+        ..LocalRedisOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs redis-server)"))
 }
 
 async fn queue(server: &LocalRedis, ns: &str) -> Queue {
@@ -224,11 +227,12 @@ async fn cancellation_of_queued_and_running_jobs() {
         .await
         .unwrap();
     assert_eq!(outcome, CancelOutcome::Cancelled);
-    // Its entry, when read, is acknowledged without work.
-    let d = q.read_jobs("w", 1, 100).await.unwrap().pop().unwrap();
+    // Its entry is gone: no worker reads it, however long after its state expires.
+    assert!(q.read_jobs("w", 1, 100).await.unwrap().is_empty());
     assert_eq!(
-        q.claim(queued.job_id, &d.entry_id, "w").await.unwrap(),
-        ClaimOutcome::AlreadyFinal(JobStatus::Cancelled)
+        q.stream_lengths().await.unwrap().0,
+        1,
+        "only the running job's entry is left"
     );
 
     assert_eq!(
@@ -416,4 +420,23 @@ async fn an_idle_blocking_read_waits_its_full_time_without_error() {
         "it blocked: {:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn an_undecodable_entry_of_a_known_job_marks_the_job_dead() {
+    // A job whose entry this worker cannot decode (written by a newer producer, say) must not
+    // stay queued forever once its entry is dead-lettered.
+    let server = server(false);
+    let q = queue(&server, "t9").await;
+    let s = spec(&CorrelationId::generate(), None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let mut d = q.read_jobs("old-worker", 1, 1000).await.unwrap().remove(0);
+    d.spec = Err("unknown field `new_option`".into());
+    q.dead_letter_job_entry(&d, "spec is not a valid job: unknown field `new_option`")
+        .await
+        .unwrap();
+    let state = q.job_state(s.job_id).await.unwrap().unwrap();
+    assert_eq!(state.status, JobStatus::Dead);
+    assert!(state.error.unwrap().contains("new_option"));
+    assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
 }

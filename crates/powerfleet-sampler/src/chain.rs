@@ -462,6 +462,7 @@ impl ChainState {
 
     /// Checks the invariants that a decoded checkpoint must satisfy.
     fn check(&self) -> Result<(), String> {
+        self.config.check()?;
         let len = self.completion_len_checked()?;
         if self.log_p.len() != len || self.log_q.len() != len {
             return Err(format!(
@@ -497,6 +498,15 @@ impl ChainState {
                 Err(format!(
                     "MCMC step {step_idx} cuts at {cut} of a {len}-token completion"
                 ))
+            }
+            Phase::Propose { block_idx, .. } if len > cfg.block_limit(block_idx) as usize => Err(
+                format!("a {len}-token completion exceeds block {block_idx}'s limit"),
+            ),
+            Phase::Extend { .. } if self.ends_with_eos => {
+                Err("an extension is pending after EOS".to_string())
+            }
+            Phase::Extend { .. } | Phase::Propose { .. } if self.stats.blocks.is_empty() => {
+                Err("a block is running but no block statistics exist".to_string())
             }
             _ => Ok(()),
         }

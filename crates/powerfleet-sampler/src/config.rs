@@ -15,8 +15,12 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 192;
 pub const DEFAULT_MAX_NEW_TOKENS: u32 = 3072;
 /// Proposal temperature of the max-swap variant (α = ∞) when none is given, as in the reference.
 pub const MAX_SWAP_PROPOSAL_TEMP: f64 = 0.25;
-/// Largest accepted `max_new_tokens`; guards against a typo that would run for days.
-pub const MAX_MAX_NEW_TOKENS: u32 = 1_000_000;
+/// Largest accepted `max_new_tokens`: it guards against a typo that would run for days, and keeps
+/// a finished job's result (token ids, text and statistics) well inside the 1 MiB stream entry
+/// limit of the queue.
+pub const MAX_MAX_NEW_TOKENS: u32 = 65_536;
+/// Most blocks a chain may have (the paper uses 16); bounds the per-block statistics.
+pub const MAX_BLOCKS: u32 = 4096;
 
 /// The sampling method of a chain. All methods run behind the same [`crate::Chain`] interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -316,6 +320,19 @@ impl SamplerConfig {
                 self.max_new_tokens.to_string(),
             );
         }
+        if self.block_size >= 1
+            && self.max_new_tokens >= 1
+            && self.max_new_tokens.div_ceil(self.block_size) > MAX_BLOCKS
+        {
+            bad(
+                "block_size",
+                &format!(
+                    "at least max_new_tokens / {MAX_BLOCKS} = {} (at most {MAX_BLOCKS} blocks)",
+                    self.max_new_tokens.div_ceil(MAX_BLOCKS)
+                ),
+                self.block_size.to_string(),
+            );
+        }
         if let Some(t) = self.proposal_temp
             && !(t.is_finite() && t > 0.0)
         {
@@ -421,6 +438,23 @@ impl ValidConfig {
     pub fn n_blocks(&self) -> u32 {
         self.max_new_tokens.div_ceil(self.block_size)
     }
+    /// Re-checks a configuration that was decoded rather than validated (from a checkpoint).
+    pub fn check(&self) -> Result<(), String> {
+        let ok = self.block_size >= 1
+            && (1..=MAX_MAX_NEW_TOKENS).contains(&self.max_new_tokens)
+            && self.n_blocks() <= MAX_BLOCKS
+            && self.temperature.is_finite()
+            && self.temperature > 0.0
+            && self.alpha.get() > 0.0
+            && self.top_k.is_none_or(|k| k >= 1)
+            && (self.method.is_mcmc() == (self.n_mcmc >= 1));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("the configuration is out of range: {self:?}"))
+        }
+    }
+
     /// Length limit of the completion during block `block_idx` (0-based).
     pub fn block_limit(&self, block_idx: u32) -> u32 {
         let end = (u64::from(block_idx) + 1) * u64::from(self.block_size);
@@ -570,13 +604,29 @@ mod tests {
             "alpha must be > 0 or inf, got -1",
             "n_mcmc must be >= 1, got 0",
             "block_size must be >= 1, got 0",
-            "max_new_tokens must be between 1 and 1000000, got 0",
+            "max_new_tokens must be between 1 and 65536, got 0",
             "proposal_temp must be a finite number > 0, got 0",
             "top_k must be >= 1",
         ] {
             assert!(msg.contains(needle), "{needle:?} missing from {msg:?}");
         }
         assert_eq!(err.problems.len(), 6);
+    }
+
+    #[test]
+    fn too_many_blocks_are_refused_naming_block_size() {
+        let err = SamplerConfig {
+            block_size: 1,
+            max_new_tokens: 5000,
+            ..power()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "block_size must be at least max_new_tokens / 4096 = 2 (at most 4096 blocks), got 1"
+        );
     }
 
     #[test]

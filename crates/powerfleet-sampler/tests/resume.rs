@@ -280,4 +280,19 @@ fn corrupt_or_unknown_checkpoints_are_refused_with_a_reason() {
         .to_string();
     assert!(err.contains("inconsistent"), "{err}");
     assert!(Checkpoint::from_json(b"garbage").is_err());
+
+    // Decoded configurations are checked too: a block size of 0 would divide by zero.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["config"]["block_size"] = serde_json::json!(0);
+    let err = Checkpoint::from_json(value.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out of range"), "{err}");
+    // A pending request must fit its block.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["stats"]["blocks"] = serde_json::json!([]);
+    let err = Checkpoint::from_json(value.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no block statistics"), "{err}");
 }

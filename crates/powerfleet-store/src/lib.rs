@@ -242,7 +242,7 @@ impl Store {
             .map_err(|e| connect_err(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(SQLITE_BUSY_TIMEOUT);
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
         if !in_memory

@@ -1,7 +1,8 @@
 -- Cancels a job. A queued job is finished at once with the given result; a running one is flagged,
 -- and its worker stops it between MCMC steps.
--- KEYS[1] job hash, KEYS[2] results stream, KEYS[3] checkpoint key.
--- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s.
+-- KEYS[1] job hash, KEYS[2] results stream, KEYS[3] checkpoint key, KEYS[4] jobs stream.
+-- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s,
+-- ARGV[5] workers' group.
 -- Returns 'cancelled' | 'requested' | 'final:<status>' | 'missing'.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
@@ -12,6 +13,12 @@ if status == 'queued' then
     'updated_at_ms', ARGV[1], 'finished_at_ms', ARGV[1], 'error', 'cancelled')
   redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[2], 'result', ARGV[3])
   redis.call('DEL', KEYS[3])
+  -- Its entry is not needed any more: no worker reads it after the job's state has expired.
+  local entry = redis.call('HGET', KEYS[1], 'entry')
+  if entry then
+    redis.call('XACK', KEYS[4], ARGV[5], entry)
+    redis.call('XDEL', KEYS[4], entry)
+  end
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   return 'cancelled'
 end
