@@ -30,7 +30,15 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(aof: bool) -> Fleet {
-        let redis = LocalRedis::start(LocalRedisOptions { aof })
+        Fleet::with_redis(LocalRedisOptions {
+            aof,
+            ..LocalRedisOptions::default()
+        })
+    }
+
+    /// A fleet on a private redis-server started with `options`.
+    pub fn with_redis(options: LocalRedisOptions) -> Fleet {
+        let redis = LocalRedis::start(options)
             .unwrap_or_else(|e| panic!("{e}; scripts/test.sh installs redis-server"));
         let dir = tempfile::tempdir().unwrap();
         let db_url = format!("sqlite://{}", dir.path().join("results.db").display());
