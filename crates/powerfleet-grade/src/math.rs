@@ -1,0 +1,1110 @@
+//! MATH-style grading: pull the last `\boxed{...}` out of a completion, normalize answers the way
+//! Hendrycks et al. (`is_equiv`/`strip_string`) and Minerva (`normalize_final_answer`) do, and
+//! compare them as strings, as numbers, element-wise as tuples and intervals, and as sets.
+
+use crate::Grade;
+
+/// Relative tolerance of numeric comparison in [`math_equal`]: `|a - b| <= 1e-6 * max(|a|, |b|)`
+/// (plus an absolute floor of 1e-12 so that `0` equals a rounding error). Two plain integers are
+/// always compared exactly instead.
+pub const RELATIVE_TOLERANCE: f64 = 1e-6;
+
+const ABSOLUTE_FLOOR: f64 = 1e-12;
+
+/// The content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, with nested braces handled,
+/// trimmed. `\boxed 5` (a space, then a token, no braces) gives `5`. A box whose braces never close
+/// is skipped in favour of the one before it. `None` when there is no usable box.
+pub fn last_boxed(text: &str) -> Option<String> {
+    let mut starts: Vec<(usize, usize)> = ["\\boxed", "\\fbox"]
+        .iter()
+        .flat_map(|command| text.match_indices(command).map(|(at, m)| (at, m.len())))
+        .collect();
+    starts.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
+    starts
+        .into_iter()
+        .find_map(|(at, len)| box_argument(&text[at + len..]))
+}
+
+/// The argument of a box command whose name ends just before `rest`.
+fn box_argument(rest: &str) -> Option<String> {
+    let trimmed = rest.trim_start();
+    if let Some(inner) = trimmed.strip_prefix('{') {
+        let end = closing_brace(inner)?;
+        return Some(inner[..end].trim().to_string());
+    }
+    if trimmed.len() == rest.len() {
+        // `\boxedfoo` is another command; `\boxed` at the very end has no argument.
+        return None;
+    }
+    let token: String = trimmed
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '$')
+        .collect();
+    let token = token.trim_end_matches(['.', ',']);
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
+/// braces (`\{`, `\}`) do not count.
+fn closing_brace(s: &str) -> Option<usize> {
+    let mut depth = 1usize;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Plain replacements applied before anything else (after `$` and `\\` handling).
+const REPLACEMENTS: &[(&str, &str)] = &[
+    ("\\dfrac", "\\frac"),
+    ("\\tfrac", "\\frac"),
+    ("\\mbox", "\\text"),
+    ("\\textnormal", "\\text"),
+    ("\\textrm", "\\text"),
+    ("\\textbf", "\\text"),
+    ("\\textit", "\\text"),
+    ("\\textup", "\\text"),
+    ("\\mathrm", "\\text"),
+    ("\\mathbf", "\\text"),
+    ("\\lbrace", "\\{"),
+    ("\\rbrace", "\\}"),
+    ("\\varnothing", "\\emptyset"),
+    ("{,}", ","),
+    ("~", " "),
+];
+
+/// Commands that only change spacing or sizing and are removed outright.
+const SPACING_COMMANDS: &[&str] = &[
+    "\\left",
+    "\\right",
+    "\\displaystyle",
+    "\\qquad",
+    "\\quad",
+    "\\!",
+    "\\,",
+    "\\;",
+    "\\:",
+    "\\ ",
+];
+
+/// Unit words dropped from the end of an answer when a number precedes them (`5 cm`, `90 degrees`).
+const UNIT_WORDS: &[&str] = &[
+    "cm",
+    "mm",
+    "m",
+    "km",
+    "in",
+    "inch",
+    "inches",
+    "ft",
+    "foot",
+    "feet",
+    "yd",
+    "yard",
+    "yards",
+    "mile",
+    "miles",
+    "meter",
+    "meters",
+    "metre",
+    "metres",
+    "centimeter",
+    "centimeters",
+    "kilometer",
+    "kilometers",
+    "unit",
+    "units",
+    "square",
+    "sq",
+    "cubic",
+    "degree",
+    "degrees",
+    "dollar",
+    "dollars",
+    "cent",
+    "cents",
+    "second",
+    "seconds",
+    "minute",
+    "minutes",
+    "hour",
+    "hours",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "year",
+    "years",
+    "mph",
+    "pound",
+    "pounds",
+    "lb",
+    "lbs",
+    "kg",
+    "g",
+    "gram",
+    "grams",
+    "ways",
+    "points",
+    "students",
+    "people",
+];
+
+/// Normalizes a MATH answer so that equivalent ways of writing it become the same string.
+///
+/// In order: drop newlines, `$`, `\$`, `\(`/`\)`/`\[`/`\]` around the answer; unwrap a
+/// whole-answer `\boxed{}`; `\dfrac`/`\tfrac` → `\frac`; `\mbox`/`\textbf`/`\mathrm`/... → `\text`;
+/// remove `\left`, `\right`, `\displaystyle`, `\!`, `\,`, `\;`, `\:`, `\quad`, `~`; remove
+/// degrees (`^\circ`, `^{\circ}`, `°`, `\degree`) and percent signs (`\%`, `%`); a single
+/// variable assignment `x = 5` → `5`; remove a trailing unit (`10\text{ cm}^2` → `10`,
+/// `5 inches` → `5`); unwrap the remaining `\text{...}`; remove whitespace (except where it
+/// separates a command from a letter, `\pi r`); remove trailing `.`; `\frac12` → `\frac{1}{2}`,
+/// `\frac1b` → `\frac{1}{b}`, `\sqrt2` → `\sqrt{2}`; thousands separators `10,080` → `10080`
+/// (only when the whole answer is one such number, so tuples are left alone); `.5` → `0.5`,
+/// `2.50` → `2.5`, `3.0` → `3`; `1/2` → `\frac{1}{2}` for integers; outer braces `{5}` → `5`; `(C)` → `C`.
+///
+/// `0.5` and `\frac{1}{2}` stay different strings: [`math_equal`] equates them numerically.
+pub fn normalize(answer: &str) -> String {
+    let mut s = answer.replace(['\n', '\r', '\t'], " ");
+    s = s.replace("\\\\", "\\");
+    s = s.replace("\\$", "").replace('$', "");
+    s = strip_math_delimiters(&s);
+    if (s.starts_with("\\boxed") || s.starts_with("\\fbox"))
+        && let Some(inner) = last_boxed(&s)
+    {
+        s = inner;
+    }
+    for (from, to) in REPLACEMENTS {
+        s = s.replace(from, to);
+    }
+    for command in SPACING_COMMANDS {
+        s = remove_command(&s, command);
+    }
+    s = remove_degrees(&s);
+    s = s.replace("\\%", "").replace('%', "");
+    s = strip_variable_assignment(&s);
+    s = strip_units(&s);
+    s = unwrap_text(&s);
+    s = remove_whitespace(&s);
+    s = remove_degrees(&s);
+    while s.ends_with('.') && !s.ends_with("\\.") {
+        s.pop();
+    }
+    if nesting_depth(&s) <= MAX_DEPTH {
+        s = canonical_tex(&s);
+    }
+    s = strip_thousands_separators(&s);
+    s = canonical_decimals(&s);
+    s = slash_to_frac(&s);
+    s = strip_outer_braces(&s);
+    unparenthesize_letter(&s)
+}
+
+/// `(C)` → `C`: a multiple-choice letter in parentheses, as MATH writes `\text{(C)}`.
+fn unparenthesize_letter(s: &str) -> String {
+    match s.strip_prefix('(').and_then(|t| t.strip_suffix(')')) {
+        Some(inner) if inner.len() == 1 && inner.starts_with(|c: char| c.is_ascii_uppercase()) => {
+            inner.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Removes `\(...\)` and `\[...\]` around the whole answer.
+fn strip_math_delimiters(s: &str) -> String {
+    let t = s.trim();
+    for (open, close) in [("\\(", "\\)"), ("\\[", "\\]")] {
+        if let Some(inner) = t.strip_prefix(open).and_then(|t| t.strip_suffix(close)) {
+            return inner.trim().to_string();
+        }
+    }
+    t.to_string()
+}
+
+/// Removes every occurrence of `command`; a command ending in a letter is only removed when no
+/// letter follows (so `\right` goes but `\rightarrow` stays).
+fn remove_command(s: &str, command: &str) -> String {
+    let word = command.ends_with(|c: char| c.is_ascii_alphabetic());
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(command) {
+        let after = &rest[at + command.len()..];
+        out.push_str(&rest[..at]);
+        if word && after.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            out.push_str(command);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn remove_degrees(s: &str) -> String {
+    let s = s
+        .replace("^{\\circ}", "")
+        .replace("^\\circ", "")
+        .replace('°', "");
+    remove_command(&s, "\\degree")
+}
+
+/// `x = 5` → `5` when the left side is a single variable (`x`, `k`, `a_1`, `\theta`, `f(x)`, or
+/// at most two letters as in Hendrycks' `len(lhs) <= 2`).
+fn strip_variable_assignment(s: &str) -> String {
+    if let Some((lhs, rhs)) = s.split_once('=')
+        && !rhs.contains('=')
+        && !rhs.trim().is_empty()
+        && is_variable(lhs)
+    {
+        return rhs.trim().to_string();
+    }
+    s.to_string()
+}
+
+fn is_variable(lhs: &str) -> bool {
+    let lhs: String = lhs.chars().filter(|c| !c.is_whitespace()).collect();
+    let base = match lhs.split_once('_') {
+        Some((base, sub)) => {
+            let sub = sub
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .unwrap_or(sub);
+            if sub.is_empty() || !sub.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return false;
+            }
+            base
+        }
+        None => lhs.as_str(),
+    };
+    let letters = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic());
+    if let Some(name) = base.strip_prefix('\\') {
+        return letters(name);
+    }
+    if let Some((f, arg)) = base.split_once('(') {
+        return f.len() == 1 && letters(f) && arg.strip_suffix(')').is_some_and(letters);
+    }
+    base.len() <= 2 && letters(base)
+}
+
+/// Drops trailing units, repeatedly: `\text{...}` units and plain unit words.
+fn strip_units(s: &str) -> String {
+    let mut s = s.trim().to_string();
+    loop {
+        let stripped = strip_trailing_unit_word(&strip_trailing_text_unit(&s));
+        if stripped == s {
+            return s;
+        }
+        s = stripped;
+    }
+}
+
+/// Whether `before` (the answer left of a unit) ends like a quantity.
+fn ends_like_quantity(before: &str) -> bool {
+    before.ends_with(|c: char| c.is_ascii_digit() || matches!(c, '}' | ')' | '.'))
+}
+
+/// `10\text{ cm}^2` → `10`: a last `\text{...}` group holding a unit-like word, after something.
+fn strip_trailing_text_unit(s: &str) -> String {
+    let Some(start) = s.rfind("\\text{") else {
+        return s.to_string();
+    };
+    let inner_start = start + "\\text{".len();
+    let Some(len) = closing_brace(&s[inner_start..]) else {
+        return s.to_string();
+    };
+    let content = &s[inner_start..inner_start + len];
+    let after: String = s[inner_start + len + 1..]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if !matches!(after.as_str(), "" | "^2" | "^3" | "^{2}" | "^{3}") {
+        return s.to_string();
+    }
+    let before = s[..start].trim_end();
+    let unit_like = content.chars().any(char::is_alphabetic)
+        && content.chars().all(|c| {
+            c.is_alphabetic() || c.is_whitespace() || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
+        });
+    let after_quantity = content.starts_with(char::is_whitespace) || ends_like_quantity(before);
+    if !before.is_empty() && unit_like && after_quantity {
+        before.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `5 square units` → `5`: unit words at the end, after a quantity.
+fn strip_trailing_unit_word(s: &str) -> String {
+    let mut head = s.trim_end();
+    let mut peeled = false;
+    while let Some(split) = head.rfind(char::is_whitespace) {
+        let word = head[split..].trim();
+        let core = ["^2", "^3", "^{2}", "^{3}"]
+            .iter()
+            .fold(word.trim_end_matches('.'), |w, e| w.trim_end_matches(e));
+        if !UNIT_WORDS.iter().any(|u| u.eq_ignore_ascii_case(core)) {
+            break;
+        }
+        head = head[..split].trim_end();
+        peeled = true;
+    }
+    if peeled && ends_like_quantity(head) {
+        head.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `\text{Monday}` → `Monday`, everywhere.
+fn unwrap_text(s: &str) -> String {
+    let mut s = s.to_string();
+    while let Some(start) = s.find("\\text{") {
+        let inner = start + "\\text{".len();
+        match closing_brace(&s[inner..]) {
+            Some(len) => {
+                s = format!(
+                    "{}{}{}",
+                    &s[..start],
+                    &s[inner..inner + len],
+                    &s[inner + len + 1..]
+                );
+            }
+            None => s.replace_range(start..inner, ""),
+        }
+    }
+    s
+}
+
+/// Removes whitespace, except one space where it separates a control word from a letter
+/// (`\pi r` must not become the unknown command `\pir`).
+fn remove_whitespace(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut in_control_word = false;
+    let mut after_backslash = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            if in_control_word && chars.get(i).is_some_and(|n| n.is_ascii_alphabetic()) {
+                out.push(' ');
+            }
+            in_control_word = false;
+            after_backslash = false;
+            continue;
+        }
+        if c.is_ascii_alphabetic() {
+            in_control_word = after_backslash || in_control_word;
+            after_backslash = false;
+        } else {
+            in_control_word = false;
+            after_backslash = c == '\\' && !after_backslash;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// Index just after the control sequence starting at `chars[i] == '\\'`.
+fn control_end(chars: &[char], i: usize) -> usize {
+    let mut end = i + 1;
+    while end < chars.len() && chars[end].is_ascii_alphabetic() {
+        end += 1;
+    }
+    if end == i + 1 && end < chars.len() {
+        end += 1; // a control symbol such as `\{`
+    }
+    end
+}
+
+/// Index of the char closing the group opened at `chars[open]` (`{` or `[`).
+fn group_end(chars: &[char], open: usize) -> Option<usize> {
+    let (opener, closer) = match chars[open] {
+        '{' => ('{', '}'),
+        '[' => ('[', ']'),
+        _ => return None,
+    };
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            i += 2;
+            continue;
+        }
+        if c == opener {
+            depth += 1;
+        } else if c == closer {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// One TeX argument at `chars[i..]`: a brace group's content, a control sequence, or one char.
+fn read_argument(chars: &[char], mut i: usize) -> Option<(String, usize)> {
+    while i < chars.len() && chars[i] == ' ' {
+        i += 1;
+    }
+    match *chars.get(i)? {
+        '{' => {
+            let end = group_end(chars, i)?;
+            Some((chars[i + 1..end].iter().collect(), end + 1))
+        }
+        '\\' => {
+            let end = control_end(chars, i);
+            Some((chars[i..end].iter().collect(), end))
+        }
+        '}' | ']' | '^' | '_' => None,
+        c => Some((c.to_string(), i + 1)),
+    }
+}
+
+/// `\frac12` → `\frac{1}{2}`, `\sqrt2` → `\sqrt{2}`, `\sqrt[3]8` → `\sqrt[3]{8}`.
+fn canonical_tex(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '\\' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let end = control_end(&chars, i);
+        let name: String = chars[i..end].iter().collect();
+        i = end;
+        match name.as_str() {
+            "\\frac" => {
+                if let Some((num, j)) = read_argument(&chars, i)
+                    && let Some((den, k)) = read_argument(&chars, j)
+                {
+                    out.push_str(&format!(
+                        "\\frac{{{}}}{{{}}}",
+                        canonical_tex(&num),
+                        canonical_tex(&den)
+                    ));
+                    i = k;
+                    continue;
+                }
+                out.push_str(&name);
+            }
+            "\\sqrt" => {
+                let mut j = i;
+                let mut index = String::new();
+                if chars.get(j) == Some(&'[')
+                    && let Some(close) = group_end(&chars, j)
+                {
+                    let inner: String = chars[j + 1..close].iter().collect();
+                    index = format!("[{}]", canonical_tex(&inner));
+                    j = close + 1;
+                }
+                if let Some((radicand, k)) = read_argument(&chars, j) {
+                    out.push_str(&format!("\\sqrt{index}{{{}}}", canonical_tex(&radicand)));
+                    i = k;
+                    continue;
+                }
+                out.push_str(&name);
+            }
+            _ => out.push_str(&name),
+        }
+    }
+    out
+}
+
+/// `10,080` → `10080` when the whole answer is one number with thousands separators.
+fn strip_thousands_separators(s: &str) -> String {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let groups: Vec<&str> = int.split(',').collect();
+    let digits = |g: &str| g.chars().all(|c| c.is_ascii_digit());
+    let separated = groups.len() >= 2
+        && (1..=3).contains(&groups[0].len())
+        && groups.iter().all(|g| digits(g))
+        && groups[1..].iter().all(|g| g.len() == 3)
+        && digits(frac);
+    if separated {
+        s.replace(',', "")
+    } else {
+        s.to_string()
+    }
+}
+
+/// `.5` → `0.5`, `2.50` → `2.5`, `3.0` → `3`, for every decimal literal in the answer.
+fn canonical_decimals(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 1);
+    let mut i = 0;
+    let is_digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+    while i < chars.len() {
+        if !(is_digit(i) || (chars[i] == '.' && is_digit(i + 1))) {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let int_start = i;
+        while is_digit(i) {
+            i += 1;
+        }
+        let int: String = chars[int_start..i].iter().collect();
+        if chars.get(i) == Some(&'.') && is_digit(i + 1) {
+            i += 1;
+            let frac_start = i;
+            while is_digit(i) {
+                i += 1;
+            }
+            let frac: String = chars[frac_start..i].iter().collect();
+            let frac = frac.trim_end_matches('0');
+            out.push_str(if int.is_empty() { "0" } else { &int });
+            if !frac.is_empty() {
+                out.push('.');
+                out.push_str(frac);
+            }
+        } else {
+            out.push_str(&int);
+        }
+    }
+    out
+}
+
+/// `1/2` → `\frac{1}{2}` and `-3/4` → `-\frac{3}{4}` (integers only, as in Hendrycks).
+fn slash_to_frac(s: &str) -> String {
+    let (sign, body) = match s.strip_prefix('-') {
+        Some(body) => ("-", body),
+        None => ("", s),
+    };
+    if let Some((num, den)) = body.split_once('/') {
+        let int = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+        if int(num) && int(den) {
+            return format!("{sign}\\frac{{{num}}}{{{den}}}");
+        }
+    }
+    s.to_string()
+}
+
+/// `{5}` → `5`.
+fn strip_outer_braces(s: &str) -> String {
+    let mut s = s;
+    while let Some(inner) = s.strip_prefix('{')
+        && closing_brace(inner).is_some_and(|end| end + 1 == inner.len())
+    {
+        s = &inner[..inner.len() - 1];
+    }
+    s.to_string()
+}
+
+/// The numeric value of an answer, or `None` when it is not a closed-form number.
+///
+/// The answer is [`normalize`]d first, then evaluated: integers, decimals, `-`, `+`, `*`, `/`,
+/// `\cdot`, `\times`, `\div`, `^`, parentheses and brace groups, `\frac{a}{b}`, `a/b`,
+/// `\sqrt{n}`, `\sqrt[k]{n}`, `\pi`, and implicit multiplication (`2\sqrt{3}`, `3\pi`). An
+/// integer followed directly by an integer fraction is a mixed number (`2\frac{1}{2}` = 2.5), as
+/// in MATH. Variables, `\infty` and non-finite results give `None`.
+pub fn parse_number(s: &str) -> Option<f64> {
+    evaluate(&normalize(s))
+}
+
+fn evaluate(normalized: &str) -> Option<f64> {
+    let mut evaluator = Evaluator {
+        chars: normalized.chars().collect(),
+        pos: 0,
+        depth: 0,
+    };
+    if evaluator.chars.is_empty() {
+        return None;
+    }
+    let value = evaluator.expression()?;
+    (evaluator.pos == evaluator.chars.len() && value.is_finite()).then_some(value)
+}
+
+/// A recursive-descent evaluator over a normalized answer.
+struct Evaluator {
+    chars: Vec<char>,
+    pos: usize,
+    /// Nesting of `expression` calls, bounded so hostile input cannot overflow the stack.
+    depth: usize,
+}
+
+/// Deeper nesting than this is not a closed-form answer worth evaluating.
+const MAX_DEPTH: usize = 64;
+
+impl Evaluator {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        let found = self.peek() == Some(c);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    /// The letters of the control word at the cursor, if there is one.
+    fn peek_command(&self) -> Option<String> {
+        if self.peek()? != '\\' {
+            return None;
+        }
+        let end = control_end(&self.chars, self.pos);
+        Some(self.chars[self.pos + 1..end].iter().collect())
+    }
+
+    fn eat_command(&mut self, name: &str) -> bool {
+        let found = self.peek_command().as_deref() == Some(name);
+        if found {
+            self.pos += 1 + name.len();
+        }
+        found
+    }
+
+    fn expression(&mut self) -> Option<f64> {
+        self.nested(Self::sum)
+    }
+
+    /// Runs `parse` one nesting level deeper, or gives up past [`MAX_DEPTH`].
+    fn nested(&mut self, parse: fn(&mut Self) -> Option<f64>) -> Option<f64> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        let value = parse(self);
+        self.depth -= 1;
+        value
+    }
+
+    fn sum(&mut self) -> Option<f64> {
+        let mut value = self.term()?;
+        loop {
+            if self.eat('+') {
+                value += self.term()?;
+            } else if self.eat('-') {
+                value -= self.term()?;
+            } else {
+                return Some(value);
+            }
+        }
+    }
+
+    fn term(&mut self) -> Option<f64> {
+        let start = self.pos;
+        let mut value = self.signed()?;
+        let mut mixed_number_allowed = is_integer_literal(&self.chars[start..self.pos]);
+        loop {
+            if self.eat('*') || self.eat_command("cdot") || self.eat_command("times") {
+                value *= self.signed()?;
+            } else if self.eat('/') || self.eat_command("div") {
+                value /= self.signed()?;
+            } else if self.starts_atom() {
+                let factor_start = self.pos;
+                let factor = self.power()?;
+                if mixed_number_allowed && is_integer_fraction(&self.chars[factor_start..self.pos])
+                {
+                    value += factor.copysign(value);
+                } else {
+                    value *= factor;
+                }
+            } else {
+                return Some(value);
+            }
+            mixed_number_allowed = false;
+        }
+    }
+
+    fn signed(&mut self) -> Option<f64> {
+        if self.eat('-') {
+            Some(-self.nested(Self::signed)?)
+        } else if self.eat('+') {
+            self.nested(Self::signed)
+        } else {
+            self.power()
+        }
+    }
+
+    fn power(&mut self) -> Option<f64> {
+        let base = self.atom()?;
+        if !self.eat('^') {
+            return Some(base);
+        }
+        let exponent = match self.peek()? {
+            '{' => self.group()?,
+            c if c.is_ascii_digit() => {
+                self.pos += 1;
+                f64::from(c.to_digit(10)?)
+            }
+            _ => self.nested(Self::signed)?,
+        };
+        Some(base.powf(exponent))
+    }
+
+    fn group(&mut self) -> Option<f64> {
+        if !self.eat('{') {
+            return None;
+        }
+        let value = self.expression()?;
+        self.eat('}').then_some(value)
+    }
+
+    fn starts_atom(&self) -> bool {
+        match self.peek() {
+            Some(c) if c.is_ascii_digit() || matches!(c, '.' | '(' | '{') => true,
+            Some('\\') => matches!(self.peek_command().as_deref(), Some("frac" | "sqrt" | "pi")),
+            _ => false,
+        }
+    }
+
+    fn atom(&mut self) -> Option<f64> {
+        match self.peek()? {
+            c if c.is_ascii_digit() || c == '.' => self.number(),
+            '(' => {
+                self.pos += 1;
+                let value = self.expression()?;
+                self.eat(')').then_some(value)
+            }
+            '{' => self.group(),
+            '\\' => {
+                if self.eat_command("frac") {
+                    let numerator = self.group()?;
+                    let denominator = self.group()?;
+                    Some(numerator / denominator)
+                } else if self.eat_command("sqrt") {
+                    let index = if self.eat('[') {
+                        let index = self.expression()?;
+                        if !self.eat(']') {
+                            return None;
+                        }
+                        index
+                    } else {
+                        2.0
+                    };
+                    let radicand = self.group()?;
+                    (radicand >= 0.0 && index > 0.0).then(|| radicand.powf(index.recip()))
+                } else if self.eat_command("pi") {
+                    Some(std::f64::consts::PI)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn number(&mut self) -> Option<f64> {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        if self.peek() == Some('.') {
+            self.pos += 1;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.pos += 1;
+            }
+        }
+        let literal: String = self.chars[start..self.pos].iter().collect();
+        literal.parse().ok()
+    }
+}
+
+fn is_integer_literal(chars: &[char]) -> bool {
+    let digits = chars.strip_prefix(&['-']).unwrap_or(chars);
+    !digits.is_empty() && digits.iter().all(char::is_ascii_digit)
+}
+
+/// Whether `chars` is exactly `\frac{<digits>}{<digits>}`.
+fn is_integer_fraction(chars: &[char]) -> bool {
+    let s: String = chars.iter().collect();
+    let Some(rest) = s.strip_prefix("\\frac{") else {
+        return false;
+    };
+    let Some((num, den)) = rest.strip_suffix('}').and_then(|r| r.split_once("}{")) else {
+        return false;
+    };
+    let int = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    int(num) && int(den)
+}
+
+/// Whether two answers are the same: after [`normalize`], equal as strings (plain words ignoring
+/// ASCII case); or both integers with the same value; or both numbers within
+/// [`RELATIVE_TOLERANCE`]; or unions (`\cup`) part by part; or tuples and intervals with the same
+/// brackets, element by element (`(1,2]` ≠ `(1,2)`, `(1,2)` ≠ `(2,1)`); or sets `\{...\}` and
+/// bare comma lists `1,2` with the same elements in any order. An empty answer equals nothing.
+pub fn math_equal(predicted: &str, reference: &str) -> bool {
+    equal_normalized(&normalize(predicted), &normalize(reference))
+}
+
+fn equal_normalized(p: &str, r: &str) -> bool {
+    if p.is_empty() || r.is_empty() {
+        return false;
+    }
+    if p == r {
+        return true;
+    }
+    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
+        return false;
+    }
+    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
+    if word(p) && word(r) {
+        return p.eq_ignore_ascii_case(r);
+    }
+    if let (Some(a), Some(b)) = (canonical_integer(p), canonical_integer(r)) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (evaluate(p), evaluate(r)) {
+        let diff = (a - b).abs();
+        return diff <= RELATIVE_TOLERANCE * a.abs().max(b.abs()) || diff <= ABSOLUTE_FLOOR;
+    }
+    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
+    if p_parts.len() > 1 || r_parts.len() > 1 {
+        return p_parts.len() == r_parts.len()
+            && p_parts
+                .iter()
+                .zip(&r_parts)
+                .all(|(a, b)| equal_normalized(a, b));
+    }
+    if let (Some(a), Some(b)) = (bracketed(p), bracketed(r)) {
+        return a.0 == b.0
+            && a.2 == b.2
+            && a.1.len() == b.1.len()
+            && a.1.iter().zip(&b.1).all(|(x, y)| equal_normalized(x, y));
+    }
+    if let (Some(a), Some(b)) = (unordered_items(p), unordered_items(r)) {
+        return a.len() == b.len() && same_elements(&a, &b);
+    }
+    false
+}
+
+/// The deepest bracket nesting in `s`, counting all kinds; deeper answers than [`MAX_DEPTH`] are
+/// only compared as strings, so hostile input cannot overflow the stack.
+fn nesting_depth(s: &str) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0;
+    for b in s.bytes() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A plain integer as canonical digits (no leading zeros, no `-0`).
+fn canonical_integer(s: &str) -> Option<String> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits = digits.trim_start_matches('0');
+    Some(match (negative, digits.is_empty()) {
+        (_, true) => "0".to_string(),
+        (true, false) => format!("-{digits}"),
+        (false, false) => digits.to_string(),
+    })
+}
+
+/// Splits at `separator` where no bracket of any kind is open.
+fn split_top_level(s: &str, separator: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut i = 0;
+    let bytes = s.as_bytes();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 && bytes[i..].starts_with(separator.as_bytes()) {
+            parts.push(s[start..i].to_string());
+            i += separator.len();
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    parts.push(s[start..].to_string());
+    parts
+}
+
+/// Whether the bracket at byte 0 of `s` closes at its last byte (counting all bracket kinds).
+fn encloses_whole(s: &str) -> bool {
+    let mut depth = 0i32;
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            return i == s.len() - 1;
+        }
+    }
+    false
+}
+
+/// A tuple or interval: opening bracket, at least two items, closing bracket.
+fn bracketed(s: &str) -> Option<(char, Vec<String>, char)> {
+    let open = s.chars().next()?;
+    let close = s.chars().last()?;
+    if !matches!(open, '(' | '[') || !matches!(close, ')' | ']') || !encloses_whole(s) {
+        return None;
+    }
+    let items = split_top_level(&s[1..s.len() - 1], ",");
+    (items.len() >= 2).then_some((open, items, close))
+}
+
+/// The items of a set `\{...\}` or of a bare comma list.
+fn unordered_items(s: &str) -> Option<Vec<String>> {
+    if let Some(inner) = s.strip_prefix("\\{").and_then(|t| t.strip_suffix("\\}"))
+        && encloses_whole(&s[1..])
+    {
+        return Some(split_top_level(inner, ","));
+    }
+    let items = split_top_level(s, ",");
+    (items.len() >= 2).then_some(items)
+}
+
+/// Whether every item of `a` pairs with a distinct equal item of `b` (same lengths assumed).
+fn same_elements(a: &[String], b: &[String]) -> bool {
+    let mut used = vec![false; b.len()];
+    a.iter().all(|x| {
+        let found = (0..b.len()).find(|&j| !used[j] && equal_normalized(x, &b[j]));
+        found.map(|j| used[j] = true).is_some()
+    })
+}
+
+pub(crate) fn normalized_equal(p: &str, r: &str) -> bool {
+    equal_normalized(p, r)
+}
+
+/// The answer a MATH completion states: the last `\boxed{...}`, or else the text after the last
+/// "final answer is" (Minerva's "Final Answer: The final answer is $X$. I hope it is correct.").
+pub fn extract_math_answer(completion: &str) -> Option<String> {
+    if let Some(boxed) = last_boxed(completion) {
+        return Some(boxed);
+    }
+    const PHRASE: &str = "final answer is";
+    let lower = completion.to_ascii_lowercase();
+    let at = lower.rfind(PHRASE)? + PHRASE.len();
+    let rest = &completion[at..];
+    let lower_rest = &lower[at..];
+    let end = [lower_rest.find("i hope"), lower_rest.find('\n')]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    let answer = rest[..end]
+        .trim()
+        .trim_end_matches('.')
+        .trim()
+        .trim_matches('$')
+        .trim();
+    (!answer.is_empty()).then(|| answer.to_string())
+}
+
+/// Grades a MATH completion: extracts its answer with [`extract_math_answer`] and compares it
+/// with [`math_equal`]. A `reference` that contains a `\boxed{}` (a full MATH solution) is
+/// reduced to its last box first.
+pub fn grade_math(completion: &str, reference: &str) -> Grade {
+    let extracted = extract_math_answer(completion);
+    let reference = last_boxed(reference).unwrap_or_else(|| reference.to_string());
+    let correct = extracted
+        .as_deref()
+        .is_some_and(|answer| math_equal(answer, &reference));
+    Grade { extracted, correct }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_examples() {
+        let cases = [
+            ("\\dfrac12", "\\frac{1}{2}"),
+            ("\\frac1b", "\\frac{1}{b}"),
+            ("\\sqrt2", "\\sqrt{2}"),
+            ("10\\text{ cm}", "10"),
+            ("90^\\circ", "90"),
+            ("90^{\\circ}", "90"),
+            ("5.", "5"),
+            (".5", "0.5"),
+            ("x = 5", "5"),
+            ("1,000", "1000"),
+            ("(1,2)", "(1,2)"),
+            ("2.50", "2.5"),
+            ("3.0", "3"),
+            ("50\\%", "50"),
+            ("\\left( 1, 2 \\right)", "(1,2)"),
+            ("$\\$5$", "5"),
+            ("\\text{Monday}", "Monday"),
+            ("5 square units", "5"),
+            ("\\pi r^2", "\\pi r^2"),
+            ("10{,}080", "10080"),
+            ("-3/4", "-\\frac{3}{4}"),
+            ("\\boxed{7}", "7"),
+            ("{5}", "5"),
+            ("\\sqrt[3]8", "\\sqrt[3]{8}"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw), want, "normalize({raw:?})");
+        }
+    }
+
+    #[test]
+    fn evaluates_expressions() {
+        let cases = [
+            ("\\frac{1}{2}", 0.5),
+            ("2\\sqrt{3}", 2.0 * 3f64.sqrt()),
+            ("-\\frac{3}{4}", -0.75),
+            ("2\\frac{1}{2}", 2.5),
+            ("-2\\frac{1}{2}", -2.5),
+            ("2^{10}", 1024.0),
+            ("\\frac{\\pi}{2}", std::f64::consts::FRAC_PI_2),
+            ("3\\cdot4+1", 13.0),
+            ("\\sqrt[3]{8}", 2.0),
+        ];
+        for (raw, want) in cases {
+            let got = parse_number(raw).unwrap_or_else(|| panic!("parse_number({raw:?})"));
+            assert!((got - want).abs() < 1e-12, "parse_number({raw:?}) = {got}");
+        }
+        for raw in ["x+1", "\\infty", "(1,2)", "\\frac{1}{0}", ""] {
+            assert_eq!(parse_number(raw), None, "parse_number({raw:?})");
+        }
+    }
+
+    #[test]
+    fn big_integers_compare_exactly() {
+        assert!(!math_equal("1234567", "1234568"));
+        assert!(math_equal("0012", "12"));
+    }
+}
