@@ -71,3 +71,13 @@ need_postgres() {
     runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null 2>&1 || true
   fi
 }
+
+need_openssl() {
+  # The TLS tests make a throwaway CA and server certificate with the openssl command.
+  if ! command -v openssl >/dev/null 2>&1; then
+    _apt_install openssl || {
+      echo "error: openssl is not installed; install it (Debian/Ubuntu: sudo apt-get install openssl; macOS: brew install openssl) and run this again." >&2
+      exit 1
+    }
+  fi
+}

@@ -10,6 +10,7 @@ need_rust_component fmt rustfmt
 need_rust_component clippy clippy
 need_redis_server
 need_postgres
+need_openssl
 
 # A real llama-server and a tiny random-weight model for the backend tests (built once, cached
 # outside the repository; the first build takes about 5 minutes on 2 cores).

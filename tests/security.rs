@@ -102,3 +102,101 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_speak_tls_to_redis_and_verify_its_certificate() {
+    let mut fleet = Fleet::with_redis(LocalRedisOptions {
+        tls: true,
+        password: Some(REDIS_SECRET.into()),
+        ..LocalRedisOptions::default()
+    });
+    assert!(fleet.redis.url().starts_with("rediss://"));
+    let ca = fleet.redis.ca_file().display().to_string();
+    // Worker and collector verify the server against the test CA.
+    fleet.spawn_worker_env(&[], &[("SSL_CERT_FILE", &ca)]);
+    fleet.spawn_collector();
+    // Submissions go through the CLI, which verifies the server the same way.
+    let out = Command::new(BIN)
+        .args([
+            "submit", "--model", "toy:tiny", "--chains", "3", "--format", "json",
+        ])
+        .args([
+            "--redis",
+            &fleet.redis.url(),
+            "--namespace",
+            &fleet.namespace,
+        ])
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let batch_id = receipt["batch_id"].as_str().unwrap().parse().unwrap();
+    let results = fleet
+        .wait_for_results(batch_id, 3, Duration::from_secs(30))
+        .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == powerfleet_jobs::JobStatus::Completed)
+    );
+    // Without the CA, the server's certificate is refused: TLS is verified, not just on.
+    let out = Command::new(BIN)
+        .args([
+            "status",
+            "x",
+            "--redis",
+            &fleet.redis.url(),
+            "--database-url",
+            &fleet.db_url,
+        ])
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(!stderr.contains(REDIS_SECRET));
+}
+
+#[tokio::test]
+async fn the_results_store_connects_to_postgres_over_tls() {
+    use sqlx::Connection;
+    let base = std::env::var("POWERFLEET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable: {e}. Run scripts/test.sh (it installs and starts PostgreSQL) or set POWERFLEET_TEST_POSTGRES_URL")
+    });
+    let db = format!("pf_tls_{}", std::process::id());
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{prefix}/{db}?sslmode=require");
+    let store = powerfleet_store::Store::connect(&url)
+        .await
+        .expect("the store connects with sslmode=require");
+    store.ping().await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (encrypted,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(encrypted, "the session is encrypted");
+    conn.close().await.unwrap();
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
