@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() {
+    powerfleet_backends::install_tls_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sample(args) => sample::run(*args),

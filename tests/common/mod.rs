@@ -38,6 +38,8 @@ impl Fleet {
 
     /// A fleet on a private redis-server started with `options`.
     pub fn with_redis(options: LocalRedisOptions) -> Fleet {
+        // The test's own HTTP clients need a TLS provider even for plain http.
+        powerfleet_backends::install_tls_provider();
         let redis = LocalRedis::start(options)
             .unwrap_or_else(|e| panic!("{e}; scripts/test.sh installs redis-server"));
         let dir = tempfile::tempdir().unwrap();

@@ -81,6 +81,7 @@ pub struct HttpModel {
 impl HttpModel {
     /// A client for the reference's servers (no request is made yet).
     pub fn new(reference: HttpReference) -> HttpModel {
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(reference.timeout)
             .connect_timeout(Duration::from_secs(5))
@@ -148,7 +149,7 @@ impl HttpModel {
                     } else {
                         "failed"
                     };
-                    BackendError::Transient(format!("POST {url} {what}: {e}"))
+                    BackendError::Transient(format!("POST {url} {what}: {}", error_chain(&e)))
                 })?;
             let status = response.status();
             let text = response.text().await.map_err(|e| {
@@ -255,6 +256,22 @@ impl HttpModel {
         raw.into_generation(request.temperature)
             .map_err(|e| BackendError::Transient(format!("{path}: {e}")))
     }
+}
+
+/// An error with its causes: reqwest's own message omits why a request failed (a refused
+/// certificate, a reset connection).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 fn snippet(text: &str) -> String {

@@ -99,6 +99,7 @@ pub struct HostedModel {
 impl HostedModel {
     /// A client (no request is made yet).
     pub fn new(reference: HostedReference) -> HostedModel {
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(reference.timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -128,12 +129,6 @@ impl HostedModel {
         max_tokens: u32,
         seed: u64,
     ) -> Result<String, BackendError> {
-        if self.reference.base.starts_with("https://") {
-            return Err(BackendError::Rejected(format!(
-                "{}: this build reaches servers over plain http only; point the reference at an http:// OpenAI-compatible gateway inside your network",
-                self.reference.base
-            )));
-        }
         let key = std::env::var(&self.reference.key_env).map_err(|_| {
             BackendError::Rejected(format!(
                 "the API key variable {} is not set on this worker",
@@ -163,7 +158,11 @@ impl HostedModel {
                     "generationConfig": {"temperature": temperature, "maxOutputTokens": max_tokens, "seed": seed}})),
         };
         let response = request.send().await.map_err(|e| {
-            BackendError::Transient(format!("{:?} request failed: {e}", r.provider))
+            BackendError::Transient(format!(
+                "{:?} request failed: {}",
+                r.provider,
+                crate::client::error_chain(&e)
+            ))
         })?;
         let status = response.status();
         let text = response

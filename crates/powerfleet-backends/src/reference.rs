@@ -88,13 +88,10 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
     };
     let mut servers = Vec::new();
     for url in urls.split(',').filter(|u| !u.is_empty()) {
-        if url.starts_with("https://") {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!(
-                "{url}: https is not supported for inference servers yet; reach them over http inside your network"
+                "server URL {url:?} must start with http:// or https://"
             ));
-        }
-        if !url.starts_with("http://") {
-            return Err(format!("server URL {url:?} must start with http://"));
         }
         let base = url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
@@ -172,8 +169,7 @@ mod tests {
     fn bad_references_say_what_is_wrong() {
         for (r, needle) in [
             ("vllm+http://h:1", "need ?model=NAME"),
-            ("llamacpp+https://h:1", "https is not supported"),
-            ("llamacpp+ftp://h", "must start with http://"),
+            ("llamacpp+ftp://h", "must start with http:// or https://"),
             ("llamacpp+http://h:1?k=0", "k in"),
             ("llamacpp+http://h:1?color=red", "unknown option"),
             ("tgi+http://h:1", "not known"),
