@@ -10,73 +10,6 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`.
-fn certificates(dir: &std::path::Path) {
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs (scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// A fake llama-server behind TLS: every POST /completion gets one token (id 5) with raw top-2
 /// log-probabilities; /tokenize and /detokenize answer too.
 async fn tls_fake(dir: &std::path::Path) -> u16 {
@@ -158,7 +91,8 @@ async fn tls_fake(dir: &std::path::Path) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inference_servers_over_https_are_verified_and_used() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    powerfleet_queue::local::make_certificates(dir.path())
+        .expect("openssl makes test certificates (scripts/test.sh installs it)");
     let port = tls_fake(dir.path()).await;
     let model = format!("llamacpp+https://127.0.0.1:{port}?k=2");
     let sample = move |ca: Option<&std::path::Path>| {

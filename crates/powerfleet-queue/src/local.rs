@@ -153,77 +153,7 @@ impl LocalRedis {
         if self.dir.join("server.crt").exists() {
             return Ok(());
         }
-        std::fs::write(
-            self.dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )?;
-        let steps: [&[&str]; 3] = [
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=powerfleet test CA",
-            ],
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        ];
-        for args in steps {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&self.dir)
-                .output()
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => LocalRedisError::Io(std::io::Error::new(
-                        e.kind(),
-                        "openssl was not found on PATH; install it (apt-get install openssl) to run Redis with TLS",
-                    )),
-                    _ => LocalRedisError::Io(e),
-                })?;
-            if !out.status.success() {
-                return Err(LocalRedisError::Io(std::io::Error::other(format!(
-                    "openssl {} failed: {}",
-                    args[0],
-                    String::from_utf8_lossy(&out.stderr)
-                ))));
-            }
-        }
-        Ok(())
+        make_certificates(&self.dir)
     }
 
     /// The port it listens on.
@@ -287,4 +217,80 @@ pub fn ping_addr(addr: &str) -> bool {
 /// A port that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Writes a throwaway CA (`ca.crt`) and a certificate for 127.0.0.1 signed by it (`server.crt`,
+/// `server.key`) into `dir`, with the `openssl` command: for servers in tests and demos.
+pub fn make_certificates(dir: &Path) -> Result<(), LocalRedisError> {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=powerfleet test CA",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => LocalRedisError::Io(std::io::Error::new(
+                    e.kind(),
+                    "openssl was not found on PATH; install it (apt-get install openssl) to run Redis with TLS",
+                )),
+                _ => LocalRedisError::Io(e),
+            })?;
+        if !out.status.success() {
+            return Err(LocalRedisError::Io(std::io::Error::other(format!(
+                "openssl {} failed: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            ))));
+        }
+    }
+    Ok(())
 }
