@@ -33,19 +33,6 @@ pub use powerfleet_jobs::redact_url;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 
-/// Applies migrations. SQLite has no migration lock, so two processes migrating a new file at
-/// once race; the loser fails and `connect_sqlite` retries, finding the migration applied.
-async fn run_migrations<'a, A>(
-    migrator: &Migrator,
-    pool: A,
-) -> Result<(), sqlx::migrate::MigrateError>
-where
-    A: sqlx::Acquire<'a>,
-    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
-{
-    migrator.run(pool).await
-}
-
 /// Errors of a SQLite open that another process's concurrent open or migration explains.
 fn is_transient_sqlite(e: &StoreError) -> bool {
     match e {
@@ -270,7 +257,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        run_migrations(&SQLITE_MIGRATIONS, &pool)
+        // SQLite has no migration lock: two processes migrating a new file race, the loser fails,
+        // and `connect_sqlite` retries, finding the migration applied.
+        SQLITE_MIGRATIONS
+            .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate {
                 url: url.clone(),
@@ -305,7 +295,8 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        run_migrations(&POSTGRES_MIGRATIONS, &pool)
+        POSTGRES_MIGRATIONS
+            .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate {
                 url: url.clone(),
