@@ -244,6 +244,7 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  eta {eta}  {msg}")
             .expect("valid template"),
     );
+    let mut all_final_since = None;
     loop {
         let report = match receipt.batch_id {
             Some(b) => status::batch_status(queue, store, b).await?,
@@ -273,7 +274,17 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
                 acceptances as f64 / proposals as f64
             ));
         }
-        if done >= total {
+        // Final in Redis is not yet stored in SQL: give the collector a moment, so an export
+        // right after `--wait` has every result (jobs that never reach SQL end the wait after 10 s).
+        let stored = jobs.iter().filter(|j| j.source == "database").count() as u64;
+        let settled = store.is_none()
+            || stored >= total
+            || all_final_since
+                .is_some_and(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10));
+        if done >= total && all_final_since.is_none() {
+            all_final_since = Some(std::time::Instant::now());
+        }
+        if done >= total && settled {
             bar.finish_and_clear();
             let not_completed = jobs
                 .iter()
