@@ -24,6 +24,10 @@ struct Cli {
         default_value = "text"
     )]
     log_format: observe::LogFormat,
+    /// Export traces over OTLP/HTTP to this collector (e.g. http://otel-collector:4318); off when
+    /// unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,22 +70,26 @@ fn main() {
         }
         Command::Submit(args) => block_on(fleet::submit(*args)),
         Command::Worker(args) => {
-            observe::init_tracing(cli.log_format, "info");
+            let _tracing =
+                observe::init_tracing(cli.log_format, "info", cli.otlp_endpoint.as_deref());
             block_on(fleet::worker(args))
         }
         Command::Collector(args) => {
-            observe::init_tracing(cli.log_format, "info");
+            let _tracing =
+                observe::init_tracing(cli.log_format, "info", cli.otlp_endpoint.as_deref());
             block_on(fleet::collector(args))
         }
         Command::Status(args) => block_on(fleet::status_cmd(args)),
         Command::Cancel(args) => block_on(fleet::cancel(args)),
         Command::Results(args) => block_on(fleet::results(args)),
         Command::Serve(args) => {
-            observe::init_tracing(cli.log_format, "info");
+            let _tracing =
+                observe::init_tracing(cli.log_format, "info", cli.otlp_endpoint.as_deref());
             block_on(fleet::serve(args))
         }
         Command::Demo(args) => {
-            observe::init_tracing(cli.log_format, "warn");
+            let _tracing =
+                observe::init_tracing(cli.log_format, "warn", cli.otlp_endpoint.as_deref());
             block_on(demo::run(args))
         }
     };

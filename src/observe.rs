@@ -21,19 +21,80 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
-pub fn init_tracing(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+/// Flushes exported traces when dropped (at the end of `main`).
+pub struct TracingGuard(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            let _ = provider.shutdown();
+        }
     }
+}
+
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise; with `otlp_endpoint`,
+/// also exports spans (with their fields: job_id, correlation_id, ...) over OTLP/HTTP.
+pub fn init_tracing(
+    format: LogFormat,
+    default_level: &str,
+    otlp_endpoint: Option<&str>,
+) -> TracingGuard {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+    };
+    let (otel, provider) = match otlp_endpoint.map(otlp_provider) {
+        Some(Ok(provider)) => {
+            use opentelemetry::trace::TracerProvider;
+            let tracer = provider.tracer("powerfleet");
+            (
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(filter()),
+                ),
+                Some(provider),
+            )
+        }
+        Some(Err(e)) => {
+            eprintln!("warning: traces are not exported: {e}");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter()))
+        .with(otel)
+        .init();
+    TracingGuard(provider)
+}
+
+fn otlp_provider(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url.clone())
+        .build()
+        .with_context(|| format!("cannot export traces to --otlp-endpoint {url}"))?;
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("powerfleet")
+                .build(),
+        )
+        .build())
 }
 
 /// Where a role serves its operations endpoints.

@@ -198,3 +198,66 @@ fn token_comparison_accepts_only_exact_tokens() {
     }
     assert!(!token_matches(&[], "anything"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_otlp_with_the_job_fields() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body.to_vec());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut fleet = Fleet::new(false);
+    let w = fleet.spawn_worker(&["--otlp-endpoint", &endpoint]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:tiny",
+            SamplerConfig::new(Method::Power),
+            &[Method::Power],
+            1,
+            1,
+        ),
+    )
+    .await;
+    fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(30))
+        .await;
+    // SIGTERM: the worker stops and flushes its spans.
+    fleet.signal_worker(w, 15);
+    let mut child = fleet.workers[w].take().unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let job = receipt.job_ids[0].to_string();
+    loop {
+        let bodies = received.lock().unwrap().clone();
+        let all: Vec<u8> = bodies.concat();
+        let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+        if has(job.as_bytes()) && has(b"correlation_id") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span with the job id reached the collector ({} requests)",
+            bodies.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
