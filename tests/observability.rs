@@ -261,3 +261,56 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_inference_server_shows_an_open_circuit() {
+    let mut fleet = Fleet::new(false);
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        powerfleet_queue::local::free_port().unwrap()
+    );
+    let metrics = format!(
+        "127.0.0.1:{}",
+        powerfleet_queue::local::free_port().unwrap()
+    );
+    let model = format!("dead=llamacpp+{dead}?timeout_s=1");
+    fleet.spawn_worker(&[
+        "--metrics-listen",
+        &metrics,
+        "--model",
+        &model,
+        "--model-attempts",
+        "6",
+    ]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let mut submission = batch(
+        "dead",
+        SamplerConfig::new(Method::Standard),
+        &[Method::Standard],
+        1,
+        1,
+    );
+    submission.problems[0].prompt = powerfleet_jobs::Prompt::Tokens(vec![1]);
+    let receipt = submit_batch(&queue, &submission).await;
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(results[0].status, powerfleet_jobs::JobStatus::Failed);
+    assert!(
+        results[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("failed 6 times"),
+        "{:?}",
+        results[0].error
+    );
+    let (_, scraped) = get(&format!("http://{metrics}/metrics")).await;
+    let want = format!("powerfleet_backend_circuit_open{{server=\"{dead}\"}} 1");
+    assert!(scraped.contains(&want), "{want} not in:\n{scraped}");
+    assert!(
+        scraped.contains("powerfleet_model_retries_total{backend=\"llamacpp\"} 5"),
+        "{scraped}"
+    );
+}

@@ -11,6 +11,9 @@ use tokio::sync::Semaphore;
 use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
 
+/// 1 while a server's circuit is open (it is being skipped), 0 otherwise; labelled by `server`.
+pub const CIRCUIT_OPEN: &str = "powerfleet_backend_circuit_open";
+
 /// Consecutive failures after which a server is skipped.
 pub const BREAKER_THRESHOLD: u32 = 5;
 /// How long a tripped server is skipped before one trial request.
@@ -56,6 +59,7 @@ impl Server {
 
     fn succeeded(&self) {
         *self.breaker.lock().expect("breaker") = Breaker::default();
+        metrics::gauge!(CIRCUIT_OPEN, "server" => self.url.clone()).set(0.0);
     }
 
     fn failed(&self) {
@@ -66,6 +70,7 @@ impl Server {
                 tracing::warn!(server = %self.url, failures = b.failures, "circuit open: server skipped for a while");
             }
             b.open_until = Some(Instant::now() + BREAKER_COOLDOWN);
+            metrics::gauge!(CIRCUIT_OPEN, "server" => self.url.clone()).set(1.0);
         }
     }
 }

@@ -91,6 +91,10 @@ pub fn describe() {
     describe_gauge!(QUEUE_LAG, "Jobs not yet delivered to any worker");
     describe_gauge!(QUEUE_PENDING, "Jobs delivered and not yet acknowledged");
     describe_counter!(HTTP_REQUESTS, "HTTP API requests by route and status");
+    describe_gauge!(
+        powerfleet_backends::client::CIRCUIT_OPEN,
+        "1 while an inference server's circuit breaker is open"
+    );
 }
 
 /// Adds `n` to a counter without labels.
