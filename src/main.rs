@@ -94,6 +94,14 @@ fn main() {
         }
     };
     if let Err(err) = result {
+        // The reader went away (`powerfleet ... | head`): nothing is wrong, stop quietly.
+        let broken_pipe = err.chain().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }

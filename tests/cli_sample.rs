@@ -242,3 +242,44 @@ fn table_puts_frequencies_beside_the_exact_probability() {
     assert!(text.contains("cost multiplier"));
     assert!(text.contains("TV to exact p^α"));
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_powerfleet"))
+        .args([
+            "sample",
+            "--model",
+            "toy:tiny",
+            "--chains",
+            "20000",
+            "--format",
+            "jsonl",
+            "--max-new-tokens",
+            "4",
+            "--block-size",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("{\"chain\":0"), "{first}");
+    // stdout is closed now, like `| head -1`.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
