@@ -282,8 +282,8 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
         .clone()
         .unwrap_or_else(CorrelationId::generate);
     let mut batch_id = submission.batch.then(BatchId::new);
-    // Check before anything is written.
-    submission
+    // Build and check every job before anything is written.
+    let mut jobs = submission
         .jobs(&correlation_id, batch_id)
         .map_err(SubmitError::Invalid)?;
     if let Some(key) = &submission.submission_key {
@@ -299,10 +299,12 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
         if submission.batch {
             batch_id = Some(b);
         }
+        // A repeated key keeps the first submission's ids.
+        for job in &mut jobs {
+            job.correlation_id = correlation_id.clone();
+            job.batch_id = batch_id;
+        }
     }
-    let jobs = submission
-        .jobs(&correlation_id, batch_id)
-        .map_err(SubmitError::Invalid)?;
     let mut job_ids = Vec::with_capacity(jobs.len());
     for (i, chunk) in jobs.chunks(ENQUEUE_CHUNK).enumerate() {
         let key = submission
