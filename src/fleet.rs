@@ -169,23 +169,10 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
             producer::parse_batch_file(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
-        (_, Some(ids), _) => {
-            let tokens = ids
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| {
-                    s.trim().parse().map_err(|_| {
-                        anyhow::anyhow!(
-                            "--prompt-tokens must be comma-separated token ids, got {s:?}"
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            vec![Problem {
-                id: None,
-                prompt: Prompt::Tokens(tokens),
-            }]
-        }
+        (_, Some(ids), _) => vec![Problem {
+            id: None,
+            prompt: Prompt::Tokens(crate::options::parse_token_ids(ids)?),
+        }],
         (prompt, None, None) => vec![Problem {
             id: None,
             prompt: Prompt::Text(prompt.clone().unwrap_or_default()),

@@ -138,17 +138,7 @@ pub fn prompt_tokens(
         (Some(_), Some(_)) => bail!("give --prompt or --prompt-tokens, not both"),
         (Some(text), None) => Ok(model.tokenize(text).context("--prompt")?),
         (None, Some(ids)) => {
-            let tokens = ids
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| {
-                    s.trim().parse::<TokenId>().map_err(|_| {
-                        anyhow::anyhow!(
-                            "--prompt-tokens must be comma-separated token ids, got {s:?}"
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let tokens = parse_token_ids(ids)?;
             model
                 .check_tokens(&tokens)
                 .map_err(|e| anyhow::anyhow!("--prompt-tokens: {e}"))?;
@@ -156,4 +146,16 @@ pub fn prompt_tokens(
         }
         (None, None) => Ok(Vec::new()),
     }
+}
+
+/// Token ids given as `--prompt-tokens 1,2,3`.
+pub fn parse_token_ids(ids: &str) -> Result<Vec<TokenId>> {
+    ids.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim().parse::<TokenId>().map_err(|_| {
+                anyhow::anyhow!("--prompt-tokens must be comma-separated token ids, got {s:?}")
+            })
+        })
+        .collect()
 }

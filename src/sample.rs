@@ -288,15 +288,7 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     let prompt: Vec<TokenId> = match (&args.prompt, &args.prompt_tokens) {
         (Some(_), Some(_)) => anyhow::bail!("give --prompt or --prompt-tokens, not both"),
         (Some(text), None) => model.tokenize(text).await.context("tokenizing --prompt")?,
-        (None, Some(ids)) => ids
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                s.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("--prompt-tokens must be comma-separated token ids, got {s:?}")
-                })
-            })
-            .collect::<Result<_>>()?,
+        (None, Some(ids)) => crate::options::parse_token_ids(ids)?,
         (None, None) => model
             .tokenize("")
             .await
