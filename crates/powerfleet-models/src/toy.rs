@@ -358,7 +358,7 @@ impl LanguageModel for ToyModel {
                 request.top_k,
                 &mut candidates,
             );
-            let u = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+            let u = powerfleet_sampler::rng::unit_interval(rng.next_u64());
             let mut cumulative = 0.0;
             let mut chosen = candidates[candidates.len() - 1];
             for &(t, lq) in &candidates {

@@ -4,6 +4,12 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The value in [0, 1) of the top 53 bits of `bits`: the standard uniform draw from 64 random
+/// bits, shared by every sampler in the project so their draws agree.
+pub fn unit_interval(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
 /// ChaCha12, seeded per chain; serialized as its seed, stream and word position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainRng(ChaCha12Rng);
@@ -18,7 +24,7 @@ impl ChainRng {
 
     /// A uniform draw in [0, 1) with 53 random bits.
     pub fn uniform(&mut self) -> f64 {
-        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        unit_interval(self.0.next_u64())
     }
 
     /// A uniform integer in `0..n` (n >= 1).
