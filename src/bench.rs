@@ -155,6 +155,23 @@ async fn queue_on(url: &str, namespace: &str) -> Result<Queue> {
     .await?)
 }
 
+/// An in-process worker with `concurrency` chains in flight, until `stop` is cancelled.
+fn spawn_worker(
+    queue: &Queue,
+    consumer: String,
+    concurrency: usize,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Arc<worker::WorkerReport>> {
+    let mut config = WorkerConfig::new(consumer);
+    config.concurrency = concurrency;
+    config.read_block = Duration::from_millis(100);
+    let (queue, stop) = (queue.clone(), stop.clone());
+    tokio::spawn(async move {
+        let models = Arc::new(ModelRegistry::default());
+        worker::run(config, queue, models, async move { stop.cancelled().await }).await
+    })
+}
+
 fn submission(model: &str, config: SamplerConfig, jobs: u64) -> Submission {
     Submission {
         model: model.into(),
@@ -195,18 +212,7 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
     )
     .await?;
     let stop = CancellationToken::new();
-    let mut wc = WorkerConfig::new("bench-worker".into());
-    wc.concurrency = args.concurrency;
-    wc.read_block = Duration::from_millis(100);
-    let worker = tokio::spawn({
-        let (queue, stop) = (queue.clone(), stop.clone());
-        async move {
-            worker::run(wc, queue, Arc::new(ModelRegistry::default()), async move {
-                stop.cancelled().await
-            })
-            .await
-        }
-    });
+    let worker = spawn_worker(&queue, "bench-worker".into(), args.concurrency, &stop);
     while queue.stream_lengths().await?.1 < args.block_jobs {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -412,18 +418,7 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
             prompt: Prompt::Tokens(prompt.clone()),
         }];
         let stop = CancellationToken::new();
-        let mut wc = WorkerConfig::new(format!("bench-{c}"));
-        wc.concurrency = c;
-        wc.read_block = Duration::from_millis(100);
-        let worker = tokio::spawn({
-            let (queue, stop) = (queue.clone(), stop.clone());
-            async move {
-                worker::run(wc, queue, Arc::new(ModelRegistry::default()), async move {
-                    stop.cancelled().await
-                })
-                .await
-            }
-        });
+        let worker = spawn_worker(&queue, format!("bench-{c}"), c, &stop);
         let start = Instant::now();
         producer::submit(&queue, &sub).await?;
         let mut generated = 0u64;
