@@ -187,6 +187,8 @@ fn submission(model: &str, config: SamplerConfig, jobs: u64) -> Submission {
         batch: true,
         submission_key: None,
         fallback_single_sample: false,
+        chat: false,
+        bench: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `powerfleet demo`: the whole fleet on one machine. A private redis-server if none answers,
-//! workers and a collector in-process, a built-in batch on the toy models, progress, and a table
-//! per method beside the exact p^α.
+//! workers and a collector in-process, progress, and two built-in batches on the toy models: an
+//! exactness check (a table per method beside the exact p^α) and the built-in benchmark suite,
+//! graded by the collector (power, low-temp and standard beside the exact probability of a
+//! correct answer, then the suite's report).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,16 +12,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use powerfleet_datasets::suite::{SUITE_ALPHA, SUITE_MAX_TOKENS};
 use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_fleet::producer::{self, Problem, Receipt, Submission};
+use powerfleet_fleet::producer::{self, BenchRun, Problem, Receipt, Submission};
 use powerfleet_fleet::worker::{self, WorkerConfig};
-use powerfleet_jobs::{CorrelationId, JobResult, JobStatus, Prompt};
+use powerfleet_jobs::{BatchId, CorrelationId, JobResult, JobStatus, Prompt};
 use powerfleet_models::exact::{Histogram, enumerate, tv_tolerance};
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions, ping_addr};
 use powerfleet_queue::{Queue, QueueOptions};
-use powerfleet_sampler::{Method, SamplerConfig, TokenId};
+use powerfleet_report::Prices;
+use powerfleet_sampler::{Alpha, Method, SamplerConfig, TokenId};
 use powerfleet_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +72,88 @@ fn demo_config(n_mcmc: u32) -> SamplerConfig {
         max_new_tokens: 8,
         ..SamplerConfig::new(Method::Power)
     }
+}
+
+/// The methods the built-in suite compares.
+const SUITE_METHODS: [Method; 3] = [Method::Power, Method::LowTemp, Method::Standard];
+
+fn suite_config(n_mcmc: u32) -> SamplerConfig {
+    SamplerConfig {
+        n_mcmc,
+        alpha: Some(Alpha::new(SUITE_ALPHA).expect("the suite's alpha is valid")),
+        block_size: 2,
+        max_new_tokens: SUITE_MAX_TOKENS,
+        ..SamplerConfig::new(Method::Power)
+    }
+}
+
+/// The suite's table: per problem and method, the share of correct samples beside the exact
+/// probability of a correct answer under the distribution the method targets; then the report.
+fn write_suite(out: &mut impl Write, batch: BatchId, results: &[JobResult]) -> Result<()> {
+    let report = powerfleet_report::build(&batch.to_string(), results, &Prices::default());
+    writeln!(
+        out,
+        "\nbuilt-in benchmark suite  batch {batch}  alpha {SUITE_ALPHA}  low-temp at 1/alpha\nshare of correct samples per method | exact probability of a correct answer under the method's target (p^alpha, tokens at 1/alpha, p)"
+    )?;
+    writeln!(
+        out,
+        "{:<10} {:>6}  {:>7} {:>7}  {:>8} {:>7}  {:>8} {:>7}",
+        "problem", "answer", "power", "p^a", "low-temp", "exact", "standard", "exact"
+    )?;
+    let mut exact_sum = [0.0; 3];
+    for item in powerfleet_datasets::builtin_suite() {
+        let mass = item.exact_correct_mass().map_err(anyhow::Error::msg)?;
+        let row = report
+            .per_problem
+            .iter()
+            .find(|p| p.problem_id == item.problem.id);
+        let share = |method: Method| {
+            row.and_then(|p| p.methods.iter().find(|m| m.method == method.as_str()))
+                .filter(|m| m.graded > 0)
+                .map_or("-".to_string(), |m| {
+                    format!("{:.3}", m.correct as f64 / m.graded as f64)
+                })
+        };
+        exact_sum[0] += mass.power;
+        exact_sum[1] += mass.low_temp;
+        exact_sum[2] += mass.standard;
+        writeln!(
+            out,
+            "{:<10} {:>6}  {:>7} {:>7.3}  {:>8} {:>7.3}  {:>8} {:>7.3}",
+            item.problem.id,
+            row.and_then(|p| p.reference.clone()).unwrap_or_default(),
+            share(Method::Power),
+            mass.power,
+            share(Method::LowTemp),
+            mass.low_temp,
+            share(Method::Standard),
+            mass.standard
+        )?;
+    }
+    let n = powerfleet_datasets::builtin_suite().len() as f64;
+    let accuracy = |method: Method| {
+        report
+            .methods
+            .iter()
+            .find(|m| m.method == method.as_str())
+            .and_then(|m| m.accuracy)
+            .map_or("-".to_string(), |a| format!("{a:.3}"))
+    };
+    writeln!(
+        out,
+        "{:<10} {:>6}  {:>7} {:>7.3}  {:>8} {:>7.3}  {:>8} {:>7.3}\n",
+        "mean",
+        "",
+        accuracy(Method::Power),
+        exact_sum[0] / n,
+        accuracy(Method::LowTemp),
+        exact_sum[1] / n,
+        accuracy(Method::Standard),
+        exact_sum[2] / n
+    )?;
+    powerfleet_report::write(&report, powerfleet_report::Format::Table, out)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 fn host_port(url: &str) -> Option<String> {
@@ -165,14 +251,37 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             batch: true,
             submission_key: None,
             fallback_single_sample: false,
+            chat: false,
+            bench: None,
         };
         receipts.push((model, producer::submit(&queue, &submission).await?));
     }
+    let exactness_jobs: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();
+    let suite = Submission {
+        model: "toy:suite-arith".to_string(),
+        config: suite_config(args.n_mcmc),
+        methods: SUITE_METHODS.to_vec(),
+        problems: Vec::new(),
+        seeds: (0..args.seeds).collect(),
+        chains: args.chains,
+        correlation_id: Some(correlation_id.clone()),
+        batch: true,
+        submission_key: None,
+        fallback_single_sample: false,
+        chat: false,
+        bench: Some(BenchRun::builtin_suite()),
+    };
+    let suite_problems = powerfleet_datasets::builtin_suite().len();
+    receipts.push(("builtin:suite", producer::submit(&queue, &suite).await?));
     let total: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();
     eprintln!(
-        "submitted {total} jobs ({} models x {} methods x {} seeds x {} chains) under correlation id {correlation_id}; {} workers x {} chains in flight",
+        "submitted {total} jobs under correlation id {correlation_id}: {exactness_jobs} for the exactness check ({} models x {} methods x {} seeds x {} chains) and {} for the built-in benchmark suite ({suite_problems} problems x {} methods x {} seeds x {} chains); {} workers x {} chains in flight",
         MODELS.len(),
         METHODS.len(),
+        args.seeds,
+        args.chains,
+        total - exactness_jobs,
+        SUITE_METHODS.len(),
         args.seeds,
         args.chains,
         args.workers,
@@ -185,7 +294,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let _ = r.await;
     }
     let mut out = std::io::stdout().lock();
-    for (model, receipt) in &receipts {
+    let (suite_receipt, receipts) = receipts.split_last().expect("the suite was submitted");
+    for (model, receipt) in receipts {
         let rows: Vec<&JobResult> = results
             .iter()
             .filter(|r| Some(r.batch_id) == Some(receipt.batch_id))
@@ -196,9 +306,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         out,
         "\nP(mode): share of chains that ended on the completion p^α favours most. TV to p^α: distance\nof all chains' completions from the exact p^α; below the noise column, sampling noise alone explains it."
     )?;
+    let suite_batch = suite_receipt.1.batch_id.expect("demo batches");
+    let suite_results: Vec<JobResult> = results
+        .iter()
+        .filter(|r| r.batch_id == Some(suite_batch))
+        .cloned()
+        .collect();
+    write_suite(&mut out, suite_batch, &suite_results)?;
     writeln!(
         out,
-        "{total} jobs in {:.1} s. Results: powerfleet results --batch BATCH --database-url {database_url}",
+        "{total} jobs in {:.1} s. Results: powerfleet results --batch BATCH --database-url {database_url}\nThe suite's report and figures: powerfleet report {suite_batch} --plot figures --database-url {database_url}",
         started.elapsed().as_secs_f64(),
     )?;
     out.flush()?;

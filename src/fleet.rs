@@ -7,12 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_fleet::producer::{self, Problem, Receipt, Submission};
+use powerfleet_fleet::producer::{self, BenchProblem, BenchRun, Problem, Receipt, Submission};
 use powerfleet_fleet::status::{self, StatusReport};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobStatus, Prompt};
+use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus, Prompt};
 use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
@@ -93,14 +94,40 @@ pub struct SubmitArgs {
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Prompt as text.
-    #[arg(long, conflicts_with_all = ["prompt_tokens", "batch_file"])]
+    #[arg(long, conflicts_with_all = ["prompt_tokens", "batch_file", "bench"])]
     pub prompt: Option<String>,
     /// Prompt as comma-separated token ids.
-    #[arg(long, conflicts_with = "batch_file")]
+    #[arg(long, conflicts_with_all = ["batch_file", "bench"])]
     pub prompt_tokens: Option<String>,
     /// JSONL file of problems: {"id": "...", "prompt": "..."} or {"prompt_tokens": [...]}.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bench")]
     pub batch_file: Option<std::path::PathBuf>,
+    /// A benchmark dataset with reference answers (JSONL, a MATH500 JSON array or
+    /// multiple-choice JSONL; see --dataset-format), or `builtin:suite` for the built-in suite
+    /// on its toy models. One batch: a job per problem, method and seed, graded by the collector.
+    #[arg(long)]
+    pub bench: Option<String>,
+    /// Format of the --bench file: auto (from its name and first record), jsonl, math500,
+    /// multiple-choice.
+    #[arg(long, default_value = "auto", requires = "bench")]
+    pub dataset_format: String,
+    /// Prompt template of --bench problems: plain, math-cot, multiple-choice, or a file holding
+    /// {question} (and optionally {choices}). Default: math-cot for math500, multiple-choice for
+    /// multiple-choice datasets, plain otherwise.
+    #[arg(long, requires = "bench")]
+    pub template: Option<String>,
+    /// Grader of --bench completions: math, choice, exact, or regex:PATTERN (one capture group
+    /// around the answer). Default: choice for multiple-choice problems, math for the others.
+    #[arg(long, requires = "bench")]
+    pub grader: Option<String>,
+    /// Price of the model's generated tokens, US dollars per million, recorded with --bench jobs
+    /// for the money column of `powerfleet report`.
+    #[arg(long, requires = "bench")]
+    pub price_per_mtok: Option<f64>,
+    /// Format text prompts through the model's chat template (llama.cpp and vLLM servers) as
+    /// one user message.
+    #[arg(long)]
+    pub chat: bool,
     /// Chains per problem, method and seed (streams 0..N of the seed).
     #[arg(long, default_value_t = 1)]
     pub chains: u64,
@@ -162,7 +189,13 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
             .map(|m| m.trim().parse::<Method>().context("--methods"))
             .collect::<Result<_>>()?
     };
+    let bench = args
+        .bench
+        .as_deref()
+        .map(|b| bench_run(args, b))
+        .transpose()?;
     let problems = match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
+        _ if bench.is_some() => Vec::new(),
         (_, _, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --batch-file {}", path.display()))?;
@@ -197,6 +230,75 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         batch: true,
         submission_key: args.submission_key.clone(),
         fallback_single_sample: args.fallback_single_sample,
+        chat: args.chat,
+        bench,
+    })
+}
+
+/// The value of `--bench` that names the built-in suite.
+pub const BUILTIN_SUITE: &str = "builtin:suite";
+
+/// Loads the `--bench` dataset with its template and grader; dataset errors list every broken
+/// record with its line and field.
+fn bench_run(args: &SubmitArgs, bench: &str) -> Result<BenchRun> {
+    let grader = args.grader.as_deref().map(parse_grader).transpose()?;
+    if bench == BUILTIN_SUITE {
+        if args.template.is_some() || args.dataset_format != "auto" {
+            bail!(
+                "--bench {BUILTIN_SUITE} has its own prompts; drop --template and --dataset-format"
+            );
+        }
+        let mut run = BenchRun::builtin_suite();
+        if grader.is_some() {
+            bail!("--bench {BUILTIN_SUITE} has its own grader; drop --grader");
+        }
+        run.price_per_mtok = args.price_per_mtok;
+        return Ok(run);
+    }
+    let path = std::path::Path::new(bench);
+    let (format, problems) = if args.dataset_format == "auto" {
+        powerfleet_datasets::load_detected(path)?
+    } else {
+        let format: powerfleet_datasets::Format = args
+            .dataset_format
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--dataset-format: {e}"))?;
+        (format, powerfleet_datasets::load(path, format)?)
+    };
+    let template = match &args.template {
+        Some(t) => Template::parse(t).context("--template")?,
+        None => match format {
+            powerfleet_datasets::Format::Math500 => Template::MathCot,
+            powerfleet_datasets::Format::MultipleChoice => Template::MultipleChoice,
+            powerfleet_datasets::Format::Jsonl => Template::Plain,
+        },
+    };
+    Ok(BenchRun {
+        problems: problems
+            .into_iter()
+            .map(|problem| BenchProblem {
+                problem,
+                model: None,
+            })
+            .collect(),
+        template,
+        grader,
+        price_per_mtok: args.price_per_mtok,
+    })
+}
+
+/// Parses `--grader`: math, choice, exact or regex:PATTERN.
+fn parse_grader(s: &str) -> Result<Grader> {
+    Ok(match s {
+        "math" => Grader::Math,
+        "choice" => Grader::Choice,
+        "exact" => Grader::Exact,
+        _ => match s.strip_prefix("regex:") {
+            Some(pattern) if !pattern.is_empty() => Grader::Regex {
+                pattern: pattern.to_string(),
+            },
+            _ => bail!("--grader must be one of math, choice, exact, regex:PATTERN, got {s:?}"),
+        },
     })
 }
 
@@ -244,23 +346,8 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
         };
         let jobs = report.jobs();
         let done = jobs.iter().filter(|j| j.status.is_final()).count() as u64;
-        let (mut proposals, mut acceptances) = (0u64, 0u64);
-        for j in &jobs {
-            if let Some(r) = &j.result {
-                proposals += r.stats.proposals;
-                acceptances += r.stats.acceptances;
-            } else if let Some(p) = &j.progress {
-                proposals += p.proposals;
-                acceptances += p.acceptances;
-            }
-        }
         bar.set_position(done);
-        if proposals > 0 {
-            bar.set_message(format!(
-                "acceptance {:.3}",
-                acceptances as f64 / proposals as f64
-            ));
-        }
+        bar.set_message(progress_message(&jobs));
         // Final in Redis is not yet stored in SQL: give the collector a moment, so an export
         // right after `--wait` has every result (jobs that never reach SQL end the wait after 10 s).
         let stored = jobs.iter().filter(|j| j.source == "database").count() as u64;
@@ -290,6 +377,56 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Live progress of a set of jobs: finished over total per method, with the share graded right
+/// so far, and the acceptance rate.
+fn progress_message(jobs: &[&status::JobView]) -> String {
+    #[derive(Default)]
+    struct Tally {
+        done: u64,
+        total: u64,
+        graded: u64,
+        correct: u64,
+    }
+    let mut by_method: std::collections::BTreeMap<&str, Tally> = Default::default();
+    let (mut proposals, mut acceptances) = (0u64, 0u64);
+    for j in jobs {
+        let t = by_method
+            .entry(j.method.as_deref().unwrap_or("-"))
+            .or_default();
+        t.total += 1;
+        t.done += u64::from(j.status.is_final());
+        if let Some(r) = &j.result {
+            proposals += r.stats.proposals;
+            acceptances += r.stats.acceptances;
+            if let Some(g) = &r.grade {
+                t.graded += 1;
+                t.correct += u64::from(g.correct);
+            }
+        } else if let Some(p) = &j.progress {
+            proposals += p.proposals;
+            acceptances += p.acceptances;
+        }
+    }
+    let mut parts: Vec<String> = by_method
+        .iter()
+        .map(|(m, t)| {
+            let accuracy = if t.graded > 0 {
+                format!(" acc {:.2}", t.correct as f64 / t.graded as f64)
+            } else {
+                String::new()
+            };
+            format!("{m} {}/{}{accuracy}", t.done, t.total)
+        })
+        .collect();
+    if proposals > 0 {
+        parts.push(format!(
+            "acceptance {:.3}",
+            acceptances as f64 / proposals as f64
+        ));
+    }
+    parts.join("  ")
 }
 
 /// Arguments of `powerfleet worker`.
@@ -412,12 +549,45 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutFormat,
+    /// Wait until every job is finished, showing progress by method on stderr, then print the
+    /// status.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 pub async fn status_cmd(args: StatusArgs) -> Result<()> {
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
-    let report = status::status(&queue, Some(&store), &args.id).await?;
+    let mut report = status::status(&queue, Some(&store), &args.id).await?;
+    if args.wait {
+        let job_ids: Vec<JobId> = report.jobs().iter().map(|j| j.job_id).collect();
+        let receipt = match &report {
+            StatusReport::Job(_) => None,
+            StatusReport::Batch { batch_id, .. } => Some(Receipt {
+                // Unused: a batch is followed by its id.
+                correlation_id: CorrelationId::generate(),
+                batch_id: Some(*batch_id),
+                job_ids,
+            }),
+            StatusReport::Correlation { correlation_id, .. } => Some(Receipt {
+                correlation_id: correlation_id.clone(),
+                batch_id: None,
+                job_ids,
+            }),
+        };
+        match receipt {
+            Some(receipt) => {
+                wait_for(&queue, Some(&store), &receipt).await?;
+            }
+            None => {
+                while !report.jobs().iter().all(|j| j.status.is_final()) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    report = status::status(&queue, Some(&store), &args.id).await?;
+                }
+            }
+        }
+        report = status::status(&queue, Some(&store), &args.id).await?;
+    }
     let mut out = std::io::stdout().lock();
     match args.format {
         OutFormat::Json => {

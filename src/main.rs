@@ -5,6 +5,7 @@ mod demo;
 mod fleet;
 mod observe;
 mod options;
+mod report;
 mod sample;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     Cancel(fleet::CancelArgs),
     /// Export finished jobs of a batch or correlation id.
     Results(fleet::ResultsArgs),
+    /// Report on a benchmark batch: accuracy, pass@k, majority vote, acceptance, cost and latency
+    /// per method, and which methods solved each problem; optionally figures.
+    Report(report::ReportArgs),
     /// Serve the HTTP API: submit, status, cancel.
     Serve(fleet::ServeArgs),
     /// The whole fleet on this machine: a built-in batch on the toy models, with a private
@@ -82,6 +86,7 @@ fn main() {
         Command::Status(args) => block_on(fleet::status_cmd(args)),
         Command::Cancel(args) => block_on(fleet::cancel(args)),
         Command::Results(args) => block_on(fleet::results(args)),
+        Command::Report(args) => block_on(report::run(args)),
         Command::Serve(args) => {
             let _tracing =
                 observe::init_tracing(cli.log_format, "info", cli.otlp_endpoint.as_deref());

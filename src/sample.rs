@@ -43,6 +43,10 @@ pub struct SampleArgs {
     /// Prompt as comma-separated token ids.
     #[arg(long)]
     pub prompt_tokens: Option<String>,
+    /// Format --prompt through the server's chat template, as one user message followed by the
+    /// assistant turn's opening (llama.cpp and vLLM servers only).
+    #[arg(long)]
+    pub chat: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -77,6 +81,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if powerfleet_backends::is_http_reference(&args.model) {
         return crate::block_on(run_http(args, config));
     }
+    anyhow::ensure!(
+        !args.chat,
+        "--chat: toy models have no chat template; run without --chat"
+    );
     let model = resolve_toy(&args.model).context("--model")?;
     let prompt = prompt_tokens(
         &model,
@@ -287,7 +295,14 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     let model = std::sync::Arc::new(HttpModel::new(reference));
     let prompt: Vec<TokenId> = match (&args.prompt, &args.prompt_tokens) {
         (Some(_), Some(_)) => anyhow::bail!("give --prompt or --prompt-tokens, not both"),
+        (Some(text), None) if args.chat => model
+            .tokenize_chat(text)
+            .await
+            .context("formatting --prompt through the server's chat template")?,
         (Some(text), None) => model.tokenize(text).await.context("tokenizing --prompt")?,
+        (None, _) if args.chat => {
+            anyhow::bail!("--chat formats --prompt through the chat template; give --prompt")
+        }
         (None, Some(ids)) => crate::options::parse_token_ids(ids)?,
         (None, None) => model
             .tokenize("")

@@ -316,6 +316,8 @@ fn raw_spec(model: &str, config: SamplerConfig, prompt: Prompt) -> JobSpec {
         stream: 0,
         submitted_at_ms: now_ms(),
         fallback_single_sample: false,
+        chat: false,
+        bench: None,
     }
 }
 
@@ -605,6 +607,8 @@ async fn a_result_delivered_twice_is_stored_once() {
         finished_at_ms: now_ms(),
         exactness: None,
         fallback: None,
+        bench: None,
+        grade: None,
     };
     let json = serde_json::to_string(&result).unwrap();
     for _ in 0..2 {

@@ -59,6 +59,8 @@ fn submission(model: &str, methods: &[Method], fallback: bool) -> Submission {
         batch: true,
         submission_key: None,
         fallback_single_sample: fallback,
+        chat: false,
+        bench: None,
     }
 }
 

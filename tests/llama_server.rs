@@ -1,6 +1,7 @@
 //! The llama.cpp backend against a real `llama-server` running a tiny random-weight model (both
 //! made by scripts/test.sh): reported log p equals the server's own scoring, sampled tokens follow
-//! the reported log q, and chains resume across a worker crash with the tokens of a fault-free run.
+//! the reported log q, chains resume across a worker crash with the tokens of a fault-free run,
+//! and chat prompts are the server's own chat template tokenized once, with one BOS.
 
 mod common;
 
@@ -29,6 +30,11 @@ impl LlamaServer {
     /// Starts llama-server on a free port. `slots` > 1 batches concurrent requests together, which
     /// perturbs log-probabilities by up to ~1e-3 between runs; one slot makes them reproducible.
     fn start(slots: u32) -> LlamaServer {
+        LlamaServer::start_with(slots, &[])
+    }
+
+    /// [`LlamaServer::start`] with extra command-line arguments.
+    fn start_with(slots: u32, extra: &[&str]) -> LlamaServer {
         let need = |var: &str| {
             std::env::var(var).unwrap_or_else(|_| {
                 panic!("{var} is not set: run scripts/test.sh, which builds llama-server (scripts/ensure-llama-server.sh) and makes the tiny test model (scripts/make-tiny-gguf.py)")
@@ -58,6 +64,7 @@ impl LlamaServer {
                 "1",
             ])
             .args(["-fa", "off", "-ctk", "f32", "-ctv", "f32"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -253,6 +260,8 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
         batch: true,
         submission_key: None,
         fallback_single_sample: false,
+        chat: false,
+        bench: None,
     };
     let receipt = submit(&queue, &submission).await.unwrap();
     let specs = specs(&queue, &receipt).await;
@@ -318,4 +327,243 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
             spec.job_id
         );
     }
+}
+
+/// A chat template the tiny vocabulary can tokenize (printable ASCII, no newline). Like the
+/// templates of Llama or Mistral models it writes the BOS text itself, which is what could double
+/// BOS. The tiny model has no template of its own (llama-server then falls back to ChatML, whose
+/// newlines the tiny vocabulary cannot tokenize).
+const CHAT_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}";
+
+async fn post_json(url: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "POST {url}: {status} {answer}");
+    answer
+}
+
+fn ids(answer: &Value) -> Vec<u32> {
+    answer["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_prompts_are_the_servers_template_tokenized_with_one_bos() {
+    let server = LlamaServer::start_with(1, &["--chat-template", CHAT_TEMPLATE]);
+    let model = server.model(&format!("?k={VOCAB}"));
+    let chat = model.tokenize_chat("hello").await.unwrap();
+
+    // The server's own rendering: it drops the BOS text the template wrote at the start, since
+    // the tokenizer adds BOS itself.
+    let rendered = post_json(
+        &format!("{}/apply-template", server.url),
+        json!({"messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    let text = rendered["prompt"].as_str().unwrap();
+    assert_eq!(text, "[user] hello [assistant] ");
+    let direct = post_json(
+        &format!("{}/tokenize", server.url),
+        json!({"content": text, "add_special": true}),
+    )
+    .await;
+    assert_eq!(chat, ids(&direct), "the templated text, tokenized with BOS");
+    assert_eq!(chat[0], 1, "BOS first");
+    assert_eq!(
+        chat.iter().filter(|&&t| t == 1).count(),
+        1,
+        "BOS exactly once: {chat:?}"
+    );
+    let plain = model.tokenize("hello").await.unwrap();
+    assert_ne!(chat, plain);
+    assert_eq!(plain, [1, 75, 72, 79, 79, 82]);
+    assert_eq!(
+        &chat[chat.len() - 12..],
+        &model.tokenize("[assistant] ").await.unwrap()[1..],
+        "the generation prompt ends the chat prompt"
+    );
+
+    // llama-server's own chat completions evaluate exactly this many prompt tokens.
+    let completion = post_json(
+        &format!("{}/v1/chat/completions", server.url),
+        json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}),
+    )
+    .await;
+    assert_eq!(
+        completion["usage"]["prompt_tokens"].as_u64(),
+        Some(chat.len() as u64),
+        "{completion}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_template_llama_server_falls_back_to_chatml() {
+    let server = LlamaServer::start(1);
+    let rendered = post_json(
+        &format!("{}/apply-template", server.url),
+        json!({"messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    assert_eq!(
+        rendered["prompt"],
+        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // The tiny vocabulary has no newline token: tokenizing ChatML fails, as a server error.
+    let err = server.model("").tokenize_chat("hello").await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("/tokenize answered 500"), "{err}");
+}
+
+/// The chain a job of `spec` runs, driven in-process from `prompt` against `model`.
+async fn replay(model: &HttpModel, spec: &powerfleet_jobs::JobSpec, prompt: &[u32]) -> Vec<u32> {
+    let mut chain = Chain::new(
+        spec.config.validate().unwrap(),
+        prompt,
+        spec.seed,
+        spec.stream,
+    );
+    while let Some(request) = chain.request().map(|q| q.to_owned()) {
+        let g = model.generate(&request, 0).await.unwrap();
+        chain.advance(g).unwrap();
+    }
+    chain.output().unwrap().tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_job_runs_its_chain_from_the_templated_prompt() {
+    // One slot: log-probabilities are reproducible, so the in-process replay must match exactly.
+    let server = LlamaServer::start_with(1, &["--chat-template", CHAT_TEMPLATE]);
+    let mut fleet = Fleet::new(false);
+    let registered = format!("tiny={}", server.reference());
+    fleet.spawn_worker(&["--model", &registered]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 3,
+        block_size: 6,
+        max_new_tokens: 24,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let submission = Submission {
+        model: "tiny".into(),
+        config,
+        methods: vec![Method::Power],
+        problems: vec![Problem {
+            id: Some("hello".into()),
+            prompt: Prompt::Text("hello".into()),
+        }],
+        seeds: vec![5],
+        chains: 2,
+        correlation_id: None,
+        batch: true,
+        submission_key: None,
+        fallback_single_sample: false,
+        chat: true,
+        bench: None,
+    };
+    let receipt = submit(&queue, &submission).await.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    assert!(specs.iter().all(|s| s.chat));
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(120))
+        .await;
+    let model = server.model(&format!("?k={VOCAB}"));
+    let chat_prompt = model.tokenize_chat("hello").await.unwrap();
+    let plain_prompt = model.tokenize("hello").await.unwrap();
+    for spec in &specs {
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}\n{}", fleet.logs());
+        assert_eq!(r.tokens.len(), 24);
+        assert_eq!(
+            r.tokens,
+            replay(&model, spec, &chat_prompt).await,
+            "job {} ran from the templated prompt",
+            spec.job_id
+        );
+        assert_ne!(
+            r.tokens,
+            replay(&model, spec, &plain_prompt).await,
+            "job {} did not run from the plain prompt",
+            spec.job_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_chat_starts_from_the_templated_prompt() {
+    let server = LlamaServer::start_with(1, &["--chat-template", CHAT_TEMPLATE]);
+    let flags = [
+        "--method",
+        "power",
+        "--n-mcmc",
+        "2",
+        "--block-size",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--continue-after-eos",
+        "--seed",
+        "7",
+        "--format",
+        "jsonl",
+        "--threads",
+        "1",
+    ];
+    let output = Command::new(common::BIN)
+        .args(["sample", "--model", &server.reference()])
+        .args(["--prompt", "hello", "--chat"])
+        .args(flags)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(record["tokens"].clone()).unwrap();
+
+    let model = server.model(&format!("?k={VOCAB}"));
+    let config = SamplerConfig {
+        n_mcmc: 2,
+        block_size: 4,
+        max_new_tokens: 8,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let mut chain = Chain::new(
+        config.validate().unwrap(),
+        &model.tokenize_chat("hello").await.unwrap(),
+        7,
+        0,
+    );
+    while let Some(request) = chain.request().map(|q| q.to_owned()) {
+        let g = model.generate(&request, 0).await.unwrap();
+        chain.advance(g).unwrap();
+    }
+    assert_eq!(tokens, chain.output().unwrap().tokens);
+
+    let refused = Command::new(common::BIN)
+        .args(["sample", "--model", "toy:tiny", "--chat", "--chains", "1"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("toy models have no chat template"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

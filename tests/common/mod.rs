@@ -270,6 +270,8 @@ pub fn batch(
         batch: true,
         submission_key: None,
         fallback_single_sample: false,
+        chat: false,
+        bench: None,
     }
 }
 

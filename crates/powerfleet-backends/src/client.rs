@@ -191,26 +191,58 @@ impl HttpModel {
     /// Token ids of `text`, by the server's own tokenizer (special tokens such as BOS added).
     pub async fn tokenize(&self, text: &str) -> Result<Vec<TokenId>, BackendError> {
         let body = match self.reference.kind {
-            ServerKind::LlamaCpp => json!({"content": text, "add_special": true}),
+            ServerKind::LlamaCpp => wire::llamacpp_tokenize_body(text),
             ServerKind::Vllm => {
                 json!({"model": self.reference.model, "prompt": text, "add_special_tokens": true})
             }
         };
         let answer = self.post(0, "/tokenize", &body).await?;
-        answer
-            .get("tokens")
-            .and_then(Value::as_array)
-            .and_then(|ts| {
-                ts.iter()
-                    .map(|t| t.as_u64().and_then(|t| TokenId::try_from(t).ok()))
-                    .collect()
-            })
-            .ok_or_else(|| {
-                BackendError::Transient(format!(
-                    "/tokenize answered without a token list: {}",
-                    snippet(&answer.to_string())
-                ))
-            })
+        wire::parse_tokens(&answer).map_err(|e| {
+            BackendError::Transient(format!(
+                "/tokenize answered without a token list ({e}): {}",
+                snippet(&answer.to_string())
+            ))
+        })
+    }
+
+    /// Token ids of `user_text` formatted by the server's chat template as one user message,
+    /// with the generation prompt (the assistant turn's opening) appended: the prompt the
+    /// server's own chat completions would start from, BOS included once.
+    ///
+    /// - llama.cpp: `POST /apply-template`, then `/tokenize` of its text with `add_special`, as
+    ///   `/v1/chat/completions` does. The server strips a BOS text the template writes at the
+    ///   start when its tokenizer adds BOS, so BOS is not doubled. A model without a template
+    ///   gets llama-server's ChatML fallback (docs/llama-server.md).
+    /// - vLLM: `POST /tokenize` with `messages`, `add_generation_prompt` true and
+    ///   `add_special_tokens` false (the template writes the special tokens), as vLLM's chat
+    ///   completions do. A model without a chat template is refused with the server's message.
+    pub async fn tokenize_chat(&self, user_text: &str) -> Result<Vec<TokenId>, BackendError> {
+        match self.reference.kind {
+            ServerKind::LlamaCpp => {
+                let body = wire::llamacpp_apply_template_body(user_text);
+                let answer = self.post(0, "/apply-template", &body).await?;
+                let text = wire::parse_llamacpp_template(&answer).map_err(|e| {
+                    BackendError::Transient(format!(
+                        "/apply-template answered without the templated prompt ({e}): {}",
+                        snippet(&answer.to_string())
+                    ))
+                })?;
+                self.tokenize(&text).await
+            }
+            ServerKind::Vllm => {
+                let body = wire::vllm_tokenize_chat_body(
+                    self.reference.model.as_deref().unwrap_or_default(),
+                    user_text,
+                );
+                let answer = self.post(0, "/tokenize", &body).await?;
+                wire::parse_tokens(&answer).map_err(|e| {
+                    BackendError::Transient(format!(
+                        "/tokenize (chat) answered without a token list ({e}): {}",
+                        snippet(&answer.to_string())
+                    ))
+                })
+            }
+        }
     }
 
     /// Text of `tokens`, by the server's own tokenizer.
@@ -285,4 +317,150 @@ fn snippet(text: &str) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+
+    use super::*;
+
+    /// Serves `app` on a free port; the base URL.
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    fn model(reference: &str) -> HttpModel {
+        match crate::parse(reference).unwrap() {
+            crate::Reference::Http(h) => HttpModel::new(h),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A fake vLLM `/tokenize` that records the bodies it got. With `template` false it answers
+    /// like vLLM for a model without a chat template (400 with the reason).
+    async fn fake_vllm(template: bool) -> (String, Arc<Mutex<Vec<Value>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = Router::new().route(
+            "/tokenize",
+            post(move |body: axum::Json<Value>| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(body.0.clone());
+                    if !template {
+                        let message = "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat template if the tokenizer does not define one.";
+                        let error = json!({"error": {"message": message, "type": "BadRequestError", "param": null, "code": 400}});
+                        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+                    }
+                    let tokens = if body.get("messages").is_some() {
+                        vec![151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
+                    } else {
+                        vec![6023]
+                    };
+                    axum::Json(json!({"count": tokens.len(), "max_model_len": 4096, "tokens": tokens, "token_strs": null}))
+                        .into_response()
+                }
+            }),
+        );
+        (serve(app).await, seen)
+    }
+
+    #[tokio::test]
+    async fn vllm_chat_tokenize_sends_one_user_message_without_extra_special_tokens() {
+        let (url, seen) = fake_vllm(true).await;
+        let m = model(&format!("vllm+{url}/v1?model=m"));
+        let tokens = m.tokenize_chat("hi").await.unwrap();
+        assert_eq!(
+            tokens,
+            vec![151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
+        );
+        assert_eq!(m.tokenize("hi").await.unwrap(), vec![6023]);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0], wire::vllm_tokenize_chat_body("m", "hi"));
+        assert_eq!(seen[0]["add_special_tokens"], false);
+        assert_eq!(seen[0]["add_generation_prompt"], true);
+    }
+
+    #[tokio::test]
+    async fn a_model_without_a_chat_template_is_refused_with_the_servers_message() {
+        let (url, _) = fake_vllm(false).await;
+        let err = model(&format!("vllm+{url}?model=m"))
+            .tokenize_chat("hi")
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("400"), "{err}");
+        assert!(
+            err.to_string().contains("must provide a chat template"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn llamacpp_chat_tokenize_tokenizes_the_templated_text_with_bos() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log_a, log_t) = (seen.clone(), seen.clone());
+        let app = Router::new()
+            .route(
+                "/apply-template",
+                post(move |body: axum::Json<Value>| {
+                    let log = log_a.clone();
+                    async move {
+                        log.lock().unwrap().push(("apply", body.0.clone()));
+                        axum::Json(json!({"prompt": "[user] hi</s>[assistant] "}))
+                    }
+                }),
+            )
+            .route(
+                "/tokenize",
+                post(move |body: axum::Json<Value>| {
+                    let log = log_t.clone();
+                    async move {
+                        log.lock().unwrap().push(("tokenize", body.0.clone()));
+                        axum::Json(json!({"tokens": [1, 62, 75, 76]}))
+                    }
+                }),
+            );
+        let url = serve(app).await;
+        let tokens = model(&format!("llamacpp+{url}"))
+            .tokenize_chat("hi")
+            .await
+            .unwrap();
+        assert_eq!(tokens, vec![1, 62, 75, 76]);
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            *seen,
+            vec![
+                ("apply", wire::llamacpp_apply_template_body("hi")),
+                (
+                    "tokenize",
+                    json!({"content": "[user] hi</s>[assistant] ", "add_special": true})
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_template_answer_is_transient() {
+        let app = Router::new().route(
+            "/apply-template",
+            post(|| async { axum::Json(json!({"content": "x"})) }),
+        );
+        let url = serve(app).await;
+        let err = model(&format!("llamacpp+{url}"))
+            .tokenize_chat("hi")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("/apply-template"), "{err}");
+    }
 }

@@ -230,3 +230,118 @@ pub fn parse_vllm(body: &Value, eos_token: Option<TokenId>) -> Result<RawGenerat
     }
     Ok(RawGeneration { tokens, top, eos })
 }
+
+/// llama.cpp `/tokenize` body. `add_special` adds BOS when the model's vocabulary asks for it,
+/// as the server's own `/completion` (string prompts) and `/v1/chat/completions` do;
+/// `parse_special` (on by default) turns special-token text such as `<s>` or `<|im_start|>`
+/// into those tokens.
+pub fn llamacpp_tokenize_body(text: &str) -> Value {
+    json!({"content": text, "add_special": true})
+}
+
+/// One user message holding `user_text`.
+fn user_message(user_text: &str) -> Value {
+    json!([{"role": "user", "content": user_text}])
+}
+
+/// llama.cpp `/apply-template` body: `user_text` as one user message, with the generation
+/// prompt (the assistant turn's opening) appended. The answer is `{"prompt": TEXT}`, the text
+/// `/v1/chat/completions` would tokenize (see docs/llama-server.md).
+pub fn llamacpp_apply_template_body(user_text: &str) -> Value {
+    json!({"messages": user_message(user_text), "add_generation_prompt": true})
+}
+
+/// The templated text of a llama.cpp `/apply-template` answer.
+pub fn parse_llamacpp_template(body: &Value) -> Result<String, String> {
+    field(body, "prompt")?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "`prompt` is not a string".to_string())
+}
+
+/// vLLM chat `/tokenize` body: `user_text` as one user message through the model's chat
+/// template, generation prompt appended. `add_special_tokens` is false, as in vLLM's own chat
+/// completions: the template writes the special tokens (BOS included) itself.
+pub fn vllm_tokenize_chat_body(model: &str, user_text: &str) -> Value {
+    json!({
+        "model": model,
+        "messages": user_message(user_text),
+        "add_generation_prompt": true,
+        "continue_final_message": false,
+        "add_special_tokens": false,
+    })
+}
+
+/// The token ids of a `/tokenize` answer (llama.cpp and vLLM): `{"tokens": [ids], ...}`.
+pub fn parse_tokens(body: &Value) -> Result<Vec<TokenId>, String> {
+    field(body, "tokens")?
+        .as_array()
+        .ok_or("`tokens` is not an array")?
+        .iter()
+        .enumerate()
+        .map(|(i, t)| token_id(t, &format!("tokens[{i}]")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vLLM's `/tokenize` answer for a chat request (`TokenizeResponse`: `count`,
+    /// `max_model_len`, `tokens`, and `token_strs` when `return_token_strs` was asked for), here
+    /// for a ChatML template without a default system message on a Qwen2 vocabulary:
+    /// `<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n`.
+    const VLLM_CHAT_TOKENIZE: &str = r#"{"count": 9, "max_model_len": 4096,
+        "tokens": [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198],
+        "token_strs": null}"#;
+
+    #[test]
+    fn vllm_chat_tokenize_body_and_answer() {
+        let body = vllm_tokenize_chat_body("Qwen/Qwen2.5-Math-7B-Instruct", "hi");
+        assert_eq!(
+            body,
+            json!({"model": "Qwen/Qwen2.5-Math-7B-Instruct",
+                "messages": [{"role": "user", "content": "hi"}],
+                "add_generation_prompt": true, "continue_final_message": false,
+                "add_special_tokens": false})
+        );
+        let answer: Value = serde_json::from_str(VLLM_CHAT_TOKENIZE).unwrap();
+        assert_eq!(
+            parse_tokens(&answer).unwrap(),
+            vec![151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
+        );
+    }
+
+    #[test]
+    fn malformed_tokenize_and_template_answers_are_errors() {
+        assert!(
+            parse_tokens(&json!({"count": 1}))
+                .unwrap_err()
+                .contains("`tokens`")
+        );
+        assert!(
+            parse_tokens(&json!({"tokens": [1, -2]}))
+                .unwrap_err()
+                .contains("tokens[1]")
+        );
+        assert!(parse_tokens(&json!({"tokens": [{"id": 1, "piece": "a"}]})).is_err());
+        assert_eq!(
+            parse_llamacpp_template(&json!({"prompt": "[user] hi</s>[assistant] "})).unwrap(),
+            "[user] hi</s>[assistant] "
+        );
+        assert!(parse_llamacpp_template(&json!({"prompt": 3})).is_err());
+        assert!(parse_llamacpp_template(&json!({})).is_err());
+    }
+
+    #[test]
+    fn llamacpp_template_and_tokenize_bodies() {
+        assert_eq!(
+            llamacpp_apply_template_body("hi"),
+            json!({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": true})
+        );
+        assert_eq!(
+            llamacpp_tokenize_body("hi"),
+            json!({"content": "hi", "add_special": true})
+        );
+    }
+}

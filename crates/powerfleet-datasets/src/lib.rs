@@ -18,8 +18,10 @@ pub mod template;
 
 use serde::{Deserialize, Serialize};
 
-pub use format::{DatasetError, Format, Location, MAX_ERRORS, RecordError, load, parse};
-pub use suite::{SuiteItem, builtin_suite};
+pub use format::{
+    DatasetError, Format, Location, MAX_ERRORS, RecordError, load, load_detected, parse,
+};
+pub use suite::{CorrectMass, SUITE_ANSWER_PATTERN, SuiteItem, builtin_suite};
 pub use template::{Rendered, Template, TemplateError};
 
 /// One benchmark problem.

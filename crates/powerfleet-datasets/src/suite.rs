@@ -19,14 +19,18 @@ pub const SUITE_MAX_TOKENS: u32 = 6;
 /// The EOS token text of every suite model.
 pub const SUITE_EOS: &str = "<eos>";
 
-/// (name, JSON) of the suite's toy models; load one as `toy:NAME` with
-/// [`ToyModel::from_json`] or [`SuiteItem::model`].
-pub const SUITE_MODELS: &[(&str, &str)] = &[
-    ("suite-arith", include_str!("builtin/suite-arith.json")),
-    ("suite-carry", include_str!("builtin/suite-carry.json")),
-    ("suite-capital", include_str!("builtin/suite-capital.json")),
-    ("suite-double", include_str!("builtin/suite-double.json")),
+/// Names of the suite's toy models, built into `powerfleet-models` (load one as `toy:NAME` with
+/// [`powerfleet_models::builtin::load`] or [`SuiteItem::model`]).
+pub const SUITE_MODELS: &[&str] = &[
+    "suite-arith",
+    "suite-carry",
+    "suite-capital",
+    "suite-double",
 ];
+
+/// A regex that extracts a suite completion's answer: its last word before EOS (for
+/// [`powerfleet_grade::grade_regex`]).
+pub const SUITE_ANSWER_PATTERN: &str = r"(\S+)\s*(?:<eos>)?\s*$";
 
 /// One question of the suite, on its toy model.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +64,28 @@ impl SuiteItem {
             .find(|&word| word != SUITE_EOS)
     }
 
+    /// The exact probability that a completion is correct, under p^[`SUITE_ALPHA`] (what
+    /// `power` targets), under token-wise sampling at temperature 1/α (`low-temp`) and under the
+    /// model itself (`standard`), by enumerating every completion within [`SUITE_MAX_TOKENS`].
+    pub fn exact_correct_mass(&self) -> Result<CorrectMass, String> {
+        let model = self.model().map_err(|e| e.to_string())?;
+        let prompt = model.tokenize(&self.prompt()).map_err(|e| e.to_string())?;
+        let completions = powerfleet_models::exact::enumerate(&model, &prompt, SUITE_MAX_TOKENS)
+            .map_err(|e| e.to_string())?;
+        let power = completions.power(SUITE_ALPHA);
+        let low_temp = completions.proposal(&model, &prompt, SUITE_TEMPERATURE, None);
+        let standard = completions.proposal(&model, &prompt, 1.0, None);
+        let mut mass = CorrectMass::default();
+        for (i, c) in completions.entries.iter().enumerate() {
+            if self.is_correct(&model.detokenize(&c.tokens)) {
+                mass.power += power[i];
+                mass.low_temp += low_temp[i];
+                mass.standard += standard[i];
+            }
+        }
+        Ok(mass)
+    }
+
     /// Whether a completion's final answer is the reference answer.
     pub fn is_correct(&self, completion: &str) -> bool {
         let Answer::Text(reference) = &self.problem.answer else {
@@ -69,12 +95,23 @@ impl SuiteItem {
     }
 }
 
+/// Exact probabilities of a correct answer, per sampling distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CorrectMass {
+    /// Under p^α, normalized over completions within the token budget.
+    pub power: f64,
+    /// Under token-wise sampling at temperature 1/α.
+    pub low_temp: f64,
+    /// Under the model at temperature 1.
+    pub standard: f64,
+}
+
 /// The suite: five questions on four toy models.
 pub fn builtin_suite() -> Vec<SuiteItem> {
     let item = |model_name: &'static str, id: &str, question: &str, answer: &str| {
-        let model_json = SUITE_MODELS
+        let model_json = powerfleet_models::builtin::BUILTIN
             .iter()
-            .find(|&&(name, _)| name == model_name)
+            .find(|&&(name, _)| name == model_name && SUITE_MODELS.contains(&name))
             .map(|&(_, json)| json)
             .expect("every suite item names a suite model");
         let mut extra = serde_json::Map::new();
@@ -113,6 +150,30 @@ mod tests {
             assert!(model.description().is_some(), "{}", item.model_name);
             assert_eq!(model.vocab()[model.eos() as usize], SUITE_EOS);
             model.tokenize(&item.prompt()).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_answer_pattern_agrees_with_final_answer() {
+        for item in builtin_suite() {
+            let Answer::Text(reference) = &item.problem.answer else {
+                unreachable!("suite answers are text")
+            };
+            for completion in [
+                format!("so {reference} <eos>"),
+                format!("so {reference}"),
+                "so 0 <eos>".to_string(),
+                "<eos>".to_string(),
+            ] {
+                let grade =
+                    powerfleet_grade::grade_regex(&completion, SUITE_ANSWER_PATTERN, reference)
+                        .unwrap();
+                assert_eq!(
+                    grade.correct,
+                    item.is_correct(&completion),
+                    "{completion:?}"
+                );
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use powerfleet_datasets::{
     Answer, DatasetError, Format, Location, Problem, Template, TemplateError, builtin_suite, load,
     parse,
-    suite::{SUITE_ALPHA, SUITE_MAX_TOKENS, SUITE_TEMPERATURE, SuiteItem},
+    suite::{SUITE_MAX_TOKENS, SuiteItem},
 };
 use powerfleet_grade::choice::{correct_letter, grade_choice};
 use powerfleet_models::exact::enumerate;
@@ -321,22 +321,17 @@ fn correct_mass(item: &SuiteItem) -> (f64, f64) {
     let model = item.model().unwrap();
     let prompt = model.tokenize(&item.prompt()).unwrap();
     let completions = enumerate(&model, &prompt, SUITE_MAX_TOKENS).unwrap();
-    let power = completions.power(SUITE_ALPHA);
-    let low_temp = completions.proposal(&model, &prompt, SUITE_TEMPERATURE, None);
-    let mut mass = (0.0, 0.0);
-    for (i, c) in completions.entries.iter().enumerate() {
+    for c in &completions.entries {
         assert_eq!(
             c.tokens.last(),
             Some(&model.eos()),
             "{}: every completion ends with EOS within the budget",
             item.problem.id
         );
-        if item.is_correct(&model.detokenize(&c.tokens)) {
-            mass.0 += power[i];
-            mass.1 += low_temp[i];
-        }
     }
-    mass
+    let mass = item.exact_correct_mass().unwrap();
+    assert!(mass.standard < mass.power, "{}: {mass:?}", item.problem.id);
+    (mass.power, mass.low_temp)
 }
 
 #[test]

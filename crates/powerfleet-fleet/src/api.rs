@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -89,6 +89,7 @@ fn route_name(path: &str) -> &'static str {
         ["v1", "jobs", _] => "job",
         ["v1", "jobs", _, "cancel"] => "cancel",
         ["v1", "batches", _] => "batch",
+        ["v1", "batches", _, "report"] => "batch_report",
         ["v1", "correlations", _] => "correlation",
         _ => "other",
     }
@@ -130,6 +131,9 @@ pub struct SubmitRequest {
     /// Let MCMC jobs run as one sample where the backend cannot run MCMC (default false).
     #[serde(default)]
     pub fallback_single_sample: bool,
+    /// Format text prompts through the model's chat template (default false).
+    #[serde(default)]
+    pub chat: bool,
 }
 
 /// The body of the answer to `POST /v1/jobs/{id}/cancel`.
@@ -237,6 +241,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/batches/{id}/report", get(get_batch_report))
         .route("/v1/correlations/{id}", get(get_correlation))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -322,7 +327,7 @@ async fn log_and_fix_up(State(limit): State<usize>, request: Request, next: Next
 
 async fn no_route(request: Request) -> ApiError {
     ApiError::NotFound(format!(
-        "no route {} {}; the routes are POST /v1/jobs, GET /v1/jobs/{{id}}, POST /v1/jobs/{{id}}/cancel, GET /v1/batches/{{id}} and GET /v1/correlations/{{id}}",
+        "no route {} {}; the routes are POST /v1/jobs, GET /v1/jobs/{{id}}, POST /v1/jobs/{{id}}/cancel, GET /v1/batches/{{id}}, GET /v1/batches/{{id}}/report and GET /v1/correlations/{{id}}",
         request.method(),
         request.uri().path()
     ))
@@ -466,6 +471,8 @@ pub fn build_submission(
         batch: true,
         submission_key: request.submission_key,
         fallback_single_sample: request.fallback_single_sample,
+        chat: request.chat,
+        bench: None,
     })
 }
 
@@ -557,6 +564,66 @@ async fn get_batch(
         })
 }
 
+/// `GET /v1/batches/{id}/report[?price=USD&price=MODEL=USD]`: the benchmark report of the
+/// batch's stored results, as `powerfleet report` computes it.
+async fn get_batch_report(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<powerfleet_report::Report>, ApiError> {
+    let id: BatchId = parse_id(&path_param(path)?)?;
+    let prices: Vec<String> = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some(("price", v)) => Ok(percent_decode(v)),
+            _ => Err(ApiError::BadRequest(format!(
+                "unknown query parameter {kv:?}; the only parameter is price=USD or price=MODEL=USD (repeatable)"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    let prices = powerfleet_report::Prices::parse(prices.iter().map(String::as_str))
+        .map_err(ApiError::BadRequest)?;
+    let results = state.store.jobs_by_batch(id).await?;
+    if results.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no stored results for batch {id}; check the id, or wait until the collector has stored some (GET /v1/batches/{id} shows progress)"
+        )));
+    }
+    Ok(Json(powerfleet_report::build(
+        &id.to_string(),
+        &results,
+        &prices,
+    )))
+}
+
+/// Decodes `%XX` escapes and `+` (a space) of a query value; malformed escapes stay as they are.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `GET /v1/correlations/{id}`: the status of every job under the correlation id.
 async fn get_correlation(
     State(state): State<ApiState>,
@@ -600,6 +667,13 @@ async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("toy%3Apivot=0.5"), "toy:pivot=0.5");
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
 
     fn request(json: &str) -> Result<SubmitRequest, ApiError> {
         parse_submit_request(json.as_bytes())

@@ -2,12 +2,16 @@
 //!
 //! Several collectors may share the consumer group. A result is acknowledged only after it is
 //! stored; storing is idempotent by job id, so a redelivered result never counts twice.
+//!
+//! Completed benchmark jobs are graded here, against the reference their job carries, before they
+//! are stored: the extracted answer and the verdict go into the result and their own columns.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use powerfleet_jobs::{JobResult, JobStatus};
 use powerfleet_queue::{Queue, ResultDelivery};
 use powerfleet_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -140,8 +144,9 @@ async fn collect(
     report: &CollectorReport,
     delivery: ResultDelivery,
 ) -> Result<(), String> {
+    let graded = delivery.result.as_ref().ok().map(grade);
     let reason = match &delivery.result {
-        Ok(result) => match store.record(result).await {
+        Ok(result) => match store.record(graded.as_ref().unwrap_or(result)).await {
             Ok(inserted) => {
                 let counter = if inserted {
                     crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
@@ -170,4 +175,33 @@ async fn collect(
         .dead_letter_result_entry(&delivery, &reason)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// `result` with its grade, when it is a completed benchmark job (grading is deterministic, so a
+/// redelivered result gets the same grade).
+fn grade(result: &JobResult) -> JobResult {
+    let mut result = result.clone();
+    if result.status != JobStatus::Completed {
+        return result;
+    }
+    if let Some(bench) = &result.bench {
+        let text = result.text.as_deref().unwrap_or("");
+        match powerfleet_report::grade(bench, text) {
+            Ok(g) => {
+                crate::metrics::add(
+                    if g.correct {
+                        crate::metrics::GRADED_CORRECT
+                    } else {
+                        crate::metrics::GRADED_INCORRECT
+                    },
+                    1,
+                );
+                result.grade = Some(g);
+            }
+            Err(e) => {
+                warn!(job = %result.job_id, error = %e, "cannot grade the result; stored without a grade")
+            }
+        }
+    }
+    result
 }

@@ -44,6 +44,10 @@ pub const CHECKPOINT_BYTES: &str = "powerfleet_checkpoint_size_bytes";
 pub const RESULTS_STORED: &str = "powerfleet_results_stored_total";
 /// Redelivered results that were already stored.
 pub const RESULTS_DUPLICATE: &str = "powerfleet_results_duplicate_total";
+/// Benchmark results graded by collectors and found right.
+pub const GRADED_CORRECT: &str = "powerfleet_results_graded_correct_total";
+/// Benchmark results graded by collectors and found wrong.
+pub const GRADED_INCORRECT: &str = "powerfleet_results_graded_incorrect_total";
 /// Jobs never delivered to a worker yet (the consumer group's lag).
 pub const QUEUE_LAG: &str = "powerfleet_queue_lag_jobs";
 /// Jobs delivered to a worker and not yet acknowledged.
@@ -88,6 +92,8 @@ pub fn describe() {
         RESULTS_DUPLICATE,
         "Redelivered results that were already stored"
     );
+    describe_counter!(GRADED_CORRECT, "Benchmark results graded right");
+    describe_counter!(GRADED_INCORRECT, "Benchmark results graded wrong");
     describe_gauge!(QUEUE_LAG, "Jobs not yet delivered to any worker");
     describe_gauge!(QUEUE_PENDING, "Jobs delivered and not yet acknowledged");
     describe_counter!(HTTP_REQUESTS, "HTTP API requests by route and status");

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobSpec, Prompt, now_ms};
+use powerfleet_datasets::{Answer, Template};
+use powerfleet_jobs::{
+    BatchId, Bench, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference, now_ms,
+};
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
@@ -61,6 +64,116 @@ pub struct Submission {
     pub submission_key: Option<String>,
     /// Let MCMC jobs run as one sample where the backend cannot run MCMC (hosted chat APIs).
     pub fallback_single_sample: bool,
+    /// Format text prompts through the backend's chat template.
+    pub chat: bool,
+    /// A benchmark run: its problems replace `problems`.
+    pub bench: Option<BenchRun>,
+}
+
+/// A benchmark run: dataset problems, the template that renders them (per seed, so multiple-choice
+/// options are shuffled per seed) and the grader the collector applies.
+#[derive(Clone, Debug)]
+pub struct BenchRun {
+    /// The problems.
+    pub problems: Vec<BenchProblem>,
+    /// How a problem becomes a prompt.
+    pub template: Template,
+    /// How completions are graded; `None`: `choice` for multiple-choice problems, `math` for the
+    /// others.
+    pub grader: Option<Grader>,
+    /// Price of generated tokens, US dollars per million, recorded in every job.
+    pub price_per_mtok: Option<f64>,
+}
+
+/// One problem of a benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchProblem {
+    /// The problem.
+    pub problem: powerfleet_datasets::Problem,
+    /// Its model, when it is not the submission's (the built-in suite has one per problem).
+    pub model: Option<String>,
+}
+
+impl BenchRun {
+    /// Every problem of the built-in suite on its toy model, graded by its answer pattern.
+    pub fn builtin_suite() -> BenchRun {
+        BenchRun {
+            problems: powerfleet_datasets::builtin_suite()
+                .into_iter()
+                .map(|item| BenchProblem {
+                    model: Some(format!("toy:{}", item.model_name)),
+                    problem: item.problem,
+                })
+                .collect(),
+            template: Template::Plain,
+            grader: Some(Grader::Regex {
+                pattern: powerfleet_datasets::SUITE_ANSWER_PATTERN.to_string(),
+            }),
+            price_per_mtok: None,
+        }
+    }
+
+    /// The prompt and grading data of `problem` for `seed`.
+    fn render(&self, problem: &BenchProblem, seed: u64) -> (Prompt, Bench) {
+        let rendered = self.template.render(&problem.problem, seed);
+        let reference = match &problem.problem.answer {
+            Answer::Text(t) => Reference::Text(t.clone()),
+            Answer::Choice { choices, correct } => Reference::Choice {
+                choices: choices.clone(),
+                correct: *correct,
+                permutation: rendered
+                    .permutation
+                    .unwrap_or_else(|| (0..choices.len()).collect()),
+            },
+        };
+        let grader = self.grader.clone().unwrap_or(match reference {
+            Reference::Text(_) => Grader::Math,
+            Reference::Choice { .. } => Grader::Choice,
+        });
+        (
+            Prompt::Text(rendered.prompt),
+            Bench {
+                template: self.template.name().to_string(),
+                grader,
+                reference,
+                price_per_mtok: self.price_per_mtok,
+            },
+        )
+    }
+
+    /// Checks that the grader fits every problem and its pattern compiles.
+    fn check(&self) -> Result<(), String> {
+        if let Some(p) = self.price_per_mtok
+            && !(p.is_finite() && p >= 0.0)
+        {
+            return Err(format!(
+                "price per million tokens must be a number >= 0, got {p}"
+            ));
+        }
+        if let Some(Grader::Regex { pattern }) = &self.grader {
+            powerfleet_grade::extract_regex("", pattern).map_err(|e| format!("grader: {e}"))?;
+        }
+        for p in &self.problems {
+            let choice = matches!(p.problem.answer, Answer::Choice { .. });
+            match (&self.grader, choice) {
+                (Some(Grader::Choice), false) => {
+                    return Err(format!(
+                        "problem {}: grader choice needs a multiple-choice answer; use --grader math, exact or regex:PATTERN",
+                        p.problem.id
+                    ));
+                }
+                (Some(g), true) if *g != Grader::Choice => {
+                    return Err(format!(
+                        "problem {}: a multiple-choice answer is graded by grader choice, not {}",
+                        p.problem.id,
+                        g.name()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Ids of what was submitted.
@@ -150,7 +263,10 @@ impl Submission {
         if self.chains == 0 {
             return Err("chains must be >= 1, got 0".into());
         }
-        let total = self.problems.len() as u128
+        let total = self
+            .bench
+            .as_ref()
+            .map_or(self.problems.len(), |b| b.problems.len()) as u128
             * self.methods.len() as u128
             * self.seeds.len() as u128
             * u128::from(self.chains);
@@ -175,8 +291,119 @@ impl Submission {
                 .map_err(|e| format!("method {method}: {e}"))?;
             configs.insert(method.as_str(), config);
         }
-        if powerfleet_backends::is_http_reference(&self.model) {
-            match powerfleet_backends::parse(&self.model) {
+        let problem_count = self
+            .bench
+            .as_ref()
+            .map_or(self.problems.len(), |b| b.problems.len());
+        if self.bench.is_some() && !self.problems.is_empty() {
+            return Err("give a benchmark or prompts, not both".into());
+        }
+        if let Some(run) = &self.bench {
+            run.check()?;
+        }
+        // Every model of the submission, checked once; toy models check prompts here, others at
+        // the worker.
+        let mut toys = BTreeMap::new();
+        let models = std::iter::once(self.model.as_str()).chain(
+            self.bench
+                .iter()
+                .flat_map(|b| b.problems.iter().filter_map(|p| p.model.as_deref())),
+        );
+        for model in models {
+            if toys.contains_key(model) {
+                continue;
+            }
+            toys.insert(model.to_string(), self.check_model(model)?);
+        }
+        let ids = self.problems.iter().filter_map(|p| p.id.as_deref()).chain(
+            self.bench
+                .iter()
+                .flat_map(|b| b.problems.iter().map(|p| p.problem.id.as_str())),
+        );
+        if let Some(bad) = std::iter::once(self.model.as_str())
+            .chain(ids)
+            .find(|t| t.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "model and problem ids must not contain control characters, got {bad:?}"
+            ));
+        }
+        let now = now_ms();
+        let mut jobs = Vec::with_capacity(total as usize);
+        for p_idx in 0..problem_count {
+            let (id, model) = match &self.bench {
+                Some(run) => {
+                    let p = &run.problems[p_idx];
+                    (
+                        Some(p.problem.id.clone()),
+                        p.model.as_deref().unwrap_or(&self.model),
+                    )
+                }
+                None => (self.problems[p_idx].id.clone(), self.model.as_str()),
+            };
+            let where_ = id.as_ref().map_or(format!("prompt {}", p_idx + 1), |id| {
+                format!("problem {id}")
+            });
+            for &seed in &self.seeds {
+                let (prompt, bench) = match &self.bench {
+                    Some(run) => {
+                        let (prompt, bench) = run.render(&run.problems[p_idx], seed);
+                        (prompt, Some(bench))
+                    }
+                    None => (self.problems[p_idx].prompt.clone(), None),
+                };
+                // Prompts that do not depend on the seed are checked once.
+                if seed == self.seeds[0]
+                    || matches!(
+                        bench.as_ref().map(|b| &b.reference),
+                        Some(Reference::Choice { .. })
+                    )
+                {
+                    self.check_prompt(toys[model].as_ref(), &prompt)
+                        .map_err(|e| format!("{where_}: {e}"))?;
+                }
+                for &method in &self.methods {
+                    for stream in 0..self.chains {
+                        jobs.push(JobSpec {
+                            job_id: JobId::new(),
+                            correlation_id: correlation_id.clone(),
+                            batch_id,
+                            problem_id: id.clone(),
+                            model: model.to_string(),
+                            prompt: prompt.clone(),
+                            config: configs[method.as_str()].clone(),
+                            seed,
+                            stream,
+                            submitted_at_ms: now,
+                            fallback_single_sample: self.fallback_single_sample,
+                            chat: self.chat,
+                            bench: bench.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(big) = jobs.iter().find(|j| {
+            serde_json::to_vec(j).map_or(0, |v| v.len()) > powerfleet_queue::MAX_ENTRY_BYTES / 2
+        }) {
+            return Err(format!(
+                "the job for problem {} is larger than {} bytes; shorten its prompt",
+                big.problem_id.as_deref().unwrap_or("1"),
+                powerfleet_queue::MAX_ENTRY_BYTES / 2
+            ));
+        }
+        Ok(jobs)
+    }
+}
+
+impl Submission {
+    /// Checks a model reference; returns the toy model it names, if it is one.
+    fn check_model(&self, model: &str) -> Result<Option<powerfleet_models::ToyModel>, String> {
+        if model.trim().is_empty() {
+            return Err("model must name a model reference such as toy:pivot".into());
+        }
+        if powerfleet_backends::is_http_reference(model) {
+            match powerfleet_backends::parse(model) {
                 Err(e) => return Err(format!("model: {e}")),
                 Ok(powerfleet_backends::Reference::Hosted(h)) => {
                     if let Some(m) = self.methods.iter().find(|m| m.is_mcmc())
@@ -202,75 +429,39 @@ impl Submission {
                 Ok(powerfleet_backends::Reference::Http(_)) => {}
             }
         }
-        // Prompts are checked against toy models here; other models check them at the worker.
-        let toy = if self.model.starts_with("toy:") {
-            let base = self.model.split('?').next().unwrap_or(&self.model);
-            Some(resolve_toy(base).map_err(|e| format!("model: {e}"))?)
-        } else {
-            None
+        if !model.starts_with("toy:") {
+            return Ok(None);
+        }
+        if self.chat {
+            return Err(format!(
+                "chat: model {model} is a toy model, which has no chat template; submit without --chat"
+            ));
+        }
+        let base = model.split('?').next().unwrap_or(model);
+        resolve_toy(base)
+            .map(Some)
+            .map_err(|e| format!("model: {e}"))
+    }
+
+    /// Checks a prompt against its toy model (other models check it at the worker).
+    fn check_prompt(
+        &self,
+        toy: Option<&powerfleet_models::ToyModel>,
+        prompt: &Prompt,
+    ) -> Result<(), String> {
+        if self.chat && matches!(prompt, Prompt::Tokens(_)) {
+            return Err(
+                "chat formats text prompts through the model's template; give a text prompt, not token ids"
+                    .into(),
+            );
+        }
+        let Some(model) = toy else {
+            return Ok(());
         };
-        if let Some(bad) = std::iter::once(self.model.as_str())
-            .chain(self.problems.iter().filter_map(|p| p.id.as_deref()))
-            .find(|t| t.chars().any(char::is_control))
-        {
-            return Err(format!(
-                "model and problem ids must not contain control characters, got {bad:?}"
-            ));
+        match prompt {
+            Prompt::Text(t) => model.tokenize(t).map(|_| ()).map_err(|e| e.to_string()),
+            Prompt::Tokens(ids) => model.check_tokens(ids),
         }
-        if self.model.trim().is_empty() {
-            return Err("model must name a model reference such as toy:pivot".into());
-        }
-        let now = now_ms();
-        let mut jobs = Vec::with_capacity(total as usize);
-        for (p_idx, problem) in self.problems.iter().enumerate() {
-            if let Some(model) = &toy {
-                let where_ = problem
-                    .id
-                    .as_ref()
-                    .map_or(format!("prompt {}", p_idx + 1), |id| {
-                        format!("problem {id}")
-                    });
-                match &problem.prompt {
-                    Prompt::Text(t) => {
-                        model.tokenize(t).map_err(|e| format!("{where_}: {e}"))?;
-                    }
-                    Prompt::Tokens(ids) => {
-                        model
-                            .check_tokens(ids)
-                            .map_err(|e| format!("{where_}: {e}"))?;
-                    }
-                }
-            }
-            for &method in &self.methods {
-                for &seed in &self.seeds {
-                    for stream in 0..self.chains {
-                        jobs.push(JobSpec {
-                            job_id: JobId::new(),
-                            correlation_id: correlation_id.clone(),
-                            batch_id,
-                            problem_id: problem.id.clone(),
-                            model: self.model.clone(),
-                            prompt: problem.prompt.clone(),
-                            config: configs[method.as_str()].clone(),
-                            seed,
-                            stream,
-                            submitted_at_ms: now,
-                            fallback_single_sample: self.fallback_single_sample,
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(big) = jobs.iter().find(|j| {
-            serde_json::to_vec(j).map_or(0, |v| v.len()) > powerfleet_queue::MAX_ENTRY_BYTES / 2
-        }) {
-            return Err(format!(
-                "the job for problem {} is larger than {} bytes; shorten its prompt",
-                big.problem_id.as_deref().unwrap_or("1"),
-                powerfleet_queue::MAX_ENTRY_BYTES / 2
-            ));
-        }
-        Ok(jobs)
     }
 }
 
@@ -365,6 +556,8 @@ mod tests {
             batch: true,
             submission_key: None,
             fallback_single_sample: false,
+            chat: false,
+            bench: None,
         }
     }
 
@@ -444,5 +637,133 @@ mod tests {
         let mut s = submission();
         s.chains = 100_000;
         assert!(s.jobs(&corr, None).unwrap_err().contains("split it"));
+    }
+
+    fn choice_problem(id: &str) -> BenchProblem {
+        BenchProblem {
+            problem: powerfleet_datasets::Problem {
+                id: id.into(),
+                question: "A".into(),
+                answer: Answer::Choice {
+                    choices: vec!["A".into(), "B".into(), "C".into(), "D".into()],
+                    correct: 2,
+                },
+                extra: Default::default(),
+            },
+            model: None,
+        }
+    }
+
+    #[test]
+    fn a_benchmark_makes_a_job_per_problem_method_and_seed_with_its_reference() {
+        let mut s = submission();
+        s.problems.clear();
+        s.model = "llamacpp+http://gpu:8080".into();
+        s.seeds = (0..8).collect();
+        s.bench = Some(BenchRun {
+            problems: vec![choice_problem("q1"), choice_problem("q2")],
+            template: Template::Plain,
+            grader: None,
+            price_per_mtok: Some(0.25),
+        });
+        let corr = CorrelationId::generate();
+        let batch = BatchId::new();
+        let jobs = s.jobs(&corr, Some(batch)).unwrap();
+        assert_eq!(jobs.len(), 2 * 3 * 8);
+        assert!(
+            jobs.iter()
+                .all(|j| j.batch_id == Some(batch) && j.correlation_id == corr)
+        );
+        let mut permutations = std::collections::HashSet::new();
+        for j in &jobs {
+            let bench = j.bench.as_ref().unwrap();
+            assert_eq!(
+                bench.grader,
+                Grader::Choice,
+                "multiple choice grades by letter"
+            );
+            assert_eq!(bench.price_per_mtok, Some(0.25));
+            let Reference::Choice {
+                correct,
+                permutation,
+                ..
+            } = &bench.reference
+            else {
+                panic!("a choice reference")
+            };
+            assert_eq!(*correct, 2);
+            assert_eq!(permutation, &powerfleet_grade::shuffle_choices(4, j.seed));
+            // The prompt shows the options in the recorded order.
+            let Prompt::Text(prompt) = &j.prompt else {
+                panic!("rendered text")
+            };
+            let expected = Template::Plain
+                .render(&choice_problem("q1").problem, j.seed)
+                .prompt;
+            assert_eq!(prompt, &expected);
+            permutations.insert(permutation.clone());
+        }
+        assert!(permutations.len() > 1, "options are shuffled per seed");
+    }
+
+    #[test]
+    fn benchmark_submissions_refuse_what_cannot_be_graded_or_run() {
+        let corr = CorrelationId::generate();
+        let mut s = submission();
+        s.problems.clear();
+        s.model = "toy:tiny".into();
+        s.bench = Some(BenchRun {
+            problems: vec![choice_problem("q1")],
+            template: Template::Plain,
+            grader: Some(Grader::Math),
+            price_per_mtok: None,
+        });
+        let e = s.jobs(&corr, None).unwrap_err();
+        assert!(
+            e.contains("problem q1: a multiple-choice answer is graded by grader choice"),
+            "{e}"
+        );
+        s.bench.as_mut().unwrap().grader = Some(Grader::Regex {
+            pattern: "no group".into(),
+        });
+        let e = s.jobs(&corr, None).unwrap_err();
+        assert!(
+            e.contains("grader: ") && e.contains("no capture group"),
+            "{e}"
+        );
+        s.bench.as_mut().unwrap().grader = None;
+        s.bench.as_mut().unwrap().price_per_mtok = Some(-1.0);
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .contains("price per million tokens")
+        );
+        s.bench.as_mut().unwrap().price_per_mtok = None;
+        s.chat = true;
+        let e = s.jobs(&corr, None).unwrap_err();
+        assert!(e.contains("chat: model toy:tiny is a toy model"), "{e}");
+        s.chat = false;
+        s.problems = submission().problems;
+        assert!(s.jobs(&corr, None).unwrap_err().contains("not both"));
+    }
+
+    #[test]
+    fn the_builtin_suite_runs_each_problem_on_its_own_model() {
+        let mut s = submission();
+        s.problems.clear();
+        s.bench = Some(BenchRun::builtin_suite());
+        let jobs = s.jobs(&CorrelationId::generate(), None).unwrap();
+        assert_eq!(
+            jobs.len(),
+            powerfleet_datasets::builtin_suite().len() * 3 * 2
+        );
+        for item in powerfleet_datasets::builtin_suite() {
+            let job = jobs
+                .iter()
+                .find(|j| j.problem_id.as_deref() == Some(item.problem.id.as_str()))
+                .unwrap();
+            assert_eq!(job.model, format!("toy:{}", item.model_name));
+            assert_eq!(job.prompt, Prompt::Text(item.prompt()));
+        }
     }
 }

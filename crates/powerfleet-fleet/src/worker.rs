@@ -396,7 +396,7 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         return finish(ctx, &run, r, None).await;
     }
     let retry = (ctx.config.model_attempts, ctx.config.retry_backoff);
-    let prompt = match prompt_tokens(&backend, &run.spec.prompt, retry).await {
+    let prompt = match prompt_tokens(&backend, &run.spec.prompt, run.spec.chat, retry).await {
         Ok(p) => p,
         Err(e) => {
             let r = run.result(JobStatus::Failed, None, Some(&backend), Some(e));
@@ -487,13 +487,19 @@ async fn hosted_sample(
     ))
 }
 
-/// The prompt's token ids: text is tokenized once, by the model's own tokenizer.
+/// Why a toy job with `chat` fails.
+const TOY_CHAT_REFUSAL: &str = "toy models have no chat template; submit without chat";
+
+/// The prompt's token ids: text is tokenized once, by the model's own tokenizer. With `chat`,
+/// an inference server first formats the text through its chat template as one user message.
 async fn prompt_tokens(
     backend: &Backend,
     prompt: &Prompt,
+    chat: bool,
     retry: (u32, Duration),
 ) -> Result<Vec<TokenId>, String> {
     match (backend, prompt) {
+        (Backend::Toy { .. }, _) if chat => Err(TOY_CHAT_REFUSAL.to_string()),
         (Backend::Toy { model, .. }, Prompt::Text(text)) => {
             model.tokenize(text).map_err(|e| e.to_string())
         }
@@ -502,20 +508,34 @@ async fn prompt_tokens(
             Ok(ids.clone())
         }
         (Backend::Http { model }, Prompt::Text(text)) => {
+            let what = if chat {
+                "formatting the prompt through the server's chat template"
+            } else {
+                "tokenizing the prompt"
+            };
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match model.tokenize(text).await {
+                let answer = if chat {
+                    model.tokenize_chat(text).await
+                } else {
+                    model.tokenize(text).await
+                };
+                match answer {
                     Ok(tokens) => break Ok(tokens),
                     Err(e) if e.is_transient() && attempt < retry.0 => {
                         metrics::model_retry(backend.label());
                         tokio::time::sleep(backoff(retry.1, attempt, Duration::from_secs(30)))
                             .await;
                     }
-                    Err(e) => break Err(format!("tokenizing the prompt: {e}")),
+                    Err(e) => break Err(format!("{what}: {e}")),
                 }
             }
         }
+        (Backend::Http { .. }, Prompt::Tokens(_)) if chat => Err(
+            "chat formats a text prompt through the chat template; token-id prompts cannot be formatted"
+                .to_string(),
+        ),
         (Backend::Http { .. }, Prompt::Tokens(ids)) => Ok(ids.clone()),
         (Backend::Hosted { .. }, _) => Err("hosted chat APIs run no chains".to_string()),
     }
@@ -910,6 +930,41 @@ mod tests {
             let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(max);
             assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_toy_job_with_chat_fails_with_the_reason() {
+        let toy = crate::models::load("toy:tiny").unwrap();
+        let retry = (3, Duration::from_millis(1));
+        for prompt in [Prompt::Text(String::new()), Prompt::Tokens(Vec::new())] {
+            assert_eq!(
+                prompt_tokens(&toy, &prompt, true, retry).await.unwrap_err(),
+                "toy models have no chat template; submit without chat"
+            );
+            assert_eq!(prompt_tokens(&toy, &prompt, false, retry).await, Ok(vec![]));
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_with_a_token_id_prompt_on_a_server_fails_without_a_request() {
+        // Nothing listens on port 9: any request would fail as a transient connection error.
+        let server = crate::models::load("llamacpp+http://127.0.0.1:9").unwrap();
+        let retry = (1, Duration::from_millis(1));
+        let err = prompt_tokens(&server, &Prompt::Tokens(vec![1, 2]), true, retry)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("token-id prompts cannot be formatted"),
+            "{err}"
+        );
+        let err = prompt_tokens(&server, &Prompt::Text("hi".into()), true, retry)
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("formatting the prompt through the server's chat template: "),
+            "{err}"
+        );
+        assert!(err.contains("/apply-template"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ static BOXED: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// The letter of the `index`-th option (`0` → `A`), if it is within the alphabet.
-fn letter(index: usize) -> Option<char> {
+pub fn letter(index: usize) -> Option<char> {
     u8::try_from(index)
         .ok()
         .filter(|&i| i < 26)
@@ -33,7 +33,7 @@ fn letter(index: usize) -> Option<char> {
 }
 
 /// The option index of an uppercase letter (`A` → `0`).
-fn index_of(letter: char) -> Option<usize> {
+pub fn index_of(letter: char) -> Option<usize> {
     letter
         .is_ascii_uppercase()
         .then(|| usize::from(letter as u8 - b'A'))

@@ -21,13 +21,13 @@ pub mod stats;
 
 use serde::{Deserialize, Serialize};
 
-pub use choice::{correct_letter, extract_letter, grade_choice, shuffle_choices};
+pub use choice::{correct_letter, extract_letter, grade_choice, index_of, letter, shuffle_choices};
 pub use extract::{extract_regex, grade_exact, grade_regex};
 pub use math::{
     RELATIVE_TOLERANCE, extract_math_answer, grade_math, last_boxed, math_equal, normalize,
     parse_number,
 };
-pub use stats::{majority_vote, mean_and_stderr, pass_at_k};
+pub use stats::{majority_vote, mean_and_stderr, pass_at_k, percentile};
 
 /// The outcome of grading one completion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

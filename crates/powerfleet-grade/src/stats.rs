@@ -70,6 +70,17 @@ pub fn mean_and_stderr(values: &[f64]) -> (f64, f64) {
     (mean, (variance / n).sqrt())
 }
 
+/// The nearest-rank `pct`-th percentile of `sorted` (ascending): the smallest value such that at
+/// least `pct` percent of the values are at most it. `None` for no values.
+pub fn percentile(sorted: &[u64], pct: u32) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let n = sorted.len() as u64;
+    let rank = (u64::from(pct) * n).div_ceil(100).clamp(1, n);
+    Some(sorted[(rank - 1) as usize])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

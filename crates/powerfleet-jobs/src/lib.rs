@@ -162,6 +162,91 @@ pub struct JobSpec {
     /// temperature instead of failing; the result records it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fallback_single_sample: bool,
+    /// Format the text prompt through the backend's chat template (as one user message) before
+    /// tokenizing it; for backends that have one (llama.cpp and vLLM servers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chat: bool,
+    /// For a benchmark job: the problem's reference answer and how to grade a completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<Bench>,
+}
+
+/// What grading a benchmark job needs: the reference answer, the grader, and how the prompt was
+/// made. Travels with the job and its result, so the collector can grade without the dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bench {
+    /// The prompt template the problem was rendered with (`plain`, `math-cot`,
+    /// `multiple-choice`, `user`).
+    pub template: String,
+    /// How completions are graded.
+    pub grader: Grader,
+    /// The reference answer.
+    pub reference: Reference,
+    /// Price of the model's tokens in US dollars per million generated tokens, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_mtok: Option<f64>,
+}
+
+/// How a completion is graded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Grader {
+    /// The last `\boxed{}` answer, normalized and compared as text and as numbers.
+    Math,
+    /// The chosen letter, mapped back through the shown order of the options.
+    Choice,
+    /// The whole completion, trimmed, equal to the reference.
+    Exact,
+    /// The first capture group of the pattern's last match, equal to the reference (trimmed).
+    Regex {
+        /// A regular expression with one capture group around the answer.
+        pattern: String,
+    },
+}
+
+impl Grader {
+    /// The grader's name: `math`, `choice`, `exact` or `regex`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Grader::Math => "math",
+            Grader::Choice => "choice",
+            Grader::Exact => "exact",
+            Grader::Regex { .. } => "regex",
+        }
+    }
+}
+
+/// A reference answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reference {
+    /// A free-form answer.
+    Text(String),
+    /// A multiple-choice answer.
+    Choice {
+        /// The options in the dataset's order.
+        choices: Vec<String>,
+        /// Index into `choices` of the right option.
+        correct: usize,
+        /// The order the options were shown in for this job:
+        /// `permutation[shown_position] = original_index`.
+        permutation: Vec<usize>,
+    },
+}
+
+/// A graded completion, stored with the result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GradeRecord {
+    /// The grader that judged it.
+    pub grader: String,
+    /// The answer found in the completion as written; `None` when it states none.
+    pub extracted: Option<String>,
+    /// The answer in a form comparable across seeds, for majority votes: the extracted answer,
+    /// or for multiple choice the chosen option's letter in the dataset's order.
+    pub answer_key: Option<String>,
+    /// Whether the answer is right.
+    pub correct: bool,
 }
 
 impl JobSpec {
@@ -291,6 +376,12 @@ pub struct JobResult {
     /// Set when the job ran as a single sample instead of its MCMC method, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// For a benchmark job: its reference and grader, as submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<Bench>,
+    /// For a benchmark job: the collector's verdict on the completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grade: Option<GradeRecord>,
 }
 
 impl JobResult {
@@ -323,6 +414,8 @@ impl JobResult {
             finished_at_ms: now_ms(),
             exactness: None,
             fallback: None,
+            bench: spec.bench.clone(),
+            grade: None,
         }
     }
 
@@ -428,6 +521,17 @@ mod tests {
             stream: 2,
             submitted_at_ms: 1,
             fallback_single_sample: false,
+            chat: true,
+            bench: Some(Bench {
+                template: "multiple-choice".into(),
+                grader: Grader::Choice,
+                reference: Reference::Choice {
+                    choices: vec!["x".into(), "y".into()],
+                    correct: 1,
+                    permutation: vec![1, 0],
+                },
+                price_per_mtok: Some(0.5),
+            }),
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);

@@ -7,6 +7,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("tiny", include_str!("builtin/tiny.json")),
     ("pivot", include_str!("builtin/pivot.json")),
     ("eos-lengths", include_str!("builtin/eos-lengths.json")),
+    // The models of the built-in benchmark suite (powerfleet-datasets).
+    ("suite-arith", include_str!("builtin/suite-arith.json")),
+    ("suite-carry", include_str!("builtin/suite-carry.json")),
+    ("suite-capital", include_str!("builtin/suite-capital.json")),
+    ("suite-double", include_str!("builtin/suite-double.json")),
 ];
 
 /// The names of the built-in models.

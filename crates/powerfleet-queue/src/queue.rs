@@ -1242,6 +1242,8 @@ mod tests {
             finished_at_ms: u64::MAX,
             exactness: Some("x".repeat(300)),
             fallback: None,
+            bench: None,
+            grade: None,
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");

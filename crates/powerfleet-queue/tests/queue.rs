@@ -43,6 +43,8 @@ fn spec(corr: &CorrelationId, batch: Option<BatchId>, seed: u64) -> JobSpec {
         stream: 0,
         submitted_at_ms: now_ms(),
         fallback_single_sample: false,
+        chat: false,
+        bench: None,
     }
 }
 
@@ -69,6 +71,8 @@ fn result(spec: &JobSpec, status: JobStatus) -> JobResult {
         finished_at_ms: now_ms(),
         exactness: None,
         fallback: None,
+        bench: None,
+        grade: None,
     }
 }
 

@@ -27,7 +27,8 @@ pub use crate::csv::{CSV_COLUMNS, write_csv};
 pub use crate::error::StoreError;
 use crate::error::sanitize;
 use crate::summary::{AggregateRow, summarize};
-pub use crate::summary::{BatchSummary, MethodSummary, percentile};
+pub use crate::summary::{BatchSummary, MethodSummary};
+pub use powerfleet_grade::percentile;
 pub use powerfleet_jobs::redact_url;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -75,9 +76,10 @@ macro_rules! on_pool {
 const INSERT_RESULT: &str = "INSERT INTO job_results (job_id, batch_id, correlation_id, \
     problem_id, model, method, seed, stream, status, tokens, text, log_p, ends_with_eos, proposals, \
     acceptances, tokens_generated, model_calls, final_len, cost_multiplier, attempts, error, \
-    submitted_at_ms, started_at_ms, finished_at_ms, latency_ms, stats_json, result_json) \
+    submitted_at_ms, started_at_ms, finished_at_ms, latency_ms, stats_json, result_json, grader, \
+    extracted, correct) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-    $20, $21, $22, $23, $24, $25, $26, $27) \
+    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
     ON CONFLICT (job_id) DO NOTHING";
 
 const UPSERT_AGGREGATE: &str = "INSERT INTO batch_aggregates (batch_id, method, jobs, completed, \
@@ -139,6 +141,9 @@ struct ResultRow<'a> {
     stats_json: String,
     result_json: String,
     completed: bool,
+    grader: Option<&'a str>,
+    extracted: Option<&'a str>,
+    correct: Option<bool>,
 }
 
 /// A count or time as a SQL BIGINT (saturating; no count or time of a job comes near it).
@@ -183,6 +188,9 @@ impl<'a> ResultRow<'a> {
             stats_json: serde_json::to_string(&r.stats)?,
             result_json: serde_json::to_string(r)?,
             completed: r.status == JobStatus::Completed,
+            grader: r.grade.as_ref().map(|g| g.grader.as_str()),
+            extracted: r.grade.as_ref().and_then(|g| g.extracted.as_deref()),
+            correct: r.grade.as_ref().map(|g| g.correct),
         })
     }
 }
@@ -400,6 +408,9 @@ impl Store {
                 .bind(row.latency_ms)
                 .bind(&row.stats_json)
                 .bind(&row.result_json)
+                .bind(row.grader)
+                .bind(row.extracted)
+                .bind(row.correct)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.query_err(action(), e))?

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use powerfleet_grade::percentile;
 use powerfleet_jobs::BatchId;
 use serde::{Deserialize, Serialize};
 
@@ -98,17 +99,6 @@ impl AggregateRow {
         self.final_tokens += o.final_tokens;
         self.model_calls += o.model_calls;
     }
-}
-
-/// The nearest-rank `pct`-th percentile of `sorted` (ascending): the smallest value such that at
-/// least `pct` percent of the values are at most it.
-pub fn percentile(sorted: &[u64], pct: u32) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let n = sorted.len() as u64;
-    let rank = (u64::from(pct) * n).div_ceil(100).clamp(1, n);
-    Some(sorted[(rank - 1) as usize])
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {

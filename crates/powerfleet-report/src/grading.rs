@@ -1,0 +1,164 @@
+//! Grading one result: the completion against the reference its job carries.
+
+use powerfleet_grade::{index_of, letter};
+use powerfleet_jobs::{Bench, GradeRecord, Grader, Reference};
+
+/// Grades `completion` as `bench` says. A grader that does not fit the reference (a multiple-choice
+/// grader for a free-form answer) or an invalid pattern is a job that cannot be graded: `Err`
+/// with the reason.
+pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, String> {
+    let record = |g: powerfleet_grade::Grade, answer_key: Option<String>| GradeRecord {
+        grader: bench.grader.name().to_string(),
+        extracted: g.extracted,
+        answer_key,
+        correct: g.correct,
+    };
+    match (&bench.grader, &bench.reference) {
+        (Grader::Choice, Reference::Choice {
+            choices,
+            correct,
+            permutation,
+        }) => {
+            if permutation.len() != choices.len() {
+                return Err(format!(
+                    "the job shows {} options but its reference has {}",
+                    permutation.len(),
+                    choices.len()
+                ));
+            }
+            let g = powerfleet_grade::grade_choice(completion, permutation, *correct);
+            // The chosen option in the dataset's order, comparable across seeds.
+            let key = g
+                .extracted
+                .as_deref()
+                .and_then(|l| l.chars().next())
+                .and_then(index_of)
+                .and_then(|shown| permutation.get(shown))
+                .and_then(|&original| letter(original))
+                .map(String::from);
+            Ok(record(g, key))
+        }
+        (Grader::Choice, Reference::Text(_)) => Err(
+            "grader choice needs a multiple-choice reference; use grader math, exact or regex for free-form answers".into(),
+        ),
+        (grader, Reference::Text(reference)) => {
+            let g = match grader {
+                Grader::Math => powerfleet_grade::grade_math(completion, reference),
+                Grader::Exact => powerfleet_grade::grade_exact(completion, reference),
+                Grader::Regex { pattern } => {
+                    powerfleet_grade::grade_regex(completion, pattern, reference)
+                        .map_err(|e| e.to_string())?
+                }
+                Grader::Choice => unreachable!("matched above"),
+            };
+            let key = g.extracted.clone();
+            Ok(record(g, key))
+        }
+        (grader, Reference::Choice { .. }) => Err(format!(
+            "grader {} cannot grade a multiple-choice reference; use grader choice",
+            grader.name()
+        )),
+    }
+}
+
+/// The reference as a user reads it: the text, or the right option's letter (in the dataset's
+/// order) and its text.
+pub fn reference_display(reference: &Reference) -> String {
+    match reference {
+        Reference::Text(t) => t.clone(),
+        Reference::Choice {
+            choices, correct, ..
+        } => format!(
+            "{} ({})",
+            letter(*correct).unwrap_or('?'),
+            choices.get(*correct).map_or("", String::as_str)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(grader: Grader, reference: Reference) -> Bench {
+        Bench {
+            template: "plain".into(),
+            grader,
+            reference,
+            price_per_mtok: None,
+        }
+    }
+
+    #[test]
+    fn math_answers_are_extracted_and_compared() {
+        let b = bench(Grader::Math, Reference::Text("\\frac{1}{2}".into()));
+        let g = grade(&b, "so the answer is \\boxed{0.5}").unwrap();
+        assert!(g.correct);
+        assert_eq!(g.extracted.as_deref(), Some("0.5"));
+        assert_eq!(g.answer_key.as_deref(), Some("0.5"));
+        assert_eq!(g.grader, "math");
+        assert!(!grade(&b, "\\boxed{2}").unwrap().correct);
+    }
+
+    #[test]
+    fn choices_map_back_through_the_shown_order() {
+        // Shown order: C, A, B (original indices 2, 0, 1); the right option is original B.
+        let b = bench(
+            Grader::Choice,
+            Reference::Choice {
+                choices: vec!["x".into(), "y".into(), "z".into()],
+                correct: 1,
+                permutation: vec![2, 0, 1],
+            },
+        );
+        let right = grade(&b, "The answer is (C)").unwrap();
+        assert!(right.correct);
+        assert_eq!(right.extracted.as_deref(), Some("C"));
+        assert_eq!(right.answer_key.as_deref(), Some("B"), "original letter");
+        let wrong = grade(&b, "The answer is (A)").unwrap();
+        assert!(!wrong.correct);
+        assert_eq!(wrong.answer_key.as_deref(), Some("C"));
+    }
+
+    #[test]
+    fn exact_and_regex_graders() {
+        let b = bench(Grader::Exact, Reference::Text("paris".into()));
+        assert!(grade(&b, "  paris\n").unwrap().correct);
+        assert!(!grade(&b, "it is paris").unwrap().correct);
+        let b = bench(
+            Grader::Regex {
+                pattern: r"answer: (\w+)".into(),
+            },
+            Reference::Text("paris".into()),
+        );
+        let g = grade(&b, "answer: rome. no wait, answer: paris").unwrap();
+        assert!(g.correct);
+        assert_eq!(g.extracted.as_deref(), Some("paris"));
+        let bad = bench(
+            Grader::Regex {
+                pattern: "(".into(),
+            },
+            Reference::Text("x".into()),
+        );
+        assert!(grade(&bad, "x").unwrap_err().contains("not a valid regex"));
+    }
+
+    #[test]
+    fn a_grader_that_does_not_fit_the_reference_is_an_error() {
+        let b = bench(Grader::Choice, Reference::Text("1".into()));
+        assert!(
+            grade(&b, "A")
+                .unwrap_err()
+                .contains("multiple-choice reference")
+        );
+        let b = bench(
+            Grader::Math,
+            Reference::Choice {
+                choices: vec!["x".into()],
+                correct: 0,
+                permutation: vec![0],
+            },
+        );
+        assert!(grade(&b, "A").unwrap_err().contains("use grader choice"));
+    }
+}
