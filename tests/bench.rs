@@ -272,7 +272,7 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         }
         let mut latencies: Vec<u64> = jobs.iter().map(|r| r.latency_ms()).collect();
         latencies.sort_unstable();
-        let p50 = latencies[(latencies.len() + 1) / 2 - 1];
+        let p50 = latencies[latencies.len().div_ceil(2) - 1];
         assert_eq!(m["latency_p50_ms"], p50);
     }
     // Per problem: who solved it.

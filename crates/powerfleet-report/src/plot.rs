@@ -1324,19 +1324,73 @@ mod tests {
 
     const NAMES: [&str; 3] = ["pass_at_k", "acceptance_by_block", "cost_vs_accuracy"];
 
-    /// Decodes a PNG: its size and how many distinct pixel values it has.
-    fn decode(path: &Path) -> (u32, u32, usize) {
+    /// A report with many methods, long series, coinciding points, costs spanning 1x to 41x
+    /// and a long id.
+    fn crowded() -> Report {
+        let mut r = report();
+        r.id = "nightly-math500-qwen2.5-math-7b-alpha4-run-2026-11-25".to_string();
+        let curve = |a: f64| {
+            (1..=64)
+                .map(|k| 1.0 - (1.0 - a) * (k as f64).powf(-0.35))
+                .collect::<Vec<_>>()
+        };
+        let blocks = |a: f64| {
+            (0..16)
+                .map(|b| (b % 5 != 3).then_some(a - 0.015 * b as f64))
+                .collect::<Vec<_>>()
+        };
+        for (i, m) in r.methods.iter_mut().enumerate() {
+            m.pass_at_k = curve(0.5 - 0.05 * i as f64);
+            if i < 2 {
+                m.acceptance_by_block = blocks(0.7 - 0.2 * i as f64);
+            }
+        }
+        r.methods[0].cost_multiplier = Some(41.0);
+        r.methods[3].accuracy = r.methods[2].accuracy;
+        let mut long = method(
+            "self-consistency-with-a-long-name",
+            [0.3; 4],
+            vec![],
+            12.0,
+            0.46,
+        );
+        long.pass_at_k = curve(0.2);
+        r.methods.push(long);
+        r.methods
+            .push(method("beam", [0.35; 4], vec![Some(0.2)], 4.0, 0.47));
+        r
+    }
+
+    /// A decoded PNG: width, height and its distinct RGB pixel values.
+    fn decode(path: &Path) -> (u32, u32, std::collections::BTreeSet<(u8, u8, u8)>) {
         let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size()];
         let info = reader.next_frame(&mut buf).unwrap();
-        let bytes = &buf[..info.buffer_size()];
+        assert_eq!(info.bit_depth, png::BitDepth::Eight);
         let px = info.color_type.samples();
-        let distinct: std::collections::BTreeSet<&[u8]> = bytes.chunks(px).collect();
-        (info.width, info.height, distinct.len())
+        assert!(px >= 3, "{} is not RGB", path.display());
+        let pixels = buf[..info.buffer_size()]
+            .chunks(px)
+            .map(|p| (p[0], p[1], p[2]))
+            .collect();
+        (info.width, info.height, pixels)
     }
 
-    fn check_svg(path: &Path, must_contain: &[&str]) {
+    /// The contents of an SVG's `<text>` elements.
+    fn svg_texts(svg: &str) -> Vec<String> {
+        svg.split("</text>")
+            .filter_map(|chunk| chunk.rsplit_once('>').map(|(_, t)| t.trim().to_string()))
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    fn rgb(c: RGBColor) -> (u8, u8, u8) {
+        (c.0, c.1, c.2)
+    }
+
+    /// Checks an SVG is one and has a text element saying each of `texts`; returns its texts.
+    fn check_svg(path: &Path, texts: &[&str]) -> Vec<String> {
         let svg = std::fs::read_to_string(path).unwrap();
         assert!(!svg.is_empty(), "{} is empty", path.display());
         let body = match svg.trim_start().strip_prefix("<?xml") {
@@ -1352,64 +1406,103 @@ mod tests {
             "{} does not start with <svg",
             path.display()
         );
-        for text in must_contain {
-            assert!(svg.contains(text), "{} lacks {text:?}", path.display());
+        let found = svg_texts(&svg);
+        for text in texts {
+            assert!(
+                found.iter().any(|t| t == text),
+                "{} lacks the text {text:?}: {found:?}",
+                path.display()
+            );
         }
+        found
     }
 
     #[test]
     fn writes_six_readable_figures() {
         let dir = TempDir::new("full");
         let report = report();
-        let written = write_figures(&report, &dir.0.join("figures")).unwrap();
+        let figures = dir.0.join("figures");
+        let written = write_figures(&report, &figures).unwrap();
         assert_eq!(written.len(), 6);
         for name in NAMES {
             for ext in ["png", "svg"] {
-                let path = dir.0.join("figures").join(format!("{name}.{ext}"));
+                let path = figures.join(format!("{name}.{ext}"));
                 assert!(written.contains(&path), "{} not returned", path.display());
                 assert!(path.is_file(), "{} not written", path.display());
             }
-            let (w, h, distinct) = decode(&dir.0.join("figures").join(format!("{name}.png")));
+            let (w, h, pixels) = decode(&figures.join(format!("{name}.png")));
             assert_eq!((w, h), SIZE);
-            assert!(distinct > 20, "{name}.png has {distinct} distinct pixels");
+            assert!(
+                pixels.len() > 20,
+                "{name}.png has {} distinct pixels",
+                pixels.len()
+            );
         }
-        let svg = |name: &str| dir.0.join("figures").join(format!("{name}.svg"));
+        let svg = |name: &str| figures.join(format!("{name}.svg"));
+        let png = |name: &str| decode(&figures.join(format!("{name}.png"))).2;
+        let looks = looks(&report.methods);
+        let colour = |method: &str| {
+            let i = report.methods.iter().position(|m| m.method == method);
+            rgb(looks[i.unwrap()].color)
+        };
+
+        let title = "pass@k by method — batch 0192f3a4";
+        let names = ["power", "max-swap", "low-temp", "standard"];
         check_svg(
             &svg("pass_at_k"),
             &[
-                "power",
-                "max-swap",
-                "low-temp",
-                "standard",
-                "pass@k (%)",
-                "k (samples per problem)",
-                "0192f3a4",
-            ],
+                &names[..],
+                &[
+                    title,
+                    "pass@k (%)",
+                    "k (samples per problem)",
+                    "1",
+                    "4",
+                    "100",
+                ],
+            ]
+            .concat(),
         );
+        let pixels = png("pass_at_k");
+        assert!(names.iter().all(|m| pixels.contains(&colour(m))));
+
         // Only methods with acceptance data are in the acceptance figure.
-        check_svg(
+        let texts = check_svg(
             &svg("acceptance_by_block"),
-            &["power", "max-swap", "block index", "acceptance rate"],
-        );
-        let acceptance = std::fs::read_to_string(svg("acceptance_by_block")).unwrap();
-        assert!(!acceptance.contains("\nlow-temp\n") && !acceptance.contains("\nstandard\n"));
-        check_svg(
-            &svg("cost_vs_accuracy"),
             &[
                 "power",
                 "max-swap",
-                "low-temp",
-                "standard",
-                "cost multiplier",
-                "accuracy (%",
+                "block index",
+                "acceptance rate",
+                "3",
+                "1.0",
             ],
         );
+        assert!(
+            !texts.iter().any(|t| t == "low-temp" || t == "standard"),
+            "{texts:?}"
+        );
+        let pixels = png("acceptance_by_block");
+        assert!(pixels.contains(&colour("power")) && pixels.contains(&colour("max-swap")));
+        assert!(!pixels.contains(&colour("low-temp")));
+
+        check_svg(
+            &svg("cost_vs_accuracy"),
+            &[
+                &names[..],
+                &[
+                    "cost multiplier (tokens generated per final token)",
+                    "accuracy (%, ±1 s.e.)",
+                    "2×",
+                ],
+            ]
+            .concat(),
+        );
+        let pixels = png("cost_vs_accuracy");
+        assert!(names.iter().all(|m| pixels.contains(&colour(m))));
 
         // Writing again over the same files works.
-        assert_eq!(
-            write_figures(&report, &dir.0.join("figures")).unwrap(),
-            written
-        );
+        assert_eq!(write_figures(&report, &figures).unwrap(), written);
     }
 
     #[test]
@@ -1422,19 +1515,38 @@ mod tests {
         let written = write_figures(&report, &dir.0).unwrap();
         assert_eq!(written.len(), 6);
         for name in NAMES {
-            let (w, h, distinct) = decode(&dir.0.join(format!("{name}.png")));
+            let (w, h, pixels) = decode(&dir.0.join(format!("{name}.png")));
             assert_eq!((w, h), SIZE);
-            assert!(distinct > 5, "{name}.png has {distinct} distinct pixels");
+            assert!(
+                pixels.len() > 5,
+                "{name}.png has {} distinct pixels",
+                pixels.len()
+            );
         }
         check_svg(
             &dir.0.join("acceptance_by_block.svg"),
-            &["no MCMC proposals in this batch", "smoke"],
+            &[
+                "no MCMC proposals in this batch",
+                "MCMC acceptance rate by block — batch smoke",
+                "block index",
+            ],
         );
-        check_svg(&dir.0.join("pass_at_k.svg"), &["no graded samples"]);
+        check_svg(
+            &dir.0.join("pass_at_k.svg"),
+            &["no graded samples in this batch", "pass@k (%)"],
+        );
         check_svg(
             &dir.0.join("cost_vs_accuracy.svg"),
-            &["no method with both accuracy and cost"],
+            &[
+                "no method with both accuracy and cost in this batch",
+                "accuracy (%, ±1 s.e.)",
+            ],
         );
+
+        // No id: the title is just what the figure shows.
+        report.id.clear();
+        write_figures(&report, &dir.0).unwrap();
+        check_svg(&dir.0.join("pass_at_k.svg"), &["pass@k by method"]);
     }
 
     #[test]
@@ -1457,10 +1569,50 @@ mod tests {
         write_figures(&report, &dir.0).unwrap();
         check_svg(
             &dir.0.join("acceptance_by_block.svg"),
-            &["no MCMC proposals"],
+            &["no MCMC proposals in this batch"],
         );
-        let scatter = std::fs::read_to_string(dir.0.join("cost_vs_accuracy.svg")).unwrap();
-        assert!(!scatter.contains("\npower\n") && scatter.contains("\nbeam\n"));
+        let scatter = check_svg(&dir.0.join("cost_vs_accuracy.svg"), &["max-swap", "beam"]);
+        assert!(!scatter.iter().any(|t| t == "power"), "{scatter:?}");
+        let pass = check_svg(&dir.0.join("pass_at_k.svg"), &["power", "beam"]);
+        assert!(!pass.iter().any(|t| t == "low-temp"), "{pass:?}");
+    }
+
+    #[test]
+    fn crowded_reports_get_a_log_axis_and_a_shortened_id() {
+        let dir = TempDir::new("crowded");
+        write_figures(&crowded(), &dir.0).unwrap();
+        let texts = check_svg(
+            &dir.0.join("cost_vs_accuracy.svg"),
+            &[
+                "cost multiplier (tokens generated per final token, log scale)",
+                "self-consistency-with-a-long-name",
+                "1×",
+                "10×",
+            ],
+        );
+        let title = texts
+            .iter()
+            .find(|t| t.starts_with("Cost vs accuracy — batch nightly-math500"))
+            .unwrap();
+        assert!(
+            title.ends_with('…') && text_size(title, TITLE_SIZE).0 < SIZE.0 as i32,
+            "{title}"
+        );
+        check_svg(&dir.0.join("pass_at_k.svg"), &["1", "10", "60"]);
+        check_svg(
+            &dir.0.join("acceptance_by_block.svg"),
+            &["power", "max-swap", "beam", "16"],
+        );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_is_an_error() {
+        let dir = TempDir::new("blocked");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let file = dir.0.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = write_figures(&report(), &file.join("figures")).unwrap_err();
+        assert!(err.contains("cannot create"), "{err}");
     }
 
     #[test]
@@ -1490,52 +1642,21 @@ mod tests {
         assert_eq!(tick_label(20.0), "20");
     }
 
-    /// Writes the figures of the sample report into `$PF_FIGURES_DIR` for looking at them.
+    /// Writes sample figures for looking at them: into `$PF_FIGURES_DIR`, else `pf-figures` in
+    /// the temp dir (`cargo test -p powerfleet-report -- --ignored sample_figures`).
     #[test]
-    fn write_sample_figures_for_viewing() {
-        if let Some(dir) = std::env::var_os("PF_FIGURES_DIR") {
-            let dir = PathBuf::from(dir);
-            write_figures(&report(), &dir).unwrap();
-            let mut empty = report();
-            empty.methods.clear();
-            write_figures(&empty, &dir.join("empty")).unwrap();
-
-            // Many methods, long runs, coinciding points, a long id.
-            let mut many = report();
-            many.id = "nightly-math500-qwen2.5-math-7b-alpha4-run-2026-11-25".to_string();
-            let curve = |a: f64| {
-                (1..=64)
-                    .map(|k| 1.0 - (1.0 - a) * (k as f64).powf(-0.35))
-                    .collect::<Vec<_>>()
-            };
-            let blocks = |a: f64| {
-                (0..16)
-                    .map(|b| (b % 5 != 3).then_some(a - 0.015 * b as f64))
-                    .collect::<Vec<_>>()
-            };
-            for (i, m) in many.methods.iter_mut().enumerate() {
-                m.pass_at_k = curve(0.5 - 0.05 * i as f64);
-                if i < 2 {
-                    m.acceptance_by_block = blocks(0.7 - 0.2 * i as f64);
-                }
-            }
-            many.methods[0].cost_multiplier = Some(41.0);
-            many.methods[3].accuracy = many.methods[2].accuracy;
-            many.methods.push(method(
-                "self-consistency-with-a-long-name",
-                [0.3; 4],
-                vec![],
-                12.0,
-                0.46,
-            ));
-            many.methods
-                .push(method("beam", [0.35; 4], vec![Some(0.2)], 4.0, 0.47));
-            many.methods[4].pass_at_k = curve(0.2);
-            write_figures(&many, &dir.join("many")).unwrap();
-
-            let mut one = report();
-            one.methods.truncate(1);
-            write_figures(&one, &dir.join("one")).unwrap();
-        }
+    #[ignore = "writes sample figures to look at"]
+    fn sample_figures() {
+        let dir = std::env::var_os("PF_FIGURES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("pf-figures"));
+        write_figures(&report(), &dir).unwrap();
+        let mut empty = report();
+        empty.methods.clear();
+        write_figures(&empty, &dir.join("empty")).unwrap();
+        write_figures(&crowded(), &dir.join("crowded")).unwrap();
+        let mut one = report();
+        one.methods.truncate(1);
+        write_figures(&one, &dir.join("one")).unwrap();
     }
 }
