@@ -178,7 +178,7 @@ fn bad_input_names_the_field_and_the_allowed_values() {
         (
             &["sample", "--model", "toy:nope"],
             &[],
-            "neither a built-in model (tiny, pivot, eos-lengths) nor a file",
+            "neither a built-in model (tiny, pivot, eos-lengths, suite-arith, suite-carry, suite-capital, suite-double) nor a file",
         ),
         (&["sample", "--prompt", "A zz"], &[], "unknown token \"zz\""),
         (

@@ -66,7 +66,7 @@ mod tests {
         assert_eq!(model.vocab().len(), 2);
         let err = resolve_toy("toy:nope").unwrap_err().to_string();
         assert!(
-            err.contains("built-in model (tiny, pivot, eos-lengths)"),
+            err.contains("built-in model (tiny, pivot, eos-lengths, suite-arith, suite-carry, suite-capital, suite-double)"),
             "{err}"
         );
         let err = resolve_toy("gpt:4").unwrap_err().to_string();
