@@ -205,3 +205,66 @@ fn grade(result: &JobResult) -> JobResult {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use powerfleet_jobs::{Bench, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference};
+    use powerfleet_sampler::{Method, SamplerConfig};
+
+    use super::*;
+
+    fn result(status: JobStatus, grader: Grader, text: &str) -> JobResult {
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            correlation_id: CorrelationId::generate(),
+            batch_id: None,
+            problem_id: Some("q".into()),
+            model: "toy:pivot".into(),
+            prompt: Prompt::Text(String::new()),
+            config: SamplerConfig::new(Method::Power),
+            seed: 0,
+            stream: 0,
+            submitted_at_ms: 0,
+            fallback_single_sample: false,
+            chat: false,
+            bench: Some(Bench {
+                template: "multiple-choice".into(),
+                grader,
+                reference: Reference::Choice {
+                    choices: vec!["x".into(), "y".into()],
+                    correct: 0,
+                    permutation: vec![1, 0],
+                },
+                price_per_mtok: None,
+            }),
+        };
+        let mut r = JobResult::for_spec(&spec, status, 1, None);
+        r.text = Some(text.into());
+        r
+    }
+
+    #[test]
+    fn completed_benchmark_results_are_graded_and_others_left_alone() {
+        // Shown order y, x: the right option (original A) is shown as B.
+        let graded = grade(&result(JobStatus::Completed, Grader::Choice, "Answer: B"));
+        let g = graded.grade.expect("graded");
+        assert!(g.correct);
+        assert_eq!(g.extracted.as_deref(), Some("B"));
+        assert_eq!(g.answer_key.as_deref(), Some("A"));
+        assert!(
+            grade(&result(JobStatus::Failed, Grader::Choice, "Answer: B"))
+                .grade
+                .is_none(),
+            "only completed jobs are graded"
+        );
+        assert!(
+            grade(&result(JobStatus::Completed, Grader::Math, "Answer: B"))
+                .grade
+                .is_none(),
+            "a grader that does not fit leaves the result ungraded"
+        );
+        let mut plain = result(JobStatus::Completed, Grader::Choice, "B");
+        plain.bench = None;
+        assert!(grade(&plain).grade.is_none());
+    }
+}
