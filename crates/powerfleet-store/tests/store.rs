@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
+use powerfleet_jobs::{
+    BatchId, Bench, CorrelationId, GradeRecord, Grader, JobId, JobResult, JobStatus, Reference,
+};
 use powerfleet_sampler::{BlockStats, ChainStats, Method};
 use powerfleet_store::{CSV_COLUMNS, Store, StoreError, redact_url, write_csv};
 use sqlx::{Connection, Row};
@@ -119,6 +121,7 @@ both_dialects!(
     batch_summary_matches_hand_computation,
     unknown_batch_has_no_summary,
     ping_answers,
+    grades_have_their_own_columns,
 );
 
 fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u64) -> ChainStats {
@@ -247,6 +250,41 @@ async fn round_trip_keeps_every_field(store: &Store, url: &str) {
     assert!(store.record(&sparse).await.unwrap());
     assert_eq!(store.job(sparse.job_id).await.unwrap(), Some(sparse));
     assert_eq!(store.job(JobId::new()).await.unwrap(), None);
+}
+
+async fn grades_have_their_own_columns(store: &Store, url: &str) {
+    let graded = JobResult {
+        bench: Some(Bench {
+            template: "math-cot".into(),
+            grader: Grader::Math,
+            reference: Reference::Text("\\frac{1}{2}".into()),
+            price_per_mtok: Some(0.2),
+        }),
+        grade: Some(GradeRecord {
+            grader: "math".into(),
+            extracted: Some("0.5".into()),
+            answer_key: Some("0.5".into()),
+            correct: true,
+        }),
+        ..completed(Some(BatchId::new()), "graded")
+    };
+    assert!(store.record(&graded).await.unwrap());
+    assert_eq!(
+        store.job(graded.job_id).await.unwrap().as_ref(),
+        Some(&graded)
+    );
+    let grader: Option<String> = raw_column(store, url, graded.job_id, "grader").await;
+    let extracted: Option<String> = raw_column(store, url, graded.job_id, "extracted").await;
+    let correct: Option<bool> = raw_column(store, url, graded.job_id, "correct").await;
+    assert_eq!(
+        (grader.as_deref(), extracted.as_deref(), correct),
+        (Some("math"), Some("0.5"), Some(true))
+    );
+    // Ungraded jobs leave them NULL.
+    let plain = completed(None, "plain");
+    assert!(store.record(&plain).await.unwrap());
+    let correct: Option<bool> = raw_column(store, url, plain.job_id, "correct").await;
+    assert_eq!(correct, None);
 }
 
 async fn recording_twice_stores_once(store: &Store, _url: &str) {
