@@ -354,6 +354,46 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     .unwrap();
     assert_eq!(missing.status(), 404);
 
+    // A benchmark submitted over HTTP is graded and reported the same way.
+    let client = reqwest::Client::new();
+    let receipt: Value = client
+        .post(format!("{api}/v1/jobs"))
+        .json(&serde_json::json!({
+            "model": "toy:suite-arith",
+            "bench": {"builtin": "suite"},
+            "methods": ["standard"],
+            "seeds": [0, 1],
+            "config": {"method": "standard", "max_new_tokens": 6},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let http_batch = receipt["batch_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{receipt}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let answer = reqwest::get(format!("{api}/v1/batches/{http_batch}/report"))
+            .await
+            .unwrap();
+        if answer.status() == 200 {
+            let report: Value = answer.json().await.unwrap();
+            if report["graded"] == 2 * suite.len() {
+                assert_eq!(report["methods"][0]["method"], "standard");
+                assert_eq!(report["methods"][0]["samples"], 2);
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP batch was not graded in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // Other formats and the figures.
     let csv = stdout_of(&cli(&fleet, &["report", &batch, "--format", "csv"]));
     assert!(

@@ -134,6 +134,131 @@ pub struct SubmitRequest {
     /// Format text prompts through the model's chat template (default false).
     #[serde(default)]
     pub chat: bool,
+    /// A benchmark run instead of prompts: dataset records with reference answers, graded by the
+    /// collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<BenchRequest>,
+}
+
+/// The `bench` of a `POST /v1/jobs` request: the records of a dataset (or the built-in suite), a
+/// template and a grader, as `powerfleet submit --bench` takes them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchRequest {
+    /// Dataset records, as the lines of a JSONL or multiple-choice dataset file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<serde_json::Value>>,
+    /// `suite` for the built-in suite on its toy models (instead of `records`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// `jsonl` or `multiple-choice` (default: `multiple-choice` when the first record has
+    /// `choices`, else `jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// A built-in template: `plain`, `math-cot`, `multiple-choice` (default: `multiple-choice`
+    /// for multiple-choice records, else `plain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// A user template holding `{question}` (instead of `template`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_text: Option<String>,
+    /// The grader, e.g. `{"kind": "math"}` or `{"kind": "regex", "pattern": "answer: (\\d+)"}`
+    /// (default: `choice` for multiple choice, else `math`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grader: Option<powerfleet_jobs::Grader>,
+    /// Price of generated tokens in US dollars per million.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_mtok: Option<f64>,
+}
+
+/// The benchmark run of a request; errors name the `bench` field and the record.
+fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
+    use powerfleet_datasets::{Format, Template};
+    let bad = |m: String| ApiError::Unprocessable(m);
+    let mut run = match (bench.records, bench.builtin.as_deref()) {
+        (None, Some("suite")) => {
+            if bench.template.is_some() || bench.template_text.is_some() || bench.grader.is_some() {
+                return Err(bad(
+                    "bench.builtin suite has its own prompts and grader; drop bench.template, bench.template_text and bench.grader".into(),
+                ));
+            }
+            producer::BenchRun::builtin_suite()
+        }
+        (None, Some(other)) => {
+            return Err(bad(format!(
+                "bench.builtin must be \"suite\", got {other:?}"
+            )));
+        }
+        (Some(records), None) => {
+            let choices = records.first().is_some_and(|r| r.get("choices").is_some());
+            let format = match bench.format.as_deref() {
+                None => {
+                    if choices {
+                        Format::MultipleChoice
+                    } else {
+                        Format::Jsonl
+                    }
+                }
+                Some("jsonl") => Format::Jsonl,
+                Some("multiple-choice") => Format::MultipleChoice,
+                Some(other) => {
+                    return Err(bad(format!(
+                        "bench.format must be jsonl or multiple-choice, got {other:?}"
+                    )));
+                }
+            };
+            let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+            let problems = powerfleet_datasets::parse(&text, format).map_err(|e| {
+                bad(format!(
+                    "bench.records (line N is record N, counting from 1): {e}"
+                ))
+            })?;
+            let template = match (bench.template.as_deref(), bench.template_text) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        "give bench.template or bench.template_text, not both".into()
+                    ));
+                }
+                (None, Some(text)) => {
+                    Template::user("bench.template_text", text).map_err(|e| bad(e.to_string()))?
+                }
+                (Some(name), None) => match name {
+                    "plain" => Template::Plain,
+                    "math-cot" => Template::MathCot,
+                    "multiple-choice" => Template::MultipleChoice,
+                    other => {
+                        return Err(bad(format!(
+                            "bench.template must be one of plain, math-cot, multiple-choice (or give bench.template_text), got {other:?}"
+                        )));
+                    }
+                },
+                (None, None) => match format {
+                    Format::MultipleChoice => Template::MultipleChoice,
+                    _ => Template::Plain,
+                },
+            };
+            producer::BenchRun {
+                problems: problems
+                    .into_iter()
+                    .map(|problem| producer::BenchProblem {
+                        problem,
+                        model: None,
+                    })
+                    .collect(),
+                template,
+                grader: bench.grader,
+                price_per_mtok: None,
+            }
+        }
+        _ => {
+            return Err(bad(
+                "bench needs exactly one of records (dataset records) and builtin (\"suite\")"
+                    .into(),
+            ));
+        }
+    };
+    run.price_per_mtok = bench.price_per_mtok;
+    Ok(run)
 }
 
 /// The body of the answer to `POST /v1/jobs/{id}/cancel`.
@@ -414,7 +539,22 @@ pub fn build_submission(
     request: SubmitRequest,
     limits: &ApiLimits,
 ) -> Result<Submission, ApiError> {
+    let bench = match request.bench {
+        Some(b) => {
+            if request.prompt.is_some()
+                || request.prompt_tokens.is_some()
+                || request.problems.is_some()
+            {
+                return Err(ApiError::Unprocessable(
+                    "give bench or prompts (prompt, prompt_tokens, problems), not both".into(),
+                ));
+            }
+            Some(bench_of(b)?)
+        }
+        None => None,
+    };
     let problems = match (request.prompt, request.prompt_tokens, request.problems) {
+        _ if bench.is_some() => Vec::new(),
         (Some(text), None, None) => vec![Problem {
             id: None,
             prompt: Prompt::Text(text),
@@ -449,12 +589,13 @@ pub fn build_submission(
     let methods = request.methods.unwrap_or_else(|| vec![config.method]);
     let seeds = request.seeds.unwrap_or_else(|| vec![0]);
     let chains = request.chains.unwrap_or(1);
+    let n_problems = bench.as_ref().map_or(problems.len(), |b| b.problems.len());
     let total =
-        problems.len() as u128 * methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
+        n_problems as u128 * methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
     if total > limits.max_jobs_per_request as u128 {
         return Err(ApiError::Unprocessable(format!(
             "this request makes {total} jobs (problems x methods x seeds x chains = {} x {} x {} x {chains}); at most {} are accepted per request (max_jobs_per_request), split it into several requests",
-            problems.len(),
+            n_problems,
             methods.len(),
             seeds.len(),
             limits.max_jobs_per_request
@@ -472,7 +613,7 @@ pub fn build_submission(
         submission_key: request.submission_key,
         fallback_single_sample: request.fallback_single_sample,
         chat: request.chat,
-        bench: None,
+        bench,
     })
 }
 
@@ -667,6 +808,77 @@ async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn benchmark_requests_become_benchmark_submissions() {
+        let limits = ApiLimits {
+            max_body_bytes: 1 << 20,
+            max_jobs_per_request: 1000,
+        };
+        let request = |bench: serde_json::Value| -> Result<Submission, ApiError> {
+            let r: SubmitRequest = serde_json::from_value(serde_json::json!({
+                "model": "llamacpp+http://gpu:8080",
+                "seeds": [0, 1],
+                "bench": bench,
+            }))
+            .unwrap();
+            build_submission(r, &limits)
+        };
+        let s = request(serde_json::json!({
+            "records": [
+                {"question": "q1", "choices": ["a", "b"], "answer": "B"},
+                {"question": "q2", "choices": ["a", "b", "c"], "answer": 0}
+            ],
+            "price_per_mtok": 0.5
+        }))
+        .unwrap();
+        let run = s.bench.as_ref().unwrap();
+        assert_eq!(run.problems.len(), 2);
+        assert_eq!(run.template, powerfleet_datasets::Template::MultipleChoice);
+        assert_eq!(run.price_per_mtok, Some(0.5));
+        let jobs = s.jobs(&CorrelationId::generate(), None).unwrap();
+        assert_eq!(jobs.len(), 4);
+        assert!(
+            jobs.iter()
+                .all(|j| j.bench.as_ref().unwrap().grader == powerfleet_jobs::Grader::Choice)
+        );
+
+        let s = request(serde_json::json!({"builtin": "suite"})).unwrap();
+        assert_eq!(
+            s.bench.unwrap().problems.len(),
+            powerfleet_datasets::builtin_suite().len()
+        );
+
+        let message = |bench| match request(bench) {
+            Err(ApiError::Unprocessable(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let m = message(serde_json::json!({"records": [
+            {"prompt": "x", "answer": "1"}, {"prompt": "y"}
+        ]}));
+        assert!(
+            m.contains("bench.records") && m.contains("line 2: missing `answer`"),
+            "{m}"
+        );
+        let m = message(
+            serde_json::json!({"records": [{"prompt": "x", "answer": "1"}], "template": "cot"}),
+        );
+        assert!(
+            m.contains("bench.template must be one of plain, math-cot, multiple-choice"),
+            "{m}"
+        );
+        let m = message(serde_json::json!({"builtin": "suite", "records": []}));
+        assert!(m.contains("exactly one of records"), "{m}");
+        let m = message(serde_json::json!({"builtin": "gsm8k"}));
+        assert!(m.contains("bench.builtin must be \"suite\""), "{m}");
+        let r: SubmitRequest = serde_json::from_value(serde_json::json!({
+            "model": "toy:pivot", "prompt": "", "bench": {"builtin": "suite"}
+        }))
+        .unwrap();
+        assert!(
+            matches!(build_submission(r, &limits), Err(ApiError::Unprocessable(m)) if m.contains("not both"))
+        );
+    }
 
     #[test]
     fn query_values_are_percent_decoded() {
