@@ -649,7 +649,7 @@ fn draw_lines<DB: DrawingBackend>(
     }
     // Markers on every point, or on long series only at the ticks (and the last point).
     let n = series.iter().map(|(_, _, p)| p.len()).max().unwrap_or(0);
-    let mut marked = integer_ticks(n as u64);
+    let mut marked = chart.as_coord_spec().x_spec().ticks.clone();
     marked.push(n as f64);
     for (_, look, points) in series {
         for p in points.iter().flatten() {
@@ -703,12 +703,21 @@ fn pass_at_k<DB: DrawingBackend>(
         .map(|(_, _, p)| p.len() as u64)
         .max()
         .unwrap_or(1);
+    // Many samples: a log axis, so the small k where the methods differ keep their room.
+    let (x_axis, x_label) = if n > 20 {
+        (
+            Axis::log(0.9, n as f64 * 1.1),
+            "k (samples per problem, log scale)",
+        )
+    } else {
+        (Axis::integers(n), "k (samples per problem)")
+    };
     let mut chart = chart(
         root,
         &title("pass@k by method", report),
-        Axis::integers(n),
+        x_axis,
         Axis::linear(-2.0..102.0, ticks(0.0, 100.0, 20.0)),
-        ("k (samples per problem)", "pass@k (%)"),
+        (x_label, "pass@k (%)"),
         &|v| tick_label(*v),
         &percent,
     )?;
