@@ -1650,22 +1650,4 @@ mod tests {
         assert_eq!(tick_label(0.5), "0.5");
         assert_eq!(tick_label(20.0), "20");
     }
-
-    /// Writes sample figures for looking at them: into `$PF_FIGURES_DIR`, else `pf-figures` in
-    /// the temp dir (`cargo test -p powerfleet-report -- --ignored sample_figures`).
-    #[test]
-    #[ignore = "writes sample figures to look at"]
-    fn sample_figures() {
-        let dir = std::env::var_os("PF_FIGURES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("pf-figures"));
-        write_figures(&report(), &dir).unwrap();
-        let mut empty = report();
-        empty.methods.clear();
-        write_figures(&empty, &dir.join("empty")).unwrap();
-        write_figures(&crowded(), &dir.join("crowded")).unwrap();
-        let mut one = report();
-        one.methods.truncate(1);
-        write_figures(&one, &dir.join("one")).unwrap();
-    }
 }
