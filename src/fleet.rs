@@ -375,7 +375,8 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
             );
             return Ok(not_completed);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Each poll reads every job's state: large batches are polled less often.
+        tokio::time::sleep(Duration::from_millis((500 + total / 10).min(5_000))).await;
     }
 }
 

@@ -216,7 +216,7 @@ async fn fetch(
 }
 
 /// Exponential backoff with jitter: base·2^(attempt−1), at most `max`, times a factor in [0.5, 1).
-fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
     let capped = exp.min(max);
     let jitter = 0.5 + 0.5 * (now_ms() % 1000) as f64 / 1000.0;
