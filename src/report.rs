@@ -76,6 +76,14 @@ pub async fn run(args: ReportArgs) -> Result<()> {
             args.id
         );
     }
+    let batches: std::collections::BTreeSet<_> = results.iter().map(|r| r.batch_id).collect();
+    if batches.len() > 1 {
+        eprintln!(
+            "note: {} spans {} batches; the report pools them (report on one batch id to keep them apart)",
+            args.id,
+            batches.len()
+        );
+    }
     let report = powerfleet_report::build(&args.id, &results, &prices);
     let mut out = std::io::stdout().lock();
     powerfleet_report::write(&report, args.format.into(), &mut out)?;

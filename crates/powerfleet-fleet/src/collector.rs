@@ -156,6 +156,17 @@ async fn collect(
             Ok(inserted) => {
                 let counter = if inserted {
                     crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
+                    // Counted once per job: only when its result is stored for the first time.
+                    if let Some(g) = graded.as_ref().and_then(|r| r.grade.as_ref()) {
+                        crate::metrics::add(
+                            if g.correct {
+                                crate::metrics::GRADED_CORRECT
+                            } else {
+                                crate::metrics::GRADED_INCORRECT
+                            },
+                            1,
+                        );
+                    }
                     &report.stored
                 } else {
                     crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
@@ -193,17 +204,7 @@ fn grade(result: &JobResult) -> JobResult {
     if let Some(bench) = &result.bench {
         let text = result.text.as_deref().unwrap_or("");
         match powerfleet_report::grade(bench, text) {
-            Ok(g) => {
-                crate::metrics::add(
-                    if g.correct {
-                        crate::metrics::GRADED_CORRECT
-                    } else {
-                        crate::metrics::GRADED_INCORRECT
-                    },
-                    1,
-                );
-                result.grade = Some(g);
-            }
+            Ok(g) => result.grade = Some(g),
             Err(e) => {
                 warn!(job = %result.job_id, error = %e, "cannot grade the result; stored without a grade")
             }

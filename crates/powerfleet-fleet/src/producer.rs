@@ -113,9 +113,11 @@ impl BenchRun {
         }
     }
 
-    /// The prompt and grading data of `problem` for `seed`.
+    /// The prompt and grading data of `problem` for `seed`. Multiple-choice options are shuffled
+    /// per problem and seed ([`powerfleet_grade::problem_shuffle_seed`]); the order is recorded.
     fn render(&self, problem: &BenchProblem, seed: u64) -> (Prompt, Bench) {
-        let rendered = self.template.render(&problem.problem, seed);
+        let shuffle = powerfleet_grade::problem_shuffle_seed(&problem.problem.id, seed);
+        let rendered = self.template.render(&problem.problem, shuffle);
         let reference = match &problem.problem.answer {
             Answer::Text(t) => Reference::Text(t.clone()),
             Answer::Choice { choices, correct } => Reference::Choice {
@@ -147,7 +149,7 @@ impl BenchRun {
             && !(p.is_finite() && p >= 0.0)
         {
             return Err(format!(
-                "price per million tokens must be a number >= 0, got {p}"
+                "price_per_mtok (USD per million generated tokens) must be a number >= 0, got {p}"
             ));
         }
         if let Some(Grader::Regex { pattern }) = &self.grader {
@@ -158,7 +160,7 @@ impl BenchRun {
             match (&self.grader, choice) {
                 (Some(Grader::Choice), false) => {
                     return Err(format!(
-                        "problem {}: grader choice needs a multiple-choice answer; use --grader math, exact or regex:PATTERN",
+                        "problem {}: grader choice needs a multiple-choice answer; use grader math, exact or regex:PATTERN",
                         p.problem.id
                     ));
                 }
@@ -692,13 +694,15 @@ mod tests {
                 panic!("a choice reference")
             };
             assert_eq!(*correct, 2);
-            assert_eq!(permutation, &powerfleet_grade::shuffle_choices(4, j.seed));
+            let problem = j.problem_id.as_deref().unwrap();
+            let shuffle = powerfleet_grade::problem_shuffle_seed(problem, j.seed);
+            assert_eq!(permutation, &powerfleet_grade::shuffle_choices(4, shuffle));
             // The prompt shows the options in the recorded order.
             let Prompt::Text(prompt) = &j.prompt else {
                 panic!("rendered text")
             };
             let expected = Template::Plain
-                .render(&choice_problem("q1").problem, j.seed)
+                .render(&choice_problem(problem).problem, shuffle)
                 .prompt;
             assert_eq!(prompt, &expected);
             permutations.insert(permutation.clone());
@@ -736,7 +740,7 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
-                .contains("price per million tokens")
+                .contains("price_per_mtok (USD per million generated tokens)")
         );
         s.bench.as_mut().unwrap().price_per_mtok = None;
         s.chat = true;

@@ -106,6 +106,17 @@ impl SplitMix64 {
     }
 }
 
+/// The shuffle seed of one problem under one sampling seed: the seed xor the 64-bit FNV-1a hash
+/// of the problem's id. Every problem of a seed gets its own order, so a dataset that always lists
+/// the right option first does not put the right answer under the same letter throughout a seed.
+/// **Stable across versions**, like [`shuffle_choices`].
+pub fn problem_shuffle_seed(problem_id: &str, seed: u64) -> u64 {
+    let hash = problem_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash ^ seed
+}
+
 /// A seeded permutation of `0..n` for showing options in a shuffled order:
 /// `perm[displayed_position] = original_index`.
 ///
@@ -157,6 +168,18 @@ mod tests {
         }
         assert_eq!(letter(26), None);
         assert_eq!(index_of('a'), None);
+    }
+
+    #[test]
+    fn problems_of_one_seed_get_their_own_orders() {
+        // FNV-1a of the empty string is its offset basis; of "a", the published test value.
+        assert_eq!(problem_shuffle_seed("", 0), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(problem_shuffle_seed("a", 0), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(problem_shuffle_seed("a", 5), 0xaf63_dc4c_8601_ec8c ^ 5);
+        let orders: std::collections::HashSet<Vec<usize>> = (0..50)
+            .map(|i| shuffle_choices(4, problem_shuffle_seed(&format!("q{i}"), 7)))
+            .collect();
+        assert!(orders.len() > 12, "{} distinct orders of 24", orders.len());
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub mod stats;
 
 use serde::{Deserialize, Serialize};
 
-pub use choice::{correct_letter, extract_letter, grade_choice, index_of, letter, shuffle_choices};
+pub use choice::{
+    correct_letter, extract_letter, grade_choice, index_of, letter, problem_shuffle_seed,
+    shuffle_choices,
+};
 pub use extract::{extract_regex, grade_exact, grade_regex};
 pub use math::{
     RELATIVE_TOLERANCE, extract_math_answer, grade_math, last_boxed, math_equal, normalize,

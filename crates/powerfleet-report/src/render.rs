@@ -131,7 +131,16 @@ fn problem_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// A cell on one line: line breaks (a multiple-choice option may hold some) become spaces.
+fn one_line(cell: &str) -> String {
+    cell.replace(['\r', '\n'], " ")
+}
+
 fn aligned(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| one_line(c)).collect())
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -156,14 +165,14 @@ fn aligned(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::
             .join("  ")
     };
     writeln!(out, "{}", line(header))?;
-    for r in rows {
+    for r in &rows {
         writeln!(out, "{}", line(r))?;
     }
     Ok(())
 }
 
 fn markdown(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::Result<()> {
-    let escape = |c: &String| c.replace('|', "\\|");
+    let escape = |c: &String| one_line(c).replace('|', "\\|");
     writeln!(
         out,
         "| {} |",

@@ -173,8 +173,32 @@ fn method_rank(method: &str) -> (usize, String) {
     )
 }
 
-/// Builds the report of `id` from its stored results.
+/// Builds the report of `id` from its stored results. Completed benchmark results stored without
+/// a grade (by a collector of an older version, say) are graded here the way the collector
+/// grades.
 pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
+    let regraded: Vec<JobResult>;
+    let results = if results
+        .iter()
+        .any(|r| r.status == JobStatus::Completed && r.bench.is_some() && r.grade.is_none())
+    {
+        regraded = results
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r.status == JobStatus::Completed
+                    && r.grade.is_none()
+                    && let Some(bench) = &r.bench
+                {
+                    r.grade = crate::grading::grade(bench, r.text.as_deref().unwrap_or("")).ok();
+                }
+                r
+            })
+            .collect();
+        &regraded[..]
+    } else {
+        results
+    };
     let mut by_method: BTreeMap<(usize, String), Vec<&JobResult>> = BTreeMap::new();
     for r in results {
         by_method
@@ -256,21 +280,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .collect();
         let mut majority_right = 0u64;
         for (p, v) in &problems {
-            let keys = v
-                .iter()
-                .map(|r| r.grade.as_ref().and_then(|g| g.answer_key.as_deref()));
-            let winner = majority_vote(keys);
-            // Answers in one cluster are equivalent, so any of them tells whether it is right.
-            let right = winner.as_deref().is_some_and(|w| {
-                v.iter().any(|r| {
-                    r.grade.as_ref().is_some_and(|g| {
-                        g.correct
-                            && g.answer_key
-                                .as_deref()
-                                .is_some_and(|k| math_equal(&normalize(k), w))
-                    })
-                })
-            });
+            let (winner, right) = majority(v);
             majority_right += u64::from(right);
             let c = v.iter().filter(|r| correct(r)).count() as u64;
             if let Some(pr) = per_problem.get_mut(p) {
@@ -374,6 +384,50 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
     }
 }
 
+/// The most common answer among graded samples of one problem and whether it is right. MATH
+/// answers are grouped by equivalence (`0.5` with `\frac{1}{2}`); other graders' answers by
+/// equal text, as those graders compare them. The verdict is the grader's own on the winning
+/// answer's first sample (all samples of a group get the same verdict).
+fn majority(samples: &[&JobResult]) -> (Option<String>, bool) {
+    let graded = samples.iter().filter_map(|r| r.grade.as_ref());
+    let math = samples
+        .iter()
+        .filter_map(|r| r.grade.as_ref())
+        .all(|g| g.grader == "math");
+    if math {
+        let winner = majority_vote(graded.clone().map(|g| g.answer_key.as_deref()));
+        let right = winner.as_deref().is_some_and(|w| {
+            graded
+                .clone()
+                .find(|g| {
+                    g.answer_key
+                        .as_deref()
+                        .is_some_and(|k| math_equal(&normalize(k), w))
+                })
+                .is_some_and(|g| g.correct)
+        });
+        return (winner, right);
+    }
+    // Ties go to the answer seen first.
+    let mut counts: Vec<(&str, usize, bool)> = Vec::new();
+    for g in graded {
+        let Some(key) = g.answer_key.as_deref().map(str::trim) else {
+            continue;
+        };
+        match counts.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(entry) => entry.1 += 1,
+            None => counts.push((key, 1, g.correct)),
+        }
+    }
+    let mut best: Option<(&str, usize, bool)> = None;
+    for c in counts {
+        if best.is_none_or(|b| c.1 > b.1) {
+            best = Some(c);
+        }
+    }
+    best.map_or((None, false), |(k, _, right)| (Some(k.to_string()), right))
+}
+
 /// First submission to last finish, in seconds.
 fn wall_time<'a>(jobs: impl Iterator<Item = &'a JobResult> + Clone) -> Option<f64> {
     let first = jobs.clone().map(|r| r.submitted_at_ms).min()?;
@@ -473,6 +527,39 @@ mod tests {
         assert_eq!((b.methods[0].correct, b.methods[0].graded), (1, 3));
         assert_eq!(b.solved_by, vec!["power".to_string()]);
         assert_eq!(b.reference.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn majority_votes_follow_the_grader() {
+        // Exact grading: "42.0" is wrong even though it equals 42 as a number, and it wins 2 to 1.
+        let mut results: Vec<JobResult> = [("42.0", false), ("42.0", false), ("42", true)]
+            .into_iter()
+            .enumerate()
+            .map(|(seed, (a, right))| result(Method::Power, "a", seed as u64, a, right))
+            .collect();
+        let report = build("b", &results, &Prices::default());
+        let pm = &report.per_problem[0].methods[0];
+        assert_eq!(pm.majority_answer.as_deref(), Some("42.0"));
+        assert!(!pm.majority_correct);
+        // MATH grading groups equivalent answers: 0.5 and \frac12 outvote 2.
+        for (r, a) in results.iter_mut().zip(["0.5", "\\frac12", "2"]) {
+            let g = r.grade.as_mut().unwrap();
+            g.grader = "math".into();
+            g.answer_key = Some(a.into());
+            g.correct = a != "2";
+        }
+        let report = build("b", &results, &Prices::default());
+        assert!(report.per_problem[0].methods[0].majority_correct);
+        assert_eq!(report.methods[0].majority_accuracy, Some(1.0));
+    }
+
+    #[test]
+    fn results_stored_without_a_grade_are_graded_for_the_report() {
+        let mut r = result(Method::Power, "a", 0, "7", true);
+        r.grade = None;
+        let report = build("b", &[r], &Prices::default());
+        assert_eq!(report.graded, 1);
+        assert_eq!(report.methods[0].accuracy, Some(1.0));
     }
 
     #[test]
@@ -585,5 +672,15 @@ mod tests {
         let md = render(crate::Format::Markdown);
         assert!(md.contains("| method | jobs |"), "{md}");
         assert!(md.contains("|---|---:|"), "{md}");
+        // A reference with a line break and a pipe stays on its row.
+        let mut report = report.clone();
+        report.per_problem[0].reference = Some("x\ny|z".into());
+        for format in [crate::Format::Table, crate::Format::Markdown] {
+            let mut out = Vec::new();
+            crate::render::write(&report, format, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.lines().any(|l| l.starts_with("y|z")), "{text}");
+            assert!(text.contains("x y"), "{text}");
+        }
     }
 }
