@@ -1,7 +1,8 @@
 //! The llama.cpp backend against a real `llama-server` running a tiny random-weight model (both
 //! made by scripts/test.sh): reported log p equals the server's own scoring, sampled tokens follow
 //! the reported log q, chains resume across a worker crash with the tokens of a fault-free run,
-//! and chat prompts are the server's own chat template tokenized once, with one BOS.
+//! chat prompts are the server's own chat template tokenized once, with one BOS, and a benchmark
+//! run on the server is graded and reported.
 
 mod common;
 
@@ -566,4 +567,119 @@ async fn sample_chat_starts_from_the_templated_prompt() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+}
+
+/// A benchmark run against the real server: a dataset rendered with the MATH template and the
+/// server's chat template, graded by the collector, and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
+    let server = LlamaServer::start_with(2, &["--chat-template", CHAT_TEMPLATE]);
+    let mut fleet = Fleet::new(false);
+    let registered = format!("tiny={}", server.reference());
+    fleet.spawn_worker(&["--model", &registered, "--concurrency", "4"]);
+    fleet.spawn_collector();
+    let dataset = fleet.dir.path().join("math.jsonl");
+    std::fs::write(
+        &dataset,
+        "{\"id\": \"p1\", \"question\": \"What is 1 + 1?\", \"answer\": \"2\"}\n\
+         {\"id\": \"p2\", \"question\": \"What is 2 + 2?\", \"answer\": \"4\"}\n",
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(common::BIN)
+            .args(args)
+            .args(["--database-url", &fleet.db_url])
+            .env("POWERFLEET_REDIS_URL", fleet.redis.url())
+            .env("POWERFLEET_NAMESPACE", &fleet.namespace)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let receipt: powerfleet_fleet::producer::Receipt = serde_json::from_str(&cli(&[
+        "submit",
+        "--bench",
+        dataset.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--template",
+        "math-cot",
+        "--grader",
+        r"regex:(\S)\s*$",
+        "--chat",
+        "--methods",
+        "power,standard",
+        "--seeds",
+        "2",
+        "--n-mcmc",
+        "2",
+        "--block-size",
+        "8",
+        "--max-new-tokens",
+        "16",
+        "--wait",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(receipt.job_ids.len(), 2 * 2 * 2);
+    let batch = receipt.batch_id.unwrap().to_string();
+
+    // Every job carries the MATH prompt of its problem and formats it through the chat template.
+    let queue = fleet.queue().await;
+    for spec in specs(&queue, &receipt).await {
+        assert!(spec.chat);
+        let Prompt::Text(prompt) = &spec.prompt else {
+            panic!("a text prompt")
+        };
+        assert!(
+            prompt.starts_with("Can you solve the following math problem? What is")
+                && prompt.ends_with("put your final answer within \\boxed{}."),
+            "{prompt}"
+        );
+        assert_eq!(spec.bench.as_ref().unwrap().template, "math-cot");
+    }
+
+    // Graded by the collector: the last non-blank character, against the reference.
+    let results: Vec<powerfleet_jobs::JobResult> =
+        cli(&["results", "--batch", &batch, "--format", "jsonl"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(results.len(), 8);
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Completed, "{:?}", r.error);
+        assert!(
+            r.exactness.as_deref().unwrap().contains("llama"),
+            "{:?}",
+            r.exactness
+        );
+        let text = r.text.as_deref().expect("detokenized by the server");
+        let last = text.trim_end().chars().last().map(String::from);
+        let grade = r.grade.as_ref().expect("graded");
+        assert_eq!(grade.extracted, last, "{text:?}");
+        let reference = if r.problem_id.as_deref() == Some("p1") {
+            "2"
+        } else {
+            "4"
+        };
+        assert_eq!(grade.correct, last.as_deref() == Some(reference));
+    }
+
+    let report: Vec<Value> = cli(&["report", &batch, "--format", "jsonl"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let methods: Vec<&Value> = report.iter().filter(|r| r["row"] == "method").collect();
+    assert_eq!(methods.len(), 2);
+    for m in methods {
+        assert_eq!(m["graded"], 4, "{m}");
+        assert_eq!(m["samples"], 2, "{m}");
+        assert!(m["cost_multiplier"].as_f64().unwrap() >= 1.0, "{m}");
+    }
 }
