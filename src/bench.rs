@@ -31,6 +31,18 @@ pub enum BenchCommand {
     /// the server's own capacity under a plain load with the same settings, and the cost
     /// multiplier at the paper's settings scaled down.
     Server(ServerBenchArgs),
+    /// The results collector on a private redis-server and a SQLite file: results stored per
+    /// second with and without benchmark grading, grading alone on one thread, and building a
+    /// batch's report.
+    Collector(CollectorBenchArgs),
+}
+
+/// Arguments of `powerfleet bench collector`.
+#[derive(Args, Debug)]
+pub struct CollectorBenchArgs {
+    /// Results per measurement.
+    #[arg(long, default_value_t = 5_000)]
+    pub results: u64,
 }
 
 /// Arguments of `powerfleet bench server`.
@@ -98,6 +110,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sample(args) => sample(args),
         BenchCommand::Fleet(args) => crate::block_on(fleet(args)),
         BenchCommand::Server(args) => crate::block_on(server(args)),
+        BenchCommand::Collector(args) => crate::block_on(collector_bench(args)),
     }
 }
 
@@ -450,4 +463,180 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// MATH-style completions and their reference answers: fractions, radicals, intervals, units and
+/// text, each answered right or in an equivalent or a wrong form.
+const MATH_CASES: [(&str, &str); 8] = [
+    ("\\frac{3}{4}", "0.75"),
+    ("2\\sqrt{3}", "2\\sqrt3"),
+    ("(-\\infty, 2]", "(-\\infty,2]"),
+    ("10", "10\\text{ cm}"),
+    ("\\text{Evelyn}", "Evelyn"),
+    ("\\dfrac{1}{2}", "\\frac{1}{3}"),
+    ("90^\\circ", "90"),
+    ("1,000", "1000"),
+];
+
+/// A completed benchmark result of `i`: a few hundred characters of reasoning, then a boxed answer.
+fn synthetic_result(
+    batch: powerfleet_jobs::BatchId,
+    i: u64,
+    graded: bool,
+) -> powerfleet_jobs::JobResult {
+    use powerfleet_jobs::{Bench, Grader, JobId, JobResult, JobStatus, Reference};
+    let (reference, answer) = MATH_CASES[(i % MATH_CASES.len() as u64) as usize];
+    let spec = powerfleet_jobs::JobSpec {
+        job_id: JobId::new(),
+        correlation_id: CorrelationId::generate(),
+        batch_id: Some(batch),
+        problem_id: Some(format!("p{}", i / 8)),
+        model: "bench".into(),
+        prompt: Prompt::Text(String::new()),
+        config: SamplerConfig::new(Method::Power),
+        seed: i % 8,
+        stream: 0,
+        submitted_at_ms: powerfleet_jobs::now_ms(),
+        fallback_single_sample: false,
+        chat: false,
+        bench: graded.then(|| Bench {
+            template: "math-cot".into(),
+            grader: Grader::Math,
+            reference: Reference::Text(reference.into()),
+            price_per_mtok: None,
+        }),
+    };
+    let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
+    r.tokens = (0..256).collect();
+    r.text = Some(format!(
+        "{}So the final answer is $\\boxed{{{answer}}}$.",
+        "We expand the expression, collect the terms and simplify step by step. ".repeat(6)
+    ));
+    r.stats.tokens_generated = 2_560;
+    r
+}
+
+/// Stores `results` through a collector; returns the seconds it took.
+async fn collect_all(
+    redis: &LocalRedis,
+    store: &powerfleet_store::Store,
+    namespace: &str,
+    results: &[powerfleet_jobs::JobResult],
+) -> Result<f64> {
+    use powerfleet_fleet::collector::{self, CollectorConfig};
+    let queue = queue_on(&redis.url(), namespace).await?;
+    queue.ensure_groups().await?;
+    for r in results {
+        let json = serde_json::to_string(r)?;
+        queue
+            .push_raw_result_entry(&[("job_id", &r.job_id.to_string()), ("result", &json)])
+            .await?;
+    }
+    let batch = results[0]
+        .batch_id
+        .context("benchmark results have a batch")?;
+    let stop = CancellationToken::new();
+    let mut config = CollectorConfig::new(format!("bench-{namespace}"));
+    config.read_block = Duration::from_millis(50);
+    let start = Instant::now();
+    let role = tokio::spawn({
+        let (queue, store, stop) = (queue.clone(), store.clone(), stop.clone());
+        async move { collector::run(config, queue, store, async move { stop.cancelled().await }).await }
+    });
+    loop {
+        let stored = store.batch_summary(batch).await?.map_or(0, |s| s.jobs);
+        if stored >= results.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    stop.cancel();
+    role.await?;
+    Ok(seconds)
+}
+
+async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
+    anyhow::ensure!(args.results >= 100, "--results must be >= 100");
+    let redis = LocalRedis::start(LocalRedisOptions::default())?;
+    let dir = tempfile_dir()?;
+    let store =
+        powerfleet_store::Store::connect(&format!("sqlite://{}", dir.join("bench.db").display()))
+            .await?;
+    eprintln!(
+        "benchmark: {} results per measurement, private redis-server on port {}, SQLite in {}",
+        args.results,
+        redis.port(),
+        dir.display()
+    );
+    let batch = |graded| {
+        let b = powerfleet_jobs::BatchId::new();
+        (0..args.results)
+            .map(|i| synthetic_result(b, i, graded))
+            .collect::<Vec<_>>()
+    };
+    let plain = batch(false);
+    let graded = batch(true);
+    let plain_s = collect_all(&redis, &store, "bench-plain", &plain).await?;
+    let graded_s = collect_all(&redis, &store, "bench-graded", &graded).await?;
+
+    let start = Instant::now();
+    let mut right = 0u64;
+    for r in &graded {
+        let bench = r
+            .bench
+            .as_ref()
+            .context("graded results carry a reference")?;
+        let g = powerfleet_report::grade(bench, r.text.as_deref().unwrap_or(""))
+            .map_err(anyhow::Error::msg)?;
+        right += u64::from(g.correct);
+    }
+    let grade_s = start.elapsed().as_secs_f64();
+    let stored = store
+        .jobs_by_batch(graded[0].batch_id.context("a batch")?)
+        .await?;
+    let start = Instant::now();
+    let report = powerfleet_report::build("bench", &stored, &powerfleet_report::Prices::default());
+    let report_s = start.elapsed().as_secs_f64();
+    let stored_right = stored
+        .iter()
+        .filter(|r| r.grade.as_ref().is_some_and(|g| g.correct))
+        .count() as u64;
+    anyhow::ensure!(
+        report.graded == args.results && right == stored_right,
+        "the collector graded {} of {} results, {stored_right} right; grading alone found {right} right",
+        report.graded,
+        args.results
+    );
+    let n = args.results as f64;
+    println!("| measurement | seconds | results/s | vs collector without grading |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| collector, results without a reference | {plain_s:.2} | {:.0} | 1.00x |",
+        n / plain_s
+    );
+    println!(
+        "| collector, MATH results graded before storing | {graded_s:.2} | {:.0} | {:.2}x |",
+        n / graded_s,
+        plain_s / graded_s
+    );
+    println!(
+        "| grading alone, one thread | {grade_s:.3} | {:.0} | {:.0}x |",
+        n / grade_s,
+        plain_s / grade_s
+    );
+    println!(
+        "| building the batch's report | {report_s:.3} | {:.0} | {:.0}x |",
+        n / report_s,
+        plain_s / report_s
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("powerfleet-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
