@@ -567,3 +567,28 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
         "nothing was enqueued"
     );
 }
+
+/// `powerfleet bench collector` runs end to end and reports its four measurements; it checks
+/// itself that the collector's grades agree with grading alone.
+#[test]
+fn bench_collector_measures_grading_in_the_collector() {
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "collector", "--results", "200"])
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    for row in [
+        "| collector, results without a reference |",
+        "| collector, MATH results graded before storing |",
+        "| grading alone, one thread |",
+        "| building the batch's report |",
+    ] {
+        assert!(stdout.contains(row), "{stdout}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "collector", "--results", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be >= 100"));
+}
