@@ -1,5 +1,6 @@
-//! `powerfleet bench`: sampling throughput on one core against all cores (`sample`), and the
-//! fleet's Redis cost and end-to-end throughput (`fleet`).
+//! `powerfleet bench`: sampling throughput on one core against all cores (`sample`), the fleet's
+//! Redis cost and end-to-end throughput (`fleet`), the fleet against an inference server
+//! (`server`), and the results collector with and without benchmark grading (`collector`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
