@@ -267,11 +267,7 @@ fn bench_run(args: &SubmitArgs, bench: &str) -> Result<BenchRun> {
     };
     let template = match &args.template {
         Some(t) => Template::parse(t).context("--template")?,
-        None => match format {
-            powerfleet_datasets::Format::Math500 => Template::MathCot,
-            powerfleet_datasets::Format::MultipleChoice => Template::MultipleChoice,
-            powerfleet_datasets::Format::Jsonl => Template::Plain,
-        },
+        None => Template::default_for(format),
     };
     Ok(BenchRun {
         problems: problems

@@ -346,6 +346,17 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("USD per million tokens"));
+    let unknown = reqwest::get(format!("{api}/v1/batches/{batch}/report?prices=1"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap()
+            .contains("unknown query parameter \"prices\"")
+    );
     let missing = reqwest::get(format!(
         "{api}/v1/batches/{}/report",
         powerfleet_jobs::BatchId::new()

@@ -79,11 +79,8 @@ impl Template {
     /// A built-in template by name (`plain`, `math-cot`, `multiple-choice`), else the template
     /// in the file at `name_or_path`, which must hold `{question}`.
     pub fn parse(name_or_path: &str) -> Result<Template, TemplateError> {
-        match name_or_path {
-            "plain" => return Ok(Template::Plain),
-            "math-cot" => return Ok(Template::MathCot),
-            "multiple-choice" => return Ok(Template::MultipleChoice),
-            _ => {}
+        if let Some(builtin) = Template::builtin(name_or_path) {
+            return Ok(builtin);
         }
         let text = std::fs::read_to_string(Path::new(name_or_path)).map_err(|source| {
             TemplateError::Read {
@@ -92,6 +89,27 @@ impl Template {
             }
         })?;
         Template::user(name_or_path, text)
+    }
+
+    /// A built-in template by name (one of [`Template::BUILTIN`]), without looking for a file.
+    pub fn builtin(name: &str) -> Option<Template> {
+        match name {
+            "plain" => Some(Template::Plain),
+            "math-cot" => Some(Template::MathCot),
+            "multiple-choice" => Some(Template::MultipleChoice),
+            _ => None,
+        }
+    }
+
+    /// The template a dataset of `format` is rendered with unless one is chosen: the MATH
+    /// prompt for MATH500, lettered options for multiple choice, the question as written
+    /// otherwise.
+    pub fn default_for(format: crate::Format) -> Template {
+        match format {
+            crate::Format::Math500 => Template::MathCot,
+            crate::Format::MultipleChoice => Template::MultipleChoice,
+            crate::Format::Jsonl => Template::Plain,
+        }
     }
 
     /// A user template from its text; `origin` names it in errors.

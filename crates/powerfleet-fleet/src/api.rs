@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -190,15 +190,13 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
             )));
         }
         (Some(records), None) => {
-            let choices = records.first().is_some_and(|r| r.get("choices").is_some());
+            let text: String = records.iter().map(|r| format!("{r}\n")).collect();
             let format = match bench.format.as_deref() {
-                None => {
-                    if choices {
-                        Format::MultipleChoice
-                    } else {
-                        Format::Jsonl
-                    }
+                // Multiple choice when the first record has `choices`, as for files.
+                None if records.first().is_some_and(|r| r.get("choices").is_some()) => {
+                    Format::MultipleChoice
                 }
+                None => Format::Jsonl,
                 Some("jsonl") => Format::Jsonl,
                 Some("multiple-choice") => Format::MultipleChoice,
                 Some(other) => {
@@ -207,7 +205,6 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
                     )));
                 }
             };
-            let text: String = records.iter().map(|r| format!("{r}\n")).collect();
             let problems = powerfleet_datasets::parse(&text, format).map_err(|e| {
                 bad(format!(
                     "bench.records (line N is record N, counting from 1): {e}"
@@ -222,20 +219,12 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
                 (None, Some(text)) => {
                     Template::user("bench.template_text", text).map_err(|e| bad(e.to_string()))?
                 }
-                (Some(name), None) => match name {
-                    "plain" => Template::Plain,
-                    "math-cot" => Template::MathCot,
-                    "multiple-choice" => Template::MultipleChoice,
-                    other => {
-                        return Err(bad(format!(
-                            "bench.template must be one of plain, math-cot, multiple-choice (or give bench.template_text), got {other:?}"
-                        )));
-                    }
-                },
-                (None, None) => match format {
-                    Format::MultipleChoice => Template::MultipleChoice,
-                    _ => Template::Plain,
-                },
+                (Some(name), None) => Template::builtin(name).ok_or_else(|| {
+                    bad(format!(
+                        "bench.template must be one of plain, math-cot, multiple-choice (or give bench.template_text), got {name:?}"
+                    ))
+                })?,
+                (None, None) => Template::default_for(format),
             };
             producer::BenchRun {
                 problems: problems
@@ -710,18 +699,16 @@ async fn get_batch(
 async fn get_batch_report(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<powerfleet_report::Report>, ApiError> {
     let id: BatchId = parse_id(&path_param(path)?)?;
-    let prices: Vec<String> = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some(("price", v)) => Ok(percent_decode(v)),
+    let Query(pairs) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let prices: Vec<String> = pairs
+        .into_iter()
+        .map(|(key, value)| match key.as_str() {
+            "price" => Ok(value),
             _ => Err(ApiError::BadRequest(format!(
-                "unknown query parameter {kv:?}; the only parameter is price=USD or price=MODEL=USD (repeatable)"
+                "unknown query parameter {key:?}; the only parameter is price=USD or price=MODEL=USD (repeatable)"
             ))),
         })
         .collect::<Result<_, _>>()?;
@@ -738,31 +725,6 @@ async fn get_batch_report(
         &results,
         &prices,
     )))
-}
-
-/// Decodes `%XX` escapes and `+` (a space) of a query value; malformed escapes stay as they are.
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (escaped, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            (None, b'+') => out.push(b' '),
-            (None, b) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `GET /v1/correlations/{id}`: the status of every job under the correlation id.
@@ -878,13 +840,6 @@ mod tests {
         assert!(
             matches!(build_submission(r, &limits), Err(ApiError::Unprocessable(m)) if m.contains("not both"))
         );
-    }
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        assert_eq!(percent_decode("toy%3Apivot=0.5"), "toy:pivot=0.5");
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 
     fn request(json: &str) -> Result<SubmitRequest, ApiError> {
