@@ -350,12 +350,13 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 400);
+    let body: Value = unknown.json().await.unwrap();
     assert!(
-        unknown
-            .text()
-            .await
+        body["error"]
+            .as_str()
             .unwrap()
-            .contains("unknown query parameter \"prices\"")
+            .starts_with("unknown query parameter \"prices\""),
+        "{body}"
     );
     let missing = reqwest::get(format!(
         "{api}/v1/batches/{}/report",
