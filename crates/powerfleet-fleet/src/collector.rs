@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use powerfleet_jobs::{JobResult, JobStatus};
+use powerfleet_jobs::JobResult;
 use powerfleet_queue::{Queue, ResultDelivery};
 use powerfleet_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -150,7 +150,7 @@ async fn collect(
     report: &CollectorReport,
     delivery: ResultDelivery,
 ) -> Result<(), String> {
-    let graded = delivery.result.as_ref().ok().map(grade);
+    let graded = delivery.result.as_ref().ok().and_then(graded);
     let reason = match &delivery.result {
         Ok(result) => match store.record(graded.as_ref().unwrap_or(result)).await {
             Ok(inserted) => {
@@ -194,28 +194,26 @@ async fn collect(
         .map_err(|e| e.to_string())
 }
 
-/// `result` with its grade, when it is a completed benchmark job (grading is deterministic, so a
-/// redelivered result gets the same grade).
-fn grade(result: &JobResult) -> JobResult {
-    let mut result = result.clone();
-    if result.status != JobStatus::Completed {
-        return result;
-    }
-    if let Some(bench) = &result.bench {
-        let text = result.text.as_deref().unwrap_or("");
-        match powerfleet_report::grade(bench, text) {
-            Ok(g) => result.grade = Some(g),
-            Err(e) => {
-                warn!(job = %result.job_id, error = %e, "cannot grade the result; stored without a grade")
-            }
+/// A copy of `result` with its grade, when it is a completed benchmark job that can be graded
+/// (grading is deterministic, so a redelivered result gets the same grade); `None` otherwise.
+fn graded(result: &JobResult) -> Option<JobResult> {
+    match powerfleet_report::grade_result(result)? {
+        Ok(g) => Some(JobResult {
+            grade: Some(g),
+            ..result.clone()
+        }),
+        Err(e) => {
+            warn!(job = %result.job_id, error = %e, "cannot grade the result; stored without a grade");
+            None
         }
     }
-    result
 }
 
 #[cfg(test)]
 mod tests {
-    use powerfleet_jobs::{Bench, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference};
+    use powerfleet_jobs::{
+        Bench, CorrelationId, Grader, JobId, JobSpec, JobStatus, Prompt, Reference,
+    };
     use powerfleet_sampler::{Method, SamplerConfig};
 
     use super::*;
@@ -253,25 +251,25 @@ mod tests {
     #[test]
     fn completed_benchmark_results_are_graded_and_others_left_alone() {
         // Shown order y, x: the right option (original A) is shown as B.
-        let graded = grade(&result(JobStatus::Completed, Grader::Choice, "Answer: B"));
-        let g = graded.grade.expect("graded");
+        let copy = graded(&result(JobStatus::Completed, Grader::Choice, "Answer: B"));
+        let g = copy.and_then(|r| r.grade).expect("graded");
         assert!(g.correct);
         assert_eq!(g.extracted.as_deref(), Some("B"));
         assert_eq!(g.answer_key.as_deref(), Some("A"));
         assert!(
-            grade(&result(JobStatus::Failed, Grader::Choice, "Answer: B"))
-                .grade
+            graded(&result(JobStatus::Failed, Grader::Choice, "Answer: B"))
+                .and_then(|r| r.grade)
                 .is_none(),
             "only completed jobs are graded"
         );
         assert!(
-            grade(&result(JobStatus::Completed, Grader::Math, "Answer: B"))
-                .grade
+            graded(&result(JobStatus::Completed, Grader::Math, "Answer: B"))
+                .and_then(|r| r.grade)
                 .is_none(),
             "a grader that does not fit leaves the result ungraded"
         );
         let mut plain = result(JobStatus::Completed, Grader::Choice, "B");
         plain.bench = None;
-        assert!(grade(&plain).grade.is_none());
+        assert!(graded(&plain).and_then(|r| r.grade).is_none());
     }
 }

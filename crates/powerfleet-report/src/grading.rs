@@ -1,7 +1,7 @@
 //! Grading one result: the completion against the reference its job carries.
 
 use powerfleet_grade::{index_of, letter};
-use powerfleet_jobs::{Bench, GradeRecord, Grader, Reference};
+use powerfleet_jobs::{Bench, GradeRecord, Grader, JobResult, JobStatus, Reference};
 
 /// Grades `completion` as `bench` says. A grader that does not fit the reference (a multiple-choice
 /// grader for a free-form answer) or an invalid pattern is a job that cannot be graded: `Err`
@@ -59,6 +59,15 @@ pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, String> {
             grader.name()
         )),
     }
+}
+
+/// Grades a completed benchmark result against the reference it carries; `None` for any other
+/// result (not completed, or not a benchmark job). The collector grades with it before storing,
+/// and [`crate::build`] grades results that were stored without a grade.
+pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, String>> {
+    let bench = result.bench.as_ref()?;
+    (result.status == JobStatus::Completed)
+        .then(|| grade(bench, result.text.as_deref().unwrap_or("")))
 }
 
 /// The reference as a user reads it: the text, or the right option's letter (in the dataset's

@@ -15,7 +15,7 @@ pub mod plot;
 pub mod render;
 pub mod report;
 
-pub use grading::{grade, reference_display};
+pub use grading::{grade, grade_result, reference_display};
 pub use plot::write_figures;
 pub use render::{Format, write};
 pub use report::{MethodReport, Prices, ProblemMethod, ProblemReport, Report, build};

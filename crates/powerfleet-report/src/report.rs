@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use powerfleet_grade::{
     majority_vote, math_equal, mean_and_stderr, normalize, pass_at_k, percentile,
 };
-use powerfleet_jobs::{JobResult, JobStatus};
+use powerfleet_jobs::{GradeRecord, JobResult, JobStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::grading::reference_display;
@@ -177,27 +177,21 @@ fn method_rank(method: &str) -> (usize, String) {
 /// a grade (by a collector of an older version, say) are graded here the way the collector
 /// grades.
 pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
-    let regraded: Vec<JobResult>;
-    let results = if results
+    let missing: Vec<(usize, GradeRecord)> = results
         .iter()
-        .any(|r| r.status == JobStatus::Completed && r.bench.is_some() && r.grade.is_none())
-    {
-        regraded = results
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                if r.status == JobStatus::Completed
-                    && r.grade.is_none()
-                    && let Some(bench) = &r.bench
-                {
-                    r.grade = crate::grading::grade(bench, r.text.as_deref().unwrap_or("")).ok();
-                }
-                r
-            })
-            .collect();
-        &regraded[..]
-    } else {
+        .enumerate()
+        .filter(|(_, r)| r.grade.is_none())
+        .filter_map(|(i, r)| Some((i, crate::grading::grade_result(r)?.ok()?)))
+        .collect();
+    let mut regraded: Vec<JobResult>;
+    let results = if missing.is_empty() {
         results
+    } else {
+        regraded = results.to_vec();
+        for (i, grade) in missing {
+            regraded[i].grade = Some(grade);
+        }
+        &regraded[..]
     };
     let mut by_method: BTreeMap<(usize, String), Vec<&JobResult>> = BTreeMap::new();
     for r in results {
