@@ -201,29 +201,21 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .push(r);
     }
     let problem_key = |r: &JobResult| r.problem_id.clone().unwrap_or_else(|| "-".to_string());
-    let problem_ids: BTreeSet<String> = results.iter().map(problem_key).collect();
+    // One row per problem, with the reference of its first result.
+    let mut per_problem: BTreeMap<String, ProblemReport> = BTreeMap::new();
+    for r in results {
+        per_problem
+            .entry(problem_key(r))
+            .or_insert_with_key(|p| ProblemReport {
+                problem_id: p.clone(),
+                reference: r.bench.as_ref().map(|b| reference_display(&b.reference)),
+                methods: Vec::new(),
+                solved_by: Vec::new(),
+            });
+    }
+    let problem_count = per_problem.len() as u64;
 
     let mut methods = Vec::new();
-    let mut per_problem: BTreeMap<String, ProblemReport> = problem_ids
-        .iter()
-        .map(|p| {
-            let reference = results
-                .iter()
-                .find(|r| problem_key(r) == *p)
-                .and_then(|r| r.bench.as_ref())
-                .map(|b| reference_display(&b.reference));
-            (
-                p.clone(),
-                ProblemReport {
-                    problem_id: p.clone(),
-                    reference,
-                    methods: Vec::new(),
-                    solved_by: Vec::new(),
-                },
-            )
-        })
-        .collect();
-
     for ((_, method), jobs) in &by_method {
         let completed: Vec<&JobResult> = jobs
             .iter()
@@ -366,7 +358,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .iter()
             .filter(|r| r.status == JobStatus::Completed && r.grade.is_some())
             .count() as u64,
-        problems: problem_ids.len() as u64,
+        problems: problem_count,
         wall_time_s: wall_time(results.iter()),
         cost_usd: methods
             .iter()
