@@ -136,6 +136,9 @@ fn one_line(cell: &str) -> String {
     cell.replace(['\r', '\n'], " ")
 }
 
+/// Writes a header and rows as a table: aligned columns or Markdown.
+type TableWriter = fn(&mut dyn Write, &[String], &[Vec<String>]) -> io::Result<()>;
+
 fn aligned(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::Result<()> {
     let rows: Vec<Vec<String>> = rows
         .iter()
@@ -231,26 +234,20 @@ fn int(v: Option<u64>) -> String {
 /// Writes `report` in `format`.
 pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result<()> {
     match format {
-        Format::Table => {
-            writeln!(out, "{}", headline(report))?;
+        Format::Table | Format::Markdown => {
+            let (headline, table): (String, TableWriter) = if format == Format::Table {
+                (headline(report), aligned)
+            } else {
+                (format!("**{}**", headline(report)), markdown)
+            };
+            writeln!(out, "{headline}")?;
             writeln!(out)?;
             let (h, r) = method_cells(report);
-            aligned(out, &h, &r)?;
+            table(out, &h, &r)?;
             if report.per_problem.iter().any(|p| !p.methods.is_empty()) {
                 writeln!(out)?;
                 let (h, r) = problem_cells(report);
-                aligned(out, &h, &r)?;
-            }
-        }
-        Format::Markdown => {
-            writeln!(out, "**{}**", headline(report))?;
-            writeln!(out)?;
-            let (h, r) = method_cells(report);
-            markdown(out, &h, &r)?;
-            if report.per_problem.iter().any(|p| !p.methods.is_empty()) {
-                writeln!(out)?;
-                let (h, r) = problem_cells(report);
-                markdown(out, &h, &r)?;
+                table(out, &h, &r)?;
             }
         }
         Format::Jsonl => {
