@@ -560,7 +560,8 @@ async fn collect_all(
 async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
     anyhow::ensure!(args.results >= 100, "--results must be >= 100");
     let redis = LocalRedis::start(LocalRedisOptions::default())?;
-    let dir = tempfile_dir()?;
+    // The SQLite file lives in the redis-server's temporary directory, removed with it.
+    let dir = redis.dir().to_path_buf();
     let store =
         powerfleet_store::Store::connect(&format!("sqlite://{}", dir.join("bench.db").display()))
             .await?;
@@ -631,13 +632,5 @@ async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
         n / report_s,
         plain_s / report_s
     );
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("powerfleet-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }
