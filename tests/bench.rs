@@ -6,32 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Output;
 
-use common::{BIN, Fleet};
+use common::{BIN, Fleet, stdout_of};
 use powerfleet_datasets::builtin_suite;
 use powerfleet_jobs::{JobResult, JobStatus};
 use serde_json::Value;
-
-fn cli(fleet: &Fleet, args: &[&str]) -> Output {
-    std::process::Command::new(BIN)
-        .args(args)
-        .args(["--database-url", &fleet.db_url])
-        .env("POWERFLEET_REDIS_URL", fleet.redis.url())
-        .env("POWERFLEET_NAMESPACE", &fleet.namespace)
-        .output()
-        .unwrap()
-}
-
-fn stdout_of(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// `1 - C(n - c, k) / C(n, k)` with exact integer binomials (the report uses a product form).
 fn pass_at_k_by_binomials(n: u64, c: u64, k: u64) -> f64 {
@@ -54,31 +33,28 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     fleet.spawn_worker(&["--concurrency", "8"]);
     fleet.spawn_collector();
     let (seeds, chains) = (4u64, 2u64);
-    let receipt: Value = serde_json::from_str(&stdout_of(&cli(
-        &fleet,
-        &[
-            "submit",
-            "--bench",
-            "builtin:suite",
-            "--methods",
-            "power,low-temp,standard",
-            "--seeds",
-            &seeds.to_string(),
-            "--chains",
-            &chains.to_string(),
-            "--n-mcmc",
-            "4",
-            "--block-size",
-            "2",
-            "--max-new-tokens",
-            "6",
-            "--price-per-mtok",
-            "2.5",
-            "--wait",
-            "--format",
-            "json",
-        ],
-    )))
+    let receipt: Value = serde_json::from_str(&stdout_of(&fleet.cli(&[
+        "submit",
+        "--bench",
+        "builtin:suite",
+        "--methods",
+        "power,low-temp,standard",
+        "--seeds",
+        &seeds.to_string(),
+        "--chains",
+        &chains.to_string(),
+        "--n-mcmc",
+        "4",
+        "--block-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--price-per-mtok",
+        "2.5",
+        "--wait",
+        "--format",
+        "json",
+    ])))
     .unwrap();
     let batch = receipt["batch_id"].as_str().unwrap().to_string();
     let suite = builtin_suite();
@@ -87,13 +63,11 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
 
     // The stored results, graded by the collector: every grade agrees with the suite's own
     // answer check, and the verdict is in its own column too.
-    let results: Vec<JobResult> = stdout_of(&cli(
-        &fleet,
-        &["results", "--batch", &batch, "--format", "jsonl"],
-    ))
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect();
+    let results: Vec<JobResult> =
+        stdout_of(&fleet.cli(&["results", "--batch", &batch, "--format", "jsonl"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     assert_eq!(results.len() as u64, n_jobs);
     for r in &results {
         assert_eq!(r.status, JobStatus::Completed, "{:?}", r.error);
@@ -127,7 +101,7 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     drop(store);
 
     // The report, recomputed from the stored results.
-    let rows: Vec<Value> = stdout_of(&cli(&fleet, &["report", &batch, "--format", "jsonl"]))
+    let rows: Vec<Value> = stdout_of(&fleet.cli(&["report", &batch, "--format", "jsonl"]))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -407,7 +381,7 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     }
 
     // Other formats and the figures.
-    let csv = stdout_of(&cli(&fleet, &["report", &batch, "--format", "csv"]));
+    let csv = stdout_of(&fleet.cli(&["report", &batch, "--format", "csv"]));
     assert!(
         csv.lines()
             .next()
@@ -419,15 +393,12 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         csv.lines().filter(|l| l.starts_with("problem,")).count(),
         suite.len() * 3
     );
-    let md = stdout_of(&cli(&fleet, &["report", &batch, "--format", "markdown"]));
+    let md = stdout_of(&fleet.cli(&["report", &batch, "--format", "markdown"]));
     assert!(md.contains("| power |"), "{md}");
-    let table = stdout_of(&cli(&fleet, &["report", &batch]));
+    let table = stdout_of(&fleet.cli(&["report", &batch]));
     assert!(table.lines().any(|l| l.starts_with("power ")), "{table}");
     let figures = fleet.dir.path().join("figures");
-    let out = cli(
-        &fleet,
-        &["report", &batch, "--plot", figures.to_str().unwrap()],
-    );
+    let out = fleet.cli(&["report", &batch, "--plot", figures.to_str().unwrap()]);
     stdout_of(&out);
     for name in ["pass_at_k", "acceptance_by_block", "cost_vs_accuracy"] {
         let png = std::fs::read(figures.join(format!("{name}.png"))).unwrap();
@@ -443,7 +414,7 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     }
 
     // Live status of the batch: `status --wait` returns once it is done.
-    let status = stdout_of(&cli(&fleet, &["status", &batch, "--wait"]));
+    let status = stdout_of(&fleet.cli(&["status", &batch, "--wait"]));
     assert!(status.contains(&format!("completed {n_jobs}")), "{status}");
 }
 
@@ -480,16 +451,13 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
          not json\n",
     )
     .unwrap();
-    let out = cli(
-        &fleet,
-        &[
-            "submit",
-            "--bench",
-            jsonl.to_str().unwrap(),
-            "--model",
-            "llamacpp+http://127.0.0.1:1",
-        ],
-    );
+    let out = fleet.cli(&[
+        "submit",
+        "--bench",
+        jsonl.to_str().unwrap(),
+        "--model",
+        "llamacpp+http://127.0.0.1:1",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("has 3 errors"), "{stderr}");
@@ -504,16 +472,13 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
          {\"question\": \"q2\", \"choices\": [\"a\", \"b\"], \"answer\": \"D\"}\n",
     )
     .unwrap();
-    let out = cli(
-        &fleet,
-        &[
-            "submit",
-            "--bench",
-            choice.to_str().unwrap(),
-            "--model",
-            "llamacpp+http://127.0.0.1:1",
-        ],
-    );
+    let out = fleet.cli(&[
+        "submit",
+        "--bench",
+        choice.to_str().unwrap(),
+        "--model",
+        "llamacpp+http://127.0.0.1:1",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("multiple-choice format"), "{stderr}");
@@ -528,16 +493,13 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
         "[{\"prompt\": \"x\", \"answer\": \"1\"}, {\"prompt\": \"y\"}]",
     )
     .unwrap();
-    let out = cli(
-        &fleet,
-        &[
-            "submit",
-            "--bench",
-            math500.to_str().unwrap(),
-            "--model",
-            "llamacpp+http://127.0.0.1:1",
-        ],
-    );
+    let out = fleet.cli(&[
+        "submit",
+        "--bench",
+        math500.to_str().unwrap(),
+        "--model",
+        "llamacpp+http://127.0.0.1:1",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("index 1: missing `answer`"), "{stderr}");
 
@@ -568,7 +530,7 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
             all.extend(["--model", "llamacpp+http://127.0.0.1:1"]);
         }
         all.extend(args.iter().copied());
-        let out = cli(&fleet, &all);
+        let out = fleet.cli(&all);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");

@@ -585,22 +585,7 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
          {\"id\": \"p2\", \"question\": \"What is 2 + 2?\", \"answer\": \"4\"}\n",
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let out = Command::new(common::BIN)
-            .args(args)
-            .args(["--database-url", &fleet.db_url])
-            .env("POWERFLEET_REDIS_URL", fleet.redis.url())
-            .env("POWERFLEET_NAMESPACE", &fleet.namespace)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let cli = |args: &[&str]| common::stdout_of(&fleet.cli(args));
     let receipt: powerfleet_fleet::producer::Receipt = serde_json::from_str(&cli(&[
         "submit",
         "--bench",

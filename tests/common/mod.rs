@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use powerfleet_fleet::producer::{Problem, Receipt, Submission, submit};
@@ -74,6 +74,17 @@ impl Fleet {
     }
 
     /// Starts a worker process with test-sized lease settings; `extra` flag pairs override them.
+    /// Runs the binary with `args` on this fleet's Redis, namespace and results database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--database-url", &self.db_url])
+            .env("POWERFLEET_REDIS_URL", self.redis.url())
+            .env("POWERFLEET_NAMESPACE", &self.namespace)
+            .output()
+            .unwrap()
+    }
+
     pub fn spawn_worker(&mut self, extra: &[&str]) -> usize {
         self.spawn_worker_env(extra, &[])
     }
@@ -323,4 +334,16 @@ pub async fn published_results(fleet: &Fleet) -> std::collections::HashMap<Strin
         *counts.entry(job).or_insert(0) += 1;
     }
     counts
+}
+
+/// The standard output of a command that must have succeeded; otherwise panics showing both of
+/// its outputs.
+pub fn stdout_of(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
