@@ -229,6 +229,28 @@ async fn sampled_tokens_follow_the_reported_log_q() {
     );
 }
 
+/// A batch of `chains` power-sampling chains of seed `seed` on the prompt "hello" of the model
+/// registered as `tiny`, optionally formatted through the server's chat template.
+fn hello_power_batch(config: SamplerConfig, seed: u64, chains: u64, chat: bool) -> Submission {
+    Submission {
+        model: "tiny".into(),
+        config,
+        methods: vec![Method::Power],
+        problems: vec![Problem {
+            id: Some("hello".into()),
+            prompt: Prompt::Text("hello".into()),
+        }],
+        seeds: vec![seed],
+        chains,
+        correlation_id: None,
+        batch: true,
+        submission_key: None,
+        fallback_single_sample: false,
+        chat,
+        bench: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chains_resume_across_a_worker_crash_with_the_real_server() {
     // One slot: requests are served one at a time, so log-probabilities are reproducible and a
@@ -247,23 +269,7 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
         finish_on_eos: false,
         ..SamplerConfig::new(Method::Power)
     };
-    let submission = Submission {
-        model: "tiny".into(),
-        config,
-        methods: vec![Method::Power],
-        problems: vec![Problem {
-            id: Some("hello".into()),
-            prompt: Prompt::Text("hello".into()),
-        }],
-        seeds: vec![3],
-        chains: 8,
-        correlation_id: None,
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    };
+    let submission = hello_power_batch(config, 3, 8, false);
     let receipt = submit(&queue, &submission).await.unwrap();
     let specs = specs(&queue, &receipt).await;
     // Let both workers checkpoint some blocks, then kill one mid-batch.
@@ -456,23 +462,7 @@ async fn a_chat_job_runs_its_chain_from_the_templated_prompt() {
         finish_on_eos: false,
         ..SamplerConfig::new(Method::Power)
     };
-    let submission = Submission {
-        model: "tiny".into(),
-        config,
-        methods: vec![Method::Power],
-        problems: vec![Problem {
-            id: Some("hello".into()),
-            prompt: Prompt::Text("hello".into()),
-        }],
-        seeds: vec![5],
-        chains: 2,
-        correlation_id: None,
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: false,
-        chat: true,
-        bench: None,
-    };
+    let submission = hello_power_batch(config, 5, 2, true);
     let receipt = submit(&queue, &submission).await.unwrap();
     let specs = specs(&queue, &receipt).await;
     assert!(specs.iter().all(|s| s.chat));
