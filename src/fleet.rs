@@ -449,9 +449,19 @@ pub struct WorkerArgs {
     /// Claims after which a job is dead-lettered.
     #[arg(long, default_value_t = 5)]
     pub max_deliveries: u32,
-    /// Attempts per model request before the job fails.
+    /// Attempts per model request. When they all fail because the server is unavailable, the
+    /// job goes back to the queue to wait for it (keeping its checkpoint); when they all fail
+    /// the same way though the server answered, the request is at fault and the job fails.
     #[arg(long, default_value_t = 5)]
     pub model_attempts: u32,
+    /// How long a job may wait for an unavailable model before it fails with the model's last
+    /// error, e.g. 2h, 30m, 90s, 500ms.
+    #[arg(long, default_value = "2h", value_parser = crate::options::parse_duration)]
+    pub model_patience: Duration,
+    /// Longest delay between two tries of a job that waits for its model (the delay starts at
+    /// 1 s and doubles, with jitter).
+    #[arg(long, default_value = "30s", value_parser = crate::options::parse_duration)]
+    pub max_wait: Duration,
     /// On SIGTERM, how long to wait for in-flight chains to be checkpointed and handed back.
     #[arg(long, default_value_t = 10_000)]
     pub grace_ms: u64,
@@ -476,6 +486,8 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     config.heartbeat = Duration::from_millis(args.heartbeat_ms);
     config.max_deliveries = args.max_deliveries;
     config.model_attempts = args.model_attempts;
+    config.patience = args.model_patience;
+    config.max_wait = args.max_wait;
     config.grace = Duration::from_millis(args.grace_ms);
     config
         .validate()
@@ -487,7 +499,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let report = worker::run(config, queue, models, stop.clone().cancelled_owned()).await;
     stop.cancel();
     eprintln!(
-        "worker stopped: {} completed, {} failed, {} cancelled, {} dead, {} handed back, {} lost to other workers",
+        "worker stopped: {} completed, {} failed, {} cancelled, {} dead, {} handed back, {} lost to other workers, {} put back to wait for their model",
         report.completed.load(std::sync::atomic::Ordering::Relaxed),
         report.failed.load(std::sync::atomic::Ordering::Relaxed),
         report.cancelled.load(std::sync::atomic::Ordering::Relaxed),
@@ -496,6 +508,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
             .handed_back
             .load(std::sync::atomic::Ordering::Relaxed),
         report.lost.load(std::sync::atomic::Ordering::Relaxed),
+        report.waited.load(std::sync::atomic::Ordering::Relaxed),
     );
     Ok(())
 }
@@ -639,9 +652,16 @@ fn write_status(out: &mut impl Write, report: &StatusReport) -> Result<()> {
             (None, Some(r)) if r.status == JobStatus::Completed => format!(
                 "{} tokens{}",
                 r.tokens.len(),
-                r.text.as_ref().map_or(String::new(), |t| format!(": {t}"))
+                match (&r.text, &r.text_error) {
+                    (Some(t), _) => format!(": {t}"),
+                    (None, Some(why)) => format!(" (no text, not graded: {why})"),
+                    (None, None) => String::new(),
+                }
             ),
-            _ => j.error.clone().unwrap_or_default(),
+            _ => match &j.waiting {
+                Some(why) => why.clone(),
+                None => j.error.clone().unwrap_or_default(),
+            },
         };
         writeln!(
             out,

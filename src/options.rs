@@ -159,3 +159,48 @@ pub fn parse_token_ids(ids: &str) -> Result<Vec<TokenId>> {
         })
         .collect()
 }
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`), e.g. `2h`, `90s`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{text:?} is not a duration; write e.g. 2h, 30m, 90s or 500ms"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => {
+            return Err(format!(
+                "{text:?} has unit {other:?}; the units are ms, s, m, h and d (e.g. 2h, 90s)"
+            ));
+        }
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_the_rest_by_name() {
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("10").unwrap_err().contains("units are ms, s, m, h and d"));
+        assert!(parse_duration("-1s").unwrap_err().contains("is not a duration"));
+        assert!(parse_duration("soon").unwrap_err().contains("is not a duration"));
+    }
+}

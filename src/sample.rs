@@ -50,9 +50,14 @@ pub struct SampleArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores); against inference servers, chains in flight
+    /// (default 8).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Against inference servers: how long to wait for an unavailable server before giving up,
+    /// e.g. 10m, 90s.
+    #[arg(long, default_value = "10m", value_parser = crate::options::parse_duration)]
+    pub model_patience: std::time::Duration,
 }
 
 /// One chain's JSONL record.
@@ -276,39 +281,41 @@ fn truncate(s: &str, width: usize) -> String {
     }
 }
 
-/// `sample` against inference servers: `--threads` chains in flight on the async runtime; the
-/// prompt is tokenized and completions detokenized by the server.
+/// `sample` against inference servers: `--threads` chains in flight on the async runtime,
+/// driven by the fleet's chain driver; the prompt is tokenized and completions detokenized by the
+/// server. An unavailable server is waited for, up to `--model-patience`.
 async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
-    use powerfleet_backends::{HttpModel, Reference};
-    let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
-        Reference::Http(h) => h,
-        Reference::Hosted(h) => {
-            anyhow::bail!(
-                "--model: {:?} {}: {}",
-                h.provider,
-                h.model,
-                powerfleet_backends::HOSTED_CHAT_REFUSAL
-            )
-        }
-    };
+    use powerfleet_fleet::driver::{self, Called, Stop};
+    use powerfleet_jobs::Prompt;
+    let backend = powerfleet_fleet::models::load(&args.model).map_err(anyhow::Error::msg)?;
+    if let powerfleet_fleet::Backend::Hosted { model } = &backend {
+        anyhow::bail!(
+            "--model: {}: {}",
+            model.exactness(),
+            powerfleet_backends::HOSTED_CHAT_REFUSAL
+        )
+    }
     anyhow::ensure!(args.chains >= 1, "--chains must be >= 1, got 0");
-    let model = std::sync::Arc::new(HttpModel::new(reference));
-    let prompt: Vec<TokenId> = match (&args.prompt, &args.prompt_tokens) {
+    let backend = std::sync::Arc::new(backend);
+    let policy = SAMPLE_RETRY;
+    let patience = args.model_patience;
+    let never = tokio_util::sync::CancellationToken::new();
+    let prompt = match (&args.prompt, &args.prompt_tokens) {
         (Some(_), Some(_)) => anyhow::bail!("give --prompt or --prompt-tokens, not both"),
-        (Some(text), None) if args.chat => model
-            .tokenize_chat(text)
-            .await
-            .context("formatting --prompt through the server's chat template")?,
-        (Some(text), None) => model.tokenize(text).await.context("tokenizing --prompt")?,
         (None, _) if args.chat => {
             anyhow::bail!("--chat formats --prompt through the chat template; give --prompt")
         }
-        (None, Some(ids)) => crate::options::parse_token_ids(ids)?,
-        (None, None) => model
-            .tokenize("")
-            .await
-            .context("tokenizing the empty prompt")?,
+        (None, Some(ids)) => Prompt::Tokens(crate::options::parse_token_ids(ids)?),
+        (text, None) => Prompt::Text(text.clone().unwrap_or_default()),
     };
+    let prompt: Vec<TokenId> = patiently(&backend, "--prompt", patience, || {
+        backend.tokenize(&prompt, args.chat)
+    })
+    .await?;
+    patiently(&backend, "--model", patience, || {
+        backend.prepare(&config, prompt.len())
+    })
+    .await?;
     let in_flight = args.threads.unwrap_or(8).max(1);
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
     let bar = ProgressBar::new(args.chains);
@@ -318,33 +325,36 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     );
     let mut tasks = tokio::task::JoinSet::new();
     for stream in 0..args.chains {
-        let (model, config, prompt, sem, bar) = (
-            model.clone(),
+        let (backend, config, prompt, sem, bar, never) = (
+            backend.clone(),
             config.clone(),
             prompt.clone(),
             semaphore.clone(),
             bar.clone(),
+            never.clone(),
         );
         let seed = args.seed;
         tasks.spawn(async move {
             let _permit = sem.acquire().await.expect("never closed");
             let mut chain = Chain::new(config, &prompt, seed, stream);
-            while let Some(request) = chain.request().map(|r| r.to_owned()) {
-                let mut attempt = 0;
-                let generation = loop {
-                    attempt += 1;
-                    match model.generate(&request, stream).await {
-                        Ok(g) => break g,
-                        Err(e) if e.is_transient() && attempt < 5 => {
-                            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt))
-                                .await;
-                        }
-                        Err(e) => return Err(anyhow::anyhow!("chain {stream}: {e}")),
+            let mut waited = std::time::Duration::ZERO;
+            loop {
+                match driver::run_block(&mut chain, &backend, stream, policy, &never, |_| {}).await
+                {
+                    Called::Done(Stop::Finished) => break,
+                    Called::Done(Stop::BlockDone) | Called::Interrupted => {}
+                    Called::Failed(e) => anyhow::bail!("chain {stream}: {e}"),
+                    Called::Waiting(e) if waited >= patience => anyhow::bail!(
+                        "chain {stream}: the server was unavailable for longer than --model-patience ({} s): {e}",
+                        patience.as_secs()
+                    ),
+                    Called::Waiting(_) => {
+                        // The chain keeps its state; it continues when the server is back.
+                        let pause = std::time::Duration::from_secs(5);
+                        tokio::time::sleep(pause).await;
+                        waited += pause;
                     }
-                };
-                chain.advance(generation).map_err(|e| {
-                    anyhow::anyhow!("chain {stream}: the server answered unusably: {e}")
-                })?;
+                }
             }
             bar.inc(1);
             Ok::<_, anyhow::Error>((stream, chain.output().expect("finished")))
@@ -356,11 +366,11 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     }
     bar.finish_and_clear();
     outputs.sort_by_key(|(i, _)| *i);
-    let exactness = model.exactness(config.top_k());
+    let exactness = backend.exactness(config.top_k());
     let mut out = std::io::stdout().lock();
     let mut counts: HashMap<Vec<TokenId>, u64> = HashMap::new();
     for (i, o) in &outputs {
-        let text = model.detokenize(&o.tokens).await.unwrap_or_default();
+        let text = detokenized(&backend, &o.tokens).await?;
         match args.format {
             Format::Jsonl => {
                 let mut r = ChainRecord {
@@ -386,7 +396,7 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         let mut rows: Vec<_> = counts.into_iter().collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (tokens, count) in rows.iter().take(20) {
-            let text = model.detokenize(tokens).await.unwrap_or_default();
+            let text = detokenized(&backend, tokens).await?;
             writeln!(out, "{count:>6}  {:?}", truncate(&text, 60))?;
         }
         let proposals: u64 = outputs.iter().map(|(_, o)| o.stats.proposals).sum();
@@ -407,6 +417,53 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// How `sample` retries model calls.
+const SAMPLE_RETRY: powerfleet_fleet::driver::RetryPolicy = powerfleet_fleet::driver::RetryPolicy {
+    attempts: 5,
+    backoff: std::time::Duration::from_millis(200),
+};
+
+/// Calls `op` through the chain driver's retry policy, waiting through outages of the server
+/// up to `patience`.
+async fn patiently<T, F, Fut>(
+    backend: &powerfleet_fleet::Backend,
+    what: &str,
+    patience: std::time::Duration,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, powerfleet_backends::BackendError>>,
+{
+    use powerfleet_fleet::driver::{self, Called};
+    let never = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    loop {
+        match driver::call(backend, SAMPLE_RETRY, &never, &mut op).await {
+            Called::Done(v) => return Ok(v),
+            Called::Failed(e) => anyhow::bail!("{what}: {e}"),
+            Called::Waiting(e) if started.elapsed() >= patience => anyhow::bail!(
+                "{what}: the server was unavailable for longer than --model-patience ({} s): {e}",
+                patience.as_secs()
+            ),
+            Called::Waiting(e) => {
+                eprintln!("{what}: waiting for the server: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            Called::Interrupted => unreachable!("never interrupted"),
+        }
+    }
+}
+
+/// The text of `tokens` by the server's tokenizer, retried like any model call: text is never
+/// guessed, so a completion whose text cannot be had is an error, not an empty string.
+async fn detokenized(backend: &powerfleet_fleet::Backend, tokens: &[TokenId]) -> Result<String> {
+    patiently(backend, "detokenizing a completion", std::time::Duration::from_secs(60), || {
+        backend.detokenize(tokens)
+    })
+    .await
 }
 
 fn record_without_text(chain: u64, o: &ChainOutput) -> ChainRecord<'_> {

@@ -1,13 +1,15 @@
 //! `HttpModel`: one or more inference servers behind one model reference, with per-server
 //! concurrency limits, a circuit breaker per server, and chain-to-server affinity.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::probe::{self, BackendPin, ServerInfo};
 use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
 
@@ -19,14 +21,28 @@ pub const BREAKER_THRESHOLD: u32 = 5;
 /// How long a tripped server is skipped before one trial request.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(10);
 
-/// Why a request failed.
+/// Why a request failed. Errors are classified where they are born, so a caller never guesses
+/// from a message:
+///
+/// | variant | what it says | what the caller does |
+/// |---|---|---|
+/// | `Unavailable` | the server is down or overloaded; nothing about the request | wait, however long it takes (up to the operator's patience) |
+/// | `Transient` | this request failed, a retry may help | retry; the same failure on every attempt means the request is at fault |
+/// | `Rejected` | the request itself is refused | fail the job with the message |
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum BackendError {
-    /// Worth retrying: network error, timeout, 5xx, malformed or incomplete answer, or every
-    /// server's circuit open.
+    /// The server cannot serve anyone right now: connection refused or reset, a timeout, 429,
+    /// 502, 503 or 504, or every server's circuit open. Says nothing about the request.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This request failed where a retry may help: a 500 (or another 5xx) answered to it, or a
+    /// malformed, incomplete or unusable answer. A live server that answers the same request the
+    /// same way every time is refusing it (llama-server answers `/tokenize` of text outside its
+    /// vocabulary with a 500).
     #[error("{0}")]
     Transient(String),
-    /// The server refused the request (4xx): retrying the same request will not help.
+    /// The server refused the request (a 4xx other than 408 and 429), or it cannot fit the
+    /// server's limits: retrying the same request will not help.
     #[error("{0}")]
     Rejected(String),
 }
@@ -34,7 +50,30 @@ pub enum BackendError {
 impl BackendError {
     /// Whether a retry may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Transient(_))
+        !matches!(self, BackendError::Rejected(_))
+    }
+
+    /// Whether the server (rather than the request) is at fault: wait for it.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BackendError::Unavailable(_))
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            BackendError::Unavailable(m)
+            | BackendError::Transient(m)
+            | BackendError::Rejected(m) => m,
+        }
+    }
+}
+
+/// How an HTTP status is classified (see [`BackendError`]).
+pub fn classify_status(status: reqwest::StatusCode, message: String) -> BackendError {
+    match status.as_u16() {
+        408 | 429 | 502 | 503 | 504 => BackendError::Unavailable(message),
+        s if s >= 500 => BackendError::Transient(message),
+        _ => BackendError::Rejected(message),
     }
 }
 
@@ -62,6 +101,12 @@ impl Server {
         metrics::gauge!(CIRCUIT_OPEN, "server" => self.url.clone()).set(0.0);
     }
 
+    /// When the circuit is open, how long until the next trial request.
+    fn open_for(&self, now: Instant) -> Option<Duration> {
+        let b = self.breaker.lock().expect("breaker");
+        b.open_until.filter(|t| *t > now).map(|t| t - now)
+    }
+
     fn failed(&self) {
         let mut b = self.breaker.lock().expect("breaker");
         b.failures += 1;
@@ -75,12 +120,21 @@ impl Server {
     }
 }
 
+/// The text the start-up probe tokenizes for its one-token generations.
+const PROBE_TEXT: &str = "The";
+/// The seed of the probe's generations.
+const PROBE_SEED: u64 = 0x5eed;
+
 /// Inference servers behind one model reference.
 #[derive(Debug)]
 pub struct HttpModel {
     reference: HttpReference,
     client: reqwest::Client,
     servers: Vec<Server>,
+    /// What the start-up probe learned, once it succeeded.
+    info: OnceLock<Arc<ServerInfo>>,
+    /// One probe at a time.
+    probing: tokio::sync::Mutex<()>,
 }
 
 impl HttpModel {
@@ -105,6 +159,8 @@ impl HttpModel {
             reference,
             client,
             servers,
+            info: OnceLock::new(),
+            probing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -119,8 +175,20 @@ impl HttpModel {
         let server = match self.reference.kind {
             ServerKind::LlamaCpp => "llama.cpp /completion with raw n_probs",
             ServerKind::Vllm => "vLLM /v1/completions in raw-logprobs mode",
+            ServerKind::Sglang => "SGLang /generate with original (raw) logprobs",
         };
         format!("exact: log p raw at temperature 1; log q of the top-{k} proposal ({server})")
+    }
+
+    /// While every server's circuit is open, how long until the first one takes a trial request;
+    /// `None` while any server is available. Workers stop claiming the model's jobs meanwhile.
+    pub fn unavailable_for(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.servers
+            .iter()
+            .map(|s| s.open_for(now))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|waits| waits.into_iter().min())
     }
 
     /// Servers in the order to try for chain `affinity`: its own server first while it is healthy.
@@ -133,76 +201,87 @@ impl HttpModel {
     async fn post(&self, affinity: u64, path: &str, body: &Value) -> Result<Value, BackendError> {
         let now = Instant::now();
         let Some(server) = self.order(affinity).into_iter().find(|s| s.available(now)) else {
-            return Err(BackendError::Transient(format!(
+            return Err(BackendError::Unavailable(format!(
                 "all {} servers of {} failed {BREAKER_THRESHOLD} times in a row; retrying after their cool-down",
                 self.servers.len(),
                 self.reference.kind.prefix()
             )));
         };
+        self.call(server, path, Some(body)).await
+    }
+
+    /// One request to `server`: POST `body` as JSON, or GET when `body` is `None`. Waits for a
+    /// permit of the server's concurrency limit, classifies failures ([`BackendError`]) and
+    /// keeps the server's circuit breaker.
+    async fn call(
+        &self,
+        server: &Server,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, BackendError> {
         let _permit = server.permits.acquire().await.expect("never closed");
         let url = format!("{}{path}", server.url);
+        let method = if body.is_some() { "POST" } else { "GET" };
+        let overloaded = AtomicBool::new(false);
         let result = async {
-            let response = self
-                .client
-                .post(&url)
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| {
-                    let what = if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "failed"
-                    };
-                    BackendError::Transient(format!("POST {url} {what}: {}", error_chain(&e)))
-                })?;
+            let request = match body {
+                Some(body) => self.client.post(&url).json(body),
+                None => self.client.get(&url),
+            };
+            let response = request.send().await.map_err(|e| {
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "failed"
+                };
+                BackendError::Unavailable(format!("{method} {url} {what}: {}", error_chain(&e)))
+            })?;
             let status = response.status();
             let text = response.text().await.map_err(|e| {
-                BackendError::Transient(format!("POST {url}: reading the answer failed: {e}"))
+                BackendError::Unavailable(format!("{method} {url}: reading the answer failed: {e}"))
             })?;
-            if status.is_server_error() {
-                return Err(BackendError::Transient(format!(
-                    "POST {url} answered {status}: {}",
-                    snippet(&text)
-                )));
-            }
             if !status.is_success() {
-                return Err(BackendError::Rejected(format!(
-                    "POST {url} answered {status}: {}",
-                    snippet(&text)
-                )));
+                overloaded.store(status.as_u16() == 429, Ordering::Relaxed);
+                return Err(classify_status(
+                    status,
+                    format!("{method} {url} answered {status}: {}", snippet(&text)),
+                ));
             }
             serde_json::from_str::<Value>(&text).map_err(|e| {
                 BackendError::Transient(format!(
-                    "POST {url} answered malformed JSON ({e}): {}",
+                    "{method} {url} answered malformed JSON ({e}): {}",
                     snippet(&text)
                 ))
             })
         }
         .await;
+        // Only failures that say something about the server count towards its circuit: a
+        // request the server answered, however badly, shows it alive. 429 is overload, not an
+        // outage.
         match &result {
-            Ok(_) => server.succeeded(),
-            Err(BackendError::Transient(_)) => server.failed(),
-            Err(BackendError::Rejected(_)) => server.succeeded(),
+            Err(BackendError::Unavailable(_)) if !overloaded.load(Ordering::Relaxed) => {
+                server.failed()
+            }
+            _ => server.succeeded(),
         }
         result
     }
 
-    /// Token ids of `text`, by the server's own tokenizer (special tokens such as BOS added).
-    pub async fn tokenize(&self, text: &str) -> Result<Vec<TokenId>, BackendError> {
-        let body = match self.reference.kind {
+    /// The `/tokenize` body of `text` for this server kind (special tokens such as BOS added).
+    fn tokenize_body(&self, text: &str) -> Value {
+        match self.reference.kind {
             ServerKind::LlamaCpp => wire::llamacpp_tokenize_body(text),
             ServerKind::Vllm => {
                 json!({"model": self.reference.model, "prompt": text, "add_special_tokens": true})
             }
-        };
-        let answer = self.post(0, "/tokenize", &body).await?;
-        wire::parse_tokens(&answer).map_err(|e| {
-            BackendError::Transient(format!(
-                "/tokenize answered without a token list ({e}): {}",
-                snippet(&answer.to_string())
-            ))
-        })
+            ServerKind::Sglang => wire::sglang_tokenize_body(self.reference.model.as_deref(), text),
+        }
+    }
+
+    /// Token ids of `text`, by the server's own tokenizer (special tokens such as BOS added).
+    pub async fn tokenize(&self, text: &str) -> Result<Vec<TokenId>, BackendError> {
+        let answer = self.post(0, "/tokenize", &self.tokenize_body(text)).await?;
+        tokens_of(&answer, "/tokenize")
     }
 
     /// Token ids of `user_text` formatted by the server's chat template as one user message,
@@ -216,6 +295,9 @@ impl HttpModel {
     /// - vLLM: `POST /tokenize` with `messages`, `add_generation_prompt` true and
     ///   `add_special_tokens` false (the template writes the special tokens), as vLLM's chat
     ///   completions do. A model without a chat template is refused with the server's message.
+    /// - SGLang: refused. Its `/tokenize` takes text only (`TokenizeRequest` in
+    ///   `python/sglang/srt/entrypoints/openai/protocol.py`) and no endpoint applies the chat
+    ///   template without generating.
     pub async fn tokenize_chat(&self, user_text: &str) -> Result<Vec<TokenId>, BackendError> {
         match self.reference.kind {
             ServerKind::LlamaCpp => {
@@ -235,27 +317,23 @@ impl HttpModel {
                     user_text,
                 );
                 let answer = self.post(0, "/tokenize", &body).await?;
-                wire::parse_tokens(&answer).map_err(|e| {
-                    BackendError::Transient(format!(
-                        "/tokenize (chat) answered without a token list ({e}): {}",
-                        snippet(&answer.to_string())
-                    ))
-                })
+                tokens_of(&answer, "/tokenize (chat)")
             }
+            ServerKind::Sglang => Err(BackendError::Rejected(
+                "SGLang cannot format a chat prompt without generating (its /tokenize takes text only); submit without chat, or put the chat-formatted text in the prompt".into(),
+            )),
         }
     }
 
     /// Text of `tokens`, by the server's own tokenizer.
     pub async fn detokenize(&self, tokens: &[TokenId]) -> Result<String, BackendError> {
-        let body = match self.reference.kind {
-            ServerKind::LlamaCpp => json!({"tokens": tokens}),
-            ServerKind::Vllm => json!({"model": self.reference.model, "tokens": tokens}),
+        let model = self.reference.model.as_deref();
+        let (body, field) = match self.reference.kind {
+            ServerKind::LlamaCpp => (json!({"tokens": tokens}), "content"),
+            ServerKind::Vllm => (json!({"model": model, "tokens": tokens}), "prompt"),
+            ServerKind::Sglang => (wire::sglang_detokenize_body(model, tokens), "text"),
         };
         let answer = self.post(0, "/detokenize", &body).await?;
-        let field = match self.reference.kind {
-            ServerKind::LlamaCpp => "content",
-            ServerKind::Vllm => "prompt",
-        };
         answer
             .get(field)
             .and_then(Value::as_str)
@@ -265,33 +343,406 @@ impl HttpModel {
             })
     }
 
+    /// What the start-up probe learned, once it has succeeded.
+    pub fn server_info(&self) -> Option<Arc<ServerInfo>> {
+        self.info.get().cloned()
+    }
+
+    /// The start-up probe of every server of the reference, run once and cached after it
+    /// succeeds (a failure is not cached: the next call probes again). [`HttpModel::generate`]
+    /// runs it first if nobody has. Per server it:
+    ///
+    /// 1. learns the served model and its context length: llama.cpp `GET /props`
+    ///    (`model_alias`, `default_generation_settings.n_ctx`), vLLM and SGLang
+    ///    `GET /v1/models` (`id`, `max_model_len`); a vLLM server must serve `?model=`, an
+    ///    SGLang server the `?model=` given, if any;
+    /// 2. learns the terminal tokens where the server tells: llama.cpp's EOS (`/props`
+    ///    `eos_token` through `/tokenize` with `parse_special`) and every end-of-generation
+    ///    token (see `wire::llamacpp_eog_body`); SGLang's `eos_token_ids` when
+    ///    `/get_model_info` lists them; plus the reference's `eos=`. vLLM does not expose its
+    ///    `generation_config` EOS ids over HTTP: give them with `eos=`;
+    /// 3. generates one token after the same prefix with the same seed at temperatures 1 and
+    ///    0.5, with the reference's K: the top log-probabilities must be identical (up to the
+    ///    server's noise), else the server is in a processed-logprobs mode, refused with the fix
+    ///    (`probe::check_raw_logprobs`). A vLLM 400 for K beyond its `--max-logprobs` is
+    ///    refused with the fix too. For llama.cpp, the answers' echoed sampler settings are
+    ///    checked, and the same request with `post_sampling_probs` must report the recipe's q
+    ///    (`probe::check_post_sampling`);
+    /// 4. for SGLang, refuses speculative decoding (`/get_server_info`) and
+    ///    `--preferred-sampling-params` that requests do not override.
+    ///
+    /// All servers must agree on model, context and terminal tokens. Errors keep their class:
+    /// a server that is down gives [`BackendError::Unavailable`] (wait and probe again), a
+    /// configuration that rules out exact sampling [`BackendError::Rejected`].
+    pub async fn probe(&self) -> Result<Arc<ServerInfo>, BackendError> {
+        if let Some(info) = self.info.get() {
+            return Ok(info.clone());
+        }
+        let _one_at_a_time = self.probing.lock().await;
+        if let Some(info) = self.info.get() {
+            return Ok(info.clone());
+        }
+        let mut infos = Vec::with_capacity(self.servers.len());
+        for server in &self.servers {
+            let info = match self.reference.kind {
+                ServerKind::LlamaCpp => self.probe_llamacpp(server).await,
+                ServerKind::Vllm => self.probe_vllm(server).await,
+                ServerKind::Sglang => self.probe_sglang(server).await,
+            }
+            .map_err(|e| in_context(e, &format!("start-up probe of {}", server.url)))?;
+            infos.push((server.url.clone(), info));
+        }
+        let info = Arc::new(probe::merge(infos).map_err(BackendError::Rejected)?);
+        tracing::info!(
+            reference = %self.reference.kind.prefix(),
+            model = %info.served_model,
+            context = ?info.context_len,
+            terminal = ?info.terminal_tokens,
+            "inference servers probed"
+        );
+        Ok(self.info.get_or_init(|| info).clone())
+    }
+
+    /// Everything log q depends on besides the chain's config, for the checkpoint: server kind,
+    /// served model, the reference's default K, terminal tokens and what the requests pin.
+    pub fn pin(&self, info: &ServerInfo) -> BackendPin {
+        BackendPin {
+            kind: info.kind,
+            served_model: info.served_model.clone(),
+            k: self.reference.k,
+            terminal_tokens: info.terminal_tokens.clone(),
+            sampler: wire::sampler_recipe(info.kind).to_string(),
+        }
+    }
+
+    /// Whether a prompt of `prompt_len` tokens and up to `max_new_tokens` generated tokens fit
+    /// the server's context (`probe::fits`); [`BackendError::Rejected`] naming both numbers
+    /// when not. Unknown contexts fit.
+    pub fn check_fits(
+        &self,
+        info: &ServerInfo,
+        prompt_len: usize,
+        max_new_tokens: u32,
+    ) -> Result<(), BackendError> {
+        match info.context_len {
+            Some(ctx) if !probe::fits(info.kind, ctx, prompt_len, max_new_tokens) => {
+                Err(BackendError::Rejected(format!(
+                    "prompt of {prompt_len} tokens plus max_new_tokens {max_new_tokens} exceeds the server's context of {ctx} tokens ({}); shorten the prompt, lower max_new_tokens, or serve a longer context",
+                    probe::context_setting(info.kind)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A GET that may be missing on some server versions: `None` when the server refuses it or
+    /// answers badly; an outage is still an error.
+    async fn optional_get(
+        &self,
+        server: &Server,
+        path: &str,
+    ) -> Result<Option<Value>, BackendError> {
+        match self.call(server, path, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e @ BackendError::Unavailable(_)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The probe's prefix: [`PROBE_TEXT`] tokenized by `server`.
+    async fn probe_prefix(&self, server: &Server) -> Result<Vec<TokenId>, BackendError> {
+        let answer = self
+            .call(server, "/tokenize", Some(&self.tokenize_body(PROBE_TEXT)))
+            .await?;
+        let tokens = tokens_of(&answer, "/tokenize")?;
+        if tokens.is_empty() {
+            return Err(BackendError::Transient(format!(
+                "/tokenize of {PROBE_TEXT:?} returned no token"
+            )));
+        }
+        Ok(tokens)
+    }
+
+    fn probe_request(prefix: &[TokenId], temperature: f64, k: u32) -> OwnedRequest {
+        OwnedRequest {
+            prefix: prefix.to_vec(),
+            prompt_len: prefix.len(),
+            max_tokens: 1,
+            temperature,
+            top_k: Some(k),
+            seed: PROBE_SEED,
+        }
+    }
+
+    async fn probe_llamacpp(&self, server: &Server) -> Result<ServerInfo, BackendError> {
+        let props = self.call(server, "/props", None).await?;
+        let props = wire::parse_llamacpp_props(&props)
+            .map_err(|e| BackendError::Transient(format!("/props: {e}")))?;
+        let prefix = self.probe_prefix(server).await?;
+        let mut terminal = self.reference.eos.clone();
+        if !props.eos_text.is_empty() {
+            let body =
+                json!({"content": props.eos_text, "add_special": false, "parse_special": true});
+            let answer = self.call(server, "/tokenize", Some(&body)).await?;
+            if let [eos] = tokens_of(&answer, "/tokenize")?[..] {
+                terminal.push(eos);
+            }
+        }
+        let answer = self
+            .call(
+                server,
+                "/completion",
+                Some(&wire::llamacpp_eog_body(&prefix)),
+            )
+            .await?;
+        if let Some(eog) = wire::parse_llamacpp_eog(&answer)
+            .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?
+        {
+            terminal.extend(eog);
+        }
+        terminal.sort_unstable();
+        terminal.dedup();
+        let k = self.reference.k;
+        let mut lists = Vec::with_capacity(2);
+        for temperature in [1.0, 0.5] {
+            let body = wire::llamacpp_body(&Self::probe_request(&prefix, temperature, k), k);
+            let answer = self.call(server, "/completion", Some(&body)).await?;
+            wire::check_llamacpp_settings(&body, &answer).map_err(answer_error("/completion"))?;
+            let raw =
+                wire::parse_llamacpp(&answer, &terminal).map_err(answer_error("/completion"))?;
+            lists.push(first_list(raw, k, "/completion")?);
+        }
+        probe::check_raw_logprobs(ServerKind::LlamaCpp, &lists[0], &lists[1])
+            .map_err(BackendError::Rejected)?;
+        let body = wire::llamacpp_post_sampling_body(&Self::probe_request(&prefix, 0.5, k), k);
+        let answer = self.call(server, "/completion", Some(&body)).await?;
+        let reported = wire::parse_llamacpp_post_sampling(&answer)
+            .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?;
+        probe::check_post_sampling(&lists[1], &reported, 0.5).map_err(BackendError::Rejected)?;
+        Ok(ServerInfo {
+            kind: ServerKind::LlamaCpp,
+            served_model: props.model,
+            context_len: props.n_ctx,
+            terminal_tokens: terminal,
+        })
+    }
+
+    /// The served models of a vLLM or SGLang server (`GET /v1/models`).
+    async fn served_models(
+        &self,
+        server: &Server,
+    ) -> Result<Vec<(String, Option<u32>)>, BackendError> {
+        let answer = self.call(server, "/v1/models", None).await?;
+        wire::parse_models(&answer).map_err(|e| BackendError::Transient(format!("/v1/models: {e}")))
+    }
+
+    async fn probe_vllm(&self, server: &Server) -> Result<ServerInfo, BackendError> {
+        let model = self.reference.model.as_deref().unwrap_or_default();
+        let served = self.served_models(server).await?;
+        let Some((_, context_len)) = served.iter().find(|(id, _)| id == model).cloned() else {
+            let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
+            return Err(BackendError::Rejected(format!(
+                "the server serves {ids:?}, not {model:?}; set ?model= to the name the server was started with (--served-model-name)"
+            )));
+        };
+        let prefix = self.probe_prefix(server).await?;
+        let terminal = self.reference.eos.clone();
+        let k = self.reference.k;
+        let mut lists = Vec::with_capacity(2);
+        for temperature in [1.0, 0.5] {
+            let body = wire::vllm_body(&Self::probe_request(&prefix, temperature, k), k, model);
+            let answer = self
+                .call(server, "/v1/completions", Some(&body))
+                .await
+                .map_err(|e| self.explain(e, k))?;
+            let raw =
+                wire::parse_vllm(&answer, &terminal).map_err(answer_error("/v1/completions"))?;
+            lists.push(first_list(raw, k, "/v1/completions")?);
+        }
+        probe::check_raw_logprobs(ServerKind::Vllm, &lists[0], &lists[1])
+            .map_err(BackendError::Rejected)?;
+        Ok(ServerInfo {
+            kind: ServerKind::Vllm,
+            served_model: model.to_string(),
+            context_len,
+            terminal_tokens: terminal,
+        })
+    }
+
+    async fn probe_sglang(&self, server: &Server) -> Result<ServerInfo, BackendError> {
+        let served = self.served_models(server).await?;
+        let (served_model, context_len) = match &self.reference.model {
+            Some(model) => served.iter().find(|(id, _)| id == model).cloned(),
+            None => served.first().cloned(),
+        }
+        .ok_or_else(|| {
+            let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
+            BackendError::Rejected(format!(
+                "the server serves {ids:?}, not {:?}; set ?model= to the served model name (--served-model-name) or leave it out",
+                self.reference.model.as_deref().unwrap_or_default()
+            ))
+        })?;
+        let mut terminal = self.reference.eos.clone();
+        let mut model_info = self.optional_get(server, "/get_model_info").await?;
+        if model_info.is_none() {
+            model_info = self.optional_get(server, "/model_info").await?;
+        }
+        if let Some(info) = model_info {
+            if let Some(ids) = info.get("eos_token_ids").and_then(Value::as_array) {
+                terminal.extend(
+                    ids.iter()
+                        .filter_map(Value::as_u64)
+                        .filter_map(|t| TokenId::try_from(t).ok()),
+                );
+            }
+            sglang_preferred_params(info.get("preferred_sampling_params"))
+                .map_err(BackendError::Rejected)?;
+        }
+        terminal.sort_unstable();
+        terminal.dedup();
+        let mut server_info = self.optional_get(server, "/get_server_info").await?;
+        if server_info.is_none() {
+            server_info = self.optional_get(server, "/server_info").await?;
+        }
+        if let Some(algorithm) = server_info
+            .as_ref()
+            .and_then(|i| i.get("speculative_algorithm"))
+            .filter(|a| !a.is_null() && a.as_str() != Some("NONE"))
+        {
+            return Err(BackendError::Rejected(format!(
+                "SGLang runs speculative decoding (speculative_algorithm {algorithm}); exact sampling needs it off: start the server without --speculative-algorithm"
+            )));
+        }
+        let prefix = self.probe_prefix(server).await?;
+        let k = self.reference.k;
+        let mut lists = Vec::with_capacity(2);
+        for temperature in [1.0, 0.5] {
+            let body = wire::sglang_body(&Self::probe_request(&prefix, temperature, k), k);
+            let answer = self.call(server, "/generate", Some(&body)).await?;
+            let raw = wire::parse_sglang(&answer, &terminal).map_err(answer_error("/generate"))?;
+            lists.push(first_list(raw, k, "/generate")?);
+        }
+        probe::check_raw_logprobs(ServerKind::Sglang, &lists[0], &lists[1])
+            .map_err(BackendError::Rejected)?;
+        Ok(ServerInfo {
+            kind: ServerKind::Sglang,
+            served_model,
+            context_len,
+            terminal_tokens: terminal,
+        })
+    }
+
+    /// A vLLM refusal of K beyond its `--max-logprobs`, with what to do about it.
+    fn explain(&self, e: BackendError, k: u32) -> BackendError {
+        match e {
+            BackendError::Rejected(m) if self.reference.kind == ServerKind::Vllm => {
+                match wire::vllm_logprob_limit(&m, k) {
+                    Some(explained) => BackendError::Rejected(explained),
+                    None => BackendError::Rejected(m),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Samples a continuation of `request.prefix` with exact log p and log q per token.
-    /// `affinity` keeps one chain on one server while that server is healthy.
+    /// `affinity` keeps one chain on one server while that server is healthy. Runs the
+    /// start-up probe first if it has not succeeded yet: its terminal tokens check every stop.
     pub async fn generate(
         &self,
         request: &OwnedRequest,
         affinity: u64,
     ) -> Result<Generation, BackendError> {
+        let info = self.probe().await?;
         let k = wire::effective_k(request, self.reference.k);
+        let model = self.reference.model.as_deref().unwrap_or_default();
         let (path, body) = match self.reference.kind {
             ServerKind::LlamaCpp => ("/completion", wire::llamacpp_body(request, k)),
-            ServerKind::Vllm => (
-                "/v1/completions",
-                wire::vllm_body(
-                    request,
-                    k,
-                    self.reference.model.as_deref().unwrap_or_default(),
-                ),
-            ),
+            ServerKind::Vllm => ("/v1/completions", wire::vllm_body(request, k, model)),
+            ServerKind::Sglang => ("/generate", wire::sglang_body(request, k)),
         };
-        let answer = self.post(affinity, path, &body).await?;
+        let answer = self
+            .post(affinity, path, &body)
+            .await
+            .map_err(|e| self.explain(e, k))?;
+        let terminal = &info.terminal_tokens;
         let raw = match self.reference.kind {
-            ServerKind::LlamaCpp => wire::parse_llamacpp(&answer),
-            ServerKind::Vllm => wire::parse_vllm(&answer, None),
+            ServerKind::LlamaCpp => wire::check_llamacpp_settings(&body, &answer)
+                .and_then(|()| wire::parse_llamacpp(&answer, terminal)),
+            ServerKind::Vllm => wire::parse_vllm(&answer, terminal),
+            ServerKind::Sglang => wire::parse_sglang(&answer, terminal),
         }
-        .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
+        .map_err(answer_error(path))?;
+        raw.check_top_k(k)
+            .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
         raw.into_generation(request.temperature)
             .map_err(|e| BackendError::Transient(format!("{path}: {e}")))
+    }
+}
+
+/// The token ids of a `/tokenize` answer, or a transient error naming `what`.
+fn tokens_of(answer: &Value, what: &str) -> Result<Vec<TokenId>, BackendError> {
+    wire::parse_tokens(answer).map_err(|e| {
+        BackendError::Transient(format!(
+            "{what} answered without a token list ({e}): {}",
+            snippet(&answer.to_string())
+        ))
+    })
+}
+
+/// An unusable answer as a [`BackendError`]: refusals are permanent, the rest transient.
+fn answer_error(path: &str) -> impl Fn(wire::AnswerError) -> BackendError + '_ {
+    move |e| match e {
+        wire::AnswerError::Refused(m) => BackendError::Rejected(format!("{path}: {m}")),
+        wire::AnswerError::Unusable(m) => BackendError::Transient(format!("{path}: {m}")),
+    }
+}
+
+/// The raw top-K list at the first position of a probe's one-token generation.
+fn first_list(
+    raw: wire::RawGeneration,
+    k: u32,
+    path: &str,
+) -> Result<Vec<(TokenId, f64)>, BackendError> {
+    raw.check_top_k(k)
+        .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
+    raw.top.into_iter().next().ok_or_else(|| {
+        BackendError::Transient(format!("{path}: the probe's generation returned no token"))
+    })
+}
+
+/// `e` with `context` before its message, in the same class.
+fn in_context(e: BackendError, context: &str) -> BackendError {
+    match e {
+        BackendError::Unavailable(m) => BackendError::Unavailable(format!("{context}: {m}")),
+        BackendError::Transient(m) => BackendError::Transient(format!("{context}: {m}")),
+        BackendError::Rejected(m) => BackendError::Rejected(format!("{context}: {m}")),
+    }
+}
+
+/// SGLang's `--preferred-sampling-params` (a JSON object, given as a string) fill in what a
+/// request leaves out; they may only name parameters every request sets.
+fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
+    let parsed = match value {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(()),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
+        Some(other) => other.clone(),
+    };
+    let Some(map) = parsed.as_object() else {
+        return Ok(());
+    };
+    let extra: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !wire::SGLANG_PINNED_PARAMS.contains(key))
+        .collect();
+    if extra.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "SGLang runs with --preferred-sampling-params setting {extra:?}, which requests do not override and which can change the sampled distribution; start the server without them"
+        ))
     }
 }
 

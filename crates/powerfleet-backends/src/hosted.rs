@@ -158,7 +158,7 @@ impl HostedModel {
                     "generationConfig": {"temperature": temperature, "maxOutputTokens": max_tokens, "seed": seed}})),
         };
         let response = request.send().await.map_err(|e| {
-            BackendError::Transient(format!(
+            BackendError::Unavailable(format!(
                 "{:?} request failed: {}",
                 r.provider,
                 crate::client::error_chain(&e)
@@ -168,21 +168,17 @@ impl HostedModel {
         let text = response
             .text()
             .await
-            .map_err(|e| BackendError::Transient(format!("reading the answer failed: {e}")))?;
+            .map_err(|e| BackendError::Unavailable(format!("reading the answer failed: {e}")))?;
         let scrubbed = text.replace(&key, "***");
-        if status.is_server_error() || status.as_u16() == 429 {
-            return Err(BackendError::Transient(format!(
-                "{:?} answered {status}: {}",
-                r.provider,
-                first_chars(&scrubbed)
-            )));
-        }
         if !status.is_success() {
-            return Err(BackendError::Rejected(format!(
-                "{:?} answered {status}: {}",
-                r.provider,
-                first_chars(&scrubbed)
-            )));
+            return Err(crate::client::classify_status(
+                status,
+                format!(
+                    "{:?} answered {status}: {}",
+                    r.provider,
+                    first_chars(&scrubbed)
+                ),
+            ));
         }
         let body: Value = serde_json::from_str(&text).map_err(|e| {
             BackendError::Transient(format!("{:?} answered malformed JSON: {e}", r.provider))

@@ -1,15 +1,18 @@
-//! Inference servers as exact power-sampling backends: llama.cpp's `llama-server` and vLLM over
-//! HTTP. Prompts are tokenized once by the server; every generation continues from token ids;
-//! log p and log q come from the server's raw top-K log-probabilities (see `recipe`).
+//! Inference servers as exact power-sampling backends: llama.cpp's `llama-server`, vLLM and
+//! SGLang over HTTP. Prompts are tokenized once by the server; every generation continues from
+//! token ids; log p and log q come from the server's raw top-K log-probabilities (see `recipe`).
+//! A start-up probe (`HttpModel::probe`) checks each server before the first chain runs.
 
 pub mod client;
 pub mod hosted;
+pub mod probe;
 pub mod recipe;
 pub mod reference;
 pub mod wire;
 
 pub use client::{BackendError, HttpModel};
 pub use hosted::{HostedModel, HostedReference, Provider};
+pub use probe::{BackendPin, ServerInfo};
 pub use reference::{
     HOSTED_CHAT_REFUSAL, HttpReference, Reference, ServerKind, is_http_reference, parse,
 };

@@ -8,8 +8,18 @@
 //! - log q(t) = log p(t)/τ − log Σ_{j in top K} exp(log p(j)/τ), the tempered softmax over the K.
 //!
 //! Both are exact: no approximation enters as long as the list is the set sampled from.
+//!
+//! A log-probability of [`CLAMPED_NEG_INF`] or below stands for −∞: vLLM's completions API
+//! replaces −∞ by −9999.0, as OpenAI does (`max(logprob, -9999.0)` in
+//! `_create_completion_logprobs`, `vllm/entrypoints/openai/serving_completion.py`). Such a token
+//! has probability 0 under p: in the top-K list it adds nothing to the normalizer (exp(−9999/τ)
+//! is 0 in f64), and as the sampled token it cannot have been drawn from p's top K, so the answer
+//! is refused.
 
 use powerfleet_sampler::TokenId;
+
+/// Log-probabilities at or below this stand for −∞ (vLLM's clamp, see the module docs).
+pub const CLAMPED_NEG_INF: f64 = -9999.0;
 
 /// Computes (log p, log q) of `sampled` from the raw top-K list at one position.
 pub fn exact_log_p_q(
@@ -30,6 +40,11 @@ pub fn exact_log_p_q(
     if let Some((t, lp)) = top.iter().find(|(_, lp)| !(lp.is_finite() && *lp <= 1e-6)) {
         return Err(format!(
             "token {t} has log-probability {lp}; raw log-probabilities are finite and <= 0"
+        ));
+    }
+    if log_p <= CLAMPED_NEG_INF {
+        return Err(format!(
+            "the sampled token {sampled} has log-probability {log_p}, the server's stand-in for -inf: it is impossible under p, so the server did not sample from the top K of p it reported"
         ));
     }
     let max = top
@@ -68,5 +83,18 @@ mod tests {
         assert!(err.contains("not among the 1 top"), "{err}");
         let err = exact_log_p_q(&[(3, f64::NAN), (4, -1.0)], 4, 1.0).unwrap_err();
         assert!(err.contains("finite"), "{err}");
+    }
+
+    #[test]
+    fn clamped_minus_infinity_is_probability_zero() {
+        // As a top-K entry it adds nothing to the normalizer.
+        let top = [(3, 0.75f64.ln()), (7, 0.25f64.ln()), (9, CLAMPED_NEG_INF)];
+        let (lp, lq) = exact_log_p_q(&top, 7, 0.5).unwrap();
+        assert_eq!(lp, 0.25f64.ln());
+        let z = 0.75f64.powi(2) + 0.25f64.powi(2);
+        assert!((lq - (0.0625f64 / z).ln()).abs() < 1e-12);
+        // As the sampled token it is refused.
+        let err = exact_log_p_q(&top, 9, 0.5).unwrap_err();
+        assert!(err.contains("impossible under p"), "{err}");
     }
 }

@@ -2,22 +2,43 @@
 //!
 //! - `llamacpp+http://HOST:PORT[,http://HOST2:PORT]?k=64` — llama.cpp's `llama-server`;
 //! - `vllm+http://HOST:PORT[,...]?model=NAME&k=20` — vLLM's OpenAI-compatible server;
+//! - `sglang+http://HOST:PORT[,...][?model=NAME&k=64]` — SGLang's native `/generate` API;
 //! - `openai+…`, `anthropic+…`, `gemini+…` — hosted chat APIs, which cannot run MCMC.
 //!
 //! Options: `k` (top-K of the proposal and of the log-probabilities when the job sets no top-k;
-//! default 64), `timeout_s` (per request, default 300), `max_in_flight` (per server, default 16),
-//! `model` (the served model's name; required for vLLM).
+//! default per server kind, see [`ServerKind::default_k`]), `timeout_s` (per request, default
+//! 300), `max_in_flight` (per server, default 16), `model` (the served model's name; required for
+//! vLLM, checked against the server when given), `eos` (`eos=ID,ID,...`: token ids that end a
+//! generation, added to those the start-up probe learns from the server).
 
 use std::time::Duration;
 
+use powerfleet_sampler::TokenId;
+use serde::{Deserialize, Serialize};
+
 /// Which server speaks at the URLs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ServerKind {
     /// llama.cpp `llama-server` (`/completion`, `/tokenize`, `/detokenize`).
     LlamaCpp,
     /// vLLM (`/v1/completions`, `/tokenize`, `/detokenize`).
     Vllm,
+    /// SGLang (`/generate`, `/tokenize`, `/detokenize`).
+    Sglang,
 }
+
+/// vLLM raises temperatures in (0, 0.01) to 0.01 (`_MAX_TEMP` in `vllm/sampling_params.py`,
+/// `SamplingParams.__post_init__`, with a warning) and treats those below `_SAMPLING_EPS` (1e-5)
+/// as greedy: below 0.01 it does not sample at the temperature asked for.
+pub const VLLM_MIN_TEMPERATURE: f64 = 0.01;
+/// vLLM refuses temperatures above 2 ("temperature must be in [0, 2]",
+/// `SamplingParams._verify_args` in `vllm/sampling_params.py`).
+pub const VLLM_MAX_TEMPERATURE: f64 = 2.0;
+/// SGLang turns temperatures below `_SAMPLING_EPS` (1e-6) into greedy sampling (temperature 1,
+/// top_k 1; `SamplingParams.__post_init__` in `python/sglang/srt/sampling/sampling_params.py`).
+/// It has no upper limit.
+pub const SGLANG_MIN_TEMPERATURE: f64 = 1e-6;
 
 impl ServerKind {
     /// The scheme prefix in references.
@@ -25,6 +46,60 @@ impl ServerKind {
         match self {
             ServerKind::LlamaCpp => "llamacpp",
             ServerKind::Vllm => "vllm",
+            ServerKind::Sglang => "sglang",
+        }
+    }
+
+    /// The server's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::LlamaCpp => "llama.cpp",
+            ServerKind::Vllm => "vLLM",
+            ServerKind::Sglang => "SGLang",
+        }
+    }
+
+    /// The top-K used when neither the reference (`k=`) nor the job sets one. It fits each
+    /// server's default limit on returned log-probabilities:
+    /// - llama.cpp: 64 (`n_probs` has no limit beyond the vocabulary);
+    /// - vLLM: 20, its default `--max-logprobs` (`ModelConfig.max_logprobs` in
+    ///   `vllm/config/model.py`); a larger K needs the server started with `--max-logprobs K`;
+    /// - SGLang: 64 (`top_logprobs_num` is limited only by the vocabulary size).
+    pub fn default_k(self) -> u32 {
+        match self {
+            ServerKind::LlamaCpp => 64,
+            ServerKind::Vllm => 20,
+            ServerKind::Sglang => 64,
+        }
+    }
+
+    /// Whether the server samples at proposal temperature `temperature` exactly. Called at
+    /// submission and at job start; the error names the server's limits.
+    ///
+    /// - llama.cpp: any finite temperature > 0 (0 is greedy).
+    /// - vLLM: [0.01, 2]: it raises smaller temperatures to 0.01 (greedy below 1e-5) and refuses
+    ///   larger ones (`vllm/sampling_params.py`: `_MAX_TEMP`, `_verify_args`).
+    /// - SGLang: >= 1e-6; smaller temperatures are greedy (`_SAMPLING_EPS` in
+    ///   `python/sglang/srt/sampling/sampling_params.py`).
+    pub fn check_proposal(self, temperature: f64) -> Result<(), String> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(format!(
+                "the proposal temperature must be a finite number > 0, got {temperature}"
+            ));
+        }
+        match self {
+            ServerKind::LlamaCpp => Ok(()),
+            ServerKind::Vllm if temperature < VLLM_MIN_TEMPERATURE => Err(format!(
+                "vLLM raises temperatures below {VLLM_MIN_TEMPERATURE} to {VLLM_MIN_TEMPERATURE} (greedy below 1e-5), so it cannot sample the proposal at temperature {temperature}; use a proposal temperature in [{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}] (--proposal-temp, or a smaller alpha), or a llama.cpp or SGLang server"
+            )),
+            ServerKind::Vllm if temperature > VLLM_MAX_TEMPERATURE => Err(format!(
+                "vLLM refuses temperatures above {VLLM_MAX_TEMPERATURE}, so it cannot sample the proposal at temperature {temperature}; use a proposal temperature in [{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}], or a llama.cpp or SGLang server"
+            )),
+            ServerKind::Vllm => Ok(()),
+            ServerKind::Sglang if temperature < SGLANG_MIN_TEMPERATURE => Err(format!(
+                "SGLang samples greedily below temperature {SGLANG_MIN_TEMPERATURE}, so it cannot sample the proposal at temperature {temperature}; use a larger proposal temperature"
+            )),
+            ServerKind::Sglang => Ok(()),
         }
     }
 }
@@ -36,10 +111,14 @@ pub struct HttpReference {
     pub kind: ServerKind,
     /// Base URLs (`http://host:port`, no trailing slash).
     pub servers: Vec<String>,
-    /// The served model's name (vLLM's `model` field).
+    /// The served model's name (vLLM's `model` field; for SGLang, checked against the server).
     pub model: Option<String>,
-    /// Default top-K for proposals and log-probabilities.
+    /// Default top-K for proposals and log-probabilities (`k=`, else
+    /// [`ServerKind::default_k`]).
     pub k: u32,
+    /// Token ids that end a generation, given by the operator (`eos=ID,ID`), sorted and without
+    /// duplicates. The start-up probe adds those the server reports.
+    pub eos: Vec<TokenId>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Requests in flight per server.
@@ -56,29 +135,37 @@ pub enum Reference {
 }
 
 /// Why hosted chat APIs cannot serve MCMC.
-pub const HOSTED_CHAT_REFUSAL: &str = "hosted chat APIs (OpenAI chat, Anthropic, Gemini) cannot continue a completion from a token prefix and do not return the full-vocabulary log-probabilities Metropolis-Hastings needs; run power sampling against an inference server you control (vLLM or llama.cpp's llama-server)";
+pub const HOSTED_CHAT_REFUSAL: &str = "hosted chat APIs (OpenAI chat, Anthropic, Gemini) cannot continue a completion from a token prefix and do not return the full-vocabulary log-probabilities Metropolis-Hastings needs; run power sampling against an inference server you control (vLLM, SGLang or llama.cpp's llama-server)";
 
 /// Whether `reference` names an inference-server backend (rather than a toy model).
 pub fn is_http_reference(reference: &str) -> bool {
-    ["llamacpp+", "vllm+", "openai+", "anthropic+", "gemini+"]
-        .iter()
-        .any(|p| reference.starts_with(p))
+    [
+        "llamacpp+",
+        "vllm+",
+        "sglang+",
+        "openai+",
+        "anthropic+",
+        "gemini+",
+    ]
+    .iter()
+    .any(|p| reference.starts_with(p))
 }
 
 /// Parses a reference.
 pub fn parse(reference: &str) -> Result<Reference, String> {
     let (scheme, rest) = reference.split_once('+').ok_or_else(|| {
-        format!("model reference {reference:?} must look like llamacpp+http://HOST:PORT or vllm+http://HOST:PORT?model=NAME")
+        format!("model reference {reference:?} must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT")
     })?;
     let kind = match scheme {
         "llamacpp" => ServerKind::LlamaCpp,
         "vllm" => ServerKind::Vllm,
+        "sglang" => ServerKind::Sglang,
         "openai" | "anthropic" | "gemini" => {
             return crate::hosted::parse_hosted(reference).map(Reference::Hosted);
         }
         other => {
             return Err(format!(
-                "model reference scheme {other:?} is not known; use llamacpp+http://... or vllm+http://..."
+                "model reference scheme {other:?} is not known; use llamacpp+http://..., vllm+http://... or sglang+http://..."
             ));
         }
     };
@@ -104,7 +191,8 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
         kind,
         servers,
         model: None,
-        k: 64,
+        k: kind.default_k(),
+        eos: Vec::new(),
         timeout: Duration::from_secs(300),
         max_in_flight: 16,
     };
@@ -128,9 +216,21 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
             "k" => r.k = number("top-K of proposals and log-probabilities")? as u32,
             "timeout_s" => r.timeout = Duration::from_secs(number("seconds per request")?),
             "max_in_flight" => r.max_in_flight = number("requests per server")? as usize,
+            "eos" => {
+                for id in value.split(',') {
+                    let id = id.trim().parse::<TokenId>().map_err(|_| {
+                        format!(
+                            "eos in {reference:?} must be comma-separated token ids (eos=2,32000), got {value:?}"
+                        )
+                    })?;
+                    r.eos.push(id);
+                }
+                r.eos.sort_unstable();
+                r.eos.dedup();
+            }
             other => {
                 return Err(format!(
-                    "unknown option {other:?} in {reference:?}; known: model, k, timeout_s, max_in_flight"
+                    "unknown option {other:?} in {reference:?}; known: model, k, eos, timeout_s, max_in_flight"
                 ));
             }
         }
@@ -159,6 +259,15 @@ mod tests {
             panic!()
         };
         assert_eq!((l.kind, l.k), (ServerKind::LlamaCpp, 64));
+        assert!(l.eos.is_empty());
+        let Reference::Http(s) =
+            parse("sglang+http://10.0.0.5:30000?eos=151645,151643,151645").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((s.kind, s.k, s.model), (ServerKind::Sglang, 64, None));
+        assert_eq!(s.eos, vec![151643, 151645]);
+        assert!(is_http_reference("sglang+http://x"));
         assert!(matches!(
             parse("openai+https://api.openai.com/v1?model=gpt-4o").unwrap(),
             Reference::Hosted(h) if h.model == "gpt-4o"
@@ -174,11 +283,62 @@ mod tests {
             ("llamacpp+http://h:1?color=red", "unknown option"),
             ("tgi+http://h:1", "not known"),
             ("llamacpp+", "names no server"),
+            ("llamacpp+http://h:1?eos=2,x", "comma-separated token ids"),
         ] {
             let err = parse(r).unwrap_err();
             assert!(err.contains(needle), "{r}: {err}");
         }
         assert!(is_http_reference("vllm+http://x"));
         assert!(!is_http_reference("toy:pivot"));
+    }
+
+    #[test]
+    fn the_default_k_fits_each_servers_default_logprob_limit() {
+        for (reference, k) in [
+            ("llamacpp+http://h:1", 64),
+            ("vllm+http://h:1?model=m", 20),
+            ("sglang+http://h:1", 64),
+            ("vllm+http://h:1?model=m&k=64", 64),
+        ] {
+            let Reference::Http(h) = parse(reference).unwrap() else {
+                panic!()
+            };
+            assert_eq!(h.k, k, "{reference}");
+        }
+    }
+
+    #[test]
+    fn proposal_temperatures_are_checked_against_each_servers_limits() {
+        use ServerKind::*;
+        for (kind, t, ok) in [
+            (LlamaCpp, 0.001, true),
+            (LlamaCpp, 10.0, true),
+            (LlamaCpp, 0.0, false),
+            (LlamaCpp, f64::NAN, false),
+            (Vllm, 0.01, true),
+            (Vllm, 0.25, true),
+            (Vllm, 2.0, true),
+            (Vllm, 0.005, false),
+            (Vllm, 2.5, false),
+            (Sglang, 1e-6, true),
+            (Sglang, 5.0, true),
+            (Sglang, 1e-7, false),
+            (Sglang, -1.0, false),
+        ] {
+            assert_eq!(kind.check_proposal(t).is_ok(), ok, "{kind:?} at {t}");
+        }
+        let err = Vllm.check_proposal(0.005).unwrap_err();
+        assert!(err.contains("0.01") && err.contains("0.005"), "{err}");
+        let err = Vllm.check_proposal(4.0).unwrap_err();
+        assert!(err.contains("above 2"), "{err}");
+    }
+
+    #[test]
+    fn server_kinds_serialize_as_their_prefix() {
+        for kind in [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.prefix()));
+            assert_eq!(serde_json::from_str::<ServerKind>(&json).unwrap(), kind);
+        }
     }
 }

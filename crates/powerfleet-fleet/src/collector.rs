@@ -127,7 +127,7 @@ pub async fn run(
                 failures += 1;
                 // The workers' backoff: doubling from 200 ms up to 6.4 s, with jitter, so that
                 // collectors sharing a database that came back do not retry in step.
-                let delay = crate::worker::backoff(
+                let delay = crate::driver::backoff(
                     Duration::from_millis(200),
                     failures,
                     Duration::from_millis(6400),

@@ -54,6 +54,11 @@ pub const QUEUE_LAG: &str = "powerfleet_queue_lag_jobs";
 pub const QUEUE_PENDING: &str = "powerfleet_queue_pending_jobs";
 /// HTTP API requests, by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "powerfleet_http_requests_total";
+/// Counter: jobs put back to wait for their model, by backend and by whether the worker had
+/// claimed them (`claimed`) or left them unclaimed because the model was down (`unclaimed`).
+pub const JOBS_WAITING: &str = "powerfleet_jobs_waiting_for_model_total";
+/// Counter: jobs moved back to the jobs stream after waiting for their model.
+pub const JOBS_PROMOTED: &str = "powerfleet_jobs_promoted_total";
 
 /// Registers descriptions and units with the installed recorder.
 pub fn describe() {
@@ -97,6 +102,14 @@ pub fn describe() {
     describe_gauge!(QUEUE_LAG, "Jobs not yet delivered to any worker");
     describe_gauge!(QUEUE_PENDING, "Jobs delivered and not yet acknowledged");
     describe_counter!(HTTP_REQUESTS, "HTTP API requests by route and status");
+    describe_counter!(
+        JOBS_WAITING,
+        "Jobs put back to wait for their model, which was unavailable"
+    );
+    describe_counter!(
+        JOBS_PROMOTED,
+        "Jobs moved back to the queue after waiting for their model"
+    );
     describe_gauge!(
         powerfleet_backends::client::CIRCUIT_OPEN,
         "1 while an inference server's circuit breaker is open"
@@ -121,6 +134,12 @@ pub fn observe_backend(name: &'static str, backend: &'static str, d: Duration) {
 /// Counts a retried model request.
 pub fn model_retry(backend: &'static str) {
     counter!(MODEL_RETRIES, "backend" => backend).increment(1);
+}
+
+/// Counts a job put back to wait for its model.
+pub fn job_waiting(backend: &'static str, claimed: bool) {
+    let when = if claimed { "claimed" } else { "unclaimed" };
+    counter!(JOBS_WAITING, "backend" => backend, "when" => when).increment(1);
 }
 
 /// Moves the in-flight gauge.

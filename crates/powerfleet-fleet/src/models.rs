@@ -4,12 +4,22 @@
 //! inference server's latency per request; or a NAME registered with `--model NAME=REFERENCE`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use powerfleet_backends::{BackendError, HostedModel, HttpModel, ServerKind};
+use powerfleet_jobs::Prompt;
 use powerfleet_models::{ToyModel, resolve_toy};
+use powerfleet_sampler::{Generation, LanguageModel, OwnedRequest, TokenId, ValidConfig};
+use serde_json::{Value, json};
 
-/// A loaded model.
+/// Why a toy job with `chat` fails.
+pub const TOY_CHAT_REFUSAL: &str = "toy models have no chat template; submit without chat";
+
+/// A loaded model: the one async seam every chain driver talks to. Toy models and inference
+/// servers answer the same calls (generate, tokenize, detokenize), and every error says whether
+/// the server is unavailable (wait), the request failed (retry), or it was refused (fail).
 #[derive(Clone, Debug)]
 pub enum Backend {
     /// An in-process toy model, with a simulated latency per request.
@@ -18,19 +28,27 @@ pub enum Backend {
         model: Arc<ToyModel>,
         /// Sleep per request.
         latency: Duration,
-        /// Probability that a request fails as a transient error (for resilience tests); a
-        /// request's attempts fail independently, deterministically given its seed.
-        fail_rate: f64,
     },
-    /// Inference servers over HTTP (llama.cpp, vLLM).
+    /// Inference servers over HTTP (llama.cpp, vLLM, SGLang).
     Http {
         /// The client of the reference's servers.
-        model: Arc<powerfleet_backends::HttpModel>,
+        model: Arc<HttpModel>,
     },
     /// A hosted chat API: single samples only, no log-probabilities.
     Hosted {
         /// The client.
-        model: Arc<powerfleet_backends::HostedModel>,
+        model: Arc<HostedModel>,
+    },
+    /// Fault injection around another model: each request fails as an outage with probability
+    /// `fail_rate`, independently of the others. A failed request samples nothing, so the tokens
+    /// a chain ends with do not depend on the faults.
+    Faulty {
+        /// The model that answers the requests that do not fail.
+        inner: Arc<Backend>,
+        /// Probability that a request fails.
+        fail_rate: f64,
+        /// Requests so far: each draw depends on the request's seed and this count.
+        calls: Arc<AtomicU64>,
     },
 }
 
@@ -39,11 +57,9 @@ impl Backend {
     pub fn label(&self) -> &'static str {
         match self {
             Backend::Toy { .. } => "toy",
-            Backend::Http { model } => match model.reference().kind {
-                powerfleet_backends::ServerKind::LlamaCpp => "llamacpp",
-                powerfleet_backends::ServerKind::Vllm => "vllm",
-            },
+            Backend::Http { model } => model.reference().kind.prefix(),
             Backend::Hosted { .. } => "hosted",
+            Backend::Faulty { inner, .. } => inner.label(),
         }
     }
 
@@ -53,8 +69,163 @@ impl Backend {
             Backend::Toy { .. } => "exact: in-process toy model".to_string(),
             Backend::Http { model } => model.exactness(top_k),
             Backend::Hosted { model } => model.exactness(),
+            Backend::Faulty { inner, .. } => inner.exactness(top_k),
         }
     }
+
+    /// While the model cannot be reached at all (every server's circuit open), how long until
+    /// it may be tried again. Workers leave its jobs in the queue meanwhile.
+    pub fn unavailable_for(&self) -> Option<Duration> {
+        match self {
+            Backend::Http { model } => model.unavailable_for(),
+            Backend::Faulty { inner, .. } => inner.unavailable_for(),
+            Backend::Toy { .. } | Backend::Hosted { .. } => None,
+        }
+    }
+
+    /// Gets the model ready for a chain with `config` after a prompt of `prompt_len` tokens, and
+    /// returns its pin: what the chain's stored log q depends on besides the chain's own
+    /// configuration. Servers are probed (once per worker); a job whose proposal temperature the
+    /// server does not honour exactly, or that cannot fit its context, is refused.
+    pub async fn prepare(
+        &self,
+        config: &ValidConfig,
+        prompt_len: usize,
+    ) -> Result<Value, BackendError> {
+        match self {
+            Backend::Toy { model, .. } => Ok(json!({"kind": "toy", "model": model.name()})),
+            Backend::Http { model } => {
+                let kind = model.reference().kind;
+                kind.check_proposal(config.temperature())
+                    .map_err(BackendError::Rejected)?;
+                let info = model.probe().await?;
+                model.check_fits(&info, prompt_len, config.max_new_tokens())?;
+                Ok(serde_json::to_value(model.pin(&info)).expect("a pin serializes"))
+            }
+            Backend::Hosted { .. } => Err(BackendError::Rejected(
+                "hosted chat APIs run no chains".to_string(),
+            )),
+            Backend::Faulty { inner, .. } => Box::pin(inner.prepare(config, prompt_len)).await,
+        }
+    }
+
+    /// The prompt's token ids: text is tokenized once, by the model's own tokenizer. With
+    /// `chat`, an inference server first formats the text through its chat template as one user
+    /// message.
+    pub async fn tokenize(&self, prompt: &Prompt, chat: bool) -> Result<Vec<TokenId>, BackendError> {
+        match (self, prompt) {
+            (Backend::Faulty { inner, .. }, _) => Box::pin(inner.tokenize(prompt, chat)).await,
+            (Backend::Toy { .. }, _) if chat => {
+                Err(BackendError::Rejected(TOY_CHAT_REFUSAL.to_string()))
+            }
+            (Backend::Toy { model, .. }, Prompt::Text(text)) => model
+                .tokenize(text)
+                .map_err(|e| BackendError::Rejected(e.to_string())),
+            (Backend::Toy { model, .. }, Prompt::Tokens(ids)) => {
+                model.check_tokens(ids).map_err(BackendError::Rejected)?;
+                Ok(ids.clone())
+            }
+            (Backend::Http { model }, Prompt::Text(text)) => {
+                let (what, answer) = if chat {
+                    (
+                        "formatting the prompt through the server's chat template",
+                        model.tokenize_chat(text).await,
+                    )
+                } else {
+                    ("tokenizing the prompt", model.tokenize(text).await)
+                };
+                answer.map_err(|e| prefixed(what, e))
+            }
+            (Backend::Http { .. }, Prompt::Tokens(_)) if chat => Err(BackendError::Rejected(
+                "chat formats a text prompt through the chat template; token-id prompts cannot be formatted"
+                    .to_string(),
+            )),
+            (Backend::Http { .. }, Prompt::Tokens(ids)) => Ok(ids.clone()),
+            (Backend::Hosted { .. }, _) => Err(BackendError::Rejected(
+                "hosted chat APIs run no chains".to_string(),
+            )),
+        }
+    }
+
+    /// Samples a continuation of `request.prefix` with exact log p and log q per token.
+    /// `affinity` keeps one chain on one server while that server is healthy.
+    pub async fn generate(
+        &self,
+        request: &OwnedRequest,
+        affinity: u64,
+    ) -> Result<Generation, BackendError> {
+        match self {
+            Backend::Toy { model, latency } => {
+                if !latency.is_zero() {
+                    tokio::time::sleep(*latency).await;
+                }
+                match model.generate(&request.as_request()) {
+                    Ok(g) => Ok(g),
+                    Err(never) => match never {},
+                }
+            }
+            Backend::Http { model } => model.generate(request, affinity).await,
+            Backend::Hosted { .. } => Err(BackendError::Rejected(
+                "hosted chat APIs run no chains".to_string(),
+            )),
+            Backend::Faulty {
+                inner,
+                fail_rate,
+                calls,
+            } => {
+                let call = calls.fetch_add(1, Ordering::Relaxed);
+                if chaos_draw(request.seed, call) < *fail_rate {
+                    return Err(BackendError::Unavailable(format!(
+                        "simulated transient failure of {} (fail_rate={fail_rate})",
+                        inner.label()
+                    )));
+                }
+                Box::pin(inner.generate(request, affinity)).await
+            }
+        }
+    }
+
+    /// The text of `tokens`, by the model's own tokenizer.
+    pub async fn detokenize(&self, tokens: &[TokenId]) -> Result<String, BackendError> {
+        match self {
+            Backend::Toy { model, .. } => Ok(model.detokenize(tokens)),
+            Backend::Http { model } => model
+                .detokenize(tokens)
+                .await
+                .map_err(|e| prefixed("detokenizing the completion", e)),
+            Backend::Hosted { .. } => Err(BackendError::Rejected(
+                "hosted chat APIs return text, not token ids".to_string(),
+            )),
+            Backend::Faulty { inner, .. } => Box::pin(inner.detokenize(tokens)).await,
+        }
+    }
+
+    /// The server kind behind the model, if it is an inference server.
+    pub fn server_kind(&self) -> Option<ServerKind> {
+        match self {
+            Backend::Http { model } => Some(model.reference().kind),
+            Backend::Faulty { inner, .. } => inner.server_kind(),
+            Backend::Toy { .. } | Backend::Hosted { .. } => None,
+        }
+    }
+}
+
+/// `e` with `what` in front of its message, of the same kind.
+fn prefixed(what: &str, e: BackendError) -> BackendError {
+    match e {
+        BackendError::Unavailable(m) => BackendError::Unavailable(format!("{what}: {m}")),
+        BackendError::Transient(m) => BackendError::Transient(format!("{what}: {m}")),
+        BackendError::Rejected(m) => BackendError::Rejected(format!("{what}: {m}")),
+    }
+}
+
+/// A uniform draw in [0, 1) from (seed, call): splitmix64.
+fn chaos_draw(seed: u64, call: u64) -> f64 {
+    let mut z = seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    powerfleet_sampler::rng::unit_interval(z)
 }
 
 /// Names registered on the command line, and a cache of loaded models.
@@ -115,10 +286,10 @@ pub fn load(reference: &str) -> Result<Backend, String> {
     if powerfleet_backends::is_http_reference(reference) {
         return match powerfleet_backends::parse(reference)? {
             powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
-                model: Arc::new(powerfleet_backends::HttpModel::new(h)),
+                model: Arc::new(HttpModel::new(h)),
             }),
             powerfleet_backends::Reference::Hosted(h) => Ok(Backend::Hosted {
-                model: Arc::new(powerfleet_backends::HostedModel::new(h)),
+                model: Arc::new(HostedModel::new(h)),
             }),
         };
     }
@@ -155,10 +326,18 @@ pub fn load(reference: &str) -> Result<Backend, String> {
         }
     }
     let model = resolve_toy(base).map_err(|e| e.to_string())?;
-    Ok(Backend::Toy {
+    let toy = Backend::Toy {
         model: Arc::new(model),
         latency,
-        fail_rate,
+    };
+    Ok(if fail_rate > 0.0 {
+        Backend::Faulty {
+            inner: Arc::new(toy),
+            fail_rate,
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    } else {
+        toy
     })
 }
 
@@ -170,7 +349,7 @@ mod tests {
     fn registered_names_and_latency_options_resolve() {
         let reg = ModelRegistry::new(&["small=toy:pivot?delay_ms=3".to_string()]).unwrap();
         match reg.resolve("small").unwrap() {
-            Backend::Toy { model, latency, .. } => {
+            Backend::Toy { model, latency } => {
                 assert_eq!(model.name(), "toy:pivot");
                 assert_eq!(latency, Duration::from_millis(3));
             }

@@ -25,6 +25,13 @@ pub struct JobView {
     pub attempts: u32,
     /// Why it failed, was cancelled or died.
     pub error: Option<String>,
+    /// Why a queued job waits for its model (the server is down, or this worker maps its model
+    /// name to another backend than its checkpoint was made with), and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// When a waiting job is tried again, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
     /// The result, once finished.
     pub result: Option<JobResult>,
     /// Where the answer came from: `redis` or `database`.
@@ -106,6 +113,8 @@ fn from_result(r: JobResult) -> JobView {
         progress: None,
         attempts: r.attempts,
         error: r.error.clone(),
+        waiting: None,
+        not_before_ms: None,
         result: Some(r),
         source: "database",
     }
@@ -142,6 +151,8 @@ fn live_view(s: powerfleet_queue::JobState) -> JobView {
         error: s
             .error
             .or_else(|| s.result.as_ref().and_then(|r| r.error.clone())),
+        waiting: s.waiting,
+        not_before_ms: s.not_before_ms,
         result: s.result,
         source: "redis",
     }

@@ -10,13 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerfleet_jobs::{JobResult, JobSpec, JobStatus, Prompt, now_ms};
-use powerfleet_queue::{ClaimOutcome, Delivery, Lease, LeaseState, Progress, Queue, QueueError};
-use powerfleet_sampler::{Chain, Checkpoint, LanguageModel, TokenId};
+use powerfleet_queue::{
+    ClaimOutcome, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Wait,
+};
+use powerfleet_sampler::{Chain, Checkpoint};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::driver::{self, Called, RetryPolicy, Stop, backoff};
 use crate::metrics;
 use crate::models::{Backend, ModelRegistry};
 
@@ -41,6 +46,14 @@ pub struct WorkerConfig {
     pub read_block: Duration,
     /// On shutdown, how long to wait for in-flight chains to reach a safe point.
     pub grace: Duration,
+    /// How long a job may wait for its model (every attempt failing as unavailable, on one
+    /// claim after another) before it fails with the model's last error.
+    pub patience: Duration,
+    /// First delay before a job that waits for its model is tried again; doubles per wait,
+    /// with jitter, up to `max_wait`.
+    pub wait_backoff: Duration,
+    /// Longest delay between two tries of a job that waits for its model.
+    pub max_wait: Duration,
 }
 
 impl WorkerConfig {
@@ -56,6 +69,9 @@ impl WorkerConfig {
             retry_backoff: Duration::from_millis(200),
             read_block: Duration::from_millis(1000),
             grace: Duration::from_secs(10),
+            patience: Duration::from_secs(2 * 3600),
+            wait_backoff: Duration::from_secs(1),
+            max_wait: Duration::from_secs(30),
         }
     }
 
@@ -96,6 +112,8 @@ pub struct WorkerReport {
     pub handed_back: AtomicU64,
     /// Jobs abandoned because another worker took them over.
     pub lost: AtomicU64,
+    /// Jobs put back to wait for their model (claimed or not).
+    pub waited: AtomicU64,
     /// Blocks completed: each one checkpointed, or its chain's result published.
     pub blocks: AtomicU64,
 }
@@ -195,6 +213,11 @@ async fn fetch(
     last_reclaim: &mut Option<tokio::time::Instant>,
 ) -> Result<Vec<Delivery>, QueueError> {
     let c = &ctx.config;
+    let promoted = ctx.queue.promote_due(64).await?;
+    if promoted > 0 {
+        metrics::add(metrics::JOBS_PROMOTED, promoted as u64);
+        debug!(count = promoted, "jobs back from waiting for their model");
+    }
     let reclaim_every = (c.lease / 2).max(Duration::from_millis(50));
     if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every) {
         *last_reclaim = Some(tokio::time::Instant::now());
@@ -210,18 +233,53 @@ async fn fetch(
             return Ok(reclaimed);
         }
     }
-    ctx.queue
+    let read = ctx
+        .queue
         .read_jobs(&c.consumer, free, c.read_block.as_millis() as u64)
-        .await
+        .await?;
+    let mut ready = Vec::with_capacity(read.len());
+    for delivery in read {
+        if !leave_for_down_model(ctx, &delivery).await? {
+            ready.push(delivery);
+        }
+    }
+    Ok(ready)
 }
 
-/// Exponential backoff with jitter: base·2^(attempt−1), at most `max`, times a factor in [0.5, 1).
-pub(crate) fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(max);
-    let jitter = 0.5 + 0.5 * (now_ms() % 1000) as f64 / 1000.0;
-    capped.mul_f64(jitter)
+/// While every server of a delivery's model is down, puts the job back to wait without claiming
+/// it, so a worker does not drain the queue into failures; returns whether it did.
+async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, QueueError> {
+    let Ok(spec) = &delivery.spec else {
+        return Ok(false);
+    };
+    let Ok(backend) = ctx.models.resolve(&spec.model) else {
+        return Ok(false);
+    };
+    let Some(down_for) = backend.unavailable_for() else {
+        return Ok(false);
+    };
+    let reason = format!(
+        "waiting for model {}: every server is down (its circuit opened after repeated failures); trying again in {} s",
+        spec.model,
+        down_for.as_secs().max(1)
+    );
+    let wait = Wait {
+        due_ms: now_ms() + down_for.as_millis() as u64,
+        reason: &reason,
+        since_ms: None,
+    };
+    let deferred = ctx
+        .queue
+        .defer_unclaimed(spec.job_id, &delivery.entry_id, &wait)
+        .await?;
+    if deferred {
+        metrics::job_waiting(backend.label(), false);
+        ctx.report.waited.fetch_add(1, Ordering::Relaxed);
+        debug!(job_id = %spec.job_id, "left unclaimed: its model is down");
+    }
+    Ok(deferred)
 }
+
 
 async fn handle(ctx: &Ctx, delivery: Delivery) {
     let span = match &delivery.spec {
@@ -236,11 +294,18 @@ async fn handle(ctx: &Ctx, delivery: Delivery) {
     }
 }
 
+/// A claimed job.
 struct Running {
     lease: Lease,
     spec: JobSpec,
     attempts: u32,
     started_at_ms: u64,
+    /// Since when the job has waited for its model, from earlier claims.
+    waiting_since_ms: Option<u64>,
+    /// How often it waited before.
+    waits: u32,
+    /// The pin of the backend this claim runs with, once known.
+    pin: Option<Value>,
 }
 
 impl Running {
@@ -256,14 +321,10 @@ impl Running {
         r.stats = chain.map(|c| c.stats().clone()).unwrap_or_default();
         r.started_at_ms = Some(self.started_at_ms);
         r.exactness = backend.map(|b| b.exactness(spec.config.top_k));
+        r.pin = self.pin.clone();
         if status == JobStatus::Completed
             && let Some(out) = chain.and_then(Chain::output)
         {
-            r.text = backend.and_then(|b| match b {
-                Backend::Toy { model, .. } => Some(model.detokenize(&out.tokens)),
-                // Filled in by the caller: detokenizing asks the server.
-                Backend::Http { .. } | Backend::Hosted { .. } => None,
-            });
             r.tokens = out.tokens;
             r.log_p = Some(out.log_p);
             r.ends_with_eos = out.ends_with_eos;
@@ -271,6 +332,63 @@ impl Running {
         }
         r
     }
+}
+
+/// A chain checkpoint as the worker stores it: with the pin of the backend whose answers its log q
+/// came from. Checkpoints written before pins existed are bare chain checkpoints and still load.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinnedCheckpoint {
+    /// Format version of this envelope.
+    pinned: u32,
+    /// What the chain's log q depends on (see [`Backend::prepare`]).
+    pin: Value,
+    /// The chain's own checkpoint.
+    chain: Checkpoint,
+}
+
+impl PinnedCheckpoint {
+    fn encode(chain: &Chain, pin: &Value) -> Vec<u8> {
+        serde_json::to_vec(&PinnedCheckpoint {
+            pinned: 1,
+            pin: pin.clone(),
+            chain: chain.checkpoint(),
+        })
+        .expect("a checkpoint serializes")
+    }
+
+    /// The chain and, unless the checkpoint predates pins, its pin.
+    fn decode(bytes: &[u8]) -> Result<(Chain, Option<Value>), String> {
+        match serde_json::from_slice::<PinnedCheckpoint>(bytes) {
+            Ok(p) => {
+                let chain = Chain::from_checkpoint(p.chain).map_err(|e| e.to_string())?;
+                Ok((chain, Some(p.pin)))
+            }
+            Err(_) => Checkpoint::from_json(bytes)
+                .and_then(Chain::from_checkpoint)
+                .map(|c| (c, None))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The fields in which two pins differ, as "field: checkpoint X, this worker Y".
+fn pin_differences(stored: &Value, mine: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        stored.as_object().unwrap_or(&empty),
+        mine.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
+            format!("{k}: checkpoint {}, this worker {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
 }
 
 async fn finish(
@@ -300,6 +418,125 @@ async fn finish(
     Ok(())
 }
 
+/// Gives the job back to the queue at once (shutdown). A hand-back is never a delivery.
+async fn hand_back(ctx: &Ctx, run: &Running, progress: Option<&Progress>) -> Result<(), QueueError> {
+    if ctx.queue.hand_back(&run.lease).await? {
+        ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
+        metrics::add(metrics::JOBS_HANDED_BACK, 1);
+        info!(
+            block_idx = progress.map(|p| p.block_idx),
+            step_idx = progress.map(|p| p.step_idx),
+            "handed back"
+        );
+    }
+    Ok(())
+}
+
+/// The job's model is unavailable: put it back to wait (keeping its checkpoint, without counting
+/// a delivery), or fail it once it has waited longer than the operator's patience.
+/// `progressed` says whether this claim got any answer from the model, which ends an earlier
+/// wait.
+#[allow(clippy::too_many_arguments)]
+async fn wait_for_model(
+    ctx: &Ctx,
+    run: &Running,
+    backend: &Backend,
+    chain: Option<&Chain>,
+    progressed: bool,
+    why: &str,
+) -> Result<(), QueueError> {
+    let now = now_ms();
+    let since = if progressed {
+        now
+    } else {
+        run.waiting_since_ms.unwrap_or(now)
+    };
+    let waited = Duration::from_millis(now.saturating_sub(since));
+    let patience = ctx.config.patience;
+    if waited >= patience {
+        let error = format!(
+            "model {} unavailable for {} s, longer than the worker's --model-patience of {} s: {why}",
+            run.spec.model,
+            waited.as_secs(),
+            patience.as_secs()
+        );
+        let r = run.result(JobStatus::Failed, chain, Some(backend), Some(error));
+        return finish(ctx, run, r, None).await;
+    }
+    let mut delay = backoff(ctx.config.wait_backoff, run.waits + 1, ctx.config.max_wait);
+    if let Some(down) = backend.unavailable_for() {
+        delay = delay.max(down);
+    }
+    // Never wait past the patience: the job fails at the first try after it.
+    delay = delay.min(patience - waited + Duration::from_millis(10));
+    let reason = format!(
+        "waiting for model {} (unavailable for {} s; patience {} s): {why}",
+        run.spec.model,
+        waited.as_secs(),
+        patience.as_secs()
+    );
+    let wait = Wait {
+        due_ms: now + delay.as_millis() as u64,
+        reason: &reason,
+        since_ms: Some(since),
+    };
+    if ctx.queue.defer(&run.lease, &wait).await? {
+        metrics::job_waiting(backend.label(), true);
+        ctx.report.waited.fetch_add(1, Ordering::Relaxed);
+        info!(retry_in_ms = delay.as_millis() as u64, reason = %why, "waiting for the model");
+    } else {
+        ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// How a claimed job settles a model call that did not succeed.
+async fn settle(
+    ctx: &Ctx,
+    run: &Running,
+    shared: &Shared,
+    backend: &Backend,
+    chain: Option<&Chain>,
+    progressed: bool,
+    outcome: Called<()>,
+) -> Result<(), QueueError> {
+    match outcome {
+        Called::Done(()) => Ok(()),
+        Called::Failed(e) => {
+            let r = run.result(JobStatus::Failed, chain, Some(backend), Some(e));
+            finish(ctx, run, r, None).await
+        }
+        Called::Waiting(why) => wait_for_model(ctx, run, backend, chain, progressed, &why).await,
+        Called::Interrupted => {
+            if shared.lost.load(Ordering::Relaxed) {
+                ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+                info!("lease lost; another worker owns the job now");
+                Ok(())
+            } else if shared.cancel.load(Ordering::Relaxed) {
+                let r = run.result(
+                    JobStatus::Cancelled,
+                    chain,
+                    Some(backend),
+                    Some("cancelled".into()),
+                );
+                finish(ctx, run, r, None).await
+            } else {
+                hand_back(ctx, run, None).await
+            }
+        }
+    }
+}
+
+/// `called` without its value, for [`settle`].
+fn unit<T>(called: &Called<T>) -> Called<()> {
+    match called {
+        Called::Done(_) => Called::Done(()),
+        Called::Interrupted => Called::Interrupted,
+        Called::Waiting(m) => Called::Waiting(m.clone()),
+        Called::Failed(m) => Called::Failed(m.clone()),
+    }
+}
+
 async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     let spec = match &delivery.spec {
         Ok(spec) => spec.clone(),
@@ -312,23 +549,31 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         }
     };
     let consumer = &ctx.config.consumer;
-    let (lease, attempts, cancel, checkpoint, started_at_ms) = match ctx
+    let claimed = ctx
         .queue
         .claim(spec.job_id, &delivery.entry_id, consumer)
-        .await?
-    {
+        .await?;
+    let (run, cancel, checkpoint) = match claimed {
         ClaimOutcome::Claimed {
             lease,
             deliveries,
             cancel_requested,
             checkpoint,
             started_at_ms,
+            waiting_since_ms,
+            waits,
         } => (
-            lease,
-            deliveries,
+            Running {
+                lease,
+                spec,
+                attempts: deliveries,
+                started_at_ms,
+                waiting_since_ms,
+                waits,
+                pin: None,
+            },
             cancel_requested,
             checkpoint,
-            started_at_ms,
         ),
         ClaimOutcome::Missing => {
             let reason = format!("no state for job {} in this namespace", spec.job_id);
@@ -338,16 +583,15 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         }
         ClaimOutcome::AlreadyFinal(_) | ClaimOutcome::Stale => return Ok(()),
     };
-    let run = Running {
-        lease,
-        spec,
-        attempts,
-        started_at_ms,
-    };
     metrics::add(metrics::JOBS_STARTED, 1);
     // The lease is renewed from the claim on, whatever the job does next (tokenizing, a hosted
-    // call, the chain); the guard stops the renewals when this function returns or unwinds.
-    let shared = Arc::new(Shared::default());
+    // call, the chain); the guard stops the renewals when this function returns or unwinds. The
+    // job's interrupt fires on shutdown, on a cancellation request and when the lease is lost,
+    // and abandons any model request in flight.
+    let shared = Arc::new(Shared {
+        interrupt: ctx.stop.child_token(),
+        ..Shared::default()
+    });
     let _keeper = AbortOnDrop(tokio::spawn(keep_lease(
         ctx.queue.clone(),
         run.lease.clone(),
@@ -355,15 +599,13 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         ctx.config.heartbeat,
     )));
     if ctx.stop.is_cancelled() {
-        ctx.queue.hand_back(&run.lease).await?;
-        ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
-        metrics::add(metrics::JOBS_HANDED_BACK, 1);
-        return Ok(());
+        return hand_back(ctx, &run, None).await;
     }
     let max = ctx.config.max_deliveries;
-    if attempts > max {
+    if run.attempts > max {
         let reason = format!(
-            "delivered {attempts} times, more than the limit of {max}; the job keeps killing or stalling its workers"
+            "delivered {} times, more than the limit of {max}; the job keeps killing or stalling its workers",
+            run.attempts
         );
         let r = run.result(JobStatus::Dead, None, None, Some(reason.clone()));
         return finish(ctx, &run, r, Some(&reason)).await;
@@ -392,39 +634,56 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         }
     };
     if let Backend::Hosted { model } = &backend {
-        let r = hosted_sample(ctx, &run, model, &config, &backend).await;
-        return finish(ctx, &run, r, None).await;
+        return hosted_sample(ctx, &run, &shared, model, &config, &backend).await;
     }
-    let retry = (ctx.config.model_attempts, ctx.config.retry_backoff);
-    let prompt = match prompt_tokens(&backend, &run.spec.prompt, run.spec.chat, retry).await {
-        Ok(p) => p,
-        Err(e) => {
-            let r = run.result(JobStatus::Failed, None, Some(&backend), Some(e));
-            return finish(ctx, &run, r, None).await;
+    let policy = ctx.config.retry_policy();
+    let interrupt = &shared.interrupt;
+    let (prompt, chat) = (&run.spec.prompt, run.spec.chat);
+    let tokenized = driver::call(&backend, policy, interrupt, || backend.tokenize(prompt, chat)).await;
+    let Called::Done(prompt) = tokenized else {
+        return settle(ctx, &run, &shared, &backend, None, false, unit(&tokenized)).await;
+    };
+    let prepared = driver::call(&backend, policy, interrupt, || {
+        backend.prepare(&config, prompt.len())
+    })
+    .await;
+    let Called::Done(pin) = prepared else {
+        return settle(ctx, &run, &shared, &backend, None, false, unit(&prepared)).await;
+    };
+    let mut run = run;
+    run.pin = Some(pin.clone());
+    let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
+    let chain = match checkpoint.as_deref().map(PinnedCheckpoint::decode) {
+        None => fresh(),
+        Some(Ok((c, stored_pin))) if c.config() == &config => {
+            if let Some(stored) = stored_pin.filter(|p| *p != pin) {
+                // The stored log q came from another proposal: resuming would mix two proposals
+                // in one acceptance ratio. Another worker (the old mapping, during a rolling
+                // deploy) may resume it; this one waits, and says why.
+                let why = format!(
+                    "this worker's model {} is not the backend the checkpoint was made with ({}); resume it on a worker that maps the name as before, or cancel the job",
+                    run.spec.model,
+                    pin_differences(&stored, &pin).join("; ")
+                );
+                warn!(reason = %why, "refusing to resume a checkpoint pinned to another backend");
+                return wait_for_model(ctx, &run, &backend, None, false, &why).await;
+            }
+            info!(
+                block_idx = c.position().block_idx,
+                "resuming from checkpoint"
+            );
+            c
+        }
+        Some(Ok(_)) => {
+            warn!("checkpoint was written for another configuration; starting over");
+            fresh()
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "checkpoint unusable; starting over");
+            fresh()
         }
     };
-    let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
-    let chain = match checkpoint {
-        None => fresh(),
-        Some(bytes) => match Checkpoint::from_json(&bytes).and_then(Chain::from_checkpoint) {
-            Ok(c) if c.config() == &config => {
-                info!(
-                    block_idx = c.position().block_idx,
-                    "resuming from checkpoint"
-                );
-                c
-            }
-            Ok(_) => {
-                warn!("checkpoint was written for another configuration; starting over");
-                fresh()
-            }
-            Err(e) => {
-                warn!(error = %e, "checkpoint unusable; starting over");
-                fresh()
-            }
-        },
-    };
-    drive(ctx, run, chain, backend, shared).await
+    drive(ctx, &run, chain, &backend, &shared).await
 }
 
 /// A job on a hosted chat API: one sample at the method's temperature. MCMC methods run this way
@@ -432,10 +691,11 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
 async fn hosted_sample(
     ctx: &Ctx,
     run: &Running,
+    shared: &Shared,
     model: &powerfleet_backends::HostedModel,
     config: &powerfleet_sampler::ValidConfig,
     backend: &Backend,
-) -> JobResult {
+) -> Result<(), QueueError> {
     let spec = &run.spec;
     let fail = |e: String| run.result(JobStatus::Failed, None, Some(backend), Some(e));
     let fallback = match (config.method().is_mcmc(), spec.fallback_single_sample) {
@@ -445,99 +705,36 @@ async fn hosted_sample(
             config.temperature(),
             powerfleet_backends::HOSTED_CHAT_REFUSAL
         )),
-        (true, false) => return fail(powerfleet_backends::HOSTED_CHAT_REFUSAL.to_string()),
+        (true, false) => {
+            let r = fail(powerfleet_backends::HOSTED_CHAT_REFUSAL.to_string());
+            return finish(ctx, run, r, None).await;
+        }
     };
     let Prompt::Text(prompt) = &spec.prompt else {
-        return fail("hosted chat APIs take text prompts, not token ids".to_string());
+        let r = fail("hosted chat APIs take text prompts, not token ids".to_string());
+        return finish(ctx, run, r, None).await;
     };
-    let attempts = ctx.config.model_attempts;
-    let mut last_error = String::new();
-    for attempt in 1..=attempts {
-        match model
-            .sample(
-                prompt,
-                config.temperature(),
-                config.max_new_tokens(),
-                spec.seed ^ spec.stream,
-            )
-            .await
-        {
-            Ok(text) => {
-                let mut r = run.result(JobStatus::Completed, None, Some(backend), None);
-                r.text = Some(text);
-                r.fallback = fallback;
-                return r;
-            }
-            Err(e) if !e.is_transient() => {
-                return fail(format!("the API refused the request: {e}"));
-            }
-            Err(e) => last_error = e.to_string(),
+    let sampled = driver::call(backend, ctx.config.retry_policy(), &shared.interrupt, || {
+        model.sample(
+            prompt,
+            config.temperature(),
+            config.max_new_tokens(),
+            spec.seed ^ spec.stream,
+        )
+    })
+    .await;
+    match sampled {
+        Called::Done(text) => {
+            let mut r = run.result(JobStatus::Completed, None, Some(backend), None);
+            r.text = Some(text);
+            r.fallback = fallback;
+            finish(ctx, run, r, None).await
         }
-        if attempt < attempts {
-            tokio::time::sleep(backoff(
-                ctx.config.retry_backoff,
-                attempt,
-                Duration::from_secs(30),
-            ))
-            .await;
+        Called::Failed(e) => {
+            let r = fail(format!("the API refused the request: {e}"));
+            finish(ctx, run, r, None).await
         }
-    }
-    fail(format!(
-        "the API failed {attempts} times in a row: {last_error}"
-    ))
-}
-
-/// Why a toy job with `chat` fails.
-const TOY_CHAT_REFUSAL: &str = "toy models have no chat template; submit without chat";
-
-/// The prompt's token ids: text is tokenized once, by the model's own tokenizer. With `chat`,
-/// an inference server first formats the text through its chat template as one user message.
-async fn prompt_tokens(
-    backend: &Backend,
-    prompt: &Prompt,
-    chat: bool,
-    retry: (u32, Duration),
-) -> Result<Vec<TokenId>, String> {
-    match (backend, prompt) {
-        (Backend::Toy { .. }, _) if chat => Err(TOY_CHAT_REFUSAL.to_string()),
-        (Backend::Toy { model, .. }, Prompt::Text(text)) => {
-            model.tokenize(text).map_err(|e| e.to_string())
-        }
-        (Backend::Toy { model, .. }, Prompt::Tokens(ids)) => {
-            model.check_tokens(ids)?;
-            Ok(ids.clone())
-        }
-        (Backend::Http { model }, Prompt::Text(text)) => {
-            let what = if chat {
-                "formatting the prompt through the server's chat template"
-            } else {
-                "tokenizing the prompt"
-            };
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let answer = if chat {
-                    model.tokenize_chat(text).await
-                } else {
-                    model.tokenize(text).await
-                };
-                match answer {
-                    Ok(tokens) => break Ok(tokens),
-                    Err(e) if e.is_transient() && attempt < retry.0 => {
-                        metrics::model_retry(backend.label());
-                        tokio::time::sleep(backoff(retry.1, attempt, Duration::from_secs(30)))
-                            .await;
-                    }
-                    Err(e) => break Err(format!("{what}: {e}")),
-                }
-            }
-        }
-        (Backend::Http { .. }, Prompt::Tokens(_)) if chat => Err(
-            "chat formats a text prompt through the chat template; token-id prompts cannot be formatted"
-                .to_string(),
-        ),
-        (Backend::Http { .. }, Prompt::Tokens(ids)) => Ok(ids.clone()),
-        (Backend::Hosted { .. }, _) => Err("hosted chat APIs run no chains".to_string()),
+        other => settle(ctx, run, shared, backend, None, false, unit(&other)).await,
     }
 }
 
@@ -547,15 +744,8 @@ struct Shared {
     progress: Mutex<Progress>,
     cancel: AtomicBool,
     lost: AtomicBool,
-}
-
-impl Shared {
-    /// Whether the chain must stop at this step boundary: cancelled, lease lost, or shutting down.
-    fn interrupted(&self, stop: &CancellationToken) -> bool {
-        self.lost.load(Ordering::Relaxed)
-            || self.cancel.load(Ordering::Relaxed)
-            || stop.is_cancelled()
-    }
+    /// Fires on shutdown (a child of the worker's stop token), cancellation and a lost lease.
+    interrupt: CancellationToken,
 }
 
 fn progress_of(chain: &Chain) -> Progress {
@@ -572,176 +762,6 @@ fn progress_of(chain: &Chain) -> Progress {
     }
 }
 
-/// Why a stretch of chain work stopped.
-enum Boundary {
-    Finished,
-    BlockDone,
-    Interrupted,
-    ModelFailed(String),
-}
-
-/// Runs the chain until the end of the current block, the end of the chain, or a flag (cancel,
-/// lost lease, shutdown) seen between steps. Model errors are retried with backoff.
-fn run_block(
-    chain: &mut Chain,
-    backend: &Backend,
-    shared: &Shared,
-    stop: &CancellationToken,
-    attempts: u32,
-    retry_backoff: Duration,
-) -> Boundary {
-    loop {
-        if shared.interrupted(stop) {
-            return Boundary::Interrupted;
-        }
-        let mut last_error = String::new();
-        let mut generation = None;
-        for attempt in 1..=attempts {
-            let Some(request) = chain.request() else {
-                return Boundary::Finished;
-            };
-            let call_started = std::time::Instant::now();
-            let answer = generate(backend, &request, attempt);
-            metrics::observe_backend(
-                metrics::MODEL_CALL_DURATION,
-                backend.label(),
-                call_started.elapsed(),
-            );
-            match answer {
-                Ok(g) => {
-                    generation = Some(g);
-                    break;
-                }
-                Err(e) => {
-                    last_error = e;
-                    if attempt < attempts {
-                        metrics::model_retry(backend.label());
-                        std::thread::sleep(backoff(
-                            retry_backoff,
-                            attempt,
-                            Duration::from_secs(30),
-                        ));
-                    }
-                }
-            }
-        }
-        let Some(generation) = generation else {
-            return Boundary::ModelFailed(format!(
-                "the model failed {attempts} times in a row: {last_error}"
-            ));
-        };
-        match chain.advance(generation) {
-            Ok(a) => {
-                *shared.progress.lock().expect("progress") = progress_of(chain);
-                if a.finished {
-                    return Boundary::Finished;
-                }
-                if a.block_finished.is_some() {
-                    return Boundary::BlockDone;
-                }
-            }
-            Err(e) => return Boundary::ModelFailed(format!("the model answered unusably: {e}")),
-        }
-    }
-}
-
-/// [`run_block`] for inference servers: each request is awaited on the runtime. Transient
-/// errors are retried with backoff; a refused request fails the job at once.
-#[allow(clippy::too_many_arguments)]
-async fn run_block_http(
-    label: &'static str,
-    chain: &mut Chain,
-    model: &powerfleet_backends::HttpModel,
-    shared: &Shared,
-    stop: &CancellationToken,
-    attempts: u32,
-    retry_backoff: Duration,
-    affinity: u64,
-) -> Boundary {
-    loop {
-        if shared.interrupted(stop) {
-            return Boundary::Interrupted;
-        }
-        let Some(request) = chain.request().map(|r| r.to_owned()) else {
-            return Boundary::Finished;
-        };
-        let mut last_error = String::new();
-        let mut outcome = None;
-        for attempt in 1..=attempts {
-            let call_started = std::time::Instant::now();
-            let answer = model.generate(&request, affinity).await;
-            metrics::observe_backend(metrics::MODEL_CALL_DURATION, label, call_started.elapsed());
-            match answer {
-                Ok(g) => match chain.advance(g) {
-                    Ok(a) => {
-                        outcome = Some(a);
-                        break;
-                    }
-                    Err(e) => last_error = format!("the server answered unusably: {e}"),
-                },
-                Err(e) if !e.is_transient() => {
-                    return Boundary::ModelFailed(format!("the server refused the request: {e}"));
-                }
-                Err(e) => last_error = e.to_string(),
-            }
-            if attempt < attempts {
-                metrics::model_retry(label);
-                warn!(attempt, error = %last_error, "model request failed; retrying");
-                tokio::time::sleep(backoff(retry_backoff, attempt, Duration::from_secs(30))).await;
-            }
-        }
-        let Some(a) = outcome else {
-            return Boundary::ModelFailed(format!(
-                "the model failed {attempts} times in a row: {last_error}"
-            ));
-        };
-        *shared.progress.lock().expect("progress") = progress_of(chain);
-        if a.finished {
-            return Boundary::Finished;
-        }
-        if a.block_finished.is_some() {
-            return Boundary::BlockDone;
-        }
-    }
-}
-
-fn generate(
-    backend: &Backend,
-    request: &powerfleet_sampler::Request<'_>,
-    attempt: u32,
-) -> Result<powerfleet_sampler::Generation, String> {
-    match backend {
-        Backend::Toy {
-            model,
-            latency,
-            fail_rate,
-        } => {
-            if !latency.is_zero() {
-                std::thread::sleep(*latency);
-            }
-            if *fail_rate > 0.0 && chaos_draw(request.seed, attempt) < *fail_rate {
-                return Err(format!(
-                    "simulated transient failure of {} (fail_rate={fail_rate})",
-                    model.name()
-                ));
-            }
-            model.generate(request).map_err(|e| e.to_string())
-        }
-        Backend::Http { .. } | Backend::Hosted { .. } => {
-            Err("HTTP backends run on the async path".to_string())
-        }
-    }
-}
-
-/// A uniform draw in [0, 1) from (seed, attempt): splitmix64.
-fn chaos_draw(seed: u64, attempt: u32) -> f64 {
-    let mut z = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    powerfleet_sampler::rng::unit_interval(z)
-}
-
 async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<Shared>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
@@ -752,10 +772,12 @@ async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<Shared>, every: Dura
             Ok(LeaseState::Owned { cancel }) => {
                 if cancel {
                     shared.cancel.store(true, Ordering::Relaxed);
+                    shared.interrupt.cancel();
                 }
             }
             Ok(LeaseState::Lost) => {
                 shared.lost.store(true, Ordering::Relaxed);
+                shared.interrupt.cancel();
                 return;
             }
             Err(e) => warn!(error = %e, "heartbeat failed; retrying"),
@@ -774,14 +796,14 @@ impl Drop for AbortOnDrop {
 
 async fn drive(
     ctx: &Ctx,
-    run: Running,
+    run: &Running,
     chain: Chain,
-    backend: Backend,
-    shared: Arc<Shared>,
+    backend: &Backend,
+    shared: &Shared,
 ) -> Result<(), QueueError> {
     *shared.progress.lock().expect("progress") = progress_of(&chain);
     metrics::chains_in_flight(1.0);
-    let outcome = drive_inner(ctx, &run, chain, backend, &shared).await;
+    let outcome = drive_inner(ctx, run, chain, backend, shared).await;
     metrics::chains_in_flight(-1.0);
     outcome
 }
@@ -790,46 +812,27 @@ async fn drive_inner(
     ctx: &Ctx,
     run: &Running,
     mut chain: Chain,
-    backend: Backend,
-    shared: &Arc<Shared>,
+    backend: &Backend,
+    shared: &Shared,
 ) -> Result<(), QueueError> {
-    let (attempts, retry) = (ctx.config.model_attempts, ctx.config.retry_backoff);
+    let policy = ctx.config.retry_policy();
     let label = backend.label();
+    let pin = run.pin.clone().unwrap_or(Value::Null);
+    let affinity = run.spec.job_id.0.as_u64_pair().1;
+    let calls_at_claim = chain.stats().model_calls;
     let mut counted = chain.stats().clone();
     loop {
         let block_started = std::time::Instant::now();
-        let boundary = match &backend {
-            Backend::Http { model } => {
-                let affinity = run.spec.job_id.0.as_u64_pair().1;
-                run_block_http(
-                    label, &mut chain, model, shared, &ctx.stop, attempts, retry, affinity,
-                )
-                .await
-            }
-            Backend::Hosted { .. } => {
-                Boundary::ModelFailed("hosted chat APIs run no chains".to_string())
-            }
-            Backend::Toy { .. } => {
-                let (s, stop, b) = (shared.clone(), ctx.stop.clone(), backend.clone());
-                let before = chain.clone();
-                let joined = tokio::task::spawn_blocking(move || {
-                    let boundary = run_block(&mut chain, &b, &s, &stop, attempts, retry);
-                    (chain, boundary)
-                })
-                .await;
-                match joined {
-                    Ok((returned, boundary)) => {
-                        chain = returned;
-                        boundary
-                    }
-                    Err(e) => {
-                        chain = before;
-                        Boundary::ModelFailed(format!("the chain driver failed: {e}"))
-                    }
-                }
-            }
-        };
-        if matches!(boundary, Boundary::BlockDone | Boundary::Finished) {
+        let boundary = driver::run_block(
+            &mut chain,
+            backend,
+            affinity,
+            policy,
+            &shared.interrupt,
+            |c| *shared.progress.lock().expect("progress") = progress_of(c),
+        )
+        .await;
+        if matches!(boundary, Called::Done(_)) {
             metrics::observe_backend(metrics::BLOCK_DURATION, label, block_started.elapsed());
         }
         let now = chain.stats();
@@ -845,30 +848,20 @@ async fn drive_inner(
             info!("lease lost; another worker owns the job now");
             return Ok(());
         }
+        let progressed = chain.stats().model_calls > calls_at_claim;
         match boundary {
-            Boundary::Finished => {
-                ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
-                metrics::add(metrics::BLOCKS, 1);
-                let mut r = run.result(JobStatus::Completed, Some(&chain), Some(&backend), None);
-                if let Backend::Http { model } = &backend {
-                    r.text = match model.detokenize(&r.tokens).await {
-                        Ok(t) => Some(t),
-                        Err(e) => {
-                            warn!(error = %e, "detokenizing the completion failed; the result keeps its token ids only");
-                            None
-                        }
-                    };
-                }
+            Called::Done(Stop::Finished) => {
+                return complete(ctx, run, shared, &chain, backend, &pin).await;
+            }
+            Called::Failed(e) => {
+                let r = run.result(JobStatus::Failed, Some(&chain), Some(backend), Some(e));
                 return finish(ctx, run, r, None).await;
             }
-            Boundary::ModelFailed(e) => {
-                let r = run.result(JobStatus::Failed, Some(&chain), Some(&backend), Some(e));
-                return finish(ctx, run, r, None).await;
-            }
-            Boundary::BlockDone | Boundary::Interrupted => {}
+            Called::Done(Stop::BlockDone) | Called::Interrupted | Called::Waiting(_) => {}
         }
+        // A checkpoint at a step boundary: the chain as of its last accepted answer.
         let progress = progress_of(&chain);
-        let bytes = chain.checkpoint().to_json();
+        let bytes = PinnedCheckpoint::encode(&chain, &pin);
         let write_started = std::time::Instant::now();
         let written = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await?;
         metrics::checkpoint_written(write_started.elapsed(), bytes.len());
@@ -884,7 +877,7 @@ async fn drive_inner(
                 }
             }
         }
-        if matches!(boundary, Boundary::BlockDone) {
+        if matches!(boundary, Called::Done(Stop::BlockDone)) {
             ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
             metrics::add(metrics::BLOCKS, 1);
             debug!(
@@ -897,22 +890,66 @@ async fn drive_inner(
             let r = run.result(
                 JobStatus::Cancelled,
                 Some(&chain),
-                Some(&backend),
+                Some(backend),
                 Some("cancelled".into()),
             );
             return finish(ctx, run, r, None).await;
         }
+        if let Called::Waiting(why) = &boundary {
+            return wait_for_model(ctx, run, backend, Some(&chain), progressed, why).await;
+        }
         if ctx.stop.is_cancelled() {
-            if ctx.queue.hand_back(&run.lease).await? {
-                ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
-                metrics::add(metrics::JOBS_HANDED_BACK, 1);
-                info!(
-                    block_idx = progress.block_idx,
-                    step_idx = progress.step_idx,
-                    "handed back"
-                );
+            return hand_back(ctx, run, Some(&progress)).await;
+        }
+    }
+}
+
+/// Publishes a finished chain's result with its text. The text comes from the model's own
+/// tokenizer, retried like any model call; when the server refuses it, the result is stored
+/// without text and ungraded, with the reason, never graded as empty.
+async fn complete(
+    ctx: &Ctx,
+    run: &Running,
+    shared: &Shared,
+    chain: &Chain,
+    backend: &Backend,
+    pin: &Value,
+) -> Result<(), QueueError> {
+    ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
+    metrics::add(metrics::BLOCKS, 1);
+    let mut r = run.result(JobStatus::Completed, Some(chain), Some(backend), None);
+    let tokens = r.tokens.clone();
+    let text = driver::call(backend, ctx.config.retry_policy(), &shared.interrupt, || {
+        backend.detokenize(&tokens)
+    })
+    .await;
+    match text {
+        Called::Done(t) => r.text = Some(t),
+        Called::Failed(e) => {
+            warn!(error = %e, "the server refused to detokenize the completion; stored without text, ungraded");
+            r.text_error = Some(e);
+        }
+        waiting_or_interrupted => {
+            // Keep the finished chain so that the next claim only has to detokenize.
+            let bytes = PinnedCheckpoint::encode(chain, pin);
+            let progress = progress_of(chain);
+            if let LeaseState::Lost = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await? {
+                ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
             }
-            return Ok(());
+            let outcome = unit(&waiting_or_interrupted);
+            return settle(ctx, run, shared, backend, Some(chain), true, outcome).await;
+        }
+    }
+    finish(ctx, run, r, None).await
+}
+
+impl WorkerConfig {
+    /// The retry policy of model calls.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.model_attempts,
+            backoff: self.retry_backoff,
         }
     }
 }
@@ -920,51 +957,44 @@ async fn drive_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 1..20 {
-            let d = backoff(base, attempt, max);
-            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(max);
-            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
-        }
-    }
+    use powerfleet_backends::BackendError;
 
     #[tokio::test]
     async fn a_toy_job_with_chat_fails_with_the_reason() {
         let toy = crate::models::load("toy:tiny").unwrap();
-        let retry = (3, Duration::from_millis(1));
         for prompt in [Prompt::Text(String::new()), Prompt::Tokens(Vec::new())] {
             assert_eq!(
-                prompt_tokens(&toy, &prompt, true, retry).await.unwrap_err(),
-                "toy models have no chat template; submit without chat"
+                toy.tokenize(&prompt, true).await.unwrap_err(),
+                BackendError::Rejected(crate::models::TOY_CHAT_REFUSAL.to_string())
             );
-            assert_eq!(prompt_tokens(&toy, &prompt, false, retry).await, Ok(vec![]));
+            assert_eq!(toy.tokenize(&prompt, false).await, Ok(vec![]));
         }
     }
 
     #[tokio::test]
     async fn chat_with_a_token_id_prompt_on_a_server_fails_without_a_request() {
-        // Nothing listens on port 9: any request would fail as a transient connection error.
+        // Nothing listens on port 9: any request would fail as an unavailable server.
         let server = crate::models::load("llamacpp+http://127.0.0.1:9").unwrap();
-        let retry = (1, Duration::from_millis(1));
-        let err = prompt_tokens(&server, &Prompt::Tokens(vec![1, 2]), true, retry)
+        let err = server
+            .tokenize(&Prompt::Tokens(vec![1, 2]), true)
             .await
             .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
         assert!(
-            err.contains("token-id prompts cannot be formatted"),
+            err.message().contains("token-id prompts cannot be formatted"),
             "{err}"
         );
-        let err = prompt_tokens(&server, &Prompt::Text("hi".into()), true, retry)
+        let err = server
+            .tokenize(&Prompt::Text("hi".into()), true)
             .await
             .unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
         assert!(
-            err.starts_with("formatting the prompt through the server's chat template: "),
+            err.message()
+                .starts_with("formatting the prompt through the server's chat template: "),
             "{err}"
         );
-        assert!(err.contains("/apply-template"), "{err}");
+        assert!(err.message().contains("/apply-template"), "{err}");
     }
 
     #[test]
@@ -976,5 +1006,24 @@ mod tests {
         c = WorkerConfig::new("w".into());
         c.concurrency = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_pinned_checkpoint_round_trips_and_bare_ones_still_load() {
+        let config = powerfleet_sampler::SamplerConfig::new(powerfleet_sampler::Method::Power)
+            .validate()
+            .unwrap();
+        let chain = Chain::new(config, &[1, 2], 3, 4);
+        let pin = serde_json::json!({"kind": "vllm", "model": "m", "k": 20});
+        let (back, stored) = PinnedCheckpoint::decode(&PinnedCheckpoint::encode(&chain, &pin)).unwrap();
+        assert_eq!((back, stored), (chain.clone(), Some(pin.clone())));
+        let (bare, none) = PinnedCheckpoint::decode(&chain.checkpoint().to_json()).unwrap();
+        assert_eq!((bare, none), (chain, None));
+        assert!(PinnedCheckpoint::decode(b"{}").is_err());
+        let other = serde_json::json!({"kind": "vllm", "model": "m", "k": 64});
+        assert_eq!(
+            pin_differences(&pin, &other),
+            vec!["k: checkpoint 20, this worker 64".to_string()]
+        );
     }
 }

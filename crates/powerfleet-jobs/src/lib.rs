@@ -376,6 +376,14 @@ pub struct JobResult {
     /// Set when the job ran as a single sample instead of its MCMC method, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// What the chain's numbers depended on besides its configuration: the backend it ran with
+    /// (server kind, served model, K, terminal tokens; for a toy model its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<serde_json::Value>,
+    /// Why a completed job has no text (the server could not detokenize it). Such a result is
+    /// stored ungraded, never graded as wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_error: Option<String>,
     /// For a benchmark job: its reference and grader, as submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench: Option<Bench>,
@@ -414,6 +422,8 @@ impl JobResult {
             finished_at_ms: now_ms(),
             exactness: None,
             fallback: None,
+            pin: None,
+            text_error: None,
             bench: spec.bench.clone(),
             grade: None,
         }

@@ -34,6 +34,10 @@ impl Keys {
     pub fn dead(&self) -> String {
         format!("{}:dead", self.prefix)
     }
+    /// The sorted set of jobs waiting for their model, scored by when they may run again.
+    pub fn delayed(&self) -> String {
+        format!("{}:delayed", self.prefix)
+    }
     /// A job's state hash.
     pub fn job(&self, id: JobId) -> String {
         format!("{}:job:{id}", self.prefix)

@@ -123,6 +123,10 @@ pub enum ClaimOutcome {
         checkpoint: Option<Vec<u8>>,
         /// The job's first claim, ms since the epoch.
         started_at_ms: u64,
+        /// Since when the job has been waiting for its model, if it was deferred before.
+        waiting_since_ms: Option<u64>,
+        /// How often the job was deferred so far.
+        waits: u32,
     },
     /// The job had already finished; its entry was acknowledged.
     AlreadyFinal(JobStatus),
@@ -163,6 +167,18 @@ pub struct Progress {
     pub tokens_generated: u64,
 }
 
+/// Why and until when a job waits for its model.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait<'a> {
+    /// When it may run again, ms since the epoch.
+    pub due_ms: u64,
+    /// Why it waits (shown by `status`).
+    pub reason: &'a str,
+    /// Since when it has been waiting, ms since the epoch; `None` keeps the job's own (now,
+    /// when it has none).
+    pub since_ms: Option<u64>,
+}
+
 /// What `cancel` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -199,6 +215,10 @@ pub struct JobState {
     pub cancel_requested: bool,
     /// Last update, ms since the epoch.
     pub updated_at_ms: Option<u64>,
+    /// Why a queued job waits for its model, if it does.
+    pub waiting: Option<String>,
+    /// When a waiting job may run again, ms since the epoch.
+    pub not_before_ms: Option<u64>,
 }
 
 /// What `trim_streams` removed.
@@ -218,6 +238,8 @@ struct Scripts {
     checkpoint: Script,
     finish: Script,
     hand_back: Script,
+    defer: Script,
+    promote: Script,
     cancel: Script,
     dead_letter: Script,
 }
@@ -232,6 +254,8 @@ impl Scripts {
             checkpoint: Script::new(include_str!("lua/checkpoint.lua")),
             finish: Script::new(include_str!("lua/finish.lua")),
             hand_back: Script::new(include_str!("lua/hand_back.lua")),
+            defer: Script::new(include_str!("lua/defer.lua")),
+            promote: Script::new(include_str!("lua/promote.lua")),
             cancel: Script::new(include_str!("lua/cancel.lua")),
             dead_letter: Script::new(include_str!("lua/dead_letter.lua")),
         }
@@ -680,6 +704,12 @@ impl Queue {
                     cancel_requested: int(3)? == 1,
                     checkpoint,
                     started_at_ms: int(5)?,
+                    waiting_since_ms: reply.get(6).and_then(text).and_then(|s| s.parse().ok()),
+                    waits: reply
+                        .get(7)
+                        .and_then(text)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
                 })
             }
             other => Err(proto(format!("tag {other:?}"))),
@@ -796,6 +826,105 @@ impl Queue {
             .await
             .map_err(|e| self.err(e))?;
         Ok(done == 1)
+    }
+
+    /// Puts a running job back to wait for its model until `due_ms`, keeping its checkpoint: the
+    /// claim is undone and does not count as a delivery. `waiting_since_ms` is when the wait
+    /// began (for the operator's patience). Returns whether the lease still held.
+    pub async fn defer(
+        &self,
+        lease: &Lease,
+        wait: &Wait<'_>,
+    ) -> Result<bool, QueueError> {
+        self.defer_entry(lease.job_id, &lease.fence.to_string(), &lease.entry_id, wait)
+            .await
+    }
+
+    /// Puts a queued job whose entry this worker read, but did not claim, back to wait for its
+    /// model until `due_ms`: while every server of a model is down, workers leave its jobs alone.
+    /// Returns false when the entry is not the job's current one or the job is not queued (the
+    /// caller then claims it as usual).
+    pub async fn defer_unclaimed(
+        &self,
+        job_id: JobId,
+        entry_id: &str,
+        wait: &Wait<'_>,
+    ) -> Result<bool, QueueError> {
+        self.defer_entry(job_id, "", entry_id, wait).await
+    }
+
+    async fn defer_entry(
+        &self,
+        job_id: JobId,
+        fence: &str,
+        entry_id: &str,
+        wait: &Wait<'_>,
+    ) -> Result<bool, QueueError> {
+        let mut c = self.conn().await?;
+        let done: i64 = self
+            .scripts
+            .defer
+            .key(self.keys.job(job_id))
+            .key(self.keys.jobs())
+            .key(self.keys.delayed())
+            .arg(fence)
+            .arg(WORKER_GROUP)
+            .arg(entry_id)
+            .arg(powerfleet_jobs::now_ms())
+            .arg(job_id.to_string())
+            .arg(wait.due_ms)
+            .arg(wait.reason)
+            .arg(wait.since_ms.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done == 1)
+    }
+
+    /// Moves up to `limit` jobs whose wait is over back to the jobs stream; returns how many.
+    pub async fn promote_due(&self, limit: usize) -> Result<usize, QueueError> {
+        let mut c = self.conn().await?;
+        let now = powerfleet_jobs::now_ms();
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.delayed())
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut moved = 0;
+        for id in due {
+            let job = match id.parse::<JobId>() {
+                Ok(j) => self.keys.job(j),
+                Err(_) => self.keys.unused(),
+            };
+            let done: i64 = self
+                .scripts
+                .promote
+                .key(self.keys.delayed())
+                .key(self.keys.jobs())
+                .key(job)
+                .arg(now)
+                .arg(&id)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.err(e))?;
+            moved += done as usize;
+        }
+        Ok(moved)
+    }
+
+    /// How many jobs wait for their model.
+    pub async fn delayed_len(&self) -> Result<u64, QueueError> {
+        let mut c = self.conn().await?;
+        redis::cmd("ZCARD")
+            .arg(self.keys.delayed())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Moves an undecodable job entry to the dead-letter stream.
@@ -947,6 +1076,10 @@ impl Queue {
             error: nonempty("error"),
             cancel_requested: map.get("cancel").map(String::as_str) == Some("1"),
             updated_at_ms: map.get("updated_at_ms").and_then(|s| s.parse().ok()),
+            waiting: nonempty("waiting").filter(|_| status == JobStatus::Queued),
+            not_before_ms: nonempty("not_before_ms")
+                .filter(|_| status == JobStatus::Queued)
+                .and_then(|s| s.parse().ok()),
         }))
     }
 
@@ -1242,6 +1375,8 @@ mod tests {
             finished_at_ms: u64::MAX,
             exactness: Some("x".repeat(300)),
             fallback: None,
+            pin: None,
+            text_error: None,
             bench: None,
             grade: None,
         };

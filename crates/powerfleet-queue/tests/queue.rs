@@ -7,7 +7,9 @@ use powerfleet_jobs::{
     BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms,
 };
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
-use powerfleet_queue::{CancelOutcome, ClaimOutcome, LeaseState, Progress, Queue, QueueOptions};
+use powerfleet_queue::{
+    CancelOutcome, ClaimOutcome, LeaseState, Progress, Queue, QueueOptions, Wait,
+};
 use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
 
 fn server(aof: bool) -> LocalRedis {
@@ -71,6 +73,8 @@ fn result(spec: &JobSpec, status: JobStatus) -> JobResult {
         finished_at_ms: now_ms(),
         exactness: None,
         fallback: None,
+        pin: None,
+        text_error: None,
         bench: None,
         grade: None,
     }
@@ -443,4 +447,92 @@ async fn an_undecodable_entry_of_a_known_job_marks_the_job_dead() {
     assert_eq!(state.status, JobStatus::Dead);
     assert!(state.error.unwrap().contains("new_option"));
     assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_deferred_job_waits_out_its_delay_keeps_its_checkpoint_and_counts_no_delivery() {
+    let server = server(false);
+    let q = queue(&server, "defer").await;
+    let corr = CorrelationId::generate();
+    let s = spec(&corr, None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let (lease, _, deliveries) = claim_one(&q, "w").await;
+    assert_eq!(deliveries, 1);
+    q.checkpoint(&lease, &Progress::default(), b"ckpt")
+        .await
+        .unwrap();
+    let since = now_ms() - 5_000;
+    let wait = Wait {
+        due_ms: now_ms() + 300,
+        reason: "waiting for model m: connection refused",
+        since_ms: Some(since),
+    };
+    assert!(q.defer(&lease, &wait).await.unwrap());
+    // The old owner is fenced out.
+    assert_eq!(
+        q.checkpoint(&lease, &Progress::default(), b"stale")
+            .await
+            .unwrap(),
+        LeaseState::Lost
+    );
+    let state = q.job_state(s.job_id).await.unwrap().unwrap();
+    assert_eq!(state.status, JobStatus::Queued);
+    assert_eq!(state.waiting.as_deref(), Some(wait.reason));
+    assert_eq!(state.not_before_ms, Some(wait.due_ms));
+    assert_eq!(q.delayed_len().await.unwrap(), 1);
+    // Nothing to read or promote before the delay is over.
+    assert!(q.read_jobs("w", 1, 50).await.unwrap().is_empty());
+    assert_eq!(q.promote_due(10).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(q.promote_due(10).await.unwrap(), 1);
+    assert_eq!(q.promote_due(10).await.unwrap(), 0, "moved once");
+    let d = q.read_jobs("w", 1, 1000).await.unwrap().pop().unwrap();
+    match q.claim(s.job_id, &d.entry_id, "w").await.unwrap() {
+        ClaimOutcome::Claimed {
+            checkpoint,
+            deliveries,
+            waiting_since_ms,
+            waits,
+            lease,
+            ..
+        } => {
+            assert_eq!(checkpoint.as_deref(), Some(&b"ckpt"[..]));
+            assert_eq!(deliveries, 1, "a wait is not a delivery");
+            assert_eq!(waiting_since_ms, Some(since));
+            assert_eq!(waits, 1);
+            assert!(lease.fence > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let state = q.job_state(s.job_id).await.unwrap().unwrap();
+    assert_eq!(state.waiting, None, "a running job is not waiting");
+}
+
+#[tokio::test]
+async fn an_unclaimed_entry_is_deferred_only_if_current_and_a_cancelled_wait_is_dropped() {
+    let server = server(false);
+    let q = queue(&server, "defer2").await;
+    let corr = CorrelationId::generate();
+    let s = spec(&corr, None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let d = q.read_jobs("w", 1, 1000).await.unwrap().pop().unwrap();
+    let wait = Wait {
+        due_ms: now_ms(),
+        reason: "waiting for model m: every server's circuit is open",
+        since_ms: None,
+    };
+    assert!(!q.defer_unclaimed(s.job_id, "0-1", &wait).await.unwrap());
+    assert!(q.defer_unclaimed(s.job_id, &d.entry_id, &wait).await.unwrap());
+    let state = q.job_state(s.job_id).await.unwrap().unwrap();
+    assert_eq!((state.status, state.deliveries), (JobStatus::Queued, 0));
+    // Cancelled while waiting: it finishes at once, and promote only drops it from the set.
+    assert_eq!(
+        q.cancel(s.job_id, &result(&s, JobStatus::Cancelled))
+            .await
+            .unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(q.promote_due(10).await.unwrap(), 0);
+    assert_eq!(q.delayed_len().await.unwrap(), 0);
+    assert!(q.read_jobs("w", 1, 50).await.unwrap().is_empty());
 }

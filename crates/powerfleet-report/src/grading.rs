@@ -66,8 +66,15 @@ pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, String> {
 /// and [`crate::build`] grades results that were stored without a grade.
 pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, String>> {
     let bench = result.bench.as_ref()?;
-    (result.status == JobStatus::Completed)
-        .then(|| grade(bench, result.text.as_deref().unwrap_or("")))
+    if result.status != JobStatus::Completed {
+        return None;
+    }
+    // Text is never guessed: a completion whose text the server could not give stays ungraded.
+    match (&result.text, &result.text_error) {
+        (Some(text), _) => Some(grade(bench, text)),
+        (None, Some(why)) => Some(Err(format!("not graded: the completion has no text ({why})"))),
+        (None, None) => Some(grade(bench, "")),
+    }
 }
 
 /// The reference as a user reads it: the text, or the right option's letter (in the dataset's

@@ -467,6 +467,8 @@ mod tests {
             finished_at_ms: 1_000 + 100 * (seed + 1),
             exactness: None,
             fallback: None,
+            pin: None,
+            text_error: None,
             bench: Some(Bench {
                 template: "plain".into(),
                 grader: Grader::Exact,

@@ -167,6 +167,8 @@ fn completed(batch: Option<BatchId>, correlation: &str) -> JobResult {
         finished_at_ms: 1_700_000_001_789,
         exactness: None,
         fallback: None,
+        pin: None,
+        text_error: None,
         bench: None,
         grade: None,
     }

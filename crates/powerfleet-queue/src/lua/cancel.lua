@@ -14,8 +14,9 @@ if status == 'queued' then
   redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[2], 'result', ARGV[3])
   redis.call('DEL', KEYS[3])
   -- Its entry is not needed any more: no worker reads it after the job's state has expired.
+  -- A job waiting for its model has no entry (it sits in the delayed set, which drops it).
   local entry = redis.call('HGET', KEYS[1], 'entry')
-  if entry then
+  if entry and entry ~= '' then
     redis.call('XACK', KEYS[4], ARGV[5], entry)
     redis.call('XDEL', KEYS[4], entry)
   end

@@ -9,4 +9,6 @@ end
 redis.call('SET', KEYS[2], ARGV[7])
 redis.call('XCLAIM', KEYS[3], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
 redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[5], 'progress', ARGV[6])
+-- Progress ends a wait for the model: the operator's patience counts from the next one.
+redis.call('HDEL', KEYS[1], 'waiting_since_ms')
 return {1, redis.call('HGET', KEYS[1], 'cancel')}

@@ -2,7 +2,8 @@
 -- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
 -- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group.
 -- Returns {'missing'} | {'final', status} | {'stale'} |
---   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms}.
+--   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms, waiting_since_ms or false,
+--    waits or false}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return {'missing'}
@@ -22,4 +23,6 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2], 'updated_at_m
 redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])
 local cancel = redis.call('HGET', KEYS[1], 'cancel')
 local checkpoint = redis.call('GET', KEYS[2])
-return {'ok', fence, deliveries, cancel, checkpoint, redis.call('HGET', KEYS[1], 'started_at_ms')}
+redis.call('HDEL', KEYS[1], 'waiting', 'not_before_ms')
+return {'ok', fence, deliveries, cancel, checkpoint, redis.call('HGET', KEYS[1], 'started_at_ms'),
+  redis.call('HGET', KEYS[1], 'waiting_since_ms'), redis.call('HGET', KEYS[1], 'waits')}

@@ -1,0 +1,391 @@
+//! What a start-up probe learns about a reference's servers ([`ServerInfo`]), what a chain's
+//! log q depends on besides its own config ([`BackendPin`]), and the pure checks the probe runs
+//! on the servers' answers. `HttpModel::probe` does the requests.
+
+use powerfleet_sampler::TokenId;
+use serde::{Deserialize, Serialize};
+
+use crate::recipe::{CLAMPED_NEG_INF, exact_log_p_q};
+use crate::reference::ServerKind;
+
+/// What the start-up probe learned about a reference's servers (all of them agree on it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server type.
+    pub kind: ServerKind,
+    /// The served model: llama.cpp's `model_alias` (`--alias`, else the model's name, else its
+    /// file name), the id vLLM and SGLang list at `/v1/models`.
+    pub served_model: String,
+    /// Tokens one sequence may hold, prompt included: llama.cpp's per-slot `n_ctx` (`-c`
+    /// divided by `-np`), vLLM's `max_model_len`, SGLang's context length. `None` when the
+    /// server does not say.
+    pub context_len: Option<u32>,
+    /// Token ids that end a generation (EOS and every other end-of-generation token), sorted.
+    /// Learned from the server where it tells (llama.cpp: EOS and every `llama_vocab_is_eog`
+    /// token; SGLang: `eos_token_ids` of `/get_model_info` where the server lists them) plus the
+    /// reference's `eos=` ids. Empty when neither says: the server's own stop rule is then
+    /// trusted, and a stop's last token is not checked against a set.
+    pub terminal_tokens: Vec<TokenId>,
+}
+
+/// Everything a chain's log q depends on besides its own config (which holds the temperature
+/// and the job's top-k), recorded with a checkpoint. A chain resumed by a worker whose pin
+/// differs would continue under another q; [`BackendPin::differences`] says how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendPin {
+    /// The server type.
+    pub kind: ServerKind,
+    /// The served model ([`ServerInfo::served_model`]).
+    pub served_model: String,
+    /// The reference's default top-K, used when the job sets no top-k.
+    pub k: u32,
+    /// The terminal token ids ([`ServerInfo::terminal_tokens`]).
+    pub terminal_tokens: Vec<TokenId>,
+    /// What the request bodies pin on the server (`wire::sampler_recipe`): for llama.cpp the
+    /// sampler chain and every setting that could change q.
+    pub sampler: String,
+}
+
+impl BackendPin {
+    /// Human-readable differences between `self` (the checkpoint's pin) and `other` (this
+    /// worker's), one per field, e.g. "K: checkpoint 64, this worker 20". Empty when they
+    /// agree.
+    pub fn differences(&self, other: &BackendPin) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.kind != other.kind {
+            out.push(format!(
+                "server kind: checkpoint {}, this worker {}",
+                self.kind.prefix(),
+                other.kind.prefix()
+            ));
+        }
+        if self.served_model != other.served_model {
+            out.push(format!(
+                "served model: checkpoint {:?}, this worker {:?}",
+                self.served_model, other.served_model
+            ));
+        }
+        if self.k != other.k {
+            out.push(format!("K: checkpoint {}, this worker {}", self.k, other.k));
+        }
+        if self.terminal_tokens != other.terminal_tokens {
+            out.push(format!(
+                "terminal tokens: checkpoint {:?}, this worker {:?}",
+                self.terminal_tokens, other.terminal_tokens
+            ));
+        }
+        if self.sampler != other.sampler {
+            out.push(format!(
+                "server-side sampler: checkpoint {:?}, this worker {:?}",
+                self.sampler, other.sampler
+            ));
+        }
+        out
+    }
+}
+
+/// The fix for a server whose log-probabilities are not raw.
+pub fn raw_logprobs_fix(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Vllm => {
+            "start vLLM with --logprobs-mode raw_logprobs (the default in recent vLLM)"
+        }
+        ServerKind::Sglang => {
+            "start SGLang with SGLANG_RETURN_ORIGINAL_LOGPROB=1 in its environment"
+        }
+        ServerKind::LlamaCpp => {
+            "llama-server must get post_sampling_probs: false, which this client sends; is a proxy rewriting requests?"
+        }
+    }
+}
+
+/// The start-up check that a server's log-probabilities are raw (temperature 1, before top-k):
+/// the same one-token request (same prefix and seed) at temperature 1 and at 0.5 must list the
+/// same log-probabilities for the top K. A server in a processed-logprobs mode reports
+/// log-probabilities of the tempered (and truncated) distribution, which change with the
+/// temperature: at 0.5 every gap between two entries doubles.
+///
+/// The comparison allows the servers' floating-point noise between two requests (batching
+/// moves log-probabilities by up to about 1e-3 nats): an entry may move by 0.02 + 2% of its
+/// size. The entries must also be log-probabilities, not logits: their probabilities sum to at
+/// most 1.
+pub fn check_raw_logprobs(
+    kind: ServerKind,
+    at_1: &[(TokenId, f64)],
+    at_half: &[(TokenId, f64)],
+) -> Result<(), String> {
+    if at_1.is_empty() || at_half.is_empty() {
+        return Err(format!(
+            "{} returned no top log-probabilities for the probe",
+            kind.name()
+        ));
+    }
+    let mass: f64 = at_1.iter().map(|&(_, lp)| lp.exp()).sum();
+    if mass > 1.0 + 1e-3 || at_1.iter().any(|&(_, lp)| lp > 1e-3) {
+        return Err(format!(
+            "{}'s top log-probabilities are not log-probabilities (their probabilities sum to {mass:.4} > 1): it reports logits; {}",
+            kind.name(),
+            raw_logprobs_fix(kind)
+        ));
+    }
+    let mut compared = 0;
+    for &(id, lp1) in at_1 {
+        let Some(&(_, lp_half)) = at_half.iter().find(|(t, _)| *t == id) else {
+            continue;
+        };
+        if lp1 <= CLAMPED_NEG_INF && lp_half <= CLAMPED_NEG_INF {
+            continue;
+        }
+        compared += 1;
+        if (lp1 - lp_half).abs() > 0.02 + 0.02 * lp1.abs() {
+            return Err(format!(
+                "{} reports processed log-probabilities: token {id} has log-probability {lp1} at temperature 1 but {lp_half} at temperature 0.5 for the same prefix and seed, where raw log-probabilities do not depend on the temperature; {}",
+                kind.name(),
+                raw_logprobs_fix(kind)
+            ));
+        }
+    }
+    if compared == 0 {
+        return Err(format!(
+            "{} listed different tokens at temperature 1 and 0.5 for the same prefix; its log-probabilities are not the raw top K",
+            kind.name()
+        ));
+    }
+    Ok(())
+}
+
+/// The start-up check that llama-server's q is the recipe's: `reported` are the probabilities
+/// after the sampler chain (`post_sampling_probs`) at the first position, `raw` the raw top-K
+/// list of the same prefix, `temperature` the request's. Every token's q must agree within
+/// 0.005 + 1% (the noise between two requests); a token the chain drops (a model's
+/// suppress-tokens list, a grammar, a logit bias) or keeps beyond the top K shows here.
+pub fn check_post_sampling(
+    raw: &[(TokenId, f64)],
+    reported: &[(TokenId, f64)],
+    temperature: f64,
+) -> Result<(), String> {
+    let q = |id: TokenId| {
+        exact_log_p_q(raw, id, temperature)
+            .map(|(_, lq)| lq.exp())
+            .unwrap_or(0.0)
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.005 + 0.01 * b;
+    for &(id, p) in reported {
+        let expected = q(id);
+        if !close(p, expected) {
+            return Err(format!(
+                "llama-server sampled token {id} with probability {p:.6} where the top-{} recipe at temperature {temperature} gives {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
+                raw.len()
+            ));
+        }
+    }
+    for &(id, _) in raw {
+        let expected = q(id);
+        if !reported.iter().any(|(t, _)| *t == id) && !close(0.0, expected) {
+            return Err(format!(
+                "llama-server never samples token {id}, which the top-{} recipe at temperature {temperature} gives probability {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
+                raw.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One [`ServerInfo`] for a reference whose servers each answered a probe: they must serve the
+/// same model with the same context and terminal tokens, or chains would sample differently on
+/// different servers.
+pub fn merge(infos: Vec<(String, ServerInfo)>) -> Result<ServerInfo, String> {
+    let mut iter = infos.into_iter();
+    let (first_url, first) = iter.next().ok_or("the reference names no server")?;
+    for (url, info) in iter {
+        let disagree = |what: &str, a: String, b: String| {
+            format!(
+                "the servers of this reference disagree on the {what}: {first_url} has {a}, {url} has {b}; every server of one reference must serve the same model the same way"
+            )
+        };
+        if info.served_model != first.served_model {
+            return Err(disagree(
+                "served model",
+                format!("{:?}", first.served_model),
+                format!("{:?}", info.served_model),
+            ));
+        }
+        if info.context_len != first.context_len {
+            return Err(disagree(
+                "context length",
+                format!("{:?}", first.context_len),
+                format!("{:?}", info.context_len),
+            ));
+        }
+        if info.terminal_tokens != first.terminal_tokens {
+            return Err(disagree(
+                "terminal tokens",
+                format!("{:?}", first.terminal_tokens),
+                format!("{:?}", info.terminal_tokens),
+            ));
+        }
+    }
+    Ok(first)
+}
+
+/// Whether a prompt of `prompt_len` tokens plus `max_new_tokens` fits `context_len`:
+/// - vLLM refuses a request when prompt + max_tokens > max_model_len;
+/// - SGLang refuses (or, with `--allow-auto-truncate`, silently shortens) one when prompt +
+///   max_new_tokens >= its context length (`_validate_one_request` in
+///   `python/sglang/srt/managers/tokenizer_manager.py`);
+/// - llama-server stops with `truncated` once the slot holds n_ctx - 1 tokens and another is
+///   sampled (`process_token` in `tools/server/server-context.cpp`), so prompt + generated must
+///   stay below n_ctx.
+pub fn fits(kind: ServerKind, context_len: u32, prompt_len: usize, max_new_tokens: u32) -> bool {
+    let total = prompt_len as u64 + u64::from(max_new_tokens);
+    match kind {
+        ServerKind::Vllm => total <= u64::from(context_len),
+        ServerKind::LlamaCpp | ServerKind::Sglang => total < u64::from(context_len),
+    }
+}
+
+/// The server's name for its context length, for messages.
+pub fn context_setting(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::LlamaCpp => "n_ctx per slot, -c divided by -np",
+        ServerKind::Vllm => "max_model_len",
+        ServerKind::Sglang => "context_length",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(model: &str, ctx: Option<u32>, terminal: &[TokenId]) -> ServerInfo {
+        ServerInfo {
+            kind: ServerKind::Vllm,
+            served_model: model.into(),
+            context_len: ctx,
+            terminal_tokens: terminal.to_vec(),
+        }
+    }
+
+    fn pin(k: u32) -> BackendPin {
+        BackendPin {
+            kind: ServerKind::LlamaCpp,
+            served_model: "tiny".into(),
+            k,
+            terminal_tokens: vec![2],
+            sampler: crate::wire::sampler_recipe(ServerKind::LlamaCpp).into(),
+        }
+    }
+
+    #[test]
+    fn pins_list_their_differences_field_by_field() {
+        assert!(pin(64).differences(&pin(64)).is_empty());
+        assert_eq!(
+            pin(64).differences(&pin(20)),
+            vec!["K: checkpoint 64, this worker 20"]
+        );
+        let mut other = pin(64);
+        other.kind = ServerKind::Vllm;
+        other.served_model = "qwen".into();
+        other.terminal_tokens = vec![2, 32000];
+        other.sampler = crate::wire::sampler_recipe(ServerKind::Vllm).into();
+        let diffs = other.differences(&pin(64));
+        assert_eq!(diffs.len(), 4, "{diffs:?}");
+        assert_eq!(
+            diffs[0],
+            "server kind: checkpoint vllm, this worker llamacpp"
+        );
+        assert_eq!(
+            diffs[1],
+            "served model: checkpoint \"qwen\", this worker \"tiny\""
+        );
+        assert_eq!(
+            diffs[2],
+            "terminal tokens: checkpoint [2, 32000], this worker [2]"
+        );
+        assert!(diffs[3].starts_with("server-side sampler: checkpoint"));
+        let json = serde_json::to_value(pin(64)).unwrap();
+        assert_eq!(json["kind"], "llamacpp");
+        assert_eq!(serde_json::from_value::<BackendPin>(json).unwrap(), pin(64));
+    }
+
+    #[test]
+    fn raw_logprobs_do_not_move_with_the_temperature() {
+        let raw = [(5, -0.3), (9, -1.6), (2, -3.2)];
+        let noisy = [(9, -1.6008), (5, -0.3004), (2, -3.199)];
+        check_raw_logprobs(ServerKind::Vllm, &raw, &noisy).unwrap();
+        // Processed at 0.5: lp/0.5 renormalized over the three.
+        let scaled: Vec<f64> = raw.iter().map(|&(_, lp)| lp / 0.5).collect();
+        let m = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let z = m + scaled.iter().map(|s| (s - m).exp()).sum::<f64>().ln();
+        let processed: Vec<(TokenId, f64)> = raw
+            .iter()
+            .zip(&scaled)
+            .map(|(&(t, _), s)| (t, s - z))
+            .collect();
+        let err = check_raw_logprobs(ServerKind::Vllm, &raw, &processed).unwrap_err();
+        assert!(err.contains("processed log-probabilities"), "{err}");
+        assert!(err.contains("--logprobs-mode raw_logprobs"), "{err}");
+        let err = check_raw_logprobs(ServerKind::Sglang, &raw, &processed).unwrap_err();
+        assert!(err.contains("SGLANG_RETURN_ORIGINAL_LOGPROB=1"), "{err}");
+        // Logits are not log-probabilities.
+        let logits = [(5, 12.5), (9, 11.0)];
+        let err = check_raw_logprobs(ServerKind::Vllm, &logits, &logits).unwrap_err();
+        assert!(err.contains("logits"), "{err}");
+        // No common token at all.
+        let err = check_raw_logprobs(ServerKind::Vllm, &raw, &[(77, -0.1)]).unwrap_err();
+        assert!(err.contains("different tokens"), "{err}");
+        // Clamped -inf entries are skipped.
+        check_raw_logprobs(
+            ServerKind::Vllm,
+            &[(1, -0.01), (2, -9999.0)],
+            &[(1, -0.01), (2, -9999.0)],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn post_sampling_probabilities_must_be_the_recipes_q() {
+        let raw = [(5, 0.5f64.ln()), (9, 0.3f64.ln()), (2, 0.1f64.ln())];
+        let q = |p: f64| p * p / (0.25 + 0.09 + 0.01);
+        let reported = [(5, q(0.5)), (9, q(0.3)), (2, q(0.1))];
+        check_post_sampling(&raw, &reported, 0.5).unwrap();
+        // A token the server never samples (suppressed) and renormalized others.
+        let z = 0.25 + 0.09;
+        let suppressed = [(5, 0.25 / z), (9, 0.09 / z)];
+        let err = check_post_sampling(&raw, &suppressed, 0.5).unwrap_err();
+        assert!(err.contains("probability"), "{err}");
+        // Temperature not applied.
+        let untempered = [(5, 0.5 / 0.9), (9, 0.3 / 0.9), (2, 0.1 / 0.9)];
+        assert!(check_post_sampling(&raw, &untempered, 0.5).is_err());
+    }
+
+    #[test]
+    fn servers_of_one_reference_must_agree() {
+        let a = info("m", Some(4096), &[2]);
+        let merged = merge(vec![
+            ("http://a".into(), a.clone()),
+            ("http://b".into(), a.clone()),
+        ])
+        .unwrap();
+        assert_eq!(merged, a);
+        for (b, needle) in [
+            (info("n", Some(4096), &[2]), "served model"),
+            (info("m", Some(2048), &[2]), "context length"),
+            (info("m", Some(4096), &[2, 7]), "terminal tokens"),
+        ] {
+            let err =
+                merge(vec![("http://a".into(), a.clone()), ("http://b".into(), b)]).unwrap_err();
+            assert!(err.contains(needle) && err.contains("http://b"), "{err}");
+        }
+    }
+
+    #[test]
+    fn context_limits_follow_each_server() {
+        assert!(fits(ServerKind::Vllm, 2048, 1000, 1048));
+        assert!(!fits(ServerKind::Vllm, 2048, 1000, 1049));
+        assert!(!fits(ServerKind::Sglang, 2048, 1000, 1048));
+        assert!(fits(ServerKind::Sglang, 2048, 1000, 1047));
+        assert!(!fits(ServerKind::LlamaCpp, 256, 6, 250));
+        assert!(fits(ServerKind::LlamaCpp, 256, 6, 249));
+    }
+}
