@@ -199,8 +199,20 @@ mod duration_tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("10").unwrap_err().contains("units are ms, s, m, h and d"));
-        assert!(parse_duration("-1s").unwrap_err().contains("is not a duration"));
-        assert!(parse_duration("soon").unwrap_err().contains("is not a duration"));
+        assert!(
+            parse_duration("10")
+                .unwrap_err()
+                .contains("units are ms, s, m, h and d")
+        );
+        assert!(
+            parse_duration("-1s")
+                .unwrap_err()
+                .contains("is not a duration")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("is not a duration")
+        );
     }
 }

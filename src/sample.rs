@@ -460,9 +460,12 @@ where
 /// The text of `tokens` by the server's tokenizer, retried like any model call: text is never
 /// guessed, so a completion whose text cannot be had is an error, not an empty string.
 async fn detokenized(backend: &powerfleet_fleet::Backend, tokens: &[TokenId]) -> Result<String> {
-    patiently(backend, "detokenizing a completion", std::time::Duration::from_secs(60), || {
-        backend.detokenize(tokens)
-    })
+    patiently(
+        backend,
+        "detokenizing a completion",
+        std::time::Duration::from_secs(60),
+        || backend.detokenize(tokens),
+    )
     .await
 }
 

@@ -909,3 +909,173 @@ async fn submit_wait_status_and_results_export_through_the_cli() {
     assert_eq!(csv.lines().count(), 5, "a header and four rows:\n{csv}");
     assert!(csv.lines().next().unwrap().contains("job_id"));
 }
+
+/// A batch on the model registered as `name`: fault-free tokens come from `toy` (the names are
+/// worker-side).
+fn named_batch(
+    name: &str,
+    config: SamplerConfig,
+    n: usize,
+) -> powerfleet_fleet::producer::Submission {
+    batch(name, config, &[Method::Power], n, 1)
+}
+
+fn fault_free_on(toy: &str, spec: &JobSpec) -> Vec<powerfleet_sampler::TokenId> {
+    let mut s = spec.clone();
+    s.model = toy.to_string();
+    fault_free_tokens(&s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_grace_period() {
+    let mut fleet = Fleet::new(false);
+    // Every request of the slow worker takes 10 minutes, far beyond its 2 s grace period.
+    let slow = fleet.spawn_worker(&[
+        "--model",
+        "m=toy:pivot?delay_ms=600000",
+        "--grace-ms",
+        "2000",
+        "--lease-ms",
+        "120000",
+        "--heartbeat-ms",
+        "1000",
+    ]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(&queue, &named_batch("m", long_config(3, 8), 2)).await;
+    let specs = specs(&queue, &receipt).await;
+    wait_until(
+        "the slow worker runs both jobs",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let mut running = 0;
+            for id in &receipt.job_ids {
+                if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
+                    running += 1;
+                }
+            }
+            running == 2
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped_at = Instant::now();
+    fleet.signal_worker(slow, SIGTERM);
+    let mut child = fleet.workers[slow].take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = stopped_at.elapsed();
+    assert!(status.success(), "the worker exits cleanly: {status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "handed back within the grace period, not after the request: {took:?}"
+    );
+    for id in &receipt.job_ids {
+        let s = queue.job_state(*id).await.unwrap().unwrap();
+        assert_eq!(s.status, JobStatus::Queued, "handed back: {s:?}");
+        assert_eq!(s.deliveries, 0, "a hand-back is not a delivery: {s:?}");
+    }
+    assert!(fleet.logs().contains("handed back"));
+    // A worker whose requests are fast finishes the jobs long before the 120 s lease.
+    fleet.spawn_worker(&["--model", "m=toy:pivot"]);
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(60))
+        .await;
+    for spec in &specs {
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        assert_eq!(r.tokens, fault_free_on("toy:pivot", spec));
+        assert_eq!(r.attempts, 1, "delivered once: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_why() {
+    let mut fleet = Fleet::new(false);
+    let lease = ["--lease-ms", "1000", "--heartbeat-ms", "200"];
+    let a = fleet.spawn_worker(
+        &[
+            &["--model", "m=toy:pivot?delay_ms=100", "--concurrency", "1"][..],
+            &lease[..],
+        ]
+        .concat(),
+    );
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(&queue, &named_batch("m", long_config(3, 12), 1)).await;
+    let job = receipt.job_ids[0];
+    let spec = specs(&queue, &receipt).await.remove(0);
+    wait_until(
+        "the job has checkpointed a block",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let s = queue.job_state(job).await.unwrap().unwrap();
+            s.progress.is_some_and(|p| p.block_idx >= 2)
+        },
+    )
+    .await;
+    fleet.kill_worker(a);
+    // A worker that maps `m` to another model takes the job over after the lease and refuses
+    // to resume it: its log q would come from another proposal.
+    let b = fleet.spawn_worker(
+        &[
+            &["--model", "m=toy:eos-lengths", "--max-wait", "1s"][..],
+            &lease[..],
+        ]
+        .concat(),
+    );
+    wait_until(
+        "the job waits, saying why",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let s = queue.job_state(job).await.unwrap().unwrap();
+            s.waiting
+                .is_some_and(|w| w.contains("not the backend the checkpoint was made with"))
+        },
+    )
+    .await;
+    // It may be claimed again between two waits; read the reason while it waits.
+    let mut waiting = None;
+    for _ in 0..100 {
+        waiting = queue.job_state(job).await.unwrap().unwrap().waiting;
+        if waiting.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = waiting.unwrap();
+    assert!(
+        why.contains(r#"model: checkpoint "toy:pivot", this worker "toy:eos-lengths""#),
+        "{why}"
+    );
+    // The status command shows it too (asked again if it caught the job between two waits).
+    let mut shown = String::new();
+    for _ in 0..20 {
+        shown = common::stdout_of(&fleet.cli(&["status", &job.to_string()]));
+        if shown.contains("not the backend the checkpoint was made with") {
+            break;
+        }
+    }
+    assert!(
+        shown.contains("not the backend the checkpoint was made with"),
+        "{shown}"
+    );
+    fleet.kill_worker(b);
+    // A worker with the old mapping resumes it, with the tokens of an uninterrupted run.
+    fleet.spawn_worker(&[&["--model", "m=toy:pivot"][..], &lease[..]].concat());
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(results[0].status, JobStatus::Completed, "{:?}", results[0]);
+    assert_eq!(results[0].tokens, fault_free_on("toy:pivot", &spec));
+    assert_eq!(
+        results[0].pin,
+        Some(serde_json::json!({"kind": "toy", "model": "toy:pivot"})),
+        "the result records the backend it ran with"
+    );
+}

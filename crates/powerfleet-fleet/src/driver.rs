@@ -69,7 +69,9 @@ pub fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
 /// The verdict on a request whose attempts all failed with `errors` (transient or unavailable).
 fn verdict<T>(errors: &[BackendError]) -> Called<T> {
     let last = errors.last().map(BackendError::message).unwrap_or_default();
-    let same_answer = errors.iter().all(|e| matches!(e, BackendError::Transient(_)))
+    let same_answer = errors
+        .iter()
+        .all(|e| matches!(e, BackendError::Transient(_)))
         && errors.iter().all(|e| e.message() == last);
     if same_answer {
         Called::Failed(format!(
@@ -110,6 +112,10 @@ where
         match answer {
             Ok(v) => return Called::Done(v),
             Err(BackendError::Rejected(m)) => return Called::Failed(m),
+            Err(e) if e.is_unavailable() && backend.unavailable_for().is_some() => {
+                errors.push(e);
+                break;
+            }
             Err(e) => errors.push(e),
         }
         if attempt < policy.attempts {
@@ -157,15 +163,19 @@ pub async fn run_block(
                         advanced = Some(a);
                         break;
                     }
-                    Err(e) => {
-                        BackendError::Transient(format!("the model answered unusably: {e}"))
-                    }
+                    Err(e) => BackendError::Transient(format!("the model answered unusably: {e}")),
                 },
                 Err(BackendError::Rejected(m)) => {
                     return Called::Failed(format!("the server refused the request: {m}"));
                 }
                 Err(e) => e,
             };
+            // While every server's circuit is open, retrying cannot reach one: wait for the
+            // model at once instead of holding the job.
+            if error.is_unavailable() && backend.unavailable_for().is_some() {
+                errors.push(error);
+                break;
+            }
             if attempt < policy.attempts {
                 metrics::model_retry(label);
                 warn!(attempt, error = %error, "model request failed; retrying");
@@ -255,7 +265,10 @@ mod tests {
         let started = tokio::time::Instant::now();
         let boundary = run_block(&mut chain, &slow, 0, policy, &interrupt, |_| {}).await;
         assert_eq!(boundary, Called::Interrupted);
-        assert!(started.elapsed() < Duration::from_secs(2), "not the 600 s request");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "not the 600 s request"
+        );
         assert_eq!(chain, before);
     }
 

@@ -112,7 +112,11 @@ impl Backend {
     /// The prompt's token ids: text is tokenized once, by the model's own tokenizer. With
     /// `chat`, an inference server first formats the text through its chat template as one user
     /// message.
-    pub async fn tokenize(&self, prompt: &Prompt, chat: bool) -> Result<Vec<TokenId>, BackendError> {
+    pub async fn tokenize(
+        &self,
+        prompt: &Prompt,
+        chat: bool,
+    ) -> Result<Vec<TokenId>, BackendError> {
         match (self, prompt) {
             (Backend::Faulty { inner, .. }, _) => Box::pin(inner.tokenize(prompt, chat)).await,
             (Backend::Toy { .. }, _) if chat => {

@@ -288,9 +288,22 @@ impl Submission {
                 // max-swap is α = ∞ by definition; the batch's α applies to the other methods.
                 config.alpha = None;
             }
-            config
+            let valid = config
                 .validate()
                 .map_err(|e| format!("method {method}: {e}"))?;
+            // A server that does not honour the proposal temperature exactly would make log q
+            // wrong; refuse it here when the submission names the server (registered names are
+            // checked by the worker).
+            if let Ok(powerfleet_backends::Reference::Http(h)) =
+                powerfleet_backends::parse(&self.model)
+            {
+                h.kind.check_proposal(valid.temperature()).map_err(|e| {
+                    format!(
+                        "method {method}: proposal temperature on {}: {e}",
+                        h.kind.prefix()
+                    )
+                })?;
+            }
             configs.insert(method.as_str(), config);
         }
         let problem_count = self
@@ -573,6 +586,29 @@ mod tests {
         assert!(max_swap.validate().unwrap().alpha().is_infinite());
         let ids: std::collections::HashSet<_> = jobs.iter().map(|j| j.job_id).collect();
         assert_eq!(ids.len(), jobs.len());
+    }
+
+    #[test]
+    fn proposal_temperatures_a_vllm_server_would_clamp_are_refused_at_submission() {
+        let mut s = submission();
+        s.methods = vec![Method::Power];
+        s.problems.truncate(1);
+        s.model = "vllm+http://127.0.0.1:9?model=m".into();
+        let corr = CorrelationId::generate();
+        s.config.proposal_temp = Some(0.001);
+        let err = s.jobs(&corr, None).unwrap_err();
+        assert!(
+            err.contains("method power: proposal temperature on vllm"),
+            "{err}"
+        );
+        s.config.proposal_temp = Some(0.25);
+        assert!(s.jobs(&corr, None).is_ok());
+        s.model = "llamacpp+http://127.0.0.1:9".into();
+        s.config.proposal_temp = Some(0.001);
+        assert!(
+            s.jobs(&corr, None).is_ok(),
+            "llama.cpp honours any temperature > 0"
+        );
     }
 
     #[test]

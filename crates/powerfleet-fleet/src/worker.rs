@@ -280,7 +280,6 @@ async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, Qu
     Ok(deferred)
 }
 
-
 async fn handle(ctx: &Ctx, delivery: Delivery) {
     let span = match &delivery.spec {
         Ok(s) => info_span!("job", job_id = %s.job_id, correlation_id = %s.correlation_id),
@@ -386,7 +385,11 @@ fn pin_differences(stored: &Value, mine: &Value) -> Vec<String> {
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| {
             let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
-            format!("{k}: checkpoint {}, this worker {}", show(a.get(k)), show(b.get(k)))
+            format!(
+                "{k}: checkpoint {}, this worker {}",
+                show(a.get(k)),
+                show(b.get(k))
+            )
         })
         .collect()
 }
@@ -419,7 +422,11 @@ async fn finish(
 }
 
 /// Gives the job back to the queue at once (shutdown). A hand-back is never a delivery.
-async fn hand_back(ctx: &Ctx, run: &Running, progress: Option<&Progress>) -> Result<(), QueueError> {
+async fn hand_back(
+    ctx: &Ctx,
+    run: &Running,
+    progress: Option<&Progress>,
+) -> Result<(), QueueError> {
     if ctx.queue.hand_back(&run.lease).await? {
         ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
         metrics::add(metrics::JOBS_HANDED_BACK, 1);
@@ -639,7 +646,10 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     let policy = ctx.config.retry_policy();
     let interrupt = &shared.interrupt;
     let (prompt, chat) = (&run.spec.prompt, run.spec.chat);
-    let tokenized = driver::call(&backend, policy, interrupt, || backend.tokenize(prompt, chat)).await;
+    let tokenized = driver::call(&backend, policy, interrupt, || {
+        backend.tokenize(prompt, chat)
+    })
+    .await;
     let Called::Done(prompt) = tokenized else {
         return settle(ctx, &run, &shared, &backend, None, false, unit(&tokenized)).await;
     };
@@ -714,14 +724,19 @@ async fn hosted_sample(
         let r = fail("hosted chat APIs take text prompts, not token ids".to_string());
         return finish(ctx, run, r, None).await;
     };
-    let sampled = driver::call(backend, ctx.config.retry_policy(), &shared.interrupt, || {
-        model.sample(
-            prompt,
-            config.temperature(),
-            config.max_new_tokens(),
-            spec.seed ^ spec.stream,
-        )
-    })
+    let sampled = driver::call(
+        backend,
+        ctx.config.retry_policy(),
+        &shared.interrupt,
+        || {
+            model.sample(
+                prompt,
+                config.temperature(),
+                config.max_new_tokens(),
+                spec.seed ^ spec.stream,
+            )
+        },
+    )
     .await;
     match sampled {
         Called::Done(text) => {
@@ -919,9 +934,12 @@ async fn complete(
     metrics::add(metrics::BLOCKS, 1);
     let mut r = run.result(JobStatus::Completed, Some(chain), Some(backend), None);
     let tokens = r.tokens.clone();
-    let text = driver::call(backend, ctx.config.retry_policy(), &shared.interrupt, || {
-        backend.detokenize(&tokens)
-    })
+    let text = driver::call(
+        backend,
+        ctx.config.retry_policy(),
+        &shared.interrupt,
+        || backend.detokenize(&tokens),
+    )
     .await;
     match text {
         Called::Done(t) => r.text = Some(t),
@@ -981,7 +999,8 @@ mod tests {
             .unwrap_err();
         assert!(!err.is_transient(), "{err}");
         assert!(
-            err.message().contains("token-id prompts cannot be formatted"),
+            err.message()
+                .contains("token-id prompts cannot be formatted"),
             "{err}"
         );
         let err = server
@@ -1015,7 +1034,8 @@ mod tests {
             .unwrap();
         let chain = Chain::new(config, &[1, 2], 3, 4);
         let pin = serde_json::json!({"kind": "vllm", "model": "m", "k": 20});
-        let (back, stored) = PinnedCheckpoint::decode(&PinnedCheckpoint::encode(&chain, &pin)).unwrap();
+        let (back, stored) =
+            PinnedCheckpoint::decode(&PinnedCheckpoint::encode(&chain, &pin)).unwrap();
         assert_eq!((back, stored), (chain.clone(), Some(pin.clone())));
         let (bare, none) = PinnedCheckpoint::decode(&chain.checkpoint().to_json()).unwrap();
         assert_eq!((bare, none), (chain, None));

@@ -831,13 +831,14 @@ impl Queue {
     /// Puts a running job back to wait for its model until `due_ms`, keeping its checkpoint: the
     /// claim is undone and does not count as a delivery. `waiting_since_ms` is when the wait
     /// began (for the operator's patience). Returns whether the lease still held.
-    pub async fn defer(
-        &self,
-        lease: &Lease,
-        wait: &Wait<'_>,
-    ) -> Result<bool, QueueError> {
-        self.defer_entry(lease.job_id, &lease.fence.to_string(), &lease.entry_id, wait)
-            .await
+    pub async fn defer(&self, lease: &Lease, wait: &Wait<'_>) -> Result<bool, QueueError> {
+        self.defer_entry(
+            lease.job_id,
+            &lease.fence.to_string(),
+            &lease.entry_id,
+            wait,
+        )
+        .await
     }
 
     /// Puts a queued job whose entry this worker read, but did not claim, back to wait for its

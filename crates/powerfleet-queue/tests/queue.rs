@@ -522,7 +522,11 @@ async fn an_unclaimed_entry_is_deferred_only_if_current_and_a_cancelled_wait_is_
         since_ms: None,
     };
     assert!(!q.defer_unclaimed(s.job_id, "0-1", &wait).await.unwrap());
-    assert!(q.defer_unclaimed(s.job_id, &d.entry_id, &wait).await.unwrap());
+    assert!(
+        q.defer_unclaimed(s.job_id, &d.entry_id, &wait)
+            .await
+            .unwrap()
+    );
     let state = q.job_state(s.job_id).await.unwrap().unwrap();
     assert_eq!((state.status, state.deliveries), (JobStatus::Queued, 0));
     // Cancelled while waiting: it finishes at once, and promote only drops it from the set.

@@ -72,7 +72,9 @@ pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, String>> {
     // Text is never guessed: a completion whose text the server could not give stays ungraded.
     match (&result.text, &result.text_error) {
         (Some(text), _) => Some(grade(bench, text)),
-        (None, Some(why)) => Some(Err(format!("not graded: the completion has no text ({why})"))),
+        (None, Some(why)) => Some(Err(format!(
+            "not graded: the completion has no text ({why})"
+        ))),
         (None, None) => Some(grade(bench, "")),
     }
 }
