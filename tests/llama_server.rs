@@ -25,6 +25,9 @@ struct LlamaServer {
     child: Child,
     url: String,
     log: std::path::PathBuf,
+    port: u16,
+    slots: u32,
+    extra: Vec<String>,
 }
 
 impl LlamaServer {
@@ -36,6 +39,27 @@ impl LlamaServer {
 
     /// [`LlamaServer::start`] with extra command-line arguments.
     fn start_with(slots: u32, extra: &[&str]) -> LlamaServer {
+        let port = powerfleet_queue::local::free_port().unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        LlamaServer::start_on(port, slots, extra)
+    }
+
+    /// Stops the server (as an outage or a restart would).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, with the same arguments.
+    fn restart(&mut self) {
+        self.stop();
+        let again = LlamaServer::start_on(self.port, self.slots, self.extra.clone());
+        let old = std::mem::replace(self, again);
+        // The old process is gone; its Drop would delete the log the new one writes.
+        std::mem::forget(old);
+    }
+
+    fn start_on(port: u16, slots: u32, extra: Vec<String>) -> LlamaServer {
         let need = |var: &str| {
             std::env::var(var).unwrap_or_else(|_| {
                 panic!("{var} is not set: run scripts/test.sh, which builds llama-server (scripts/ensure-llama-server.sh) and makes the tiny test model (scripts/make-tiny-gguf.py)")
@@ -45,7 +69,6 @@ impl LlamaServer {
             need("POWERFLEET_LLAMA_SERVER"),
             need("POWERFLEET_TINY_GGUF"),
         );
-        let port = powerfleet_queue::local::free_port().unwrap();
         let log = std::env::temp_dir().join(format!("llama-server-{port}.log"));
         let child = Command::new(&bin)
             .args([
@@ -65,7 +88,7 @@ impl LlamaServer {
                 "1",
             ])
             .args(["-fa", "off", "-ctk", "f32", "-ctv", "f32"])
-            .args(extra)
+            .args(&extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -92,7 +115,14 @@ impl LlamaServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        LlamaServer { child, url, log }
+        LlamaServer {
+            child,
+            url,
+            log,
+            port,
+            slots,
+            extra,
+        }
     }
 
     fn reference(&self) -> String {
@@ -657,4 +687,273 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
         assert_eq!(m["samples"], 2, "{m}");
         assert!(m["cost_multiplier"].as_f64().unwrap() >= 1.0, "{m}");
     }
+}
+
+/// The tokens of `spec`'s chain run in-process, uninterrupted, against `model`.
+async fn uninterrupted(model: &HttpModel, spec: &powerfleet_jobs::JobSpec) -> Vec<u32> {
+    let prompt = model.tokenize("hello").await.unwrap();
+    replay(model, spec, &prompt).await
+}
+
+async fn metrics_text(addr: &str) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_failing() {
+    // One slot: log-probabilities are reproducible, so every job must end with the tokens of a
+    // run without the outage.
+    let mut server = LlamaServer::start(1);
+    let mut fleet = Fleet::new(false);
+    let registered = format!("tiny={}", server.reference());
+    let metrics_addr = format!(
+        "127.0.0.1:{}",
+        powerfleet_queue::local::free_port().unwrap()
+    );
+    let flags = ["--model", &registered, "--max-wait", "3s"];
+    fleet.spawn_worker(&[&flags[..], &["--metrics-listen", &metrics_addr][..]].concat());
+    fleet.spawn_worker(&flags);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 4,
+        block_size: 8,
+        max_new_tokens: 64,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let receipt = submit(&queue, &hello_power_batch(config, 5, 12, false))
+        .await
+        .unwrap();
+    let specs = specs(&queue, &receipt).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut progressed = 0;
+        for id in &receipt.job_ids {
+            let s = queue.job_state(*id).await.unwrap().unwrap();
+            if s.progress.is_some_and(|p| p.block_idx >= 1) {
+                progressed += 1;
+            }
+        }
+        if progressed >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The server goes away for 30 s, as a restart of an inference server does.
+    server.stop();
+    let down_at = Instant::now();
+    let (mut samples, mut running, mut waiting) = (0u32, 0u32, 0u32);
+    while down_at.elapsed() < Duration::from_secs(30) {
+        for id in &receipt.job_ids {
+            let s = queue.job_state(*id).await.unwrap().unwrap();
+            assert!(
+                !s.status.is_final(),
+                "a job ended while its server was down: {s:?}\n{}",
+                fleet.logs()
+            );
+            if down_at.elapsed() > Duration::from_secs(5) {
+                samples += 1;
+                running += u32::from(s.status == JobStatus::Running);
+                waiting += u32::from(
+                    s.waiting
+                        .as_deref()
+                        .is_some_and(|w| w.starts_with("waiting for model tiny")),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Jobs wait in the queue, with the reason, instead of being claimed and failed.
+    assert!(
+        running * 20 <= samples,
+        "jobs were held by workers while the server was down: {running} of {samples} samples"
+    );
+    assert!(
+        waiting * 2 >= samples,
+        "{waiting} of {samples} samples waiting"
+    );
+    let scraped = metrics_text(&metrics_addr).await;
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("powerfleet_jobs_waiting_for_model_total")
+                && l.contains("when=\"unclaimed\"")),
+        "jobs left unclaimed while the model was down show in the metrics:\n{scraped}"
+    );
+
+    server.restart();
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 12, Duration::from_secs(240))
+        .await;
+    let model = server.model(&format!("?k={VOCAB}"));
+    for spec in &specs {
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        assert_eq!(
+            r.attempts, 1,
+            "waiting for the server is not a delivery: {r:?}"
+        );
+        assert_eq!(
+            r.tokens,
+            uninterrupted(&model, spec).await,
+            "job {} differs from a run without the outage",
+            spec.job_id
+        );
+    }
+    let published = common::published_results(&fleet).await;
+    for spec in &specs {
+        assert_eq!(
+            published.get(&spec.job_id.to_string()),
+            Some(&1),
+            "published once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_past_the_patience_fails_its_jobs_with_the_reason_keeping_checkpoints_until_then()
+ {
+    let mut server = LlamaServer::start(1);
+    let mut fleet = Fleet::new(false);
+    let registered = format!("tiny={}", server.reference());
+    fleet.spawn_worker(&[
+        "--model",
+        &registered,
+        "--model-patience",
+        "8s",
+        "--max-wait",
+        "1s",
+    ]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 4,
+        block_size: 8,
+        max_new_tokens: 64,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let receipt = submit(&queue, &hello_power_batch(config, 9, 2, false))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !queue
+        .job_state(receipt.job_ids[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .progress
+        .is_some_and(|p| p.block_idx >= 1)
+    {
+        assert!(Instant::now() < deadline, "no progress\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop();
+    // Within the patience the job waits and its checkpoint stays in Redis.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut redis = redis::Client::open(fleet.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = powerfleet_queue::Keys::new(&fleet.namespace);
+    let checkpoint: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(keys.checkpoint(receipt.job_ids[0]))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        checkpoint.is_some(),
+        "the checkpoint is kept while the job waits"
+    );
+    let s = queue.job_state(receipt.job_ids[0]).await.unwrap().unwrap();
+    assert!(!s.status.is_final(), "{s:?}");
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(60))
+        .await;
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Failed, "{r:?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("longer than the worker's --model-patience of 8 s")
+                && error.contains("127.0.0.1"),
+            "the error names the patience and the server's failure: {error}"
+        );
+        assert_eq!(r.attempts, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_the_server_cannot_take_fail_alone_and_healthy_jobs_complete() {
+    // The tiny vocabulary is printable ASCII: llama-server answers /tokenize of other text with
+    // a 500 ("unordered_map::at"), the same for every try. Its context is 256 tokens.
+    let server = LlamaServer::start(1);
+    let mut fleet = Fleet::new(false);
+    let registered = format!("tiny={}", server.reference());
+    fleet.spawn_worker(&["--model", &registered, "--concurrency", "4"]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 2,
+        block_size: 8,
+        max_new_tokens: 16,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let mut problems = Vec::new();
+    for i in 0..8 {
+        problems.push(Problem {
+            id: Some(format!("ok{i}")),
+            prompt: Prompt::Text(format!("hello {i}")),
+        });
+    }
+    for i in 0..6 {
+        problems.push(Problem {
+            id: Some(format!("bad{i}")),
+            prompt: Prompt::Text(format!("h\u{e9}llo\n{i}")),
+        });
+    }
+    problems.push(Problem {
+        id: Some("long".into()),
+        prompt: Prompt::Text("a ".repeat(200)),
+    });
+    let submission = Submission {
+        problems,
+        ..hello_power_batch(config, 1, 1, false)
+    };
+    let receipt = submit(&queue, &submission).await.unwrap();
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 15, Duration::from_secs(120))
+        .await;
+    for r in &results {
+        let id = r.problem_id.as_deref().unwrap();
+        let error = r.error.as_deref().unwrap_or_default();
+        if id.starts_with("ok") {
+            assert_eq!(r.status, JobStatus::Completed, "{id}: {error}");
+        } else if id.starts_with("bad") {
+            assert_eq!(r.status, JobStatus::Failed, "{id}");
+            assert!(
+                error.contains("tokenizing the prompt") && error.contains("500"),
+                "the server's own message: {error}"
+            );
+        } else {
+            assert_eq!(r.status, JobStatus::Failed, "{id}");
+            assert!(
+                error.contains("exceeds the server's context") && error.contains("256"),
+                "both numbers: {error}"
+            );
+        }
+    }
+    assert!(
+        !fleet.logs().contains("circuit open"),
+        "errors about one request never open the circuit\n{}",
+        fleet.logs()
+    );
 }

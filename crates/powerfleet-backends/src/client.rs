@@ -81,6 +81,8 @@ pub fn classify_status(status: reqwest::StatusCode, message: String) -> BackendE
 struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
+    /// The latest failure, quoted while the circuit is open.
+    last_error: String,
 }
 
 #[derive(Debug)]
@@ -107,9 +109,10 @@ impl Server {
         b.open_until.filter(|t| *t > now).map(|t| t - now)
     }
 
-    fn failed(&self) {
+    fn failed(&self, error: &str) {
         let mut b = self.breaker.lock().expect("breaker");
         b.failures += 1;
+        b.last_error = error.to_string();
         if b.failures >= BREAKER_THRESHOLD {
             if b.open_until.is_none() || b.open_until.is_some_and(|t| Instant::now() >= t) {
                 tracing::warn!(server = %self.url, failures = b.failures, "circuit open: server skipped for a while");
@@ -201,8 +204,14 @@ impl HttpModel {
     async fn post(&self, affinity: u64, path: &str, body: &Value) -> Result<Value, BackendError> {
         let now = Instant::now();
         let Some(server) = self.order(affinity).into_iter().find(|s| s.available(now)) else {
+            let last = self
+                .servers
+                .iter()
+                .map(|s| s.breaker.lock().expect("breaker").last_error.clone())
+                .next_back()
+                .unwrap_or_default();
             return Err(BackendError::Unavailable(format!(
-                "all {} servers of {} failed {BREAKER_THRESHOLD} times in a row; retrying after their cool-down",
+                "all {} servers of {} failed {BREAKER_THRESHOLD} times in a row; retrying after their cool-down (last failure: {last})",
                 self.servers.len(),
                 self.reference.kind.prefix()
             )));
@@ -259,8 +268,8 @@ impl HttpModel {
         // request the server answered, however badly, shows it alive. 429 is overload, not an
         // outage.
         match &result {
-            Err(BackendError::Unavailable(_)) if !overloaded.load(Ordering::Relaxed) => {
-                server.failed()
+            Err(BackendError::Unavailable(m)) if !overloaded.load(Ordering::Relaxed) => {
+                server.failed(m)
             }
             _ => server.succeeded(),
         }
