@@ -20,6 +20,7 @@ venv_python=$(scripts/ensure-llama-server.sh --python | tail -n1)
 POWERFLEET_TINY_GGUF="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}/tiny-llama-seed1.gguf"
 [ -s "$POWERFLEET_TINY_GGUF" ] || "$venv_python" scripts/make-tiny-gguf.py "$POWERFLEET_TINY_GGUF" --seed 1 >&2
 export POWERFLEET_LLAMA_SERVER POWERFLEET_TINY_GGUF
+echo "==> vLLM's protocol package for the conformance tests"; export POWERFLEET_VLLM_PYTHON=$(scripts/ensure-vllm.sh | tail -n1)
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

@@ -566,3 +566,57 @@ fn bench_collector_measures_grading_in_the_collector() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be >= 100"));
 }
+
+/// `powerfleet bench outage` restarts its own llama-server mid-batch: no job is lost or changed,
+/// and the server's work redone stays below a block per chain in flight (it checks the first
+/// itself and fails otherwise).
+#[test]
+fn bench_outage_loses_no_job_and_redoes_at_most_a_block_per_chain() {
+    for var in ["POWERFLEET_LLAMA_SERVER", "POWERFLEET_TINY_GGUF"] {
+        assert!(
+            std::env::var(var).is_ok(),
+            "{var} is not set: run scripts/test.sh, which builds llama-server and the tiny model"
+        );
+    }
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "outage",
+            "--outage-s",
+            "3",
+            "--jobs",
+            "4",
+            "--concurrency",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| server stopped mid-batch |"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(
+        (cells[2], cells[3], cells[4]),
+        ("4", "0", "4 of 4"),
+        "{row}"
+    );
+    let redone: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("work redone: "))
+        .and_then(|l| l.split(" decode steps, ").nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // One block is 8 tokens: 8 decode steps and one for its prompt.
+    assert!(
+        redone <= 9.0,
+        "{redone} decode steps redone per chain in flight\n{stdout}"
+    );
+}

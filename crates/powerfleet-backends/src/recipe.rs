@@ -11,7 +11,8 @@
 //!
 //! A log-probability of [`CLAMPED_NEG_INF`] or below stands for −∞: vLLM's completions API
 //! replaces −∞ by −9999.0, as OpenAI does (`max(logprob, -9999.0)` in
-//! `_create_completion_logprobs`, `vllm/entrypoints/openai/serving_completion.py`). Such a token
+//! `_create_completion_logprobs`, `vllm/entrypoints/openai/completion/serving.py` in vLLM 0.33,
+//! `serving_completion.py` before). Such a token
 //! has probability 0 under p: in the top-K list it adds nothing to the normalizer (exp(−9999/τ)
 //! is 0 in f64), and as the sampled token it cannot have been drawn from p's top K, so the answer
 //! is refused.

@@ -139,8 +139,9 @@ pub fn llamacpp_seed(seed: u64) -> u32 {
 }
 
 /// vLLM's seed for a chain's 64-bit seed: `CompletionRequest.seed` must lie in
-/// [`_LONG_INFO.min`, `_LONG_INFO.max`] = [-2^63, 2^63 - 1] (`Field(None, ge=_LONG_INFO.min,
-/// le=_LONG_INFO.max)`, `vllm/entrypoints/openai/protocol.py`), so the top bit is dropped.
+/// [-2^63, 2^63 - 1] (`_INT64_MIN`/`_INT64_MAX` in
+/// `vllm/entrypoints/openai/completion/protocol.py` of vLLM 0.33; `_LONG_INFO` in
+/// `vllm/entrypoints/openai/protocol.py` of earlier versions), so the top bit is dropped.
 pub fn vllm_seed(seed: u64) -> u64 {
     seed & (i64::MAX as u64)
 }
