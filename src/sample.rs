@@ -66,6 +66,9 @@ struct ChainRecord<'a> {
     chain: u64,
     tokens: &'a [TokenId],
     text: String,
+    /// Why `text` is empty: the server could not detokenize the completion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exactness: Option<String>,
     log_p: f64,
@@ -337,22 +340,22 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         tasks.spawn(async move {
             let _permit = sem.acquire().await.expect("never closed");
             let mut chain = Chain::new(config, &prompt, seed, stream);
-            let mut waited = std::time::Duration::ZERO;
+            // The patience counts from the chain's last progress.
+            let mut progress_at = std::time::Instant::now();
             loop {
                 match driver::run_block(&mut chain, &backend, stream, policy, &never, |_| {}).await
                 {
                     Called::Done(Stop::Finished) => break,
-                    Called::Done(Stop::BlockDone) | Called::Interrupted => {}
+                    Called::Done(Stop::BlockDone) => progress_at = std::time::Instant::now(),
+                    Called::Interrupted => {}
                     Called::Failed(e) => anyhow::bail!("chain {stream}: {e}"),
-                    Called::Waiting(e) if waited >= patience => anyhow::bail!(
+                    Called::Waiting(e) if progress_at.elapsed() >= patience => anyhow::bail!(
                         "chain {stream}: the server was unavailable for longer than --model-patience ({} s): {e}",
                         patience.as_secs()
                     ),
                     Called::Waiting(_) => {
                         // The chain keeps its state; it continues when the server is back.
-                        let pause = std::time::Duration::from_secs(5);
-                        tokio::time::sleep(pause).await;
-                        waited += pause;
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                     }
                 }
             }
@@ -370,11 +373,15 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut counts: HashMap<Vec<TokenId>, u64> = HashMap::new();
     for (i, o) in &outputs {
-        let text = detokenized(&backend, &o.tokens).await?;
+        let (text, text_error) = match detokenized(&backend, &o.tokens, patience).await {
+            Ok(t) => (t, None),
+            Err(e) => (String::new(), Some(format!("{e:#}"))),
+        };
         match args.format {
             Format::Jsonl => {
                 let mut r = ChainRecord {
                     text,
+                    text_error,
                     exactness: Some(exactness.clone()),
                     ..record_without_text(*i, o)
                 };
@@ -396,8 +403,10 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         let mut rows: Vec<_> = counts.into_iter().collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (tokens, count) in rows.iter().take(20) {
-            let text = detokenized(&backend, tokens).await?;
-            writeln!(out, "{count:>6}  {:?}", truncate(&text, 60))?;
+            match detokenized(&backend, tokens, patience).await {
+                Ok(text) => writeln!(out, "{count:>6}  {:?}", truncate(&text, 60))?,
+                Err(e) => writeln!(out, "{count:>6}  {tokens:?} (no text: {e:#})")?,
+            }
         }
         let proposals: u64 = outputs.iter().map(|(_, o)| o.stats.proposals).sum();
         let acceptances: u64 = outputs.iter().map(|(_, o)| o.stats.acceptances).sum();
@@ -458,14 +467,16 @@ where
 }
 
 /// The text of `tokens` by the server's tokenizer, retried like any model call: text is never
-/// guessed, so a completion whose text cannot be had is an error, not an empty string.
-async fn detokenized(backend: &powerfleet_fleet::Backend, tokens: &[TokenId]) -> Result<String> {
-    patiently(
-        backend,
-        "detokenizing a completion",
-        std::time::Duration::from_secs(60),
-        || backend.detokenize(tokens),
-    )
+/// guessed, so a completion whose text cannot be had is reported with the reason, not as an
+/// empty string.
+async fn detokenized(
+    backend: &powerfleet_fleet::Backend,
+    tokens: &[TokenId],
+    patience: std::time::Duration,
+) -> Result<String> {
+    patiently(backend, "detokenizing a completion", patience, || {
+        backend.detokenize(tokens)
+    })
     .await
 }
 
@@ -474,6 +485,7 @@ fn record_without_text(chain: u64, o: &ChainOutput) -> ChainRecord<'_> {
         chain,
         tokens: &o.tokens,
         text: String::new(),
+        text_error: None,
         exactness: None,
         log_p: o.log_p,
         ends_with_eos: o.ends_with_eos,

@@ -1,18 +1,74 @@
 //! Inference servers over https: the client verifies the server's certificate (against
-//! SSL_CERT_FILE for a private CA) and then talks to it like any other server.
+//! SSL_CERT_FILE for a private CA) and then talks to it like any other server. The server is a
+//! real llama-server behind a TLS-terminating proxy (llama-server is built without TLS here).
 
 use std::process::Command;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A fake llama-server behind TLS: every POST /completion gets one token (id 5) with raw top-2
-/// log-probabilities; /tokenize and /detokenize answer too.
-async fn tls_fake(dir: &std::path::Path) -> u16 {
+/// A real llama-server (plain HTTP, on a free port) with the tiny test model; killed on drop.
+struct Upstream(std::process::Child);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn upstream() -> (Upstream, u16) {
+    let need = |var: &str| {
+        std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run scripts/test.sh, which builds llama-server (scripts/ensure-llama-server.sh) and makes the tiny test model (scripts/make-tiny-gguf.py)")
+        })
+    };
+    let (bin, model) = (
+        need("POWERFLEET_LLAMA_SERVER"),
+        need("POWERFLEET_TINY_GGUF"),
+    );
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let child = Command::new(&bin)
+        .args([
+            "-m",
+            &model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["-np", "1", "-c", "256", "-t", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; run scripts/ensure-llama-server.sh"));
+    let server = Upstream(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let healthy = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            buf.contains("\"ok\"")
+        });
+        if healthy {
+            return (server, port);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "llama-server did not become healthy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// TLS in front of a real llama-server: every connection is decrypted with the test
+/// certificate and relayed to the server on `upstream_port`, as a TLS-terminating proxy does.
+async fn tls_proxy(dir: &std::path::Path, upstream_port: u16) -> u16 {
     powerfleet_backends::install_tls_provider();
     let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
         .unwrap()
@@ -34,54 +90,12 @@ async fn tls_fake(dir: &std::path::Path) -> u16 {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                loop {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let (head_end, length) = loop {
-                        let Ok(n) = tls.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| {
-                                    l.strip_prefix("content-length:")
-                                        .map(|v| v.trim().parse::<usize>().unwrap())
-                                })
-                                .unwrap_or(0);
-                            break (i + 4, length);
-                        }
-                    };
-                    while buf.len() < head_end + length {
-                        let Ok(n) = tls.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let body = if head.starts_with("POST /tokenize") {
-                        r#"{"tokens":[1,5]}"#.to_string()
-                    } else if head.starts_with("POST /detokenize") {
-                        r#"{"content":"ok"}"#.to_string()
-                    } else {
-                        r#"{"content":"a","tokens":[5],"stop_type":"limit","completion_probabilities":[{"id":5,"token":"a","logprob":-0.2,"top_logprobs":[{"id":5,"token":"a","logprob":-0.2},{"id":6,"token":"b","logprob":-1.7}]}]}"#.to_string()
-                    };
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if tls.write_all(response.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
+                let Ok(mut plain) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }
     });
@@ -93,8 +107,9 @@ async fn inference_servers_over_https_are_verified_and_used() {
     let dir = tempfile::tempdir().unwrap();
     powerfleet_queue::local::make_certificates(dir.path())
         .expect("openssl makes test certificates (scripts/test.sh installs it)");
-    let port = tls_fake(dir.path()).await;
-    let model = format!("llamacpp+https://127.0.0.1:{port}?k=2");
+    let (_server, upstream_port) = upstream();
+    let port = tls_proxy(dir.path(), upstream_port).await;
+    let model = format!("llamacpp+https://127.0.0.1:{port}");
     let sample = move |ca: Option<&std::path::Path>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_powerfleet"));
         cmd.args([
@@ -131,8 +146,20 @@ async fn inference_servers_over_https_are_verified_and_used() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let record: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
-    assert_eq!(record["tokens"], serde_json::json!([5]));
-    assert_eq!(record["text"], "ok");
+    let tokens = record["tokens"].as_array().expect("a completion");
+    assert_eq!(tokens.len(), 1, "{record}");
+    assert!(
+        record["exactness"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("llama.cpp"),
+        "{record}"
+    );
+    assert_eq!(
+        record["text"].as_str().map(str::chars).map(Iterator::count),
+        Some(1),
+        "{record}"
+    );
     let refused = tokio::task::spawn_blocking(move || sample(None))
         .await
         .unwrap();

@@ -243,7 +243,15 @@ impl HttpModel {
                 } else {
                     "failed"
                 };
-                BackendError::Unavailable(format!("{method} {url} {what}: {}", error_chain(&e)))
+                let chain = error_chain(&e);
+                // A certificate that does not verify is a configuration error, not an outage:
+                // waiting for it would never end.
+                if chain.to_lowercase().contains("certificate") {
+                    return BackendError::Rejected(format!(
+                        "{method} {url} {what}: {chain}; the server's certificate does not verify (set SSL_CERT_FILE to its CA)"
+                    ));
+                }
+                BackendError::Unavailable(format!("{method} {url} {what}: {chain}"))
             })?;
             let status = response.status();
             let text = response.text().await.map_err(|e| {

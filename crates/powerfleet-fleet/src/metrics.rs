@@ -57,6 +57,8 @@ pub const HTTP_REQUESTS: &str = "powerfleet_http_requests_total";
 /// Counter: jobs put back to wait for their model, by backend and by whether the worker had
 /// claimed them (`claimed`) or left them unclaimed because the model was down (`unclaimed`).
 pub const JOBS_WAITING: &str = "powerfleet_jobs_waiting_for_model_total";
+/// Gauge: jobs waiting for their model in the delayed set (set by the collector).
+pub const QUEUE_DELAYED: &str = "powerfleet_queue_delayed_jobs";
 /// Counter: jobs moved back to the jobs stream after waiting for their model.
 pub const JOBS_PROMOTED: &str = "powerfleet_jobs_promoted_total";
 
@@ -101,6 +103,10 @@ pub fn describe() {
     describe_counter!(GRADED_INCORRECT, "Benchmark results graded wrong");
     describe_gauge!(QUEUE_LAG, "Jobs not yet delivered to any worker");
     describe_gauge!(QUEUE_PENDING, "Jobs delivered and not yet acknowledged");
+    describe_gauge!(
+        QUEUE_DELAYED,
+        "Jobs waiting for an unavailable model, out of the stream until their wait is over"
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP API requests by route and status");
     describe_counter!(
         JOBS_WAITING,
@@ -154,9 +160,10 @@ pub fn checkpoint_written(d: Duration, bytes: usize) {
 }
 
 /// Sets the queue gauges.
-pub fn queue_depth(lag: u64, pending: u64) {
+pub fn queue_depth(lag: u64, pending: u64, delayed: u64) {
     gauge!(QUEUE_LAG).set(lag as f64);
     gauge!(QUEUE_PENDING).set(pending as f64);
+    gauge!(QUEUE_DELAYED).set(delayed as f64);
 }
 
 /// Counts an API request.

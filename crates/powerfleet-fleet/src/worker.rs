@@ -1,8 +1,10 @@
 //! The worker: reads jobs from the queue, runs their chains, and checkpoints after every block.
 //!
 //! Workers are stateless: everything a job needs is in Redis (its spec and last checkpoint), and
-//! every write is fenced, so any number of workers can come and go. CPU-bound in-process models run
-//! on tokio's blocking pool, one block at a time.
+//! every write is fenced, so any number of workers can come and go. Chains run through the one
+//! chain driver (`driver.rs`) on the async runtime; toy models answer inline (microseconds per
+//! block), inference servers over HTTP. A job whose model is unavailable goes back to the queue
+//! to wait for it, keeping its checkpoint, up to the operator's patience.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use powerfleet_jobs::{JobResult, JobSpec, JobStatus, Prompt, now_ms};
 use powerfleet_queue::{
-    ClaimOutcome, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Wait,
+    ClaimOutcome, Deferral, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Wait,
 };
 use powerfleet_sampler::{Chain, Checkpoint};
 use serde::{Deserialize, Serialize};
@@ -148,6 +150,11 @@ pub async fn run(
         stop: stop.clone(),
         report: report.clone(),
     });
+    // Jobs whose wait for their model is over go back to the stream, however busy this worker is.
+    let promoter = AbortOnDrop(tokio::spawn(promote_waiting(
+        ctx.queue.clone(),
+        config.read_block.min(Duration::from_secs(1)),
+    )));
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let mut tasks = JoinSet::new();
     let mut last_reclaim: Option<tokio::time::Instant> = None;
@@ -192,6 +199,7 @@ pub async fn run(
             }
         }
     }
+    drop(promoter);
     info!(
         in_flight = tasks.len(),
         "worker stopping: handing back in-flight jobs"
@@ -213,11 +221,6 @@ async fn fetch(
     last_reclaim: &mut Option<tokio::time::Instant>,
 ) -> Result<Vec<Delivery>, QueueError> {
     let c = &ctx.config;
-    let promoted = ctx.queue.promote_due(64).await?;
-    if promoted > 0 {
-        metrics::add(metrics::JOBS_PROMOTED, promoted as u64);
-        debug!(count = promoted, "jobs back from waiting for their model");
-    }
     let reclaim_every = (c.lease / 2).max(Duration::from_millis(50));
     if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every) {
         *last_reclaim = Some(tokio::time::Instant::now());
@@ -246,6 +249,23 @@ async fn fetch(
     Ok(ready)
 }
 
+/// Moves jobs whose wait is over back to the jobs stream, every `every`.
+async fn promote_waiting(queue: Queue, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match queue.promote_due(256).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::add(metrics::JOBS_PROMOTED, n as u64);
+                debug!(count = n, "jobs back from waiting for their model");
+            }
+            Err(e) => debug!(error = %e, "cannot move waiting jobs back yet"),
+        }
+    }
+}
+
 /// While every server of a delivery's model is down, puts the job back to wait without claiming
 /// it, so a worker does not drain the queue into failures; returns whether it did.
 async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, QueueError> {
@@ -259,19 +279,29 @@ async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, Qu
         return Ok(false);
     };
     let reason = format!(
-        "waiting for model {}: every server is down (its circuit opened after repeated failures); trying again in {} s",
-        spec.model,
-        down_for.as_secs().max(1)
+        "waiting for model {}: every server is down (its circuit opened after repeated failures)",
+        spec.model
     );
+    // Not sooner than half the longest wait: while a model is down, its jobs should not cycle
+    // through the stream every few seconds.
+    let delay = down_for.max(ctx.config.max_wait / 2);
     let wait = Wait {
-        due_ms: now_ms() + down_for.as_millis() as u64,
+        due_ms: now_ms() + delay.as_millis() as u64,
         reason: &reason,
         since_ms: None,
     };
-    let deferred = ctx
+    // An error here only means the job is claimed as usual.
+    let deferred = match ctx
         .queue
         .defer_unclaimed(spec.job_id, &delivery.entry_id, &wait)
-        .await?;
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, job_id = %spec.job_id, "cannot leave the job to wait; claiming it");
+            false
+        }
+    };
     if deferred {
         metrics::job_waiting(backend.label(), false);
         ctx.report.waited.fetch_add(1, Ordering::Relaxed);
@@ -487,12 +517,24 @@ async fn wait_for_model(
         reason: &reason,
         since_ms: Some(since),
     };
-    if ctx.queue.defer(&run.lease, &wait).await? {
-        metrics::job_waiting(backend.label(), true);
-        ctx.report.waited.fetch_add(1, Ordering::Relaxed);
-        info!(retry_in_ms = delay.as_millis() as u64, reason = %why, "waiting for the model");
-    } else {
-        ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+    match ctx.queue.defer(&run.lease, &wait).await? {
+        Deferral::Deferred => {
+            metrics::job_waiting(backend.label(), true);
+            ctx.report.waited.fetch_add(1, Ordering::Relaxed);
+            info!(retry_in_ms = delay.as_millis() as u64, reason = %why, "waiting for the model");
+        }
+        Deferral::CancelRequested => {
+            let r = run.result(
+                JobStatus::Cancelled,
+                chain,
+                Some(backend),
+                Some("cancelled".into()),
+            );
+            return finish(ctx, run, r, None).await;
+        }
+        Deferral::Lost => {
+            ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
 }
@@ -835,6 +877,10 @@ async fn drive_inner(
     let pin = run.pin.clone().unwrap_or(Value::Null);
     let affinity = run.spec.job_id.0.as_u64_pair().1;
     let calls_at_claim = chain.stats().model_calls;
+    // The chain's state as last stored (or as Chain::new makes it again): a checkpoint is written
+    // only when the chain has moved on since, so one that records no progress never resets the
+    // job's wait.
+    let mut stored_calls = calls_at_claim;
     let mut counted = chain.stats().clone();
     loop {
         let block_started = std::time::Instant::now();
@@ -866,7 +912,7 @@ async fn drive_inner(
         let progressed = chain.stats().model_calls > calls_at_claim;
         match boundary {
             Called::Done(Stop::Finished) => {
-                return complete(ctx, run, shared, &chain, backend, &pin).await;
+                return complete(ctx, run, shared, &chain, backend, &pin, progressed).await;
             }
             Called::Failed(e) => {
                 let r = run.result(JobStatus::Failed, Some(&chain), Some(backend), Some(e));
@@ -876,30 +922,16 @@ async fn drive_inner(
         }
         // A checkpoint at a step boundary: the chain as of its last accepted answer.
         let progress = progress_of(&chain);
-        let bytes = PinnedCheckpoint::encode(&chain, &pin);
-        let write_started = std::time::Instant::now();
-        let written = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await?;
-        metrics::checkpoint_written(write_started.elapsed(), bytes.len());
-        match written {
-            LeaseState::Lost => {
-                ctx.report.lost.fetch_add(1, Ordering::Relaxed);
-                info!("lease lost at a checkpoint; another worker owns the job now");
+        if chain.stats().model_calls > stored_calls {
+            if !store_checkpoint(ctx, run, shared, &chain, &pin).await? {
                 return Ok(());
             }
-            LeaseState::Owned { cancel } => {
-                if cancel {
-                    shared.cancel.store(true, Ordering::Relaxed);
-                }
-            }
+            stored_calls = chain.stats().model_calls;
         }
         if matches!(boundary, Called::Done(Stop::BlockDone)) {
             ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
             metrics::add(metrics::BLOCKS, 1);
-            debug!(
-                block_idx = progress.block_idx,
-                bytes = bytes.len(),
-                "block checkpointed"
-            );
+            debug!(block_idx = progress.block_idx, "block checkpointed");
         }
         if shared.cancel.load(Ordering::Relaxed) {
             let r = run.result(
@@ -919,6 +951,34 @@ async fn drive_inner(
     }
 }
 
+/// Stores the chain's checkpoint with its pin; false when the lease was lost.
+async fn store_checkpoint(
+    ctx: &Ctx,
+    run: &Running,
+    shared: &Shared,
+    chain: &Chain,
+    pin: &Value,
+) -> Result<bool, QueueError> {
+    let progress = progress_of(chain);
+    let bytes = PinnedCheckpoint::encode(chain, pin);
+    let write_started = std::time::Instant::now();
+    let written = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await?;
+    metrics::checkpoint_written(write_started.elapsed(), bytes.len());
+    match written {
+        LeaseState::Lost => {
+            ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+            info!("lease lost at a checkpoint; another worker owns the job now");
+            Ok(false)
+        }
+        LeaseState::Owned { cancel } => {
+            if cancel {
+                shared.cancel.store(true, Ordering::Relaxed);
+            }
+            Ok(true)
+        }
+    }
+}
+
 /// Publishes a finished chain's result with its text. The text comes from the model's own
 /// tokenizer, retried like any model call; when the server refuses it, the result is stored
 /// without text and ungraded, with the reason, never graded as empty.
@@ -929,9 +989,12 @@ async fn complete(
     chain: &Chain,
     backend: &Backend,
     pin: &Value,
+    progressed: bool,
 ) -> Result<(), QueueError> {
-    ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
-    metrics::add(metrics::BLOCKS, 1);
+    if progressed {
+        ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
+        metrics::add(metrics::BLOCKS, 1);
+    }
     let mut r = run.result(JobStatus::Completed, Some(chain), Some(backend), None);
     let tokens = r.tokens.clone();
     let text = driver::call(
@@ -949,14 +1012,11 @@ async fn complete(
         }
         waiting_or_interrupted => {
             // Keep the finished chain so that the next claim only has to detokenize.
-            let bytes = PinnedCheckpoint::encode(chain, pin);
-            let progress = progress_of(chain);
-            if let LeaseState::Lost = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await? {
-                ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+            if progressed && !store_checkpoint(ctx, run, shared, chain, pin).await? {
                 return Ok(());
             }
             let outcome = unit(&waiting_or_interrupted);
-            return settle(ctx, run, shared, backend, Some(chain), true, outcome).await;
+            return settle(ctx, run, shared, backend, Some(chain), progressed, outcome).await;
         }
     }
     finish(ctx, run, r, None).await

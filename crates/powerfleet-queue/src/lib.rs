@@ -11,6 +11,6 @@ mod queue;
 
 pub use keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP, validate_namespace};
 pub use queue::{
-    CancelOutcome, ClaimOutcome, Delivery, JobState, Lease, LeaseState, MAX_ENTRY_BYTES, Progress,
-    Queue, QueueError, QueueOptions, ResultDelivery, TrimReport, Wait, redact_url,
+    CancelOutcome, ClaimOutcome, Deferral, Delivery, JobState, Lease, LeaseState, MAX_ENTRY_BYTES,
+    Progress, Queue, QueueError, QueueOptions, ResultDelivery, TrimReport, Wait, redact_url,
 };

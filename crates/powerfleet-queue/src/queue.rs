@@ -179,6 +179,17 @@ pub struct Wait<'a> {
     pub since_ms: Option<u64>,
 }
 
+/// What `defer` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deferral {
+    /// The job waits in the delayed set.
+    Deferred,
+    /// A cancellation was requested: the caller still owns the job and finishes it as cancelled.
+    CancelRequested,
+    /// The lease was lost; another worker owns the job.
+    Lost,
+}
+
 /// What `cancel` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -828,17 +839,19 @@ impl Queue {
         Ok(done == 1)
     }
 
-    /// Puts a running job back to wait for its model until `due_ms`, keeping its checkpoint: the
-    /// claim is undone and does not count as a delivery. `waiting_since_ms` is when the wait
-    /// began (for the operator's patience). Returns whether the lease still held.
-    pub async fn defer(&self, lease: &Lease, wait: &Wait<'_>) -> Result<bool, QueueError> {
-        self.defer_entry(
-            lease.job_id,
-            &lease.fence.to_string(),
-            &lease.entry_id,
-            wait,
-        )
-        .await
+    /// Puts a running job back to wait for its model until `wait.due_ms`, keeping its
+    /// checkpoint: the claim is undone and does not count as a delivery. A job with a
+    /// cancellation request is not deferred: its owner finishes it as cancelled.
+    pub async fn defer(&self, lease: &Lease, wait: &Wait<'_>) -> Result<Deferral, QueueError> {
+        let fence = lease.fence.to_string();
+        let done = self
+            .defer_entry(lease.job_id, &fence, &lease.entry_id, wait)
+            .await?;
+        Ok(match done {
+            1 => Deferral::Deferred,
+            2 => Deferral::CancelRequested,
+            _ => Deferral::Lost,
+        })
     }
 
     /// Puts a queued job whose entry this worker read, but did not claim, back to wait for its
@@ -851,7 +864,7 @@ impl Queue {
         entry_id: &str,
         wait: &Wait<'_>,
     ) -> Result<bool, QueueError> {
-        self.defer_entry(job_id, "", entry_id, wait).await
+        Ok(self.defer_entry(job_id, "", entry_id, wait).await? == 1)
     }
 
     async fn defer_entry(
@@ -860,7 +873,7 @@ impl Queue {
         fence: &str,
         entry_id: &str,
         wait: &Wait<'_>,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<i64, QueueError> {
         let mut c = self.conn().await?;
         let done: i64 = self
             .scripts
@@ -879,7 +892,7 @@ impl Queue {
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(done == 1)
+        Ok(done)
     }
 
     /// Moves up to `limit` jobs whose wait is over back to the jobs stream; returns how many.

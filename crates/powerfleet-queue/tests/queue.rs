@@ -8,7 +8,7 @@ use powerfleet_jobs::{
 };
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{
-    CancelOutcome, ClaimOutcome, LeaseState, Progress, Queue, QueueOptions, Wait,
+    CancelOutcome, ClaimOutcome, Deferral, LeaseState, Progress, Queue, QueueOptions, Wait,
 };
 use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
 
@@ -467,7 +467,7 @@ async fn a_deferred_job_waits_out_its_delay_keeps_its_checkpoint_and_counts_no_d
         reason: "waiting for model m: connection refused",
         since_ms: Some(since),
     };
-    assert!(q.defer(&lease, &wait).await.unwrap());
+    assert_eq!(q.defer(&lease, &wait).await.unwrap(), Deferral::Deferred);
     // The old owner is fenced out.
     assert_eq!(
         q.checkpoint(&lease, &Progress::default(), b"stale")
@@ -539,4 +539,36 @@ async fn an_unclaimed_entry_is_deferred_only_if_current_and_a_cancelled_wait_is_
     assert_eq!(q.promote_due(10).await.unwrap(), 0);
     assert_eq!(q.delayed_len().await.unwrap(), 0);
     assert!(q.read_jobs("w", 1, 50).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_with_a_cancellation_request_is_not_deferred() {
+    let server = server(false);
+    let q = queue(&server, "defer3").await;
+    let corr = CorrelationId::generate();
+    let s = spec(&corr, None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let (lease, _, _) = claim_one(&q, "w").await;
+    assert_eq!(
+        q.cancel(s.job_id, &result(&s, JobStatus::Cancelled))
+            .await
+            .unwrap(),
+        CancelOutcome::Requested
+    );
+    let wait = Wait {
+        due_ms: now_ms() + 60_000,
+        reason: "waiting for model m",
+        since_ms: None,
+    };
+    assert_eq!(
+        q.defer(&lease, &wait).await.unwrap(),
+        Deferral::CancelRequested
+    );
+    let state = q.job_state(s.job_id).await.unwrap().unwrap();
+    assert_eq!(
+        state.status,
+        JobStatus::Running,
+        "still the owner's to finish"
+    );
+    assert_eq!(q.delayed_len().await.unwrap(), 0);
 }

@@ -9,6 +9,7 @@ end
 redis.call('SET', KEYS[2], ARGV[7])
 redis.call('XCLAIM', KEYS[3], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
 redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[5], 'progress', ARGV[6])
--- Progress ends a wait for the model: the operator's patience counts from the next one.
-redis.call('HDEL', KEYS[1], 'waiting_since_ms')
+-- Progress ends a wait for the model: the operator's patience counts from the next one, and its
+-- delays start short again. (Workers write a checkpoint only when the chain has moved on.)
+redis.call('HDEL', KEYS[1], 'waiting_since_ms', 'waits')
 return {1, redis.call('HGET', KEYS[1], 'cancel')}

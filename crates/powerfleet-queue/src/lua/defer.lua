@@ -10,16 +10,22 @@
 -- ARGV[1] fence or '', ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id,
 -- ARGV[6] due_ms, ARGV[7] why it waits, ARGV[8] waiting since (ms since the epoch), or '' to
 -- keep the job's own (now when it has none).
--- Returns 1 when deferred, 0 when not (fenced out, or not this entry's to move).
+-- Returns 1 when deferred, 0 when not (fenced out, or not this entry's to move), 2 when the
+-- owner must not defer because a cancellation was requested (it finishes the job instead). An
+-- unclaimed entry of a job with a cancellation request is not moved: its claim cancels it.
 local status = redis.call('HGET', KEYS[1], 'status')
+local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
 if ARGV[1] ~= '' then
   if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or status ~= 'running' then
     return 0
   end
+  if cancel then
+    return 2
+  end
   redis.call('HINCRBY', KEYS[1], 'fence', 1)
   redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
 else
-  if status ~= 'queued' or redis.call('HGET', KEYS[1], 'entry') ~= ARGV[3] then
+  if status ~= 'queued' or redis.call('HGET', KEYS[1], 'entry') ~= ARGV[3] or cancel then
     return 0
   end
 end
