@@ -115,6 +115,25 @@ async fn sigkilled_workers_lose_nothing_and_double_nothing() {
     assert_eq!(summary.jobs, n as u64, "the batch counts every job once");
 }
 
+/// Waits until every one of `jobs` is running.
+async fn wait_all_running(
+    fleet: &Fleet,
+    queue: &powerfleet_queue::Queue,
+    jobs: &[JobId],
+    what: &str,
+) {
+    wait_until(what, Duration::from_secs(30), fleet, || async {
+        let mut running = 0;
+        for id in jobs {
+            if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
+                running += 1;
+            }
+        }
+        running == jobs.len()
+    })
+    .await;
+}
+
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, fleet: &Fleet, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -257,19 +276,11 @@ async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
     )
     .await;
     let specs = specs(&queue, &receipt).await;
-    wait_until(
-        "worker A runs all four jobs",
-        Duration::from_secs(30),
+    wait_all_running(
         &fleet,
-        || async {
-            let mut running = 0;
-            for id in &receipt.job_ids {
-                if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
-                    running += 1;
-                }
-            }
-            running == 4
-        },
+        &queue,
+        &receipt.job_ids,
+        "worker A runs all four jobs",
     )
     .await;
     let stopped_at = Instant::now();
@@ -944,19 +955,11 @@ async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_gra
     let queue = fleet.queue().await;
     let receipt = submit_batch(&queue, &named_batch("m", long_config(3, 8), 2)).await;
     let specs = specs(&queue, &receipt).await;
-    wait_until(
-        "the slow worker runs both jobs",
-        Duration::from_secs(30),
+    wait_all_running(
         &fleet,
-        || async {
-            let mut running = 0;
-            for id in &receipt.job_ids {
-                if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
-                    running += 1;
-                }
-            }
-            running == 2
-        },
+        &queue,
+        &receipt.job_ids,
+        "the slow worker runs both jobs",
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;

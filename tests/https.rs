@@ -2,6 +2,8 @@
 //! SSL_CERT_FILE for a private CA) and then talks to it like any other server. The server is a
 //! real llama-server behind a TLS-terminating proxy (llama-server is built without TLS here).
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -9,62 +11,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-/// A real llama-server (plain HTTP, on a free port) with the tiny test model; killed on drop.
-struct Upstream(std::process::Child);
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn upstream() -> (Upstream, u16) {
-    let need = |var: &str| {
-        std::env::var(var).unwrap_or_else(|_| {
-            panic!("{var} is not set: run scripts/test.sh, which builds llama-server (scripts/ensure-llama-server.sh) and makes the tiny test model (scripts/make-tiny-gguf.py)")
-        })
-    };
-    let (bin, model) = (
-        need("POWERFLEET_LLAMA_SERVER"),
-        need("POWERFLEET_TINY_GGUF"),
-    );
-    let port = powerfleet_queue::local::free_port().unwrap();
-    let child = Command::new(&bin)
-        .args([
-            "-m",
-            &model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["-np", "1", "-c", "256", "-t", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; run scripts/ensure-llama-server.sh"));
-    let server = Upstream(child);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let healthy = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            buf.contains("\"ok\"")
-        });
-        if healthy {
-            return (server, port);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "llama-server did not become healthy"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
 
 /// TLS in front of a real llama-server: every connection is decrypted with the test
 /// certificate and relayed to the server on `upstream_port`, as a TLS-terminating proxy does.
@@ -107,8 +53,8 @@ async fn inference_servers_over_https_are_verified_and_used() {
     let dir = tempfile::tempdir().unwrap();
     powerfleet_queue::local::make_certificates(dir.path())
         .expect("openssl makes test certificates (scripts/test.sh installs it)");
-    let (_server, upstream_port) = upstream();
-    let port = tls_proxy(dir.path(), upstream_port).await;
+    let server = common::llama::LlamaServer::start(1);
+    let port = tls_proxy(dir.path(), server.port).await;
     let model = format!("llamacpp+https://127.0.0.1:{port}");
     let sample = move |ca: Option<&std::path::Path>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_powerfleet"));

@@ -6,144 +6,18 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Fleet, specs};
-use powerfleet_backends::{HttpModel, Reference, parse};
+use powerfleet_backends::HttpModel;
 use powerfleet_fleet::producer::{Problem, Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_models::exact::tv_tolerance;
 use powerfleet_sampler::{Chain, Method, OwnedRequest, SamplerConfig};
 use serde_json::{Value, json};
 
-/// Vocabulary size of the tiny model (scripts/make-tiny-gguf.py): <unk>, <s>, </s>, printable ASCII.
-const VOCAB: u32 = 98;
-const EOS: u32 = 2;
-
-struct LlamaServer {
-    child: Child,
-    url: String,
-    log: std::path::PathBuf,
-    port: u16,
-    slots: u32,
-    extra: Vec<String>,
-}
-
-impl LlamaServer {
-    /// Starts llama-server on a free port. `slots` > 1 batches concurrent requests together, which
-    /// perturbs log-probabilities by up to ~1e-3 between runs; one slot makes them reproducible.
-    fn start(slots: u32) -> LlamaServer {
-        LlamaServer::start_with(slots, &[])
-    }
-
-    /// [`LlamaServer::start`] with extra command-line arguments.
-    fn start_with(slots: u32, extra: &[&str]) -> LlamaServer {
-        let port = powerfleet_queue::local::free_port().unwrap();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        LlamaServer::start_on(port, slots, extra)
-    }
-
-    /// Stops the server (as an outage or a restart would).
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts the server again on the same port, with the same arguments.
-    fn restart(&mut self) {
-        self.stop();
-        let again = LlamaServer::start_on(self.port, self.slots, self.extra.clone());
-        let old = std::mem::replace(self, again);
-        // The old process is gone; its Drop would delete the log the new one writes.
-        std::mem::forget(old);
-    }
-
-    fn start_on(port: u16, slots: u32, extra: Vec<String>) -> LlamaServer {
-        let need = |var: &str| {
-            std::env::var(var).unwrap_or_else(|_| {
-                panic!("{var} is not set: run scripts/test.sh, which builds llama-server (scripts/ensure-llama-server.sh) and makes the tiny test model (scripts/make-tiny-gguf.py)")
-            })
-        };
-        let (bin, model) = (
-            need("POWERFLEET_LLAMA_SERVER"),
-            need("POWERFLEET_TINY_GGUF"),
-        );
-        let log = std::env::temp_dir().join(format!("llama-server-{port}.log"));
-        let child = Command::new(&bin)
-            .args([
-                "-m",
-                &model,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args([
-                "-np",
-                &slots.to_string(),
-                "-c",
-                &(256 * slots).to_string(),
-                "-t",
-                "1",
-            ])
-            .args(["-fa", "off", "-ctk", "f32", "-ctv", "f32"])
-            .args(&extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {bin}: {e}; run scripts/ensure-llama-server.sh")
-            });
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-                use std::io::{Read, Write};
-                let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                buf.contains("\"ok\"")
-            });
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "llama-server did not become healthy; log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        LlamaServer {
-            child,
-            url,
-            log,
-            port,
-            slots,
-            extra,
-        }
-    }
-
-    fn reference(&self) -> String {
-        format!("llamacpp+{}?k={VOCAB}", self.url)
-    }
-
-    fn model(&self, options: &str) -> HttpModel {
-        match parse(&format!("llamacpp+{}{options}", self.url)).unwrap() {
-            Reference::Http(h) => HttpModel::new(h),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
+use common::llama::{EOS, LlamaServer, VOCAB};
 
 /// The server's own log-probability of `next` after `prefix`: one teacher-forced position,
 /// raw probabilities of the whole vocabulary.
@@ -303,25 +177,7 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
     let receipt = submit(&queue, &submission).await.unwrap();
     let specs = specs(&queue, &receipt).await;
     // Let both workers checkpoint some blocks, then kill one mid-batch.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut checkpointed = 0;
-        for id in &receipt.job_ids {
-            let s = queue.job_state(*id).await.unwrap().unwrap();
-            if s.progress.is_some_and(|p| p.block_idx >= 2) && s.status == JobStatus::Running {
-                checkpointed += 1;
-            }
-        }
-        if checkpointed >= 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs did not progress\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_blocks(&fleet, &receipt.job_ids, 2, 4).await;
     fleet.kill_worker(w);
     fleet.restart_worker(w);
     let results = fleet
@@ -689,6 +545,41 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
     }
 }
 
+/// Waits until at least `n` of `jobs` have reached block `block` (0-based) and are running.
+async fn wait_for_blocks(fleet: &Fleet, jobs: &[powerfleet_jobs::JobId], block: u32, n: usize) {
+    let queue = fleet.queue().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut reached = 0;
+        for id in jobs {
+            let s = queue.job_state(*id).await.unwrap().unwrap();
+            if s.progress.is_some_and(|p| p.block_idx >= block) && s.status == JobStatus::Running {
+                reached += 1;
+            }
+        }
+        if reached >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not progress\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Power sampling at small, checkpoint-rich settings: 8 blocks of 8 tokens, 4 steps each.
+fn outage_config() -> SamplerConfig {
+    SamplerConfig {
+        n_mcmc: 4,
+        block_size: 8,
+        max_new_tokens: 64,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    }
+}
+
 /// The tokens of `spec`'s chain run in-process, uninterrupted, against `model`.
 async fn uninterrupted(model: &HttpModel, spec: &powerfleet_jobs::JobSpec) -> Vec<u32> {
     let prompt = model.tokenize("hello").await.unwrap();
@@ -720,32 +611,11 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
     fleet.spawn_worker(&flags);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let config = SamplerConfig {
-        n_mcmc: 4,
-        block_size: 8,
-        max_new_tokens: 64,
-        finish_on_eos: false,
-        ..SamplerConfig::new(Method::Power)
-    };
-    let receipt = submit(&queue, &hello_power_batch(config, 5, 12, false))
+    let receipt = submit(&queue, &hello_power_batch(outage_config(), 5, 12, false))
         .await
         .unwrap();
     let specs = specs(&queue, &receipt).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut progressed = 0;
-        for id in &receipt.job_ids {
-            let s = queue.job_state(*id).await.unwrap().unwrap();
-            if s.progress.is_some_and(|p| p.block_idx >= 1) {
-                progressed += 1;
-            }
-        }
-        if progressed >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress\n{}", fleet.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_blocks(&fleet, &receipt.job_ids, 1, 3).await;
 
     // The server goes away for 30 s, as a restart of an inference server does.
     server.stop();
@@ -834,28 +704,10 @@ async fn a_server_gone_past_the_patience_fails_its_jobs_with_the_reason_keeping_
     ]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let config = SamplerConfig {
-        n_mcmc: 4,
-        block_size: 8,
-        max_new_tokens: 64,
-        finish_on_eos: false,
-        ..SamplerConfig::new(Method::Power)
-    };
-    let receipt = submit(&queue, &hello_power_batch(config, 9, 2, false))
+    let receipt = submit(&queue, &hello_power_batch(outage_config(), 9, 2, false))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while queue
-        .job_state(receipt.job_ids[0])
-        .await
-        .unwrap()
-        .unwrap()
-        .progress
-        .is_none_or(|p| p.block_idx < 1)
-    {
-        assert!(Instant::now() < deadline, "no progress\n{}", fleet.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_blocks(&fleet, &receipt.job_ids[..1], 1, 1).await;
     server.stop();
     // Within the patience the job waits and its checkpoint stays in Redis.
     tokio::time::sleep(Duration::from_secs(3)).await;

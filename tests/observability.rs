@@ -263,7 +263,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_inference_server_shows_an_open_circuit() {
+async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
     let mut fleet = Fleet::new(false);
     let dead = format!(
         "http://127.0.0.1:{}",
@@ -281,6 +281,10 @@ async fn a_dead_inference_server_shows_an_open_circuit() {
         &model,
         "--model-attempts",
         "6",
+        "--model-patience",
+        "3s",
+        "--max-wait",
+        "1s",
     ]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -296,21 +300,20 @@ async fn a_dead_inference_server_shows_an_open_circuit() {
     let results = fleet
         .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))
         .await;
+    // The job waited for the server, and failed only past the patience, with the server's error.
     assert_eq!(results[0].status, powerfleet_jobs::JobStatus::Failed);
+    let error = results[0].error.as_deref().unwrap();
     assert!(
-        results[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("failed 6 times"),
-        "{:?}",
-        results[0].error
+        error.contains("longer than the worker's --model-patience of 3 s") && error.contains(&dead),
+        "{error}"
     );
     let (_, scraped) = get(&format!("http://{metrics}/metrics")).await;
     let want = format!("powerfleet_backend_circuit_open{{server=\"{dead}\"}} 1");
     assert!(scraped.contains(&want), "{want} not in:\n{scraped}");
-    assert!(
-        scraped.contains("powerfleet_model_retries_total{backend=\"llamacpp\"} 5"),
-        "{scraped}"
-    );
+    for want in [
+        "powerfleet_model_retries_total{backend=\"llamacpp\"}",
+        "powerfleet_jobs_waiting_for_model_total{backend=\"llamacpp\",when=\"claimed\"}",
+    ] {
+        assert!(scraped.contains(want), "{want} not in:\n{scraped}");
+    }
 }

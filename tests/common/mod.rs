@@ -2,6 +2,8 @@
 //! of the real binary on it, a SQLite results file, and the fault-free tokens of any job.
 #![allow(dead_code)]
 
+pub mod llama;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

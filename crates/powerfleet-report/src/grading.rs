@@ -179,4 +179,35 @@ mod tests {
         );
         assert!(grade(&b, "A").unwrap_err().contains("use grader choice"));
     }
+
+    #[test]
+    fn a_completion_without_text_is_never_graded_as_wrong() {
+        use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt};
+        use powerfleet_sampler::{Method, SamplerConfig};
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            correlation_id: CorrelationId::generate(),
+            batch_id: None,
+            problem_id: Some("p".into()),
+            model: "m".into(),
+            prompt: Prompt::Text("q".into()),
+            config: SamplerConfig::new(Method::Power),
+            seed: 0,
+            stream: 0,
+            submitted_at_ms: 0,
+            fallback_single_sample: false,
+            chat: false,
+            bench: Some(bench(Grader::Exact, Reference::Text("".into()))),
+        };
+        let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
+        r.text_error = Some("/detokenize answered 400: invalid token id".into());
+        // An empty completion would match the empty reference; a missing one is not graded.
+        let err = grade_result(&r).unwrap().unwrap_err();
+        assert!(
+            err.contains("not graded") && err.contains("invalid token id"),
+            "{err}"
+        );
+        r.text = Some(String::new());
+        assert!(grade_result(&r).unwrap().unwrap().correct);
+    }
 }
