@@ -705,7 +705,12 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     let mut run = run;
     run.pin = Some(pin.clone());
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
-    let chain = match checkpoint.as_deref().map(PinnedCheckpoint::decode) {
+    let decoded = checkpoint.as_deref().map(|bytes| {
+        PinnedCheckpoint::decode(bytes).and_then(|(c, stored_pin)| {
+            fits_the_job(&c, &prompt, &backend).map(|()| (c, stored_pin))
+        })
+    });
+    let chain = match decoded {
         None => fresh(),
         Some(Ok((c, stored_pin))) if c.config() == &config => {
             if let Some(stored) = stored_pin.filter(|p| *p != pin) {
@@ -736,6 +741,33 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
         }
     };
     drive(ctx, &run, chain, &backend, &shared).await
+}
+
+/// Whether a decoded checkpoint belongs to this job: the same prompt, and (for toy models, whose
+/// vocabulary is known) only tokens of the model's vocabulary. A checkpoint that does not is
+/// discarded with the reason, and the chain starts over from its seed.
+fn fits_the_job(
+    chain: &Chain,
+    prompt: &[powerfleet_sampler::TokenId],
+    backend: &Backend,
+) -> Result<(), String> {
+    if chain.prompt() != prompt {
+        return Err(format!(
+            "the checkpoint continues another prompt ({} tokens, the job's has {})",
+            chain.prompt().len(),
+            prompt.len()
+        ));
+    }
+    let mut toy = backend;
+    while let Backend::Faulty { inner, .. } = toy {
+        toy = inner;
+    }
+    if let Backend::Toy { model, .. } = toy {
+        model
+            .check_tokens(chain.completion())
+            .map_err(|e| format!("the checkpoint's completion: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A job on a hosted chat API: one sample at the method's temperature. MCMC methods run this way
@@ -1085,6 +1117,38 @@ mod tests {
         c = WorkerConfig::new("w".into());
         c.concurrency = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_prompt_or_vocabulary_does_not_fit_the_job() {
+        use powerfleet_sampler::LanguageModel;
+        let pivot = crate::models::load("toy:pivot").unwrap();
+        let tiny = crate::models::load("toy:tiny").unwrap();
+        let Backend::Toy { model, .. } = &pivot else {
+            panic!()
+        };
+        let config = powerfleet_sampler::SamplerConfig::new(powerfleet_sampler::Method::Power)
+            .validate()
+            .unwrap();
+        // A chain on toy:pivot (10 tokens) whose first block uses a token beyond toy:tiny's 3.
+        let chain = (0..100)
+            .map(|seed| {
+                let mut chain = Chain::new(config.clone(), &[0], seed, 0);
+                while let Some(r) = chain.request().map(|r| r.to_owned()) {
+                    let g = model.generate(&r.as_request()).unwrap();
+                    if chain.advance(g).unwrap().block_finished.is_some() {
+                        break;
+                    }
+                }
+                chain
+            })
+            .find(|c| c.completion().iter().any(|t| *t >= 3))
+            .expect("some seed samples a token beyond toy:tiny's vocabulary");
+        assert_eq!(fits_the_job(&chain, &[0], &pivot), Ok(()));
+        let err = fits_the_job(&chain, &[1], &pivot).unwrap_err();
+        assert!(err.contains("another prompt"), "{err}");
+        let err = fits_the_job(&chain, &[0], &tiny).unwrap_err();
+        assert!(err.contains("the checkpoint's completion"), "{err}");
     }
 
     #[test]

@@ -250,6 +250,11 @@ impl Chain {
         &self.state.stats
     }
 
+    /// The prompt the chain continues.
+    pub fn prompt(&self) -> &[TokenId] {
+        &self.state.sequence[..self.state.prompt_len]
+    }
+
     /// The current completion (EOS included when it ended the completion).
     pub fn completion(&self) -> &[TokenId] {
         &self.state.sequence[self.state.prompt_len..]
@@ -470,6 +475,18 @@ impl ChainState {
                 self.log_p.len(),
                 self.log_q.len()
             ));
+        }
+        // The values a generation must have had to be accepted (see `check_generation`).
+        for (which, values) in [("log p", &self.log_p), ("log q", &self.log_q)] {
+            if let Some((i, v)) = values
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v <= LOG_PROB_SLACK))
+            {
+                return Err(format!(
+                    "{which} of completion token {i} is {v}, not a finite log-probability <= 0"
+                ));
+            }
         }
         let cfg = &self.config;
         if len > cfg.max_new_tokens() as usize {

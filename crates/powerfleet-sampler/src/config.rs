@@ -207,6 +207,9 @@ impl<'de> Deserialize<'de> for Alpha {
     }
 }
 
+/// The smallest proposal temperature: below it, log p / τ overflows the log-sum-exp of log q.
+pub const MIN_PROPOSAL_TEMP: f64 = 1e-6;
+
 /// What the user asks for; [`SamplerConfig::validate`] turns it into a [`ValidConfig`].
 ///
 /// Unset options take the method's defaults; set options are never silently changed.
@@ -359,6 +362,23 @@ impl SamplerConfig {
                 1.0 / alpha.get()
             }),
         };
+        if temperature < MIN_PROPOSAL_TEMP {
+            // log p / τ overflows for smaller temperatures: refuse here, not at the worker.
+            let (field, got) = match self.proposal_temp {
+                Some(t) => ("proposal_temp", format_number(t)),
+                None => ("alpha", format_number(alpha.get())),
+            };
+            let allowed = match field {
+                "proposal_temp" => {
+                    format!(">= {MIN_PROPOSAL_TEMP} (smaller temperatures overflow log q)")
+                }
+                _ => format!(
+                    "<= {} or inf (the proposal temperature 1/alpha must be >= {MIN_PROPOSAL_TEMP})",
+                    1.0 / MIN_PROPOSAL_TEMP
+                ),
+            };
+            return Err(ConfigError::single(field, &allowed, got));
+        }
         let top_k = match self.method {
             Method::Standard => None,
             _ => self.top_k,
@@ -583,6 +603,34 @@ mod tests {
         assert_eq!(
             (0..3).map(|k| v.block_limit(k)).collect::<Vec<_>>(),
             vec![4, 8, 10]
+        );
+    }
+
+    #[test]
+    fn temperatures_that_would_overflow_log_q_are_refused_by_name() {
+        let err = SamplerConfig {
+            proposal_temp: Some(1e-320),
+            ..power()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("proposal_temp must be >= 0.000001"), "{err}");
+        let err = SamplerConfig {
+            alpha: Some(Alpha(1e9)),
+            ..power()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("alpha must be <= 1000000 or inf"), "{err}");
+        assert!(
+            SamplerConfig {
+                alpha: Some(Alpha(1e6)),
+                ..power()
+            }
+            .validate()
+            .is_ok()
         );
     }
 

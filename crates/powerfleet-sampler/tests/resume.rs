@@ -295,4 +295,33 @@ fn corrupt_or_unknown_checkpoints_are_refused_with_a_reason() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no block statistics"), "{err}");
+
+    // Stored log-probabilities must be ones a generation could have had: finite and <= 0.
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 4,
+        ..SamplerConfig::new(Method::Power)
+    }
+    .validate()
+    .unwrap();
+    let mut chain = Chain::new(config, &[0], 1, 0);
+    let model = HashModel { vocab: 5, eos: 4 };
+    let request = chain.request().unwrap().to_owned();
+    chain
+        .advance(model.generate(&request.as_request()).unwrap())
+        .unwrap();
+    let json = String::from_utf8(chain.checkpoint().to_json()).unwrap();
+    assert!(Checkpoint::from_json(json.as_bytes()).is_ok());
+    for bad in [serde_json::json!(0.5), serde_json::json!(null)] {
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        value["log_p"][0] = bad;
+        let err = Checkpoint::from_json(value.to_string().as_bytes())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a finite log-probability") || err.contains("invalid type"),
+            "{err}"
+        );
+    }
 }
