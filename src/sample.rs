@@ -14,6 +14,9 @@ use serde::Serialize;
 
 use crate::options::{SamplerArgs, prompt_tokens};
 
+/// Most chains one `sample` runs: their outputs are kept in memory for the summary.
+const MAX_CHAINS: u64 = 10_000_000;
+
 /// Output format of `sample`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
@@ -100,6 +103,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
         args.prompt_tokens.as_deref(),
     )?;
     anyhow::ensure!(args.chains >= 1, "--chains must be >= 1, got 0");
+    anyhow::ensure!(
+        args.chains <= MAX_CHAINS,
+        "--chains must be at most {MAX_CHAINS} (every chain's output is kept for the summary), got {}",
+        args.chains
+    );
     let outputs = run_chains(
         &model,
         &config,
@@ -299,6 +307,11 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         )
     }
     anyhow::ensure!(args.chains >= 1, "--chains must be >= 1, got 0");
+    anyhow::ensure!(
+        args.chains <= MAX_CHAINS,
+        "--chains must be at most {MAX_CHAINS}, got {}",
+        args.chains
+    );
     let backend = std::sync::Arc::new(backend);
     let policy = SAMPLE_RETRY;
     let patience = args.model_patience;

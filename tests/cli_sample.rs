@@ -283,3 +283,33 @@ fn a_reader_that_stops_early_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn huge_counts_are_refused_before_anything_is_allocated() {
+    let out = powerfleet(&["sample", "--chains", "1000000000000"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--chains must be at most 10000000"),
+        "{stderr}"
+    );
+    // Refused before connecting anywhere: no Redis is needed to say so.
+    let out = powerfleet(
+        &[
+            "submit",
+            "--redis",
+            "redis://127.0.0.1:9/",
+            "--model",
+            "toy:pivot",
+            "--seeds",
+            "1000000000000",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--seeds must be at most 100000"),
+        "{stderr}"
+    );
+}

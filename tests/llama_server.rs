@@ -678,14 +678,14 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
             spec.job_id
         );
     }
-    let published = common::published_results(&fleet).await;
-    for spec in &specs {
-        assert_eq!(
-            published.get(&spec.job_id.to_string()),
-            Some(&1),
-            "published once"
-        );
-    }
+    // Stored once each (the collector trims the results stream during a test this long, so the
+    // store is where to count).
+    let ids: std::collections::HashSet<_> = results.iter().map(|r| r.job_id).collect();
+    assert_eq!(
+        (results.len(), ids.len()),
+        (12, 12),
+        "each job finished once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
