@@ -214,6 +214,14 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
     if args.seeds == 0 {
         bail!("--seeds must be >= 1, got 0");
     }
+    // Checked before the seeds are allocated: each seed is at least one job.
+    let most = powerfleet_fleet::producer::MAX_JOBS_PER_SUBMISSION as u64;
+    if args.seeds > most {
+        bail!(
+            "--seeds must be at most {most} (one submission makes at most {most} jobs), got {}; split the run",
+            args.seeds
+        );
+    }
     let correlation_id = args
         .correlation_id
         .as_deref()
@@ -796,23 +804,33 @@ pub struct ServeArgs {
     /// Most jobs one request may create.
     #[arg(long, default_value_t = 10_000)]
     pub max_jobs_per_request: usize,
-    /// File of bearer tokens allowed to call the API, one per line; with neither this nor
-    /// POWERFLEET_API_TOKENS, the API is open.
+    /// File of bearer tokens allowed to call the API, one per line (# starts a comment), added
+    /// to those in POWERFLEET_API_TOKENS (comma-separated). With no token in either, serve
+    /// refuses to start unless --insecure-no-auth is given.
     #[arg(long, env = "POWERFLEET_API_TOKENS_FILE")]
     pub api_tokens_file: Option<std::path::PathBuf>,
+    /// Start without any token: everyone who can reach --listen may submit, read and cancel
+    /// jobs. Only for a trusted network.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// A model name requests may use (repeatable): NAME, or NAME=REFERENCE as given to the
+    /// workers' --model (the workers resolve it; the API only checks the name). Requests may
+    /// also name the built-in toy models (toy:NAME).
+    #[arg(long = "model", value_name = "NAME[=REFERENCE]")]
+    pub models: Vec<String>,
+    /// Let requests name model references as well: inference servers by URL (llamacpp+, vllm+,
+    /// sglang+), toy model files and toy options, so token holders choose where workers send
+    /// requests. Hosted-API references and key_env are refused even so.
+    #[arg(long)]
+    pub allow_model_references: bool,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
 
-pub async fn serve(args: ServeArgs) -> Result<()> {
-    use powerfleet_fleet::api::{self, ApiLimits, ApiState};
-    let queue = args.redis.connect().await?;
-    let store = args.database.connect().await?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
-    let mut tokens: Vec<String> = match &args.api_tokens_file {
+/// The bearer tokens of `serve`: the lines of `--api-tokens-file` that are neither blank nor
+/// comments, and the comma-separated entries of `POWERFLEET_API_TOKENS`.
+fn api_tokens(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec<String>> {
+    let mut tokens: Vec<String> = match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?
             .lines()
@@ -822,7 +840,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    if let Ok(env) = std::env::var("POWERFLEET_API_TOKENS") {
+    if let Some(env) = env {
         tokens.extend(
             env.split(',')
                 .map(str::trim)
@@ -830,17 +848,57 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 .map(str::to_string),
         );
     }
-    if tokens.is_empty() {
-        tracing::warn!(
-            "no API tokens configured: the API accepts every request (set POWERFLEET_API_TOKENS or --api-tokens-file)"
+    Ok(tokens)
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    use powerfleet_fleet::api::{self, ApiLimits, ApiState, ModelPolicy};
+    // Checked before anything is connected: a misconfigured API fails at once, and closed.
+    let env = std::env::var("POWERFLEET_API_TOKENS").ok();
+    let tokens = api_tokens(args.api_tokens_file.as_deref(), env.as_deref())?;
+    if tokens.is_empty() && !args.insecure_no_auth {
+        bail!(
+            "no API tokens configured, so serve does not start: set POWERFLEET_API_TOKENS (comma-separated bearer tokens) or --api-tokens-file FILE (one token per line){}, or pass --insecure-no-auth to serve without authentication on a trusted network",
+            match &args.api_tokens_file {
+                Some(path) => format!(" ({} holds none)", path.display()),
+                None => String::new(),
+            }
         );
     }
+    let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)
+        .map_err(anyhow::Error::msg)?;
+    let queue = args.redis.connect().await?;
+    let store = args.database.connect().await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+    if tokens.is_empty() {
+        tracing::warn!(
+            "INSECURE: --insecure-no-auth and no API tokens: everyone who can reach {} may submit, read and cancel jobs; set POWERFLEET_API_TOKENS or --api-tokens-file before exposing it",
+            args.listen
+        );
+    } else if args.insecure_no_auth {
+        tracing::warn!(
+            "--insecure-no-auth is ignored: API tokens are configured, so every request needs one"
+        );
+    }
+    if models.allow_references {
+        tracing::warn!(
+            "--allow-model-references: token holders may name inference servers by URL and toy model files, and workers send requests where they say"
+        );
+    }
+    tracing::info!(
+        models = ?models.names,
+        "API requests may name these models and the built-in toy models"
+    );
     let stop = crate::observe::shutdown_token();
     args.ops.start(&queue, Some(&store), &stop).await?;
     let state = ApiState {
         queue,
         store,
         tokens: std::sync::Arc::new(tokens),
+        models: std::sync::Arc::new(models),
         limits: ApiLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,

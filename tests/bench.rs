@@ -427,6 +427,7 @@ async fn serve(fleet: &Fleet) -> String {
         queue: fleet.queue().await,
         store: fleet.store().await,
         tokens: std::sync::Arc::new(Vec::new()),
+        models: Default::default(),
         limits: ApiLimits {
             max_body_bytes: 1 << 20,
             max_jobs_per_request: 1000,

@@ -1,10 +1,14 @@
 //! No secret ever appears in logs, metrics or error messages: a password-protected Redis, a
-//! database URL with a password, and wrong credentials, each planted and grepped for.
+//! database URL with a password, and wrong credentials, each planted and grepped for. The API
+//! fails closed without tokens, and a token holder cannot point workers at a server, a file or a
+//! credential of its own choosing.
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{BIN, Fleet, batch, submit_batch};
 use powerfleet_queue::local::LocalRedisOptions;
@@ -199,4 +203,248 @@ async fn the_results_store_connects_to_postgres_over_tls() {
         .execute(&mut admin)
         .await
         .unwrap();
+}
+
+/// A `powerfleet serve` child, killed when dropped.
+struct Serve {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    /// Starts `serve` on `fleet` with `extra` flags and `tokens` (None: no token variable at
+    /// all), logging to a file of the fleet's directory.
+    fn start(fleet: &Fleet, name: &str, extra: &[&str], tokens: Option<&str>) -> Serve {
+        let log = fleet.dir.path().join(format!("{name}.log"));
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--redis", &fleet.redis.url()])
+            .args([
+                "--namespace",
+                &fleet.namespace,
+                "--database-url",
+                &fleet.db_url,
+            ])
+            .args(extra)
+            .env_remove("POWERFLEET_API_TOKENS")
+            .env_remove("POWERFLEET_API_TOKENS_FILE")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(tokens) = tokens {
+            command.env("POWERFLEET_API_TOKENS", tokens);
+        }
+        Serve {
+            child: command.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// The exit status if the process ends within `timeout`.
+    fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the API answers on `base`.
+    async fn wait_until_up(&mut self, base: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{base}/v1/nothing")).await.is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_tokens_refuses_to_start_unless_told_to_run_open() {
+    let fleet = Fleet::new(false);
+    let comments = fleet.dir.path().join("tokens.txt");
+    std::fs::write(&comments, "# one token per line\n\n   \n# none yet\n").unwrap();
+    let comments = comments.display().to_string();
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (&[], None),
+        (&[], Some("")),
+        (&[], Some(" , ,, ")),
+        (&["--api-tokens-file", &comments], None),
+    ];
+    for (i, (extra, tokens)) in cases.into_iter().enumerate() {
+        let mut args = vec!["--listen", &listen];
+        args.extend(extra);
+        let mut serve = Serve::start(&fleet, &format!("closed-{i}"), &args, tokens);
+        let status = serve.exit_within(Duration::from_secs(20));
+        let log = serve.log();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "serve with no token ({extra:?}, POWERFLEET_API_TOKENS={tokens:?}) must refuse to start:\n{log}"
+        );
+        for needle in [
+            "no API tokens configured",
+            "POWERFLEET_API_TOKENS",
+            "--api-tokens-file",
+            "--insecure-no-auth",
+        ] {
+            assert!(log.contains(needle), "{needle:?} not in:\n{log}");
+        }
+    }
+
+    // Told to, it starts open, and says so loudly.
+    let mut serve = Serve::start(
+        &fleet,
+        "open",
+        &["--listen", &listen, "--insecure-no-auth"],
+        Some(" , "),
+    );
+    let base = format!("http://{listen}");
+    serve.wait_until_up(&base).await;
+    let reply = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({"model": "toy:tiny", "prompt": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 201);
+    let log = serve.log();
+    assert!(
+        log.contains("WARN") && log.contains("INSECURE") && log.contains(&listen),
+        "{log}"
+    );
+}
+
+/// Records every request it gets: the server a token holder would like workers to call.
+async fn attacker() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(format!(
+                "{} {} {:?}",
+                request.method(),
+                request.uri(),
+                request.headers()
+            ));
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_its_choosing() {
+    let (evil, seen) = attacker().await;
+    let mut fleet = Fleet::with_redis(LocalRedisOptions {
+        password: Some(REDIS_SECRET.into()),
+        ..LocalRedisOptions::default()
+    });
+    let redis_url = fleet.redis.url();
+    // Workers hold the Redis URL (with its password) in their environment, as deployed.
+    fleet.spawn_worker_env(
+        &["--model", "small=toy:pivot"],
+        &[("POWERFLEET_REDIS_URL", &redis_url)],
+    );
+    fleet.spawn_collector();
+    const TOKEN: &str = "pf-api-token-3b9e";
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = Serve::start(
+        &fleet,
+        "api",
+        &["--listen", &listen, "--model", "small"],
+        Some(TOKEN),
+    );
+    let base = format!("http://{listen}");
+    serve.wait_until_up(&base).await;
+    let client = reqwest::Client::new();
+    // The scheme in lower case, as some clients send it.
+    let submit = |model: &str| {
+        client
+            .post(format!("{base}/v1/jobs"))
+            .header("authorization", format!("bearer {TOKEN}"))
+            .json(&serde_json::json!({
+                "model": model,
+                "prompt": "A",
+                "methods": ["standard"],
+                "seeds": [0, 1],
+            }))
+            .send()
+    };
+    let passwd = Path::new("/etc/passwd")
+        .exists()
+        .then_some("toy:/etc/passwd");
+    let attacks = [
+        Some(format!(
+            "openai+{evil}/v1?model=x&key_env=POWERFLEET_REDIS_URL"
+        )),
+        Some(format!("openai+{evil}/v1?model=x")),
+        Some(format!("llamacpp+{evil}")),
+        Some(format!("vllm+{evil}?model=m")),
+        Some(format!("sglang+{evil}")),
+        passwd.map(str::to_string),
+        Some("toy:tiny?delay_ms=600000".to_string()),
+    ];
+    for model in attacks.into_iter().flatten() {
+        let reply = submit(&model).await.unwrap();
+        let status = reply.status().as_u16();
+        let text = reply.text().await.unwrap();
+        assert_eq!(status, 400, "{model}: {text}");
+        assert!(text.contains("model: "), "{text}");
+        assert!(
+            !text.contains("root:") && !text.contains(REDIS_SECRET),
+            "{text}"
+        );
+    }
+    // What the operator configured works, on the workers' name.
+    let reply = submit("small").await.unwrap();
+    assert_eq!(reply.status().as_u16(), 201);
+    let receipt: serde_json::Value = reply.json().await.unwrap();
+    let batch = receipt["batch_id"].as_str().unwrap().parse().unwrap();
+    let results = fleet
+        .wait_for_results(batch, 2, Duration::from_secs(30))
+        .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == powerfleet_jobs::JobStatus::Completed)
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "workers called the attacker: {:?}",
+        seen.lock().unwrap()
+    );
+    let logs = format!("{}\n{}", fleet.logs(), serve.log());
+    assert!(
+        !logs.contains(REDIS_SECRET) && !logs.contains(TOKEN),
+        "{logs}"
+    );
 }

@@ -2,14 +2,21 @@
 //! jobs, as JSON over HTTP. Handlers are thin: they parse and check the request, then call the
 //! producer, status and control functions that the CLI calls too.
 //!
-//! Every error is an [`ApiError`]: a status code and a body `{"error": "<message>"}`.
+//! Every error is an [`ApiError`]: a status code and a body `{"error": "<message>"}`. Client
+//! errors (4xx) quote at most [`MAX_QUOTED_CHARS`] characters of any input value.
+//!
+//! What a caller may do is narrower than what the CLI may do: requests need a bearer token (when
+//! tokens are configured), `POST`s need `Content-Type: application/json`, and a request names only
+//! the models its operator configured ([`ModelPolicy`]), never a server URL, file or credential of
+//! its own choosing.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +38,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_JOBS_PER_REQUEST: usize = 10_000;
 /// Most problem errors reported for one request.
 const MAX_REPORTED_PROBLEMS: usize = 20;
+/// Most characters of one input value a client error quotes.
+pub const MAX_QUOTED_CHARS: usize = 200;
+/// Most characters of a client error message.
+const MAX_MESSAGE_CHARS: usize = 4096;
 
 /// Limits on what one request may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +61,8 @@ impl Default for ApiLimits {
     }
 }
 
-/// What every handler needs: the queue, the results store and the limits.
+/// What every handler needs: the queue, the results store, the limits, the tokens and the models
+/// requests may name.
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// The queue of this deployment (namespace).
@@ -59,8 +71,212 @@ pub struct ApiState {
     pub store: Store,
     /// Request limits.
     pub limits: ApiLimits,
-    /// Bearer tokens that may call the API; empty means no authentication.
+    /// Bearer tokens that may call the API; empty means no authentication (`powerfleet serve`
+    /// refuses to start that way without `--insecure-no-auth`).
     pub tokens: std::sync::Arc<Vec<String>>,
+    /// The models requests may name (default: the built-in toy models only).
+    pub models: std::sync::Arc<ModelPolicy>,
+}
+
+/// Which models an API request may name. The CLI's `submit` takes any model reference (its user
+/// is the operator); a request to the API is a token holder's, so it may name only
+///
+/// - a model name the operator configured (`serve --model NAME`, as the workers register it with
+///   `--model NAME=REFERENCE`), or
+/// - a built-in toy model `toy:NAME` (no file path, no `?` options).
+///
+/// Anything else (an inference-server URL, a toy model file, toy options) would let a token
+/// holder choose where workers send requests and what the API reads, and is refused unless the
+/// operator allows references (`serve --allow-model-references`). Credentials never come from a
+/// request: a reference with `key_env`, and any hosted-API reference (which would send the
+/// workers' API key to a URL of the request's choosing), is refused even then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelPolicy {
+    /// Model names the operator configured; the workers resolve them.
+    pub names: BTreeSet<String>,
+    /// Whether requests may also name inference-server references, toy model files and toy
+    /// options.
+    pub allow_references: bool,
+}
+
+impl ModelPolicy {
+    /// A policy from the values of `serve --model`: `NAME`, or `NAME=REFERENCE` as given to the
+    /// workers (only the name matters to the API; the workers resolve it).
+    pub fn from_flags(entries: &[String], allow_references: bool) -> Result<ModelPolicy, String> {
+        let mut names = BTreeSet::new();
+        for entry in entries {
+            let name = match entry.split_once('=') {
+                Some((name, reference)) if name.is_empty() || reference.is_empty() => {
+                    return Err(format!(
+                        "--model must be NAME or NAME=REFERENCE with both parts non-empty, got {}",
+                        quote(entry)
+                    ));
+                }
+                Some((name, _)) => name,
+                None => entry.as_str(),
+            };
+            if name.is_empty()
+                || name.starts_with("toy:")
+                || powerfleet_backends::is_http_reference(name)
+                || name
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '?')
+            {
+                return Err(format!(
+                    "--model takes a model name as the workers register it (--model NAME=REFERENCE on the workers), such as qwen or qwen=vllm+http://gpu:8000?model=Qwen/Qwen2.5-7B; got {} (built-in toy models toy:NAME are always accepted; references are accepted with --allow-model-references)",
+                    quote(entry)
+                ));
+            }
+            names.insert(name.to_string());
+        }
+        Ok(ModelPolicy {
+            names,
+            allow_references,
+        })
+    }
+
+    /// Checks the model a request names in `field`; 400 naming the field and what is allowed.
+    pub fn check(&self, field: &str, model: &str) -> Result<(), ApiError> {
+        if self.names.contains(model) {
+            return Ok(());
+        }
+        if let Some(name) = model.strip_prefix("toy:")
+            && powerfleet_models::builtin::names().any(|n| n == name)
+        {
+            return Ok(());
+        }
+        let lower = model.to_ascii_lowercase();
+        if lower.contains("key_env") || lower.contains("key%5fenv") {
+            return Err(ApiError::BadRequest(format!(
+                "{field}: {} names a credential (key_env); credentials never come from a request. Name a model this API was started with ({})",
+                quote(model),
+                self.allowed()
+            )));
+        }
+        if ["openai+", "anthropic+", "gemini+"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{field}: {} is a hosted-API reference, which would send the workers' API key to a URL of the request's choosing; the operator registers hosted models by name (serve --model NAME and the workers' --model NAME=REFERENCE). Allowed: {}",
+                quote(model),
+                self.allowed()
+            )));
+        }
+        if self.allow_references {
+            return Ok(());
+        }
+        Err(ApiError::BadRequest(format!(
+            "{field}: {} is not allowed; name {}. Server URLs, toy model files and toy options are refused (the operator may allow them with serve --allow-model-references)",
+            quote(model),
+            self.allowed()
+        )))
+    }
+
+    /// What a request may name, for error messages.
+    fn allowed(&self) -> String {
+        let toys = powerfleet_models::builtin::names()
+            .map(|n| format!("toy:{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.names.is_empty() {
+            format!(
+                "a built-in toy model ({toys}); this API was started with no model names (serve --model NAME)"
+            )
+        } else {
+            format!(
+                "a model this API was started with ({}) or a built-in toy model ({toys})",
+                self.names.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    }
+}
+
+/// `value` quoted, cut to its first [`MAX_QUOTED_CHARS`] characters: `"prefix"… (N characters)`.
+pub fn quote(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= MAX_QUOTED_CHARS {
+        format!("{value:?}")
+    } else {
+        let prefix: String = value.chars().take(MAX_QUOTED_CHARS).collect();
+        format!("{prefix:?}… ({n} characters)")
+    }
+}
+
+/// A client error message with every quoted value (`"..."` or `` `...` ``) and every other run of
+/// non-space characters cut to [`MAX_QUOTED_CHARS`] characters, and the whole to
+/// [`MAX_MESSAGE_CHARS`]: messages from other crates (serde, ids, datasets) quote input whole.
+pub fn shorten_inputs(message: &str) -> String {
+    fn flush(word: &mut String, out: &mut String) {
+        if word.chars().count() > MAX_QUOTED_CHARS {
+            out.extend(word.chars().take(MAX_QUOTED_CHARS));
+            out.push('…');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    }
+    let chars: Vec<char> = message.chars().collect();
+    let mut out = String::new();
+    let mut word = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '`' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != c {
+                if c == '"' && chars[j] == '\\' {
+                    j += 1;
+                }
+                j += 1;
+            }
+            if j < chars.len() {
+                flush(&mut word, &mut out);
+                let inner = &chars[i + 1..j];
+                out.push(c);
+                if inner.len() > MAX_QUOTED_CHARS {
+                    let mut keep = MAX_QUOTED_CHARS;
+                    // Never end inside an escape.
+                    while keep > 0
+                        && c == '"'
+                        && inner[..keep]
+                            .iter()
+                            .rev()
+                            .take_while(|&&x| x == '\\')
+                            .count()
+                            % 2
+                            == 1
+                    {
+                        keep -= 1;
+                    }
+                    out.extend(&inner[..keep]);
+                    out.push(c);
+                    out.push_str(&format!("… ({} characters)", inner.len()));
+                } else {
+                    out.extend(inner);
+                    out.push(c);
+                }
+                i = j + 1;
+                continue;
+            }
+        }
+        if c.is_whitespace() {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+        i += 1;
+    }
+    flush(&mut word, &mut out);
+    let n = out.chars().count();
+    if n > MAX_MESSAGE_CHARS {
+        let mut cut: String = out.chars().take(MAX_MESSAGE_CHARS).collect();
+        cut.push_str(&format!("… (message cut, {n} characters)"));
+        cut
+    } else {
+        out
+    }
 }
 
 /// Whether `given` equals one of `tokens`, comparing in time independent of where they differ.
@@ -186,7 +402,8 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
         }
         (None, Some(other)) => {
             return Err(bad(format!(
-                "bench.builtin must be \"suite\", got {other:?}"
+                "bench.builtin must be \"suite\", got {}",
+                quote(other)
             )));
         }
         (Some(records), None) => {
@@ -201,7 +418,8 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
                 Some("multiple-choice") => Format::MultipleChoice,
                 Some(other) => {
                     return Err(bad(format!(
-                        "bench.format must be jsonl or multiple-choice, got {other:?}"
+                        "bench.format must be jsonl or multiple-choice, got {}",
+                        quote(other)
                     )));
                 }
             };
@@ -221,7 +439,8 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
                 }
                 (Some(name), None) => Template::builtin(name).ok_or_else(|| {
                     bad(format!(
-                        "bench.template must be one of plain, math-cot, multiple-choice (or give bench.template_text), got {name:?}"
+                        "bench.template must be one of plain, math-cot, multiple-choice (or give bench.template_text), got {}",
+                        quote(name)
                     ))
                 })?,
                 (None, None) => Template::default_for(format),
@@ -280,6 +499,9 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A `POST` without `Content-Type: application/json` (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The request is well-formed but cannot be accepted (422).
     #[error("{0}")]
     Unprocessable(String),
@@ -299,6 +521,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Queue(QueueError::Redis { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Queue(QueueError::Protocol { .. }) => StatusCode::BAD_GATEWAY,
@@ -339,7 +562,11 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = self.to_string();
+        let mut message = self.to_string();
+        if status.is_client_error() {
+            // A client error answers the caller: it quotes only a prefix of what was sent.
+            message = shorten_inputs(&message);
+        }
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %message, "http request failed");
         }
@@ -359,6 +586,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/correlations/{id}", get(get_correlation))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(require_json))
         // tower-http rejects a too-large Content-Length at once and limits streamed bodies;
         // axum's own (fixed 2 MB) limit would otherwise apply as well.
         .layer(DefaultBodyLimit::disable())
@@ -369,6 +597,15 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(limit, log_and_fix_up))
         .with_state(state)
+}
+
+/// The token of an `Authorization` header value: the `Bearer` scheme, in any case, then the
+/// token after one or more spaces.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_matches(' ').split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// With tokens configured, every request needs `Authorization: Bearer TOKEN`; others get 401 and
@@ -385,7 +622,7 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if token_matches(&tokens, given) {
         next.run(request).await
@@ -397,6 +634,36 @@ async fn authenticate(
         )
             .into_response()
     }
+}
+
+/// Whether the headers declare a JSON body: `Content-Type: application/json`, with or without
+/// parameters such as `charset=utf-8`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `POST` routes take JSON only: a browser form (or any request a page can send cross-site
+/// without asking first) cannot use them. Others get 415.
+async fn require_json(request: Request, next: Next) -> Response {
+    let post_route = matches!(route_name(request.uri().path()), "jobs" | "cancel");
+    if request.method() == axum::http::Method::POST && post_route && !is_json(request.headers()) {
+        let got = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map_or("no Content-Type".to_string(), |v| {
+                quote(&String::from_utf8_lossy(v.as_bytes()))
+            });
+        return ApiError::UnsupportedMediaType(format!(
+            "POST {} needs the header Content-Type: application/json (the body, if any, is JSON), got {got}",
+            quote(request.uri().path())
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops accepting connections and
@@ -443,7 +710,7 @@ async fn no_route(request: Request) -> ApiError {
     ApiError::NotFound(format!(
         "no route {} {}; the routes are POST /v1/jobs, GET /v1/jobs/{{id}}, POST /v1/jobs/{{id}}/cancel, GET /v1/batches/{{id}}, GET /v1/batches/{{id}}/report and GET /v1/correlations/{{id}}",
         request.method(),
-        request.uri().path()
+        quote(request.uri().path())
     ))
 }
 
@@ -455,8 +722,9 @@ async fn wrong_method(request: Request) -> Response {
         "GET"
     };
     let mut response = ApiError::MethodNotAllowed(format!(
-        "method {} is not allowed on {path}; use {allowed}",
-        request.method()
+        "method {} is not allowed on {}; use {allowed}",
+        request.method(),
+        quote(path)
     ))
     .into_response();
     response
@@ -480,7 +748,7 @@ async fn submit_jobs(
         }
     })?;
     let request = parse_submit_request(&body)?;
-    let submission = build_submission(request, &state.limits)?;
+    let submission = build_submission(request, &state.limits, &state.models)?;
     let receipt: Receipt = producer::submit(&state.queue, &submission).await?;
     tracing::info!(
         correlation_id = %receipt.correlation_id,
@@ -522,12 +790,15 @@ pub fn parse_submit_request(body: &[u8]) -> Result<SubmitRequest, ApiError> {
     }
 }
 
-/// Turns a request into a submission (a batch), checking what the producer does not: exactly one
-/// kind of prompt, complete problems, and the per-request job limit.
+/// Turns a request into a submission (a batch), checking what the producer does not: the models
+/// it names (`models`), exactly one kind of prompt, complete problems, and the per-request job
+/// limit.
 pub fn build_submission(
     request: SubmitRequest,
     limits: &ApiLimits,
+    models: &ModelPolicy,
 ) -> Result<Submission, ApiError> {
+    models.check("model", &request.model)?;
     let bench = match request.bench {
         Some(b) => {
             if request.prompt.is_some()
@@ -538,7 +809,17 @@ pub fn build_submission(
                     "give bench or prompts (prompt, prompt_tokens, problems), not both".into(),
                 ));
             }
-            Some(bench_of(b)?)
+            let run = bench_of(b)?;
+            // The built-in suite names its own (toy) models, checked like the request's.
+            for (i, p) in run.problems.iter().enumerate() {
+                if let Some(model) = &p.model {
+                    models.check(
+                        &format!("bench problem {} (index {i}) model", quote(&p.problem.id)),
+                        model,
+                    )?;
+                }
+            }
+            Some(run)
         }
         None => None,
     };
@@ -658,8 +939,14 @@ fn parse_id<T>(raw: &str) -> Result<T, ApiError>
 where
     T: std::str::FromStr<Err = powerfleet_jobs::IdError>,
 {
-    raw.parse::<T>()
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
+    raw.parse::<T>().map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{} must be {}, got {}",
+            e.what,
+            e.allowed,
+            quote(&e.got)
+        ))
+    })
 }
 
 /// `GET /v1/jobs/{id}`: the job's view.
@@ -708,7 +995,8 @@ async fn get_batch_report(
         .map(|(key, value)| match key.as_str() {
             "price" => Ok(value),
             _ => Err(ApiError::BadRequest(format!(
-                "unknown query parameter {key:?}; the only parameter is price=USD or price=MODEL=USD (repeatable)"
+                "unknown query parameter {}; the only parameter is price=USD or price=MODEL=USD (repeatable)",
+                quote(&key)
             ))),
         })
         .collect::<Result<_, _>>()?;
@@ -784,7 +1072,11 @@ mod tests {
                 "bench": bench,
             }))
             .unwrap();
-            build_submission(r, &limits)
+            let references = ModelPolicy {
+                allow_references: true,
+                ..ModelPolicy::default()
+            };
+            build_submission(r, &limits, &references)
         };
         let s = request(serde_json::json!({
             "records": [
@@ -838,7 +1130,7 @@ mod tests {
         }))
         .unwrap();
         assert!(
-            matches!(build_submission(r, &limits), Err(ApiError::Unprocessable(m)) if m.contains("not both"))
+            matches!(build_submission(r, &limits, &ModelPolicy::default()), Err(ApiError::Unprocessable(m)) if m.contains("not both"))
         );
     }
 
@@ -867,6 +1159,7 @@ mod tests {
         let s = build_submission(
             request(r#"{"model": "toy:pivot", "prompt": "A"}"#).unwrap(),
             &limits,
+            &ModelPolicy::default(),
         )
         .unwrap();
         assert_eq!(s.methods, vec![Method::Power]);
@@ -877,6 +1170,7 @@ mod tests {
             request(r#"{"model": "toy:pivot", "problems": [{"id": "q1", "prompt": "A"}, {"prompt_tokens": [0]}]}"#)
                 .unwrap(),
             &limits,
+            &ModelPolicy::default(),
         )
         .unwrap();
         let ids: Vec<_> = s.problems.iter().map(|p| p.id.clone().unwrap()).collect();
@@ -885,6 +1179,7 @@ mod tests {
             request(r#"{"model": "toy:pivot", "problems": [{"prompt": "A", "prompt_tokens": [0]}, {}]}"#)
                 .unwrap(),
             &limits,
+            &ModelPolicy::default(),
         )
         .unwrap_err();
         assert!(
@@ -897,8 +1192,12 @@ mod tests {
                 .contains("problems[1]: missing field `prompt`"),
             "{e}"
         );
-        let e =
-            build_submission(request(r#"{"model": "toy:pivot"}"#).unwrap(), &limits).unwrap_err();
+        let e = build_submission(
+            request(r#"{"model": "toy:pivot"}"#).unwrap(),
+            &limits,
+            &ModelPolicy::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("got none of them"), "{e}");
     }
 
@@ -912,10 +1211,170 @@ mod tests {
             request(r#"{"model": "toy:pivot", "prompt": "A", "seeds": [0, 1, 2], "chains": 2}"#)
                 .unwrap(),
             &limits,
+            &ModelPolicy::default(),
         )
         .unwrap_err();
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.to_string().contains("at most 5"), "{e}");
         assert!(e.to_string().contains("max_jobs_per_request"), "{e}");
+    }
+
+    #[test]
+    fn requests_name_configured_models_and_builtin_toys_only() {
+        let policy = ModelPolicy::from_flags(
+            &[
+                "small".to_string(),
+                "qwen=vllm+http://gpu:8000?model=Q".to_string(),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            policy.names,
+            ["qwen", "small"].map(String::from).into_iter().collect()
+        );
+        for ok in ["small", "qwen", "toy:pivot", "toy:tiny", "toy:suite-arith"] {
+            policy.check("model", ok).unwrap();
+        }
+        for bad in [
+            "llamacpp+http://10.0.0.1:8080",
+            "vllm+http://attacker/v1?model=x",
+            "sglang+http://attacker",
+            "toy:/etc/passwd",
+            "toy:../models/m.json",
+            "toy:pivot?delay_ms=100000",
+            "toy:nope",
+            "qwen2",
+            "",
+        ] {
+            let e = policy.check("model", bad).unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
+            let m = e.to_string();
+            assert!(
+                m.starts_with("model: ")
+                    && m.contains("qwen, small")
+                    && m.contains("toy:pivot")
+                    && m.contains("--allow-model-references"),
+                "{m}"
+            );
+        }
+        // With references allowed: servers, files and options, but never credentials.
+        let open = ModelPolicy {
+            allow_references: true,
+            ..policy.clone()
+        };
+        for ok in [
+            "llamacpp+http://gpu:8080",
+            "toy:pivot?delay_ms=5",
+            "vllm+http://g?model=m",
+        ] {
+            open.check("model", ok).unwrap();
+        }
+        for p in [&policy, &open] {
+            for bad in [
+                "openai+http://attacker/v1?model=x&key_env=POWERFLEET_REDIS_URL",
+                "llamacpp+http://gpu:8080?KEY_ENV=X",
+                "toy:pivot?key%5Fenv=X",
+            ] {
+                let m = p.check("model", bad).unwrap_err().to_string();
+                assert!(m.contains("credentials never come from a request"), "{m}");
+            }
+            for hosted in [
+                "openai+http://attacker/v1?model=x",
+                "anthropic+https://api.anthropic.com?model=c",
+                "Gemini+https://g?model=m",
+            ] {
+                let m = p.check("model", hosted).unwrap_err().to_string();
+                assert!(m.contains("hosted-API reference"), "{m}");
+            }
+        }
+        for bad in [
+            "",
+            "=toy:pivot",
+            "x=",
+            "toy:pivot",
+            "llamacpp+http://a",
+            "a b",
+            "a?b",
+        ] {
+            assert!(
+                ModelPolicy::from_flags(&[bad.to_string()], false).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_submissions_refuse_references_and_the_suite_passes() {
+        let limits = ApiLimits::default();
+        let policy = ModelPolicy::from_flags(&["small".into()], false).unwrap();
+        let e = build_submission(
+            request(r#"{"model": "toy:/etc/passwd", "prompt": "A"}"#).unwrap(),
+            &limits,
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let s = build_submission(
+            request(r#"{"model": "small", "bench": {"builtin": "suite"}}"#).unwrap(),
+            &limits,
+            &policy,
+        )
+        .unwrap();
+        assert!(s.bench.is_some());
+        let e = build_submission(
+            request(r#"{"model": "llamacpp+http://x", "bench": {"builtin": "suite"}}"#).unwrap(),
+            &limits,
+            &policy,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("model: "), "{e}");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+
+    #[test]
+    fn client_errors_quote_a_prefix_of_input() {
+        let long = "x".repeat(5000);
+        let q = quote(&long);
+        assert!(
+            q.starts_with(&format!("\"{}\"…", "x".repeat(MAX_QUOTED_CHARS))),
+            "{q}"
+        );
+        assert!(q.ends_with("(5000 characters)"), "{q}");
+        assert_eq!(quote("abc"), "\"abc\"");
+        for message in [
+            format!("invalid type: string {long:?}, expected u64"),
+            format!("unknown field `{long}`, expected one of `model`"),
+            format!("problem {long}: unknown token \"zz\""),
+            format!("got \"{}\\\"{long}\"", "y".repeat(199)),
+        ] {
+            let short = shorten_inputs(&message);
+            assert!(short.len() < 400, "{short}");
+            assert!(
+                short.contains(&"x".repeat(100)) || short.contains("yyy"),
+                "{short}"
+            );
+        }
+        let m = shorten_inputs(&format!("got \"{}\\\"{long}\", expected", "y".repeat(199)));
+        assert!(
+            m.starts_with(&format!("got \"{}\"…", "y".repeat(199))),
+            "{m}"
+        );
+        assert!(m.ends_with(", expected"), "{m}");
+        assert_eq!(
+            shorten_inputs("no route GET \"/v2\"; use `x`"),
+            "no route GET \"/v2\"; use `x`"
+        );
+        let many = "word ".repeat(5000);
+        assert!(shorten_inputs(&many).chars().count() < MAX_MESSAGE_CHARS + 100);
     }
 }

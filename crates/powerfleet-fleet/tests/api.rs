@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use powerfleet_fleet::api::{ApiLimits, ApiState, router, serve};
+use powerfleet_fleet::api::{ApiLimits, ApiState, ModelPolicy, router, serve};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{Queue, QueueOptions};
 use powerfleet_store::Store;
@@ -51,12 +51,29 @@ impl Env {
                 store,
                 limits,
                 tokens: Default::default(),
+                models: Default::default(),
             },
         }
     }
 
     fn app(&self) -> Router {
         router(self.state.clone())
+    }
+
+    /// The router with `models` as the model policy.
+    fn app_with_models(&self, models: ModelPolicy) -> Router {
+        router(ApiState {
+            models: std::sync::Arc::new(models),
+            ..self.state.clone()
+        })
+    }
+
+    /// The router with bearer `tokens`.
+    fn app_with_tokens(&self, tokens: &[&str]) -> Router {
+        router(ApiState {
+            tokens: std::sync::Arc::new(tokens.iter().map(|t| t.to_string()).collect()),
+            ..self.state.clone()
+        })
     }
 }
 
@@ -532,5 +549,312 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn requests_name_only_the_models_the_operator_configured() {
+    let env = Env::new().await;
+    let app = env.app_with_models(ModelPolicy::from_flags(&["small".into()], false).unwrap());
+    let attacks = [
+        // A worker would send the Redis URL as a bearer token to the attacker.
+        "openai+http://127.0.0.1:9/v1?model=x&key_env=POWERFLEET_REDIS_URL",
+        // Workers would POST wherever the caller says.
+        "llamacpp+http://127.0.0.1:9",
+        "vllm+http://127.0.0.1:9/v1?model=m",
+        "sglang+http://127.0.0.1:9",
+        "openai+http://127.0.0.1:9/v1?model=x",
+        "anthropic+http://127.0.0.1:9?model=x",
+        // The API would read a file and quote it.
+        "toy:/etc/passwd",
+        "toy:pivot?delay_ms=600000",
+        "unknown-name",
+    ];
+    for model in attacks {
+        let reply = post(
+            &app,
+            "/v1/jobs",
+            json!({"correlation_id": "attack", "model": model, "prompt": "A", "methods": ["standard"]}),
+        )
+        .await;
+        let message = reply.error(StatusCode::BAD_REQUEST, &["model: ", "toy:pivot"]);
+        assert!(!message.contains("root:"), "{message}");
+        let hosted = model.starts_with("openai+") || model.starts_with("anthropic+");
+        if !hosted {
+            assert!(
+                message.contains("small") && message.contains("--allow-model-references"),
+                "{message}"
+            );
+        }
+    }
+    // A benchmark names the model the same way; the built-in suite's own toy models pass.
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "attack", "model": "llamacpp+http://127.0.0.1:9", "bench": {"records": [{"prompt": "A", "answer": "1"}]}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, &["model: "]);
+    get(&app, "/v1/correlations/attack")
+        .await
+        .error(StatusCode::NOT_FOUND, &["attack"]);
+    for body in [
+        json!({"model": "small", "prompt": "A"}),
+        json!({"model": "toy:tiny", "prompt": "a"}),
+        json!({"model": "small", "bench": {"builtin": "suite"}, "methods": ["standard"]}),
+    ] {
+        let reply = post(&app, "/v1/jobs", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    }
+
+    // The operator may allow references; credentials still never come from a request.
+    let open = env.app_with_models(ModelPolicy::from_flags(&["small".into()], true).unwrap());
+    let reply = post(
+        &open,
+        "/v1/jobs",
+        json!({"model": "llamacpp+http://127.0.0.1:9", "prompt": "A"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    post(
+        &open,
+        "/v1/jobs",
+        json!({"model": "openai+http://127.0.0.1:9/v1?model=x&key_env=POWERFLEET_REDIS_URL", "prompt": "A", "methods": ["standard"]}),
+    )
+    .await
+    .error(
+        StatusCode::BAD_REQUEST,
+        &["model: ", "key_env", "credentials never come from a request"],
+    );
+    post(
+        &open,
+        "/v1/jobs",
+        json!({"model": "openai+http://127.0.0.1:9/v1?model=x", "prompt": "A", "methods": ["standard"]}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, &["model: ", "hosted-API reference"]);
+}
+
+#[tokio::test]
+async fn posts_need_a_json_content_type() {
+    let env = Env::new().await;
+    let app = env.app();
+    let body = json!({"model": "toy:pivot", "prompt": "A"}).to_string();
+    let with = |content_type: Option<&str>, uri: &str, body: &str| {
+        let mut r = Request::post(uri);
+        if let Some(t) = content_type {
+            r = r.header(header::CONTENT_TYPE, t);
+        }
+        r.body(Body::from(body.to_string())).unwrap()
+    };
+    for content_type in [
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/plain"),
+        Some("application/jsonx"),
+        None,
+    ] {
+        send(&app, with(content_type, "/v1/jobs", &body))
+            .await
+            .error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &["Content-Type: application/json"],
+            );
+    }
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+    ] {
+        let reply = send(&app, with(Some(content_type), "/v1/jobs", &body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{content_type}: {reply:?}"
+        );
+    }
+    let reply = post_raw(&app, "/v1/jobs", body.clone()).await;
+    let id = job_ids(&reply).remove(0);
+    let cancel = format!("/v1/jobs/{id}/cancel");
+    send(&app, with(Some("text/plain"), &cancel, ""))
+        .await
+        .error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &["Content-Type: application/json"],
+        );
+    send(&app, with(None, &cancel, "")).await.error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        &["Content-Type: application/json"],
+    );
+    let job = get(&app, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(
+        job.body["status"], "queued",
+        "nothing was cancelled: {job:?}"
+    );
+    let reply = send(&app, with(Some("application/json"), &cancel, "")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    // GETs take no body, so no content type; other routes keep their own errors.
+    assert_eq!(
+        get(&app, &format!("/v1/jobs/{id}")).await.status,
+        StatusCode::OK
+    );
+    send(&app, with(None, "/v1/nothing", ""))
+        .await
+        .error(StatusCode::NOT_FOUND, &["no route"]);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case() {
+    let env = Env::new().await;
+    let app = env.app_with_tokens(&["t0ken-a", "t0ken-b"]);
+    let with = |authorization: &str| {
+        Request::get("/v1/correlations/nobody")
+            .header(header::AUTHORIZATION, authorization)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for ok in [
+        "Bearer t0ken-a",
+        "bearer t0ken-b",
+        "BEARER t0ken-a",
+        "bEaReR  t0ken-b",
+    ] {
+        send(&app, with(ok))
+            .await
+            .error(StatusCode::NOT_FOUND, &["nobody"]);
+    }
+    for bad in [
+        "Bearer t0ken-c",
+        "bearer T0KEN-A",
+        "Bearert0ken-a",
+        "Basic t0ken-a",
+        "t0ken-a",
+        "bearer ",
+    ] {
+        send(&app, with(bad))
+            .await
+            .error(StatusCode::UNAUTHORIZED, &["unauthorized"]);
+    }
+    get(&app, "/v1/correlations/nobody")
+        .await
+        .error(StatusCode::UNAUTHORIZED, &["unauthorized"]);
+}
+
+#[tokio::test]
+async fn client_errors_quote_only_a_prefix_of_the_input() {
+    let env = Env::new().await;
+    let app = env.app();
+    let long = |c: char| c.to_string().repeat(20_000);
+    let check = |reply: Reply, status: StatusCode, value: &str| {
+        let message = reply.error(status, &[]);
+        assert!(
+            message.chars().count() < 1_000,
+            "{} characters: {}",
+            message.chars().count(),
+            &message[..300]
+        );
+        assert!(
+            message.contains(&value[..150]),
+            "the prefix is quoted: {message}"
+        );
+        assert!(!message.contains(&value[..201]), "{message}");
+    };
+    let v = long('m');
+    check(
+        post(&app, "/v1/jobs", json!({"model": v, "prompt": "A"})).await,
+        StatusCode::BAD_REQUEST,
+        &v,
+    );
+    let v = long('f');
+    check(
+        post(
+            &app,
+            "/v1/jobs",
+            json!({"model": "toy:pivot", v.clone(): 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &v,
+    );
+    let v = long('c');
+    check(
+        post(
+            &app,
+            "/v1/jobs",
+            json!({"model": "toy:pivot", "prompt": "A", "correlation_id": format!("{v}!")}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &v,
+    );
+    let v = long('t');
+    check(
+        post(
+            &app,
+            "/v1/jobs",
+            json!({"model": "toy:pivot", "prompt": "A", "methods": [v.clone()]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &v,
+    );
+    let v = long('i');
+    check(
+        post(
+            &app,
+            "/v1/jobs",
+            json!({"model": "toy:pivot", "problems": [{"id": v.clone(), "prompt": "A zz"}]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &v,
+    );
+    let v = long('p');
+    check(
+        post(
+            &app,
+            "/v1/jobs",
+            json!({"model": "toy:pivot", "prompt": format!("A {v}")}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &v,
+    );
+    let v = long('b');
+    check(
+        post(
+            &app,
+            "/v1/jobs",
+            json!({"model": "toy:pivot", "bench": {"builtin": v.clone()}}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &v,
+    );
+    let v = long('j');
+    check(
+        get(&app, &format!("/v1/jobs/{v}")).await,
+        StatusCode::BAD_REQUEST,
+        &v,
+    );
+    check(
+        get(&app, &format!("/v1/correlations/{v}")).await,
+        StatusCode::BAD_REQUEST,
+        &v,
+    );
+    check(
+        get(&app, &format!("/v2/{v}")).await,
+        StatusCode::NOT_FOUND,
+        &v,
+    );
+    let v = long('q');
+    check(
+        get(
+            &app,
+            &format!("/v1/batches/01936b8e-7f5a-7cc2-9d1e-3f4a5b6c7d8e/report?{v}=1"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &v,
     );
 }
