@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::probe::{self, BackendPin, ServerInfo};
-use crate::reference::{HttpReference, ServerKind};
+use crate::reference::{HttpReference, ServerKind, redact_url};
 use crate::wire;
 
 /// 1 while a server's circuit is open (it is being skipped), 0 otherwise; labelled by `server`.
@@ -85,14 +85,39 @@ struct Breaker {
     last_error: String,
 }
 
-#[derive(Debug)]
 struct Server {
+    /// The base URL requests go to, credentials included.
     url: String,
+    /// The base URL as every message, log field and metric label shows it: [`redact_url`].
+    shown: String,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("url", &self.shown)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
+    fn new(url: &str, max_in_flight: usize) -> Server {
+        Server {
+            url: url.to_string(),
+            shown: redact_url(url),
+            permits: Semaphore::new(max_in_flight),
+            breaker: Mutex::new(Breaker::default()),
+        }
+    }
+
+    /// The circuit gauge of this server, labelled with its redacted URL.
+    fn circuit_gauge(&self) -> metrics::Gauge {
+        metrics::gauge!(CIRCUIT_OPEN, "server" => self.shown.clone())
+    }
+
     fn available(&self, now: Instant) -> bool {
         let b = self.breaker.lock().expect("breaker");
         b.open_until.is_none_or(|t| now >= t)
@@ -100,7 +125,7 @@ impl Server {
 
     fn succeeded(&self) {
         *self.breaker.lock().expect("breaker") = Breaker::default();
-        metrics::gauge!(CIRCUIT_OPEN, "server" => self.url.clone()).set(0.0);
+        self.circuit_gauge().set(0.0);
     }
 
     /// When the circuit is open, how long until the next trial request.
@@ -115,10 +140,10 @@ impl Server {
         b.last_error = error.to_string();
         if b.failures >= BREAKER_THRESHOLD {
             if b.open_until.is_none() || b.open_until.is_some_and(|t| Instant::now() >= t) {
-                tracing::warn!(server = %self.url, failures = b.failures, "circuit open: server skipped for a while");
+                tracing::warn!(server = %self.shown, failures = b.failures, "circuit open: server skipped for a while");
             }
             b.open_until = Some(Instant::now() + BREAKER_COOLDOWN);
-            metrics::gauge!(CIRCUIT_OPEN, "server" => self.url.clone()).set(1.0);
+            self.circuit_gauge().set(1.0);
         }
     }
 }
@@ -152,11 +177,7 @@ impl HttpModel {
         let servers = reference
             .servers
             .iter()
-            .map(|url| Server {
-                url: url.clone(),
-                permits: Semaphore::new(reference.max_in_flight),
-                breaker: Mutex::new(Breaker::default()),
-            })
+            .map(|url| Server::new(url, reference.max_in_flight))
             .collect();
         HttpModel {
             reference,
@@ -229,13 +250,15 @@ impl HttpModel {
         body: Option<&Value>,
     ) -> Result<Value, BackendError> {
         let _permit = server.permits.acquire().await.expect("never closed");
-        let url = format!("{}{path}", server.url);
+        // Requests go to the URL with its credentials; messages name it redacted.
+        let target = format!("{}{path}", server.url);
+        let url = format!("{}{path}", server.shown);
         let method = if body.is_some() { "POST" } else { "GET" };
         let overloaded = AtomicBool::new(false);
         let result = async {
             let request = match body {
-                Some(body) => self.client.post(&url).json(body),
-                None => self.client.get(&url),
+                Some(body) => self.client.post(&target).json(body),
+                None => self.client.get(&target),
             };
             let response = request.send().await.map_err(|e| {
                 let what = if e.is_timeout() {
@@ -243,7 +266,8 @@ impl HttpModel {
                 } else {
                     "failed"
                 };
-                let chain = error_chain(&e);
+                // The message names the URL (redacted) itself.
+                let chain = error_chain(&e.without_url());
                 // A certificate that does not verify is a configuration error, not an outage:
                 // waiting for it would never end.
                 if chain.to_lowercase().contains("certificate") {
@@ -255,7 +279,10 @@ impl HttpModel {
             })?;
             let status = response.status();
             let text = response.text().await.map_err(|e| {
-                BackendError::Unavailable(format!("{method} {url}: reading the answer failed: {e}"))
+                BackendError::Unavailable(format!(
+                    "{method} {url}: reading the answer failed: {}",
+                    error_chain(&e.without_url())
+                ))
             })?;
             if !status.is_success() {
                 overloaded.store(status.as_u16() == 429, Ordering::Relaxed);
@@ -406,8 +433,8 @@ impl HttpModel {
                 ServerKind::Vllm => self.probe_vllm(server).await,
                 ServerKind::Sglang => self.probe_sglang(server).await,
             }
-            .map_err(|e| in_context(e, &format!("start-up probe of {}", server.url)))?;
-            infos.push((server.url.clone(), info));
+            .map_err(|e| in_context(e, &format!("start-up probe of {}", server.shown)))?;
+            infos.push((server.shown.clone(), info));
         }
         let info = Arc::new(probe::merge(infos).map_err(BackendError::Rejected)?);
         tracing::info!(
@@ -930,5 +957,170 @@ mod tests {
             .unwrap_err();
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("/apply-template"), "{err}");
+    }
+
+    /// Records the metrics registered while it is the thread's recorder, as `name{k=v,...}`.
+    #[derive(Clone, Default)]
+    struct Registered(Arc<Mutex<Vec<String>>>);
+
+    impl Registered {
+        fn note(&self, key: &metrics::Key) {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{}{{{}}}", key.name(), labels.join(",")));
+        }
+    }
+
+    impl metrics::Recorder for Registered {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            self.note(key);
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            self.note(key);
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            self.note(key);
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[tokio::test]
+    async fn server_credentials_never_appear_in_errors_logs_or_metric_labels() {
+        const SECRET: &str = "SECRET-pw-5f1c";
+        let registered = Registered::default();
+        let _recorder = metrics::set_default_local_recorder(&registered);
+
+        // A server that answers 500, and records the credentials it was sent.
+        let auth = Arc::new(Mutex::new(Vec::new()));
+        let log = auth.clone();
+        let app = Router::new().route(
+            "/tokenize",
+            post(move |headers: axum::http::HeaderMap| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(
+                        headers
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_string()),
+                    );
+                    (StatusCode::INTERNAL_SERVER_ERROR, "tokenizer exploded")
+                }
+            }),
+        );
+        let url = serve(app).await;
+        let with_secret = url.replacen("http://", &format!("http://user:{SECRET}@"), 1);
+        let shown = url.replacen("http://", "http://user:***@", 1);
+        let m = model(&format!("llamacpp+{with_secret}"));
+        let err = m.tokenize("hi").await.unwrap_err();
+        assert!(err.is_transient() && !err.is_unavailable(), "{err}");
+        assert_eq!(
+            err.message(),
+            format!("POST {shown}/tokenize answered 500 Internal Server Error: tokenizer exploded")
+        );
+        // The request itself carried the credentials, as basic auth.
+        // base64("user:SECRET-pw-5f1c")
+        let expected = "Basic dXNlcjpTRUNSRVQtcHctNWYxYw==".to_string();
+        assert_eq!(*auth.lock().unwrap(), vec![Some(expected)]);
+
+        // A refused connection, until the circuit opens; the probe's context; the exactness.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let m = model(&format!("llamacpp+http://user:{SECRET}@{closed}"));
+        let mut messages = Vec::new();
+        for _ in 0..BREAKER_THRESHOLD {
+            let err = m.tokenize("hi").await.unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+            assert!(
+                err.message()
+                    .starts_with(&format!("POST http://user:***@{closed}/tokenize failed")),
+                "{err}"
+            );
+            messages.push(err.to_string());
+        }
+        let open = m.tokenize("hi").await.unwrap_err().to_string();
+        assert!(open.contains("failed 5 times in a row"), "{open}");
+        assert!(open.contains(&format!("user:***@{closed}")), "{open}");
+        messages.push(open);
+        let probe = m
+            .generate(
+                &OwnedRequest {
+                    prefix: vec![1],
+                    prompt_len: 1,
+                    max_tokens: 1,
+                    temperature: 1.0,
+                    top_k: None,
+                    seed: 1,
+                },
+                0,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            probe.starts_with(&format!("start-up probe of http://user:***@{closed}")),
+            "{probe}"
+        );
+        messages.push(probe);
+        messages.push(m.exactness(None));
+        messages.push(format!("{m:?}"));
+        for text in &messages {
+            assert!(!text.contains(SECRET), "{text}");
+        }
+
+        // The circuit's gauge is labelled with the redacted URL.
+        let labels = registered.0.lock().unwrap().clone();
+        let circuit: Vec<&String> = labels
+            .iter()
+            .filter(|l| l.starts_with(CIRCUIT_OPEN))
+            .collect();
+        assert!(
+            circuit.contains(&&format!(
+                "{CIRCUIT_OPEN}{{server=http://user:***@{closed}}}"
+            )),
+            "{labels:?}"
+        );
+        assert!(
+            circuit.contains(&&format!("{CIRCUIT_OPEN}{{server={shown}}}")),
+            "{labels:?}"
+        );
+        assert!(labels.iter().all(|l| !l.contains(SECRET)), "{labels:?}");
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::client::BackendError;
+use crate::reference::{redact_reference, redact_url};
 
 /// Which hosted API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +25,13 @@ pub enum Provider {
     Gemini,
 }
 
-/// A parsed hosted-API reference.
-#[derive(Clone, Debug, PartialEq)]
+/// A parsed hosted-API reference. Its `Debug` shows the base URL redacted.
+#[derive(Clone, PartialEq)]
 pub struct HostedReference {
     /// The API.
     pub provider: Provider,
-    /// Base URL without a trailing slash.
+    /// Base URL without a trailing slash, credentials included: show it only through
+    /// [`redact_url`].
     pub base: String,
     /// Model name.
     pub model: String,
@@ -39,9 +41,23 @@ pub struct HostedReference {
     pub timeout: Duration,
 }
 
+impl std::fmt::Debug for HostedReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostedReference")
+            .field("provider", &self.provider)
+            .field("base", &redact_url(&self.base))
+            .field("model", &self.model)
+            .field("key_env", &self.key_env)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 /// Parses `PROVIDER+URL?model=NAME[&key_env=VAR][&timeout_s=N]`.
-pub fn parse_hosted(reference: &str) -> Result<HostedReference, String> {
-    let (scheme, rest) = reference
+pub fn parse_hosted(raw: &str) -> Result<HostedReference, String> {
+    // The reference as messages show it.
+    let reference = redact_reference(raw);
+    let (scheme, rest) = raw
         .split_once('+')
         .ok_or_else(|| format!("{reference:?} is not a hosted-API reference"))?;
     let (provider, default_env) = match scheme {
@@ -78,7 +94,8 @@ pub fn parse_hosted(reference: &str) -> Result<HostedReference, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown option {pair:?} in {reference:?}; known: model, key_env, timeout_s"
+                    "unknown option {:?} in {reference:?}; known: model, key_env, timeout_s",
+                    redact_url(pair)
                 ));
             }
         }
@@ -136,40 +153,54 @@ impl HostedModel {
             ))
         })?;
         let r = &self.reference;
+        let url = match r.provider {
+            Provider::OpenAi => format!("{}/chat/completions", r.base),
+            Provider::Anthropic => format!("{}/v1/messages", r.base),
+            Provider::Gemini => format!("{}/v1beta/models/{}:generateContent", r.base, r.model),
+        };
         let request = match r.provider {
             Provider::OpenAi => self
                 .client
-                .post(format!("{}/chat/completions", r.base))
+                .post(&url)
                 .bearer_auth(&key)
                 .json(&json!({"model": r.model, "messages": [{"role": "user", "content": prompt}],
                     "temperature": temperature, "max_tokens": max_tokens, "seed": seed})),
             Provider::Anthropic => self
                 .client
-                .post(format!("{}/v1/messages", r.base))
+                .post(&url)
                 .header("x-api-key", &key)
                 .header("anthropic-version", "2023-06-01")
                 .json(&json!({"model": r.model, "max_tokens": max_tokens, "temperature": temperature.min(1.0),
                     "messages": [{"role": "user", "content": prompt}]})),
             Provider::Gemini => self
                 .client
-                .post(format!("{}/v1beta/models/{}:generateContent", r.base, r.model))
+                .post(&url)
                 .header("x-goog-api-key", &key)
                 .json(&json!({"contents": [{"role": "user", "parts": [{"text": prompt}]}],
                     "generationConfig": {"temperature": temperature, "maxOutputTokens": max_tokens, "seed": seed}})),
         };
+        // Messages name the URL redacted, never as reqwest quotes it.
+        let shown = redact_url(&url);
         let response = request.send().await.map_err(|e| {
             BackendError::Unavailable(format!(
-                "{:?} request failed: {}",
+                "{:?} request to {shown} failed: {}",
                 r.provider,
-                crate::client::error_chain(&e)
+                crate::client::error_chain(&e.without_url())
             ))
         })?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("reading the answer failed: {e}")))?;
-        let scrubbed = text.replace(&key, "***");
+        let text = response.text().await.map_err(|e| {
+            BackendError::Unavailable(format!(
+                "{:?} request to {shown}: reading the answer failed: {}",
+                r.provider,
+                crate::client::error_chain(&e.without_url())
+            ))
+        })?;
+        let scrubbed = if key.is_empty() {
+            text.clone()
+        } else {
+            text.replace(&key, "***")
+        };
         if !status.is_success() {
             return Err(crate::client::classify_status(
                 status,
@@ -243,5 +274,34 @@ mod tests {
                 .unwrap_err()
                 .contains("must start with https://")
         );
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_base_url_never_appear_in_messages() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        // Any variable that is set serves as the key here.
+        let reference = parse_hosted(&format!(
+            "openai+http://user:SECRET@{closed}/v1?model=m&key_env=PATH"
+        ))
+        .unwrap();
+        assert!(
+            !format!("{reference:?}").contains("SECRET"),
+            "{reference:?}"
+        );
+        let err = HostedModel::new(reference)
+            .sample("hi", 1.0, 5, 1)
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        assert!(
+            err.message().starts_with(&format!(
+                "OpenAi request to http://user:***@{closed}/v1/chat/completions failed: "
+            )),
+            "{err}"
+        );
+        assert!(!err.message().contains("SECRET"), "{err}");
     }
 }

@@ -104,12 +104,69 @@ impl ServerKind {
     }
 }
 
-/// A parsed reference to one or more inference servers.
-#[derive(Clone, Debug, PartialEq)]
+/// `url` as messages, logs and metric labels may show it: credentials in its user-info part are
+/// hidden (`http://user:***@host:8080`; a lone `http://TOKEN@host` becomes `http://***@host`,
+/// since HTTP sends it as basic-auth credentials), and so is the value of every `password=`
+/// parameter. Errs on the side of hiding too much. Every URL this crate shows goes through it;
+/// requests use the URL as given (reqwest sends its user-info as basic auth, and its own errors
+/// quote the URL without it).
+pub fn redact_url(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let (head, rest) = url.split_at(after_scheme);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    // The last `@` ends the user-info: a password may hold `@`, `/` or `?` unencoded.
+    match rest.rfind('@') {
+        Some(at) => {
+            match rest[..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            out.push_str(&rest[at..]);
+        }
+        None => out.push_str(rest),
+    }
+    redact_password_params(&out)
+}
+
+/// Replaces the value of every `password=` parameter (any case, `sslpassword=` too) by `***`.
+fn redact_password_params(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    let mut out = String::with_capacity(url.len());
+    let mut pos = 0;
+    while let Some(found) = lower[pos..].find("password=") {
+        let value_start = pos + found + "password=".len();
+        let value_end = url[value_start..]
+            .find(['&', '#'])
+            .map_or(url.len(), |i| value_start + i);
+        out.push_str(&url[pos..value_start]);
+        out.push_str("***");
+        pos = value_end;
+    }
+    out.push_str(&url[pos..]);
+    out
+}
+
+/// A model reference as messages may show it: each of its comma-separated URLs redacted as by
+/// [`redact_url`].
+pub fn redact_reference(reference: &str) -> String {
+    reference
+        .split(',')
+        .map(redact_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A parsed reference to one or more inference servers. Its `Debug` shows the servers redacted.
+#[derive(Clone, PartialEq)]
 pub struct HttpReference {
     /// The server type.
     pub kind: ServerKind,
-    /// Base URLs (`http://host:port`, no trailing slash).
+    /// Base URLs (`http://host:port`, no trailing slash), credentials included: show them only
+    /// through [`redact_url`].
     pub servers: Vec<String>,
     /// The served model's name (vLLM's `model` field; for SGLang, checked against the server).
     pub model: Option<String>,
@@ -123,6 +180,21 @@ pub struct HttpReference {
     pub timeout: Duration,
     /// Requests in flight per server.
     pub max_in_flight: usize,
+}
+
+impl std::fmt::Debug for HttpReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let servers: Vec<String> = self.servers.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("HttpReference")
+            .field("kind", &self.kind)
+            .field("servers", &servers)
+            .field("model", &self.model)
+            .field("k", &self.k)
+            .field("eos", &self.eos)
+            .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
 }
 
 /// What a reference names.
@@ -153,8 +225,10 @@ pub fn is_http_reference(reference: &str) -> bool {
 
 /// Parses a reference.
 pub fn parse(reference: &str) -> Result<Reference, String> {
+    // The reference as messages show it.
+    let shown = redact_reference(reference);
     let (scheme, rest) = reference.split_once('+').ok_or_else(|| {
-        format!("model reference {reference:?} must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT")
+        format!("model reference {shown:?} must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT")
     })?;
     let kind = match scheme {
         "llamacpp" => ServerKind::LlamaCpp,
@@ -177,7 +251,8 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
     for url in urls.split(',').filter(|u| !u.is_empty()) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!(
-                "server URL {url:?} must start with http:// or https://"
+                "server URL {:?} must start with http:// or https://",
+                redact_url(url)
             ));
         }
         let base = url.trim_end_matches('/');
@@ -185,7 +260,7 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
         servers.push(base.to_string());
     }
     if servers.is_empty() {
-        return Err(format!("model reference {reference:?} names no server URL"));
+        return Err(format!("model reference {shown:?} names no server URL"));
     }
     let mut r = HttpReference {
         kind,
@@ -199,7 +274,7 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| format!("option {pair:?} in {reference:?} must be KEY=VALUE"))?;
+            .ok_or_else(|| format!("option {pair:?} in {shown:?} must be KEY=VALUE"))?;
         let number = |what: &str| {
             value
                 .parse::<u64>()
@@ -207,7 +282,7 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
                 .filter(|v| *v >= 1)
                 .ok_or_else(|| {
                     format!(
-                        "{key} in {reference:?} must be a whole number >= 1 ({what}), got {value:?}"
+                        "{key} in {shown:?} must be a whole number >= 1 ({what}), got {value:?}"
                     )
                 })
         };
@@ -220,7 +295,7 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
                 for id in value.split(',') {
                     let id = id.trim().parse::<TokenId>().map_err(|_| {
                         format!(
-                            "eos in {reference:?} must be comma-separated token ids (eos=2,32000), got {value:?}"
+                            "eos in {shown:?} must be comma-separated token ids (eos=2,32000), got {value:?}"
                         )
                     })?;
                     r.eos.push(id);
@@ -230,14 +305,14 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown option {other:?} in {reference:?}; known: model, k, eos, timeout_s, max_in_flight"
+                    "unknown option {other:?} in {shown:?}; known: model, k, eos, timeout_s, max_in_flight"
                 ));
             }
         }
     }
     if kind == ServerKind::Vllm && r.model.is_none() {
         return Err(format!(
-            "{reference:?}: vLLM references need ?model=NAME (the name the server was started with)"
+            "{shown:?}: vLLM references need ?model=NAME (the name the server was started with)"
         ));
     }
     Ok(Reference::Http(r))
@@ -290,6 +365,52 @@ mod tests {
         }
         assert!(is_http_reference("vllm+http://x"));
         assert!(!is_http_reference("toy:pivot"));
+    }
+
+    #[test]
+    fn server_urls_are_shown_without_credentials() {
+        for (url, shown) in [
+            ("http://user:SECRET@h:8080", "http://user:***@h:8080"),
+            ("https://u:p@ss/w?rd@h/v1", "https://u:***@h/v1"),
+            ("http://SECRET@h:8080", "http://***@h:8080"),
+            ("http://h:8080", "http://h:8080"),
+            (
+                "http://h:1/x?password=SECRET&k=2",
+                "http://h:1/x?password=***&k=2",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        assert_eq!(
+            redact_reference("llamacpp+http://a:SECRET@h1:1,http://b:SECRET@h2:2/?k=2"),
+            "llamacpp+http://a:***@h1:1,http://b:***@h2:2/?k=2"
+        );
+        // Credentials stay in the parsed servers (requests need them), but no message, nor the
+        // Debug output, shows them.
+        let Reference::Http(h) = parse("llamacpp+http://user:SECRET@h:1?k=5").unwrap() else {
+            panic!()
+        };
+        assert_eq!(h.servers, vec!["http://user:SECRET@h:1"]);
+        assert!(!format!("{h:?}").contains("SECRET"), "{h:?}");
+        for bad in [
+            "llamacpp+http://user:SECRET@h:1?color=red",
+            "llamacpp+http://user:SECRET@h:1?k=0",
+            "llamacpp+http://user:SECRET@h:1?eos=x",
+            "llamacpp+http://user:SECRET@h:1?k",
+            "llamacpp+http://user:SECRET@h:1,ftp://user:SECRET@h:2",
+            "vllm+http://user:SECRET@h:1",
+            "tgi+http://user:SECRET@h:1",
+            "openai+http://user:SECRET@h:1?color=red",
+            "anthropic+ftp://user:SECRET@h:1?model=m",
+            "gemini+https://user:SECRET@h:1",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(!err.contains("SECRET"), "{bad}: {err}");
+            assert!(
+                err.contains("user:***@h:") || bad.starts_with("tgi"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use deadpool_redis::{Pool, Runtime};
 use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
@@ -73,24 +72,27 @@ impl Default for QueueOptions {
     }
 }
 
-/// A job entry delivered from the jobs stream.
+/// A job entry delivered from the jobs stream. Every entry of the stream becomes one, however
+/// broken: an entry that cannot be decoded (a field name or value that is not UTF-8, a missing
+/// field, an oversized entry, a spec that is not a job) has the reason in `spec`, and the worker
+/// dead-letters it, so no entry can block the group.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     /// The stream entry id.
     pub entry_id: String,
-    /// The entry's fields, as text.
-    pub fields: HashMap<String, String>,
+    /// The entry's fields as stored, in order: raw bytes, which need not be UTF-8.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
     /// The decoded job, or why it could not be decoded.
     pub spec: Result<JobSpec, String>,
 }
 
-/// A result entry delivered from the results stream.
+/// A result entry delivered from the results stream; like [`Delivery`], every entry becomes one.
 #[derive(Clone, Debug)]
 pub struct ResultDelivery {
     /// The stream entry id.
     pub entry_id: String,
-    /// The entry's fields, as text.
-    pub fields: HashMap<String, String>,
+    /// The entry's fields as stored, in order: raw bytes, which need not be UTF-8.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
     /// The decoded result, or why it could not be decoded.
     pub result: Result<JobResult, String>,
 }
@@ -317,11 +319,176 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn fields_of(id: &StreamId) -> HashMap<String, String> {
-    id.map
-        .iter()
-        .map(|(k, v)| (k.clone(), text(v).unwrap_or_default()))
-        .collect()
+/// The bytes of a string reply.
+fn bytes_of(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        _ => None,
+    }
+}
+
+/// Bytes shown as text: verbatim when they are UTF-8; otherwise each byte that is not valid
+/// UTF-8 becomes `\xNN` and each backslash `\\`, so the original bytes can be recovered.
+fn shown(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.into()
+}
+
+/// `shown`, cut to a length fit for an error message.
+fn shown_short(bytes: &[u8]) -> String {
+    const MAX: usize = 64;
+    let cut = bytes.len().min(MAX);
+    let mut s = shown(&bytes[..cut]).into_owned();
+    if cut < bytes.len() {
+        s.push_str("...");
+    }
+    s
+}
+
+/// A reply's shape for an error message, cut short: a reply may hold megabytes.
+fn shape(v: &Value) -> String {
+    let mut s = format!("{v:?}");
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// One stream entry as Redis sent it.
+#[derive(Debug)]
+struct RawEntry {
+    id: String,
+    /// Its fields, raw, in order.
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Why the entry's shape is not that of a stream entry, if it is not.
+    malformed: Option<String>,
+}
+
+impl RawEntry {
+    /// Parses `[id, [name, value, ...]]`; `None` for a nil (an entry deleted meanwhile).
+    fn parse(op: &'static str, v: Value) -> Result<Option<RawEntry>, QueueError> {
+        let proto = |detail: String| QueueError::Protocol { op, detail };
+        let items = match v {
+            Value::Nil => return Ok(None),
+            Value::Array(items) if items.len() == 2 => items,
+            other => return Err(proto(format!("a stream entry of shape {}", shape(&other)))),
+        };
+        let mut items = items.into_iter();
+        let id = items
+            .next()
+            .and_then(bytes_of)
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| proto("a stream entry without an id".to_string()))?;
+        let mut entry = RawEntry {
+            id,
+            fields: Vec::new(),
+            malformed: None,
+        };
+        let flat: Vec<Value> = match items.next() {
+            Some(Value::Array(flat)) if flat.len() % 2 == 0 => flat,
+            Some(Value::Map(pairs)) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            Some(Value::Nil) => {
+                entry.malformed = Some("the entry has no fields (it was deleted)".to_string());
+                return Ok(Some(entry));
+            }
+            _ => {
+                entry.malformed = Some("the entry's fields are not name-value pairs".to_string());
+                return Ok(Some(entry));
+            }
+        };
+        let mut flat = flat.into_iter();
+        while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+            match (bytes_of(k), bytes_of(v)) {
+                (Some(k), Some(v)) => entry.fields.push((k, v)),
+                _ => {
+                    entry.malformed = Some(format!(
+                        "field {} of the entry is not a string",
+                        entry.fields.len() + 1
+                    ));
+                    return Ok(Some(entry));
+                }
+            }
+        }
+        Ok(Some(entry))
+    }
+
+    /// Parses a list of entries (the entries of an `XREADGROUP` stream, an `XAUTOCLAIM` or an
+    /// `XRANGE` reply).
+    fn parse_list(op: &'static str, v: Value) -> Result<Vec<RawEntry>, QueueError> {
+        match v {
+            Value::Nil => Ok(Vec::new()),
+            Value::Array(entries) => Ok(entries
+                .into_iter()
+                .map(|e| RawEntry::parse(op, e))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect()),
+            other => Err(QueueError::Protocol {
+                op,
+                detail: format!("a list of stream entries of shape {}", shape(&other)),
+            }),
+        }
+    }
+
+    /// The entry's fields as text, by name: an error says why the entry cannot be decoded (its
+    /// shape, its size above `limit`, a name or value that is not UTF-8, a repeated name).
+    fn text_fields(&self, limit: usize) -> Result<HashMap<&str, &str>, String> {
+        if let Some(why) = &self.malformed {
+            return Err(why.clone());
+        }
+        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > limit {
+            return Err(format!(
+                "entry of {size} bytes exceeds the limit of {limit} bytes"
+            ));
+        }
+        let mut map = HashMap::with_capacity(self.fields.len());
+        for (k, v) in &self.fields {
+            let name = std::str::from_utf8(k)
+                .map_err(|e| format!("field name \"{}\" is not UTF-8: {e}", shown_short(k)))?;
+            let value =
+                std::str::from_utf8(v).map_err(|e| format!("field {name} is not UTF-8: {e}"))?;
+            if map.insert(name, value).is_some() {
+                return Err(format!("field {name} appears more than once"));
+            }
+        }
+        Ok(map)
+    }
+}
+
+/// The dead-letter payload of an entry: its fields as a JSON object, each name and value shown
+/// as by `shown` (verbatim when UTF-8), in the entry's order.
+fn payload_of(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+    struct Fields<'a>(&'a [(Vec<u8>, Vec<u8>)]);
+    impl Serialize for Fields<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(k, v)| (shown(k), shown(v))))
+        }
+    }
+    serde_json::to_string(&Fields(fields)).expect("fields serialize")
 }
 
 impl Queue {
@@ -536,30 +703,27 @@ impl Queue {
             .collect()
     }
 
-    fn delivery(id: &StreamId) -> Delivery {
-        let fields = fields_of(id);
-        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let spec = match (fields.get("job_id"), fields.get("spec")) {
-            _ if size > MAX_ENTRY_BYTES => Err(format!(
-                "entry of {size} bytes exceeds the limit of {MAX_ENTRY_BYTES} bytes"
-            )),
-            (Some(job_id), Some(spec)) => serde_json::from_str::<JobSpec>(spec)
-                .map_err(|e| format!("spec is not a valid job: {e}"))
-                .and_then(|s| {
-                    if s.job_id.to_string() == *job_id {
-                        Ok(s)
-                    } else {
-                        Err(format!(
-                            "entry job_id {job_id} differs from spec job_id {}",
-                            s.job_id
-                        ))
-                    }
-                }),
-            _ => Err("entry lacks the job_id and spec fields".to_string()),
-        };
+    fn delivery(entry: RawEntry) -> Delivery {
+        let spec = entry.text_fields(MAX_ENTRY_BYTES).and_then(|fields| {
+            match (fields.get("job_id"), fields.get("spec")) {
+                (Some(job_id), Some(spec)) => serde_json::from_str::<JobSpec>(spec)
+                    .map_err(|e| format!("spec is not a valid job: {e}"))
+                    .and_then(|s| {
+                        if s.job_id.to_string() == *job_id {
+                            Ok(s)
+                        } else {
+                            Err(format!(
+                                "entry job_id {job_id} differs from spec job_id {}",
+                                s.job_id
+                            ))
+                        }
+                    }),
+                _ => Err("entry lacks the job_id and spec fields".to_string()),
+            }
+        });
         Delivery {
-            entry_id: id.id.clone(),
-            fields,
+            entry_id: entry.id,
+            fields: entry.fields,
             spec,
         }
     }
@@ -574,7 +738,7 @@ impl Queue {
         let reply = self
             .read_group(&self.keys.jobs(), WORKER_GROUP, consumer, count, block_ms)
             .await?;
-        Ok(reply.iter().map(Self::delivery).collect())
+        Ok(reply.into_iter().map(Self::delivery).collect())
     }
 
     /// Takes over up to `count` jobs whose lease expired (idle longer than `min_idle_ms`).
@@ -593,7 +757,7 @@ impl Queue {
                 count,
             )
             .await?;
-        Ok(ids.iter().map(Self::delivery).collect())
+        Ok(ids.into_iter().map(Self::delivery).collect())
     }
 
     async fn read_group(
@@ -603,9 +767,11 @@ impl Queue {
         consumer: &str,
         count: usize,
         block_ms: u64,
-    ) -> Result<Vec<StreamId>, QueueError> {
+    ) -> Result<Vec<RawEntry>, QueueError> {
         let mut c = self.blocking_conn().await?;
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        // Read as raw values and decoded entry by entry: a typed reply would fail as a whole on
+        // one bad entry, and the group would never get past it.
+        let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(group)
             .arg(consumer)
@@ -619,9 +785,34 @@ impl Queue {
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default())
+        const OP: &str = "XREADGROUP";
+        // RESP2: [[stream, entries], ...]; RESP3: {stream: entries}; nil when nothing came.
+        let per_stream: Vec<Value> = match reply {
+            Value::Nil => Vec::new(),
+            Value::Array(streams) => streams
+                .into_iter()
+                .map(|s| match s {
+                    Value::Array(mut pair) if pair.len() == 2 => Ok(pair.pop().expect("two")),
+                    other => Err(other),
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|other| QueueError::Protocol {
+                    op: OP,
+                    detail: format!("a stream of shape {}", shape(&other)),
+                })?,
+            Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+            other => {
+                return Err(QueueError::Protocol {
+                    op: OP,
+                    detail: format!("a reply of shape {}", shape(&other)),
+                });
+            }
+        };
+        let mut entries = Vec::new();
+        for list in per_stream {
+            entries.extend(RawEntry::parse_list(OP, list)?);
+        }
+        Ok(entries)
     }
 
     async fn autoclaim(
@@ -631,7 +822,7 @@ impl Queue {
         consumer: &str,
         min_idle_ms: u64,
         count: usize,
-    ) -> Result<Vec<StreamId>, QueueError> {
+    ) -> Result<Vec<RawEntry>, QueueError> {
         let mut c = self.conn().await?;
         let start = self
             .reclaim_cursors
@@ -640,7 +831,7 @@ impl Queue {
             .get(stream)
             .cloned()
             .unwrap_or_else(|| "0-0".to_string());
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(stream)
             .arg(group)
             .arg(consumer)
@@ -651,12 +842,32 @@ impl Queue {
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
+        const OP: &str = "XAUTOCLAIM";
+        // [next id, claimed entries, deleted ids (Redis 7)], decoded entry by entry.
+        let mut items = match reply {
+            Value::Array(items) if (2..=3).contains(&items.len()) => items.into_iter(),
+            other => {
+                return Err(QueueError::Protocol {
+                    op: OP,
+                    detail: format!("a reply of shape {}", shape(&other)),
+                });
+            }
+        };
+        let next = items
+            .next()
+            .and_then(bytes_of)
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| QueueError::Protocol {
+                op: OP,
+                detail: "no next id".to_string(),
+            })?;
+        let claimed = RawEntry::parse_list(OP, items.next().unwrap_or(Value::Nil))?;
         // "0-0" means the scan went round: the next one starts from the beginning again.
         self.reclaim_cursors
             .lock()
             .expect("cursors")
-            .insert(stream.to_string(), reply.next_stream_id.clone());
-        Ok(reply.claimed)
+            .insert(stream.to_string(), next);
+        Ok(claimed)
     }
 
     /// Claims a delivered job: a new fencing token, the delivery count, and the checkpoint.
@@ -949,8 +1160,9 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let job = delivery
             .fields
-            .get("job_id")
-            .and_then(|j| j.parse::<JobId>().ok())
+            .iter()
+            .find(|(k, _)| k == b"job_id")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<JobId>().ok())
             .map_or(self.keys.unused(), |j| self.keys.job(j));
         self.dead_letter(
             &self.keys.jobs(),
@@ -987,10 +1199,10 @@ impl Queue {
         job_key: &str,
         entry_id: &str,
         reason: &str,
-        fields: &HashMap<String, String>,
+        fields: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), QueueError> {
         let mut c = self.conn().await?;
-        let mut payload = serde_json::to_string(fields).expect("fields serialize");
+        let mut payload = payload_of(fields);
         if payload.len() > 64 * 1024 {
             // Keep the dead-letter stream small: the head of an oversized payload is enough.
             let mut cut = 64 * 1024;
@@ -1135,7 +1347,7 @@ impl Queue {
                 block_ms,
             )
             .await?;
-        Ok(ids.iter().map(Self::result_delivery).collect())
+        Ok(ids.into_iter().map(Self::result_delivery).collect())
     }
 
     /// Takes over results a dead collector left unacknowledged.
@@ -1154,23 +1366,21 @@ impl Queue {
                 count,
             )
             .await?;
-        Ok(ids.iter().map(Self::result_delivery).collect())
+        Ok(ids.into_iter().map(Self::result_delivery).collect())
     }
 
-    fn result_delivery(id: &StreamId) -> ResultDelivery {
-        let fields = fields_of(id);
-        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let result = match fields.get("result") {
-            _ if size > MAX_RESULT_BYTES => Err(format!(
-                "entry of {size} bytes exceeds the limit of {MAX_RESULT_BYTES} bytes"
-            )),
-            Some(r) => serde_json::from_str::<JobResult>(r)
-                .map_err(|e| format!("result is not a valid job result: {e}")),
-            None => Err("entry lacks the result field".to_string()),
-        };
+    fn result_delivery(entry: RawEntry) -> ResultDelivery {
+        let result =
+            entry
+                .text_fields(MAX_RESULT_BYTES)
+                .and_then(|fields| match fields.get("result") {
+                    Some(r) => serde_json::from_str::<JobResult>(r)
+                        .map_err(|e| format!("result is not a valid job result: {e}")),
+                    None => Err("entry lacks the result field".to_string()),
+                });
         ResultDelivery {
-            entry_id: id.id.clone(),
-            fields,
+            entry_id: entry.id,
+            fields: entry.fields,
             result,
         }
     }
@@ -1188,13 +1398,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Entries of the dead-letter stream, oldest first: (entry id, fields).
+    /// Entries of the dead-letter stream, oldest first: (entry id, fields, shown as text).
     pub async fn dead_letters(
         &self,
         count: usize,
     ) -> Result<Vec<(String, HashMap<String, String>)>, QueueError> {
         let mut c = self.conn().await?;
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        let reply: Value = redis::cmd("XRANGE")
             .arg(self.keys.dead())
             .arg("-")
             .arg("+")
@@ -1203,10 +1413,16 @@ impl Queue {
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(reply
-            .ids
-            .iter()
-            .map(|id| (id.id.clone(), fields_of(id)))
+        Ok(RawEntry::parse_list("XRANGE", reply)?
+            .into_iter()
+            .map(|e| {
+                let fields = e
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (shown(k).into_owned(), shown(v).into_owned()))
+                    .collect();
+                (e.id, fields)
+            })
             .collect())
     }
 
@@ -1396,6 +1612,58 @@ mod tests {
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");
+    }
+
+    fn entry(fields: &[(&[u8], &[u8])]) -> RawEntry {
+        let flat = fields
+            .iter()
+            .flat_map(|(k, v)| [Value::BulkString(k.to_vec()), Value::BulkString(v.to_vec())])
+            .collect();
+        RawEntry::parse(
+            "test",
+            Value::Array(vec![Value::BulkString(b"1-0".to_vec()), Value::Array(flat)]),
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn entries_are_decoded_field_by_field_from_raw_bytes() {
+        let ok = entry(&[(b"job_id", b"j"), (b"spec", b"{}")]);
+        assert_eq!(ok.text_fields(100).unwrap()["spec"], "{}");
+        let err = |e: RawEntry, limit| e.text_fields(limit).unwrap_err();
+        assert_eq!(
+            err(entry(&[(b"a\\\xff", b"v")]), 100),
+            "field name \"a\\\\\\xff\" is not UTF-8: invalid utf-8 sequence of 1 bytes from index 2"
+        );
+        assert!(err(entry(&[(b"spec", b"\xc3(")]), 100).starts_with("field spec is not UTF-8"));
+        assert_eq!(
+            err(entry(&[(b"spec", b"1"), (b"spec", b"2")]), 100),
+            "field spec appears more than once"
+        );
+        assert_eq!(
+            err(entry(&[(b"spec", b"123456")]), 9),
+            "entry of 10 bytes exceeds the limit of 9 bytes"
+        );
+        // An entry of the wrong shape is still an entry, with the reason.
+        let odd = RawEntry::parse(
+            "test",
+            Value::Array(vec![
+                Value::BulkString(b"1-0".to_vec()),
+                Value::Array(vec![Value::Int(1)]),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(odd.id, "1-0");
+        assert!(odd.text_fields(100).is_err());
+        // A name or value that is not UTF-8 is kept in the payload, its bytes recoverable.
+        assert_eq!(shown(b"plain \\ text"), "plain \\ text");
+        assert_eq!(shown(b"a\\b\xffc\xc3"), "a\\\\b\\xffc\\xc3");
+        assert_eq!(
+            payload_of(&[(b"k\xfe".to_vec(), "é".as_bytes().to_vec())]),
+            r#"{"k\\xfe":"é"}"#
+        );
     }
 
     #[test]

@@ -572,3 +572,281 @@ async fn a_job_with_a_cancellation_request_is_not_deferred() {
     );
     assert_eq!(q.delayed_len().await.unwrap(), 0);
 }
+
+/// Appends an entry with arbitrary bytes (not necessarily UTF-8) to a stream.
+async fn xadd_bytes(server: &LocalRedis, stream: &str, fields: &[(&[u8], &[u8])]) -> String {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(*v);
+    }
+    cmd.query_async(&mut c).await.unwrap()
+}
+
+/// Pending (delivered, unacknowledged) entries of a stream's group.
+async fn pending(server: &LocalRedis, stream: &str, group: &str) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let summary: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    match &summary[0] {
+        redis::Value::Int(n) => *n as u64,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The fields of a dead-letter payload (the entry's fields, rendered as JSON), sorted by name.
+fn payload_fields(dead: &std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&dead["payload"]).unwrap();
+    map.into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn entries_that_are_not_utf8_are_dead_lettered_and_do_not_block_their_group() {
+    use powerfleet_queue::{COLLECTOR_GROUP, WORKER_GROUP};
+    let server = server(false);
+    let q = queue(&server, "bytes").await;
+    let (jobs, results) = (q.keys().jobs(), q.keys().results());
+    let corr = CorrelationId::generate();
+    let specs: Vec<JobSpec> = (0..3).map(|i| spec(&corr, None, i)).collect();
+
+    // Jobs stream: a good job, a field name and a value that are not UTF-8, another good job.
+    q.enqueue(&specs[..1], None).await.unwrap();
+    let bad_name = xadd_bytes(
+        &server,
+        &jobs,
+        &[
+            (b"job_id", b"x"),
+            (b"sp\xffec", b"{}"),
+            (b"back\\slash", b"v"),
+        ],
+    )
+    .await;
+    let job_id = specs[1].job_id.to_string();
+    let bad_value = xadd_bytes(
+        &server,
+        &jobs,
+        &[
+            (b"job_id", job_id.as_bytes()),
+            (b"spec", b"{\"model\":\"\xfe\xff\"}"),
+        ],
+    )
+    .await;
+    q.enqueue(&specs[1..2], None).await.unwrap();
+    let read = q
+        .read_jobs("w", 10, 1000)
+        .await
+        .expect("the group is readable");
+    assert_eq!(read.len(), 4, "{read:?}");
+    assert_eq!(read[0].spec.as_ref().unwrap().job_id, specs[0].job_id);
+    assert_eq!(read[3].spec.as_ref().unwrap().job_id, specs[1].job_id);
+    assert_eq!(
+        (read[1].entry_id.as_str(), read[2].entry_id.as_str()),
+        (bad_name.as_str(), bad_value.as_str())
+    );
+    let name_reason = read[1].spec.as_ref().unwrap_err();
+    assert!(name_reason.contains("not UTF-8"), "{name_reason}");
+    assert!(name_reason.contains("sp\\xffec"), "{name_reason}");
+    let value_reason = read[2].spec.as_ref().unwrap_err();
+    assert!(
+        value_reason.contains("field spec is not UTF-8"),
+        "{value_reason}"
+    );
+    for d in &read[1..3] {
+        q.dead_letter_job_entry(d, d.spec.as_ref().unwrap_err())
+            .await
+            .unwrap();
+    }
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].1["entry"], bad_name);
+    assert_eq!(&dead[0].1["reason"], name_reason);
+    // The raw bytes survive, invalid bytes hex-escaped (and backslashes doubled in such a field).
+    assert_eq!(
+        payload_fields(&dead[0].1),
+        [
+            ("back\\slash".to_string(), "v".to_string()),
+            ("job_id".to_string(), "x".to_string()),
+            ("sp\\xffec".to_string(), "{}".to_string()),
+        ]
+    );
+    assert_eq!(
+        payload_fields(&dead[1].1),
+        [
+            ("job_id".to_string(), job_id.clone()),
+            ("spec".to_string(), "{\"model\":\"\\xfe\\xff\"}".to_string()),
+        ]
+    );
+    // Only the bad entries were acknowledged; the good ones stay pending for their claims.
+    assert_eq!(pending(&server, &jobs, WORKER_GROUP).await, 2);
+    for (d, s) in [(&read[0], &specs[0]), (&read[3], &specs[1])] {
+        let ClaimOutcome::Claimed { lease, .. } =
+            q.claim(s.job_id, &d.entry_id, "w").await.unwrap()
+        else {
+            panic!("not claimed")
+        };
+        assert!(
+            q.finish(&lease, &result(s, JobStatus::Completed), None)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
+
+    // A worker reads a bad entry and a good job, claims the job and dies: another worker
+    // reclaims both, dead-letters the bad one and finishes the job.
+    xadd_bytes(&server, &jobs, &[(b"\x80", b"\x81")]).await;
+    q.enqueue(&specs[2..3], None).await.unwrap();
+    let read = q.read_jobs("dies", 10, 1000).await.unwrap();
+    assert_eq!(read.len(), 2);
+    q.claim(specs[2].job_id, &read[1].entry_id, "dies")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let reclaimed = q
+        .reclaim_jobs("heir", 100, 10)
+        .await
+        .expect("reclaim works");
+    assert_eq!(reclaimed.len(), 2, "{reclaimed:?}");
+    let reason = reclaimed[0].spec.as_ref().unwrap_err();
+    assert!(
+        reason.contains("\\x80") && reason.contains("not UTF-8"),
+        "{reason}"
+    );
+    q.dead_letter_job_entry(&reclaimed[0], reason)
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed { lease, .. } = q
+        .claim(specs[2].job_id, &reclaimed[1].entry_id, "heir")
+        .await
+        .unwrap()
+    else {
+        panic!("not claimed")
+    };
+    assert!(
+        q.finish(&lease, &result(&specs[2], JobStatus::Completed), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(
+        payload_fields(&dead[2].1),
+        [("\\x80".to_string(), "\\x81".to_string())]
+    );
+
+    // Results stream: bad entries before the three results, then a reclaim of a bad one.
+    // (The three results are already in the stream; put two bad entries behind and one in front
+    // of a fourth result.)
+    let bad_results = [
+        xadd_bytes(
+            &server,
+            &results,
+            &[(b"job_id", b"r"), (b"res\xc3ult", b"{}")],
+        )
+        .await,
+        xadd_bytes(
+            &server,
+            &results,
+            &[(b"job_id", b"r"), (b"result", b"{\"a\":\xc3}")],
+        )
+        .await,
+    ];
+    let extra = spec(&corr, None, 9);
+    let json = serde_json::to_string(&result(&extra, JobStatus::Completed)).unwrap();
+    q.push_raw_result_entry(&[("job_id", &extra.job_id.to_string()), ("result", &json)])
+        .await
+        .unwrap();
+    let read = q
+        .read_results("c", 10, 1000)
+        .await
+        .expect("the group is readable");
+    assert_eq!(read.len(), 6, "{read:?}");
+    let ok: Vec<JobId> = read
+        .iter()
+        .filter_map(|d| d.result.as_ref().ok().map(|r| r.job_id))
+        .collect();
+    assert_eq!(
+        ok,
+        [
+            specs[0].job_id,
+            specs[1].job_id,
+            specs[2].job_id,
+            extra.job_id
+        ]
+    );
+    for d in &read {
+        match &d.result {
+            Ok(_) => q.ack_result(&d.entry_id).await.unwrap(),
+            Err(reason) => {
+                assert!(bad_results.contains(&d.entry_id));
+                assert!(reason.contains("not UTF-8"), "{reason}");
+                q.dead_letter_result_entry(d, reason).await.unwrap();
+            }
+        }
+    }
+    assert_eq!(pending(&server, &results, COLLECTOR_GROUP).await, 0);
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 5);
+    assert_eq!(
+        payload_fields(&dead[3].1),
+        [
+            ("job_id".to_string(), "r".to_string()),
+            ("res\\xc3ult".to_string(), "{}".to_string()),
+        ]
+    );
+
+    // A collector reads a bad result and dies; another reclaims it and dead-letters it.
+    let bad = xadd_bytes(&server, &results, &[(b"\xff", b"\xff")]).await;
+    assert_eq!(q.read_results("dies", 10, 1000).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let reclaimed = q
+        .reclaim_results("heir", 100, 10)
+        .await
+        .expect("reclaim works");
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].entry_id, bad);
+    let reason = reclaimed[0].result.as_ref().unwrap_err();
+    q.dead_letter_result_entry(&reclaimed[0], reason)
+        .await
+        .unwrap();
+    assert_eq!(pending(&server, &results, COLLECTOR_GROUP).await, 0);
+    assert_eq!(q.dead_letters(10).await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn entries_that_are_not_utf8_are_delivered_over_resp3_too() {
+    let server = server(false);
+    let q = Queue::connect(
+        &format!("{}?protocol=resp3", server.url()),
+        QueueOptions {
+            namespace: "resp3".to_string(),
+            ..QueueOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s = spec(&CorrelationId::generate(), None, 1);
+    xadd_bytes(&server, &q.keys().jobs(), &[(b"\xff", b"")]).await;
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let read = q.read_jobs("w", 10, 1000).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(read[0].spec.as_ref().unwrap_err().contains("not UTF-8"));
+    assert_eq!(read[1].spec.as_ref().unwrap().job_id, s.job_id);
+    q.dead_letter_job_entry(&read[0], "bad").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let reclaimed = q.reclaim_jobs("heir", 50, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].spec.as_ref().unwrap().job_id, s.job_id);
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].1["payload"], r#"{"\\xff":""}"#);
+}

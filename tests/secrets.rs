@@ -1,0 +1,108 @@
+//! Credentials in a model server's URL (`llamacpp+http://user:PASSWORD@host`) reach the server
+//! as basic auth, but never a job's error, a worker's log or a metric label.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Fleet;
+use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_sampler::{Method, SamplerConfig};
+
+const SECRET: &str = "model-pw-planted-91ab";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
+    let mut fleet = Fleet::new(false);
+    // A server that is down: every request is refused, the circuit opens, and past the patience
+    // the job fails with the server's error.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let metrics = format!(
+        "127.0.0.1:{}",
+        powerfleet_queue::local::free_port().unwrap()
+    );
+    let model = format!("m=llamacpp+http://user:{SECRET}@{down}");
+    fleet.spawn_worker(&[
+        "--model",
+        &model,
+        "--metrics-listen",
+        &metrics,
+        "--model-patience",
+        "3s",
+        "--max-wait",
+        "1s",
+    ]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let spec = JobSpec {
+        job_id: JobId::new(),
+        correlation_id: CorrelationId::generate(),
+        batch_id: None,
+        problem_id: None,
+        model: "m".into(),
+        prompt: Prompt::Text("hello".into()),
+        config: SamplerConfig::new(Method::Power),
+        seed: 1,
+        stream: 0,
+        submitted_at_ms: now_ms(),
+        fallback_single_sample: false,
+        chat: false,
+        bench: None,
+    };
+    queue
+        .enqueue(std::slice::from_ref(&spec), None)
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        if let Some(r) = store.job(spec.job_id).await.unwrap() {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result within 60 s\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = result.error.clone().unwrap_or_default();
+    assert_eq!(result.status, JobStatus::Failed, "{error}");
+    let shown = format!("http://user:***@{down}");
+    assert!(error.contains(&shown), "the server is named: {error}");
+
+    let scraped = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = format!("powerfleet_backend_circuit_open{{server=\"{shown}\"}}");
+    assert!(scraped.contains(&label), "{label} in\n{scraped}");
+
+    let state = serde_json::to_string(&queue.job_state(spec.job_id).await.unwrap()).unwrap();
+    let stored = serde_json::to_string(&result).unwrap();
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(fleet.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "log") {
+            logs.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    assert!(logs.contains(&shown), "the logs name the server:\n{logs}");
+    for (what, text) in [
+        ("the stored result", &stored),
+        ("the job's state", &state),
+        ("the metrics", &scraped),
+        ("the logs", &logs),
+    ] {
+        assert!(
+            !text.contains(SECRET),
+            "{what} leak the model server's password:\n{text}"
+        );
+    }
+}
