@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::driver::{self, Called, RetryPolicy, Stop, backoff};
 use crate::metrics;
 use crate::models::{Backend, ModelRegistry};
+use powerfleet_backends::reference::redact_reference;
 
 /// Worker settings.
 #[derive(Clone, Debug)]
@@ -280,7 +281,7 @@ async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, Qu
     };
     let reason = format!(
         "waiting for model {}: every server is down (its circuit opened after repeated failures)",
-        spec.model
+        redact_reference(&spec.model)
     );
     // Not sooner than half the longest wait: while a model is down, its jobs should not cycle
     // through the stream every few seconds.
@@ -493,7 +494,7 @@ async fn wait_for_model(
     if waited >= patience {
         let error = format!(
             "model {} unavailable for {} s, longer than the worker's --model-patience of {} s: {why}",
-            run.spec.model,
+            redact_reference(&run.spec.model),
             waited.as_secs(),
             patience.as_secs()
         );
@@ -508,7 +509,7 @@ async fn wait_for_model(
     delay = delay.min(patience - waited + Duration::from_millis(10));
     let reason = format!(
         "waiting for model {} (unavailable for {} s; patience {} s): {why}",
-        run.spec.model,
+        redact_reference(&run.spec.model),
         waited.as_secs(),
         patience.as_secs()
     );
@@ -719,7 +720,7 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
                 // deploy) may resume it; this one waits, and says why.
                 let why = format!(
                     "this worker's model {} is not the backend the checkpoint was made with ({}); resume it on a worker that maps the name as before, or cancel the job",
-                    run.spec.model,
+                    redact_reference(&run.spec.model),
                     pin_differences(&stored, &pin).join("; ")
                 );
                 warn!(reason = %why, "refusing to resume a checkpoint pinned to another backend");
