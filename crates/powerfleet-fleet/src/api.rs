@@ -505,6 +505,9 @@ pub enum ApiError {
     /// The request is well-formed but cannot be accepted (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The submission key was used for a different request (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The queue failed: 503 if Redis is unreachable, 502 if it answered nonsense.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -523,6 +526,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Queue(QueueError::Redis { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Queue(QueueError::Protocol { .. }) => StatusCode::BAD_GATEWAY,
             ApiError::Queue(QueueError::Invalid(_)) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -548,6 +552,7 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Invalid(message) => ApiError::Unprocessable(message),
+            SubmitError::Conflict(message) => ApiError::Conflict(message),
             SubmitError::Queue(q) => ApiError::Queue(q),
         }
     }

@@ -195,9 +195,36 @@ pub enum SubmitError {
     /// Invalid input; nothing was enqueued.
     #[error("{0}")]
     Invalid(String),
+    /// The submission key was used for a different request; nothing was enqueued.
+    #[error("{0}")]
+    Conflict(String),
     /// The queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+}
+
+/// A fingerprint of what a submission asks for: every job's spec without the ids and times that
+/// differ between two sends of the same request (FNV-1a 64 over their JSON, with the count).
+fn fingerprint(jobs: &[JobSpec]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(&(jobs.len() as u64).to_le_bytes());
+    for job in jobs {
+        let mut v = serde_json::to_value(job).expect("a job spec serializes");
+        if let Some(o) = v.as_object_mut() {
+            for k in ["job_id", "correlation_id", "batch_id", "submitted_at_ms"] {
+                o.remove(k);
+            }
+        }
+        feed(v.to_string().as_bytes());
+        feed(b"\n");
+    }
+    format!("fnv1a64:{h:016x}")
 }
 
 /// Parses a JSONL batch file; errors name the line and the field.
@@ -498,9 +525,20 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
                 "submission key must be 1 to 200 characters without white space, got {key:?}"
             )));
         }
-        let (b, c) = queue
-            .begin_submission(key, batch_id.unwrap_or_default(), &correlation_id)
+        let fingerprint = fingerprint(&jobs);
+        let (b, c, first) = queue
+            .begin_submission(
+                key,
+                batch_id.unwrap_or_default(),
+                &correlation_id,
+                &fingerprint,
+            )
             .await?;
+        if first != fingerprint {
+            return Err(SubmitError::Conflict(format!(
+                "submission key {key:?} was used for a different request (other jobs, prompts, methods, seeds or settings); resubmit the same request to get its ids, or use a new key"
+            )));
+        }
         correlation_id = c;
         if submission.batch {
             batch_id = Some(b);

@@ -222,12 +222,28 @@ async fn a_submission_key_makes_resubmission_idempotent() {
     });
     let first = post(&app, "/v1/jobs", body.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
-    let second = post(&app, "/v1/jobs", body).await;
+    let second = post(&app, "/v1/jobs", body.clone()).await;
     assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
     assert_eq!(job_ids(&first).len(), 4);
     assert_eq!(job_ids(&first), job_ids(&second));
     assert_eq!(first.body["batch_id"], second.body["batch_id"]);
     assert_eq!(first.body["correlation_id"], second.body["correlation_id"]);
+    // The same key with a different request (more seeds; another prompt) is a conflict, and
+    // adds nothing to the first batch.
+    for (field, value) in [
+        ("seeds", json!([0, 1, 2])),
+        ("prompt_tokens", json!([1, 0])),
+    ] {
+        let mut other = body.clone();
+        other[field] = value;
+        let reply = post(&app, "/v1/jobs", other).await;
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{field}: {reply:?}");
+        let error = reply.body["error"].as_str().unwrap();
+        assert!(
+            error.contains("\"client-42\" was used for a different request"),
+            "{error}"
+        );
+    }
     let batch = first.body["batch_id"].as_str().unwrap();
     let status = get(&app, &format!("/v1/batches/{batch}")).await;
     assert_eq!(status.body["counts"], json!({"queued": 4}), "{status:?}");

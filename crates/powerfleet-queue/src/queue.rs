@@ -615,22 +615,26 @@ impl Queue {
         Ok(())
     }
 
-    /// Records a client's submission key; returns the batch and correlation ids of the first
-    /// submission under that key (the given ones if it is new).
+    /// Records a client's submission key with the fingerprint of its request; returns the batch
+    /// and correlation ids and the fingerprint of the first submission under that key (the given
+    /// ones if it is new). A key recorded before fingerprints existed returns its own ids and the
+    /// given fingerprint.
     pub async fn begin_submission(
         &self,
         key: &str,
         batch_id: BatchId,
         correlation_id: &CorrelationId,
-    ) -> Result<(BatchId, CorrelationId), QueueError> {
+        fingerprint: &str,
+    ) -> Result<(BatchId, CorrelationId, String), QueueError> {
         let mut c = self.conn().await?;
-        let (b, corr): (String, String) = self
+        let (b, corr, first): (String, String, String) = self
             .scripts
             .begin_submission
             .key(self.keys.submission(key))
             .arg(batch_id.to_string())
             .arg(correlation_id.as_str())
             .arg(self.options.retention_s)
+            .arg(fingerprint)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -643,6 +647,7 @@ impl Queue {
                 .map_err(|e: powerfleet_jobs::IdError| parse_err(e.to_string()))?,
             corr.parse()
                 .map_err(|e: powerfleet_jobs::IdError| parse_err(e.to_string()))?,
+            first,
         ))
     }
 

@@ -312,18 +312,23 @@ async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason() {
 async fn a_repeated_submission_key_creates_no_duplicates() {
     let server = server(false);
     let q = queue(&server, "t5").await;
-    let (batch, corr) = q
-        .begin_submission("key-1", BatchId::new(), &CorrelationId::generate())
+    let (batch, corr, fingerprint) = q
+        .begin_submission("key-1", BatchId::new(), &CorrelationId::generate(), "f1")
         .await
         .unwrap();
+    assert_eq!(fingerprint, "f1");
     let specs: Vec<JobSpec> = (0..3).map(|i| spec(&corr, Some(batch), i)).collect();
     let first = q.enqueue(&specs, Some(("key-1", 0))).await.unwrap();
     // The client retries with fresh ids: it gets the same batch, correlation id and job ids.
-    let (batch2, corr2) = q
-        .begin_submission("key-1", BatchId::new(), &CorrelationId::generate())
+    let (batch2, corr2, fingerprint2) = q
+        .begin_submission("key-1", BatchId::new(), &CorrelationId::generate(), "f2")
         .await
         .unwrap();
     assert_eq!((batch2, &corr2), (batch, &corr));
+    assert_eq!(
+        fingerprint2, "f1",
+        "the first request's fingerprint, for the caller to compare"
+    );
     let retry: Vec<JobSpec> = (0..3).map(|i| spec(&corr, Some(batch), i)).collect();
     let second = q.enqueue(&retry, Some(("key-1", 0))).await.unwrap();
     assert_eq!(first, second);
