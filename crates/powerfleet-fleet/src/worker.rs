@@ -706,14 +706,11 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     let mut run = run;
     run.pin = Some(pin.clone());
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
-    let decoded = checkpoint.as_deref().map(|bytes| {
-        PinnedCheckpoint::decode(bytes).and_then(|(c, stored_pin)| {
-            fits_the_job(&c, &prompt, &backend).map(|()| (c, stored_pin))
-        })
-    });
-    let chain = match decoded {
+    let chain = match checkpoint.as_deref().map(PinnedCheckpoint::decode) {
         None => fresh(),
         Some(Ok((c, stored_pin))) if c.config() == &config => {
+            // First the pin: a checkpoint of another backend is another worker's to resume,
+            // not this one's to judge (its tokens may be outside this backend's vocabulary).
             if let Some(stored) = stored_pin.filter(|p| *p != pin) {
                 // The stored log q came from another proposal: resuming would mix two proposals
                 // in one acceptance ratio. Another worker (the old mapping, during a rolling
@@ -726,11 +723,19 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
                 warn!(reason = %why, "refusing to resume a checkpoint pinned to another backend");
                 return wait_for_model(ctx, &run, &backend, None, false, &why).await;
             }
-            info!(
-                block_idx = c.position().block_idx,
-                "resuming from checkpoint"
-            );
-            c
+            match fits_the_job(&c, &prompt, &backend) {
+                Ok(()) => {
+                    info!(
+                        block_idx = c.position().block_idx,
+                        "resuming from checkpoint"
+                    );
+                    c
+                }
+                Err(e) => {
+                    warn!(error = %e, "checkpoint does not fit the job; starting over");
+                    fresh()
+                }
+            }
         }
         Some(Ok(_)) => {
             warn!("checkpoint was written for another configuration; starting over");
