@@ -474,7 +474,6 @@ async fn hand_back(
 /// a delivery), or fail it once it has waited longer than the operator's patience.
 /// `progressed` says whether this claim got any answer from the model, which ends an earlier
 /// wait.
-#[allow(clippy::too_many_arguments)]
 async fn wait_for_model(
     ctx: &Ctx,
     run: &Running,
