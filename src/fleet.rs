@@ -197,10 +197,11 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
     let problems = match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
         _ if bench.is_some() => Vec::new(),
         (_, _, Some(path)) => {
-            let text = std::fs::read_to_string(path)
+            // Streamed line by line with a cap per line and on the lines: bounded memory.
+            let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot read --batch-file {}", path.display()))?;
-            producer::parse_batch_file(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            producer::read_batch_file(std::io::BufReader::new(file))
+                .map_err(|e| anyhow::anyhow!("--batch-file {}: {e}", path.display()))?
         }
         (_, Some(ids), _) => vec![Problem {
             id: None,
@@ -804,6 +805,14 @@ pub struct ServeArgs {
     /// Most jobs one request may create.
     #[arg(long, default_value_t = 10_000)]
     pub max_jobs_per_request: usize,
+    /// Most proposal tokens one job may generate: n_mcmc x max_new_tokens for MCMC methods,
+    /// max_new_tokens for the others; larger requests get 422.
+    #[arg(long, default_value_t = powerfleet_fleet::api::DEFAULT_MAX_JOB_TOKENS)]
+    pub max_job_tokens: u64,
+    /// Requests per minute per API token (a minute's worth may come at once); more get 429
+    /// with Retry-After. 0 turns the limit off.
+    #[arg(long, default_value_t = powerfleet_fleet::api::DEFAULT_RATE_LIMIT_PER_MINUTE)]
+    pub rate_limit_per_minute: u32,
     /// File of bearer tokens allowed to call the API, one per line (# starts a comment), added
     /// to those in POWERFLEET_API_TOKENS (comma-separated). With no token in either, serve
     /// refuses to start unless --insecure-no-auth is given.
@@ -902,9 +911,22 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         limits: ApiLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,
+            max_job_tokens: args.max_job_tokens,
+            rate_limit_per_minute: args.rate_limit_per_minute,
+            ..ApiLimits::default()
         },
     };
-    api::serve(listener, state, stop.clone().cancelled_owned())
-        .await
-        .context("http api")
+    // Not api::serve (axum::serve): slow or silent clients must be cut off (--http-*-timeout).
+    let addr = listener.local_addr()?;
+    let app = api::router(state);
+    powerfleet_fleet::ops::serve_router(
+        listener,
+        app,
+        args.ops.http_timeouts(),
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .context("http api")?;
+    tracing::info!(%addr, "http api stopped");
+    Ok(())
 }

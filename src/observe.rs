@@ -103,6 +103,16 @@ pub struct OpsArgs {
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9464); off when unset.
     #[arg(long, env = "POWERFLEET_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Close an HTTP connection whose request headers have not all arrived this long after the
+    /// server started waiting for them (new and idle keep-alive connections alike). Applies to
+    /// --metrics-listen and to serve's --listen.
+    #[arg(long, env = "POWERFLEET_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::options::parse_duration)]
+    pub http_header_timeout: std::time::Duration,
+    /// Answer 408 and close the connection when a request (its body included) has not been
+    /// received and answered this long after its headers. Applies to --metrics-listen and to
+    /// serve's --listen.
+    #[arg(long, env = "POWERFLEET_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = crate::options::parse_duration)]
+    pub http_request_timeout: std::time::Duration,
 }
 
 const SECONDS_BUCKETS: &[f64] = &[
@@ -112,6 +122,14 @@ const SECONDS_BUCKETS: &[f64] = &[
 const BYTES_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0];
 
 impl OpsArgs {
+    /// The HTTP timeouts of --metrics-listen and of serve's --listen.
+    pub fn http_timeouts(&self) -> ops::HttpTimeouts {
+        ops::HttpTimeouts {
+            header_read: self.http_header_timeout,
+            request: self.http_request_timeout,
+        }
+    }
+
     /// Installs the metrics recorder and serves the endpoints until `stop` is cancelled.
     pub async fn start(
         &self,
@@ -153,9 +171,10 @@ impl OpsArgs {
             store: store.cloned(),
         };
         let stop = stop.clone();
+        let timeouts = self.http_timeouts();
         tokio::spawn(async move {
-            if let Err(e) = ops::serve(listener, state, async move { stop.cancelled().await }).await
-            {
+            let shutdown = async move { stop.cancelled().await };
+            if let Err(e) = ops::serve_with_timeouts(listener, state, timeouts, shutdown).await {
                 tracing::error!(error = %e, "the metrics endpoint stopped");
             }
         });

@@ -431,6 +431,7 @@ async fn serve(fleet: &Fleet) -> String {
         limits: ApiLimits {
             max_body_bytes: 1 << 20,
             max_jobs_per_request: 1000,
+            ..ApiLimits::default()
         },
     };
     tokio::spawn(api::serve(listener, state, std::future::pending()));

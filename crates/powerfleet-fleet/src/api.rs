@@ -36,6 +36,19 @@ use crate::status::{self, JobView, StatusError, StatusReport};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default largest number of jobs one request may create.
 pub const DEFAULT_MAX_JOBS_PER_REQUEST: usize = 10_000;
+/// Default largest prompt (text bytes, or 4 bytes per token id) or dataset record: 256 KiB.
+pub const DEFAULT_MAX_PROMPT_BYTES: usize = 256 << 10;
+/// Default most characters of a problem id, dataset record id or submission key.
+pub const DEFAULT_MAX_ID_CHARS: usize = 200;
+/// Default largest user template (`bench.template_text`): 64 KiB.
+pub const DEFAULT_MAX_TEMPLATE_BYTES: usize = 64 << 10;
+/// Default largest total of prompt bytes over the jobs of one request (each prompt counted once
+/// per job it is sent with): 64 MiB.
+pub const DEFAULT_MAX_REQUEST_PROMPT_BYTES: usize = 64 << 20;
+/// Default most proposal tokens one job may generate, `n_mcmc × max_new_tokens`: 10 million.
+pub const DEFAULT_MAX_JOB_TOKENS: u64 = 10_000_000;
+/// Default requests per minute per bearer token.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;
 /// Most problem errors reported for one request.
 const MAX_REPORTED_PROBLEMS: usize = 20;
 /// Most characters of one input value a client error quotes.
@@ -50,6 +63,23 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     /// Largest number of jobs (problems × methods × seeds × chains) one request may create.
     pub max_jobs_per_request: usize,
+    /// Largest prompt in bytes (`prompt`, each `problems[i].prompt`, each `bench.records[i]` as
+    /// JSON); token-id prompts count 4 bytes per id.
+    pub max_prompt_bytes: usize,
+    /// Most characters of a problem id (`problems[i].id`, a dataset record's id) and of
+    /// `submission_key`. Correlation ids are held to [`powerfleet_jobs`]'s own limit.
+    pub max_id_chars: usize,
+    /// Largest `bench.template_text` in bytes.
+    pub max_template_bytes: usize,
+    /// Largest sum over the jobs of a request of the bytes of their prompts (what the request
+    /// writes to Redis, roughly).
+    pub max_request_prompt_bytes: usize,
+    /// Most proposal tokens one job may generate: `n_mcmc × max_new_tokens` for MCMC methods,
+    /// `max_new_tokens` for the others.
+    pub max_job_tokens: u64,
+    /// Requests per minute per bearer token (with no tokens configured: for all callers
+    /// together); 0 turns the limit off. Over it: 429 with `Retry-After`.
+    pub rate_limit_per_minute: u32,
 }
 
 impl Default for ApiLimits {
@@ -57,6 +87,12 @@ impl Default for ApiLimits {
         ApiLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_jobs_per_request: DEFAULT_MAX_JOBS_PER_REQUEST,
+            max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
+            max_id_chars: DEFAULT_MAX_ID_CHARS,
+            max_template_bytes: DEFAULT_MAX_TEMPLATE_BYTES,
+            max_request_prompt_bytes: DEFAULT_MAX_REQUEST_PROMPT_BYTES,
+            max_job_tokens: DEFAULT_MAX_JOB_TOKENS,
+            rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
         }
     }
 }
@@ -582,7 +618,7 @@ impl IntoResponse for ApiError {
 /// The API's routes, with the body limit and a log line per request.
 pub fn router(state: ApiState) -> Router {
     let limit = state.limits.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/v1/jobs", post(submit_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
@@ -595,13 +631,86 @@ pub fn router(state: ApiState) -> Router {
         // tower-http rejects a too-large Content-Length at once and limits streamed bodies;
         // axum's own (fixed 2 MB) limit would otherwise apply as well.
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(RequestBodyLimitLayer::new(limit));
+    // Inside authentication: only requests with a valid token (or, with none configured, all
+    // requests under one key) reach the limiter, so it keeps one entry per configured token.
+    let routes = with_rate_limit(routes, state.limits.rate_limit_per_minute, &state.tokens);
+    routes
         .layer(middleware::from_fn_with_state(
             state.tokens.clone(),
             authenticate,
         ))
         .layer(middleware::from_fn_with_state(limit, log_and_fix_up))
         .with_state(state)
+}
+
+/// The rate-limit key of a request: its bearer token, or one key for every request when no tokens
+/// are configured (authentication runs first, so only configured tokens ever become keys).
+#[derive(Clone, Debug)]
+struct BearerKey {
+    tokens: std::sync::Arc<Vec<String>>,
+}
+
+impl tower_governor::key_extractor::KeyExtractor for BearerKey {
+    type Key = String;
+
+    fn extract<T>(
+        &self,
+        request: &axum::http::Request<T>,
+    ) -> Result<Self::Key, tower_governor::GovernorError> {
+        if self.tokens.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .unwrap_or("")
+            .to_string())
+    }
+}
+
+/// A limit of `per_minute` requests per minute per token (a burst of a minute's worth, then one
+/// every `60 s / per_minute`); over it, 429 with `Retry-After` and a JSON error. Off for 0.
+fn with_rate_limit(
+    routes: Router<ApiState>,
+    per_minute: u32,
+    tokens: &std::sync::Arc<Vec<String>>,
+) -> Router<ApiState> {
+    if per_minute == 0 {
+        return routes;
+    }
+    let period = std::time::Duration::from_nanos(60_000_000_000 / u64::from(per_minute));
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .period(period)
+        .burst_size(per_minute)
+        .key_extractor(BearerKey {
+            tokens: tokens.clone(),
+        })
+        .finish()
+        .expect("a positive period and burst");
+    routes.layer(
+        tower_governor::GovernorLayer::new(config).error_handler(move |e| match e {
+            tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+                let wait = wait_time.max(1);
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(ErrorBody {
+                        error: &format!(
+                            "too many requests: at most {per_minute} per minute per API token (rate_limit_per_minute, serve --rate-limit-per-minute); retry after {wait} s"
+                        ),
+                    }),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                response
+            }
+            other => ApiError::Unprocessable(format!("rate limit: {other}")).into_response(),
+        }),
+    )
 }
 
 /// The token of an `Authorization` header value: the `Bearer` scheme, in any case, then the
@@ -804,6 +913,10 @@ pub fn build_submission(
     models: &ModelPolicy,
 ) -> Result<Submission, ApiError> {
     models.check("model", &request.model)?;
+    check_input_sizes(&request, limits)?;
+    // Bytes of each problem's prompt, for the request total: for a benchmark, the record as JSON
+    // plus the template.
+    let mut prompt_bytes: Vec<usize> = Vec::new();
     let bench = match request.bench {
         Some(b) => {
             if request.prompt.is_some()
@@ -814,7 +927,28 @@ pub fn build_submission(
                     "give bench or prompts (prompt, prompt_tokens, problems), not both".into(),
                 ));
             }
+            let template_bytes = b.template_text.as_ref().map_or(0, String::len);
+            if let Some(records) = &b.records {
+                prompt_bytes = records
+                    .iter()
+                    .map(|r| json_len(r) + template_bytes)
+                    .collect();
+            }
             let run = bench_of(b)?;
+            if prompt_bytes.is_empty() {
+                prompt_bytes = run
+                    .problems
+                    .iter()
+                    .map(|p| p.problem.question.len())
+                    .collect();
+            }
+            for p in &run.problems {
+                check_id(
+                    &format!("bench.records: record id {}", quote(&p.problem.id)),
+                    &p.problem.id,
+                    limits,
+                )?;
+            }
             // The built-in suite names its own (toy) models, checked like the request's.
             for (i, p) in run.problems.iter().enumerate() {
                 if let Some(model) = &p.model {
@@ -865,8 +999,8 @@ pub fn build_submission(
     let seeds = request.seeds.unwrap_or_else(|| vec![0]);
     let chains = request.chains.unwrap_or(1);
     let n_problems = bench.as_ref().map_or(problems.len(), |b| b.problems.len());
-    let total =
-        n_problems as u128 * methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
+    let per_problem = methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
+    let total = n_problems as u128 * per_problem;
     if total > limits.max_jobs_per_request as u128 {
         return Err(ApiError::Unprocessable(format!(
             "this request makes {total} jobs (problems x methods x seeds x chains = {} x {} x {} x {chains}); at most {} are accepted per request (max_jobs_per_request), split it into several requests",
@@ -876,6 +1010,18 @@ pub fn build_submission(
             limits.max_jobs_per_request
         )));
     }
+    if bench.is_none() {
+        prompt_bytes = problems.iter().map(|p| prompt_len(&p.prompt)).collect();
+    }
+    let request_bytes: u128 = prompt_bytes.iter().map(|&b| b as u128).sum::<u128>() * per_problem;
+    if request_bytes > limits.max_request_prompt_bytes as u128 {
+        return Err(ApiError::Unprocessable(format!(
+            "this request sends {request_bytes} prompt bytes in all (each prompt once per job: {} prompt bytes x {per_problem} jobs per problem, methods x seeds x chains); at most {} bytes are accepted per request (max_request_prompt_bytes), send fewer seeds, methods or chains per request or shorter prompts",
+            prompt_bytes.iter().sum::<usize>(),
+            limits.max_request_prompt_bytes
+        )));
+    }
+    check_job_tokens(&config, &methods, limits)?;
     Ok(Submission {
         model: request.model,
         config,
@@ -890,6 +1036,126 @@ pub fn build_submission(
         chat: request.chat,
         bench,
     })
+}
+
+/// Bytes of a prompt: its text, or 4 bytes per token id.
+fn prompt_len(prompt: &Prompt) -> usize {
+    match prompt {
+        Prompt::Text(t) => t.len(),
+        Prompt::Tokens(ids) => ids.len().saturating_mul(4),
+    }
+}
+
+/// Bytes of a JSON value as compact JSON.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// 422 if `id` (named by `field`) is longer than `max_id_chars`.
+fn check_id(field: &str, id: &str, limits: &ApiLimits) -> Result<(), ApiError> {
+    let n = id.chars().count();
+    if n > limits.max_id_chars {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} is {n} characters long ({}); at most {} are accepted (max_id_chars)",
+            quote(id),
+            limits.max_id_chars
+        )));
+    }
+    Ok(())
+}
+
+/// 422 if a prompt named by `field` is larger than `max_prompt_bytes`.
+fn check_prompt_size(field: &str, bytes: usize, limits: &ApiLimits) -> Result<(), ApiError> {
+    if bytes > limits.max_prompt_bytes {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} is {bytes} bytes (token ids count 4 bytes each); at most {} bytes are accepted (max_prompt_bytes)",
+            limits.max_prompt_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the size of every input of a request before anything is built from it: prompts,
+/// problem ids, the submission key, dataset records and the template text.
+fn check_input_sizes(request: &SubmitRequest, limits: &ApiLimits) -> Result<(), ApiError> {
+    if let Some(text) = &request.prompt {
+        check_prompt_size("prompt", text.len(), limits)?;
+    }
+    if let Some(ids) = &request.prompt_tokens {
+        check_prompt_size("prompt_tokens", ids.len().saturating_mul(4), limits)?;
+    }
+    for (i, line) in request.problems.iter().flatten().enumerate() {
+        if let Some(id) = &line.id {
+            check_id(&format!("problems[{i}].id"), id, limits)?;
+        }
+        if let Some(text) = &line.prompt {
+            check_prompt_size(&format!("problems[{i}].prompt"), text.len(), limits)?;
+        }
+        if let Some(ids) = &line.prompt_tokens {
+            check_prompt_size(
+                &format!("problems[{i}].prompt_tokens"),
+                ids.len().saturating_mul(4),
+                limits,
+            )?;
+        }
+    }
+    if let Some(key) = &request.submission_key {
+        check_id("submission_key", key, limits)?;
+    }
+    if let Some(bench) = &request.bench {
+        if let Some(text) = &bench.template_text
+            && text.len() > limits.max_template_bytes
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "bench.template_text is {} bytes; at most {} bytes are accepted (max_template_bytes)",
+                text.len(),
+                limits.max_template_bytes
+            )));
+        }
+        for (i, record) in bench.records.iter().flatten().enumerate() {
+            check_prompt_size(&format!("bench.records[{i}]"), json_len(record), limits)?;
+        }
+    }
+    Ok(())
+}
+
+/// 422 if a job of `methods` under `config` may generate more than `max_job_tokens` proposal
+/// tokens: `n_mcmc × max_new_tokens` for MCMC methods, `max_new_tokens` for the others.
+fn check_job_tokens(
+    config: &SamplerConfig,
+    methods: &[Method],
+    limits: &ApiLimits,
+) -> Result<(), ApiError> {
+    let n_mcmc = u64::from(config.n_mcmc);
+    let max_new = u64::from(config.max_new_tokens);
+    if let Some(m) = methods.iter().find(|m| m.is_mcmc())
+        && n_mcmc.saturating_mul(max_new) > limits.max_job_tokens
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "config.n_mcmc x config.max_new_tokens = {n_mcmc} x {max_new} = {} proposal tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower n_mcmc or max_new_tokens",
+            n_mcmc * max_new,
+            limits.max_job_tokens
+        )));
+    }
+    if max_new > limits.max_job_tokens {
+        return Err(ApiError::Unprocessable(format!(
+            "config.max_new_tokens = {max_new} tokens per job; at most {} are accepted per job (max_job_tokens, serve --max-job-tokens)",
+            limits.max_job_tokens
+        )));
+    }
+    Ok(())
 }
 
 /// The problems of a request, with batch-file semantics: each has exactly one of `prompt` and
@@ -1069,6 +1335,7 @@ mod tests {
         let limits = ApiLimits {
             max_body_bytes: 1 << 20,
             max_jobs_per_request: 1000,
+            ..ApiLimits::default()
         };
         let request = |bench: serde_json::Value| -> Result<Submission, ApiError> {
             let r: SubmitRequest = serde_json::from_value(serde_json::json!({

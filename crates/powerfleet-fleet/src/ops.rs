@@ -71,14 +71,149 @@ async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     )
 }
 
-/// Serves the endpoints on `listener` until `shutdown` resolves.
+/// Serves the endpoints on `listener` until `shutdown` resolves, with the default timeouts.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: OpsState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_timeouts(listener, state, HttpTimeouts::default(), shutdown).await
+}
+
+/// Serves the endpoints on `listener` until `shutdown` resolves, cutting slow clients off after
+/// `timeouts`.
+pub async fn serve_with_timeouts(
+    listener: tokio::net::TcpListener,
+    state: OpsState,
+    timeouts: HttpTimeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "metrics and health endpoints listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router(listener, router(state), timeouts, shutdown).await
+}
+
+/// How long an HTTP client may take before its connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// From the moment the server waits for a request (a new connection, or an idle keep-alive
+    /// one) until its headers have arrived in full; past it the connection is closed.
+    pub header_read: Duration,
+    /// From the headers until the response is ready, the request body included; past it the
+    /// client gets 408 and the connection is closed.
+    pub request: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            header_read: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` over HTTP/1.1 on `listener` until `shutdown` resolves, then lets open requests
+/// finish (each bounded by `timeouts.request`).
+///
+/// `axum::serve` has no header-read or request timeout: a client that sends its headers (or its
+/// body) a byte at a time, or opens connections and sends nothing, would hold a task and a socket
+/// for as long as it likes. Here hyper's header-read timeout closes those connections, idle
+/// keep-alive ones included, and every request must be answered within `timeouts.request`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    timeouts: HttpTimeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Every connection task holds a sender; once all are dropped, `recv` returns None.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // wait a little rather than spin.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let stop = stop.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            let request_timeout = timeouts.request;
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let method = request.method().clone();
+                        let path = request.uri().path().to_string();
+                        let answer = tokio::time::timeout(
+                            request_timeout,
+                            app.oneshot(request.map(axum::body::Body::new)),
+                        )
+                        .await;
+                        Ok::<_, std::convert::Infallible>(match answer {
+                            Ok(Ok(response)) => response,
+                            Ok(Err(never)) => match never {},
+                            Err(_) => {
+                                tracing::warn!(%peer, %method, %path, timeout_ms = request_timeout.as_millis() as u64, "http request timed out");
+                                request_timed_out(request_timeout)
+                            }
+                        })
+                    }
+                },
+            );
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeouts.header_read)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "http connection closed");
+            }
+        });
+    }
+    drop(listener);
+    stop.cancel();
+    drop(open);
+    let _ = all_closed.recv().await;
+    Ok(())
+}
+
+/// 408 with a JSON error, and `Connection: close`: the rest of the body is not read.
+fn request_timed_out(timeout: Duration) -> axum::response::Response {
+    let mut response = (
+        StatusCode::REQUEST_TIMEOUT,
+        axum::Json(json!({
+            "error": format!(
+                "the request was not received and answered within {} ms (the server's request timeout); send the whole body at once",
+                timeout.as_millis()
+            )
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest number of jobs one submission may create.
 pub const MAX_JOBS_PER_SUBMISSION: usize = 100_000;
+/// Longest line of a batch file, in bytes (newline excluded).
+pub const MAX_BATCH_LINE_BYTES: usize = 1 << 20;
 /// Jobs per enqueue round trip.
 const ENQUEUE_CHUNK: usize = 500;
 
@@ -229,10 +231,51 @@ fn fingerprint(jobs: &[JobSpec]) -> String {
 
 /// Parses a JSONL batch file; errors name the line and the field.
 pub fn parse_batch_file(text: &str) -> Result<Vec<Problem>, String> {
+    read_batch_file(text.as_bytes())
+}
+
+/// Reads a JSONL batch file line by line, in memory bounded by [`MAX_BATCH_LINE_BYTES`] per line
+/// and [`MAX_JOBS_PER_SUBMISSION`] lines (blank lines included), so an endless or binary file
+/// fails fast. A UTF-8 byte order mark at the start is skipped; errors name the line and field.
+pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>, String> {
+    use std::io::{BufRead, Read};
     let mut problems = Vec::new();
     let mut errors = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
+    let mut buf = Vec::new();
+    for n in 1.. {
+        buf.clear();
+        let read = reader
+            .by_ref()
+            .take(MAX_BATCH_LINE_BYTES as u64 + 2)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("cannot read line {n}: {e}"))?;
+        if read == 0 {
+            break;
+        }
+        if n > MAX_JOBS_PER_SUBMISSION {
+            return Err(format!(
+                "the batch file has more than {MAX_JOBS_PER_SUBMISSION} lines; at most {MAX_JOBS_PER_SUBMISSION} jobs are accepted at once, split it"
+            ));
+        }
+        let mut bytes = buf.as_slice();
+        if let Some(rest) = bytes.strip_suffix(b"\n") {
+            bytes = rest.strip_suffix(b"\r").unwrap_or(rest);
+        }
+        if n == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        if bytes.len() > MAX_BATCH_LINE_BYTES {
+            return Err(format!(
+                "line {n} is longer than {MAX_BATCH_LINE_BYTES} bytes; is this a JSONL batch file (one JSON object per line)?"
+            ));
+        }
+        let Ok(raw) = std::str::from_utf8(bytes) else {
+            errors.push(format!("line {n}: not UTF-8 text"));
+            if errors.len() >= 20 {
+                break;
+            }
+            continue;
+        };
         if raw.trim().is_empty() {
             continue;
         }
@@ -569,6 +612,35 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_files_are_read_in_bounded_memory_and_may_start_with_a_bom() {
+        let ok = parse_batch_file("\u{feff}{\"prompt\": \"A\"}\r\n{\"prompt\": \"B\"}").unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].prompt, Prompt::Text("A".into()));
+        // An endless line (/dev/zero) fails after one line's worth.
+        let zeros = std::io::BufReader::new(std::io::repeat(0));
+        let err = read_batch_file(zeros).unwrap_err();
+        assert_eq!(
+            err.split(';').next().unwrap(),
+            "line 1 is longer than 1048576 bytes"
+        );
+        // Endless blank lines fail after MAX_JOBS_PER_SUBMISSION lines.
+        let blank = std::io::BufReader::new(std::io::repeat(b'\n'));
+        let err = read_batch_file(blank).unwrap_err();
+        assert!(err.contains("more than 100000 lines"), "{err}");
+        // A line of exactly the limit is read.
+        let line = format!(
+            "{{\"prompt\": \"{}\"}}",
+            "a".repeat(MAX_BATCH_LINE_BYTES - 14)
+        );
+        assert_eq!(line.len(), MAX_BATCH_LINE_BYTES);
+        assert_eq!(parse_batch_file(&line).unwrap().len(), 1);
+        let err = parse_batch_file(&format!("{line} \n")).unwrap_err();
+        assert!(err.starts_with("line 1 is longer"), "{err}");
+        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..]).unwrap_err();
+        assert!(err.contains("line 2: not UTF-8"), "{err}");
+    }
 
     #[test]
     fn batch_files_report_the_line_and_field() {

@@ -874,3 +874,208 @@ async fn client_errors_quote_only_a_prefix_of_the_input() {
         &v,
     );
 }
+
+#[tokio::test]
+async fn every_input_is_bounded_before_it_is_multiplied() {
+    let env = Env::new().await;
+    let app = env.app();
+    let limits = ApiLimits::default();
+    // A 100 kB prompt is fine alone, but not times 9,000 seeds: 900 MB for Redis.
+    let prompt = "A ".repeat(50_000);
+    let seeds: Vec<u64> = (0..9_000).collect();
+    let m = post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "prompt": prompt, "seeds": seeds}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &[
+            "900000000 prompt bytes",
+            "max_request_prompt_bytes",
+            &limits.max_request_prompt_bytes.to_string(),
+        ],
+    );
+    assert!(m.len() < 1000, "{m}");
+    // One prompt over the limit.
+    let big = "A".repeat(limits.max_prompt_bytes + 1);
+    for body in [
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "prompt": big}),
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "problems": [{"prompt": "A"}, {"prompt": big}]}),
+    ] {
+        post(&app, "/v1/jobs", body).await.error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &["prompt is 262145 bytes", "max_prompt_bytes", "262144"],
+        );
+    }
+    let tokens = vec![0u32; limits.max_prompt_bytes / 4 + 1];
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "prompt_tokens": tokens}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["prompt_tokens is", "max_prompt_bytes"],
+    );
+    // Ids and keys.
+    let long_id = "q".repeat(201);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "problems": [{"id": long_id, "prompt": "A"}]}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["problems[0].id is 201 characters", "at most 200", "max_id_chars"],
+    );
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "bench": {"records": [{"id": long_id, "prompt": "x", "answer": "1"}]}}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["record id", "max_id_chars"]);
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "c".repeat(201), "model": "toy:pivot", "prompt": "A"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, &["correlation"]);
+    // Templates and records.
+    let template = format!("{{question}}{}", "t".repeat(limits.max_template_bytes));
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "bench": {"records": [{"prompt": "x", "answer": "1"}], "template_text": template}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["bench.template_text is", "max_template_bytes", "65536"],
+    );
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "bench": {"records": [{"prompt": big, "answer": "1"}]}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["bench.records[0] is", "max_prompt_bytes"],
+    );
+    // Nothing reached the queue.
+    get(&app, "/v1/correlations/too-big")
+        .await
+        .error(StatusCode::NOT_FOUND, &["too-big"]);
+}
+
+#[tokio::test]
+async fn job_compute_is_bounded_by_max_job_tokens() {
+    let env = Env::with_limits(ApiLimits {
+        max_job_tokens: 1_000_000,
+        ..ApiLimits::default()
+    })
+    .await;
+    let app = env.app();
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "costly", "model": "toy:pivot", "prompt": "A", "config": {"method": "power", "n_mcmc": 1000, "max_new_tokens": 3072}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &[
+            "n_mcmc x config.max_new_tokens = 1000 x 3072 = 3072000",
+            "at most 1000000",
+            "max_job_tokens",
+        ],
+    );
+    // max_new_tokens alone, for a method without MCMC.
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"correlation_id": "costly", "model": "toy:pivot", "prompt": "A", "config": {"method": "standard", "n_mcmc": 1000, "max_new_tokens": 2000000}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["max_new_tokens = 2000000", "max_job_tokens"],
+    );
+    get(&app, "/v1/correlations/costly")
+        .await
+        .error(StatusCode::NOT_FOUND, &["costly"]);
+    // The default configuration (n_mcmc 10 x max_new_tokens 3072) passes the default limit.
+    let default = powerfleet_sampler::SamplerConfig::new(powerfleet_sampler::Method::Power);
+    assert!(
+        u64::from(default.n_mcmc) * u64::from(default.max_new_tokens)
+            <= ApiLimits::default().max_job_tokens
+    );
+    let env = Env::new().await;
+    let app = env.app();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "config": default}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+}
+
+#[tokio::test]
+async fn each_token_is_rate_limited_with_429_and_retry_after() {
+    let env = Env::with_limits(ApiLimits {
+        rate_limit_per_minute: 2,
+        ..ApiLimits::default()
+    })
+    .await;
+    let app = env.app_with_tokens(&["alice", "bob"]);
+    let request = |token: &str| {
+        Request::get("/v1/jobs/not-an-id")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let reply = send(&app, request("alice")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    }
+    let response = app.clone().oneshot(request("alice")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    let m = body["error"].as_str().unwrap();
+    assert!(
+        m.contains("at most 2 per minute per API token") && m.contains("--rate-limit-per-minute"),
+        "{m}"
+    );
+    // Another token has its own budget; a wrong token is refused before it counts.
+    let reply = send(&app, request("bob")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    for _ in 0..3 {
+        let reply = send(&app, request("mallory")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{reply:?}");
+    }
+    // 0 turns the limit off.
+    let env = Env::with_limits(ApiLimits {
+        rate_limit_per_minute: 0,
+        ..ApiLimits::default()
+    })
+    .await;
+    let app = env.app_with_tokens(&["alice"]);
+    for _ in 0..5 {
+        let reply = send(&app, request("alice")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    }
+}

@@ -47,6 +47,12 @@ fn is_transient_sqlite(e: &StoreError) -> bool {
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a query waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to PostgreSQL (TCP, TLS, startup and authentication) may take: a peer that
+/// accepts the connection and never answers would otherwise hang the command for good.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server-side `statement_timeout` of every PostgreSQL connection, unless the URL's `options`
+/// set one: no query (migrations included) holds a connection and its locks longer than this.
+const PG_STATEMENT_TIMEOUT: &str = "300s";
 
 /// The results database: a pool of connections to SQLite or PostgreSQL, migrated at connect.
 #[derive(Clone, Debug)]
@@ -285,20 +291,37 @@ impl Store {
             url: url.clone(),
             cause: sanitize(&cause, database_url),
         };
-        let options =
+        let mut options =
             PgConnectOptions::from_str(database_url).map_err(|e| connect_err(e.to_string()))?;
+        if !options
+            .get_options()
+            .is_some_and(|o| o.contains("statement_timeout"))
+        {
+            options = options.options([("statement_timeout", PG_STATEMENT_TIMEOUT)]);
+        }
         // One direct connection first: the pool retries refused connections until its acquire
         // timeout, which would turn a wrong port into a long silent wait.
         {
             use sqlx::{ConnectOptions, Connection};
-            let conn = options
-                .connect()
+            let conn = tokio::time::timeout(PG_CONNECT_TIMEOUT, options.connect())
                 .await
+                .map_err(|_| {
+                    connect_err(format!(
+                        "no answer from {}:{} within {} s (connect timeout): something accepted the \
+                         connection but did not speak the PostgreSQL protocol; check the host and \
+                         port, that a PostgreSQL server (not another service) listens there, and \
+                         that it is not overloaded",
+                        options.get_host(),
+                        options.get_port(),
+                        PG_CONNECT_TIMEOUT.as_secs()
+                    ))
+                })?
                 .map_err(|e| connect_err(e.to_string()))?;
             let _ = conn.close().await;
         }
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            // Also bounds making a new pooled connection while a query waits for it.
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
