@@ -111,43 +111,7 @@ impl ServerKind {
 /// requests use the URL as given (reqwest sends its user-info as basic auth, and its own errors
 /// quote the URL without it).
 pub fn redact_url(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let (head, rest) = url.split_at(after_scheme);
-    let mut out = String::with_capacity(url.len());
-    out.push_str(head);
-    // The last `@` ends the user-info: a password may hold `@`, `/` or `?` unencoded.
-    match rest.rfind('@') {
-        Some(at) => {
-            match rest[..at].split_once(':') {
-                Some((user, _)) => {
-                    out.push_str(user);
-                    out.push_str(":***");
-                }
-                None => out.push_str("***"),
-            }
-            out.push_str(&rest[at..]);
-        }
-        None => out.push_str(rest),
-    }
-    redact_password_params(&out)
-}
-
-/// Replaces the value of every `password=` parameter (any case, `sslpassword=` too) by `***`.
-fn redact_password_params(url: &str) -> String {
-    let lower = url.to_ascii_lowercase();
-    let mut out = String::with_capacity(url.len());
-    let mut pos = 0;
-    while let Some(found) = lower[pos..].find("password=") {
-        let value_start = pos + found + "password=".len();
-        let value_end = url[value_start..]
-            .find(['&', '#'])
-            .map_or(url.len(), |i| value_start + i);
-        out.push_str(&url[pos..value_start]);
-        out.push_str("***");
-        pos = value_end;
-    }
-    out.push_str(&url[pos..]);
-    out
+    powerfleet_jobs::redact_http_url(url)
 }
 
 /// A model reference as messages may show it: each of its comma-separated URLs redacted as by

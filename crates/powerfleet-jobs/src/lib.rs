@@ -442,12 +442,24 @@ impl JobResult {
 }
 
 /// `url` with any password replaced by `***`: the `user:password@` part becomes `user:***@`, and a
-/// `password=` query parameter gets the value `***`. Errs on the side of hiding too much.
+/// `password=` query parameter gets the value `***`. Errs on the side of hiding too much. A lone
+/// user name (`redis://alice@h/`) is kept: for Redis and Postgres it is no secret.
 pub fn redact_url(url: &str) -> String {
+    redact(url, false)
+}
+
+/// [`redact_url`] for HTTP URLs, where a lone user-info (`http://TOKEN@host`) is sent as basic-auth
+/// credentials and so becomes `http://***@host` too.
+pub fn redact_http_url(url: &str) -> String {
+    redact(url, true)
+}
+
+fn redact(url: &str, hide_lone_user: bool) -> String {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     let mut out = String::with_capacity(url.len());
     out.push_str(&url[..after_scheme]);
     let rest = &url[after_scheme..];
+    // The last `@` ends the user-info: a password may hold `@`, `/` or `?` unencoded.
     match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
@@ -456,6 +468,7 @@ pub fn redact_url(url: &str) -> String {
                     out.push_str(&userinfo[..colon]);
                     out.push_str(":***");
                 }
+                None if hide_lone_user => out.push_str("***"),
                 None => out.push_str(userinfo),
             }
             out.push_str(&rest[at..]);
