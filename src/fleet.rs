@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BenchProblem, BenchRun, Problem, Receipt, Submission};
-use powerfleet_fleet::status::{self, StatusReport};
+use powerfleet_fleet::status::{self, Page, StatusReport};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
 use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus, Prompt};
@@ -341,8 +341,10 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
     let mut all_final_since = None;
     loop {
         let report = match receipt.batch_id {
-            Some(b) => status::batch_status(queue, store, b).await?,
-            None => status::correlation_status(queue, store, &receipt.correlation_id).await?,
+            Some(b) => status::batch_status(queue, store, b, Page::ALL).await?,
+            None => {
+                status::correlation_status(queue, store, &receipt.correlation_id, Page::ALL).await?
+            }
         };
         let Some(report) = report else {
             bail!(
@@ -577,7 +579,7 @@ pub struct StatusArgs {
 pub async fn status_cmd(args: StatusArgs) -> Result<()> {
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
-    let mut report = status::status(&queue, Some(&store), &args.id).await?;
+    let mut report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
     if args.wait {
         let job_ids: Vec<JobId> = report.jobs().iter().map(|j| j.job_id).collect();
         let receipt = match &report {
@@ -601,11 +603,11 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
             None => {
                 while !report.jobs().iter().all(|j| j.status.is_final()) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    report = status::status(&queue, Some(&store), &args.id).await?;
+                    report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
                 }
             }
         }
-        report = status::status(&queue, Some(&store), &args.id).await?;
+        report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
     }
     let mut out = std::io::stdout().lock();
     match args.format {

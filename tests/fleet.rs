@@ -585,10 +585,14 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
         dead[0].1["reason"].contains("delivered 3 times, more than the limit of 2"),
         "{dead:?}"
     );
-    let status =
-        powerfleet_fleet::status::status(&queue, Some(&fleet.store().await), &job.to_string())
-            .await
-            .unwrap();
+    let status = powerfleet_fleet::status::status(
+        &queue,
+        Some(&fleet.store().await),
+        &job.to_string(),
+        powerfleet_fleet::status::Page::ALL,
+    )
+    .await
+    .unwrap();
     assert_eq!(status.jobs()[0].status, JobStatus::Dead);
 }
 
@@ -1080,5 +1084,90 @@ async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_
         results[0].pin,
         Some(serde_json::json!({"kind": "toy", "model": "toy:pivot"})),
         "the result records the backend it ran with"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_expires() {
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker(&["--concurrency", "1"]);
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch(
+            "toy:eos-lengths?delay_ms=50",
+            long_config(5, 12),
+            &[Method::Power],
+            1,
+            1,
+        ),
+    )
+    .await;
+    let job = receipt.job_ids[0];
+    wait_until(
+        "the worker has checkpointed a block",
+        Duration::from_secs(30),
+        &fleet,
+        || async {
+            let s = queue.job_state(job).await.unwrap().unwrap();
+            s.progress.is_some_and(|p| p.block_idx >= 1)
+        },
+    )
+    .await;
+    // The job's state is deleted under the running worker (by hand, or evicted by Redis).
+    let client = redis::Client::open(fleet.redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let checkpoint = format!("pf:{{{}}}:ckpt:{job}", fleet.namespace);
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("pf:{{{}}}:job:{job}", fleet.namespace))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    wait_until(
+        "the job's entry is dead-lettered",
+        Duration::from_secs(30),
+        &fleet,
+        || async { !queue.dead_letters(10).await.unwrap().is_empty() },
+    )
+    .await;
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].1["reason"].contains(&format!("the state of job {job} vanished from Redis")),
+        "{dead:?}"
+    );
+    // Its checkpoint is left to expire, not kept for good.
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&checkpoint)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the checkpoint has no expiry (TTL {ttl})");
+    // Nothing was left pending, and the worker goes on serving.
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(format!("pf:{{{}}}:jobs", fleet.namespace))
+        .arg("workers")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))),
+        "entries are still pending: {pending:?}"
+    );
+    fleet.spawn_collector();
+    let next = submit_batch(
+        &queue,
+        &batch("toy:pivot", long_config(1, 2), &[Method::Power], 1, 1),
+    )
+    .await;
+    let results = fleet
+        .wait_for_results(next.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(results[0].status, JobStatus::Completed);
+    assert!(
+        fleet.logs().contains("vanished from Redis"),
+        "{}",
+        fleet.logs()
     );
 }

@@ -30,7 +30,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::control::cancel_job;
 use crate::producer::{self, BatchLine, Problem, Receipt, Submission, SubmitError};
-use crate::status::{self, JobView, StatusError, StatusReport};
+use crate::status::{self, JobView, Page, StatusError, StatusReport};
 
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -1236,13 +1236,61 @@ async fn get_job(
         })
 }
 
-/// `GET /v1/batches/{id}`: the batch's status.
+/// Jobs a batch or correlation listing shows when the request does not say.
+pub const DEFAULT_PAGE_JOBS: usize = 100;
+/// The most jobs one listing shows.
+pub const MAX_PAGE_JOBS: usize = 1000;
+
+/// The page a listing's query asks for: `limit=N` (1 to [`MAX_PAGE_JOBS`], default
+/// [`DEFAULT_PAGE_JOBS`]) and `after=JOB_ID` (the previous page's `next_after`).
+fn page_of(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Page, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mut page = Page {
+        after: None,
+        limit: DEFAULT_PAGE_JOBS,
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "limit" => {
+                page.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_JOBS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "query parameter limit is {}; it must be a whole number from 1 to {MAX_PAGE_JOBS} (default {DEFAULT_PAGE_JOBS})",
+                            quote(&value)
+                        ))
+                    })?;
+            }
+            "after" => {
+                page.after = Some(value.parse().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "query parameter after is {}; it must be a job id, the next_after of the previous page",
+                        quote(&value)
+                    ))
+                })?);
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {}; the parameters are limit (1 to {MAX_PAGE_JOBS}) and after (a job id)",
+                    quote(&key)
+                )));
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// `GET /v1/batches/{id}[?limit=N&after=JOB_ID]`: the batch's status, with one page of its jobs.
 async fn get_batch(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<StatusReport>, ApiError> {
     let id: BatchId = parse_id(&path_param(path)?)?;
-    status::batch_status(&state.queue, Some(&state.store), id)
+    let page = page_of(query)?;
+    status::batch_status(&state.queue, Some(&state.store), id, page)
         .await?
         .map(Json)
         .ok_or_else(|| {
@@ -1286,13 +1334,16 @@ async fn get_batch_report(
     )))
 }
 
-/// `GET /v1/correlations/{id}`: the status of every job under the correlation id.
+/// `GET /v1/correlations/{id}[?limit=N&after=JOB_ID]`: the status of the jobs under the
+/// correlation id, with one page of them.
 async fn get_correlation(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<StatusReport>, ApiError> {
     let id: CorrelationId = parse_id(&path_param(path)?)?;
-    status::correlation_status(&state.queue, Some(&state.store), &id)
+    let page = page_of(query)?;
+    status::correlation_status(&state.queue, Some(&state.store), &id, page)
         .await?
         .map(Json)
         .ok_or_else(|| {

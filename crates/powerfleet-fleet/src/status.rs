@@ -52,7 +52,11 @@ pub enum StatusReport {
         counts: BTreeMap<String, u64>,
         /// Aggregates of its finished jobs, from SQL.
         summary: Option<Box<BatchSummary>>,
-        /// Its jobs.
+        /// How many jobs it has.
+        total: u64,
+        /// The last job listed when more follow: ask again with `after` set to it.
+        next_after: Option<JobId>,
+        /// One page of its jobs, in submission order.
         jobs: Vec<JobView>,
     },
     /// Every job under a correlation id.
@@ -61,7 +65,11 @@ pub enum StatusReport {
         correlation_id: CorrelationId,
         /// Jobs by status.
         counts: BTreeMap<String, u64>,
-        /// Its jobs.
+        /// How many jobs it has.
+        total: u64,
+        /// The last job listed when more follow: ask again with `after` set to it.
+        next_after: Option<JobId>,
+        /// One page of its jobs, in submission order.
         jobs: Vec<JobView>,
     },
 }
@@ -158,93 +166,193 @@ fn live_view(s: powerfleet_queue::JobState) -> JobView {
     }
 }
 
-async fn views(
-    queue: &Queue,
-    ids: Vec<JobId>,
-    finished: Vec<JobResult>,
-) -> Result<(BTreeMap<String, u64>, Vec<JobView>), StatusError> {
-    let mut done: HashMap<JobId, JobResult> = finished.into_iter().map(|r| (r.job_id, r)).collect();
-    let mut all: Vec<JobId> = ids;
-    all.extend(done.keys().copied());
-    all.sort();
-    all.dedup();
-    let mut jobs = Vec::with_capacity(all.len());
-    for id in all {
-        if let Some(r) = done.remove(&id) {
-            jobs.push(from_result(r));
-        } else if let Some(s) = queue.job_state(id).await? {
-            jobs.push(live_view(s));
-        }
-    }
-    let mut counts = BTreeMap::new();
-    for j in &jobs {
-        *counts.entry(j.status.to_string()).or_insert(0) += 1;
-    }
-    Ok((counts, jobs))
+/// Which jobs of a batch or correlation id a status report lists: up to `limit` jobs after the
+/// job id `after`, in job-id (that is, submission) order. Counts always cover every job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// List jobs after this one.
+    pub after: Option<JobId>,
+    /// List at most this many.
+    pub limit: usize,
 }
 
-/// The status of a batch, or `None` if unknown.
+impl Page {
+    /// Every job at once (the CLI's view).
+    pub const ALL: Page = Page {
+        after: None,
+        limit: usize::MAX,
+    };
+}
+
+/// Why a job is listed without a state: it is in its batch's or correlation's set, but its
+/// state is gone from Redis and no result reached the database.
+pub const VANISHED: &str = "the job's state vanished from Redis (deleted, expired or evicted) and no result of it reached the results database; it will not run, and its entry is dead-lettered when a worker next reads it";
+
+/// The counts over every job and the views of one page of them.
+struct Listing {
+    counts: BTreeMap<String, u64>,
+    total: u64,
+    jobs: Vec<JobView>,
+    next_after: Option<JobId>,
+}
+
+/// Lists the jobs in `ids` (from Redis) and `stored` (from SQL): counts from a status read of
+/// each, full views for the page only.
+async fn list(
+    queue: &Queue,
+    store: Option<&Store>,
+    ids: Vec<JobId>,
+    stored: Vec<(JobId, JobStatus)>,
+    page: Page,
+) -> Result<Listing, StatusError> {
+    let stored: HashMap<JobId, JobStatus> = stored.into_iter().collect();
+    let mut all: Vec<JobId> = ids;
+    all.extend(stored.keys().copied());
+    all.sort();
+    all.dedup();
+    let live: Vec<JobId> = all
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains_key(id))
+        .collect();
+    let live_statuses: HashMap<JobId, Option<JobStatus>> = live
+        .iter()
+        .copied()
+        .zip(queue.job_statuses(&live).await?)
+        .collect();
+    let mut counts = BTreeMap::new();
+    for id in &all {
+        let status = stored
+            .get(id)
+            .copied()
+            .or_else(|| live_statuses.get(id).copied().flatten())
+            .unwrap_or(JobStatus::Dead);
+        *counts.entry(status.to_string()).or_insert(0) += 1;
+    }
+    let start = page
+        .after
+        .map_or(0, |after| all.partition_point(|id| *id <= after));
+    let end = start.saturating_add(page.limit).min(all.len());
+    let shown = &all[start..end];
+    let next_after = (end < all.len()).then(|| shown.last().copied()).flatten();
+    let in_sql: Vec<JobId> = shown
+        .iter()
+        .copied()
+        .filter(|id| stored.contains_key(id))
+        .collect();
+    let mut results: HashMap<JobId, JobResult> = match store {
+        Some(store) if !in_sql.is_empty() => store
+            .jobs_in(&in_sql)
+            .await?
+            .into_iter()
+            .map(|r| (r.job_id, r))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let mut jobs = Vec::with_capacity(shown.len());
+    for id in shown {
+        if let Some(r) = results.remove(id) {
+            jobs.push(from_result(r));
+        } else if let Some(s) = queue.job_state(*id).await? {
+            jobs.push(live_view(s));
+        } else {
+            jobs.push(vanished_view(*id));
+        }
+    }
+    Ok(Listing {
+        counts,
+        total: all.len() as u64,
+        jobs,
+        next_after,
+    })
+}
+
+fn vanished_view(job_id: JobId) -> JobView {
+    JobView {
+        job_id,
+        status: JobStatus::Dead,
+        method: None,
+        problem_id: None,
+        progress: None,
+        attempts: 0,
+        error: Some(VANISHED.to_string()),
+        waiting: None,
+        not_before_ms: None,
+        result: None,
+        source: "redis",
+    }
+}
+
+/// The status of a batch, listing one page of its jobs, or `None` if unknown.
 pub async fn batch_status(
     queue: &Queue,
     store: Option<&Store>,
     id: BatchId,
+    page: Page,
 ) -> Result<Option<StatusReport>, StatusError> {
     let ids = queue.batch_jobs(id).await?;
-    let (finished, summary) = match store {
-        Some(s) => (s.jobs_by_batch(id).await?, s.batch_summary(id).await?),
+    let (stored, summary) = match store {
+        Some(s) => (s.statuses_by_batch(id).await?, s.batch_summary(id).await?),
         None => (Vec::new(), None),
     };
-    if ids.is_empty() && finished.is_empty() {
+    if ids.is_empty() && stored.is_empty() {
         return Ok(None);
     }
-    let (counts, jobs) = views(queue, ids, finished).await?;
+    let listing = list(queue, store, ids, stored, page).await?;
     Ok(Some(StatusReport::Batch {
         batch_id: id,
-        counts,
+        counts: listing.counts,
         summary: summary.map(Box::new),
-        jobs,
+        total: listing.total,
+        next_after: listing.next_after,
+        jobs: listing.jobs,
     }))
 }
 
-/// The status of a correlation id, or `None` if unknown.
+/// The status of a correlation id, listing one page of its jobs, or `None` if unknown.
 pub async fn correlation_status(
     queue: &Queue,
     store: Option<&Store>,
     id: &CorrelationId,
+    page: Page,
 ) -> Result<Option<StatusReport>, StatusError> {
     let ids = queue.correlation_jobs(id).await?;
-    let finished = match store {
-        Some(s) => s.jobs_by_correlation(id).await?,
+    let stored = match store {
+        Some(s) => s.statuses_by_correlation(id).await?,
         None => Vec::new(),
     };
-    if ids.is_empty() && finished.is_empty() {
+    if ids.is_empty() && stored.is_empty() {
         return Ok(None);
     }
-    let (counts, jobs) = views(queue, ids, finished).await?;
+    let listing = list(queue, store, ids, stored, page).await?;
     Ok(Some(StatusReport::Correlation {
         correlation_id: id.clone(),
-        counts,
-        jobs,
+        counts: listing.counts,
+        total: listing.total,
+        next_after: listing.next_after,
+        jobs: listing.jobs,
     }))
 }
 
-/// The status of whatever `id` names: a job, then a batch, then a correlation id.
+/// The status of whatever `id` names: a job, then a batch, then a correlation id (listing `page`
+/// of their jobs).
 pub async fn status(
     queue: &Queue,
     store: Option<&Store>,
     id: &str,
+    page: Page,
 ) -> Result<StatusReport, StatusError> {
     let id = id.trim();
     if let Ok(job) = id.parse::<JobId>() {
         if let Some(v) = job_view(queue, store, job).await? {
             return Ok(StatusReport::Job(Box::new(v)));
         }
-        if let Some(r) = batch_status(queue, store, BatchId(job.0)).await? {
+        if let Some(r) = batch_status(queue, store, BatchId(job.0), page).await? {
             return Ok(r);
         }
     }
     if let Ok(corr) = id.parse::<CorrelationId>()
-        && let Some(r) = correlation_status(queue, store, &corr).await?
+        && let Some(r) = correlation_status(queue, store, &corr, page).await?
     {
         return Ok(r);
     }

@@ -558,9 +558,7 @@ async fn settle(
         Called::Waiting(why) => wait_for_model(ctx, run, backend, chain, progressed, &why).await,
         Called::Interrupted => {
             if shared.lost.load(Ordering::Relaxed) {
-                ctx.report.lost.fetch_add(1, Ordering::Relaxed);
-                info!("lease lost; another worker owns the job now");
-                Ok(())
+                lease_gone(ctx, run, shared).await
             } else if shared.cancel.load(Ordering::Relaxed) {
                 let r = run.result(
                     JobStatus::Cancelled,
@@ -838,6 +836,8 @@ struct Shared {
     progress: Mutex<Progress>,
     cancel: AtomicBool,
     lost: AtomicBool,
+    /// The job's state vanished from Redis (set with `lost`).
+    vanished: AtomicBool,
     /// Fires on shutdown (a child of the worker's stop token), cancellation and a lost lease.
     interrupt: CancellationToken,
 }
@@ -869,7 +869,10 @@ async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<Shared>, every: Dura
                     shared.interrupt.cancel();
                 }
             }
-            Ok(LeaseState::Lost) => {
+            Ok(state @ (LeaseState::Lost | LeaseState::Vanished)) => {
+                shared
+                    .vanished
+                    .store(state == LeaseState::Vanished, Ordering::Relaxed);
                 shared.lost.store(true, Ordering::Relaxed);
                 shared.interrupt.cancel();
                 return;
@@ -942,9 +945,7 @@ async fn drive_inner(
         );
         counted = now.clone();
         if shared.lost.load(Ordering::Relaxed) {
-            ctx.report.lost.fetch_add(1, Ordering::Relaxed);
-            info!("lease lost; another worker owns the job now");
-            return Ok(());
+            return lease_gone(ctx, run, shared).await;
         }
         let progressed = chain.stats().model_calls > calls_at_claim;
         match boundary {
@@ -988,6 +989,23 @@ async fn drive_inner(
     }
 }
 
+/// Stops working on a job whose lease is gone. When another claim took it, that claim carries
+/// on; when the job's state vanished from Redis, its entry is dead-lettered at once.
+async fn lease_gone(ctx: &Ctx, run: &Running, shared: &Shared) -> Result<(), QueueError> {
+    ctx.report.lost.fetch_add(1, Ordering::Relaxed);
+    if shared.vanished.load(Ordering::Relaxed) {
+        warn!("the job's state vanished from Redis while it ran; dead-lettering its entry");
+        ctx.queue
+            .dead_letter_vanished(&run.lease, &run.spec)
+            .await?;
+        ctx.report.dead.fetch_add(1, Ordering::Relaxed);
+        metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
+    } else {
+        info!("lease lost; another worker owns the job now");
+    }
+    Ok(())
+}
+
 /// Stores the chain's checkpoint with its pin; false when the lease was lost.
 async fn store_checkpoint(
     ctx: &Ctx,
@@ -1002,9 +1020,12 @@ async fn store_checkpoint(
     let written = ctx.queue.checkpoint(&run.lease, &progress, &bytes).await?;
     metrics::checkpoint_written(write_started.elapsed(), bytes.len());
     match written {
-        LeaseState::Lost => {
-            ctx.report.lost.fetch_add(1, Ordering::Relaxed);
-            info!("lease lost at a checkpoint; another worker owns the job now");
+        LeaseState::Lost | LeaseState::Vanished => {
+            shared
+                .vanished
+                .store(written == LeaseState::Vanished, Ordering::Relaxed);
+            shared.lost.store(true, Ordering::Relaxed);
+            lease_gone(ctx, run, shared).await?;
             Ok(false)
         }
         LeaseState::Owned { cancel } => {

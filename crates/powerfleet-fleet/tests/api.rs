@@ -1079,3 +1079,107 @@ async fn each_token_is_rate_limited_with_429_and_retry_after() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
     }
 }
+
+#[tokio::test]
+async fn batch_and_correlation_listings_are_paginated_and_count_every_job() {
+    let env = Env::new().await;
+    let app = env.app();
+    let seeds: Vec<u64> = (0..250).collect();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "seeds": seeds, "correlation_id": "paged"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let submitted = job_ids(&reply);
+    let batch = reply.body["batch_id"].as_str().unwrap().to_string();
+
+    for base in [
+        format!("/v1/batches/{batch}"),
+        "/v1/correlations/paged".into(),
+    ] {
+        // The default page holds 100 jobs; counts and the total cover all 250.
+        let first = get(&app, &base).await;
+        assert_eq!(first.status, StatusCode::OK, "{first:?}");
+        assert_eq!(first.body["jobs"].as_array().unwrap().len(), 100);
+        assert_eq!(first.body["total"], 250);
+        assert_eq!(first.body["counts"], json!({"queued": 250}));
+        // Walking the pages with `after` lists every job once, in submission order.
+        let mut listed: Vec<String> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let uri = match &after {
+                Some(a) => format!("{base}?limit=70&after={a}"),
+                None => format!("{base}?limit=70"),
+            };
+            let page = get(&app, &uri).await;
+            assert_eq!(page.status, StatusCode::OK, "{page:?}");
+            let jobs = page.body["jobs"].as_array().unwrap();
+            assert!(jobs.len() <= 70);
+            listed.extend(
+                jobs.iter()
+                    .map(|j| j["job_id"].as_str().unwrap().to_string()),
+            );
+            match page.body["next_after"].as_str() {
+                Some(next) => {
+                    assert_eq!(next, listed.last().unwrap());
+                    after = Some(next.to_string());
+                }
+                None => break,
+            }
+        }
+        assert_eq!(listed, submitted, "{base}");
+        // Bad pages name the parameter and what it may be.
+        for (query, needle) in [
+            ("limit=0", "limit"),
+            ("limit=1001", "from 1 to 1000"),
+            ("limit=ten", "limit"),
+            ("after=x", "after"),
+            ("page=2", "the parameters are limit"),
+        ] {
+            let bad = get(&app, &format!("{base}?{query}")).await;
+            assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{query}: {bad:?}");
+            let error = bad.body["error"].as_str().unwrap();
+            assert!(error.contains(needle), "{query}: {error}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_state_vanished_is_reported_as_such() {
+    let env = Env::new().await;
+    let app = env.app();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "seeds": [0, 1, 2]}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let ids = job_ids(&reply);
+    let batch = reply.body["batch_id"].as_str().unwrap().to_string();
+    // An operator deletes one job's state (or Redis evicts it under memory pressure).
+    let client = redis::Client::open(env.redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("pf:{{api-test}}:job:{}", ids[1]))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let status = get(&app, &format!("/v1/batches/{batch}")).await;
+    assert_eq!(status.status, StatusCode::OK, "{status:?}");
+    assert_eq!(status.body["total"], 3);
+    assert_eq!(status.body["counts"], json!({"queued": 2, "dead": 1}));
+    let vanished = &status.body["jobs"][1];
+    assert_eq!(vanished["job_id"], ids[1].as_str());
+    assert_eq!(vanished["status"], "dead");
+    assert!(
+        vanished["error"]
+            .as_str()
+            .unwrap()
+            .contains("vanished from Redis"),
+        "{vanished}"
+    );
+}

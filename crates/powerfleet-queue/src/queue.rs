@@ -148,6 +148,9 @@ pub enum LeaseState {
     },
     /// Another claim took the job: stop working on it.
     Lost,
+    /// The job's state is gone from Redis (deleted, or evicted under memory pressure): nobody
+    /// can finish it, so its entry is dead-lettered.
+    Vanished,
 }
 
 /// Progress of a running chain, stored in the job's state.
@@ -893,6 +896,7 @@ impl Queue {
             .arg(consumer)
             .arg(powerfleet_jobs::now_ms())
             .arg(WORKER_GROUP)
+            .arg(self.options.retention_s)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -948,6 +952,7 @@ impl Queue {
             Some("1") => LeaseState::Owned {
                 cancel: reply.get(1).and_then(text).as_deref() == Some("1"),
             },
+            Some("-1") => LeaseState::Vanished,
             _ => LeaseState::Lost,
         }
     }
@@ -1178,6 +1183,44 @@ impl Queue {
             &delivery.fields,
         )
         .await
+    }
+
+    /// Dead-letters the entry of a claimed job whose state vanished from Redis while it ran
+    /// (deleted, or evicted under memory pressure), and lets its checkpoint expire: nobody can
+    /// finish the job, and nothing of it should stay for good.
+    pub async fn dead_letter_vanished(
+        &self,
+        lease: &Lease,
+        spec: &JobSpec,
+    ) -> Result<(), QueueError> {
+        let reason = format!(
+            "the state of job {} vanished from Redis while it ran (deleted, or evicted under memory pressure: use maxmemory-policy noeviction)",
+            lease.job_id
+        );
+        let fields = [
+            (b"job_id".to_vec(), lease.job_id.to_string().into_bytes()),
+            (
+                b"spec".to_vec(),
+                serde_json::to_vec(spec).expect("a job spec serializes"),
+            ),
+        ];
+        self.dead_letter(
+            &self.keys.jobs(),
+            WORKER_GROUP,
+            &self.keys.job(lease.job_id),
+            &lease.entry_id,
+            &reason,
+            &fields,
+        )
+        .await?;
+        let mut c = self.conn().await?;
+        let _: i64 = redis::cmd("EXPIRE")
+            .arg(self.keys.checkpoint(lease.job_id))
+            .arg(self.options.retention_s)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Moves an undecodable result entry to the dead-letter stream.
@@ -1470,6 +1513,23 @@ impl Queue {
                 .and_then(text)
                 .unwrap_or_default(),
         ))
+    }
+
+    /// The status of each job in `ids`, read in pipelined batches; `None` where the job's state
+    /// is gone (expired after it finished, deleted, or evicted).
+    pub async fn job_statuses(&self, ids: &[JobId]) -> Result<Vec<Option<JobStatus>>, QueueError> {
+        let mut c = self.conn().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGET").arg(self.keys.job(*id)).arg("status");
+            }
+            let statuses: Vec<Option<String>> =
+                pipe.query_async(&mut c).await.map_err(|e| self.err(e))?;
+            out.extend(statuses.into_iter().map(|s| s.and_then(|s| s.parse().ok())));
+        }
+        Ok(out)
     }
 
     /// Entries in the jobs and the results stream.

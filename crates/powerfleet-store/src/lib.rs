@@ -54,6 +54,9 @@ const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// set one: no query (migrations included) holds a connection and its locks longer than this.
 const PG_STATEMENT_TIMEOUT: &str = "300s";
 
+/// The most job ids one query binds (SQLite allows 32,766 parameters, Postgres 65,535).
+pub const MAX_IDS_PER_QUERY: usize = 1000;
+
 /// The results database: a pool of connections to SQLite or PostgreSQL, migrated at connect.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -542,6 +545,93 @@ impl Store {
                 &format!("read the jobs of correlation id {id}"),
             )
             .await?;
+        self.decode_sorted(jsons)
+    }
+
+    /// The id and status of every stored job of a batch, ordered by job id: what a status page
+    /// needs to count and page a batch without reading its results.
+    pub async fn statuses_by_batch(
+        &self,
+        id: BatchId,
+    ) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        self.statuses(
+            "SELECT job_id, status FROM job_results WHERE batch_id = $1",
+            &id.to_string(),
+            &format!("read the job statuses of batch {id}"),
+        )
+        .await
+    }
+
+    /// The id and status of every stored job with a correlation id, ordered by job id.
+    pub async fn statuses_by_correlation(
+        &self,
+        id: &CorrelationId,
+    ) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        self.statuses(
+            "SELECT job_id, status FROM job_results WHERE correlation_id = $1",
+            id.as_str(),
+            &format!("read the job statuses of correlation id {id}"),
+        )
+        .await
+    }
+
+    async fn statuses(
+        &self,
+        sql: &str,
+        key: &str,
+        action: &str,
+    ) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        let mut out = on_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(key)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.query_err(action, e))?;
+            rows.iter()
+                .map(|r| {
+                    let id: String = r.try_get("job_id").map_err(|e| self.corrupt("job_id", e))?;
+                    let status: String =
+                        r.try_get("status").map_err(|e| self.corrupt("status", e))?;
+                    Ok((
+                        id.parse().map_err(|e| self.corrupt("job_id", e))?,
+                        status.parse().map_err(|e| self.corrupt("status", e))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    /// The stored results of the given jobs (at most [`MAX_IDS_PER_QUERY`] of them), ordered by
+    /// job id; jobs without a stored result are left out.
+    pub async fn jobs_in(&self, ids: &[JobId]) -> Result<Vec<JobResult>, StoreError> {
+        let mut jsons = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT result_json FROM job_results WHERE job_id IN ({})",
+                placeholders.join(", ")
+            );
+            let action = format!("read {} jobs", chunk.len());
+            let rows = on_pool!(self, |pool| {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(id.to_string());
+                }
+                let rows = query
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| self.query_err(&action, e))?;
+                rows.iter()
+                    .map(|r| {
+                        r.try_get::<String, _>("result_json")
+                            .map_err(|e| self.corrupt("result_json", e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            jsons.extend(rows);
+        }
         self.decode_sorted(jsons)
     }
 

@@ -1,11 +1,14 @@
 -- Claims a delivered stream entry for a worker: takes a new fencing token.
 -- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
--- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group.
+-- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group, ARGV[5] retention_s.
 -- Returns {'missing'} | {'final', status} | {'stale'} |
 --   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms, waiting_since_ms or false,
 --    waits or false}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
+  -- The job's state vanished (deleted or evicted): its checkpoint can never be resumed, so it
+  -- expires like a finished job's keys instead of staying for good.
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
   return {'missing'}
 end
 if status ~= 'queued' and status ~= 'running' then
