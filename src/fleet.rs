@@ -883,7 +883,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
     if tokens.is_empty() {
         tracing::warn!(
             "INSECURE: --insecure-no-auth and no API tokens: everyone who can reach {} may submit, read and cancel jobs; set POWERFLEET_API_TOKENS or --api-tokens-file before exposing it",
@@ -918,17 +917,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             ..ApiLimits::default()
         },
     };
-    // Not api::serve (axum::serve): slow or silent clients must be cut off (--http-*-timeout).
-    let addr = listener.local_addr()?;
-    let app = api::router(state);
-    powerfleet_fleet::ops::serve_router(
+    api::serve(
         listener,
-        app,
+        state,
         args.ops.http_timeouts(),
         stop.clone().cancelled_owned(),
     )
     .await
-    .context("http api")?;
-    tracing::info!(%addr, "http api stopped");
-    Ok(())
+    .context("http api")
 }

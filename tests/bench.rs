@@ -434,7 +434,12 @@ async fn serve(fleet: &Fleet) -> String {
             ..ApiLimits::default()
         },
     };
-    tokio::spawn(api::serve(listener, state, std::future::pending()));
+    tokio::spawn(api::serve(
+        listener,
+        state,
+        Default::default(),
+        std::future::pending(),
+    ));
     format!("http://{addr}")
 }
 

@@ -15,6 +15,8 @@ pub const MAX_ERRORS: usize = 20;
 
 /// The most options a multiple-choice problem may have: one per letter `A` to `Z`.
 pub const MAX_CHOICES: usize = 26;
+/// The largest dataset file read: 1 GiB (MATH500 is 0.4 MB, the whole MATH set 10 MB).
+pub const MAX_DATASET_BYTES: u64 = 1 << 30;
 
 /// A dataset file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -237,10 +239,29 @@ pub fn load_detected(path: impl AsRef<Path>) -> Result<(Format, Vec<Problem>), D
 }
 
 fn read(path: &Path) -> Result<String, DatasetError> {
-    std::fs::read_to_string(path).map_err(|source| DatasetError::Read {
-        path: path.display().to_string(),
-        source,
+    read_bounded(path, MAX_DATASET_BYTES, "split it into several files").map_err(|source| {
+        DatasetError::Read {
+            path: path.display().to_string(),
+            source,
+        }
     })
+}
+
+/// Reads a UTF-8 file of at most `limit` bytes, without ever holding more than that: an endless
+/// file (a device, a pipe) fails as soon as it passes the limit, with `advice` on what to do.
+pub fn read_bounded(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than the limit of {limit} bytes; {advice}"),
+        ));
+    }
+    Ok(text)
 }
 
 /// Parses dataset text in `format`, reporting every broken record (up to [`MAX_ERRORS`]).

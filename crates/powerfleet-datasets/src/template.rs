@@ -72,6 +72,9 @@ pub struct Rendered {
     pub permutation: Option<Vec<usize>>,
 }
 
+/// The largest prompt template file read: 1 MiB.
+pub const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
+
 impl Template {
     /// The names of the built-in templates.
     pub const BUILTIN: [&'static str; 3] = ["plain", "math-cot", "multiple-choice"];
@@ -82,11 +85,14 @@ impl Template {
         if let Some(builtin) = Template::builtin(name_or_path) {
             return Ok(builtin);
         }
-        let text = std::fs::read_to_string(Path::new(name_or_path)).map_err(|source| {
-            TemplateError::Read {
-                name: name_or_path.to_string(),
-                source,
-            }
+        let text = crate::format::read_bounded(
+            Path::new(name_or_path),
+            MAX_TEMPLATE_FILE_BYTES,
+            "a prompt template is a short text with a {question} placeholder",
+        )
+        .map_err(|source| TemplateError::Read {
+            name: name_or_path.to_string(),
+            source,
         })?;
         Template::user(name_or_path, text)
     }

@@ -356,3 +356,32 @@ fn suite_rewards_power_sampling_over_low_temperature() {
         );
     }
 }
+
+#[test]
+fn endless_files_are_refused_at_their_limit() {
+    let err = powerfleet_datasets::format::read_bounded(
+        std::path::Path::new("/dev/zero"),
+        4096,
+        "split it",
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(
+        err.to_string()
+            .contains("larger than the limit of 4096 bytes; split it"),
+        "{err}"
+    );
+    let err = powerfleet_datasets::Template::parse("/dev/zero")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("larger than the limit of 1048576 bytes"),
+        "{err}"
+    );
+    // A file within the limit reads whole.
+    let file = std::env::temp_dir().join(format!("pf-template-{}.txt", std::process::id()));
+    std::fs::write(&file, "Q: {question}").unwrap();
+    let read = powerfleet_datasets::format::read_bounded(&file, 13, "x");
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(read.unwrap(), "Q: {question}");
+}

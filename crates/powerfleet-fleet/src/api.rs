@@ -780,19 +780,18 @@ async fn require_json(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops accepting connections and
-/// waits for the requests in flight (graceful).
+/// Serves the API on `listener` until `shutdown` resolves, then drains requests in flight.
+/// Clients that send their headers or their request too slowly are cut off after `timeouts`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    timeouts: crate::ops::HttpTimeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "http api listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!(%addr, "http api stopped");
+    tracing::info!(address = %addr, "HTTP API listening");
+    crate::ops::serve_router(listener, router(state), timeouts, shutdown).await?;
+    tracing::info!(address = %addr, "HTTP API stopped");
     Ok(())
 }
 

@@ -535,9 +535,14 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, env.state.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(serve(
+        listener,
+        env.state.clone(),
+        Default::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     let body = json!({"model": "toy:pivot", "prompt": "A", "seeds": [0, 1]}).to_string();
     let (status, text) = http1(addr, "POST", "/v1/jobs", &body).await;

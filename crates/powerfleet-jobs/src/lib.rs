@@ -405,7 +405,8 @@ impl JobResult {
             correlation_id: spec.correlation_id.clone(),
             batch_id: spec.batch_id,
             problem_id: spec.problem_id.clone(),
-            model: spec.model.clone(),
+            // A result is shown and stored everywhere: a reference's credentials stay in the spec.
+            model: redact_http_url(&spec.model),
             method: spec.method(),
             seed: spec.seed,
             stream: spec.stream,
@@ -567,6 +568,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("correlation id must be"), "{err}");
+    }
+
+    #[test]
+    fn a_result_never_carries_the_credentials_of_its_model_reference() {
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            correlation_id: "c1".parse().unwrap(),
+            batch_id: None,
+            problem_id: None,
+            model: "llamacpp+http://user:s3cret-pw@127.0.0.1:8080?k=20".into(),
+            prompt: Prompt::Tokens(vec![0]),
+            config: SamplerConfig::new(Method::Power),
+            seed: 0,
+            stream: 0,
+            submitted_at_ms: 1,
+            fallback_single_sample: false,
+            chat: false,
+            bench: None,
+        };
+        let r = JobResult::for_spec(&spec, JobStatus::Failed, 1, None);
+        assert_eq!(r.model, "llamacpp+http://user:***@127.0.0.1:8080?k=20");
+        let token_only = JobSpec {
+            model: "vllm+https://api-token-77@host/v1".into(),
+            ..spec.clone()
+        };
+        let r = JobResult::for_spec(&token_only, JobStatus::Failed, 1, None);
+        assert_eq!(r.model, "vllm+https://***@host/v1");
+        let toy = JobSpec {
+            model: "toy:pivot".into(),
+            ..spec
+        };
+        assert_eq!(
+            JobResult::for_spec(&toy, JobStatus::Failed, 1, None).model,
+            "toy:pivot"
+        );
     }
 
     #[test]
