@@ -1171,3 +1171,79 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
         fleet.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch("toy:tiny", long_config(1, 2), &[Method::Power], 2, 1),
+    )
+    .await;
+    let batch_id = receipt.batch_id.unwrap();
+    // A job of the same batch written by a newer producer: its specification has an option
+    // this worker does not know, so the worker cannot decode its entry.
+    let mut newer = raw_spec("toy:tiny", long_config(1, 2), Prompt::Tokens(vec![]));
+    newer.batch_id = Some(batch_id);
+    newer.correlation_id = receipt.correlation_id.clone();
+    newer.problem_id = Some("p9".into());
+    let mut json: serde_json::Value = serde_json::to_value(&newer).unwrap();
+    json["new_option"] = true.into();
+    let json = json.to_string();
+    let id = newer.job_id.to_string();
+    let ns = &fleet.namespace;
+    let client = redis::Client::open(fleet.redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let entry = queue
+        .push_raw_job_entry(&[("job_id", &id), ("spec", &json)])
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(format!("pf:{{{ns}}}:job:{id}"))
+        .arg(&[
+            ("spec", json.as_str()),
+            ("status", "queued"),
+            ("fence", "0"),
+            ("deliveries", "0"),
+            ("entry", entry.as_str()),
+            ("correlation_id", receipt.correlation_id.as_str()),
+            ("method", "power"),
+            ("cancel", "0"),
+        ])
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("pf:{{{ns}}}:job:{id}"))
+        .arg("batch_id")
+        .arg(batch_id.to_string())
+        .ignore()
+        .cmd("SADD")
+        .arg(format!("pf:{{{ns}}}:batch:{batch_id}"))
+        .arg(&id)
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let results = fleet
+        .wait_for_results(batch_id, 3, Duration::from_secs(60))
+        .await;
+    let dead = results
+        .iter()
+        .find(|r| r.job_id == newer.job_id)
+        .expect("the dead-lettered job is in job_results");
+    assert_eq!(dead.status, JobStatus::Dead);
+    assert_eq!(dead.problem_id.as_deref(), Some("p9"));
+    assert!(
+        dead.error.as_deref().unwrap_or("").contains("new_option"),
+        "{dead:?}"
+    );
+    let summary = store.batch_summary(batch_id).await.unwrap().unwrap();
+    assert_eq!(summary.jobs, 3);
+    assert_eq!(summary.by_status.get("dead"), Some(&1), "{summary:?}");
+    assert_eq!(summary.by_status.get("completed"), Some(&2), "{summary:?}");
+}

@@ -392,7 +392,68 @@ pub struct JobResult {
     pub grade: Option<GradeRecord>,
 }
 
+/// The parts of a job specification a `dead` result needs, read leniently: a specification this
+/// version cannot decode in full (a newer producer's option) still yields its job's result.
+#[derive(Deserialize)]
+struct SpecOutline {
+    job_id: JobId,
+    correlation_id: CorrelationId,
+    #[serde(default)]
+    batch_id: Option<BatchId>,
+    #[serde(default)]
+    problem_id: Option<String>,
+    model: String,
+    config: ConfigOutline,
+    seed: u64,
+    #[serde(default)]
+    stream: u64,
+    submitted_at_ms: u64,
+    #[serde(default)]
+    bench: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ConfigOutline {
+    method: Method,
+}
+
 impl JobResult {
+    /// The `dead` result of a job whose specification is `spec_json`: decoded in full when it
+    /// can be, else leniently (unknown fields ignored). `None` when even its id, method or seed
+    /// cannot be read.
+    pub fn dead_from_spec_json(spec_json: &str, attempts: u32, reason: &str) -> Option<JobResult> {
+        if let Ok(spec) = serde_json::from_str::<JobSpec>(spec_json) {
+            return Some(JobResult::for_spec(
+                &spec,
+                JobStatus::Dead,
+                attempts,
+                Some(reason.to_string()),
+            ));
+        }
+        let o: SpecOutline = serde_json::from_str(spec_json).ok()?;
+        let spec = JobSpec {
+            job_id: o.job_id,
+            correlation_id: o.correlation_id,
+            batch_id: o.batch_id,
+            problem_id: o.problem_id,
+            model: o.model,
+            prompt: Prompt::Tokens(Vec::new()),
+            config: SamplerConfig::new(o.config.method),
+            seed: o.seed,
+            stream: o.stream,
+            submitted_at_ms: o.submitted_at_ms,
+            fallback_single_sample: false,
+            chat: false,
+            bench: o.bench.and_then(|b| serde_json::from_value(b).ok()),
+        };
+        Some(JobResult::for_spec(
+            &spec,
+            JobStatus::Dead,
+            attempts,
+            Some(reason.to_string()),
+        ))
+    }
+
     /// A result for `spec` with `status` and no completion yet; callers fill in the rest.
     pub fn for_spec(
         spec: &JobSpec,
@@ -568,6 +629,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("correlation id must be"), "{err}");
+    }
+
+    #[test]
+    fn a_dead_result_is_made_even_from_a_specification_with_unknown_fields() {
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            correlation_id: "c1".parse().unwrap(),
+            batch_id: Some(BatchId::new()),
+            problem_id: Some("p3".into()),
+            model: "toy:pivot".into(),
+            prompt: Prompt::Tokens(vec![0]),
+            config: SamplerConfig::new(Method::LowTemp),
+            seed: 9,
+            stream: 1,
+            submitted_at_ms: 5,
+            fallback_single_sample: false,
+            chat: false,
+            bench: None,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        let full = JobResult::dead_from_spec_json(&json, 3, "why").unwrap();
+        assert_eq!(
+            full,
+            JobResult {
+                finished_at_ms: full.finished_at_ms,
+                ..JobResult::for_spec(&spec, JobStatus::Dead, 3, Some("why".into()))
+            }
+        );
+        let mut newer: serde_json::Value = serde_json::from_str(&json).unwrap();
+        newer["new_option"] = 1.into();
+        newer["config"]["new_knob"] = 2.into();
+        let r = JobResult::dead_from_spec_json(&newer.to_string(), 2, "undecodable").unwrap();
+        assert_eq!(
+            (
+                r.job_id,
+                r.batch_id,
+                r.problem_id.as_deref(),
+                r.method,
+                r.seed
+            ),
+            (spec.job_id, spec.batch_id, Some("p3"), Method::LowTemp, 9)
+        );
+        assert_eq!((r.status, r.attempts), (JobStatus::Dead, 2));
+        assert_eq!(r.error.as_deref(), Some("undecodable"));
+        assert!(JobResult::dead_from_spec_json("{\"job_id\": 1}", 1, "x").is_none());
     }
 
     #[test]

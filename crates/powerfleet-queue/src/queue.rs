@@ -1162,32 +1162,70 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Moves an undecodable job entry to the dead-letter stream.
+    /// Moves an undecodable job entry to the dead-letter stream. When it names a job that this
+    /// marks dead (or whose state is gone), the job's `dead` result is published too, so it
+    /// reaches the results database like every other finished job.
     pub async fn dead_letter_job_entry(
         &self,
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let job = delivery
+        let job_id = delivery
             .fields
             .iter()
             .find(|(k, _)| k == b"job_id")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<JobId>().ok())
-            .map_or(self.keys.unused(), |j| self.keys.job(j));
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<JobId>().ok());
+        let result = match job_id {
+            Some(id) => {
+                self.dead_result(id, delivery.spec.as_ref().ok(), reason)
+                    .await?
+            }
+            None => None,
+        };
         self.dead_letter(
             &self.keys.jobs(),
             WORKER_GROUP,
-            &job,
+            job_id,
             &delivery.entry_id,
             reason,
             &delivery.fields,
+            result.as_deref(),
         )
         .await
     }
 
+    /// The `dead` result of job `id`, as JSON: made from the specification in its state, else
+    /// from the entry's own (read leniently, so a newer producer's job still gets one); `None`
+    /// when neither can be read.
+    async fn dead_result(
+        &self,
+        id: JobId,
+        entry_spec: Option<&JobSpec>,
+        reason: &str,
+    ) -> Result<Option<String>, QueueError> {
+        let mut c = self.conn().await?;
+        let (spec, deliveries): (Option<String>, Option<u32>) = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg("spec")
+            .arg("deliveries")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let deliveries = deliveries.unwrap_or(0);
+        let result = spec
+            .and_then(|json| JobResult::dead_from_spec_json(&json, deliveries, reason))
+            .or_else(|| {
+                entry_spec.map(|spec| {
+                    JobResult::for_spec(spec, JobStatus::Dead, deliveries, Some(reason.to_string()))
+                })
+            })
+            .filter(|r| r.job_id == id);
+        Ok(result.map(|r| serde_json::to_string(&r).expect("a job result serializes")))
+    }
+
     /// Dead-letters the entry of a claimed job whose state vanished from Redis while it ran
-    /// (deleted, or evicted under memory pressure), and lets its checkpoint expire: nobody can
-    /// finish the job, and nothing of it should stay for good.
+    /// (deleted, or evicted under memory pressure), publishes its `dead` result, and lets its
+    /// checkpoint expire: nobody can finish the job, and nothing of it should stay for good.
     pub async fn dead_letter_vanished(
         &self,
         lease: &Lease,
@@ -1204,23 +1242,17 @@ impl Queue {
                 serde_json::to_vec(spec).expect("a job spec serializes"),
             ),
         ];
+        let result = self.dead_result(lease.job_id, Some(spec), &reason).await?;
         self.dead_letter(
             &self.keys.jobs(),
             WORKER_GROUP,
-            &self.keys.job(lease.job_id),
+            Some(lease.job_id),
             &lease.entry_id,
             &reason,
             &fields,
+            result.as_deref(),
         )
-        .await?;
-        let mut c = self.conn().await?;
-        let _: i64 = redis::cmd("EXPIRE")
-            .arg(self.keys.checkpoint(lease.job_id))
-            .arg(self.options.retention_s)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        .await
     }
 
     /// Moves an undecodable result entry to the dead-letter stream.
@@ -1232,10 +1264,11 @@ impl Queue {
         self.dead_letter(
             &self.keys.results(),
             COLLECTOR_GROUP,
-            &self.keys.unused(),
+            None,
             &delivery.entry_id,
             reason,
             &delivery.fields,
+            None,
         )
         .await
     }
@@ -1244,10 +1277,11 @@ impl Queue {
         &self,
         stream: &str,
         group: &str,
-        job_key: &str,
+        job: Option<JobId>,
         entry_id: &str,
         reason: &str,
         fields: &[(Vec<u8>, Vec<u8>)],
+        dead_result: Option<&str>,
     ) -> Result<(), QueueError> {
         let mut c = self.conn().await?;
         let mut payload = payload_of(fields);
@@ -1265,13 +1299,17 @@ impl Queue {
             .dead_letter
             .key(stream)
             .key(self.keys.dead())
-            .key(job_key)
+            .key(job.map_or(self.keys.unused(), |id| self.keys.job(id)))
+            .key(self.keys.results())
+            .key(job.map_or(self.keys.unused(), |id| self.keys.checkpoint(id)))
             .arg(group)
             .arg(entry_id)
             .arg(reason)
             .arg(payload)
             .arg(powerfleet_jobs::now_ms())
             .arg(self.options.retention_s)
+            .arg(dead_result.unwrap_or(""))
+            .arg(job.map(|id| id.to_string()).unwrap_or_default())
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;

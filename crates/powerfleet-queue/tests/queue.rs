@@ -452,6 +452,54 @@ async fn an_undecodable_entry_of_a_known_job_marks_the_job_dead() {
     assert_eq!(state.status, JobStatus::Dead);
     assert!(state.error.unwrap().contains("new_option"));
     assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
+    // Its dead result is published, so the job reaches the results database.
+    let results = q.read_results("collector", 10, 100).await.unwrap();
+    assert_eq!(results.len(), 1);
+    let r = results[0].result.as_ref().unwrap();
+    assert_eq!((r.job_id, r.status), (s.job_id, JobStatus::Dead));
+    assert!(r.error.as_deref().unwrap().contains("new_option"), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_entry_whose_job_state_is_gone_publishes_its_dead_result_and_expires_its_checkpoint() {
+    let server = server(false);
+    let q = queue(&server, "gone").await;
+    let s = spec(&CorrelationId::generate(), None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let (lease, _, _) = claim_one(&q, "w").await;
+    q.checkpoint(&lease, &Progress::default(), b"ckpt")
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(q.keys().job(s.job_id))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // The next claim finds no state, and the worker dead-letters the entry.
+    let d = q.reclaim_jobs("w2", 0, 10).await.unwrap().remove(0);
+    assert_eq!(
+        q.claim(s.job_id, &d.entry_id, "w2").await.unwrap(),
+        ClaimOutcome::Missing
+    );
+    q.dead_letter_job_entry(&d, "no state for the job")
+        .await
+        .unwrap();
+    let results = q.read_results("collector", 10, 100).await.unwrap();
+    assert_eq!(results.len(), 1);
+    let r = results[0].result.as_ref().unwrap();
+    assert_eq!((r.job_id, r.status), (s.job_id, JobStatus::Dead));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(q.keys().checkpoint(s.job_id))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0,
+        "the checkpoint of a job without state must expire, TTL {ttl}"
+    );
+    assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ redis.call('HSET', KEYS[1], 'status', ARGV[5], 'result', ARGV[7], 'owner', '',
   'updated_at_ms', ARGV[4], 'finished_at_ms', ARGV[4])
 redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'result', ARGV[7])
 if ARGV[5] == 'dead' then
-  redis.call('XADD', KEYS[5], '*', 'job_id', ARGV[6], 'entry', ARGV[3], 'reason', ARGV[8])
+  local oldest = tonumber(ARGV[4]) - tonumber(ARGV[9]) * 1000
+  redis.call('XADD', KEYS[5], 'MINID', '~', math.max(oldest, 0), '*', 'job_id', ARGV[6],
+    'entry', ARGV[3], 'reason', ARGV[8])
   redis.call('HSET', KEYS[1], 'error', ARGV[8])
 end
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
