@@ -494,6 +494,15 @@ fn payload_of(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
     serde_json::to_string(&Fields(fields)).expect("fields serialize")
 }
 
+/// Which stream an entry came from.
+#[derive(Clone, Copy, Debug)]
+enum StreamOf {
+    /// The jobs stream, read by the workers.
+    Jobs,
+    /// The results stream, read by the collectors.
+    Results,
+}
+
 impl Queue {
     /// Connects, checks the server answers, and creates the consumer groups if missing.
     pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
@@ -1183,8 +1192,7 @@ impl Queue {
             None => None,
         };
         self.dead_letter(
-            &self.keys.jobs(),
-            WORKER_GROUP,
+            StreamOf::Jobs,
             job_id,
             &delivery.entry_id,
             reason,
@@ -1244,8 +1252,7 @@ impl Queue {
         ];
         let result = self.dead_result(lease.job_id, Some(spec), &reason).await?;
         self.dead_letter(
-            &self.keys.jobs(),
-            WORKER_GROUP,
+            StreamOf::Jobs,
             Some(lease.job_id),
             &lease.entry_id,
             &reason,
@@ -1262,8 +1269,7 @@ impl Queue {
         reason: &str,
     ) -> Result<(), QueueError> {
         self.dead_letter(
-            &self.keys.results(),
-            COLLECTOR_GROUP,
+            StreamOf::Results,
             None,
             &delivery.entry_id,
             reason,
@@ -1275,8 +1281,7 @@ impl Queue {
 
     async fn dead_letter(
         &self,
-        stream: &str,
-        group: &str,
+        stream: StreamOf,
         job: Option<JobId>,
         entry_id: &str,
         reason: &str,
@@ -1297,12 +1302,18 @@ impl Queue {
         let _: i64 = self
             .scripts
             .dead_letter
-            .key(stream)
+            .key(match stream {
+                StreamOf::Jobs => self.keys.jobs(),
+                StreamOf::Results => self.keys.results(),
+            })
             .key(self.keys.dead())
             .key(job.map_or(self.keys.unused(), |id| self.keys.job(id)))
             .key(self.keys.results())
             .key(job.map_or(self.keys.unused(), |id| self.keys.checkpoint(id)))
-            .arg(group)
+            .arg(match stream {
+                StreamOf::Jobs => WORKER_GROUP,
+                StreamOf::Results => COLLECTOR_GROUP,
+            })
             .arg(entry_id)
             .arg(reason)
             .arg(payload)
