@@ -34,6 +34,15 @@ pub struct RedisArgs {
     /// other's jobs.
     #[arg(long, env = "POWERFLEET_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// Seconds a finished job's state, a batch's and a correlation id's job sets, a submission
+    /// key and a dead letter stay in Redis (results live on in SQL).
+    #[arg(
+        long,
+        env = "POWERFLEET_RETENTION_SECS",
+        default_value_t = 7 * 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub retention_secs: u64,
 }
 
 impl RedisArgs {
@@ -42,6 +51,7 @@ impl RedisArgs {
             &self.redis,
             QueueOptions {
                 namespace: self.namespace.clone(),
+                retention_s: self.retention_secs,
                 ..QueueOptions::default()
             },
         )

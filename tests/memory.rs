@@ -183,3 +183,75 @@ fn an_endless_batch_file_is_refused_in_bounded_memory() {
         SUBMIT_PEAK_BYTES >> 20
     );
 }
+
+/// Keys and `used_memory` of a Redis, after an active expiry pass.
+async fn redis_footprint(url: &str) -> (u64, u64, Vec<String>) {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    (keys.len() as u64, redis_used_memory(url).await, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_memory_is_flat_after_many_batches() {
+    use common::{batch, submit_batch};
+    use powerfleet_sampler::{Method, SamplerConfig};
+
+    const RETENTION: &str = "2";
+    let mut fleet = Fleet::new(false);
+    fleet.spawn_worker(&["--retention-secs", RETENTION]);
+    fleet.spawn_collector_with(&["--retention-secs", RETENTION]);
+    let queue = powerfleet_queue::Queue::connect(
+        &fleet.redis.url(),
+        powerfleet_queue::QueueOptions {
+            namespace: fleet.namespace.clone(),
+            retention_s: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let config = SamplerConfig {
+        max_new_tokens: 4,
+        block_size: 2,
+        n_mcmc: 2,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let run = |n: usize| {
+        let queue = queue.clone();
+        let fleet = &fleet;
+        let config = config.clone();
+        async move {
+            for _ in 0..n {
+                let mut submission = batch("toy:tiny", config.clone(), &[Method::Power], 4, 1);
+                submission.submission_key = Some(powerfleet_jobs::JobId::new().to_string());
+                let receipt = submit_batch(&queue, &submission).await;
+                fleet
+                    .wait_for_results(receipt.batch_id.unwrap(), 4, Duration::from_secs(60))
+                    .await;
+            }
+            // Past the retention, with the streams trimmed as the collector does every minute.
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+            queue.trim_streams().await.unwrap();
+        }
+    };
+    run(1).await;
+    let (keys_before, memory_before, names_before) = redis_footprint(&fleet.redis.url()).await;
+    run(25).await;
+    let (keys_after, memory_after, names_after) = redis_footprint(&fleet.redis.url()).await;
+    eprintln!(
+        "after 1 batch: {keys_before} keys, {memory_before} bytes; after 26: {keys_after} keys, {memory_after} bytes"
+    );
+    assert_eq!(
+        keys_after, keys_before,
+        "keys left behind: before {names_before:?}, after {names_after:?}"
+    );
+    assert!(
+        memory_after <= memory_before + (256 << 10),
+        "Redis grew from {memory_before} to {memory_after} bytes over 25 batches"
+    );
+}

@@ -1035,6 +1035,12 @@ impl Queue {
             .key(self.keys.jobs())
             .key(self.keys.results())
             .key(self.keys.dead())
+            .key(self.keys.correlation(&result.correlation_id))
+            .key(
+                result
+                    .batch_id
+                    .map_or(self.keys.unused(), |b| self.keys.batch(b)),
+            )
             .arg(lease.fence)
             .arg(WORKER_GROUP)
             .arg(&lease.entry_id)

@@ -31,4 +31,10 @@ for j = 0, n - 1 do
     out[#out + 1] = job_id
   end
 end
+-- The sets of a correlation id and a batch live for the retention after their latest job was
+-- enqueued or finished (finish.lua renews them), so nothing a submission creates stays for good.
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[2] == '1' then
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
 return out

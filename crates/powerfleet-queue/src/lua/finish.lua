@@ -1,6 +1,7 @@
 -- Publishes a job's final result and acknowledges its entry, if the caller holds the fencing token.
 -- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream, KEYS[4] results stream,
--- KEYS[5] dead-letter stream.
+-- KEYS[5] dead-letter stream, KEYS[6] the job's correlation set, KEYS[7] its batch set (or an unused
+-- key).
 -- ARGV[1] fence, ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
 -- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s.
 -- Returns 1 when published, 0 when fenced out or already final.
@@ -19,4 +20,7 @@ end
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
+-- The job's sets live for the retention after its batch's latest finished job.
+redis.call('EXPIRE', KEYS[6], ARGV[9])
+redis.call('EXPIRE', KEYS[7], ARGV[9])
 return 1
