@@ -97,17 +97,27 @@ pub struct ResultDelivery {
     pub result: Result<JobResult, String>,
 }
 
-/// A worker's claim on a job: valid while `fence` is the job's current fencing token.
+/// A worker's claim on a job: valid while its fence and token are the job's current lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The job.
     pub job_id: JobId,
     /// The stream entry being processed.
     pub entry_id: String,
-    /// The fencing token taken by the claim.
+    /// The fencing token taken by the claim: one more than the job's previous claim.
     pub fence: u64,
+    /// A random token unique to this claim. Fenced writes compare `fence:token`, so two claims
+    /// never share a lease, even when a Redis failover loses a fence increment.
+    pub token: String,
     /// The consumer (worker) name.
     pub consumer: String,
+}
+
+impl Lease {
+    /// The lease as the scripts compare it.
+    fn fenced(&self) -> String {
+        format!("{}:{}", self.fence, self.token)
+    }
 }
 
 /// What a claim found.
@@ -894,6 +904,7 @@ impl Queue {
         entry_id: &str,
         consumer: &str,
     ) -> Result<ClaimOutcome, QueueError> {
+        let token = JobId::new().0.simple().to_string();
         let mut c = self.conn().await?;
         let reply: Vec<Value> = self
             .scripts
@@ -906,6 +917,7 @@ impl Queue {
             .arg(powerfleet_jobs::now_ms())
             .arg(WORKER_GROUP)
             .arg(self.options.retention_s)
+            .arg(&token)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -938,6 +950,7 @@ impl Queue {
                         job_id,
                         entry_id: entry_id.to_string(),
                         fence: int(1)?,
+                        token,
                         consumer: consumer.to_string(),
                     },
                     deliveries: int(2)? as u32,
@@ -978,7 +991,7 @@ impl Queue {
             .heartbeat
             .key(self.keys.job(lease.job_id))
             .key(self.keys.jobs())
-            .arg(lease.fence)
+            .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.consumer)
             .arg(&lease.entry_id)
@@ -1004,7 +1017,7 @@ impl Queue {
             .key(self.keys.job(lease.job_id))
             .key(self.keys.checkpoint(lease.job_id))
             .key(self.keys.jobs())
-            .arg(lease.fence)
+            .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.consumer)
             .arg(&lease.entry_id)
@@ -1041,7 +1054,7 @@ impl Queue {
                     .batch_id
                     .map_or(self.keys.unused(), |b| self.keys.batch(b)),
             )
-            .arg(lease.fence)
+            .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.entry_id)
             .arg(powerfleet_jobs::now_ms())
@@ -1064,7 +1077,7 @@ impl Queue {
             .hand_back
             .key(self.keys.job(lease.job_id))
             .key(self.keys.jobs())
-            .arg(lease.fence)
+            .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.entry_id)
             .arg(powerfleet_jobs::now_ms())
@@ -1079,7 +1092,7 @@ impl Queue {
     /// checkpoint: the claim is undone and does not count as a delivery. A job with a
     /// cancellation request is not deferred: its owner finishes it as cancelled.
     pub async fn defer(&self, lease: &Lease, wait: &Wait<'_>) -> Result<Deferral, QueueError> {
-        let fence = lease.fence.to_string();
+        let fence = lease.fenced();
         let done = self
             .defer_entry(lease.job_id, &fence, &lease.entry_id, wait)
             .await?;

@@ -903,3 +903,50 @@ async fn entries_that_are_not_utf8_are_delivered_over_resp3_too() {
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(dead[0].1["payload"], r#"{"\\xff":""}"#);
 }
+
+#[tokio::test]
+async fn two_claims_never_share_a_lease_even_when_a_fence_increment_is_lost() {
+    // A failover can lose a claim that a worker already holds (replication is asynchronous):
+    // the next claim then takes the same fence number. Its lease must still differ.
+    let server = server(false);
+    let q = queue(&server, "lost-fence").await;
+    let s = spec(&CorrelationId::generate(), None, 1);
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+    let (a, _, _) = claim_one(&q, "a").await;
+    // The claim is undone as a lost write would leave it.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(q.keys().job(s.job_id))
+        .arg(&[("fence", "0"), ("deliveries", "0"), ("status", "queued")])
+        .ignore()
+        .cmd("HDEL")
+        .arg(q.keys().job(s.job_id))
+        .arg("lease")
+        .ignore()
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let d = q.reclaim_jobs("b", 0, 10).await.unwrap().remove(0);
+    let b = match q.claim(s.job_id, &d.entry_id, "b").await.unwrap() {
+        ClaimOutcome::Claimed { lease, .. } => lease,
+        other => panic!("expected a claim, got {other:?}"),
+    };
+    assert_eq!(a.fence, b.fence, "the same fence number twice");
+    assert_eq!(
+        q.checkpoint(&a, &Progress::default(), b"from a")
+            .await
+            .unwrap(),
+        LeaseState::Lost
+    );
+    assert!(matches!(
+        q.checkpoint(&b, &Progress::default(), b"from b")
+            .await
+            .unwrap(),
+        LeaseState::Owned { .. }
+    ));
+    let done = JobResult::for_spec(&s, JobStatus::Completed, 1, None);
+    assert!(!q.finish(&a, &done, None).await.unwrap());
+    assert!(q.finish(&b, &done, None).await.unwrap());
+}

@@ -1,6 +1,9 @@
 -- Claims a delivered stream entry for a worker: takes a new fencing token.
 -- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
--- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group, ARGV[5] retention_s.
+-- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group, ARGV[5] retention_s,
+-- ARGV[6] a token unique to this claim.
+-- The claim's lease is `fence:token`, which every fenced script compares: the fence alone could
+-- repeat when a failover loses an increment that a worker already holds, the token cannot.
 -- Returns {'missing'} | {'final', status} | {'stale'} |
 --   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms, waiting_since_ms or false,
 --    waits or false}.
@@ -21,6 +24,7 @@ if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then
   return {'stale'}
 end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HSET', KEYS[1], 'lease', fence .. ':' .. ARGV[6])
 local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2], 'updated_at_ms', ARGV[3])
 redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])

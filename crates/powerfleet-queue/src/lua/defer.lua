@@ -7,7 +7,7 @@
 --   a worker that read the entry but did not claim it, because the job's model is down
 --   (ARGV[1] empty): only a queued job whose current entry this is moves.
 -- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] delayed set.
--- ARGV[1] fence or '', ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id,
+-- ARGV[1] lease (fence:token) or '', ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id,
 -- ARGV[6] due_ms, ARGV[7] why it waits, ARGV[8] waiting since (ms since the epoch), or '' to
 -- keep the job's own (now when it has none).
 -- Returns 1 when deferred, 0 when not (fenced out, or not this entry's to move), 2 when the
@@ -16,7 +16,7 @@
 local status = redis.call('HGET', KEYS[1], 'status')
 local cancel = redis.call('HGET', KEYS[1], 'cancel') == '1'
 if ARGV[1] ~= '' then
-  if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or status ~= 'running' then
+  if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or status ~= 'running' then
     return 0
   end
   if cancel then

@@ -2,10 +2,10 @@
 -- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream, KEYS[4] results stream,
 -- KEYS[5] dead-letter stream, KEYS[6] the job's correlation set, KEYS[7] its batch set (or an unused
 -- key).
--- ARGV[1] fence, ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
+-- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
 -- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s.
 -- Returns 1 when published, 0 when fenced out or already final.
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[5], 'result', ARGV[7], 'owner', '',

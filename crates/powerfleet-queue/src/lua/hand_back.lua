@@ -2,9 +2,9 @@
 -- the job again and acknowledges the old entry. The checkpoint stays. A hand-back is not a failed
 -- delivery, so it does not count towards the dead-letter limit.
 -- KEYS[1] job hash, KEYS[2] jobs stream.
--- ARGV[1] fence, ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id.
+-- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id.
 -- Returns 1 when handed back, 0 when fenced out.
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return 0
 end
 local spec = redis.call('HGET', KEYS[1], 'spec')
