@@ -23,7 +23,8 @@ use crate::options::SamplerArgs;
 /// Where the queue lives.
 #[derive(Args, Debug, Clone)]
 pub struct RedisArgs {
-    /// Redis URL (redis:// or rediss://).
+    /// Redis URL (redis:// or rediss://). For a Redis Cluster (found by asking the server), any
+    /// of its nodes, or several comma-separated, to start from.
     #[arg(
         long,
         env = "POWERFLEET_REDIS_URL",
@@ -43,6 +44,17 @@ pub struct RedisArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub retention_secs: u64,
+    /// Replicas a submission must reach (Redis WAIT) before its job ids are returned; by default
+    /// one on a Redis Cluster whose namespace master has a replica, none otherwise.
+    #[arg(long, env = "POWERFLEET_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<usize>,
+    /// How long a submission waits for those replicas before it fails, in milliseconds.
+    #[arg(
+        long,
+        env = "POWERFLEET_REDIS_REPLICA_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub redis_replica_timeout_ms: u64,
 }
 
 impl RedisArgs {
@@ -52,6 +64,8 @@ impl RedisArgs {
             QueueOptions {
                 namespace: self.namespace.clone(),
                 retention_s: self.retention_secs,
+                wait_replicas: self.redis_wait_replicas,
+                replica_timeout_ms: self.redis_replica_timeout_ms,
                 ..QueueOptions::default()
             },
         )

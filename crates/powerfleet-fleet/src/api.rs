@@ -563,7 +563,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Queue(QueueError::Redis { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Queue(QueueError::Redis { .. } | QueueError::NotReplicated { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Queue(QueueError::Protocol { .. }) => StatusCode::BAD_GATEWAY,
             ApiError::Queue(QueueError::Invalid(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(StoreError::Connect { .. } | StoreError::Query { .. }) => {

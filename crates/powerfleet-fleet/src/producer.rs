@@ -602,6 +602,8 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
         crate::metrics::add(crate::metrics::JOBS_SUBMITTED, ids.len() as u64);
         job_ids.extend(ids);
     }
+    // The receipt promises these jobs: on a replicated Redis they must survive a failover.
+    queue.confirm_replicated("submission").await?;
     Ok(Receipt {
         correlation_id,
         batch_id,

@@ -5,8 +5,10 @@
 //! is a Lua script that first checks the token, so a worker that lost its lease can write nothing.
 //! Results go to a second stream, read by the collectors' group. See `keys` for the schema.
 
+mod conn;
 pub mod keys;
 pub mod local;
+pub mod local_cluster;
 mod queue;
 
 pub use keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP, validate_namespace};

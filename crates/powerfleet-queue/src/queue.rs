@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
 use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
@@ -48,6 +47,20 @@ pub enum QueueError {
     /// A bad argument.
     #[error("{0}")]
     Invalid(String),
+    /// A write was not copied to enough replicas in time: a failover now could lose it.
+    #[error(
+        "the {what} reached Redis but only {acked} of {replicas} replicas confirmed it within {timeout_ms} ms, so a failover now could lose it; check the replicas (INFO replication), and resubmit with the same submission key (it is idempotent)"
+    )]
+    NotReplicated {
+        /// What was written.
+        what: String,
+        /// Replicas required.
+        replicas: usize,
+        /// Replicas that confirmed.
+        acked: usize,
+        /// How long it waited.
+        timeout_ms: u64,
+    },
 }
 
 /// Settings of a queue client.
@@ -60,6 +73,11 @@ pub struct QueueOptions {
     pub retention_s: u64,
     /// Largest pool of Redis connections.
     pub max_connections: usize,
+    /// Replicas a submission must reach (`WAIT`) before it is acknowledged: `None` waits for one
+    /// on a Redis Cluster whose namespace master has a replica, and for none otherwise.
+    pub wait_replicas: Option<usize>,
+    /// How long a submission waits for its replicas before it fails, in milliseconds.
+    pub replica_timeout_ms: u64,
 }
 
 impl Default for QueueOptions {
@@ -68,6 +86,8 @@ impl Default for QueueOptions {
             namespace: "default".to_string(),
             retention_s: 7 * 24 * 3600,
             max_connections: 16,
+            wait_replicas: None,
+            replica_timeout_ms: 2000,
         }
     }
 }
@@ -291,11 +311,17 @@ impl Scripts {
 /// A client of one deployment's queue. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct Queue {
-    /// One auto-reconnecting multiplexed connection for every non-blocking operation: one round
-    /// trip each, no pool checkout.
-    shared: redis::aio::ConnectionManager,
+    /// One auto-reconnecting multiplexed connection (per cluster node) for every non-blocking
+    /// operation: one round trip each, no pool checkout.
+    shared: crate::conn::Shared,
     /// Dedicated connections for blocking stream reads, which would stall a shared connection.
-    pool: Pool,
+    pool: crate::conn::BlockingSource,
+    /// Whether the server is a Redis Cluster.
+    cluster: bool,
+    /// The cluster slot of the namespace's keys (0 on a single server).
+    slot: u16,
+    /// Replicas a submission waits for (`WAIT`) before it is acknowledged.
+    replicas: usize,
     /// Requests sent to Redis by this client and its clones.
     requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where the next XAUTOCLAIM scan starts, per stream: Redis looks at a bounded number of
@@ -518,44 +544,37 @@ impl Queue {
     pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
         crate::keys::validate_namespace(&options.namespace).map_err(QueueError::Invalid)?;
         install_tls_provider();
-        let redacted = redact_url(url);
-        // Blocking stream reads wait up to MAX_BLOCK; the response timeout must outlast them.
-        let connection = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(MAX_BLOCK + RESPONSE_MARGIN));
-        let manager = deadpool_redis::Manager::new_with_config(url, connection).map_err(|e| {
-            QueueError::Redis {
-                url: redacted.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        let pool = Pool::builder(manager)
-            .max_size(options.max_connections)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| QueueError::Redis {
-                url: redacted.clone(),
-                message: e.to_string(),
-            })?;
-        let client = redis::Client::open(url).map_err(|e| QueueError::Redis {
-            url: redacted.clone(),
-            message: e.to_string(),
-        })?;
-        let shared = redis::aio::ConnectionManager::new_with_config(
-            client,
-            redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_MARGIN))
-                .set_number_of_retries(2),
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let redacted = urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Blocking stream reads wait up to MAX_BLOCK; their response timeout must outlast them.
+        let connected = crate::conn::connect(
+            &urls,
+            &crate::conn::Timeouts {
+                connect: CONNECT_TIMEOUT,
+                response: RESPONSE_MARGIN,
+                blocking_response: MAX_BLOCK + RESPONSE_MARGIN,
+                max_blocking: options.max_connections,
+            },
         )
         .await
-        .map_err(|e| QueueError::Redis {
+        .map_err(|message| QueueError::Redis {
             url: redacted.clone(),
-            message: e.to_string(),
+            message,
         })?;
-        let queue = Queue {
-            shared,
-            pool,
+        let mut queue = Queue {
+            shared: connected.shared,
+            pool: connected.blocking,
+            cluster: connected.cluster,
+            slot: 0,
+            replicas: 0,
             requests: Default::default(),
             reclaim_cursors: Default::default(),
             keys: Keys::new(&options.namespace),
@@ -564,7 +583,78 @@ impl Queue {
             scripts: std::sync::Arc::new(Scripts::new()),
         };
         queue.ensure_groups().await?;
+        if queue.cluster {
+            queue.slot = queue.namespace_slot().await?;
+        }
+        queue.replicas = match queue.options.wait_replicas {
+            Some(n) => n,
+            // On a cluster, a submission waits for one replica when the namespace's master has
+            // one (a single server has none unless the operator says so).
+            None if queue.cluster => queue.master_replicas().await?.min(1),
+            None => 0,
+        };
         Ok(queue)
+    }
+
+    /// The cluster slot of the namespace's keys (they share one hash tag).
+    async fn namespace_slot(&self) -> Result<u16, QueueError> {
+        let mut c = self.conn().await?;
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(self.keys.jobs())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many replicas the master of the namespace's keys has (`INFO replication` there).
+    async fn master_replicas(&self) -> Result<usize, QueueError> {
+        let mut c = self.conn().await?;
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let reply = c
+            .on_slot_master(self.slot, info)
+            .await
+            .map_err(|e| self.err(e))?;
+        let text: String =
+            redis::FromRedisValue::from_redis_value(reply).map_err(|e| self.err(e))?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Whether the queue talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Waits until the writes this client sent so far reached the replicas a submission needs
+    /// (`WAIT`, on the namespace's master); errs when they did not within the replica timeout.
+    /// Returns at once when no replica is required.
+    pub async fn confirm_replicated(&self, what: &str) -> Result<(), QueueError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas).arg(self.options.replica_timeout_ms);
+        let reply = c
+            .on_slot_master(self.slot, wait)
+            .await
+            .map_err(|e| self.err(e))?;
+        let acked: usize =
+            redis::FromRedisValue::from_redis_value(reply).map_err(|e| self.err(e))?;
+        if acked < self.replicas {
+            return Err(QueueError::NotReplicated {
+                what: what.to_string(),
+                replicas: self.replicas,
+                acked,
+                timeout_ms: self.options.replica_timeout_ms,
+            });
+        }
+        Ok(())
     }
 
     /// The key schema.
@@ -585,14 +675,14 @@ impl Queue {
     }
 
     /// The shared connection (a cheap clone), for one request.
-    async fn conn(&self) -> Result<redis::aio::ConnectionManager, QueueError> {
+    async fn conn(&self) -> Result<crate::conn::Shared, QueueError> {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.shared.clone())
     }
 
     /// A dedicated connection for one blocking read.
-    async fn blocking_conn(&self) -> Result<deadpool_redis::Connection, QueueError> {
+    async fn blocking_conn(&self) -> Result<crate::conn::Blocking, QueueError> {
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pool.get().await.map_err(|e| self.err(e))

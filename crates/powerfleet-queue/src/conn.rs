@@ -1,0 +1,272 @@
+//! Connections to a single Redis or to a Redis Cluster, behind one `ConnectionLike` type each for
+//! shared (multiplexed) and blocking use. Which one is decided at connect time by asking the
+//! server: a node with `cluster_enabled:1` in `INFO cluster` gets the cluster client, seeded with
+//! every URL given, so the fleet works whichever node the URL names and follows failovers and
+//! resharding (MOVED and ASK redirections).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// The connection every non-blocking operation shares: one auto-reconnecting multiplexed
+/// connection to a single server, or a cluster connection (multiplexed per node).
+#[derive(Clone)]
+pub(crate) enum Shared {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Shared {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Shared::Single(c) => c.req_packed_command(cmd),
+            Shared::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Shared::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Shared::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Shared::Single(c) => c.get_db(),
+            Shared::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Shared {
+    /// Sends `cmd` to the master that serves `slot` (for keyless commands such as `WAIT` that
+    /// must reach the node holding the namespace). On a single server, to that server.
+    pub(crate) async fn on_slot_master(
+        &mut self,
+        slot: u16,
+        cmd: Cmd,
+    ) -> redis::RedisResult<Value> {
+        match self {
+            Shared::Single(c) => cmd.query_async(c).await,
+            Shared::Cluster(c) => {
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                        slot,
+                        SlotAddr::Master,
+                    ))),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Where dedicated connections for blocking reads come from.
+#[derive(Clone)]
+pub(crate) enum BlockingSource {
+    Single(deadpool_redis::Pool),
+    Cluster {
+        client: Arc<redis::cluster::ClusterClient>,
+        idle: Arc<Mutex<Vec<ClusterConnection>>>,
+    },
+}
+
+/// A connection held by one blocking read: it would stall a shared one.
+pub(crate) enum Blocking {
+    Single(deadpool_redis::Connection),
+    Cluster {
+        conn: Option<ClusterConnection>,
+        idle: Arc<Mutex<Vec<ClusterConnection>>>,
+    },
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        if let Blocking::Cluster { conn, idle } = self
+            && let Some(conn) = conn.take()
+        {
+            idle.lock().expect("idle connections").push(conn);
+        }
+    }
+}
+
+impl ConnectionLike for Blocking {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Blocking::Single(c) => c.req_packed_command(cmd),
+            Blocking::Cluster { conn, .. } => conn
+                .as_mut()
+                .expect("held until dropped")
+                .req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Blocking::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Blocking::Cluster { conn, .. } => conn
+                .as_mut()
+                .expect("held until dropped")
+                .req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Blocking::Single(c) => c.get_db(),
+            Blocking::Cluster { conn, .. } => conn.as_ref().map_or(0, |c| c.get_db()),
+        }
+    }
+}
+
+impl BlockingSource {
+    /// A connection for one blocking read: from the pool, or a cluster connection kept for
+    /// reuse when dropped.
+    pub(crate) async fn get(&self) -> Result<Blocking, String> {
+        match self {
+            BlockingSource::Single(pool) => pool
+                .get()
+                .await
+                .map(Blocking::Single)
+                .map_err(|e| e.to_string()),
+            BlockingSource::Cluster { client, idle } => {
+                let reused = idle.lock().expect("idle connections").pop();
+                let conn = match reused {
+                    Some(c) => c,
+                    None => client
+                        .get_async_connection()
+                        .await
+                        .map_err(|e| e.to_string())?,
+                };
+                Ok(Blocking::Cluster {
+                    conn: Some(conn),
+                    idle: idle.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// Connection settings: how long connecting, an ordinary reply and a blocking read's reply may
+/// take, and the pool size for blocking reads.
+pub(crate) struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub blocking_response: Duration,
+    pub max_blocking: usize,
+}
+
+/// What [`connect`] made.
+pub(crate) struct Connected {
+    pub shared: Shared,
+    pub blocking: BlockingSource,
+    /// Whether the server is a Redis Cluster.
+    pub cluster: bool,
+}
+
+/// Whether the server at `url` runs in cluster mode (`INFO cluster`).
+async fn is_cluster(url: &str, t: &Timeouts) -> Result<bool, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(t.connect))
+        .set_response_timeout(Some(t.response));
+    let mut c = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
+/// Connects to the Redis (or Redis Cluster) at `urls`: one URL for a single server; for a
+/// cluster, any number of its nodes (comma-separated on the command line), which seed the
+/// client's view of the cluster.
+pub(crate) async fn connect(urls: &[&str], t: &Timeouts) -> Result<Connected, String> {
+    let mut last_error = String::from("no Redis URL given");
+    let mut cluster = None;
+    for url in urls {
+        match is_cluster(url, t).await {
+            Ok(c) => {
+                cluster = Some(c);
+                break;
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    let cluster = cluster.ok_or(last_error)?;
+    if cluster {
+        let build = |response: Duration| {
+            redis::cluster::ClusterClient::builder(urls.iter().copied())
+                .connection_timeout(t.connect)
+                .response_timeout(response)
+                .retries(6)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let client = build(t.response)?;
+        let shared = client
+            .get_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Connected {
+            shared: Shared::Cluster(shared),
+            blocking: BlockingSource::Cluster {
+                client: Arc::new(build(t.blocking_response)?),
+                idle: Default::default(),
+            },
+            cluster: true,
+        })
+    } else {
+        let [url] = urls else {
+            return Err(format!(
+                "{} URLs given, but the server is not a Redis Cluster: give one URL",
+                urls.len()
+            ));
+        };
+        let connection = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t.connect))
+            .set_response_timeout(Some(t.blocking_response));
+        let manager = deadpool_redis::Manager::new_with_config(*url, connection)
+            .map_err(|e| e.to_string())?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(t.max_blocking)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = redis::Client::open(*url).map_err(|e| e.to_string())?;
+        let shared = ConnectionManager::new_with_config(
+            client,
+            redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(t.connect))
+                .set_response_timeout(Some(t.response))
+                .set_number_of_retries(2),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Connected {
+            shared: Shared::Single(shared),
+            blocking: BlockingSource::Single(pool),
+            cluster: false,
+        })
+    }
+}

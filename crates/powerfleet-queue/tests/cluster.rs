@@ -1,0 +1,136 @@
+//! The queue on a real Redis Cluster (three masters with a replica each, on loopback): every
+//! operation works whichever node the URL names, submissions wait for a replica, and a failover
+//! and a reshard of the namespace's slot are survived.
+
+use std::time::Duration;
+
+use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_queue::local_cluster::LocalCluster;
+use powerfleet_queue::{ClaimOutcome, LeaseState, Progress, Queue, QueueOptions};
+use powerfleet_sampler::{Method, SamplerConfig};
+
+fn cluster() -> LocalCluster {
+    LocalCluster::start(3, 1).unwrap_or_else(|e| {
+        panic!("{e}; these tests need redis-server and redis-cli on PATH (scripts/test.sh installs them)")
+    })
+}
+
+async fn queue(url: &str, ns: &str) -> Queue {
+    Queue::connect(
+        url,
+        QueueOptions {
+            namespace: ns.to_string(),
+            ..QueueOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+fn spec(corr: &CorrelationId, seed: u64) -> JobSpec {
+    JobSpec {
+        job_id: JobId::new(),
+        correlation_id: corr.clone(),
+        batch_id: None,
+        problem_id: None,
+        model: "toy:tiny".into(),
+        prompt: Prompt::Tokens(vec![]),
+        config: SamplerConfig::new(Method::Power),
+        seed,
+        stream: 0,
+        submitted_at_ms: now_ms(),
+        fallback_single_sample: false,
+        chat: false,
+        bench: None,
+    }
+}
+
+/// Reads, claims, checkpoints and finishes one job through `q`.
+async fn run_one(q: &Queue, consumer: &str) -> JobId {
+    let d = q
+        .read_jobs(consumer, 1, 2000)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a job is waiting");
+    let spec = d.spec.unwrap();
+    let ClaimOutcome::Claimed { lease, .. } =
+        q.claim(spec.job_id, &d.entry_id, consumer).await.unwrap()
+    else {
+        panic!("no claim")
+    };
+    assert!(matches!(
+        q.checkpoint(&lease, &Progress::default(), b"ckpt")
+            .await
+            .unwrap(),
+        LeaseState::Owned { .. }
+    ));
+    let r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
+    assert!(q.finish(&lease, &r, None).await.unwrap());
+    spec.job_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_the_whole_queue_and_submissions_reach_a_replica() {
+    let cluster = cluster();
+    // The namespace's slot lives on one master; every node's URL must work all the same.
+    for i in 0..cluster.ports().len() {
+        let q = queue(&cluster.url(i), "ns").await;
+        assert!(q.is_cluster());
+        let corr = CorrelationId::generate();
+        let s = spec(&corr, i as u64);
+        q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
+        q.confirm_replicated("submission").await.unwrap();
+        assert_eq!(run_one(&q, &format!("w{i}")).await, s.job_id);
+        let results = q.read_results("c", 10, 1000).await.unwrap();
+        assert_eq!(results.len(), 1, "node {i}");
+        q.ack_result(&results[0].entry_id).await.unwrap();
+        assert_eq!(q.correlation_jobs(&corr).await.unwrap(), vec![s.job_id]);
+        assert_eq!(
+            q.job_state(s.job_id).await.unwrap().unwrap().status,
+            JobStatus::Completed
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_follows_a_failover_and_a_reshard_of_its_slot() {
+    let mut cluster = cluster();
+    let q = queue(&cluster.url(0), "moving").await;
+    let slot = cluster.slot_of(&q.keys().jobs()).unwrap();
+    let corr = CorrelationId::generate();
+    let specs: Vec<JobSpec> = (0..3).map(|i| spec(&corr, i)).collect();
+    q.enqueue(&specs, None).await.unwrap();
+    q.confirm_replicated("submission").await.unwrap();
+    run_one(&q, "w").await;
+
+    // Fail the namespace's master over to its replica and kill the old master.
+    cluster.fail_over(slot).unwrap();
+    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    run_one(&q, "w").await;
+
+    // Move the slot to another master.
+    let here = cluster.master_of(slot).unwrap().port;
+    let there = cluster
+        .topology()
+        .unwrap()
+        .into_iter()
+        .find(|n| {
+            n.master && n.port != here && !n.slots.is_empty() && cluster.ports().contains(&n.port)
+        })
+        .unwrap()
+        .port;
+    cluster.move_slot(slot, there).unwrap();
+    assert_eq!(cluster.master_of(slot).unwrap().port, there);
+    run_one(&q, "w").await;
+    let done: Vec<_> = futures_states(&q, &specs).await;
+    assert!(done.iter().all(|s| *s == JobStatus::Completed), "{done:?}");
+}
+
+async fn futures_states(q: &Queue, specs: &[JobSpec]) -> Vec<JobStatus> {
+    let mut out = Vec::new();
+    for s in specs {
+        out.push(q.job_state(s.job_id).await.unwrap().unwrap().status);
+    }
+    out
+}
