@@ -464,9 +464,18 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         assert!(svg.contains("<svg") && svg.contains("power"), "{name}.svg");
     }
 
-    // Live status of the batch: `status --wait` returns once it is done.
+    // Live status of the batch: `status --wait` returns once it is done, with the report's
+    // acceptance rate of the whole batch.
     let status = stdout_of(&fleet.cli(&["status", &batch, "--wait"]));
     assert!(status.contains(&format!("completed {n_jobs}")), "{status}");
+    let (proposals, acceptances) = results.iter().fold((0, 0), |(p, a), r| {
+        (p + r.stats.proposals, a + r.stats.acceptances)
+    });
+    let line = format!(
+        "acceptance rate {:.3} ({acceptances} of {proposals} proposals)",
+        acceptances as f64 / proposals as f64
+    );
+    assert!(status.contains(&line), "{line:?} in:\n{status}");
 }
 
 /// Serves the HTTP API of `fleet` on a free port; returns its base URL.
