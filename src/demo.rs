@@ -419,7 +419,8 @@ fn write_table(
         let hist = Histogram::new(&completions, completed.iter().map(|r| r.tokens.as_slice()));
         let p_mode =
             completed.iter().filter(|r| r.tokens == mode_tokens).count() as f64 / n.max(1) as f64;
-        let (proposals, acceptances): (u64, u64) = completed.iter().fold((0, 0), |(p, a), r| {
+        // The acceptance rate as everywhere: pooled over all jobs, whatever their status.
+        let (proposals, acceptances): (u64, u64) = jobs.iter().fold((0, 0), |(p, a), r| {
             (p + r.stats.proposals, a + r.stats.acceptances)
         });
         let generated: u64 = completed.iter().map(|r| r.stats.tokens_generated).sum();

@@ -412,7 +412,8 @@ pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -
 }
 
 /// Live progress of a set of jobs: finished over total per method, with the share graded right
-/// so far, and the acceptance rate.
+/// so far, and the acceptance rate (acceptances over proposals pooled over the jobs, running ones
+/// included).
 fn progress_message(jobs: &[&status::JobView]) -> String {
     #[derive(Default)]
     struct Tally {
@@ -454,7 +455,7 @@ fn progress_message(jobs: &[&status::JobView]) -> String {
         .collect();
     if proposals > 0 {
         parts.push(format!(
-            "acceptance {:.3}",
+            "acceptance rate {:.3}",
             acceptances as f64 / proposals as f64
         ));
     }
@@ -666,10 +667,13 @@ fn write_status(out: &mut impl Write, report: &StatusReport) -> Result<()> {
         summary: Some(s), ..
     } = report
     {
+        // The acceptance rate is pooled over every stored job, as in the benchmark report.
         writeln!(
             out,
-            "acceptance {}  cost multiplier {}  latency p50 {} ms  p95 {} ms",
-            s.acceptance_rate.map_or("-".into(), |a| format!("{a:.3}")),
+            "acceptance rate {}  cost multiplier {}  latency p50 {} ms  p95 {} ms",
+            s.acceptance_rate.map_or("-".into(), |a| {
+                format!("{a:.3} ({} of {} proposals)", s.acceptances, s.proposals)
+            }),
             s.cost_multiplier.map_or("-".into(), |c| format!("{c:.2}")),
             s.latency_p50_ms.map_or("-".into(), |v| v.to_string()),
             s.latency_p95_ms.map_or("-".into(), |v| v.to_string()),

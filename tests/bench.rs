@@ -116,6 +116,19 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
             .collect::<Vec<_>>(),
         ["power", "low-temp", "standard"]
     );
+    assert_eq!(rows[0]["missing"], 0);
+    assert!(
+        rows[0]["definitions"]["accuracy"]
+            .as_str()
+            .unwrap()
+            .contains("scheduled"),
+        "{}",
+        rows[0]
+    );
+    let status: Value = serde_json::from_str(&stdout_of(
+        &fleet.cli(&["status", &batch, "--format", "json"]),
+    ))
+    .unwrap();
     let mut accuracy = BTreeMap::new();
     for m in &methods {
         let method = m["method"].as_str().unwrap();
@@ -146,6 +159,18 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
             (var / shares.len() as f64).sqrt(),
             "standard error",
         );
+        // Every scheduled sample completed and was graded: nothing is missing, and accuracy over
+        // graded samples is the same number.
+        assert_eq!(
+            (
+                m["scheduled"].as_u64(),
+                m["graded"].as_u64(),
+                m["missing"].as_u64()
+            ),
+            (Some(jobs.len() as u64), Some(jobs.len() as u64), Some(0))
+        );
+        assert_eq!(m["accuracy_graded"], m["accuracy"]);
+        assert_eq!(m["accuracy_graded_stderr"], m["accuracy_stderr"]);
         accuracy.insert(method.to_string(), mean);
         // pass@k for k = 1..n, averaged over problems.
         let n = seeds * chains;
@@ -222,12 +247,30 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
             .iter()
             .filter_map(|r| r.stats.acceptance_rate())
             .collect();
+        let (proposals, acceptances) = jobs.iter().fold((0, 0), |(p, a), r| {
+            (p + r.stats.proposals, a + r.stats.acceptances)
+        });
+        assert_eq!(m["proposals"], proposals);
+        assert_eq!(m["acceptances"], acceptances);
+        // The acceptance rate is the batch summary's: pooled over the method's jobs.
+        let summary = &status["summary"]["by_method"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["method"] == method)
+            .unwrap()["acceptance_rate"];
+        assert_eq!(&m["acceptance_rate"], summary, "{method}");
         if method == "power" {
             assert_eq!(rates.len(), jobs.len());
             close(
                 m["acceptance_rate"].as_f64().unwrap(),
-                rates.iter().sum::<f64>() / rates.len() as f64,
+                acceptances as f64 / proposals as f64,
                 "acceptance",
+            );
+            close(
+                m["mean_job_acceptance_rate"].as_f64().unwrap(),
+                rates.iter().sum::<f64>() / rates.len() as f64,
+                "mean job acceptance",
             );
             let by_block = m["acceptance_by_block"].as_array().unwrap();
             let blocks = jobs.iter().map(|r| r.stats.blocks.len()).max().unwrap();
@@ -242,7 +285,12 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
                 "block 1",
             );
         } else {
-            assert!(rates.is_empty() && m["acceptance_rate"].is_null(), "{m}");
+            assert!(
+                rates.is_empty()
+                    && m["acceptance_rate"].is_null()
+                    && m["mean_job_acceptance_rate"].is_null(),
+                "{m}"
+            );
         }
         let mut latencies: Vec<u64> = jobs.iter().map(|r| r.latency_ms()).collect();
         latencies.sort_unstable();
@@ -290,8 +338,11 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
             "method",
             "accuracy",
             "accuracy_stderr",
+            "accuracy_graded",
+            "missing",
             "pass_at_k",
             "majority_accuracy",
+            "acceptance_rate",
             "cost_usd",
         ] {
             assert_eq!(http[field], cli_row[field], "{field}");
@@ -413,9 +464,18 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         assert!(svg.contains("<svg") && svg.contains("power"), "{name}.svg");
     }
 
-    // Live status of the batch: `status --wait` returns once it is done.
+    // Live status of the batch: `status --wait` returns once it is done, with the report's
+    // acceptance rate of the whole batch.
     let status = stdout_of(&fleet.cli(&["status", &batch, "--wait"]));
     assert!(status.contains(&format!("completed {n_jobs}")), "{status}");
+    let (proposals, acceptances) = results.iter().fold((0, 0), |(p, a), r| {
+        (p + r.stats.proposals, a + r.stats.acceptances)
+    });
+    let line = format!(
+        "acceptance rate {:.3} ({acceptances} of {proposals} proposals)",
+        acceptances as f64 / proposals as f64
+    );
+    assert!(status.contains(&line), "{line:?} in:\n{status}");
 }
 
 /// Serves the HTTP API of `fleet` on a free port; returns its base URL.

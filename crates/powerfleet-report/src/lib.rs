@@ -1,7 +1,9 @@
 //! Benchmark reports for powerfleet: grading a stored result against the reference its job
-//! carries, and the report of a batch (per-method accuracy with its standard error, pass@k,
-//! majority vote, acceptance, cost, money and latency; per problem which methods solved it) as a
-//! terminal table, CSV, JSONL, Markdown, and figures.
+//! carries, and the report of a batch (per method accuracy over all scheduled samples beside
+//! accuracy over graded ones, each with its standard error, missing samples, pass@k, majority
+//! vote, acceptance, cost, money and latency; per problem which methods solved it and which have
+//! missing samples) as a terminal table, CSV, JSONL, Markdown, and figures. A sample that failed,
+//! was cancelled, died or could not be graded counts as wrong, never as absent.
 //!
 //! - [`grading`]: [`grade`] one completion (used by the results collector).
 //! - [`report`]: [`build`] a [`Report`] from a batch's stored [`powerfleet_jobs::JobResult`]s.
@@ -18,4 +20,6 @@ pub mod report;
 pub use grading::{grade, grade_result, reference_display};
 pub use plot::write_figures;
 pub use render::{Format, write};
-pub use report::{MethodReport, Prices, ProblemMethod, ProblemReport, Report, build};
+pub use report::{
+    DEFINITIONS, MethodReport, Prices, ProblemMethod, ProblemReport, Report, build, definition,
+};

@@ -1,5 +1,7 @@
 //! Figures of a report (written by [`write_figures`]): pass@k curves, acceptance rate by block,
-//! and cost against accuracy, each as PNG and SVG.
+//! and cost against accuracy, each as PNG and SVG. Their numbers are the report's, defined as in
+//! [`crate::DEFINITIONS`]: accuracy and pass@k count missing samples as wrong, and acceptance is
+//! acceptances over proposals pooled over jobs.
 //!
 //! They are drawn with plotters in DejaVu Sans embedded in the binary, so they render the same on
 //! a machine without system fonts or fontconfig. Every method keeps its colour and marker in every
@@ -16,6 +18,13 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::{MethodReport, Report};
 use raster::Raster;
+
+/// The y axis label of the acceptance figure: what its numbers are.
+const ACCEPTANCE_LABEL: &str = "acceptances / proposals, pooled";
+/// The y axis label of the cost figure: accuracy over all scheduled samples, as the report's.
+const ACCURACY_LABEL: &str = "accuracy, all scheduled (%, ±1 s.e.)";
+/// The note of an empty pass@k figure.
+const PASS_AT_K_EMPTY: &str = "no benchmark samples in this batch";
 
 /// Pixel size of the PNGs (and of the SVGs' canvas).
 const SIZE: (u32, u32) = (900, 600);
@@ -58,9 +67,10 @@ const SHAPES: [Shape; 4] = [
 
 /// Writes the report's figures into `dir` (created if missing) as PNG and SVG; returns the paths.
 ///
-/// The figures are `pass_at_k` (pass@k against k per method), `acceptance_by_block` (the MCMC
-/// acceptance rate per block index per method) and `cost_vs_accuracy` (accuracy with ±1 standard
-/// error against tokens generated per final token, per method). A figure without data still has
+/// The figures are `pass_at_k` (pass@k against k per method, missing samples counted as
+/// incorrect), `acceptance_by_block` (the MCMC acceptances over proposals per block index per
+/// method, pooled over its jobs) and `cost_vs_accuracy` (accuracy over all scheduled samples with
+/// ±1 standard error against tokens generated per final token, per method). A figure without data still has
 /// its axes and a note saying why it is empty.
 pub fn write_figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     register_font()?;
@@ -723,7 +733,7 @@ fn pass_at_k<DB: DrawingBackend>(
     )?;
     draw_lines(root, &mut chart, &series)?;
     if series.is_empty() {
-        draw_note(root, plot_rect(&chart), "no graded samples in this batch")?;
+        draw_note(root, plot_rect(&chart), PASS_AT_K_EMPTY)?;
     }
     Ok(())
 }
@@ -763,7 +773,7 @@ fn acceptance<DB: DrawingBackend>(
         &title("MCMC acceptance rate by block", report),
         Axis::integers(blocks),
         Axis::linear(-0.02..1.02, ticks(0.0, 1.0, 0.2)),
-        ("block index", "acceptance rate"),
+        ("block index", ACCEPTANCE_LABEL),
         &|v| tick_label(*v),
         &|v| format!("{v:.1}"),
     )?;
@@ -855,7 +865,7 @@ fn cost_accuracy<DB: DrawingBackend>(
             } else {
                 "cost multiplier (tokens generated per final token)"
             },
-            "accuracy (%, ±1 s.e.)",
+            ACCURACY_LABEL,
         ),
         &|v| {
             if *v == 0.0 {
@@ -1230,13 +1240,22 @@ mod tests {
             method: name.to_string(),
             jobs: 40,
             completed: 40,
+            scheduled: 40,
             graded: 40,
+            missing: 0,
+            problems: 10,
+            problems_with_missing: 0,
             samples: 4,
             accuracy: Some(acc),
             accuracy_stderr: Some(0.025),
+            accuracy_graded: Some(acc),
+            accuracy_graded_stderr: Some(0.025),
             pass_at_k: pass.to_vec(),
             majority_accuracy: Some(acc + 0.02),
-            acceptance_rate: acceptance
+            proposals: 100,
+            acceptances: 40,
+            acceptance_rate: acceptance.iter().flatten().next().map(|_| 0.4),
+            mean_job_acceptance_rate: acceptance
                 .iter()
                 .flatten()
                 .copied()
@@ -1287,7 +1306,9 @@ mod tests {
             completed: 160,
             not_completed: 0,
             graded: 160,
+            missing: 0,
             problems: 10,
+            problems_with_missing: 0,
             wall_time_s: Some(75.0),
             cost_usd: Some(0.17),
             per_problem: vec![ProblemReport {
@@ -1297,15 +1318,19 @@ mod tests {
                     .iter()
                     .map(|m| ProblemMethod {
                         method: m.method.clone(),
+                        scheduled: 4,
                         graded: 4,
                         correct: 2,
+                        missing: 0,
                         majority_answer: Some("42".to_string()),
                         majority_correct: true,
                     })
                     .collect(),
                 solved_by: methods.iter().map(|m| m.method.clone()).collect(),
+                methods_with_missing: Vec::new(),
             }],
             methods,
+            definitions: Default::default(),
         }
     }
 
@@ -1482,7 +1507,7 @@ mod tests {
                 "power",
                 "max-swap",
                 "block index",
-                "acceptance rate",
+                ACCEPTANCE_LABEL,
                 "3",
                 "1.0",
             ],
@@ -1501,7 +1526,7 @@ mod tests {
                 &names[..],
                 &[
                     "cost multiplier (tokens generated per final token)",
-                    "accuracy (%, ±1 s.e.)",
+                    ACCURACY_LABEL,
                     "2×",
                 ],
             ]
@@ -1542,13 +1567,13 @@ mod tests {
         );
         check_svg(
             &dir.0.join("pass_at_k.svg"),
-            &["no graded samples in this batch", "pass@k (%)"],
+            &[PASS_AT_K_EMPTY, "pass@k (%)"],
         );
         check_svg(
             &dir.0.join("cost_vs_accuracy.svg"),
             &[
                 "no method with both accuracy and cost in this batch",
-                "accuracy (%, ±1 s.e.)",
+                ACCURACY_LABEL,
             ],
         );
 
@@ -1612,6 +1637,15 @@ mod tests {
             &dir.0.join("acceptance_by_block.svg"),
             &["power", "max-swap", "beam", "16"],
         );
+    }
+
+    #[test]
+    fn axis_labels_fit_beside_the_plot() {
+        // The y labels run along the plot's height: 600 pixels less the title and the x labels.
+        for label in [ACCEPTANCE_LABEL, ACCURACY_LABEL, "pass@k (%)"] {
+            let (width, _) = text_size(label, LABEL_SIZE);
+            assert!(width < 440, "{label:?} is {width} pixels long");
+        }
     }
 
     #[test]

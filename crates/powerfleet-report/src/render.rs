@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde_json::json;
 
-use crate::report::{MethodReport, Report};
+use crate::report::{MethodReport, ProblemMethod, ProblemReport, Report, definition};
 
 /// Output formats of a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +12,7 @@ pub enum Format {
     /// Aligned columns for a terminal.
     Table,
     /// One row per method, then one per problem and method; `pass@k` columns up to the largest k.
+    /// The definitions are in the JSON formats and the tables' legends, not here.
     Csv,
     /// One JSON object per line: `{"row": "batch" | "method" | "problem", ...}`.
     Jsonl,
@@ -50,10 +51,20 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
         .map(|m| m.pass_at_k.len())
         .max()
         .unwrap_or(0);
-    let mut header: Vec<String> = ["method", "jobs", "done", "acc %", "± se"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut header: Vec<String> = [
+        "method",
+        "jobs",
+        "done",
+        "graded",
+        "missing",
+        "acc %",
+        "± se",
+        "acc graded %",
+        "± se",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if max_k > 1 {
         header.push(format!("pass@{max_k} %"));
     }
@@ -73,8 +84,12 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
                 m.method.clone(),
                 m.jobs.to_string(),
                 m.completed.to_string(),
+                m.graded.to_string(),
+                m.missing.to_string(),
                 pct(m.accuracy),
                 pct(m.accuracy_stderr),
+                pct(m.accuracy_graded),
+                pct(m.accuracy_graded_stderr),
             ];
             if max_k > 1 {
                 row.push(pct(m.pass_at_k.get(max_k - 1).copied()));
@@ -97,11 +112,24 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// The per-problem table: correct over graded samples per method, and who solved it.
+/// The marker of a problem cell with missing samples: `2/4 !1` is 2 correct of 4 scheduled
+/// samples, 1 of them missing.
+const MISSING_MARK: char = '!';
+
+/// The per-problem table: correct over scheduled samples per method, marked where samples are
+/// missing; which methods have missing samples, and who solved it.
 fn problem_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header = vec!["problem".to_string(), "reference".to_string()];
     header.extend(report.methods.iter().map(|m| m.method.clone()));
+    header.push("missing in".to_string());
     header.push("solved by".to_string());
+    let names = |methods: &[String]| {
+        if methods.is_empty() {
+            "-".to_string()
+        } else {
+            methods.join(" ")
+        }
+    };
     let rows = report
         .per_problem
         .iter()
@@ -111,24 +139,60 @@ fn problem_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
                 p.reference.clone().unwrap_or_default(),
             ];
             for m in &report.methods {
-                row.push(
-                    p.methods
-                        .iter()
-                        .find(|pm| pm.method == m.method)
-                        .map_or("-".to_string(), |pm| {
-                            format!("{}/{}", pm.correct, pm.graded)
-                        }),
-                );
+                row.push(p.methods.iter().find(|pm| pm.method == m.method).map_or(
+                    "-".to_string(),
+                    |pm| {
+                        let cell = format!("{}/{}", pm.correct, pm.scheduled);
+                        if pm.missing > 0 {
+                            format!("{cell} {MISSING_MARK}{}", pm.missing)
+                        } else {
+                            cell
+                        }
+                    },
+                ));
             }
-            row.push(if p.solved_by.is_empty() {
-                "-".to_string()
-            } else {
-                p.solved_by.join(" ")
-            });
+            row.push(names(&p.methods_with_missing));
+            row.push(names(&p.solved_by));
             row
         })
         .collect();
     (header, rows)
+}
+
+/// The legend of the method table: each statistic's column and definition.
+fn method_legend(report: &Report) -> Vec<String> {
+    let max_k = report
+        .methods
+        .iter()
+        .map(|m| m.pass_at_k.len())
+        .max()
+        .unwrap_or(0);
+    let mut entries = vec![
+        ("acc %".to_string(), "accuracy"),
+        ("acc graded %".to_string(), "accuracy_graded"),
+        ("missing".to_string(), "missing"),
+    ];
+    if max_k > 1 {
+        entries.push((format!("pass@{max_k} %"), "pass_at_k"));
+    }
+    entries.extend([
+        ("maj %".to_string(), "majority_accuracy"),
+        ("accept".to_string(), "acceptance_rate"),
+    ]);
+    entries
+        .into_iter()
+        .map(|(column, field)| format!("{column}: {}", definition(field)))
+        .collect()
+}
+
+/// The legend of the problem table.
+fn problem_legend() -> Vec<String> {
+    vec![
+        format!(
+            "c/n {MISSING_MARK}m: c correct of n scheduled samples, m of them missing (counted as wrong)"
+        ),
+        "missing in: the methods with missing samples of the problem".to_string(),
+    ]
 }
 
 /// A cell on one line: line breaks (a multiple-choice option may hold some) become spaces.
@@ -202,13 +266,15 @@ fn markdown(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io:
 
 fn headline(report: &Report) -> String {
     format!(
-        "{}: {} jobs ({} completed, {} not), {} graded, {} problems, models {}; wall {}; {}",
+        "{}: {} jobs ({} completed, {} not), {} graded, {} missing, {} problems ({} with missing samples), models {}; wall {}; {}",
         report.id,
         report.jobs,
         report.completed,
         report.not_completed,
         report.graded,
+        report.missing,
         report.problems,
+        report.problems_with_missing,
         report.models.join(", "),
         opt(report.wall_time_s, |w| format!("{w:.1} s")),
         opt(report.cost_usd, |c| format!("USD {c:.4}")),
@@ -231,6 +297,101 @@ fn int(v: Option<u64>) -> String {
     v.map_or_else(String::new, |x| x.to_string())
 }
 
+/// The CSV columns before the `pass_at_k` ones. A method row fills the method's columns, a problem
+/// row (one per problem and method) the problem's; the other cells are empty.
+const CSV_COLUMNS: [&str; 33] = [
+    "row",
+    "method",
+    "problem_id",
+    "reference",
+    "jobs",
+    "completed",
+    "scheduled",
+    "graded",
+    "missing",
+    "correct",
+    "problems",
+    "problems_with_missing",
+    "samples",
+    "accuracy",
+    "accuracy_stderr",
+    "accuracy_graded",
+    "accuracy_graded_stderr",
+    "majority_accuracy",
+    "majority_answer",
+    "proposals",
+    "acceptances",
+    "acceptance_rate",
+    "mean_job_acceptance_rate",
+    "tokens_generated",
+    "final_tokens",
+    "cost_multiplier",
+    "cost_usd",
+    "model_calls",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "wall_time_s",
+    "jobs_per_s",
+    "tokens_per_s",
+];
+
+/// A method row's cell in `column`.
+fn method_field(m: &MethodReport, column: &str) -> String {
+    match column {
+        "row" => "method".to_string(),
+        "method" => csv_field(&m.method),
+        "jobs" => m.jobs.to_string(),
+        "completed" => m.completed.to_string(),
+        "scheduled" => m.scheduled.to_string(),
+        "graded" => m.graded.to_string(),
+        "missing" => m.missing.to_string(),
+        "problems" => m.problems.to_string(),
+        "problems_with_missing" => m.problems_with_missing.to_string(),
+        "samples" => m.samples.to_string(),
+        "accuracy" => num(m.accuracy),
+        "accuracy_stderr" => num(m.accuracy_stderr),
+        "accuracy_graded" => num(m.accuracy_graded),
+        "accuracy_graded_stderr" => num(m.accuracy_graded_stderr),
+        "majority_accuracy" => num(m.majority_accuracy),
+        "proposals" => m.proposals.to_string(),
+        "acceptances" => m.acceptances.to_string(),
+        "acceptance_rate" => num(m.acceptance_rate),
+        "mean_job_acceptance_rate" => num(m.mean_job_acceptance_rate),
+        "tokens_generated" => m.tokens_generated.to_string(),
+        "final_tokens" => m.final_tokens.to_string(),
+        "cost_multiplier" => num(m.cost_multiplier),
+        "cost_usd" => num(m.cost_usd),
+        "model_calls" => m.model_calls.to_string(),
+        "latency_p50_ms" => int(m.latency_p50_ms),
+        "latency_p95_ms" => int(m.latency_p95_ms),
+        "wall_time_s" => num(m.wall_time_s),
+        "jobs_per_s" => num(m.jobs_per_s),
+        "tokens_per_s" => num(m.tokens_per_s),
+        _ => String::new(),
+    }
+}
+
+/// A problem row's cell in `column`: the problem under one method. Its accuracy is correct over
+/// scheduled samples, its majority accuracy 1 or 0.
+fn problem_field(p: &ProblemReport, pm: &ProblemMethod, column: &str) -> String {
+    let share = |of: u64| num((of > 0).then(|| pm.correct as f64 / of as f64));
+    match column {
+        "row" => "problem".to_string(),
+        "method" => csv_field(&pm.method),
+        "problem_id" => csv_field(&p.problem_id),
+        "reference" => csv_field(p.reference.as_deref().unwrap_or("")),
+        "scheduled" => pm.scheduled.to_string(),
+        "graded" => pm.graded.to_string(),
+        "missing" => pm.missing.to_string(),
+        "correct" => pm.correct.to_string(),
+        "accuracy" => share(pm.scheduled),
+        "accuracy_graded" => share(pm.graded),
+        "majority_accuracy" => u8::from(pm.majority_correct).to_string(),
+        "majority_answer" => csv_field(pm.majority_answer.as_deref().unwrap_or("")),
+        _ => String::new(),
+    }
+}
+
 /// Writes `report` in `format`.
 pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result<()> {
     match format {
@@ -240,14 +401,28 @@ pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result
             } else {
                 (format!("**{}**", headline(report)), markdown)
             };
+            let legend = |out: &mut dyn Write, lines: Vec<String>| -> io::Result<()> {
+                writeln!(out)?;
+                for line in lines {
+                    let line = one_line(&line);
+                    if format == Format::Markdown {
+                        writeln!(out, "- {}", line.replace('|', "\\|"))?;
+                    } else {
+                        writeln!(out, "{line}")?;
+                    }
+                }
+                Ok(())
+            };
             writeln!(out, "{headline}")?;
             writeln!(out)?;
             let (h, r) = method_cells(report);
             table(out, &h, &r)?;
+            legend(out, method_legend(report))?;
             if report.per_problem.iter().any(|p| !p.methods.is_empty()) {
                 writeln!(out)?;
                 let (h, r) = problem_cells(report);
                 table(out, &h, &r)?;
+                legend(out, problem_legend())?;
             }
         }
         Format::Jsonl => {
@@ -276,84 +451,23 @@ pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result
                 .map(|m| m.pass_at_k.len())
                 .max()
                 .unwrap_or(0);
-            let mut header: Vec<String> = [
-                "row",
-                "method",
-                "problem_id",
-                "reference",
-                "jobs",
-                "completed",
-                "graded",
-                "correct",
-                "samples",
-                "accuracy",
-                "accuracy_stderr",
-                "majority_accuracy",
-                "majority_answer",
-                "acceptance_rate",
-                "tokens_generated",
-                "final_tokens",
-                "cost_multiplier",
-                "cost_usd",
-                "model_calls",
-                "latency_p50_ms",
-                "latency_p95_ms",
-                "wall_time_s",
-                "jobs_per_s",
-                "tokens_per_s",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut header: Vec<String> = CSV_COLUMNS.iter().map(|s| s.to_string()).collect();
             header.extend((1..=max_k).map(|k| format!("pass_at_{k}")));
             writeln!(out, "{}", header.join(","))?;
             for m in &report.methods {
-                let mut row = vec![
-                    "method".to_string(),
-                    csv_field(&m.method),
-                    String::new(),
-                    String::new(),
-                    m.jobs.to_string(),
-                    m.completed.to_string(),
-                    m.graded.to_string(),
-                    String::new(),
-                    m.samples.to_string(),
-                    num(m.accuracy),
-                    num(m.accuracy_stderr),
-                    num(m.majority_accuracy),
-                    String::new(),
-                    num(m.acceptance_rate),
-                    m.tokens_generated.to_string(),
-                    m.final_tokens.to_string(),
-                    num(m.cost_multiplier),
-                    num(m.cost_usd),
-                    m.model_calls.to_string(),
-                    int(m.latency_p50_ms),
-                    int(m.latency_p95_ms),
-                    num(m.wall_time_s),
-                    num(m.jobs_per_s),
-                    num(m.tokens_per_s),
-                ];
+                let mut row: Vec<String> = CSV_COLUMNS
+                    .iter()
+                    .map(|column| method_field(m, column))
+                    .collect();
                 row.extend((0..max_k).map(|k| num(m.pass_at_k.get(k).copied())));
                 writeln!(out, "{}", row.join(","))?;
             }
             for p in &report.per_problem {
                 for pm in &p.methods {
-                    let mut row = vec![
-                        "problem".to_string(),
-                        csv_field(&pm.method),
-                        csv_field(&p.problem_id),
-                        csv_field(p.reference.as_deref().unwrap_or("")),
-                        String::new(),
-                        String::new(),
-                        pm.graded.to_string(),
-                        pm.correct.to_string(),
-                        String::new(),
-                        num((pm.graded > 0).then(|| pm.correct as f64 / pm.graded as f64)),
-                        String::new(),
-                        u8::from(pm.majority_correct).to_string(),
-                        csv_field(pm.majority_answer.as_deref().unwrap_or("")),
-                    ];
+                    let mut row: Vec<String> = CSV_COLUMNS
+                        .iter()
+                        .map(|column| problem_field(p, pm, column))
+                        .collect();
                     row.resize(header.len(), String::new());
                     writeln!(out, "{}", row.join(","))?;
                 }

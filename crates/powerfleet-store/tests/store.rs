@@ -558,6 +558,8 @@ async fn batch_summary_matches_hand_computation(store: &Store, _url: &str) {
     assert_eq!(methods, ["power", "standard"]);
     let power = &s.by_method[0];
     assert_eq!((power.jobs, power.completed), (6, 4));
+    // Pooled over the power jobs, the failed (3 proposals, 1 accepted) and dead ones included.
+    assert_eq!((power.proposals, power.acceptances), (42, 22));
     assert_eq!(power.acceptance_rate, Some(22.0 / 42.0));
     assert_eq!(power.tokens_generated, 319);
     // Completed power jobs: 100+80+64+45 = 289 generated for 8+10+4+5 = 27 tokens.
