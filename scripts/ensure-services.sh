@@ -21,9 +21,10 @@ _apt_install() {
 }
 
 need_redis_server() {
-  if ! command -v redis-server >/dev/null 2>&1; then
-    _apt_install redis-server || {
-      echo "error: redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and run this again." >&2
+  # redis-cli makes the private Redis Cluster of the cluster tests (redis-cli --cluster create).
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    _apt_install redis-server redis-tools || {
+      echo "error: redis-server and redis-cli are not installed. Install them (Debian/Ubuntu: sudo apt-get install redis-server redis-tools; macOS: brew install redis) and run this again." >&2
       exit 1
     }
   fi

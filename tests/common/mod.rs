@@ -28,6 +28,8 @@ pub struct Fleet {
     pub collector: Option<Child>,
     spawned: usize,
     worker_env: Vec<(String, String)>,
+    /// The Redis every role uses when not `redis` (a Redis Cluster's nodes).
+    url_override: Option<String>,
 }
 
 impl Fleet {
@@ -56,7 +58,23 @@ impl Fleet {
             collector: None,
             spawned: 0,
             worker_env: Vec::new(),
+            url_override: None,
         }
+    }
+
+    /// A fleet on the Redis at `url` (a Redis Cluster's nodes, comma-separated) instead of its
+    /// own private server.
+    pub fn on_redis_url(url: String) -> Fleet {
+        let mut fleet = Fleet::new(false);
+        fleet.url_override = Some(url);
+        fleet
+    }
+
+    /// The URL every role is given.
+    pub fn redis_url(&self) -> String {
+        self.url_override
+            .clone()
+            .unwrap_or_else(|| self.redis.url())
     }
 
     fn log(&mut self, role: &str) -> (Stdio, PathBuf) {
@@ -69,7 +87,7 @@ impl Fleet {
     fn common(&self) -> Vec<String> {
         vec![
             "--redis".into(),
-            self.redis.url(),
+            self.redis_url(),
             "--namespace".into(),
             self.namespace.clone(),
         ]
@@ -81,7 +99,7 @@ impl Fleet {
         Command::new(BIN)
             .args(args)
             .args(["--database-url", &self.db_url])
-            .env("POWERFLEET_REDIS_URL", self.redis.url())
+            .env("POWERFLEET_REDIS_URL", self.redis_url())
             .env("POWERFLEET_NAMESPACE", &self.namespace)
             .output()
             .unwrap()
@@ -173,7 +191,7 @@ impl Fleet {
 
     pub async fn queue(&self) -> Queue {
         Queue::connect(
-            &self.redis.url(),
+            &self.redis_url(),
             QueueOptions {
                 namespace: self.namespace.clone(),
                 ..QueueOptions::default()
