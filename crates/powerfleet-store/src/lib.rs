@@ -24,8 +24,8 @@ use sqlx::sqlite::{
 };
 
 pub use crate::csv::{CSV_COLUMNS, write_csv};
-pub use crate::error::StoreError;
 use crate::error::sanitize;
+pub use crate::error::{StoreError, StoreErrorClass};
 use crate::summary::{AggregateRow, summarize};
 pub use crate::summary::{BatchSummary, MethodSummary};
 pub use powerfleet_grade::percentile;
@@ -43,7 +43,8 @@ fn is_transient_sqlite(e: &StoreError) -> bool {
     }
 }
 
-/// How long a SQLite writer waits for another one (several collectors may share a file).
+/// How long a SQLite writer waits for another one (several collectors may share a file), unless
+/// [`StoreOptions`] say otherwise.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a query waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,6 +57,22 @@ const PG_STATEMENT_TIMEOUT: &str = "300s";
 
 /// The most job ids one query binds (SQLite allows 32,766 parameters, Postgres 65,535).
 pub const MAX_IDS_PER_QUERY: usize = 1000;
+
+/// Settings of a store beyond its URL.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a SQLite write waits for another connection's write lock (another collector, or
+    /// any process with the file open) before it fails with SQLITE_BUSY. Unused for PostgreSQL.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sqlite_busy_timeout: SQLITE_BUSY_TIMEOUT,
+        }
+    }
+}
 
 /// The results database: a pool of connections to SQLite or PostgreSQL, migrated at connect.
 #[derive(Clone, Debug)]
@@ -211,10 +228,18 @@ impl Store {
     /// directory are created if missing; WAL journal and a busy timeout so several collectors can
     /// write) and `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` or `postgresql://...`.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(database_url, &StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with `options`.
+    pub async fn connect_with(
+        database_url: &str,
+        options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let url = redact_url(database_url);
         let lower = database_url.to_ascii_lowercase();
         if lower.starts_with("sqlite:") {
-            Self::connect_sqlite(database_url, url).await
+            Self::connect_sqlite(database_url, url, options).await
         } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             Self::connect_postgres(database_url, url).await
         } else {
@@ -224,10 +249,14 @@ impl Store {
 
     /// Opens a SQLite store, retrying while another process holds the file's lock to create or
     /// migrate it (several collectors starting together).
-    async fn connect_sqlite(database_url: &str, url: String) -> Result<Store, StoreError> {
+    async fn connect_sqlite(
+        database_url: &str,
+        url: String,
+        store_options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let mut attempt = 0u64;
         loop {
-            match Self::connect_sqlite_once(database_url, url.clone()).await {
+            match Self::connect_sqlite_once(database_url, url.clone(), store_options).await {
                 Err(e) if attempt < 10 && is_transient_sqlite(&e) => {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
@@ -237,7 +266,11 @@ impl Store {
         }
     }
 
-    async fn connect_sqlite_once(database_url: &str, url: String) -> Result<Store, StoreError> {
+    async fn connect_sqlite_once(
+        database_url: &str,
+        url: String,
+        store_options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let connect_err = |cause: String| StoreError::Connect {
             url: url.clone(),
             cause: sanitize(&cause, database_url),
@@ -247,7 +280,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            .busy_timeout(store_options.sqlite_busy_timeout);
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
         if !in_memory
             && let Some(dir) = options.get_filename().parent()
@@ -361,6 +394,7 @@ impl Store {
         StoreError::Query {
             url: self.url.clone(),
             action: action.into(),
+            class: StoreErrorClass::of(&e),
             cause: e.to_string(),
         }
     }
