@@ -12,6 +12,7 @@ mod error;
 mod schema_tests;
 mod summary;
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -138,18 +139,21 @@ const SELECT_AGGREGATES: &str = "SELECT method, jobs, completed, failed, cancell
     FROM batch_aggregates WHERE batch_id = $1";
 
 /// The column values of one `job_results` row.
+///
+/// `result_json` is the result, lossless: every read of the store decodes it. The other text
+/// columns are there for queries and hold their values through [`column_text`].
 struct ResultRow<'a> {
     job_id: String,
     batch_id: Option<String>,
     correlation_id: &'a str,
-    problem_id: Option<&'a str>,
-    model: &'a str,
+    problem_id: Option<Cow<'a, str>>,
+    model: Cow<'a, str>,
     method: &'static str,
     seed: i64,
     stream: i64,
     status: &'static str,
     tokens: String,
-    text: Option<&'a str>,
+    text: Option<Cow<'a, str>>,
     log_p: Option<f64>,
     ends_with_eos: bool,
     proposals: i64,
@@ -159,7 +163,7 @@ struct ResultRow<'a> {
     final_len: i64,
     cost_multiplier: Option<f64>,
     attempts: i64,
-    error: Option<&'a str>,
+    error: Option<Cow<'a, str>>,
     submitted_at_ms: i64,
     started_at_ms: Option<i64>,
     finished_at_ms: i64,
@@ -167,9 +171,22 @@ struct ResultRow<'a> {
     stats_json: String,
     result_json: String,
     completed: bool,
-    grader: Option<&'a str>,
-    extracted: Option<&'a str>,
+    grader: Option<Cow<'a, str>>,
+    extracted: Option<Cow<'a, str>>,
     correct: Option<bool>,
+}
+
+/// `s` as a text column other than `result_json` holds it: the NUL character (0x00) becomes U+FFFD
+/// (the replacement character). PostgreSQL's TEXT cannot hold NUL and refuses the whole row with
+/// "invalid byte sequence for encoding \"UTF8\": 0x00", and SQLite's string functions (`length`,
+/// `LIKE`, the sqlite3 shell) stop at it; both dialects store the same. Nothing is lost: the result
+/// is read back from `result_json`, where JSON writes NUL as the escape `\u0000`.
+fn column_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// A count or time as a SQL BIGINT (saturating; no count or time of a job comes near it).
@@ -188,15 +205,15 @@ impl<'a> ResultRow<'a> {
             job_id: r.job_id.to_string(),
             batch_id: r.batch_id.map(|b| b.to_string()),
             correlation_id: r.correlation_id.as_str(),
-            problem_id: r.problem_id.as_deref(),
-            model: &r.model,
+            problem_id: r.problem_id.as_deref().map(column_text),
+            model: column_text(&r.model),
             method: r.method.as_str(),
             // Bit-cast: seeds and streams use the full u64 range; `as u64` restores them.
             seed: r.seed as i64,
             stream: r.stream as i64,
             status: r.status.as_str(),
             tokens: serde_json::to_string(&r.tokens)?,
-            text: r.text.as_deref(),
+            text: r.text.as_deref().map(column_text),
             log_p: r.log_p,
             ends_with_eos: r.ends_with_eos,
             proposals: big(r.stats.proposals),
@@ -206,7 +223,7 @@ impl<'a> ResultRow<'a> {
             final_len: big(r.tokens.len() as u64),
             cost_multiplier: r.cost_multiplier(),
             attempts: i64::from(r.attempts),
-            error: r.error.as_deref(),
+            error: r.error.as_deref().map(column_text),
             submitted_at_ms: big(r.submitted_at_ms),
             started_at_ms: r.started_at_ms.map(big),
             finished_at_ms: big(r.finished_at_ms),
@@ -214,8 +231,12 @@ impl<'a> ResultRow<'a> {
             stats_json: serde_json::to_string(&r.stats)?,
             result_json: serde_json::to_string(r)?,
             completed: r.status == JobStatus::Completed,
-            grader: r.grade.as_ref().map(|g| g.grader.as_str()),
-            extracted: r.grade.as_ref().and_then(|g| g.extracted.as_deref()),
+            grader: r.grade.as_ref().map(|g| column_text(g.grader.as_str())),
+            extracted: r
+                .grade
+                .as_ref()
+                .and_then(|g| g.extracted.as_deref())
+                .map(column_text),
             correct: r.grade.as_ref().map(|g| g.correct),
         })
     }
@@ -444,14 +465,14 @@ impl Store {
                 .bind(&row.job_id)
                 .bind(row.batch_id.as_deref())
                 .bind(row.correlation_id)
-                .bind(row.problem_id)
-                .bind(row.model)
+                .bind(row.problem_id.as_deref())
+                .bind(row.model.as_ref())
                 .bind(row.method)
                 .bind(row.seed)
                 .bind(row.stream)
                 .bind(row.status)
                 .bind(&row.tokens)
-                .bind(row.text)
+                .bind(row.text.as_deref())
                 .bind(row.log_p)
                 .bind(row.ends_with_eos)
                 .bind(row.proposals)
@@ -461,15 +482,15 @@ impl Store {
                 .bind(row.final_len)
                 .bind(row.cost_multiplier)
                 .bind(row.attempts)
-                .bind(row.error)
+                .bind(row.error.as_deref())
                 .bind(row.submitted_at_ms)
                 .bind(row.started_at_ms)
                 .bind(row.finished_at_ms)
                 .bind(row.latency_ms)
                 .bind(&row.stats_json)
                 .bind(&row.result_json)
-                .bind(row.grader)
-                .bind(row.extracted)
+                .bind(row.grader.as_deref())
+                .bind(row.extracted.as_deref())
                 .bind(row.correct)
                 .execute(&mut *tx)
                 .await

@@ -124,6 +124,7 @@ both_dialects!(
     unknown_batch_has_no_summary,
     ping_answers,
     grades_have_their_own_columns,
+    nul_characters_read_back_identically,
     a_constraint_violation_is_the_result_s_fault,
 );
 
@@ -818,6 +819,58 @@ async fn execute_raw(url: &str, sql: &str) {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
         conn.execute(sql).await.unwrap();
         conn.close().await.unwrap();
+    }
+}
+
+async fn nul_characters_read_back_identically(store: &Store, url: &str) {
+    // PostgreSQL's TEXT cannot hold 0x00; every text of a result may carry one.
+    let batch = BatchId::new();
+    let result = JobResult {
+        problem_id: Some("p\0roblem".into()),
+        model: "toy:\0pivot".into(),
+        text: Some("\0before, in\0side\0\0 and after\0".into()),
+        error: Some("err\0or".into()),
+        grade: Some(GradeRecord {
+            grader: "exact".into(),
+            extracted: Some("ans\0wer".into()),
+            answer_key: Some("key\0".into()),
+            correct: false,
+        }),
+        ..completed(Some(batch), "nul-bytes")
+    };
+    assert!(store.record(&result).await.unwrap());
+    assert_eq!(
+        store.job(result.job_id).await.unwrap().as_ref(),
+        Some(&result)
+    );
+    assert_eq!(
+        store.jobs_by_batch(batch).await.unwrap(),
+        vec![result.clone()]
+    );
+    assert_eq!(
+        store.jobs_in(&[result.job_id]).await.unwrap(),
+        vec![result.clone()]
+    );
+    // Stored once: a redelivery is a duplicate like any other.
+    assert!(!store.record(&result).await.unwrap());
+
+    // result_json holds NUL as JSON's escape; the other text columns show U+FFFD in its place.
+    let json: String = raw_column(store, url, result.job_id, "result_json").await;
+    assert!(!json.contains('\0'));
+    assert!(json.contains("\\u0000"), "{json}");
+    let text: Option<String> = raw_column(store, url, result.job_id, "text").await;
+    assert_eq!(
+        text.as_deref(),
+        Some("\u{FFFD}before, in\u{FFFD}side\u{FFFD}\u{FFFD} and after\u{FFFD}")
+    );
+    for (column, shown) in [
+        ("problem_id", "p\u{FFFD}roblem"),
+        ("model", "toy:\u{FFFD}pivot"),
+        ("error", "err\u{FFFD}or"),
+        ("extracted", "ans\u{FFFD}wer"),
+    ] {
+        let value: Option<String> = raw_column(store, url, result.job_id, column).await;
+        assert_eq!(value.as_deref(), Some(shown), "{column}");
     }
 }
 
