@@ -168,7 +168,7 @@ where
 /// A private redis-server, and a collector run in-process on it and the database, with its
 /// `/readyz` served on a free port.
 struct Collector {
-    _redis: LocalRedis,
+    redis: LocalRedis,
     redis_url: String,
     queue: Queue,
     store: Store,
@@ -197,7 +197,12 @@ impl Collector {
         .await
         .unwrap();
         let store = Store::connect_with(db_url, options).await.unwrap();
-        let mut config = CollectorConfig::new("c1".into());
+        Collector::run(redis, queue, store, "c1").await
+    }
+
+    /// Runs a collector named `consumer` on `redis` and `store`.
+    async fn run(redis: LocalRedis, queue: Queue, store: Store, consumer: &str) -> Collector {
+        let mut config = CollectorConfig::new(consumer.into());
         config.batch = 10;
         config.read_block = Duration::from_millis(100);
         config.reclaim_idle = Duration::from_secs(2);
@@ -224,7 +229,7 @@ impl Collector {
         ));
         Collector {
             redis_url: redis.url(),
-            _redis: redis,
+            redis,
             queue,
             store,
             health,
@@ -295,11 +300,23 @@ impl Collector {
     }
 
     async fn stop(self) -> Arc<CollectorReport> {
+        self.stop_and_keep_redis().await.0
+    }
+
+    async fn stop_and_keep_redis(self) -> (Arc<CollectorReport>, LocalRedis, Queue, Store) {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
+        let report = tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("the collector stops within 30 s of its shutdown")
-            .unwrap()
+            .unwrap();
+        (report, self.redis, self.queue, self.store)
+    }
+
+    /// Stops this collector and starts another one, named `consumer`, on the same Redis and
+    /// database; returns the report of the one stopped.
+    async fn replace(self, consumer: &str) -> (Arc<CollectorReport>, Collector) {
+        let (report, redis, queue, store) = self.stop_and_keep_redis().await;
+        (report, Collector::run(redis, queue, store, consumer).await)
     }
 }
 
@@ -614,4 +631,51 @@ async fn results_at_fault_are_dead_lettered_whole_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_at_fault_are_dead_lettered_whole_on_sqlite() {
     on_sqlite(results_at_fault_are_dead_lettered_whole).await;
+}
+
+/// A collector that stops while it keeps results it could not store leaves them pending; another
+/// collector takes them over (after the reclaim idle time) and stores them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_a_stopped_collector_kept_are_taken_over_by_another() {
+    on_sqlite(|url, _| async move {
+        let c = Collector::start_with(
+            &url,
+            &StoreOptions {
+                sqlite_busy_timeout: Duration::from_millis(200),
+            },
+        )
+        .await;
+        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        locker.execute("BEGIN EXCLUSIVE").await.unwrap();
+        let batch = BatchId::new();
+        for i in 0..5 {
+            c.publish(&result(batch, &format!("kept {i}"))).await;
+        }
+        wait_until(
+            "the collector reports that it cannot store",
+            Duration::from_secs(30),
+            || async { c.health.failure().is_some() },
+        )
+        .await;
+        assert!(c.pending().await > 0, "the results it read are pending");
+        let (first, c) = c.replace("c2").await;
+        assert_eq!(count(&first.stored), 0);
+        assert_eq!(count(&first.dead), 0);
+        assert!(count(&first.store_failures) > 0);
+        locker.execute("COMMIT").await.unwrap();
+        locker.close().await.unwrap();
+
+        c.wait_stored(batch, 5, Duration::from_secs(60)).await;
+        wait_until(
+            "every result is acknowledged",
+            Duration::from_secs(30),
+            || async { c.pending().await == 0 },
+        )
+        .await;
+        assert_eq!(c.dead().await, Vec::new());
+        assert_eq!(c.store.batch_summary(batch).await.unwrap().unwrap().jobs, 5);
+        let second = c.stop().await;
+        assert_eq!(count(&second.stored), 5);
+    })
+    .await;
 }
