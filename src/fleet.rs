@@ -531,7 +531,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let models = Arc::new(ModelRegistry::new(&args.models).map_err(anyhow::Error::msg)?);
     let queue = args.redis.connect().await?;
     let stop = crate::observe::shutdown_token();
-    args.ops.start(&queue, None, &stop).await?;
+    args.ops.start(&queue, None, None, &stop).await?;
     let report = worker::run(config, queue, models, stop.clone().cancelled_owned()).await;
     stop.cancel();
     eprintln!(
@@ -571,14 +571,19 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
             .unwrap_or_else(|| default_consumer("collector")),
     );
     let stop = crate::observe::shutdown_token();
-    args.ops.start(&queue, Some(&store), &stop).await?;
+    args.ops
+        .start(&queue, Some(&store), Some(&config.store_health), &stop)
+        .await?;
     let report = collector::run(config, queue, store, stop.clone().cancelled_owned()).await;
     stop.cancel();
     eprintln!(
-        "collector stopped: {} stored, {} duplicates ignored, {} dead-lettered",
+        "collector stopped: {} stored, {} duplicates ignored, {} dead-lettered, {} store failures retried",
         report.stored.load(std::sync::atomic::Ordering::Relaxed),
         report.duplicates.load(std::sync::atomic::Ordering::Relaxed),
         report.dead.load(std::sync::atomic::Ordering::Relaxed),
+        report
+            .store_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
     Ok(())
 }
@@ -931,7 +936,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         "API requests may name these models and the built-in toy models"
     );
     let stop = crate::observe::shutdown_token();
-    args.ops.start(&queue, Some(&store), &stop).await?;
+    args.ops.start(&queue, Some(&store), None, &stop).await?;
     let state = ApiState {
         queue,
         store,

@@ -135,6 +135,7 @@ impl OpsArgs {
         &self,
         queue: &Queue,
         store: Option<&Store>,
+        store_health: Option<&ops::StoreHealth>,
         stop: &CancellationToken,
     ) -> Result<()> {
         let Some(addr) = &self.metrics_listen else {
@@ -169,6 +170,7 @@ impl OpsArgs {
             render: Arc::new(move || handle.render()),
             queue: queue.clone(),
             store: store.cloned(),
+            store_health: store_health.cloned(),
         };
         let stop = stop.clone();
         let timeouts = self.http_timeouts();

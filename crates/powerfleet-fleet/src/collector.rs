@@ -3,9 +3,16 @@
 //! Several collectors may share the consumer group. A result is acknowledged only after it is
 //! stored; storing is idempotent by job id, so a redelivered result never counts twice.
 //!
+//! A result the database refuses for a reason of its own (a constraint it violates, a value out
+//! of range) or that cannot be decoded is moved to the dead-letter stream whole. Every other
+//! failure (the database down, restarting, read-only, out of disk space, locked, too slow) is the
+//! database's: the collector keeps the result unacknowledged, retries it with backoff before it
+//! reads anything new, and reports itself unready on `/readyz` until a result is stored again.
+//!
 //! Completed benchmark jobs are graded here, against the reference their job carries, before they
 //! are stored: the extracted answer and the verdict go into the result and their own columns.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +23,8 @@ use powerfleet_queue::{Queue, ResultDelivery};
 use powerfleet_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::ops::StoreHealth;
 
 /// Collector settings.
 #[derive(Clone, Debug)]
@@ -30,6 +39,8 @@ pub struct CollectorConfig {
     pub reclaim_idle: Duration,
     /// How often the streams are trimmed (never past a pending entry).
     pub trim_every: Duration,
+    /// Set while results cannot be stored, for `/readyz`; share it with the ops endpoints.
+    pub store_health: StoreHealth,
 }
 
 impl CollectorConfig {
@@ -41,6 +52,7 @@ impl CollectorConfig {
             read_block: Duration::from_millis(1000),
             reclaim_idle: Duration::from_secs(30),
             trim_every: Duration::from_secs(60),
+            store_health: StoreHealth::default(),
         }
     }
 }
@@ -52,8 +64,12 @@ pub struct CollectorReport {
     pub stored: AtomicU64,
     /// Results that were already stored (redeliveries).
     pub duplicates: AtomicU64,
-    /// Undecodable result entries moved to the dead-letter stream.
+    /// Result entries moved to the dead-letter stream: undecodable, or refused by the database
+    /// for a reason of their own.
     pub dead: AtomicU64,
+    /// Times storing a result failed for a reason of the database's (the result was kept and
+    /// retried).
+    pub store_failures: AtomicU64,
 }
 
 /// Runs a collector until `shutdown` resolves.
@@ -74,11 +90,17 @@ pub async fn run(
     let mut last_trim = tokio::time::Instant::now();
     let mut last_depth: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
+    // Results read but not yet stored because the database failed: retried, in order, before
+    // anything new is read. They stay pending in the group meanwhile, so should this collector
+    // die, another one reclaims them.
+    let mut unstored: VecDeque<ResultDelivery> = VecDeque::new();
     info!(consumer = %config.consumer, "collector started");
     while !stop.is_cancelled() {
         let round = async {
-            let mut deliveries = Vec::new();
-            if last_reclaim.is_none_or(|t| t.elapsed() >= config.reclaim_idle / 2) {
+            let mut deliveries: VecDeque<ResultDelivery> = std::mem::take(&mut unstored);
+            if deliveries.is_empty()
+                && last_reclaim.is_none_or(|t| t.elapsed() >= config.reclaim_idle / 2)
+            {
                 last_reclaim = Some(tokio::time::Instant::now());
                 deliveries = queue
                     .reclaim_results(
@@ -87,7 +109,8 @@ pub async fn run(
                         config.batch,
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())?
+                    .into();
             }
             if deliveries.is_empty() {
                 deliveries = queue
@@ -97,11 +120,19 @@ pub async fn run(
                         config.read_block.as_millis() as u64,
                     )
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())?
+                    .into();
             }
-            for d in deliveries {
-                collect(&queue, &store, &report, d).await?;
+            while let Some(d) = deliveries.front() {
+                if let Err(e) = collect(&queue, &store, &config.store_health, &report, d).await {
+                    // This one and those after it are kept for the next round.
+                    unstored = std::mem::take(&mut deliveries);
+                    return Err(e);
+                }
+                deliveries.pop_front();
             }
+            // No result waits for the database any more.
+            config.store_health.recovered();
 
             if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                 last_depth = Some(tokio::time::Instant::now());
@@ -145,16 +176,20 @@ pub async fn run(
     report
 }
 
+/// Stores one result and acknowledges it, or dead-letters it when it is its own fault; `Err` when
+/// it must be kept and tried again (the database or Redis failed).
 async fn collect(
     queue: &Queue,
     store: &Store,
+    health: &StoreHealth,
     report: &CollectorReport,
-    delivery: ResultDelivery,
+    delivery: &ResultDelivery,
 ) -> Result<(), String> {
     let graded = delivery.result.as_ref().ok().and_then(graded);
     let reason = match &delivery.result {
         Ok(result) => match store.record(graded.as_ref().unwrap_or(result)).await {
             Ok(inserted) => {
+                health.recovered();
                 let counter = if inserted {
                     crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
                     // Counted once per job: only when its result is stored for the first time.
@@ -179,18 +214,26 @@ async fn collect(
                     .await
                     .map_err(|e| e.to_string());
             }
-            // The database answers but refuses this result: retrying cannot help, and the
-            // results behind it must not wait. Otherwise the database is down: back off.
-            Err(e) if store.ping().await.is_ok() => format!("the results database refused it: {e}"),
-            Err(e) => return Err(e.to_string()),
+            // The result is at fault: storing it again fails the same way, and the results
+            // behind it must not wait.
+            Err(e) if e.is_permanent_for_this_result() => {
+                format!("the results database refused it: {e}")
+            }
+            // The database is: keep the result (unacknowledged) and back off.
+            Err(e) => {
+                report.store_failures.fetch_add(1, Ordering::Relaxed);
+                health.failing(&e);
+                return Err(e.to_string());
+            }
         },
         Err(reason) => reason.clone(),
     };
     warn!(entry = %delivery.entry_id, reason = %reason, "result moved to the dead-letter stream");
     report.dead.fetch_add(1, Ordering::Relaxed);
     crate::metrics::add(crate::metrics::JOBS_DEAD_LETTERED, 1);
+    // Whole: the entry may be the only copy of a result someone wants to republish.
     queue
-        .dead_letter_result_entry(&delivery, &reason)
+        .dead_letter_result_entry_in_full(delivery, &reason)
         .await
         .map_err(|e| e.to_string())
 }

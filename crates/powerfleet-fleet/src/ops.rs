@@ -1,8 +1,9 @@
 //! The operations endpoints every long-running role serves on its own port: `/metrics`
-//! (Prometheus text), `/healthz` (alive) and `/readyz` (Redis and the database reachable).
+//! (Prometheus text), `/healthz` (alive) and `/readyz` (Redis and the database reachable, and
+//! for a collector, results being stored).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +24,9 @@ pub struct OpsState {
     pub queue: Queue,
     /// The results database, checked by `/readyz` where the role uses one.
     pub store: Option<Store>,
+    /// Whether the role can write the results it must store (a collector's); `/readyz` is
+    /// unready while it cannot, though the database answers.
+    pub store_health: Option<StoreHealth>,
 }
 
 /// The routes.
@@ -35,6 +39,44 @@ pub fn router(state: OpsState) -> Router {
         )
         .route("/readyz", get(ready))
         .with_state(state)
+}
+
+/// Whether results can be stored, shared by a collector (which sets it) and `/readyz` (which
+/// reports it). The database may answer `SELECT 1` and still refuse every write (a read-only
+/// standby after a failover, a full disk, a lock held by another writer): then the collector
+/// keeps its results, retries, and is unready until a result is stored again.
+#[derive(Clone, Debug, Default)]
+pub struct StoreHealth(Arc<StoreHealthInner>);
+
+#[derive(Debug, Default)]
+struct StoreHealthInner {
+    failure: Mutex<Option<String>>,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl StoreHealth {
+    /// Records that storing a result failed for a reason that is not the result's own.
+    pub fn failing(&self, error: impl std::fmt::Display) {
+        self.0
+            .failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.0.failure.lock().expect("store health") = Some(error.to_string());
+    }
+
+    /// Records that results are stored again.
+    pub fn recovered(&self) {
+        *self.0.failure.lock().expect("store health") = None;
+    }
+
+    /// Why results cannot be stored, while they cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.0.failure.lock().expect("store health").clone()
+    }
+
+    /// How often storing a result has failed so far (each failure is retried).
+    pub fn failures(&self) -> u64 {
+        self.0.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
@@ -54,7 +96,10 @@ async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     let database = match &state.store {
         None => "not used".to_string(),
         Some(store) => match tokio::time::timeout(check, store.ping()).await {
-            Ok(Ok(())) => "ok".to_string(),
+            Ok(Ok(())) => match state.store_health.as_ref().and_then(StoreHealth::failure) {
+                None => "ok".to_string(),
+                Some(e) => format!("cannot store results: {e}"),
+            },
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer within 2 s".to_string(),
         },

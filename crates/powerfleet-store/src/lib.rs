@@ -12,6 +12,7 @@ mod error;
 mod schema_tests;
 mod summary;
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ use sqlx::sqlite::{
 };
 
 pub use crate::csv::{CSV_COLUMNS, write_csv};
-pub use crate::error::StoreError;
 use crate::error::sanitize;
+pub use crate::error::{StoreError, StoreErrorClass};
 use crate::summary::{AggregateRow, summarize};
 pub use crate::summary::{BatchSummary, MethodSummary};
 pub use powerfleet_grade::percentile;
@@ -43,7 +44,8 @@ fn is_transient_sqlite(e: &StoreError) -> bool {
     }
 }
 
-/// How long a SQLite writer waits for another one (several collectors may share a file).
+/// How long a SQLite writer waits for another one (several collectors may share a file), unless
+/// [`StoreOptions`] say otherwise.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a query waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,6 +58,22 @@ const PG_STATEMENT_TIMEOUT: &str = "300s";
 
 /// The most job ids one query binds (SQLite allows 32,766 parameters, Postgres 65,535).
 pub const MAX_IDS_PER_QUERY: usize = 1000;
+
+/// Settings of a store beyond its URL.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a SQLite write waits for another connection's write lock (another collector, or
+    /// any process with the file open) before it fails with SQLITE_BUSY. Unused for PostgreSQL.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sqlite_busy_timeout: SQLITE_BUSY_TIMEOUT,
+        }
+    }
+}
 
 /// The results database: a pool of connections to SQLite or PostgreSQL, migrated at connect.
 #[derive(Clone, Debug)]
@@ -121,18 +139,21 @@ const SELECT_AGGREGATES: &str = "SELECT method, jobs, completed, failed, cancell
     FROM batch_aggregates WHERE batch_id = $1";
 
 /// The column values of one `job_results` row.
+///
+/// `result_json` is the result, lossless: every read of the store decodes it. The other text
+/// columns are there for queries and hold their values through [`column_text`].
 struct ResultRow<'a> {
     job_id: String,
     batch_id: Option<String>,
     correlation_id: &'a str,
-    problem_id: Option<&'a str>,
-    model: &'a str,
+    problem_id: Option<Cow<'a, str>>,
+    model: Cow<'a, str>,
     method: &'static str,
     seed: i64,
     stream: i64,
     status: &'static str,
     tokens: String,
-    text: Option<&'a str>,
+    text: Option<Cow<'a, str>>,
     log_p: Option<f64>,
     ends_with_eos: bool,
     proposals: i64,
@@ -142,7 +163,7 @@ struct ResultRow<'a> {
     final_len: i64,
     cost_multiplier: Option<f64>,
     attempts: i64,
-    error: Option<&'a str>,
+    error: Option<Cow<'a, str>>,
     submitted_at_ms: i64,
     started_at_ms: Option<i64>,
     finished_at_ms: i64,
@@ -150,9 +171,22 @@ struct ResultRow<'a> {
     stats_json: String,
     result_json: String,
     completed: bool,
-    grader: Option<&'a str>,
-    extracted: Option<&'a str>,
+    grader: Option<Cow<'a, str>>,
+    extracted: Option<Cow<'a, str>>,
     correct: Option<bool>,
+}
+
+/// `s` as a text column other than `result_json` holds it: the NUL character (0x00) becomes U+FFFD
+/// (the replacement character). PostgreSQL's TEXT cannot hold NUL and refuses the whole row with
+/// "invalid byte sequence for encoding \"UTF8\": 0x00", and SQLite's string functions (`length`,
+/// `LIKE`, the sqlite3 shell) stop at it; both dialects store the same. Nothing is lost: the result
+/// is read back from `result_json`, where JSON writes NUL as the escape `\u0000`.
+fn column_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// A count or time as a SQL BIGINT (saturating; no count or time of a job comes near it).
@@ -171,15 +205,15 @@ impl<'a> ResultRow<'a> {
             job_id: r.job_id.to_string(),
             batch_id: r.batch_id.map(|b| b.to_string()),
             correlation_id: r.correlation_id.as_str(),
-            problem_id: r.problem_id.as_deref(),
-            model: &r.model,
+            problem_id: r.problem_id.as_deref().map(column_text),
+            model: column_text(&r.model),
             method: r.method.as_str(),
             // Bit-cast: seeds and streams use the full u64 range; `as u64` restores them.
             seed: r.seed as i64,
             stream: r.stream as i64,
             status: r.status.as_str(),
             tokens: serde_json::to_string(&r.tokens)?,
-            text: r.text.as_deref(),
+            text: r.text.as_deref().map(column_text),
             log_p: r.log_p,
             ends_with_eos: r.ends_with_eos,
             proposals: big(r.stats.proposals),
@@ -189,7 +223,7 @@ impl<'a> ResultRow<'a> {
             final_len: big(r.tokens.len() as u64),
             cost_multiplier: r.cost_multiplier(),
             attempts: i64::from(r.attempts),
-            error: r.error.as_deref(),
+            error: r.error.as_deref().map(column_text),
             submitted_at_ms: big(r.submitted_at_ms),
             started_at_ms: r.started_at_ms.map(big),
             finished_at_ms: big(r.finished_at_ms),
@@ -197,8 +231,12 @@ impl<'a> ResultRow<'a> {
             stats_json: serde_json::to_string(&r.stats)?,
             result_json: serde_json::to_string(r)?,
             completed: r.status == JobStatus::Completed,
-            grader: r.grade.as_ref().map(|g| g.grader.as_str()),
-            extracted: r.grade.as_ref().and_then(|g| g.extracted.as_deref()),
+            grader: r.grade.as_ref().map(|g| column_text(g.grader.as_str())),
+            extracted: r
+                .grade
+                .as_ref()
+                .and_then(|g| g.extracted.as_deref())
+                .map(column_text),
             correct: r.grade.as_ref().map(|g| g.correct),
         })
     }
@@ -211,10 +249,18 @@ impl Store {
     /// directory are created if missing; WAL journal and a busy timeout so several collectors can
     /// write) and `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` or `postgresql://...`.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(database_url, &StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with `options`.
+    pub async fn connect_with(
+        database_url: &str,
+        options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let url = redact_url(database_url);
         let lower = database_url.to_ascii_lowercase();
         if lower.starts_with("sqlite:") {
-            Self::connect_sqlite(database_url, url).await
+            Self::connect_sqlite(database_url, url, options).await
         } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             Self::connect_postgres(database_url, url).await
         } else {
@@ -224,10 +270,14 @@ impl Store {
 
     /// Opens a SQLite store, retrying while another process holds the file's lock to create or
     /// migrate it (several collectors starting together).
-    async fn connect_sqlite(database_url: &str, url: String) -> Result<Store, StoreError> {
+    async fn connect_sqlite(
+        database_url: &str,
+        url: String,
+        store_options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let mut attempt = 0u64;
         loop {
-            match Self::connect_sqlite_once(database_url, url.clone()).await {
+            match Self::connect_sqlite_once(database_url, url.clone(), store_options).await {
                 Err(e) if attempt < 10 && is_transient_sqlite(&e) => {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
@@ -237,7 +287,11 @@ impl Store {
         }
     }
 
-    async fn connect_sqlite_once(database_url: &str, url: String) -> Result<Store, StoreError> {
+    async fn connect_sqlite_once(
+        database_url: &str,
+        url: String,
+        store_options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
         let connect_err = |cause: String| StoreError::Connect {
             url: url.clone(),
             cause: sanitize(&cause, database_url),
@@ -247,7 +301,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            .busy_timeout(store_options.sqlite_busy_timeout);
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
         if !in_memory
             && let Some(dir) = options.get_filename().parent()
@@ -361,6 +415,7 @@ impl Store {
         StoreError::Query {
             url: self.url.clone(),
             action: action.into(),
+            class: StoreErrorClass::of(&e),
             cause: e.to_string(),
         }
     }
@@ -410,14 +465,14 @@ impl Store {
                 .bind(&row.job_id)
                 .bind(row.batch_id.as_deref())
                 .bind(row.correlation_id)
-                .bind(row.problem_id)
-                .bind(row.model)
+                .bind(row.problem_id.as_deref())
+                .bind(row.model.as_ref())
                 .bind(row.method)
                 .bind(row.seed)
                 .bind(row.stream)
                 .bind(row.status)
                 .bind(&row.tokens)
-                .bind(row.text)
+                .bind(row.text.as_deref())
                 .bind(row.log_p)
                 .bind(row.ends_with_eos)
                 .bind(row.proposals)
@@ -427,15 +482,15 @@ impl Store {
                 .bind(row.final_len)
                 .bind(row.cost_multiplier)
                 .bind(row.attempts)
-                .bind(row.error)
+                .bind(row.error.as_deref())
                 .bind(row.submitted_at_ms)
                 .bind(row.started_at_ms)
                 .bind(row.finished_at_ms)
                 .bind(row.latency_ms)
                 .bind(&row.stats_json)
                 .bind(&row.result_json)
-                .bind(row.grader)
-                .bind(row.extracted)
+                .bind(row.grader.as_deref())
+                .bind(row.extracted.as_deref())
                 .bind(row.correct)
                 .execute(&mut *tx)
                 .await

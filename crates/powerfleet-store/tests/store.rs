@@ -7,7 +7,9 @@ use powerfleet_jobs::{
     BatchId, Bench, CorrelationId, GradeRecord, Grader, JobId, JobResult, JobStatus, Reference,
 };
 use powerfleet_sampler::{BlockStats, ChainStats, Method};
-use powerfleet_store::{CSV_COLUMNS, Store, StoreError, redact_url, write_csv};
+use powerfleet_store::{
+    CSV_COLUMNS, Store, StoreError, StoreErrorClass, StoreOptions, redact_url, write_csv,
+};
 use sqlx::{Connection, Row};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
@@ -122,6 +124,8 @@ both_dialects!(
     unknown_batch_has_no_summary,
     ping_answers,
     grades_have_their_own_columns,
+    nul_characters_read_back_identically,
+    a_constraint_violation_is_the_result_s_fault,
 );
 
 fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u64) -> ChainStats {
@@ -804,4 +808,236 @@ async fn concurrent_connects_to_a_fresh_sqlite_file_all_succeed() {
             .expect("every concurrent connect succeeds");
         store.ping().await.unwrap();
     }
+}
+
+/// Runs `sql` (one or more statements) on the database at `url`, bypassing the store.
+async fn execute_raw(url: &str, sql: &str) {
+    use sqlx::Executor;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+async fn nul_characters_read_back_identically(store: &Store, url: &str) {
+    // PostgreSQL's TEXT cannot hold 0x00; every text of a result may carry one.
+    let batch = BatchId::new();
+    let result = JobResult {
+        problem_id: Some("p\0roblem".into()),
+        model: "toy:\0pivot".into(),
+        text: Some("\0before, in\0side\0\0 and after\0".into()),
+        error: Some("err\0or".into()),
+        grade: Some(GradeRecord {
+            grader: "exact".into(),
+            extracted: Some("ans\0wer".into()),
+            answer_key: Some("key\0".into()),
+            correct: false,
+        }),
+        ..completed(Some(batch), "nul-bytes")
+    };
+    assert!(store.record(&result).await.unwrap());
+    assert_eq!(
+        store.job(result.job_id).await.unwrap().as_ref(),
+        Some(&result)
+    );
+    assert_eq!(
+        store.jobs_by_batch(batch).await.unwrap(),
+        vec![result.clone()]
+    );
+    assert_eq!(
+        store.jobs_in(&[result.job_id]).await.unwrap(),
+        vec![result.clone()]
+    );
+    // Stored once: a redelivery is a duplicate like any other.
+    assert!(!store.record(&result).await.unwrap());
+
+    // result_json holds NUL as JSON's escape; the other text columns show U+FFFD in its place.
+    let json: String = raw_column(store, url, result.job_id, "result_json").await;
+    assert!(!json.contains('\0'));
+    assert!(json.contains("\\u0000"), "{json}");
+    let text: Option<String> = raw_column(store, url, result.job_id, "text").await;
+    assert_eq!(
+        text.as_deref(),
+        Some("\u{FFFD}before, in\u{FFFD}side\u{FFFD}\u{FFFD} and after\u{FFFD}")
+    );
+    for (column, shown) in [
+        ("problem_id", "p\u{FFFD}roblem"),
+        ("model", "toy:\u{FFFD}pivot"),
+        ("error", "err\u{FFFD}or"),
+        ("extracted", "ans\u{FFFD}wer"),
+    ] {
+        let value: Option<String> = raw_column(store, url, result.job_id, column).await;
+        assert_eq!(value.as_deref(), Some(shown), "{column}");
+    }
+}
+
+async fn a_constraint_violation_is_the_result_s_fault(store: &Store, url: &str) {
+    // A rule of the database that this result breaks, however often it is tried.
+    if store.is_postgres() {
+        execute_raw(
+            url,
+            "ALTER TABLE job_results ADD CONSTRAINT no_rejects \
+             CHECK (text IS NULL OR text NOT LIKE 'REJECT%')",
+        )
+        .await;
+    } else {
+        execute_raw(
+            url,
+            "CREATE TRIGGER no_rejects BEFORE INSERT ON job_results \
+             WHEN NEW.text LIKE 'REJECT%' BEGIN SELECT RAISE(ABORT, 'no rejects'); END",
+        )
+        .await;
+    }
+    let batch = BatchId::new();
+    let refused = JobResult {
+        text: Some("REJECT me".into()),
+        ..completed(Some(batch), "refused")
+    };
+    let err = store.record(&refused).await.unwrap_err();
+    assert_eq!(err.class(), StoreErrorClass::ResultRefused, "{err}");
+    assert!(err.is_permanent_for_this_result(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("storing it again fails the same way"),
+        "{err}"
+    );
+    // Nothing of it was stored, and other results still are.
+    assert_eq!(store.job(refused.job_id).await.unwrap(), None);
+    assert_eq!(store.batch_summary(batch).await.unwrap(), None);
+    assert!(store.record(&completed(Some(batch), "fine")).await.unwrap());
+    assert_eq!(store.batch_summary(batch).await.unwrap().unwrap().jobs, 1);
+}
+
+/// Runs `sql` on the admin database of POWERFLEET_TEST_POSTGRES_URL.
+async fn admin_execute(sql: &str) {
+    let mut admin = postgres_admin().await;
+    sqlx::query(sql)
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = admin.close().await;
+}
+
+/// The database name of a PostgreSQL URL.
+fn database_of(url: &str) -> String {
+    let path = &url[url.find("://").unwrap() + 3..];
+    let path = path.split('?').next().unwrap();
+    path[path.rfind('/').unwrap() + 1..].to_string()
+}
+
+/// Closes every connection of the test database `url` names except the admin's own: what a
+/// server restart or failover does to the store's pool.
+async fn terminate_backends(url: &str) {
+    let mut admin = postgres_admin().await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(database_of(url))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let _ = admin.close().await;
+}
+
+/// A failover to a read-only standby: the database answers `SELECT 1` but refuses every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_postgres_is_not_the_result_s_fault() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    let outcome = tokio::spawn(async move {
+        let store = Store::connect(&url).await.unwrap();
+        let name = database_of(&url);
+        admin_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .await;
+        terminate_backends(&url).await;
+        let result = completed(Some(BatchId::new()), "read-only");
+        let err = store.record(&result).await.unwrap_err();
+        assert_eq!(err.class(), StoreErrorClass::DatabaseUnavailable, "{err}");
+        assert!(!err.is_permanent_for_this_result());
+        assert!(err.to_string().contains("read-only"), "{err}");
+        store
+            .ping()
+            .await
+            .expect("a read-only database still answers");
+
+        // From the admin database: a session of the read-only one could not change it back.
+        admin_execute(&format!(
+            "ALTER DATABASE {name} RESET default_transaction_read_only"
+        ))
+        .await;
+        terminate_backends(&url).await;
+        assert!(store.record(&result).await.unwrap());
+        store.close().await;
+    })
+    .await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A statement cut off by `statement_timeout` (here: waiting for a lock another session holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_statement_timeout_is_not_the_result_s_fault() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    let outcome = tokio::spawn(async move {
+        let store = Store::connect(&format!("{url}?options[statement_timeout]=300ms"))
+            .await
+            .unwrap();
+        let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+        use sqlx::Executor;
+        locker
+            .execute("BEGIN; LOCK TABLE job_results IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let result = completed(Some(BatchId::new()), "timeout");
+        let err = store.record(&result).await.unwrap_err();
+        assert_eq!(err.class(), StoreErrorClass::DatabaseUnavailable, "{err}");
+        assert!(err.to_string().contains("statement timeout"), "{err}");
+        locker.execute("ROLLBACK").await.unwrap();
+        locker.close().await.unwrap();
+        assert!(store.record(&result).await.unwrap());
+        store.close().await;
+    })
+    .await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Another process holds the SQLite file's write lock for longer than the busy timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_is_not_the_result_s_fault() {
+    use sqlx::Executor;
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("results.db").display());
+    let store = Store::connect_with(
+        &url,
+        &StoreOptions {
+            sqlite_busy_timeout: std::time::Duration::from_millis(200),
+        },
+    )
+    .await
+    .unwrap();
+    let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    locker.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let result = completed(Some(BatchId::new()), "locked");
+    let err = store.record(&result).await.unwrap_err();
+    assert_eq!(err.class(), StoreErrorClass::DatabaseUnavailable, "{err}");
+    assert!(!err.is_permanent_for_this_result());
+    locker.execute("COMMIT").await.unwrap();
+    locker.close().await.unwrap();
+    assert!(store.record(&result).await.unwrap());
+    assert_eq!(store.job(result.job_id).await.unwrap(), Some(result));
+    store.close().await;
 }
