@@ -233,7 +233,7 @@ async fn collect(
     crate::metrics::add(crate::metrics::JOBS_DEAD_LETTERED, 1);
     // Whole: the entry may be the only copy of a result someone wants to republish.
     queue
-        .dead_letter_result_entry_in_full(delivery, &reason)
+        .dead_letter_result_entry(delivery, &reason)
         .await
         .map_err(|e| e.to_string())
 }

@@ -1371,7 +1371,8 @@ impl Queue {
         .await
     }
 
-    /// Moves an undecodable result entry to the dead-letter stream.
+    /// Moves a result entry that cannot be stored (undecodable, or refused by the database
+    /// however often it is tried) to the dead-letter stream, with its whole payload.
     pub async fn dead_letter_result_entry(
         &self,
         delivery: &ResultDelivery,
@@ -1387,40 +1388,6 @@ impl Queue {
         )
         .await
     }
-
-    /// Moves a result entry to the dead-letter stream with its whole payload, unlike
-    /// [`Queue::dead_letter_result_entry`], which keeps the first 64 KiB: for the entries a
-    /// collector gives up (undecodable, or refused by the results database), which may be the
-    /// only copy of a result. An entry over [`MAX_RESULT_BYTES`], which no result fills, is cut as
-    /// there.
-    pub async fn dead_letter_result_entry_in_full(
-        &self,
-        delivery: &ResultDelivery,
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        let size: usize = delivery.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if size > MAX_RESULT_BYTES {
-            return self.dead_letter_result_entry(delivery, reason).await;
-        }
-        let mut c = self.conn().await?;
-        let _: i64 = self
-            .scripts
-            .dead_letter
-            .key(self.keys.results())
-            .key(self.keys.dead())
-            .key(self.keys.unused())
-            .arg(COLLECTOR_GROUP)
-            .arg(&delivery.entry_id)
-            .arg(reason)
-            .arg(payload_of(&delivery.fields))
-            .arg(powerfleet_jobs::now_ms())
-            .arg(self.options.retention_s)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
     async fn dead_letter(
         &self,
         stream: StreamOf,
@@ -1432,9 +1399,14 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let mut c = self.conn().await?;
         let mut payload = payload_of(fields);
-        if payload.len() > 64 * 1024 {
-            // Keep the dead-letter stream small: the head of an oversized payload is enough.
-            let mut cut = 64 * 1024;
+        // A result is kept whole (it is the only copy of the work); a job entry's head is
+        // enough (its job's state keeps the specification), which keeps the stream small.
+        let keep = match stream {
+            StreamOf::Jobs => 64 * 1024,
+            StreamOf::Results => 2 * MAX_RESULT_BYTES,
+        };
+        if payload.len() > keep {
+            let mut cut = keep;
             while !payload.is_char_boundary(cut) {
                 cut -= 1;
             }
