@@ -134,6 +134,10 @@ pub struct FleetBenchArgs {
     /// Chains in flight per worker process.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Also run the per-block and checkpoint measurements on a private Redis Cluster (three
+    /// masters with a replica each; needs redis-cli) beside the single Redis, as ratios.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -237,6 +241,134 @@ fn submission(model: &str, config: SamplerConfig, jobs: u64) -> Submission {
     }
 }
 
+/// The `p`th percentile of sorted `values`.
+fn percentile(values: &[u64], p: usize) -> u64 {
+    values[(values.len() * p / 100).min(values.len() - 1)]
+}
+
+/// Latencies in µs, sorted, of `n` sequential fenced checkpoint writes of `checkpoint` under one
+/// lease, on the Redis at `url`.
+async fn checkpoint_latencies(url: &str, ns: &str, n: u64, checkpoint: &[u8]) -> Result<Vec<u64>> {
+    let queue = queue_on(url, ns).await?;
+    let receipt = producer::submit(
+        &queue,
+        &submission("toy:tiny", SamplerConfig::new(Method::Power), 1),
+    )
+    .await?;
+    let delivery = queue.read_jobs("bench", 1, 1000).await?.remove(0);
+    let lease = match queue
+        .claim(receipt.job_ids[0], &delivery.entry_id, "bench")
+        .await?
+    {
+        ClaimOutcome::Claimed { lease, .. } => lease,
+        other => anyhow::bail!("unexpected claim outcome {other:?}"),
+    };
+    let progress = Progress::default();
+    let mut latencies = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t = Instant::now();
+        queue.checkpoint(&lease, &progress, checkpoint).await?;
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
+/// Round trips per block of `jobs` four-block power jobs on one in-process worker, on the Redis at
+/// `url`; also the blocks run and the client's round trips.
+async fn round_trips_per_block(
+    url: &str,
+    ns: &str,
+    jobs: u64,
+    concurrency: usize,
+) -> Result<(u64, u64)> {
+    let queue = queue_on(url, ns).await?;
+    let requests_before = queue.requests();
+    producer::submit(&queue, &submission("toy:eos-lengths", block_config(), jobs)).await?;
+    let stop = CancellationToken::new();
+    let worker = spawn_worker(&queue, format!("{ns}-worker"), concurrency, &stop);
+    while queue.stream_lengths().await?.1 < jobs {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let report = worker.await?;
+    Ok((
+        report.blocks.load(Ordering::Relaxed).max(1),
+        queue.requests() - requests_before,
+    ))
+}
+
+/// The per-block measurement's jobs: power, n_mcmc 10, block size 4, 16 tokens.
+fn block_config() -> SamplerConfig {
+    SamplerConfig {
+        n_mcmc: 10,
+        block_size: 4,
+        max_new_tokens: 16,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    }
+}
+
+/// A Redis Cluster (three masters with a replica each) beside a single Redis: round trips per
+/// block, checkpoint latency, and the latency of a 100-job submission (which on the cluster waits
+/// for a replica).
+async fn cluster_beside_single(
+    single: &str,
+    args: &FleetBenchArgs,
+    checkpoint: &[u8],
+) -> Result<()> {
+    eprintln!("benchmark: starting a private Redis Cluster (3 masters, 1 replica each)");
+    let cluster = powerfleet_queue::local_cluster::LocalCluster::start(3, 1)
+        .context("cannot start a private Redis Cluster (needs redis-server and redis-cli)")?;
+    let cluster_url = cluster.url(0);
+    let mut rows = Vec::new();
+    for (name, url) in [
+        ("single Redis", single.to_string()),
+        ("Redis Cluster", cluster_url),
+    ] {
+        let (blocks, requests) =
+            round_trips_per_block(&url, "bench-compare", args.block_jobs, args.concurrency).await?;
+        let latencies =
+            checkpoint_latencies(&url, "bench-compare-ckpt", args.checkpoints, checkpoint).await?;
+        let queue = queue_on(&url, "bench-compare-submit").await?;
+        let mut submits = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            producer::submit(
+                &queue,
+                &submission("toy:tiny", SamplerConfig::new(Method::Power), 100),
+            )
+            .await?;
+            submits.push(t.elapsed().as_micros() as u64);
+        }
+        submits.sort_unstable();
+        rows.push((
+            name,
+            requests as f64 / blocks as f64,
+            percentile(&latencies, 50),
+            percentile(&latencies, 99),
+            percentile(&submits, 50),
+        ));
+    }
+    println!("\n## A Redis Cluster beside a single Redis\n");
+    println!(
+        "| Redis | round trips/block | checkpoint p50 | checkpoint p99 | 100-job submission p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, rt, p50, p99, sub) in &rows {
+        println!("| {name} | {rt:.2} | {p50} µs | {p99} µs | {sub} µs |");
+    }
+    let (single, cluster) = (&rows[0], &rows[1]);
+    println!(
+        "| cluster / single | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+        cluster.1 / single.1,
+        cluster.2 as f64 / single.2.max(1) as f64,
+        cluster.3 as f64 / single.3.max(1) as f64,
+        cluster.4 as f64 / single.4.max(1) as f64
+    );
+    Ok(())
+}
+
 async fn fleet(args: FleetBenchArgs) -> Result<()> {
     let server = LocalRedis::start(LocalRedisOptions::default())?;
     let url = server.url();
@@ -244,13 +376,7 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
 
     // 1. Redis commands and bytes per block, all traffic included (claims, heartbeats, reads).
     let queue = queue_on(&url, "bench-blocks").await?;
-    let config = SamplerConfig {
-        n_mcmc: 10,
-        block_size: 4,
-        max_new_tokens: 16,
-        finish_on_eos: false,
-        ..SamplerConfig::new(Method::Power)
-    };
+    let config = block_config();
     let before = queue.server_stats().await?;
     let requests_before = queue.requests();
     producer::submit(
@@ -294,28 +420,8 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
     );
 
     // 2. Checkpoint write latency: one lease, sequential writes.
-    let queue = queue_on(&url, "bench-checkpoint").await?;
-    let receipt = producer::submit(
-        &queue,
-        &submission("toy:tiny", SamplerConfig::new(Method::Power), 1),
-    )
-    .await?;
-    let delivery = queue.read_jobs("bench", 1, 1000).await?.remove(0);
-    let lease = match queue
-        .claim(receipt.job_ids[0], &delivery.entry_id, "bench")
-        .await?
-    {
-        ClaimOutcome::Claimed { lease, .. } => lease,
-        other => anyhow::bail!("unexpected claim outcome {other:?}"),
-    };
-    let progress = Progress::default();
-    let mut latencies = Vec::with_capacity(args.checkpoints as usize);
-    for _ in 0..args.checkpoints {
-        let t = Instant::now();
-        queue.checkpoint(&lease, &progress, &checkpoint).await?;
-        latencies.push(t.elapsed().as_micros() as u64);
-    }
-    latencies.sort_unstable();
+    let latencies =
+        checkpoint_latencies(&url, "bench-checkpoint", args.checkpoints, &checkpoint).await?;
     let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
     println!("\n## Checkpoint write latency\n");
     println!("| writes | checkpoint size | p50 | p99 |");
@@ -374,6 +480,9 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
             args.jobs,
             rate / base
         );
+    }
+    if args.cluster {
+        cluster_beside_single(&url, &args, &checkpoint).await?;
     }
     Ok(())
 }
