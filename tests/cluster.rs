@@ -115,7 +115,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
         .topology()
         .unwrap()
         .into_iter()
-        .find(|n| !n.master && cluster.ports().contains(&n.port))
+        .find(|n| !n.master && cluster.live_ports().contains(&n.port))
         .map(|n| format!("redis://127.0.0.1:{}/", n.port))
         .unwrap();
     let cli = |args: &[&str]| {

@@ -196,7 +196,8 @@ impl LocalCluster {
         }
     }
 
-    fn live_ports(&self) -> Vec<u16> {
+    /// The ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some())

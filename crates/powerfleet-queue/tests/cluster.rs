@@ -116,7 +116,10 @@ async fn the_queue_follows_a_failover_and_a_reshard_of_its_slot() {
         .unwrap()
         .into_iter()
         .find(|n| {
-            n.master && n.port != here && !n.slots.is_empty() && cluster.ports().contains(&n.port)
+            n.master
+                && n.port != here
+                && !n.slots.is_empty()
+                && cluster.live_ports().contains(&n.port)
         })
         .unwrap()
         .port;
