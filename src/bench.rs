@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use powerfleet_fleet::ModelRegistry;
-use powerfleet_fleet::producer::{self, Problem, Submission};
+use powerfleet_fleet::producer::{self, Submission};
+use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_jobs::{CorrelationId, Prompt};
 use powerfleet_models::resolve_toy;
@@ -221,24 +222,25 @@ fn spawn_worker(
     })
 }
 
-fn submission(model: &str, config: SamplerConfig, jobs: u64) -> Submission {
-    Submission {
+/// `jobs` chains of one power job on `prompt`, as one batch.
+fn submission(model: &str, config: SamplerConfig, jobs: u64, prompt: Prompt) -> Submission {
+    let (text, tokens) = match prompt {
+        Prompt::Text(t) => (Some(t), None),
+        Prompt::Tokens(ids) => (None, Some(ids)),
+    };
+    SubmitRequest {
         model: model.into(),
-        config,
-        methods: vec![Method::Power],
-        problems: vec![Problem {
-            id: None,
-            prompt: Prompt::Tokens(vec![]),
-        }],
-        seeds: vec![1],
-        chains: jobs,
+        methods: Some(vec![Method::Power]),
+        config: Some(config),
+        prompt: text,
+        prompt_tokens: tokens,
+        seeds: Some(vec![1]),
+        chains: Some(jobs),
         correlation_id: Some(CorrelationId::generate()),
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
+        ..SubmitRequest::default()
     }
+    .into_submission(&Limits::operator(), &ModelPolicy::operator())
+    .expect("a benchmark's own submission is valid")
 }
 
 /// The `p`th percentile of sorted `values`.
@@ -252,7 +254,12 @@ async fn checkpoint_latencies(url: &str, ns: &str, n: u64, checkpoint: &[u8]) ->
     let queue = queue_on(url, ns).await?;
     let receipt = producer::submit(
         &queue,
-        &submission("toy:tiny", SamplerConfig::new(Method::Power), 1),
+        &submission(
+            "toy:tiny",
+            SamplerConfig::new(Method::Power),
+            1,
+            Prompt::Tokens(vec![]),
+        ),
     )
     .await?;
     let delivery = queue.read_jobs("bench", 1, 1000).await?.remove(0);
@@ -284,7 +291,16 @@ async fn round_trips_per_block(
 ) -> Result<(u64, u64)> {
     let queue = queue_on(url, ns).await?;
     let requests_before = queue.requests();
-    producer::submit(&queue, &submission("toy:eos-lengths", block_config(), jobs)).await?;
+    producer::submit(
+        &queue,
+        &submission(
+            "toy:eos-lengths",
+            block_config(),
+            jobs,
+            Prompt::Tokens(vec![]),
+        ),
+    )
+    .await?;
     let stop = CancellationToken::new();
     let worker = spawn_worker(&queue, format!("{ns}-worker"), concurrency, &stop);
     while queue.stream_lengths().await?.1 < jobs {
@@ -336,7 +352,12 @@ async fn cluster_beside_single(
             let t = Instant::now();
             producer::submit(
                 &queue,
-                &submission("toy:tiny", SamplerConfig::new(Method::Power), 100),
+                &submission(
+                    "toy:tiny",
+                    SamplerConfig::new(Method::Power),
+                    100,
+                    Prompt::Tokens(vec![]),
+                ),
             )
             .await?;
             submits.push(t.elapsed().as_micros() as u64);
@@ -381,7 +402,12 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
     let requests_before = queue.requests();
     producer::submit(
         &queue,
-        &submission("toy:eos-lengths", config.clone(), args.block_jobs),
+        &submission(
+            "toy:eos-lengths",
+            config.clone(),
+            args.block_jobs,
+            Prompt::Tokens(vec![]),
+        ),
     )
     .await?;
     let stop = CancellationToken::new();
@@ -461,7 +487,12 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut sub = submission("toy:tiny", trivial.clone(), args.jobs);
+        let mut sub = submission(
+            "toy:tiny",
+            trivial.clone(),
+            args.jobs,
+            Prompt::Tokens(vec![]),
+        );
         sub.methods = vec![Method::Standard];
         let start = Instant::now();
         producer::submit(&queue, &sub).await?;
@@ -568,11 +599,12 @@ async fn server(args: ServerBenchArgs) -> Result<()> {
         let ns = format!("bench-server-{c}");
         let queue = queue_on(&redis.url(), &ns).await?;
         let jobs = c as u64 * args.chains_per_slot;
-        let mut sub = submission(&args.model, config.clone(), jobs);
-        sub.problems = vec![Problem {
-            id: None,
-            prompt: Prompt::Tokens(prompt.clone()),
-        }];
+        let sub = submission(
+            &args.model,
+            config.clone(),
+            jobs,
+            Prompt::Tokens(prompt.clone()),
+        );
         let stop = CancellationToken::new();
         let worker = spawn_worker(&queue, format!("bench-{c}"), c, &stop);
         let start = Instant::now();
@@ -970,11 +1002,12 @@ async fn outage_run(
         let models = Arc::new(ModelRegistry::new(&[name]).map_err(anyhow::Error::msg)?);
         tokio::spawn(async move { worker::run(wc, queue, models, stop.cancelled_owned()).await })
     };
-    let mut sub = submission("tiny", config.clone(), args.jobs);
-    sub.problems = vec![Problem {
-        id: None,
-        prompt: Prompt::Text("hello".into()),
-    }];
+    let sub = submission(
+        "tiny",
+        config.clone(),
+        args.jobs,
+        Prompt::Text("hello".into()),
+    );
     let start = Instant::now();
     producer::submit(&queue, &sub).await?;
     let mut run = OutageRun {

@@ -15,9 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use powerfleet_datasets::suite::{SUITE_ALPHA, SUITE_MAX_TOKENS};
 use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_fleet::producer::{self, BenchRun, Problem, Receipt, Submission};
+use powerfleet_fleet::producer::{self, BatchLine, Receipt};
+use powerfleet_fleet::request::{BenchRequest, Limits, ModelPolicy, SubmitRequest};
 use powerfleet_fleet::worker::{self, WorkerConfig};
-use powerfleet_jobs::{BatchId, CorrelationId, JobResult, JobStatus, Prompt};
+use powerfleet_jobs::{BatchId, CorrelationId, JobResult, JobStatus};
 use powerfleet_models::exact::{Histogram, enumerate, tv_tolerance};
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions, ping_addr};
@@ -241,40 +242,38 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let correlation_id = CorrelationId::generate();
     let mut receipts = Vec::new();
     for model in MODELS {
-        let submission = Submission {
+        let submission = SubmitRequest {
             model: model.to_string(),
-            config: demo_config(args.n_mcmc),
-            methods: METHODS.to_vec(),
-            problems: vec![Problem {
+            config: Some(demo_config(args.n_mcmc)),
+            methods: Some(METHODS.to_vec()),
+            problems: Some(vec![BatchLine {
                 id: Some(model.trim_start_matches("toy:").to_string()),
-                prompt: Prompt::Tokens(vec![]),
-            }],
-            seeds: (0..args.seeds).collect(),
-            chains: args.chains,
+                prompt: None,
+                prompt_tokens: Some(vec![]),
+            }]),
+            seeds: Some((0..args.seeds).collect()),
+            chains: Some(args.chains),
             correlation_id: Some(correlation_id.clone()),
-            batch: true,
-            submission_key: None,
-            fallback_single_sample: false,
-            chat: false,
-            bench: None,
-        };
+            ..SubmitRequest::default()
+        }
+        .into_submission(&Limits::operator(), &ModelPolicy::operator())?;
         receipts.push((model, producer::submit(&queue, &submission).await?));
     }
     let exactness_jobs: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();
-    let suite = Submission {
+    let suite = SubmitRequest {
         model: "toy:suite-arith".to_string(),
-        config: suite_config(args.n_mcmc),
-        methods: SUITE_METHODS.to_vec(),
-        problems: Vec::new(),
-        seeds: (0..args.seeds).collect(),
-        chains: args.chains,
+        config: Some(suite_config(args.n_mcmc)),
+        methods: Some(SUITE_METHODS.to_vec()),
+        seeds: Some((0..args.seeds).collect()),
+        chains: Some(args.chains),
         correlation_id: Some(correlation_id.clone()),
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: false,
-        chat: false,
-        bench: Some(BenchRun::builtin_suite()),
-    };
+        bench: Some(BenchRequest {
+            builtin: Some("suite".into()),
+            ..BenchRequest::default()
+        }),
+        ..SubmitRequest::default()
+    }
+    .into_submission(&Limits::operator(), &ModelPolicy::operator())?;
     let suite_problems = powerfleet_datasets::builtin_suite().len();
     receipts.push(("builtin:suite", producer::submit(&queue, &suite).await?));
     let total: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();

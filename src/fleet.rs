@@ -9,11 +9,12 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_fleet::producer::{self, BenchProblem, BenchRun, Problem, Receipt, Submission};
+use powerfleet_fleet::producer::{self, BatchLine, BenchProblem, BenchRun, Receipt, Submission};
+use powerfleet_fleet::request::{BenchRequest, Limits, ModelPolicy, SubmitRequest};
 use powerfleet_fleet::status::{self, Page, StatusReport};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
-use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus, Prompt};
+use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus};
 use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
@@ -203,6 +204,8 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
     Ok(())
 }
 
+/// The request the flags describe, made a submission on the one path every front-end takes
+/// (`SubmitRequest::into_submission`), with the operator's limits and any model reference.
 fn build_submission(args: &SubmitArgs) -> Result<Submission> {
     let config = args.sampler.to_config()?;
     let methods: Vec<Method> = if args.methods.is_empty() {
@@ -218,24 +221,36 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         .as_deref()
         .map(|b| bench_run(args, b))
         .transpose()?;
-    let problems = match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
-        _ if bench.is_some() => Vec::new(),
+    let mut request = SubmitRequest {
+        model: args.model.clone(),
+        config: Some(config),
+        methods: Some(methods),
+        chains: Some(args.chains),
+        submission_key: args.submission_key.clone(),
+        fallback_single_sample: args.fallback_single_sample,
+        chat: args.chat,
+        ..SubmitRequest::default()
+    };
+    match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
+        _ if bench.is_some() => {
+            request.bench = Some(BenchRequest {
+                loaded: bench,
+                ..BenchRequest::default()
+            });
+        }
         (_, _, Some(path)) => {
             // Streamed line by line with a cap per line and on the lines: bounded memory.
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot read --batch-file {}", path.display()))?;
-            producer::read_batch_file(std::io::BufReader::new(file))
-                .map_err(|e| anyhow::anyhow!("--batch-file {}: {e}", path.display()))?
+            let problems = producer::read_batch_file(std::io::BufReader::new(file))
+                .map_err(|e| anyhow::anyhow!("--batch-file {}: {e}", path.display()))?;
+            request.problems = Some(problems.into_iter().map(BatchLine::from).collect());
         }
-        (_, Some(ids), _) => vec![Problem {
-            id: None,
-            prompt: Prompt::Tokens(crate::options::parse_token_ids(ids)?),
-        }],
-        (prompt, None, None) => vec![Problem {
-            id: None,
-            prompt: Prompt::Text(prompt.clone().unwrap_or_default()),
-        }],
-    };
+        (_, Some(ids), _) => {
+            request.prompt_tokens = Some(crate::options::parse_token_ids(ids)?);
+        }
+        (prompt, None, None) => request.prompt = Some(prompt.clone().unwrap_or_default()),
+    }
     if args.seeds == 0 {
         bail!("--seeds must be >= 1, got 0");
     }
@@ -247,25 +262,13 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
             args.seeds
         );
     }
-    let correlation_id = args
+    request.seeds = Some((0..args.seeds).map(|i| args.seed.wrapping_add(i)).collect());
+    request.correlation_id = args
         .correlation_id
         .as_deref()
         .map(|c| c.parse::<CorrelationId>().context("--correlation-id"))
         .transpose()?;
-    Ok(Submission {
-        model: args.model.clone(),
-        config,
-        methods,
-        problems,
-        seeds: (0..args.seeds).map(|i| args.seed.wrapping_add(i)).collect(),
-        chains: args.chains,
-        correlation_id,
-        batch: true,
-        submission_key: args.submission_key.clone(),
-        fallback_single_sample: args.fallback_single_sample,
-        chat: args.chat,
-        bench,
-    })
+    Ok(request.into_submission(&Limits::operator(), &ModelPolicy::operator())?)
 }
 
 /// The value of `--bench` that names the built-in suite.

@@ -10,7 +10,6 @@
 //! the models its operator configured ([`ModelPolicy`]), never a server URL, file or credential of
 //! its own choosing.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -21,81 +20,22 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, Prompt};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId};
 use powerfleet_queue::{CancelOutcome, Queue, QueueError};
-use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use powerfleet_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::control::cancel_job;
-use crate::producer::{self, BatchLine, Problem, Receipt, Submission, SubmitError};
+use crate::producer::{Receipt, SubmitError};
+use crate::request::MAX_MESSAGE_CHARS;
+pub use crate::request::{
+    BenchRequest, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_JOB_TOKENS,
+    DEFAULT_MAX_JOBS_PER_REQUEST, DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MAX_REQUEST_PROMPT_BYTES,
+    DEFAULT_MAX_TEMPLATE_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE, Limits as ApiLimits,
+    MAX_QUOTED_CHARS, ModelPolicy, RequestError, SubmitRequest, quote,
+};
 use crate::status::{self, JobView, Page, StatusError, StatusReport};
-
-/// Default largest request body: 1 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
-/// Default largest number of jobs one request may create.
-pub const DEFAULT_MAX_JOBS_PER_REQUEST: usize = 10_000;
-/// Default largest prompt (text bytes, or 4 bytes per token id) or dataset record: 256 KiB.
-pub const DEFAULT_MAX_PROMPT_BYTES: usize = 256 << 10;
-/// Default most characters of a problem id, dataset record id or submission key.
-pub const DEFAULT_MAX_ID_CHARS: usize = 200;
-/// Default largest user template (`bench.template_text`): 64 KiB.
-pub const DEFAULT_MAX_TEMPLATE_BYTES: usize = 64 << 10;
-/// Default largest total of prompt bytes over the jobs of one request (each prompt counted once
-/// per job it is sent with): 64 MiB.
-pub const DEFAULT_MAX_REQUEST_PROMPT_BYTES: usize = 64 << 20;
-/// Default most proposal tokens one job may generate, `n_mcmc × max_new_tokens`: 10 million.
-pub const DEFAULT_MAX_JOB_TOKENS: u64 = 10_000_000;
-/// Default requests per minute per bearer token.
-pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;
-/// Most problem errors reported for one request.
-const MAX_REPORTED_PROBLEMS: usize = 20;
-/// Most characters of one input value a client error quotes.
-pub const MAX_QUOTED_CHARS: usize = 200;
-/// Most characters of a client error message.
-const MAX_MESSAGE_CHARS: usize = 4096;
-
-/// Limits on what one request may ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ApiLimits {
-    /// Largest request body in bytes; larger bodies get 413.
-    pub max_body_bytes: usize,
-    /// Largest number of jobs (problems × methods × seeds × chains) one request may create.
-    pub max_jobs_per_request: usize,
-    /// Largest prompt in bytes (`prompt`, each `problems[i].prompt`, each `bench.records[i]` as
-    /// JSON); token-id prompts count 4 bytes per id.
-    pub max_prompt_bytes: usize,
-    /// Most characters of a problem id (`problems[i].id`, a dataset record's id) and of
-    /// `submission_key`. Correlation ids are held to [`powerfleet_jobs`]'s own limit.
-    pub max_id_chars: usize,
-    /// Largest `bench.template_text` in bytes.
-    pub max_template_bytes: usize,
-    /// Largest sum over the jobs of a request of the bytes of their prompts (what the request
-    /// writes to Redis, roughly).
-    pub max_request_prompt_bytes: usize,
-    /// Most proposal tokens one job may generate: `n_mcmc × max_new_tokens` for MCMC methods,
-    /// `max_new_tokens` for the others.
-    pub max_job_tokens: u64,
-    /// Requests per minute per bearer token (with no tokens configured: for all callers
-    /// together); 0 turns the limit off. Over it: 429 with `Retry-After`.
-    pub rate_limit_per_minute: u32,
-}
-
-impl Default for ApiLimits {
-    fn default() -> Self {
-        ApiLimits {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_jobs_per_request: DEFAULT_MAX_JOBS_PER_REQUEST,
-            max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
-            max_id_chars: DEFAULT_MAX_ID_CHARS,
-            max_template_bytes: DEFAULT_MAX_TEMPLATE_BYTES,
-            max_request_prompt_bytes: DEFAULT_MAX_REQUEST_PROMPT_BYTES,
-            max_job_tokens: DEFAULT_MAX_JOB_TOKENS,
-            rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
-        }
-    }
-}
 
 /// What every handler needs: the queue, the results store, the limits, the tokens and the models
 /// requests may name.
@@ -112,131 +52,6 @@ pub struct ApiState {
     pub tokens: std::sync::Arc<Vec<String>>,
     /// The models requests may name (default: the built-in toy models only).
     pub models: std::sync::Arc<ModelPolicy>,
-}
-
-/// Which models an API request may name. The CLI's `submit` takes any model reference (its user
-/// is the operator); a request to the API is a token holder's, so it may name only
-///
-/// - a model name the operator configured (`serve --model NAME`, as the workers register it with
-///   `--model NAME=REFERENCE`), or
-/// - a built-in toy model `toy:NAME` (no file path, no `?` options).
-///
-/// Anything else (an inference-server URL, a toy model file, toy options) would let a token
-/// holder choose where workers send requests and what the API reads, and is refused unless the
-/// operator allows references (`serve --allow-model-references`). Credentials never come from a
-/// request: a reference with `key_env`, and any hosted-API reference (which would send the
-/// workers' API key to a URL of the request's choosing), is refused even then.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ModelPolicy {
-    /// Model names the operator configured; the workers resolve them.
-    pub names: BTreeSet<String>,
-    /// Whether requests may also name inference-server references, toy model files and toy
-    /// options.
-    pub allow_references: bool,
-}
-
-impl ModelPolicy {
-    /// A policy from the values of `serve --model`: `NAME`, or `NAME=REFERENCE` as given to the
-    /// workers (only the name matters to the API; the workers resolve it).
-    pub fn from_flags(entries: &[String], allow_references: bool) -> Result<ModelPolicy, String> {
-        let mut names = BTreeSet::new();
-        for entry in entries {
-            let name = match entry.split_once('=') {
-                Some((name, reference)) if name.is_empty() || reference.is_empty() => {
-                    return Err(format!(
-                        "--model must be NAME or NAME=REFERENCE with both parts non-empty, got {}",
-                        quote(entry)
-                    ));
-                }
-                Some((name, _)) => name,
-                None => entry.as_str(),
-            };
-            if name.is_empty()
-                || name.starts_with("toy:")
-                || powerfleet_backends::is_http_reference(name)
-                || name
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == '?')
-            {
-                return Err(format!(
-                    "--model takes a model name as the workers register it (--model NAME=REFERENCE on the workers), such as qwen or qwen=vllm+http://gpu:8000?model=Qwen/Qwen2.5-7B; got {} (built-in toy models toy:NAME are always accepted; references are accepted with --allow-model-references)",
-                    quote(entry)
-                ));
-            }
-            names.insert(name.to_string());
-        }
-        Ok(ModelPolicy {
-            names,
-            allow_references,
-        })
-    }
-
-    /// Checks the model a request names in `field`; 400 naming the field and what is allowed.
-    pub fn check(&self, field: &str, model: &str) -> Result<(), ApiError> {
-        if self.names.contains(model) {
-            return Ok(());
-        }
-        if let Some(name) = model.strip_prefix("toy:")
-            && powerfleet_models::builtin::names().any(|n| n == name)
-        {
-            return Ok(());
-        }
-        let lower = model.to_ascii_lowercase();
-        if lower.contains("key_env") || lower.contains("key%5fenv") {
-            return Err(ApiError::BadRequest(format!(
-                "{field}: {} names a credential (key_env); credentials never come from a request. Name a model this API was started with ({})",
-                quote(model),
-                self.allowed()
-            )));
-        }
-        if ["openai+", "anthropic+", "gemini+"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
-            return Err(ApiError::BadRequest(format!(
-                "{field}: {} is a hosted-API reference, which would send the workers' API key to a URL of the request's choosing; the operator registers hosted models by name (serve --model NAME and the workers' --model NAME=REFERENCE). Allowed: {}",
-                quote(model),
-                self.allowed()
-            )));
-        }
-        if self.allow_references {
-            return Ok(());
-        }
-        Err(ApiError::BadRequest(format!(
-            "{field}: {} is not allowed; name {}. Server URLs, toy model files and toy options are refused (the operator may allow them with serve --allow-model-references)",
-            quote(model),
-            self.allowed()
-        )))
-    }
-
-    /// What a request may name, for error messages.
-    fn allowed(&self) -> String {
-        let toys = powerfleet_models::builtin::names()
-            .map(|n| format!("toy:{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if self.names.is_empty() {
-            format!(
-                "a built-in toy model ({toys}); this API was started with no model names (serve --model NAME)"
-            )
-        } else {
-            format!(
-                "a model this API was started with ({}) or a built-in toy model ({toys})",
-                self.names.iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        }
-    }
-}
-
-/// `value` quoted, cut to its first [`MAX_QUOTED_CHARS`] characters: `"prefix"… (N characters)`.
-pub fn quote(value: &str) -> String {
-    let n = value.chars().count();
-    if n <= MAX_QUOTED_CHARS {
-        format!("{value:?}")
-    } else {
-        let prefix: String = value.chars().take(MAX_QUOTED_CHARS).collect();
-        format!("{prefix:?}… ({n} characters)")
-    }
 }
 
 /// A client error message with every quoted value (`"..."` or `` `...` ``) and every other run of
@@ -347,164 +162,6 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
-/// The body of `POST /v1/jobs`. Exactly one of `prompt`, `prompt_tokens` and `problems` is given.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitRequest {
-    /// Model reference, such as `toy:pivot`.
-    pub model: String,
-    /// One prompt as text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
-    /// One prompt as token ids.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_tokens: Option<Vec<TokenId>>,
-    /// Several problems, as the lines of a batch file (the id defaults to the 1-based index).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problems: Option<Vec<BatchLine>>,
-    /// Base sampler configuration (default: every option at its default for method `power`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<SamplerConfig>,
-    /// Methods to run every problem with (default: the config's method).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub methods: Option<Vec<Method>>,
-    /// Seeds per problem and method (default: `[0]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seeds: Option<Vec<u64>>,
-    /// Chains per (problem, method, seed) (default: 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chains: Option<u64>,
-    /// Correlation id (generated if absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<CorrelationId>,
-    /// Client key that makes resubmission idempotent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub submission_key: Option<String>,
-    /// Let MCMC jobs run as one sample where the backend cannot run MCMC (default false).
-    #[serde(default)]
-    pub fallback_single_sample: bool,
-    /// Format text prompts through the model's chat template (default false).
-    #[serde(default)]
-    pub chat: bool,
-    /// A benchmark run instead of prompts: dataset records with reference answers, graded by the
-    /// collector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bench: Option<BenchRequest>,
-}
-
-/// The `bench` of a `POST /v1/jobs` request: the records of a dataset (or the built-in suite), a
-/// template and a grader, as `powerfleet submit --bench` takes them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BenchRequest {
-    /// Dataset records, as the lines of a JSONL or multiple-choice dataset file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records: Option<Vec<serde_json::Value>>,
-    /// `suite` for the built-in suite on its toy models (instead of `records`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub builtin: Option<String>,
-    /// `jsonl` or `multiple-choice` (default: `multiple-choice` when the first record has
-    /// `choices`, else `jsonl`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    /// A built-in template: `plain`, `math-cot`, `multiple-choice` (default: `multiple-choice`
-    /// for multiple-choice records, else `plain`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    /// A user template holding `{question}` (instead of `template`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template_text: Option<String>,
-    /// The grader, e.g. `{"kind": "math"}` or `{"kind": "regex", "pattern": "answer: (\\d+)"}`
-    /// (default: `choice` for multiple choice, else `math`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grader: Option<powerfleet_jobs::Grader>,
-    /// Price of generated tokens in US dollars per million.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price_per_mtok: Option<f64>,
-}
-
-/// The benchmark run of a request; errors name the `bench` field and the record.
-fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, ApiError> {
-    use powerfleet_datasets::{Format, Template};
-    let bad = |m: String| ApiError::Unprocessable(m);
-    let mut run = match (bench.records, bench.builtin.as_deref()) {
-        (None, Some("suite")) => {
-            if bench.template.is_some() || bench.template_text.is_some() || bench.grader.is_some() {
-                return Err(bad(
-                    "bench.builtin suite has its own prompts and grader; drop bench.template, bench.template_text and bench.grader".into(),
-                ));
-            }
-            producer::BenchRun::builtin_suite()
-        }
-        (None, Some(other)) => {
-            return Err(bad(format!(
-                "bench.builtin must be \"suite\", got {}",
-                quote(other)
-            )));
-        }
-        (Some(records), None) => {
-            let text: String = records.iter().map(|r| format!("{r}\n")).collect();
-            let format = match bench.format.as_deref() {
-                // Multiple choice when the first record has `choices`, as for files.
-                None if records.first().is_some_and(|r| r.get("choices").is_some()) => {
-                    Format::MultipleChoice
-                }
-                None => Format::Jsonl,
-                Some("jsonl") => Format::Jsonl,
-                Some("multiple-choice") => Format::MultipleChoice,
-                Some(other) => {
-                    return Err(bad(format!(
-                        "bench.format must be jsonl or multiple-choice, got {}",
-                        quote(other)
-                    )));
-                }
-            };
-            let problems = powerfleet_datasets::parse(&text, format).map_err(|e| {
-                bad(format!(
-                    "bench.records (line N is record N, counting from 1): {e}"
-                ))
-            })?;
-            let template = match (bench.template.as_deref(), bench.template_text) {
-                (Some(_), Some(_)) => {
-                    return Err(bad(
-                        "give bench.template or bench.template_text, not both".into()
-                    ));
-                }
-                (None, Some(text)) => {
-                    Template::user("bench.template_text", text).map_err(|e| bad(e.to_string()))?
-                }
-                (Some(name), None) => Template::builtin(name).ok_or_else(|| {
-                    bad(format!(
-                        "bench.template must be one of plain, math-cot, multiple-choice (or give bench.template_text), got {}",
-                        quote(name)
-                    ))
-                })?,
-                (None, None) => Template::default_for(format),
-            };
-            producer::BenchRun {
-                problems: problems
-                    .into_iter()
-                    .map(|problem| producer::BenchProblem {
-                        problem,
-                        model: None,
-                    })
-                    .collect(),
-                template,
-                grader: bench.grader,
-                price_per_mtok: None,
-            }
-        }
-        _ => {
-            return Err(bad(
-                "bench needs exactly one of records (dataset records) and builtin (\"suite\")"
-                    .into(),
-            ));
-        }
-    };
-    run.price_per_mtok = bench.price_per_mtok;
-    Ok(run)
-}
-
 /// The body of the answer to `POST /v1/jobs/{id}/cancel`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelResponse {
@@ -582,6 +239,15 @@ impl From<StatusError> for ApiError {
             StatusError::NotFound(_) => ApiError::NotFound(e.to_string()),
             StatusError::Queue(q) => ApiError::Queue(q),
             StatusError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::BadRequest(message) => ApiError::BadRequest(message),
+            RequestError::Unprocessable(message) => ApiError::Unprocessable(message),
         }
     }
 }
@@ -863,8 +529,8 @@ async fn submit_jobs(
         }
     })?;
     let request = parse_submit_request(&body)?;
-    let submission = build_submission(request, &state.limits, &state.models)?;
-    let receipt: Receipt = producer::submit(&state.queue, &submission).await?;
+    let submission = request.into_submission(&state.limits, &state.models)?;
+    let receipt: Receipt = crate::producer::submit(&state.queue, &submission).await?;
     tracing::info!(
         correlation_id = %receipt.correlation_id,
         batch_id = ?receipt.batch_id,
@@ -902,302 +568,6 @@ pub fn parse_submit_request(body: &[u8]) -> Result<SubmitRequest, ApiError> {
             "invalid request body: {}",
             source_of(&e)
         ))),
-    }
-}
-
-/// Turns a request into a submission (a batch), checking what the producer does not: the models
-/// it names (`models`), exactly one kind of prompt, complete problems, and the per-request job
-/// limit.
-pub fn build_submission(
-    request: SubmitRequest,
-    limits: &ApiLimits,
-    models: &ModelPolicy,
-) -> Result<Submission, ApiError> {
-    models.check("model", &request.model)?;
-    check_input_sizes(&request, limits)?;
-    // Bytes of each problem's prompt, for the request total: for a benchmark, the record as JSON
-    // plus the template.
-    let mut prompt_bytes: Vec<usize> = Vec::new();
-    let bench = match request.bench {
-        Some(b) => {
-            if request.prompt.is_some()
-                || request.prompt_tokens.is_some()
-                || request.problems.is_some()
-            {
-                return Err(ApiError::Unprocessable(
-                    "give bench or prompts (prompt, prompt_tokens, problems), not both".into(),
-                ));
-            }
-            let template_bytes = b.template_text.as_ref().map_or(0, String::len);
-            if let Some(records) = &b.records {
-                prompt_bytes = records
-                    .iter()
-                    .map(|r| json_len(r) + template_bytes)
-                    .collect();
-            }
-            let run = bench_of(b)?;
-            if prompt_bytes.is_empty() {
-                prompt_bytes = run
-                    .problems
-                    .iter()
-                    .map(|p| p.problem.question.len())
-                    .collect();
-            }
-            for p in &run.problems {
-                check_id(
-                    &format!("bench.records: record id {}", quote(&p.problem.id)),
-                    &p.problem.id,
-                    limits,
-                )?;
-            }
-            // The built-in suite names its own (toy) models, checked like the request's.
-            for (i, p) in run.problems.iter().enumerate() {
-                if let Some(model) = &p.model {
-                    models.check(
-                        &format!("bench problem {} (index {i}) model", quote(&p.problem.id)),
-                        model,
-                    )?;
-                }
-            }
-            Some(run)
-        }
-        None => None,
-    };
-    let problems = match (request.prompt, request.prompt_tokens, request.problems) {
-        _ if bench.is_some() => Vec::new(),
-        (Some(text), None, None) => vec![Problem {
-            id: None,
-            prompt: Prompt::Text(text),
-        }],
-        (None, Some(tokens), None) => vec![Problem {
-            id: None,
-            prompt: Prompt::Tokens(tokens),
-        }],
-        (None, None, Some(lines)) => problems_of(lines)?,
-        (prompt, tokens, lines) => {
-            let given: Vec<&str> = [
-                ("prompt", prompt.is_some()),
-                ("prompt_tokens", tokens.is_some()),
-                ("problems", lines.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect();
-            let got = if given.is_empty() {
-                "none of them".to_string()
-            } else {
-                given.join(" and ")
-            };
-            return Err(ApiError::Unprocessable(format!(
-                "give exactly one of prompt (text), prompt_tokens (token ids) or problems (a list of {{\"id\", \"prompt\" or \"prompt_tokens\"}}), got {got}"
-            )));
-        }
-    };
-    let config = request
-        .config
-        .unwrap_or_else(|| SamplerConfig::new(Method::Power));
-    let methods = request.methods.unwrap_or_else(|| vec![config.method]);
-    let seeds = request.seeds.unwrap_or_else(|| vec![0]);
-    let chains = request.chains.unwrap_or(1);
-    let n_problems = bench.as_ref().map_or(problems.len(), |b| b.problems.len());
-    let per_problem = methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
-    let total = n_problems as u128 * per_problem;
-    if total > limits.max_jobs_per_request as u128 {
-        return Err(ApiError::Unprocessable(format!(
-            "this request makes {total} jobs (problems x methods x seeds x chains = {} x {} x {} x {chains}); at most {} are accepted per request (max_jobs_per_request), split it into several requests",
-            n_problems,
-            methods.len(),
-            seeds.len(),
-            limits.max_jobs_per_request
-        )));
-    }
-    if bench.is_none() {
-        prompt_bytes = problems.iter().map(|p| prompt_len(&p.prompt)).collect();
-    }
-    let request_bytes: u128 = prompt_bytes.iter().map(|&b| b as u128).sum::<u128>() * per_problem;
-    if request_bytes > limits.max_request_prompt_bytes as u128 {
-        return Err(ApiError::Unprocessable(format!(
-            "this request sends {request_bytes} prompt bytes in all (each prompt once per job: {} prompt bytes x {per_problem} jobs per problem, methods x seeds x chains); at most {} bytes are accepted per request (max_request_prompt_bytes), send fewer seeds, methods or chains per request or shorter prompts",
-            prompt_bytes.iter().sum::<usize>(),
-            limits.max_request_prompt_bytes
-        )));
-    }
-    check_job_tokens(&config, &methods, limits)?;
-    Ok(Submission {
-        model: request.model,
-        config,
-        methods,
-        problems,
-        seeds,
-        chains,
-        correlation_id: request.correlation_id,
-        batch: true,
-        submission_key: request.submission_key,
-        fallback_single_sample: request.fallback_single_sample,
-        chat: request.chat,
-        bench,
-    })
-}
-
-/// Bytes of a prompt: its text, or 4 bytes per token id.
-fn prompt_len(prompt: &Prompt) -> usize {
-    match prompt {
-        Prompt::Text(t) => t.len(),
-        Prompt::Tokens(ids) => ids.len().saturating_mul(4),
-    }
-}
-
-/// Bytes of a JSON value as compact JSON.
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
-/// 422 if `id` (named by `field`) is longer than `max_id_chars`.
-fn check_id(field: &str, id: &str, limits: &ApiLimits) -> Result<(), ApiError> {
-    let n = id.chars().count();
-    if n > limits.max_id_chars {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} is {n} characters long ({}); at most {} are accepted (max_id_chars)",
-            quote(id),
-            limits.max_id_chars
-        )));
-    }
-    Ok(())
-}
-
-/// 422 if a prompt named by `field` is larger than `max_prompt_bytes`.
-fn check_prompt_size(field: &str, bytes: usize, limits: &ApiLimits) -> Result<(), ApiError> {
-    if bytes > limits.max_prompt_bytes {
-        return Err(ApiError::Unprocessable(format!(
-            "{field} is {bytes} bytes (token ids count 4 bytes each); at most {} bytes are accepted (max_prompt_bytes)",
-            limits.max_prompt_bytes
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the size of every input of a request before anything is built from it: prompts,
-/// problem ids, the submission key, dataset records and the template text.
-fn check_input_sizes(request: &SubmitRequest, limits: &ApiLimits) -> Result<(), ApiError> {
-    if let Some(text) = &request.prompt {
-        check_prompt_size("prompt", text.len(), limits)?;
-    }
-    if let Some(ids) = &request.prompt_tokens {
-        check_prompt_size("prompt_tokens", ids.len().saturating_mul(4), limits)?;
-    }
-    for (i, line) in request.problems.iter().flatten().enumerate() {
-        if let Some(id) = &line.id {
-            check_id(&format!("problems[{i}].id"), id, limits)?;
-        }
-        if let Some(text) = &line.prompt {
-            check_prompt_size(&format!("problems[{i}].prompt"), text.len(), limits)?;
-        }
-        if let Some(ids) = &line.prompt_tokens {
-            check_prompt_size(
-                &format!("problems[{i}].prompt_tokens"),
-                ids.len().saturating_mul(4),
-                limits,
-            )?;
-        }
-    }
-    if let Some(key) = &request.submission_key {
-        check_id("submission_key", key, limits)?;
-    }
-    if let Some(bench) = &request.bench {
-        if let Some(text) = &bench.template_text
-            && text.len() > limits.max_template_bytes
-        {
-            return Err(ApiError::Unprocessable(format!(
-                "bench.template_text is {} bytes; at most {} bytes are accepted (max_template_bytes)",
-                text.len(),
-                limits.max_template_bytes
-            )));
-        }
-        for (i, record) in bench.records.iter().flatten().enumerate() {
-            check_prompt_size(&format!("bench.records[{i}]"), json_len(record), limits)?;
-        }
-    }
-    Ok(())
-}
-
-/// 422 if a job of `methods` under `config` may generate more than `max_job_tokens` proposal
-/// tokens: `n_mcmc × max_new_tokens` for MCMC methods, `max_new_tokens` for the others.
-fn check_job_tokens(
-    config: &SamplerConfig,
-    methods: &[Method],
-    limits: &ApiLimits,
-) -> Result<(), ApiError> {
-    let n_mcmc = u64::from(config.n_mcmc);
-    let max_new = u64::from(config.max_new_tokens);
-    if let Some(m) = methods.iter().find(|m| m.is_mcmc())
-        && n_mcmc.saturating_mul(max_new) > limits.max_job_tokens
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "config.n_mcmc x config.max_new_tokens = {n_mcmc} x {max_new} = {} proposal tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower n_mcmc or max_new_tokens",
-            n_mcmc * max_new,
-            limits.max_job_tokens
-        )));
-    }
-    if max_new > limits.max_job_tokens {
-        return Err(ApiError::Unprocessable(format!(
-            "config.max_new_tokens = {max_new} tokens per job; at most {} are accepted per job (max_job_tokens, serve --max-job-tokens)",
-            limits.max_job_tokens
-        )));
-    }
-    Ok(())
-}
-
-/// The problems of a request, with batch-file semantics: each has exactly one of `prompt` and
-/// `prompt_tokens`; the id defaults to the 1-based index.
-fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, ApiError> {
-    if lines.is_empty() {
-        return Err(ApiError::Unprocessable(
-            "problems must hold at least one problem, got an empty list".into(),
-        ));
-    }
-    let mut problems = Vec::with_capacity(lines.len());
-    let mut errors = Vec::new();
-    for (i, line) in lines.into_iter().enumerate() {
-        let prompt = match (line.prompt, line.prompt_tokens) {
-            (Some(text), None) => Prompt::Text(text),
-            (None, Some(tokens)) => Prompt::Tokens(tokens),
-            (Some(_), Some(_)) => {
-                errors.push(format!(
-                    "problems[{i}]: give prompt or prompt_tokens, not both"
-                ));
-                continue;
-            }
-            (None, None) => {
-                errors.push(format!(
-                    "problems[{i}]: missing field `prompt` (text) or `prompt_tokens` (token ids)"
-                ));
-                continue;
-            }
-        };
-        problems.push(Problem {
-            id: Some(line.id.unwrap_or_else(|| (i + 1).to_string())),
-            prompt,
-        });
-        if errors.len() >= MAX_REPORTED_PROBLEMS {
-            break;
-        }
-    }
-    if errors.is_empty() {
-        Ok(problems)
-    } else {
-        Err(ApiError::Unprocessable(errors.join("; ")))
     }
 }
 
@@ -1381,6 +751,19 @@ async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::producer::Submission;
+    use powerfleet_sampler::Method;
+
+    /// A request's submission as the API makes it, with the API's error.
+    fn build_submission(
+        request: SubmitRequest,
+        limits: &ApiLimits,
+        models: &ModelPolicy,
+    ) -> Result<Submission, ApiError> {
+        request
+            .into_submission(limits, models)
+            .map_err(ApiError::from)
+    }
 
     #[test]
     fn benchmark_requests_become_benchmark_submissions() {
@@ -1571,7 +954,7 @@ mod tests {
             "qwen2",
             "",
         ] {
-            let e = policy.check("model", bad).unwrap_err();
+            let e = ApiError::from(policy.check("model", bad).unwrap_err());
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
             let m = e.to_string();
             assert!(

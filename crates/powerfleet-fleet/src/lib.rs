@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod producer;
+pub mod request;
 pub mod status;
 pub mod worker;
 

@@ -43,6 +43,20 @@ pub struct Problem {
     pub prompt: Prompt,
 }
 
+impl From<Problem> for BatchLine {
+    fn from(p: Problem) -> BatchLine {
+        let (prompt, prompt_tokens) = match p.prompt {
+            Prompt::Text(text) => (Some(text), None),
+            Prompt::Tokens(ids) => (None, Some(ids)),
+        };
+        BatchLine {
+            id: p.id,
+            prompt,
+            prompt_tokens,
+        }
+    }
+}
+
 /// What to submit.
 #[derive(Clone, Debug)]
 pub struct Submission {
@@ -74,7 +88,7 @@ pub struct Submission {
 
 /// A benchmark run: dataset problems, the template that renders them (per seed, so multiple-choice
 /// options are shuffled per seed) and the grader the collector applies.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BenchRun {
     /// The problems.
     pub problems: Vec<BenchProblem>,
@@ -88,7 +102,7 @@ pub struct BenchRun {
 }
 
 /// One problem of a benchmark run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BenchProblem {
     /// The problem.
     pub problem: powerfleet_datasets::Problem,
