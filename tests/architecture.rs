@@ -2,6 +2,28 @@
 
 use std::process::Command;
 
+/// The workspace's crates in layer order, lowest first: each crate may depend only on crates
+/// below it, that is listed before it here. Derived from the manifests; a new crate goes in at
+/// its layer, and a new dependency that points up is a design change, not a list edit.
+///
+/// The sampler core and grading depend on nothing of ours; models and jobs only on the sampler;
+/// datasets on grading and models; backends on jobs and the sampler; reports on jobs, grading
+/// and the sampler; the queue and the store on jobs (the store also on grading and the sampler);
+/// the fleet's roles on all of those, and the binary on top.
+const LAYERS: [&str; 11] = [
+    "powerfleet-sampler",
+    "powerfleet-models",
+    "powerfleet-jobs",
+    "powerfleet-backends",
+    "powerfleet-grade",
+    "powerfleet-datasets",
+    "powerfleet-report",
+    "powerfleet-queue",
+    "powerfleet-store",
+    "powerfleet-fleet",
+    "powerfleet",
+];
+
 /// The crates `cargo tree` lists among the (transitive) normal dependencies of `package`.
 fn normal_dependencies(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -93,4 +115,101 @@ fn models_crate_knows_no_queue_or_store() {
             "powerfleet-models names {forbidden}"
         );
     }
+}
+
+/// The workspace's crates and, for each, the workspace crates it depends on directly (normal and
+/// build dependencies; dev-dependencies are left out: tests may use a higher layer), from
+/// `cargo metadata`.
+fn workspace_edges() -> Vec<(String, Vec<String>)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = metadata["packages"].as_array().expect("packages");
+    let names: Vec<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().expect("a package name"))
+        .collect();
+    packages
+        .iter()
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .expect("dependencies")
+                .iter()
+                .filter(|d| d["kind"].as_str() != Some("dev"))
+                .map(|d| d["name"].as_str().expect("a dependency name"))
+                .filter(|d| names.contains(d))
+                .map(str::to_string)
+                .collect();
+            (p["name"].as_str().unwrap().to_string(), deps)
+        })
+        .collect()
+}
+
+/// Every workspace crate has its place in [`LAYERS`] and depends only on crates below it.
+#[test]
+fn crates_depend_only_on_lower_layers() {
+    let edges = workspace_edges();
+    let layer = |name: &str| LAYERS.iter().position(|l| *l == name);
+
+    let unlisted: Vec<&str> = edges
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| layer(name).is_none())
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "workspace crates missing from LAYERS in tests/architecture.rs: {unlisted:?}"
+    );
+    let gone: Vec<&str> = LAYERS
+        .iter()
+        .copied()
+        .filter(|l| !edges.iter().any(|(name, _)| name == l))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "LAYERS names crates that are not in the workspace: {gone:?}"
+    );
+
+    let mut upward = Vec::new();
+    for (name, deps) in &edges {
+        for dep in deps {
+            if layer(dep) >= layer(name) {
+                upward.push(format!("{name} -> {dep}"));
+            }
+        }
+    }
+    upward.sort();
+    assert!(
+        upward.is_empty(),
+        "dependencies that do not point to a lower layer (LAYERS, lowest first: {}): {}",
+        LAYERS.join(" < "),
+        upward.join(", ")
+    );
+}
+
+/// The store knows no Redis: no Redis client anywhere in its (transitive) normal dependencies.
+#[test]
+fn store_crate_knows_no_redis() {
+    let crates = normal_dependencies("powerfleet-store");
+    let redis: Vec<&String> = crates.iter().filter(|c| c.contains("redis")).collect();
+    assert!(
+        redis.is_empty(),
+        "powerfleet-store depends on {redis:?}: {crates:?}"
+    );
 }

@@ -1,0 +1,417 @@
+//! Figures of a report (written by [`write_figures`]): pass@k curves, acceptance rate by block,
+//! and cost against accuracy, each as PNG and SVG. Their numbers are the report's, defined as in
+//! [`crate::DEFINITIONS`]: accuracy and pass@k count missing samples as wrong, and acceptance is
+//! acceptances over proposals pooled over jobs.
+//!
+//! They are drawn with plotters in DejaVu Sans embedded in the binary, so they render the same on
+//! a machine without system fonts or fontconfig. Every method keeps its colour and marker in every
+//! figure (power, max-swap, low-temp and standard have fixed ones), legends go in the corner of
+//! the plot that hides the fewest data, and the scatter's labels are placed clear of each other.
+
+mod acceptance;
+mod axes;
+mod cost_accuracy;
+mod layout;
+mod legend;
+mod lines;
+mod pass_at_k;
+mod raster;
+mod style;
+#[cfg(test)]
+mod test_reports;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::report::Report;
+use raster::Raster;
+use style::{FONT, Look, SIZE, looks};
+
+/// Writes the report's figures into `dir` (created if missing) as PNG and SVG; returns the paths.
+///
+/// The figures are `pass_at_k` (pass@k against k per method, missing samples counted as
+/// incorrect), `acceptance_by_block` (the MCMC acceptances over proposals per block index per
+/// method, pooled over its jobs) and `cost_vs_accuracy` (accuracy over all scheduled samples with
+/// ±1 standard error against tokens generated per final token, per method). A figure without data still has
+/// its axes and a note saying why it is empty.
+pub fn write_figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    register_font()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let looks = looks(&report.methods);
+    let mut written = Vec::new();
+    for figure in [Figure::PassAtK, Figure::Acceptance, Figure::CostAccuracy] {
+        let png = dir.join(format!("{}.png", figure.name()));
+        let root = Raster(BitMapBackend::new(&png, SIZE)).into_drawing_area();
+        draw(figure, &root, report, &looks).map_err(|e| format!("{}: {e}", png.display()))?;
+        root.present()
+            .map_err(|e| format!("{}: {e}", png.display()))?;
+        drop(root);
+        written.push(png);
+
+        let svg = dir.join(format!("{}.svg", figure.name()));
+        let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
+        draw(figure, &root, report, &looks).map_err(|e| format!("{}: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| format!("{}: {e}", svg.display()))?;
+        drop(root);
+        written.push(svg);
+    }
+    Ok(written)
+}
+
+/// Registers the embedded font with plotters, once per process.
+fn register_font() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+                .map_err(|_| "the embedded font (DejaVu Sans) does not load".to_string())
+        })
+        .clone()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Figure {
+    PassAtK,
+    Acceptance,
+    CostAccuracy,
+}
+
+impl Figure {
+    fn name(self) -> &'static str {
+        match self {
+            Figure::PassAtK => "pass_at_k",
+            Figure::Acceptance => "acceptance_by_block",
+            Figure::CostAccuracy => "cost_vs_accuracy",
+        }
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    figure: Figure,
+    root: &DrawingArea<DB, Shift>,
+    report: &Report,
+    looks: &[Look],
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(err)?;
+    match figure {
+        Figure::PassAtK => pass_at_k::draw(root, report, looks),
+        Figure::Acceptance => acceptance::draw(root, report, looks),
+        Figure::CostAccuracy => cost_accuracy::draw(root, report, looks),
+    }
+}
+
+/// Draws `text` in `style` anchored at `pos` by the style's position.
+fn text<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    text: &str,
+    pos: (i32, i32),
+    style: TextStyle<'_>,
+) -> Result<(), String> {
+    root.draw_text(text, &style, pos).map_err(err)
+}
+
+fn err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout::text_size;
+    use super::style::{LABEL_SIZE, TITLE_SIZE};
+    use super::test_reports::{crowded, method, report};
+    use super::*;
+    use acceptance::ACCEPTANCE_LABEL;
+    use cost_accuracy::ACCURACY_LABEL;
+    use pass_at_k::PASS_AT_K_EMPTY;
+
+    /// A fresh directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            TempDir(std::env::temp_dir().join(format!(
+                "powerfleet-plot-{tag}-{}-{nanos}",
+                std::process::id()
+            )))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const NAMES: [&str; 3] = ["pass_at_k", "acceptance_by_block", "cost_vs_accuracy"];
+
+    /// A decoded PNG: width, height and its distinct RGB pixel values.
+    fn decode(path: &Path) -> (u32, u32, std::collections::BTreeSet<(u8, u8, u8)>) {
+        let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.bit_depth, png::BitDepth::Eight);
+        let px = info.color_type.samples();
+        assert!(px >= 3, "{} is not RGB", path.display());
+        let pixels = buf[..info.buffer_size()]
+            .chunks(px)
+            .map(|p| (p[0], p[1], p[2]))
+            .collect();
+        (info.width, info.height, pixels)
+    }
+
+    /// The contents of an SVG's `<text>` elements.
+    fn svg_texts(svg: &str) -> Vec<String> {
+        svg.split("</text>")
+            .filter_map(|chunk| chunk.rsplit_once('>').map(|(_, t)| t.trim().to_string()))
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    fn rgb(c: RGBColor) -> (u8, u8, u8) {
+        (c.0, c.1, c.2)
+    }
+
+    /// Checks an SVG is one and has a text element saying each of `texts`; returns its texts.
+    fn check_svg(path: &Path, texts: &[&str]) -> Vec<String> {
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(!svg.is_empty(), "{} is empty", path.display());
+        let body = match svg.trim_start().strip_prefix("<?xml") {
+            Some(rest) => rest
+                .split_once("?>")
+                .map(|(_, b)| b)
+                .unwrap_or("")
+                .trim_start(),
+            None => svg.trim_start(),
+        };
+        assert!(
+            body.starts_with("<svg"),
+            "{} does not start with <svg",
+            path.display()
+        );
+        let found = svg_texts(&svg);
+        for text in texts {
+            assert!(
+                found.iter().any(|t| t == text),
+                "{} lacks the text {text:?}: {found:?}",
+                path.display()
+            );
+        }
+        found
+    }
+
+    #[test]
+    fn writes_six_readable_figures() {
+        let dir = TempDir::new("full");
+        let report = report();
+        let figures = dir.0.join("figures");
+        let written = write_figures(&report, &figures).unwrap();
+        assert_eq!(written.len(), 6);
+        for name in NAMES {
+            for ext in ["png", "svg"] {
+                let path = figures.join(format!("{name}.{ext}"));
+                assert!(written.contains(&path), "{} not returned", path.display());
+                assert!(path.is_file(), "{} not written", path.display());
+            }
+            let (w, h, pixels) = decode(&figures.join(format!("{name}.png")));
+            assert_eq!((w, h), SIZE);
+            assert!(
+                pixels.len() > 20,
+                "{name}.png has {} distinct pixels",
+                pixels.len()
+            );
+        }
+        let svg = |name: &str| figures.join(format!("{name}.svg"));
+        let png = |name: &str| decode(&figures.join(format!("{name}.png"))).2;
+        let looks = looks(&report.methods);
+        let colour = |method: &str| {
+            let i = report.methods.iter().position(|m| m.method == method);
+            rgb(looks[i.unwrap()].color)
+        };
+
+        let title = "pass@k by method — batch 0192f3a4";
+        let names = ["power", "max-swap", "low-temp", "standard"];
+        check_svg(
+            &svg("pass_at_k"),
+            &[
+                &names[..],
+                &[
+                    title,
+                    "pass@k (%)",
+                    "k (samples per problem)",
+                    "1",
+                    "4",
+                    "100",
+                ],
+            ]
+            .concat(),
+        );
+        let pixels = png("pass_at_k");
+        assert!(names.iter().all(|m| pixels.contains(&colour(m))));
+
+        // Only methods with acceptance data are in the acceptance figure.
+        let texts = check_svg(
+            &svg("acceptance_by_block"),
+            &[
+                "power",
+                "max-swap",
+                "block index",
+                ACCEPTANCE_LABEL,
+                "3",
+                "1.0",
+            ],
+        );
+        assert!(
+            !texts.iter().any(|t| t == "low-temp" || t == "standard"),
+            "{texts:?}"
+        );
+        let pixels = png("acceptance_by_block");
+        assert!(pixels.contains(&colour("power")) && pixels.contains(&colour("max-swap")));
+        assert!(!pixels.contains(&colour("low-temp")));
+
+        check_svg(
+            &svg("cost_vs_accuracy"),
+            &[
+                &names[..],
+                &[
+                    "cost multiplier (tokens generated per final token)",
+                    ACCURACY_LABEL,
+                    "2×",
+                ],
+            ]
+            .concat(),
+        );
+        let pixels = png("cost_vs_accuracy");
+        assert!(names.iter().all(|m| pixels.contains(&colour(m))));
+
+        // Writing again over the same files works.
+        assert_eq!(write_figures(&report, &figures).unwrap(), written);
+    }
+
+    #[test]
+    fn writes_figures_of_an_empty_report() {
+        let dir = TempDir::new("empty");
+        let mut report = report();
+        report.methods.clear();
+        report.per_problem.clear();
+        report.id = "smoke".to_string();
+        let written = write_figures(&report, &dir.0).unwrap();
+        assert_eq!(written.len(), 6);
+        for name in NAMES {
+            let (w, h, pixels) = decode(&dir.0.join(format!("{name}.png")));
+            assert_eq!((w, h), SIZE);
+            assert!(
+                pixels.len() > 5,
+                "{name}.png has {} distinct pixels",
+                pixels.len()
+            );
+        }
+        check_svg(
+            &dir.0.join("acceptance_by_block.svg"),
+            &[
+                "no MCMC proposals in this batch",
+                "MCMC acceptance rate by block — batch smoke",
+                "block index",
+            ],
+        );
+        check_svg(
+            &dir.0.join("pass_at_k.svg"),
+            &[PASS_AT_K_EMPTY, "pass@k (%)"],
+        );
+        check_svg(
+            &dir.0.join("cost_vs_accuracy.svg"),
+            &[
+                "no method with both accuracy and cost in this batch",
+                ACCURACY_LABEL,
+            ],
+        );
+
+        // No id: the title is just what the figure shows.
+        report.id.clear();
+        write_figures(&report, &dir.0).unwrap();
+        check_svg(&dir.0.join("pass_at_k.svg"), &["pass@k by method"]);
+    }
+
+    #[test]
+    fn methods_without_data_are_left_out() {
+        let dir = TempDir::new("partial");
+        let mut report = report();
+        for m in &mut report.methods {
+            m.acceptance_by_block.clear();
+        }
+        report.methods[0].cost_multiplier = None;
+        report.methods[1].accuracy_stderr = None;
+        report.methods[2].pass_at_k.clear();
+        report.methods.push(method(
+            "beam",
+            [0.1, 0.2, 0.3, 0.4],
+            vec![Some(f64::NAN)],
+            3.0,
+            0.3,
+        ));
+        write_figures(&report, &dir.0).unwrap();
+        check_svg(
+            &dir.0.join("acceptance_by_block.svg"),
+            &["no MCMC proposals in this batch"],
+        );
+        let scatter = check_svg(&dir.0.join("cost_vs_accuracy.svg"), &["max-swap", "beam"]);
+        assert!(!scatter.iter().any(|t| t == "power"), "{scatter:?}");
+        let pass = check_svg(&dir.0.join("pass_at_k.svg"), &["power", "beam"]);
+        assert!(!pass.iter().any(|t| t == "low-temp"), "{pass:?}");
+    }
+
+    #[test]
+    fn crowded_reports_get_a_log_axis_and_a_shortened_id() {
+        let dir = TempDir::new("crowded");
+        write_figures(&crowded(), &dir.0).unwrap();
+        let texts = check_svg(
+            &dir.0.join("cost_vs_accuracy.svg"),
+            &[
+                "cost multiplier (tokens generated per final token, log scale)",
+                "self-consistency-with-a-long-name",
+                "1×",
+                "10×",
+            ],
+        );
+        let title = texts
+            .iter()
+            .find(|t| t.starts_with("Cost vs accuracy — batch nightly-math500"))
+            .unwrap();
+        assert!(
+            title.ends_with('…') && text_size(title, TITLE_SIZE).0 < SIZE.0 as i32,
+            "{title}"
+        );
+        check_svg(&dir.0.join("pass_at_k.svg"), &["1", "10", "60"]);
+        check_svg(
+            &dir.0.join("acceptance_by_block.svg"),
+            &["power", "max-swap", "beam", "16"],
+        );
+    }
+
+    #[test]
+    fn axis_labels_fit_beside_the_plot() {
+        // The y labels run along the plot's height: 600 pixels less the title and the x labels.
+        for label in [ACCEPTANCE_LABEL, ACCURACY_LABEL, "pass@k (%)"] {
+            let (width, _) = text_size(label, LABEL_SIZE);
+            assert!(width < 440, "{label:?} is {width} pixels long");
+        }
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_is_an_error() {
+        let dir = TempDir::new("blocked");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let file = dir.0.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = write_figures(&report(), &file.join("figures")).unwrap_err();
+        assert!(err.contains("cannot create"), "{err}");
+    }
+}

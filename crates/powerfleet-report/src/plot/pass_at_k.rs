@@ -1,0 +1,65 @@
+//! The pass@k figure: pass@k against k per method, missing samples counted as incorrect; k on a
+//! log axis when there are many samples per problem.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::axes::{Axis, chart, draw_note, percent, tick_label, ticks};
+use super::layout::{plot_rect, title};
+use super::lines::{Series, draw_lines};
+use super::style::Look;
+use crate::report::Report;
+
+/// The note of an empty pass@k figure.
+pub(super) const PASS_AT_K_EMPTY: &str = "no benchmark samples in this batch";
+
+/// Draws the pass@k figure of `report` on `root`.
+pub(super) fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    report: &Report,
+    looks: &[Look],
+) -> Result<(), String> {
+    let series: Vec<Series<'_>> = report
+        .methods
+        .iter()
+        .zip(looks)
+        .filter(|(m, _)| !m.pass_at_k.is_empty())
+        .map(|(m, look)| {
+            let points = m
+                .pass_at_k
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| p.is_finite().then_some(((i + 1) as f64, 100.0 * p)))
+                .collect();
+            (m.method.as_str(), *look, points)
+        })
+        .collect();
+    let n = series
+        .iter()
+        .map(|(_, _, p)| p.len() as u64)
+        .max()
+        .unwrap_or(1);
+    // Many samples: a log axis, so the small k where the methods differ keep their room.
+    let (x_axis, x_label) = if n > 20 {
+        (
+            Axis::log(0.9, n as f64 * 1.1),
+            "k (samples per problem, log scale)",
+        )
+    } else {
+        (Axis::integers(n), "k (samples per problem)")
+    };
+    let mut chart = chart(
+        root,
+        &title("pass@k by method", report),
+        x_axis,
+        Axis::linear(-2.0..102.0, ticks(0.0, 100.0, 20.0)),
+        (x_label, "pass@k (%)"),
+        &|v| tick_label(*v),
+        &percent,
+    )?;
+    draw_lines(root, &mut chart, &series)?;
+    if series.is_empty() {
+        draw_note(root, plot_rect(&chart), PASS_AT_K_EMPTY)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! How the figures look: canvas and font sizes, ink colours, and each method's colour and marker
+//! (fixed for the sampler's methods, so a method looks the same in every figure).
+
+use plotters::prelude::*;
+
+use crate::report::MethodReport;
+
+/// Pixel size of the PNGs (and of the SVGs' canvas).
+pub(super) const SIZE: (u32, u32) = (900, 600);
+/// The family name the embedded font is registered under.
+pub(super) const FONT: &str = "sans-serif";
+/// Font sizes in plotters' units (the em is size / 1.24 pixels).
+pub(super) const TITLE_SIZE: f64 = 30.0;
+pub(super) const LABEL_SIZE: f64 = 25.0;
+pub(super) const TICK_SIZE: f64 = 22.0;
+pub(super) const LEGEND_SIZE: f64 = 22.0;
+pub(super) const NOTE_SIZE: f64 = 24.0;
+/// Marker radius, pixels.
+pub(super) const MARKER: i32 = 6;
+
+pub(super) const INK: RGBColor = RGBColor(0x22, 0x22, 0x22);
+pub(super) const GRID: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
+pub(super) const MUTED: RGBColor = RGBColor(0x77, 0x77, 0x77);
+
+/// Colours of the sampler's methods (Okabe-Ito, safe for colour-blind readers): power blue,
+/// max-swap vermillion, low-temp bluish green, standard (the baseline) grey.
+const KNOWN: [(&str, RGBColor, Shape); 4] = [
+    ("power", RGBColor(0x00, 0x72, 0xb2), Shape::Circle),
+    ("max-swap", RGBColor(0xd5, 0x5e, 0x00), Shape::Square),
+    ("low-temp", RGBColor(0x00, 0x9e, 0x73), Shape::Triangle),
+    ("standard", RGBColor(0x55, 0x55, 0x55), Shape::Diamond),
+];
+/// Colours of any other method, in report order.
+const EXTRA: [RGBColor; 4] = [
+    RGBColor(0xcc, 0x79, 0xa7),
+    RGBColor(0xe6, 0x9f, 0x00),
+    RGBColor(0x56, 0xb4, 0xe9),
+    RGBColor(0x00, 0x00, 0x00),
+];
+const SHAPES: [Shape; 4] = [
+    Shape::Circle,
+    Shape::Square,
+    Shape::Triangle,
+    Shape::Diamond,
+];
+
+/// How a method is drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Look {
+    pub(super) color: RGBColor,
+    shape: Shape,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape {
+    Circle,
+    Square,
+    Triangle,
+    Diamond,
+}
+
+/// The look of each method, in report order: fixed for the sampler's methods, the others by
+/// their position among the unknown ones.
+pub(super) fn looks(methods: &[MethodReport]) -> Vec<Look> {
+    let mut extra = 0;
+    methods
+        .iter()
+        .map(
+            |m| match KNOWN.iter().find(|(name, _, _)| *name == m.method) {
+                Some(&(_, color, shape)) => Look { color, shape },
+                None => {
+                    extra += 1;
+                    Look {
+                        color: EXTRA[(extra - 1) % EXTRA.len()],
+                        shape: SHAPES[(extra - 1) % SHAPES.len()],
+                    }
+                }
+            },
+        )
+        .collect()
+}
+
+/// The marker of `look` at `at`, drawn over a thin white ring so overlapping markers stay apart.
+pub(super) fn marker<'b, DB: DrawingBackend + 'b, C: Clone + 'b>(
+    at: C,
+    look: Look,
+) -> DynElement<'b, DB, C> {
+    let r = MARKER;
+    let fill = look.color.filled();
+    let ring = WHITE.filled();
+    let base = EmptyElement::at(at);
+    match look.shape {
+        Shape::Circle => {
+            (base + Circle::new((0, 0), r + 2, ring) + Circle::new((0, 0), r, fill)).into_dyn()
+        }
+        Shape::Square => {
+            let s = r - 1;
+            (base
+                + Rectangle::new([(-s - 2, -s - 2), (s + 2, s + 2)], ring)
+                + Rectangle::new([(-s, -s), (s, s)], fill))
+            .into_dyn()
+        }
+        Shape::Triangle => {
+            let t = |r: i32| vec![(0, -r - 2), (r + 1, r), (-r - 1, r)];
+            (base + Polygon::new(t(r + 2), ring) + Polygon::new(t(r), fill)).into_dyn()
+        }
+        Shape::Diamond => {
+            let d = |r: i32| vec![(0, -r), (r, 0), (0, r), (-r, 0)];
+            (base + Polygon::new(d(r + 4), ring) + Polygon::new(d(r + 2), fill)).into_dyn()
+        }
+    }
+}
+
+pub(super) fn font(size: f64) -> TextStyle<'static> {
+    (FONT, size).into_font().color(&INK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::test_reports::report;
+
+    #[test]
+    fn looks_are_fixed_per_method() {
+        let r = report();
+        let all = looks(&r.methods);
+        let only_standard = looks(&r.methods[3..]);
+        assert_eq!(all[3], only_standard[0]);
+        let distinct: std::collections::BTreeSet<(u8, u8, u8)> = all
+            .iter()
+            .map(|l| (l.color.0, l.color.1, l.color.2))
+            .collect();
+        assert_eq!(distinct.len(), 4);
+    }
+}
