@@ -17,6 +17,7 @@ use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BatchLine, Receipt};
 use powerfleet_fleet::request::{BenchRequest, Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_jobs::{BatchId, CorrelationId, JobResult, JobStatus};
 use powerfleet_models::exact::{Histogram, enumerate, tv_tolerance};
@@ -291,7 +292,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         args.concurrency
     );
 
-    let results = wait(&store, &receipts, total).await?;
+    let results = wait(&queue, &store, &correlation_id, &receipts).await?;
     stop.cancel();
     for r in roles {
         let _ = r.await;
@@ -326,33 +327,43 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait(store: &Store, receipts: &[(&str, Receipt)], total: usize) -> Result<Vec<JobResult>> {
+/// Watches the demo's jobs (one correlation id) until every one is stored, with a progress bar.
+async fn wait(
+    queue: &Queue,
+    store: &Store,
+    correlation_id: &CorrelationId,
+    receipts: &[(&str, Receipt)],
+) -> Result<Vec<JobResult>> {
+    let total: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}")
             .expect("valid template"),
     );
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let mut done = 0;
-        for (_, r) in receipts {
-            if let Some(b) = r.batch_id
-                && let Some(s) = store.batch_summary(b).await?
-            {
-                done += s.jobs as usize;
-            }
-        }
-        bar.set_position(done as u64);
-        if done >= total {
-            bar.finish_and_clear();
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the demo batch did not finish within 10 minutes ({done} of {total} jobs)"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let watched = Watched::Correlation(correlation_id.clone());
+    let snap = tokio::time::timeout(
+        Duration::from_secs(600),
+        watch::watch(
+            queue,
+            Some(store),
+            &watched,
+            Duration::from_millis(200),
+            |snap| bar.set_position(snap.stored),
+        ),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the demo batch did not finish within 10 minutes ({} of {total} jobs stored)",
+            bar.position()
+        )
+    })??;
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        snap.stored >= total as u64,
+        "only {} of the demo's {total} jobs reached the results database; see the collector's log",
+        snap.stored
+    );
     let mut all = Vec::new();
     for (_, r) in receipts {
         all.extend(

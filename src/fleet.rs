@@ -12,6 +12,7 @@ use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BatchLine, BenchProblem, BenchRun, Receipt, Submission};
 use powerfleet_fleet::request::{BenchRequest, Limits, ModelPolicy, SubmitRequest};
 use powerfleet_fleet::status::{self, Page, StatusReport};
+use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
 use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus};
@@ -359,107 +360,67 @@ fn print_receipt(receipt: &Receipt, format: OutFormat) -> Result<()> {
 /// Waits until every job of the receipt is final, with a progress bar on stderr; returns how
 /// many did not complete.
 pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -> Result<u64> {
-    let total = receipt.job_ids.len() as u64;
-    let bar = ProgressBar::new(total);
+    let watched = match receipt.batch_id {
+        Some(b) => Watched::Batch(b),
+        None => Watched::Correlation(receipt.correlation_id.clone()),
+    };
+    wait_with_progress(queue, store, &watched).await
+}
+
+/// Watches `watched` until it is done, with a progress bar on stderr, prints the final counts, and
+/// returns how many jobs did not complete.
+async fn wait_with_progress(
+    queue: &Queue,
+    store: Option<&Store>,
+    watched: &Watched,
+) -> Result<u64> {
+    let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  eta {eta}  {msg}")
             .expect("valid template"),
     );
-    let mut all_final_since = None;
-    loop {
-        let report = match receipt.batch_id {
-            Some(b) => status::batch_status(queue, store, b, Page::ALL).await?,
-            None => {
-                status::correlation_status(queue, store, &receipt.correlation_id, Page::ALL).await?
-            }
-        };
-        let Some(report) = report else {
-            bail!(
-                "the submitted jobs are not found any more; were they submitted to another namespace?"
-            );
-        };
-        let jobs = report.jobs();
-        let done = jobs.iter().filter(|j| j.status.is_final()).count() as u64;
-        bar.set_position(done);
-        bar.set_message(progress_message(&jobs));
-        // Final in Redis is not yet stored in SQL: give the collector a moment, so an export
-        // right after `--wait` has every result (jobs that never reach SQL end the wait after 10 s).
-        let stored = jobs.iter().filter(|j| j.source == "database").count() as u64;
-        let settled = store.is_none()
-            || stored >= total
-            || all_final_since
-                .is_some_and(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10));
-        if done >= total && all_final_since.is_none() {
-            all_final_since = Some(std::time::Instant::now());
-        }
-        if done >= total && settled {
-            bar.finish_and_clear();
-            let not_completed = jobs
-                .iter()
-                .filter(|j| j.status != JobStatus::Completed)
-                .count() as u64;
-            let counts = report.counts();
-            eprintln!(
-                "done: {}",
-                counts
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            return Ok(not_completed);
-        }
-        // Each poll reads every job's state: large batches are polled less often.
-        tokio::time::sleep(Duration::from_millis((500 + total / 10).min(5_000))).await;
+    // A poll reads one tally and one row of aggregates, whatever the batch's size.
+    let snap = watch::watch(queue, store, watched, Duration::from_millis(500), |snap| {
+        bar.set_length(snap.tally.total);
+        bar.set_position(snap.tally.finished);
+        bar.set_message(progress_message(snap));
+    })
+    .await?;
+    bar.finish_and_clear();
+    let completed = snap.tally.by_status.get("completed").copied().unwrap_or(0);
+    let mut counts: Vec<(String, u64)> = snap.tally.by_status.clone().into_iter().collect();
+    let unfinished = snap.tally.total.saturating_sub(snap.tally.finished);
+    if unfinished > 0 {
+        counts.push(("unfinished".into(), unfinished));
     }
+    eprintln!(
+        "done: {}",
+        counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(snap.tally.total.saturating_sub(completed))
 }
 
-/// Live progress of a set of jobs: finished over total per method, with the share graded right
-/// so far, and the acceptance rate (acceptances over proposals pooled over the jobs, running ones
-/// included).
-fn progress_message(jobs: &[&status::JobView]) -> String {
-    #[derive(Default)]
-    struct Tally {
-        done: u64,
-        total: u64,
-        graded: u64,
-        correct: u64,
-    }
-    let mut by_method: std::collections::BTreeMap<&str, Tally> = Default::default();
-    let (mut proposals, mut acceptances) = (0u64, 0u64);
-    for j in jobs {
-        let t = by_method
-            .entry(j.method.as_deref().unwrap_or("-"))
-            .or_default();
-        t.total += 1;
-        t.done += u64::from(j.status.is_final());
-        if let Some(r) = &j.result {
-            proposals += r.stats.proposals;
-            acceptances += r.stats.acceptances;
-            if let Some(g) = &r.grade {
-                t.graded += 1;
-                t.correct += u64::from(g.correct);
-            }
-        } else if let Some(p) = &j.progress {
-            proposals += p.proposals;
-            acceptances += p.acceptances;
-        }
-    }
-    let mut parts: Vec<String> = by_method
+/// Live progress of a watched set of jobs: finished over total per method, and the acceptance
+/// rate of the finished jobs stored so far (acceptances over proposals, pooled).
+fn progress_message(snap: &watch::Snapshot) -> String {
+    let mut parts: Vec<String> = snap
+        .tally
+        .by_method
         .iter()
-        .map(|(m, t)| {
-            let accuracy = if t.graded > 0 {
-                format!(" acc {:.2}", t.correct as f64 / t.graded as f64)
-            } else {
-                String::new()
-            };
-            format!("{m} {}/{}{accuracy}", t.done, t.total)
-        })
+        .map(|(m, (done, total))| format!("{m} {done}/{total}"))
         .collect();
-    if proposals > 0 {
+    if let Some(s) = &snap.summary
+        && s.proposals > 0
+    {
         parts.push(format!(
-            "acceptance rate {:.3}",
-            acceptances as f64 / proposals as f64
+            "acceptance rate {:.3} ({} of {} proposals)",
+            s.acceptances as f64 / s.proposals as f64,
+            s.acceptances,
+            s.proposals
         ));
     }
     parts.join("  ")
@@ -614,32 +575,14 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
     let store = args.database.connect().await?;
     let mut report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
     if args.wait {
-        let job_ids: Vec<JobId> = report.jobs().iter().map(|j| j.job_id).collect();
-        let receipt = match &report {
-            StatusReport::Job(_) => None,
-            StatusReport::Batch { batch_id, .. } => Some(Receipt {
-                // Unused: a batch is followed by its id.
-                correlation_id: CorrelationId::generate(),
-                batch_id: Some(*batch_id),
-                job_ids,
-            }),
-            StatusReport::Correlation { correlation_id, .. } => Some(Receipt {
-                correlation_id: correlation_id.clone(),
-                batch_id: None,
-                job_ids,
-            }),
+        let watched = match &report {
+            StatusReport::Job(j) => Watched::Job(j.job_id),
+            StatusReport::Batch { batch_id, .. } => Watched::Batch(*batch_id),
+            StatusReport::Correlation { correlation_id, .. } => {
+                Watched::Correlation(correlation_id.clone())
+            }
         };
-        match receipt {
-            Some(receipt) => {
-                wait_for(&queue, Some(&store), &receipt).await?;
-            }
-            None => {
-                while !report.jobs().iter().all(|j| j.status.is_final()) {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
-                }
-            }
-        }
+        wait_with_progress(&queue, Some(&store), &watched).await?;
         report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
     }
     let mut out = std::io::stdout().lock();

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod producer;
 pub mod request;
 pub mod status;
+pub mod watch;
 pub mod worker;
 
 pub use models::{Backend, ModelRegistry};

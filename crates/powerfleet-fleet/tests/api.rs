@@ -1188,3 +1188,50 @@ async fn a_job_whose_state_vanished_is_reported_as_such() {
         "{vanished}"
     );
 }
+
+#[tokio::test]
+async fn watching_a_batch_costs_one_redis_read_a_poll_whatever_its_size() {
+    use powerfleet_fleet::watch::{Watched, snapshot};
+    let env = Env::new().await;
+    let app = env.app();
+    let seeds: Vec<u64> = (0..2000).collect();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "seeds": seeds, "methods": ["power", "low-temp"], "correlation_id": "watched"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let ids = job_ids(&reply);
+    let batch: powerfleet_jobs::BatchId = reply.body["batch_id"].as_str().unwrap().parse().unwrap();
+    for id in &ids[..10] {
+        let r = post_raw(&app, &format!("/v1/jobs/{id}/cancel"), "").await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    let queue = &env.state.queue;
+    for watched in [
+        Watched::Batch(batch),
+        Watched::Correlation("watched".parse().unwrap()),
+    ] {
+        let before = queue.requests();
+        let snap = snapshot(queue, Some(&env.state.store), &watched)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(queue.requests() - before, 1, "{watched:?}: one tally read");
+        assert_eq!((snap.tally.total, snap.tally.finished), (4000, 10));
+        assert_eq!(snap.tally.by_status.get("cancelled"), Some(&10));
+        // The first ten jobs take the two methods in turn.
+        assert_eq!(snap.tally.by_method.get("power"), Some(&(5, 2000)));
+        assert_eq!(snap.tally.by_method.get("low-temp"), Some(&(5, 2000)));
+        assert!(!snap.tally.done());
+    }
+    // One job is watched through its own state.
+    let job: powerfleet_jobs::JobId = ids[0].parse().unwrap();
+    let snap = snapshot(queue, None, &Watched::Job(job))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(snap.tally.done());
+    assert_eq!(snap.tally.by_status.get("cancelled"), Some(&1));
+}

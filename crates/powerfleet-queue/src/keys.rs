@@ -54,6 +54,15 @@ impl Keys {
     pub fn batch(&self, id: BatchId) -> String {
         format!("{}:batch:{id}", self.prefix)
     }
+    /// The tally of a correlation id's jobs: how many, and how many have finished, by status and
+    /// method.
+    pub fn correlation_tally(&self, id: &CorrelationId) -> String {
+        format!("{}:tally:corr:{id}", self.prefix)
+    }
+    /// The tally of a batch's jobs.
+    pub fn batch_tally(&self, id: BatchId) -> String {
+        format!("{}:tally:batch:{id}", self.prefix)
+    }
     /// The record of a client's submission key.
     pub fn submission(&self, key: &str) -> String {
         format!("{}:submission:{key}", self.prefix)

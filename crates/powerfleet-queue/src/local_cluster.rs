@@ -103,7 +103,8 @@ impl LocalCluster {
         let replicas = replicas.to_string();
         args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         redis_cli(cluster.nodes[0].port, &args)?;
-        cluster.wait_ok(Duration::from_secs(30))?;
+        // Generous: on a loaded machine the replicas' first sync takes a while.
+        cluster.wait_ok(Duration::from_secs(90))?;
         Ok(cluster)
     }
 

@@ -168,6 +168,54 @@ pub enum ClaimOutcome {
     Missing,
 }
 
+/// Whose tally to read.
+#[derive(Clone, Copy, Debug)]
+pub enum TallyOf<'a> {
+    /// A batch's.
+    Batch(BatchId),
+    /// A correlation id's.
+    Correlation(&'a CorrelationId),
+}
+
+/// How many jobs a batch or correlation id has, and how many have finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Jobs enqueued.
+    pub total: u64,
+    /// Jobs finished (any final status).
+    pub finished: u64,
+    /// Finished jobs by status.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Per method: (finished, total).
+    pub by_method: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl Tally {
+    fn from_fields(map: &HashMap<String, u64>) -> Option<Tally> {
+        let total = *map.get("total")?;
+        let mut t = Tally {
+            total,
+            finished: map.get("final").copied().unwrap_or(0),
+            ..Tally::default()
+        };
+        for (k, v) in map {
+            if let Some(status) = k.strip_prefix("status:") {
+                t.by_status.insert(status.to_string(), *v);
+            } else if let Some(m) = k.strip_prefix("total:") {
+                t.by_method.entry(m.to_string()).or_default().1 = *v;
+            } else if let Some(m) = k.strip_prefix("final:") {
+                t.by_method.entry(m.to_string()).or_default().0 = *v;
+            }
+        }
+        Some(t)
+    }
+
+    /// Whether every job has finished.
+    pub fn done(&self) -> bool {
+        self.finished >= self.total
+    }
+}
+
 /// Whether a lease still holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseState {
@@ -791,7 +839,13 @@ impl Queue {
                     .batch_id
                     .map_or(self.keys.unused(), |b| self.keys.batch(b)),
             )
-            .key(submission.map_or(self.keys.unused(), |(k, _)| self.keys.submission(k)));
+            .key(submission.map_or(self.keys.unused(), |(k, _)| self.keys.submission(k)))
+            .key(self.keys.correlation_tally(&first.correlation_id))
+            .key(
+                first
+                    .batch_id
+                    .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
+            );
         for s in specs {
             inv.key(self.keys.job(s.job_id));
         }
@@ -1144,6 +1198,12 @@ impl Queue {
                     .batch_id
                     .map_or(self.keys.unused(), |b| self.keys.batch(b)),
             )
+            .key(self.keys.correlation_tally(&result.correlation_id))
+            .key(
+                result
+                    .batch_id
+                    .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
+            )
             .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.entry_id)
@@ -1153,6 +1213,8 @@ impl Queue {
             .arg(serde_json::to_string(result).expect("results serialize"))
             .arg(dead_reason.unwrap_or(""))
             .arg(self.options.retention_s)
+            .arg(if result.batch_id.is_some() { "1" } else { "0" })
+            .arg(result.method.as_str())
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -1306,7 +1368,7 @@ impl Queue {
             &delivery.entry_id,
             reason,
             &delivery.fields,
-            result.as_deref(),
+            result.as_ref(),
         )
         .await
     }
@@ -1319,7 +1381,7 @@ impl Queue {
         id: JobId,
         entry_spec: Option<&JobSpec>,
         reason: &str,
-    ) -> Result<Option<String>, QueueError> {
+    ) -> Result<Option<JobResult>, QueueError> {
         let mut c = self.conn().await?;
         let (spec, deliveries): (Option<String>, Option<u32>) = redis::cmd("HMGET")
             .arg(self.keys.job(id))
@@ -1337,7 +1399,7 @@ impl Queue {
                 })
             })
             .filter(|r| r.job_id == id);
-        Ok(result.map(|r| serde_json::to_string(&r).expect("a job result serializes")))
+        Ok(result)
     }
 
     /// Dead-letters the entry of a claimed job whose state vanished from Redis while it ran
@@ -1366,7 +1428,7 @@ impl Queue {
             &lease.entry_id,
             &reason,
             &fields,
-            result.as_deref(),
+            result.as_ref(),
         )
         .await
     }
@@ -1395,7 +1457,7 @@ impl Queue {
         entry_id: &str,
         reason: &str,
         fields: &[(Vec<u8>, Vec<u8>)],
-        dead_result: Option<&str>,
+        dead_result: Option<&JobResult>,
     ) -> Result<(), QueueError> {
         let mut c = self.conn().await?;
         let mut payload = payload_of(fields);
@@ -1424,6 +1486,14 @@ impl Queue {
             .key(job.map_or(self.keys.unused(), |id| self.keys.job(id)))
             .key(self.keys.results())
             .key(job.map_or(self.keys.unused(), |id| self.keys.checkpoint(id)))
+            .key(dead_result.map_or(self.keys.unused(), |r| {
+                self.keys.correlation_tally(&r.correlation_id)
+            }))
+            .key(
+                dead_result
+                    .and_then(|r| r.batch_id)
+                    .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
+            )
             .arg(match stream {
                 StreamOf::Jobs => WORKER_GROUP,
                 StreamOf::Results => COLLECTOR_GROUP,
@@ -1433,8 +1503,17 @@ impl Queue {
             .arg(payload)
             .arg(powerfleet_jobs::now_ms())
             .arg(self.options.retention_s)
-            .arg(dead_result.unwrap_or(""))
+            .arg(dead_result.map_or(String::new(), |r| {
+                serde_json::to_string(r).expect("a job result serializes")
+            }))
             .arg(job.map(|id| id.to_string()).unwrap_or_default())
+            .arg(if dead_result.is_some() { "1" } else { "0" })
+            .arg(if dead_result.is_some_and(|r| r.batch_id.is_some()) {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(dead_result.map_or("", |r| r.method.as_str()))
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -1456,11 +1535,23 @@ impl Queue {
             .key(self.keys.results())
             .key(self.keys.checkpoint(job_id))
             .key(self.keys.jobs())
+            .key(self.keys.correlation_tally(&queued_result.correlation_id))
+            .key(
+                queued_result
+                    .batch_id
+                    .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
+            )
             .arg(powerfleet_jobs::now_ms())
             .arg(job_id.to_string())
             .arg(serde_json::to_string(queued_result).expect("results serialize"))
             .arg(self.options.retention_s)
             .arg(WORKER_GROUP)
+            .arg(if queued_result.batch_id.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(queued_result.method.as_str())
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
@@ -1476,6 +1567,23 @@ impl Queue {
                 }),
             },
         }
+    }
+
+    /// The tally of a batch's or correlation id's jobs (how many, how many finished, by status and
+    /// method), in one read; `None` when Redis holds none (jobs enqueued by an older version, or
+    /// all expired).
+    pub async fn tally(&self, of: TallyOf<'_>) -> Result<Option<Tally>, QueueError> {
+        let key = match of {
+            TallyOf::Batch(b) => self.keys.batch_tally(b),
+            TallyOf::Correlation(c) => self.keys.correlation_tally(c),
+        };
+        let mut c = self.conn().await?;
+        let map: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Tally::from_fields(&map))
     }
 
     /// The live state of a job, if Redis still holds it.

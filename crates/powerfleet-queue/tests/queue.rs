@@ -8,7 +8,7 @@ use powerfleet_jobs::{
 };
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{
-    CancelOutcome, ClaimOutcome, Deferral, LeaseState, Progress, Queue, QueueOptions, Wait,
+    CancelOutcome, ClaimOutcome, Deferral, LeaseState, Progress, Queue, QueueOptions, TallyOf, Wait,
 };
 use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
 
@@ -949,4 +949,56 @@ async fn two_claims_never_share_a_lease_even_when_a_fence_increment_is_lost() {
     let done = JobResult::for_spec(&s, JobStatus::Completed, 1, None);
     assert!(!q.finish(&a, &done, None).await.unwrap());
     assert!(q.finish(&b, &done, None).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_batch_tally_counts_its_jobs_as_they_finish_whatever_ends_them() {
+    let server = server(false);
+    let q = queue(&server, "tally").await;
+    let corr = CorrelationId::generate();
+    let batch = BatchId::new();
+    let specs: Vec<JobSpec> = (0..4).map(|i| spec(&corr, Some(batch), i)).collect();
+    q.enqueue(&specs, None).await.unwrap();
+    let tally = q.tally(TallyOf::Batch(batch)).await.unwrap().unwrap();
+    assert_eq!((tally.total, tally.finished), (4, 0));
+    assert_eq!(tally.by_method.get("power"), Some(&(0, 4)));
+    // One completes, one is cancelled while queued, one is dead-lettered as undecodable.
+    let (lease, _, _) = claim_one(&q, "w").await;
+    let done = specs.iter().find(|s| s.job_id == lease.job_id).unwrap();
+    assert!(
+        q.finish(&lease, &result(done, JobStatus::Completed), None)
+            .await
+            .unwrap()
+    );
+    let queued: Vec<&JobSpec> = specs.iter().filter(|s| s.job_id != done.job_id).collect();
+    let cancelled = queued[0];
+    assert_eq!(
+        q.cancel(cancelled.job_id, &result(cancelled, JobStatus::Cancelled))
+            .await
+            .unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let mut d = q
+        .read_jobs("w", 10, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.spec.as_ref().is_ok_and(|s| s.job_id == queued[1].job_id))
+        .unwrap();
+    d.spec = Err("unknown field `new_option`".into());
+    q.dead_letter_job_entry(&d, "spec is not a valid job")
+        .await
+        .unwrap();
+    let tally = q.tally(TallyOf::Batch(batch)).await.unwrap().unwrap();
+    assert_eq!((tally.total, tally.finished), (4, 3));
+    assert_eq!(tally.by_method.get("power"), Some(&(3, 4)));
+    for status in ["completed", "cancelled", "dead"] {
+        assert_eq!(tally.by_status.get(status), Some(&1), "{status}: {tally:?}");
+    }
+    assert!(!tally.done());
+    // The correlation's tally counts the same jobs.
+    let by_corr = q.tally(TallyOf::Correlation(&corr)).await.unwrap().unwrap();
+    assert_eq!(by_corr, tally);
+    // A batch never submitted has no tally.
+    assert_eq!(q.tally(TallyOf::Batch(BatchId::new())).await.unwrap(), None);
 }

@@ -2,8 +2,23 @@
 -- and its worker stops it between MCMC steps.
 -- KEYS[1] job hash, KEYS[2] results stream, KEYS[3] checkpoint key, KEYS[4] jobs stream.
 -- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s,
--- ARGV[5] workers' group.
+-- ARGV[5] workers' group, ARGV[6] has_batch ('1'/'0'), ARGV[7] the job's method.
+-- KEYS[5] the correlation's tally, KEYS[6] the batch's tally (or an unused key).
 -- Returns 'cancelled' | 'requested' | 'final:<status>' | 'missing'.
+-- Counts the job as final in its correlation's and batch's tallies.
+local function tally(corr_key, batch_key, has_batch, status, method, retention)
+  local keys = {corr_key}
+  if has_batch == '1' then
+    keys[2] = batch_key
+  end
+  for _, k in ipairs(keys) do
+    redis.call('HINCRBY', k, 'final', 1)
+    redis.call('HINCRBY', k, 'final:' .. method, 1)
+    redis.call('HINCRBY', k, 'status:' .. status, 1)
+    redis.call('EXPIRE', k, retention)
+  end
+end
+
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return 'missing'
@@ -21,6 +36,7 @@ if status == 'queued' then
     redis.call('XDEL', KEYS[4], entry)
   end
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  tally(KEYS[5], KEYS[6], ARGV[6], 'cancelled', ARGV[7], ARGV[4])
   return 'cancelled'
 end
 if status == 'running' then

@@ -7,8 +7,24 @@
 -- KEYS[4] results stream, KEYS[5] the named job's checkpoint key (or an unused key).
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] reason, ARGV[4] raw payload (json of the fields),
 -- ARGV[5] now_ms, ARGV[6] retention_s, ARGV[7] the job's dead result json ('' if none),
--- ARGV[8] the named job's id ('' if none).
+-- ARGV[8] the named job's id ('' if none), ARGV[9] whether the job's tallies are known ('1'/'0'),
+-- ARGV[10] has_batch ('1'/'0'), ARGV[11] the job's method.
+-- KEYS[6] the job's correlation tally, KEYS[7] its batch tally (or unused keys).
 -- Dead letters older than the retention are trimmed as new ones arrive.
+
+-- Counts the job as final in its correlation's and batch's tallies.
+local function tally(corr_key, batch_key, has_batch, status, method, retention)
+  local keys = {corr_key}
+  if has_batch == '1' then
+    keys[2] = batch_key
+  end
+  for _, k in ipairs(keys) do
+    redis.call('HINCRBY', k, 'final', 1)
+    redis.call('HINCRBY', k, 'final:' .. method, 1)
+    redis.call('HINCRBY', k, 'status:' .. status, 1)
+    redis.call('EXPIRE', k, retention)
+  end
+end
 local oldest = tonumber(ARGV[5]) - tonumber(ARGV[6]) * 1000
 redis.call('XADD', KEYS[2], 'MINID', '~', math.max(oldest, 0), '*', 'entry', ARGV[2],
   'reason', ARGV[3], 'payload', ARGV[4])
@@ -23,9 +39,15 @@ if (status == 'queued' or status == 'running') and redis.call('HGET', KEYS[3], '
   end
   redis.call('EXPIRE', KEYS[3], ARGV[6])
   redis.call('DEL', KEYS[5])
+  if ARGV[9] == '1' then
+    tally(KEYS[6], KEYS[7], ARGV[10], 'dead', ARGV[11], ARGV[6])
+  end
 elseif not status then
   if ARGV[7] ~= '' then
     redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[8], 'result', ARGV[7])
+    if ARGV[9] == '1' then
+      tally(KEYS[6], KEYS[7], ARGV[10], 'dead', ARGV[11], ARGV[6])
+    end
   end
   -- Nobody can resume the checkpoint of a job whose state is gone: it expires.
   redis.call('EXPIRE', KEYS[5], ARGV[6])

@@ -1,6 +1,9 @@
 -- Enqueues jobs, idempotently per submission key.
 -- KEYS[1] jobs stream, KEYS[2] correlation set, KEYS[3] batch set (or a dummy key), KEYS[4] submission hash
---   (or a dummy key), KEYS[5..] one job hash per job.
+--   (or a dummy key), KEYS[5] the correlation's tally, KEYS[6] the batch's tally (or a dummy key),
+--   KEYS[7..] one job hash per job.
+-- A tally hash counts a batch's (or correlation's) jobs: `total` and `total:METHOD` here, `final`,
+-- `final:METHOD` and `status:STATUS` as they finish, so watching a batch reads one hash.
 -- ARGV[1] now_ms, ARGV[2] has_batch ('1'/'0'), ARGV[3] has_submission ('1'/'0'), ARGV[4] retention_s,
 -- then per job: index, job_id, spec_json, correlation_id, batch_id, method.
 -- Returns, per job, the job id it has (an earlier submission's id when the key was seen before).
@@ -16,14 +19,18 @@ for j = 0, n - 1 do
   if existing then
     out[#out + 1] = existing
   else
-    local job = KEYS[5 + j]
+    local job = KEYS[7 + j]
     local entry = redis.call('XADD', KEYS[1], '*', 'job_id', job_id, 'spec', spec)
     redis.call('HSET', job, 'spec', spec, 'status', 'queued', 'fence', 0, 'deliveries', 0,
       'entry', entry, 'correlation_id', ARGV[base + 3], 'batch_id', ARGV[base + 4],
       'method', ARGV[base + 5], 'submitted_at_ms', ARGV[1], 'updated_at_ms', ARGV[1], 'cancel', 0)
     redis.call('SADD', KEYS[2], job_id)
+    redis.call('HINCRBY', KEYS[5], 'total', 1)
+    redis.call('HINCRBY', KEYS[5], 'total:' .. ARGV[base + 5], 1)
     if ARGV[2] == '1' then
       redis.call('SADD', KEYS[3], job_id)
+      redis.call('HINCRBY', KEYS[6], 'total', 1)
+      redis.call('HINCRBY', KEYS[6], 'total:' .. ARGV[base + 5], 1)
     end
     if ARGV[3] == '1' then
       redis.call('HSET', KEYS[4], 'job:' .. index, job_id)
@@ -34,7 +41,9 @@ end
 -- The sets of a correlation id and a batch live for the retention after their latest job was
 -- enqueued or finished (finish.lua renews them), so nothing a submission creates stays for good.
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
 if ARGV[2] == '1' then
   redis.call('EXPIRE', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[6], ARGV[4])
 end
 return out

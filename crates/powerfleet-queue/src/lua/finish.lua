@@ -3,8 +3,24 @@
 -- KEYS[5] dead-letter stream, KEYS[6] the job's correlation set, KEYS[7] its batch set (or an unused
 -- key).
 -- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
--- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s.
+-- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s,
+-- ARGV[10] has_batch ('1'/'0'), ARGV[11] the job's method.
+-- KEYS[8] the correlation's tally, KEYS[9] the batch's tally (or an unused key).
 -- Returns 1 when published, 0 when fenced out or already final.
+
+-- Counts the job as final in its correlation's and batch's tallies.
+local function tally(corr_key, batch_key, has_batch, status, method, retention)
+  local keys = {corr_key}
+  if has_batch == '1' then
+    keys[2] = batch_key
+  end
+  for _, k in ipairs(keys) do
+    redis.call('HINCRBY', k, 'final', 1)
+    redis.call('HINCRBY', k, 'final:' .. method, 1)
+    redis.call('HINCRBY', k, 'status:' .. status, 1)
+    redis.call('EXPIRE', k, retention)
+  end
+end
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return 0
 end
@@ -23,4 +39,5 @@ redis.call('EXPIRE', KEYS[1], ARGV[9])
 -- The job's sets live for the retention after its batch's latest finished job.
 redis.call('EXPIRE', KEYS[6], ARGV[9])
 redis.call('EXPIRE', KEYS[7], ARGV[9])
+tally(KEYS[8], KEYS[9], ARGV[10], ARGV[5], ARGV[11], ARGV[9])
 return 1
