@@ -10,9 +10,9 @@
 //!
 //! Adding a fixture for a new checkpoint version N (or another state of an existing one):
 //! 1. add recipes named `vN-...json` with `version: "N"` to [`recipes`];
-//! 2. run `cargo test -p powerfleet-sampler --test checkpoint_fixtures -- --ignored`, which writes
-//!    the fixtures that do not exist yet (and refuses to write one whose version is not the one the
-//!    current code writes);
+//! 2. run `POWERFLEET_WRITE_FIXTURES=1 cargo test -p powerfleet-sampler --test
+//!    checkpoint_fixtures`, which writes the fixtures that do not exist yet (and refuses to write
+//!    one whose version is not the one the current code writes);
 //! 3. commit the new files as they are.
 //!
 //! Never regenerate, edit or delete an existing fixture, and never change an existing recipe or
@@ -251,6 +251,9 @@ fn fresh(recipe: &Recipe) -> Chain {
 
 #[test]
 fn every_fixture_has_a_recipe_and_every_recipe_a_fixture() {
+    if std::env::var_os("POWERFLEET_WRITE_FIXTURES").is_some() {
+        write_missing_fixtures();
+    }
     let mut files: Vec<String> = std::fs::read_dir(fixtures_dir())
         .expect("tests/fixtures exists")
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -261,7 +264,7 @@ fn every_fixture_has_a_recipe_and_every_recipe_a_fixture() {
     assert_eq!(
         files, named,
         "tests/fixtures and the recipes differ; a missing fixture is written by \
-         `cargo test -p powerfleet-sampler --test checkpoint_fixtures -- --ignored`"
+         `POWERFLEET_WRITE_FIXTURES=1 cargo test -p powerfleet-sampler --test checkpoint_fixtures`"
     );
 }
 
@@ -302,8 +305,6 @@ fn fixtures_decode_re_encode_and_resume_like_a_fresh_run() {
 
 /// Writes the fixtures that do not exist yet, each from its recipe with the current code; never
 /// touches an existing one.
-#[test]
-#[ignore = "writes missing fixtures; run it when adding recipes"]
 fn write_missing_fixtures() {
     std::fs::create_dir_all(fixtures_dir()).unwrap();
     for recipe in recipes() {
