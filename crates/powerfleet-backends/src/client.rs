@@ -9,8 +9,12 @@ use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+// Their paths from before `error` held them; kept for callers.
+pub use crate::error::{BackendError, classify_status};
+use crate::error::{error_chain, in_context};
 use crate::probe::{self, BackendPin, ServerInfo};
-use crate::reference::{HttpReference, ServerKind, redact_url};
+use crate::redact::redact_url;
+use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
 
 /// 1 while a server's circuit is open (it is being skipped), 0 otherwise; labelled by `server`.
@@ -20,62 +24,6 @@ pub const CIRCUIT_OPEN: &str = "powerfleet_backend_circuit_open";
 pub const BREAKER_THRESHOLD: u32 = 5;
 /// How long a tripped server is skipped before one trial request.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(10);
-
-/// Why a request failed. Errors are classified where they are born, so a caller never guesses
-/// from a message:
-///
-/// | variant | what it says | what the caller does |
-/// |---|---|---|
-/// | `Unavailable` | the server is down or overloaded; nothing about the request | wait, however long it takes (up to the operator's patience) |
-/// | `Transient` | this request failed, a retry may help | retry; the same failure on every attempt means the request is at fault |
-/// | `Rejected` | the request itself is refused | fail the job with the message |
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum BackendError {
-    /// The server cannot serve anyone right now: connection refused or reset, a timeout, 429,
-    /// 502, 503 or 504, or every server's circuit open. Says nothing about the request.
-    #[error("{0}")]
-    Unavailable(String),
-    /// This request failed where a retry may help: a 500 (or another 5xx) answered to it, or a
-    /// malformed, incomplete or unusable answer. A live server that answers the same request the
-    /// same way every time is refusing it (llama-server answers `/tokenize` of text outside its
-    /// vocabulary with a 500).
-    #[error("{0}")]
-    Transient(String),
-    /// The server refused the request (a 4xx other than 408 and 429), or it cannot fit the
-    /// server's limits: retrying the same request will not help.
-    #[error("{0}")]
-    Rejected(String),
-}
-
-impl BackendError {
-    /// Whether a retry may succeed.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, BackendError::Rejected(_))
-    }
-
-    /// Whether the server (rather than the request) is at fault: wait for it.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, BackendError::Unavailable(_))
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        match self {
-            BackendError::Unavailable(m)
-            | BackendError::Transient(m)
-            | BackendError::Rejected(m) => m,
-        }
-    }
-}
-
-/// How an HTTP status is classified (see [`BackendError`]).
-pub fn classify_status(status: reqwest::StatusCode, message: String) -> BackendError {
-    match status.as_u16() {
-        408 | 429 | 502 | 503 | 504 => BackendError::Unavailable(message),
-        s if s >= 500 => BackendError::Transient(message),
-        _ => BackendError::Rejected(message),
-    }
-}
 
 #[derive(Debug, Default)]
 struct Breaker {
@@ -755,15 +703,6 @@ fn first_list(
     })
 }
 
-/// `e` with `context` before its message, in the same class.
-fn in_context(e: BackendError, context: &str) -> BackendError {
-    match e {
-        BackendError::Unavailable(m) => BackendError::Unavailable(format!("{context}: {m}")),
-        BackendError::Transient(m) => BackendError::Transient(format!("{context}: {m}")),
-        BackendError::Rejected(m) => BackendError::Rejected(format!("{context}: {m}")),
-    }
-}
-
 /// SGLang's `--preferred-sampling-params` (a JSON object, given as a string) fill in what a
 /// request leaves out; they may only name parameters every request sets.
 fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
@@ -788,22 +727,6 @@ fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
             "SGLang runs with --preferred-sampling-params setting {extra:?}, which requests do not override and which can change the sampled distribution; start the server without them"
         ))
     }
-}
-
-/// An error with its causes: reqwest's own message omits why a request failed (a refused
-/// certificate, a reset connection).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 fn snippet(text: &str) -> String {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::client::BackendError;
-use crate::reference::{redact_reference, redact_url};
+use crate::error::{BackendError, classify_status, error_chain};
+use crate::redact::{redact_reference, redact_url};
 
 /// Which hosted API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,7 +185,7 @@ impl HostedModel {
             BackendError::Unavailable(format!(
                 "{:?} request to {shown} failed: {}",
                 r.provider,
-                crate::client::error_chain(&e.without_url())
+                error_chain(&e.without_url())
             ))
         })?;
         let status = response.status();
@@ -193,7 +193,7 @@ impl HostedModel {
             BackendError::Unavailable(format!(
                 "{:?} request to {shown}: reading the answer failed: {}",
                 r.provider,
-                crate::client::error_chain(&e.without_url())
+                error_chain(&e.without_url())
             ))
         })?;
         let scrubbed = if key.is_empty() {
@@ -202,7 +202,7 @@ impl HostedModel {
             text.replace(&key, "***")
         };
         if !status.is_success() {
-            return Err(crate::client::classify_status(
+            return Err(classify_status(
                 status,
                 format!(
                     "{:?} answered {status}: {}",

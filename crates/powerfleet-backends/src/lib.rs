@@ -4,13 +4,16 @@
 //! A start-up probe (`HttpModel::probe`) checks each server before the first chain runs.
 
 pub mod client;
+pub mod error;
 pub mod hosted;
 pub mod probe;
 pub mod recipe;
+mod redact;
 pub mod reference;
 pub mod wire;
 
-pub use client::{BackendError, HttpModel};
+pub use client::HttpModel;
+pub use error::BackendError;
 pub use hosted::{HostedModel, HostedReference, Provider};
 pub use probe::{BackendPin, ServerInfo};
 pub use reference::{

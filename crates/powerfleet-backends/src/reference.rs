@@ -16,6 +16,8 @@ use std::time::Duration;
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
 
+pub use crate::redact::{redact_reference, redact_url};
+
 /// Which server speaks at the URLs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,26 +104,6 @@ impl ServerKind {
             ServerKind::Sglang => Ok(()),
         }
     }
-}
-
-/// `url` as messages, logs and metric labels may show it: credentials in its user-info part are
-/// hidden (`http://user:***@host:8080`; a lone `http://TOKEN@host` becomes `http://***@host`,
-/// since HTTP sends it as basic-auth credentials), and so is the value of every `password=`
-/// parameter. Errs on the side of hiding too much. Every URL this crate shows goes through it;
-/// requests use the URL as given (reqwest sends its user-info as basic auth, and its own errors
-/// quote the URL without it).
-pub fn redact_url(url: &str) -> String {
-    powerfleet_jobs::redact_http_url(url)
-}
-
-/// A model reference as messages may show it: each of its comma-separated URLs redacted as by
-/// [`redact_url`].
-pub fn redact_reference(reference: &str) -> String {
-    reference
-        .split(',')
-        .map(redact_url)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A parsed reference to one or more inference servers. Its `Debug` shows the servers redacted.
