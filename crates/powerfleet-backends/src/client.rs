@@ -116,7 +116,7 @@ pub struct HttpModel {
 impl HttpModel {
     /// A client for the reference's servers (no request is made yet).
     pub fn new(reference: HttpReference) -> HttpModel {
-        crate::install_tls_provider();
+        powerfleet_common::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(reference.timeout)
             .connect_timeout(Duration::from_secs(5))

@@ -116,7 +116,7 @@ pub struct HostedModel {
 impl HostedModel {
     /// A client (no request is made yet).
     pub fn new(reference: HostedReference) -> HostedModel {
-        crate::install_tls_provider();
+        powerfleet_common::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(reference.timeout)
             .connect_timeout(Duration::from_secs(10))

@@ -20,9 +20,6 @@ pub use reference::{
     HOSTED_CHAT_REFUSAL, HttpReference, Reference, ServerKind, is_http_reference, parse,
 };
 
-/// Makes ring the process's TLS crypto provider (for `https://` servers), once. Clients are built
-/// after it.
-pub fn install_tls_provider() {
-    // Fails only when a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// The process's one TLS crypto provider (`powerfleet-common`), here for the callers of this
+/// crate's clients.
+pub use powerfleet_common::install_tls_provider;

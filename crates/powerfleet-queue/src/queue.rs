@@ -342,12 +342,6 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-/// Makes ring the process's TLS crypto provider (for `rediss://` and Postgres TLS), once.
-pub fn install_tls_provider() {
-    // Fails only when a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -543,7 +537,7 @@ impl Queue {
     /// Connects, checks the server answers, and creates the consumer groups if missing.
     pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
         crate::keys::validate_namespace(&options.namespace).map_err(QueueError::Invalid)?;
-        install_tls_provider();
+        powerfleet_common::install_tls_provider();
         let urls: Vec<&str> = url
             .split(',')
             .map(str::trim)

@@ -1,0 +1,10 @@
+//! What several of powerfleet's IO crates must share and nothing else; it depends on no other
+//! powerfleet crate, so both the queue and the backends use it without knowing each other.
+//! Kept tiny: the process's TLS crypto provider.
+
+/// Makes ring the process's TLS crypto provider, once: `https://` inference servers, `rediss://`
+/// Redis and Postgres TLS all need one. Clients are built after it.
+pub fn install_tls_provider() {
+    // Fails only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
