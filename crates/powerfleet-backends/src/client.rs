@@ -17,8 +17,8 @@ use crate::redact::redact_url;
 use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
 
-/// 1 while a server's circuit is open (it is being skipped), 0 otherwise; labelled by `server`.
-pub const CIRCUIT_OPEN: &str = "powerfleet_backend_circuit_open";
+// Declared in `metrics` with the crate's other metrics; kept at its path for callers.
+pub use crate::metrics::CIRCUIT_OPEN;
 
 /// Consecutive failures after which a server is skipped.
 pub const BREAKER_THRESHOLD: u32 = 5;

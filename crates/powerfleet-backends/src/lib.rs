@@ -6,6 +6,7 @@
 pub mod client;
 pub mod error;
 pub mod hosted;
+pub mod metrics;
 pub mod probe;
 pub mod recipe;
 mod redact;
