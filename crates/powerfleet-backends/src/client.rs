@@ -384,7 +384,7 @@ impl HttpModel {
             .map_err(|e| in_context(e, &format!("start-up probe of {}", server.shown)))?;
             infos.push((server.shown.clone(), info));
         }
-        let info = Arc::new(probe::merge(infos).map_err(BackendError::Rejected)?);
+        let info = Arc::new(probe::merge(infos)?);
         tracing::info!(
             reference = %self.reference.kind.prefix(),
             model = %info.served_model,
@@ -504,13 +504,12 @@ impl HttpModel {
                 wire::parse_llamacpp(&answer, &terminal).map_err(answer_error("/completion"))?;
             lists.push(first_list(raw, k, "/completion")?);
         }
-        probe::check_raw_logprobs(ServerKind::LlamaCpp, &lists[0], &lists[1])
-            .map_err(BackendError::Rejected)?;
+        probe::check_raw_logprobs(ServerKind::LlamaCpp, &lists[0], &lists[1])?;
         let body = wire::llamacpp_post_sampling_body(&Self::probe_request(&prefix, 0.5, k), k);
         let answer = self.call(server, "/completion", Some(&body)).await?;
         let reported = wire::parse_llamacpp_post_sampling(&answer)
             .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?;
-        probe::check_post_sampling(&lists[1], &reported, 0.5).map_err(BackendError::Rejected)?;
+        probe::check_post_sampling(&lists[1], &reported, 0.5)?;
         Ok(ServerInfo {
             kind: ServerKind::LlamaCpp,
             served_model: props.model,
@@ -551,8 +550,7 @@ impl HttpModel {
                 wire::parse_vllm(&answer, &terminal).map_err(answer_error("/v1/completions"))?;
             lists.push(first_list(raw, k, "/v1/completions")?);
         }
-        probe::check_raw_logprobs(ServerKind::Vllm, &lists[0], &lists[1])
-            .map_err(BackendError::Rejected)?;
+        probe::check_raw_logprobs(ServerKind::Vllm, &lists[0], &lists[1])?;
         Ok(ServerInfo {
             kind: ServerKind::Vllm,
             served_model: model.to_string(),
@@ -614,8 +612,7 @@ impl HttpModel {
             let raw = wire::parse_sglang(&answer, &terminal).map_err(answer_error("/generate"))?;
             lists.push(first_list(raw, k, "/generate")?);
         }
-        probe::check_raw_logprobs(ServerKind::Sglang, &lists[0], &lists[1])
-            .map_err(BackendError::Rejected)?;
+        probe::check_raw_logprobs(ServerKind::Sglang, &lists[0], &lists[1])?;
         Ok(ServerInfo {
             kind: ServerKind::Sglang,
             served_model,

@@ -1,6 +1,6 @@
 //! Why a backend request failed: [`BackendError`], classified where the failure is born, and
 //! the helpers that classify and word failures for every client of this crate (`client`,
-//! `hosted`).
+//! `hosted`); and why a model reference does not parse: [`ReferenceError`].
 
 /// Why a request failed. Errors are classified where they are born, so a caller never guesses
 /// from a message:
@@ -48,6 +48,13 @@ impl BackendError {
         }
     }
 }
+
+/// A model reference that does not parse ([`crate::parse`]). The message names the reference
+/// (redacted) and says how to write it; nobody branches on its causes, so it carries only the
+/// message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReferenceError(pub(crate) String);
 
 /// How an HTTP status is classified (see [`BackendError`]).
 pub fn classify_status(status: reqwest::StatusCode, message: String) -> BackendError {

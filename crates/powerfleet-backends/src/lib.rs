@@ -14,11 +14,12 @@ pub mod reference;
 pub mod wire;
 
 pub use client::HttpModel;
-pub use error::BackendError;
+pub use error::{BackendError, ReferenceError};
 pub use hosted::{HostedModel, HostedReference, Provider};
 pub use probe::{BackendPin, ServerInfo};
 pub use reference::{
-    HOSTED_CHAT_REFUSAL, HttpReference, Reference, ServerKind, is_http_reference, parse,
+    HOSTED_CHAT_REFUSAL, HttpReference, ProposalError, Reference, ServerKind, is_http_reference,
+    parse,
 };
 
 /// The process's one TLS crypto provider (`powerfleet-common`), here for the callers of this

@@ -13,4 +13,4 @@ pub mod producer;
 pub mod status;
 pub mod worker;
 
-pub use models::{Backend, ModelRegistry};
+pub use models::{Backend, ModelError, ModelRegistry, RegistryError};

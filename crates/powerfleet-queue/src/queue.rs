@@ -536,7 +536,8 @@ enum StreamOf {
 impl Queue {
     /// Connects, checks the server answers, and creates the consumer groups if missing.
     pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
-        crate::keys::validate_namespace(&options.namespace).map_err(QueueError::Invalid)?;
+        crate::keys::validate_namespace(&options.namespace)
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
         powerfleet_common::install_tls_provider();
         let urls: Vec<&str> = url
             .split(',')
