@@ -10,7 +10,8 @@ use std::process::Command;
 /// datasets on grading and models; backends on jobs and the sampler; reports on jobs, grading
 /// and the sampler; the queue and the store on jobs (the store also on grading and the sampler);
 /// the fleet's roles on all of those, and the binary on top.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
+    "powerfleet-common",
     "powerfleet-sampler",
     "powerfleet-models",
     "powerfleet-jobs",

@@ -9,73 +9,21 @@ use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+// Their paths from before `error` held them; kept for callers.
+pub use crate::error::{BackendError, classify_status};
+use crate::error::{error_chain, in_context};
 use crate::probe::{self, BackendPin, ServerInfo};
-use crate::reference::{HttpReference, ServerKind, redact_url};
+use crate::redact::redact_url;
+use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
 
-/// 1 while a server's circuit is open (it is being skipped), 0 otherwise; labelled by `server`.
-pub const CIRCUIT_OPEN: &str = "powerfleet_backend_circuit_open";
+// Declared in `metrics` with the crate's other metrics; kept at its path for callers.
+pub use crate::metrics::CIRCUIT_OPEN;
 
 /// Consecutive failures after which a server is skipped.
 pub const BREAKER_THRESHOLD: u32 = 5;
 /// How long a tripped server is skipped before one trial request.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(10);
-
-/// Why a request failed. Errors are classified where they are born, so a caller never guesses
-/// from a message:
-///
-/// | variant | what it says | what the caller does |
-/// |---|---|---|
-/// | `Unavailable` | the server is down or overloaded; nothing about the request | wait, however long it takes (up to the operator's patience) |
-/// | `Transient` | this request failed, a retry may help | retry; the same failure on every attempt means the request is at fault |
-/// | `Rejected` | the request itself is refused | fail the job with the message |
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum BackendError {
-    /// The server cannot serve anyone right now: connection refused or reset, a timeout, 429,
-    /// 502, 503 or 504, or every server's circuit open. Says nothing about the request.
-    #[error("{0}")]
-    Unavailable(String),
-    /// This request failed where a retry may help: a 500 (or another 5xx) answered to it, or a
-    /// malformed, incomplete or unusable answer. A live server that answers the same request the
-    /// same way every time is refusing it (llama-server answers `/tokenize` of text outside its
-    /// vocabulary with a 500).
-    #[error("{0}")]
-    Transient(String),
-    /// The server refused the request (a 4xx other than 408 and 429), or it cannot fit the
-    /// server's limits: retrying the same request will not help.
-    #[error("{0}")]
-    Rejected(String),
-}
-
-impl BackendError {
-    /// Whether a retry may succeed.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, BackendError::Rejected(_))
-    }
-
-    /// Whether the server (rather than the request) is at fault: wait for it.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, BackendError::Unavailable(_))
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        match self {
-            BackendError::Unavailable(m)
-            | BackendError::Transient(m)
-            | BackendError::Rejected(m) => m,
-        }
-    }
-}
-
-/// How an HTTP status is classified (see [`BackendError`]).
-pub fn classify_status(status: reqwest::StatusCode, message: String) -> BackendError {
-    match status.as_u16() {
-        408 | 429 | 502 | 503 | 504 => BackendError::Unavailable(message),
-        s if s >= 500 => BackendError::Transient(message),
-        _ => BackendError::Rejected(message),
-    }
-}
 
 #[derive(Debug, Default)]
 struct Breaker {
@@ -168,7 +116,7 @@ pub struct HttpModel {
 impl HttpModel {
     /// A client for the reference's servers (no request is made yet).
     pub fn new(reference: HttpReference) -> HttpModel {
-        crate::install_tls_provider();
+        powerfleet_common::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(reference.timeout)
             .connect_timeout(Duration::from_secs(5))
@@ -436,7 +384,7 @@ impl HttpModel {
             .map_err(|e| in_context(e, &format!("start-up probe of {}", server.shown)))?;
             infos.push((server.shown.clone(), info));
         }
-        let info = Arc::new(probe::merge(infos).map_err(BackendError::Rejected)?);
+        let info = Arc::new(probe::merge(infos)?);
         tracing::info!(
             reference = %self.reference.kind.prefix(),
             model = %info.served_model,
@@ -556,13 +504,12 @@ impl HttpModel {
                 wire::parse_llamacpp(&answer, &terminal).map_err(answer_error("/completion"))?;
             lists.push(first_list(raw, k, "/completion")?);
         }
-        probe::check_raw_logprobs(ServerKind::LlamaCpp, &lists[0], &lists[1])
-            .map_err(BackendError::Rejected)?;
+        probe::check_raw_logprobs(ServerKind::LlamaCpp, &lists[0], &lists[1])?;
         let body = wire::llamacpp_post_sampling_body(&Self::probe_request(&prefix, 0.5, k), k);
         let answer = self.call(server, "/completion", Some(&body)).await?;
         let reported = wire::parse_llamacpp_post_sampling(&answer)
             .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?;
-        probe::check_post_sampling(&lists[1], &reported, 0.5).map_err(BackendError::Rejected)?;
+        probe::check_post_sampling(&lists[1], &reported, 0.5)?;
         Ok(ServerInfo {
             kind: ServerKind::LlamaCpp,
             served_model: props.model,
@@ -603,8 +550,7 @@ impl HttpModel {
                 wire::parse_vllm(&answer, &terminal).map_err(answer_error("/v1/completions"))?;
             lists.push(first_list(raw, k, "/v1/completions")?);
         }
-        probe::check_raw_logprobs(ServerKind::Vllm, &lists[0], &lists[1])
-            .map_err(BackendError::Rejected)?;
+        probe::check_raw_logprobs(ServerKind::Vllm, &lists[0], &lists[1])?;
         Ok(ServerInfo {
             kind: ServerKind::Vllm,
             served_model: model.to_string(),
@@ -666,8 +612,7 @@ impl HttpModel {
             let raw = wire::parse_sglang(&answer, &terminal).map_err(answer_error("/generate"))?;
             lists.push(first_list(raw, k, "/generate")?);
         }
-        probe::check_raw_logprobs(ServerKind::Sglang, &lists[0], &lists[1])
-            .map_err(BackendError::Rejected)?;
+        probe::check_raw_logprobs(ServerKind::Sglang, &lists[0], &lists[1])?;
         Ok(ServerInfo {
             kind: ServerKind::Sglang,
             served_model,
@@ -755,15 +700,6 @@ fn first_list(
     })
 }
 
-/// `e` with `context` before its message, in the same class.
-fn in_context(e: BackendError, context: &str) -> BackendError {
-    match e {
-        BackendError::Unavailable(m) => BackendError::Unavailable(format!("{context}: {m}")),
-        BackendError::Transient(m) => BackendError::Transient(format!("{context}: {m}")),
-        BackendError::Rejected(m) => BackendError::Rejected(format!("{context}: {m}")),
-    }
-}
-
 /// SGLang's `--preferred-sampling-params` (a JSON object, given as a string) fill in what a
 /// request leaves out; they may only name parameters every request sets.
 fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
@@ -788,22 +724,6 @@ fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
             "SGLang runs with --preferred-sampling-params setting {extra:?}, which requests do not override and which can change the sampled distribution; start the server without them"
         ))
     }
-}
-
-/// An error with its causes: reqwest's own message omits why a request failed (a refused
-/// certificate, a reset connection).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 fn snippet(text: &str) -> String {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::client::BackendError;
-use crate::reference::{redact_reference, redact_url};
+use crate::error::{BackendError, ReferenceError, classify_status, error_chain};
+use crate::redact::{redact_reference, redact_url};
 
 /// Which hosted API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,27 +54,27 @@ impl std::fmt::Debug for HostedReference {
 }
 
 /// Parses `PROVIDER+URL?model=NAME[&key_env=VAR][&timeout_s=N]`.
-pub fn parse_hosted(raw: &str) -> Result<HostedReference, String> {
+pub fn parse_hosted(raw: &str) -> Result<HostedReference, ReferenceError> {
     // The reference as messages show it.
     let reference = redact_reference(raw);
     let (scheme, rest) = raw
         .split_once('+')
-        .ok_or_else(|| format!("{reference:?} is not a hosted-API reference"))?;
+        .ok_or_else(|| ReferenceError(format!("{reference:?} is not a hosted-API reference")))?;
     let (provider, default_env) = match scheme {
         "openai" => (Provider::OpenAi, "OPENAI_API_KEY"),
         "anthropic" => (Provider::Anthropic, "ANTHROPIC_API_KEY"),
         "gemini" => (Provider::Gemini, "GEMINI_API_KEY"),
         other => {
-            return Err(format!(
+            return Err(ReferenceError(format!(
                 "{other:?} is not a hosted API; use openai, anthropic or gemini"
-            ));
+            )));
         }
     };
     let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!(
+        return Err(ReferenceError(format!(
             "{reference:?}: the URL must start with https:// (or http:// for a local compatible server)"
-        ));
+        )));
     }
     let mut r = HostedReference {
         provider,
@@ -89,19 +89,21 @@ pub fn parse_hosted(raw: &str) -> Result<HostedReference, String> {
             Some(("key_env", v)) => r.key_env = v.to_string(),
             Some(("timeout_s", v)) => {
                 r.timeout = Duration::from_secs(v.parse().map_err(|_| {
-                    format!("timeout_s must be a whole number of seconds, got {v:?}")
+                    ReferenceError(format!(
+                        "timeout_s must be a whole number of seconds, got {v:?}"
+                    ))
                 })?)
             }
             _ => {
-                return Err(format!(
+                return Err(ReferenceError(format!(
                     "unknown option {:?} in {reference:?}; known: model, key_env, timeout_s",
                     redact_url(pair)
-                ));
+                )));
             }
         }
     }
     if r.model.is_empty() {
-        return Err(format!("{reference:?} needs ?model=NAME"));
+        return Err(ReferenceError(format!("{reference:?} needs ?model=NAME")));
     }
     Ok(r)
 }
@@ -116,7 +118,7 @@ pub struct HostedModel {
 impl HostedModel {
     /// A client (no request is made yet).
     pub fn new(reference: HostedReference) -> HostedModel {
-        crate::install_tls_provider();
+        powerfleet_common::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(reference.timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -185,7 +187,7 @@ impl HostedModel {
             BackendError::Unavailable(format!(
                 "{:?} request to {shown} failed: {}",
                 r.provider,
-                crate::client::error_chain(&e.without_url())
+                error_chain(&e.without_url())
             ))
         })?;
         let status = response.status();
@@ -193,7 +195,7 @@ impl HostedModel {
             BackendError::Unavailable(format!(
                 "{:?} request to {shown}: reading the answer failed: {}",
                 r.provider,
-                crate::client::error_chain(&e.without_url())
+                error_chain(&e.without_url())
             ))
         })?;
         let scrubbed = if key.is_empty() {
@@ -202,7 +204,7 @@ impl HostedModel {
             text.replace(&key, "***")
         };
         if !status.is_success() {
-            return Err(crate::client::classify_status(
+            return Err(classify_status(
                 status,
                 format!(
                     "{:?} answered {status}: {}",
@@ -267,11 +269,13 @@ mod tests {
         assert!(
             parse_hosted("anthropic+https://a.example")
                 .unwrap_err()
+                .to_string()
                 .contains("needs ?model=NAME")
         );
         assert!(
             parse_hosted("openai+ftp://x?model=m")
                 .unwrap_err()
+                .to_string()
                 .contains("must start with https://")
         );
     }

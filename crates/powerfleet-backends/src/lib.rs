@@ -4,22 +4,24 @@
 //! A start-up probe (`HttpModel::probe`) checks each server before the first chain runs.
 
 pub mod client;
+pub mod error;
 pub mod hosted;
+pub mod metrics;
 pub mod probe;
 pub mod recipe;
+mod redact;
 pub mod reference;
 pub mod wire;
 
-pub use client::{BackendError, HttpModel};
+pub use client::HttpModel;
+pub use error::{BackendError, ReferenceError};
 pub use hosted::{HostedModel, HostedReference, Provider};
 pub use probe::{BackendPin, ServerInfo};
 pub use reference::{
-    HOSTED_CHAT_REFUSAL, HttpReference, Reference, ServerKind, is_http_reference, parse,
+    HOSTED_CHAT_REFUSAL, HttpReference, ProposalError, Reference, ServerKind, is_http_reference,
+    parse,
 };
 
-/// Makes ring the process's TLS crypto provider (for `https://` servers), once. Clients are built
-/// after it.
-pub fn install_tls_provider() {
-    // Fails only when a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// The process's one TLS crypto provider (`powerfleet-common`), here for the callers of this
+/// crate's clients.
+pub use powerfleet_common::install_tls_provider;

@@ -5,6 +5,7 @@
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
 
+use crate::error::BackendError;
 use crate::recipe::{CLAMPED_NEG_INF, exact_log_p_q};
 use crate::reference::ServerKind;
 
@@ -113,20 +114,20 @@ pub fn check_raw_logprobs(
     kind: ServerKind,
     at_1: &[(TokenId, f64)],
     at_half: &[(TokenId, f64)],
-) -> Result<(), String> {
+) -> Result<(), BackendError> {
     if at_1.is_empty() || at_half.is_empty() {
-        return Err(format!(
+        return Err(BackendError::Rejected(format!(
             "{} returned no top log-probabilities for the probe",
             kind.name()
-        ));
+        )));
     }
     let mass: f64 = at_1.iter().map(|&(_, lp)| lp.exp()).sum();
     if mass > 1.0 + 1e-3 || at_1.iter().any(|&(_, lp)| lp > 1e-3) {
-        return Err(format!(
+        return Err(BackendError::Rejected(format!(
             "{}'s top log-probabilities are not log-probabilities (their probabilities sum to {mass:.4} > 1): it reports logits; {}",
             kind.name(),
             raw_logprobs_fix(kind)
-        ));
+        )));
     }
     let mut compared = 0;
     for &(id, lp1) in at_1 {
@@ -138,18 +139,18 @@ pub fn check_raw_logprobs(
         }
         compared += 1;
         if (lp1 - lp_half).abs() > 0.02 + 0.02 * lp1.abs() {
-            return Err(format!(
+            return Err(BackendError::Rejected(format!(
                 "{} reports processed log-probabilities: token {id} has log-probability {lp1} at temperature 1 but {lp_half} at temperature 0.5 for the same prefix and seed, where raw log-probabilities do not depend on the temperature; {}",
                 kind.name(),
                 raw_logprobs_fix(kind)
-            ));
+            )));
         }
     }
     if compared == 0 {
-        return Err(format!(
+        return Err(BackendError::Rejected(format!(
             "{} listed different tokens at temperature 1 and 0.5 for the same prefix; its log-probabilities are not the raw top K",
             kind.name()
-        ));
+        )));
     }
     Ok(())
 }
@@ -163,7 +164,7 @@ pub fn check_post_sampling(
     raw: &[(TokenId, f64)],
     reported: &[(TokenId, f64)],
     temperature: f64,
-) -> Result<(), String> {
+) -> Result<(), BackendError> {
     let q = |id: TokenId| {
         exact_log_p_q(raw, id, temperature)
             .map(|(_, lq)| lq.exp())
@@ -173,19 +174,19 @@ pub fn check_post_sampling(
     for &(id, p) in reported {
         let expected = q(id);
         if !close(p, expected) {
-            return Err(format!(
+            return Err(BackendError::Rejected(format!(
                 "llama-server sampled token {id} with probability {p:.6} where the top-{} recipe at temperature {temperature} gives {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
                 raw.len()
-            ));
+            )));
         }
     }
     for &(id, _) in raw {
         let expected = q(id);
         if !reported.iter().any(|(t, _)| *t == id) && !close(0.0, expected) {
-            return Err(format!(
+            return Err(BackendError::Rejected(format!(
                 "llama-server never samples token {id}, which the top-{} recipe at temperature {temperature} gives probability {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
                 raw.len()
-            ));
+            )));
         }
     }
     Ok(())
@@ -194,14 +195,16 @@ pub fn check_post_sampling(
 /// One [`ServerInfo`] for a reference whose servers each answered a probe: they must serve the
 /// same model with the same context and terminal tokens, or chains would sample differently on
 /// different servers.
-pub fn merge(infos: Vec<(String, ServerInfo)>) -> Result<ServerInfo, String> {
+pub fn merge(infos: Vec<(String, ServerInfo)>) -> Result<ServerInfo, BackendError> {
     let mut iter = infos.into_iter();
-    let (first_url, first) = iter.next().ok_or("the reference names no server")?;
+    let (first_url, first) = iter
+        .next()
+        .ok_or_else(|| BackendError::Rejected("the reference names no server".into()))?;
     for (url, info) in iter {
         let disagree = |what: &str, a: String, b: String| {
-            format!(
+            BackendError::Rejected(format!(
                 "the servers of this reference disagree on the {what}: {first_url} has {a}, {url} has {b}; every server of one reference must serve the same model the same way"
-            )
+            ))
         };
         if info.served_model != first.served_model {
             return Err(disagree(
@@ -322,17 +325,25 @@ mod tests {
             .zip(&scaled)
             .map(|(&(t, _), s)| (t, s - z))
             .collect();
-        let err = check_raw_logprobs(ServerKind::Vllm, &raw, &processed).unwrap_err();
+        let err = check_raw_logprobs(ServerKind::Vllm, &raw, &processed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("processed log-probabilities"), "{err}");
         assert!(err.contains("--logprobs-mode raw_logprobs"), "{err}");
-        let err = check_raw_logprobs(ServerKind::Sglang, &raw, &processed).unwrap_err();
+        let err = check_raw_logprobs(ServerKind::Sglang, &raw, &processed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SGLANG_RETURN_ORIGINAL_LOGPROB=1"), "{err}");
         // Logits are not log-probabilities.
         let logits = [(5, 12.5), (9, 11.0)];
-        let err = check_raw_logprobs(ServerKind::Vllm, &logits, &logits).unwrap_err();
+        let err = check_raw_logprobs(ServerKind::Vllm, &logits, &logits)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("logits"), "{err}");
         // No common token at all.
-        let err = check_raw_logprobs(ServerKind::Vllm, &raw, &[(77, -0.1)]).unwrap_err();
+        let err = check_raw_logprobs(ServerKind::Vllm, &raw, &[(77, -0.1)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("different tokens"), "{err}");
         // Clamped -inf entries are skipped.
         check_raw_logprobs(
@@ -352,7 +363,9 @@ mod tests {
         // A token the server never samples (suppressed) and renormalized others.
         let z = 0.25 + 0.09;
         let suppressed = [(5, 0.25 / z), (9, 0.09 / z)];
-        let err = check_post_sampling(&raw, &suppressed, 0.5).unwrap_err();
+        let err = check_post_sampling(&raw, &suppressed, 0.5)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("probability"), "{err}");
         // Temperature not applied.
         let untempered = [(5, 0.5 / 0.9), (9, 0.3 / 0.9), (2, 0.1 / 0.9)];
@@ -373,8 +386,9 @@ mod tests {
             (info("m", Some(2048), &[2]), "context length"),
             (info("m", Some(4096), &[2, 7]), "terminal tokens"),
         ] {
-            let err =
-                merge(vec![("http://a".into(), a.clone()), ("http://b".into(), b)]).unwrap_err();
+            let err = merge(vec![("http://a".into(), a.clone()), ("http://b".into(), b)])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle) && err.contains("http://b"), "{err}");
         }
     }

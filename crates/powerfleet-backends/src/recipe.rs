@@ -22,31 +22,59 @@ use powerfleet_sampler::TokenId;
 /// Log-probabilities at or below this stand for −∞ (vLLM's clamp, see the module docs).
 pub const CLAMPED_NEG_INF: f64 = -9999.0;
 
+/// Why the recipe refuses a position: its list cannot be the raw top K the token was sampled
+/// from.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum RecipeError {
+    /// The sampled token is not in the list.
+    #[error(
+        "the sampled token {sampled} is not among the {listed} top log-probabilities; the server did not sample from the top-K it reported (is top_k applied and are log-probabilities raw?)"
+    )]
+    NotListed {
+        /// The sampled token.
+        sampled: TokenId,
+        /// How many entries the list has.
+        listed: usize,
+    },
+    /// An entry is not a raw log-probability (not finite, or above 0).
+    #[error("token {token} has log-probability {log_p}; raw log-probabilities are finite and <= 0")]
+    NotRaw {
+        /// The entry's token.
+        token: TokenId,
+        /// Its value.
+        log_p: f64,
+    },
+    /// The sampled token has the server's stand-in for −∞.
+    #[error(
+        "the sampled token {sampled} has log-probability {log_p}, the server's stand-in for -inf: it is impossible under p, so the server did not sample from the top K of p it reported"
+    )]
+    Impossible {
+        /// The sampled token.
+        sampled: TokenId,
+        /// Its value ([`CLAMPED_NEG_INF`] or below).
+        log_p: f64,
+    },
+}
+
 /// Computes (log p, log q) of `sampled` from the raw top-K list at one position.
 pub fn exact_log_p_q(
     top: &[(TokenId, f64)],
     sampled: TokenId,
     temperature: f64,
-) -> Result<(f64, f64), String> {
+) -> Result<(f64, f64), RecipeError> {
     let log_p = top
         .iter()
         .find(|(t, _)| *t == sampled)
         .map(|&(_, lp)| lp)
-        .ok_or_else(|| {
-            format!(
-                "the sampled token {sampled} is not among the {} top log-probabilities; the server did not sample from the top-K it reported (is top_k applied and are log-probabilities raw?)",
-                top.len()
-            )
+        .ok_or(RecipeError::NotListed {
+            sampled,
+            listed: top.len(),
         })?;
-    if let Some((t, lp)) = top.iter().find(|(_, lp)| !(lp.is_finite() && *lp <= 1e-6)) {
-        return Err(format!(
-            "token {t} has log-probability {lp}; raw log-probabilities are finite and <= 0"
-        ));
+    if let Some(&(token, log_p)) = top.iter().find(|(_, lp)| !(lp.is_finite() && *lp <= 1e-6)) {
+        return Err(RecipeError::NotRaw { token, log_p });
     }
     if log_p <= CLAMPED_NEG_INF {
-        return Err(format!(
-            "the sampled token {sampled} has log-probability {log_p}, the server's stand-in for -inf: it is impossible under p, so the server did not sample from the top K of p it reported"
-        ));
+        return Err(RecipeError::Impossible { sampled, log_p });
     }
     let max = top
         .iter()
@@ -80,9 +108,11 @@ mod tests {
 
     #[test]
     fn a_sampled_token_outside_the_list_is_refused() {
-        let err = exact_log_p_q(&[(3, -0.1)], 4, 1.0).unwrap_err();
+        let err = exact_log_p_q(&[(3, -0.1)], 4, 1.0).unwrap_err().to_string();
         assert!(err.contains("not among the 1 top"), "{err}");
-        let err = exact_log_p_q(&[(3, f64::NAN), (4, -1.0)], 4, 1.0).unwrap_err();
+        let err = exact_log_p_q(&[(3, f64::NAN), (4, -1.0)], 4, 1.0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("finite"), "{err}");
     }
 
@@ -95,7 +125,7 @@ mod tests {
         let z = 0.75f64.powi(2) + 0.25f64.powi(2);
         assert!((lq - (0.0625f64 / z).ln()).abs() < 1e-12);
         // As the sampled token it is refused.
-        let err = exact_log_p_q(&top, 9, 0.5).unwrap_err();
+        let err = exact_log_p_q(&top, 9, 0.5).unwrap_err().to_string();
         assert!(err.contains("impossible under p"), "{err}");
     }
 }

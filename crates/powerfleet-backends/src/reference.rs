@@ -16,6 +16,9 @@ use std::time::Duration;
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::ReferenceError;
+pub use crate::redact::{redact_reference, redact_url};
+
 /// Which server speaks at the URLs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,47 +84,66 @@ impl ServerKind {
     ///   larger ones (`vllm/sampling_params.py`: `_MAX_TEMP`, `_verify_args`).
     /// - SGLang: >= 1e-6; smaller temperatures are greedy (`_SAMPLING_EPS` in
     ///   `python/sglang/srt/sampling/sampling_params.py`).
-    pub fn check_proposal(self, temperature: f64) -> Result<(), String> {
+    pub fn check_proposal(self, temperature: f64) -> Result<(), ProposalError> {
         if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(format!(
-                "the proposal temperature must be a finite number > 0, got {temperature}"
-            ));
+            return Err(ProposalError::NotPositive { temperature });
         }
         match self {
             ServerKind::LlamaCpp => Ok(()),
-            ServerKind::Vllm if temperature < VLLM_MIN_TEMPERATURE => Err(format!(
-                "vLLM raises temperatures below {VLLM_MIN_TEMPERATURE} to {VLLM_MIN_TEMPERATURE} (greedy below 1e-5), so it cannot sample the proposal at temperature {temperature}; use a proposal temperature in [{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}] (--proposal-temp, or a smaller alpha), or a llama.cpp or SGLang server"
-            )),
-            ServerKind::Vllm if temperature > VLLM_MAX_TEMPERATURE => Err(format!(
-                "vLLM refuses temperatures above {VLLM_MAX_TEMPERATURE}, so it cannot sample the proposal at temperature {temperature}; use a proposal temperature in [{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}], or a llama.cpp or SGLang server"
-            )),
+            ServerKind::Vllm if temperature < VLLM_MIN_TEMPERATURE => {
+                Err(ProposalError::BelowVllmMin { temperature })
+            }
+            ServerKind::Vllm if temperature > VLLM_MAX_TEMPERATURE => {
+                Err(ProposalError::AboveVllmMax { temperature })
+            }
             ServerKind::Vllm => Ok(()),
-            ServerKind::Sglang if temperature < SGLANG_MIN_TEMPERATURE => Err(format!(
-                "SGLang samples greedily below temperature {SGLANG_MIN_TEMPERATURE}, so it cannot sample the proposal at temperature {temperature}; use a larger proposal temperature"
-            )),
+            ServerKind::Sglang if temperature < SGLANG_MIN_TEMPERATURE => {
+                Err(ProposalError::BelowSglangMin { temperature })
+            }
             ServerKind::Sglang => Ok(()),
         }
     }
 }
 
-/// `url` as messages, logs and metric labels may show it: credentials in its user-info part are
-/// hidden (`http://user:***@host:8080`; a lone `http://TOKEN@host` becomes `http://***@host`,
-/// since HTTP sends it as basic-auth credentials), and so is the value of every `password=`
-/// parameter. Errs on the side of hiding too much. Every URL this crate shows goes through it;
-/// requests use the URL as given (reqwest sends its user-info as basic auth, and its own errors
-/// quote the URL without it).
-pub fn redact_url(url: &str) -> String {
-    powerfleet_jobs::redact_http_url(url)
-}
-
-/// A model reference as messages may show it: each of its comma-separated URLs redacted as by
-/// [`redact_url`].
-pub fn redact_reference(reference: &str) -> String {
-    reference
-        .split(',')
-        .map(redact_url)
-        .collect::<Vec<_>>()
-        .join(",")
+/// A proposal temperature a server kind does not sample at exactly
+/// ([`ServerKind::check_proposal`]); the message names the server's limits.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum ProposalError {
+    /// Not a finite number > 0.
+    #[error("the proposal temperature must be a finite number > 0, got {temperature}")]
+    NotPositive {
+        /// The temperature asked for.
+        temperature: f64,
+    },
+    /// Below [`VLLM_MIN_TEMPERATURE`], which vLLM raises it to.
+    #[error(
+        "vLLM raises temperatures below {min} to {min} (greedy below 1e-5), so it cannot sample the proposal at temperature {temperature}; use a proposal temperature in [{min}, {max}] (--proposal-temp, or a smaller alpha), or a llama.cpp or SGLang server",
+        min = VLLM_MIN_TEMPERATURE,
+        max = VLLM_MAX_TEMPERATURE
+    )]
+    BelowVllmMin {
+        /// The temperature asked for.
+        temperature: f64,
+    },
+    /// Above [`VLLM_MAX_TEMPERATURE`], which vLLM refuses.
+    #[error(
+        "vLLM refuses temperatures above {max}, so it cannot sample the proposal at temperature {temperature}; use a proposal temperature in [{min}, {max}], or a llama.cpp or SGLang server",
+        min = VLLM_MIN_TEMPERATURE,
+        max = VLLM_MAX_TEMPERATURE
+    )]
+    AboveVllmMax {
+        /// The temperature asked for.
+        temperature: f64,
+    },
+    /// Below [`SGLANG_MIN_TEMPERATURE`], where SGLang samples greedily.
+    #[error(
+        "SGLang samples greedily below temperature {min}, so it cannot sample the proposal at temperature {temperature}; use a larger proposal temperature",
+        min = SGLANG_MIN_TEMPERATURE
+    )]
+    BelowSglangMin {
+        /// The temperature asked for.
+        temperature: f64,
+    },
 }
 
 /// A parsed reference to one or more inference servers. Its `Debug` shows the servers redacted.
@@ -188,11 +210,11 @@ pub fn is_http_reference(reference: &str) -> bool {
 }
 
 /// Parses a reference.
-pub fn parse(reference: &str) -> Result<Reference, String> {
+pub fn parse(reference: &str) -> Result<Reference, ReferenceError> {
     // The reference as messages show it.
     let shown = redact_reference(reference);
     let (scheme, rest) = reference.split_once('+').ok_or_else(|| {
-        format!("model reference {shown:?} must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT")
+        ReferenceError(format!("model reference {shown:?} must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT"))
     })?;
     let kind = match scheme {
         "llamacpp" => ServerKind::LlamaCpp,
@@ -202,9 +224,9 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
             return crate::hosted::parse_hosted(reference).map(Reference::Hosted);
         }
         other => {
-            return Err(format!(
+            return Err(ReferenceError(format!(
                 "model reference scheme {other:?} is not known; use llamacpp+http://..., vllm+http://... or sglang+http://..."
-            ));
+            )));
         }
     };
     let (urls, query) = match rest.split_once('?') {
@@ -214,17 +236,19 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
     let mut servers = Vec::new();
     for url in urls.split(',').filter(|u| !u.is_empty()) {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!(
+            return Err(ReferenceError(format!(
                 "server URL {:?} must start with http:// or https://",
                 redact_url(url)
-            ));
+            )));
         }
         let base = url.trim_end_matches('/');
         let base = base.strip_suffix("/v1").unwrap_or(base);
         servers.push(base.to_string());
     }
     if servers.is_empty() {
-        return Err(format!("model reference {shown:?} names no server URL"));
+        return Err(ReferenceError(format!(
+            "model reference {shown:?} names no server URL"
+        )));
     }
     let mut r = HttpReference {
         kind,
@@ -236,18 +260,18 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
         max_in_flight: 16,
     };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("option {pair:?} in {shown:?} must be KEY=VALUE"))?;
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            ReferenceError(format!("option {pair:?} in {shown:?} must be KEY=VALUE"))
+        })?;
         let number = |what: &str| {
             value
                 .parse::<u64>()
                 .ok()
                 .filter(|v| *v >= 1)
                 .ok_or_else(|| {
-                    format!(
+                    ReferenceError(format!(
                         "{key} in {shown:?} must be a whole number >= 1 ({what}), got {value:?}"
-                    )
+                    ))
                 })
         };
         match key {
@@ -258,9 +282,9 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
             "eos" => {
                 for id in value.split(',') {
                     let id = id.trim().parse::<TokenId>().map_err(|_| {
-                        format!(
+                        ReferenceError(format!(
                             "eos in {shown:?} must be comma-separated token ids (eos=2,32000), got {value:?}"
-                        )
+                        ))
                     })?;
                     r.eos.push(id);
                 }
@@ -268,16 +292,16 @@ pub fn parse(reference: &str) -> Result<Reference, String> {
                 r.eos.dedup();
             }
             other => {
-                return Err(format!(
+                return Err(ReferenceError(format!(
                     "unknown option {other:?} in {shown:?}; known: model, k, eos, timeout_s, max_in_flight"
-                ));
+                )));
             }
         }
     }
     if kind == ServerKind::Vllm && r.model.is_none() {
-        return Err(format!(
+        return Err(ReferenceError(format!(
             "{shown:?}: vLLM references need ?model=NAME (the name the server was started with)"
-        ));
+        )));
     }
     Ok(Reference::Http(r))
 }
@@ -324,7 +348,7 @@ mod tests {
             ("llamacpp+", "names no server"),
             ("llamacpp+http://h:1?eos=2,x", "comma-separated token ids"),
         ] {
-            let err = parse(r).unwrap_err();
+            let err = parse(r).unwrap_err().to_string();
             assert!(err.contains(needle), "{r}: {err}");
         }
         assert!(is_http_reference("vllm+http://x"));
@@ -368,7 +392,7 @@ mod tests {
             "anthropic+ftp://user:SECRET@h:1?model=m",
             "gemini+https://user:SECRET@h:1",
         ] {
-            let err = parse(bad).unwrap_err();
+            let err = parse(bad).unwrap_err().to_string();
             assert!(!err.contains("SECRET"), "{bad}: {err}");
             assert!(
                 err.contains("user:***@h:") || bad.starts_with("tgi"),
@@ -412,9 +436,9 @@ mod tests {
         ] {
             assert_eq!(kind.check_proposal(t).is_ok(), ok, "{kind:?} at {t}");
         }
-        let err = Vllm.check_proposal(0.005).unwrap_err();
+        let err = Vllm.check_proposal(0.005).unwrap_err().to_string();
         assert!(err.contains("0.01") && err.contains("0.005"), "{err}");
-        let err = Vllm.check_proposal(4.0).unwrap_err();
+        let err = Vllm.check_proposal(4.0).unwrap_err().to_string();
         assert!(err.contains("above 2"), "{err}");
     }
 

@@ -64,13 +64,13 @@ pub struct RawGeneration {
 
 impl RawGeneration {
     /// Exact log p and log q per token (see `recipe`).
-    pub fn into_generation(self, temperature: f64) -> Result<Generation, String> {
+    pub fn into_generation(self, temperature: f64) -> Result<Generation, AnswerError> {
         if self.top.len() != self.tokens.len() {
-            return Err(format!(
+            return Err(AnswerError::Unusable(format!(
                 "the server returned {} tokens but log-probabilities for {}",
                 self.tokens.len(),
                 self.top.len()
-            ));
+            )));
         }
         let mut g = Generation {
             log_p: Vec::with_capacity(self.tokens.len()),
@@ -79,8 +79,8 @@ impl RawGeneration {
             eos: self.eos,
         };
         for (i, (top, &t)) in self.top.iter().zip(&g.tokens).enumerate() {
-            let (lp, lq) =
-                exact_log_p_q(top, t, temperature).map_err(|e| format!("token {i}: {e}"))?;
+            let (lp, lq) = exact_log_p_q(top, t, temperature)
+                .map_err(|e| AnswerError::Unusable(format!("token {i}: {e}")))?;
             g.log_p.push(lp);
             g.log_q.push(lq);
         }
@@ -90,12 +90,12 @@ impl RawGeneration {
     /// Checks that no position lists more than `k` candidates. vLLM lists the sampled token
     /// besides the top K (OpenAI's "logprobs + 1"), so K + 1 entries mean the sampled token was
     /// outside the top K, and the list is not the set sampled from.
-    pub fn check_top_k(&self, k: u32) -> Result<(), String> {
+    pub fn check_top_k(&self, k: u32) -> Result<(), AnswerError> {
         match self.top.iter().position(|t| t.len() > k as usize) {
-            Some(i) => Err(format!(
+            Some(i) => Err(AnswerError::Unusable(format!(
                 "position {i} lists {} candidates for a top-{k} proposal: the sampled token was not among the top {k}, so the server did not sample from the top-K it reported",
                 self.top[i].len()
-            )),
+            ))),
             None => Ok(()),
         }
     }
@@ -497,7 +497,7 @@ pub struct LlamaCppProps {
 }
 
 /// Parses llama.cpp's `GET /props`.
-pub fn parse_llamacpp_props(body: &Value) -> Result<LlamaCppProps, String> {
+pub fn parse_llamacpp_props(body: &Value) -> Result<LlamaCppProps, AnswerError> {
     let model = body
         .get("model_alias")
         .and_then(Value::as_str)
@@ -543,7 +543,7 @@ pub fn llamacpp_eog_body(prefix: &[TokenId]) -> Value {
 
 /// The end-of-generation token ids in the answer to [`llamacpp_eog_body`], sorted; `None` when
 /// the server does not echo its logit biases.
-pub fn parse_llamacpp_eog(answer: &Value) -> Result<Option<Vec<TokenId>>, String> {
+pub fn parse_llamacpp_eog(answer: &Value) -> Result<Option<Vec<TokenId>>, AnswerError> {
     let Some(biases) = answer.pointer("/generation_settings/logit_bias") else {
         return Ok(None);
     };
@@ -576,7 +576,7 @@ pub fn llamacpp_post_sampling_body(request: &OwnedRequest, k: u32) -> Value {
 }
 
 /// (token, q) at the first position of an answer to [`llamacpp_post_sampling_body`].
-pub fn parse_llamacpp_post_sampling(answer: &Value) -> Result<Vec<(TokenId, f64)>, String> {
+pub fn parse_llamacpp_post_sampling(answer: &Value) -> Result<Vec<(TokenId, f64)>, AnswerError> {
     let first = answer
         .pointer("/completion_probabilities/0")
         .ok_or("the answer has no completion_probabilities")?;
@@ -725,7 +725,7 @@ pub fn parse_vllm(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration, A
 
 /// `/v1/models` (vLLM and SGLang): the served ids with their context length
 /// (`ModelCard.max_model_len`).
-pub fn parse_models(body: &Value) -> Result<Vec<(String, Option<u32>)>, String> {
+pub fn parse_models(body: &Value) -> Result<Vec<(String, Option<u32>)>, AnswerError> {
     field(body, "data")?
         .as_array()
         .ok_or("`data` is not an array")?
@@ -980,11 +980,11 @@ pub fn llamacpp_apply_template_body(user_text: &str) -> Value {
 }
 
 /// The templated text of a llama.cpp `/apply-template` answer.
-pub fn parse_llamacpp_template(body: &Value) -> Result<String, String> {
+pub fn parse_llamacpp_template(body: &Value) -> Result<String, AnswerError> {
     field(body, "prompt")?
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| "`prompt` is not a string".to_string())
+        .ok_or_else(|| "`prompt` is not a string".into())
 }
 
 /// vLLM chat `/tokenize` body: `user_text` as one user message through the model's chat
@@ -1001,13 +1001,13 @@ pub fn vllm_tokenize_chat_body(model: &str, user_text: &str) -> Value {
 }
 
 /// The token ids of a `/tokenize` answer (llama.cpp and vLLM): `{"tokens": [ids], ...}`.
-pub fn parse_tokens(body: &Value) -> Result<Vec<TokenId>, String> {
+pub fn parse_tokens(body: &Value) -> Result<Vec<TokenId>, AnswerError> {
     field(body, "tokens")?
         .as_array()
         .ok_or("`tokens` is not an array")?
         .iter()
         .enumerate()
-        .map(|(i, t)| token_id(t, &format!("tokens[{i}]")))
+        .map(|(i, t)| token_id(t, &format!("tokens[{i}]")).map_err(AnswerError::Unusable))
         .collect()
 }
 
@@ -1045,11 +1045,13 @@ mod tests {
         assert!(
             parse_tokens(&json!({"count": 1}))
                 .unwrap_err()
+                .to_string()
                 .contains("`tokens`")
         );
         assert!(
             parse_tokens(&json!({"tokens": [1, -2]}))
                 .unwrap_err()
+                .to_string()
                 .contains("tokens[1]")
         );
         assert!(parse_tokens(&json!({"tokens": [{"id": 1, "piece": "a"}]})).is_err());

@@ -83,7 +83,7 @@ fn clamped_minus_infinity_is_accepted_in_the_list_and_refused_when_sampled() {
     assert!((g.log_q[1] - 0.5f64.ln()).abs() < 1e-12, "{}", g.log_q[1]);
     // As the sampled token it is impossible under p.
     let raw = parse_vllm(&fixture("vllm_clamped_sampled.json"), &[]).unwrap();
-    let err = raw.into_generation(1.0).unwrap_err();
+    let err = raw.into_generation(1.0).unwrap_err().to_string();
     assert!(err.contains("impossible under p"), "{err}");
 }
 
@@ -106,7 +106,7 @@ fn more_than_k_candidates_mean_the_sampled_token_was_outside_the_top_k() {
     // vLLM lists the sampled token besides the top K: three entries for K = 2.
     let raw = parse_vllm(&fixture("vllm_length.json"), &[]).unwrap();
     raw.check_top_k(3).unwrap();
-    let err = raw.check_top_k(2).unwrap_err();
+    let err = raw.check_top_k(2).unwrap_err().to_string();
     assert!(err.contains("not among the top 2"), "{err}");
 }
 

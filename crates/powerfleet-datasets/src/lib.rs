@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use format::{
     DatasetError, Format, Location, MAX_ERRORS, RecordError, load, load_detected, parse,
 };
-pub use suite::{CorrectMass, SUITE_ANSWER_PATTERN, SuiteItem, builtin_suite};
+pub use suite::{CorrectMass, SUITE_ANSWER_PATTERN, SuiteError, SuiteItem, builtin_suite};
 pub use template::{Rendered, Template, TemplateError};
 
 /// One benchmark problem.

@@ -3,6 +3,8 @@
 //! temperature 1/α is misled by a pivot token, a likely first step whose continuations spread
 //! thin over wrong answers. A study on it should show power sampling beating low temperature.
 
+use powerfleet_models::exact::TooManyCompletions;
+use powerfleet_models::toy::UnknownToken;
 use powerfleet_models::{ToyModel, ToyModelError};
 
 use crate::{Answer, Problem, Template};
@@ -67,11 +69,10 @@ impl SuiteItem {
     /// The exact probability that a completion is correct, under p^[`SUITE_ALPHA`] (what
     /// `power` targets), under token-wise sampling at temperature 1/α (`low-temp`) and under the
     /// model itself (`standard`), by enumerating every completion within [`SUITE_MAX_TOKENS`].
-    pub fn exact_correct_mass(&self) -> Result<CorrectMass, String> {
-        let model = self.model().map_err(|e| e.to_string())?;
-        let prompt = model.tokenize(&self.prompt()).map_err(|e| e.to_string())?;
-        let completions = powerfleet_models::exact::enumerate(&model, &prompt, SUITE_MAX_TOKENS)
-            .map_err(|e| e.to_string())?;
+    pub fn exact_correct_mass(&self) -> Result<CorrectMass, SuiteError> {
+        let model = self.model()?;
+        let prompt = model.tokenize(&self.prompt())?;
+        let completions = powerfleet_models::exact::enumerate(&model, &prompt, SUITE_MAX_TOKENS)?;
         let power = completions.power(SUITE_ALPHA);
         let low_temp = completions.proposal(&model, &prompt, SUITE_TEMPERATURE, None);
         let standard = completions.proposal(&model, &prompt, 1.0, None);
@@ -93,6 +94,20 @@ impl SuiteItem {
         };
         SuiteItem::final_answer(completion) == Some(reference.as_str())
     }
+}
+
+/// Why [`SuiteItem::exact_correct_mass`] cannot enumerate an item.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    /// Its toy model does not load.
+    #[error(transparent)]
+    Model(#[from] ToyModelError),
+    /// Its prompt has a word outside the model's vocabulary.
+    #[error(transparent)]
+    Prompt(#[from] UnknownToken),
+    /// It has too many completions within the token budget.
+    #[error(transparent)]
+    Enumerate(#[from] TooManyCompletions),
 }
 
 /// Exact probabilities of a correct answer, per sampling distribution.

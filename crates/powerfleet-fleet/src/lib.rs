@@ -15,4 +15,4 @@ pub mod status;
 pub mod watch;
 pub mod worker;
 
-pub use models::{Backend, ModelRegistry};
+pub use models::{Backend, ModelError, ModelRegistry, RegistryError};

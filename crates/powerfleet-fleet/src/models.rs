@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use powerfleet_backends::{BackendError, HostedModel, HttpModel, ServerKind};
+use powerfleet_backends::{BackendError, HostedModel, HttpModel, ReferenceError, ServerKind};
 use powerfleet_jobs::Prompt;
-use powerfleet_models::{ToyModel, resolve_toy};
+use powerfleet_models::{ResolveError, ToyModel, resolve_toy};
 use powerfleet_sampler::{Generation, LanguageModel, OwnedRequest, TokenId, ValidConfig};
 use serde_json::{Value, json};
 
@@ -97,7 +97,7 @@ impl Backend {
             Backend::Http { model } => {
                 let kind = model.reference().kind;
                 kind.check_proposal(config.temperature())
-                    .map_err(BackendError::Rejected)?;
+                    .map_err(|e| BackendError::Rejected(e.to_string()))?;
                 let info = model.probe().await?;
                 model.check_fits(&info, prompt_len, config.max_new_tokens())?;
                 Ok(serde_json::to_value(model.pin(&info)).expect("a pin serializes"))
@@ -232,6 +232,66 @@ fn chaos_draw(seed: u64, call: u64) -> f64 {
     powerfleet_sampler::rng::unit_interval(z)
 }
 
+/// Why a `--model NAME=REFERENCE` entry is refused ([`ModelRegistry::new`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Not `NAME=REFERENCE`.
+    #[error("--model must be NAME=REFERENCE (for example small=toy:pivot), got {0:?}")]
+    NotAPair(String),
+    /// `NAME=` or `=REFERENCE`.
+    #[error("--model must be NAME=REFERENCE with both parts non-empty, got {0:?}")]
+    EmptyPart(String),
+}
+
+/// Why a model reference does not load ([`load`], [`ModelRegistry::resolve`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// An inference-server or hosted-API reference that does not parse.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// A toy model that does not resolve.
+    #[error(transparent)]
+    Toy(#[from] ResolveError),
+    /// A toy reference's `delay_ms` that is not a whole number.
+    #[error(
+        "delay_ms in model reference {reference:?} must be a whole number of milliseconds, got {value:?}"
+    )]
+    DelayMs {
+        /// The reference.
+        reference: String,
+        /// The value given.
+        value: String,
+    },
+    /// A toy reference's `fail_rate` that is not a probability.
+    #[error(
+        "fail_rate in model reference {reference:?} must be a probability between 0 and 1, got {value:?}"
+    )]
+    FailRate {
+        /// The reference.
+        reference: String,
+        /// The value given.
+        value: String,
+    },
+    /// A toy reference's option other than `delay_ms` and `fail_rate`.
+    #[error(
+        "model reference {reference:?} has an unknown option {option:?}; toy models take delay_ms=N and fail_rate=P"
+    )]
+    UnknownOption {
+        /// The reference.
+        reference: String,
+        /// The option as given.
+        option: String,
+    },
+    /// A reference that does not load, with the names the registry knows.
+    #[error("{source} (registered names: {names})")]
+    Unregistered {
+        /// Why it does not load as a reference.
+        source: Box<ModelError>,
+        /// The registered names, sorted, comma-separated.
+        names: String,
+    },
+}
+
 /// Names registered on the command line, and a cache of loaded models.
 #[derive(Debug, Default)]
 pub struct ModelRegistry {
@@ -241,18 +301,14 @@ pub struct ModelRegistry {
 
 impl ModelRegistry {
     /// A registry from `NAME=REFERENCE` pairs.
-    pub fn new(entries: &[String]) -> Result<ModelRegistry, String> {
+    pub fn new(entries: &[String]) -> Result<ModelRegistry, RegistryError> {
         let mut names = HashMap::new();
         for entry in entries {
-            let (name, reference) = entry.split_once('=').ok_or_else(|| {
-                format!(
-                    "--model must be NAME=REFERENCE (for example small=toy:pivot), got {entry:?}"
-                )
-            })?;
+            let (name, reference) = entry
+                .split_once('=')
+                .ok_or_else(|| RegistryError::NotAPair(entry.clone()))?;
             if name.is_empty() || reference.is_empty() {
-                return Err(format!(
-                    "--model must be NAME=REFERENCE with both parts non-empty, got {entry:?}"
-                ));
+                return Err(RegistryError::EmptyPart(entry.clone()));
             }
             names.insert(name.to_string(), reference.to_string());
         }
@@ -263,7 +319,7 @@ impl ModelRegistry {
     }
 
     /// Resolves a job's model reference (a registered name, or a reference).
-    pub fn resolve(&self, reference: &str) -> Result<Backend, String> {
+    pub fn resolve(&self, reference: &str) -> Result<Backend, ModelError> {
         let target = self.names.get(reference).map_or(reference, String::as_str);
         if let Some(b) = self.cache.lock().expect("model cache").get(target) {
             return Ok(b.clone());
@@ -274,7 +330,10 @@ impl ModelRegistry {
             } else {
                 let mut known: Vec<&str> = self.names.keys().map(String::as_str).collect();
                 known.sort();
-                format!("{e} (registered names: {})", known.join(", "))
+                ModelError::Unregistered {
+                    source: Box::new(e),
+                    names: known.join(", "),
+                }
             }
         })?;
         self.cache
@@ -286,7 +345,7 @@ impl ModelRegistry {
 }
 
 /// Loads a reference without the registry.
-pub fn load(reference: &str) -> Result<Backend, String> {
+pub fn load(reference: &str) -> Result<Backend, ModelError> {
     if powerfleet_backends::is_http_reference(reference) {
         return match powerfleet_backends::parse(reference)? {
             powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
@@ -307,8 +366,9 @@ pub fn load(reference: &str) -> Result<Backend, String> {
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("delay_ms", v)) => {
-                    let ms: u64 = v.parse().map_err(|_| {
-                        format!("delay_ms in model reference {reference:?} must be a whole number of milliseconds, got {v:?}")
+                    let ms: u64 = v.parse().map_err(|_| ModelError::DelayMs {
+                        reference: reference.to_string(),
+                        value: v.to_string(),
                     })?;
                     latency = Duration::from_millis(ms);
                 }
@@ -317,19 +377,21 @@ pub fn load(reference: &str) -> Result<Backend, String> {
                         .parse::<f64>()
                         .ok()
                         .filter(|p| (0.0..=1.0).contains(p))
-                        .ok_or_else(|| {
-                            format!("fail_rate in model reference {reference:?} must be a probability between 0 and 1, got {v:?}")
+                        .ok_or_else(|| ModelError::FailRate {
+                            reference: reference.to_string(),
+                            value: v.to_string(),
                         })?;
                 }
                 _ => {
-                    return Err(format!(
-                        "model reference {reference:?} has an unknown option {pair:?}; toy models take delay_ms=N and fail_rate=P"
-                    ));
+                    return Err(ModelError::UnknownOption {
+                        reference: reference.to_string(),
+                        option: pair.to_string(),
+                    });
                 }
             }
         }
     }
-    let model = resolve_toy(base).map_err(|e| e.to_string())?;
+    let model = resolve_toy(base)?;
     let toy = Backend::Toy {
         model: Arc::new(model),
         latency,
@@ -360,21 +422,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(reg.resolve("toy:tiny").is_ok());
-        let err = reg.resolve("big").unwrap_err();
+        let err = reg.resolve("big").unwrap_err().to_string();
         assert!(err.contains("registered names: small"), "{err}");
         assert!(
             load("toy:tiny?delay=1")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown option")
         );
         assert!(
             load("toy:tiny?delay_ms=x")
                 .unwrap_err()
+                .to_string()
                 .contains("whole number")
         );
         assert!(
             ModelRegistry::new(&["nonsense".into()])
                 .unwrap_err()
+                .to_string()
                 .contains("NAME=REFERENCE")
         );
     }

@@ -79,25 +79,50 @@ impl WorkerConfig {
     }
 
     /// Checks the settings against each other.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WorkerConfigError> {
         if self.concurrency == 0 {
-            return Err("concurrency must be >= 1, got 0".into());
+            return Err(WorkerConfigError::NoConcurrency);
         }
         if self.heartbeat >= self.lease {
-            return Err(format!(
-                "heartbeat ({} ms) must be shorter than the lease ({} ms)",
-                self.heartbeat.as_millis(),
-                self.lease.as_millis()
-            ));
+            return Err(WorkerConfigError::HeartbeatNotShorter {
+                heartbeat: self.heartbeat,
+                lease: self.lease,
+            });
         }
         if self.max_deliveries == 0 {
-            return Err("max_deliveries must be >= 1, got 0".into());
+            return Err(WorkerConfigError::NoDeliveries);
         }
         if self.model_attempts == 0 {
-            return Err("model_attempts must be >= 1, got 0".into());
+            return Err(WorkerConfigError::NoModelAttempts);
         }
         Ok(())
     }
+}
+
+/// Worker settings that contradict each other ([`WorkerConfig::validate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerConfigError {
+    /// `concurrency` is 0.
+    #[error("concurrency must be >= 1, got 0")]
+    NoConcurrency,
+    /// The heartbeat is not shorter than the lease, which would expire between heartbeats.
+    #[error(
+        "heartbeat ({} ms) must be shorter than the lease ({} ms)",
+        .heartbeat.as_millis(),
+        .lease.as_millis()
+    )]
+    HeartbeatNotShorter {
+        /// The heartbeat interval.
+        heartbeat: Duration,
+        /// The lease.
+        lease: Duration,
+    },
+    /// `max_deliveries` is 0.
+    #[error("max_deliveries must be >= 1, got 0")]
+    NoDeliveries,
+    /// `model_attempts` is 0.
+    #[error("model_attempts must be >= 1, got 0")]
+    NoModelAttempts,
 }
 
 /// What a worker did before it stopped.
@@ -1139,7 +1164,12 @@ mod tests {
         let mut c = WorkerConfig::new("w".into());
         assert!(c.validate().is_ok());
         c.heartbeat = c.lease;
-        assert!(c.validate().unwrap_err().contains("shorter than the lease"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("shorter than the lease")
+        );
         c = WorkerConfig::new("w".into());
         c.concurrency = 0;
         assert!(c.validate().is_err());

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use powerfleet_sampler::{ChainStats, Method, SamplerConfig, TokenId, ValidConfig};
+use powerfleet_sampler::{ChainStats, ConfigError, Method, SamplerConfig, TokenId, ValidConfig};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -251,19 +251,28 @@ pub struct GradeRecord {
 
 impl JobSpec {
     /// Checks the parts a producer can check without the model.
-    pub fn validate(&self) -> Result<ValidConfig, String> {
+    pub fn validate(&self) -> Result<ValidConfig, SpecError> {
         if self.model.trim().is_empty() {
-            return Err(
-                "model must name a model reference such as toy:pivot, got an empty string".into(),
-            );
+            return Err(SpecError::NoModel);
         }
-        self.config.validate().map_err(|e| e.to_string())
+        Ok(self.config.validate()?)
     }
 
     /// The method of its chain.
     pub fn method(&self) -> Method {
         self.config.method
     }
+}
+
+/// Why [`JobSpec::validate`] refuses a job.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The model reference is empty.
+    #[error("model must name a model reference such as toy:pivot, got an empty string")]
+    NoModel,
+    /// The sampler configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Where a job stands.

@@ -73,8 +73,13 @@ impl Keys {
     }
 }
 
+/// A namespace that [`validate_namespace`] refuses; it carries the namespace given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("namespace must be 1 to 64 characters of A-Z a-z 0-9 - _ ., got {0:?}")]
+pub struct InvalidNamespace(pub String);
+
 /// Checks a namespace: short, and free of the characters that would break the hash tag.
-pub fn validate_namespace(ns: &str) -> Result<(), String> {
+pub fn validate_namespace(ns: &str) -> Result<(), InvalidNamespace> {
     let ok = !ns.is_empty()
         && ns.len() <= 64
         && ns
@@ -83,9 +88,7 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "namespace must be 1 to 64 characters of A-Z a-z 0-9 - _ ., got {ns:?}"
-        ))
+        Err(InvalidNamespace(ns.to_string()))
     }
 }
 

@@ -11,7 +11,7 @@ pub mod local;
 pub mod local_cluster;
 mod queue;
 
-pub use keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP, validate_namespace};
+pub use keys::{COLLECTOR_GROUP, InvalidNamespace, Keys, WORKER_GROUP, validate_namespace};
 pub use queue::{
     CancelOutcome, ClaimOutcome, Deferral, Delivery, JobState, Lease, LeaseState, MAX_ENTRY_BYTES,
     Progress, Queue, QueueError, QueueOptions, ResultDelivery, Tally, TallyOf, TrimReport, Wait,

@@ -390,12 +390,6 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-/// Makes ring the process's TLS crypto provider (for `rediss://` and Postgres TLS), once.
-pub fn install_tls_provider() {
-    // Fails only when a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -590,8 +584,9 @@ enum StreamOf {
 impl Queue {
     /// Connects, checks the server answers, and creates the consumer groups if missing.
     pub async fn connect(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
-        crate::keys::validate_namespace(&options.namespace).map_err(QueueError::Invalid)?;
-        install_tls_provider();
+        crate::keys::validate_namespace(&options.namespace)
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        powerfleet_common::install_tls_provider();
         let urls: Vec<&str> = url
             .split(',')
             .map(str::trim)

@@ -1,12 +1,42 @@
 //! Grading one result: the completion against the reference its job carries.
 
-use powerfleet_grade::{index_of, letter};
+use powerfleet_grade::{GradeError, index_of, letter};
 use powerfleet_jobs::{Bench, GradeRecord, Grader, JobResult, JobStatus, Reference};
+
+/// Why a result cannot be graded.
+#[derive(Debug, thiserror::Error)]
+pub enum GradingError {
+    /// The job shows another number of options than its reference has.
+    #[error("the job shows {shown} options but its reference has {choices}")]
+    OptionCount {
+        /// Options shown (the permutation's length).
+        shown: usize,
+        /// Options in the reference.
+        choices: usize,
+    },
+    /// Grader `choice` with a free-form reference.
+    #[error(
+        "grader choice needs a multiple-choice reference; use grader math, exact or regex for free-form answers"
+    )]
+    ChoiceWithoutChoices,
+    /// A free-form grader with a multiple-choice reference.
+    #[error("grader {grader} cannot grade a multiple-choice reference; use grader choice")]
+    ChoicesNeedChoice {
+        /// The grader's name.
+        grader: &'static str,
+    },
+    /// The grader is configured badly (an invalid pattern).
+    #[error(transparent)]
+    Grader(#[from] GradeError),
+    /// The completion's text is missing, for the reason given.
+    #[error("not graded: the completion has no text ({0})")]
+    NoText(String),
+}
 
 /// Grades `completion` as `bench` says. A grader that does not fit the reference (a multiple-choice
 /// grader for a free-form answer) or an invalid pattern is a job that cannot be graded: `Err`
 /// with the reason.
-pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, String> {
+pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, GradingError> {
     let record = |g: powerfleet_grade::Grade, answer_key: Option<String>| GradeRecord {
         grader: bench.grader.name().to_string(),
         extracted: g.extracted,
@@ -14,17 +44,19 @@ pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, String> {
         correct: g.correct,
     };
     match (&bench.grader, &bench.reference) {
-        (Grader::Choice, Reference::Choice {
-            choices,
-            correct,
-            permutation,
-        }) => {
+        (
+            Grader::Choice,
+            Reference::Choice {
+                choices,
+                correct,
+                permutation,
+            },
+        ) => {
             if permutation.len() != choices.len() {
-                return Err(format!(
-                    "the job shows {} options but its reference has {}",
-                    permutation.len(),
-                    choices.len()
-                ));
+                return Err(GradingError::OptionCount {
+                    shown: permutation.len(),
+                    choices: choices.len(),
+                });
             }
             let g = powerfleet_grade::grade_choice(completion, permutation, *correct);
             // The chosen option in the dataset's order, comparable across seeds.
@@ -38,33 +70,29 @@ pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, String> {
                 .map(String::from);
             Ok(record(g, key))
         }
-        (Grader::Choice, Reference::Text(_)) => Err(
-            "grader choice needs a multiple-choice reference; use grader math, exact or regex for free-form answers".into(),
-        ),
+        (Grader::Choice, Reference::Text(_)) => Err(GradingError::ChoiceWithoutChoices),
         (grader, Reference::Text(reference)) => {
             let g = match grader {
                 Grader::Math => powerfleet_grade::grade_math(completion, reference),
                 Grader::Exact => powerfleet_grade::grade_exact(completion, reference),
                 Grader::Regex { pattern } => {
-                    powerfleet_grade::grade_regex(completion, pattern, reference)
-                        .map_err(|e| e.to_string())?
+                    powerfleet_grade::grade_regex(completion, pattern, reference)?
                 }
                 Grader::Choice => unreachable!("matched above"),
             };
             let key = g.extracted.clone();
             Ok(record(g, key))
         }
-        (grader, Reference::Choice { .. }) => Err(format!(
-            "grader {} cannot grade a multiple-choice reference; use grader choice",
-            grader.name()
-        )),
+        (grader, Reference::Choice { .. }) => Err(GradingError::ChoicesNeedChoice {
+            grader: grader.name(),
+        }),
     }
 }
 
 /// Grades a completed benchmark result against the reference it carries; `None` for any other
 /// result (not completed, or not a benchmark job). The collector grades with it before storing,
 /// and [`crate::build`] grades results that were stored without a grade.
-pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, String>> {
+pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, GradingError>> {
     let bench = result.bench.as_ref()?;
     if result.status != JobStatus::Completed {
         return None;
@@ -72,9 +100,7 @@ pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, String>> {
     // Text is never guessed: a completion whose text the server could not give stays ungraded.
     match (&result.text, &result.text_error) {
         (Some(text), _) => Some(grade(bench, text)),
-        (None, Some(why)) => Some(Err(format!(
-            "not graded: the completion has no text ({why})"
-        ))),
+        (None, Some(why)) => Some(Err(GradingError::NoText(why.clone()))),
         (None, None) => Some(grade(bench, "")),
     }
 }
@@ -158,7 +184,12 @@ mod tests {
             },
             Reference::Text("x".into()),
         );
-        assert!(grade(&bad, "x").unwrap_err().contains("not a valid regex"));
+        assert!(
+            grade(&bad, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid regex")
+        );
     }
 
     #[test]
@@ -167,6 +198,7 @@ mod tests {
         assert!(
             grade(&b, "A")
                 .unwrap_err()
+                .to_string()
                 .contains("multiple-choice reference")
         );
         let b = bench(
@@ -177,7 +209,12 @@ mod tests {
                 permutation: vec![0],
             },
         );
-        assert!(grade(&b, "A").unwrap_err().contains("use grader choice"));
+        assert!(
+            grade(&b, "A")
+                .unwrap_err()
+                .to_string()
+                .contains("use grader choice")
+        );
     }
 
     #[test]
@@ -202,7 +239,7 @@ mod tests {
         let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
         r.text_error = Some("/detokenize answered 400: invalid token id".into());
         // An empty completion would match the empty reference; a missing one is not graded.
-        let err = grade_result(&r).unwrap().unwrap_err();
+        let err = grade_result(&r).unwrap().unwrap_err().to_string();
         assert!(
             err.contains("not graded") && err.contains("invalid token id"),
             "{err}"

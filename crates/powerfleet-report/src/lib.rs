@@ -17,8 +17,8 @@ pub mod plot;
 pub mod render;
 pub mod report;
 
-pub use grading::{grade, grade_result, reference_display};
-pub use plot::write_figures;
+pub use grading::{GradingError, grade, grade_result, reference_display};
+pub use plot::{FigureError, write_figures};
 pub use render::{Format, write};
 pub use report::{
     DEFINITIONS, MethodReport, Prices, ProblemMethod, ProblemReport, Report, build, definition,

@@ -467,7 +467,7 @@ impl ChainState {
 
     /// Checks the invariants that a decoded checkpoint must satisfy.
     fn check(&self) -> Result<(), String> {
-        self.config.check()?;
+        self.config.check().map_err(|e| e.to_string())?;
         let len = self.completion_len_checked()?;
         if self.log_p.len() != len || self.log_q.len() != len {
             return Err(format!(

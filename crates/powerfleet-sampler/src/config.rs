@@ -459,7 +459,7 @@ impl ValidConfig {
         self.max_new_tokens.div_ceil(self.block_size)
     }
     /// Re-checks a configuration that was decoded rather than validated (from a checkpoint).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), OutOfRange> {
         let ok = self.block_size >= 1
             && (1..=MAX_MAX_NEW_TOKENS).contains(&self.max_new_tokens)
             && self.n_blocks() <= MAX_BLOCKS
@@ -471,7 +471,7 @@ impl ValidConfig {
         if ok {
             Ok(())
         } else {
-            Err(format!("the configuration is out of range: {self:?}"))
+            Err(OutOfRange(Box::new(self.clone())))
         }
     }
 
@@ -502,6 +502,12 @@ impl fmt::Display for FieldError {
         )
     }
 }
+
+/// A decoded [`ValidConfig`] outside the ranges [`SamplerConfig::validate`] allows (see
+/// [`ValidConfig::check`]); it carries the configuration.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("the configuration is out of range: {0:?}")]
+pub struct OutOfRange(pub Box<ValidConfig>);
 
 /// An invalid sampler configuration, with every problem found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

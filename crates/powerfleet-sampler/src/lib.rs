@@ -28,6 +28,8 @@ pub use chain::{
     Advance, Chain, ChainState, Checkpoint, CheckpointError, GenerationError, Phase, Position,
     RunError, run,
 };
-pub use config::{Alpha, ConfigError, FieldError, Method, Ratio, SamplerConfig, ValidConfig};
+pub use config::{
+    Alpha, ConfigError, FieldError, Method, OutOfRange, Ratio, SamplerConfig, ValidConfig,
+};
 pub use model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
 pub use stats::{BlockStats, ChainOutput, ChainStats};
