@@ -37,40 +37,72 @@ use style::{FONT, Look, SIZE, looks};
 /// method, pooled over its jobs) and `cost_vs_accuracy` (accuracy over all scheduled samples with
 /// ±1 standard error against tokens generated per final token, per method). A figure without data still has
 /// its axes and a note saying why it is empty.
-pub fn write_figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
-    register_font()?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+pub fn write_figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, FigureError> {
+    if !register_font() {
+        return Err(FigureError::Font);
+    }
+    std::fs::create_dir_all(dir).map_err(|source| FigureError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let looks = looks(&report.methods);
     let mut written = Vec::new();
     for figure in [Figure::PassAtK, Figure::Acceptance, Figure::CostAccuracy] {
         let png = dir.join(format!("{}.png", figure.name()));
         let root = Raster(BitMapBackend::new(&png, SIZE)).into_drawing_area();
-        draw(figure, &root, report, &looks).map_err(|e| format!("{}: {e}", png.display()))?;
-        root.present()
-            .map_err(|e| format!("{}: {e}", png.display()))?;
+        draw(figure, &root, report, &looks).map_err(drawing(&png))?;
+        root.present().map_err(|e| drawing(&png)(e.to_string()))?;
         drop(root);
         written.push(png);
 
         let svg = dir.join(format!("{}.svg", figure.name()));
         let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(figure, &root, report, &looks).map_err(|e| format!("{}: {e}", svg.display()))?;
-        root.present()
-            .map_err(|e| format!("{}: {e}", svg.display()))?;
+        draw(figure, &root, report, &looks).map_err(drawing(&svg))?;
+        root.present().map_err(|e| drawing(&svg)(e.to_string()))?;
         drop(root);
         written.push(svg);
     }
     Ok(written)
 }
 
-/// Registers the embedded font with plotters, once per process.
-fn register_font() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
-                .map_err(|_| "the embedded font (DejaVu Sans) does not load".to_string())
-        })
-        .clone()
+/// Why [`write_figures`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    /// The font built into the binary does not load.
+    #[error("the embedded font (DejaVu Sans) does not load")]
+    Font,
+    /// The directory cannot be created.
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// Why it cannot be created.
+        source: std::io::Error,
+    },
+    /// A figure cannot be drawn or written.
+    #[error("{}: {message}", path.display())]
+    Draw {
+        /// The figure's file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A drawing failure of the figure at `path`.
+fn drawing(path: &Path) -> impl Fn(String) -> FigureError + '_ {
+    move |message| FigureError::Draw {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Registers the embedded font with plotters, once per process; whether it loaded.
+fn register_font() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -411,7 +443,9 @@ mod tests {
         std::fs::create_dir_all(&dir.0).unwrap();
         let file = dir.0.join("file");
         std::fs::write(&file, b"").unwrap();
-        let err = write_figures(&report(), &file.join("figures")).unwrap_err();
+        let err = write_figures(&report(), &file.join("figures"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot create"), "{err}");
     }
 }
