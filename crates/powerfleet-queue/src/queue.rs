@@ -338,6 +338,11 @@ struct Scripts {
     dead_letter: Script,
 }
 
+/// `tally.lua`, then `script`: one script text for the scripts that count finished jobs.
+fn with_tally(script: &str) -> Script {
+    Script::new(&format!("{}\n{script}", include_str!("lua/tally.lua")))
+}
+
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
@@ -346,12 +351,12 @@ impl Scripts {
             claim: Script::new(include_str!("lua/claim.lua")),
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             checkpoint: Script::new(include_str!("lua/checkpoint.lua")),
-            finish: Script::new(include_str!("lua/finish.lua")),
+            finish: with_tally(include_str!("lua/finish.lua")),
             hand_back: Script::new(include_str!("lua/hand_back.lua")),
             defer: Script::new(include_str!("lua/defer.lua")),
             promote: Script::new(include_str!("lua/promote.lua")),
-            cancel: Script::new(include_str!("lua/cancel.lua")),
-            dead_letter: Script::new(include_str!("lua/dead_letter.lua")),
+            cancel: with_tally(include_str!("lua/cancel.lua")),
+            dead_letter: with_tally(include_str!("lua/dead_letter.lua")),
         }
     }
 }

@@ -4,20 +4,8 @@
 -- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s,
 -- ARGV[5] workers' group, ARGV[6] has_batch ('1'/'0'), ARGV[7] the job's method.
 -- KEYS[5] the correlation's tally, KEYS[6] the batch's tally (or an unused key).
+-- Uses tally() from tally.lua, which is loaded before this script.
 -- Returns 'cancelled' | 'requested' | 'final:<status>' | 'missing'.
--- Counts the job as final in its correlation's and batch's tallies.
-local function tally(corr_key, batch_key, has_batch, status, method, retention)
-  local keys = {corr_key}
-  if has_batch == '1' then
-    keys[2] = batch_key
-  end
-  for _, k in ipairs(keys) do
-    redis.call('HINCRBY', k, 'final', 1)
-    redis.call('HINCRBY', k, 'final:' .. method, 1)
-    redis.call('HINCRBY', k, 'status:' .. status, 1)
-    redis.call('EXPIRE', k, retention)
-  end
-end
 
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then

@@ -1,3 +1,4 @@
+-- Uses tally() from tally.lua, which is loaded before this script.
 -- Moves an entry that cannot be decoded to the dead-letter stream and acknowledges it. When the
 -- entry names a job whose state still points at this entry, that job is marked dead with the
 -- reason, so it never waits forever (a job written by a newer producer, for instance), and its
@@ -12,19 +13,6 @@
 -- KEYS[6] the job's correlation tally, KEYS[7] its batch tally (or unused keys).
 -- Dead letters older than the retention are trimmed as new ones arrive.
 
--- Counts the job as final in its correlation's and batch's tallies.
-local function tally(corr_key, batch_key, has_batch, status, method, retention)
-  local keys = {corr_key}
-  if has_batch == '1' then
-    keys[2] = batch_key
-  end
-  for _, k in ipairs(keys) do
-    redis.call('HINCRBY', k, 'final', 1)
-    redis.call('HINCRBY', k, 'final:' .. method, 1)
-    redis.call('HINCRBY', k, 'status:' .. status, 1)
-    redis.call('EXPIRE', k, retention)
-  end
-end
 local oldest = tonumber(ARGV[5]) - tonumber(ARGV[6]) * 1000
 redis.call('XADD', KEYS[2], 'MINID', '~', math.max(oldest, 0), '*', 'entry', ARGV[2],
   'reason', ARGV[3], 'payload', ARGV[4])

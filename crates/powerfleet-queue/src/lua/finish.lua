@@ -6,21 +6,9 @@
 -- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s,
 -- ARGV[10] has_batch ('1'/'0'), ARGV[11] the job's method.
 -- KEYS[8] the correlation's tally, KEYS[9] the batch's tally (or an unused key).
+-- Uses tally() from tally.lua, which is loaded before this script.
 -- Returns 1 when published, 0 when fenced out or already final.
 
--- Counts the job as final in its correlation's and batch's tallies.
-local function tally(corr_key, batch_key, has_batch, status, method, retention)
-  local keys = {corr_key}
-  if has_batch == '1' then
-    keys[2] = batch_key
-  end
-  for _, k in ipairs(keys) do
-    redis.call('HINCRBY', k, 'final', 1)
-    redis.call('HINCRBY', k, 'final:' .. method, 1)
-    redis.call('HINCRBY', k, 'status:' .. status, 1)
-    redis.call('EXPIRE', k, retention)
-  end
-end
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return 0
 end
