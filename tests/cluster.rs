@@ -28,7 +28,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
     let mut cluster = LocalCluster::start(3, 1).unwrap_or_else(|e| {
         panic!("{e}; this test needs redis-server and redis-cli on PATH (scripts/test.sh installs them)")
     });
-    let mut fleet = Fleet::on_redis_url(cluster.url(1));
+    let mut fleet = Fleet::on_redis_url(BIN, cluster.url(1));
     fleet.spawn_worker(&[]);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Fleet, batch, fault_free_tokens, published_results, specs, submit_batch};
+use common::{BIN, Fleet, batch, fault_free_tokens, published_results, specs, submit_batch};
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
 use powerfleet_queue::ClaimOutcome;
@@ -56,7 +56,7 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_workers_lose_nothing_and_double_nothing() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     for _ in 0..3 {
         fleet.spawn_worker(&[]);
     }
@@ -150,7 +150,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_cannot_overwrite_the_new_owner() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let a = fleet.spawn_worker(&["--concurrency", "1"]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -216,7 +216,7 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_batch_loses_no_job() {
-    let mut fleet = Fleet::new(true);
+    let mut fleet = Fleet::new(BIN, true);
     fleet.spawn_worker(&[]);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
@@ -259,7 +259,7 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let lease = ["--lease-ms", "60000", "--heartbeat-ms", "1000"];
     let a = fleet.spawn_worker(&lease);
     fleet.spawn_collector();
@@ -334,7 +334,7 @@ fn raw_spec(model: &str, config: SamplerConfig, prompt: Prompt) -> JobSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let w = fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -474,7 +474,7 @@ async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
     // Bad CLI input is refused before anything is enqueued.
     let (backlog_before, _) = queue.job_backlog().await.unwrap();
     let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args(args)
             .args([
                 "--redis",
@@ -538,7 +538,7 @@ async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let receipt = submit_batch(
@@ -598,7 +598,7 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_delivered_twice_is_stored_once() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let queue = fleet.queue().await;
     let store = fleet.store().await;
     let corr = CorrelationId::generate();
@@ -678,7 +678,7 @@ async fn a_result_delivered_twice_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--concurrency", "1"]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -712,7 +712,7 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
     };
     let queued = if running == first { second } else { first };
     let cli = |id: JobId| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args([
                 "cancel",
                 &id.to_string(),
@@ -747,7 +747,7 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fails_the_job() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[
         "--model-attempts",
         "4",
@@ -812,11 +812,11 @@ async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_wait_status_and_results_export_through_the_cli() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args(args)
             .args([
                 "--redis",
@@ -883,7 +883,7 @@ async fn submit_wait_status_and_results_export_through_the_cli() {
     assert_eq!(job_status["source"], "database");
 
     let results = |format: &str| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args([
                 "results",
                 "--batch",
@@ -943,7 +943,7 @@ fn fault_free_on(toy: &str, spec: &JobSpec) -> Vec<powerfleet_sampler::TokenId> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_grace_period() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     // Every request of the slow worker takes 10 minutes, far beyond its 2 s grace period.
     let slow = fleet.spawn_worker(&[
         "--model",
@@ -1001,7 +1001,7 @@ async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_gra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_why() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let lease = ["--lease-ms", "1000", "--heartbeat-ms", "200"];
     let a = fleet.spawn_worker(
         &[
@@ -1089,7 +1089,7 @@ async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_expires() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--concurrency", "1"]);
     let queue = fleet.queue().await;
     let receipt = submit_batch(
@@ -1174,7 +1174,7 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;

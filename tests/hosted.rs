@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::Fleet;
+use common::{BIN, Fleet};
 use powerfleet_fleet::producer::{Problem, Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig};
@@ -67,7 +67,7 @@ fn submission(model: &str, methods: &[Method], fallback: bool) -> Submission {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_samples_and_the_explicit_fallback_on_a_hosted_api() {
     let model = fake_openai().await;
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker_env(&[], &[("PF_TEST_OPENAI_KEY", KEY)]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;

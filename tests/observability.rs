@@ -36,7 +36,7 @@ fn has_uuid_label(line: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_export_metrics_health_and_readiness() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let (wp, cp) = (
         powerfleet_queue::local::free_port().unwrap(),
         powerfleet_queue::local::free_port().unwrap(),
@@ -122,7 +122,7 @@ async fn roles_export_metrics_health_and_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_needs_a_bearer_token_and_never_logs_it() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     const SECRET: &str = "pf-token-7c1e-planted";
     let port = powerfleet_queue::local::free_port().unwrap();
     let log = fleet.dir.path().join("serve.log");
@@ -219,7 +219,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let w = fleet.spawn_worker(&["--otlp-endpoint", &endpoint]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -264,7 +264,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let dead = format!(
         "http://127.0.0.1:{}",
         powerfleet_queue::local::free_port().unwrap()

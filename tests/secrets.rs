@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Fleet;
+use common::{BIN, Fleet};
 use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, Prompt, now_ms};
 use powerfleet_sampler::{Method, SamplerConfig};
 
@@ -13,7 +13,7 @@ const SECRET: &str = "model-pw-planted-91ab";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     // A server that is down: every request is refused, the circuit opens, and past the patience
     // the job fails with the server's error.
     let down = {

@@ -19,10 +19,13 @@ const DB_SECRET: &str = "db-pw-planted-77c2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
-    let mut fleet = Fleet::with_redis(LocalRedisOptions {
-        password: Some(REDIS_SECRET.into()),
-        ..LocalRedisOptions::default()
-    });
+    let mut fleet = Fleet::with_redis(
+        BIN,
+        LocalRedisOptions {
+            password: Some(REDIS_SECRET.into()),
+            ..LocalRedisOptions::default()
+        },
+    );
     assert!(
         fleet.redis.url().contains(REDIS_SECRET),
         "the fleet authenticates with the password"
@@ -109,11 +112,14 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_speak_tls_to_redis_and_verify_its_certificate() {
-    let mut fleet = Fleet::with_redis(LocalRedisOptions {
-        tls: true,
-        password: Some(REDIS_SECRET.into()),
-        ..LocalRedisOptions::default()
-    });
+    let mut fleet = Fleet::with_redis(
+        BIN,
+        LocalRedisOptions {
+            tls: true,
+            password: Some(REDIS_SECRET.into()),
+            ..LocalRedisOptions::default()
+        },
+    );
     assert!(fleet.redis.url().starts_with("rediss://"));
     let ca = fleet.redis.ca_file().display().to_string();
     // Worker and collector verify the server against the test CA.
@@ -282,7 +288,7 @@ impl Drop for Serve {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_tokens_refuses_to_start_unless_told_to_run_open() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let comments = fleet.dir.path().join("tokens.txt");
     std::fs::write(&comments, "# one token per line\n\n   \n# none yet\n").unwrap();
     let comments = comments.display().to_string();
@@ -363,10 +369,13 @@ async fn attacker() -> (String, Arc<Mutex<Vec<String>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_its_choosing() {
     let (evil, seen) = attacker().await;
-    let mut fleet = Fleet::with_redis(LocalRedisOptions {
-        password: Some(REDIS_SECRET.into()),
-        ..LocalRedisOptions::default()
-    });
+    let mut fleet = Fleet::with_redis(
+        BIN,
+        LocalRedisOptions {
+            password: Some(REDIS_SECRET.into()),
+            ..LocalRedisOptions::default()
+        },
+    );
     let redis_url = fleet.redis.url();
     // Workers hold the Redis URL (with its password) in their environment, as deployed.
     fleet.spawn_worker_env(
