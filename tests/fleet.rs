@@ -62,13 +62,12 @@ async fn sigkilled_workers_lose_nothing_and_double_nothing() {
     }
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let submission = batch(
-        "toy:eos-lengths?delay_ms=40",
-        long_config(4, 8),
-        &[Method::Power, Method::LowTemp],
-        30,
-        2,
-    );
+    let submission = batch("toy:eos-lengths?delay_ms=40")
+        .config(long_config(4, 8))
+        .methods(&[Method::Power, Method::LowTemp])
+        .problems(30)
+        .seeds(2)
+        .build();
     let receipt = submit_batch(&queue, &submission).await;
     let n = receipt.job_ids.len();
     assert_eq!(n, 120);
@@ -156,13 +155,9 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(5, 12),
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(5, 12))
+            .build(),
     )
     .await;
     let job = receipt.job_ids[0];
@@ -223,13 +218,11 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=30",
-            long_config(3, 6),
-            &[Method::Power],
-            20,
-            2,
-        ),
+        &batch("toy:eos-lengths?delay_ms=30")
+            .config(long_config(3, 6))
+            .problems(20)
+            .seeds(2)
+            .build(),
     )
     .await;
     let n = receipt.job_ids.len();
@@ -266,13 +259,10 @@ async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(4, 12),
-            &[Method::Power],
-            4,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(4, 12))
+            .problems(4)
+            .build(),
     )
     .await;
     let specs = specs(&queue, &receipt).await;
@@ -315,21 +305,12 @@ async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
 }
 
 fn raw_spec(model: &str, config: SamplerConfig, prompt: Prompt) -> JobSpec {
-    JobSpec {
-        job_id: JobId::new(),
-        correlation_id: CorrelationId::generate(),
-        batch_id: None,
-        problem_id: None,
-        model: model.into(),
-        prompt,
-        config,
-        seed: 1,
-        stream: 0,
-        submitted_at_ms: now_ms(),
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    }
+    common::spec()
+        .model(model)
+        .prompt(prompt)
+        .config(config)
+        .seed(1)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,17 +360,14 @@ async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
     }
     let good = submit_batch(
         &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig {
+        &batch("toy:tiny")
+            .config(SamplerConfig {
                 max_new_tokens: 6,
                 block_size: 3,
                 ..SamplerConfig::new(Method::Power)
-            },
-            &[Method::Power],
-            3,
-            1,
-        ),
+            })
+            .problems(3)
+            .build(),
     )
     .await;
     let results = fleet
@@ -541,17 +519,7 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
     let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let receipt = submit_batch(
-        &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig::new(Method::Power),
-            &[Method::Power],
-            1,
-            1,
-        ),
-    )
-    .await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").build()).await;
     let job = receipt.job_ids[0];
     // Two workers claim it and die without a trace.
     let d = queue
@@ -603,39 +571,24 @@ async fn a_result_delivered_twice_is_stored_once() {
     let store = fleet.store().await;
     let corr = CorrelationId::generate();
     let batch_id = powerfleet_jobs::BatchId::new();
-    let result = JobResult {
-        job_id: JobId::new(),
-        correlation_id: corr,
-        batch_id: Some(batch_id),
-        problem_id: None,
-        model: "toy:tiny".into(),
-        method: Method::Power,
-        seed: 1,
-        stream: 0,
-        status: JobStatus::Completed,
-        tokens: vec![0, 2],
-        text: Some("a <eos>".into()),
-        log_p: Some(-1.2),
-        ends_with_eos: true,
-        stats: ChainStats {
+    let result = common::result()
+        .correlation_id(corr)
+        .batch_id(batch_id)
+        .seed(1)
+        .tokens(vec![0, 2])
+        .text("a <eos>")
+        .log_p(-1.2)
+        .ends_with_eos(true)
+        .stats(ChainStats {
             proposals: 10,
             acceptances: 4,
             blocks: vec![],
             tokens_generated: 20,
             model_calls: 11,
-        },
-        attempts: 1,
-        error: None,
-        submitted_at_ms: now_ms() - 10,
-        started_at_ms: Some(now_ms() - 5),
-        finished_at_ms: now_ms(),
-        exactness: None,
-        fallback: None,
-        pin: None,
-        text_error: None,
-        bench: None,
-        grade: None,
-    };
+        })
+        .submitted_at_ms(now_ms() - 10)
+        .started_at_ms(now_ms() - 5)
+        .build();
     let json = serde_json::to_string(&result).unwrap();
     for _ in 0..2 {
         queue
@@ -684,13 +637,10 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(10, 40),
-            &[Method::Power],
-            2,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(10, 40))
+            .problems(2)
+            .build(),
     )
     .await;
     let (first, second) = (receipt.job_ids[0], receipt.job_ids[1]);
@@ -767,13 +717,10 @@ async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fail
     // Every request fails with probability 0.3: retries get every job through, with exact tokens.
     let flaky = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?fail_rate=0.3",
-            config.clone(),
-            &[Method::Power],
-            10,
-            1,
-        ),
+        &batch("toy:eos-lengths?fail_rate=0.3")
+            .config(config.clone())
+            .problems(10)
+            .build(),
     )
     .await;
     let flaky_specs = specs(&queue, &flaky).await;
@@ -781,13 +728,7 @@ async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fail
     // and fails once it has waited longer than the patience, with the model's error.
     let broken = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?fail_rate=1",
-            config,
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?fail_rate=1").config(config).build(),
     )
     .await;
     let results = fleet
@@ -932,7 +873,7 @@ fn named_batch(
     config: SamplerConfig,
     n: usize,
 ) -> powerfleet_fleet::producer::Submission {
-    batch(name, config, &[Method::Power], n, 1)
+    batch(name).config(config).problems(n).build()
 }
 
 fn fault_free_on(toy: &str, spec: &JobSpec) -> Vec<powerfleet_sampler::TokenId> {
@@ -1094,13 +1035,9 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(5, 12),
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(5, 12))
+            .build(),
     )
     .await;
     let job = receipt.job_ids[0];
@@ -1158,7 +1095,7 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
     fleet.spawn_collector();
     let next = submit_batch(
         &queue,
-        &batch("toy:pivot", long_config(1, 2), &[Method::Power], 1, 1),
+        &batch("toy:pivot").config(long_config(1, 2)).build(),
     )
     .await;
     let results = fleet
@@ -1181,7 +1118,10 @@ async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
     let store = fleet.store().await;
     let receipt = submit_batch(
         &queue,
-        &batch("toy:tiny", long_config(1, 2), &[Method::Power], 2, 1),
+        &batch("toy:tiny")
+            .config(long_config(1, 2))
+            .problems(2)
+            .build(),
     )
     .await;
     let batch_id = receipt.batch_id.unwrap();

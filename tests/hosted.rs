@@ -10,8 +10,8 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{BIN, Fleet};
-use powerfleet_fleet::producer::{Problem, Submission, submit};
+use common::{BIN, Fleet, batch};
+use powerfleet_fleet::producer::{Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig};
 use serde_json::{Value, json};
@@ -42,26 +42,15 @@ async fn fake_openai() -> String {
 }
 
 fn submission(model: &str, methods: &[Method], fallback: bool) -> Submission {
-    Submission {
-        model: model.into(),
-        config: SamplerConfig {
+    batch(model)
+        .config(SamplerConfig {
             max_new_tokens: 64,
             ..SamplerConfig::new(Method::Power)
-        },
-        methods: methods.to_vec(),
-        problems: vec![Problem {
-            id: Some("q1".into()),
-            prompt: Prompt::Text("What is 2+2?".into()),
-        }],
-        seeds: vec![0],
-        chains: 1,
-        correlation_id: None,
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: fallback,
-        chat: false,
-        bench: None,
-    }
+        })
+        .methods(methods)
+        .problem("q1", Prompt::Text("What is 2+2?".into()))
+        .fallback_single_sample(fallback)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

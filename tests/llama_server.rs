@@ -136,23 +136,14 @@ async fn sampled_tokens_follow_the_reported_log_q() {
 /// A batch of `chains` power-sampling chains of seed `seed` on the prompt "hello" of the model
 /// registered as `tiny`, optionally formatted through the server's chat template.
 fn hello_power_batch(config: SamplerConfig, seed: u64, chains: u64, chat: bool) -> Submission {
-    Submission {
-        model: "tiny".into(),
-        config,
-        methods: vec![Method::Power],
-        problems: vec![Problem {
-            id: Some("hello".into()),
-            prompt: Prompt::Text("hello".into()),
-        }],
-        seeds: vec![seed],
-        chains,
-        correlation_id: None,
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: false,
-        chat,
-        bench: None,
-    }
+    common::batch("tiny")
+        .config(config)
+        .methods(&[Method::Power])
+        .problem("hello", Prompt::Text("hello".into()))
+        .seed(seed)
+        .chains(chains)
+        .chat(chat)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

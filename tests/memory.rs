@@ -227,7 +227,7 @@ async fn redis_memory_is_flat_after_many_batches() {
         let config = config.clone();
         async move {
             for _ in 0..n {
-                let mut submission = batch("toy:tiny", config.clone(), &[Method::Power], 4, 1);
+                let mut submission = batch("toy:tiny").config(config.clone()).problems(4).build();
                 submission.submission_key = Some(powerfleet_jobs::JobId::new().to_string());
                 let receipt = submit_batch(&queue, &submission).await;
                 fleet

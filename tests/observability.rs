@@ -55,7 +55,12 @@ async fn roles_export_metrics_health_and_readiness() {
     };
     let receipt = submit_batch(
         &queue,
-        &batch("toy:tiny", config, &[Method::Power, Method::Standard], 3, 2),
+        &batch("toy:tiny")
+            .config(config)
+            .methods(&[Method::Power, Method::Standard])
+            .problems(3)
+            .seeds(2)
+            .build(),
     )
     .await;
     fleet
@@ -223,17 +228,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
     let w = fleet.spawn_worker(&["--otlp-endpoint", &endpoint]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let receipt = submit_batch(
-        &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig::new(Method::Power),
-            &[Method::Power],
-            1,
-            1,
-        ),
-    )
-    .await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").build()).await;
     fleet
         .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(30))
         .await;
@@ -288,14 +283,10 @@ async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
     ]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let mut submission = batch(
-        "dead",
-        SamplerConfig::new(Method::Standard),
-        &[Method::Standard],
-        1,
-        1,
-    );
-    submission.problems[0].prompt = powerfleet_jobs::Prompt::Tokens(vec![1]);
+    let submission = batch("dead")
+        .config(SamplerConfig::new(Method::Standard))
+        .problem("p0", powerfleet_jobs::Prompt::Tokens(vec![1]))
+        .build();
     let receipt = submit_batch(&queue, &submission).await;
     let results = fleet
         .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))

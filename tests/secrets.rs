@@ -6,8 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{BIN, Fleet};
-use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, Prompt, now_ms};
-use powerfleet_sampler::{Method, SamplerConfig};
+use powerfleet_jobs::JobStatus;
 
 const SECRET: &str = "model-pw-planted-91ab";
 
@@ -38,21 +37,11 @@ async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let store = fleet.store().await;
-    let spec = JobSpec {
-        job_id: JobId::new(),
-        correlation_id: CorrelationId::generate(),
-        batch_id: None,
-        problem_id: None,
-        model: "m".into(),
-        prompt: Prompt::Text("hello".into()),
-        config: SamplerConfig::new(Method::Power),
-        seed: 1,
-        stream: 0,
-        submitted_at_ms: now_ms(),
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    };
+    let spec = common::spec()
+        .model("m")
+        .text_prompt("hello")
+        .seed(1)
+        .build();
     queue
         .enqueue(std::slice::from_ref(&spec), None)
         .await

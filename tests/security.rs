@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, Fleet, batch, submit_batch};
 use powerfleet_queue::local::LocalRedisOptions;
-use powerfleet_sampler::{Method, SamplerConfig};
 
 const REDIS_SECRET: &str = "redis-pw-planted-5e1d";
 const DB_SECRET: &str = "db-pw-planted-77c2";
@@ -35,17 +34,7 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
     fleet.spawn_worker(&["--metrics-listen", &metrics]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let receipt = submit_batch(
-        &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig::new(Method::Power),
-            &[Method::Power],
-            2,
-            1,
-        ),
-    )
-    .await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(2).build()).await;
     fleet
         .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(30))
         .await;
