@@ -6,39 +6,39 @@ mod common;
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Method as HttpMethod, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
-use common::{BIN, Fleet, batch};
+use common::{BIN, Fleet, StubServer, batch};
 use powerfleet_fleet::producer::{Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const KEY: &str = "sk-test-planted-secret-4f2a";
 
 async fn fake_openai() -> String {
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        post(|headers: HeaderMap, body: axum::Json<Value>| async move {
-            if headers.get("authorization").and_then(|v| v.to_str().ok())
-                != Some(&format!("Bearer {KEY}"))
-            {
-                return (StatusCode::UNAUTHORIZED, "bad key").into_response();
-            }
-            let t = body["temperature"].as_f64().unwrap();
-            axum::Json(
-                json!({"choices": [{"index": 0, "message": {"role": "assistant",
-                "content": format!("sampled at temperature {t}")}, "finish_reason": "stop"}]}),
-            )
-            .into_response()
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("openai+http://{addr}/v1?model=fake-chat&key_env=PF_TEST_OPENAI_KEY")
+    let server = StubServer::start(|r| {
+        if r.method != HttpMethod::POST || r.path() != "/v1/chat/completions" {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        if r.header("authorization") != Some(format!("Bearer {KEY}").as_str()) {
+            return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+        }
+        let Some(body) = r.json() else {
+            return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+        };
+        let t = body["temperature"].as_f64().unwrap();
+        axum::Json(
+            json!({"choices": [{"index": 0, "message": {"role": "assistant",
+            "content": format!("sampled at temperature {t}")}, "finish_reason": "stop"}]}),
+        )
+        .into_response()
+    })
+    .await;
+    format!(
+        "openai+http://{}/v1?model=fake-chat&key_env=PF_TEST_OPENAI_KEY",
+        server.addr
+    )
 }
 
 fn submission(model: &str, methods: &[Method], fallback: bool) -> Submission {

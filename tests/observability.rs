@@ -206,23 +206,16 @@ fn token_comparison_accepts_only_exact_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_exported_over_otlp_with_the_job_fields() {
-    use axum::routing::post;
-    use std::sync::{Arc, Mutex};
-    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(body.to_vec());
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    use axum::http::{Method as HttpMethod, StatusCode};
+    let otlp = common::StubServer::start(|r| {
+        if r.method == HttpMethod::POST && r.path() == "/v1/traces" {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        }
+    })
+    .await;
+    let endpoint = otlp.url.clone();
 
     let mut fleet = Fleet::new(BIN, false);
     let w = fleet.spawn_worker(&["--otlp-endpoint", &endpoint]);
@@ -242,7 +235,12 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let job = receipt.job_ids[0].to_string();
     loop {
-        let bodies = received.lock().unwrap().clone();
+        let bodies: Vec<Vec<u8>> = otlp
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == HttpMethod::POST && r.path() == "/v1/traces")
+            .map(|r| r.body)
+            .collect();
         let all: Vec<u8> = bodies.concat();
         let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
         if has(job.as_bytes()) && has(b"correlation_id") {

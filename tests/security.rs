@@ -7,10 +7,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, batch, submit_batch};
+use common::{BIN, Fleet, StubServer, batch, submit_batch};
 use powerfleet_queue::local::LocalRedisOptions;
 
 const REDIS_SECRET: &str = "redis-pw-planted-5e1d";
@@ -334,30 +333,14 @@ async fn serve_without_tokens_refuses_to_start_unless_told_to_run_open() {
 }
 
 /// Records every request it gets: the server a token holder would like workers to call.
-async fn attacker() -> (String, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = seen.clone();
-    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(format!(
-                "{} {} {:?}",
-                request.method(),
-                request.uri(),
-                request.headers()
-            ));
-            "{}"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
+async fn attacker() -> StubServer {
+    StubServer::start(|_| "{}").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_its_choosing() {
-    let (evil, seen) = attacker().await;
+    let attacker = attacker().await;
+    let evil = &attacker.url;
     let mut fleet = Fleet::with_redis(
         BIN,
         LocalRedisOptions {
@@ -436,9 +419,9 @@ async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_it
             .all(|r| r.status == powerfleet_jobs::JobStatus::Completed)
     );
     assert!(
-        seen.lock().unwrap().is_empty(),
+        attacker.requests().is_empty(),
         "workers called the attacker: {:?}",
-        seen.lock().unwrap()
+        attacker.requests()
     );
     let logs = format!("{}\n{}", fleet.logs(), serve.log());
     assert!(

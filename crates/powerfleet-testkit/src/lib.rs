@@ -7,7 +7,8 @@
 //! - [`llama::LlamaServer`]: a real llama-server with the tiny test model;
 //! - builders with defaults of the values tests make over and over: [`spec`] ([`JobSpec`]),
 //!   [`result_for`] ([`JobResult`]) and [`batch`] (a [`Submission`] made the way every
-//!   submission is, through [`SubmitRequest::into_submission`].
+//!   submission is, through [`SubmitRequest::into_submission`]);
+//! - [`StubServer`]: an HTTP server that records every request and answers with a closure.
 //!
 //! [`JobSpec`]: powerfleet_jobs::JobSpec
 //! [`JobResult`]: powerfleet_jobs::JobResult
@@ -17,8 +18,10 @@
 mod builders;
 mod fleet;
 pub mod llama;
+mod stub;
 
 pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, result, result_for, spec,
 };
 pub use fleet::{Fleet, fault_free_tokens, published_results, specs, stdout_of, submit_batch};
+pub use stub::{Recorded, StubServer};
