@@ -9,8 +9,9 @@ use std::process::Command;
 /// The sampler core and grading depend on nothing of ours; models and jobs only on the sampler;
 /// datasets on grading and models; backends on jobs and the sampler; reports on jobs, grading
 /// and the sampler; the queue and the store on jobs (the store also on grading and the sampler);
-/// the fleet's roles on all of those, and the binary on top.
-const LAYERS: [&str; 12] = [
+/// the fleet's roles on all of those, and the binary on top. Above it the test kit, which only
+/// tests use (as a dev-dependency) and which may use every crate but the binary.
+const LAYERS: [&str; 13] = [
     "powerfleet-common",
     "powerfleet-sampler",
     "powerfleet-models",
@@ -23,6 +24,7 @@ const LAYERS: [&str; 12] = [
     "powerfleet-store",
     "powerfleet-fleet",
     "powerfleet",
+    "powerfleet-testkit",
 ];
 
 /// The crates `cargo tree` lists among the (transitive) normal dependencies of `package`.

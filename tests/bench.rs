@@ -29,7 +29,7 @@ fn close(a: f64, b: f64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_benchmark_batch_reports_what_its_stored_results_say() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--concurrency", "8"]);
     fleet.spawn_collector();
     let (seeds, chains) = (4u64, 2u64);
@@ -505,7 +505,7 @@ async fn serve(fleet: &Fleet) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueued() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let queue = fleet.queue().await;
     let dir = fleet.dir.path();
     let jsonl = dir.join("math.jsonl");

@@ -28,7 +28,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
     let mut cluster = LocalCluster::start(3, 1).unwrap_or_else(|e| {
         panic!("{e}; this test needs redis-server and redis-cli on PATH (scripts/test.sh installs them)")
     });
-    let mut fleet = Fleet::on_redis_url(cluster.url(1));
+    let mut fleet = Fleet::on_redis_url(BIN, cluster.url(1));
     fleet.spawn_worker(&[]);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
@@ -38,13 +38,11 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
 
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=30",
-            long_config(4, 12),
-            &[Method::Power],
-            6,
-            2,
-        ),
+        &batch("toy:eos-lengths?delay_ms=30")
+            .config(long_config(4, 12))
+            .problems(6)
+            .seeds(2)
+            .build(),
     )
     .await;
     let batch_id = receipt.batch_id.unwrap();
@@ -149,13 +147,9 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
     assert_eq!(status["counts"]["completed"], specs.len(), "{status}");
     let long = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=200",
-            long_config(50, 40),
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=200")
+            .config(long_config(50, 40))
+            .build(),
     )
     .await;
     let out = cli(&["cancel", &long.job_ids[0].to_string()]);

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Fleet, batch, fault_free_tokens, published_results, specs, submit_batch};
+use common::{BIN, Fleet, batch, fault_free_tokens, published_results, specs, submit_batch};
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
 use powerfleet_queue::ClaimOutcome;
@@ -56,19 +56,18 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_workers_lose_nothing_and_double_nothing() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     for _ in 0..3 {
         fleet.spawn_worker(&[]);
     }
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let submission = batch(
-        "toy:eos-lengths?delay_ms=40",
-        long_config(4, 8),
-        &[Method::Power, Method::LowTemp],
-        30,
-        2,
-    );
+    let submission = batch("toy:eos-lengths?delay_ms=40")
+        .config(long_config(4, 8))
+        .methods(&[Method::Power, Method::LowTemp])
+        .problems(30)
+        .seeds(2)
+        .build();
     let receipt = submit_batch(&queue, &submission).await;
     let n = receipt.job_ids.len();
     assert_eq!(n, 120);
@@ -150,19 +149,15 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_cannot_overwrite_the_new_owner() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let a = fleet.spawn_worker(&["--concurrency", "1"]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(5, 12),
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(5, 12))
+            .build(),
     )
     .await;
     let job = receipt.job_ids[0];
@@ -216,20 +211,18 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_batch_loses_no_job() {
-    let mut fleet = Fleet::new(true);
+    let mut fleet = Fleet::new(BIN, true);
     fleet.spawn_worker(&[]);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=30",
-            long_config(3, 6),
-            &[Method::Power],
-            20,
-            2,
-        ),
+        &batch("toy:eos-lengths?delay_ms=30")
+            .config(long_config(3, 6))
+            .problems(20)
+            .seeds(2)
+            .build(),
     )
     .await;
     let n = receipt.job_ids.len();
@@ -259,20 +252,17 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let lease = ["--lease-ms", "60000", "--heartbeat-ms", "1000"];
     let a = fleet.spawn_worker(&lease);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(4, 12),
-            &[Method::Power],
-            4,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(4, 12))
+            .problems(4)
+            .build(),
     )
     .await;
     let specs = specs(&queue, &receipt).await;
@@ -315,26 +305,17 @@ async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
 }
 
 fn raw_spec(model: &str, config: SamplerConfig, prompt: Prompt) -> JobSpec {
-    JobSpec {
-        job_id: JobId::new(),
-        correlation_id: CorrelationId::generate(),
-        batch_id: None,
-        problem_id: None,
-        model: model.into(),
-        prompt,
-        config,
-        seed: 1,
-        stream: 0,
-        submitted_at_ms: now_ms(),
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    }
+    common::spec()
+        .model(model)
+        .prompt(prompt)
+        .config(config)
+        .seed(1)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let w = fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -379,17 +360,14 @@ async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
     }
     let good = submit_batch(
         &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig {
+        &batch("toy:tiny")
+            .config(SamplerConfig {
                 max_new_tokens: 6,
                 block_size: 3,
                 ..SamplerConfig::new(Method::Power)
-            },
-            &[Method::Power],
-            3,
-            1,
-        ),
+            })
+            .problems(3)
+            .build(),
     )
     .await;
     let results = fleet
@@ -474,7 +452,7 @@ async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
     // Bad CLI input is refused before anything is enqueued.
     let (backlog_before, _) = queue.job_backlog().await.unwrap();
     let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args(args)
             .args([
                 "--redis",
@@ -538,20 +516,10 @@ async fn bad_input_is_dead_lettered_or_failed_and_no_process_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let receipt = submit_batch(
-        &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig::new(Method::Power),
-            &[Method::Power],
-            1,
-            1,
-        ),
-    )
-    .await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").build()).await;
     let job = receipt.job_ids[0];
     // Two workers claim it and die without a trace.
     let d = queue
@@ -598,44 +566,29 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_delivered_twice_is_stored_once() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let queue = fleet.queue().await;
     let store = fleet.store().await;
     let corr = CorrelationId::generate();
     let batch_id = powerfleet_jobs::BatchId::new();
-    let result = JobResult {
-        job_id: JobId::new(),
-        correlation_id: corr,
-        batch_id: Some(batch_id),
-        problem_id: None,
-        model: "toy:tiny".into(),
-        method: Method::Power,
-        seed: 1,
-        stream: 0,
-        status: JobStatus::Completed,
-        tokens: vec![0, 2],
-        text: Some("a <eos>".into()),
-        log_p: Some(-1.2),
-        ends_with_eos: true,
-        stats: ChainStats {
+    let result = common::result()
+        .correlation_id(corr)
+        .batch_id(batch_id)
+        .seed(1)
+        .tokens(vec![0, 2])
+        .text("a <eos>")
+        .log_p(-1.2)
+        .ends_with_eos(true)
+        .stats(ChainStats {
             proposals: 10,
             acceptances: 4,
             blocks: vec![],
             tokens_generated: 20,
             model_calls: 11,
-        },
-        attempts: 1,
-        error: None,
-        submitted_at_ms: now_ms() - 10,
-        started_at_ms: Some(now_ms() - 5),
-        finished_at_ms: now_ms(),
-        exactness: None,
-        fallback: None,
-        pin: None,
-        text_error: None,
-        bench: None,
-        grade: None,
-    };
+        })
+        .submitted_at_ms(now_ms() - 10)
+        .started_at_ms(now_ms() - 5)
+        .build();
     let json = serde_json::to_string(&result).unwrap();
     for _ in 0..2 {
         queue
@@ -678,19 +631,16 @@ async fn a_result_delivered_twice_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--concurrency", "1"]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(10, 40),
-            &[Method::Power],
-            2,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(10, 40))
+            .problems(2)
+            .build(),
     )
     .await;
     let (first, second) = (receipt.job_ids[0], receipt.job_ids[1]);
@@ -712,7 +662,7 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
     };
     let queued = if running == first { second } else { first };
     let cli = |id: JobId| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args([
                 "cancel",
                 &id.to_string(),
@@ -747,7 +697,7 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fails_the_job() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[
         "--model-attempts",
         "4",
@@ -767,13 +717,10 @@ async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fail
     // Every request fails with probability 0.3: retries get every job through, with exact tokens.
     let flaky = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?fail_rate=0.3",
-            config.clone(),
-            &[Method::Power],
-            10,
-            1,
-        ),
+        &batch("toy:eos-lengths?fail_rate=0.3")
+            .config(config.clone())
+            .problems(10)
+            .build(),
     )
     .await;
     let flaky_specs = specs(&queue, &flaky).await;
@@ -781,13 +728,7 @@ async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fail
     // and fails once it has waited longer than the patience, with the model's error.
     let broken = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?fail_rate=1",
-            config,
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?fail_rate=1").config(config).build(),
     )
     .await;
     let results = fleet
@@ -812,11 +753,11 @@ async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_wait_status_and_results_export_through_the_cli() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let cli = |args: &[&str]| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args(args)
             .args([
                 "--redis",
@@ -883,7 +824,7 @@ async fn submit_wait_status_and_results_export_through_the_cli() {
     assert_eq!(job_status["source"], "database");
 
     let results = |format: &str| {
-        std::process::Command::new(common::BIN)
+        std::process::Command::new(BIN)
             .args([
                 "results",
                 "--batch",
@@ -932,7 +873,7 @@ fn named_batch(
     config: SamplerConfig,
     n: usize,
 ) -> powerfleet_fleet::producer::Submission {
-    batch(name, config, &[Method::Power], n, 1)
+    batch(name).config(config).problems(n).build()
 }
 
 fn fault_free_on(toy: &str, spec: &JobSpec) -> Vec<powerfleet_sampler::TokenId> {
@@ -943,7 +884,7 @@ fn fault_free_on(toy: &str, spec: &JobSpec) -> Vec<powerfleet_sampler::TokenId> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_grace_period() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     // Every request of the slow worker takes 10 minutes, far beyond its 2 s grace period.
     let slow = fleet.spawn_worker(&[
         "--model",
@@ -1001,7 +942,7 @@ async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_gra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_why() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let lease = ["--lease-ms", "1000", "--heartbeat-ms", "200"];
     let a = fleet.spawn_worker(
         &[
@@ -1089,18 +1030,14 @@ async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_expires() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--concurrency", "1"]);
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch(
-            "toy:eos-lengths?delay_ms=50",
-            long_config(5, 12),
-            &[Method::Power],
-            1,
-            1,
-        ),
+        &batch("toy:eos-lengths?delay_ms=50")
+            .config(long_config(5, 12))
+            .build(),
     )
     .await;
     let job = receipt.job_ids[0];
@@ -1158,7 +1095,7 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
     fleet.spawn_collector();
     let next = submit_batch(
         &queue,
-        &batch("toy:pivot", long_config(1, 2), &[Method::Power], 1, 1),
+        &batch("toy:pivot").config(long_config(1, 2)).build(),
     )
     .await;
     let results = fleet
@@ -1174,14 +1111,17 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let store = fleet.store().await;
     let receipt = submit_batch(
         &queue,
-        &batch("toy:tiny", long_config(1, 2), &[Method::Power], 2, 1),
+        &batch("toy:tiny")
+            .config(long_config(1, 2))
+            .problems(2)
+            .build(),
     )
     .await;
     let batch_id = receipt.batch_id.unwrap();

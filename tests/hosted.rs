@@ -6,68 +6,57 @@ mod common;
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Method as HttpMethod, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
-use common::Fleet;
-use powerfleet_fleet::producer::{Problem, Submission, submit};
+use common::{BIN, Fleet, StubServer, batch};
+use powerfleet_fleet::producer::{Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const KEY: &str = "sk-test-planted-secret-4f2a";
 
 async fn fake_openai() -> String {
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        post(|headers: HeaderMap, body: axum::Json<Value>| async move {
-            if headers.get("authorization").and_then(|v| v.to_str().ok())
-                != Some(&format!("Bearer {KEY}"))
-            {
-                return (StatusCode::UNAUTHORIZED, "bad key").into_response();
-            }
-            let t = body["temperature"].as_f64().unwrap();
-            axum::Json(
-                json!({"choices": [{"index": 0, "message": {"role": "assistant",
-                "content": format!("sampled at temperature {t}")}, "finish_reason": "stop"}]}),
-            )
-            .into_response()
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("openai+http://{addr}/v1?model=fake-chat&key_env=PF_TEST_OPENAI_KEY")
+    let server = StubServer::start(|r| {
+        if r.method != HttpMethod::POST || r.path() != "/v1/chat/completions" {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        if r.header("authorization") != Some(format!("Bearer {KEY}").as_str()) {
+            return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+        }
+        let Some(body) = r.json() else {
+            return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+        };
+        let t = body["temperature"].as_f64().unwrap();
+        axum::Json(
+            json!({"choices": [{"index": 0, "message": {"role": "assistant",
+            "content": format!("sampled at temperature {t}")}, "finish_reason": "stop"}]}),
+        )
+        .into_response()
+    })
+    .await;
+    format!(
+        "openai+http://{}/v1?model=fake-chat&key_env=PF_TEST_OPENAI_KEY",
+        server.addr
+    )
 }
 
 fn submission(model: &str, methods: &[Method], fallback: bool) -> Submission {
-    Submission {
-        model: model.into(),
-        config: SamplerConfig {
+    batch(model)
+        .config(SamplerConfig {
             max_new_tokens: 64,
             ..SamplerConfig::new(Method::Power)
-        },
-        methods: methods.to_vec(),
-        problems: vec![Problem {
-            id: Some("q1".into()),
-            prompt: Prompt::Text("What is 2+2?".into()),
-        }],
-        seeds: vec![0],
-        chains: 1,
-        correlation_id: None,
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: fallback,
-        chat: false,
-        bench: None,
-    }
+        })
+        .methods(methods)
+        .problem("q1", Prompt::Text("What is 2+2?".into()))
+        .fallback_single_sample(fallback)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_samples_and_the_explicit_fallback_on_a_hosted_api() {
     let model = fake_openai().await;
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker_env(&[], &[("PF_TEST_OPENAI_KEY", KEY)]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;

@@ -2,8 +2,6 @@
 //! SSL_CERT_FILE for a private CA) and then talks to it like any other server. The server is a
 //! real llama-server behind a TLS-terminating proxy (llama-server is built without TLS here).
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 
@@ -53,7 +51,7 @@ async fn inference_servers_over_https_are_verified_and_used() {
     let dir = tempfile::tempdir().unwrap();
     powerfleet_queue::local::make_certificates(dir.path())
         .expect("openssl makes test certificates (scripts/test.sh installs it)");
-    let server = common::llama::LlamaServer::start(1);
+    let server = powerfleet_testkit::llama::LlamaServer::start(1);
     let port = tls_proxy(dir.path(), server.port).await;
     let model = format!("llamacpp+https://127.0.0.1:{port}");
     let sample = move |ca: Option<&std::path::Path>| {

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Fleet, specs};
+use common::{BIN, Fleet, specs};
 use powerfleet_backends::HttpModel;
 use powerfleet_fleet::producer::{Problem, Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
@@ -136,23 +136,14 @@ async fn sampled_tokens_follow_the_reported_log_q() {
 /// A batch of `chains` power-sampling chains of seed `seed` on the prompt "hello" of the model
 /// registered as `tiny`, optionally formatted through the server's chat template.
 fn hello_power_batch(config: SamplerConfig, seed: u64, chains: u64, chat: bool) -> Submission {
-    Submission {
-        model: "tiny".into(),
-        config,
-        methods: vec![Method::Power],
-        problems: vec![Problem {
-            id: Some("hello".into()),
-            prompt: Prompt::Text("hello".into()),
-        }],
-        seeds: vec![seed],
-        chains,
-        correlation_id: None,
-        batch: true,
-        submission_key: None,
-        fallback_single_sample: false,
-        chat,
-        bench: None,
-    }
+    common::batch("tiny")
+        .config(config)
+        .methods(&[Method::Power])
+        .problem("hello", Prompt::Text("hello".into()))
+        .seed(seed)
+        .chains(chains)
+        .chat(chat)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +151,7 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
     // One slot: requests are served one at a time, so log-probabilities are reproducible and a
     // resumed chain must repeat the fault-free run exactly.
     let server = LlamaServer::start(1);
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
     let w = fleet.spawn_worker(&["--model", &registered]);
     fleet.spawn_worker(&["--model", &registered]);
@@ -336,7 +327,7 @@ async fn replay(model: &HttpModel, spec: &powerfleet_jobs::JobSpec, prompt: &[u3
 async fn a_chat_job_runs_its_chain_from_the_templated_prompt() {
     // One slot: log-probabilities are reproducible, so the in-process replay must match exactly.
     let server = LlamaServer::start_with(1, &["--chat-template", CHAT_TEMPLATE]);
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
     fleet.spawn_worker(&["--model", &registered]);
     fleet.spawn_collector();
@@ -397,7 +388,7 @@ async fn sample_chat_starts_from_the_templated_prompt() {
         "--threads",
         "1",
     ];
-    let output = Command::new(common::BIN)
+    let output = Command::new(BIN)
         .args(["sample", "--model", &server.reference()])
         .args(["--prompt", "hello", "--chat"])
         .args(flags)
@@ -432,7 +423,7 @@ async fn sample_chat_starts_from_the_templated_prompt() {
     }
     assert_eq!(tokens, chain.output().unwrap().tokens);
 
-    let refused = Command::new(common::BIN)
+    let refused = Command::new(BIN)
         .args(["sample", "--model", "toy:tiny", "--chat", "--chains", "1"])
         .env_clear()
         .output()
@@ -450,7 +441,7 @@ async fn sample_chat_starts_from_the_templated_prompt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
     let server = LlamaServer::start_with(2, &["--chat-template", CHAT_TEMPLATE]);
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
     fleet.spawn_worker(&["--model", &registered, "--concurrency", "4"]);
     fleet.spawn_collector();
@@ -600,7 +591,7 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
     // One slot: log-probabilities are reproducible, so every job must end with the tokens of a
     // run without the outage.
     let mut server = LlamaServer::start(1);
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
     let metrics_addr = format!(
         "127.0.0.1:{}",
@@ -692,7 +683,7 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
 async fn a_server_gone_past_the_patience_fails_its_jobs_with_the_reason_keeping_checkpoints_until_then()
  {
     let mut server = LlamaServer::start(1);
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
     fleet.spawn_worker(&[
         "--model",
@@ -748,7 +739,7 @@ async fn prompts_the_server_cannot_take_fail_alone_and_healthy_jobs_complete() {
     // The tiny vocabulary is printable ASCII: llama-server answers /tokenize of other text with
     // a 500 ("unordered_map::at"), the same for every try. Its context is 256 tokens.
     let server = LlamaServer::start(1);
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
     fleet.spawn_worker(&["--model", &registered, "--concurrency", "4"]);
     fleet.spawn_collector();

@@ -44,7 +44,7 @@ async fn redis_used_memory(url: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_api_requests_stay_under_a_stated_peak_memory() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let port = powerfleet_queue::local::free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let log = fleet.dir.path().join("serve.log");
@@ -202,7 +202,7 @@ async fn redis_memory_is_flat_after_many_batches() {
     use powerfleet_sampler::{Method, SamplerConfig};
 
     const RETENTION: &str = "2";
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--retention-secs", RETENTION]);
     fleet.spawn_collector_with(&["--retention-secs", RETENTION]);
     let queue = powerfleet_queue::Queue::connect(
@@ -227,7 +227,7 @@ async fn redis_memory_is_flat_after_many_batches() {
         let config = config.clone();
         async move {
             for _ in 0..n {
-                let mut submission = batch("toy:tiny", config.clone(), &[Method::Power], 4, 1);
+                let mut submission = batch("toy:tiny").config(config.clone()).problems(4).build();
                 submission.submission_key = Some(powerfleet_jobs::JobId::new().to_string());
                 let receipt = submit_batch(&queue, &submission).await;
                 fleet

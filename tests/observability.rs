@@ -36,7 +36,7 @@ fn has_uuid_label(line: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_export_metrics_health_and_readiness() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let (wp, cp) = (
         powerfleet_queue::local::free_port().unwrap(),
         powerfleet_queue::local::free_port().unwrap(),
@@ -55,7 +55,12 @@ async fn roles_export_metrics_health_and_readiness() {
     };
     let receipt = submit_batch(
         &queue,
-        &batch("toy:tiny", config, &[Method::Power, Method::Standard], 3, 2),
+        &batch("toy:tiny")
+            .config(config)
+            .methods(&[Method::Power, Method::Standard])
+            .problems(3)
+            .seeds(2)
+            .build(),
     )
     .await;
     fleet
@@ -122,7 +127,7 @@ async fn roles_export_metrics_health_and_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_needs_a_bearer_token_and_never_logs_it() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     const SECRET: &str = "pf-token-7c1e-planted";
     let port = powerfleet_queue::local::free_port().unwrap();
     let log = fleet.dir.path().join("serve.log");
@@ -201,39 +206,22 @@ fn token_comparison_accepts_only_exact_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_exported_over_otlp_with_the_job_fields() {
-    use axum::routing::post;
-    use std::sync::{Arc, Mutex};
-    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(body.to_vec());
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    use axum::http::{Method as HttpMethod, StatusCode};
+    let otlp = common::StubServer::start(|r| {
+        if r.method == HttpMethod::POST && r.path() == "/v1/traces" {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        }
+    })
+    .await;
+    let endpoint = otlp.url.clone();
 
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let w = fleet.spawn_worker(&["--otlp-endpoint", &endpoint]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let receipt = submit_batch(
-        &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig::new(Method::Power),
-            &[Method::Power],
-            1,
-            1,
-        ),
-    )
-    .await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").build()).await;
     fleet
         .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(30))
         .await;
@@ -247,7 +235,12 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let job = receipt.job_ids[0].to_string();
     loop {
-        let bodies = received.lock().unwrap().clone();
+        let bodies: Vec<Vec<u8>> = otlp
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == HttpMethod::POST && r.path() == "/v1/traces")
+            .map(|r| r.body)
+            .collect();
         let all: Vec<u8> = bodies.concat();
         let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
         if has(job.as_bytes()) && has(b"correlation_id") {
@@ -264,7 +257,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     let dead = format!(
         "http://127.0.0.1:{}",
         powerfleet_queue::local::free_port().unwrap()
@@ -288,14 +281,10 @@ async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
     ]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let mut submission = batch(
-        "dead",
-        SamplerConfig::new(Method::Standard),
-        &[Method::Standard],
-        1,
-        1,
-    );
-    submission.problems[0].prompt = powerfleet_jobs::Prompt::Tokens(vec![1]);
+    let submission = batch("dead")
+        .config(SamplerConfig::new(Method::Standard))
+        .problem("p0", powerfleet_jobs::Prompt::Tokens(vec![1]))
+        .build();
     let receipt = submit_batch(&queue, &submission).await;
     let results = fleet
         .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))

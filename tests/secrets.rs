@@ -5,15 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Fleet;
-use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, Prompt, now_ms};
-use powerfleet_sampler::{Method, SamplerConfig};
+use common::{BIN, Fleet};
+use powerfleet_jobs::JobStatus;
 
 const SECRET: &str = "model-pw-planted-91ab";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
-    let mut fleet = Fleet::new(false);
+    let mut fleet = Fleet::new(BIN, false);
     // A server that is down: every request is refused, the circuit opens, and past the patience
     // the job fails with the server's error.
     let down = {
@@ -38,21 +37,11 @@ async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let store = fleet.store().await;
-    let spec = JobSpec {
-        job_id: JobId::new(),
-        correlation_id: CorrelationId::generate(),
-        batch_id: None,
-        problem_id: None,
-        model: "m".into(),
-        prompt: Prompt::Text("hello".into()),
-        config: SamplerConfig::new(Method::Power),
-        seed: 1,
-        stream: 0,
-        submitted_at_ms: now_ms(),
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    };
+    let spec = common::spec()
+        .model("m")
+        .text_prompt("hello")
+        .seed(1)
+        .build();
     queue
         .enqueue(std::slice::from_ref(&spec), None)
         .await

@@ -7,22 +7,23 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, batch, submit_batch};
+use common::{BIN, Fleet, StubServer, batch, submit_batch};
 use powerfleet_queue::local::LocalRedisOptions;
-use powerfleet_sampler::{Method, SamplerConfig};
 
 const REDIS_SECRET: &str = "redis-pw-planted-5e1d";
 const DB_SECRET: &str = "db-pw-planted-77c2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
-    let mut fleet = Fleet::with_redis(LocalRedisOptions {
-        password: Some(REDIS_SECRET.into()),
-        ..LocalRedisOptions::default()
-    });
+    let mut fleet = Fleet::with_redis(
+        BIN,
+        LocalRedisOptions {
+            password: Some(REDIS_SECRET.into()),
+            ..LocalRedisOptions::default()
+        },
+    );
     assert!(
         fleet.redis.url().contains(REDIS_SECRET),
         "the fleet authenticates with the password"
@@ -32,17 +33,7 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
     fleet.spawn_worker(&["--metrics-listen", &metrics]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let receipt = submit_batch(
-        &queue,
-        &batch(
-            "toy:tiny",
-            SamplerConfig::new(Method::Power),
-            &[Method::Power],
-            2,
-            1,
-        ),
-    )
-    .await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(2).build()).await;
     fleet
         .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(30))
         .await;
@@ -109,11 +100,14 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_speak_tls_to_redis_and_verify_its_certificate() {
-    let mut fleet = Fleet::with_redis(LocalRedisOptions {
-        tls: true,
-        password: Some(REDIS_SECRET.into()),
-        ..LocalRedisOptions::default()
-    });
+    let mut fleet = Fleet::with_redis(
+        BIN,
+        LocalRedisOptions {
+            tls: true,
+            password: Some(REDIS_SECRET.into()),
+            ..LocalRedisOptions::default()
+        },
+    );
     assert!(fleet.redis.url().starts_with("rediss://"));
     let ca = fleet.redis.ca_file().display().to_string();
     // Worker and collector verify the server against the test CA.
@@ -282,7 +276,7 @@ impl Drop for Serve {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_tokens_refuses_to_start_unless_told_to_run_open() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let comments = fleet.dir.path().join("tokens.txt");
     std::fs::write(&comments, "# one token per line\n\n   \n# none yet\n").unwrap();
     let comments = comments.display().to_string();
@@ -339,34 +333,21 @@ async fn serve_without_tokens_refuses_to_start_unless_told_to_run_open() {
 }
 
 /// Records every request it gets: the server a token holder would like workers to call.
-async fn attacker() -> (String, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = seen.clone();
-    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(format!(
-                "{} {} {:?}",
-                request.method(),
-                request.uri(),
-                request.headers()
-            ));
-            "{}"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
+async fn attacker() -> StubServer {
+    StubServer::start(|_| "{}").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_its_choosing() {
-    let (evil, seen) = attacker().await;
-    let mut fleet = Fleet::with_redis(LocalRedisOptions {
-        password: Some(REDIS_SECRET.into()),
-        ..LocalRedisOptions::default()
-    });
+    let attacker = attacker().await;
+    let evil = &attacker.url;
+    let mut fleet = Fleet::with_redis(
+        BIN,
+        LocalRedisOptions {
+            password: Some(REDIS_SECRET.into()),
+            ..LocalRedisOptions::default()
+        },
+    );
     let redis_url = fleet.redis.url();
     // Workers hold the Redis URL (with its password) in their environment, as deployed.
     fleet.spawn_worker_env(
@@ -438,9 +419,9 @@ async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_it
             .all(|r| r.status == powerfleet_jobs::JobStatus::Completed)
     );
     assert!(
-        seen.lock().unwrap().is_empty(),
+        attacker.requests().is_empty(),
         "workers called the attacker: {:?}",
-        seen.lock().unwrap()
+        attacker.requests()
     );
     let logs = format!("{}\n{}", fleet.logs(), serve.log());
     assert!(

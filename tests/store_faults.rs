@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use powerfleet_fleet::collector::{self, CollectorConfig, CollectorReport};
 use powerfleet_fleet::ops::{self, OpsState, StoreHealth};
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus, now_ms};
+use powerfleet_jobs::{BatchId, JobId, JobResult, now_ms};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{COLLECTOR_GROUP, Queue, QueueOptions};
-use powerfleet_sampler::{ChainStats, Method};
+use powerfleet_sampler::ChainStats;
 use powerfleet_store::{Store, StoreOptions, redact_url};
 use serde_json::Value;
 use sqlx::{Connection, Executor};
@@ -114,39 +114,24 @@ async fn terminate_backends(name: &str) {
 
 /// A finished result of `batch` with `text`.
 fn result(batch: BatchId, text: &str) -> JobResult {
-    JobResult {
-        job_id: JobId::new(),
-        correlation_id: CorrelationId::generate(),
-        batch_id: Some(batch),
-        problem_id: Some("p-1".into()),
-        model: "toy:tiny".into(),
-        method: Method::Power,
-        seed: 1,
-        stream: 0,
-        status: JobStatus::Completed,
-        tokens: vec![0, 2],
-        text: Some(text.into()),
-        log_p: Some(-1.25),
-        ends_with_eos: true,
-        stats: ChainStats {
+    powerfleet_testkit::result()
+        .batch_id(batch)
+        .problem_id("p-1")
+        .seed(1)
+        .tokens(vec![0, 2])
+        .text(text)
+        .log_p(-1.25)
+        .ends_with_eos(true)
+        .stats(ChainStats {
             proposals: 10,
             acceptances: 4,
             blocks: vec![],
             tokens_generated: 20,
             model_calls: 11,
-        },
-        attempts: 1,
-        error: None,
-        submitted_at_ms: now_ms() - 10,
-        started_at_ms: Some(now_ms() - 5),
-        finished_at_ms: now_ms(),
-        exactness: None,
-        fallback: None,
-        pin: None,
-        text_error: None,
-        bench: None,
-        grade: None,
-    }
+        })
+        .submitted_at_ms(now_ms() - 10)
+        .started_at_ms(now_ms() - 5)
+        .build()
 }
 
 /// Waits until `check` holds, for at most `timeout`; panics naming `what` otherwise.

@@ -131,7 +131,7 @@ fn start_serve(fleet: &Fleet, api: &str, metrics: &str) -> Serve {
 
 #[test]
 fn serve_and_metrics_listener_cut_off_slow_and_silent_clients() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let api = format!(
         "127.0.0.1:{}",
         powerfleet_queue::local::free_port().unwrap()
@@ -222,7 +222,7 @@ fn serve_and_metrics_listener_cut_off_slow_and_silent_clients() {
 
 #[test]
 fn a_postgres_peer_that_never_answers_fails_within_the_connect_timeout() {
-    let fleet = Fleet::new(false);
+    let fleet = Fleet::new(BIN, false);
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     // Accepts every connection and holds it open without a word, until the test ends.

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus};
 use powerfleet_queue::local_cluster::LocalCluster;
 use powerfleet_queue::{ClaimOutcome, LeaseState, Progress, Queue, QueueOptions};
-use powerfleet_sampler::{Method, SamplerConfig};
 
 fn cluster() -> LocalCluster {
     LocalCluster::start(3, 1).unwrap_or_else(|e| {
@@ -28,21 +27,10 @@ async fn queue(url: &str, ns: &str) -> Queue {
 }
 
 fn spec(corr: &CorrelationId, seed: u64) -> JobSpec {
-    JobSpec {
-        job_id: JobId::new(),
-        correlation_id: corr.clone(),
-        batch_id: None,
-        problem_id: None,
-        model: "toy:tiny".into(),
-        prompt: Prompt::Tokens(vec![]),
-        config: SamplerConfig::new(Method::Power),
-        seed,
-        stream: 0,
-        submitted_at_ms: now_ms(),
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    }
+    powerfleet_testkit::spec()
+        .correlation_id(corr.clone())
+        .seed(seed)
+        .build()
 }
 
 /// Reads, claims, checkpoints and finishes one job through `q`.

@@ -3,14 +3,11 @@
 
 use std::time::Duration;
 
-use powerfleet_jobs::{
-    BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms,
-};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus, now_ms};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{
     CancelOutcome, ClaimOutcome, Deferral, LeaseState, Progress, Queue, QueueOptions, TallyOf, Wait,
 };
-use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
 
 fn server(aof: bool) -> LocalRedis {
     LocalRedis::start(LocalRedisOptions {
@@ -33,51 +30,20 @@ async fn queue(server: &LocalRedis, ns: &str) -> Queue {
 }
 
 fn spec(corr: &CorrelationId, batch: Option<BatchId>, seed: u64) -> JobSpec {
-    JobSpec {
-        job_id: JobId::new(),
-        correlation_id: corr.clone(),
-        batch_id: batch,
-        problem_id: None,
-        model: "toy:tiny".into(),
-        prompt: Prompt::Tokens(vec![]),
-        config: SamplerConfig::new(Method::Power),
-        seed,
-        stream: 0,
-        submitted_at_ms: now_ms(),
-        fallback_single_sample: false,
-        chat: false,
-        bench: None,
-    }
+    powerfleet_testkit::spec()
+        .correlation_id(corr.clone())
+        .batch_id(batch)
+        .seed(seed)
+        .build()
 }
 
 fn result(spec: &JobSpec, status: JobStatus) -> JobResult {
-    JobResult {
-        job_id: spec.job_id,
-        correlation_id: spec.correlation_id.clone(),
-        batch_id: spec.batch_id,
-        problem_id: None,
-        model: spec.model.clone(),
-        method: spec.method(),
-        seed: spec.seed,
-        stream: spec.stream,
-        status,
-        tokens: vec![0, 2],
-        text: None,
-        log_p: Some(-1.0),
-        ends_with_eos: true,
-        stats: ChainStats::default(),
-        attempts: 1,
-        error: None,
-        submitted_at_ms: spec.submitted_at_ms,
-        started_at_ms: None,
-        finished_at_ms: now_ms(),
-        exactness: None,
-        fallback: None,
-        pin: None,
-        text_error: None,
-        bench: None,
-        grade: None,
-    }
+    powerfleet_testkit::result_for(spec)
+        .status(status)
+        .tokens(vec![0, 2])
+        .log_p(-1.0)
+        .ends_with_eos(true)
+        .build()
 }
 
 async fn claim_one(q: &Queue, consumer: &str) -> (powerfleet_queue::Lease, Option<Vec<u8>>, u32) {

@@ -149,33 +149,23 @@ fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u
 
 /// A completed result with every optional field set.
 fn completed(batch: Option<BatchId>, correlation: &str) -> JobResult {
-    JobResult {
-        job_id: JobId::new(),
-        correlation_id: correlation.parse().unwrap(),
-        batch_id: batch,
-        problem_id: Some("problem-7".into()),
-        model: "toy:pivot".into(),
-        method: Method::Power,
-        seed: u64::MAX - 12_345,
-        stream: u64::MAX,
-        status: JobStatus::Completed,
-        tokens: vec![5, 0, 42, u32::MAX],
-        text: Some("caf\u{e9}, \"quoted\"\nsecond line".into()),
-        log_p: Some(f64::from_bits(0xC02A_BCDE_F012_3457)),
-        ends_with_eos: true,
-        stats: stats(7, 3, 91, 12),
-        attempts: 2,
-        error: None,
-        submitted_at_ms: 1_700_000_000_123,
-        started_at_ms: Some(1_700_000_000_456),
-        finished_at_ms: 1_700_000_001_789,
-        exactness: None,
-        fallback: None,
-        pin: None,
-        text_error: None,
-        bench: None,
-        grade: None,
-    }
+    powerfleet_testkit::result()
+        .correlation_id(correlation.parse().unwrap())
+        .batch_id(batch)
+        .problem_id("problem-7")
+        .model("toy:pivot")
+        .seed(u64::MAX - 12_345)
+        .stream(u64::MAX)
+        .tokens(vec![5, 0, 42, u32::MAX])
+        .text("caf\u{e9}, \"quoted\"\nsecond line")
+        .log_p(f64::from_bits(0xC02A_BCDE_F012_3457))
+        .ends_with_eos(true)
+        .stats(stats(7, 3, 91, 12))
+        .attempts(2)
+        .submitted_at_ms(1_700_000_000_123)
+        .started_at_ms(1_700_000_000_456)
+        .finished_at_ms(1_700_000_001_789)
+        .build()
 }
 
 fn failed(batch: Option<BatchId>, status: JobStatus, error: &str) -> JobResult {

@@ -118,10 +118,13 @@ impl LlamaServer {
         }
     }
 
+    /// The model reference of the server for `--model NAME=REFERENCE`, with the tiny model's
+    /// vocabulary size.
     pub fn reference(&self) -> String {
         format!("llamacpp+{}?k={VOCAB}", self.url)
     }
 
+    /// A client of the server, with reference `options` (such as `?k=98`).
     pub fn model(&self, options: &str) -> HttpModel {
         match parse(&format!("llamacpp+{}{options}", self.url)).unwrap() {
             Reference::Http(h) => HttpModel::new(h),

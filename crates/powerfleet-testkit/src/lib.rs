@@ -1,0 +1,27 @@
+//! Test helpers of the powerfleet workspace, for its integration tests only (a dev-dependency,
+//! never a dependency):
+//!
+//! - [`Fleet`]: a private redis-server with worker and collector processes of the `powerfleet`
+//!   binary on it and a SQLite results file, with [`submit_batch`], [`specs`],
+//!   [`fault_free_tokens`], [`published_results`] and [`stdout_of`] to drive and read it;
+//! - [`llama::LlamaServer`]: a real llama-server with the tiny test model;
+//! - builders with defaults of the values tests make over and over: [`spec`] ([`JobSpec`]),
+//!   [`result_for`] ([`JobResult`]) and [`batch`] (a [`Submission`] made the way every
+//!   submission is, through [`SubmitRequest::into_submission`]);
+//! - [`StubServer`]: an HTTP server that records every request and answers with a closure.
+//!
+//! [`JobSpec`]: powerfleet_jobs::JobSpec
+//! [`JobResult`]: powerfleet_jobs::JobResult
+//! [`Submission`]: powerfleet_fleet::producer::Submission
+//! [`SubmitRequest::into_submission`]: powerfleet_fleet::request::SubmitRequest::into_submission
+
+mod builders;
+mod fleet;
+pub mod llama;
+mod stub;
+
+pub use builders::{
+    BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, result, result_for, spec,
+};
+pub use fleet::{Fleet, fault_free_tokens, published_results, specs, stdout_of, submit_batch};
+pub use stub::{Recorded, StubServer};
