@@ -39,6 +39,22 @@ pub struct ClusterNode {
     pub slots: Vec<(u16, u16)>,
 }
 
+/// A free port for a cluster node: its cluster bus listens on the port + 10000, which must be a
+/// port too, and free.
+fn cluster_port() -> Result<u16, LocalRedisError> {
+    for _ in 0..1000 {
+        let port = free_port()?;
+        if port <= u16::MAX - 10_000
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err(other(
+        "no free port pair (PORT and PORT + 10000) for a cluster node".into(),
+    ))
+}
+
 fn other(message: String) -> LocalRedisError {
     LocalRedisError::Io(std::io::Error::other(message))
 }
@@ -76,7 +92,7 @@ impl LocalCluster {
             .tempdir()?;
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port()?;
+            let port = cluster_port()?;
             let dir = tempdir.path().join(port.to_string());
             std::fs::create_dir_all(&dir)?;
             nodes.push(Node {
