@@ -89,7 +89,7 @@ struct ChainRecord<'a> {
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let config = args.sampler.validate()?;
-    if powerfleet_backends::is_http_reference(&args.model) {
+    if powerfleet_backends::is_remote_reference(&args.model) {
         return crate::block_on(run_http(args, config));
     }
     anyhow::ensure!(

@@ -195,8 +195,9 @@ pub enum Reference {
 /// Why hosted chat APIs cannot serve MCMC.
 pub const HOSTED_CHAT_REFUSAL: &str = "hosted chat APIs (OpenAI chat, Anthropic, Gemini) cannot continue a completion from a token prefix and do not return the full-vocabulary log-probabilities Metropolis-Hastings needs; run power sampling against an inference server you control (vLLM, SGLang or llama.cpp's llama-server)";
 
-/// Whether `reference` names an inference-server backend (rather than a toy model).
-pub fn is_http_reference(reference: &str) -> bool {
+/// Whether `reference` names a model reached over the network: an inference server or a hosted
+/// chat API (rather than a toy model).
+pub fn is_remote_reference(reference: &str) -> bool {
     [
         "llamacpp+",
         "vllm+",
@@ -330,7 +331,7 @@ mod tests {
         };
         assert_eq!((s.kind, s.k, s.model), (ServerKind::Sglang, 64, None));
         assert_eq!(s.eos, vec![151643, 151645]);
-        assert!(is_http_reference("sglang+http://x"));
+        assert!(is_remote_reference("sglang+http://x"));
         assert!(matches!(
             parse("openai+https://api.openai.com/v1?model=gpt-4o").unwrap(),
             Reference::Hosted(h) if h.model == "gpt-4o"
@@ -351,8 +352,8 @@ mod tests {
             let err = parse(r).unwrap_err().to_string();
             assert!(err.contains(needle), "{r}: {err}");
         }
-        assert!(is_http_reference("vllm+http://x"));
-        assert!(!is_http_reference("toy:pivot"));
+        assert!(is_remote_reference("vllm+http://x"));
+        assert!(!is_remote_reference("toy:pivot"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub enum Called<T> {
 }
 
 /// Why a stretch of chain work stopped.
-pub type Boundary = Called<Stop>;
+pub type BlockOutcome = Called<Stop>;
 
 /// Where a chain stopped after [`run_block`] returned [`Called::Done`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub async fn run_block(
     policy: RetryPolicy,
     interrupt: &CancellationToken,
     mut on_step: impl FnMut(&Chain),
-) -> Boundary {
+) -> BlockOutcome {
     let label = backend.label();
     loop {
         if interrupt.is_cancelled() {

@@ -346,7 +346,7 @@ impl ModelRegistry {
 
 /// Loads a reference without the registry.
 pub fn load(reference: &str) -> Result<Backend, ModelError> {
-    if powerfleet_backends::is_http_reference(reference) {
+    if powerfleet_backends::is_remote_reference(reference) {
         return match powerfleet_backends::parse(reference)? {
             powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
                 model: Arc::new(HttpModel::new(h)),

@@ -501,7 +501,7 @@ impl Submission {
         if model.trim().is_empty() {
             return Err("model must name a model reference such as toy:pivot".into());
         }
-        if powerfleet_backends::is_http_reference(model) {
+        if powerfleet_backends::is_remote_reference(model) {
             match powerfleet_backends::parse(model) {
                 Err(e) => return Err(format!("model: {e}")),
                 Ok(powerfleet_backends::Reference::Hosted(h)) => {

@@ -131,7 +131,7 @@ impl ModelPolicy {
             };
             if name.is_empty()
                 || name.starts_with("toy:")
-                || powerfleet_backends::is_http_reference(name)
+                || powerfleet_backends::is_remote_reference(name)
                 || name
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control() || c == '?')

@@ -146,7 +146,8 @@ pub struct WorkerReport {
     pub blocks: AtomicU64,
 }
 
-struct Ctx {
+/// What every job a worker runs shares: its settings, queue, models, report and stop token.
+struct WorkerContext {
     config: WorkerConfig,
     queue: Queue,
     models: Arc<ModelRegistry>,
@@ -169,7 +170,7 @@ pub async fn run(
         stopper.cancel();
     });
     let report = Arc::new(WorkerReport::default());
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(WorkerContext {
         config: config.clone(),
         queue,
         models,
@@ -242,7 +243,7 @@ pub async fn run(
 }
 
 async fn fetch(
-    ctx: &Ctx,
+    ctx: &WorkerContext,
     free: usize,
     last_reclaim: &mut Option<tokio::time::Instant>,
 ) -> Result<Vec<Delivery>, QueueError> {
@@ -294,7 +295,10 @@ async fn promote_waiting(queue: Queue, every: Duration) {
 
 /// While every server of a delivery's model is down, puts the job back to wait without claiming
 /// it, so a worker does not drain the queue into failures; returns whether it did.
-async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, QueueError> {
+async fn leave_for_down_model(
+    ctx: &WorkerContext,
+    delivery: &Delivery,
+) -> Result<bool, QueueError> {
     let Ok(spec) = &delivery.spec else {
         return Ok(false);
     };
@@ -336,7 +340,7 @@ async fn leave_for_down_model(ctx: &Ctx, delivery: &Delivery) -> Result<bool, Qu
     Ok(deferred)
 }
 
-async fn handle(ctx: &Ctx, delivery: Delivery) {
+async fn handle(ctx: &WorkerContext, delivery: Delivery) {
     let span = match &delivery.spec {
         Ok(s) => info_span!("job", job_id = %s.job_id, correlation_id = %s.correlation_id),
         Err(_) => info_span!("job", entry = %delivery.entry_id),
@@ -350,7 +354,7 @@ async fn handle(ctx: &Ctx, delivery: Delivery) {
 }
 
 /// A claimed job.
-struct Running {
+struct ClaimedJob {
     lease: Lease,
     spec: JobSpec,
     attempts: u32,
@@ -363,7 +367,7 @@ struct Running {
     pin: Option<Value>,
 }
 
-impl Running {
+impl ClaimedJob {
     fn result(
         &self,
         status: JobStatus,
@@ -451,8 +455,8 @@ fn pin_differences(stored: &Value, mine: &Value) -> Vec<String> {
 }
 
 async fn finish(
-    ctx: &Ctx,
-    run: &Running,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
     result: JobResult,
     dead_reason: Option<&str>,
 ) -> Result<(), QueueError> {
@@ -479,8 +483,8 @@ async fn finish(
 
 /// Gives the job back to the queue at once (shutdown). A hand-back is never a delivery.
 async fn hand_back(
-    ctx: &Ctx,
-    run: &Running,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
     progress: Option<&Progress>,
 ) -> Result<(), QueueError> {
     if ctx.queue.hand_back(&run.lease).await? {
@@ -500,8 +504,8 @@ async fn hand_back(
 /// `progressed` says whether this claim got any answer from the model, which ends an earlier
 /// wait.
 async fn wait_for_model(
-    ctx: &Ctx,
-    run: &Running,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
     backend: &Backend,
     chain: Option<&Chain>,
     progressed: bool,
@@ -566,9 +570,9 @@ async fn wait_for_model(
 
 /// How a claimed job settles a model call that did not succeed.
 async fn settle(
-    ctx: &Ctx,
-    run: &Running,
-    shared: &Shared,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    shared: &JobSignals,
     backend: &Backend,
     chain: Option<&Chain>,
     progressed: bool,
@@ -609,7 +613,7 @@ fn unit<T>(called: &Called<T>) -> Called<()> {
     }
 }
 
-async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
+async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(), QueueError> {
     let spec = match &delivery.spec {
         Ok(spec) => spec.clone(),
         Err(reason) => {
@@ -635,7 +639,7 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
             waiting_since_ms,
             waits,
         } => (
-            Running {
+            ClaimedJob {
                 lease,
                 spec,
                 attempts: deliveries,
@@ -660,9 +664,9 @@ async fn process(ctx: &Ctx, delivery: Delivery) -> Result<(), QueueError> {
     // call, the chain); the guard stops the renewals when this function returns or unwinds. The
     // job's interrupt fires on shutdown, on a cancellation request and when the lease is lost,
     // and abandons any model request in flight.
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(JobSignals {
         interrupt: ctx.stop.child_token(),
-        ..Shared::default()
+        ..JobSignals::default()
     });
     let _keeper = AbortOnDrop(tokio::spawn(keep_lease(
         ctx.queue.clone(),
@@ -801,9 +805,9 @@ fn fits_the_job(
 /// A job on a hosted chat API: one sample at the method's temperature. MCMC methods run this way
 /// only with the job's explicit fallback option, and the result says so.
 async fn hosted_sample(
-    ctx: &Ctx,
-    run: &Running,
-    shared: &Shared,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    shared: &JobSignals,
     model: &powerfleet_backends::HostedModel,
     config: &powerfleet_sampler::ValidConfig,
     backend: &Backend,
@@ -855,9 +859,10 @@ async fn hosted_sample(
     }
 }
 
-/// State shared between a job's driver and its lease keeper.
+/// Signals between a job's driver and its lease keeper: progress one way; cancellation, a lost
+/// lease, a vanished state and the interrupt the other.
 #[derive(Default)]
-struct Shared {
+struct JobSignals {
     progress: Mutex<Progress>,
     cancel: AtomicBool,
     lost: AtomicBool,
@@ -881,7 +886,7 @@ fn progress_of(chain: &Chain) -> Progress {
     }
 }
 
-async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<Shared>, every: Duration) {
+async fn keep_lease(queue: Queue, lease: Lease, shared: Arc<JobSignals>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -917,11 +922,11 @@ impl Drop for AbortOnDrop {
 }
 
 async fn drive(
-    ctx: &Ctx,
-    run: &Running,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
     chain: Chain,
     backend: &Backend,
-    shared: &Shared,
+    shared: &JobSignals,
 ) -> Result<(), QueueError> {
     *shared.progress.lock().expect("progress") = progress_of(&chain);
     metrics::chains_in_flight(1.0);
@@ -931,11 +936,11 @@ async fn drive(
 }
 
 async fn drive_inner(
-    ctx: &Ctx,
-    run: &Running,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
     mut chain: Chain,
     backend: &Backend,
-    shared: &Shared,
+    shared: &JobSignals,
 ) -> Result<(), QueueError> {
     let policy = ctx.config.retry_policy();
     let label = backend.label();
@@ -1016,7 +1021,11 @@ async fn drive_inner(
 
 /// Stops working on a job whose lease is gone. When another claim took it, that claim carries
 /// on; when the job's state vanished from Redis, its entry is dead-lettered at once.
-async fn lease_gone(ctx: &Ctx, run: &Running, shared: &Shared) -> Result<(), QueueError> {
+async fn lease_gone(
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    shared: &JobSignals,
+) -> Result<(), QueueError> {
     ctx.report.lost.fetch_add(1, Ordering::Relaxed);
     if shared.vanished.load(Ordering::Relaxed) {
         warn!("the job's state vanished from Redis while it ran; dead-lettering its entry");
@@ -1033,9 +1042,9 @@ async fn lease_gone(ctx: &Ctx, run: &Running, shared: &Shared) -> Result<(), Que
 
 /// Stores the chain's checkpoint with its pin; false when the lease was lost.
 async fn store_checkpoint(
-    ctx: &Ctx,
-    run: &Running,
-    shared: &Shared,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    shared: &JobSignals,
     chain: &Chain,
     pin: &Value,
 ) -> Result<bool, QueueError> {
@@ -1066,9 +1075,9 @@ async fn store_checkpoint(
 /// tokenizer, retried like any model call; when the server refuses it, the result is stored
 /// without text and ungraded, with the reason, never graded as empty.
 async fn complete(
-    ctx: &Ctx,
-    run: &Running,
-    shared: &Shared,
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    shared: &JobSignals,
     chain: &Chain,
     backend: &Backend,
     pin: &Value,
