@@ -8,20 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, batch, fault_free_tokens, specs, stdout_of, submit_batch};
+use common::{BIN, Fleet, batch, fault_free_tokens, long_config, specs, stdout_of, submit_batch};
 use powerfleet_jobs::JobStatus;
 use powerfleet_queue::local_cluster::LocalCluster;
-use powerfleet_sampler::{Method, SamplerConfig};
-
-fn long_config(n_mcmc: u32, max_new_tokens: u32) -> SamplerConfig {
-    SamplerConfig {
-        n_mcmc,
-        block_size: 2,
-        max_new_tokens,
-        finish_on_eos: false,
-        ..SamplerConfig::new(Method::Power)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failover_and_reshard() {

@@ -6,7 +6,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, batch, fault_free_tokens, published_results, specs, submit_batch};
+use common::{
+    BIN, Fleet, batch, fault_free_tokens, long_config, published_results, specs, submit_batch,
+};
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
 use powerfleet_queue::ClaimOutcome;
@@ -15,16 +17,6 @@ use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
 const SIGTERM: i32 = 15;
 const SIGSTOP: i32 = 19;
 const SIGCONT: i32 = 18;
-
-fn long_config(n_mcmc: u32, max_new_tokens: u32) -> SamplerConfig {
-    SamplerConfig {
-        n_mcmc,
-        block_size: 2,
-        max_new_tokens,
-        finish_on_eos: false,
-        ..SamplerConfig::new(Method::Power)
-    }
-}
 
 fn assert_exact(results: &[JobResult], specs: &[JobSpec]) {
     for spec in specs {

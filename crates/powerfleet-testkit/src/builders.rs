@@ -185,6 +185,19 @@ pub struct BatchBuilder {
     generated: bool,
 }
 
+/// A `power` configuration of `n_mcmc` steps per block, blocks of 2 tokens and exactly
+/// `max_new_tokens` tokens (EOS does not end the chain): long, predictable jobs for the tests
+/// that kill, stop or move things mid-batch.
+pub fn long_config(n_mcmc: u32, max_new_tokens: u32) -> SamplerConfig {
+    SamplerConfig {
+        n_mcmc,
+        block_size: 2,
+        max_new_tokens,
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::Power)
+    }
+}
+
 /// A batch on `model`: one problem `p0` with an empty token prompt, method `power` at its
 /// defaults, seed 0, one chain.
 pub fn batch(model: &str) -> BatchBuilder {

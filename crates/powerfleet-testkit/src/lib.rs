@@ -21,7 +21,7 @@ pub mod llama;
 mod stub;
 
 pub use builders::{
-    BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, result, result_for, spec,
+    BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
 };
 pub use fleet::{Fleet, fault_free_tokens, published_results, specs, stdout_of, submit_batch};
 pub use stub::{Recorded, StubServer};
