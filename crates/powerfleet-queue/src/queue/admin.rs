@@ -1,0 +1,97 @@
+//! Streams' upkeep and figures: lengths, server counters, trimming, and raw entries for tests.
+
+use super::*;
+
+impl Queue {
+    /// Entries in the jobs and the results stream.
+    pub async fn stream_lengths(&self) -> Result<(u64, u64), QueueError> {
+        let mut c = self.conn().await?;
+        let (jobs, results): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(self.keys.jobs())
+            .cmd("XLEN")
+            .arg(self.keys.results())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((jobs, results))
+    }
+
+    /// The server's `INFO stats` counters (commands processed, network bytes, ...).
+    pub async fn server_stats(&self) -> Result<HashMap<String, u64>, QueueError> {
+        let mut c = self.conn().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(info
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect())
+    }
+
+    /// Trims both streams up to the oldest entry that may still be needed: never past a pending
+    /// entry, nor past the group's last-delivered entry.
+    pub async fn trim_streams(&self) -> Result<TrimReport, QueueError> {
+        Ok(TrimReport {
+            jobs: self.trim(&self.keys.jobs(), WORKER_GROUP).await?,
+            results: self.trim(&self.keys.results(), COLLECTOR_GROUP).await?,
+        })
+    }
+
+    pub(super) async fn trim(&self, stream: &str, group: &str) -> Result<u64, QueueError> {
+        let (_, pending, last_delivered) = self.group_info(stream, group).await?;
+        let mut min_id = last_delivered;
+        if pending > 0 {
+            let mut c = self.conn().await?;
+            let summary: Vec<Value> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(group)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.err(e))?;
+            if let Some(oldest) = summary.get(1).and_then(text) {
+                min_id = oldest;
+            }
+        }
+        if min_id.is_empty() || min_id == "0-0" {
+            return Ok(0);
+        }
+        let mut c = self.conn().await?;
+        let trimmed: i64 = redis::cmd("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg(&min_id)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(trimmed as u64)
+    }
+
+    /// Appends a raw entry to the jobs stream (for tests of undecodable input).
+    pub async fn push_raw_job_entry(&self, fields: &[(&str, &str)]) -> Result<String, QueueError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.jobs()).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut c).await.map_err(|e| self.err(e))
+    }
+
+    /// Appends a raw entry to the results stream (for tests and for republishing).
+    pub async fn push_raw_result_entry(
+        &self,
+        fields: &[(&str, &str)],
+    ) -> Result<String, QueueError> {
+        let mut c = self.conn().await?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.results()).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut c).await.map_err(|e| self.err(e))
+    }
+}

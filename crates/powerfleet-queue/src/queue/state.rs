@@ -1,0 +1,194 @@
+//! What Redis knows of jobs: their state, their batch's and correlation's sets and tallies, and
+//! cancellation.
+
+use super::*;
+
+impl Queue {
+    /// Cancels a job: at once if queued (publishing `queued_result`), else by flagging it for its
+    /// worker.
+    pub async fn cancel(
+        &self,
+        job_id: JobId,
+        queued_result: &JobResult,
+    ) -> Result<CancelOutcome, QueueError> {
+        let mut c = self.conn().await?;
+        let outcome: String = self
+            .scripts
+            .cancel
+            .key(self.keys.job(job_id))
+            .key(self.keys.results())
+            .key(self.keys.checkpoint(job_id))
+            .key(self.keys.jobs())
+            .key(self.keys.correlation_tally(&queued_result.correlation_id))
+            .key(
+                queued_result
+                    .batch_id
+                    .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
+            )
+            .arg(powerfleet_jobs::now_ms())
+            .arg(job_id.to_string())
+            .arg(serde_json::to_string(queued_result).expect("results serialize"))
+            .arg(self.options.retention_s)
+            .arg(WORKER_GROUP)
+            .arg(if queued_result.batch_id.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(queued_result.method.as_str())
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        match outcome.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "missing" => Ok(CancelOutcome::Missing),
+            other => match other.strip_prefix("final:").map(str::parse::<JobStatus>) {
+                Some(Ok(status)) => Ok(CancelOutcome::AlreadyFinal(status)),
+                _ => Err(QueueError::Protocol {
+                    op: "cancel",
+                    detail: other.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// The tally of a batch's or correlation id's jobs (how many, how many finished, by status and
+    /// method), in one read; `None` when Redis holds none (jobs enqueued by an older version, or
+    /// all expired).
+    pub async fn tally(&self, of: TallyOf<'_>) -> Result<Option<Tally>, QueueError> {
+        let key = match of {
+            TallyOf::Batch(b) => self.keys.batch_tally(b),
+            TallyOf::Correlation(c) => self.keys.correlation_tally(c),
+        };
+        let mut c = self.conn().await?;
+        let map: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Tally::from_fields(&map))
+    }
+
+    /// The live state of a job, if Redis still holds it.
+    pub async fn job_state(&self, job_id: JobId) -> Result<Option<JobState>, QueueError> {
+        let mut c = self.conn().await?;
+        let map: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.job(job_id))
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let status = map
+            .get("status")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| QueueError::Protocol {
+                op: "job_state",
+                detail: format!("job {job_id} has no valid status"),
+            })?;
+        let nonempty = |k: &str| map.get(k).filter(|s| !s.is_empty()).cloned();
+        Ok(Some(JobState {
+            job_id,
+            status,
+            spec: map.get("spec").and_then(|s| serde_json::from_str(s).ok()),
+            progress: map
+                .get("progress")
+                .and_then(|s| serde_json::from_str(s).ok()),
+            deliveries: map
+                .get("deliveries")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            owner: nonempty("owner"),
+            result: map.get("result").and_then(|s| serde_json::from_str(s).ok()),
+            error: nonempty("error"),
+            cancel_requested: map.get("cancel").map(String::as_str) == Some("1"),
+            updated_at_ms: map.get("updated_at_ms").and_then(|s| s.parse().ok()),
+            waiting: nonempty("waiting").filter(|_| status == JobStatus::Queued),
+            not_before_ms: nonempty("not_before_ms")
+                .filter(|_| status == JobStatus::Queued)
+                .and_then(|s| s.parse().ok()),
+        }))
+    }
+
+    /// Job ids under a correlation id.
+    pub async fn correlation_jobs(&self, id: &CorrelationId) -> Result<Vec<JobId>, QueueError> {
+        self.members(self.keys.correlation(id)).await
+    }
+
+    /// Job ids of a batch.
+    pub async fn batch_jobs(&self, id: BatchId) -> Result<Vec<JobId>, QueueError> {
+        self.members(self.keys.batch(id)).await
+    }
+
+    pub(super) async fn members(&self, key: String) -> Result<Vec<JobId>, QueueError> {
+        let mut c = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut ids: Vec<JobId> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Jobs waiting (never delivered) and pending (delivered, not acknowledged) in the jobs stream.
+    pub async fn job_backlog(&self) -> Result<(u64, u64), QueueError> {
+        let (lag, pending, _) = self.group_info(&self.keys.jobs(), WORKER_GROUP).await?;
+        Ok((lag, pending))
+    }
+
+    /// (lag, pending, last-delivered id) of a consumer group.
+    pub(super) async fn group_info(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<(u64, u64, String), QueueError> {
+        let mut c = self.conn().await?;
+        let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let g = groups
+            .iter()
+            .find(|g| g.get("name").and_then(text).as_deref() == Some(group))
+            .ok_or_else(|| QueueError::Protocol {
+                op: "XINFO GROUPS",
+                detail: format!("no group {group} on {stream}"),
+            })?;
+        let num = |k: &str| {
+            g.get(k)
+                .and_then(text)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            num("lag"),
+            num("pending"),
+            g.get("last-delivered-id")
+                .and_then(text)
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The status of each job in `ids`, read in pipelined batches; `None` where the job's state
+    /// is gone (expired after it finished, deleted, or evicted).
+    pub async fn job_statuses(&self, ids: &[JobId]) -> Result<Vec<Option<JobStatus>>, QueueError> {
+        let mut c = self.conn().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGET").arg(self.keys.job(*id)).arg("status");
+            }
+            let statuses: Vec<Option<String>> =
+                pipe.query_async(&mut c).await.map_err(|e| self.err(e))?;
+            out.extend(statuses.into_iter().map(|s| s.and_then(|s| s.parse().ok())));
+        }
+        Ok(out)
+    }
+}
