@@ -1,0 +1,351 @@
+//! A claimed job up to its chain: the claim's record (`ClaimedJob`), the pinned checkpoint, the
+//! checks of a checkpoint against its job, and a hosted API's single sample.
+
+use super::*;
+
+/// A claimed job.
+pub(super) struct ClaimedJob {
+    pub(super) lease: Lease,
+    pub(super) spec: JobSpec,
+    pub(super) attempts: u32,
+    pub(super) started_at_ms: u64,
+    /// Since when the job has waited for its model, from earlier claims.
+    pub(super) waiting_since_ms: Option<u64>,
+    /// How often it waited before.
+    pub(super) waits: u32,
+    /// The pin of the backend this claim runs with, once known.
+    pub(super) pin: Option<Value>,
+}
+
+impl ClaimedJob {
+    pub(super) fn result(
+        &self,
+        status: JobStatus,
+        chain: Option<&Chain>,
+        backend: Option<&Backend>,
+        error: Option<String>,
+    ) -> JobResult {
+        let spec = &self.spec;
+        let mut r = JobResult::for_spec(spec, status, self.attempts, error);
+        r.stats = chain.map(|c| c.stats().clone()).unwrap_or_default();
+        r.started_at_ms = Some(self.started_at_ms);
+        r.exactness = backend.map(|b| b.exactness(spec.config.top_k));
+        r.pin = self.pin.clone();
+        if status == JobStatus::Completed
+            && let Some(out) = chain.and_then(Chain::output)
+        {
+            r.tokens = out.tokens;
+            r.log_p = Some(out.log_p);
+            r.ends_with_eos = out.ends_with_eos;
+            r.stats = out.stats;
+        }
+        r
+    }
+}
+
+/// A chain checkpoint as the worker stores it: with the pin of the backend whose answers its log q
+/// came from. Checkpoints written before pins existed are bare chain checkpoints and still load.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PinnedCheckpoint {
+    /// Format version of this envelope.
+    pub(super) pinned: u32,
+    /// What the chain's log q depends on (see [`Backend::prepare`]).
+    pub(super) pin: Value,
+    /// The chain's own checkpoint.
+    pub(super) chain: Checkpoint,
+}
+
+impl PinnedCheckpoint {
+    pub(super) fn encode(chain: &Chain, pin: &Value) -> Vec<u8> {
+        serde_json::to_vec(&PinnedCheckpoint {
+            pinned: 1,
+            pin: pin.clone(),
+            chain: chain.checkpoint(),
+        })
+        .expect("a checkpoint serializes")
+    }
+
+    /// The chain and, unless the checkpoint predates pins, its pin.
+    pub(super) fn decode(bytes: &[u8]) -> Result<(Chain, Option<Value>), String> {
+        match serde_json::from_slice::<PinnedCheckpoint>(bytes) {
+            Ok(p) => {
+                let chain = Chain::from_checkpoint(p.chain).map_err(|e| e.to_string())?;
+                Ok((chain, Some(p.pin)))
+            }
+            Err(_) => Checkpoint::from_json(bytes)
+                .and_then(Chain::from_checkpoint)
+                .map(|c| (c, None))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The fields in which two pins differ, as "field: checkpoint X, this worker Y".
+pub(super) fn pin_differences(stored: &Value, mine: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        stored.as_object().unwrap_or(&empty),
+        mine.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
+            format!(
+                "{k}: checkpoint {}, this worker {}",
+                show(a.get(k)),
+                show(b.get(k))
+            )
+        })
+        .collect()
+}
+
+pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(), QueueError> {
+    let spec = match &delivery.spec {
+        Ok(spec) => spec.clone(),
+        Err(reason) => {
+            warn!(reason = %reason, "undecodable job entry moved to the dead-letter stream");
+            ctx.queue.dead_letter_job_entry(&delivery, reason).await?;
+            ctx.report.dead.fetch_add(1, Ordering::Relaxed);
+            metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
+            return Ok(());
+        }
+    };
+    let consumer = &ctx.config.consumer;
+    let claimed = ctx
+        .queue
+        .claim(spec.job_id, &delivery.entry_id, consumer)
+        .await?;
+    let (run, cancel, checkpoint) = match claimed {
+        ClaimOutcome::Claimed {
+            lease,
+            deliveries,
+            cancel_requested,
+            checkpoint,
+            started_at_ms,
+            waiting_since_ms,
+            waits,
+        } => (
+            ClaimedJob {
+                lease,
+                spec,
+                attempts: deliveries,
+                started_at_ms,
+                waiting_since_ms,
+                waits,
+                pin: None,
+            },
+            cancel_requested,
+            checkpoint,
+        ),
+        ClaimOutcome::Missing => {
+            let reason = format!("no state for job {} in this namespace", spec.job_id);
+            ctx.queue.dead_letter_job_entry(&delivery, &reason).await?;
+            ctx.report.dead.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        ClaimOutcome::AlreadyFinal(_) | ClaimOutcome::Stale => return Ok(()),
+    };
+    metrics::add(metrics::JOBS_STARTED, 1);
+    // The lease is renewed from the claim on, whatever the job does next (tokenizing, a hosted
+    // call, the chain); the guard stops the renewals when this function returns or unwinds. The
+    // job's interrupt fires on shutdown, on a cancellation request and when the lease is lost,
+    // and abandons any model request in flight.
+    let shared = Arc::new(JobSignals {
+        interrupt: ctx.stop.child_token(),
+        ..JobSignals::default()
+    });
+    let _keeper = AbortOnDrop(tokio::spawn(keep_lease(
+        ctx.queue.clone(),
+        run.lease.clone(),
+        shared.clone(),
+        ctx.config.heartbeat,
+    )));
+    if ctx.stop.is_cancelled() {
+        return hand_back(ctx, &run, None).await;
+    }
+    let max = ctx.config.max_deliveries;
+    if run.attempts > max {
+        let reason = format!(
+            "delivered {} times, more than the limit of {max}; the job keeps killing or stalling its workers",
+            run.attempts
+        );
+        let r = run.result(JobStatus::Dead, None, None, Some(reason.clone()));
+        return finish(ctx, &run, r, Some(&reason)).await;
+    }
+    if cancel {
+        let r = run.result(JobStatus::Cancelled, None, None, Some("cancelled".into()));
+        return finish(ctx, &run, r, None).await;
+    }
+    let config = match run.spec.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            let r = run.result(
+                JobStatus::Failed,
+                None,
+                None,
+                Some(format!("invalid job: {e}")),
+            );
+            return finish(ctx, &run, r, None).await;
+        }
+    };
+    let backend = match ctx.models.resolve(&run.spec.model) {
+        Ok(b) => b,
+        Err(e) => {
+            let r = run.result(JobStatus::Failed, None, None, Some(format!("model: {e}")));
+            return finish(ctx, &run, r, None).await;
+        }
+    };
+    if let Backend::Hosted { model } = &backend {
+        return hosted_sample(ctx, &run, &shared, model, &config, &backend).await;
+    }
+    let policy = ctx.config.retry_policy();
+    let interrupt = &shared.interrupt;
+    let (prompt, chat) = (&run.spec.prompt, run.spec.chat);
+    let tokenized = driver::call(&backend, policy, interrupt, || {
+        backend.tokenize(prompt, chat)
+    })
+    .await;
+    let Called::Done(prompt) = tokenized else {
+        return settle(ctx, &run, &shared, &backend, None, false, unit(&tokenized)).await;
+    };
+    let prepared = driver::call(&backend, policy, interrupt, || {
+        backend.prepare(&config, prompt.len())
+    })
+    .await;
+    let Called::Done(pin) = prepared else {
+        return settle(ctx, &run, &shared, &backend, None, false, unit(&prepared)).await;
+    };
+    let mut run = run;
+    run.pin = Some(pin.clone());
+    let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
+    let chain = match checkpoint.as_deref().map(PinnedCheckpoint::decode) {
+        None => fresh(),
+        Some(Ok((c, stored_pin))) if c.config() == &config => {
+            // First the pin: a checkpoint of another backend is another worker's to resume,
+            // not this one's to judge (its tokens may be outside this backend's vocabulary).
+            if let Some(stored) = stored_pin.filter(|p| *p != pin) {
+                // The stored log q came from another proposal: resuming would mix two proposals
+                // in one acceptance ratio. Another worker (the old mapping, during a rolling
+                // deploy) may resume it; this one waits, and says why.
+                let why = format!(
+                    "this worker's model {} is not the backend the checkpoint was made with ({}); resume it on a worker that maps the name as before, or cancel the job",
+                    redact_reference(&run.spec.model),
+                    pin_differences(&stored, &pin).join("; ")
+                );
+                warn!(reason = %why, "refusing to resume a checkpoint pinned to another backend");
+                return wait_for_model(ctx, &run, &backend, None, false, &why).await;
+            }
+            match fits_the_job(&c, &prompt, &backend) {
+                Ok(()) => {
+                    info!(
+                        block_idx = c.position().block_idx,
+                        "resuming from checkpoint"
+                    );
+                    c
+                }
+                Err(e) => {
+                    warn!(error = %e, "checkpoint does not fit the job; starting over");
+                    fresh()
+                }
+            }
+        }
+        Some(Ok(_)) => {
+            warn!("checkpoint was written for another configuration; starting over");
+            fresh()
+        }
+        Some(Err(e)) => {
+            warn!(error = %e, "checkpoint unusable; starting over");
+            fresh()
+        }
+    };
+    drive(ctx, &run, chain, &backend, &shared).await
+}
+
+/// Whether a decoded checkpoint belongs to this job: the same prompt, and (for toy models, whose
+/// vocabulary is known) only tokens of the model's vocabulary. A checkpoint that does not is
+/// discarded with the reason, and the chain starts over from its seed.
+pub(super) fn fits_the_job(
+    chain: &Chain,
+    prompt: &[powerfleet_sampler::TokenId],
+    backend: &Backend,
+) -> Result<(), String> {
+    if chain.prompt() != prompt {
+        return Err(format!(
+            "the checkpoint continues another prompt ({} tokens, the job's has {})",
+            chain.prompt().len(),
+            prompt.len()
+        ));
+    }
+    let mut toy = backend;
+    while let Backend::Faulty { inner, .. } = toy {
+        toy = inner;
+    }
+    if let Backend::Toy { model, .. } = toy {
+        model
+            .check_tokens(chain.completion())
+            .map_err(|e| format!("the checkpoint's completion: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A job on a hosted chat API: one sample at the method's temperature. MCMC methods run this way
+/// only with the job's explicit fallback option, and the result says so.
+pub(super) async fn hosted_sample(
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    shared: &JobSignals,
+    model: &powerfleet_backends::HostedModel,
+    config: &powerfleet_sampler::ValidConfig,
+    backend: &Backend,
+) -> Result<(), QueueError> {
+    let spec = &run.spec;
+    let fail = |e: String| run.result(JobStatus::Failed, None, Some(backend), Some(e));
+    let fallback = match (config.method().is_mcmc(), spec.fallback_single_sample) {
+        (false, _) => None,
+        (true, true) => Some(format!(
+            "ran as one sample at the proposal temperature {}: {}",
+            config.temperature(),
+            powerfleet_backends::HOSTED_CHAT_REFUSAL
+        )),
+        (true, false) => {
+            let r = fail(powerfleet_backends::HOSTED_CHAT_REFUSAL.to_string());
+            return finish(ctx, run, r, None).await;
+        }
+    };
+    let Prompt::Text(prompt) = &spec.prompt else {
+        let r = fail("hosted chat APIs take text prompts, not token ids".to_string());
+        return finish(ctx, run, r, None).await;
+    };
+    let sampled = driver::call(
+        backend,
+        ctx.config.retry_policy(),
+        &shared.interrupt,
+        || {
+            model.sample(
+                prompt,
+                config.temperature(),
+                config.max_new_tokens(),
+                spec.seed ^ spec.stream,
+            )
+        },
+    )
+    .await;
+    match sampled {
+        Called::Done(text) => {
+            let mut r = run.result(JobStatus::Completed, None, Some(backend), None);
+            r.text = Some(text);
+            r.fallback = fallback;
+            finish(ctx, run, r, None).await
+        }
+        Called::Failed(e) => {
+            let r = fail(format!("the API refused the request: {e}"));
+            finish(ctx, run, r, None).await
+        }
+        other => settle(ctx, run, shared, backend, None, false, unit(&other)).await,
+    }
+}

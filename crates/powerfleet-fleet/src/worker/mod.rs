@@ -1,0 +1,491 @@
+//! The worker: reads jobs from the queue, runs their chains, and checkpoints after every block.
+//!
+//! Workers are stateless: everything a job needs is in Redis (its spec and last checkpoint), and
+//! every write is fenced, so any number of workers can come and go. Chains run through the one
+//! chain driver (`driver.rs`) on the async runtime; toy models answer inline (microseconds per
+//! block), inference servers over HTTP. A job whose model is unavailable goes back to the queue
+//! to wait for it, keeping its checkpoint, up to the operator's patience.
+//!
+//! This module reads and dispatches jobs; a claimed job's life is in `claim` (from the claim to
+//! its chain), `chain` (block by block, checkpointed), `lease` (the lease keeper and its signals)
+//! and `settle` (how it ends or waits).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use powerfleet_jobs::{JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_queue::{
+    ClaimOutcome, Deferral, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Wait,
+};
+use powerfleet_sampler::{Chain, Checkpoint};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::driver::{self, Called, RetryPolicy, Stop, backoff};
+use crate::metrics;
+use crate::models::{Backend, ModelRegistry};
+use powerfleet_backends::reference::redact_reference;
+
+mod chain;
+mod claim;
+mod lease;
+mod settle;
+
+use chain::*;
+use claim::*;
+use lease::*;
+use settle::*;
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This worker's consumer name; unique in the fleet.
+    pub consumer: String,
+    /// Chains in flight at once.
+    pub concurrency: usize,
+    /// A job whose lease was not renewed for this long is taken over by another worker.
+    pub lease: Duration,
+    /// How often leases are renewed (well below `lease`).
+    pub heartbeat: Duration,
+    /// Claims after which a job goes to the dead-letter stream.
+    pub max_deliveries: u32,
+    /// Attempts per model request before the job fails.
+    pub model_attempts: u32,
+    /// First retry delay after a model error; doubles per attempt, with jitter.
+    pub retry_backoff: Duration,
+    /// How long one read of the jobs stream waits for work.
+    pub read_block: Duration,
+    /// On shutdown, how long to wait for in-flight chains to reach a safe point.
+    pub grace: Duration,
+    /// How long a job may wait for its model (every attempt failing as unavailable, on one
+    /// claim after another) before it fails with the model's last error.
+    pub patience: Duration,
+    /// First delay before a job that waits for its model is tried again; doubles per wait,
+    /// with jitter, up to `max_wait`.
+    pub wait_backoff: Duration,
+    /// Longest delay between two tries of a job that waits for its model.
+    pub max_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker named `consumer`.
+    pub fn new(consumer: String) -> WorkerConfig {
+        WorkerConfig {
+            consumer,
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            max_deliveries: 5,
+            model_attempts: 5,
+            retry_backoff: Duration::from_millis(200),
+            read_block: Duration::from_millis(1000),
+            grace: Duration::from_secs(10),
+            patience: Duration::from_secs(2 * 3600),
+            wait_backoff: Duration::from_secs(1),
+            max_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), WorkerConfigError> {
+        if self.concurrency == 0 {
+            return Err(WorkerConfigError::NoConcurrency);
+        }
+        if self.heartbeat >= self.lease {
+            return Err(WorkerConfigError::HeartbeatNotShorter {
+                heartbeat: self.heartbeat,
+                lease: self.lease,
+            });
+        }
+        if self.max_deliveries == 0 {
+            return Err(WorkerConfigError::NoDeliveries);
+        }
+        if self.model_attempts == 0 {
+            return Err(WorkerConfigError::NoModelAttempts);
+        }
+        Ok(())
+    }
+}
+
+/// Worker settings that contradict each other ([`WorkerConfig::validate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerConfigError {
+    /// `concurrency` is 0.
+    #[error("concurrency must be >= 1, got 0")]
+    NoConcurrency,
+    /// The heartbeat is not shorter than the lease, which would expire between heartbeats.
+    #[error(
+        "heartbeat ({} ms) must be shorter than the lease ({} ms)",
+        .heartbeat.as_millis(),
+        .lease.as_millis()
+    )]
+    HeartbeatNotShorter {
+        /// The heartbeat interval.
+        heartbeat: Duration,
+        /// The lease.
+        lease: Duration,
+    },
+    /// `max_deliveries` is 0.
+    #[error("max_deliveries must be >= 1, got 0")]
+    NoDeliveries,
+    /// `model_attempts` is 0.
+    #[error("model_attempts must be >= 1, got 0")]
+    NoModelAttempts,
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    /// Jobs completed.
+    pub completed: AtomicU64,
+    /// Jobs failed.
+    pub failed: AtomicU64,
+    /// Jobs cancelled.
+    pub cancelled: AtomicU64,
+    /// Jobs and entries dead-lettered.
+    pub dead: AtomicU64,
+    /// Jobs handed back on shutdown.
+    pub handed_back: AtomicU64,
+    /// Jobs abandoned because another worker took them over.
+    pub lost: AtomicU64,
+    /// Jobs put back to wait for their model (claimed or not).
+    pub waited: AtomicU64,
+    /// Blocks completed: each one checkpointed, or its chain's result published.
+    pub blocks: AtomicU64,
+}
+
+/// What every job a worker runs shares: its settings, queue, models, report and stop token.
+struct WorkerContext {
+    config: WorkerConfig,
+    queue: Queue,
+    models: Arc<ModelRegistry>,
+    stop: CancellationToken,
+    report: Arc<WorkerReport>,
+}
+
+/// Runs a worker until `shutdown` resolves; then stops reading, brings in-flight chains to a safe
+/// point, checkpoints them and hands them back, waiting at most `config.grace`.
+pub async fn run(
+    config: WorkerConfig,
+    queue: Queue,
+    models: Arc<ModelRegistry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Arc<WorkerReport> {
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.cancel();
+    });
+    let report = Arc::new(WorkerReport::default());
+    let ctx = Arc::new(WorkerContext {
+        config: config.clone(),
+        queue,
+        models,
+        stop: stop.clone(),
+        report: report.clone(),
+    });
+    // Jobs whose wait for their model is over go back to the stream, however busy this worker is.
+    let promoter = AbortOnDrop(tokio::spawn(promote_waiting(
+        ctx.queue.clone(),
+        config.read_block.min(Duration::from_secs(1)),
+    )));
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut last_reclaim: Option<tokio::time::Instant> = None;
+    let mut failures = 0u32;
+    info!(consumer = %config.consumer, concurrency = config.concurrency, "worker started");
+    while !stop.is_cancelled() {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        while tasks.try_join_next().is_some() {}
+        let free = permits.available_permits() + 1;
+        let fetched = fetch(&ctx, free, &mut last_reclaim).await;
+        match fetched {
+            Err(e) => {
+                drop(permit);
+                failures += 1;
+                let delay = backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read jobs");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Ok(deliveries) => {
+                failures = 0;
+                let mut first = Some(permit);
+                for delivery in deliveries {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => permits
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("no more entries are read than there are free slots"),
+                    };
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move {
+                        handle(&ctx, delivery).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    drop(promoter);
+    info!(
+        in_flight = tasks.len(),
+        "worker stopping: handing back in-flight jobs"
+    );
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.grace, drain).await.is_err() {
+        warn!(
+            grace_ms = config.grace.as_millis() as u64,
+            "grace period over; remaining jobs are reclaimed after their lease expires"
+        );
+        tasks.abort_all();
+    }
+    report
+}
+
+async fn fetch(
+    ctx: &WorkerContext,
+    free: usize,
+    last_reclaim: &mut Option<tokio::time::Instant>,
+) -> Result<Vec<Delivery>, QueueError> {
+    let c = &ctx.config;
+    let reclaim_every = (c.lease / 2).max(Duration::from_millis(50));
+    if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every) {
+        *last_reclaim = Some(tokio::time::Instant::now());
+        let reclaimed = ctx
+            .queue
+            .reclaim_jobs(&c.consumer, c.lease.as_millis() as u64, free)
+            .await?;
+        if !reclaimed.is_empty() {
+            info!(
+                count = reclaimed.len(),
+                "reclaimed jobs whose lease expired"
+            );
+            return Ok(reclaimed);
+        }
+    }
+    let read = ctx
+        .queue
+        .read_jobs(&c.consumer, free, c.read_block.as_millis() as u64)
+        .await?;
+    let mut ready = Vec::with_capacity(read.len());
+    for delivery in read {
+        if !leave_for_down_model(ctx, &delivery).await? {
+            ready.push(delivery);
+        }
+    }
+    Ok(ready)
+}
+
+/// Moves jobs whose wait is over back to the jobs stream, every `every`.
+async fn promote_waiting(queue: Queue, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match queue.promote_due(256).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::add(metrics::JOBS_PROMOTED, n as u64);
+                debug!(count = n, "jobs back from waiting for their model");
+            }
+            Err(e) => debug!(error = %e, "cannot move waiting jobs back yet"),
+        }
+    }
+}
+
+/// While every server of a delivery's model is down, puts the job back to wait without claiming
+/// it, so a worker does not drain the queue into failures; returns whether it did.
+async fn leave_for_down_model(
+    ctx: &WorkerContext,
+    delivery: &Delivery,
+) -> Result<bool, QueueError> {
+    let Ok(spec) = &delivery.spec else {
+        return Ok(false);
+    };
+    let Ok(backend) = ctx.models.resolve(&spec.model) else {
+        return Ok(false);
+    };
+    let Some(down_for) = backend.unavailable_for() else {
+        return Ok(false);
+    };
+    let reason = format!(
+        "waiting for model {}: every server is down (its circuit opened after repeated failures)",
+        redact_reference(&spec.model)
+    );
+    // Not sooner than half the longest wait: while a model is down, its jobs should not cycle
+    // through the stream every few seconds.
+    let delay = down_for.max(ctx.config.max_wait / 2);
+    let wait = Wait {
+        due_ms: now_ms() + delay.as_millis() as u64,
+        reason: &reason,
+        since_ms: None,
+    };
+    // An error here only means the job is claimed as usual.
+    let deferred = match ctx
+        .queue
+        .defer_unclaimed(spec.job_id, &delivery.entry_id, &wait)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, job_id = %spec.job_id, "cannot leave the job to wait; claiming it");
+            false
+        }
+    };
+    if deferred {
+        metrics::job_waiting(backend.label(), false);
+        ctx.report.waited.fetch_add(1, Ordering::Relaxed);
+        debug!(job_id = %spec.job_id, "left unclaimed: its model is down");
+    }
+    Ok(deferred)
+}
+
+async fn handle(ctx: &WorkerContext, delivery: Delivery) {
+    let span = match &delivery.spec {
+        Ok(s) => info_span!("job", job_id = %s.job_id, correlation_id = %s.correlation_id),
+        Err(_) => info_span!("job", entry = %delivery.entry_id),
+    };
+    if let Err(e) = process(ctx, delivery).instrument(span.clone()).await {
+        // The entry stays pending; after the lease it is reclaimed and retried.
+        span.in_scope(
+            || warn!(error = %e, "queue error while processing a job; it will be retried"),
+        );
+    }
+}
+
+impl WorkerConfig {
+    /// The retry policy of model calls.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.model_attempts,
+            backoff: self.retry_backoff,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use powerfleet_backends::BackendError;
+
+    #[tokio::test]
+    async fn a_toy_job_with_chat_fails_with_the_reason() {
+        let toy = crate::models::load("toy:tiny").unwrap();
+        for prompt in [Prompt::Text(String::new()), Prompt::Tokens(Vec::new())] {
+            assert_eq!(
+                toy.tokenize(&prompt, true).await.unwrap_err(),
+                BackendError::Rejected(crate::models::TOY_CHAT_REFUSAL.to_string())
+            );
+            assert_eq!(toy.tokenize(&prompt, false).await, Ok(vec![]));
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_with_a_token_id_prompt_on_a_server_fails_without_a_request() {
+        // Nothing listens on port 9: any request would fail as an unavailable server.
+        let server = crate::models::load("llamacpp+http://127.0.0.1:9").unwrap();
+        let err = server
+            .tokenize(&Prompt::Tokens(vec![1, 2]), true)
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(
+            err.message()
+                .contains("token-id prompts cannot be formatted"),
+            "{err}"
+        );
+        let err = server
+            .tokenize(&Prompt::Text("hi".into()), true)
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        assert!(
+            err.message()
+                .starts_with("formatting the prompt through the server's chat template: "),
+            "{err}"
+        );
+        assert!(err.message().contains("/apply-template"), "{err}");
+    }
+
+    #[test]
+    fn config_checks_heartbeat_against_lease() {
+        let mut c = WorkerConfig::new("w".into());
+        assert!(c.validate().is_ok());
+        c.heartbeat = c.lease;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("shorter than the lease")
+        );
+        c = WorkerConfig::new("w".into());
+        c.concurrency = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_prompt_or_vocabulary_does_not_fit_the_job() {
+        use powerfleet_sampler::LanguageModel;
+        let pivot = crate::models::load("toy:pivot").unwrap();
+        let tiny = crate::models::load("toy:tiny").unwrap();
+        let Backend::Toy { model, .. } = &pivot else {
+            panic!()
+        };
+        let config = powerfleet_sampler::SamplerConfig::new(powerfleet_sampler::Method::Power)
+            .validate()
+            .unwrap();
+        // A chain on toy:pivot (10 tokens) whose first block uses a token beyond toy:tiny's 3.
+        let chain = (0..100)
+            .map(|seed| {
+                let mut chain = Chain::new(config.clone(), &[0], seed, 0);
+                while let Some(r) = chain.request().map(|r| r.to_owned()) {
+                    let g = model.generate(&r.as_request()).unwrap();
+                    if chain.advance(g).unwrap().block_finished.is_some() {
+                        break;
+                    }
+                }
+                chain
+            })
+            .find(|c| c.completion().iter().any(|t| *t >= 3))
+            .expect("some seed samples a token beyond toy:tiny's vocabulary");
+        assert_eq!(fits_the_job(&chain, &[0], &pivot), Ok(()));
+        let err = fits_the_job(&chain, &[1], &pivot).unwrap_err();
+        assert!(err.contains("another prompt"), "{err}");
+        let err = fits_the_job(&chain, &[0], &tiny).unwrap_err();
+        assert!(err.contains("the checkpoint's completion"), "{err}");
+    }
+
+    #[test]
+    fn a_pinned_checkpoint_round_trips_and_bare_ones_still_load() {
+        let config = powerfleet_sampler::SamplerConfig::new(powerfleet_sampler::Method::Power)
+            .validate()
+            .unwrap();
+        let chain = Chain::new(config, &[1, 2], 3, 4);
+        let pin = serde_json::json!({"kind": "vllm", "model": "m", "k": 20});
+        let (back, stored) =
+            PinnedCheckpoint::decode(&PinnedCheckpoint::encode(&chain, &pin)).unwrap();
+        assert_eq!((back, stored), (chain.clone(), Some(pin.clone())));
+        let (bare, none) = PinnedCheckpoint::decode(&chain.checkpoint().to_json()).unwrap();
+        assert_eq!((bare, none), (chain, None));
+        assert!(PinnedCheckpoint::decode(b"{}").is_err());
+        let other = serde_json::json!({"kind": "vllm", "model": "m", "k": 64});
+        assert_eq!(
+            pin_differences(&pin, &other),
+            vec!["k: checkpoint 20, this worker 64".to_string()]
+        );
+    }
+}
