@@ -115,10 +115,7 @@ pub(super) async fn store_checkpoint(
     metrics::checkpoint_written(write_started.elapsed(), bytes.len());
     match written {
         LeaseState::Lost | LeaseState::Vanished => {
-            shared
-                .vanished
-                .store(written == LeaseState::Vanished, Ordering::Relaxed);
-            shared.lost.store(true, Ordering::Relaxed);
+            shared.lose(written);
             lease_gone(ctx, run, shared).await?;
             Ok(false)
         }

@@ -16,6 +16,15 @@ pub(super) struct JobSignals {
     pub(super) interrupt: CancellationToken,
 }
 
+impl JobSignals {
+    /// Records that the job's lease is gone (`Lost` or `Vanished`).
+    pub(super) fn lose(&self, state: LeaseState) {
+        self.vanished
+            .store(state == LeaseState::Vanished, Ordering::Relaxed);
+        self.lost.store(true, Ordering::Relaxed);
+    }
+}
+
 pub(super) fn progress_of(chain: &Chain) -> Progress {
     let p = chain.position();
     let s = chain.stats();
@@ -49,10 +58,7 @@ pub(super) async fn keep_lease(
                 }
             }
             Ok(state @ (LeaseState::Lost | LeaseState::Vanished)) => {
-                shared
-                    .vanished
-                    .store(state == LeaseState::Vanished, Ordering::Relaxed);
-                shared.lost.store(true, Ordering::Relaxed);
+                shared.lose(state);
                 shared.interrupt.cancel();
                 return;
             }
