@@ -153,15 +153,3 @@ pub enum WatchError {
     #[error(transparent)]
     Status(#[from] StatusError),
 }
-
-impl From<powerfleet_queue::QueueError> for WatchError {
-    fn from(e: powerfleet_queue::QueueError) -> Self {
-        WatchError::Status(e.into())
-    }
-}
-
-impl From<powerfleet_store::StoreError> for WatchError {
-    fn from(e: powerfleet_store::StoreError) -> Self {
-        WatchError::Status(e.into())
-    }
-}
