@@ -532,12 +532,15 @@ impl Store {
     async fn result_jsons(
         &self,
         sql: &str,
-        key: &str,
+        keys: &[&str],
         action: &str,
     ) -> Result<Vec<String>, StoreError> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query(sql)
-                .bind(key)
+            let mut query = sqlx::query(sql);
+            for key in keys {
+                query = query.bind(*key);
+            }
+            let rows = query
                 .fetch_all(pool)
                 .await
                 .map_err(|e| self.query_err(action, e))?;
@@ -569,7 +572,7 @@ impl Store {
         let jsons = self
             .result_jsons(
                 "SELECT result_json FROM job_results WHERE job_id = $1",
-                &id.to_string(),
+                &[&id.to_string()],
                 &format!("read job {id}"),
             )
             .await?;
@@ -581,7 +584,7 @@ impl Store {
         let jsons = self
             .result_jsons(
                 "SELECT result_json FROM job_results WHERE batch_id = $1",
-                &id.to_string(),
+                &[&id.to_string()],
                 &format!("read the jobs of batch {id}"),
             )
             .await?;
@@ -596,7 +599,7 @@ impl Store {
         let jsons = self
             .result_jsons(
                 "SELECT result_json FROM job_results WHERE correlation_id = $1",
-                id.as_str(),
+                &[id.as_str()],
                 &format!("read the jobs of correlation id {id}"),
             )
             .await?;
@@ -668,24 +671,10 @@ impl Store {
                 "SELECT result_json FROM job_results WHERE job_id IN ({})",
                 placeholders.join(", ")
             );
+            let ids: Vec<String> = chunk.iter().map(JobId::to_string).collect();
+            let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
             let action = format!("read {} jobs", chunk.len());
-            let rows = on_pool!(self, |pool| {
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(id.to_string());
-                }
-                let rows = query
-                    .fetch_all(pool)
-                    .await
-                    .map_err(|e| self.query_err(&action, e))?;
-                rows.iter()
-                    .map(|r| {
-                        r.try_get::<String, _>("result_json")
-                            .map_err(|e| self.corrupt("result_json", e))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })?;
-            jsons.extend(rows);
+            jsons.extend(self.result_jsons(&sql, &keys, &action).await?);
         }
         self.decode_sorted(jsons)
     }
