@@ -222,7 +222,7 @@ fn spawn_worker(
     })
 }
 
-/// `jobs` chains of one power job on `prompt`, as one batch.
+/// `jobs` chains of one job of the configuration's method on `prompt`, as one batch.
 fn submission(model: &str, config: SamplerConfig, jobs: u64, prompt: Prompt) -> Submission {
     let (text, tokens) = match prompt {
         Prompt::Text(t) => (Some(t), None),
@@ -230,7 +230,6 @@ fn submission(model: &str, config: SamplerConfig, jobs: u64, prompt: Prompt) -> 
     };
     SubmitRequest {
         model: model.into(),
-        methods: Some(vec![Method::Power]),
         config: Some(config),
         prompt: text,
         prompt_tokens: tokens,
@@ -487,13 +486,12 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut sub = submission(
+        let sub = submission(
             "toy:tiny",
             trivial.clone(),
             args.jobs,
             Prompt::Tokens(vec![]),
         );
-        sub.methods = vec![Method::Standard];
         let start = Instant::now();
         producer::submit(&queue, &sub).await?;
         while queue.stream_lengths().await?.1 < args.jobs {
