@@ -1104,7 +1104,6 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
     let mut fleet = Fleet::new(BIN, false);
-    fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let store = fleet.store().await;
@@ -1161,6 +1160,8 @@ async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
         .await
         .unwrap();
 
+    // The worker starts once the job is fully written, as a producer's script would write it.
+    fleet.spawn_worker(&[]);
     let results = fleet
         .wait_for_results(batch_id, 3, Duration::from_secs(60))
         .await;
