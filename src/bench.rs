@@ -224,15 +224,17 @@ fn spawn_worker(
 
 /// `jobs` chains of one job of the configuration's method on `prompt`, as one batch.
 fn submission(model: &str, config: SamplerConfig, jobs: u64, prompt: Prompt) -> Submission {
-    let (text, tokens) = match prompt {
-        Prompt::Text(t) => (Some(t), None),
-        Prompt::Tokens(ids) => (None, Some(ids)),
+    let (text, tokens, messages) = match prompt {
+        Prompt::Text(t) => (Some(t), None, None),
+        Prompt::Tokens(ids) => (None, Some(ids), None),
+        Prompt::Messages(m) => (None, None, Some(m)),
     };
     SubmitRequest {
         model: model.into(),
         config: Some(config),
         prompt: text,
         prompt_tokens: tokens,
+        messages,
         seeds: Some(vec![1]),
         chains: Some(jobs),
         correlation_id: Some(CorrelationId::generate()),
@@ -669,6 +671,7 @@ fn synthetic_result(
         stream: 0,
         submitted_at_ms: powerfleet_jobs::now_ms(),
         fallback_single_sample: false,
+        stop: Vec::new(),
         chat: false,
         bench: graded.then(|| Bench {
             template: "math-cot".into(),

@@ -251,6 +251,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 id: Some(model.trim_start_matches("toy:").to_string()),
                 prompt: None,
                 prompt_tokens: Some(vec![]),
+                messages: None,
             }]),
             seeds: Some((0..args.seeds).collect()),
             chains: Some(args.chains),

@@ -173,6 +173,11 @@ pub struct SubmitArgs {
     /// sample at the proposal temperature instead of refusing them; each result records it.
     #[arg(long)]
     pub fallback_single_sample: bool,
+    /// Cut each finished completion's text at the first match of this string (repeatable).
+    /// Applied after sampling, so outside the p^α target; the sampled tokens are kept and each
+    /// result records the cut.
+    #[arg(long = "stop", value_name = "STRING")]
+    pub stop: Vec<String>,
     /// Wait for every job to finish, showing progress; exit 1 if any failed.
     #[arg(long)]
     pub wait: bool,
@@ -229,6 +234,7 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         chains: Some(args.chains),
         submission_key: args.submission_key.clone(),
         fallback_single_sample: args.fallback_single_sample,
+        stop: (!args.stop.is_empty()).then(|| args.stop.clone()),
         chat: args.chat,
         ..SubmitRequest::default()
     };
@@ -813,6 +819,19 @@ pub struct ServeArgs {
     /// requests. Hosted-API references and key_env are refused even so.
     #[arg(long)]
     pub allow_model_references: bool,
+    /// The sampler the OpenAI-compatible endpoints run for a model when a request's
+    /// power_sampling does not say (repeatable): MODEL=JSON, or *=JSON for every model, the JSON
+    /// a job configuration such as {"method":"power","alpha":4,"n_mcmc":10,"block_size":192}.
+    /// Default: method power with every option at its default.
+    #[arg(long = "openai-defaults", value_name = "MODEL=JSON")]
+    pub openai_defaults: Vec<String>,
+    /// Most chains (n) per prompt of an OpenAI-compatible request.
+    #[arg(long, default_value_t = powerfleet_fleet::openai::DEFAULT_MAX_N)]
+    pub openai_max_n: u32,
+    /// How long an OpenAI-compatible completion may wait for its jobs; past it the client gets
+    /// 408 and the jobs are cancelled (as when the client disconnects).
+    #[arg(long, env = "POWERFLEET_COMPLETION_TIMEOUT", default_value = "1h", value_parser = crate::options::parse_duration)]
+    pub completion_timeout: std::time::Duration,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -857,6 +876,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     }
     let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)
         .map_err(anyhow::Error::msg)?;
+    let openai = powerfleet_fleet::openai::OpenAiSettings::from_flags(
+        &args.openai_defaults,
+        args.openai_max_n,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let openai = powerfleet_fleet::openai::OpenAiSettings {
+        body_timeout: args.ops.http_request_timeout,
+        ..openai
+    };
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -888,6 +916,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         store,
         tokens: std::sync::Arc::new(tokens),
         models: std::sync::Arc::new(models),
+        openai: std::sync::Arc::new(openai),
         limits: ApiLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,
@@ -896,12 +925,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             ..ApiLimits::default()
         },
     };
-    api::serve(
-        listener,
-        state,
-        args.ops.http_timeouts(),
-        stop.clone().cancelled_owned(),
-    )
-    .await
-    .context("http api")
+    let mut timeouts = args.ops.http_timeouts();
+    timeouts.completion = args.completion_timeout;
+    api::serve(listener, state, timeouts, stop.clone().cancelled_owned())
+        .await
+        .context("http api")
 }

@@ -127,6 +127,7 @@ impl OpsArgs {
         ops::HttpTimeouts {
             header_read: self.http_header_timeout,
             request: self.http_request_timeout,
+            ..ops::HttpTimeouts::default()
         }
     }
 

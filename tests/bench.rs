@@ -488,6 +488,7 @@ async fn serve(fleet: &Fleet) -> String {
         store: fleet.store().await,
         tokens: std::sync::Arc::new(Vec::new()),
         models: Default::default(),
+        openai: Default::default(),
         limits: ApiLimits {
             max_body_bytes: 1 << 20,
             max_jobs_per_request: 1000,

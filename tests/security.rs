@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{BIN, Fleet, StubServer, batch, submit_batch};
+use common::{BIN, Fleet, Serve, StubServer, batch, submit_batch};
 use powerfleet_queue::local::LocalRedisOptions;
 
 const REDIS_SECRET: &str = "redis-pw-planted-5e1d";
@@ -197,81 +197,6 @@ async fn the_results_store_connects_to_postgres_over_tls() {
         .execute(&mut admin)
         .await
         .unwrap();
-}
-
-/// A `powerfleet serve` child, killed when dropped.
-struct Serve {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Serve {
-    /// Starts `serve` on `fleet` with `extra` flags and `tokens` (None: no token variable at
-    /// all), logging to a file of the fleet's directory.
-    fn start(fleet: &Fleet, name: &str, extra: &[&str], tokens: Option<&str>) -> Serve {
-        let log = fleet.dir.path().join(format!("{name}.log"));
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--redis", &fleet.redis.url()])
-            .args([
-                "--namespace",
-                &fleet.namespace,
-                "--database-url",
-                &fleet.db_url,
-            ])
-            .args(extra)
-            .env_remove("POWERFLEET_API_TOKENS")
-            .env_remove("POWERFLEET_API_TOKENS_FILE")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(tokens) = tokens {
-            command.env("POWERFLEET_API_TOKENS", tokens);
-        }
-        Serve {
-            child: command.spawn().unwrap(),
-            log,
-        }
-    }
-
-    /// The exit status if the process ends within `timeout`.
-    fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the API answers on `base`.
-    async fn wait_until_up(&mut self, base: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{base}/v1/nothing")).await.is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the API did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -291,9 +291,23 @@ impl HttpModel {
     ///   `python/sglang/srt/entrypoints/openai/protocol.py`) and no endpoint applies the chat
     ///   template without generating.
     pub async fn tokenize_chat(&self, user_text: &str) -> Result<Vec<TokenId>, BackendError> {
+        self.tokenize_messages(&[powerfleet_jobs::ChatMessage {
+            role: "user".into(),
+            content: user_text.into(),
+        }])
+        .await
+    }
+
+    /// Token ids of a conversation formatted through the server's chat template, with the
+    /// generation prompt appended: as [`HttpModel::tokenize_chat`], for any messages.
+    pub async fn tokenize_messages(
+        &self,
+        messages: &[powerfleet_jobs::ChatMessage],
+    ) -> Result<Vec<TokenId>, BackendError> {
+        let messages = serde_json::to_value(messages).expect("chat messages serialize");
         match self.reference.kind {
             ServerKind::LlamaCpp => {
-                let body = wire::llamacpp_apply_template_body(user_text);
+                let body = wire::llamacpp_apply_template_messages_body(messages);
                 let answer = self.post(0, "/apply-template", &body).await?;
                 let text = wire::parse_llamacpp_template(&answer).map_err(|e| {
                     BackendError::Transient(format!(
@@ -304,9 +318,9 @@ impl HttpModel {
                 self.tokenize(&text).await
             }
             ServerKind::Vllm => {
-                let body = wire::vllm_tokenize_chat_body(
+                let body = wire::vllm_tokenize_messages_body(
                     self.reference.model.as_deref().unwrap_or_default(),
-                    user_text,
+                    messages,
                 );
                 let answer = self.post(0, "/tokenize", &body).await?;
                 tokens_of(&answer, "/tokenize (chat)")

@@ -976,7 +976,12 @@ fn user_message(user_text: &str) -> Value {
 /// prompt (the assistant turn's opening) appended. The answer is `{"prompt": TEXT}`, the text
 /// `/v1/chat/completions` would tokenize (see docs/llama-server.md).
 pub fn llamacpp_apply_template_body(user_text: &str) -> Value {
-    json!({"messages": user_message(user_text), "add_generation_prompt": true})
+    llamacpp_apply_template_messages_body(user_message(user_text))
+}
+
+/// llama.cpp `/apply-template` body for a whole conversation (`[{"role", "content"}, ...]`).
+pub fn llamacpp_apply_template_messages_body(messages: Value) -> Value {
+    json!({"messages": messages, "add_generation_prompt": true})
 }
 
 /// The templated text of a llama.cpp `/apply-template` answer.
@@ -991,9 +996,14 @@ pub fn parse_llamacpp_template(body: &Value) -> Result<String, AnswerError> {
 /// template, generation prompt appended. `add_special_tokens` is false, as in vLLM's own chat
 /// completions: the template writes the special tokens (BOS included) itself.
 pub fn vllm_tokenize_chat_body(model: &str, user_text: &str) -> Value {
+    vllm_tokenize_messages_body(model, user_message(user_text))
+}
+
+/// vLLM chat `/tokenize` body for a whole conversation (`[{"role", "content"}, ...]`).
+pub fn vllm_tokenize_messages_body(model: &str, messages: Value) -> Value {
     json!({
         "model": model,
-        "messages": user_message(user_text),
+        "messages": messages,
         "add_generation_prompt": true,
         "continue_final_message": false,
         "add_special_tokens": false,

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub tokens: std::sync::Arc<Vec<String>>,
     /// The models requests may name (default: the built-in toy models only).
     pub models: std::sync::Arc<ModelPolicy>,
+    /// How the OpenAI-compatible endpoints sample.
+    pub openai: std::sync::Arc<crate::openai::OpenAiSettings>,
 }
 
 /// A client error message with every quoted value (`"..."` or `` `...` ``) and every other run of
@@ -158,6 +160,9 @@ fn route_name(path: &str) -> &'static str {
         ["v1", "batches", _] => "batch",
         ["v1", "batches", _, "report"] => "batch_report",
         ["v1", "correlations", _] => "correlation",
+        ["v1", "completions"] => "openai_completions",
+        ["v1", "chat", "completions"] => "openai_chat_completions",
+        ["v1", "models"] => "openai_models",
         _ => "other",
     }
 }
@@ -293,6 +298,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/batches/{id}", get(get_batch))
         .route("/v1/batches/{id}/report", get(get_batch_report))
         .route("/v1/correlations/{id}", get(get_correlation))
+        .route("/v1/completions", post(crate::openai::completions))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
+        .route("/v1/models", get(crate::openai::models))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn(require_json))
@@ -431,7 +442,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// The `POST` routes take JSON only: a browser form (or any request a page can send cross-site
 /// without asking first) cannot use them. Others get 415.
 async fn require_json(request: Request, next: Next) -> Response {
-    let post_route = matches!(route_name(request.uri().path()), "jobs" | "cancel");
+    let post_route = matches!(
+        route_name(request.uri().path()),
+        "jobs" | "cancel" | "openai_completions" | "openai_chat_completions"
+    );
     if request.method() == axum::http::Method::POST && post_route && !is_json(request.headers()) {
         let got = request
             .headers()
@@ -489,7 +503,7 @@ async fn log_and_fix_up(State(limit): State<usize>, request: Request, next: Next
 
 async fn no_route(request: Request) -> ApiError {
     ApiError::NotFound(format!(
-        "no route {} {}; the routes are POST /v1/jobs, GET /v1/jobs/{{id}}, POST /v1/jobs/{{id}}/cancel, GET /v1/batches/{{id}}, GET /v1/batches/{{id}}/report and GET /v1/correlations/{{id}}",
+        "no route {} {}; the routes are POST /v1/jobs, GET /v1/jobs/{{id}}, POST /v1/jobs/{{id}}/cancel, GET /v1/batches/{{id}}, GET /v1/batches/{{id}}/report, GET /v1/correlations/{{id}}, and the OpenAI-compatible POST /v1/completions, POST /v1/chat/completions and GET /v1/models",
         request.method(),
         quote(request.uri().path())
     ))
@@ -497,11 +511,12 @@ async fn no_route(request: Request) -> ApiError {
 
 async fn wrong_method(request: Request) -> Response {
     let path = request.uri().path();
-    let allowed = if path.ends_with("/cancel") || path == "/v1/jobs" {
-        "POST"
-    } else {
-        "GET"
-    };
+    let allowed =
+        if path.ends_with("/cancel") || path == "/v1/jobs" || path.ends_with("/completions") {
+            "POST"
+        } else {
+            "GET"
+        };
     let mut response = ApiError::MethodNotAllowed(format!(
         "method {} is not allowed on {}; use {allowed}",
         request.method(),

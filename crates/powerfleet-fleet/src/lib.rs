@@ -8,6 +8,7 @@ pub mod control;
 pub mod driver;
 pub mod metrics;
 pub mod models;
+pub mod openai;
 pub mod ops;
 pub mod producer;
 pub mod request;

@@ -126,6 +126,12 @@ powerfleet_common::declare_metrics! {
         name: "powerfleet_queue_pending_jobs",
         help: "Jobs delivered and not yet acknowledged",
     },
+    /// OpenAI-compatible completions whose client went away before the answer (their jobs are
+    /// cancelled).
+    OPENAI_ABANDONED: Counter {
+        name: "powerfleet_openai_abandoned_total",
+        help: "OpenAI-compatible completions whose client went away first; their jobs were cancelled",
+    },
     /// HTTP API requests, by `route` and `status`.
     HTTP_REQUESTS: Counter {
         name: "powerfleet_http_requests_total",
@@ -221,6 +227,11 @@ pub fn queue_depth(lag: u64, pending: u64, delayed: u64) {
 }
 
 /// Counts an API request.
+pub fn openai_cancelled() {
+    counter!(OPENAI_ABANDONED).increment(1);
+}
+
+/// Counts one HTTP request of `route` answered with `status`.
 pub fn http_request(route: &'static str, status: u16) {
     counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
 }

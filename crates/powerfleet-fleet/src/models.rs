@@ -122,6 +122,13 @@ impl Backend {
             (Backend::Toy { .. }, _) if chat => {
                 Err(BackendError::Rejected(TOY_CHAT_REFUSAL.to_string()))
             }
+            (Backend::Toy { .. }, Prompt::Messages(_)) => {
+                Err(BackendError::Rejected(TOY_CHAT_REFUSAL.to_string()))
+            }
+            (Backend::Http { model }, Prompt::Messages(messages)) => model
+                .tokenize_messages(messages)
+                .await
+                .map_err(|e| prefixed("formatting the messages through the server's chat template", e)),
             (Backend::Toy { model, .. }, Prompt::Text(text)) => model
                 .tokenize(text)
                 .map_err(|e| BackendError::Rejected(e.to_string())),

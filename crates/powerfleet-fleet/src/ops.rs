@@ -146,6 +146,10 @@ pub struct HttpTimeouts {
     /// From the headers until the response is ready, the request body included; past it the
     /// client gets 408 and the connection is closed.
     pub request: Duration,
+    /// In place of `request` for the OpenAI-compatible completions (`/v1/completions`,
+    /// `/v1/chat/completions`), which wait for their jobs; their body must still arrive within
+    /// `request`. Past it the client gets 408 and the jobs are cancelled.
+    pub completion: Duration,
 }
 
 impl Default for HttpTimeouts {
@@ -153,6 +157,7 @@ impl Default for HttpTimeouts {
         HttpTimeouts {
             header_read: Duration::from_secs(10),
             request: Duration::from_secs(30),
+            completion: crate::openai::DEFAULT_COMPLETION_TIMEOUT,
         }
     }
 }
@@ -198,12 +203,20 @@ pub async fn serve_router(
         tokio::spawn(async move {
             let _open = open;
             let request_timeout = timeouts.request;
+            let completion_timeout = timeouts.completion;
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let app = app.clone();
                     async move {
                         let method = request.method().clone();
                         let path = request.uri().path().to_string();
+                        let waits =
+                            matches!(path.as_str(), "/v1/completions" | "/v1/chat/completions");
+                        let request_timeout = if waits {
+                            completion_timeout
+                        } else {
+                            request_timeout
+                        };
                         let answer = tokio::time::timeout(
                             request_timeout,
                             app.oneshot(request.map(axum::body::Body::new)),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
-    BatchId, Bench, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference, now_ms,
+    BatchId, Bench, ChatMessage, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -32,6 +32,30 @@ pub struct BatchLine {
     /// Prompt token ids.
     #[serde(default)]
     pub prompt_tokens: Option<Vec<TokenId>>,
+    /// Chat messages, formatted through the model's chat template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+}
+
+impl BatchLine {
+    /// The line's prompt: exactly one of `prompt`, `prompt_tokens` and `messages`; the error says
+    /// which were given.
+    pub fn take_prompt(&mut self) -> Result<Prompt, &'static str> {
+        match (
+            self.prompt.take(),
+            self.prompt_tokens.take(),
+            self.messages.take(),
+        ) {
+            (Some(text), None, None) => Ok(Prompt::Text(text)),
+            (None, Some(ids), None) => Ok(Prompt::Tokens(ids)),
+            (None, None, Some(messages)) => Ok(Prompt::Messages(messages)),
+            (Some(_), Some(_), None) => Err("give prompt or prompt_tokens, not both"),
+            (None, None, None) => Err(
+                "missing field `prompt` (text) or `prompt_tokens` (token ids) or `messages` (chat messages)",
+            ),
+            _ => Err("give only one of prompt, prompt_tokens and messages"),
+        }
+    }
 }
 
 /// A problem: its id and prompt.
@@ -45,15 +69,18 @@ pub struct Problem {
 
 impl From<Problem> for BatchLine {
     fn from(p: Problem) -> BatchLine {
-        let (prompt, prompt_tokens) = match p.prompt {
-            Prompt::Text(text) => (Some(text), None),
-            Prompt::Tokens(ids) => (None, Some(ids)),
-        };
-        BatchLine {
+        let mut line = BatchLine {
             id: p.id,
-            prompt,
-            prompt_tokens,
+            prompt: None,
+            prompt_tokens: None,
+            messages: None,
+        };
+        match p.prompt {
+            Prompt::Text(text) => line.prompt = Some(text),
+            Prompt::Tokens(ids) => line.prompt_tokens = Some(ids),
+            Prompt::Messages(messages) => line.messages = Some(messages),
         }
+        line
     }
 }
 
@@ -84,6 +111,8 @@ pub struct Submission {
     pub chat: bool,
     /// A benchmark run: its problems replace `problems`.
     pub bench: Option<BenchRun>,
+    /// Stop strings applied to every job's finished text ([`JobSpec::stop`]).
+    pub stop: Vec<String>,
 }
 
 /// A benchmark run: dataset problems, the template that renders them (per seed, so multiple-choice
@@ -293,24 +322,17 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>
         if raw.trim().is_empty() {
             continue;
         }
-        let line: BatchLine = match serde_json::from_str(raw) {
+        let mut line: BatchLine = match serde_json::from_str(raw) {
             Ok(l) => l,
             Err(e) => {
                 errors.push(format!("line {n}: {e}"));
                 continue;
             }
         };
-        let prompt = match (line.prompt, line.prompt_tokens) {
-            (Some(p), None) => Prompt::Text(p),
-            (None, Some(t)) => Prompt::Tokens(t),
-            (Some(_), Some(_)) => {
-                errors.push(format!("line {n}: give prompt or prompt_tokens, not both"));
-                continue;
-            }
-            (None, None) => {
-                errors.push(format!(
-                    "line {n}: missing field `prompt` (text) or `prompt_tokens` (token ids)"
-                ));
+        let prompt = match line.take_prompt() {
+            Ok(prompt) => prompt,
+            Err(e) => {
+                errors.push(format!("line {n}: {e}"));
                 continue;
             }
         };
@@ -475,6 +497,7 @@ impl Submission {
                             stream,
                             submitted_at_ms: now,
                             fallback_single_sample: self.fallback_single_sample,
+                            stop: self.stop.clone(),
                             chat: self.chat,
                             bench: bench.clone(),
                         });
@@ -518,10 +541,11 @@ impl Submission {
                     if self
                         .problems
                         .iter()
-                        .any(|p| matches!(p.prompt, Prompt::Tokens(_)))
+                        .any(|p| !matches!(p.prompt, Prompt::Text(_)))
                     {
                         return Err(
-                            "model: hosted chat APIs take text prompts, not token ids".to_string()
+                            "model: hosted chat APIs take text prompts, not token ids or messages"
+                                .to_string(),
                         );
                     }
                 }
@@ -560,6 +584,10 @@ impl Submission {
         match prompt {
             Prompt::Text(t) => model.tokenize(t).map(|_| ()).map_err(|e| e.to_string()),
             Prompt::Tokens(ids) => model.check_tokens(ids),
+            Prompt::Messages(_) => Err(format!(
+                "messages: model {} is a toy model, which has no chat template; give a text prompt or token ids",
+                model.name()
+            )),
         }
     }
 }
@@ -697,6 +725,7 @@ mod tests {
             batch: true,
             submission_key: None,
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: false,
             bench: None,
         }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use powerfleet_jobs::{CorrelationId, Prompt};
+use powerfleet_jobs::{CHAT_ROLES, ChatMessage, CorrelationId, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +111,9 @@ pub struct ModelPolicy {
     /// The operator's own submissions (the CLI's `submit`): any model reference, credentials
     /// included.
     pub operator: bool,
+    /// Model names whose reference (`serve --model NAME=REFERENCE`) is a hosted chat API, which
+    /// runs no MCMC.
+    pub hosted: BTreeSet<String>,
 }
 
 impl ModelPolicy {
@@ -118,6 +121,7 @@ impl ModelPolicy {
     /// workers (only the name matters to the API; the workers resolve it).
     pub fn from_flags(entries: &[String], allow_references: bool) -> Result<ModelPolicy, String> {
         let mut names = BTreeSet::new();
+        let mut hosted = BTreeSet::new();
         for entry in entries {
             let name = match entry.split_once('=') {
                 Some((name, reference)) if name.is_empty() || reference.is_empty() => {
@@ -126,7 +130,16 @@ impl ModelPolicy {
                         quote(entry)
                     ));
                 }
-                Some((name, _)) => name,
+                Some((name, reference)) => {
+                    let lower = reference.to_ascii_lowercase();
+                    if ["openai+", "anthropic+", "gemini+"]
+                        .iter()
+                        .any(|p| lower.starts_with(p))
+                    {
+                        hosted.insert(name.to_string());
+                    }
+                    name
+                }
                 None => entry.as_str(),
             };
             if name.is_empty()
@@ -147,6 +160,7 @@ impl ModelPolicy {
             names,
             allow_references,
             operator: false,
+            hosted,
         })
     }
 
@@ -238,6 +252,9 @@ pub struct SubmitRequest {
     /// One prompt as token ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<Vec<TokenId>>,
+    /// One prompt as chat messages, formatted through the model's chat template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
     /// Several problems, as the lines of a batch file (the id defaults to the 1-based index).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<BatchLine>>,
@@ -269,7 +286,18 @@ pub struct SubmitRequest {
     /// collector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench: Option<BenchRequest>,
+    /// Stop strings: each job's finished text is cut at the first match (outside the p^α
+    /// target; the sampled tokens are kept and the cut is recorded in the result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
 }
+
+/// Most stop strings a request may give.
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 1024;
+/// Most messages of a chat prompt.
+pub const MAX_CHAT_MESSAGES: usize = 1024;
 
 /// The `bench` of a `POST /v1/jobs` request: the records of a dataset (or the built-in suite), a
 /// template and a grader, as `powerfleet submit --bench` takes them.
@@ -413,10 +441,12 @@ fn build_submission(
         Some(b) => {
             if request.prompt.is_some()
                 || request.prompt_tokens.is_some()
+                || request.messages.is_some()
                 || request.problems.is_some()
             {
                 return Err(RequestError::Unprocessable(
-                    "give bench or prompts (prompt, prompt_tokens, problems), not both".into(),
+                    "give bench or prompts (prompt, prompt_tokens, messages, problems), not both"
+                        .into(),
                 ));
             }
             let template_bytes = b.template_text.as_ref().map_or(0, String::len);
@@ -454,33 +484,34 @@ fn build_submission(
         }
         None => None,
     };
-    let problems = match (request.prompt, request.prompt_tokens, request.problems) {
+    let given: Vec<(&str, Option<Prompt>)> = vec![
+        ("prompt", request.prompt.map(Prompt::Text)),
+        ("prompt_tokens", request.prompt_tokens.map(Prompt::Tokens)),
+        ("messages", request.messages.map(Prompt::Messages)),
+    ];
+    let mut given: Vec<(&str, Prompt)> = given
+        .into_iter()
+        .filter_map(|(name, prompt)| prompt.map(|p| (name, p)))
+        .collect();
+    let problems = match (given.len(), request.problems) {
         _ if bench.is_some() => Vec::new(),
-        (Some(text), None, None) => vec![Problem {
+        (1, None) => vec![Problem {
             id: None,
-            prompt: Prompt::Text(text),
+            prompt: given.pop().expect("one prompt").1,
         }],
-        (None, Some(tokens), None) => vec![Problem {
-            id: None,
-            prompt: Prompt::Tokens(tokens),
-        }],
-        (None, None, Some(lines)) => problems_of(lines)?,
-        (prompt, tokens, lines) => {
-            let given: Vec<&str> = [
-                ("prompt", prompt.is_some()),
-                ("prompt_tokens", tokens.is_some()),
-                ("problems", lines.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect();
-            let got = if given.is_empty() {
+        (0, Some(lines)) => problems_of(lines)?,
+        (_, lines) => {
+            let mut names: Vec<&str> = given.iter().map(|(name, _)| *name).collect();
+            if lines.is_some() {
+                names.push("problems");
+            }
+            let got = if names.is_empty() {
                 "none of them".to_string()
             } else {
-                given.join(" and ")
+                names.join(" and ")
             };
             return Err(RequestError::Unprocessable(format!(
-                "give exactly one of prompt (text), prompt_tokens (token ids) or problems (a list of {{\"id\", \"prompt\" or \"prompt_tokens\"}}), got {got}"
+                "give exactly one of prompt (text), prompt_tokens (token ids), messages (chat messages) or problems (a list of {{\"id\", \"prompt\" or \"prompt_tokens\" or \"messages\"}}), got {got}"
             )));
         }
     };
@@ -503,7 +534,7 @@ fn build_submission(
         )));
     }
     if bench.is_none() {
-        prompt_bytes = problems.iter().map(|p| prompt_len(&p.prompt)).collect();
+        prompt_bytes = problems.iter().map(|p| p.prompt.byte_len()).collect();
     }
     let request_bytes: u128 = prompt_bytes.iter().map(|&b| b as u128).sum::<u128>() * per_problem;
     if request_bytes > limits.max_request_prompt_bytes as u128 {
@@ -525,17 +556,10 @@ fn build_submission(
         batch: true,
         submission_key: request.submission_key,
         fallback_single_sample: request.fallback_single_sample,
+        stop: request.stop.unwrap_or_default(),
         chat: request.chat,
         bench,
     })
-}
-
-/// Bytes of a prompt: its text, or 4 bytes per token id.
-fn prompt_len(prompt: &Prompt) -> usize {
-    match prompt {
-        Prompt::Text(t) => t.len(),
-        Prompt::Tokens(ids) => ids.len().saturating_mul(4),
-    }
 }
 
 /// Bytes of a JSON value as compact JSON.
@@ -579,6 +603,72 @@ fn check_prompt_size(field: &str, bytes: usize, limits: &Limits) -> Result<(), R
     Ok(())
 }
 
+/// 422 unless `messages` (named by `field`) is a non-empty conversation of at most
+/// [`MAX_CHAT_MESSAGES`] messages with known roles, within `max_prompt_bytes`.
+pub fn check_messages(
+    field: &str,
+    messages: &[ChatMessage],
+    limits: &Limits,
+) -> Result<(), RequestError> {
+    let bad = RequestError::Unprocessable;
+    if messages.is_empty() {
+        return Err(bad(format!(
+            "{field} must hold at least one message, got an empty list"
+        )));
+    }
+    if messages.len() > MAX_CHAT_MESSAGES {
+        return Err(bad(format!(
+            "{field} holds {} messages; at most {MAX_CHAT_MESSAGES} are accepted",
+            messages.len()
+        )));
+    }
+    check_roles(field, messages)?;
+    check_prompt_size(
+        field,
+        Prompt::Messages(messages.to_vec()).byte_len(),
+        limits,
+    )
+}
+
+/// 422 unless every message of `messages` (named by `field`) has one of [`CHAT_ROLES`].
+pub fn check_roles(field: &str, messages: &[ChatMessage]) -> Result<(), RequestError> {
+    match messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !CHAT_ROLES.contains(&m.role.as_str()))
+    {
+        Some((i, m)) => Err(RequestError::Unprocessable(format!(
+            "{field}[{i}].role must be one of {}, got {}",
+            CHAT_ROLES.join(", "),
+            quote(&m.role)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// 422 unless `stop` holds at most [`MAX_STOP_STRINGS`] non-empty strings of at most
+/// [`MAX_STOP_BYTES`] bytes each.
+pub fn check_stop(stop: &[String]) -> Result<(), RequestError> {
+    let bad = RequestError::Unprocessable;
+    if stop.len() > MAX_STOP_STRINGS {
+        return Err(bad(format!(
+            "stop holds {} strings; at most {MAX_STOP_STRINGS} are accepted",
+            stop.len()
+        )));
+    }
+    if let Some((i, s)) = stop
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.is_empty() || s.len() > MAX_STOP_BYTES)
+    {
+        return Err(bad(format!(
+            "stop[{i}] must be 1 to {MAX_STOP_BYTES} bytes long, got {} bytes",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the size of every input of a request before anything is built from it: prompts,
 /// problem ids, the submission key, dataset records and the template text.
 fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), RequestError> {
@@ -588,6 +678,10 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
     if let Some(ids) = &request.prompt_tokens {
         check_prompt_size("prompt_tokens", ids.len().saturating_mul(4), limits)?;
     }
+    if let Some(messages) = &request.messages {
+        check_messages("messages", messages, limits)?;
+    }
+    check_stop(request.stop.as_deref().unwrap_or_default())?;
     for (i, line) in request.problems.iter().flatten().enumerate() {
         if let Some(id) = &line.id {
             check_id(&format!("problems[{i}].id"), id, limits)?;
@@ -601,6 +695,9 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
                 ids.len().saturating_mul(4),
                 limits,
             )?;
+        }
+        if let Some(messages) = &line.messages {
+            check_messages(&format!("problems[{i}].messages"), messages, limits)?;
         }
     }
     if let Some(key) = &request.submission_key {
@@ -660,20 +757,11 @@ fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, RequestError> {
     }
     let mut problems = Vec::with_capacity(lines.len());
     let mut errors = Vec::new();
-    for (i, line) in lines.into_iter().enumerate() {
-        let prompt = match (line.prompt, line.prompt_tokens) {
-            (Some(text), None) => Prompt::Text(text),
-            (None, Some(tokens)) => Prompt::Tokens(tokens),
-            (Some(_), Some(_)) => {
-                errors.push(format!(
-                    "problems[{i}]: give prompt or prompt_tokens, not both"
-                ));
-                continue;
-            }
-            (None, None) => {
-                errors.push(format!(
-                    "problems[{i}]: missing field `prompt` (text) or `prompt_tokens` (token ids)"
-                ));
+    for (i, mut line) in lines.into_iter().enumerate() {
+        let prompt = match line.take_prompt() {
+            Ok(prompt) => prompt,
+            Err(e) => {
+                errors.push(format!("problems[{i}]: {e}"));
                 continue;
             }
         };

@@ -52,6 +52,7 @@ impl Env {
                 limits,
                 tokens: Default::default(),
                 models: Default::default(),
+                openai: Default::default(),
             },
         }
     }

@@ -121,7 +121,8 @@ pub struct IdError {
     pub allowed: &'static str,
 }
 
-/// The prompt of a job: text (tokenized once by the worker's model) or token ids.
+/// The prompt of a job: text (tokenized once by the worker's model), token ids, or chat messages
+/// (formatted through the model's chat template, then tokenized).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Prompt {
@@ -129,7 +130,38 @@ pub enum Prompt {
     Text(String),
     /// Token ids, used as they are.
     Tokens(Vec<TokenId>),
+    /// A conversation, formatted through the model's chat template with the assistant turn's
+    /// opening appended; for backends that have one (llama.cpp and vLLM servers).
+    Messages(Vec<ChatMessage>),
 }
+
+impl Prompt {
+    /// Bytes of the prompt as it is stored: its text, 4 bytes per token id, or the messages'
+    /// roles and contents.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Prompt::Text(t) => t.len(),
+            Prompt::Tokens(ids) => ids.len().saturating_mul(4),
+            Prompt::Messages(messages) => messages
+                .iter()
+                .map(|m| m.role.len() + m.content.len())
+                .sum(),
+        }
+    }
+}
+
+/// One message of a chat prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message's text.
+    pub content: String,
+}
+
+/// The roles a chat message may have.
+pub const CHAT_ROLES: &[&str] = &["system", "user", "assistant"];
 
 /// Everything a worker needs to run one chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,6 +201,11 @@ pub struct JobSpec {
     /// For a benchmark job: the problem's reference answer and how to grade a completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench: Option<Bench>,
+    /// Stop strings: once the chain has finished, its text is cut at the first match of any
+    /// of them ([`StopHit`] in the result). Applied after sampling, so outside the p^α target:
+    /// the tokens the chain sampled are kept whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 /// What grading a benchmark job needs: the reference answer, the grader, and how the prompt was
@@ -399,6 +436,53 @@ pub struct JobResult {
     /// For a benchmark job: the collector's verdict on the completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<GradeRecord>,
+    /// Per completion token, log p under the base model (empty unless completed; results
+    /// written before this field have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_log_p: Vec<f64>,
+    /// Tokens of the prompt as the model saw it (after tokenizing or chat formatting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// Where a stop string of the job cut the completion's text, if one matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopHit>,
+}
+
+/// Where a stop string cut a completion: the text up to (not including) the match is the answer;
+/// `tokens` is how many of the sampled tokens it took to produce the match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopHit {
+    /// The stop string that matched first.
+    pub stop: String,
+    /// Byte offset in `text` where the match starts: the answer is `text[..text_bytes]`.
+    pub text_bytes: usize,
+    /// The fewest leading tokens whose text holds the whole match (all tokens when the
+    /// backend could not say).
+    pub tokens: usize,
+}
+
+impl StopHit {
+    /// The first match in `text` of any of `stops` (the earliest start; the longest stop at a
+    /// tie), or `None`.
+    pub fn find(text: &str, stops: &[String]) -> Option<(String, usize)> {
+        stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()).map(|at| (at, s)))
+            .min_by(|(a, s), (b, t)| a.cmp(b).then(t.len().cmp(&s.len())))
+            .map(|(at, s)| (s.clone(), at))
+    }
+}
+
+impl JobResult {
+    /// The answer: the text cut at its stop string, when one matched.
+    pub fn answer_text(&self) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        Some(match &self.stop {
+            Some(hit) => text.get(..hit.text_bytes).unwrap_or(text),
+            None => text,
+        })
+    }
 }
 
 /// The parts of a job specification a `dead` result needs, read leniently: a specification this
@@ -452,6 +536,7 @@ impl JobResult {
             stream: o.stream,
             submitted_at_ms: o.submitted_at_ms,
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: false,
             bench: o.bench.and_then(|b| serde_json::from_value(b).ok()),
         };
@@ -497,6 +582,9 @@ impl JobResult {
             text_error: None,
             bench: spec.bench.clone(),
             grade: None,
+            token_log_p: Vec::new(),
+            prompt_tokens: None,
+            stop: None,
         }
     }
 
@@ -615,6 +703,7 @@ mod tests {
             stream: 2,
             submitted_at_ms: 1,
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: true,
             bench: Some(Bench {
                 template: "multiple-choice".into(),
@@ -654,6 +743,7 @@ mod tests {
             stream: 1,
             submitted_at_ms: 5,
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: false,
             bench: None,
         };
@@ -699,6 +789,7 @@ mod tests {
             stream: 0,
             submitted_at_ms: 1,
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: false,
             bench: None,
         };

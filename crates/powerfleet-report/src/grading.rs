@@ -233,6 +233,7 @@ mod tests {
             stream: 0,
             submitted_at_ms: 0,
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: false,
             bench: Some(bench(Grader::Exact, Reference::Text("".into()))),
         };

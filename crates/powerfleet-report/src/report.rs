@@ -632,6 +632,9 @@ mod tests {
             fallback: None,
             pin: None,
             text_error: None,
+            token_log_p: Vec::new(),
+            prompt_tokens: None,
+            stop: None,
             bench: Some(Bench {
                 template: "plain".into(),
                 grader: Grader::Exact,

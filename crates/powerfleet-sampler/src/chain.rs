@@ -462,6 +462,7 @@ impl ChainState {
             log_p: self.log_p.iter().sum(),
             ends_with_eos: self.ends_with_eos,
             stats: self.stats.clone(),
+            token_log_p: self.log_p.clone(),
         }
     }
 

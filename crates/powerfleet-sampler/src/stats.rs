@@ -46,6 +46,9 @@ pub struct ChainOutput {
     pub ends_with_eos: bool,
     /// Statistics of the chain.
     pub stats: ChainStats,
+    /// Per token of `tokens`, log p under the base model.
+    #[serde(default)]
+    pub token_log_p: Vec<f64>,
 }
 
 impl ChainOutput {

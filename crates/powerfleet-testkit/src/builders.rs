@@ -76,6 +76,7 @@ pub fn spec() -> JobSpecBuilder {
             stream: 0,
             submitted_at_ms: now_ms(),
             fallback_single_sample: false,
+            stop: Vec::new(),
             chat: false,
             bench: None,
         },
@@ -231,6 +232,7 @@ impl BatchBuilder {
                 id: Some(format!("p{i}")),
                 prompt: None,
                 prompt_tokens: Some(vec![]),
+                messages: None,
             })
             .collect();
         self.request.problems = Some(lines);
@@ -240,15 +242,10 @@ impl BatchBuilder {
 
     /// Adds the problem `id` with `prompt`; the first one replaces the generated problems.
     pub fn problem(mut self, id: &str, prompt: Prompt) -> Self {
-        let (text, tokens) = match prompt {
-            Prompt::Text(t) => (Some(t), None),
-            Prompt::Tokens(t) => (None, Some(t)),
-        };
-        let line = BatchLine {
+        let line = BatchLine::from(powerfleet_fleet::producer::Problem {
             id: Some(id.to_string()),
-            prompt: text,
-            prompt_tokens: tokens,
-        };
+            prompt,
+        });
         match (&mut self.request.problems, self.generated) {
             (Some(lines), false) => lines.push(line),
             _ => self.request.problems = Some(vec![line]),

@@ -308,6 +308,7 @@ pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
     let prompt = match &spec.prompt {
         Prompt::Tokens(t) => t.clone(),
         Prompt::Text(t) => model.tokenize(t).unwrap(),
+        Prompt::Messages(_) => panic!("toy models take no chat messages"),
     };
     let mut chain = Chain::new(
         spec.config.validate().unwrap(),

@@ -8,6 +8,7 @@
 //! - builders with defaults of the values tests make over and over: [`spec`] ([`JobSpec`]),
 //!   [`result_for`] ([`JobResult`]) and [`batch`] (a [`Submission`] made the way every
 //!   submission is, through [`SubmitRequest::into_submission`]);
+//! - [`Serve`]: a `powerfleet serve` process on a fleet;
 //! - [`StubServer`]: an HTTP server that records every request and answers with a closure.
 //!
 //! [`JobSpec`]: powerfleet_jobs::JobSpec
@@ -18,10 +19,12 @@
 mod builders;
 mod fleet;
 pub mod llama;
+mod serve;
 mod stub;
 
 pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
 };
 pub use fleet::{Fleet, fault_free_tokens, published_results, specs, stdout_of, submit_batch};
+pub use serve::Serve;
 pub use stub::{Recorded, StubServer};

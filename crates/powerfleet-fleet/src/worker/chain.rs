@@ -154,7 +154,10 @@ pub(super) async fn complete(
     )
     .await;
     match text {
-        Called::Done(t) => r.text = Some(t),
+        Called::Done(t) => {
+            r.stop = stop_hit(backend, &tokens, &t, &run.spec.stop).await;
+            r.text = Some(t);
+        }
         Called::Failed(e) => {
             warn!(error = %e, "the server refused to detokenize the completion; stored without text, ungraded");
             r.text_error = Some(e);
@@ -169,4 +172,45 @@ pub(super) async fn complete(
         }
     }
     finish(ctx, run, r, None).await
+}
+
+/// Where the first of `stops` cuts `text` (the detokenized `tokens`), with the fewest leading
+/// tokens whose text holds the whole match: a binary search over prefixes, one detokenize call
+/// per step (free on toy models, about log2(tokens) requests on a server). When the server fails
+/// to answer, the hit counts every token.
+async fn stop_hit(
+    backend: &Backend,
+    tokens: &[powerfleet_sampler::TokenId],
+    text: &str,
+    stops: &[String],
+) -> Option<powerfleet_jobs::StopHit> {
+    let (stop, at) = powerfleet_jobs::StopHit::find(text, stops)?;
+    let end = at + stop.len();
+    // Invariant: the first `hi` tokens hold the match; fewer than `lo + 1` do not.
+    let (mut lo, mut hi) = (0, tokens.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let holds = if mid == 0 {
+            false
+        } else {
+            match backend.detokenize(&tokens[..mid]).await {
+                Ok(prefix) => prefix.len() >= end,
+                Err(e) => {
+                    warn!(error = %e, "cannot detokenize a prefix to place the stop string; counting every token");
+                    hi = tokens.len();
+                    break;
+                }
+            }
+        };
+        if holds {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(powerfleet_jobs::StopHit {
+        stop,
+        text_bytes: at,
+        tokens: hi,
+    })
 }

@@ -31,6 +31,7 @@ impl ClaimedJob {
         r.started_at_ms = Some(self.started_at_ms);
         r.exactness = backend.map(|b| b.exactness(spec.config.top_k));
         r.pin = self.pin.clone();
+        r.prompt_tokens = chain.map(|c| c.prompt().len() as u64);
         if status == JobStatus::Completed
             && let Some(out) = chain.and_then(Chain::output)
         {
@@ -38,6 +39,7 @@ impl ClaimedJob {
             r.log_p = Some(out.log_p);
             r.ends_with_eos = out.ends_with_eos;
             r.stats = out.stats;
+            r.token_log_p = out.token_log_p;
         }
         r
     }

@@ -831,6 +831,9 @@ mod tests {
             text_error: None,
             bench: None,
             grade: None,
+            token_log_p: Vec::new(),
+            prompt_tokens: None,
+            stop: None,
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");

@@ -1,0 +1,1142 @@
+//! The OpenAI-compatible endpoints of `powerfleet serve`: `POST /v1/completions`,
+//! `POST /v1/chat/completions` and `GET /v1/models`, so that eval harnesses and the OpenAI SDKs
+//! reach power sampling unchanged.
+//!
+//! A request becomes a [`SubmitRequest`] (each prompt a problem, `n` chains of one seed) and
+//! takes the one submission path; its jobs run on the fleet like any others, under a
+//! correlation id the response names in the `x-powerfleet-correlation-id` header. The handler
+//! then waits on the correlation's tally in Redis (a sleep between polls, no thread held), reads
+//! the results and answers in OpenAI's shape. If the client goes away first (it disconnects, or
+//! the server's completion timeout passes), the handler's future is dropped and the jobs are
+//! cancelled.
+//!
+//! Which sampler runs: the server's defaults for the model (`serve --openai-defaults`), with the
+//! request's `power_sampling` object laid over them field by field; `max_tokens` sets the token
+//! budget. `temperature` and `top_p` other than 1 are refused, not ignored: the target is p^α
+//! of the base model at temperature 1, and the method's own options are what change it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use powerfleet_jobs::{ChatMessage, CorrelationId, JobResult, JobStatus, now_ms};
+use powerfleet_queue::TallyOf;
+use powerfleet_sampler::{Method, SamplerConfig, TokenId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::ApiState;
+use crate::producer::BatchLine;
+use crate::request::{RequestError, SubmitRequest, quote};
+
+/// The response header that names the correlation id of a completion's jobs.
+pub const CORRELATION_HEADER: &str = "x-powerfleet-correlation-id";
+/// Default most chains (`n`) per prompt.
+pub const DEFAULT_MAX_N: u32 = 64;
+/// Default longest wait for a completion's jobs, after which they are cancelled.
+pub const DEFAULT_COMPLETION_TIMEOUT: Duration = Duration::from_secs(3600);
+/// First and longest pause between two reads of a waiting completion's tally.
+const POLL_FIRST: Duration = Duration::from_millis(20);
+const POLL_MAX: Duration = Duration::from_millis(500);
+
+/// How the OpenAI-compatible endpoints sample: per-model defaults and limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenAiSettings {
+    /// The sampler of a model that `defaults` does not name: method `power` with every option
+    /// at its default, unless `serve --openai-defaults '*=...'` sets another.
+    pub default: SamplerConfig,
+    /// Per model name, the sampler an unmodified client gets.
+    pub defaults: BTreeMap<String, SamplerConfig>,
+    /// Most chains (`n`) per prompt.
+    pub max_n: u32,
+    /// How long the request body may take to arrive (the completion itself may take up to the
+    /// server's completion timeout).
+    pub body_timeout: Duration,
+}
+
+impl Default for OpenAiSettings {
+    fn default() -> Self {
+        OpenAiSettings {
+            default: SamplerConfig::new(Method::Power),
+            defaults: BTreeMap::new(),
+            max_n: DEFAULT_MAX_N,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl OpenAiSettings {
+    /// Settings from the values of `serve --openai-defaults MODEL=JSON` (`*` for every model),
+    /// each JSON a job configuration such as `{"method": "power", "alpha": 4, "n_mcmc": 10}`.
+    pub fn from_flags(entries: &[String], max_n: u32) -> Result<OpenAiSettings, RequestError> {
+        let mut settings = OpenAiSettings {
+            max_n,
+            ..OpenAiSettings::default()
+        };
+        for entry in entries {
+            let Some((model, config)) = entry.split_once('=') else {
+                return Err(RequestError::BadRequest(format!(
+                    "--openai-defaults must be MODEL=JSON (or *=JSON for every model), such as toy:pivot={{\"method\":\"power\",\"alpha\":4}}; got {}",
+                    quote(entry)
+                )));
+            };
+            let config: SamplerConfig = serde_json::from_str(config).map_err(|e| {
+                RequestError::BadRequest(format!(
+                    "--openai-defaults {model}: not a job configuration ({e}); give JSON such as {{\"method\":\"power\",\"alpha\":4,\"n_mcmc\":10}}"
+                ))
+            })?;
+            config
+                .validate()
+                .map_err(|e| RequestError::BadRequest(format!("--openai-defaults {model}: {e}")))?;
+            if model == "*" {
+                settings.default = config;
+            } else {
+                settings.defaults.insert(model.to_string(), config);
+            }
+        }
+        Ok(settings)
+    }
+
+    /// The sampler for `model`, with `overlay` (the request's `power_sampling`) laid over the
+    /// model's defaults field by field. An overlay that names another method starts from that
+    /// method's own defaults instead, so that no option of the model's method carries over.
+    pub fn config_for(
+        &self,
+        model: &str,
+        overlay: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<SamplerConfig, OpenAiError> {
+        let base = self.defaults.get(model).unwrap_or(&self.default);
+        let Some(overlay) = overlay else {
+            return Ok(base.clone());
+        };
+        let mut merged = match serde_json::to_value(base) {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("a sampler configuration serializes as an object"),
+        };
+        if let Some(method) = overlay.get("method")
+            && Some(method) != merged.get("method")
+        {
+            merged = serde_json::Map::from_iter([("method".to_string(), method.clone())]);
+        }
+        for (key, value) in overlay {
+            merged.insert(key.clone(), value.clone());
+        }
+        let config: SamplerConfig = serde_json::from_value(Value::Object(merged))
+            .map_err(|e| OpenAiError::invalid("power_sampling", format!("power_sampling: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| OpenAiError::invalid("power_sampling", format!("power_sampling: {e}")))?;
+        Ok(config)
+    }
+}
+
+/// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenAiError {
+    /// The status code.
+    pub status: StatusCode,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The request field at fault.
+    pub param: Option<String>,
+    /// OpenAI's error type: `invalid_request_error`, `server_error`, ...
+    pub kind: &'static str,
+}
+
+impl OpenAiError {
+    /// 400 naming `param`.
+    pub fn invalid(param: &str, message: String) -> OpenAiError {
+        OpenAiError {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            param: Some(param.to_string()),
+            kind: "invalid_request_error",
+        }
+    }
+
+    fn server(status: StatusCode, message: String) -> OpenAiError {
+        OpenAiError {
+            status,
+            message,
+            param: None,
+            kind: "server_error",
+        }
+    }
+}
+
+impl From<RequestError> for OpenAiError {
+    fn from(e: RequestError) -> Self {
+        let (status, message) = match e {
+            RequestError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            RequestError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+        };
+        OpenAiError {
+            status,
+            message: crate::api::shorten_inputs(&message),
+            param: None,
+            kind: "invalid_request_error",
+        }
+    }
+}
+
+impl From<crate::api::ApiError> for OpenAiError {
+    fn from(e: crate::api::ApiError) -> Self {
+        let status = e.status();
+        let mut message = e.to_string();
+        if status.is_client_error() {
+            message = crate::api::shorten_inputs(&message);
+        }
+        OpenAiError {
+            status,
+            message,
+            param: None,
+            kind: if status.is_client_error() {
+                "invalid_request_error"
+            } else {
+                "server_error"
+            },
+        }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "openai request failed");
+        }
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": Value::Null,
+        }});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `prompt` of a completion request: text, token ids, or a list of either (a batch of prompts).
+/// `[]` is one empty token-id prompt (the toy models' usual prompt).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum PromptInput {
+    Text(String),
+    Tokens(Vec<TokenId>),
+    Texts(Vec<String>),
+    TokenLists(Vec<Vec<TokenId>>),
+}
+
+/// `stop`: one string or a list.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum StopInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopInput {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StopInput::One(s) => vec![s],
+            StopInput::Many(v) => v,
+        }
+    }
+}
+
+/// The fields both request kinds share.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+struct Common {
+    model: String,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Option<StopInput>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    power_sampling: Option<serde_json::Map<String, Value>>,
+    /// vLLM's name: also return each choice's token ids.
+    #[serde(default)]
+    return_token_ids: Option<bool>,
+}
+
+/// The fields of [`Common`].
+const COMMON_FIELDS: &[&str] = &[
+    "model",
+    "n",
+    "seed",
+    "stop",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "stream",
+    "stream_options",
+    "user",
+    "power_sampling",
+    "return_token_ids",
+];
+
+/// The body of `POST /v1/completions` (unknown fields are refused by [`parse_body`]).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct CompletionRequest {
+    prompt: Option<PromptInput>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    logprobs: Option<u32>,
+    #[serde(default)]
+    echo: Option<bool>,
+    #[serde(default)]
+    best_of: Option<u32>,
+    #[serde(default)]
+    suffix: Option<String>,
+    #[serde(default)]
+    logit_bias: Option<serde_json::Map<String, Value>>,
+}
+
+/// One message of a chat request: `content` as text or as a list of text parts.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct MessageInput {
+    role: String,
+    content: ContentInput,
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum ContentInput {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// The fields of [`CompletionRequest`] besides [`COMMON_FIELDS`].
+const COMPLETION_FIELDS: &[&str] = &[
+    "prompt",
+    "max_tokens",
+    "logprobs",
+    "echo",
+    "best_of",
+    "suffix",
+    "logit_bias",
+];
+
+/// The body of `POST /v1/chat/completions` (unknown fields are refused by [`parse_body`]).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct ChatRequest {
+    messages: Option<Vec<MessageInput>>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
+    #[serde(default)]
+    logit_bias: Option<serde_json::Map<String, Value>>,
+}
+
+/// The fields of [`ChatRequest`] besides [`COMMON_FIELDS`].
+const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+];
+
+/// What a request asks the fleet for, whichever endpoint it came through.
+#[derive(Debug)]
+struct Asked {
+    model: String,
+    prompts: Vec<BatchLine>,
+    config: SamplerConfig,
+    n: u32,
+    seed: u64,
+    stop: Vec<String>,
+    logprobs: bool,
+    token_ids: bool,
+    stream: bool,
+    include_usage: bool,
+    /// From the request's `x-powerfleet-correlation-id` header; generated when absent.
+    correlation_id: Option<CorrelationId>,
+}
+
+/// Parses a body into `T`, naming the field at fault; a field outside `COMMON_FIELDS` and
+/// `fields` is refused rather than ignored, since it may change what is sampled.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    fields: &[&str],
+) -> Result<(Common, T), OpenAiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        OpenAiError::invalid(
+            "body",
+            crate::api::shorten_inputs(&format!("request body is not valid JSON: {e}")),
+        )
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(OpenAiError::invalid(
+            "body",
+            "request body must be a JSON object".into(),
+        ));
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !fields.contains(&k.as_str()))
+    {
+        let mut known: Vec<&str> = COMMON_FIELDS.iter().chain(fields).copied().collect();
+        known.sort_unstable();
+        return Err(OpenAiError::invalid(
+            unknown,
+            format!(
+                "unknown field {}: this server does not serve it (refused rather than ignored, since it could change what is sampled); the fields are {}",
+                quote(unknown),
+                known.join(", ")
+            ),
+        ));
+    }
+    let (common, own): (
+        serde_json::Map<String, Value>,
+        serde_json::Map<String, Value>,
+    ) = object
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| COMMON_FIELDS.contains(&k.as_str()));
+    Ok((deserialize(common)?, deserialize(own)?))
+}
+
+/// `T` from the fields of `object`, naming the field at fault.
+fn deserialize<T: serde::de::DeserializeOwned>(
+    object: serde_json::Map<String, Value>,
+) -> Result<T, OpenAiError> {
+    serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." {
+            format!("request body: {}", e.inner())
+        } else {
+            format!("{path}: {}", e.inner())
+        };
+        OpenAiError::invalid(&path, crate::api::shorten_inputs(&message))
+    })
+}
+
+/// Checks the options both endpoints share and resolves the sampler; `max_tokens` is the budget.
+fn asked_common(
+    settings: &crate::openai::OpenAiSettings,
+    common: Common,
+    max_tokens: Option<u32>,
+) -> Result<Asked, OpenAiError> {
+    if common.model.is_empty() {
+        return Err(OpenAiError::invalid(
+            "model",
+            "model must name a model; GET /v1/models lists them".into(),
+        ));
+    }
+    for (field, value) in [("temperature", common.temperature), ("top_p", common.top_p)] {
+        if let Some(v) = value
+            && v != 1.0
+        {
+            return Err(OpenAiError::invalid(
+                field,
+                format!(
+                    "{field} must be 1 (or absent), got {v}: power sampling targets p^alpha of the base model at temperature 1, and another {field} would silently change that target. Sharpen with power_sampling.alpha (method power, or low-temp for p^alpha token by token), or choose power_sampling.method standard for plain samples"
+                ),
+            ));
+        }
+    }
+    for (field, value) in [
+        ("presence_penalty", common.presence_penalty),
+        ("frequency_penalty", common.frequency_penalty),
+    ] {
+        if let Some(v) = value
+            && v != 0.0
+        {
+            return Err(OpenAiError::invalid(
+                field,
+                format!(
+                    "{field} must be 0 (or absent), got {v}: a penalty would change the target distribution p^alpha"
+                ),
+            ));
+        }
+    }
+    let n = common.n.unwrap_or(1);
+    if n == 0 || n > settings.max_n {
+        return Err(OpenAiError::invalid(
+            "n",
+            format!(
+                "n must be between 1 and {} (serve --openai-max-n), got {n}",
+                settings.max_n
+            ),
+        ));
+    }
+    let mut config = settings.config_for(&common.model, common.power_sampling.as_ref())?;
+    if let Some(max) = max_tokens {
+        if max == 0 {
+            return Err(OpenAiError::invalid(
+                "max_tokens",
+                "max_tokens must be at least 1: scoring a prompt without generating (loglikelihood requests) is not served; powerfleet only samples".into(),
+            ));
+        }
+        config.max_new_tokens = max;
+        config
+            .validate()
+            .map_err(|e| OpenAiError::invalid("max_tokens", format!("max_tokens: {e}")))?;
+    }
+    let seed = common.seed.unwrap_or_else(random_seed);
+    let include_usage = common
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if let Some(user) = &common.user {
+        tracing::debug!(user = %quote(user), "openai request");
+    }
+    Ok(Asked {
+        model: common.model,
+        prompts: Vec::new(),
+        config,
+        n,
+        seed,
+        stop: common.stop.map(StopInput::into_vec).unwrap_or_default(),
+        logprobs: false,
+        token_ids: common.return_token_ids.unwrap_or(false),
+        stream: common.stream.unwrap_or(false),
+        include_usage,
+        correlation_id: None,
+    })
+}
+
+/// A seed for a request that gives none: a different one per request, as OpenAI's servers do.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.finish()
+}
+
+fn line(i: usize) -> BatchLine {
+    BatchLine {
+        id: Some(i.to_string()),
+        prompt: None,
+        prompt_tokens: None,
+        messages: None,
+    }
+}
+
+fn asked_completion(
+    settings: &OpenAiSettings,
+    common: Common,
+    r: CompletionRequest,
+) -> Result<Asked, OpenAiError> {
+    if r.echo == Some(true) {
+        return Err(OpenAiError::invalid(
+            "echo",
+            "echo is not served: scoring the prompt (loglikelihood requests) needs the prompt's log-probabilities, and powerfleet only samples completions; send echo false or leave it out".into(),
+        ));
+    }
+    if let Some(k) = r.logprobs
+        && k > 0
+    {
+        return Err(OpenAiError::invalid(
+            "logprobs",
+            format!(
+                "logprobs must be 0 (the log-probability of each returned token under the base model), got {k}: the most likely alternatives are not computed"
+            ),
+        ));
+    }
+    if let Some(best_of) = r.best_of
+        && Some(best_of) != common.n.or(Some(1))
+    {
+        return Err(OpenAiError::invalid(
+            "best_of",
+            format!(
+                "best_of must equal n (or be absent), got {best_of}: powerfleet returns every chain it runs"
+            ),
+        ));
+    }
+    if r.suffix.is_some() {
+        return Err(OpenAiError::invalid(
+            "suffix",
+            "suffix (insertion) is not served; leave it out".into(),
+        ));
+    }
+    if r.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err(OpenAiError::invalid(
+            "logit_bias",
+            "logit_bias must be empty: a bias would change the target distribution p^alpha".into(),
+        ));
+    }
+    let prompts = match r.prompt {
+        None => {
+            return Err(OpenAiError::invalid(
+                "prompt",
+                "missing field `prompt`: text, a list of texts, token ids or a list of token-id lists".into(),
+            ));
+        }
+        Some(PromptInput::Text(t)) => vec![t.into()],
+        Some(PromptInput::Texts(ts)) => ts.into_iter().map(Into::into).collect(),
+        Some(PromptInput::Tokens(ids)) => vec![ids.into()],
+        Some(PromptInput::TokenLists(lists)) => lists.into_iter().map(Into::into).collect(),
+    };
+    if prompts.is_empty() {
+        return Err(OpenAiError::invalid(
+            "prompt",
+            "prompt must hold at least one prompt, got an empty list".into(),
+        ));
+    }
+    let mut asked = asked_common(settings, common, r.max_tokens)?;
+    asked.logprobs = r.logprobs.is_some();
+    asked.prompts = prompts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p): (usize, PromptOf)| {
+            let mut l = line(i);
+            match p {
+                PromptOf::Text(t) => l.prompt = Some(t),
+                PromptOf::Tokens(ids) => l.prompt_tokens = Some(ids),
+            }
+            l
+        })
+        .collect();
+    Ok(asked)
+}
+
+/// One prompt of a completion request.
+enum PromptOf {
+    Text(String),
+    Tokens(Vec<TokenId>),
+}
+
+impl From<String> for PromptOf {
+    fn from(t: String) -> Self {
+        PromptOf::Text(t)
+    }
+}
+
+impl From<Vec<TokenId>> for PromptOf {
+    fn from(ids: Vec<TokenId>) -> Self {
+        PromptOf::Tokens(ids)
+    }
+}
+
+fn asked_chat(
+    settings: &OpenAiSettings,
+    common: Common,
+    r: ChatRequest,
+) -> Result<Asked, OpenAiError> {
+    if let Some(k) = r.top_logprobs
+        && k > 0
+    {
+        return Err(OpenAiError::invalid(
+            "top_logprobs",
+            format!(
+                "top_logprobs must be 0 (or absent), got {k}: the most likely alternatives are not computed; logprobs true gives each returned token's log-probability under the base model"
+            ),
+        ));
+    }
+    if r.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err(OpenAiError::invalid(
+            "logit_bias",
+            "logit_bias must be empty: a bias would change the target distribution p^alpha".into(),
+        ));
+    }
+    let Some(input) = r.messages else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "missing field `messages`: a list of {\"role\", \"content\"}".into(),
+        ));
+    };
+    let mut messages = Vec::with_capacity(input.len());
+    for (i, m) in input.into_iter().enumerate() {
+        let content = match m.content {
+            ContentInput::Text(t) => t,
+            ContentInput::Parts(parts) => {
+                let mut text = String::new();
+                for (j, part) in parts.into_iter().enumerate() {
+                    match (part.kind.as_str(), part.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        (kind, _) => {
+                            return Err(OpenAiError::invalid(
+                                &format!("messages[{i}].content[{j}]"),
+                                format!(
+                                    "messages[{i}].content[{j}]: only parts of type text with a text field are served, got type {}",
+                                    quote(kind)
+                                ),
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        // OpenAI's newer name for the system role.
+        let role = if m.role == "developer" {
+            "system".to_string()
+        } else {
+            m.role
+        };
+        messages.push(ChatMessage { role, content });
+    }
+    crate::request::check_roles("messages", &messages)?;
+    let model = common.model.clone();
+    if model.starts_with("toy:") {
+        return Err(OpenAiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: format!(
+                "model {}: toy models have no chat template; use POST /v1/completions with a text prompt",
+                quote(&model)
+            ),
+            param: Some("model".into()),
+            kind: "invalid_request_error",
+        });
+    }
+    let mut asked = asked_common(settings, common, r.max_completion_tokens.or(r.max_tokens))?;
+    asked.logprobs = r.logprobs.unwrap_or(false);
+    let mut l = line(0);
+    l.messages = Some(messages);
+    asked.prompts = vec![l];
+    Ok(asked)
+}
+
+/// Cancels a completion's jobs when dropped armed: the client went away before the answer.
+struct CancelOnDrop {
+    queue: powerfleet_queue::Queue,
+    correlation_id: Option<CorrelationId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.correlation_id.take() {
+            let queue = self.queue.clone();
+            tracing::info!(correlation_id = %id, "client went away before its completion; cancelling its jobs");
+            crate::metrics::openai_cancelled();
+            tokio::spawn(async move {
+                if let Err(e) = crate::control::cancel_correlation(&queue, &id).await {
+                    tracing::warn!(correlation_id = %id, error = %e, "cannot cancel the jobs of an abandoned completion");
+                }
+            });
+        }
+    }
+}
+
+/// The finished jobs of a completion, in choice order.
+struct Finished {
+    correlation_id: CorrelationId,
+    results: Vec<JobResult>,
+}
+
+/// Submits what was asked, waits for every job and reads the results.
+async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
+    let method = asked.config.method;
+    if method.is_mcmc() && state.models.hosted.contains(&asked.model) {
+        return Err(OpenAiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: format!(
+                "model {} is a hosted chat API, which gives no log-probabilities, so method {method} cannot run on it; set power_sampling.method to standard or low-temp",
+                quote(&asked.model)
+            ),
+            param: Some("power_sampling.method".into()),
+            kind: "invalid_request_error",
+        });
+    }
+    if let Some(id) = &asked.correlation_id
+        && state
+            .queue
+            .tally(TallyOf::Correlation(id))
+            .await
+            .map_err(crate::api::ApiError::from)?
+            .is_some()
+    {
+        return Err(OpenAiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "{CORRELATION_HEADER}: {id} already has jobs; a completion's correlation id must be new (leave the header out to get a generated one)"
+            ),
+            param: Some(CORRELATION_HEADER.into()),
+            kind: "invalid_request_error",
+        });
+    }
+    let request = SubmitRequest {
+        model: asked.model.clone(),
+        correlation_id: asked.correlation_id.clone(),
+        problems: Some(asked.prompts.clone()),
+        config: Some(asked.config.clone()),
+        methods: Some(vec![method]),
+        seeds: Some(vec![asked.seed]),
+        chains: Some(u64::from(asked.n)),
+        stop: (!asked.stop.is_empty()).then(|| asked.stop.clone()),
+        ..SubmitRequest::default()
+    };
+    let submission = request.into_submission(&state.limits, &state.models)?;
+    let receipt = crate::producer::submit(&state.queue, &submission)
+        .await
+        .map_err(crate::api::ApiError::from)?;
+    let correlation_id = receipt.correlation_id.clone();
+    let mut guard = CancelOnDrop {
+        queue: state.queue.clone(),
+        correlation_id: Some(correlation_id.clone()),
+    };
+    tracing::info!(correlation_id = %correlation_id, jobs = receipt.job_ids.len(), "openai completion submitted");
+    let total = receipt.job_ids.len() as u64;
+    let mut pause = POLL_FIRST;
+    loop {
+        let tally = state
+            .queue
+            .tally(TallyOf::Correlation(&correlation_id))
+            .await
+            .map_err(crate::api::ApiError::from)?;
+        if tally.is_some_and(|t| t.finished >= total) {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+    guard.correlation_id = None;
+    let mut results = Vec::with_capacity(receipt.job_ids.len());
+    for &id in &receipt.job_ids {
+        let view = crate::status::job_view(&state.queue, Some(&state.store), id)
+            .await
+            .map_err(crate::api::ApiError::from)?;
+        let Some(result) = view.and_then(|v| v.result) else {
+            return Err(OpenAiError::server(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "job {id} finished but its result is gone from Redis and the database; see powerfleet status {correlation_id}"
+                ),
+            ));
+        };
+        if result.status != JobStatus::Completed {
+            return Err(OpenAiError::server(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "job {id} ended {}: {}; see powerfleet status {correlation_id}",
+                    result.status,
+                    result.error.as_deref().unwrap_or("no reason recorded")
+                ),
+            ));
+        }
+        results.push(result);
+    }
+    Ok(Finished {
+        correlation_id,
+        results,
+    })
+}
+
+/// One choice's parts: its text, why it ended, and its tokens with their log p.
+struct Choice<'a> {
+    text: &'a str,
+    finish_reason: &'static str,
+    tokens: &'a [TokenId],
+    token_log_p: &'a [f64],
+}
+
+fn choice_of(r: &JobResult) -> Choice<'_> {
+    let kept = r.stop.as_ref().map_or(r.tokens.len(), |hit| hit.tokens);
+    let kept = kept.min(r.tokens.len());
+    let finish_reason = if r.stop.is_some() || r.ends_with_eos {
+        "stop"
+    } else {
+        "length"
+    };
+    Choice {
+        text: r.answer_text().unwrap_or_default(),
+        finish_reason,
+        tokens: &r.tokens[..kept],
+        token_log_p: r.token_log_p.get(..kept).unwrap_or(&[]),
+    }
+}
+
+/// `usage`: prompt tokens once per prompt, the returned completion tokens, and (an extension)
+/// the tokens the sampler really generated, its cost.
+fn usage(f: &Finished, n: u32) -> Value {
+    let prompt: u64 = f
+        .results
+        .iter()
+        .step_by(n.max(1) as usize)
+        .map(|r| r.prompt_tokens.unwrap_or(0))
+        .sum();
+    let completion: u64 = f
+        .results
+        .iter()
+        .map(|r| choice_of(r).tokens.len() as u64)
+        .sum();
+    let generated: u64 = f.results.iter().map(|r| r.stats.tokens_generated).sum();
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "generated_tokens": generated,
+    })
+}
+
+/// Extension fields every response carries: where the jobs can be looked up and what ran.
+fn powerfleet_of(f: &Finished, asked: &Asked) -> Value {
+    json!({
+        "correlation_id": f.correlation_id,
+        "job_ids": f.results.iter().map(|r| r.job_id).collect::<Vec<_>>(),
+        "method": asked.config.method,
+        "config": asked.config,
+        "seed": asked.seed,
+        "stop_applied_after_sampling": !asked.stop.is_empty(),
+    })
+}
+
+fn token_strings(tokens: &[TokenId]) -> Vec<String> {
+    tokens.iter().map(|t| format!("token_id:{t}")).collect()
+}
+
+fn completion_body(f: &Finished, asked: &Asked, created: u64) -> Value {
+    let choices: Vec<Value> = f
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let c = choice_of(r);
+            let mut choice = json!({
+                "index": i,
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "logprobs": Value::Null,
+            });
+            if asked.logprobs {
+                choice["logprobs"] = json!({
+                    "tokens": token_strings(c.tokens),
+                    "token_logprobs": c.token_log_p,
+                    "top_logprobs": Value::Null,
+                    "text_offset": Value::Null,
+                });
+            }
+            if asked.token_ids {
+                choice["token_ids"] = json!(c.tokens);
+            }
+            choice
+        })
+        .collect();
+    json!({
+        "id": format!("cmpl-{}", f.correlation_id),
+        "object": "text_completion",
+        "created": created,
+        "model": asked.model,
+        "choices": choices,
+        "usage": usage(f, asked.n),
+        "powerfleet": powerfleet_of(f, asked),
+    })
+}
+
+fn chat_logprobs(c: &Choice<'_>) -> Value {
+    let content: Vec<Value> = c
+        .tokens
+        .iter()
+        .zip(c.token_log_p)
+        .map(|(t, lp)| {
+            json!({"token": format!("token_id:{t}"), "logprob": lp, "bytes": Value::Null, "top_logprobs": []})
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+fn chat_body(f: &Finished, asked: &Asked, created: u64, chunk: bool) -> Value {
+    let choices: Vec<Value> = f
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let c = choice_of(r);
+            let message = json!({"role": "assistant", "content": c.text});
+            let mut choice = json!({
+                "index": i,
+                "finish_reason": c.finish_reason,
+                "logprobs": if asked.logprobs { chat_logprobs(&c) } else { Value::Null },
+            });
+            choice[if chunk { "delta" } else { "message" }] = message;
+            if asked.token_ids {
+                choice["token_ids"] = json!(c.tokens);
+            }
+            choice
+        })
+        .collect();
+    let mut body = json!({
+        "id": format!("chatcmpl-{}", f.correlation_id),
+        "object": if chunk { "chat.completion.chunk" } else { "chat.completion" },
+        "created": created,
+        "model": asked.model,
+        "choices": choices,
+        "powerfleet": powerfleet_of(f, asked),
+    });
+    if !chunk {
+        body["usage"] = usage(f, asked.n);
+    }
+    body
+}
+
+/// The answer: JSON, or with `stream` a server-sent event stream that sends the whole answer as
+/// one chunk (then a usage chunk when `stream_options.include_usage`), then `[DONE]`.
+fn respond(f: &Finished, asked: &Asked, chat: bool) -> Response {
+    let created = now_ms() / 1000;
+    let mut response = if asked.stream {
+        let mut events = String::new();
+        let mut push = |v: &Value| {
+            events.push_str("data: ");
+            events.push_str(&v.to_string());
+            events.push_str("\n\n");
+        };
+        let mut first = if chat {
+            chat_body(f, asked, created, true)
+        } else {
+            completion_body(f, asked, created)
+        };
+        if let Some(o) = first.as_object_mut() {
+            o.remove("usage");
+        }
+        push(&first);
+        if asked.include_usage {
+            let mut last = first.clone();
+            last["choices"] = json!([]);
+            last["usage"] = usage(f, asked.n);
+            push(&last);
+        }
+        events.push_str("data: [DONE]\n\n");
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            events,
+        )
+            .into_response()
+    } else if chat {
+        Json(chat_body(f, asked, created, false)).into_response()
+    } else {
+        Json(completion_body(f, asked, created)).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(f.correlation_id.as_str()) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
+}
+
+/// The request body, within the body timeout and the body limit.
+async fn read_body(state: &ApiState, request: Request) -> Result<Bytes, OpenAiError> {
+    use axum::extract::FromRequest;
+    let read = tokio::time::timeout(state.openai.body_timeout, Bytes::from_request(request, &()));
+    match read.await {
+        Err(_) => Err(OpenAiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within {} ms; send the whole body at once",
+                state.openai.body_timeout.as_millis()
+            ),
+            param: None,
+            kind: "invalid_request_error",
+        }),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(crate::api::ApiError::BodyTooLarge {
+                limit: state.limits.max_body_bytes,
+            }
+            .into())
+        }
+        Ok(Err(rejection)) => Err(OpenAiError::invalid(
+            "body",
+            format!("cannot read the request body: {rejection}"),
+        )),
+        Ok(Ok(body)) => Ok(body),
+    }
+}
+
+/// The correlation id a request names in its `x-powerfleet-correlation-id` header, if any.
+fn correlation_of(request: &Request) -> Result<Option<CorrelationId>, OpenAiError> {
+    let Some(value) = request.headers().get(CORRELATION_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    text.parse()
+        .map(Some)
+        .map_err(|e: powerfleet_jobs::IdError| {
+            OpenAiError::invalid(
+                CORRELATION_HEADER,
+                crate::api::shorten_inputs(&format!("{CORRELATION_HEADER}: {e}")),
+            )
+        })
+}
+
+/// Reads, parses and checks a request of either endpoint.
+async fn asked_of<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    request: Request,
+    fields: &[&str],
+    check: impl FnOnce(&OpenAiSettings, Common, T) -> Result<Asked, OpenAiError>,
+) -> Result<Asked, OpenAiError> {
+    let correlation_id = correlation_of(&request)?;
+    let body = read_body(state, request).await?;
+    let (common, own) = parse_body::<T>(&body, fields)?;
+    let mut asked = check(&state.openai, common, own)?;
+    asked.correlation_id = correlation_id;
+    Ok(asked)
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(State(state): State<ApiState>, request: Request) -> Response {
+    let asked = match asked_of(&state, request, COMPLETION_FIELDS, asked_completion).await {
+        Ok(asked) => asked,
+        Err(e) => return e.into_response(),
+    };
+    match run(&state, &asked).await {
+        Ok(f) => respond(&f, &asked, false),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
+    let asked = match asked_of(&state, request, CHAT_FIELDS, asked_chat).await {
+        Ok(asked) => asked,
+        Err(e) => return e.into_response(),
+    };
+    match run(&state, &asked).await {
+        Ok(f) => respond(&f, &asked, true),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/models`: the model names this server was started with, then the built-in toy models.
+pub async fn models(State(state): State<ApiState>) -> Response {
+    let names = state
+        .models
+        .names
+        .iter()
+        .cloned()
+        .chain(powerfleet_models::builtin::names().map(|n| format!("toy:{n}")));
+    let data: Vec<Value> = names
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "powerfleet"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}

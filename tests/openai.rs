@@ -1,0 +1,545 @@
+//! The OpenAI-compatible endpoints of `powerfleet serve`, end to end on the built-in toy models:
+//! a real `serve`, worker and collector on a private Redis, driven over HTTP as an OpenAI client
+//! drives them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{BIN, Fleet, Serve};
+use powerfleet_jobs::CorrelationId;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "openai-test-token";
+
+/// A fleet with two workers, a collector and `serve` (with `extra` flags) on a free port.
+async fn fleet_with_api(extra: &[&str]) -> (Fleet, Serve, String) {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend(extra);
+    let mut serve = Serve::start(&fleet, "serve", &args, Some(TOKEN));
+    let base = format!("http://{listen}");
+    serve.wait_until_up(&base).await;
+    (fleet, serve, base)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` to `path` with the test token; the status, the correlation header and the JSON.
+async fn post(base: &str, path: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let correlation = response
+        .headers()
+        .get("x-powerfleet-correlation-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = response.json().await.unwrap();
+    (status, correlation, body)
+}
+
+/// The stored view of job `id` from the job API.
+async fn job(base: &str, id: &str) -> Value {
+    client()
+        .get(format!("{base}/v1/jobs/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_return_each_jobs_tokens_text_and_log_p_in_openai_shape() {
+    let (fleet, serve, base) = fleet_with_api(&[]).await;
+    let (status, correlation, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({
+            "model": "toy:suite-double",
+            "prompt": "double 3 ?",
+            "n": 3,
+            "seed": 7,
+            "max_tokens": 6,
+            "logprobs": 0,
+            "return_token_ids": true,
+            "power_sampling": {"n_mcmc": 3, "block_size": 2},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", serve.log());
+    let correlation = correlation.expect("the correlation id header");
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["model"], "toy:suite-double");
+    assert_eq!(body["powerfleet"]["correlation_id"], correlation.as_str());
+    assert_eq!(body["powerfleet"]["seed"], 7);
+    assert_eq!(body["powerfleet"]["config"]["n_mcmc"], 3);
+    assert_eq!(body["powerfleet"]["config"]["max_new_tokens"], 6);
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    let job_ids = body["powerfleet"]["job_ids"].as_array().unwrap();
+    let (mut completion_tokens, mut generated) = (0, 0);
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        let stored = job(&base, job_ids[i].as_str().unwrap()).await;
+        let result = &stored["result"];
+        assert_eq!(stored["status"], "completed", "{stored}");
+        assert_eq!(result["stream"], i, "choice {i} is chain {i}");
+        assert_eq!(choice["token_ids"], result["tokens"], "choice {i}");
+        assert_eq!(choice["text"], result["text"], "choice {i}");
+        let finish = if result["ends_with_eos"] == true {
+            "stop"
+        } else {
+            "length"
+        };
+        assert_eq!(choice["finish_reason"], finish);
+        let token_logprobs: Vec<f64> = choice["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let tokens = result["tokens"].as_array().unwrap();
+        assert_eq!(token_logprobs.len(), tokens.len());
+        let sum: f64 = token_logprobs.iter().sum();
+        let log_p = result["log_p"].as_f64().unwrap();
+        assert!(
+            (sum - log_p).abs() <= 1e-9 * log_p.abs().max(1.0),
+            "{sum} != {log_p}"
+        );
+        assert_eq!(
+            choice["logprobs"]["tokens"][0],
+            format!("token_id:{}", tokens[0])
+        );
+        completion_tokens += tokens.len() as u64;
+        generated += result["stats"]["tokens_generated"].as_u64().unwrap();
+    }
+    assert_eq!(body["usage"]["completion_tokens"], completion_tokens);
+    assert_eq!(body["usage"]["generated_tokens"], generated);
+    assert!(
+        generated > completion_tokens,
+        "MCMC generates more than it keeps"
+    );
+    // "double 3 ?" is three tokens, counted once for the three chains.
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+    assert_eq!(body["usage"]["total_tokens"], 3 + completion_tokens);
+
+    // The correlation id works with `powerfleet status`.
+    let out = fleet.cli(&["status", &correlation]);
+    let text = common::stdout_of(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("completed"), "{text}");
+    drop(fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_token_id_prompts_answers_in_prompt_then_chain_order() {
+    let (_fleet, serve, base) = fleet_with_api(&[]).await;
+    // toy:suite-double's "double 3 ?" and "double 4 ?" as token ids.
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({
+            "model": "toy:suite-double",
+            "prompt": [[0, 1, 3], [0, 2, 3]],
+            "n": 2,
+            "seed": 3,
+            "return_token_ids": true,
+            "power_sampling": {"method": "standard"},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", serve.log());
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    assert_eq!(body["powerfleet"]["method"], "standard");
+    for (i, choice) in choices.iter().enumerate() {
+        let id = body["powerfleet"]["job_ids"][i].as_str().unwrap();
+        let stored = job(&base, id).await;
+        assert_eq!(stored["result"]["problem_id"], (i / 2).to_string());
+        assert_eq!(stored["result"]["stream"], i % 2);
+        assert_eq!(choice["token_ids"], stored["result"]["tokens"]);
+        // Each prompt's answer: 6 after "double 3 ?", 8 after "double 4 ?" (the model's only
+        // continuations end with the right one or a wrong one, then EOS).
+        assert_eq!(choice["finish_reason"], "stop");
+    }
+    assert_eq!(body["usage"]["prompt_tokens"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_strings_cut_the_text_after_sampling_and_the_result_records_it() {
+    let (_fleet, serve, base) = fleet_with_api(&[]).await;
+    // Every completion of "double 4 ?" starts with "ok", surely.
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({
+            "model": "toy:suite-double",
+            "prompt": "double 4 ?",
+            "stop": ["slow", "fast"],
+            "seed": 1,
+            "logprobs": 0,
+            "return_token_ids": true,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", serve.log());
+    let choice = &body["choices"][0];
+    assert_eq!(choice["text"], "ok ", "{body}");
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(body["powerfleet"]["stop_applied_after_sampling"], true);
+    // "ok" and the pivot word: the stop string is in the second token.
+    assert_eq!(choice["token_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        choice["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let id = body["powerfleet"]["job_ids"][0].as_str().unwrap();
+    let stored = job(&base, id).await;
+    let result = &stored["result"];
+    let hit = &result["stop"];
+    assert!(hit["stop"] == "slow" || hit["stop"] == "fast", "{result}");
+    assert_eq!(hit["text_bytes"], 3);
+    assert_eq!(hit["tokens"], 2);
+    // The sample itself is kept whole: the chain's tokens, EOS included.
+    assert!(result["tokens"].as_array().unwrap().len() > 2, "{result}");
+    assert_eq!(result["ends_with_eos"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_sends_the_whole_answer_as_one_chunk_then_done() {
+    let (_fleet, _serve, base) = fleet_with_api(&[]).await;
+    let response = client()
+        .post(format!("{base}/v1/completions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "model": "toy:pivot",
+            "prompt": [],
+            "seed": 2,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let text = response.text().await.unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    let first: Value = serde_json::from_str(events[0]).unwrap();
+    assert_eq!(first["choices"].as_array().unwrap().len(), 1);
+    let usage: Value = serde_json::from_str(events[1]).unwrap();
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    assert_eq!(events[2], "[DONE]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_cannot_be_served_get_a_4xx_in_openai_shape_naming_the_field() {
+    let (_fleet, _serve, base) = fleet_with_api(&[]).await;
+    let base_body = json!({"model": "toy:pivot", "prompt": "a"});
+    let with = |extra: Value| {
+        let mut body = base_body.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
+        (
+            "/v1/completions",
+            with(json!({"temperature": 0.5})),
+            400,
+            "temperature",
+            "would silently change that target",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"top_p": 0.9})),
+            400,
+            "top_p",
+            "top_p must be 1",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"echo": true, "max_tokens": 0, "logprobs": 1})),
+            400,
+            "echo",
+            "loglikelihood",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"max_tokens": 0})),
+            400,
+            "max_tokens",
+            "loglikelihood",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"logprobs": 5})),
+            400,
+            "logprobs",
+            "logprobs must be 0",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"n": 0})),
+            400,
+            "n",
+            "n must be between 1 and 64",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"best_of": 3})),
+            400,
+            "best_of",
+            "best_of must equal n",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"frobnicate": 1})),
+            400,
+            "frobnicate",
+            "unknown field \"frobnicate\"",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"power_sampling": {"alpha": -1}})),
+            400,
+            "power_sampling",
+            "alpha",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"power_sampling": {"n_mcmcs": 3}})),
+            400,
+            "power_sampling",
+            "unknown field `n_mcmcs`",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"n": "two"})),
+            400,
+            "n",
+            "n: invalid type",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "toy:pivot"}),
+            400,
+            "prompt",
+            "missing field `prompt`",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"model": "http://elsewhere:8000"})),
+            400,
+            "",
+            "is not allowed",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"prompt": "no such words"})),
+            422,
+            "",
+            "unknown token \"no\" in the prompt",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "toy:pivot", "messages": [{"role": "user", "content": "a"}]}),
+            422,
+            "model",
+            "toy models have no chat template",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "qwen", "messages": [{"role": "wizard", "content": "a"}]}),
+            422,
+            "",
+            "messages[0].role must be one of system, user, assistant",
+        ),
+    ];
+    for (path, body, status, param, needle) in cases {
+        let (got, _, answer) = post(&base, path, &body).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        let error = &answer["error"];
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "{body} -> {answer}"
+        );
+        assert!(error["type"].is_string(), "{answer}");
+        if !param.is_empty() {
+            assert_eq!(error["param"], param, "{body} -> {answer}");
+        }
+    }
+    // Without the token: 401.
+    let response = client()
+        .post(format!("{base}/v1/completions"))
+        .json(&base_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_lists_the_configured_names_and_the_builtin_toys() {
+    let (_fleet, _serve, base) = fleet_with_api(&["--model", "qwen"]).await;
+    let body: Value = client()
+        .get(format!("{base}/v1/models"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "list");
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], "qwen");
+    for toy in powerfleet_models::builtin::names() {
+        assert!(ids.contains(&format!("toy:{toy}").as_str()), "{ids:?}");
+    }
+}
+
+/// Waits until every job under `id` has finished; their tally.
+async fn settled(queue: &powerfleet_queue::Queue, id: &CorrelationId) -> powerfleet_queue::Tally {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(t) = queue
+            .tally(powerfleet_queue::TallyOf::Correlation(id))
+            .await
+            .unwrap()
+            && t.finished == t.total
+        {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "jobs of {id} did not settle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_or_times_out_cancels_its_jobs() {
+    let (fleet, serve, base) =
+        fleet_with_api(&["--allow-model-references", "--completion-timeout", "3s"]).await;
+    let queue = fleet.queue().await;
+    // Jobs of many slow steps: far longer than either wait below.
+    let slow = json!({
+        "model": "toy:tiny?delay_ms=20",
+        "prompt": [],
+        "n": 2,
+        "power_sampling": {"n_mcmc": 1000, "block_size": 2, "max_new_tokens": 40, "finish_on_eos": false},
+    });
+    // 1. The client gives up after one second and closes the connection.
+    let gone = CorrelationId::generate();
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .post(format!("{base}/v1/completions"))
+        .bearer_auth(TOKEN)
+        .header("x-powerfleet-correlation-id", gone.as_str())
+        .json(&slow)
+        .send()
+        .await;
+    assert!(answer.is_err(), "the client timed out");
+    let tally = settled(&queue, &gone).await;
+    assert_eq!(tally.total, 2, "{tally:?}");
+    assert_eq!(
+        tally.by_status.get("cancelled"),
+        Some(&2),
+        "{tally:?}\n{}",
+        serve.log()
+    );
+
+    // 2. The server's completion timeout (3 s) passes: 408, and the jobs are cancelled.
+    let waited = CorrelationId::generate();
+    let started = Instant::now();
+    let response = client()
+        .post(format!("{base}/v1/completions"))
+        .bearer_auth(TOKEN)
+        .header("x-powerfleet-correlation-id", waited.as_str())
+        .json(&slow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let tally = settled(&queue, &waited).await;
+    assert_eq!(tally.by_status.get("cancelled"), Some(&2), "{tally:?}");
+
+    // 3. A correlation id that already has jobs is refused.
+    let response = client()
+        .post(format!("{base}/v1/completions"))
+        .bearer_auth(TOKEN)
+        .header("x-powerfleet-correlation-id", waited.as_str())
+        .json(&json!({"model": "toy:pivot", "prompt": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["param"], "x-powerfleet-correlation-id",
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_are_all_answered() {
+    let (_fleet, serve, base) = fleet_with_api(&[]).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                post(
+                    &base,
+                    "/v1/completions",
+                    &json!({"model": "toy:pivot", "prompt": [], "seed": i, "power_sampling": {"n_mcmc": 2}}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut correlations = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, correlation, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}\n{}", serve.log());
+        assert_eq!(body["choices"].as_array().unwrap().len(), 1);
+        correlations.insert(correlation.unwrap());
+    }
+    assert_eq!(correlations.len(), 50, "one correlation id per request");
+}
