@@ -21,6 +21,8 @@ POWERFLEET_TINY_GGUF="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}/tiny-llama-se
 [ -s "$POWERFLEET_TINY_GGUF" ] || "$venv_python" scripts/make-tiny-gguf.py "$POWERFLEET_TINY_GGUF" --seed 1 >&2
 export POWERFLEET_LLAMA_SERVER POWERFLEET_TINY_GGUF
 echo "==> vLLM's protocol package for the conformance tests"; export POWERFLEET_VLLM_PYTHON=$(scripts/ensure-vllm.sh | tail -n1)
+echo "==> the openai SDK and lm-evaluation-harness for the OpenAI-compatible endpoint's tests"
+export POWERFLEET_EVAL_PYTHON=$(scripts/ensure-eval-clients.sh | tail -n1)
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check
