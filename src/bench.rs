@@ -1,6 +1,7 @@
 //! `powerfleet bench`: sampling throughput on one core against all cores (`sample`), the fleet's
 //! Redis cost and end-to-end throughput (`fleet`), the fleet against an inference server
-//! (`server`), and the results collector with and without benchmark grading (`collector`).
+//! (`server`), the results collector with and without benchmark grading (`collector`), and the
+//! OpenAI-compatible endpoint (`openai`, in `bench_openai.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,6 +42,9 @@ pub enum BenchCommand {
     /// without and once with the server stopped mid-batch; jobs completed, identical tokens, and
     /// the server's work redone.
     Outage(OutageBenchArgs),
+    /// The OpenAI-compatible endpoint's overhead: requests/s and latency beside the job API for
+    /// the same jobs, and one sample at a time beside llama-server's own /v1/completions.
+    Openai(crate::bench_openai::OpenAiBenchArgs),
 }
 
 /// Arguments of `powerfleet bench outage`.
@@ -148,6 +152,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Server(args) => crate::block_on(server(args)),
         BenchCommand::Outage(args) => crate::block_on(outage(args)),
         BenchCommand::Collector(args) => crate::block_on(collector_bench(args)),
+        BenchCommand::Openai(args) => crate::block_on(crate::bench_openai::run(args)),
     }
 }
 
@@ -193,7 +198,7 @@ fn sample(args: SampleBenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn queue_on(url: &str, namespace: &str) -> Result<Queue> {
+pub(crate) async fn queue_on(url: &str, namespace: &str) -> Result<Queue> {
     Ok(Queue::connect(
         url,
         QueueOptions {

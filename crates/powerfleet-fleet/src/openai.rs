@@ -40,7 +40,7 @@ pub const DEFAULT_MAX_N: u32 = 64;
 /// Default longest wait for a completion's jobs, after which they are cancelled.
 pub const DEFAULT_COMPLETION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// First and longest pause between two reads of a waiting completion's tally.
-const POLL_FIRST: Duration = Duration::from_millis(20);
+const POLL_FIRST: Duration = Duration::from_millis(2);
 const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// How the OpenAI-compatible endpoints sample: per-model defaults and limits.
@@ -1139,4 +1139,98 @@ pub async fn models(State(state): State<ApiState>) -> Response {
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "powerfleet"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(json: Value) -> serde_json::Map<String, Value> {
+        json.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn power_sampling_is_laid_over_the_models_defaults_field_by_field() {
+        let settings = OpenAiSettings::from_flags(
+            &[
+                r#"qwen={"method":"power","alpha":2,"n_mcmc":5}"#.to_string(),
+                r#"*={"method":"low-temp","alpha":3}"#.to_string(),
+            ],
+            8,
+        )
+        .unwrap();
+        let qwen = settings.config_for("qwen", None).unwrap();
+        assert_eq!((qwen.method, qwen.n_mcmc), (Method::Power, 5));
+        let other = settings.config_for("toy:pivot", None).unwrap();
+        assert_eq!(other.method, Method::LowTemp);
+        // One field changes; the model's others stay.
+        let c = settings
+            .config_for("qwen", Some(&overlay(json!({"n_mcmc": 3}))))
+            .unwrap();
+        assert_eq!((c.n_mcmc, c.alpha), (3, qwen.alpha));
+        // Another method starts from its own defaults: the model's alpha does not carry over.
+        let c = settings
+            .config_for("qwen", Some(&overlay(json!({"method": "standard"}))))
+            .unwrap();
+        assert_eq!(c, SamplerConfig::new(Method::Standard));
+        for bad in [
+            json!({"alpha": -1}),
+            json!({"n_mcmcs": 3}),
+            json!({"n_mcmc": "x"}),
+        ] {
+            let e = settings
+                .config_for("qwen", Some(&overlay(bad)))
+                .unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("power_sampling"));
+            assert!(e.message.starts_with("power_sampling: "), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn server_defaults_that_do_not_parse_name_the_flag_and_the_model() {
+        for (flag, needle) in [
+            ("qwen", "must be MODEL=JSON"),
+            ("qwen={", "--openai-defaults qwen: not a job configuration"),
+            (
+                r#"qwen={"method":"power","n_mcmc":0}"#,
+                "--openai-defaults qwen: ",
+            ),
+        ] {
+            let e = OpenAiSettings::from_flags(&[flag.to_string()], 8).unwrap_err();
+            assert!(e.to_string().contains(needle), "{flag}: {e}");
+        }
+    }
+
+    fn prompts(prompt: Value) -> Result<Vec<BatchLine>, OpenAiError> {
+        let body = json!({"model": "toy:pivot", "prompt": prompt}).to_string();
+        let (common, request) =
+            parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS)?;
+        asked_completion(&OpenAiSettings::default(), common, request).map(|a| a.prompts)
+    }
+
+    #[test]
+    fn a_prompt_is_text_token_ids_or_a_list_of_either_one_problem_each() {
+        let text = |i: usize, t: &str| BatchLine {
+            prompt: Some(t.into()),
+            ..line(i)
+        };
+        let tokens = |i: usize, t: Vec<TokenId>| BatchLine {
+            prompt_tokens: Some(t),
+            ..line(i)
+        };
+        assert_eq!(prompts(json!("a b")).unwrap(), [text(0, "a b")]);
+        assert_eq!(
+            prompts(json!(["a", "b"])).unwrap(),
+            [text(0, "a"), text(1, "b")]
+        );
+        assert_eq!(prompts(json!([1, 2])).unwrap(), [tokens(0, vec![1, 2])]);
+        assert_eq!(prompts(json!([])).unwrap(), [tokens(0, vec![])]);
+        assert_eq!(
+            prompts(json!([[1], [2, 3]])).unwrap(),
+            [tokens(0, vec![1]), tokens(1, vec![2, 3])]
+        );
+        let e = prompts(json!([["a"]])).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
 }

@@ -825,4 +825,37 @@ mod tests {
                 .contains("one of queued")
         );
     }
+
+    #[test]
+    fn the_first_stop_string_to_start_cuts_and_the_longest_wins_a_tie() {
+        let stops = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            StopHit::find("ok slow 8", &stops(&["8", "slow"])),
+            Some(("slow".to_string(), 3))
+        );
+        assert_eq!(
+            StopHit::find("ok slow 8", &stops(&["s", "slow"])),
+            Some(("slow".to_string(), 3))
+        );
+        assert_eq!(StopHit::find("ok", &stops(&["x", ""])), None);
+        let mut r = JobResult::for_spec(
+            &serde_json::from_value(serde_json::json!({
+                "job_id": JobId::new(), "correlation_id": "c", "model": "toy:tiny",
+                "prompt": {"tokens": []}, "config": {"method": "standard"}, "seed": 0,
+                "submitted_at_ms": 0
+            }))
+            .unwrap(),
+            JobStatus::Completed,
+            1,
+            None,
+        );
+        r.text = Some("ok slow 8".into());
+        assert_eq!(r.answer_text(), Some("ok slow 8"));
+        r.stop = Some(StopHit {
+            stop: "slow".into(),
+            text_bytes: 3,
+            tokens: 2,
+        });
+        assert_eq!(r.answer_text(), Some("ok "));
+    }
 }
