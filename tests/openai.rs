@@ -399,7 +399,7 @@ async fn requests_that_cannot_be_served_get_a_4xx_in_openai_shape_naming_the_fie
             assert_eq!(error["param"], param, "{body} -> {answer}");
         }
     }
-    // Without the token: 401.
+    // Without the token: 401, in OpenAI's shape too.
     let response = client()
         .post(format!("{base}/v1/completions"))
         .json(&base_body)
@@ -407,6 +407,52 @@ async fn requests_that_cannot_be_served_get_a_4xx_in_openai_shape_naming_the_fie
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcmc_on_a_hosted_model_and_oversized_bodies_are_refused_before_any_job_exists() {
+    let (fleet, _serve, base) = fleet_with_api(&[
+        "--model",
+        "gpt=openai+https://api.openai.com/v1?model=gpt-4o-mini",
+    ])
+    .await;
+    let (status, correlation, body) = post(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["param"], "power_sampling.method");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hosted chat API"),
+        "{body}"
+    );
+    assert!(correlation.is_none());
+    let big = "a ".repeat(600_000);
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": "toy:pivot", "prompt": big}),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_body_bytes"),
+        "{body}"
+    );
+    // Nothing reached the queue.
+    let queue = fleet.queue().await;
+    assert_eq!(queue.stream_lengths().await.unwrap(), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

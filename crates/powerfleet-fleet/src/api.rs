@@ -490,6 +490,9 @@ async fn log_and_fix_up(State(limit): State<usize>, request: Request, next: Next
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
         response = ApiError::BodyTooLarge { limit }.into_response();
     }
+    if route_name(&path).starts_with("openai_") {
+        response = crate::openai::reshape_error(response).await;
+    }
     crate::metrics::http_request(route_name(&path), response.status().as_u16());
     tracing::info!(
         method = %method,

@@ -1127,6 +1127,40 @@ pub async fn chat_completions(State(state): State<ApiState>, request: Request) -
     }
 }
 
+/// An error answer of the shared layers (authentication, rate limit, body limit, content type),
+/// `{"error": "message"}`, in OpenAI's shape for the OpenAI-compatible routes; other answers
+/// pass unchanged. Headers (`WWW-Authenticate`, `Retry-After`) stay.
+pub async fn reshape_error(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 16).await else {
+        return (status, "").into_response();
+    };
+    let message = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(o)) => match o.get("error") {
+            Some(Value::String(m)) => m.clone(),
+            _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+        },
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    let kind = match status {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        s if s.is_client_error() => "invalid_request_error",
+        _ => "server_error",
+    };
+    let body = json!({"error": {"message": message, "type": kind, "param": Value::Null, "code": Value::Null}});
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
 /// `GET /v1/models`: the model names this server was started with, then the built-in toy models.
 pub async fn models(State(state): State<ApiState>) -> Response {
     let names = state
