@@ -3,13 +3,13 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use powerfleet_models::ToyModel;
-use powerfleet_sampler::{Alpha, Method, Ratio, SamplerConfig, TokenId, ValidConfig};
+use powerfleet_sampler::{Alpha, Method, Ratio, Resampling, SamplerConfig, TokenId, ValidConfig};
 
 /// Flags that configure a chain. Unset flags fall back to `POWER_SAMPLING_*` environment
 /// variables, then to the method's defaults.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
-    /// Sampling method: power, max-swap, low-temp or standard.
+    /// Sampling method: power, max-swap, low-temp, standard or power-smc.
     #[arg(long, default_value = "power")]
     pub method: String,
     /// Sharpening exponent α > 0, or `inf` [env: POWER_SAMPLING_ALPHA] [default: 4; inf for max-swap].
@@ -36,6 +36,16 @@ pub struct SamplerArgs {
     /// Keep running MCMC steps in later blocks after the completion ends with EOS.
     #[arg(long)]
     pub continue_after_eos: bool,
+    /// power-smc: particles, >= 1 [env: POWER_SAMPLING_PARTICLES] [default: 16].
+    #[arg(long, allow_hyphen_values = true)]
+    pub particles: Option<String>,
+    /// power-smc: resample when the effective sample size falls below this share of the
+    /// particles, in (0, 1] [env: POWER_SAMPLING_ESS_THRESHOLD] [default: 0.5].
+    #[arg(long, allow_hyphen_values = true)]
+    pub ess_threshold: Option<String>,
+    /// power-smc: systematic or multinomial resampling [env: POWER_SAMPLING_RESAMPLING] [default: systematic].
+    #[arg(long)]
+    pub resampling: Option<String>,
 }
 
 /// Reads an option from its flag, else from its environment variable; errors name the source.
@@ -115,6 +125,27 @@ impl SamplerArgs {
             None => None,
         };
         config.ratio = self.ratio.parse::<Ratio>().context("--ratio")?;
+        config.particles = option(
+            &self.particles,
+            "particles",
+            "POWER_SAMPLING_PARTICLES",
+            int("particles"),
+        )?;
+        config.ess_threshold = option(
+            &self.ess_threshold,
+            "ess-threshold",
+            "POWER_SAMPLING_ESS_THRESHOLD",
+            |s| {
+                s.parse::<f64>()
+                    .map_err(|_| format!("ess_threshold must be a number in (0, 1], got {s}"))
+            },
+        )?;
+        config.resampling = option(
+            &self.resampling,
+            "resampling",
+            "POWER_SAMPLING_RESAMPLING",
+            |s| s.parse::<Resampling>().map_err(|e| e.to_string()),
+        )?;
         config.finish_on_eos = !self.continue_after_eos;
         Ok(config)
     }

@@ -186,11 +186,19 @@ fn write_table(
     let n = outputs.len() as u64;
     writeln!(
         out,
-        "model {}  method {}  alpha {}  n_mcmc {}  block_size {}  max_new_tokens {}  proposal_temp {}  ratio {}",
+        "model {}  method {}  alpha {}  {}  block_size {}  max_new_tokens {}  proposal_temp {}  ratio {}",
         model.name(),
         config.method(),
         config.alpha(),
-        config.n_mcmc(),
+        match config.smc() {
+            Some(smc) => format!(
+                "particles {}  ess_threshold {}  resampling {}",
+                smc.particles,
+                smc.ess_threshold,
+                smc.resampling.as_str()
+            ),
+            None => format!("n_mcmc {}", config.n_mcmc()),
+        },
         config.block_size(),
         config.max_new_tokens(),
         config.temperature(),
@@ -259,6 +267,9 @@ fn write_table(
             "acceptance rate  {:.4} ({acceptances}/{proposals})",
             acceptances as f64 / proposals as f64
         )?;
+    }
+    if let Some(line) = smc_summary(outputs.iter()) {
+        writeln!(out, "{line}")?;
     }
     writeln!(
         out,
@@ -430,6 +441,9 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
                 acceptances as f64 / proposals as f64
             )?;
         }
+        if let Some(line) = smc_summary(outputs.iter().map(|(_, o)| o)) {
+            writeln!(out, "{line}")?;
+        }
         let generated: u64 = outputs.iter().map(|(_, o)| o.stats.tokens_generated).sum();
         let final_tokens: u64 = outputs.iter().map(|(_, o)| o.tokens.len() as u64).sum();
         writeln!(
@@ -512,4 +526,27 @@ fn record_without_text(chain: u64, o: &ChainOutput) -> ChainRecord<'_> {
         block_proposals: o.stats.blocks.iter().map(|b| b.proposals).collect(),
         block_acceptances: o.stats.blocks.iter().map(|b| b.acceptances).collect(),
     }
+}
+
+/// power-smc's line in place of the acceptance rate: the mean ESS (as a share of the particles)
+/// over every block boundary, and resamplings per chain.
+fn smc_summary<'a>(outputs: impl Iterator<Item = &'a ChainOutput>) -> Option<String> {
+    let (mut ess, mut boundaries, mut resamples, mut chains) = (0.0, 0u64, 0u64, 0u64);
+    for smc in outputs.filter_map(|o| o.stats.smc.as_ref()) {
+        ess += smc.ess.iter().sum::<f64>();
+        boundaries += smc.ess.len() as u64;
+        resamples += u64::from(smc.resamples);
+        chains += 1;
+    }
+    (chains > 0).then(|| {
+        let mean_ess = if boundaries > 0 {
+            format!("{:.4}", ess / boundaries as f64)
+        } else {
+            "- (one block)".to_string()
+        };
+        format!(
+            "mean ESS / N     {mean_ess}  resamplings per chain {:.2}",
+            resamples as f64 / chains as f64
+        )
+    })
 }

@@ -168,7 +168,7 @@ fn bad_input_names_the_field_and_the_allowed_values() {
         (
             &["sample", "--method", "beam"],
             &[],
-            "method must be one of power, max-swap, low-temp, standard, got beam",
+            "method must be one of power, max-swap, low-temp, standard, power-smc, got beam",
         ),
         (
             &["sample", "--method", "max-swap", "--alpha", "4"],

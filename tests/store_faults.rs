@@ -128,6 +128,7 @@ fn result(batch: BatchId, text: &str) -> JobResult {
             blocks: vec![],
             tokens_generated: 20,
             model_calls: 11,
+            smc: None,
         })
         .submitted_at_ms(now_ms() - 10)
         .started_at_ms(now_ms() - 5)

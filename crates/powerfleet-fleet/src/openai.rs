@@ -758,7 +758,7 @@ struct Finished {
 /// Submits what was asked, waits for every job and reads the results.
 async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
     let method = asked.config.method;
-    if method.is_mcmc() && state.models.hosted.contains(&asked.model) {
+    if method.needs_log_probs() && state.models.hosted.contains(&asked.model) {
         return Err(OpenAiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: format!(

@@ -362,7 +362,8 @@ impl Submission {
     ) -> Result<Vec<JobSpec>, String> {
         if self.methods.is_empty() {
             return Err(
-                "methods must name at least one of power, max-swap, low-temp, standard".into(),
+                "methods must name at least one of power, max-swap, low-temp, standard, power-smc"
+                    .into(),
             );
         }
         if self.seeds.is_empty() {
@@ -393,6 +394,13 @@ impl Submission {
             if method == Method::MaxSwap {
                 // max-swap is α = ∞ by definition; the batch's α applies to the other methods.
                 config.alpha = None;
+            }
+            if !method.is_smc() && self.methods.iter().any(|m| m.is_smc()) {
+                // The particle options of a batch that runs power-smc beside other methods are
+                // power-smc's; alone, they are refused for any other method.
+                config.particles = None;
+                config.ess_threshold = None;
+                config.resampling = None;
             }
             let valid = config
                 .validate()
@@ -528,7 +536,7 @@ impl Submission {
             match powerfleet_backends::parse(model) {
                 Err(e) => return Err(format!("model: {e}")),
                 Ok(powerfleet_backends::Reference::Hosted(h)) => {
-                    if let Some(m) = self.methods.iter().find(|m| m.is_mcmc())
+                    if let Some(m) = self.methods.iter().find(|m| m.needs_log_probs())
                         && !self.fallback_single_sample
                     {
                         return Err(format!(

@@ -721,7 +721,8 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
 }
 
 /// 422 if a job of `methods` under `config` may generate more than `max_job_tokens` proposal
-/// tokens: `n_mcmc × max_new_tokens` for MCMC methods, `max_new_tokens` for the others.
+/// tokens: `n_mcmc × max_new_tokens` for MCMC methods, `particles × max_new_tokens` for
+/// power-smc, `max_new_tokens` for the others.
 fn check_job_tokens(
     config: &SamplerConfig,
     methods: &[Method],
@@ -735,6 +736,20 @@ fn check_job_tokens(
         return Err(RequestError::Unprocessable(format!(
             "config.n_mcmc x config.max_new_tokens = {n_mcmc} x {max_new} = {} proposal tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower n_mcmc or max_new_tokens",
             n_mcmc * max_new,
+            limits.max_job_tokens
+        )));
+    }
+    let particles = u64::from(
+        config
+            .particles
+            .unwrap_or(powerfleet_sampler::config::DEFAULT_PARTICLES),
+    );
+    if let Some(m) = methods.iter().find(|m| m.is_smc())
+        && particles.saturating_mul(max_new) > limits.max_job_tokens
+    {
+        return Err(RequestError::Unprocessable(format!(
+            "config.particles x config.max_new_tokens = {particles} x {max_new} = {} proposal tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower particles or max_new_tokens",
+            particles * max_new,
             limits.max_job_tokens
         )));
     }

@@ -147,7 +147,7 @@ pub struct Report {
     pub wall_time_s: Option<f64>,
     /// Money spent on generated tokens, when a price is known for every job.
     pub cost_usd: Option<f64>,
-    /// Per method, in the order power, max-swap, low-temp, standard.
+    /// Per method, in the order power, max-swap, low-temp, standard, power-smc.
     pub methods: Vec<MethodReport>,
     /// Per problem.
     pub per_problem: Vec<ProblemReport>,
@@ -622,6 +622,7 @@ mod tests {
                 ],
                 tokens_generated: 10,
                 model_calls: 5,
+                smc: None,
             },
             attempts: 1,
             error: None,

@@ -10,6 +10,7 @@ use crate::accept::{Decision, decide};
 use crate::config::ValidConfig;
 use crate::model::{Generation, LanguageModel, Request, TokenId};
 use crate::rng::ChainRng;
+use crate::smc::SmcState;
 use crate::stats::{BlockStats, ChainOutput, ChainStats};
 
 /// Where a chain stands: which request it is waiting for.
@@ -134,6 +135,10 @@ pub struct ChainState {
     rng: ChainRng,
     phase: Phase,
     stats: ChainStats,
+    /// power-smc's particles; the chain's own completion stays empty until the returned particle
+    /// is drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smc: Option<SmcState>,
 }
 
 /// A versioned, serializable chain state. A checkpoint outlives a deploy: new versions are added
@@ -183,8 +188,10 @@ impl Chain {
     /// independent random numbers; the same (`seed`, `stream`) always gives the same chain.
     pub fn new(config: ValidConfig, prompt: &[TokenId], seed: u64, stream: u64) -> Chain {
         let rng = ChainRng::new(seed, stream);
+        let smc = config.smc().map(|c| SmcState::new(c.particles, prompt));
         let mut chain = Chain {
             state: ChainState {
+                smc,
                 config,
                 prompt_len: prompt.len(),
                 sequence: prompt.to_vec(),
@@ -280,6 +287,17 @@ impl Chain {
             Phase::Finished => return None,
         };
         let limit = s.config.block_limit(block_idx) as usize;
+        if let Some(smc) = &s.smc {
+            let particle = &smc.particles[smc.current as usize];
+            return Some(Request {
+                prefix: &particle.sequence,
+                prompt_len: s.prompt_len,
+                max_tokens: (limit - (particle.sequence.len() - s.prompt_len)) as u32,
+                temperature: s.config.temperature(),
+                top_k: s.config.top_k(),
+                seed,
+            });
+        }
         Some(Request {
             prefix: &s.sequence[..s.prompt_len + cut],
             prompt_len: s.prompt_len,
@@ -352,6 +370,10 @@ impl ChainState {
     /// Enters block `block_idx`: extend the completion to the block's limit, or go straight to
     /// its MCMC steps when it already ends with EOS or fills the limit.
     fn start_block(&mut self, block_idx: u32) {
+        if self.smc.is_some() {
+            self.smc_start_block(block_idx);
+            return;
+        }
         let cfg = &self.config;
         let single_sample = cfg.n_mcmc() == 0;
         let done_at_eos = self.ends_with_eos && (cfg.finish_on_eos() || single_sample);
@@ -392,10 +414,84 @@ impl ChainState {
         None
     }
 
+    /// power-smc enters block `block_idx`: the first particle that still grows is extended; when
+    /// none does (or the blocks are done), the returned particle is drawn.
+    fn smc_start_block(&mut self, block_idx: u32) {
+        let smc = self.smc.as_mut().expect("an SMC chain");
+        let limit = self
+            .config
+            .block_limit(block_idx.min(self.config.n_blocks() - 1)) as usize;
+        let next = (block_idx < self.config.n_blocks())
+            .then(|| smc.next_to_extend(0, self.prompt_len, limit))
+            .flatten();
+        match next {
+            Some(i) => {
+                self.stats.blocks.push(BlockStats::default());
+                smc.current = i as u32;
+                let seed = self.rng.next_u64();
+                self.phase = Phase::Extend { block_idx, seed };
+            }
+            None => self.smc_finish(),
+        }
+    }
+
+    /// Draws the returned particle by its final weight and makes it the chain's completion.
+    fn smc_finish(&mut self) {
+        let smc = self.smc.as_ref().expect("an SMC chain");
+        let (chosen, stats) = smc.finish(&mut self.rng, self.prompt_len);
+        let particle = &smc.particles[chosen];
+        self.sequence = particle.sequence.clone();
+        self.log_p = particle.log_p.clone();
+        self.log_q = particle.log_q.clone();
+        self.ends_with_eos = particle.eos;
+        self.stats.smc = Some(stats);
+        self.phase = Phase::Finished;
+    }
+
+    /// power-smc consumes the current particle's extension; after the block's last particle, the
+    /// block boundary (ESS, resampling) and the next block.
+    fn smc_advance(&mut self, block_idx: u32, g: Generation) -> Advance {
+        let alpha = self.config.alpha().get();
+        let limit = self.config.block_limit(block_idx) as usize;
+        let smc = self.smc.as_mut().expect("an SMC chain");
+        smc.extend(alpha, g);
+        if let Some(i) = smc.next_to_extend(smc.current as usize + 1, self.prompt_len, limit) {
+            smc.current = i as u32;
+            let seed = self.rng.next_u64();
+            self.phase = Phase::Extend { block_idx, seed };
+            return Advance {
+                accepted: None,
+                block_finished: None,
+                finished: false,
+            };
+        }
+        let config = *self.config.smc().expect("an SMC configuration");
+        let last = block_idx + 1 >= self.config.n_blocks();
+        let all_done = smc
+            .next_to_extend(
+                0,
+                self.prompt_len,
+                self.config.block_limit(block_idx + 1) as usize,
+            )
+            .is_none();
+        if !(last || all_done) {
+            smc.boundary(&config, &mut self.rng);
+        }
+        self.smc_start_block(block_idx + 1);
+        Advance {
+            accepted: None,
+            block_finished: Some(block_idx),
+            finished: self.phase == Phase::Finished,
+        }
+    }
+
     fn advance(&mut self, g: Generation) -> Advance {
         let n = g.tokens.len() as u64;
         self.stats.model_calls += 1;
         self.stats.tokens_generated += n;
+        if let (Some(_), Phase::Extend { block_idx, .. }) = (&self.smc, self.phase) {
+            return self.smc_advance(block_idx, g);
+        }
         match self.phase {
             Phase::Extend { block_idx, .. } => {
                 self.replace_suffix(self.completion_len(), g);
@@ -469,6 +565,14 @@ impl ChainState {
     /// Checks the invariants that a decoded checkpoint must satisfy.
     fn check(&self) -> Result<(), String> {
         self.config.check().map_err(|e| e.to_string())?;
+        match (self.config.smc(), &self.smc) {
+            (Some(config), Some(smc)) => smc.check(
+                config,
+                &self.sequence[..self.prompt_len.min(self.sequence.len())],
+            )?,
+            (None, None) => {}
+            _ => return Err("the particle state does not match the method".to_string()),
+        }
         let len = self.completion_len_checked()?;
         if self.log_p.len() != len || self.log_q.len() != len {
             return Err(format!(

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::smc::{Resampling, SmcConfig};
+
 /// Default exponent α (the paper's setting for MATH500).
 pub const DEFAULT_ALPHA: f64 = 4.0;
 /// Default number of Metropolis-Hastings steps per block.
@@ -21,6 +23,12 @@ pub const MAX_SWAP_PROPOSAL_TEMP: f64 = 0.25;
 pub const MAX_MAX_NEW_TOKENS: u32 = 65_536;
 /// Most blocks a chain may have (the paper uses 16); bounds the per-block statistics.
 pub const MAX_BLOCKS: u32 = 4096;
+/// Default particles of power-smc.
+pub const DEFAULT_PARTICLES: u32 = 16;
+/// Most particles of power-smc.
+pub const MAX_PARTICLES: u32 = 4096;
+/// Default ESS share below which power-smc resamples.
+pub const DEFAULT_ESS_THRESHOLD: f64 = 0.5;
 
 /// The sampling method of a chain. All methods run behind the same [`crate::Chain`] interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -34,15 +42,19 @@ pub enum Method {
     LowTemp,
     /// One sample at temperature 1 over the full vocabulary.
     Standard,
+    /// Sequential Monte Carlo towards p^α: N weighted particles from the proposal, resampled
+    /// when the effective sample size drops; one returned by its final weight.
+    PowerSmc,
 }
 
 impl Method {
     /// Every method, in the order tables list them.
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Power,
         Method::MaxSwap,
         Method::LowTemp,
         Method::Standard,
+        Method::PowerSmc,
     ];
 
     /// The name used on the command line and in JSON.
@@ -52,12 +64,24 @@ impl Method {
             Method::MaxSwap => "max-swap",
             Method::LowTemp => "low-temp",
             Method::Standard => "standard",
+            Method::PowerSmc => "power-smc",
         }
     }
 
     /// Whether this method runs Metropolis-Hastings steps.
     pub fn is_mcmc(self) -> bool {
         matches!(self, Method::Power | Method::MaxSwap)
+    }
+
+    /// Whether this method runs sequential Monte Carlo.
+    pub fn is_smc(self) -> bool {
+        self == Method::PowerSmc
+    }
+
+    /// Whether this method needs the model's log-probabilities (MCMC and SMC do; the
+    /// single-sample methods do not).
+    pub fn needs_log_probs(self) -> bool {
+        self.is_mcmc() || self.is_smc()
     }
 }
 
@@ -77,7 +101,7 @@ impl FromStr for Method {
             .ok_or_else(|| {
                 ConfigError::single(
                     "method",
-                    "one of power, max-swap, low-temp, standard",
+                    "one of power, max-swap, low-temp, standard, power-smc",
                     s.to_string(),
                 )
             })
@@ -243,6 +267,16 @@ pub struct SamplerConfig {
     /// With `false`, later blocks keep running MCMC steps on the EOS-terminated completion.
     #[serde(default = "default_true")]
     pub finish_on_eos: bool,
+    /// power-smc: particles N (>= 1); default 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub particles: Option<u32>,
+    /// power-smc: resample when the effective sample size falls below this share of N, in
+    /// (0, 1]; default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ess_threshold: Option<f64>,
+    /// power-smc: `systematic` (default) or `multinomial` resampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resampling: Option<Resampling>,
 }
 
 fn default_n_mcmc() -> u32 {
@@ -271,6 +305,9 @@ impl SamplerConfig {
             top_k: None,
             ratio: Ratio::Exact,
             finish_on_eos: true,
+            particles: None,
+            ess_threshold: None,
+            resampling: None,
         }
     }
 
@@ -341,6 +378,43 @@ impl SamplerConfig {
         {
             bad("proposal_temp", "a finite number > 0", format_number(t));
         }
+        if self.method.is_smc() {
+            if alpha.is_infinite() {
+                bad(
+                    "alpha",
+                    "a finite number > 0 for method power-smc (its weights are alpha x log p)",
+                    alpha.to_string(),
+                );
+            }
+            if let Some(n) = self.particles
+                && !(1..=MAX_PARTICLES).contains(&n)
+            {
+                bad(
+                    "particles",
+                    &format!("between 1 and {MAX_PARTICLES}"),
+                    n.to_string(),
+                );
+            }
+            if let Some(t) = self.ess_threshold
+                && !(t > 0.0 && t <= 1.0)
+            {
+                bad("ess_threshold", "in (0, 1]", format_number(t));
+            }
+        } else {
+            for (field, set) in [
+                ("particles", self.particles.is_some()),
+                ("ess_threshold", self.ess_threshold.is_some()),
+                ("resampling", self.resampling.is_some()),
+            ] {
+                if set {
+                    bad(
+                        field,
+                        "unset for this method (it is an option of method power-smc)",
+                        format!("a value with method {}", self.method),
+                    );
+                }
+            }
+        }
         if let Some(k) = self.top_k
             && k < 1
         {
@@ -397,6 +471,11 @@ impl SamplerConfig {
             top_k,
             ratio: self.ratio,
             finish_on_eos: self.finish_on_eos,
+            smc: self.method.is_smc().then(|| SmcConfig {
+                particles: self.particles.unwrap_or(DEFAULT_PARTICLES),
+                ess_threshold: self.ess_threshold.unwrap_or(DEFAULT_ESS_THRESHOLD),
+                resampling: self.resampling.unwrap_or_default(),
+            }),
         })
     }
 }
@@ -415,9 +494,17 @@ pub struct ValidConfig {
     top_k: Option<u32>,
     ratio: Ratio,
     finish_on_eos: bool,
+    /// power-smc's particle settings; absent for the other methods (and in checkpoints written
+    /// before the method existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smc: Option<SmcConfig>,
 }
 
 impl ValidConfig {
+    /// power-smc's particle settings.
+    pub fn smc(&self) -> Option<&SmcConfig> {
+        self.smc.as_ref()
+    }
     /// The sampling method.
     pub fn method(&self) -> Method {
         self.method
@@ -467,7 +554,14 @@ impl ValidConfig {
             && self.temperature > 0.0
             && self.alpha.get() > 0.0
             && self.top_k.is_none_or(|k| k >= 1)
-            && (self.method.is_mcmc() == (self.n_mcmc >= 1));
+            && (self.method.is_mcmc() == (self.n_mcmc >= 1))
+            && (self.method.is_smc() == self.smc.is_some())
+            && self.smc.is_none_or(|c| {
+                (1..=MAX_PARTICLES).contains(&c.particles)
+                    && c.ess_threshold > 0.0
+                    && c.ess_threshold <= 1.0
+                    && !self.alpha.is_infinite()
+            });
         if ok {
             Ok(())
         } else {
@@ -517,7 +611,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn single(field: &'static str, allowed: &str, got: String) -> ConfigError {
+    pub(crate) fn single(field: &'static str, allowed: &str, got: String) -> ConfigError {
         ConfigError {
             problems: vec![FieldError {
                 field,
@@ -721,7 +815,7 @@ mod tests {
         let err = "beam".parse::<Method>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "method must be one of power, max-swap, low-temp, standard, got beam"
+            "method must be one of power, max-swap, low-temp, standard, power-smc, got beam"
         );
         assert!("exact".parse::<Ratio>().is_ok());
         assert!(

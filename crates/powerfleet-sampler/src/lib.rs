@@ -22,6 +22,7 @@ pub mod chain;
 pub mod config;
 pub mod model;
 pub mod rng;
+pub mod smc;
 pub mod stats;
 
 pub use chain::{
@@ -32,4 +33,5 @@ pub use config::{
     Alpha, ConfigError, FieldError, Method, OutOfRange, Ratio, SamplerConfig, ValidConfig,
 };
 pub use model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
+pub use smc::{Resampling, SmcConfig, SmcStats, WeightedCompletion};
 pub use stats::{BlockStats, ChainOutput, ChainStats};

@@ -14,7 +14,7 @@ pub struct BlockStats {
 }
 
 /// What a chain has cost and done so far.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChainStats {
     /// MCMC proposals made.
     pub proposals: u64,
@@ -26,6 +26,9 @@ pub struct ChainStats {
     pub tokens_generated: u64,
     /// Requests answered by the model.
     pub model_calls: u64,
+    /// power-smc: the particle system's ESS by block, resamplings, log Ẑ and weighted set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smc: Option<crate::smc::SmcStats>,
 }
 
 impl ChainStats {

@@ -169,7 +169,16 @@ proptest! {
         prop_assert!(s.tokens_generated >= expected.tokens.len() as u64);
         if !config.method().is_mcmc() {
             prop_assert_eq!(s.proposals, 0);
+        }
+        if !config.method().needs_log_probs() {
             prop_assert_eq!(s.tokens_generated, expected.tokens.len() as u64);
+        }
+        if let Some(smc) = &s.smc {
+            // Every particle's tokens were generated; the returned one is one of them.
+            prop_assert!(s.tokens_generated >= expected.tokens.len() as u64);
+            prop_assert!(smc.weighted.iter().any(|w| w.tokens == expected.tokens));
+            let total: f64 = smc.weighted.iter().map(|w| w.weight).sum();
+            prop_assert!((total - 1.0).abs() < 1e-9 || smc.weighted.len() == powerfleet_sampler::smc::MAX_WEIGHTED_SET);
         }
     }
 }

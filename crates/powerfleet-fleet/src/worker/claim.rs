@@ -307,7 +307,10 @@ pub(super) async fn hosted_sample(
 ) -> Result<(), QueueError> {
     let spec = &run.spec;
     let fail = |e: String| run.result(JobStatus::Failed, None, Some(backend), Some(e));
-    let fallback = match (config.method().is_mcmc(), spec.fallback_single_sample) {
+    let fallback = match (
+        config.method().needs_log_probs(),
+        spec.fallback_single_sample,
+    ) {
         (false, _) => None,
         (true, true) => Some(format!(
             "ran as one sample at the proposal temperature {}: {}",

@@ -819,6 +819,7 @@ mod tests {
                 ],
                 tokens_generated: u64::MAX,
                 model_calls: u64::MAX,
+                smc: None,
             },
             attempts: u32::MAX,
             error: None,

@@ -1,0 +1,332 @@
+//! Power-SMC: sequential Monte Carlo towards p^α (Azizi et al., arXiv 2602.10273).
+//!
+//! N particles grow block by block from the proposal q ∝ p^(1/τ) (τ = 1/α unless set, the
+//! variance-optimal prefix-only proposal), each weighted by p^α / q:
+//! log w += α · log p(x_t | x<t) − log q(x_t | x<t) for every sampled token, EOS included. A
+//! particle that ends with EOS keeps its weight and stops growing. At each block boundary the
+//! effective sample size ESS = (Σw)² / Σw² is recorded, and when it falls below
+//! `ess_threshold × N` the particles are resampled (systematic by default) and their weights
+//! reset. At the end one particle, drawn by its final weight, is the chain's completion.
+//!
+//! The state lives in the chain's checkpoint like the MCMC state: every particle's tokens, log p,
+//! log q and log weight, with the chain's RNG, so a resumed chain gives bit-identical output.
+//! Requests go out one particle at a time through the chain's usual request/advance interface.
+//!
+//! Consistency: E[f(returned)] = E[Σ W_i f(x_i)], a self-normalized importance estimate of
+//! E_{p^α}[f] whose bias is O(1/N); N = 1 without resampling returns one proposal sample, the
+//! `low-temp` law.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Generation, TokenId};
+use crate::rng::ChainRng;
+
+/// How particles are resampled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resampling {
+    /// One uniform draw, N evenly spaced positions: the lowest variance of the usual schemes.
+    #[default]
+    Systematic,
+    /// N independent draws from the weights.
+    Multinomial,
+}
+
+impl Resampling {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resampling::Systematic => "systematic",
+            Resampling::Multinomial => "multinomial",
+        }
+    }
+}
+
+impl std::str::FromStr for Resampling {
+    type Err = crate::config::ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "systematic" => Ok(Resampling::Systematic),
+            "multinomial" => Ok(Resampling::Multinomial),
+            _ => Err(crate::config::ConfigError::single(
+                "resampling",
+                "one of systematic, multinomial",
+                s.to_string(),
+            )),
+        }
+    }
+}
+
+/// The resolved SMC settings of a [`crate::ValidConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmcConfig {
+    /// Particles N.
+    pub particles: u32,
+    /// Resample when ESS < `ess_threshold × N`.
+    pub ess_threshold: f64,
+    /// The resampling scheme.
+    pub resampling: Resampling,
+}
+
+/// Most distinct completions a result records in its weighted set.
+pub const MAX_WEIGHTED_SET: usize = 64;
+
+/// What an SMC chain records besides its completion.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SmcStats {
+    /// Particles N.
+    pub particles: u32,
+    /// Per block boundary, the ESS (before any resampling) as a share of N.
+    pub ess: Vec<f64>,
+    /// How many times the particles were resampled.
+    pub resamples: u32,
+    /// The estimate of log Σ_x p(x)^α over completions (the normalizing constant of p^α).
+    pub log_z: f64,
+    /// The final particles' distinct completions with their normalized weights, heaviest first
+    /// (at most [`MAX_WEIGHTED_SET`]).
+    pub weighted: Vec<WeightedCompletion>,
+}
+
+/// One completion of the final weighted set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightedCompletion {
+    /// Its tokens.
+    pub tokens: Vec<TokenId>,
+    /// Its share of the normalized weight.
+    pub weight: f64,
+}
+
+/// One particle: a completion with its per-token log p and log q, and its log weight since the
+/// last resampling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Particle {
+    /// Prompt followed by the completion.
+    pub sequence: Vec<TokenId>,
+    /// Per completion token, log p under the base model.
+    pub log_p: Vec<f64>,
+    /// Per completion token, log q under the proposal.
+    pub log_q: Vec<f64>,
+    /// log w since the last resampling.
+    pub log_w: f64,
+    /// Whether the completion ends with EOS.
+    pub eos: bool,
+}
+
+/// The particle system of an SMC chain; part of the chain's checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmcState {
+    /// The particles.
+    pub particles: Vec<Particle>,
+    /// The particle the pending request extends.
+    pub current: u32,
+    /// log Ẑ of the epochs closed by resampling.
+    pub log_z: f64,
+    /// Resamplings so far.
+    pub resamples: u32,
+    /// ESS / N at each block boundary so far.
+    pub ess: Vec<f64>,
+}
+
+impl SmcState {
+    /// N particles holding `prompt` and nothing else.
+    pub fn new(particles: u32, prompt: &[TokenId]) -> SmcState {
+        let particle = Particle {
+            sequence: prompt.to_vec(),
+            log_p: Vec::new(),
+            log_q: Vec::new(),
+            log_w: 0.0,
+            eos: false,
+        };
+        SmcState {
+            particles: vec![particle; particles as usize],
+            current: 0,
+            log_z: 0.0,
+            resamples: 0,
+            ess: Vec::new(),
+        }
+    }
+
+    /// The first particle from `from` on that still grows in a block whose completions may reach
+    /// `limit` tokens.
+    pub fn next_to_extend(&self, from: usize, prompt_len: usize, limit: usize) -> Option<usize> {
+        (from..self.particles.len()).find(|&i| {
+            let p = &self.particles[i];
+            !p.eos && p.sequence.len() - prompt_len < limit
+        })
+    }
+
+    /// Appends a generation to the current particle and adds its incremental log weight.
+    pub fn extend(&mut self, alpha: f64, g: Generation) {
+        let p = &mut self.particles[self.current as usize];
+        p.log_w += g
+            .log_p
+            .iter()
+            .zip(&g.log_q)
+            .map(|(lp, lq)| alpha * lp - lq)
+            .sum::<f64>();
+        p.sequence.extend_from_slice(&g.tokens);
+        p.log_p.extend_from_slice(&g.log_p);
+        p.log_q.extend_from_slice(&g.log_q);
+        p.eos = g.eos;
+    }
+
+    /// The normalized weights, and log of the mean unnormalized weight.
+    fn weights(&self) -> (Vec<f64>, f64) {
+        let max = self
+            .particles
+            .iter()
+            .map(|p| p.log_w)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = self
+            .particles
+            .iter()
+            .map(|p| (p.log_w - max).exp())
+            .collect();
+        let sum: f64 = w.iter().sum();
+        let log_mean = max + (sum / w.len() as f64).ln();
+        (w.into_iter().map(|x| x / sum).collect(), log_mean)
+    }
+
+    /// A block boundary: records the ESS and resamples when it is below `threshold × N`.
+    pub fn boundary(&mut self, config: &SmcConfig, rng: &mut ChainRng) {
+        let (w, log_mean) = self.weights();
+        let n = w.len() as f64;
+        let ess = 1.0 / w.iter().map(|x| x * x).sum::<f64>();
+        self.ess.push(ess / n);
+        if ess < config.ess_threshold * n {
+            let picks = match config.resampling {
+                Resampling::Systematic => systematic(&w, rng.uniform()),
+                Resampling::Multinomial => (0..w.len())
+                    .map(|_| pick(&w, rng.uniform()))
+                    .collect::<Vec<_>>(),
+            };
+            self.particles = picks.iter().map(|&i| self.particles[i].clone()).collect();
+            for p in &mut self.particles {
+                p.log_w = 0.0;
+            }
+            self.log_z += log_mean;
+            self.resamples += 1;
+        }
+    }
+
+    /// Draws the returned particle by its final weight; with the statistics.
+    pub fn finish(&self, rng: &mut ChainRng, prompt_len: usize) -> (usize, SmcStats) {
+        let (w, log_mean) = self.weights();
+        let chosen = pick(&w, rng.uniform());
+        let mut by_completion: BTreeMap<&[TokenId], f64> = BTreeMap::new();
+        for (p, wi) in self.particles.iter().zip(&w) {
+            *by_completion.entry(&p.sequence[prompt_len..]).or_default() += wi;
+        }
+        let mut weighted: Vec<WeightedCompletion> = by_completion
+            .into_iter()
+            .map(|(tokens, weight)| WeightedCompletion {
+                tokens: tokens.to_vec(),
+                weight,
+            })
+            .collect();
+        weighted.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        weighted.truncate(MAX_WEIGHTED_SET);
+        let stats = SmcStats {
+            particles: self.particles.len() as u32,
+            ess: self.ess.clone(),
+            resamples: self.resamples,
+            log_z: self.log_z + log_mean,
+            weighted,
+        };
+        (chosen, stats)
+    }
+
+    /// Checks the invariants a decoded checkpoint must satisfy.
+    pub fn check(&self, config: &SmcConfig, prompt: &[TokenId]) -> Result<(), String> {
+        if self.particles.len() != config.particles as usize {
+            return Err(format!(
+                "{} particles, but the configuration has {}",
+                self.particles.len(),
+                config.particles
+            ));
+        }
+        if self.current as usize >= self.particles.len() {
+            return Err(format!("current particle {} out of range", self.current));
+        }
+        for (i, p) in self.particles.iter().enumerate() {
+            let len = p.sequence.len().checked_sub(prompt.len());
+            if !p.sequence.starts_with(prompt)
+                || len != Some(p.log_p.len())
+                || len != Some(p.log_q.len())
+                || !p.log_w.is_finite()
+            {
+                return Err(format!("particle {i} is inconsistent"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The index `u` in [0, 1) falls on in the cumulative `weights`.
+fn pick(weights: &[f64], u: f64) -> usize {
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w;
+        if u < acc {
+            return i;
+        }
+    }
+    weights.len() - 1
+}
+
+/// Systematic resampling: positions (u + i) / N.
+fn systematic(weights: &[f64], u: f64) -> Vec<usize> {
+    let n = weights.len();
+    let mut picks = Vec::with_capacity(n);
+    let (mut j, mut acc) = (0, weights[0]);
+    for i in 0..n {
+        let position = (u + i as f64) / n as f64;
+        while position >= acc && j + 1 < n {
+            j += 1;
+            acc += weights[j];
+        }
+        picks.push(j);
+    }
+    picks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systematic_resampling_keeps_each_particle_floor_or_ceiling_of_n_times_its_weight() {
+        let w = [0.5, 0.25, 0.125, 0.125];
+        for u in [0.0, 0.3, 0.99] {
+            let picks = systematic(&w, u);
+            for (i, wi) in w.iter().enumerate() {
+                let count = picks.iter().filter(|&&p| p == i).count() as f64;
+                let expected = wi * w.len() as f64;
+                assert!(
+                    count == expected.floor() || count == expected.ceil(),
+                    "{u}: {picks:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn equal_weights_never_resample_and_record_full_ess() {
+        let mut s = SmcState::new(4, &[1]);
+        let config = SmcConfig {
+            particles: 4,
+            ess_threshold: 0.5,
+            resampling: Resampling::Systematic,
+        };
+        let mut rng = ChainRng::new(1, 0);
+        s.boundary(&config, &mut rng);
+        assert_eq!(s.ess, [1.0]);
+        assert_eq!(s.resamples, 0);
+    }
+}
