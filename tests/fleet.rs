@@ -106,6 +106,60 @@ async fn sigkilled_workers_lose_nothing_and_double_nothing() {
     assert_eq!(summary.jobs, n as u64, "the batch counts every job once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_fault_free_run() {
+    let mut fleet = Fleet::new(BIN, false);
+    for _ in 0..2 {
+        fleet.spawn_worker(&[]);
+    }
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 12,
+        particles: Some(8),
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::PowerSmc)
+    };
+    // A block's 8 particle requests go out at once: 6 blocks of 150 ms each per job.
+    let submission = batch("toy:eos-lengths?delay_ms=150")
+        .config(config)
+        .methods(&[Method::PowerSmc])
+        .problems(24)
+        .build();
+    let receipt = submit_batch(&queue, &submission).await;
+    let n = receipt.job_ids.len();
+    let batch_id = receipt.batch_id.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    let store = fleet.store().await;
+    let mut rng = Lcg(7);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150 + rng.below(150))).await;
+        let victim = rng.below(2) as usize;
+        fleet.kill_worker(victim);
+        fleet.restart_worker(victim);
+    }
+    let results = fleet
+        .wait_for_results(batch_id, n, Duration::from_secs(180))
+        .await;
+    assert_exact(&results, &specs);
+    for r in &results {
+        let smc = r
+            .stats
+            .smc
+            .as_ref()
+            .expect("power-smc results record the particles");
+        assert_eq!(smc.particles, 8);
+        assert!(smc.weighted.iter().any(|w| w.tokens == r.tokens));
+        assert_eq!(r.method, Method::PowerSmc);
+    }
+    assert!(
+        results.iter().any(|r| r.attempts >= 2),
+        "some jobs were resumed from a checkpoint"
+    );
+    drop(store);
+}
+
 /// Waits until every one of `jobs` is running.
 async fn wait_all_running(
     fleet: &Fleet,

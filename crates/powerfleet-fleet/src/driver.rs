@@ -14,7 +14,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use powerfleet_backends::BackendError;
-use powerfleet_sampler::Chain;
+use powerfleet_sampler::{Chain, Generation, OwnedRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -140,6 +140,9 @@ pub async fn run_block(
     mut on_step: impl FnMut(&Chain),
 ) -> BlockOutcome {
     let label = backend.label();
+    // Answers fetched ahead: a power-smc block's particle requests, sent at once.
+    let mut ahead: std::collections::VecDeque<(OwnedRequest, Result<Generation, BackendError>)> =
+        std::collections::VecDeque::new();
     loop {
         if interrupt.is_cancelled() {
             return Called::Interrupted;
@@ -147,16 +150,48 @@ pub async fn run_block(
         let Some(request) = chain.request().map(|r| r.to_owned()) else {
             return Called::Done(Stop::Finished);
         };
+        if ahead.is_empty() {
+            let listed = chain.requests();
+            if listed.len() > 1 {
+                let started = Instant::now();
+                let answers = tokio::select! {
+                    biased;
+                    _ = interrupt.cancelled() => return Called::Interrupted,
+                    a = futures_util::future::join_all(
+                        listed.iter().map(|r| backend.generate(r, affinity)),
+                    ) => a,
+                };
+                metrics::observe_backend(metrics::MODEL_CALL_DURATION, label, started.elapsed());
+                ahead.extend(listed.into_iter().zip(answers));
+            }
+        }
+        let mut fetched = match ahead.pop_front() {
+            Some((r, answer)) if r == request => Some(answer),
+            _ => {
+                ahead.clear();
+                None
+            }
+        };
         let mut errors = Vec::new();
         let mut advanced = None;
         for attempt in 1..=policy.attempts {
             let started = Instant::now();
-            let answer = tokio::select! {
-                biased;
-                _ = interrupt.cancelled() => return Called::Interrupted,
-                a = backend.generate(&request, affinity) => a,
+            let answer = match fetched.take() {
+                Some(answer) => answer,
+                None => {
+                    let answer = tokio::select! {
+                        biased;
+                        _ = interrupt.cancelled() => return Called::Interrupted,
+                        a = backend.generate(&request, affinity) => a,
+                    };
+                    metrics::observe_backend(
+                        metrics::MODEL_CALL_DURATION,
+                        label,
+                        started.elapsed(),
+                    );
+                    answer
+                }
             };
-            metrics::observe_backend(metrics::MODEL_CALL_DURATION, label, started.elapsed());
             let error = match answer {
                 Ok(g) => match chain.advance(g) {
                     Ok(a) => {

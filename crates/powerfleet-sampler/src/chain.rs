@@ -308,6 +308,31 @@ impl Chain {
         })
     }
 
+    /// Every request the chain will make before its next block boundary that is already known:
+    /// for power-smc, one per particle still to extend in this block, in the order
+    /// [`Chain::advance`] takes their answers (so a driver may send them at once); for the other
+    /// methods, the pending request alone.
+    pub fn requests(&self) -> Vec<crate::model::OwnedRequest> {
+        let Some(first) = self.request().map(|r| r.to_owned()) else {
+            return Vec::new();
+        };
+        let s = &self.state;
+        let Some(smc) = &s.smc else {
+            return vec![first];
+        };
+        let mut all = vec![first];
+        for &(i, seed) in &smc.queued {
+            let particle = &smc.particles[i as usize];
+            let mut r = all[0].clone();
+            r.prefix = particle.sequence.clone();
+            r.max_tokens =
+                all[0].max_tokens + all[0].prefix.len() as u32 - particle.sequence.len() as u32;
+            r.seed = seed;
+            all.push(r);
+        }
+        all
+    }
+
     /// Consumes the model's answer to the pending request. An invalid generation leaves the
     /// chain unchanged.
     pub fn advance(&mut self, generation: Generation) -> Result<Advance, GenerationError> {
@@ -414,25 +439,29 @@ impl ChainState {
         None
     }
 
-    /// power-smc enters block `block_idx`: the first particle that still grows is extended; when
-    /// none does (or the blocks are done), the returned particle is drawn.
+    /// power-smc enters block `block_idx`: every particle that still grows gets its request's
+    /// seed, in particle order, and the first is pending; when none grows (or the blocks are
+    /// done), the returned particle is drawn.
     fn smc_start_block(&mut self, block_idx: u32) {
         let smc = self.smc.as_mut().expect("an SMC chain");
-        let limit = self
-            .config
-            .block_limit(block_idx.min(self.config.n_blocks() - 1)) as usize;
-        let next = (block_idx < self.config.n_blocks())
-            .then(|| smc.next_to_extend(0, self.prompt_len, limit))
-            .flatten();
-        match next {
-            Some(i) => {
-                self.stats.blocks.push(BlockStats::default());
-                smc.current = i as u32;
-                let seed = self.rng.next_u64();
-                self.phase = Phase::Extend { block_idx, seed };
-            }
-            None => self.smc_finish(),
+        let growing = if block_idx < self.config.n_blocks() {
+            smc.to_extend(self.prompt_len, self.config.block_limit(block_idx) as usize)
+        } else {
+            Vec::new()
+        };
+        if growing.is_empty() {
+            self.smc_finish();
+            return;
         }
+        self.stats.blocks.push(BlockStats::default());
+        let mut queued: Vec<(u32, u64)> = growing
+            .into_iter()
+            .map(|i| (i as u32, self.rng.next_u64()))
+            .collect();
+        let (first, seed) = queued.remove(0);
+        smc.current = first;
+        smc.queued = queued;
+        self.phase = Phase::Extend { block_idx, seed };
     }
 
     /// Draws the returned particle by its final weight and makes it the chain's completion.
@@ -452,12 +481,11 @@ impl ChainState {
     /// block boundary (ESS, resampling) and the next block.
     fn smc_advance(&mut self, block_idx: u32, g: Generation) -> Advance {
         let alpha = self.config.alpha().get();
-        let limit = self.config.block_limit(block_idx) as usize;
         let smc = self.smc.as_mut().expect("an SMC chain");
         smc.extend(alpha, g);
-        if let Some(i) = smc.next_to_extend(smc.current as usize + 1, self.prompt_len, limit) {
-            smc.current = i as u32;
-            let seed = self.rng.next_u64();
+        if !smc.queued.is_empty() {
+            let (next, seed) = smc.queued.remove(0);
+            smc.current = next;
             self.phase = Phase::Extend { block_idx, seed };
             return Advance {
                 accepted: None,
@@ -466,18 +494,15 @@ impl ChainState {
             };
         }
         let config = *self.config.smc().expect("an SMC configuration");
-        let last = block_idx + 1 >= self.config.n_blocks();
-        let all_done = smc
-            .next_to_extend(
-                0,
-                self.prompt_len,
-                self.config.block_limit(block_idx + 1) as usize,
-            )
-            .is_none();
-        if !(last || all_done) {
+        let next = block_idx + 1;
+        let grows_on = next < self.config.n_blocks()
+            && !smc
+                .to_extend(self.prompt_len, self.config.block_limit(next) as usize)
+                .is_empty();
+        if grows_on {
             smc.boundary(&config, &mut self.rng);
         }
-        self.smc_start_block(block_idx + 1);
+        self.smc_start_block(next);
         Advance {
             accepted: None,
             block_finished: Some(block_idx),

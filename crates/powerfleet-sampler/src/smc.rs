@@ -125,6 +125,10 @@ pub struct SmcState {
     pub particles: Vec<Particle>,
     /// The particle the pending request extends.
     pub current: u32,
+    /// The particles still to extend in this block after `current`, each with the seed of its
+    /// request, drawn when the block began (so their requests may run in any order, or at once).
+    #[serde(default)]
+    pub queued: Vec<(u32, u64)>,
     /// log Ẑ of the epochs closed by resampling.
     pub log_z: f64,
     /// Resamplings so far.
@@ -146,19 +150,21 @@ impl SmcState {
         SmcState {
             particles: vec![particle; particles as usize],
             current: 0,
+            queued: Vec::new(),
             log_z: 0.0,
             resamples: 0,
             ess: Vec::new(),
         }
     }
 
-    /// The first particle from `from` on that still grows in a block whose completions may reach
-    /// `limit` tokens.
-    pub fn next_to_extend(&self, from: usize, prompt_len: usize, limit: usize) -> Option<usize> {
-        (from..self.particles.len()).find(|&i| {
-            let p = &self.particles[i];
-            !p.eos && p.sequence.len() - prompt_len < limit
-        })
+    /// The particles that still grow in a block whose completions may reach `limit` tokens.
+    pub fn to_extend(&self, prompt_len: usize, limit: usize) -> Vec<usize> {
+        (0..self.particles.len())
+            .filter(|&i| {
+                let p = &self.particles[i];
+                !p.eos && p.sequence.len() - prompt_len < limit
+            })
+            .collect()
     }
 
     /// Appends a generation to the current particle and adds its incremental log weight.
@@ -251,7 +257,12 @@ impl SmcState {
                 config.particles
             ));
         }
-        if self.current as usize >= self.particles.len() {
+        if self.current as usize >= self.particles.len()
+            || self
+                .queued
+                .iter()
+                .any(|&(i, _)| i as usize >= self.particles.len())
+        {
             return Err(format!("current particle {} out of range", self.current));
         }
         for (i, p) in self.particles.iter().enumerate() {

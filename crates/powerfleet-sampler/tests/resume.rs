@@ -334,3 +334,33 @@ fn corrupt_or_unknown_checkpoints_are_refused_with_a_reason() {
         );
     }
 }
+
+#[test]
+fn an_smc_chain_lists_a_blocks_requests_in_the_order_it_takes_their_answers() {
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 6,
+        particles: Some(8),
+        ..SamplerConfig::new(Method::PowerSmc)
+    }
+    .validate()
+    .unwrap();
+    for stream in 0..20 {
+        let mut chain = Chain::new(config.clone(), &[1], 5, stream);
+        while chain.request().is_some() {
+            let listed = chain.requests();
+            assert!(!listed.is_empty() && listed.len() <= 8);
+            for (i, expected) in listed.iter().enumerate() {
+                let pending = chain.request().unwrap().to_owned();
+                assert_eq!(&pending, expected, "request {i} of the block");
+                let g = MODEL.generate(&pending.as_request()).unwrap();
+                let advance = chain.advance(g).unwrap();
+                assert_eq!(
+                    advance.block_finished.is_some(),
+                    i + 1 == listed.len(),
+                    "the block ends with its last listed request"
+                );
+            }
+        }
+    }
+}
