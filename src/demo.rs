@@ -60,11 +60,12 @@ pub struct DemoArgs {
 }
 
 const MODELS: [&str; 2] = ["toy:pivot", "toy:eos-lengths"];
-const METHODS: [Method; 4] = [
+const METHODS: [Method; 5] = [
     Method::Power,
     Method::MaxSwap,
     Method::LowTemp,
     Method::Standard,
+    Method::PowerSmc,
 ];
 
 fn demo_config(n_mcmc: u32) -> SamplerConfig {
@@ -77,7 +78,12 @@ fn demo_config(n_mcmc: u32) -> SamplerConfig {
 }
 
 /// The methods the built-in suite compares.
-const SUITE_METHODS: [Method; 3] = [Method::Power, Method::LowTemp, Method::Standard];
+const SUITE_METHODS: [Method; 4] = [
+    Method::Power,
+    Method::PowerSmc,
+    Method::LowTemp,
+    Method::Standard,
+];
 
 fn suite_config(n_mcmc: u32) -> SamplerConfig {
     SamplerConfig {
@@ -412,7 +418,7 @@ fn write_table(
     writeln!(
         out,
         "{:<10} {:>6} {:>10} {:>11} {:>10} {:>11} {:>9} {:>8}",
-        "method", "jobs", "P(mode)", "TV to p^α", "noise <=", "acceptance", "cost x", "p50 ms"
+        "method", "jobs", "P(mode)", "TV to p^α", "noise <=", "accept/ESS", "cost x", "p50 ms"
     )?;
     let mut by_method: HashMap<Method, Vec<&JobResult>> = HashMap::new();
     for r in rows {
@@ -449,11 +455,21 @@ fn write_table(
             if proposals > 0 {
                 format!("{:.3}", acceptances as f64 / proposals as f64)
             } else {
-                "-".into()
+                mean_ess(jobs).map_or("-".into(), |e| format!("ESS {e:.2}"))
             },
             generated as f64 / final_tokens.max(1) as f64,
             latencies.get(latencies.len() / 2).copied().unwrap_or(0),
         )?;
     }
     Ok(())
+}
+
+/// power-smc's mean ESS (as a share of the particles) over the block boundaries of `jobs`.
+fn mean_ess(jobs: &[&JobResult]) -> Option<f64> {
+    let ess: Vec<f64> = jobs
+        .iter()
+        .filter_map(|r| r.stats.smc.as_ref())
+        .flat_map(|s| s.ess.iter().copied())
+        .collect();
+    (!ess.is_empty()).then(|| ess.iter().sum::<f64>() / ess.len() as f64)
 }
