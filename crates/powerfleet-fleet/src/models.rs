@@ -348,10 +348,10 @@ impl ModelRegistry {
 pub fn load(reference: &str) -> Result<Backend, ModelError> {
     if powerfleet_backends::is_remote_reference(reference) {
         return match powerfleet_backends::parse(reference)? {
-            powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
+            powerfleet_backends::ModelRef::Http(h) => Ok(Backend::Http {
                 model: Arc::new(HttpModel::new(h)),
             }),
-            powerfleet_backends::Reference::Hosted(h) => Ok(Backend::Hosted {
+            powerfleet_backends::ModelRef::Hosted(h) => Ok(Backend::Hosted {
                 model: Arc::new(HostedModel::new(h)),
             }),
         };

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
-    BatchId, Bench, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference, now_ms,
+    BatchId, CorrelationId, Grader, Grading, JobId, JobSpec, Prompt, ReferenceAnswer, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -34,17 +34,18 @@ pub struct BatchLine {
     pub prompt_tokens: Option<Vec<TokenId>>,
 }
 
-/// A problem: its id and prompt.
+/// A prompt a submission runs (one of its problems): its problem id and its prompt, without a
+/// reference answer (a dataset problem with one is a [`GradedProblem`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Problem {
+pub struct SubmittedPrompt {
     /// Problem id within the batch.
     pub id: Option<String>,
     /// Its prompt.
     pub prompt: Prompt,
 }
 
-impl From<Problem> for BatchLine {
-    fn from(p: Problem) -> BatchLine {
+impl From<SubmittedPrompt> for BatchLine {
+    fn from(p: SubmittedPrompt) -> BatchLine {
         let (prompt, prompt_tokens) = match p.prompt {
             Prompt::Text(text) => (Some(text), None),
             Prompt::Tokens(ids) => (None, Some(ids)),
@@ -67,7 +68,7 @@ pub struct Submission {
     /// Methods to run every problem with.
     pub methods: Vec<Method>,
     /// The problems.
-    pub problems: Vec<Problem>,
+    pub problems: Vec<SubmittedPrompt>,
     /// Seeds per problem and method.
     pub seeds: Vec<u64>,
     /// Chains per (problem, method, seed): streams 0..chains of the seed.
@@ -82,16 +83,17 @@ pub struct Submission {
     pub fallback_single_sample: bool,
     /// Format text prompts through the backend's chat template.
     pub chat: bool,
-    /// A benchmark run: its problems replace `problems`.
-    pub bench: Option<BenchRun>,
+    /// A graded run (the request's `bench`): its dataset problems replace `problems`.
+    pub graded_run: Option<GradedRun>,
 }
 
-/// A benchmark run: dataset problems, the template that renders them (per seed, so multiple-choice
-/// options are shuffled per seed) and the grader the collector applies.
+/// A graded run (`submit --bench`): dataset problems with reference answers, the template that
+/// renders them (per seed, so multiple-choice options are shuffled per seed) and the grader the
+/// collector applies.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BenchRun {
+pub struct GradedRun {
     /// The problems.
-    pub problems: Vec<BenchProblem>,
+    pub problems: Vec<GradedProblem>,
     /// How a problem becomes a prompt.
     pub template: Template,
     /// How completions are graded; `None`: `choice` for multiple-choice problems, `math` for the
@@ -101,22 +103,22 @@ pub struct BenchRun {
     pub price_per_mtok: Option<f64>,
 }
 
-/// One problem of a benchmark run.
+/// One dataset problem of a graded run.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BenchProblem {
+pub struct GradedProblem {
     /// The problem.
     pub problem: powerfleet_datasets::Problem,
     /// Its model, when it is not the submission's (the built-in suite has one per problem).
     pub model: Option<String>,
 }
 
-impl BenchRun {
+impl GradedRun {
     /// Every problem of the built-in suite on its toy model, graded by its answer pattern.
-    pub fn builtin_suite() -> BenchRun {
-        BenchRun {
+    pub fn builtin_suite() -> GradedRun {
+        GradedRun {
             problems: powerfleet_datasets::builtin_suite()
                 .into_iter()
-                .map(|item| BenchProblem {
+                .map(|item| GradedProblem {
                     model: Some(format!("toy:{}", item.model_name)),
                     problem: item.problem,
                 })
@@ -131,12 +133,12 @@ impl BenchRun {
 
     /// The prompt and grading data of `problem` for `seed`. Multiple-choice options are shuffled
     /// per problem and seed ([`powerfleet_grade::problem_shuffle_seed`]); the order is recorded.
-    fn render(&self, problem: &BenchProblem, seed: u64) -> (Prompt, Bench) {
+    fn render(&self, problem: &GradedProblem, seed: u64) -> (Prompt, Grading) {
         let shuffle = powerfleet_grade::problem_shuffle_seed(&problem.problem.id, seed);
         let rendered = self.template.render(&problem.problem, shuffle);
         let reference = match &problem.problem.answer {
-            Answer::Text(t) => Reference::Text(t.clone()),
-            Answer::Choice { choices, correct } => Reference::Choice {
+            Answer::Text(t) => ReferenceAnswer::Text(t.clone()),
+            Answer::Choice { choices, correct } => ReferenceAnswer::Choice {
                 choices: choices.clone(),
                 correct: *correct,
                 permutation: rendered
@@ -145,12 +147,12 @@ impl BenchRun {
             },
         };
         let grader = self.grader.clone().unwrap_or(match reference {
-            Reference::Text(_) => Grader::Math,
-            Reference::Choice { .. } => Grader::Choice,
+            ReferenceAnswer::Text(_) => Grader::Math,
+            ReferenceAnswer::Choice { .. } => Grader::Choice,
         });
         (
             Prompt::Text(rendered.prompt),
-            Bench {
+            Grading {
                 template: self.template.name().to_string(),
                 grader,
                 reference,
@@ -244,14 +246,14 @@ fn fingerprint(jobs: &[JobSpec]) -> String {
 }
 
 /// Parses a JSONL batch file; errors name the line and the field.
-pub fn parse_batch_file(text: &str) -> Result<Vec<Problem>, String> {
+pub fn parse_batch_file(text: &str) -> Result<Vec<SubmittedPrompt>, String> {
     read_batch_file(text.as_bytes())
 }
 
 /// Reads a JSONL batch file line by line, in memory bounded by [`MAX_BATCH_LINE_BYTES`] per line
 /// and [`MAX_JOBS_PER_SUBMISSION`] lines (blank lines included), so an endless or binary file
 /// fails fast. A UTF-8 byte order mark at the start is skipped; errors name the line and field.
-pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>, String> {
+pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<SubmittedPrompt>, String> {
     use std::io::{BufRead, Read};
     let mut problems = Vec::new();
     let mut errors = Vec::new();
@@ -314,7 +316,7 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>
                 continue;
             }
         };
-        problems.push(Problem {
+        problems.push(SubmittedPrompt {
             id: Some(line.id.unwrap_or_else(|| n.to_string())),
             prompt,
         });
@@ -350,7 +352,7 @@ impl Submission {
             return Err("chains must be >= 1, got 0".into());
         }
         let total = self
-            .bench
+            .graded_run
             .as_ref()
             .map_or(self.problems.len(), |b| b.problems.len()) as u128
             * self.methods.len() as u128
@@ -378,7 +380,7 @@ impl Submission {
             // A server that does not honour the proposal temperature exactly would make log q
             // wrong; refuse it here when the submission names the server (registered names are
             // checked by the worker).
-            if let Ok(powerfleet_backends::Reference::Http(h)) =
+            if let Ok(powerfleet_backends::ModelRef::Http(h)) =
                 powerfleet_backends::parse(&self.model)
             {
                 h.kind.check_proposal(valid.temperature()).map_err(|e| {
@@ -391,20 +393,20 @@ impl Submission {
             configs.insert(method.as_str(), config);
         }
         let problem_count = self
-            .bench
+            .graded_run
             .as_ref()
             .map_or(self.problems.len(), |b| b.problems.len());
-        if self.bench.is_some() && !self.problems.is_empty() {
+        if self.graded_run.is_some() && !self.problems.is_empty() {
             return Err("give a benchmark or prompts, not both".into());
         }
-        if let Some(run) = &self.bench {
+        if let Some(run) = &self.graded_run {
             run.check()?;
         }
         // Every model of the submission, checked once; toy models check prompts here, others at
         // the worker.
         let mut toys = BTreeMap::new();
         let models = std::iter::once(self.model.as_str()).chain(
-            self.bench
+            self.graded_run
                 .iter()
                 .flat_map(|b| b.problems.iter().filter_map(|p| p.model.as_deref())),
         );
@@ -415,7 +417,7 @@ impl Submission {
             toys.insert(model.to_string(), self.check_model(model)?);
         }
         let ids = self.problems.iter().filter_map(|p| p.id.as_deref()).chain(
-            self.bench
+            self.graded_run
                 .iter()
                 .flat_map(|b| b.problems.iter().map(|p| p.problem.id.as_str())),
         );
@@ -430,7 +432,7 @@ impl Submission {
         let now = now_ms();
         let mut jobs = Vec::with_capacity(total as usize);
         for p_idx in 0..problem_count {
-            let (id, model) = match &self.bench {
+            let (id, model) = match &self.graded_run {
                 Some(run) => {
                     let p = &run.problems[p_idx];
                     (
@@ -444,18 +446,18 @@ impl Submission {
                 format!("problem {id}")
             });
             for &seed in &self.seeds {
-                let (prompt, bench) = match &self.bench {
+                let (prompt, grading) = match &self.graded_run {
                     Some(run) => {
-                        let (prompt, bench) = run.render(&run.problems[p_idx], seed);
-                        (prompt, Some(bench))
+                        let (prompt, grading) = run.render(&run.problems[p_idx], seed);
+                        (prompt, Some(grading))
                     }
                     None => (self.problems[p_idx].prompt.clone(), None),
                 };
                 // Prompts that do not depend on the seed are checked once.
                 if seed == self.seeds[0]
                     || matches!(
-                        bench.as_ref().map(|b| &b.reference),
-                        Some(Reference::Choice { .. })
+                        grading.as_ref().map(|g| &g.reference),
+                        Some(ReferenceAnswer::Choice { .. })
                     )
                 {
                     self.check_prompt(toys[model].as_ref(), &prompt)
@@ -476,7 +478,7 @@ impl Submission {
                             submitted_at_ms: now,
                             fallback_single_sample: self.fallback_single_sample,
                             chat: self.chat,
-                            bench: bench.clone(),
+                            grading: grading.clone(),
                         });
                     }
                 }
@@ -504,7 +506,7 @@ impl Submission {
         if powerfleet_backends::is_remote_reference(model) {
             match powerfleet_backends::parse(model) {
                 Err(e) => return Err(format!("model: {e}")),
-                Ok(powerfleet_backends::Reference::Hosted(h)) => {
+                Ok(powerfleet_backends::ModelRef::Hosted(h)) => {
                     if let Some(m) = self.methods.iter().find(|m| m.is_mcmc())
                         && !self.fallback_single_sample
                     {
@@ -525,7 +527,7 @@ impl Submission {
                         );
                     }
                 }
-                Ok(powerfleet_backends::Reference::Http(_)) => {}
+                Ok(powerfleet_backends::ModelRef::Http(_)) => {}
             }
         }
         if !model.starts_with("toy:") {
@@ -682,11 +684,11 @@ mod tests {
             config: SamplerConfig::new(Method::Power),
             methods: vec![Method::Power, Method::MaxSwap, Method::LowTemp],
             problems: vec![
-                Problem {
+                SubmittedPrompt {
                     id: Some("a".into()),
                     prompt: Prompt::Text("".into()),
                 },
-                Problem {
+                SubmittedPrompt {
                     id: Some("b".into()),
                     prompt: Prompt::Tokens(vec![0]),
                 },
@@ -698,7 +700,7 @@ mod tests {
             submission_key: None,
             fallback_single_sample: false,
             chat: false,
-            bench: None,
+            graded_run: None,
         }
     }
 
@@ -803,8 +805,8 @@ mod tests {
         assert!(s.jobs(&corr, None).unwrap_err().contains("split it"));
     }
 
-    fn choice_problem(id: &str) -> BenchProblem {
-        BenchProblem {
+    fn choice_problem(id: &str) -> GradedProblem {
+        GradedProblem {
             problem: powerfleet_datasets::Problem {
                 id: id.into(),
                 question: "A".into(),
@@ -824,7 +826,7 @@ mod tests {
         s.problems.clear();
         s.model = "llamacpp+http://gpu:8080".into();
         s.seeds = (0..8).collect();
-        s.bench = Some(BenchRun {
+        s.graded_run = Some(GradedRun {
             problems: vec![choice_problem("q1"), choice_problem("q2")],
             template: Template::Plain,
             grader: None,
@@ -840,18 +842,18 @@ mod tests {
         );
         let mut permutations = std::collections::HashSet::new();
         for j in &jobs {
-            let bench = j.bench.as_ref().unwrap();
+            let grading = j.grading.as_ref().unwrap();
             assert_eq!(
-                bench.grader,
+                grading.grader,
                 Grader::Choice,
                 "multiple choice grades by letter"
             );
-            assert_eq!(bench.price_per_mtok, Some(0.25));
-            let Reference::Choice {
+            assert_eq!(grading.price_per_mtok, Some(0.25));
+            let ReferenceAnswer::Choice {
                 correct,
                 permutation,
                 ..
-            } = &bench.reference
+            } = &grading.reference
             else {
                 panic!("a choice reference")
             };
@@ -878,7 +880,7 @@ mod tests {
         let mut s = submission();
         s.problems.clear();
         s.model = "toy:tiny".into();
-        s.bench = Some(BenchRun {
+        s.graded_run = Some(GradedRun {
             problems: vec![choice_problem("q1")],
             template: Template::Plain,
             grader: Some(Grader::Math),
@@ -889,7 +891,7 @@ mod tests {
             e.contains("problem q1: a multiple-choice answer is graded by grader choice"),
             "{e}"
         );
-        s.bench.as_mut().unwrap().grader = Some(Grader::Regex {
+        s.graded_run.as_mut().unwrap().grader = Some(Grader::Regex {
             pattern: "no group".into(),
         });
         let e = s.jobs(&corr, None).unwrap_err();
@@ -897,14 +899,14 @@ mod tests {
             e.contains("grader: ") && e.contains("no capture group"),
             "{e}"
         );
-        s.bench.as_mut().unwrap().grader = None;
-        s.bench.as_mut().unwrap().price_per_mtok = Some(-1.0);
+        s.graded_run.as_mut().unwrap().grader = None;
+        s.graded_run.as_mut().unwrap().price_per_mtok = Some(-1.0);
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
                 .contains("price_per_mtok (USD per million generated tokens)")
         );
-        s.bench.as_mut().unwrap().price_per_mtok = None;
+        s.graded_run.as_mut().unwrap().price_per_mtok = None;
         s.chat = true;
         let e = s.jobs(&corr, None).unwrap_err();
         assert!(e.contains("chat: model toy:tiny is a toy model"), "{e}");
@@ -917,7 +919,7 @@ mod tests {
     fn the_builtin_suite_runs_each_problem_on_its_own_model() {
         let mut s = submission();
         s.problems.clear();
-        s.bench = Some(BenchRun::builtin_suite());
+        s.graded_run = Some(GradedRun::builtin_suite());
         let jobs = s.jobs(&CorrelationId::generate(), None).unwrap();
         assert_eq!(
             jobs.len(),

@@ -11,7 +11,7 @@ use powerfleet_jobs::{CorrelationId, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use serde::{Deserialize, Serialize};
 
-use crate::producer::{self, BatchLine, Problem, Submission};
+use crate::producer::{self, BatchLine, Submission, SubmittedPrompt};
 
 /// A request that cannot become a submission: the API answers 400 or 422 with the message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -268,14 +268,14 @@ pub struct SubmitRequest {
     /// A benchmark run instead of prompts: dataset records with reference answers, graded by the
     /// collector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bench: Option<BenchRequest>,
+    pub bench: Option<GradedRunRequest>,
 }
 
 /// The `bench` of a `POST /v1/jobs` request: the records of a dataset (or the built-in suite), a
 /// template and a grader, as `powerfleet submit --bench` takes them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BenchRequest {
+pub struct GradedRunRequest {
     /// Dataset records, as the lines of a JSONL or multiple-choice dataset file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<serde_json::Value>>,
@@ -303,12 +303,12 @@ pub struct BenchRequest {
     /// A benchmark run the operator loaded from files (the CLI's `--bench FILE`, with its
     /// template file), instead of `records` or `builtin`. Never part of a request body.
     #[serde(skip)]
-    pub loaded: Option<producer::BenchRun>,
+    pub loaded: Option<producer::GradedRun>,
 }
 
 /// The benchmark run of a request; errors name the `bench` field and the record.
-fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
-    use powerfleet_datasets::{Format, Template};
+fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, RequestError> {
+    use powerfleet_datasets::{DatasetFormat, Template};
     let bad = |m: String| RequestError::Unprocessable(m);
     if let Some(run) = bench.loaded {
         if bench.records.is_some() || bench.builtin.is_some() {
@@ -326,7 +326,7 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
                     "bench.builtin suite has its own prompts and grader; drop bench.template, bench.template_text and bench.grader".into(),
                 ));
             }
-            producer::BenchRun::builtin_suite()
+            producer::GradedRun::builtin_suite()
         }
         (None, Some(other)) => {
             return Err(bad(format!(
@@ -339,11 +339,11 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
             let format = match bench.format.as_deref() {
                 // Multiple choice when the first record has `choices`, as for files.
                 None if records.first().is_some_and(|r| r.get("choices").is_some()) => {
-                    Format::MultipleChoice
+                    DatasetFormat::MultipleChoice
                 }
-                None => Format::Jsonl,
-                Some("jsonl") => Format::Jsonl,
-                Some("multiple-choice") => Format::MultipleChoice,
+                None => DatasetFormat::Jsonl,
+                Some("jsonl") => DatasetFormat::Jsonl,
+                Some("multiple-choice") => DatasetFormat::MultipleChoice,
                 Some(other) => {
                     return Err(bad(format!(
                         "bench.format must be jsonl or multiple-choice, got {}",
@@ -373,10 +373,10 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
                 })?,
                 (None, None) => Template::default_for(format),
             };
-            producer::BenchRun {
+            producer::GradedRun {
                 problems: problems
                     .into_iter()
-                    .map(|problem| producer::BenchProblem {
+                    .map(|problem| producer::GradedProblem {
                         problem,
                         model: None,
                     })
@@ -409,7 +409,7 @@ fn build_submission(
     // Bytes of each problem's prompt, for the request total: for a benchmark, the record as JSON
     // plus the template.
     let mut prompt_bytes: Vec<usize> = Vec::new();
-    let bench = match request.bench {
+    let graded_run = match request.bench {
         Some(b) => {
             if request.prompt.is_some()
                 || request.prompt_tokens.is_some()
@@ -426,7 +426,7 @@ fn build_submission(
                     .map(|r| json_len(r) + template_bytes)
                     .collect();
             }
-            let run = bench_of(b)?;
+            let run = graded_run_of(b)?;
             if prompt_bytes.is_empty() {
                 prompt_bytes = run
                     .problems
@@ -455,12 +455,12 @@ fn build_submission(
         None => None,
     };
     let problems = match (request.prompt, request.prompt_tokens, request.problems) {
-        _ if bench.is_some() => Vec::new(),
-        (Some(text), None, None) => vec![Problem {
+        _ if graded_run.is_some() => Vec::new(),
+        (Some(text), None, None) => vec![SubmittedPrompt {
             id: None,
             prompt: Prompt::Text(text),
         }],
-        (None, Some(tokens), None) => vec![Problem {
+        (None, Some(tokens), None) => vec![SubmittedPrompt {
             id: None,
             prompt: Prompt::Tokens(tokens),
         }],
@@ -490,7 +490,9 @@ fn build_submission(
     let methods = request.methods.unwrap_or_else(|| vec![config.method]);
     let seeds = request.seeds.unwrap_or_else(|| vec![0]);
     let chains = request.chains.unwrap_or(1);
-    let n_problems = bench.as_ref().map_or(problems.len(), |b| b.problems.len());
+    let n_problems = graded_run
+        .as_ref()
+        .map_or(problems.len(), |b| b.problems.len());
     let per_problem = methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
     let total = n_problems as u128 * per_problem;
     if total > limits.max_jobs_per_request as u128 {
@@ -502,7 +504,7 @@ fn build_submission(
             limits.max_jobs_per_request
         )));
     }
-    if bench.is_none() {
+    if graded_run.is_none() {
         prompt_bytes = problems.iter().map(|p| prompt_len(&p.prompt)).collect();
     }
     let request_bytes: u128 = prompt_bytes.iter().map(|&b| b as u128).sum::<u128>() * per_problem;
@@ -526,7 +528,7 @@ fn build_submission(
         submission_key: request.submission_key,
         fallback_single_sample: request.fallback_single_sample,
         chat: request.chat,
-        bench,
+        graded_run,
     })
 }
 
@@ -652,7 +654,7 @@ fn check_job_tokens(
 
 /// The problems of a request, with batch-file semantics: each has exactly one of `prompt` and
 /// `prompt_tokens`; the id defaults to the 1-based index.
-fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, RequestError> {
+fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<SubmittedPrompt>, RequestError> {
     if lines.is_empty() {
         return Err(RequestError::Unprocessable(
             "problems must hold at least one problem, got an empty list".into(),
@@ -677,7 +679,7 @@ fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, RequestError> {
                 continue;
             }
         };
-        problems.push(Problem {
+        problems.push(SubmittedPrompt {
             id: Some(line.id.unwrap_or_else(|| (i + 1).to_string())),
             prompt,
         });

@@ -11,7 +11,7 @@ use powerfleet_grade::{
 use powerfleet_jobs::{GradeRecord, JobResult, JobStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::grading::reference_display;
+use powerfleet_grade::reference_display;
 
 /// Prices for the money column, in US dollars per million generated tokens.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,7 +52,7 @@ impl Prices {
             .get(&job.model)
             .copied()
             .or(self.default)
-            .or_else(|| job.bench.as_ref().and_then(|b| b.price_per_mtok))
+            .or_else(|| job.grading.as_ref().and_then(|b| b.price_per_mtok))
     }
 }
 
@@ -284,7 +284,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
         .iter()
         .enumerate()
         .filter(|(_, r)| r.grade.is_none())
-        .filter_map(|(i, r)| Some((i, crate::grading::grade_result(r)?.ok()?)))
+        .filter_map(|(i, r)| Some((i, powerfleet_grade::grade_result(r)?.ok()?)))
         .collect();
     let mut regraded: Vec<JobResult>;
     let results = if missing.is_empty() {
@@ -311,7 +311,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .entry(problem_key(r))
             .or_insert_with_key(|p| ProblemReport {
                 problem_id: p.clone(),
-                reference: r.bench.as_ref().map(|b| reference_display(&b.reference)),
+                reference: r.grading.as_ref().map(|g| reference_display(&g.reference)),
                 methods: Vec::new(),
                 solved_by: Vec::new(),
                 methods_with_missing: Vec::new(),
@@ -328,7 +328,9 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .collect();
         // A benchmark method's every stored job is a scheduled sample, whatever its status (a
         // failed job carries its reference too); a method without references has no samples.
-        let benchmark = jobs.iter().any(|r| r.bench.is_some() || r.grade.is_some());
+        let benchmark = jobs
+            .iter()
+            .any(|r| r.grading.is_some() || r.grade.is_some());
         let scheduled: &[&JobResult] = if benchmark { jobs } else { &[] };
 
         // Per problem and per run (seed, chain): scheduled, graded and correct samples.
@@ -586,7 +588,7 @@ fn wall_time<'a>(jobs: impl Iterator<Item = &'a JobResult> + Clone) -> Option<f6
 
 #[cfg(test)]
 mod tests {
-    use powerfleet_jobs::{Bench, CorrelationId, GradeRecord, Grader, JobId, Reference};
+    use powerfleet_jobs::{CorrelationId, GradeRecord, Grader, Grading, JobId, ReferenceAnswer};
     use powerfleet_sampler::{BlockStats, ChainStats, Method};
 
     use super::*;
@@ -632,10 +634,10 @@ mod tests {
             fallback: None,
             pin: None,
             text_error: None,
-            bench: Some(Bench {
+            grading: Some(Grading {
                 template: "plain".into(),
                 grader: Grader::Exact,
-                reference: Reference::Text("7".into()),
+                reference: ReferenceAnswer::Text("7".into()),
                 price_per_mtok: Some(2.0),
             }),
             grade: Some(GradeRecord {
@@ -734,7 +736,7 @@ mod tests {
     fn missing_samples_count_as_wrong_and_are_flagged() {
         use JobStatus::{Cancelled, Dead, Failed};
         let (p, s) = (Method::Power, Method::Standard);
-        // Reference 7 everywhere; seeds 0, 1, 2 on stream 0, so three runs per method.
+        // ReferenceAnswer 7 everywhere; seeds 0, 1, 2 on stream 0, so three runs per method.
         //            seed 0            seed 1               seed 2
         // power a:   7 right           7 right              ungradable
         // power b:   7 right           5 wrong              5 wrong
@@ -926,7 +928,7 @@ mod tests {
             crate::render::write(&report, format, &mut out).unwrap();
             String::from_utf8(out).unwrap()
         };
-        for format in [crate::Format::Table, crate::Format::Markdown] {
+        for format in [crate::ReportFormat::Table, crate::ReportFormat::Markdown] {
             let text = render(format);
             assert!(text.contains("8 missing"), "{text}");
             let row_c = text
@@ -951,11 +953,11 @@ mod tests {
                 assert!(text.contains(&legend), "{legend:?} in:\n{text}");
             }
         }
-        let jsonl = render(crate::Format::Jsonl);
+        let jsonl = render(crate::ReportFormat::Jsonl);
         let batch: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
         assert_eq!(batch["missing"], 8);
         assert_eq!(batch["definitions"]["pass_at_k"], definition("pass_at_k"));
-        let csv = render(crate::Format::Csv);
+        let csv = render(crate::ReportFormat::Csv);
         let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
         let cell = |row: &str, column: &str| {
             let i = header.iter().position(|h| *h == column).unwrap();
@@ -1078,7 +1080,7 @@ mod tests {
             crate::render::write(&report, format, &mut out).unwrap();
             String::from_utf8(out).unwrap()
         };
-        let table = render(crate::Format::Table);
+        let table = render(crate::ReportFormat::Table);
         assert!(table.contains("batch-1: 4 jobs"), "{table}");
         assert!(
             table
@@ -1086,7 +1088,7 @@ mod tests {
                 .any(|l| l.starts_with("power ") && l.contains("100.0")),
             "{table}"
         );
-        let csv = render(crate::Format::Csv);
+        let csv = render(crate::ReportFormat::Csv);
         let header = csv.lines().next().unwrap();
         assert!(header.ends_with("pass_at_1,pass_at_2"), "{header}");
         assert!(
@@ -1099,7 +1101,7 @@ mod tests {
             .find(|l| l.starts_with("method,power,"))
             .unwrap();
         assert_eq!(power.split(',').count(), columns, "{power}");
-        let jsonl = render(crate::Format::Jsonl);
+        let jsonl = render(crate::ReportFormat::Jsonl);
         let rows: Vec<serde_json::Value> = jsonl
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -1110,13 +1112,13 @@ mod tests {
         assert_eq!(rows[2]["method"], "standard");
         assert_eq!(rows[2]["accuracy"], 0.0);
         assert_eq!(rows[3]["row"], "problem");
-        let md = render(crate::Format::Markdown);
+        let md = render(crate::ReportFormat::Markdown);
         assert!(md.contains("| method | jobs |"), "{md}");
         assert!(md.contains("|---|---:|"), "{md}");
         // A reference with a line break and a pipe stays on its row.
         let mut report = report.clone();
         report.per_problem[0].reference = Some("x\ny|z".into());
-        for format in [crate::Format::Table, crate::Format::Markdown] {
+        for format in [crate::ReportFormat::Table, crate::ReportFormat::Markdown] {
             let mut out = Vec::new();
             crate::render::write(&report, format, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();

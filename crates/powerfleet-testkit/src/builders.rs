@@ -4,7 +4,7 @@
 use powerfleet_fleet::producer::{BatchLine, Submission};
 use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
 use powerfleet_jobs::{
-    BatchId, Bench, CorrelationId, GradeRecord, JobId, JobResult, JobSpec, JobStatus, Prompt,
+    BatchId, CorrelationId, GradeRecord, Grading, JobId, JobResult, JobSpec, JobStatus, Prompt,
     now_ms,
 };
 use powerfleet_sampler::{ChainStats, Method, SamplerConfig, TokenId};
@@ -77,7 +77,7 @@ pub fn spec() -> JobSpecBuilder {
             submitted_at_ms: now_ms(),
             fallback_single_sample: false,
             chat: false,
-            bench: None,
+            grading: None,
         },
     }
 }
@@ -96,7 +96,7 @@ impl JobSpecBuilder {
         val submitted_at_ms: u64,
         val fallback_single_sample: bool,
         val chat: bool,
-        some bench: Bench,
+        some grading: Grading,
     }
 
     /// Sets the prompt to `text`.
@@ -160,7 +160,7 @@ impl JobResultBuilder {
         some_into fallback: String,
         some pin: serde_json::Value,
         some_into text_error: String,
-        some bench: Bench,
+        some grading: Grading,
         some grade: GradeRecord,
     }
 

@@ -829,7 +829,7 @@ mod tests {
             fallback: None,
             pin: None,
             text_error: None,
-            bench: None,
+            grading: None,
             grade: None,
         };
         let size = serde_json::to_vec(&result).unwrap().len();
