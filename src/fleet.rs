@@ -855,8 +855,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         );
     }
-    let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)
-        .map_err(anyhow::Error::msg)?;
+    let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)?;
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -691,7 +691,7 @@ async fn get_batch_report(
         })
         .collect::<Result<_, _>>()?;
     let prices = powerfleet_report::Prices::parse(prices.iter().map(String::as_str))
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let results = state.store.jobs_by_batch(id).await?;
     if results.is_empty() {
         return Err(ApiError::NotFound(format!(

@@ -126,7 +126,9 @@ impl Backend {
                 .tokenize(text)
                 .map_err(|e| BackendError::Rejected(e.to_string())),
             (Backend::Toy { model, .. }, Prompt::Tokens(ids)) => {
-                model.check_tokens(ids).map_err(BackendError::Rejected)?;
+                model
+                    .check_tokens(ids)
+                    .map_err(|e| BackendError::Rejected(e.to_string()))?;
                 Ok(ids.clone())
             }
             (Backend::Http { model }, Prompt::Text(text)) => {

@@ -245,15 +245,49 @@ fn fingerprint(jobs: &[JobSpec]) -> String {
     format!("fnv1a64:{h:016x}")
 }
 
+/// Why a batch file is refused ([`read_batch_file`]); messages name the line and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchFileError {
+    /// Reading the file failed.
+    #[error("cannot read line {line}: {source}")]
+    Read {
+        /// The line being read, from 1.
+        line: usize,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// More lines than one submission may hold.
+    #[error(
+        "the batch file has more than {MAX_JOBS_PER_SUBMISSION} lines; at most {MAX_JOBS_PER_SUBMISSION} jobs are accepted at once, split it"
+    )]
+    TooManyLines,
+    /// A line longer than [`MAX_BATCH_LINE_BYTES`].
+    #[error(
+        "line {line} is longer than {MAX_BATCH_LINE_BYTES} bytes; is this a JSONL batch file (one JSON object per line)?"
+    )]
+    LineTooLong {
+        /// The line, from 1.
+        line: usize,
+    },
+    /// Lines that are not a prompt: one message per line (`line N: ...`), up to 20.
+    #[error("{}", .0.join("\n"))]
+    BadLines(Vec<String>),
+    /// No line holds a prompt.
+    #[error("the batch file holds no prompts")]
+    Empty,
+}
+
 /// Parses a JSONL batch file; errors name the line and the field.
-pub fn parse_batch_file(text: &str) -> Result<Vec<SubmittedPrompt>, String> {
+pub fn parse_batch_file(text: &str) -> Result<Vec<SubmittedPrompt>, BatchFileError> {
     read_batch_file(text.as_bytes())
 }
 
 /// Reads a JSONL batch file line by line, in memory bounded by [`MAX_BATCH_LINE_BYTES`] per line
 /// and [`MAX_JOBS_PER_SUBMISSION`] lines (blank lines included), so an endless or binary file
 /// fails fast. A UTF-8 byte order mark at the start is skipped; errors name the line and field.
-pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<SubmittedPrompt>, String> {
+pub fn read_batch_file(
+    mut reader: impl std::io::BufRead,
+) -> Result<Vec<SubmittedPrompt>, BatchFileError> {
     use std::io::{BufRead, Read};
     let mut problems = Vec::new();
     let mut errors = Vec::new();
@@ -264,14 +298,12 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Submitte
             .by_ref()
             .take(MAX_BATCH_LINE_BYTES as u64 + 2)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("cannot read line {n}: {e}"))?;
+            .map_err(|source| BatchFileError::Read { line: n, source })?;
         if read == 0 {
             break;
         }
         if n > MAX_JOBS_PER_SUBMISSION {
-            return Err(format!(
-                "the batch file has more than {MAX_JOBS_PER_SUBMISSION} lines; at most {MAX_JOBS_PER_SUBMISSION} jobs are accepted at once, split it"
-            ));
+            return Err(BatchFileError::TooManyLines);
         }
         let mut bytes = buf.as_slice();
         if let Some(rest) = bytes.strip_suffix(b"\n") {
@@ -281,9 +313,7 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Submitte
             bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         }
         if bytes.len() > MAX_BATCH_LINE_BYTES {
-            return Err(format!(
-                "line {n} is longer than {MAX_BATCH_LINE_BYTES} bytes; is this a JSONL batch file (one JSON object per line)?"
-            ));
+            return Err(BatchFileError::LineTooLong { line: n });
         }
         let Ok(raw) = std::str::from_utf8(bytes) else {
             errors.push(format!("line {n}: not UTF-8 text"));
@@ -325,17 +355,32 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Submitte
         }
     }
     if !errors.is_empty() {
-        return Err(errors.join("\n"));
+        return Err(BatchFileError::BadLines(errors));
     }
     if problems.is_empty() {
-        return Err("the batch file holds no prompts".into());
+        return Err(BatchFileError::Empty);
     }
     Ok(problems)
 }
 
+/// A submission whose jobs cannot be built ([`Submission::jobs`]): the message names the field,
+/// method or problem and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSubmission(pub String);
+
 impl Submission {
     /// Builds and checks every job; nothing touches the queue.
     pub fn jobs(
+        &self,
+        correlation_id: &CorrelationId,
+        batch_id: Option<BatchId>,
+    ) -> Result<Vec<JobSpec>, InvalidSubmission> {
+        self.build_jobs(correlation_id, batch_id)
+            .map_err(InvalidSubmission)
+    }
+
+    fn build_jobs(
         &self,
         correlation_id: &CorrelationId,
         batch_id: Option<BatchId>,
@@ -561,7 +606,7 @@ impl Submission {
         };
         match prompt {
             Prompt::Text(t) => model.tokenize(t).map(|_| ()).map_err(|e| e.to_string()),
-            Prompt::Tokens(ids) => model.check_tokens(ids),
+            Prompt::Tokens(ids) => model.check_tokens(ids).map_err(|e| e.to_string()),
         }
     }
 }
@@ -577,7 +622,7 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
     // Build and check every job before anything is written.
     let mut jobs = submission
         .jobs(&correlation_id, batch_id)
-        .map_err(SubmitError::Invalid)?;
+        .map_err(|e| SubmitError::Invalid(e.0))?;
     if let Some(key) = &submission.submission_key {
         if key.is_empty() || key.len() > 200 || key.chars().any(char::is_whitespace) {
             return Err(SubmitError::Invalid(format!(
@@ -638,14 +683,14 @@ mod tests {
         assert_eq!(ok[0].prompt, Prompt::Text("A".into()));
         // An endless line (/dev/zero) fails after one line's worth.
         let zeros = std::io::BufReader::new(std::io::repeat(0));
-        let err = read_batch_file(zeros).unwrap_err();
+        let err = read_batch_file(zeros).unwrap_err().to_string();
         assert_eq!(
             err.split(';').next().unwrap(),
             "line 1 is longer than 1048576 bytes"
         );
         // Endless blank lines fail after MAX_JOBS_PER_SUBMISSION lines.
         let blank = std::io::BufReader::new(std::io::repeat(b'\n'));
-        let err = read_batch_file(blank).unwrap_err();
+        let err = read_batch_file(blank).unwrap_err().to_string();
         assert!(err.contains("more than 100000 lines"), "{err}");
         // A line of exactly the limit is read.
         let line = format!(
@@ -654,16 +699,20 @@ mod tests {
         );
         assert_eq!(line.len(), MAX_BATCH_LINE_BYTES);
         assert_eq!(parse_batch_file(&line).unwrap().len(), 1);
-        let err = parse_batch_file(&format!("{line} \n")).unwrap_err();
+        let err = parse_batch_file(&format!("{line} \n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("line 1 is longer"), "{err}");
-        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..]).unwrap_err();
+        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2: not UTF-8"), "{err}");
     }
 
     #[test]
     fn batch_files_report_the_line_and_field() {
         let text = "{\"prompt\": \"A\"}\n\n{\"prompt_tokens\": [1, 2], \"id\": \"q2\"}\n{\"promt\": \"x\"}\n{}\nnot json\n{\"prompt\": \"a\", \"prompt_tokens\": [1]}\n";
-        let err = parse_batch_file(text).unwrap_err();
+        let err = parse_batch_file(text).unwrap_err().to_string();
         assert!(err.contains("line 4: unknown field `promt`"), "{err}");
         assert!(err.contains("line 5: missing field `prompt`"), "{err}");
         assert!(err.contains("line 6: expected"), "{err}");
@@ -675,7 +724,12 @@ mod tests {
             .unwrap();
         assert_eq!(ok[0].id.as_deref(), Some("1"));
         assert_eq!(ok[1].id.as_deref(), Some("q2"));
-        assert!(parse_batch_file("\n").unwrap_err().contains("no prompts"));
+        assert!(
+            parse_batch_file("\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no prompts")
+        );
     }
 
     fn submission() -> Submission {
@@ -724,7 +778,7 @@ mod tests {
         s.model = "vllm+http://127.0.0.1:9?model=m".into();
         let corr = CorrelationId::generate();
         s.config.proposal_temp = Some(0.001);
-        let err = s.jobs(&corr, None).unwrap_err();
+        let err = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(
             err.contains("method power: proposal temperature on vllm"),
             "{err}"
@@ -747,6 +801,7 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("problem b: token id 42")
         );
         let mut s = submission();
@@ -754,6 +809,7 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("problem a: unknown token \"zz\"")
         );
         let mut s = submission();
@@ -761,17 +817,24 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("method power: n_mcmc must be >= 1")
         );
         let mut s = submission();
         s.model = "toy:nope".into();
-        assert!(s.jobs(&corr, None).unwrap_err().starts_with("model: "));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .starts_with("model: ")
+        );
         let mut s = submission();
         s.model = "anthropic+https://api.anthropic.com?model=claude".into();
         s.problems.truncate(1);
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot continue a completion from a token prefix")
         );
         s.fallback_single_sample = true;
@@ -786,12 +849,18 @@ mod tests {
             "single-sample methods need no fallback"
         );
         s.problems[0].prompt = Prompt::Tokens(vec![1]);
-        assert!(s.jobs(&corr, None).unwrap_err().contains("text prompts"));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .contains("text prompts")
+        );
         let mut s = submission();
         s.model = "vllm+http://gpu:8000".into();
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("need ?model=NAME")
         );
         let mut s = submission();
@@ -802,7 +871,12 @@ mod tests {
         );
         let mut s = submission();
         s.chains = 100_000;
-        assert!(s.jobs(&corr, None).unwrap_err().contains("split it"));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .contains("split it")
+        );
     }
 
     fn choice_problem(id: &str) -> GradedProblem {
@@ -886,7 +960,7 @@ mod tests {
             grader: Some(Grader::Math),
             price_per_mtok: None,
         });
-        let e = s.jobs(&corr, None).unwrap_err();
+        let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(
             e.contains("problem q1: a multiple-choice answer is graded by grader choice"),
             "{e}"
@@ -894,7 +968,7 @@ mod tests {
         s.graded_run.as_mut().unwrap().grader = Some(Grader::Regex {
             pattern: "no group".into(),
         });
-        let e = s.jobs(&corr, None).unwrap_err();
+        let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(
             e.contains("grader: ") && e.contains("no capture group"),
             "{e}"
@@ -904,15 +978,21 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("price_per_mtok (USD per million generated tokens)")
         );
         s.graded_run.as_mut().unwrap().price_per_mtok = None;
         s.chat = true;
-        let e = s.jobs(&corr, None).unwrap_err();
+        let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(e.contains("chat: model toy:tiny is a toy model"), "{e}");
         s.chat = false;
         s.problems = submission().problems;
-        assert!(s.jobs(&corr, None).unwrap_err().contains("not both"));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
     }
 
     #[test]

@@ -113,18 +113,43 @@ pub struct ModelPolicy {
     pub operator: bool,
 }
 
+/// A `serve --model` value that [`ModelPolicy::from_flags`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelFlagError {
+    /// `NAME=REFERENCE` with an empty name or reference.
+    #[error(
+        "--model must be NAME or NAME=REFERENCE with both parts non-empty, got {}",
+        quote(.entry)
+    )]
+    EmptyPart {
+        /// The value as given.
+        entry: String,
+    },
+    /// The name is a model reference, or holds white space, control characters or `?`.
+    #[error(
+        "--model takes a model name as the workers register it (--model NAME=REFERENCE on the workers), such as qwen or qwen=vllm+http://gpu:8000?model=Qwen/Qwen2.5-7B; got {} (built-in toy models toy:NAME are always accepted; references are accepted with --allow-model-references)",
+        quote(.entry)
+    )]
+    NotAName {
+        /// The value as given.
+        entry: String,
+    },
+}
+
 impl ModelPolicy {
     /// A policy from the values of `serve --model`: `NAME`, or `NAME=REFERENCE` as given to the
     /// workers (only the name matters to the API; the workers resolve it).
-    pub fn from_flags(entries: &[String], allow_references: bool) -> Result<ModelPolicy, String> {
+    pub fn from_flags(
+        entries: &[String],
+        allow_references: bool,
+    ) -> Result<ModelPolicy, ModelFlagError> {
         let mut names = BTreeSet::new();
         for entry in entries {
             let name = match entry.split_once('=') {
                 Some((name, reference)) if name.is_empty() || reference.is_empty() => {
-                    return Err(format!(
-                        "--model must be NAME or NAME=REFERENCE with both parts non-empty, got {}",
-                        quote(entry)
-                    ));
+                    return Err(ModelFlagError::EmptyPart {
+                        entry: entry.clone(),
+                    });
                 }
                 Some((name, _)) => name,
                 None => entry.as_str(),
@@ -136,10 +161,9 @@ impl ModelPolicy {
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control() || c == '?')
             {
-                return Err(format!(
-                    "--model takes a model name as the workers register it (--model NAME=REFERENCE on the workers), such as qwen or qwen=vllm+http://gpu:8000?model=Qwen/Qwen2.5-7B; got {} (built-in toy models toy:NAME are always accepted; references are accepted with --allow-model-references)",
-                    quote(entry)
-                ));
+                return Err(ModelFlagError::NotAName {
+                    entry: entry.clone(),
+                });
             }
             names.insert(name.to_string());
         }

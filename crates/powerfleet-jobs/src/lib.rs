@@ -330,13 +330,21 @@ impl fmt::Display for JobStatus {
     }
 }
 
+/// A status name that is not one of [`JobStatus::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("status must be one of queued, running, completed, failed, cancelled, dead, got {got:?}")]
+pub struct UnknownStatus {
+    /// What was given.
+    pub got: String,
+}
+
 impl FromStr for JobStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
         JobStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("status must be one of queued, running, completed, failed, cancelled, dead, got {s:?}"))
+            .ok_or_else(|| UnknownStatus { got: s.to_string() })
     }
 }
 
@@ -739,6 +747,7 @@ mod tests {
             "done"
                 .parse::<JobStatus>()
                 .unwrap_err()
+                .to_string()
                 .contains("one of queued")
         );
     }

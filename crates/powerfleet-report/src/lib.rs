@@ -17,7 +17,8 @@ pub mod render;
 pub mod report;
 
 pub use plot::{FigureError, write_figures};
-pub use render::{ReportFormat, write};
+pub use render::{ReportFormat, UnknownReportFormat, write};
 pub use report::{
-    DEFINITIONS, MethodReport, Prices, ProblemMethod, ProblemReport, Report, build, definition,
+    DEFINITIONS, MethodReport, PriceError, Prices, ProblemMethod, ProblemReport, Report, build,
+    definition,
 };

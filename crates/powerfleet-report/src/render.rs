@@ -20,17 +20,23 @@ pub enum ReportFormat {
     Markdown,
 }
 
+/// A report format name that is not one of table, csv, jsonl, markdown (or md).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("format must be one of table, csv, jsonl, markdown, got {got:?}")]
+pub struct UnknownReportFormat {
+    /// What was given.
+    pub got: String,
+}
+
 impl std::str::FromStr for ReportFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownReportFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownReportFormat> {
         match s {
             "table" => Ok(ReportFormat::Table),
             "csv" => Ok(ReportFormat::Csv),
             "jsonl" => Ok(ReportFormat::Jsonl),
             "markdown" | "md" => Ok(ReportFormat::Markdown),
-            _ => Err(format!(
-                "format must be one of table, csv, jsonl, markdown, got {s:?}"
-            )),
+            _ => Err(UnknownReportFormat { got: s.to_string() }),
         }
     }
 }

@@ -22,23 +22,49 @@ pub struct Prices {
     pub default: Option<f64>,
 }
 
+/// A `--price` / `price=` entry that does not parse ([`Prices::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PriceError {
+    /// The value is not a number >= 0.
+    #[error("price must be USD per million tokens (a number >= 0) or MODEL=USD, got {entry:?}")]
+    NotAPrice {
+        /// The entry as given.
+        entry: String,
+    },
+    /// `=USD` with nothing before the `=`.
+    #[error("price {entry:?} names no model before '='")]
+    NoModel {
+        /// The entry as given.
+        entry: String,
+    },
+}
+
 impl Prices {
     /// Parses `USD` (every model) or `MODEL=USD` entries.
-    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Prices, String> {
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Prices, PriceError> {
         let mut prices = Prices::default();
         for entry in entries {
             let (model, value) = match entry.rsplit_once('=') {
                 Some((m, v)) => (Some(m.trim()), v),
                 None => (None, entry),
             };
-            let usd: f64 = value.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| {
-                format!("price must be USD per million tokens (a number >= 0) or MODEL=USD, got {entry:?}")
-            })?;
+            let usd: f64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| PriceError::NotAPrice {
+                    entry: entry.to_string(),
+                })?;
             match model {
                 Some(m) if !m.is_empty() => {
                     prices.per_model.insert(m.to_string(), usd);
                 }
-                Some(_) => return Err(format!("price {entry:?} names no model before '='")),
+                Some(_) => {
+                    return Err(PriceError::NoModel {
+                        entry: entry.to_string(),
+                    });
+                }
                 None => prices.default = Some(usd),
             }
         }
@@ -1054,11 +1080,12 @@ mod tests {
         let p = Prices::parse(["0.5", "toy:m=2"]).unwrap();
         assert_eq!(p.default, Some(0.5));
         assert_eq!(p.per_model["toy:m"], 2.0);
-        let e = Prices::parse(["cheap"]).unwrap_err();
+        let e = Prices::parse(["cheap"]).unwrap_err().to_string();
         assert!(e.contains("USD per million tokens"), "{e}");
         assert!(
             Prices::parse(["=1"])
                 .unwrap_err()
+                .to_string()
                 .contains("names no model")
         );
         assert!(Prices::parse(["-1"]).is_err());

@@ -304,7 +304,9 @@ impl Queue {
             "stale" => Ok(ClaimOutcome::Stale),
             "final" => {
                 let status = reply.get(1).and_then(text).unwrap_or_default();
-                Ok(ClaimOutcome::AlreadyFinal(status.parse().map_err(proto)?))
+                Ok(ClaimOutcome::AlreadyFinal(status.parse().map_err(
+                    |e: powerfleet_jobs::UnknownStatus| proto(e.to_string()),
+                )?))
             }
             "ok" => {
                 let int = |i: usize| -> Result<u64, QueueError> {
