@@ -524,10 +524,10 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
 }
 
 async fn server(args: ServerBenchArgs) -> Result<()> {
-    use powerfleet_backends::{HttpModel, Reference};
+    use powerfleet_backends::{HttpModel, ModelRef};
     let reference = match powerfleet_backends::parse(&args.model).map_err(anyhow::Error::msg)? {
-        Reference::Http(h) => h,
-        Reference::Hosted(h) => {
+        ModelRef::Http(h) => h,
+        ModelRef::Hosted(h) => {
             anyhow::bail!(
                 "{:?} {}: {}",
                 h.provider,
@@ -662,7 +662,7 @@ fn synthetic_result(
     i: u64,
     graded: bool,
 ) -> powerfleet_jobs::JobResult {
-    use powerfleet_jobs::{Bench, Grader, JobId, JobResult, JobStatus, Reference};
+    use powerfleet_jobs::{Grader, Grading, JobId, JobResult, JobStatus, ReferenceAnswer};
     let (reference, answer) = MATH_CASES[(i % MATH_CASES.len() as u64) as usize];
     let spec = powerfleet_jobs::JobSpec {
         job_id: JobId::new(),
@@ -678,10 +678,10 @@ fn synthetic_result(
         fallback_single_sample: false,
         stop: Vec::new(),
         chat: false,
-        bench: graded.then(|| Bench {
+        grading: graded.then(|| Grading {
             template: "math-cot".into(),
             grader: Grader::Math,
-            reference: Reference::Text(reference.into()),
+            reference: ReferenceAnswer::Text(reference.into()),
             price_per_mtok: None,
         }),
     };
@@ -763,11 +763,11 @@ async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
     let start = Instant::now();
     let mut right = 0u64;
     for r in &graded {
-        let bench = r
-            .bench
+        let grading = r
+            .grading
             .as_ref()
             .context("graded results carry a reference")?;
-        let g = powerfleet_report::grade(bench, r.text.as_deref().unwrap_or(""))
+        let g = powerfleet_grade::grade(grading, r.text.as_deref().unwrap_or(""))
             .map_err(anyhow::Error::msg)?;
         right += u64::from(g.correct);
     }

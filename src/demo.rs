@@ -16,7 +16,7 @@ use powerfleet_datasets::suite::{SUITE_ALPHA, SUITE_MAX_TOKENS};
 use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BatchLine, Receipt};
-use powerfleet_fleet::request::{BenchRequest, Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{GradedRunRequest, Limits, ModelPolicy, SubmitRequest};
 use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_jobs::{BatchId, CorrelationId, JobResult, JobStatus};
@@ -163,7 +163,7 @@ fn write_suite(out: &mut impl Write, batch: BatchId, results: &[JobResult]) -> R
         out,
         "The low-temp and standard shares match their exact columns up to sampling noise; power moves\ntowards the p^alpha column with more MCMC steps per block (--n-mcmc), at the cost shown below.\n"
     )?;
-    powerfleet_report::write(&report, powerfleet_report::Format::Table, out)?;
+    powerfleet_report::write(&report, powerfleet_report::ReportFormat::Table, out)?;
     writeln!(out)?;
     Ok(())
 }
@@ -275,9 +275,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         seeds: Some((0..args.seeds).collect()),
         chains: Some(args.chains),
         correlation_id: Some(correlation_id.clone()),
-        bench: Some(BenchRequest {
+        bench: Some(GradedRunRequest {
             builtin: Some("suite".into()),
-            ..BenchRequest::default()
+            ..GradedRunRequest::default()
         }),
         ..SubmitRequest::default()
     }

@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_fleet::producer::{self, BatchLine, BenchProblem, BenchRun, Receipt, Submission};
-use powerfleet_fleet::request::{BenchRequest, Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::producer::{self, BatchLine, GradedProblem, GradedRun, Receipt, Submission};
+use powerfleet_fleet::request::{GradedRunRequest, Limits, ModelPolicy, SubmitRequest};
 use powerfleet_fleet::status::{self, Page, StatusReport};
 use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
@@ -222,10 +222,10 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
             .map(|m| m.trim().parse::<Method>().context("--methods"))
             .collect::<Result<_>>()?
     };
-    let bench = args
+    let graded_run = args
         .bench
         .as_deref()
-        .map(|b| bench_run(args, b))
+        .map(|b| graded_run(args, b))
         .transpose()?;
     let mut request = SubmitRequest {
         model: args.model.clone(),
@@ -239,10 +239,10 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         ..SubmitRequest::default()
     };
     match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
-        _ if bench.is_some() => {
-            request.bench = Some(BenchRequest {
-                loaded: bench,
-                ..BenchRequest::default()
+        _ if graded_run.is_some() => {
+            request.bench = Some(GradedRunRequest {
+                loaded: graded_run,
+                ..GradedRunRequest::default()
             });
         }
         (_, _, Some(path)) => {
@@ -283,7 +283,7 @@ pub const BUILTIN_SUITE: &str = "builtin:suite";
 
 /// Loads the `--bench` dataset with its template and grader; dataset errors list every broken
 /// record with its line and field.
-fn bench_run(args: &SubmitArgs, bench: &str) -> Result<BenchRun> {
+fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
     let grader = args.grader.as_deref().map(parse_grader).transpose()?;
     if bench == BUILTIN_SUITE {
         if args.template.is_some() || args.dataset_format != "auto" {
@@ -291,7 +291,7 @@ fn bench_run(args: &SubmitArgs, bench: &str) -> Result<BenchRun> {
                 "--bench {BUILTIN_SUITE} has its own prompts; drop --template and --dataset-format"
             );
         }
-        let mut run = BenchRun::builtin_suite();
+        let mut run = GradedRun::builtin_suite();
         if grader.is_some() {
             bail!("--bench {BUILTIN_SUITE} has its own grader; drop --grader");
         }
@@ -302,7 +302,7 @@ fn bench_run(args: &SubmitArgs, bench: &str) -> Result<BenchRun> {
     let (format, problems) = if args.dataset_format == "auto" {
         powerfleet_datasets::load_detected(path)?
     } else {
-        let format: powerfleet_datasets::Format = args
+        let format: powerfleet_datasets::DatasetFormat = args
             .dataset_format
             .parse()
             .map_err(|e| anyhow::anyhow!("--dataset-format: {e}"))?;
@@ -312,10 +312,10 @@ fn bench_run(args: &SubmitArgs, bench: &str) -> Result<BenchRun> {
         Some(t) => Template::parse(t).context("--template")?,
         None => Template::default_for(format),
     };
-    Ok(BenchRun {
+    Ok(GradedRun {
         problems: problems
             .into_iter()
-            .map(|problem| BenchProblem {
+            .map(|problem| GradedProblem {
                 problem,
                 model: None,
             })
@@ -874,8 +874,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         );
     }
-    let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)
-        .map_err(anyhow::Error::msg)?;
+    let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)?;
     let openai = powerfleet_fleet::openai::OpenAiSettings::from_flags(
         &args.openai_defaults,
         args.openai_max_n,

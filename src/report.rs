@@ -6,13 +6,13 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use powerfleet_jobs::{BatchId, CorrelationId};
-use powerfleet_report::{Format, Prices};
+use powerfleet_report::{Prices, ReportFormat};
 
 use crate::fleet::DatabaseArgs;
 
 /// Output formats of `report`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ReportFormat {
+pub enum ReportFormatArg {
     /// Aligned columns.
     Table,
     /// Comma-separated values: method rows, then problem rows.
@@ -23,13 +23,13 @@ pub enum ReportFormat {
     Markdown,
 }
 
-impl From<ReportFormat> for Format {
-    fn from(f: ReportFormat) -> Format {
+impl From<ReportFormatArg> for ReportFormat {
+    fn from(f: ReportFormatArg) -> ReportFormat {
         match f {
-            ReportFormat::Table => Format::Table,
-            ReportFormat::Csv => Format::Csv,
-            ReportFormat::Jsonl => Format::Jsonl,
-            ReportFormat::Markdown => Format::Markdown,
+            ReportFormatArg::Table => ReportFormat::Table,
+            ReportFormatArg::Csv => ReportFormat::Csv,
+            ReportFormatArg::Jsonl => ReportFormat::Jsonl,
+            ReportFormatArg::Markdown => ReportFormat::Markdown,
         }
     }
 }
@@ -41,7 +41,7 @@ pub struct ReportArgs {
     pub id: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: ReportFormat,
+    pub format: ReportFormatArg,
     /// Also write figures (PNG and SVG) into this directory: pass@k by method, acceptance rate
     /// by block, cost multiplier against accuracy.
     #[arg(long)]

@@ -19,7 +19,7 @@ const MAX_CHAINS: u64 = 10_000_000;
 
 /// Output format of `sample`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Format {
+pub enum SampleOutput {
     /// One JSON object per chain.
     Jsonl,
     /// A summary: distinct completions beside their exact p^α probability.
@@ -52,7 +52,7 @@ pub struct SampleArgs {
     pub chat: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub format: SampleOutput,
     /// Worker threads (default: all cores); against inference servers, chains in flight
     /// (default 8).
     #[arg(long)]
@@ -119,13 +119,13 @@ pub fn run(args: SampleArgs) -> Result<()> {
     )?;
     let mut out = std::io::stdout().lock();
     match args.format {
-        Format::Jsonl => {
+        SampleOutput::Jsonl => {
             for (i, o) in outputs.iter().enumerate() {
                 serde_json::to_writer(&mut out, &record(&model, i as u64, o))?;
                 writeln!(out)?;
             }
         }
-        Format::Table => write_table(&mut out, &model, &config, &prompt, &outputs)?,
+        SampleOutput::Table => write_table(&mut out, &model, &config, &prompt, &outputs)?,
     }
     Ok(())
 }
@@ -402,7 +402,7 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
             Err(e) => (String::new(), Some(format!("{e:#}"))),
         };
         match args.format {
-            Format::Jsonl => {
+            SampleOutput::Jsonl => {
                 let mut r = ChainRecord {
                     text,
                     text_error,
@@ -413,10 +413,10 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
                 serde_json::to_writer(&mut out, &r)?;
                 writeln!(out)?;
             }
-            Format::Table => *counts.entry(o.tokens.clone()).or_default() += 1,
+            SampleOutput::Table => *counts.entry(o.tokens.clone()).or_default() += 1,
         }
     }
-    if let Format::Table = args.format {
+    if let SampleOutput::Table = args.format {
         writeln!(
             out,
             "model {}  method {}  alpha {}  ({exactness})",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, Fleet, specs};
 use powerfleet_backends::HttpModel;
-use powerfleet_fleet::producer::{Problem, Submission, submit};
+use powerfleet_fleet::producer::{Submission, SubmittedPrompt, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_models::exact::tv_tolerance;
 use powerfleet_sampler::{Chain, Method, OwnedRequest, SamplerConfig};
@@ -494,7 +494,7 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
                 && prompt.ends_with("put your final answer within \\boxed{}."),
             "{prompt}"
         );
-        assert_eq!(spec.bench.as_ref().unwrap().template, "math-cot");
+        assert_eq!(spec.grading.as_ref().unwrap().template, "math-cot");
     }
 
     // Graded by the collector: the last non-blank character, against the reference.
@@ -752,18 +752,18 @@ async fn prompts_the_server_cannot_take_fail_alone_and_healthy_jobs_complete() {
     };
     let mut problems = Vec::new();
     for i in 0..8 {
-        problems.push(Problem {
+        problems.push(SubmittedPrompt {
             id: Some(format!("ok{i}")),
             prompt: Prompt::Text(format!("hello {i}")),
         });
     }
     for i in 0..6 {
-        problems.push(Problem {
+        problems.push(SubmittedPrompt {
             id: Some(format!("bad{i}")),
             prompt: Prompt::Text(format!("h\u{e9}llo\n{i}")),
         });
     }
-    problems.push(Problem {
+    problems.push(SubmittedPrompt {
         id: Some("long".into()),
         prompt: Prompt::Text("a ".repeat(200)),
     });

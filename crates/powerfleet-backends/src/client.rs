@@ -769,7 +769,7 @@ mod tests {
 
     fn model(reference: &str) -> HttpModel {
         match crate::parse(reference).unwrap() {
-            crate::Reference::Http(h) => HttpModel::new(h),
+            crate::ModelRef::Http(h) => HttpModel::new(h),
             other => panic!("{other:?}"),
         }
     }

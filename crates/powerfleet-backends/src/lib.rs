@@ -18,7 +18,7 @@ pub use error::{BackendError, ReferenceError};
 pub use hosted::{HostedModel, HostedReference, Provider};
 pub use probe::{BackendPin, ServerInfo};
 pub use reference::{
-    HOSTED_CHAT_REFUSAL, HttpReference, ProposalError, Reference, ServerKind, is_remote_reference,
+    HOSTED_CHAT_REFUSAL, HttpReference, ModelRef, ProposalError, ServerKind, is_remote_reference,
     parse,
 };
 

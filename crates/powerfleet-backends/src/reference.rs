@@ -183,9 +183,10 @@ impl std::fmt::Debug for HttpReference {
     }
 }
 
-/// What a reference names.
+/// A parsed model reference (`llamacpp+http://…`, `openai+…`): the inference server or hosted
+/// chat API it names.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Reference {
+pub enum ModelRef {
     /// Inference servers that continue token prefixes with log-probabilities.
     Http(HttpReference),
     /// A hosted chat API: single samples only.
@@ -211,7 +212,7 @@ pub fn is_remote_reference(reference: &str) -> bool {
 }
 
 /// Parses a reference.
-pub fn parse(reference: &str) -> Result<Reference, ReferenceError> {
+pub fn parse(reference: &str) -> Result<ModelRef, ReferenceError> {
     // The reference as messages show it.
     let shown = redact_reference(reference);
     let (scheme, rest) = reference.split_once('+').ok_or_else(|| {
@@ -222,7 +223,7 @@ pub fn parse(reference: &str) -> Result<Reference, ReferenceError> {
         "vllm" => ServerKind::Vllm,
         "sglang" => ServerKind::Sglang,
         "openai" | "anthropic" | "gemini" => {
-            return crate::hosted::parse_hosted(reference).map(Reference::Hosted);
+            return crate::hosted::parse_hosted(reference).map(ModelRef::Hosted);
         }
         other => {
             return Err(ReferenceError(format!(
@@ -304,7 +305,7 @@ pub fn parse(reference: &str) -> Result<Reference, ReferenceError> {
             "{shown:?}: vLLM references need ?model=NAME (the name the server was started with)"
         )));
     }
-    Ok(Reference::Http(r))
+    Ok(ModelRef::Http(r))
 }
 
 #[cfg(test)]
@@ -314,17 +315,17 @@ mod tests {
     #[test]
     fn references_parse_with_servers_and_options() {
         let r = parse("vllm+http://gpu1:8000/v1,http://gpu2:8000/?model=Qwen/Qwen2.5-Math-7B&k=20&max_in_flight=4").unwrap();
-        let Reference::Http(h) = r else { panic!() };
+        let ModelRef::Http(h) = r else { panic!() };
         assert_eq!(h.kind, ServerKind::Vllm);
         assert_eq!(h.servers, vec!["http://gpu1:8000", "http://gpu2:8000"]);
         assert_eq!(h.model.as_deref(), Some("Qwen/Qwen2.5-Math-7B"));
         assert_eq!((h.k, h.max_in_flight), (20, 4));
-        let Reference::Http(l) = parse("llamacpp+http://127.0.0.1:8080").unwrap() else {
+        let ModelRef::Http(l) = parse("llamacpp+http://127.0.0.1:8080").unwrap() else {
             panic!()
         };
         assert_eq!((l.kind, l.k), (ServerKind::LlamaCpp, 64));
         assert!(l.eos.is_empty());
-        let Reference::Http(s) =
+        let ModelRef::Http(s) =
             parse("sglang+http://10.0.0.5:30000?eos=151645,151643,151645").unwrap()
         else {
             panic!()
@@ -334,7 +335,7 @@ mod tests {
         assert!(is_remote_reference("sglang+http://x"));
         assert!(matches!(
             parse("openai+https://api.openai.com/v1?model=gpt-4o").unwrap(),
-            Reference::Hosted(h) if h.model == "gpt-4o"
+            ModelRef::Hosted(h) if h.model == "gpt-4o"
         ));
     }
 
@@ -376,7 +377,7 @@ mod tests {
         );
         // Credentials stay in the parsed servers (requests need them), but no message, nor the
         // Debug output, shows them.
-        let Reference::Http(h) = parse("llamacpp+http://user:SECRET@h:1?k=5").unwrap() else {
+        let ModelRef::Http(h) = parse("llamacpp+http://user:SECRET@h:1?k=5").unwrap() else {
             panic!()
         };
         assert_eq!(h.servers, vec!["http://user:SECRET@h:1"]);
@@ -410,7 +411,7 @@ mod tests {
             ("sglang+http://h:1", 64),
             ("vllm+http://h:1?model=m&k=64", 64),
         ] {
-            let Reference::Http(h) = parse(reference).unwrap() else {
+            let ModelRef::Http(h) = parse(reference).unwrap() else {
                 panic!()
             };
             assert_eq!(h.k, k, "{reference}");

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use powerfleet_backends::client::BREAKER_THRESHOLD;
-use powerfleet_backends::{BackendError, HttpModel, Reference, parse};
+use powerfleet_backends::{BackendError, HttpModel, ModelRef, parse};
 use powerfleet_sampler::OwnedRequest;
 use serde_json::{Value, json};
 
@@ -244,7 +244,7 @@ async fn fake(mode: Mode) -> Fake {
 fn model(urls: &[&str], options: &str) -> HttpModel {
     let reference = format!("llamacpp+{}{options}", urls.join(","));
     match parse(&reference).unwrap() {
-        Reference::Http(h) => HttpModel::new(h),
+        ModelRef::Http(h) => HttpModel::new(h),
         other => panic!("{other:?}"),
     }
 }

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use powerfleet_backends::{BackendError, HttpModel, Reference, parse};
+use powerfleet_backends::{BackendError, HttpModel, ModelRef, parse};
 use powerfleet_sampler::OwnedRequest;
 
 const EOS: u32 = 2;
@@ -82,7 +82,7 @@ async fn start(bin: &str, model: &str, alias: &str, extra: &[&str]) -> Server {
 
 fn model(urls: &[&str], options: &str) -> HttpModel {
     match parse(&format!("llamacpp+{}{options}", urls.join(","))).unwrap() {
-        Reference::Http(h) => HttpModel::new(h),
+        ModelRef::Http(h) => HttpModel::new(h),
         other => panic!("{other:?}"),
     }
 }

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use powerfleet_backends::{BackendError, HttpModel, Reference, ServerKind, parse, wire};
+use powerfleet_backends::{BackendError, HttpModel, ModelRef, ServerKind, parse, wire};
 use powerfleet_sampler::OwnedRequest;
 use serde_json::{Value, json};
 
@@ -184,7 +184,7 @@ async fn fake(mode: Mode) -> Fake {
 
 fn model(url: &str, options: &str) -> HttpModel {
     match parse(&format!("sglang+{url}{options}")).unwrap() {
-        Reference::Http(h) => HttpModel::new(h),
+        ModelRef::Http(h) => HttpModel::new(h),
         other => panic!("{other:?}"),
     }
 }

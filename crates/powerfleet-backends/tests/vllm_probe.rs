@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use powerfleet_backends::{BackendError, HttpModel, Reference, parse};
+use powerfleet_backends::{BackendError, HttpModel, ModelRef, parse};
 use powerfleet_sampler::OwnedRequest;
 use serde_json::{Map, Value, json};
 
@@ -114,7 +114,7 @@ async fn fake(mode: Mode) -> (String, Arc<Mutex<Vec<Value>>>) {
 
 fn model(url: &str, options: &str) -> HttpModel {
     match parse(&format!("vllm+{url}/v1{options}")).unwrap() {
-        Reference::Http(h) => HttpModel::new(h),
+        ModelRef::Http(h) => HttpModel::new(h),
         other => panic!("{other:?}"),
     }
 }

@@ -20,7 +20,7 @@ pub const MAX_DATASET_BYTES: u64 = 1 << 30;
 
 /// A dataset file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Format {
+pub enum DatasetFormat {
     /// One JSON object per line: `id` (optional, default the 1-based line number), `prompt` (or
     /// `question` or `problem`), `answer` (a string or number); other fields go to
     /// [`Problem::extra`].
@@ -34,58 +34,62 @@ pub enum Format {
     MultipleChoice,
 }
 
-impl Format {
+impl DatasetFormat {
     /// Every format, for listing in messages.
-    pub const ALL: [Format; 3] = [Format::Jsonl, Format::Math500, Format::MultipleChoice];
+    pub const ALL: [DatasetFormat; 3] = [
+        DatasetFormat::Jsonl,
+        DatasetFormat::Math500,
+        DatasetFormat::MultipleChoice,
+    ];
 
-    /// The format's name as accepted by [`Format::from_str`].
+    /// The format's name as accepted by [`DatasetFormat::from_str`].
     pub fn name(self) -> &'static str {
         match self {
-            Format::Jsonl => "jsonl",
-            Format::Math500 => "math500",
-            Format::MultipleChoice => "multiple-choice",
+            DatasetFormat::Jsonl => "jsonl",
+            DatasetFormat::Math500 => "math500",
+            DatasetFormat::MultipleChoice => "multiple-choice",
         }
     }
 
     /// Guesses the format of a file from its name and contents: a `.json` file or text that
-    /// starts with `[` is [`Format::Math500`]; JSON lines whose first record has `choices` are
-    /// [`Format::MultipleChoice`]; anything else is [`Format::Jsonl`].
-    pub fn detect(path: &Path, text: &str) -> Format {
+    /// starts with `[` is [`DatasetFormat::Math500`]; JSON lines whose first record has `choices` are
+    /// [`DatasetFormat::MultipleChoice`]; anything else is [`DatasetFormat::Jsonl`].
+    pub fn detect(path: &Path, text: &str) -> DatasetFormat {
         let text = strip_bom(text);
         let is_json = path
             .extension()
             .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
         if is_json || text.trim_start().starts_with('[') {
-            return Format::Math500;
+            return DatasetFormat::Math500;
         }
         let first = text.lines().map(str::trim).find(|line| !line.is_empty());
         let has_choices = first
             .and_then(|line| serde_json::from_str::<Value>(line).ok())
             .is_some_and(|value| value.get("choices").is_some());
         if has_choices {
-            Format::MultipleChoice
+            DatasetFormat::MultipleChoice
         } else {
-            Format::Jsonl
+            DatasetFormat::Jsonl
         }
     }
 }
 
-impl fmt::Display for Format {
+impl fmt::Display for DatasetFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-/// A format name that is not one of [`Format::ALL`].
+/// A format name that is not one of [`DatasetFormat::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("dataset format {0:?} is not known; expected jsonl, math500 or multiple-choice")]
 pub struct UnknownFormat(pub String);
 
-impl FromStr for Format {
+impl FromStr for DatasetFormat {
     type Err = UnknownFormat;
 
-    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
-        Format::ALL
+    fn from_str(s: &str) -> Result<DatasetFormat, UnknownFormat> {
+        DatasetFormat::ALL
             .into_iter()
             .find(|f| f.name() == s)
             .ok_or_else(|| UnknownFormat(s.to_string()))
@@ -148,7 +152,7 @@ pub enum DatasetError {
         /// The file, when the dataset came from one.
         path: Option<String>,
         /// The format it was parsed as.
-        format: Format,
+        format: DatasetFormat,
         /// The broken records, in file order, at most [`MAX_ERRORS`].
         errors: Vec<RecordError>,
         /// How many more errors there were beyond `errors`.
@@ -160,7 +164,7 @@ pub enum DatasetError {
         /// The file, when the dataset came from one.
         path: Option<String>,
         /// The format it was parsed as.
-        format: Format,
+        format: DatasetFormat,
     },
 }
 
@@ -202,7 +206,7 @@ fn in_path(path: Option<&str>) -> String {
 
 fn describe_invalid(
     path: Option<&str>,
-    format: Format,
+    format: DatasetFormat,
     errors: &[RecordError],
     omitted: usize,
 ) -> String {
@@ -223,17 +227,19 @@ fn describe_invalid(
 }
 
 /// Reads and parses a dataset file.
-pub fn load(path: impl AsRef<Path>, format: Format) -> Result<Vec<Problem>, DatasetError> {
+pub fn load(path: impl AsRef<Path>, format: DatasetFormat) -> Result<Vec<Problem>, DatasetError> {
     let path = path.as_ref();
     let text = read(path)?;
     parse(&text, format).map_err(|e| e.with_path(path))
 }
 
-/// Reads a dataset file, detects its format with [`Format::detect`] and parses it.
-pub fn load_detected(path: impl AsRef<Path>) -> Result<(Format, Vec<Problem>), DatasetError> {
+/// Reads a dataset file, detects its format with [`DatasetFormat::detect`] and parses it.
+pub fn load_detected(
+    path: impl AsRef<Path>,
+) -> Result<(DatasetFormat, Vec<Problem>), DatasetError> {
     let path = path.as_ref();
     let text = read(path)?;
-    let format = Format::detect(path, &text);
+    let format = DatasetFormat::detect(path, &text);
     let problems = parse(&text, format).map_err(|e| e.with_path(path))?;
     Ok((format, problems))
 }
@@ -265,7 +271,7 @@ pub fn read_bounded(path: &Path, limit: u64, advice: &str) -> std::io::Result<St
 }
 
 /// Parses dataset text in `format`, reporting every broken record (up to [`MAX_ERRORS`]).
-pub fn parse(text: &str, format: Format) -> Result<Vec<Problem>, DatasetError> {
+pub fn parse(text: &str, format: DatasetFormat) -> Result<Vec<Problem>, DatasetError> {
     let text = strip_bom(text);
     let mut errors = Errors::default();
     let mut problems = Vec::new();
@@ -285,7 +291,7 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Problem>, DatasetError> {
         }),
     };
     match format {
-        Format::Jsonl | Format::MultipleChoice => {
+        DatasetFormat::Jsonl | DatasetFormat::MultipleChoice => {
             for (i, line) in text.lines().enumerate() {
                 let location = Location::Line(i + 1);
                 let line = line.trim();
@@ -308,7 +314,7 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Problem>, DatasetError> {
                 }
             }
         }
-        Format::Math500 => match serde_json::from_str::<Value>(text) {
+        DatasetFormat::Math500 => match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) => {
                 for (i, value) in items.into_iter().enumerate() {
                     record(
@@ -407,11 +413,11 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// The accepted names of the question field, the first being the one named in errors.
-fn question_names(format: Format) -> &'static [&'static str] {
+fn question_names(format: DatasetFormat) -> &'static [&'static str] {
     match format {
-        Format::Jsonl => &["prompt", "question", "problem"],
-        Format::Math500 => &["prompt", "problem", "question"],
-        Format::MultipleChoice => &["question", "prompt", "problem"],
+        DatasetFormat::Jsonl => &["prompt", "question", "problem"],
+        DatasetFormat::Math500 => &["prompt", "problem", "question"],
+        DatasetFormat::MultipleChoice => &["question", "prompt", "problem"],
     }
 }
 
@@ -438,7 +444,7 @@ fn take_one(
 }
 
 fn build(
-    format: Format,
+    format: DatasetFormat,
     location: Location,
     default_id: String,
     mut object: Map<String, Value>,
@@ -507,8 +513,10 @@ fn build(
     };
 
     let answer = match format {
-        Format::Jsonl | Format::Math500 => text_answer(object.remove("answer"), &mut error),
-        Format::MultipleChoice => choice_answer(
+        DatasetFormat::Jsonl | DatasetFormat::Math500 => {
+            text_answer(object.remove("answer"), &mut error)
+        }
+        DatasetFormat::MultipleChoice => choice_answer(
             object.remove("choices"),
             object.remove("answer"),
             &mut error,
@@ -735,10 +743,10 @@ mod tests {
 
     #[test]
     fn formats_round_trip_through_their_names() {
-        for f in Format::ALL {
-            assert_eq!(f.name().parse::<Format>().unwrap(), f);
+        for f in DatasetFormat::ALL {
+            assert_eq!(f.name().parse::<DatasetFormat>().unwrap(), f);
         }
-        let err = "csv".parse::<Format>().unwrap_err().to_string();
+        let err = "csv".parse::<DatasetFormat>().unwrap_err().to_string();
         assert!(
             err.contains("expected jsonl, math500 or multiple-choice"),
             "{err}"
@@ -748,25 +756,31 @@ mod tests {
     #[test]
     fn detects_formats() {
         let p = Path::new;
-        assert_eq!(Format::detect(p("a.json"), "[]"), Format::Math500);
-        assert_eq!(Format::detect(p("a.txt"), "  [{}]"), Format::Math500);
         assert_eq!(
-            Format::detect(
+            DatasetFormat::detect(p("a.json"), "[]"),
+            DatasetFormat::Math500
+        );
+        assert_eq!(
+            DatasetFormat::detect(p("a.txt"), "  [{}]"),
+            DatasetFormat::Math500
+        );
+        assert_eq!(
+            DatasetFormat::detect(
                 p("a.jsonl"),
                 "\n{\"question\": \"q\", \"choices\": [\"a\", \"b\"]}\n"
             ),
-            Format::MultipleChoice
+            DatasetFormat::MultipleChoice
         );
         assert_eq!(
-            Format::detect(p("a.jsonl"), "{\"prompt\": \"q\", \"answer\": 1}"),
-            Format::Jsonl
+            DatasetFormat::detect(p("a.jsonl"), "{\"prompt\": \"q\", \"answer\": 1}"),
+            DatasetFormat::Jsonl
         );
     }
 
     #[test]
     fn errors_beyond_the_limit_are_counted() {
         let text = "x\n".repeat(MAX_ERRORS + 5);
-        let err = parse(&text, Format::Jsonl).unwrap_err();
+        let err = parse(&text, DatasetFormat::Jsonl).unwrap_err();
         let DatasetError::Invalid {
             errors, omitted, ..
         } = &err
@@ -781,13 +795,13 @@ mod tests {
 
     #[test]
     fn empty_and_duplicate_ids_are_rejected() {
-        let err = parse("\n\n", Format::Jsonl).unwrap_err().to_string();
+        let err = parse("\n\n", DatasetFormat::Jsonl).unwrap_err().to_string();
         assert_eq!(
             err,
             "dataset holds no problems; expected at least one jsonl record"
         );
         let text = "{\"id\": \"a\", \"prompt\": \"q\", \"answer\": \"1\"}\n{\"id\": \"a\", \"prompt\": \"r\", \"answer\": \"2\"}";
-        let err = parse(text, Format::Jsonl).unwrap_err();
+        let err = parse(text, DatasetFormat::Jsonl).unwrap_err();
         assert_eq!(err.record_errors()[0].location, Location::Line(2));
         assert_eq!(err.record_errors()[0].field, Some("id"));
         assert!(err.to_string().contains("already used at line 1"), "{err}");

@@ -3,7 +3,7 @@
 //!
 //! - [`format`]: [`parse`] and [`load`] read JSONL, the MATH500 JSON array and multiple-choice
 //!   JSONL into [`Problem`]s, reporting every broken record (up to [`MAX_ERRORS`]) with its line
-//!   or array index and field; [`Format::detect`] picks the format from a file name and contents.
+//!   or array index and field; [`DatasetFormat::detect`] picks the format from a file name and contents.
 //! - [`template`]: [`Template`] turns a problem into a prompt (plain, the MATH chain-of-thought
 //!   prompt, lettered multiple choice shuffled per seed, or a user file).
 //! - [`suite`]: [`builtin_suite`], small questions on toy models where p^α finds the right answer
@@ -19,7 +19,7 @@ pub mod template;
 use serde::{Deserialize, Serialize};
 
 pub use format::{
-    DatasetError, Format, Location, MAX_ERRORS, RecordError, load, load_detected, parse,
+    DatasetError, DatasetFormat, Location, MAX_ERRORS, RecordError, load, load_detected, parse,
 };
 pub use suite::{CorrectMass, SUITE_ANSWER_PATTERN, SuiteError, SuiteItem, builtin_suite};
 pub use template::{Rendered, Template, TemplateError};

@@ -110,11 +110,11 @@ impl Template {
     /// The template a dataset of `format` is rendered with unless one is chosen: the MATH
     /// prompt for MATH500, lettered options for multiple choice, the question as written
     /// otherwise.
-    pub fn default_for(format: crate::Format) -> Template {
+    pub fn default_for(format: crate::DatasetFormat) -> Template {
         match format {
-            crate::Format::Math500 => Template::MathCot,
-            crate::Format::MultipleChoice => Template::MultipleChoice,
-            crate::Format::Jsonl => Template::Plain,
+            crate::DatasetFormat::Math500 => Template::MathCot,
+            crate::DatasetFormat::MultipleChoice => Template::MultipleChoice,
+            crate::DatasetFormat::Jsonl => Template::Plain,
         }
     }
 

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use powerfleet_datasets::{
-    Answer, DatasetError, Format, Location, Problem, Template, TemplateError, builtin_suite, load,
-    parse,
+    Answer, DatasetError, DatasetFormat, Location, Problem, Template, TemplateError, builtin_suite,
+    load, parse,
     suite::{SUITE_MAX_TOKENS, SuiteItem},
 };
 use powerfleet_grade::choice::{correct_letter, grade_choice};
@@ -24,7 +24,7 @@ fn jsonl_parses_ids_questions_answers_and_extra_fields() {
 {"question": "What is 2+2?", "answer": 4}
 {"id": 7, "problem": "Half of 1?", "answer": "\\frac{1}{2}"}
 "#;
-    let problems = parse(text, Format::Jsonl).unwrap();
+    let problems = parse(text, DatasetFormat::Jsonl).unwrap();
     assert_eq!(problems.len(), 3);
     assert_eq!(problems[0].id, "p1");
     assert_eq!(problems[0].question, "What is 1+1?");
@@ -43,7 +43,7 @@ fn jsonl_parses_ids_questions_answers_and_extra_fields() {
 fn multiple_choice_parses_letters_and_indices() {
     let text = r#"{"question": "Which is a noble gas?", "choices": ["Oxygen", "Neon", "Iron"], "answer": "B", "source": "x"}
 {"id": "q2", "question": "2+2?", "choices": ["3", "4"], "answer": 1}"#;
-    let problems = parse(text, Format::MultipleChoice).unwrap();
+    let problems = parse(text, DatasetFormat::MultipleChoice).unwrap();
     assert_eq!(
         problems[0].answer,
         Answer::Choice {
@@ -76,7 +76,7 @@ fn broken_lines_are_all_reported_with_line_and_field() {
         r#"{"question": "letter out of range", "choices": ["a", "b", "c", "d"], "answer": "E"}"#,
     ]
     .join("\n");
-    let err = parse(&text, Format::MultipleChoice).unwrap_err();
+    let err = parse(&text, DatasetFormat::MultipleChoice).unwrap_err();
     assert_eq!(
         locations_and_fields(&err),
         vec![
@@ -105,7 +105,7 @@ fn broken_lines_are_all_reported_with_line_and_field() {
 fn jsonl_errors_name_the_missing_field() {
     let text =
         "{\"answer\": \"1\"}\n{\"prompt\": \"q\", \"question\": \"q\", \"answer\": [1]}\n[1]";
-    let err = parse(text, Format::Jsonl).unwrap_err();
+    let err = parse(text, DatasetFormat::Jsonl).unwrap_err();
     assert_eq!(
         locations_and_fields(&err),
         vec![
@@ -140,7 +140,7 @@ fn math500_arrays_use_unique_id_or_the_index() {
         {"prompt": "Compute $1+1$.", "answer": "2", "unique_id": "test/algebra/1.json", "level": 2},
         {"problem": "Compute $2 \\cdot 3$.", "answer": "6"}
     ]"#;
-    let problems = parse(text, Format::Math500).unwrap();
+    let problems = parse(text, DatasetFormat::Math500).unwrap();
     assert_eq!(problems[0].id, "test/algebra/1.json");
     assert_eq!(problems[0].question, "Compute $1+1$.");
     assert_eq!(problems[0].extra["level"], 2);
@@ -150,14 +150,14 @@ fn math500_arrays_use_unique_id_or_the_index() {
 
     let err = parse(
         r#"[{"prompt": "a", "answer": "1"}, {"prompt": "b"}]"#,
-        Format::Math500,
+        DatasetFormat::Math500,
     )
     .unwrap_err();
     assert_eq!(
         locations_and_fields(&err),
         vec![(Location::Index(1), Some("answer"))]
     );
-    let err = parse(r#"{"prompt": "a"}"#, Format::Math500).unwrap_err();
+    let err = parse(r#"{"prompt": "a"}"#, DatasetFormat::Math500).unwrap_err();
     assert_eq!(locations_and_fields(&err), vec![(Location::Document, None)]);
     assert!(err.to_string().contains("expected a JSON array"), "{err}");
 }
@@ -169,11 +169,11 @@ fn load_reads_files_and_names_them_in_errors() {
     let good = dir.join("math.json");
     std::fs::write(&good, r#"[{"prompt": "q", "answer": "1"}]"#).unwrap();
     let text = std::fs::read_to_string(&good).unwrap();
-    assert_eq!(Format::detect(&good, &text), Format::Math500);
-    assert_eq!(load(&good, Format::Math500).unwrap().len(), 1);
+    assert_eq!(DatasetFormat::detect(&good, &text), DatasetFormat::Math500);
+    assert_eq!(load(&good, DatasetFormat::Math500).unwrap().len(), 1);
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"prompt\": \"q\"}\n").unwrap();
-    let err = load(&bad, Format::Jsonl).unwrap_err().to_string();
+    let err = load(&bad, DatasetFormat::Jsonl).unwrap_err().to_string();
     assert!(
         err.starts_with(&format!(
             "dataset {} (jsonl format) has 1 error:",
@@ -181,7 +181,7 @@ fn load_reads_files_and_names_them_in_errors() {
         )),
         "{err}"
     );
-    let err = load(dir.join("missing.jsonl"), Format::Jsonl)
+    let err = load(dir.join("missing.jsonl"), DatasetFormat::Jsonl)
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("cannot read dataset file"), "{err}");
@@ -192,14 +192,17 @@ fn load_reads_files_and_names_them_in_errors() {
 fn format_detection() {
     let mc = r#"{"question": "q", "choices": ["a", "b"], "answer": "A"}"#;
     assert_eq!(
-        Format::detect(Path::new("d.jsonl"), mc),
-        Format::MultipleChoice
+        DatasetFormat::detect(Path::new("d.jsonl"), mc),
+        DatasetFormat::MultipleChoice
     );
     assert_eq!(
-        Format::detect(Path::new("d.jsonl"), r#"{"prompt": "q", "answer": "1"}"#),
-        Format::Jsonl
+        DatasetFormat::detect(Path::new("d.jsonl"), r#"{"prompt": "q", "answer": "1"}"#),
+        DatasetFormat::Jsonl
     );
-    assert_eq!(Format::detect(Path::new("d.json"), "[]"), Format::Math500);
+    assert_eq!(
+        DatasetFormat::detect(Path::new("d.json"), "[]"),
+        DatasetFormat::Math500
+    );
 }
 
 fn text_problem() -> Problem {

@@ -30,10 +30,10 @@ use crate::control::cancel_job;
 use crate::producer::{Receipt, SubmitError};
 use crate::request::MAX_MESSAGE_CHARS;
 pub use crate::request::{
-    BenchRequest, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_JOB_TOKENS,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_JOB_TOKENS,
     DEFAULT_MAX_JOBS_PER_REQUEST, DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MAX_REQUEST_PROMPT_BYTES,
-    DEFAULT_MAX_TEMPLATE_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE, Limits as ApiLimits,
-    MAX_QUOTED_CHARS, ModelPolicy, RequestError, SubmitRequest, quote,
+    DEFAULT_MAX_TEMPLATE_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE, GradedRunRequest,
+    Limits as ApiLimits, MAX_QUOTED_CHARS, ModelPolicy, RequestError, SubmitRequest, quote,
 };
 use crate::status::{self, JobView, Page, StatusError, StatusReport};
 
@@ -709,7 +709,7 @@ async fn get_batch_report(
         })
         .collect::<Result<_, _>>()?;
     let prices = powerfleet_report::Prices::parse(prices.iter().map(String::as_str))
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let results = state.store.jobs_by_batch(id).await?;
     if results.is_empty() {
         return Err(ApiError::NotFound(format!(
@@ -811,7 +811,7 @@ mod tests {
             "price_per_mtok": 0.5
         }))
         .unwrap();
-        let run = s.bench.as_ref().unwrap();
+        let run = s.graded_run.as_ref().unwrap();
         assert_eq!(run.problems.len(), 2);
         assert_eq!(run.template, powerfleet_datasets::Template::MultipleChoice);
         assert_eq!(run.price_per_mtok, Some(0.5));
@@ -819,12 +819,12 @@ mod tests {
         assert_eq!(jobs.len(), 4);
         assert!(
             jobs.iter()
-                .all(|j| j.bench.as_ref().unwrap().grader == powerfleet_jobs::Grader::Choice)
+                .all(|j| j.grading.as_ref().unwrap().grader == powerfleet_jobs::Grader::Choice)
         );
 
         let s = request(serde_json::json!({"builtin": "suite"})).unwrap();
         assert_eq!(
-            s.bench.unwrap().problems.len(),
+            s.graded_run.unwrap().problems.len(),
             powerfleet_datasets::builtin_suite().len()
         );
 
@@ -1046,7 +1046,7 @@ mod tests {
             &policy,
         )
         .unwrap();
-        assert!(s.bench.is_some());
+        assert!(s.graded_run.is_some());
         let e = build_submission(
             request(r#"{"model": "llamacpp+http://x", "bench": {"builtin": "suite"}}"#).unwrap(),
             &limits,

@@ -241,7 +241,7 @@ async fn collect(
 /// A copy of `result` with its grade, when it is a completed benchmark job that can be graded
 /// (grading is deterministic, so a redelivered result gets the same grade); `None` otherwise.
 fn graded(result: &JobResult) -> Option<JobResult> {
-    match powerfleet_report::grade_result(result)? {
+    match powerfleet_grade::grade_result(result)? {
         Ok(g) => Some(JobResult {
             grade: Some(g),
             ..result.clone()
@@ -256,7 +256,7 @@ fn graded(result: &JobResult) -> Option<JobResult> {
 #[cfg(test)]
 mod tests {
     use powerfleet_jobs::{
-        Bench, CorrelationId, Grader, JobId, JobSpec, JobStatus, Prompt, Reference,
+        CorrelationId, Grader, Grading, JobId, JobSpec, JobStatus, Prompt, ReferenceAnswer,
     };
     use powerfleet_sampler::{Method, SamplerConfig};
 
@@ -277,10 +277,10 @@ mod tests {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: Some(Bench {
+            grading: Some(Grading {
                 template: "multiple-choice".into(),
                 grader,
-                reference: Reference::Choice {
+                reference: ReferenceAnswer::Choice {
                     choices: vec!["x".into(), "y".into()],
                     correct: 0,
                     permutation: vec![1, 0],
@@ -314,7 +314,7 @@ mod tests {
             "a grader that does not fit leaves the result ungraded"
         );
         let mut plain = result(JobStatus::Completed, Grader::Choice, "B");
-        plain.bench = None;
+        plain.grading = None;
         assert!(graded(&plain).and_then(|r| r.grade).is_none());
     }
 }

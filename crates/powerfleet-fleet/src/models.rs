@@ -133,7 +133,9 @@ impl Backend {
                 .tokenize(text)
                 .map_err(|e| BackendError::Rejected(e.to_string())),
             (Backend::Toy { model, .. }, Prompt::Tokens(ids)) => {
-                model.check_tokens(ids).map_err(BackendError::Rejected)?;
+                model
+                    .check_tokens(ids)
+                    .map_err(|e| BackendError::Rejected(e.to_string()))?;
                 Ok(ids.clone())
             }
             (Backend::Http { model }, Prompt::Text(text)) => {
@@ -355,10 +357,10 @@ impl ModelRegistry {
 pub fn load(reference: &str) -> Result<Backend, ModelError> {
     if powerfleet_backends::is_remote_reference(reference) {
         return match powerfleet_backends::parse(reference)? {
-            powerfleet_backends::Reference::Http(h) => Ok(Backend::Http {
+            powerfleet_backends::ModelRef::Http(h) => Ok(Backend::Http {
                 model: Arc::new(HttpModel::new(h)),
             }),
-            powerfleet_backends::Reference::Hosted(h) => Ok(Backend::Hosted {
+            powerfleet_backends::ModelRef::Hosted(h) => Ok(Backend::Hosted {
                 model: Arc::new(HostedModel::new(h)),
             }),
         };

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
-    BatchId, Bench, ChatMessage, CorrelationId, Grader, JobId, JobSpec, Prompt, Reference, now_ms,
+    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Prompt, ReferenceAnswer,
+    now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -58,17 +59,18 @@ impl BatchLine {
     }
 }
 
-/// A problem: its id and prompt.
+/// A prompt a submission runs (one of its problems): its problem id and its prompt, without a
+/// reference answer (a dataset problem with one is a [`GradedProblem`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Problem {
+pub struct SubmittedPrompt {
     /// Problem id within the batch.
     pub id: Option<String>,
     /// Its prompt.
     pub prompt: Prompt,
 }
 
-impl From<Problem> for BatchLine {
-    fn from(p: Problem) -> BatchLine {
+impl From<SubmittedPrompt> for BatchLine {
+    fn from(p: SubmittedPrompt) -> BatchLine {
         let mut line = BatchLine {
             id: p.id,
             prompt: None,
@@ -94,7 +96,7 @@ pub struct Submission {
     /// Methods to run every problem with.
     pub methods: Vec<Method>,
     /// The problems.
-    pub problems: Vec<Problem>,
+    pub problems: Vec<SubmittedPrompt>,
     /// Seeds per problem and method.
     pub seeds: Vec<u64>,
     /// Chains per (problem, method, seed): streams 0..chains of the seed.
@@ -109,18 +111,19 @@ pub struct Submission {
     pub fallback_single_sample: bool,
     /// Format text prompts through the backend's chat template.
     pub chat: bool,
-    /// A benchmark run: its problems replace `problems`.
-    pub bench: Option<BenchRun>,
+    /// A graded run (the request's `bench`): its dataset problems replace `problems`.
+    pub graded_run: Option<GradedRun>,
     /// Stop strings applied to every job's finished text ([`JobSpec::stop`]).
     pub stop: Vec<String>,
 }
 
-/// A benchmark run: dataset problems, the template that renders them (per seed, so multiple-choice
-/// options are shuffled per seed) and the grader the collector applies.
+/// A graded run (`submit --bench`): dataset problems with reference answers, the template that
+/// renders them (per seed, so multiple-choice options are shuffled per seed) and the grader the
+/// collector applies.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BenchRun {
+pub struct GradedRun {
     /// The problems.
-    pub problems: Vec<BenchProblem>,
+    pub problems: Vec<GradedProblem>,
     /// How a problem becomes a prompt.
     pub template: Template,
     /// How completions are graded; `None`: `choice` for multiple-choice problems, `math` for the
@@ -130,22 +133,22 @@ pub struct BenchRun {
     pub price_per_mtok: Option<f64>,
 }
 
-/// One problem of a benchmark run.
+/// One dataset problem of a graded run.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BenchProblem {
+pub struct GradedProblem {
     /// The problem.
     pub problem: powerfleet_datasets::Problem,
     /// Its model, when it is not the submission's (the built-in suite has one per problem).
     pub model: Option<String>,
 }
 
-impl BenchRun {
+impl GradedRun {
     /// Every problem of the built-in suite on its toy model, graded by its answer pattern.
-    pub fn builtin_suite() -> BenchRun {
-        BenchRun {
+    pub fn builtin_suite() -> GradedRun {
+        GradedRun {
             problems: powerfleet_datasets::builtin_suite()
                 .into_iter()
-                .map(|item| BenchProblem {
+                .map(|item| GradedProblem {
                     model: Some(format!("toy:{}", item.model_name)),
                     problem: item.problem,
                 })
@@ -160,12 +163,12 @@ impl BenchRun {
 
     /// The prompt and grading data of `problem` for `seed`. Multiple-choice options are shuffled
     /// per problem and seed ([`powerfleet_grade::problem_shuffle_seed`]); the order is recorded.
-    fn render(&self, problem: &BenchProblem, seed: u64) -> (Prompt, Bench) {
+    fn render(&self, problem: &GradedProblem, seed: u64) -> (Prompt, Grading) {
         let shuffle = powerfleet_grade::problem_shuffle_seed(&problem.problem.id, seed);
         let rendered = self.template.render(&problem.problem, shuffle);
         let reference = match &problem.problem.answer {
-            Answer::Text(t) => Reference::Text(t.clone()),
-            Answer::Choice { choices, correct } => Reference::Choice {
+            Answer::Text(t) => ReferenceAnswer::Text(t.clone()),
+            Answer::Choice { choices, correct } => ReferenceAnswer::Choice {
                 choices: choices.clone(),
                 correct: *correct,
                 permutation: rendered
@@ -174,12 +177,12 @@ impl BenchRun {
             },
         };
         let grader = self.grader.clone().unwrap_or(match reference {
-            Reference::Text(_) => Grader::Math,
-            Reference::Choice { .. } => Grader::Choice,
+            ReferenceAnswer::Text(_) => Grader::Math,
+            ReferenceAnswer::Choice { .. } => Grader::Choice,
         });
         (
             Prompt::Text(rendered.prompt),
-            Bench {
+            Grading {
                 template: self.template.name().to_string(),
                 grader,
                 reference,
@@ -272,15 +275,49 @@ fn fingerprint(jobs: &[JobSpec]) -> String {
     format!("fnv1a64:{h:016x}")
 }
 
+/// Why a batch file is refused ([`read_batch_file`]); messages name the line and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchFileError {
+    /// Reading the file failed.
+    #[error("cannot read line {line}: {source}")]
+    Read {
+        /// The line being read, from 1.
+        line: usize,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// More lines than one submission may hold.
+    #[error(
+        "the batch file has more than {MAX_JOBS_PER_SUBMISSION} lines; at most {MAX_JOBS_PER_SUBMISSION} jobs are accepted at once, split it"
+    )]
+    TooManyLines,
+    /// A line longer than [`MAX_BATCH_LINE_BYTES`].
+    #[error(
+        "line {line} is longer than {MAX_BATCH_LINE_BYTES} bytes; is this a JSONL batch file (one JSON object per line)?"
+    )]
+    LineTooLong {
+        /// The line, from 1.
+        line: usize,
+    },
+    /// Lines that are not a prompt: one message per line (`line N: ...`), up to 20.
+    #[error("{}", .0.join("\n"))]
+    BadLines(Vec<String>),
+    /// No line holds a prompt.
+    #[error("the batch file holds no prompts")]
+    Empty,
+}
+
 /// Parses a JSONL batch file; errors name the line and the field.
-pub fn parse_batch_file(text: &str) -> Result<Vec<Problem>, String> {
+pub fn parse_batch_file(text: &str) -> Result<Vec<SubmittedPrompt>, BatchFileError> {
     read_batch_file(text.as_bytes())
 }
 
 /// Reads a JSONL batch file line by line, in memory bounded by [`MAX_BATCH_LINE_BYTES`] per line
 /// and [`MAX_JOBS_PER_SUBMISSION`] lines (blank lines included), so an endless or binary file
 /// fails fast. A UTF-8 byte order mark at the start is skipped; errors name the line and field.
-pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>, String> {
+pub fn read_batch_file(
+    mut reader: impl std::io::BufRead,
+) -> Result<Vec<SubmittedPrompt>, BatchFileError> {
     use std::io::{BufRead, Read};
     let mut problems = Vec::new();
     let mut errors = Vec::new();
@@ -291,14 +328,12 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>
             .by_ref()
             .take(MAX_BATCH_LINE_BYTES as u64 + 2)
             .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("cannot read line {n}: {e}"))?;
+            .map_err(|source| BatchFileError::Read { line: n, source })?;
         if read == 0 {
             break;
         }
         if n > MAX_JOBS_PER_SUBMISSION {
-            return Err(format!(
-                "the batch file has more than {MAX_JOBS_PER_SUBMISSION} lines; at most {MAX_JOBS_PER_SUBMISSION} jobs are accepted at once, split it"
-            ));
+            return Err(BatchFileError::TooManyLines);
         }
         let mut bytes = buf.as_slice();
         if let Some(rest) = bytes.strip_suffix(b"\n") {
@@ -308,9 +343,7 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>
             bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         }
         if bytes.len() > MAX_BATCH_LINE_BYTES {
-            return Err(format!(
-                "line {n} is longer than {MAX_BATCH_LINE_BYTES} bytes; is this a JSONL batch file (one JSON object per line)?"
-            ));
+            return Err(BatchFileError::LineTooLong { line: n });
         }
         let Ok(raw) = std::str::from_utf8(bytes) else {
             errors.push(format!("line {n}: not UTF-8 text"));
@@ -336,7 +369,7 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>
                 continue;
             }
         };
-        problems.push(Problem {
+        problems.push(SubmittedPrompt {
             id: Some(line.id.unwrap_or_else(|| n.to_string())),
             prompt,
         });
@@ -345,17 +378,32 @@ pub fn read_batch_file(mut reader: impl std::io::BufRead) -> Result<Vec<Problem>
         }
     }
     if !errors.is_empty() {
-        return Err(errors.join("\n"));
+        return Err(BatchFileError::BadLines(errors));
     }
     if problems.is_empty() {
-        return Err("the batch file holds no prompts".into());
+        return Err(BatchFileError::Empty);
     }
     Ok(problems)
 }
 
+/// A submission whose jobs cannot be built ([`Submission::jobs`]): the message names the field,
+/// method or problem and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSubmission(pub String);
+
 impl Submission {
     /// Builds and checks every job; nothing touches the queue.
     pub fn jobs(
+        &self,
+        correlation_id: &CorrelationId,
+        batch_id: Option<BatchId>,
+    ) -> Result<Vec<JobSpec>, InvalidSubmission> {
+        self.build_jobs(correlation_id, batch_id)
+            .map_err(InvalidSubmission)
+    }
+
+    fn build_jobs(
         &self,
         correlation_id: &CorrelationId,
         batch_id: Option<BatchId>,
@@ -373,7 +421,7 @@ impl Submission {
             return Err("chains must be >= 1, got 0".into());
         }
         let total = self
-            .bench
+            .graded_run
             .as_ref()
             .map_or(self.problems.len(), |b| b.problems.len()) as u128
             * self.methods.len() as u128
@@ -408,7 +456,7 @@ impl Submission {
             // A server that does not honour the proposal temperature exactly would make log q
             // wrong; refuse it here when the submission names the server (registered names are
             // checked by the worker).
-            if let Ok(powerfleet_backends::Reference::Http(h)) =
+            if let Ok(powerfleet_backends::ModelRef::Http(h)) =
                 powerfleet_backends::parse(&self.model)
             {
                 h.kind.check_proposal(valid.temperature()).map_err(|e| {
@@ -421,20 +469,20 @@ impl Submission {
             configs.insert(method.as_str(), config);
         }
         let problem_count = self
-            .bench
+            .graded_run
             .as_ref()
             .map_or(self.problems.len(), |b| b.problems.len());
-        if self.bench.is_some() && !self.problems.is_empty() {
+        if self.graded_run.is_some() && !self.problems.is_empty() {
             return Err("give a benchmark or prompts, not both".into());
         }
-        if let Some(run) = &self.bench {
+        if let Some(run) = &self.graded_run {
             run.check()?;
         }
         // Every model of the submission, checked once; toy models check prompts here, others at
         // the worker.
         let mut toys = BTreeMap::new();
         let models = std::iter::once(self.model.as_str()).chain(
-            self.bench
+            self.graded_run
                 .iter()
                 .flat_map(|b| b.problems.iter().filter_map(|p| p.model.as_deref())),
         );
@@ -445,7 +493,7 @@ impl Submission {
             toys.insert(model.to_string(), self.check_model(model)?);
         }
         let ids = self.problems.iter().filter_map(|p| p.id.as_deref()).chain(
-            self.bench
+            self.graded_run
                 .iter()
                 .flat_map(|b| b.problems.iter().map(|p| p.problem.id.as_str())),
         );
@@ -460,7 +508,7 @@ impl Submission {
         let now = now_ms();
         let mut jobs = Vec::with_capacity(total as usize);
         for p_idx in 0..problem_count {
-            let (id, model) = match &self.bench {
+            let (id, model) = match &self.graded_run {
                 Some(run) => {
                     let p = &run.problems[p_idx];
                     (
@@ -474,18 +522,18 @@ impl Submission {
                 format!("problem {id}")
             });
             for &seed in &self.seeds {
-                let (prompt, bench) = match &self.bench {
+                let (prompt, grading) = match &self.graded_run {
                     Some(run) => {
-                        let (prompt, bench) = run.render(&run.problems[p_idx], seed);
-                        (prompt, Some(bench))
+                        let (prompt, grading) = run.render(&run.problems[p_idx], seed);
+                        (prompt, Some(grading))
                     }
                     None => (self.problems[p_idx].prompt.clone(), None),
                 };
                 // Prompts that do not depend on the seed are checked once.
                 if seed == self.seeds[0]
                     || matches!(
-                        bench.as_ref().map(|b| &b.reference),
-                        Some(Reference::Choice { .. })
+                        grading.as_ref().map(|g| &g.reference),
+                        Some(ReferenceAnswer::Choice { .. })
                     )
                 {
                     self.check_prompt(toys[model].as_ref(), &prompt)
@@ -507,7 +555,7 @@ impl Submission {
                             fallback_single_sample: self.fallback_single_sample,
                             stop: self.stop.clone(),
                             chat: self.chat,
-                            bench: bench.clone(),
+                            grading: grading.clone(),
                         });
                     }
                 }
@@ -535,7 +583,7 @@ impl Submission {
         if powerfleet_backends::is_remote_reference(model) {
             match powerfleet_backends::parse(model) {
                 Err(e) => return Err(format!("model: {e}")),
-                Ok(powerfleet_backends::Reference::Hosted(h)) => {
+                Ok(powerfleet_backends::ModelRef::Hosted(h)) => {
                     if let Some(m) = self.methods.iter().find(|m| m.needs_log_probs())
                         && !self.fallback_single_sample
                     {
@@ -557,7 +605,7 @@ impl Submission {
                         );
                     }
                 }
-                Ok(powerfleet_backends::Reference::Http(_)) => {}
+                Ok(powerfleet_backends::ModelRef::Http(_)) => {}
             }
         }
         if !model.starts_with("toy:") {
@@ -591,7 +639,7 @@ impl Submission {
         };
         match prompt {
             Prompt::Text(t) => model.tokenize(t).map(|_| ()).map_err(|e| e.to_string()),
-            Prompt::Tokens(ids) => model.check_tokens(ids),
+            Prompt::Tokens(ids) => model.check_tokens(ids).map_err(|e| e.to_string()),
             Prompt::Messages(_) => Err(format!(
                 "messages: model {} is a toy model, which has no chat template; give a text prompt or token ids",
                 model.name()
@@ -611,7 +659,7 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
     // Build and check every job before anything is written.
     let mut jobs = submission
         .jobs(&correlation_id, batch_id)
-        .map_err(SubmitError::Invalid)?;
+        .map_err(|e| SubmitError::Invalid(e.0))?;
     if let Some(key) = &submission.submission_key {
         if key.is_empty() || key.len() > 200 || key.chars().any(char::is_whitespace) {
             return Err(SubmitError::Invalid(format!(
@@ -672,14 +720,14 @@ mod tests {
         assert_eq!(ok[0].prompt, Prompt::Text("A".into()));
         // An endless line (/dev/zero) fails after one line's worth.
         let zeros = std::io::BufReader::new(std::io::repeat(0));
-        let err = read_batch_file(zeros).unwrap_err();
+        let err = read_batch_file(zeros).unwrap_err().to_string();
         assert_eq!(
             err.split(';').next().unwrap(),
             "line 1 is longer than 1048576 bytes"
         );
         // Endless blank lines fail after MAX_JOBS_PER_SUBMISSION lines.
         let blank = std::io::BufReader::new(std::io::repeat(b'\n'));
-        let err = read_batch_file(blank).unwrap_err();
+        let err = read_batch_file(blank).unwrap_err().to_string();
         assert!(err.contains("more than 100000 lines"), "{err}");
         // A line of exactly the limit is read.
         let line = format!(
@@ -688,16 +736,20 @@ mod tests {
         );
         assert_eq!(line.len(), MAX_BATCH_LINE_BYTES);
         assert_eq!(parse_batch_file(&line).unwrap().len(), 1);
-        let err = parse_batch_file(&format!("{line} \n")).unwrap_err();
+        let err = parse_batch_file(&format!("{line} \n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("line 1 is longer"), "{err}");
-        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..]).unwrap_err();
+        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2: not UTF-8"), "{err}");
     }
 
     #[test]
     fn batch_files_report_the_line_and_field() {
         let text = "{\"prompt\": \"A\"}\n\n{\"prompt_tokens\": [1, 2], \"id\": \"q2\"}\n{\"promt\": \"x\"}\n{}\nnot json\n{\"prompt\": \"a\", \"prompt_tokens\": [1]}\n";
-        let err = parse_batch_file(text).unwrap_err();
+        let err = parse_batch_file(text).unwrap_err().to_string();
         assert!(err.contains("line 4: unknown field `promt`"), "{err}");
         assert!(err.contains("line 5: missing field `prompt`"), "{err}");
         assert!(err.contains("line 6: expected"), "{err}");
@@ -709,7 +761,12 @@ mod tests {
             .unwrap();
         assert_eq!(ok[0].id.as_deref(), Some("1"));
         assert_eq!(ok[1].id.as_deref(), Some("q2"));
-        assert!(parse_batch_file("\n").unwrap_err().contains("no prompts"));
+        assert!(
+            parse_batch_file("\n")
+                .unwrap_err()
+                .to_string()
+                .contains("no prompts")
+        );
     }
 
     fn submission() -> Submission {
@@ -718,11 +775,11 @@ mod tests {
             config: SamplerConfig::new(Method::Power),
             methods: vec![Method::Power, Method::MaxSwap, Method::LowTemp],
             problems: vec![
-                Problem {
+                SubmittedPrompt {
                     id: Some("a".into()),
                     prompt: Prompt::Text("".into()),
                 },
-                Problem {
+                SubmittedPrompt {
                     id: Some("b".into()),
                     prompt: Prompt::Tokens(vec![0]),
                 },
@@ -735,7 +792,7 @@ mod tests {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: None,
+            graded_run: None,
         }
     }
 
@@ -759,7 +816,7 @@ mod tests {
         s.model = "vllm+http://127.0.0.1:9?model=m".into();
         let corr = CorrelationId::generate();
         s.config.proposal_temp = Some(0.001);
-        let err = s.jobs(&corr, None).unwrap_err();
+        let err = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(
             err.contains("method power: proposal temperature on vllm"),
             "{err}"
@@ -782,6 +839,7 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("problem b: token id 42")
         );
         let mut s = submission();
@@ -789,6 +847,7 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("problem a: unknown token \"zz\"")
         );
         let mut s = submission();
@@ -796,17 +855,24 @@ mod tests {
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("method power: n_mcmc must be >= 1")
         );
         let mut s = submission();
         s.model = "toy:nope".into();
-        assert!(s.jobs(&corr, None).unwrap_err().starts_with("model: "));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .starts_with("model: ")
+        );
         let mut s = submission();
         s.model = "anthropic+https://api.anthropic.com?model=claude".into();
         s.problems.truncate(1);
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot continue a completion from a token prefix")
         );
         s.fallback_single_sample = true;
@@ -821,12 +887,18 @@ mod tests {
             "single-sample methods need no fallback"
         );
         s.problems[0].prompt = Prompt::Tokens(vec![1]);
-        assert!(s.jobs(&corr, None).unwrap_err().contains("text prompts"));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .contains("text prompts")
+        );
         let mut s = submission();
         s.model = "vllm+http://gpu:8000".into();
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("need ?model=NAME")
         );
         let mut s = submission();
@@ -837,11 +909,16 @@ mod tests {
         );
         let mut s = submission();
         s.chains = 100_000;
-        assert!(s.jobs(&corr, None).unwrap_err().contains("split it"));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .contains("split it")
+        );
     }
 
-    fn choice_problem(id: &str) -> BenchProblem {
-        BenchProblem {
+    fn choice_problem(id: &str) -> GradedProblem {
+        GradedProblem {
             problem: powerfleet_datasets::Problem {
                 id: id.into(),
                 question: "A".into(),
@@ -861,7 +938,7 @@ mod tests {
         s.problems.clear();
         s.model = "llamacpp+http://gpu:8080".into();
         s.seeds = (0..8).collect();
-        s.bench = Some(BenchRun {
+        s.graded_run = Some(GradedRun {
             problems: vec![choice_problem("q1"), choice_problem("q2")],
             template: Template::Plain,
             grader: None,
@@ -877,18 +954,18 @@ mod tests {
         );
         let mut permutations = std::collections::HashSet::new();
         for j in &jobs {
-            let bench = j.bench.as_ref().unwrap();
+            let grading = j.grading.as_ref().unwrap();
             assert_eq!(
-                bench.grader,
+                grading.grader,
                 Grader::Choice,
                 "multiple choice grades by letter"
             );
-            assert_eq!(bench.price_per_mtok, Some(0.25));
-            let Reference::Choice {
+            assert_eq!(grading.price_per_mtok, Some(0.25));
+            let ReferenceAnswer::Choice {
                 correct,
                 permutation,
                 ..
-            } = &bench.reference
+            } = &grading.reference
             else {
                 panic!("a choice reference")
             };
@@ -915,46 +992,52 @@ mod tests {
         let mut s = submission();
         s.problems.clear();
         s.model = "toy:tiny".into();
-        s.bench = Some(BenchRun {
+        s.graded_run = Some(GradedRun {
             problems: vec![choice_problem("q1")],
             template: Template::Plain,
             grader: Some(Grader::Math),
             price_per_mtok: None,
         });
-        let e = s.jobs(&corr, None).unwrap_err();
+        let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(
             e.contains("problem q1: a multiple-choice answer is graded by grader choice"),
             "{e}"
         );
-        s.bench.as_mut().unwrap().grader = Some(Grader::Regex {
+        s.graded_run.as_mut().unwrap().grader = Some(Grader::Regex {
             pattern: "no group".into(),
         });
-        let e = s.jobs(&corr, None).unwrap_err();
+        let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(
             e.contains("grader: ") && e.contains("no capture group"),
             "{e}"
         );
-        s.bench.as_mut().unwrap().grader = None;
-        s.bench.as_mut().unwrap().price_per_mtok = Some(-1.0);
+        s.graded_run.as_mut().unwrap().grader = None;
+        s.graded_run.as_mut().unwrap().price_per_mtok = Some(-1.0);
         assert!(
             s.jobs(&corr, None)
                 .unwrap_err()
+                .to_string()
                 .contains("price_per_mtok (USD per million generated tokens)")
         );
-        s.bench.as_mut().unwrap().price_per_mtok = None;
+        s.graded_run.as_mut().unwrap().price_per_mtok = None;
         s.chat = true;
-        let e = s.jobs(&corr, None).unwrap_err();
+        let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(e.contains("chat: model toy:tiny is a toy model"), "{e}");
         s.chat = false;
         s.problems = submission().problems;
-        assert!(s.jobs(&corr, None).unwrap_err().contains("not both"));
+        assert!(
+            s.jobs(&corr, None)
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
     }
 
     #[test]
     fn the_builtin_suite_runs_each_problem_on_its_own_model() {
         let mut s = submission();
         s.problems.clear();
-        s.bench = Some(BenchRun::builtin_suite());
+        s.graded_run = Some(GradedRun::builtin_suite());
         let jobs = s.jobs(&CorrelationId::generate(), None).unwrap();
         assert_eq!(
             jobs.len(),

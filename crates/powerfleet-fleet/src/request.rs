@@ -11,7 +11,7 @@ use powerfleet_jobs::{CHAT_ROLES, ChatMessage, CorrelationId, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use serde::{Deserialize, Serialize};
 
-use crate::producer::{self, BatchLine, Problem, Submission};
+use crate::producer::{self, BatchLine, Submission, SubmittedPrompt};
 
 /// A request that cannot become a submission: the API answers 400 or 422 with the message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,19 +116,44 @@ pub struct ModelPolicy {
     pub hosted: BTreeSet<String>,
 }
 
+/// A `serve --model` value that [`ModelPolicy::from_flags`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelFlagError {
+    /// `NAME=REFERENCE` with an empty name or reference.
+    #[error(
+        "--model must be NAME or NAME=REFERENCE with both parts non-empty, got {}",
+        quote(.entry)
+    )]
+    EmptyPart {
+        /// The value as given.
+        entry: String,
+    },
+    /// The name is a model reference, or holds white space, control characters or `?`.
+    #[error(
+        "--model takes a model name as the workers register it (--model NAME=REFERENCE on the workers), such as qwen or qwen=vllm+http://gpu:8000?model=Qwen/Qwen2.5-7B; got {} (built-in toy models toy:NAME are always accepted; references are accepted with --allow-model-references)",
+        quote(.entry)
+    )]
+    NotAName {
+        /// The value as given.
+        entry: String,
+    },
+}
+
 impl ModelPolicy {
     /// A policy from the values of `serve --model`: `NAME`, or `NAME=REFERENCE` as given to the
     /// workers (only the name matters to the API; the workers resolve it).
-    pub fn from_flags(entries: &[String], allow_references: bool) -> Result<ModelPolicy, String> {
+    pub fn from_flags(
+        entries: &[String],
+        allow_references: bool,
+    ) -> Result<ModelPolicy, ModelFlagError> {
         let mut names = BTreeSet::new();
         let mut hosted = BTreeSet::new();
         for entry in entries {
             let name = match entry.split_once('=') {
                 Some((name, reference)) if name.is_empty() || reference.is_empty() => {
-                    return Err(format!(
-                        "--model must be NAME or NAME=REFERENCE with both parts non-empty, got {}",
-                        quote(entry)
-                    ));
+                    return Err(ModelFlagError::EmptyPart {
+                        entry: entry.clone(),
+                    });
                 }
                 Some((name, reference)) => {
                     let lower = reference.to_ascii_lowercase();
@@ -149,10 +174,9 @@ impl ModelPolicy {
                     .chars()
                     .any(|c| c.is_whitespace() || c.is_control() || c == '?')
             {
-                return Err(format!(
-                    "--model takes a model name as the workers register it (--model NAME=REFERENCE on the workers), such as qwen or qwen=vllm+http://gpu:8000?model=Qwen/Qwen2.5-7B; got {} (built-in toy models toy:NAME are always accepted; references are accepted with --allow-model-references)",
-                    quote(entry)
-                ));
+                return Err(ModelFlagError::NotAName {
+                    entry: entry.clone(),
+                });
             }
             names.insert(name.to_string());
         }
@@ -285,7 +309,7 @@ pub struct SubmitRequest {
     /// A benchmark run instead of prompts: dataset records with reference answers, graded by the
     /// collector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bench: Option<BenchRequest>,
+    pub bench: Option<GradedRunRequest>,
     /// Stop strings: each job's finished text is cut at the first match (outside the p^α
     /// target; the sampled tokens are kept and the cut is recorded in the result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,7 +327,7 @@ pub const MAX_CHAT_MESSAGES: usize = 1024;
 /// template and a grader, as `powerfleet submit --bench` takes them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BenchRequest {
+pub struct GradedRunRequest {
     /// Dataset records, as the lines of a JSONL or multiple-choice dataset file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<serde_json::Value>>,
@@ -331,12 +355,12 @@ pub struct BenchRequest {
     /// A benchmark run the operator loaded from files (the CLI's `--bench FILE`, with its
     /// template file), instead of `records` or `builtin`. Never part of a request body.
     #[serde(skip)]
-    pub loaded: Option<producer::BenchRun>,
+    pub loaded: Option<producer::GradedRun>,
 }
 
 /// The benchmark run of a request; errors name the `bench` field and the record.
-fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
-    use powerfleet_datasets::{Format, Template};
+fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, RequestError> {
+    use powerfleet_datasets::{DatasetFormat, Template};
     let bad = |m: String| RequestError::Unprocessable(m);
     if let Some(run) = bench.loaded {
         if bench.records.is_some() || bench.builtin.is_some() {
@@ -354,7 +378,7 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
                     "bench.builtin suite has its own prompts and grader; drop bench.template, bench.template_text and bench.grader".into(),
                 ));
             }
-            producer::BenchRun::builtin_suite()
+            producer::GradedRun::builtin_suite()
         }
         (None, Some(other)) => {
             return Err(bad(format!(
@@ -367,11 +391,11 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
             let format = match bench.format.as_deref() {
                 // Multiple choice when the first record has `choices`, as for files.
                 None if records.first().is_some_and(|r| r.get("choices").is_some()) => {
-                    Format::MultipleChoice
+                    DatasetFormat::MultipleChoice
                 }
-                None => Format::Jsonl,
-                Some("jsonl") => Format::Jsonl,
-                Some("multiple-choice") => Format::MultipleChoice,
+                None => DatasetFormat::Jsonl,
+                Some("jsonl") => DatasetFormat::Jsonl,
+                Some("multiple-choice") => DatasetFormat::MultipleChoice,
                 Some(other) => {
                     return Err(bad(format!(
                         "bench.format must be jsonl or multiple-choice, got {}",
@@ -401,10 +425,10 @@ fn bench_of(bench: BenchRequest) -> Result<producer::BenchRun, RequestError> {
                 })?,
                 (None, None) => Template::default_for(format),
             };
-            producer::BenchRun {
+            producer::GradedRun {
                 problems: problems
                     .into_iter()
-                    .map(|problem| producer::BenchProblem {
+                    .map(|problem| producer::GradedProblem {
                         problem,
                         model: None,
                     })
@@ -437,7 +461,7 @@ fn build_submission(
     // Bytes of each problem's prompt, for the request total: for a benchmark, the record as JSON
     // plus the template.
     let mut prompt_bytes: Vec<usize> = Vec::new();
-    let bench = match request.bench {
+    let graded_run = match request.bench {
         Some(b) => {
             if request.prompt.is_some()
                 || request.prompt_tokens.is_some()
@@ -456,7 +480,7 @@ fn build_submission(
                     .map(|r| json_len(r) + template_bytes)
                     .collect();
             }
-            let run = bench_of(b)?;
+            let run = graded_run_of(b)?;
             if prompt_bytes.is_empty() {
                 prompt_bytes = run
                     .problems
@@ -494,8 +518,8 @@ fn build_submission(
         .filter_map(|(name, prompt)| prompt.map(|p| (name, p)))
         .collect();
     let problems = match (given.len(), request.problems) {
-        _ if bench.is_some() => Vec::new(),
-        (1, None) => vec![Problem {
+        _ if graded_run.is_some() => Vec::new(),
+        (1, None) => vec![SubmittedPrompt {
             id: None,
             prompt: given.pop().expect("one prompt").1,
         }],
@@ -521,7 +545,9 @@ fn build_submission(
     let methods = request.methods.unwrap_or_else(|| vec![config.method]);
     let seeds = request.seeds.unwrap_or_else(|| vec![0]);
     let chains = request.chains.unwrap_or(1);
-    let n_problems = bench.as_ref().map_or(problems.len(), |b| b.problems.len());
+    let n_problems = graded_run
+        .as_ref()
+        .map_or(problems.len(), |b| b.problems.len());
     let per_problem = methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
     let total = n_problems as u128 * per_problem;
     if total > limits.max_jobs_per_request as u128 {
@@ -533,7 +559,7 @@ fn build_submission(
             limits.max_jobs_per_request
         )));
     }
-    if bench.is_none() {
+    if graded_run.is_none() {
         prompt_bytes = problems.iter().map(|p| p.prompt.byte_len()).collect();
     }
     let request_bytes: u128 = prompt_bytes.iter().map(|&b| b as u128).sum::<u128>() * per_problem;
@@ -558,7 +584,7 @@ fn build_submission(
         fallback_single_sample: request.fallback_single_sample,
         stop: request.stop.unwrap_or_default(),
         chat: request.chat,
-        bench,
+        graded_run,
     })
 }
 
@@ -764,7 +790,7 @@ fn check_job_tokens(
 
 /// The problems of a request, with batch-file semantics: each has exactly one of `prompt` and
 /// `prompt_tokens`; the id defaults to the 1-based index.
-fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, RequestError> {
+fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<SubmittedPrompt>, RequestError> {
     if lines.is_empty() {
         return Err(RequestError::Unprocessable(
             "problems must hold at least one problem, got an empty list".into(),
@@ -780,7 +806,7 @@ fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<Problem>, RequestError> {
                 continue;
             }
         };
-        problems.push(Problem {
+        problems.push(SubmittedPrompt {
             id: Some(line.id.unwrap_or_else(|| (i + 1).to_string())),
             prompt,
         });

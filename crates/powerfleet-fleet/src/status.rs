@@ -197,7 +197,7 @@ struct Listing {
 }
 
 /// Lists the jobs in `ids` (from Redis) and `stored` (from SQL): counts from a status read of
-/// each, full views for the page only.
+/// each, full views for the page only (one SQL read and one pipelined Redis read for the page).
 async fn list(
     queue: &Queue,
     store: Option<&Store>,
@@ -249,11 +249,23 @@ async fn list(
             .collect(),
         _ => HashMap::new(),
     };
+    // The page's jobs without a stored result: their live states in one pipelined read.
+    let live_shown: Vec<JobId> = shown
+        .iter()
+        .copied()
+        .filter(|id| !results.contains_key(id))
+        .collect();
+    let mut states: HashMap<JobId, powerfleet_queue::JobState> = live_shown
+        .iter()
+        .copied()
+        .zip(queue.job_states(&live_shown).await?)
+        .filter_map(|(id, state)| Some((id, state?)))
+        .collect();
     let mut jobs = Vec::with_capacity(shown.len());
     for id in shown {
         if let Some(r) = results.remove(id) {
             jobs.push(from_result(r));
-        } else if let Some(s) = queue.job_state(*id).await? {
+        } else if let Some(s) = states.remove(id) {
             jobs.push(live_view(s));
         } else {
             jobs.push(vanished_view(*id));

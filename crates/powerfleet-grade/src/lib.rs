@@ -11,11 +11,14 @@
 //! - [`extract`]: exact match after trimming and "first capture group of the last regex match".
 //! - [`stats`]: the unbiased pass@k estimator, majority vote over equivalent answers, mean and
 //!   standard error.
+//! - [`job`]: [`grade`] a job's completion against the [`powerfleet_jobs::Grading`] it carries
+//!   (the results collector's entry point), and [`grade_result`] a stored result.
 //!
 //! Every grader returns a [`Grade`]: what was extracted (as written) and whether it is correct.
 
 pub mod choice;
 pub mod extract;
+pub mod job;
 pub mod math;
 pub mod stats;
 
@@ -26,6 +29,7 @@ pub use choice::{
     shuffle_choices,
 };
 pub use extract::{extract_regex, grade_exact, grade_regex};
+pub use job::{GradingError, grade, grade_result, reference_display};
 pub use math::{
     RELATIVE_TOLERANCE, extract_math_answer, grade_math, last_boxed, math_equal, normalize,
     parse_number,

@@ -198,9 +198,10 @@ pub struct JobSpec {
     /// tokenizing it; for backends that have one (llama.cpp and vLLM servers).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub chat: bool,
-    /// For a benchmark job: the problem's reference answer and how to grade a completion.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bench: Option<Bench>,
+    /// For a graded job (a dataset problem): the problem's reference answer and how to grade a
+    /// completion.
+    #[serde(rename = "bench", default, skip_serializing_if = "Option::is_none")]
+    pub grading: Option<Grading>,
     /// Stop strings: once the chain has finished, its text is cut at the first match of any
     /// of them ([`StopHit`] in the result). Applied after sampling, so outside the p^α target:
     /// the tokens the chain sampled are kept whole.
@@ -208,18 +209,19 @@ pub struct JobSpec {
     pub stop: Vec<String>,
 }
 
-/// What grading a benchmark job needs: the reference answer, the grader, and how the prompt was
-/// made. Travels with the job and its result, so the collector can grade without the dataset.
+/// What grading a job on a dataset problem needs: the reference answer, the grader, and how the
+/// prompt was made. Travels with the job and its result, so the collector can grade without the
+/// dataset. (Serialized as the job's and result's `bench` field.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Bench {
+pub struct Grading {
     /// The prompt template the problem was rendered with (`plain`, `math-cot`,
     /// `multiple-choice`, `user`).
     pub template: String,
     /// How completions are graded.
     pub grader: Grader,
     /// The reference answer.
-    pub reference: Reference,
+    pub reference: ReferenceAnswer,
     /// Price of the model's tokens in US dollars per million generated tokens, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_mtok: Option<f64>,
@@ -254,10 +256,10 @@ impl Grader {
     }
 }
 
-/// A reference answer.
+/// A problem's reference answer, which a completion is graded against.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Reference {
+pub enum ReferenceAnswer {
     /// A free-form answer.
     Text(String),
     /// A multiple-choice answer.
@@ -365,13 +367,21 @@ impl fmt::Display for JobStatus {
     }
 }
 
+/// A status name that is not one of [`JobStatus::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("status must be one of queued, running, completed, failed, cancelled, dead, got {got:?}")]
+pub struct UnknownStatus {
+    /// What was given.
+    pub got: String,
+}
+
 impl FromStr for JobStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
         JobStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("status must be one of queued, running, completed, failed, cancelled, dead, got {s:?}"))
+            .ok_or_else(|| UnknownStatus { got: s.to_string() })
     }
 }
 
@@ -430,10 +440,10 @@ pub struct JobResult {
     /// stored ungraded, never graded as wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_error: Option<String>,
-    /// For a benchmark job: its reference and grader, as submitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bench: Option<Bench>,
-    /// For a benchmark job: the collector's verdict on the completion.
+    /// For a graded job: its reference and grader, as submitted.
+    #[serde(rename = "bench", default, skip_serializing_if = "Option::is_none")]
+    pub grading: Option<Grading>,
+    /// For a graded job: the collector's verdict on the completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<GradeRecord>,
     /// Per completion token, log p under the base model (empty unless completed; results
@@ -501,8 +511,8 @@ struct SpecOutline {
     #[serde(default)]
     stream: u64,
     submitted_at_ms: u64,
-    #[serde(default)]
-    bench: Option<serde_json::Value>,
+    #[serde(rename = "bench", default)]
+    grading: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -538,7 +548,7 @@ impl JobResult {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: o.bench.and_then(|b| serde_json::from_value(b).ok()),
+            grading: o.grading.and_then(|g| serde_json::from_value(g).ok()),
         };
         Some(JobResult::for_spec(
             &spec,
@@ -580,7 +590,7 @@ impl JobResult {
             fallback: None,
             pin: None,
             text_error: None,
-            bench: spec.bench.clone(),
+            grading: spec.grading.clone(),
             grade: None,
             token_log_p: Vec::new(),
             prompt_tokens: None,
@@ -705,10 +715,10 @@ mod tests {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: true,
-            bench: Some(Bench {
+            grading: Some(Grading {
                 template: "multiple-choice".into(),
                 grader: Grader::Choice,
-                reference: Reference::Choice {
+                reference: ReferenceAnswer::Choice {
                     choices: vec!["x".into(), "y".into()],
                     correct: 1,
                     permutation: vec![1, 0],
@@ -718,6 +728,12 @@ mod tests {
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+        // The wire names: the grading travels as `bench`, its answer as `reference`.
+        assert!(
+            json.contains(r#""bench":{"template":"multiple-choice""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""reference":{"choice":{"#), "{json}");
         let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
         v["sneaky"] = 1.into();
         assert!(serde_json::from_str::<JobSpec>(&v.to_string()).is_err());
@@ -745,7 +761,7 @@ mod tests {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: None,
+            grading: None,
         };
         let json = serde_json::to_string(&spec).unwrap();
         let full = JobResult::dead_from_spec_json(&json, 3, "why").unwrap();
@@ -791,7 +807,7 @@ mod tests {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: None,
+            grading: None,
         };
         let r = JobResult::for_spec(&spec, JobStatus::Failed, 1, None);
         assert_eq!(r.model, "llamacpp+http://user:***@127.0.0.1:8080?k=20");
@@ -822,6 +838,7 @@ mod tests {
             "done"
                 .parse::<JobStatus>()
                 .unwrap_err()
+                .to_string()
                 .contains("one of queued")
         );
     }

@@ -7,7 +7,7 @@ pub mod toy;
 
 use std::path::Path;
 
-pub use toy::{ToyModel, ToyModelError};
+pub use toy::{TokenOutOfVocab, ToyModel, ToyModelError};
 
 /// A model reference that cannot be resolved.
 #[derive(Debug, thiserror::Error)]

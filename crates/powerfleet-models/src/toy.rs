@@ -84,6 +84,18 @@ pub struct UnknownToken {
     pub vocab: String,
 }
 
+/// A token id that is not in a toy model's vocabulary ([`ToyModel::check_tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token id {id} is not in the vocabulary of {model} (ids 0 to {last})")]
+pub struct TokenOutOfVocab {
+    /// The id.
+    pub id: TokenId,
+    /// The model's name.
+    pub model: String,
+    /// The largest id of the vocabulary.
+    pub last: usize,
+}
+
 /// A toy model never fails to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("toy models cannot fail")]
@@ -258,13 +270,13 @@ impl ToyModel {
     }
 
     /// Checks that every id is in the vocabulary.
-    pub fn check_tokens(&self, tokens: &[TokenId]) -> Result<(), String> {
+    pub fn check_tokens(&self, tokens: &[TokenId]) -> Result<(), TokenOutOfVocab> {
         match tokens.iter().find(|&&t| t as usize >= self.vocab.len()) {
-            Some(t) => Err(format!(
-                "token id {t} is not in the vocabulary of {} (ids 0 to {})",
-                self.name,
-                self.vocab.len() - 1
-            )),
+            Some(&id) => Err(TokenOutOfVocab {
+                id,
+                model: self.name.clone(),
+                last: self.vocab.len() - 1,
+            }),
             None => Ok(()),
         }
     }

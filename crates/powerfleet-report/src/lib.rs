@@ -1,25 +1,24 @@
-//! Benchmark reports for powerfleet: grading a stored result against the reference its job
-//! carries, and the report of a batch (per method accuracy over all scheduled samples beside
-//! accuracy over graded ones, each with its standard error, missing samples, pass@k, majority
-//! vote, acceptance, cost, money and latency; per problem which methods solved it and which have
-//! missing samples) as a terminal table, CSV, JSONL, Markdown, and figures. A sample that failed,
-//! was cancelled, died or could not be graded counts as wrong, never as absent.
+//! Benchmark reports for powerfleet: the report of a batch (per method accuracy over all
+//! scheduled samples beside accuracy over graded ones, each with its standard error, missing
+//! samples, pass@k, majority vote, acceptance, cost, money and latency; per problem which methods
+//! solved it and which have missing samples) as a terminal table, CSV, JSONL, Markdown, and
+//! figures. A sample that failed, was cancelled, died or could not be graded counts as wrong,
+//! never as absent. Results stored without a grade are graded with
+//! [`powerfleet_grade::grade_result`].
 //!
-//! - [`grading`]: [`grade`] one completion (used by the results collector).
 //! - [`report`]: [`build`] a [`Report`] from a batch's stored [`powerfleet_jobs::JobResult`]s.
-//! - [`render`]: [`write`] a report in a [`Format`].
+//! - [`render`]: [`write`] a report in a [`ReportFormat`].
 //! - [`plot`]: [`write_figures`], PNG and SVG figures of a report.
 //!
 //! Everything here is pure but [`write_figures`], which writes the files it is asked for.
 
-pub mod grading;
 pub mod plot;
 pub mod render;
 pub mod report;
 
-pub use grading::{GradingError, grade, grade_result, reference_display};
 pub use plot::{FigureError, write_figures};
-pub use render::{Format, write};
+pub use render::{ReportFormat, UnknownReportFormat, write};
 pub use report::{
-    DEFINITIONS, MethodReport, Prices, ProblemMethod, ProblemReport, Report, build, definition,
+    DEFINITIONS, MethodReport, PriceError, Prices, ProblemMethod, ProblemReport, Report, build,
+    definition,
 };

@@ -8,7 +8,7 @@ use crate::report::{MethodReport, ProblemMethod, ProblemReport, Report, definiti
 
 /// Output formats of a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub enum ReportFormat {
     /// Aligned columns for a terminal.
     Table,
     /// One row per method, then one per problem and method; `pass@k` columns up to the largest k.
@@ -20,17 +20,23 @@ pub enum Format {
     Markdown,
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+/// A report format name that is not one of table, csv, jsonl, markdown (or md).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("format must be one of table, csv, jsonl, markdown, got {got:?}")]
+pub struct UnknownReportFormat {
+    /// What was given.
+    pub got: String,
+}
+
+impl std::str::FromStr for ReportFormat {
+    type Err = UnknownReportFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownReportFormat> {
         match s {
-            "table" => Ok(Format::Table),
-            "csv" => Ok(Format::Csv),
-            "jsonl" => Ok(Format::Jsonl),
-            "markdown" | "md" => Ok(Format::Markdown),
-            _ => Err(format!(
-                "format must be one of table, csv, jsonl, markdown, got {s:?}"
-            )),
+            "table" => Ok(ReportFormat::Table),
+            "csv" => Ok(ReportFormat::Csv),
+            "jsonl" => Ok(ReportFormat::Jsonl),
+            "markdown" | "md" => Ok(ReportFormat::Markdown),
+            _ => Err(UnknownReportFormat { got: s.to_string() }),
         }
     }
 }
@@ -393,10 +399,10 @@ fn problem_field(p: &ProblemReport, pm: &ProblemMethod, column: &str) -> String 
 }
 
 /// Writes `report` in `format`.
-pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result<()> {
+pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::Result<()> {
     match format {
-        Format::Table | Format::Markdown => {
-            let (headline, table): (String, TableWriter) = if format == Format::Table {
+        ReportFormat::Table | ReportFormat::Markdown => {
+            let (headline, table): (String, TableWriter) = if format == ReportFormat::Table {
                 (headline(report), aligned)
             } else {
                 (format!("**{}**", headline(report)), markdown)
@@ -405,7 +411,7 @@ pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result
                 writeln!(out)?;
                 for line in lines {
                     let line = one_line(&line);
-                    if format == Format::Markdown {
+                    if format == ReportFormat::Markdown {
                         writeln!(out, "- {}", line.replace('|', "\\|"))?;
                     } else {
                         writeln!(out, "{line}")?;
@@ -425,7 +431,7 @@ pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result
                 legend(out, problem_legend())?;
             }
         }
-        Format::Jsonl => {
+        ReportFormat::Jsonl => {
             let mut batch = serde_json::to_value(report)?;
             if let Some(o) = batch.as_object_mut() {
                 o.remove("methods");
@@ -444,7 +450,7 @@ pub fn write(report: &Report, format: Format, out: &mut dyn Write) -> io::Result
                 writeln!(out, "{v}")?;
             }
         }
-        Format::Csv => {
+        ReportFormat::Csv => {
             let max_k = report
                 .methods
                 .iter()

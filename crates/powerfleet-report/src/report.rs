@@ -11,7 +11,7 @@ use powerfleet_grade::{
 use powerfleet_jobs::{GradeRecord, JobResult, JobStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::grading::reference_display;
+use powerfleet_grade::reference_display;
 
 /// Prices for the money column, in US dollars per million generated tokens.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,23 +22,49 @@ pub struct Prices {
     pub default: Option<f64>,
 }
 
+/// A `--price` / `price=` entry that does not parse ([`Prices::parse`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PriceError {
+    /// The value is not a number >= 0.
+    #[error("price must be USD per million tokens (a number >= 0) or MODEL=USD, got {entry:?}")]
+    NotAPrice {
+        /// The entry as given.
+        entry: String,
+    },
+    /// `=USD` with nothing before the `=`.
+    #[error("price {entry:?} names no model before '='")]
+    NoModel {
+        /// The entry as given.
+        entry: String,
+    },
+}
+
 impl Prices {
     /// Parses `USD` (every model) or `MODEL=USD` entries.
-    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Prices, String> {
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Prices, PriceError> {
         let mut prices = Prices::default();
         for entry in entries {
             let (model, value) = match entry.rsplit_once('=') {
                 Some((m, v)) => (Some(m.trim()), v),
                 None => (None, entry),
             };
-            let usd: f64 = value.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0).ok_or_else(|| {
-                format!("price must be USD per million tokens (a number >= 0) or MODEL=USD, got {entry:?}")
-            })?;
+            let usd: f64 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| PriceError::NotAPrice {
+                    entry: entry.to_string(),
+                })?;
             match model {
                 Some(m) if !m.is_empty() => {
                     prices.per_model.insert(m.to_string(), usd);
                 }
-                Some(_) => return Err(format!("price {entry:?} names no model before '='")),
+                Some(_) => {
+                    return Err(PriceError::NoModel {
+                        entry: entry.to_string(),
+                    });
+                }
                 None => prices.default = Some(usd),
             }
         }
@@ -52,7 +78,7 @@ impl Prices {
             .get(&job.model)
             .copied()
             .or(self.default)
-            .or_else(|| job.bench.as_ref().and_then(|b| b.price_per_mtok))
+            .or_else(|| job.grading.as_ref().and_then(|b| b.price_per_mtok))
     }
 }
 
@@ -284,7 +310,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
         .iter()
         .enumerate()
         .filter(|(_, r)| r.grade.is_none())
-        .filter_map(|(i, r)| Some((i, crate::grading::grade_result(r)?.ok()?)))
+        .filter_map(|(i, r)| Some((i, powerfleet_grade::grade_result(r)?.ok()?)))
         .collect();
     let mut regraded: Vec<JobResult>;
     let results = if missing.is_empty() {
@@ -311,7 +337,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .entry(problem_key(r))
             .or_insert_with_key(|p| ProblemReport {
                 problem_id: p.clone(),
-                reference: r.bench.as_ref().map(|b| reference_display(&b.reference)),
+                reference: r.grading.as_ref().map(|g| reference_display(&g.reference)),
                 methods: Vec::new(),
                 solved_by: Vec::new(),
                 methods_with_missing: Vec::new(),
@@ -328,7 +354,9 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .collect();
         // A benchmark method's every stored job is a scheduled sample, whatever its status (a
         // failed job carries its reference too); a method without references has no samples.
-        let benchmark = jobs.iter().any(|r| r.bench.is_some() || r.grade.is_some());
+        let benchmark = jobs
+            .iter()
+            .any(|r| r.grading.is_some() || r.grade.is_some());
         let scheduled: &[&JobResult] = if benchmark { jobs } else { &[] };
 
         // Per problem and per run (seed, chain): scheduled, graded and correct samples.
@@ -586,7 +614,7 @@ fn wall_time<'a>(jobs: impl Iterator<Item = &'a JobResult> + Clone) -> Option<f6
 
 #[cfg(test)]
 mod tests {
-    use powerfleet_jobs::{Bench, CorrelationId, GradeRecord, Grader, JobId, Reference};
+    use powerfleet_jobs::{CorrelationId, GradeRecord, Grader, Grading, JobId, ReferenceAnswer};
     use powerfleet_sampler::{BlockStats, ChainStats, Method};
 
     use super::*;
@@ -636,10 +664,10 @@ mod tests {
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,
-            bench: Some(Bench {
+            grading: Some(Grading {
                 template: "plain".into(),
                 grader: Grader::Exact,
-                reference: Reference::Text("7".into()),
+                reference: ReferenceAnswer::Text("7".into()),
                 price_per_mtok: Some(2.0),
             }),
             grade: Some(GradeRecord {
@@ -738,7 +766,7 @@ mod tests {
     fn missing_samples_count_as_wrong_and_are_flagged() {
         use JobStatus::{Cancelled, Dead, Failed};
         let (p, s) = (Method::Power, Method::Standard);
-        // Reference 7 everywhere; seeds 0, 1, 2 on stream 0, so three runs per method.
+        // ReferenceAnswer 7 everywhere; seeds 0, 1, 2 on stream 0, so three runs per method.
         //            seed 0            seed 1               seed 2
         // power a:   7 right           7 right              ungradable
         // power b:   7 right           5 wrong              5 wrong
@@ -930,7 +958,7 @@ mod tests {
             crate::render::write(&report, format, &mut out).unwrap();
             String::from_utf8(out).unwrap()
         };
-        for format in [crate::Format::Table, crate::Format::Markdown] {
+        for format in [crate::ReportFormat::Table, crate::ReportFormat::Markdown] {
             let text = render(format);
             assert!(text.contains("8 missing"), "{text}");
             let row_c = text
@@ -955,11 +983,11 @@ mod tests {
                 assert!(text.contains(&legend), "{legend:?} in:\n{text}");
             }
         }
-        let jsonl = render(crate::Format::Jsonl);
+        let jsonl = render(crate::ReportFormat::Jsonl);
         let batch: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
         assert_eq!(batch["missing"], 8);
         assert_eq!(batch["definitions"]["pass_at_k"], definition("pass_at_k"));
-        let csv = render(crate::Format::Csv);
+        let csv = render(crate::ReportFormat::Csv);
         let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
         let cell = |row: &str, column: &str| {
             let i = header.iter().position(|h| *h == column).unwrap();
@@ -1056,11 +1084,12 @@ mod tests {
         let p = Prices::parse(["0.5", "toy:m=2"]).unwrap();
         assert_eq!(p.default, Some(0.5));
         assert_eq!(p.per_model["toy:m"], 2.0);
-        let e = Prices::parse(["cheap"]).unwrap_err();
+        let e = Prices::parse(["cheap"]).unwrap_err().to_string();
         assert!(e.contains("USD per million tokens"), "{e}");
         assert!(
             Prices::parse(["=1"])
                 .unwrap_err()
+                .to_string()
                 .contains("names no model")
         );
         assert!(Prices::parse(["-1"]).is_err());
@@ -1082,7 +1111,7 @@ mod tests {
             crate::render::write(&report, format, &mut out).unwrap();
             String::from_utf8(out).unwrap()
         };
-        let table = render(crate::Format::Table);
+        let table = render(crate::ReportFormat::Table);
         assert!(table.contains("batch-1: 4 jobs"), "{table}");
         assert!(
             table
@@ -1090,7 +1119,7 @@ mod tests {
                 .any(|l| l.starts_with("power ") && l.contains("100.0")),
             "{table}"
         );
-        let csv = render(crate::Format::Csv);
+        let csv = render(crate::ReportFormat::Csv);
         let header = csv.lines().next().unwrap();
         assert!(header.ends_with("pass_at_1,pass_at_2"), "{header}");
         assert!(
@@ -1103,7 +1132,7 @@ mod tests {
             .find(|l| l.starts_with("method,power,"))
             .unwrap();
         assert_eq!(power.split(',').count(), columns, "{power}");
-        let jsonl = render(crate::Format::Jsonl);
+        let jsonl = render(crate::ReportFormat::Jsonl);
         let rows: Vec<serde_json::Value> = jsonl
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -1114,13 +1143,13 @@ mod tests {
         assert_eq!(rows[2]["method"], "standard");
         assert_eq!(rows[2]["accuracy"], 0.0);
         assert_eq!(rows[3]["row"], "problem");
-        let md = render(crate::Format::Markdown);
+        let md = render(crate::ReportFormat::Markdown);
         assert!(md.contains("| method | jobs |"), "{md}");
         assert!(md.contains("|---|---:|"), "{md}");
         // A reference with a line break and a pipe stays on its row.
         let mut report = report.clone();
         report.per_problem[0].reference = Some("x\ny|z".into());
-        for format in [crate::Format::Table, crate::Format::Markdown] {
+        for format in [crate::ReportFormat::Table, crate::ReportFormat::Markdown] {
             let mut out = Vec::new();
             crate::render::write(&report, format, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();

@@ -535,6 +535,19 @@ impl Store {
         keys: &[&str],
         action: &str,
     ) -> Result<Vec<String>, StoreError> {
+        let rows = self.text_rows(sql, keys, &["result_json"], action).await?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    /// Runs `sql` with `keys` bound to `$1`, `$2`, ... and reads the text `columns` of each row,
+    /// in that order; a column that cannot be read is corrupt.
+    async fn text_rows(
+        &self,
+        sql: &str,
+        keys: &[&str],
+        columns: &[&str],
+        action: &str,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
         on_pool!(self, |pool| {
             let mut query = sqlx::query(sql);
             for key in keys {
@@ -546,8 +559,10 @@ impl Store {
                 .map_err(|e| self.query_err(action, e))?;
             rows.iter()
                 .map(|r| {
-                    r.try_get::<String, _>("result_json")
-                        .map_err(|e| self.corrupt("result_json", e))
+                    columns
+                        .iter()
+                        .map(|&c| r.try_get::<String, _>(c).map_err(|e| self.corrupt(c, e)))
+                        .collect::<Result<Vec<_>, _>>()
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -639,24 +654,18 @@ impl Store {
         key: &str,
         action: &str,
     ) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
-        let mut out = on_pool!(self, |pool| {
-            let rows = sqlx::query(sql)
-                .bind(key)
-                .fetch_all(pool)
-                .await
-                .map_err(|e| self.query_err(action, e))?;
-            rows.iter()
-                .map(|r| {
-                    let id: String = r.try_get("job_id").map_err(|e| self.corrupt("job_id", e))?;
-                    let status: String =
-                        r.try_get("status").map_err(|e| self.corrupt("status", e))?;
-                    Ok((
-                        id.parse().map_err(|e| self.corrupt("job_id", e))?,
-                        status.parse().map_err(|e| self.corrupt("status", e))?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        })?;
+        let rows = self
+            .text_rows(sql, &[key], &["job_id", "status"], action)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row[0].parse().map_err(|e| self.corrupt("job_id", e))?,
+                    row[1].parse().map_err(|e| self.corrupt("status", e))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         out.sort_by_key(|(id, _)| *id);
         Ok(out)
     }

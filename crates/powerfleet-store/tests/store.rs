@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use powerfleet_jobs::{
-    BatchId, Bench, CorrelationId, GradeRecord, Grader, JobId, JobResult, JobStatus, Reference,
+    BatchId, CorrelationId, GradeRecord, Grader, Grading, JobId, JobResult, JobStatus,
+    ReferenceAnswer,
 };
 use powerfleet_sampler::{BlockStats, ChainStats, Method};
 use powerfleet_store::{
@@ -251,10 +252,10 @@ async fn round_trip_keeps_every_field(store: &Store, url: &str) {
 
 async fn grades_have_their_own_columns(store: &Store, url: &str) {
     let graded = JobResult {
-        bench: Some(Bench {
+        grading: Some(Grading {
             template: "math-cot".into(),
             grader: Grader::Math,
-            reference: Reference::Text("\\frac{1}{2}".into()),
+            reference: ReferenceAnswer::Text("\\frac{1}{2}".into()),
             price_per_mtok: Some(0.2),
         }),
         grade: Some(GradeRecord {

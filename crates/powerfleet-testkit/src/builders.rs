@@ -4,7 +4,7 @@
 use powerfleet_fleet::producer::{BatchLine, Submission};
 use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
 use powerfleet_jobs::{
-    BatchId, Bench, CorrelationId, GradeRecord, JobId, JobResult, JobSpec, JobStatus, Prompt,
+    BatchId, CorrelationId, GradeRecord, Grading, JobId, JobResult, JobSpec, JobStatus, Prompt,
     now_ms,
 };
 use powerfleet_sampler::{ChainStats, Method, SamplerConfig, TokenId};
@@ -78,7 +78,7 @@ pub fn spec() -> JobSpecBuilder {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: None,
+            grading: None,
         },
     }
 }
@@ -97,7 +97,7 @@ impl JobSpecBuilder {
         val submitted_at_ms: u64,
         val fallback_single_sample: bool,
         val chat: bool,
-        some bench: Bench,
+        some grading: Grading,
     }
 
     /// Sets the prompt to `text`.
@@ -161,7 +161,7 @@ impl JobResultBuilder {
         some_into fallback: String,
         some pin: serde_json::Value,
         some_into text_error: String,
-        some bench: Bench,
+        some grading: Grading,
         some grade: GradeRecord,
     }
 
@@ -242,7 +242,7 @@ impl BatchBuilder {
 
     /// Adds the problem `id` with `prompt`; the first one replaces the generated problems.
     pub fn problem(mut self, id: &str, prompt: Prompt) -> Self {
-        let line = BatchLine::from(powerfleet_fleet::producer::Problem {
+        let line = BatchLine::from(powerfleet_fleet::producer::SubmittedPrompt {
             id: Some(id.to_string()),
             prompt,
         });

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use powerfleet_backends::{HttpModel, Reference, parse};
+use powerfleet_backends::{HttpModel, ModelRef, parse};
 
 /// Vocabulary size of the tiny model (scripts/make-tiny-gguf.py): <unk>, <s>, </s>, printable ASCII.
 pub const VOCAB: u32 = 98;
@@ -127,7 +127,7 @@ impl LlamaServer {
     /// A client of the server, with reference `options` (such as `?k=98`).
     pub fn model(&self, options: &str) -> HttpModel {
         match parse(&format!("llamacpp+{}{options}", self.url)).unwrap() {
-            Reference::Http(h) => HttpModel::new(h),
+            ModelRef::Http(h) => HttpModel::new(h),
             other => panic!("{other:?}"),
         }
     }

@@ -55,19 +55,17 @@ pub(super) async fn drive_inner(
             now.tokens_generated - counted.tokens_generated,
         );
         counted = now.clone();
-        if shared.lost.load(Ordering::Relaxed) {
-            return lease_gone(ctx, run, shared).await;
-        }
         let progressed = chain.stats().model_calls > calls_at_claim;
-        match boundary {
-            Called::Done(Stop::Finished) => {
+        match after_block(&boundary, shared.lost.load(Ordering::Relaxed)) {
+            AfterBlock::LeaseGone => return lease_gone(ctx, run, shared).await,
+            AfterBlock::Complete => {
                 return complete(ctx, run, shared, &chain, backend, &pin, progressed).await;
             }
-            Called::Failed(e) => {
+            AfterBlock::Fail(e) => {
                 let r = run.result(JobStatus::Failed, Some(&chain), Some(backend), Some(e));
                 return finish(ctx, run, r, None).await;
             }
-            Called::Done(Stop::BlockDone) | Called::Interrupted | Called::Waiting(_) => {}
+            AfterBlock::Checkpoint => {}
         }
         // A checkpoint at a step boundary: the chain as of its last accepted answer.
         let progress = progress_of(&chain);
@@ -82,20 +80,17 @@ pub(super) async fn drive_inner(
             metrics::add(metrics::BLOCKS, 1);
             debug!(block_idx = progress.block_idx, "block checkpointed");
         }
-        if shared.cancel.load(Ordering::Relaxed) {
-            let r = run.result(
-                JobStatus::Cancelled,
-                Some(&chain),
-                Some(backend),
-                Some("cancelled".into()),
-            );
-            return finish(ctx, run, r, None).await;
-        }
-        if let Called::Waiting(why) = &boundary {
-            return wait_for_model(ctx, run, backend, Some(&chain), progressed, why).await;
-        }
-        if ctx.stop.is_cancelled() {
-            return hand_back(ctx, run, Some(&progress)).await;
+        match after_checkpoint(
+            &boundary,
+            shared.cancel.load(Ordering::Relaxed),
+            ctx.stop.is_cancelled(),
+        ) {
+            AfterCheckpoint::Cancel => return cancel(ctx, run, Some(&chain), backend).await,
+            AfterCheckpoint::WaitForModel(why) => {
+                return wait_for_model(ctx, run, backend, Some(&chain), progressed, &why).await;
+            }
+            AfterCheckpoint::HandBack => return hand_back(ctx, run, Some(&progress)).await,
+            AfterCheckpoint::NextBlock => {}
         }
     }
 }

@@ -83,29 +83,6 @@ impl PinnedCheckpoint {
     }
 }
 
-/// The fields in which two pins differ, as "field: checkpoint X, this worker Y".
-pub(super) fn pin_differences(stored: &Value, mine: &Value) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let (a, b) = (
-        stored.as_object().unwrap_or(&empty),
-        mine.as_object().unwrap_or(&empty),
-    );
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
-            format!(
-                "{k}: checkpoint {}, this worker {}",
-                show(a.get(k)),
-                show(b.get(k))
-            )
-        })
-        .collect()
-}
-
 pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(), QueueError> {
     let spec = match &delivery.spec {
         Ok(spec) => spec.clone(),
@@ -167,21 +144,22 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         shared.clone(),
         ctx.config.heartbeat,
     )));
-    if ctx.stop.is_cancelled() {
-        return hand_back(ctx, &run, None).await;
-    }
-    let max = ctx.config.max_deliveries;
-    if run.attempts > max {
-        let reason = format!(
-            "delivered {} times, more than the limit of {max}; the job keeps killing or stalling its workers",
-            run.attempts
-        );
-        let r = run.result(JobStatus::Dead, None, None, Some(reason.clone()));
-        return finish(ctx, &run, r, Some(&reason)).await;
-    }
-    if cancel {
-        let r = run.result(JobStatus::Cancelled, None, None, Some("cancelled".into()));
-        return finish(ctx, &run, r, None).await;
+    match after_claim(
+        ctx.stop.is_cancelled(),
+        run.attempts,
+        ctx.config.max_deliveries,
+        cancel,
+    ) {
+        AfterClaim::HandBack => return hand_back(ctx, &run, None).await,
+        AfterClaim::Dead(reason) => {
+            let r = run.result(JobStatus::Dead, None, None, Some(reason.clone()));
+            return finish(ctx, &run, r, Some(&reason)).await;
+        }
+        AfterClaim::Cancel => {
+            let r = run.result(JobStatus::Cancelled, None, None, Some("cancelled".into()));
+            return finish(ctx, &run, r, None).await;
+        }
+        AfterClaim::Run => {}
     }
     let config = match run.spec.validate() {
         Ok(c) => c,
@@ -225,42 +203,39 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
     let mut run = run;
     run.pin = Some(pin.clone());
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
-    let chain = match checkpoint.as_deref().map(PinnedCheckpoint::decode) {
-        None => fresh(),
-        Some(Ok((c, stored_pin))) if c.config() == &config => {
-            // First the pin: a checkpoint of another backend is another worker's to resume,
-            // not this one's to judge (its tokens may be outside this backend's vocabulary).
-            if let Some(stored) = stored_pin.filter(|p| *p != pin) {
-                // The stored log q came from another proposal: resuming would mix two proposals
-                // in one acceptance ratio. Another worker (the old mapping, during a rolling
-                // deploy) may resume it; this one waits, and says why.
-                let why = format!(
-                    "this worker's model {} is not the backend the checkpoint was made with ({}); resume it on a worker that maps the name as before, or cancel the job",
-                    redact_reference(&run.spec.model),
-                    pin_differences(&stored, &pin).join("; ")
-                );
-                warn!(reason = %why, "refusing to resume a checkpoint pinned to another backend");
-                return wait_for_model(ctx, &run, &backend, None, false, &why).await;
-            }
-            match fits_the_job(&c, &prompt, &backend) {
-                Ok(()) => {
-                    info!(
-                        block_idx = c.position().block_idx,
-                        "resuming from checkpoint"
-                    );
-                    c
-                }
-                Err(e) => {
-                    warn!(error = %e, "checkpoint does not fit the job; starting over");
-                    fresh()
-                }
-            }
+    let stored = checkpoint.as_deref().map(PinnedCheckpoint::decode);
+    let chain = match start_from(stored, Chain::config, &config, &pin) {
+        StartFrom::Fresh => fresh(),
+        StartFrom::OtherBackend(differences) => {
+            // The stored log q came from another proposal: resuming would mix two proposals
+            // in one acceptance ratio. Another worker (the old mapping, during a rolling
+            // deploy) may resume it; this one waits, and says why.
+            let why = format!(
+                "this worker's model {} is not the backend the checkpoint was made with ({}); resume it on a worker that maps the name as before, or cancel the job",
+                redact_reference(&run.spec.model),
+                differences.join("; ")
+            );
+            warn!(reason = %why, "refusing to resume a checkpoint pinned to another backend");
+            return wait_for_model(ctx, &run, &backend, None, false, &why).await;
         }
-        Some(Ok(_)) => {
+        StartFrom::Checkpoint(c) => match fits_the_job(&c, &prompt, &backend) {
+            Ok(()) => {
+                info!(
+                    block_idx = c.position().block_idx,
+                    "resuming from checkpoint"
+                );
+                c
+            }
+            Err(e) => {
+                warn!(error = %e, "checkpoint does not fit the job; starting over");
+                fresh()
+            }
+        },
+        StartFrom::OtherConfig => {
             warn!("checkpoint was written for another configuration; starting over");
             fresh()
         }
-        Some(Err(e)) => {
+        StartFrom::Unusable(e) => {
             warn!(error = %e, "checkpoint unusable; starting over");
             fresh()
         }

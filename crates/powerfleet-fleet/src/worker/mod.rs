@@ -8,7 +8,9 @@
 //!
 //! This module reads and dispatches jobs; a claimed job's life is in `claim` (from the claim to
 //! its chain), `chain` (block by block, checkpointed), `lease` (the lease keeper and its signals)
-//! and `settle` (how it ends or waits).
+//! and `settle` (how it ends or waits). What they do at each turn (after the claim, which
+//! checkpoint to resume, after a block, after a failed call, how long to wait) is decided by the
+//! pure functions of `decide`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,11 +36,13 @@ use powerfleet_backends::reference::redact_reference;
 
 mod chain;
 mod claim;
+mod decide;
 mod lease;
 mod settle;
 
 use chain::*;
 use claim::*;
+use decide::*;
 use lease::*;
 use settle::*;
 

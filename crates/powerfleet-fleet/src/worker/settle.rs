@@ -30,6 +30,22 @@ pub(super) async fn finish(
     Ok(())
 }
 
+/// Publishes the job `cancelled`, with its chain as far as it got.
+pub(super) async fn cancel(
+    ctx: &WorkerContext,
+    run: &ClaimedJob,
+    chain: Option<&Chain>,
+    backend: &Backend,
+) -> Result<(), QueueError> {
+    let r = run.result(
+        JobStatus::Cancelled,
+        chain,
+        Some(backend),
+        Some("cancelled".into()),
+    );
+    finish(ctx, run, r, None).await
+}
+
 /// Gives the job back to the queue at once (shutdown). A hand-back is never a delivery.
 pub(super) async fn hand_back(
     ctx: &WorkerContext,
@@ -60,30 +76,34 @@ pub(super) async fn wait_for_model(
     progressed: bool,
     why: &str,
 ) -> Result<(), QueueError> {
-    let now = now_ms();
-    let since = if progressed {
-        now
-    } else {
-        run.waiting_since_ms.unwrap_or(now)
-    };
-    let waited = Duration::from_millis(now.saturating_sub(since));
     let patience = ctx.config.patience;
-    if waited >= patience {
-        let error = format!(
-            "model {} unavailable for {} s, longer than the worker's --model-patience of {} s: {why}",
-            redact_reference(&run.spec.model),
-            waited.as_secs(),
-            patience.as_secs()
-        );
-        let r = run.result(JobStatus::Failed, chain, Some(backend), Some(error));
-        return finish(ctx, run, r, None).await;
-    }
-    let mut delay = backoff(ctx.config.wait_backoff, run.waits + 1, ctx.config.max_wait);
-    if let Some(down) = backend.unavailable_for() {
-        delay = delay.max(down);
-    }
-    // Never wait past the patience: the job fails at the first try after it.
-    delay = delay.min(patience - waited + Duration::from_millis(10));
+    let backoff = backoff(ctx.config.wait_backoff, run.waits + 1, ctx.config.max_wait);
+    let now = now_ms();
+    let plan = plan_wait(
+        now,
+        progressed,
+        run.waiting_since_ms,
+        patience,
+        backoff,
+        backend.unavailable_for(),
+    );
+    let (since, waited, delay) = match plan {
+        WaitPlan::GiveUp { waited } => {
+            let error = format!(
+                "model {} unavailable for {} s, longer than the worker's --model-patience of {} s: {why}",
+                redact_reference(&run.spec.model),
+                waited.as_secs(),
+                patience.as_secs()
+            );
+            let r = run.result(JobStatus::Failed, chain, Some(backend), Some(error));
+            return finish(ctx, run, r, None).await;
+        }
+        WaitPlan::Defer {
+            since_ms,
+            waited,
+            delay,
+        } => (since_ms, waited, delay),
+    };
     let reason = format!(
         "waiting for model {} (unavailable for {} s; patience {} s): {why}",
         redact_reference(&run.spec.model),
@@ -101,15 +121,7 @@ pub(super) async fn wait_for_model(
             ctx.report.waited.fetch_add(1, Ordering::Relaxed);
             info!(retry_in_ms = delay.as_millis() as u64, reason = %why, "waiting for the model");
         }
-        Deferral::CancelRequested => {
-            let r = run.result(
-                JobStatus::Cancelled,
-                chain,
-                Some(backend),
-                Some("cancelled".into()),
-            );
-            return finish(ctx, run, r, None).await;
-        }
+        Deferral::CancelRequested => return cancel(ctx, run, chain, backend).await,
         Deferral::Lost => {
             ctx.report.lost.fetch_add(1, Ordering::Relaxed);
         }
@@ -127,28 +139,20 @@ pub(super) async fn settle(
     progressed: bool,
     outcome: Called<()>,
 ) -> Result<(), QueueError> {
-    match outcome {
-        Called::Done(()) => Ok(()),
-        Called::Failed(e) => {
+    let lost = shared.lost.load(Ordering::Relaxed);
+    let cancel_requested = shared.cancel.load(Ordering::Relaxed);
+    match settlement(outcome, lost, cancel_requested) {
+        Settlement::Nothing => Ok(()),
+        Settlement::Fail(e) => {
             let r = run.result(JobStatus::Failed, chain, Some(backend), Some(e));
             finish(ctx, run, r, None).await
         }
-        Called::Waiting(why) => wait_for_model(ctx, run, backend, chain, progressed, &why).await,
-        Called::Interrupted => {
-            if shared.lost.load(Ordering::Relaxed) {
-                lease_gone(ctx, run, shared).await
-            } else if shared.cancel.load(Ordering::Relaxed) {
-                let r = run.result(
-                    JobStatus::Cancelled,
-                    chain,
-                    Some(backend),
-                    Some("cancelled".into()),
-                );
-                finish(ctx, run, r, None).await
-            } else {
-                hand_back(ctx, run, None).await
-            }
+        Settlement::WaitForModel(why) => {
+            wait_for_model(ctx, run, backend, chain, progressed, &why).await
         }
+        Settlement::LeaseGone => lease_gone(ctx, run, shared).await,
+        Settlement::Cancel => cancel(ctx, run, chain, backend).await,
+        Settlement::HandBack => hand_back(ctx, run, None).await,
     }
 }
 

@@ -103,31 +103,6 @@ impl Queue {
             .collect()
     }
 
-    pub(super) fn delivery(entry: RawEntry) -> Delivery {
-        let spec = entry.text_fields(MAX_ENTRY_BYTES).and_then(|fields| {
-            match (fields.get("job_id"), fields.get("spec")) {
-                (Some(job_id), Some(spec)) => serde_json::from_str::<JobSpec>(spec)
-                    .map_err(|e| format!("spec is not a valid job: {e}"))
-                    .and_then(|s| {
-                        if s.job_id.to_string() == *job_id {
-                            Ok(s)
-                        } else {
-                            Err(format!(
-                                "entry job_id {job_id} differs from spec job_id {}",
-                                s.job_id
-                            ))
-                        }
-                    }),
-                _ => Err("entry lacks the job_id and spec fields".to_string()),
-            }
-        });
-        Delivery {
-            entry_id: entry.id,
-            fields: entry.fields,
-            spec,
-        }
-    }
-
     /// Reads up to `count` new jobs for `consumer`, waiting up to `block_ms` for one.
     pub async fn read_jobs(
         &self,
@@ -135,10 +110,7 @@ impl Queue {
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let reply = self
-            .read_group(&self.keys.jobs(), WORKER_GROUP, consumer, count, block_ms)
-            .await?;
-        Ok(reply.into_iter().map(Self::delivery).collect())
+        self.read_entries(consumer, count, block_ms).await
     }
 
     /// Takes over up to `count` jobs whose lease expired (idle longer than `min_idle_ms`).
@@ -148,16 +120,7 @@ impl Queue {
         min_idle_ms: u64,
         count: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let ids = self
-            .autoclaim(
-                &self.keys.jobs(),
-                WORKER_GROUP,
-                consumer,
-                min_idle_ms,
-                count,
-            )
-            .await?;
-        Ok(ids.into_iter().map(Self::delivery).collect())
+        self.reclaim_entries(consumer, min_idle_ms, count).await
     }
 
     pub(super) async fn read_group(
@@ -304,7 +267,9 @@ impl Queue {
             "stale" => Ok(ClaimOutcome::Stale),
             "final" => {
                 let status = reply.get(1).and_then(text).unwrap_or_default();
-                Ok(ClaimOutcome::AlreadyFinal(status.parse().map_err(proto)?))
+                Ok(ClaimOutcome::AlreadyFinal(status.parse().map_err(
+                    |e: powerfleet_jobs::UnknownStatus| proto(e.to_string()),
+                )?))
             }
             "ok" => {
                 let int = |i: usize| -> Result<u64, QueueError> {
@@ -569,5 +534,45 @@ impl Queue {
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))
+    }
+}
+
+impl StreamEntry for Delivery {
+    type Decoded = JobSpec;
+    const GROUP: &'static str = WORKER_GROUP;
+    const MAX_BYTES: usize = MAX_ENTRY_BYTES;
+
+    fn stream(keys: &Keys) -> String {
+        keys.jobs()
+    }
+
+    fn decode(fields: &HashMap<&str, &str>) -> Result<JobSpec, String> {
+        match (fields.get("job_id"), fields.get("spec")) {
+            (Some(job_id), Some(spec)) => serde_json::from_str::<JobSpec>(spec)
+                .map_err(|e| format!("spec is not a valid job: {e}"))
+                .and_then(|s| {
+                    if s.job_id.to_string() == *job_id {
+                        Ok(s)
+                    } else {
+                        Err(format!(
+                            "entry job_id {job_id} differs from spec job_id {}",
+                            s.job_id
+                        ))
+                    }
+                }),
+            _ => Err("entry lacks the job_id and spec fields".to_string()),
+        }
+    }
+
+    fn new(
+        entry_id: String,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        spec: Result<JobSpec, String>,
+    ) -> Delivery {
+        Delivery {
+            entry_id,
+            fields,
+            spec,
+        }
     }
 }

@@ -468,6 +468,72 @@ fn shape(v: &Value) -> String {
     s
 }
 
+/// A delivery from a consumer group's stream: a [`Delivery`] from the jobs stream (the workers'
+/// group) or a [`ResultDelivery`] from the results stream (the collectors'). Each says where it
+/// is read from and how its fields decode; reading, reclaiming and the checks every entry gets
+/// (shape, size, UTF-8, repeated names) are shared. Every entry becomes one delivery, decoded or
+/// with the reason it could not be.
+trait StreamEntry: Sized {
+    /// What a well-formed entry decodes to.
+    type Decoded;
+    /// The consumer group that reads the stream.
+    const GROUP: &'static str;
+    /// Largest entry decoded; a larger one gets the reason instead.
+    const MAX_BYTES: usize;
+    /// The stream's key.
+    fn stream(keys: &Keys) -> String;
+    /// Decodes the entry's fields, or says why they cannot be.
+    fn decode(fields: &HashMap<&str, &str>) -> Result<Self::Decoded, String>;
+    /// The delivery of entry `entry_id` with its raw `fields` and what they decoded to.
+    fn new(
+        entry_id: String,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        decoded: Result<Self::Decoded, String>,
+    ) -> Self;
+
+    /// The delivery of `entry`.
+    fn from_raw(entry: RawEntry) -> Self {
+        let decoded = entry
+            .text_fields(Self::MAX_BYTES)
+            .and_then(|fields| Self::decode(&fields));
+        Self::new(entry.id, entry.fields, decoded)
+    }
+}
+
+impl Queue {
+    /// Reads up to `count` new entries of `E`'s stream for `consumer`, waiting up to `block_ms`.
+    async fn read_entries<E: StreamEntry>(
+        &self,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<E>, QueueError> {
+        let entries = self
+            .read_group(&E::stream(&self.keys), E::GROUP, consumer, count, block_ms)
+            .await?;
+        Ok(entries.into_iter().map(E::from_raw).collect())
+    }
+
+    /// Takes over up to `count` entries of `E`'s stream idle longer than `min_idle_ms`.
+    async fn reclaim_entries<E: StreamEntry>(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<E>, QueueError> {
+        let entries = self
+            .autoclaim(
+                &E::stream(&self.keys),
+                E::GROUP,
+                consumer,
+                min_idle_ms,
+                count,
+            )
+            .await?;
+        Ok(entries.into_iter().map(E::from_raw).collect())
+    }
+}
+
 /// One stream entry as Redis sent it.
 #[derive(Debug)]
 struct RawEntry {
@@ -830,7 +896,7 @@ mod tests {
             fallback: None,
             pin: None,
             text_error: None,
-            bench: None,
+            grading: None,
             grade: None,
             token_log_p: Vec::new(),
             prompt_tokens: None,

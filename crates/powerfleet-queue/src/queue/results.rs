@@ -10,16 +10,7 @@ impl Queue {
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<ResultDelivery>, QueueError> {
-        let ids = self
-            .read_group(
-                &self.keys.results(),
-                COLLECTOR_GROUP,
-                consumer,
-                count,
-                block_ms,
-            )
-            .await?;
-        Ok(ids.into_iter().map(Self::result_delivery).collect())
+        self.read_entries(consumer, count, block_ms).await
     }
 
     /// Takes over results a dead collector left unacknowledged.
@@ -29,32 +20,7 @@ impl Queue {
         min_idle_ms: u64,
         count: usize,
     ) -> Result<Vec<ResultDelivery>, QueueError> {
-        let ids = self
-            .autoclaim(
-                &self.keys.results(),
-                COLLECTOR_GROUP,
-                consumer,
-                min_idle_ms,
-                count,
-            )
-            .await?;
-        Ok(ids.into_iter().map(Self::result_delivery).collect())
-    }
-
-    pub(super) fn result_delivery(entry: RawEntry) -> ResultDelivery {
-        let result =
-            entry
-                .text_fields(MAX_RESULT_BYTES)
-                .and_then(|fields| match fields.get("result") {
-                    Some(r) => serde_json::from_str::<JobResult>(r)
-                        .map_err(|e| format!("result is not a valid job result: {e}")),
-                    None => Err("entry lacks the result field".to_string()),
-                });
-        ResultDelivery {
-            entry_id: entry.id,
-            fields: entry.fields,
-            result,
-        }
+        self.reclaim_entries(consumer, min_idle_ms, count).await
     }
 
     /// Acknowledges a stored result.
@@ -68,5 +34,35 @@ impl Queue {
             .await
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+impl StreamEntry for ResultDelivery {
+    type Decoded = JobResult;
+    const GROUP: &'static str = COLLECTOR_GROUP;
+    const MAX_BYTES: usize = MAX_RESULT_BYTES;
+
+    fn stream(keys: &Keys) -> String {
+        keys.results()
+    }
+
+    fn decode(fields: &HashMap<&str, &str>) -> Result<JobResult, String> {
+        match fields.get("result") {
+            Some(r) => serde_json::from_str::<JobResult>(r)
+                .map_err(|e| format!("result is not a valid job result: {e}")),
+            None => Err("entry lacks the result field".to_string()),
+        }
+    }
+
+    fn new(
+        entry_id: String,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        result: Result<JobResult, String>,
+    ) -> ResultDelivery {
+        ResultDelivery {
+            entry_id,
+            fields,
+            result,
+        }
     }
 }

@@ -78,38 +78,21 @@ impl Queue {
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
-        if map.is_empty() {
-            return Ok(None);
-        }
-        let status = map
-            .get("status")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| QueueError::Protocol {
-                op: "job_state",
-                detail: format!("job {job_id} has no valid status"),
-            })?;
-        let nonempty = |k: &str| map.get(k).filter(|s| !s.is_empty()).cloned();
-        Ok(Some(JobState {
-            job_id,
-            status,
-            spec: map.get("spec").and_then(|s| serde_json::from_str(s).ok()),
-            progress: map
-                .get("progress")
-                .and_then(|s| serde_json::from_str(s).ok()),
-            deliveries: map
-                .get("deliveries")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            owner: nonempty("owner"),
-            result: map.get("result").and_then(|s| serde_json::from_str(s).ok()),
-            error: nonempty("error"),
-            cancel_requested: map.get("cancel").map(String::as_str) == Some("1"),
-            updated_at_ms: map.get("updated_at_ms").and_then(|s| s.parse().ok()),
-            waiting: nonempty("waiting").filter(|_| status == JobStatus::Queued),
-            not_before_ms: nonempty("not_before_ms")
-                .filter(|_| status == JobStatus::Queued)
-                .and_then(|s| s.parse().ok()),
-        }))
+        JobState::from_fields(job_id, &map)
+    }
+
+    /// The live state of each job in `ids`, read in pipelined batches like [`Queue::job_statuses`];
+    /// `None` where Redis no longer holds it.
+    pub async fn job_states(&self, ids: &[JobId]) -> Result<Vec<Option<JobState>>, QueueError> {
+        let maps: Vec<HashMap<String, String>> = self
+            .per_job(ids, |pipe, key| {
+                pipe.cmd("HGETALL").arg(key);
+            })
+            .await?;
+        ids.iter()
+            .zip(&maps)
+            .map(|(id, map)| JobState::from_fields(*id, map))
+            .collect()
     }
 
     /// Job ids under a correlation id.
@@ -178,17 +161,75 @@ impl Queue {
     /// The status of each job in `ids`, read in pipelined batches; `None` where the job's state
     /// is gone (expired after it finished, deleted, or evicted).
     pub async fn job_statuses(&self, ids: &[JobId]) -> Result<Vec<Option<JobStatus>>, QueueError> {
+        let statuses: Vec<Option<String>> = self
+            .per_job(ids, |pipe, key| {
+                pipe.cmd("HGET").arg(key).arg("status");
+            })
+            .await?;
+        Ok(statuses
+            .into_iter()
+            .map(|s| s.and_then(|s| s.parse().ok()))
+            .collect())
+    }
+
+    /// One command per job of `ids` on its state key (`add` puts it into the pipeline), sent in
+    /// pipelined batches of 1,000; the replies in the order of `ids`.
+    async fn per_job<T: redis::FromRedisValue>(
+        &self,
+        ids: &[JobId],
+        add: impl Fn(&mut redis::Pipeline, String),
+    ) -> Result<Vec<T>, QueueError> {
         let mut c = self.conn().await?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.cmd("HGET").arg(self.keys.job(*id)).arg("status");
+                add(&mut pipe, self.keys.job(*id));
             }
-            let statuses: Vec<Option<String>> =
-                pipe.query_async(&mut c).await.map_err(|e| self.err(e))?;
-            out.extend(statuses.into_iter().map(|s| s.and_then(|s| s.parse().ok())));
+            let replies: Vec<T> = pipe.query_async(&mut c).await.map_err(|e| self.err(e))?;
+            out.extend(replies);
         }
         Ok(out)
+    }
+}
+
+impl JobState {
+    /// The state of `job_id` from the fields of its hash; `None` when the hash is gone (empty).
+    fn from_fields(
+        job_id: JobId,
+        map: &HashMap<String, String>,
+    ) -> Result<Option<JobState>, QueueError> {
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let status = map
+            .get("status")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| QueueError::Protocol {
+                op: "job_state",
+                detail: format!("job {job_id} has no valid status"),
+            })?;
+        let nonempty = |k: &str| map.get(k).filter(|s| !s.is_empty()).cloned();
+        Ok(Some(JobState {
+            job_id,
+            status,
+            spec: map.get("spec").and_then(|s| serde_json::from_str(s).ok()),
+            progress: map
+                .get("progress")
+                .and_then(|s| serde_json::from_str(s).ok()),
+            deliveries: map
+                .get("deliveries")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            owner: nonempty("owner"),
+            result: map.get("result").and_then(|s| serde_json::from_str(s).ok()),
+            error: nonempty("error"),
+            cancel_requested: map.get("cancel").map(String::as_str) == Some("1"),
+            updated_at_ms: map.get("updated_at_ms").and_then(|s| s.parse().ok()),
+            waiting: nonempty("waiting").filter(|_| status == JobStatus::Queued),
+            not_before_ms: nonempty("not_before_ms")
+                .filter(|_| status == JobStatus::Queued)
+                .and_then(|s| s.parse().ok()),
+        }))
     }
 }

@@ -1,7 +1,9 @@
-//! Grading one result: the completion against the reference its job carries.
+//! Grading one job's completion against the reference answer its job carries: the entry point
+//! the results collector grades with before storing, and the report for results stored without
+//! a grade.
 
-use powerfleet_grade::{GradeError, index_of, letter};
-use powerfleet_jobs::{Bench, GradeRecord, Grader, JobResult, JobStatus, Reference};
+use crate::{GradeError, index_of, letter};
+use powerfleet_jobs::{GradeRecord, Grader, Grading, JobResult, JobStatus, ReferenceAnswer};
 
 /// Why a result cannot be graded.
 #[derive(Debug, thiserror::Error)]
@@ -33,20 +35,20 @@ pub enum GradingError {
     NoText(String),
 }
 
-/// Grades `completion` as `bench` says. A grader that does not fit the reference (a multiple-choice
+/// Grades `completion` as `grading` says. A grader that does not fit the reference (a multiple-choice
 /// grader for a free-form answer) or an invalid pattern is a job that cannot be graded: `Err`
 /// with the reason.
-pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, GradingError> {
-    let record = |g: powerfleet_grade::Grade, answer_key: Option<String>| GradeRecord {
-        grader: bench.grader.name().to_string(),
+pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, GradingError> {
+    let record = |g: crate::Grade, answer_key: Option<String>| GradeRecord {
+        grader: grading.grader.name().to_string(),
         extracted: g.extracted,
         answer_key,
         correct: g.correct,
     };
-    match (&bench.grader, &bench.reference) {
+    match (&grading.grader, &grading.reference) {
         (
             Grader::Choice,
-            Reference::Choice {
+            ReferenceAnswer::Choice {
                 choices,
                 correct,
                 permutation,
@@ -58,7 +60,7 @@ pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, GradingErro
                     choices: choices.len(),
                 });
             }
-            let g = powerfleet_grade::grade_choice(completion, permutation, *correct);
+            let g = crate::grade_choice(completion, permutation, *correct);
             // The chosen option in the dataset's order, comparable across seeds.
             let key = g
                 .extracted
@@ -70,47 +72,46 @@ pub fn grade(bench: &Bench, completion: &str) -> Result<GradeRecord, GradingErro
                 .map(String::from);
             Ok(record(g, key))
         }
-        (Grader::Choice, Reference::Text(_)) => Err(GradingError::ChoiceWithoutChoices),
-        (grader, Reference::Text(reference)) => {
+        (Grader::Choice, ReferenceAnswer::Text(_)) => Err(GradingError::ChoiceWithoutChoices),
+        (grader, ReferenceAnswer::Text(reference)) => {
             let g = match grader {
-                Grader::Math => powerfleet_grade::grade_math(completion, reference),
-                Grader::Exact => powerfleet_grade::grade_exact(completion, reference),
-                Grader::Regex { pattern } => {
-                    powerfleet_grade::grade_regex(completion, pattern, reference)?
-                }
+                Grader::Math => crate::grade_math(completion, reference),
+                Grader::Exact => crate::grade_exact(completion, reference),
+                Grader::Regex { pattern } => crate::grade_regex(completion, pattern, reference)?,
                 Grader::Choice => unreachable!("matched above"),
             };
             let key = g.extracted.clone();
             Ok(record(g, key))
         }
-        (grader, Reference::Choice { .. }) => Err(GradingError::ChoicesNeedChoice {
+        (grader, ReferenceAnswer::Choice { .. }) => Err(GradingError::ChoicesNeedChoice {
             grader: grader.name(),
         }),
     }
 }
 
-/// Grades a completed benchmark result against the reference it carries; `None` for any other
-/// result (not completed, or not a benchmark job). The collector grades with it before storing,
-/// and [`crate::build`] grades results that were stored without a grade.
+/// Grades a completed result of a graded job against the reference it carries; `None` for any
+/// other result (not completed, or not a graded job). The collector grades with it before
+/// storing, and the report (`powerfleet_report::build`) grades results that were stored without
+/// a grade.
 pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, GradingError>> {
-    let bench = result.bench.as_ref()?;
+    let grading = result.grading.as_ref()?;
     if result.status != JobStatus::Completed {
         return None;
     }
     // Text is never guessed: a completion whose text the server could not give stays ungraded.
     match (&result.text, &result.text_error) {
-        (Some(text), _) => Some(grade(bench, text)),
+        (Some(text), _) => Some(grade(grading, text)),
         (None, Some(why)) => Some(Err(GradingError::NoText(why.clone()))),
-        (None, None) => Some(grade(bench, "")),
+        (None, None) => Some(grade(grading, "")),
     }
 }
 
 /// The reference as a user reads it: the text, or the right option's letter (in the dataset's
 /// order) and its text.
-pub fn reference_display(reference: &Reference) -> String {
+pub fn reference_display(reference: &ReferenceAnswer) -> String {
     match reference {
-        Reference::Text(t) => t.clone(),
-        Reference::Choice {
+        ReferenceAnswer::Text(t) => t.clone(),
+        ReferenceAnswer::Choice {
             choices, correct, ..
         } => format!(
             "{} ({})",
@@ -124,8 +125,8 @@ pub fn reference_display(reference: &Reference) -> String {
 mod tests {
     use super::*;
 
-    fn bench(grader: Grader, reference: Reference) -> Bench {
-        Bench {
+    fn grading(grader: Grader, reference: ReferenceAnswer) -> Grading {
+        Grading {
             template: "plain".into(),
             grader,
             reference,
@@ -135,7 +136,7 @@ mod tests {
 
     #[test]
     fn math_answers_are_extracted_and_compared() {
-        let b = bench(Grader::Math, Reference::Text("\\frac{1}{2}".into()));
+        let b = grading(Grader::Math, ReferenceAnswer::Text("\\frac{1}{2}".into()));
         let g = grade(&b, "so the answer is \\boxed{0.5}").unwrap();
         assert!(g.correct);
         assert_eq!(g.extracted.as_deref(), Some("0.5"));
@@ -147,9 +148,9 @@ mod tests {
     #[test]
     fn choices_map_back_through_the_shown_order() {
         // Shown order: C, A, B (original indices 2, 0, 1); the right option is original B.
-        let b = bench(
+        let b = grading(
             Grader::Choice,
-            Reference::Choice {
+            ReferenceAnswer::Choice {
                 choices: vec!["x".into(), "y".into(), "z".into()],
                 correct: 1,
                 permutation: vec![2, 0, 1],
@@ -166,23 +167,23 @@ mod tests {
 
     #[test]
     fn exact_and_regex_graders() {
-        let b = bench(Grader::Exact, Reference::Text("paris".into()));
+        let b = grading(Grader::Exact, ReferenceAnswer::Text("paris".into()));
         assert!(grade(&b, "  paris\n").unwrap().correct);
         assert!(!grade(&b, "it is paris").unwrap().correct);
-        let b = bench(
+        let b = grading(
             Grader::Regex {
                 pattern: r"answer: (\w+)".into(),
             },
-            Reference::Text("paris".into()),
+            ReferenceAnswer::Text("paris".into()),
         );
         let g = grade(&b, "answer: rome. no wait, answer: paris").unwrap();
         assert!(g.correct);
         assert_eq!(g.extracted.as_deref(), Some("paris"));
-        let bad = bench(
+        let bad = grading(
             Grader::Regex {
                 pattern: "(".into(),
             },
-            Reference::Text("x".into()),
+            ReferenceAnswer::Text("x".into()),
         );
         assert!(
             grade(&bad, "x")
@@ -194,16 +195,16 @@ mod tests {
 
     #[test]
     fn a_grader_that_does_not_fit_the_reference_is_an_error() {
-        let b = bench(Grader::Choice, Reference::Text("1".into()));
+        let b = grading(Grader::Choice, ReferenceAnswer::Text("1".into()));
         assert!(
             grade(&b, "A")
                 .unwrap_err()
                 .to_string()
                 .contains("multiple-choice reference")
         );
-        let b = bench(
+        let b = grading(
             Grader::Math,
-            Reference::Choice {
+            ReferenceAnswer::Choice {
                 choices: vec!["x".into()],
                 correct: 0,
                 permutation: vec![0],
@@ -235,7 +236,7 @@ mod tests {
             fallback_single_sample: false,
             stop: Vec::new(),
             chat: false,
-            bench: Some(bench(Grader::Exact, Reference::Text("".into()))),
+            grading: Some(grading(Grader::Exact, ReferenceAnswer::Text("".into()))),
         };
         let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
         r.text_error = Some("/detokenize answered 400: invalid token id".into());

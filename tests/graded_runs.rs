@@ -1,0 +1,612 @@
+//! Graded runs (dataset problems with reference answers) end to end: `submit --bench` through
+//! real worker and collector processes on a private redis-server, grading in the collector, and
+//! `report` (CLI and HTTP API) whose numbers are recomputed here from the stored job results;
+//! broken datasets are refused before anything is enqueued. The throughput command
+//! `powerfleet bench` is tested in `tests/bench.rs`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{BIN, Fleet, stdout_of};
+use powerfleet_datasets::builtin_suite;
+use powerfleet_jobs::{JobResult, JobStatus};
+use serde_json::Value;
+
+/// `1 - C(n - c, k) / C(n, k)` with exact integer binomials (the report uses a product form).
+fn pass_at_k_by_binomials(n: u64, c: u64, k: u64) -> f64 {
+    fn choose(n: u64, k: u64) -> u128 {
+        if k > n {
+            return 0;
+        }
+        (0..k).fold(1u128, |acc, i| acc * u128::from(n - i) / u128::from(i + 1))
+    }
+    1.0 - choose(n - c, k) as f64 / choose(n, k) as f64
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() < 1e-9, "{what}: report {a} vs recomputed {b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_benchmark_batch_reports_what_its_stored_results_say() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&["--concurrency", "8"]);
+    fleet.spawn_collector();
+    let (seeds, chains) = (4u64, 2u64);
+    let receipt: Value = serde_json::from_str(&stdout_of(&fleet.cli(&[
+        "submit",
+        "--bench",
+        "builtin:suite",
+        "--methods",
+        "power,low-temp,standard",
+        "--seeds",
+        &seeds.to_string(),
+        "--chains",
+        &chains.to_string(),
+        "--n-mcmc",
+        "4",
+        "--block-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--price-per-mtok",
+        "2.5",
+        "--wait",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let batch = receipt["batch_id"].as_str().unwrap().to_string();
+    let suite = builtin_suite();
+    let n_jobs = suite.len() as u64 * 3 * seeds * chains;
+    assert_eq!(receipt["job_ids"].as_array().unwrap().len() as u64, n_jobs);
+
+    // The stored results, graded by the collector: every grade agrees with the suite's own
+    // answer check, and the verdict is in its own column too.
+    let results: Vec<JobResult> =
+        stdout_of(&fleet.cli(&["results", "--batch", &batch, "--format", "jsonl"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(results.len() as u64, n_jobs);
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Completed, "{:?}", r.error);
+        let item = suite
+            .iter()
+            .find(|i| Some(&i.problem.id) == r.problem_id.as_ref())
+            .unwrap();
+        assert_eq!(r.model, format!("toy:{}", item.model_name));
+        let grade = r.grade.as_ref().expect("the collector graded it");
+        let text = r.text.as_deref().unwrap();
+        assert_eq!(grade.correct, item.is_correct(text), "{text:?}");
+        assert_eq!(grade.grader, "regex");
+    }
+    let store = fleet.store().await;
+    let correct_in_sql: i64 = {
+        let pool = sqlx::SqlitePool::connect(&fleet.db_url).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM job_results WHERE batch_id = $1 AND correct AND extracted IS NOT NULL",
+        )
+        .bind(&batch)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n
+    };
+    let correct_in_json = results
+        .iter()
+        .filter(|r| r.grade.as_ref().unwrap().correct)
+        .count() as i64;
+    assert_eq!(correct_in_sql, correct_in_json);
+    drop(store);
+
+    // The report, recomputed from the stored results.
+    let rows: Vec<Value> = stdout_of(&fleet.cli(&["report", &batch, "--format", "jsonl"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["row"], "batch");
+    assert_eq!(rows[0]["jobs"], n_jobs);
+    assert_eq!(rows[0]["problems"], suite.len());
+    let methods: Vec<&Value> = rows.iter().filter(|r| r["row"] == "method").collect();
+    assert_eq!(
+        methods
+            .iter()
+            .map(|m| m["method"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["power", "low-temp", "standard"]
+    );
+    assert_eq!(rows[0]["missing"], 0);
+    assert!(
+        rows[0]["definitions"]["accuracy"]
+            .as_str()
+            .unwrap()
+            .contains("scheduled"),
+        "{}",
+        rows[0]
+    );
+    let status: Value = serde_json::from_str(&stdout_of(
+        &fleet.cli(&["status", &batch, "--format", "json"]),
+    ))
+    .unwrap();
+    let mut accuracy = BTreeMap::new();
+    for m in &methods {
+        let method = m["method"].as_str().unwrap();
+        let jobs: Vec<&JobResult> = results
+            .iter()
+            .filter(|r| r.method.as_str() == method)
+            .collect();
+        let correct = |r: &&&JobResult| r.grade.as_ref().unwrap().correct;
+        // Accuracy: per sample (seed, chain), the share of problems right; mean and standard error.
+        let mut per_sample: BTreeMap<(u64, u64), Vec<bool>> = BTreeMap::new();
+        for r in &jobs {
+            per_sample
+                .entry((r.seed, r.stream))
+                .or_default()
+                .push(correct(&r));
+        }
+        assert_eq!(per_sample.len() as u64, seeds * chains);
+        let shares: Vec<f64> = per_sample
+            .values()
+            .map(|v| v.iter().filter(|&&c| c).count() as f64 / v.len() as f64)
+            .collect();
+        let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+        let var =
+            shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (shares.len() - 1) as f64;
+        close(m["accuracy"].as_f64().unwrap(), mean, "accuracy");
+        close(
+            m["accuracy_stderr"].as_f64().unwrap(),
+            (var / shares.len() as f64).sqrt(),
+            "standard error",
+        );
+        // Every scheduled sample completed and was graded: nothing is missing, and accuracy over
+        // graded samples is the same number.
+        assert_eq!(
+            (
+                m["scheduled"].as_u64(),
+                m["graded"].as_u64(),
+                m["missing"].as_u64()
+            ),
+            (Some(jobs.len() as u64), Some(jobs.len() as u64), Some(0))
+        );
+        assert_eq!(m["accuracy_graded"], m["accuracy"]);
+        assert_eq!(m["accuracy_graded_stderr"], m["accuracy_stderr"]);
+        accuracy.insert(method.to_string(), mean);
+        // pass@k for k = 1..n, averaged over problems.
+        let n = seeds * chains;
+        let pass = m["pass_at_k"].as_array().unwrap();
+        assert_eq!(pass.len() as u64, n);
+        for k in 1..=n {
+            let expected = suite
+                .iter()
+                .map(|item| {
+                    let c = jobs
+                        .iter()
+                        .filter(|r| r.problem_id.as_deref() == Some(item.problem.id.as_str()))
+                        .filter(correct)
+                        .count() as u64;
+                    pass_at_k_by_binomials(n, c, k)
+                })
+                .sum::<f64>()
+                / suite.len() as f64;
+            close(
+                pass[k as usize - 1].as_f64().unwrap(),
+                expected,
+                &format!("{method} pass@{k}"),
+            );
+        }
+        // Majority vote: right when the most common final answer is the reference (ties: either).
+        let mut majority_right = (0u64, 0u64);
+        for item in &suite {
+            let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in jobs
+                .iter()
+                .filter(|r| r.problem_id.as_deref() == Some(item.problem.id.as_str()))
+            {
+                if let Some(a) = r.grade.as_ref().unwrap().extracted.as_deref() {
+                    *counts.entry(a).or_default() += 1;
+                }
+            }
+            let top = counts.values().max().copied().unwrap_or(0);
+            let winners: Vec<&str> = counts
+                .iter()
+                .filter(|(_, c)| **c == top)
+                .map(|(a, _)| *a)
+                .collect();
+            let reference = &item.problem.answer;
+            let right =
+                |a: &str| matches!(reference, powerfleet_datasets::Answer::Text(t) if t == a);
+            majority_right.0 += u64::from(winners.iter().all(|a| right(a)));
+            majority_right.1 += u64::from(winners.iter().any(|a| right(a)));
+        }
+        let maj = m["majority_accuracy"].as_f64().unwrap() * suite.len() as f64;
+        assert!(
+            (majority_right.0 as f64) <= maj + 1e-9 && maj <= majority_right.1 as f64 + 1e-9,
+            "{method}: majority {maj} outside {majority_right:?}"
+        );
+        // Cost, calls, acceptance, money.
+        let generated: u64 = jobs.iter().map(|r| r.stats.tokens_generated).sum();
+        let final_tokens: u64 = jobs.iter().map(|r| r.tokens.len() as u64).sum();
+        assert_eq!(m["tokens_generated"], generated);
+        assert_eq!(m["final_tokens"], final_tokens);
+        assert_eq!(
+            m["model_calls"],
+            jobs.iter().map(|r| r.stats.model_calls).sum::<u64>()
+        );
+        close(
+            m["cost_multiplier"].as_f64().unwrap(),
+            generated as f64 / final_tokens as f64,
+            "cost multiplier",
+        );
+        close(
+            m["cost_usd"].as_f64().unwrap(),
+            generated as f64 * 2.5 / 1e6,
+            "money",
+        );
+        let rates: Vec<f64> = jobs
+            .iter()
+            .filter_map(|r| r.stats.acceptance_rate())
+            .collect();
+        let (proposals, acceptances) = jobs.iter().fold((0, 0), |(p, a), r| {
+            (p + r.stats.proposals, a + r.stats.acceptances)
+        });
+        assert_eq!(m["proposals"], proposals);
+        assert_eq!(m["acceptances"], acceptances);
+        // The acceptance rate is the batch summary's: pooled over the method's jobs.
+        let summary = &status["summary"]["by_method"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["method"] == method)
+            .unwrap()["acceptance_rate"];
+        assert_eq!(&m["acceptance_rate"], summary, "{method}");
+        if method == "power" {
+            assert_eq!(rates.len(), jobs.len());
+            close(
+                m["acceptance_rate"].as_f64().unwrap(),
+                acceptances as f64 / proposals as f64,
+                "acceptance",
+            );
+            close(
+                m["mean_job_acceptance_rate"].as_f64().unwrap(),
+                rates.iter().sum::<f64>() / rates.len() as f64,
+                "mean job acceptance",
+            );
+            let by_block = m["acceptance_by_block"].as_array().unwrap();
+            let blocks = jobs.iter().map(|r| r.stats.blocks.len()).max().unwrap();
+            assert_eq!(by_block.len(), blocks);
+            let (p, a) = jobs
+                .iter()
+                .filter_map(|r| r.stats.blocks.first())
+                .fold((0, 0), |(p, a), b| (p + b.proposals, a + b.acceptances));
+            close(
+                by_block[0].as_f64().unwrap(),
+                f64::from(a) / f64::from(p),
+                "block 1",
+            );
+        } else {
+            assert!(
+                rates.is_empty()
+                    && m["acceptance_rate"].is_null()
+                    && m["mean_job_acceptance_rate"].is_null(),
+                "{m}"
+            );
+        }
+        let mut latencies: Vec<u64> = jobs.iter().map(|r| r.latency_ms()).collect();
+        latencies.sort_unstable();
+        let p50 = latencies[latencies.len().div_ceil(2) - 1];
+        assert_eq!(m["latency_p50_ms"], p50);
+    }
+    // Per problem: who solved it.
+    for p in rows.iter().filter(|r| r["row"] == "problem") {
+        let id = p["problem_id"].as_str().unwrap();
+        let solved: Vec<&str> = ["power", "low-temp", "standard"]
+            .into_iter()
+            .filter(|m| {
+                results.iter().any(|r| {
+                    r.problem_id.as_deref() == Some(id)
+                        && r.method.as_str() == *m
+                        && r.grade.as_ref().unwrap().correct
+                })
+            })
+            .collect();
+        assert_eq!(
+            p["solved_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect::<Vec<_>>(),
+            solved
+        );
+    }
+    assert!(
+        accuracy["power"] > accuracy["low-temp"],
+        "power sampling beats low temperature on the suite: {accuracy:?}"
+    );
+
+    // The same report over HTTP.
+    let api = serve(&fleet).await;
+    let body: Value = reqwest::get(format!("{api}/v1/batches/{batch}/report"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (http, cli_row) in body["methods"].as_array().unwrap().iter().zip(&methods) {
+        for field in [
+            "method",
+            "accuracy",
+            "accuracy_stderr",
+            "accuracy_graded",
+            "missing",
+            "pass_at_k",
+            "majority_accuracy",
+            "acceptance_rate",
+            "cost_usd",
+        ] {
+            assert_eq!(http[field], cli_row[field], "{field}");
+        }
+    }
+    let priced: Value = reqwest::get(format!(
+        "{api}/v1/batches/{batch}/report?price=toy%3Asuite-arith=1&price=0"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let arith_tokens: u64 = results
+        .iter()
+        .filter(|r| r.model == "toy:suite-arith")
+        .map(|r| r.stats.tokens_generated)
+        .sum();
+    close(
+        priced["cost_usd"].as_f64().unwrap(),
+        arith_tokens as f64 / 1e6,
+        "priced per model",
+    );
+    let bad = reqwest::get(format!("{api}/v1/batches/{batch}/report?price=cheap"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("USD per million tokens"));
+    let unknown = reqwest::get(format!("{api}/v1/batches/{batch}/report?prices=1"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let body: Value = unknown.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown query parameter \"prices\""),
+        "{body}"
+    );
+    let missing = reqwest::get(format!(
+        "{api}/v1/batches/{}/report",
+        powerfleet_jobs::BatchId::new()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // A benchmark submitted over HTTP is graded and reported the same way.
+    let client = reqwest::Client::new();
+    let receipt: Value = client
+        .post(format!("{api}/v1/jobs"))
+        .json(&serde_json::json!({
+            "model": "toy:suite-arith",
+            "bench": {"builtin": "suite"},
+            "methods": ["standard"],
+            "seeds": [0, 1],
+            "config": {"method": "standard", "max_new_tokens": 6},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let http_batch = receipt["batch_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{receipt}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let answer = reqwest::get(format!("{api}/v1/batches/{http_batch}/report"))
+            .await
+            .unwrap();
+        if answer.status() == 200 {
+            let report: Value = answer.json().await.unwrap();
+            if report["graded"] == 2 * suite.len() {
+                assert_eq!(report["methods"][0]["method"], "standard");
+                assert_eq!(report["methods"][0]["samples"], 2);
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP batch was not graded in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Other formats and the figures.
+    let csv = stdout_of(&fleet.cli(&["report", &batch, "--format", "csv"]));
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!("pass_at_{}", seeds * chains))
+    );
+    assert_eq!(csv.lines().filter(|l| l.starts_with("method,")).count(), 3);
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("problem,")).count(),
+        suite.len() * 3
+    );
+    let md = stdout_of(&fleet.cli(&["report", &batch, "--format", "markdown"]));
+    assert!(md.contains("| power |"), "{md}");
+    let table = stdout_of(&fleet.cli(&["report", &batch]));
+    assert!(table.lines().any(|l| l.starts_with("power ")), "{table}");
+    let figures = fleet.dir.path().join("figures");
+    let out = fleet.cli(&["report", &batch, "--plot", figures.to_str().unwrap()]);
+    stdout_of(&out);
+    for name in ["pass_at_k", "acceptance_by_block", "cost_vs_accuracy"] {
+        let png = std::fs::read(figures.join(format!("{name}.png"))).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().expect("a PNG");
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).expect("decodable");
+        assert!(info.width >= 400 && info.height >= 300, "{name}: {info:?}");
+        let distinct: std::collections::HashSet<&[u8]> = pixels.chunks(3).collect();
+        assert!(distinct.len() > 8, "{name}.png is not blank");
+        let svg = std::fs::read_to_string(figures.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("power"), "{name}.svg");
+    }
+
+    // Live status of the batch: `status --wait` returns once it is done, with the report's
+    // acceptance rate of the whole batch.
+    let status = stdout_of(&fleet.cli(&["status", &batch, "--wait"]));
+    assert!(status.contains(&format!("completed {n_jobs}")), "{status}");
+    let (proposals, acceptances) = results.iter().fold((0, 0), |(p, a), r| {
+        (p + r.stats.proposals, a + r.stats.acceptances)
+    });
+    let line = format!(
+        "acceptance rate {:.3} ({acceptances} of {proposals} proposals)",
+        acceptances as f64 / proposals as f64
+    );
+    assert!(status.contains(&line), "{line:?} in:\n{status}");
+}
+
+/// Serves the HTTP API of `fleet` on a free port; returns its base URL.
+async fn serve(fleet: &Fleet) -> String {
+    use powerfleet_fleet::api::{self, ApiLimits, ApiState};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = ApiState {
+        queue: fleet.queue().await,
+        store: fleet.store().await,
+        tokens: std::sync::Arc::new(Vec::new()),
+        models: Default::default(),
+        openai: Default::default(),
+        limits: ApiLimits {
+            max_body_bytes: 1 << 20,
+            max_jobs_per_request: 1000,
+            ..ApiLimits::default()
+        },
+    };
+    tokio::spawn(api::serve(
+        listener,
+        state,
+        Default::default(),
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueued() {
+    let fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let dir = fleet.dir.path();
+    let jsonl = dir.join("math.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"id\": \"ok\", \"prompt\": \"1 + 1\", \"answer\": \"2\"}\n\
+         {\"id\": \"p2\", \"answer\": \"1\"}\n\
+         \n\
+         {\"id\": \"p4\", \"prompt\": \"y\"}\n\
+         not json\n",
+    )
+    .unwrap();
+    let out = fleet.cli(&[
+        "submit",
+        "--bench",
+        jsonl.to_str().unwrap(),
+        "--model",
+        "llamacpp+http://127.0.0.1:1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has 3 errors"), "{stderr}");
+    assert!(stderr.contains("line 2: missing `prompt`"), "{stderr}");
+    assert!(stderr.contains("line 4: missing `answer`"), "{stderr}");
+    assert!(stderr.contains("line 5: not valid JSON"), "{stderr}");
+
+    let choice = dir.join("gpqa.jsonl");
+    std::fs::write(
+        &choice,
+        "{\"question\": \"q1\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": \"B\"}\n\
+         {\"question\": \"q2\", \"choices\": [\"a\", \"b\"], \"answer\": \"D\"}\n",
+    )
+    .unwrap();
+    let out = fleet.cli(&[
+        "submit",
+        "--bench",
+        choice.to_str().unwrap(),
+        "--model",
+        "llamacpp+http://127.0.0.1:1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("multiple-choice format"), "{stderr}");
+    assert!(
+        stderr.contains("line 2: `answer` \"D\" is out of range for 2 choices"),
+        "{stderr}"
+    );
+
+    let math500 = dir.join("math500.json");
+    std::fs::write(
+        &math500,
+        "[{\"prompt\": \"x\", \"answer\": \"1\"}, {\"prompt\": \"y\"}]",
+    )
+    .unwrap();
+    let out = fleet.cli(&[
+        "submit",
+        "--bench",
+        math500.to_str().unwrap(),
+        "--model",
+        "llamacpp+http://127.0.0.1:1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("index 1: missing `answer`"), "{stderr}");
+
+    // A good dataset with a bad template, grader or model: refused, naming the option.
+    std::fs::write(&jsonl, "{\"prompt\": \"1 + 1\", \"answer\": \"2\"}\n").unwrap();
+    let bench = jsonl.to_str().unwrap();
+    for (args, message) in [
+        (
+            vec!["--template", "nope"],
+            "neither a built-in template (plain, math-cot, multiple-choice)",
+        ),
+        (
+            vec!["--grader", "fuzzy"],
+            "--grader must be one of math, choice, exact, regex:PATTERN",
+        ),
+        (
+            vec!["--grader", "choice"],
+            "grader choice needs a multiple-choice answer",
+        ),
+        (vec!["--model", "toy:tiny"], "unknown token"),
+        (
+            vec!["--chat", "--model", "toy:tiny"],
+            "has no chat template",
+        ),
+    ] {
+        let mut all = vec!["submit", "--bench", bench];
+        if !args.contains(&"--model") {
+            all.extend(["--model", "llamacpp+http://127.0.0.1:1"]);
+        }
+        all.extend(args.iter().copied());
+        let out = fleet.cli(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        queue.job_backlog().await.unwrap(),
+        (0, 0),
+        "nothing was enqueued"
+    );
+}
