@@ -1,7 +1,8 @@
 //! `powerfleet bench`: sampling throughput on one core against all cores (`sample`), the fleet's
 //! Redis cost and end-to-end throughput (`fleet`), the fleet against an inference server
 //! (`server`), the results collector with and without benchmark grading (`collector`), and the
-//! OpenAI-compatible endpoint (`openai`, in `bench_openai.rs`).
+//! OpenAI-compatible endpoint (`openai`, in `bench_openai.rs`), and MH against Power-SMC
+//! (`frontier`, in `bench_frontier.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,6 +46,10 @@ pub enum BenchCommand {
     /// The OpenAI-compatible endpoint's overhead: requests/s and latency beside the job API for
     /// the same jobs, and one sample at a time beside llama-server's own /v1/completions.
     Openai(crate::bench_openai::OpenAiBenchArgs),
+    /// MH power sampling and Power-SMC on one cost frontier: TV to p^α on the toy models and
+    /// accuracy on the built-in suite against tokens generated per final token, and wall time per
+    /// job on a llama-server.
+    Frontier(crate::bench_frontier::FrontierBenchArgs),
 }
 
 /// Arguments of `powerfleet bench outage`.
@@ -153,6 +158,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Outage(args) => crate::block_on(outage(args)),
         BenchCommand::Collector(args) => crate::block_on(collector_bench(args)),
         BenchCommand::Openai(args) => crate::block_on(crate::bench_openai::run(args)),
+        BenchCommand::Frontier(args) => crate::bench_frontier::run_bench(args),
     }
 }
 

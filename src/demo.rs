@@ -78,12 +78,9 @@ fn demo_config(n_mcmc: u32) -> SamplerConfig {
 }
 
 /// The methods the built-in suite compares.
-const SUITE_METHODS: [Method; 4] = [
-    Method::Power,
-    Method::PowerSmc,
-    Method::LowTemp,
-    Method::Standard,
-];
+/// (power-smc is in the exactness check; the suite's table sets each method beside the exact
+/// probability of a correct answer under its own target, which SMC at finite N does not have.)
+const SUITE_METHODS: [Method; 3] = [Method::Power, Method::LowTemp, Method::Standard];
 
 fn suite_config(n_mcmc: u32) -> SamplerConfig {
     SamplerConfig {

@@ -1,6 +1,7 @@
 //! `powerfleet`: the command-line entry point. Parses arguments and wires the crates together.
 
 mod bench;
+mod bench_frontier;
 mod bench_openai;
 mod demo;
 mod fleet;

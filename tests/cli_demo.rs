@@ -30,8 +30,8 @@ fn demo_starts_its_own_redis_and_reports_every_method() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("submitted 230 jobs under correlation id",)
-            && stderr.contains("80 for the exactness check")
+        stderr.contains("submitted 250 jobs under correlation id",)
+            && stderr.contains("100 for the exactness check")
             && stderr.contains(
                 "150 for the built-in benchmark suite (5 problems x 3 methods x 2 seeds x 5 chains)"
             ),
@@ -43,7 +43,7 @@ fn demo_starts_its_own_redis_and_reports_every_method() {
     for model in ["toy:pivot", "toy:eos-lengths"] {
         assert!(exactness.contains(model), "{stdout}");
     }
-    for method in ["power", "max-swap", "low-temp", "standard"] {
+    for method in ["power", "max-swap", "low-temp", "standard", "power-smc"] {
         let rows = exactness
             .lines()
             .filter(|l| l.starts_with(&format!("{method} ")))
@@ -57,7 +57,7 @@ fn demo_starts_its_own_redis_and_reports_every_method() {
             assert_eq!(jobs, 10, "{line}");
         }
     }
-    assert!(stdout.contains("230 jobs in"), "{stdout}");
+    assert!(stdout.contains("250 jobs in"), "{stdout}");
 
     // The suite: power sampling ahead of low-temp and standard, each beside the exact probability
     // of a correct answer under its target, which ranks them the same way.
