@@ -102,7 +102,10 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
             }
             row.extend([
                 pct(m.majority_accuracy),
-                opt(m.acceptance_rate, |a| format!("{a:.3}")),
+                match (m.acceptance_rate, m.mean_ess) {
+                    (None, Some(ess)) => format!("ESS {ess:.2}"),
+                    (rate, _) => opt(rate, |a| format!("{a:.3}")),
+                },
                 opt(m.cost_multiplier, |c| format!("{c:.1}")),
                 m.tokens_generated.to_string(),
                 opt(m.cost_usd, |c| format!("{c:.4}")),
@@ -184,6 +187,7 @@ fn method_legend(report: &Report) -> Vec<String> {
     entries.extend([
         ("maj %".to_string(), "majority_accuracy"),
         ("accept".to_string(), "acceptance_rate"),
+        ("ESS".to_string(), "mean_ess"),
     ]);
     entries
         .into_iter()
@@ -305,7 +309,7 @@ fn int(v: Option<u64>) -> String {
 
 /// The CSV columns before the `pass_at_k` ones. A method row fills the method's columns, a problem
 /// row (one per problem and method) the problem's; the other cells are empty.
-const CSV_COLUMNS: [&str; 33] = [
+const CSV_COLUMNS: [&str; 34] = [
     "row",
     "method",
     "problem_id",
@@ -329,6 +333,7 @@ const CSV_COLUMNS: [&str; 33] = [
     "acceptances",
     "acceptance_rate",
     "mean_job_acceptance_rate",
+    "mean_ess",
     "tokens_generated",
     "final_tokens",
     "cost_multiplier",
@@ -363,6 +368,7 @@ fn method_field(m: &MethodReport, column: &str) -> String {
         "acceptances" => m.acceptances.to_string(),
         "acceptance_rate" => num(m.acceptance_rate),
         "mean_job_acceptance_rate" => num(m.mean_job_acceptance_rate),
+        "mean_ess" => num(m.mean_ess),
         "tokens_generated" => m.tokens_generated.to_string(),
         "final_tokens" => m.final_tokens.to_string(),
         "cost_multiplier" => num(m.cost_multiplier),

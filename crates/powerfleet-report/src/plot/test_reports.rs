@@ -33,6 +33,7 @@ pub(super) fn method(
             .flatten()
             .copied()
             .reduce(|a, b| (a + b) / 2.0),
+        mean_ess: None,
         acceptance_by_block: acceptance,
         tokens_generated: (cost * 10_000.0) as u64,
         final_tokens: 10_000,
