@@ -24,12 +24,9 @@ pub struct FrontierBenchArgs {
     /// Independent runs per point on the toy models.
     #[arg(long, default_value_t = 2000)]
     pub runs: u64,
-    /// A llama-server binary: also measure wall time per job on it.
-    #[arg(long, env = "POWERFLEET_LLAMA_SERVER")]
-    pub llama_server: Option<String>,
-    /// The GGUF model file llama-server loads.
-    #[arg(long, env = "POWERFLEET_TINY_GGUF")]
-    pub model_file: Option<String>,
+    /// Also measure wall time per job on llama-server.
+    #[command(flatten)]
+    pub llama: crate::bench_openai::LlamaArgs,
     /// Jobs per point on llama-server.
     #[arg(long, default_value_t = 4)]
     pub server_jobs: u64,
@@ -167,49 +164,25 @@ pub fn run_bench(args: FrontierBenchArgs) -> Result<()> {
         );
     }
 
-    match (&args.llama_server, &args.model_file) {
-        (Some(server), Some(file)) => {
-            crate::block_on(server_frontier(&args, server, file)).context("llama-server part")?
-        }
-        _ => println!(
-            "\n(no llama-server part: give --llama-server and --model-file, or set POWERFLEET_LLAMA_SERVER and POWERFLEET_TINY_GGUF)"
-        ),
-    }
-    Ok(())
+    crate::block_on(server_frontier(&args)).context("llama-server part")
 }
 
 /// Wall time per job on a llama-server of its own with 8 slots: MH steps one request at a time,
 /// SMC particles of a block in flight together.
-async fn server_frontier(args: &FrontierBenchArgs, server: &str, model_file: &str) -> Result<()> {
-    let port = powerfleet_queue::local::free_port()?;
-    let mut child = std::process::Command::new(server)
-        .args(["-m", model_file, "--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .args(["-np", "8", "-c", "8192", "-t", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!("starting {server}; build it with scripts/ensure-llama-server.sh")
-        })?;
-    // As many requests in flight as the server has slots: the rest wait in the client.
-    let registry = ModelRegistry::new(&[format!(
-        "tiny=llamacpp+http://127.0.0.1:{port}?k=98&max_in_flight=8"
-    )])
-    .map_err(anyhow::Error::msg)?;
-    let backend = registry.resolve("tiny")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let prompt = loop {
-        match backend.tokenize(&Prompt::Text("hello".into()), false).await {
-            Ok(p) => break p,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => anyhow::bail!("llama-server did not start: {e}"),
-        }
+async fn server_frontier(args: &FrontierBenchArgs) -> Result<()> {
+    let Some((mut child, url)) = args.llama.start(8).await? else {
+        println!("\n{}", crate::bench_openai::LlamaArgs::skipped());
+        return Ok(());
     };
+    // As many requests in flight as the server has slots: the rest wait in the client.
+    let registry = ModelRegistry::new(&[format!("tiny=llamacpp+{url}?k=98&max_in_flight=8")])
+        .map_err(anyhow::Error::msg)?;
+    let backend = registry.resolve("tiny")?;
+    let prompt = backend
+        .tokenize(&Prompt::Text("hello".into()), false)
+        .await?;
     eprintln!(
-        "benchmark: llama-server on port {port} (8 slots), {} jobs per point, {} tokens in blocks of {}",
+        "benchmark: llama-server at {url} (8 slots), {} jobs per point, {} tokens in blocks of {}",
         args.server_jobs, args.server_max_new_tokens, args.server_block_size
     );
     println!(

@@ -26,18 +26,75 @@ pub struct OpenAiBenchArgs {
     /// Clients sending requests at once (and chains the worker runs at once).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// A llama-server binary: also compare single samples against its own /v1/completions.
-    #[arg(long, env = "POWERFLEET_LLAMA_SERVER")]
-    pub llama_server: Option<String>,
-    /// The GGUF model file llama-server loads.
-    #[arg(long, env = "POWERFLEET_TINY_GGUF")]
-    pub model_file: Option<String>,
+    /// Also compare single samples against llama-server's own /v1/completions.
+    #[command(flatten)]
+    pub llama: LlamaArgs,
     /// Sequential requests per side of the llama-server comparison.
     #[arg(long, default_value_t = 40)]
     pub server_requests: u64,
     /// Tokens per sample in the llama-server comparison.
     #[arg(long, default_value_t = 16)]
     pub max_tokens: u32,
+}
+
+/// A llama-server of a benchmark's own, when both are given.
+#[derive(Args, Debug)]
+pub struct LlamaArgs {
+    /// A llama-server binary.
+    #[arg(long, env = "POWERFLEET_LLAMA_SERVER")]
+    pub llama_server: Option<String>,
+    /// The GGUF model file llama-server loads.
+    #[arg(long, env = "POWERFLEET_TINY_GGUF")]
+    pub model_file: Option<String>,
+}
+
+impl LlamaArgs {
+    /// Starts llama-server with `slots` parallel slots on a free port and waits until it is
+    /// healthy; the process (kill it when done) and its URL. `None` without both arguments.
+    pub async fn start(&self, slots: u32) -> Result<Option<(std::process::Child, String)>> {
+        let (Some(server), Some(model_file)) = (&self.llama_server, &self.model_file) else {
+            return Ok(None);
+        };
+        let port = powerfleet_queue::local::free_port()?;
+        let mut child = std::process::Command::new(server)
+            .args(["-m", model_file, "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args([
+                "-np",
+                &slots.to_string(),
+                "-c",
+                &(2048 * slots).to_string(),
+                "-t",
+                "2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!("starting {server}; build it with scripts/ensure-llama-server.sh")
+            })?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let http = reqwest::Client::new();
+        while !http
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                anyhow::bail!("llama-server on port {port} did not become healthy in 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Some((child, url)))
+    }
+
+    /// Says why a benchmark skips its llama-server part.
+    pub fn skipped() -> &'static str {
+        "(no llama-server part: give --llama-server and --model-file, or set POWERFLEET_LLAMA_SERVER and POWERFLEET_TINY_GGUF)"
+    }
 }
 
 /// Latencies of one measurement, in milliseconds, and its wall time.
@@ -263,12 +320,9 @@ pub async fn run(args: OpenAiBenchArgs) -> Result<()> {
         endpoint.percentile(0.5) / jobs.percentile(0.5)
     );
 
-    if let (Some(server), Some(model_file)) = (&args.llama_server, &args.model_file) {
-        server_comparison(&args, &redis, server, model_file, &http, &stop).await?;
-    } else {
-        println!(
-            "\n(no llama-server comparison: give --llama-server and --model-file, or set POWERFLEET_LLAMA_SERVER and POWERFLEET_TINY_GGUF)"
-        );
+    match args.llama.start(1).await? {
+        Some((child, url)) => server_comparison(&args, &redis, child, url, &http, &stop).await?,
+        None => println!("\n{}", LlamaArgs::skipped()),
     }
     stop.cancel();
     Ok(())
@@ -279,38 +333,13 @@ pub async fn run(args: OpenAiBenchArgs) -> Result<()> {
 async fn server_comparison(
     args: &OpenAiBenchArgs,
     redis: &LocalRedis,
-    server: &str,
-    model_file: &str,
+    mut child: std::process::Child,
+    server_url: String,
     http: &reqwest::Client,
     stop: &CancellationToken,
 ) -> Result<()> {
-    let port = powerfleet_queue::local::free_port()?;
-    let mut child = std::process::Command::new(server)
-        .args(["-m", model_file, "--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .args(["-np", "1", "-c", "2048", "-t", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!("starting {server}; build it with scripts/ensure-llama-server.sh")
-        })?;
-    let server_url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(format!("{server_url}/health"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "llama-server on port {port} did not become healthy in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     eprintln!(
-        "benchmark: {} sequential single samples of {} tokens, llama-server on port {port} (one slot)",
+        "benchmark: {} sequential single samples of {} tokens, llama-server at {server_url} (one slot)",
         args.server_requests, args.max_tokens
     );
     let reference = format!("tiny=llamacpp+{server_url}?k=98");

@@ -1088,43 +1088,36 @@ fn correlation_of(request: &Request) -> Result<Option<CorrelationId>, OpenAiErro
         })
 }
 
-/// Reads, parses and checks a request of either endpoint.
-async fn asked_of<T: serde::de::DeserializeOwned>(
+/// Serves a request of either endpoint: reads, parses and checks it (`fields` and `check` are the
+/// endpoint's), runs its jobs and answers (`chat` picks the answer's shape).
+async fn serve<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     request: Request,
     fields: &[&str],
     check: impl FnOnce(&OpenAiSettings, Common, T) -> Result<Asked, OpenAiError>,
-) -> Result<Asked, OpenAiError> {
+    chat: bool,
+) -> Result<Response, OpenAiError> {
     let correlation_id = correlation_of(&request)?;
     let body = read_body(state, request).await?;
     let (common, own) = parse_body::<T>(&body, fields)?;
     let mut asked = check(&state.openai, common, own)?;
     asked.correlation_id = correlation_id;
-    Ok(asked)
+    let finished = run(state, &asked).await?;
+    Ok(respond(&finished, &asked, chat))
 }
 
 /// `POST /v1/completions`.
 pub async fn completions(State(state): State<ApiState>, request: Request) -> Response {
-    let asked = match asked_of(&state, request, COMPLETION_FIELDS, asked_completion).await {
-        Ok(asked) => asked,
-        Err(e) => return e.into_response(),
-    };
-    match run(&state, &asked).await {
-        Ok(f) => respond(&f, &asked, false),
-        Err(e) => e.into_response(),
-    }
+    serve(&state, request, COMPLETION_FIELDS, asked_completion, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
-    let asked = match asked_of(&state, request, CHAT_FIELDS, asked_chat).await {
-        Ok(asked) => asked,
-        Err(e) => return e.into_response(),
-    };
-    match run(&state, &asked).await {
-        Ok(f) => respond(&f, &asked, true),
-        Err(e) => e.into_response(),
-    }
+    serve(&state, request, CHAT_FIELDS, asked_chat, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// An error answer of the shared layers (authentication, rate limit, body limit, content type),
