@@ -142,8 +142,10 @@ pub struct SubmitArgs {
     /// multiple-choice datasets, plain otherwise.
     #[arg(long, requires = "bench")]
     pub template: Option<String>,
-    /// Grader of --bench completions: math, choice, exact, or regex:PATTERN (one capture group
-    /// around the answer). Default: choice for multiple-choice problems, math for the others.
+    /// Grader of --bench completions: math (the reference MATH grader's verdicts), math-lenient
+    /// (also reordered sets, unreduced fractions, rounded decimals), choice, exact, or
+    /// regex:PATTERN (one capture group around the answer). Default: choice for multiple-choice
+    /// problems, math for the others.
     #[arg(long, requires = "bench")]
     pub grader: Option<String>,
     /// Price of the model's generated tokens, US dollars per million, recorded with --bench jobs
@@ -326,17 +328,20 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
     })
 }
 
-/// Parses `--grader`: math, choice, exact or regex:PATTERN.
+/// Parses `--grader`: math, math-lenient, choice, exact or regex:PATTERN.
 fn parse_grader(s: &str) -> Result<Grader> {
     Ok(match s {
         "math" => Grader::Math,
+        "math-lenient" => Grader::MathLenient,
         "choice" => Grader::Choice,
         "exact" => Grader::Exact,
         _ => match s.strip_prefix("regex:") {
             Some(pattern) if !pattern.is_empty() => Grader::Regex {
                 pattern: pattern.to_string(),
             },
-            _ => bail!("--grader must be one of math, choice, exact, regex:PATTERN, got {s:?}"),
+            _ => bail!(
+                "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN, got {s:?}"
+            ),
         },
     })
 }

@@ -345,7 +345,8 @@ pub struct GradedRunRequest {
     /// A user template holding `{question}` (instead of `template`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_text: Option<String>,
-    /// The grader, e.g. `{"kind": "math"}` or `{"kind": "regex", "pattern": "answer: (\\d+)"}`
+    /// The grader, e.g. `{"kind": "math"}`, `{"kind": "math_lenient"}` or
+    /// `{"kind": "regex", "pattern": "answer: (\\d+)"}`
     /// (default: `choice` for multiple choice, else `math`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grader: Option<powerfleet_jobs::Grader>,

@@ -76,6 +76,7 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
         (grader, ReferenceAnswer::Text(reference)) => {
             let g = match grader {
                 Grader::Math => crate::grade_math(completion, reference),
+                Grader::MathLenient => crate::grade_math_lenient(completion, reference),
                 Grader::Exact => crate::grade_exact(completion, reference),
                 Grader::Regex { pattern } => crate::grade_regex(completion, pattern, reference)?,
                 Grader::Choice => unreachable!("matched above"),

@@ -31,8 +31,8 @@ pub use choice::{
 pub use extract::{extract_regex, grade_exact, grade_regex};
 pub use job::{GradingError, grade, grade_result, reference_display};
 pub use math::{
-    RELATIVE_TOLERANCE, extract_math_answer, grade_math, last_boxed, math_equal, normalize,
-    parse_number,
+    RELATIVE_TOLERANCE, extract_math_answer, grade_math, grade_math_lenient, hendrycks_normalize,
+    last_boxed, math_equal, math_equal_lenient, normalize, parse_number,
 };
 pub use stats::{majority_vote, mean_and_stderr, pass_at_k, percentile};
 

@@ -845,13 +845,234 @@ fn is_integer_fraction(chars: &[char]) -> bool {
     int(num) && int(den)
 }
 
-/// Whether two answers are the same: after [`normalize`], equal as strings (plain words ignoring
-/// ASCII case); or both integers with the same value; or both numbers within
-/// [`RELATIVE_TOLERANCE`]; or unions (`\cup`) part by part; or tuples and intervals with the same
-/// brackets, element by element (`(1,2]` ≠ `(1,2)`, `(1,2)` ≠ `(2,1)`); or sets `\{...\}` and
-/// bare comma lists `1,2` with the same elements in any order. An empty answer equals nothing.
+/// Whether `predicted` is the same answer as `reference`, with the verdicts of the reference
+/// grader the MATH literature uses (PRM800K's `grade_answer`, as the power-sampling paper's
+/// code grades): equal after the Hendrycks normalization ([`hendrycks_normalize`]); or equal
+/// after [`normalize`]; or, tuple and interval element by element (same brackets, same order),
+/// union part by part, each element equal as follows:
+///
+/// - two plain fractions (`\frac{a}{b}`, `a/b`) must be the same fraction as written: `\frac{2}{4}`
+///   is not `\frac{1}{2}` (an unreduced answer is wrong);
+/// - an integer reference is only matched by an integer (`3`, `3.0`), never by `\frac{6}{2}`;
+/// - otherwise both must evaluate to the same number exactly (up to float rounding, relative
+///   1e-12): `0.5` equals `\frac{1}{2}` and `2\sqrt{3}` equals `\sqrt{12}`, but a rounded decimal
+///   (`0.333333` for `\frac{1}{3}`) is wrong.
+///
+/// Lists and sets are compared in order, as the reference does: `1,2` is not `2,1`. See
+/// [`math_equal_lenient`] for the grader that accepts reordered sets and rounded decimals.
+/// An empty answer equals nothing. `docs/grading.md` lists the known differences.
 pub fn math_equal(predicted: &str, reference: &str) -> bool {
-    equal_normalized(&normalize(predicted), &normalize(reference))
+    let (p, r) = (
+        hendrycks_normalize(predicted),
+        hendrycks_normalize(reference),
+    );
+    if !r.is_empty() && p == r {
+        return true;
+    }
+    strict_equal(&normalize(predicted), &normalize(reference))
+}
+
+/// Relative tolerance of [`math_equal`]'s numeric comparison: float rounding only.
+const STRICT_TOLERANCE: f64 = 1e-12;
+
+fn strict_equal(p: &str, r: &str) -> bool {
+    if p.is_empty() || r.is_empty() {
+        return false;
+    }
+    if p == r {
+        return true;
+    }
+    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
+        return false;
+    }
+    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
+    if word(p) && word(r) {
+        return p.eq_ignore_ascii_case(r);
+    }
+    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
+    if p_parts.len() > 1 || r_parts.len() > 1 {
+        return p_parts.len() == r_parts.len()
+            && p_parts
+                .iter()
+                .zip(&r_parts)
+                .all(|(a, b)| strict_equal(a, b));
+    }
+    if let Some(b) = bracketed(r) {
+        return bracketed(p).is_some_and(|a| {
+            a.0 == b.0
+                && a.2 == b.2
+                && a.1.len() == b.1.len()
+                && a.1.iter().zip(&b.1).all(|(x, y)| strict_element(x, y))
+        });
+    }
+    if bracketed(p).is_some() {
+        return false;
+    }
+    let (p_items, r_items) = (split_top_level(p, ","), split_top_level(r, ","));
+    if p_items.len() > 1 || r_items.len() > 1 {
+        return p_items.len() == r_items.len()
+            && p_items
+                .iter()
+                .zip(&r_items)
+                .all(|(x, y)| strict_element(x, y));
+    }
+    strict_element(p, r)
+}
+
+/// One element of [`math_equal`]'s comparison: the plain-fraction, integer and exact-number rules.
+fn strict_element(p: &str, r: &str) -> bool {
+    if p.is_empty() || r.is_empty() {
+        return false;
+    }
+    if p == r {
+        return true;
+    }
+    if let (Some(a), Some(b)) = (plain_fraction(p), plain_fraction(r)) {
+        return a == b;
+    }
+    let (p_int, r_int) = (canonical_integer(p), canonical_integer(r));
+    if let (Some(a), Some(b)) = (&p_int, &r_int) {
+        return a == b;
+    }
+    if p_int.is_some() != r_int.is_some() {
+        return false;
+    }
+    match (evaluate(p), evaluate(r)) {
+        (Some(a), Some(b)) => {
+            let diff = (a - b).abs();
+            diff <= STRICT_TOLERANCE * a.abs().max(b.abs()) || diff <= ABSOLUTE_FLOOR
+        }
+        _ => false,
+    }
+}
+
+/// A plain fraction of integers as (negative, numerator, denominator), as written.
+fn plain_fraction(s: &str) -> Option<(bool, String, String)> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let (num, den) = body
+        .strip_prefix("\\frac{")?
+        .strip_suffix('}')?
+        .split_once("}{")?;
+    let (negative, num) = match num.strip_prefix('-') {
+        Some(n) => (!negative, n),
+        None => (negative, num),
+    };
+    let int = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    (int(num) && int(den)).then(|| (negative, num.to_string(), den.to_string()))
+}
+
+/// The Hendrycks MATH normalization (`strip_string` of the MATH release, behind
+/// `normalize_answer`), the first test of the reference grader: a whole-answer `\text{...}` is
+/// unwrapped; `\!` and newlines go, `\\` becomes `\`, `\tfrac`/`\dfrac` become `\frac`, `\left`,
+/// `\right`, degrees, `\$` and percent signs go, everything after a `\text{ ` (a unit) goes, a
+/// leading `.` gets a `0`, a short left side `x=` is dropped, `\sqrt2` → `\sqrt{2}`, all spaces
+/// go, `\frac12` → `\frac{1}{2}`, `0.5` → `\frac{1}{2}` and `a/b` → `\frac{a}{b}` (whole answer).
+pub fn hendrycks_normalize(answer: &str) -> String {
+    let mut s = answer.trim();
+    if let Some(inner) = s.strip_prefix("\\text{").and_then(|t| t.strip_suffix('}'))
+        && !inner.is_empty()
+        && !inner.contains('}')
+    {
+        s = inner.trim();
+    }
+    let mut s = s.replace('\n', "").replace("\\!", "").replace("\\\\", "\\");
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac");
+    s = s.replace("\\left", "").replace("\\right", "");
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "");
+    s = s.replace("\\$", "");
+    if let Some(at) = s.find("\\text{ ") {
+        s.truncate(at);
+    }
+    s = s.replace("\\%", "").replace('%', "");
+    s = s.replace(" .", " 0.").replace("{.", "{0.");
+    if s.is_empty() {
+        return s;
+    }
+    if s.starts_with('.') {
+        s.insert(0, '0');
+    }
+    if let Some((lhs, rhs)) = s.split_once('=')
+        && !rhs.contains('=')
+        && lhs.len() <= 2
+    {
+        s = rhs.to_string();
+    }
+    s = hendrycks_sqrt(&s);
+    s.retain(|c| c != ' ');
+    s = hendrycks_fracs(&s);
+    if s == "0.5" {
+        s = "\\frac{1}{2}".to_string();
+    }
+    hendrycks_slash(&s)
+}
+
+/// `\sqrt2` → `\sqrt{2}`: one character after `\sqrt` that is not `{` is braced.
+fn hendrycks_sqrt(s: &str) -> String {
+    let mut parts = s.split("\\sqrt");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        out.push_str("\\sqrt");
+        match part.chars().next() {
+            Some(c) if c != '{' => {
+                out.push('{');
+                out.push(c);
+                out.push('}');
+                out.push_str(&part[c.len_utf8()..]);
+            }
+            _ => out.push_str(part),
+        }
+    }
+    out
+}
+
+/// `\frac12` → `\frac{1}{2}`, `\frac1{2}` → `\frac{1}{2}`; a `\frac` with fewer than two
+/// characters after it leaves the whole answer unchanged.
+fn hendrycks_fracs(s: &str) -> String {
+    let mut parts = s.split("\\frac");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        out.push_str("\\frac");
+        if part.starts_with('{') {
+            out.push_str(part);
+            continue;
+        }
+        let mut chars = part.chars();
+        let (Some(a), Some(b)) = (chars.next(), chars.next()) else {
+            return s.to_string();
+        };
+        let rest = chars.as_str();
+        if b == '{' {
+            out.push_str(&format!("{{{a}}}{b}{rest}"));
+        } else {
+            out.push_str(&format!("{{{a}}}{{{b}}}{rest}"));
+        }
+    }
+    out
+}
+
+/// `a/b` → `\frac{a}{b}` when the whole answer is two integers around one slash.
+fn hendrycks_slash(s: &str) -> String {
+    let canonical_int = |t: &str| t.parse::<i128>().is_ok_and(|n| n.to_string() == t);
+    match s.split_once('/') {
+        Some((a, b)) if canonical_int(a) && canonical_int(b) => format!("\\frac{{{a}}}{{{b}}}"),
+        _ => s.to_string(),
+    }
+}
+
+/// Whether two answers are the same, more leniently than [`math_equal`] (the `math-lenient`
+/// grader): after [`normalize`], equal as strings (plain words ignoring ASCII case); or both
+/// integers with the same value; or both numbers within [`RELATIVE_TOLERANCE`] (so a decimal
+/// rounded to six places matches a fraction, and `\frac{6}{2}` matches `3`); or unions (`\cup`)
+/// part by part; or tuples and intervals with the same brackets, element by element
+/// (`(1,2]` ≠ `(1,2)`, `(1,2)` ≠ `(2,1)`); or sets `\{...\}` and bare comma lists `1,2` with the
+/// same elements in any order. Everything [`math_equal`] accepts, it accepts too. An empty
+/// answer equals nothing.
+pub fn math_equal_lenient(predicted: &str, reference: &str) -> bool {
+    math_equal(predicted, reference)
+        || equal_normalized(&normalize(predicted), &normalize(reference))
 }
 
 fn equal_normalized(p: &str, r: &str) -> bool {
@@ -1035,11 +1256,20 @@ pub fn extract_math_answer(completion: &str) -> Option<String> {
 /// with [`math_equal`]. A `reference` that contains a `\boxed{}` (a full MATH solution) is
 /// reduced to its last box first.
 pub fn grade_math(completion: &str, reference: &str) -> Grade {
+    grade_math_with(completion, reference, math_equal)
+}
+
+/// [`grade_math`] with [`math_equal_lenient`]: the `math-lenient` grader.
+pub fn grade_math_lenient(completion: &str, reference: &str) -> Grade {
+    grade_math_with(completion, reference, math_equal_lenient)
+}
+
+fn grade_math_with(completion: &str, reference: &str, equal: fn(&str, &str) -> bool) -> Grade {
     let extracted = extract_math_answer(completion);
     let reference = last_boxed(reference).unwrap_or_else(|| reference.to_string());
     let correct = extracted
         .as_deref()
-        .is_some_and(|answer| math_equal(answer, &reference));
+        .is_some_and(|answer| equal(answer, &reference));
     Grade { extracted, correct }
 }
 

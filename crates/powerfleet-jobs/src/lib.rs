@@ -231,8 +231,12 @@ pub struct Grading {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Grader {
-    /// The last `\boxed{}` answer, normalized and compared as text and as numbers.
+    /// The last `\boxed{}` answer, normalized and compared as text and as numbers, with the
+    /// verdicts of the reference MATH grader (PRM800K's).
     Math,
+    /// Like `math`, but lists and sets in any order, unreduced fractions and decimals within a
+    /// relative 1e-6 of the reference (rounded decimals) are correct too. Tagged `math_lenient`.
+    MathLenient,
     /// The chosen letter, mapped back through the shown order of the options.
     Choice,
     /// The whole completion, trimmed, equal to the reference.
@@ -245,10 +249,11 @@ pub enum Grader {
 }
 
 impl Grader {
-    /// The grader's name: `math`, `choice`, `exact` or `regex`.
+    /// The grader's name: `math`, `math-lenient`, `choice`, `exact` or `regex`.
     pub fn name(&self) -> &'static str {
         match self {
             Grader::Math => "math",
+            Grader::MathLenient => "math-lenient",
             Grader::Choice => "choice",
             Grader::Exact => "exact",
             Grader::Regex { .. } => "regex",

@@ -570,7 +570,7 @@ fn majority(samples: &[&JobResult]) -> (Option<String>, bool) {
     let math = samples
         .iter()
         .filter_map(|r| r.grade.as_ref())
-        .all(|g| g.grader == "math");
+        .all(|g| g.grader.starts_with("math"));
     if math {
         let winner = majority_vote(graded.clone().map(|g| g.answer_key.as_deref()));
         let right = winner.as_deref().is_some_and(|w| {
