@@ -15,7 +15,7 @@ use powerfleet_fleet::status::{self, Page, StatusReport};
 use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
-use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus};
+use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus, ReasoningMarkers};
 use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
@@ -152,6 +152,11 @@ pub struct SubmitArgs {
     /// for the money column of `powerfleet report`.
     #[arg(long, requires = "bench")]
     pub price_per_mtok: Option<f64>,
+    /// The markers around a reasoning trace, as OPEN,CLOSE. Completions are graded on what
+    /// follows the trace; one that never closes its trace has no answer. Default:
+    /// '<think>,</think>'.
+    #[arg(long, requires = "bench", value_name = "OPEN,CLOSE")]
+    pub reasoning_markers: Option<String>,
     /// Format text prompts through the model's chat template (llama.cpp and vLLM servers) as
     /// one user message.
     #[arg(long)]
@@ -287,6 +292,11 @@ pub const BUILTIN_SUITE: &str = "builtin:suite";
 /// record with its line and field.
 fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
     let grader = args.grader.as_deref().map(parse_grader).transpose()?;
+    let reasoning_markers = args
+        .reasoning_markers
+        .as_deref()
+        .map(parse_reasoning_markers)
+        .transpose()?;
     if bench == BUILTIN_SUITE {
         if args.template.is_some() || args.dataset_format != "auto" {
             bail!(
@@ -298,6 +308,7 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
             bail!("--bench {BUILTIN_SUITE} has its own grader; drop --grader");
         }
         run.price_per_mtok = args.price_per_mtok;
+        run.reasoning_markers = reasoning_markers;
         return Ok(run);
     }
     let path = std::path::Path::new(bench);
@@ -325,7 +336,19 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
         template,
         grader,
         price_per_mtok: args.price_per_mtok,
+        reasoning_markers,
     })
+}
+
+/// Parses `--reasoning-markers OPEN,CLOSE`.
+fn parse_reasoning_markers(s: &str) -> Result<ReasoningMarkers> {
+    match s.split_once(',') {
+        Some((open, close)) if !open.is_empty() && !close.is_empty() => Ok(ReasoningMarkers {
+            open: open.to_string(),
+            close: close.to_string(),
+        }),
+        _ => bail!("--reasoning-markers must be OPEN,CLOSE (e.g. '<think>,</think>'), got {s:?}"),
+    }
 }
 
 /// Parses `--grader`: math, math-lenient, choice, exact or regex:PATTERN.

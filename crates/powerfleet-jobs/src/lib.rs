@@ -225,6 +225,30 @@ pub struct Grading {
     /// Price of the model's tokens in US dollars per million generated tokens, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_mtok: Option<f64>,
+    /// The markers around a reasoning trace, which is not graded: the answer is what follows
+    /// the trace, and a completion that never closes its trace has none. `None` (the default,
+    /// and what specs written before this field decode to): `<think>` and `</think>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_markers: Option<ReasoningMarkers>,
+}
+
+/// The opening and closing markers of a reasoning trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningMarkers {
+    /// Opens the trace, e.g. `<think>`.
+    pub open: String,
+    /// Closes the trace, e.g. `</think>`.
+    pub close: String,
+}
+
+impl Default for ReasoningMarkers {
+    fn default() -> Self {
+        ReasoningMarkers {
+            open: "<think>".to_string(),
+            close: "</think>".to_string(),
+        }
+    }
 }
 
 /// How a completion is graded.
@@ -729,6 +753,7 @@ mod tests {
                     permutation: vec![1, 0],
                 },
                 price_per_mtok: Some(0.5),
+                reasoning_markers: None,
             }),
         };
         let json = serde_json::to_string(&spec).unwrap();
@@ -879,5 +904,23 @@ mod tests {
             tokens: 2,
         });
         assert_eq!(r.answer_text(), Some("ok "));
+    }
+
+    #[test]
+    fn gradings_written_before_reasoning_markers_still_decode() {
+        let old = r#"{"template":"math-cot","grader":{"kind":"math"},"reference":{"text":"4"}}"#;
+        let grading: Grading = serde_json::from_str(old).unwrap();
+        assert_eq!(grading.reasoning_markers, None);
+        assert_eq!(serde_json::to_string(&grading).unwrap(), old);
+        let lenient: Grader = serde_json::from_str(r#"{"kind":"math_lenient"}"#).unwrap();
+        assert_eq!(
+            (lenient.clone(), lenient.name()),
+            (Grader::MathLenient, "math-lenient")
+        );
+        let with: Grading = serde_json::from_str(
+            r#"{"template":"plain","grader":{"kind":"math"},"reference":{"text":"4"},"reasoning_markers":{"open":"[","close":"]"}}"#,
+        )
+        .unwrap();
+        assert_eq!(with.reasoning_markers.unwrap().close, "]");
     }
 }
