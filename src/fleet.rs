@@ -15,7 +15,9 @@ use powerfleet_fleet::status::{self, Page, StatusReport};
 use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
-use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus, ReasoningMarkers};
+use powerfleet_jobs::{
+    BatchId, CorrelationId, Grader, JobId, JobResult, JobStatus, ReasoningMarkers,
+};
 use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
@@ -762,6 +764,11 @@ pub enum ExportFormat {
     Jsonl,
     /// Comma-separated values with a header.
     Csv,
+    /// Completed samples as chat-format training data, one JSON record per line: `messages`
+    /// (the prompt as a user message, or the job's chat messages, then the completion as the
+    /// assistant's), `method`, `alpha`, `problem_id`, `job_id`, `seed`, and `correct` and
+    /// `extracted` for graded jobs.
+    Sft,
 }
 
 /// Arguments of `powerfleet results`.
@@ -776,11 +783,17 @@ pub struct ResultsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: ExportFormat,
+    /// With --format sft: only samples graded correct.
+    #[arg(long)]
+    pub correct_only: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
 
 pub async fn results(args: ResultsArgs) -> Result<()> {
+    if args.correct_only && !matches!(args.format, ExportFormat::Sft) {
+        bail!("--correct-only needs --format sft");
+    }
     let store = args.database.connect().await?;
     let rows = match (&args.batch, &args.correlation) {
         (Some(b), None) => store.jobs_by_batch(b.parse().context("--batch")?).await?,
@@ -800,6 +813,27 @@ pub async fn results(args: ResultsArgs) -> Result<()> {
             }
         }
         ExportFormat::Csv => powerfleet_store::write_csv(&rows, &mut out)?,
+        ExportFormat::Sft => {
+            let records = rows
+                .iter()
+                .filter_map(JobResult::sft_record)
+                .filter(|r| !args.correct_only || r.correct == Some(true));
+            let mut written = 0usize;
+            for record in records {
+                serde_json::to_writer(&mut out, &record)?;
+                writeln!(out)?;
+                written += 1;
+            }
+            eprintln!(
+                "{written} of {} results written as SFT records (completed, with text and a text or chat prompt{})",
+                rows.len(),
+                if args.correct_only {
+                    ", graded correct"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use powerfleet_sampler::{ChainStats, ConfigError, Method, SamplerConfig, TokenId, ValidConfig};
+use powerfleet_sampler::{
+    Alpha, ChainStats, ConfigError, Method, SamplerConfig, TokenId, ValidConfig,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -485,6 +487,74 @@ pub struct JobResult {
     /// Where a stop string of the job cut the completion's text, if one matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopHit>,
+    /// The job's prompt (text, token ids or chat messages), kept with a completed result so a
+    /// sample can be used as data (`powerfleet results --format sft`); `None` for other results
+    /// and those written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Prompt>,
+    /// The α the chain targeted, kept with a completed result beside its prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<Alpha>,
+}
+
+/// A completed sample as chat-format training data (`powerfleet results --format sft`): the
+/// prompt as a user message (or the job's chat messages) and the completion as the assistant's
+/// message, with where it came from and its grade.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SftRecord {
+    /// The conversation: the prompt's messages, then the completion as `assistant`.
+    pub messages: Vec<ChatMessage>,
+    /// The sampling method.
+    pub method: Method,
+    /// The α the chain targeted, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<Alpha>,
+    /// The problem within its batch, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_id: Option<String>,
+    /// The job.
+    pub job_id: JobId,
+    /// The chain's seed.
+    pub seed: u64,
+    /// The grader's verdict, for a graded job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct: Option<bool>,
+    /// The answer the grader read, for a graded job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<String>,
+}
+
+impl JobResult {
+    /// This sample as an [`SftRecord`]: `None` unless it completed with text and its prompt is
+    /// kept as text or messages (a token-id prompt has no text to train on).
+    pub fn sft_record(&self) -> Option<SftRecord> {
+        if self.status != JobStatus::Completed {
+            return None;
+        }
+        let completion = self.answer_text()?;
+        let mut messages = match self.prompt.as_ref()? {
+            Prompt::Text(text) => vec![ChatMessage {
+                role: "user".to_string(),
+                content: text.clone(),
+            }],
+            Prompt::Messages(messages) => messages.clone(),
+            Prompt::Tokens(_) => return None,
+        };
+        messages.push(ChatMessage {
+            role: "assistant".to_string(),
+            content: completion.to_string(),
+        });
+        Some(SftRecord {
+            messages,
+            method: self.method,
+            alpha: self.alpha,
+            problem_id: self.problem_id.clone(),
+            job_id: self.job_id,
+            seed: self.seed,
+            correct: self.grade.as_ref().map(|g| g.correct),
+            extracted: self.grade.as_ref().and_then(|g| g.extracted.clone()),
+        })
+    }
 }
 
 /// Where a stop string cut a completion: the text up to (not including) the match is the answer;
@@ -624,6 +694,8 @@ impl JobResult {
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,
+            prompt: None,
+            alpha: None,
         }
     }
 
@@ -922,5 +994,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(with.reasoning_markers.unwrap().close, "]");
+    }
+
+    #[test]
+    fn completed_samples_become_chat_records() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"job_id":"01890f4e-6c5e-7000-8000-000000000001","correlation_id":"c","model":"toy:tiny","prompt":{"text":"2+2?"},"config":{"method":"power","alpha":4.0},"seed":7,"submitted_at_ms":1}"#,
+        )
+        .unwrap();
+        let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
+        r.text = Some("4".into());
+        assert_eq!(r.sft_record(), None, "no prompt kept");
+        r.prompt = Some(spec.prompt.clone());
+        r.alpha = spec.config.validate().ok().map(|c| c.alpha());
+        r.grade = Some(GradeRecord {
+            grader: "math".into(),
+            extracted: Some("4".into()),
+            answer_key: Some("4".into()),
+            correct: true,
+        });
+        let record = r.sft_record().unwrap();
+        let roles: Vec<(&str, &str)> = record
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(roles, [("user", "2+2?"), ("assistant", "4")]);
+        assert_eq!(
+            (record.method, record.correct, record.seed),
+            (Method::Power, Some(true), 7)
+        );
+        assert_eq!(record.alpha.map(|a| a.get()), Some(4.0));
+        r.prompt = Some(Prompt::Messages(vec![ChatMessage {
+            role: "system".into(),
+            content: "be brief".into(),
+        }]));
+        assert_eq!(r.sft_record().unwrap().messages.len(), 2);
+        r.prompt = Some(Prompt::Tokens(vec![1, 2]));
+        assert_eq!(r.sft_record(), None, "token prompts have no text");
+        r.prompt = Some(spec.prompt.clone());
+        r.status = JobStatus::Failed;
+        assert_eq!(r.sft_record(), None);
     }
 }

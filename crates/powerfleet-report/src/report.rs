@@ -716,6 +716,8 @@ mod tests {
                 answer_key: Some(answer.into()),
                 correct,
             }),
+            prompt: None,
+            alpha: None,
         }
     }
 
