@@ -876,26 +876,11 @@ pub fn math_equal(predicted: &str, reference: &str) -> bool {
 const STRICT_TOLERANCE: f64 = 1e-12;
 
 fn strict_equal(p: &str, r: &str) -> bool {
-    if p.is_empty() || r.is_empty() {
-        return false;
+    if let Some(verdict) = settled_as_text(p, r) {
+        return verdict;
     }
-    if p == r {
-        return true;
-    }
-    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
-        return false;
-    }
-    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
-    if word(p) && word(r) {
-        return p.eq_ignore_ascii_case(r);
-    }
-    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
-    if p_parts.len() > 1 || r_parts.len() > 1 {
-        return p_parts.len() == r_parts.len()
-            && p_parts
-                .iter()
-                .zip(&r_parts)
-                .all(|(a, b)| strict_equal(a, b));
+    if let Some(verdict) = union_parts_equal(p, r, strict_equal) {
+        return verdict;
     }
     if let Some(b) = bracketed(r) {
         return bracketed(p).is_some_and(|a| {
@@ -1076,18 +1061,8 @@ pub fn math_equal_lenient(predicted: &str, reference: &str) -> bool {
 }
 
 fn equal_normalized(p: &str, r: &str) -> bool {
-    if p.is_empty() || r.is_empty() {
-        return false;
-    }
-    if p == r {
-        return true;
-    }
-    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
-        return false;
-    }
-    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
-    if word(p) && word(r) {
-        return p.eq_ignore_ascii_case(r);
+    if let Some(verdict) = settled_as_text(p, r) {
+        return verdict;
     }
     if let (Some(a), Some(b)) = (canonical_integer(p), canonical_integer(r)) {
         return a == b;
@@ -1096,13 +1071,8 @@ fn equal_normalized(p: &str, r: &str) -> bool {
         let diff = (a - b).abs();
         return diff <= RELATIVE_TOLERANCE * a.abs().max(b.abs()) || diff <= ABSOLUTE_FLOOR;
     }
-    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
-    if p_parts.len() > 1 || r_parts.len() > 1 {
-        return p_parts.len() == r_parts.len()
-            && p_parts
-                .iter()
-                .zip(&r_parts)
-                .all(|(a, b)| equal_normalized(a, b));
+    if let Some(verdict) = union_parts_equal(p, r, equal_normalized) {
+        return verdict;
     }
     if let (Some(a), Some(b)) = (bracketed(p), bracketed(r)) {
         return a.0 == b.0
@@ -1114,6 +1084,31 @@ fn equal_normalized(p: &str, r: &str) -> bool {
         return a.len() == b.len() && same_elements(&a, &b);
     }
     false
+}
+
+/// The verdicts both comparisons reach from the text alone: an empty answer equals nothing,
+/// equal strings are equal, plain words compare ignoring ASCII case, and answers nested deeper
+/// than [`MAX_DEPTH`] are only equal as strings. `None`: compare further.
+fn settled_as_text(p: &str, r: &str) -> Option<bool> {
+    if p.is_empty() || r.is_empty() {
+        return Some(false);
+    }
+    if p == r {
+        return Some(true);
+    }
+    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
+        return Some(false);
+    }
+    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
+    (word(p) && word(r)).then(|| p.eq_ignore_ascii_case(r))
+}
+
+/// Unions (`\cup`) compared part by part with `equal`; `None` when neither side is a union.
+fn union_parts_equal(p: &str, r: &str, equal: fn(&str, &str) -> bool) -> Option<bool> {
+    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
+    (p_parts.len() > 1 || r_parts.len() > 1).then(|| {
+        p_parts.len() == r_parts.len() && p_parts.iter().zip(&r_parts).all(|(a, b)| equal(a, b))
+    })
 }
 
 /// The deepest bracket nesting in `s`, counting all kinds; deeper answers than [`MAX_DEPTH`] are
