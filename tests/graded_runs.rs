@@ -623,7 +623,15 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
         ),
         (
             vec!["--grader", "fuzzy"],
-            "--grader must be one of math, choice, exact, regex:PATTERN",
+            "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN",
+        ),
+        (
+            vec!["--reasoning-markers", "<think>"],
+            "--reasoning-markers must be OPEN,CLOSE",
+        ),
+        (
+            vec!["--reasoning-markers", "<t>,<t>"],
+            "reasoning markers must be two different non-blank strings",
         ),
         (
             vec!["--grader", "choice"],
