@@ -371,6 +371,29 @@ def variants(gold, rng):
     if "," in gold and not gold.startswith(("(", "[", "\\{")):
         items = [x.strip() for x in gold.split(",")]
         out.append(("reordered", ", ".join(reversed(items))))
+    if gold.startswith("\\{") and gold.endswith("\\}") and "," in gold:
+        items = [x.strip() for x in gold[2:-2].split(",")]
+        out.append(("set-reordered", "\\{" + ", ".join(reversed(items)) + "\\}"))
+    if m and m.group(1) == "-":
+        out.append(("sign-inside", f"\\frac{{-{m.group(2)}}}{{{m.group(3)}}}"))
+    if m and int(m.group(2)) > int(m.group(3)) > 1:
+        whole, rest = divmod(int(m.group(2)), int(m.group(3)))
+        out.append(("mixed-number", f"{m.group(1)}{whole}\\frac{{{rest}}}{{{m.group(3)}}}"))
+    root = re.match(r"^(\d+)\\sqrt\{(\d+)\}$", gold)
+    if root:
+        k, n = int(root.group(1)), int(root.group(2))
+        out.append(("sqrt-absorbed", f"\\sqrt{{{k * k * n}}}"))
+        out.append(("sqrt-decimal", f"{k * n ** 0.5:.4f}"))
+    letter = re.match(r"^\\text\{\(([A-E])\)\}$", gold)
+    if letter:
+        out.append(("letter-bare", letter.group(1)))
+        out.append(("letter-parens", f"({letter.group(1)})"))
+    if re.match(r"^[\(\[].*,.*[\)\]]$", gold) and "\\" not in gold:
+        flipped = ("[" if gold[0] == "(" else "(") + gold[1:]
+        out.append(("bracket-changed", flipped))
+    terms = re.split(r"(?<=[^\^_{(])\+", gold.replace(" ", ""))
+    if len(terms) == 2 and re.search(r"[a-z]", gold) and "(" not in gold:
+        out.append(("terms-swapped", terms[1] + "+" + terms[0]))
     return [(k, v) for k, v in out if v != gold]
 
 

@@ -180,6 +180,62 @@ const UNIT_WORDS: &[&str] = &[
 ///
 /// `0.5` and `\frac{1}{2}` stay different strings: [`math_equal`] equates them numerically.
 pub fn normalize(answer: &str) -> String {
+    normalize_with(answer, Units::Lenient)
+}
+
+/// Which trailing units [`normalize_with`] drops.
+#[derive(Clone, Copy)]
+enum Units {
+    /// Every word of [`UNIT_WORDS`], and any word in a trailing `\text{}`.
+    Lenient,
+    /// Only what the reference grader drops: the words of [`REFERENCE_UNIT_WORDS`], and a
+    /// trailing `\text{ ...}` whose content starts with a space.
+    Reference,
+}
+
+/// The unit words the reference grader removes (PRM800K's list, singular and plural).
+const REFERENCE_UNIT_WORDS: &[&str] = &[
+    "degree",
+    "degrees",
+    "cm",
+    "centimeter",
+    "centimeters",
+    "meter",
+    "meters",
+    "mile",
+    "miles",
+    "second",
+    "seconds",
+    "minute",
+    "minutes",
+    "hour",
+    "hours",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "month",
+    "months",
+    "year",
+    "years",
+    "foot",
+    "feet",
+    "inch",
+    "inches",
+    "yard",
+    "yards",
+];
+
+impl Units {
+    fn words(self) -> &'static [&'static str] {
+        match self {
+            Units::Lenient => UNIT_WORDS,
+            Units::Reference => REFERENCE_UNIT_WORDS,
+        }
+    }
+}
+
+fn normalize_with(answer: &str, units: Units) -> String {
     let mut s = answer.replace(['\n', '\r', '\t'], " ");
     s = s.replace("\\\\", "\\");
     s = s.replace("\\$", "").replace('$', "");
@@ -198,7 +254,7 @@ pub fn normalize(answer: &str) -> String {
     s = remove_degrees(&s);
     s = s.replace("\\%", "").replace('%', "");
     s = strip_variable_assignment(&s);
-    s = strip_units(&s);
+    s = strip_units(&s, units);
     s = unwrap_text(&s);
     s = remove_whitespace(&s);
     s = remove_degrees(&s);
@@ -301,10 +357,10 @@ fn is_variable(lhs: &str) -> bool {
 }
 
 /// Drops trailing units, repeatedly: `\text{...}` units and plain unit words.
-fn strip_units(s: &str) -> String {
+fn strip_units(s: &str, units: Units) -> String {
     let mut s = s.trim().to_string();
     loop {
-        let stripped = strip_trailing_unit_word(&strip_trailing_text_unit(&s));
+        let stripped = strip_trailing_unit_word(&strip_trailing_text_unit(&s, units), units);
         if stripped == s {
             return s;
         }
@@ -318,7 +374,7 @@ fn ends_like_quantity(before: &str) -> bool {
 }
 
 /// `10\text{ cm}^2` → `10`: a last `\text{...}` group holding a unit-like word, after something.
-fn strip_trailing_text_unit(s: &str) -> String {
+fn strip_trailing_text_unit(s: &str, units: Units) -> String {
     let Some(start) = s.rfind("\\text{") else {
         return s.to_string();
     };
@@ -335,10 +391,20 @@ fn strip_trailing_text_unit(s: &str) -> String {
         return s.to_string();
     }
     let before = s[..start].trim_end();
-    let unit_like = content.chars().any(char::is_alphabetic)
-        && content.chars().all(|c| {
-            c.is_alphabetic() || c.is_whitespace() || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
-        });
+    let unit_like = match units {
+        Units::Lenient => {
+            content.chars().any(char::is_alphabetic)
+                && content.chars().all(|c| {
+                    c.is_alphabetic()
+                        || c.is_whitespace()
+                        || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
+                })
+        }
+        Units::Reference => {
+            content.starts_with(' ')
+                || REFERENCE_UNIT_WORDS.contains(&content.trim().to_ascii_lowercase().as_str())
+        }
+    };
     let after_quantity = content.starts_with(char::is_whitespace) || ends_like_quantity(before);
     if !before.is_empty() && unit_like && after_quantity {
         before.to_string()
@@ -348,7 +414,7 @@ fn strip_trailing_text_unit(s: &str) -> String {
 }
 
 /// `5 square units` → `5`: unit words at the end, after a quantity.
-fn strip_trailing_unit_word(s: &str) -> String {
+fn strip_trailing_unit_word(s: &str, units: Units) -> String {
     let mut head = s.trim_end();
     let mut peeled = false;
     while let Some(split) = head.rfind(char::is_whitespace) {
@@ -356,7 +422,7 @@ fn strip_trailing_unit_word(s: &str) -> String {
         let core = ["^2", "^3", "^{2}", "^{3}"]
             .iter()
             .fold(word.trim_end_matches('.'), |w, e| w.trim_end_matches(e));
-        if !UNIT_WORDS.iter().any(|u| u.eq_ignore_ascii_case(core)) {
+        if !units.words().iter().any(|u| u.eq_ignore_ascii_case(core)) {
             break;
         }
         head = head[..split].trim_end();
@@ -869,7 +935,10 @@ pub fn math_equal(predicted: &str, reference: &str) -> bool {
     if !r.is_empty() && p == r {
         return true;
     }
-    strict_equal(&normalize(predicted), &normalize(reference))
+    strict_equal(
+        &normalize_with(predicted, Units::Reference),
+        &normalize_with(reference, Units::Reference),
+    )
 }
 
 /// Relative tolerance of [`math_equal`]'s numeric comparison: float rounding only.
@@ -915,6 +984,14 @@ fn strict_element(p: &str, r: &str) -> bool {
     if let (Some(a), Some(b)) = (plain_fraction(p), plain_fraction(r)) {
         return a == b;
     }
+    // The reference reads `-3\frac{8}{9}` as -3 + 8/9: a negative mixed number matches nothing
+    // but itself.
+    if negative_mixed_number(p) || negative_mixed_number(r) {
+        return false;
+    }
+    if same_terms_reordered(p, r) {
+        return true;
+    }
     let (p_int, r_int) = (canonical_integer(p), canonical_integer(r));
     if let (Some(a), Some(b)) = (&p_int, &r_int) {
         return a == b;
@@ -929,6 +1006,79 @@ fn strict_element(p: &str, r: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `s` is `-<digits>\frac{<digits>}{<digits>}`.
+fn negative_mixed_number(s: &str) -> bool {
+    let Some(body) = s.strip_prefix('-') else {
+        return false;
+    };
+    let digits = body.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && plain_fraction(&body[digits..]).is_some_and(|(negative, ..)| !negative)
+}
+
+/// Whether `p` and `r` are the same sum with its terms in another order (`2k+2` and `2+2k`),
+/// where the reference's symbolic check would run: at most two distinct letters, no exponent
+/// of two or more digits and no `^(`.
+fn same_terms_reordered(p: &str, r: &str) -> bool {
+    let (Some(mut a), Some(mut b)) = (signed_terms(p), signed_terms(r)) else {
+        return false;
+    };
+    if a.len() < 2 || a.len() != b.len() || !symbolic_check_runs(p) || !symbolic_check_runs(r) {
+        return false;
+    }
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// The terms of a sum at the top level, each with its sign (`+-` is `-`); `None` when a term is
+/// empty.
+fn signed_terms(s: &str) -> Option<Vec<(bool, String)>> {
+    let mut terms = Vec::new();
+    let (mut depth, mut negative, mut current) = (0i32, false, String::new());
+    for c in s.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 && matches!(c, '+' | '-') && !current.ends_with(['^', '_']) {
+            if current.is_empty() {
+                if c == '-' {
+                    negative = !negative;
+                }
+                continue;
+            }
+            terms.push((negative, std::mem::take(&mut current)));
+            negative = c == '-';
+            continue;
+        }
+        current.push(c);
+    }
+    if current.is_empty() {
+        return None;
+    }
+    terms.push((negative, current));
+    Some(terms)
+}
+
+/// Whether the reference's symbolic comparison would evaluate `s`: at most two distinct letters
+/// (command names count, as the reference turns `\pi` into `pi`; `\frac`, `\sqrt`, `\cdot`,
+/// `\times` do not), no `^(` and no exponent of two or more digits.
+fn symbolic_check_runs(s: &str) -> bool {
+    let mut rest = s.to_string();
+    for command in ["\\frac", "\\sqrt", "\\cdot", "\\times", "\\div"] {
+        rest = rest.replace(command, "");
+    }
+    let letters: std::collections::BTreeSet<char> =
+        rest.chars().filter(char::is_ascii_alphabetic).collect();
+    let flat: String = rest.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let long_exponent = flat
+        .split('^')
+        .skip(1)
+        .any(|e| e.chars().take_while(char::is_ascii_digit).count() >= 2);
+    letters.len() <= 2 && !flat.contains("^(") && !long_exponent
 }
 
 /// A plain fraction of integers as (negative, numerator, denominator), as written.
