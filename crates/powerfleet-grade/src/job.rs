@@ -182,6 +182,17 @@ mod tests {
     }
 
     #[test]
+    fn the_lenient_grader_takes_what_math_refuses() {
+        let reference = ReferenceAnswer::Text("\\frac{1}{3}".into());
+        let strict = grading(Grader::Math, reference.clone());
+        let lenient = grading(Grader::MathLenient, reference);
+        assert!(!grade(&strict, "\\boxed{0.333333}").unwrap().correct);
+        let g = grade(&lenient, "\\boxed{0.333333}").unwrap();
+        assert!(g.correct);
+        assert_eq!(g.grader, "math-lenient");
+    }
+
+    #[test]
     fn choices_map_back_through_the_shown_order() {
         // Shown order: C, A, B (original indices 2, 0, 1); the right option is original B.
         let b = grading(

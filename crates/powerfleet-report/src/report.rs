@@ -1061,6 +1061,24 @@ mod tests {
     }
 
     #[test]
+    fn trace_and_answer_lengths_are_reported_side_by_side() {
+        let mut traced = result(Method::Power, "a", 0, "7", true);
+        traced.text = Some("<think>abcdef</think>7!".into());
+        traced.grade = None;
+        let mut unclosed = result(Method::Power, "b", 0, "7", false);
+        unclosed.text = Some("<think>ab".into());
+        unclosed.grade = None;
+        let report = build("b", &[traced, unclosed], &Prices::default());
+        let power = &report.methods[0];
+        assert_eq!(
+            (power.trace_chars, power.answer_chars),
+            (Some(4.0), Some(1.0))
+        );
+        // Graded on what follows the trace: "7!" is not "7"; the unclosed trace has no answer.
+        assert_eq!(power.accuracy, Some(0.0));
+    }
+
+    #[test]
     fn cost_acceptance_latency_and_money() {
         let results: Vec<JobResult> = (0..4)
             .map(|seed| {
