@@ -102,29 +102,17 @@ const SPACING_COMMANDS: &[&str] = &[
     "\\ ",
 ];
 
-/// Unit words dropped from the end of an answer when a number precedes them (`5 cm`, `90 degrees`).
+/// Unit words dropped from the end of an answer when a number precedes them (`5 mm`, `5 ways`),
+/// besides [`REFERENCE_UNIT_WORDS`] (`5 cm`, `90 degrees`), by the lenient normalization.
 const UNIT_WORDS: &[&str] = &[
-    "cm",
     "mm",
     "m",
     "km",
     "in",
-    "inch",
-    "inches",
     "ft",
-    "foot",
-    "feet",
     "yd",
-    "yard",
-    "yards",
-    "mile",
-    "miles",
-    "meter",
-    "meters",
     "metre",
     "metres",
-    "centimeter",
-    "centimeters",
     "kilometer",
     "kilometers",
     "unit",
@@ -132,24 +120,10 @@ const UNIT_WORDS: &[&str] = &[
     "square",
     "sq",
     "cubic",
-    "degree",
-    "degrees",
     "dollar",
     "dollars",
     "cent",
     "cents",
-    "second",
-    "seconds",
-    "minute",
-    "minutes",
-    "hour",
-    "hours",
-    "day",
-    "days",
-    "week",
-    "weeks",
-    "year",
-    "years",
     "mph",
     "pound",
     "pounds",
@@ -186,7 +160,8 @@ pub fn normalize(answer: &str) -> String {
 /// Which trailing units [`normalize_with`] drops.
 #[derive(Clone, Copy)]
 enum Units {
-    /// Every word of [`UNIT_WORDS`], and any word in a trailing `\text{}`.
+    /// Every word of [`REFERENCE_UNIT_WORDS`] and [`UNIT_WORDS`], and any word in a trailing
+    /// `\text{}`.
     Lenient,
     /// Only what the reference grader drops: the words of [`REFERENCE_UNIT_WORDS`], and a
     /// trailing `\text{ ...}` whose content starts with a space.
@@ -227,11 +202,9 @@ const REFERENCE_UNIT_WORDS: &[&str] = &[
 ];
 
 impl Units {
-    fn words(self) -> &'static [&'static str] {
-        match self {
-            Units::Lenient => UNIT_WORDS,
-            Units::Reference => REFERENCE_UNIT_WORDS,
-        }
+    fn is_unit(self, word: &str) -> bool {
+        let known = |words: &[&str]| words.iter().any(|u| u.eq_ignore_ascii_case(word));
+        known(REFERENCE_UNIT_WORDS) || matches!(self, Units::Lenient) && known(UNIT_WORDS)
     }
 }
 
@@ -422,7 +395,7 @@ fn strip_trailing_unit_word(s: &str, units: Units) -> String {
         let core = ["^2", "^3", "^{2}", "^{3}"]
             .iter()
             .fold(word.trim_end_matches('.'), |w, e| w.trim_end_matches(e));
-        if !units.words().iter().any(|u| u.eq_ignore_ascii_case(core)) {
+        if !units.is_unit(core) {
             break;
         }
         head = head[..split].trim_end();
