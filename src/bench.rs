@@ -689,6 +689,7 @@ fn synthetic_result(
             grader: Grader::Math,
             reference: ReferenceAnswer::Text(reference.into()),
             price_per_mtok: None,
+            reasoning_markers: None,
         }),
     };
     let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);

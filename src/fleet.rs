@@ -15,7 +15,9 @@ use powerfleet_fleet::status::{self, Page, StatusReport};
 use powerfleet_fleet::watch::{self, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
-use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobStatus};
+use powerfleet_jobs::{
+    BatchId, CorrelationId, Grader, JobId, JobResult, JobStatus, ReasoningMarkers,
+};
 use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
@@ -142,14 +144,21 @@ pub struct SubmitArgs {
     /// multiple-choice datasets, plain otherwise.
     #[arg(long, requires = "bench")]
     pub template: Option<String>,
-    /// Grader of --bench completions: math, choice, exact, or regex:PATTERN (one capture group
-    /// around the answer). Default: choice for multiple-choice problems, math for the others.
+    /// Grader of --bench completions: math (the reference MATH grader's verdicts), math-lenient
+    /// (also reordered sets, unreduced fractions, rounded decimals), choice, exact, or
+    /// regex:PATTERN (one capture group around the answer). Default: choice for multiple-choice
+    /// problems, math for the others.
     #[arg(long, requires = "bench")]
     pub grader: Option<String>,
     /// Price of the model's generated tokens, US dollars per million, recorded with --bench jobs
     /// for the money column of `powerfleet report`.
     #[arg(long, requires = "bench")]
     pub price_per_mtok: Option<f64>,
+    /// The markers around a reasoning trace, as OPEN,CLOSE. Completions are graded on what
+    /// follows the trace; one that never closes its trace has no answer. Default:
+    /// '<think>,</think>'.
+    #[arg(long, requires = "bench", value_name = "OPEN,CLOSE")]
+    pub reasoning_markers: Option<String>,
     /// Format text prompts through the model's chat template (llama.cpp and vLLM servers) as
     /// one user message.
     #[arg(long)]
@@ -285,6 +294,11 @@ pub const BUILTIN_SUITE: &str = "builtin:suite";
 /// record with its line and field.
 fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
     let grader = args.grader.as_deref().map(parse_grader).transpose()?;
+    let reasoning_markers = args
+        .reasoning_markers
+        .as_deref()
+        .map(parse_reasoning_markers)
+        .transpose()?;
     if bench == BUILTIN_SUITE {
         if args.template.is_some() || args.dataset_format != "auto" {
             bail!(
@@ -296,6 +310,7 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
             bail!("--bench {BUILTIN_SUITE} has its own grader; drop --grader");
         }
         run.price_per_mtok = args.price_per_mtok;
+        run.reasoning_markers = reasoning_markers;
         return Ok(run);
     }
     let path = std::path::Path::new(bench);
@@ -323,20 +338,35 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
         template,
         grader,
         price_per_mtok: args.price_per_mtok,
+        reasoning_markers,
     })
 }
 
-/// Parses `--grader`: math, choice, exact or regex:PATTERN.
+/// Parses `--reasoning-markers OPEN,CLOSE`.
+fn parse_reasoning_markers(s: &str) -> Result<ReasoningMarkers> {
+    match s.split_once(',') {
+        Some((open, close)) if !open.is_empty() && !close.is_empty() => Ok(ReasoningMarkers {
+            open: open.to_string(),
+            close: close.to_string(),
+        }),
+        _ => bail!("--reasoning-markers must be OPEN,CLOSE (e.g. '<think>,</think>'), got {s:?}"),
+    }
+}
+
+/// Parses `--grader`: math, math-lenient, choice, exact or regex:PATTERN.
 fn parse_grader(s: &str) -> Result<Grader> {
     Ok(match s {
         "math" => Grader::Math,
+        "math-lenient" => Grader::MathLenient,
         "choice" => Grader::Choice,
         "exact" => Grader::Exact,
         _ => match s.strip_prefix("regex:") {
             Some(pattern) if !pattern.is_empty() => Grader::Regex {
                 pattern: pattern.to_string(),
             },
-            _ => bail!("--grader must be one of math, choice, exact, regex:PATTERN, got {s:?}"),
+            _ => bail!(
+                "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN, got {s:?}"
+            ),
         },
     })
 }
@@ -734,6 +764,11 @@ pub enum ExportFormat {
     Jsonl,
     /// Comma-separated values with a header.
     Csv,
+    /// Completed samples as chat-format training data, one JSON record per line: `messages`
+    /// (the prompt as a user message, or the job's chat messages, then the completion as the
+    /// assistant's), `method`, `alpha`, `problem_id`, `job_id`, `seed`, and `correct` and
+    /// `extracted` for graded jobs.
+    Sft,
 }
 
 /// Arguments of `powerfleet results`.
@@ -748,11 +783,17 @@ pub struct ResultsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: ExportFormat,
+    /// With --format sft: only samples graded correct.
+    #[arg(long)]
+    pub correct_only: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
 
 pub async fn results(args: ResultsArgs) -> Result<()> {
+    if args.correct_only && !matches!(args.format, ExportFormat::Sft) {
+        bail!("--correct-only needs --format sft");
+    }
     let store = args.database.connect().await?;
     let rows = match (&args.batch, &args.correlation) {
         (Some(b), None) => store.jobs_by_batch(b.parse().context("--batch")?).await?,
@@ -772,6 +813,27 @@ pub async fn results(args: ResultsArgs) -> Result<()> {
             }
         }
         ExportFormat::Csv => powerfleet_store::write_csv(&rows, &mut out)?,
+        ExportFormat::Sft => {
+            let records = rows
+                .iter()
+                .filter_map(JobResult::sft_record)
+                .filter(|r| !args.correct_only || r.correct == Some(true));
+            let mut written = 0usize;
+            for record in records {
+                serde_json::to_writer(&mut out, &record)?;
+                writeln!(out)?;
+                written += 1;
+            }
+            eprintln!(
+                "{written} of {} results written as SFT records (completed, with text and a text or chat prompt{})",
+                rows.len(),
+                if args.correct_only {
+                    ", graded correct"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(())
 }

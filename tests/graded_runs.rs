@@ -101,6 +101,37 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     assert_eq!(correct_in_sql, correct_in_json);
     drop(store);
 
+    // The samples as chat-format training data: every completed one, or the correct ones.
+    let sft = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["results", "--batch", &batch, "--format", "sft"];
+        args.extend_from_slice(extra);
+        stdout_of(&fleet.cli(&args))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let records = sft(&[]);
+    assert_eq!(records.len() as u64, n_jobs);
+    for record in &records {
+        let job = results
+            .iter()
+            .find(|r| r.job_id.to_string() == record["job_id"].as_str().unwrap())
+            .unwrap();
+        let messages = record["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2, "{record}");
+        assert_eq!(messages[0]["role"], "user");
+        assert!(!messages[0]["content"].as_str().unwrap().is_empty());
+        assert_eq!(messages[1]["role"], "assistant");
+        assert_eq!(messages[1]["content"].as_str(), job.text.as_deref());
+        assert_eq!(record["method"], job.method.as_str());
+        assert_eq!(record["problem_id"].as_str(), job.problem_id.as_deref());
+        assert_eq!(record["correct"], job.grade.as_ref().unwrap().correct);
+        assert!(record["alpha"].is_number(), "{record}");
+    }
+    let correct = sft(&["--correct-only"]);
+    assert_eq!(correct.len() as i64, correct_in_json);
+    assert!(correct.iter().all(|r| r["correct"] == true));
+
     // The report, recomputed from the stored results.
     let rows: Vec<Value> = stdout_of(&fleet.cli(&["report", &batch, "--format", "jsonl"]))
         .lines()
@@ -441,6 +472,16 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
             .ends_with(&format!("pass_at_{}", seeds * chains))
     );
     assert_eq!(csv.lines().filter(|l| l.starts_with("method,")).count(), 3);
+    // Trace and answer lengths beside each other: the suite's completions have no trace.
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (trace, answer) = (column("trace_chars"), column("answer_chars"));
+    assert_eq!(answer, trace + 1);
+    for row in csv.lines().filter(|l| l.starts_with("method,")) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[trace], "0", "{row}");
+        assert!(cells[answer].parse::<f64>().unwrap() > 0.0, "{row}");
+    }
     assert_eq!(
         csv.lines().filter(|l| l.starts_with("problem,")).count(),
         suite.len() * 3
@@ -582,7 +623,15 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
         ),
         (
             vec!["--grader", "fuzzy"],
-            "--grader must be one of math, choice, exact, regex:PATTERN",
+            "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN",
+        ),
+        (
+            vec!["--reasoning-markers", "<think>"],
+            "--reasoning-markers must be OPEN,CLOSE",
+        ),
+        (
+            vec!["--reasoning-markers", "<t>,<t>"],
+            "reasoning markers must be two different non-blank strings",
         ),
         (
             vec!["--grader", "choice"],

@@ -286,6 +286,7 @@ mod tests {
                     permutation: vec![1, 0],
                 },
                 price_per_mtok: None,
+                reasoning_markers: None,
             }),
         };
         let mut r = JobResult::for_spec(&spec, status, 1, None);

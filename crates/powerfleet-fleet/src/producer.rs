@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
-    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Prompt, ReferenceAnswer,
-    now_ms,
+    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Prompt, ReasoningMarkers,
+    ReferenceAnswer, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -131,7 +131,12 @@ pub struct GradedRun {
     pub grader: Option<Grader>,
     /// Price of generated tokens, US dollars per million, recorded in every job.
     pub price_per_mtok: Option<f64>,
+    /// The markers of a reasoning trace, which grading skips; `None`: `<think>` and `</think>`.
+    pub reasoning_markers: Option<ReasoningMarkers>,
 }
+
+/// The longest reasoning marker accepted.
+pub const MAX_MARKER_BYTES: usize = 64;
 
 /// One dataset problem of a graded run.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,6 +163,7 @@ impl GradedRun {
                 pattern: powerfleet_datasets::SUITE_ANSWER_PATTERN.to_string(),
             }),
             price_per_mtok: None,
+            reasoning_markers: None,
         }
     }
 
@@ -187,12 +193,22 @@ impl GradedRun {
                 grader,
                 reference,
                 price_per_mtok: self.price_per_mtok,
+                reasoning_markers: self.reasoning_markers.clone(),
             },
         )
     }
 
     /// Checks that the grader fits every problem and its pattern compiles.
     fn check(&self) -> Result<(), String> {
+        if let Some(m) = &self.reasoning_markers {
+            let fits = |s: &str| !s.trim().is_empty() && s.len() <= MAX_MARKER_BYTES;
+            if !fits(&m.open) || !fits(&m.close) || m.open == m.close {
+                return Err(format!(
+                    "reasoning markers must be two different non-blank strings of at most {MAX_MARKER_BYTES} bytes, got {:?} and {:?}",
+                    m.open, m.close
+                ));
+            }
+        }
         if let Some(p) = self.price_per_mtok
             && !(p.is_finite() && p >= 0.0)
         {
@@ -943,6 +959,7 @@ mod tests {
             template: Template::Plain,
             grader: None,
             price_per_mtok: Some(0.25),
+            reasoning_markers: None,
         });
         let corr = CorrelationId::generate();
         let batch = BatchId::new();
@@ -997,6 +1014,7 @@ mod tests {
             template: Template::Plain,
             grader: Some(Grader::Math),
             price_per_mtok: None,
+            reasoning_markers: None,
         });
         let e = s.jobs(&corr, None).unwrap_err().to_string();
         assert!(

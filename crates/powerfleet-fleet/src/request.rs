@@ -345,13 +345,18 @@ pub struct GradedRunRequest {
     /// A user template holding `{question}` (instead of `template`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_text: Option<String>,
-    /// The grader, e.g. `{"kind": "math"}` or `{"kind": "regex", "pattern": "answer: (\\d+)"}`
+    /// The grader, e.g. `{"kind": "math"}`, `{"kind": "math_lenient"}` or
+    /// `{"kind": "regex", "pattern": "answer: (\\d+)"}`
     /// (default: `choice` for multiple choice, else `math`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grader: Option<powerfleet_jobs::Grader>,
     /// Price of generated tokens in US dollars per million.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_mtok: Option<f64>,
+    /// The markers of a reasoning trace, e.g. `{"open": "<think>", "close": "</think>"}` (the
+    /// default): completions are graded on what follows the trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_markers: Option<powerfleet_jobs::ReasoningMarkers>,
     /// A benchmark run the operator loaded from files (the CLI's `--bench FILE`, with its
     /// template file), instead of `records` or `builtin`. Never part of a request body.
     #[serde(skip)]
@@ -436,6 +441,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
                 template,
                 grader: bench.grader,
                 price_per_mtok: None,
+                reasoning_markers: None,
             }
         }
         _ => {
@@ -446,6 +452,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
         }
     };
     run.price_per_mtok = bench.price_per_mtok;
+    run.reasoning_markers = bench.reasoning_markers;
     Ok(run)
 }
 

@@ -38,7 +38,14 @@ pub enum GradingError {
 /// Grades `completion` as `grading` says. A grader that does not fit the reference (a multiple-choice
 /// grader for a free-form answer) or an invalid pattern is a job that cannot be graded: `Err`
 /// with the reason.
+///
+/// The completion's reasoning trace ([`crate::split_reasoning`] with the grading's markers) is
+/// cut off first: the graders see what follows it, and a completion whose trace never closes is
+/// graded as stating no answer.
 pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, GradingError> {
+    let completion = crate::split_reasoning(completion, grading.reasoning_markers.as_ref())
+        .answer
+        .unwrap_or("");
     let record = |g: crate::Grade, answer_key: Option<String>| GradeRecord {
         grader: grading.grader.name().to_string(),
         extracted: g.extracted,
@@ -76,6 +83,7 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
         (grader, ReferenceAnswer::Text(reference)) => {
             let g = match grader {
                 Grader::Math => crate::grade_math(completion, reference),
+                Grader::MathLenient => crate::grade_math_lenient(completion, reference),
                 Grader::Exact => crate::grade_exact(completion, reference),
                 Grader::Regex { pattern } => crate::grade_regex(completion, pattern, reference)?,
                 Grader::Choice => unreachable!("matched above"),
@@ -131,6 +139,7 @@ mod tests {
             grader,
             reference,
             price_per_mtok: None,
+            reasoning_markers: None,
         }
     }
 
@@ -143,6 +152,44 @@ mod tests {
         assert_eq!(g.answer_key.as_deref(), Some("0.5"));
         assert_eq!(g.grader, "math");
         assert!(!grade(&b, "\\boxed{2}").unwrap().correct);
+    }
+
+    #[test]
+    fn the_answer_is_read_after_the_reasoning_trace() {
+        let mut b = grading(Grader::Math, ReferenceAnswer::Text("4".into()));
+        // A box inside the trace is not the answer.
+        let g = grade(&b, "<think>maybe \\boxed{3}</think> so \\boxed{4}").unwrap();
+        assert!(g.correct);
+        let g = grade(&b, "<think>surely \\boxed{4}</think> I give up").unwrap();
+        assert_eq!((g.extracted, g.correct), (None, false));
+        // A trace that never closes: no answer, whatever it boxes.
+        let g = grade(&b, "<think>it is \\boxed{4}").unwrap();
+        assert_eq!((g.extracted, g.correct), (None, false));
+        // The opening marker in the prompt (the chat template's), the closing one in the text.
+        assert!(
+            grade(&b, "hmm \\boxed{3}</think>\\boxed{4}")
+                .unwrap()
+                .correct
+        );
+        // Other markers, given in the spec.
+        b.reasoning_markers = Some(powerfleet_jobs::ReasoningMarkers {
+            open: "<reasoning>".into(),
+            close: "</reasoning>".into(),
+        });
+        let g = grade(&b, "<reasoning>\\boxed{3}</reasoning>\\boxed{4}").unwrap();
+        assert!(g.correct);
+        assert!(!grade(&b, "<reasoning>\\boxed{4}").unwrap().correct);
+    }
+
+    #[test]
+    fn the_lenient_grader_takes_what_math_refuses() {
+        let reference = ReferenceAnswer::Text("\\frac{1}{3}".into());
+        let strict = grading(Grader::Math, reference.clone());
+        let lenient = grading(Grader::MathLenient, reference);
+        assert!(!grade(&strict, "\\boxed{0.333333}").unwrap().correct);
+        let g = grade(&lenient, "\\boxed{0.333333}").unwrap();
+        assert!(g.correct);
+        assert_eq!(g.grader, "math-lenient");
     }
 
     #[test]

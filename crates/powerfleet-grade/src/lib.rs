@@ -9,6 +9,8 @@
 //!   [`shuffle_choices`] makes a seeded permutation that is stable across versions, and
 //!   [`grade_choice`] maps the displayed letter back to the original option.
 //! - [`extract`]: exact match after trimming and "first capture group of the last regex match".
+//! - [`reasoning`]: [`split_reasoning`] cuts a completion's reasoning trace (`<think>...</think>`
+//!   or the job's markers) off, so graders see only the answer after it.
 //! - [`stats`]: the unbiased pass@k estimator, majority vote over equivalent answers, mean and
 //!   standard error.
 //! - [`job`]: [`grade`] a job's completion against the [`powerfleet_jobs::Grading`] it carries
@@ -20,6 +22,7 @@ pub mod choice;
 pub mod extract;
 pub mod job;
 pub mod math;
+pub mod reasoning;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -31,9 +34,10 @@ pub use choice::{
 pub use extract::{extract_regex, grade_exact, grade_regex};
 pub use job::{GradingError, grade, grade_result, reference_display};
 pub use math::{
-    RELATIVE_TOLERANCE, extract_math_answer, grade_math, last_boxed, math_equal, normalize,
-    parse_number,
+    RELATIVE_TOLERANCE, extract_math_answer, grade_math, grade_math_lenient, hendrycks_normalize,
+    last_boxed, math_equal, math_equal_lenient, normalize, parse_number,
 };
+pub use reasoning::{Reasoning, split_reasoning};
 pub use stats::{majority_vote, mean_and_stderr, pass_at_k, percentile};
 
 /// The outcome of grading one completion.

@@ -102,29 +102,17 @@ const SPACING_COMMANDS: &[&str] = &[
     "\\ ",
 ];
 
-/// Unit words dropped from the end of an answer when a number precedes them (`5 cm`, `90 degrees`).
+/// Unit words dropped from the end of an answer when a number precedes them (`5 mm`, `5 ways`),
+/// besides [`REFERENCE_UNIT_WORDS`] (`5 cm`, `90 degrees`), by the lenient normalization.
 const UNIT_WORDS: &[&str] = &[
-    "cm",
     "mm",
     "m",
     "km",
     "in",
-    "inch",
-    "inches",
     "ft",
-    "foot",
-    "feet",
     "yd",
-    "yard",
-    "yards",
-    "mile",
-    "miles",
-    "meter",
-    "meters",
     "metre",
     "metres",
-    "centimeter",
-    "centimeters",
     "kilometer",
     "kilometers",
     "unit",
@@ -132,24 +120,10 @@ const UNIT_WORDS: &[&str] = &[
     "square",
     "sq",
     "cubic",
-    "degree",
-    "degrees",
     "dollar",
     "dollars",
     "cent",
     "cents",
-    "second",
-    "seconds",
-    "minute",
-    "minutes",
-    "hour",
-    "hours",
-    "day",
-    "days",
-    "week",
-    "weeks",
-    "year",
-    "years",
     "mph",
     "pound",
     "pounds",
@@ -180,6 +154,61 @@ const UNIT_WORDS: &[&str] = &[
 ///
 /// `0.5` and `\frac{1}{2}` stay different strings: [`math_equal`] equates them numerically.
 pub fn normalize(answer: &str) -> String {
+    normalize_with(answer, Units::Lenient)
+}
+
+/// Which trailing units [`normalize_with`] drops.
+#[derive(Clone, Copy)]
+enum Units {
+    /// Every word of [`REFERENCE_UNIT_WORDS`] and [`UNIT_WORDS`], and any word in a trailing
+    /// `\text{}`.
+    Lenient,
+    /// Only what the reference grader drops: the words of [`REFERENCE_UNIT_WORDS`], and a
+    /// trailing `\text{ ...}` whose content starts with a space.
+    Reference,
+}
+
+/// The unit words the reference grader removes (PRM800K's list, singular and plural).
+const REFERENCE_UNIT_WORDS: &[&str] = &[
+    "degree",
+    "degrees",
+    "cm",
+    "centimeter",
+    "centimeters",
+    "meter",
+    "meters",
+    "mile",
+    "miles",
+    "second",
+    "seconds",
+    "minute",
+    "minutes",
+    "hour",
+    "hours",
+    "day",
+    "days",
+    "week",
+    "weeks",
+    "month",
+    "months",
+    "year",
+    "years",
+    "foot",
+    "feet",
+    "inch",
+    "inches",
+    "yard",
+    "yards",
+];
+
+impl Units {
+    fn is_unit(self, word: &str) -> bool {
+        let known = |words: &[&str]| words.iter().any(|u| u.eq_ignore_ascii_case(word));
+        known(REFERENCE_UNIT_WORDS) || matches!(self, Units::Lenient) && known(UNIT_WORDS)
+    }
+}
+
+fn normalize_with(answer: &str, units: Units) -> String {
     let mut s = answer.replace(['\n', '\r', '\t'], " ");
     s = s.replace("\\\\", "\\");
     s = s.replace("\\$", "").replace('$', "");
@@ -198,7 +227,7 @@ pub fn normalize(answer: &str) -> String {
     s = remove_degrees(&s);
     s = s.replace("\\%", "").replace('%', "");
     s = strip_variable_assignment(&s);
-    s = strip_units(&s);
+    s = strip_units(&s, units);
     s = unwrap_text(&s);
     s = remove_whitespace(&s);
     s = remove_degrees(&s);
@@ -301,10 +330,10 @@ fn is_variable(lhs: &str) -> bool {
 }
 
 /// Drops trailing units, repeatedly: `\text{...}` units and plain unit words.
-fn strip_units(s: &str) -> String {
+fn strip_units(s: &str, units: Units) -> String {
     let mut s = s.trim().to_string();
     loop {
-        let stripped = strip_trailing_unit_word(&strip_trailing_text_unit(&s));
+        let stripped = strip_trailing_unit_word(&strip_trailing_text_unit(&s, units), units);
         if stripped == s {
             return s;
         }
@@ -318,7 +347,7 @@ fn ends_like_quantity(before: &str) -> bool {
 }
 
 /// `10\text{ cm}^2` → `10`: a last `\text{...}` group holding a unit-like word, after something.
-fn strip_trailing_text_unit(s: &str) -> String {
+fn strip_trailing_text_unit(s: &str, units: Units) -> String {
     let Some(start) = s.rfind("\\text{") else {
         return s.to_string();
     };
@@ -335,10 +364,20 @@ fn strip_trailing_text_unit(s: &str) -> String {
         return s.to_string();
     }
     let before = s[..start].trim_end();
-    let unit_like = content.chars().any(char::is_alphabetic)
-        && content.chars().all(|c| {
-            c.is_alphabetic() || c.is_whitespace() || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
-        });
+    let unit_like = match units {
+        Units::Lenient => {
+            content.chars().any(char::is_alphabetic)
+                && content.chars().all(|c| {
+                    c.is_alphabetic()
+                        || c.is_whitespace()
+                        || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
+                })
+        }
+        Units::Reference => {
+            content.starts_with(' ')
+                || REFERENCE_UNIT_WORDS.contains(&content.trim().to_ascii_lowercase().as_str())
+        }
+    };
     let after_quantity = content.starts_with(char::is_whitespace) || ends_like_quantity(before);
     if !before.is_empty() && unit_like && after_quantity {
         before.to_string()
@@ -348,7 +387,7 @@ fn strip_trailing_text_unit(s: &str) -> String {
 }
 
 /// `5 square units` → `5`: unit words at the end, after a quantity.
-fn strip_trailing_unit_word(s: &str) -> String {
+fn strip_trailing_unit_word(s: &str, units: Units) -> String {
     let mut head = s.trim_end();
     let mut peeled = false;
     while let Some(split) = head.rfind(char::is_whitespace) {
@@ -356,7 +395,7 @@ fn strip_trailing_unit_word(s: &str) -> String {
         let core = ["^2", "^3", "^{2}", "^{3}"]
             .iter()
             .fold(word.trim_end_matches('.'), |w, e| w.trim_end_matches(e));
-        if !UNIT_WORDS.iter().any(|u| u.eq_ignore_ascii_case(core)) {
+        if !units.is_unit(core) {
             break;
         }
         head = head[..split].trim_end();
@@ -845,28 +884,308 @@ fn is_integer_fraction(chars: &[char]) -> bool {
     int(num) && int(den)
 }
 
-/// Whether two answers are the same: after [`normalize`], equal as strings (plain words ignoring
-/// ASCII case); or both integers with the same value; or both numbers within
-/// [`RELATIVE_TOLERANCE`]; or unions (`\cup`) part by part; or tuples and intervals with the same
-/// brackets, element by element (`(1,2]` ≠ `(1,2)`, `(1,2)` ≠ `(2,1)`); or sets `\{...\}` and
-/// bare comma lists `1,2` with the same elements in any order. An empty answer equals nothing.
+/// Whether `predicted` is the same answer as `reference`, with the verdicts of the reference
+/// grader the MATH literature uses (PRM800K's `grade_answer`, as the power-sampling paper's
+/// code grades): equal after the Hendrycks normalization ([`hendrycks_normalize`]); or equal
+/// after [`normalize`]; or, tuple and interval element by element (same brackets, same order),
+/// union part by part, each element equal as follows:
+///
+/// - two plain fractions (`\frac{a}{b}`, `a/b`) must be the same fraction as written: `\frac{2}{4}`
+///   is not `\frac{1}{2}` (an unreduced answer is wrong);
+/// - an integer reference is only matched by an integer (`3`, `3.0`), never by `\frac{6}{2}`;
+/// - otherwise both must evaluate to the same number exactly (up to float rounding, relative
+///   1e-12): `0.5` equals `\frac{1}{2}` and `2\sqrt{3}` equals `\sqrt{12}`, but a rounded decimal
+///   (`0.333333` for `\frac{1}{3}`) is wrong.
+///
+/// Lists and sets are compared in order, as the reference does: `1,2` is not `2,1`. See
+/// [`math_equal_lenient`] for the grader that accepts reordered sets and rounded decimals.
+/// An empty answer equals nothing. `docs/grading.md` lists the known differences.
 pub fn math_equal(predicted: &str, reference: &str) -> bool {
-    equal_normalized(&normalize(predicted), &normalize(reference))
+    let (p, r) = (
+        hendrycks_normalize(predicted),
+        hendrycks_normalize(reference),
+    );
+    if !r.is_empty() && p == r {
+        return true;
+    }
+    strict_equal(
+        &normalize_with(predicted, Units::Reference),
+        &normalize_with(reference, Units::Reference),
+    )
 }
 
-fn equal_normalized(p: &str, r: &str) -> bool {
+/// Relative tolerance of [`math_equal`]'s numeric comparison: float rounding only.
+const STRICT_TOLERANCE: f64 = 1e-12;
+
+fn strict_equal(p: &str, r: &str) -> bool {
+    if let Some(verdict) = settled_as_text(p, r) {
+        return verdict;
+    }
+    if let Some(verdict) = union_parts_equal(p, r, strict_equal) {
+        return verdict;
+    }
+    if let Some(b) = bracketed(r) {
+        return bracketed(p).is_some_and(|a| {
+            a.0 == b.0
+                && a.2 == b.2
+                && a.1.len() == b.1.len()
+                && a.1.iter().zip(&b.1).all(|(x, y)| strict_element(x, y))
+        });
+    }
+    if bracketed(p).is_some() {
+        return false;
+    }
+    let (p_items, r_items) = (split_top_level(p, ","), split_top_level(r, ","));
+    if p_items.len() > 1 || r_items.len() > 1 {
+        return p_items.len() == r_items.len()
+            && p_items
+                .iter()
+                .zip(&r_items)
+                .all(|(x, y)| strict_element(x, y));
+    }
+    strict_element(p, r)
+}
+
+/// One element of [`math_equal`]'s comparison: the plain-fraction, integer and exact-number rules.
+fn strict_element(p: &str, r: &str) -> bool {
     if p.is_empty() || r.is_empty() {
         return false;
     }
     if p == r {
         return true;
     }
-    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
+    if let (Some(a), Some(b)) = (plain_fraction(p), plain_fraction(r)) {
+        return a == b;
+    }
+    // The reference reads `-3\frac{8}{9}` as -3 + 8/9: a negative mixed number matches nothing
+    // but itself.
+    if negative_mixed_number(p) || negative_mixed_number(r) {
         return false;
     }
-    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
-    if word(p) && word(r) {
-        return p.eq_ignore_ascii_case(r);
+    if same_terms_reordered(p, r) {
+        return true;
+    }
+    let (p_int, r_int) = (canonical_integer(p), canonical_integer(r));
+    if let (Some(a), Some(b)) = (&p_int, &r_int) {
+        return a == b;
+    }
+    if p_int.is_some() != r_int.is_some() {
+        return false;
+    }
+    match (evaluate(p), evaluate(r)) {
+        (Some(a), Some(b)) => {
+            let diff = (a - b).abs();
+            diff <= STRICT_TOLERANCE * a.abs().max(b.abs()) || diff <= ABSOLUTE_FLOOR
+        }
+        _ => false,
+    }
+}
+
+/// Whether `s` is `-<digits>\frac{<digits>}{<digits>}`.
+fn negative_mixed_number(s: &str) -> bool {
+    let Some(body) = s.strip_prefix('-') else {
+        return false;
+    };
+    let digits = body.chars().take_while(char::is_ascii_digit).count();
+    digits > 0 && plain_fraction(&body[digits..]).is_some_and(|(negative, ..)| !negative)
+}
+
+/// Whether `p` and `r` are the same sum with its terms in another order (`2k+2` and `2+2k`),
+/// where the reference's symbolic check would run: at most two distinct letters, no exponent
+/// of two or more digits and no `^(`.
+fn same_terms_reordered(p: &str, r: &str) -> bool {
+    let (Some(mut a), Some(mut b)) = (signed_terms(p), signed_terms(r)) else {
+        return false;
+    };
+    if a.len() < 2 || a.len() != b.len() || !symbolic_check_runs(p) || !symbolic_check_runs(r) {
+        return false;
+    }
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// The terms of a sum at the top level, each with its sign (`+-` is `-`); `None` when a term is
+/// empty.
+fn signed_terms(s: &str) -> Option<Vec<(bool, String)>> {
+    let mut terms = Vec::new();
+    let (mut depth, mut negative, mut current) = (0i32, false, String::new());
+    for c in s.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 && matches!(c, '+' | '-') && !current.ends_with(['^', '_']) {
+            if current.is_empty() {
+                if c == '-' {
+                    negative = !negative;
+                }
+                continue;
+            }
+            terms.push((negative, std::mem::take(&mut current)));
+            negative = c == '-';
+            continue;
+        }
+        current.push(c);
+    }
+    if current.is_empty() {
+        return None;
+    }
+    terms.push((negative, current));
+    Some(terms)
+}
+
+/// Whether the reference's symbolic comparison would evaluate `s`: at most two distinct letters
+/// (command names count, as the reference turns `\pi` into `pi`; `\frac`, `\sqrt`, `\cdot`,
+/// `\times` do not), no `^(` and no exponent of two or more digits.
+fn symbolic_check_runs(s: &str) -> bool {
+    let mut rest = s.to_string();
+    for command in ["\\frac", "\\sqrt", "\\cdot", "\\times", "\\div"] {
+        rest = rest.replace(command, "");
+    }
+    let letters: std::collections::BTreeSet<char> =
+        rest.chars().filter(char::is_ascii_alphabetic).collect();
+    let flat: String = rest.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let long_exponent = flat
+        .split('^')
+        .skip(1)
+        .any(|e| e.chars().take_while(char::is_ascii_digit).count() >= 2);
+    letters.len() <= 2 && !flat.contains("^(") && !long_exponent
+}
+
+/// A plain fraction of integers as (negative, numerator, denominator), as written.
+fn plain_fraction(s: &str) -> Option<(bool, String, String)> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let (num, den) = body
+        .strip_prefix("\\frac{")?
+        .strip_suffix('}')?
+        .split_once("}{")?;
+    let (negative, num) = match num.strip_prefix('-') {
+        Some(n) => (!negative, n),
+        None => (negative, num),
+    };
+    let int = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    (int(num) && int(den)).then(|| (negative, num.to_string(), den.to_string()))
+}
+
+/// The Hendrycks MATH normalization (`strip_string` of the MATH release, behind
+/// `normalize_answer`), the first test of the reference grader: a whole-answer `\text{...}` is
+/// unwrapped; `\!` and newlines go, `\\` becomes `\`, `\tfrac`/`\dfrac` become `\frac`, `\left`,
+/// `\right`, degrees, `\$` and percent signs go, everything after a `\text{ ` (a unit) goes, a
+/// leading `.` gets a `0`, a short left side `x=` is dropped, `\sqrt2` → `\sqrt{2}`, all spaces
+/// go, `\frac12` → `\frac{1}{2}`, `0.5` → `\frac{1}{2}` and `a/b` → `\frac{a}{b}` (whole answer).
+pub fn hendrycks_normalize(answer: &str) -> String {
+    let mut s = answer.trim();
+    if let Some(inner) = s.strip_prefix("\\text{").and_then(|t| t.strip_suffix('}'))
+        && !inner.is_empty()
+        && !inner.contains('}')
+    {
+        s = inner.trim();
+    }
+    let mut s = s.replace('\n', "").replace("\\!", "").replace("\\\\", "\\");
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac");
+    s = s.replace("\\left", "").replace("\\right", "");
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "");
+    s = s.replace("\\$", "");
+    if let Some(at) = s.find("\\text{ ") {
+        s.truncate(at);
+    }
+    s = s.replace("\\%", "").replace('%', "");
+    s = s.replace(" .", " 0.").replace("{.", "{0.");
+    if s.is_empty() {
+        return s;
+    }
+    if s.starts_with('.') {
+        s.insert(0, '0');
+    }
+    if let Some((lhs, rhs)) = s.split_once('=')
+        && !rhs.contains('=')
+        && lhs.len() <= 2
+    {
+        s = rhs.to_string();
+    }
+    s = hendrycks_sqrt(&s);
+    s.retain(|c| c != ' ');
+    s = hendrycks_fracs(&s);
+    if s == "0.5" {
+        s = "\\frac{1}{2}".to_string();
+    }
+    hendrycks_slash(&s)
+}
+
+/// `\sqrt2` → `\sqrt{2}`: one character after `\sqrt` that is not `{` is braced.
+fn hendrycks_sqrt(s: &str) -> String {
+    let mut parts = s.split("\\sqrt");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        out.push_str("\\sqrt");
+        match part.chars().next() {
+            Some(c) if c != '{' => {
+                out.push('{');
+                out.push(c);
+                out.push('}');
+                out.push_str(&part[c.len_utf8()..]);
+            }
+            _ => out.push_str(part),
+        }
+    }
+    out
+}
+
+/// `\frac12` → `\frac{1}{2}`, `\frac1{2}` → `\frac{1}{2}`; a `\frac` with fewer than two
+/// characters after it leaves the whole answer unchanged.
+fn hendrycks_fracs(s: &str) -> String {
+    let mut parts = s.split("\\frac");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        out.push_str("\\frac");
+        if part.starts_with('{') {
+            out.push_str(part);
+            continue;
+        }
+        let mut chars = part.chars();
+        let (Some(a), Some(b)) = (chars.next(), chars.next()) else {
+            return s.to_string();
+        };
+        let rest = chars.as_str();
+        if b == '{' {
+            out.push_str(&format!("{{{a}}}{b}{rest}"));
+        } else {
+            out.push_str(&format!("{{{a}}}{{{b}}}{rest}"));
+        }
+    }
+    out
+}
+
+/// `a/b` → `\frac{a}{b}` when the whole answer is two integers around one slash.
+fn hendrycks_slash(s: &str) -> String {
+    let canonical_int = |t: &str| t.parse::<i128>().is_ok_and(|n| n.to_string() == t);
+    match s.split_once('/') {
+        Some((a, b)) if canonical_int(a) && canonical_int(b) => format!("\\frac{{{a}}}{{{b}}}"),
+        _ => s.to_string(),
+    }
+}
+
+/// Whether two answers are the same, more leniently than [`math_equal`] (the `math-lenient`
+/// grader): after [`normalize`], equal as strings (plain words ignoring ASCII case); or both
+/// integers with the same value; or both numbers within [`RELATIVE_TOLERANCE`] (so a decimal
+/// rounded to six places matches a fraction, and `\frac{6}{2}` matches `3`); or unions (`\cup`)
+/// part by part; or tuples and intervals with the same brackets, element by element
+/// (`(1,2]` ≠ `(1,2)`, `(1,2)` ≠ `(2,1)`); or sets `\{...\}` and bare comma lists `1,2` with the
+/// same elements in any order. Everything [`math_equal`] accepts, it accepts too. An empty
+/// answer equals nothing.
+pub fn math_equal_lenient(predicted: &str, reference: &str) -> bool {
+    math_equal(predicted, reference)
+        || equal_normalized(&normalize(predicted), &normalize(reference))
+}
+
+fn equal_normalized(p: &str, r: &str) -> bool {
+    if let Some(verdict) = settled_as_text(p, r) {
+        return verdict;
     }
     if let (Some(a), Some(b)) = (canonical_integer(p), canonical_integer(r)) {
         return a == b;
@@ -875,13 +1194,8 @@ fn equal_normalized(p: &str, r: &str) -> bool {
         let diff = (a - b).abs();
         return diff <= RELATIVE_TOLERANCE * a.abs().max(b.abs()) || diff <= ABSOLUTE_FLOOR;
     }
-    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
-    if p_parts.len() > 1 || r_parts.len() > 1 {
-        return p_parts.len() == r_parts.len()
-            && p_parts
-                .iter()
-                .zip(&r_parts)
-                .all(|(a, b)| equal_normalized(a, b));
+    if let Some(verdict) = union_parts_equal(p, r, equal_normalized) {
+        return verdict;
     }
     if let (Some(a), Some(b)) = (bracketed(p), bracketed(r)) {
         return a.0 == b.0
@@ -893,6 +1207,31 @@ fn equal_normalized(p: &str, r: &str) -> bool {
         return a.len() == b.len() && same_elements(&a, &b);
     }
     false
+}
+
+/// The verdicts both comparisons reach from the text alone: an empty answer equals nothing,
+/// equal strings are equal, plain words compare ignoring ASCII case, and answers nested deeper
+/// than [`MAX_DEPTH`] are only equal as strings. `None`: compare further.
+fn settled_as_text(p: &str, r: &str) -> Option<bool> {
+    if p.is_empty() || r.is_empty() {
+        return Some(false);
+    }
+    if p == r {
+        return Some(true);
+    }
+    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
+        return Some(false);
+    }
+    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
+    (word(p) && word(r)).then(|| p.eq_ignore_ascii_case(r))
+}
+
+/// Unions (`\cup`) compared part by part with `equal`; `None` when neither side is a union.
+fn union_parts_equal(p: &str, r: &str, equal: fn(&str, &str) -> bool) -> Option<bool> {
+    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
+    (p_parts.len() > 1 || r_parts.len() > 1).then(|| {
+        p_parts.len() == r_parts.len() && p_parts.iter().zip(&r_parts).all(|(a, b)| equal(a, b))
+    })
 }
 
 /// The deepest bracket nesting in `s`, counting all kinds; deeper answers than [`MAX_DEPTH`] are
@@ -1035,11 +1374,20 @@ pub fn extract_math_answer(completion: &str) -> Option<String> {
 /// with [`math_equal`]. A `reference` that contains a `\boxed{}` (a full MATH solution) is
 /// reduced to its last box first.
 pub fn grade_math(completion: &str, reference: &str) -> Grade {
+    grade_math_with(completion, reference, math_equal)
+}
+
+/// [`grade_math`] with [`math_equal_lenient`]: the `math-lenient` grader.
+pub fn grade_math_lenient(completion: &str, reference: &str) -> Grade {
+    grade_math_with(completion, reference, math_equal_lenient)
+}
+
+fn grade_math_with(completion: &str, reference: &str, equal: fn(&str, &str) -> bool) -> Grade {
     let extracted = extract_math_answer(completion);
     let reference = last_boxed(reference).unwrap_or_else(|| reference.to_string());
     let correct = extracted
         .as_deref()
-        .is_some_and(|answer| math_equal(answer, &reference));
+        .is_some_and(|answer| equal(answer, &reference));
     Grade { extracted, correct }
 }
 

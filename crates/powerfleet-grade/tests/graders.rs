@@ -3,7 +3,7 @@
 
 use powerfleet_grade::{
     Grade, correct_letter, extract_letter, grade_choice, grade_math, last_boxed, majority_vote,
-    math_equal, pass_at_k, shuffle_choices,
+    math_equal, math_equal_lenient, pass_at_k, shuffle_choices,
 };
 use proptest::prelude::*;
 
@@ -17,7 +17,6 @@ const EQUAL: &[(&str, &str)] = &[
     ("\\frac{3}{4}", "0.75"),
     ("\\frac{-1}{2}", "-\\frac{1}{2}"),
     ("\\frac{14}{3}", "4\\frac{2}{3}"),
-    ("\\frac{2}{4}", "\\frac{1}{2}"),
     // radicals
     ("2\\sqrt{3}", "2\\sqrt3"),
     ("\\sqrt{12}", "2\\sqrt{3}"),
@@ -34,9 +33,6 @@ const EQUAL: &[(&str, &str)] = &[
     ("(3, -1)", "(3,-1)"),
     ("(0.5, 2)", "\\left(\\frac{1}{2}, 2\\right)"),
     // sets and lists of solutions
-    ("\\{1,2\\}", "\\{2, 1\\}"),
-    ("\\left\\{ -1, 3 \\right\\}", "\\{3,-1\\}"),
-    ("1, -2", "-2, 1"),
     // units and degrees
     ("5\\text{ cm}", "5"),
     ("10 \\text{ cm}^2", "10"),
@@ -131,6 +127,56 @@ fn deep_nesting_is_not_evaluated() {
     assert_eq!(powerfleet_grade::parse_number(&signs), None);
     let tuples = format!("{}1,2{}", "(".repeat(5000), ")".repeat(5000));
     assert!(!math_equal(&tuples, "(1,2)"));
+}
+
+/// Pairs the reference grader rejects and `math-lenient` accepts: (predicted, reference).
+const LENIENT_ONLY: &[(&str, &str)] = &[
+    ("\\frac{2}{4}", "\\frac{1}{2}"),
+    ("\\{1,2\\}", "\\{2, 1\\}"),
+    ("\\left\\{ -1, 3 \\right\\}", "\\{3,-1\\}"),
+    ("1, -2", "-2, 1"),
+    ("0.333333", "\\frac{1}{3}"),
+    ("4.666667", "\\frac{14}{3}"),
+    ("\\frac{6}{2}", "3"),
+    // The reference reads a negative mixed number as -3 + 8/9.
+    ("-3\\frac{8}{9}", "-\\frac{35}{9}"),
+    // Units the reference does not know.
+    ("5 students", "5"),
+    ("12\\text{dollars}", "12"),
+];
+
+#[test]
+fn the_lenient_grader_accepts_what_the_reference_rejects() {
+    for (p, r) in LENIENT_ONLY {
+        assert!(!math_equal(p, r), "math accepts {p:?} for {r:?}");
+        assert!(
+            math_equal_lenient(p, r),
+            "math-lenient rejects {p:?} for {r:?}"
+        );
+    }
+    for (p, r) in EQUAL {
+        assert!(
+            math_equal_lenient(p, r),
+            "math-lenient rejects {p:?} for {r:?}"
+        );
+    }
+}
+
+#[test]
+fn whitespace_inside_matrices_and_after_commands_does_not_matter() {
+    let pairs = [
+        (
+            "\\begin{pmatrix}-1/3\\\\2/3\\end{pmatrix}",
+            "\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}",
+        ),
+        ("\\cotx", "\\cot x"),
+        // A sum's terms in another order, as sympy would find.
+        ("2+2k", "2k+2"),
+        ("7i+-2", "-2 + 7i"),
+    ];
+    for (p, r) in pairs {
+        assert!(math_equal(p, r) && math_equal(r, p), "{p:?} vs {r:?}");
+    }
 }
 
 #[test]

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use powerfleet_sampler::{ChainStats, ConfigError, Method, SamplerConfig, TokenId, ValidConfig};
+use powerfleet_sampler::{
+    Alpha, ChainStats, ConfigError, Method, SamplerConfig, TokenId, ValidConfig,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -225,14 +227,42 @@ pub struct Grading {
     /// Price of the model's tokens in US dollars per million generated tokens, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_mtok: Option<f64>,
+    /// The markers around a reasoning trace, which is not graded: the answer is what follows
+    /// the trace, and a completion that never closes its trace has none. `None` (the default,
+    /// and what specs written before this field decode to): `<think>` and `</think>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_markers: Option<ReasoningMarkers>,
+}
+
+/// The opening and closing markers of a reasoning trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningMarkers {
+    /// Opens the trace, e.g. `<think>`.
+    pub open: String,
+    /// Closes the trace, e.g. `</think>`.
+    pub close: String,
+}
+
+impl Default for ReasoningMarkers {
+    fn default() -> Self {
+        ReasoningMarkers {
+            open: "<think>".to_string(),
+            close: "</think>".to_string(),
+        }
+    }
 }
 
 /// How a completion is graded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Grader {
-    /// The last `\boxed{}` answer, normalized and compared as text and as numbers.
+    /// The last `\boxed{}` answer, normalized and compared as text and as numbers, with the
+    /// verdicts of the reference MATH grader (PRM800K's).
     Math,
+    /// Like `math`, but lists and sets in any order, unreduced fractions and decimals within a
+    /// relative 1e-6 of the reference (rounded decimals) are correct too. Tagged `math_lenient`.
+    MathLenient,
     /// The chosen letter, mapped back through the shown order of the options.
     Choice,
     /// The whole completion, trimmed, equal to the reference.
@@ -245,10 +275,11 @@ pub enum Grader {
 }
 
 impl Grader {
-    /// The grader's name: `math`, `choice`, `exact` or `regex`.
+    /// The grader's name: `math`, `math-lenient`, `choice`, `exact` or `regex`.
     pub fn name(&self) -> &'static str {
         match self {
             Grader::Math => "math",
+            Grader::MathLenient => "math-lenient",
             Grader::Choice => "choice",
             Grader::Exact => "exact",
             Grader::Regex { .. } => "regex",
@@ -456,6 +487,74 @@ pub struct JobResult {
     /// Where a stop string of the job cut the completion's text, if one matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopHit>,
+    /// The job's prompt (text, token ids or chat messages), kept with a completed result so a
+    /// sample can be used as data (`powerfleet results --format sft`); `None` for other results
+    /// and those written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Prompt>,
+    /// The α the chain targeted, kept with a completed result beside its prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<Alpha>,
+}
+
+/// A completed sample as chat-format training data (`powerfleet results --format sft`): the
+/// prompt as a user message (or the job's chat messages) and the completion as the assistant's
+/// message, with where it came from and its grade.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SftRecord {
+    /// The conversation: the prompt's messages, then the completion as `assistant`.
+    pub messages: Vec<ChatMessage>,
+    /// The sampling method.
+    pub method: Method,
+    /// The α the chain targeted, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<Alpha>,
+    /// The problem within its batch, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_id: Option<String>,
+    /// The job.
+    pub job_id: JobId,
+    /// The chain's seed.
+    pub seed: u64,
+    /// The grader's verdict, for a graded job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct: Option<bool>,
+    /// The answer the grader read, for a graded job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<String>,
+}
+
+impl JobResult {
+    /// This sample as an [`SftRecord`]: `None` unless it completed with text and its prompt is
+    /// kept as text or messages (a token-id prompt has no text to train on).
+    pub fn sft_record(&self) -> Option<SftRecord> {
+        if self.status != JobStatus::Completed {
+            return None;
+        }
+        let completion = self.answer_text()?;
+        let mut messages = match self.prompt.as_ref()? {
+            Prompt::Text(text) => vec![ChatMessage {
+                role: "user".to_string(),
+                content: text.clone(),
+            }],
+            Prompt::Messages(messages) => messages.clone(),
+            Prompt::Tokens(_) => return None,
+        };
+        messages.push(ChatMessage {
+            role: "assistant".to_string(),
+            content: completion.to_string(),
+        });
+        Some(SftRecord {
+            messages,
+            method: self.method,
+            alpha: self.alpha,
+            problem_id: self.problem_id.clone(),
+            job_id: self.job_id,
+            seed: self.seed,
+            correct: self.grade.as_ref().map(|g| g.correct),
+            extracted: self.grade.as_ref().and_then(|g| g.extracted.clone()),
+        })
+    }
 }
 
 /// Where a stop string cut a completion: the text up to (not including) the match is the answer;
@@ -595,6 +694,8 @@ impl JobResult {
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,
+            prompt: None,
+            alpha: None,
         }
     }
 
@@ -724,6 +825,7 @@ mod tests {
                     permutation: vec![1, 0],
                 },
                 price_per_mtok: Some(0.5),
+                reasoning_markers: None,
             }),
         };
         let json = serde_json::to_string(&spec).unwrap();
@@ -874,5 +976,64 @@ mod tests {
             tokens: 2,
         });
         assert_eq!(r.answer_text(), Some("ok "));
+    }
+
+    #[test]
+    fn gradings_written_before_reasoning_markers_still_decode() {
+        let old = r#"{"template":"math-cot","grader":{"kind":"math"},"reference":{"text":"4"}}"#;
+        let grading: Grading = serde_json::from_str(old).unwrap();
+        assert_eq!(grading.reasoning_markers, None);
+        assert_eq!(serde_json::to_string(&grading).unwrap(), old);
+        let lenient: Grader = serde_json::from_str(r#"{"kind":"math_lenient"}"#).unwrap();
+        assert_eq!(
+            (lenient.clone(), lenient.name()),
+            (Grader::MathLenient, "math-lenient")
+        );
+        let with: Grading = serde_json::from_str(
+            r#"{"template":"plain","grader":{"kind":"math"},"reference":{"text":"4"},"reasoning_markers":{"open":"[","close":"]"}}"#,
+        )
+        .unwrap();
+        assert_eq!(with.reasoning_markers.unwrap().close, "]");
+    }
+
+    #[test]
+    fn completed_samples_become_chat_records() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"job_id":"01890f4e-6c5e-7000-8000-000000000001","correlation_id":"c","model":"toy:tiny","prompt":{"text":"2+2?"},"config":{"method":"power","alpha":4.0},"seed":7,"submitted_at_ms":1}"#,
+        )
+        .unwrap();
+        let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
+        r.text = Some("4".into());
+        assert_eq!(r.sft_record(), None, "no prompt kept");
+        r.prompt = Some(spec.prompt.clone());
+        r.alpha = spec.config.validate().ok().map(|c| c.alpha());
+        r.grade = Some(GradeRecord {
+            grader: "math".into(),
+            extracted: Some("4".into()),
+            answer_key: Some("4".into()),
+            correct: true,
+        });
+        let record = r.sft_record().unwrap();
+        let roles: Vec<(&str, &str)> = record
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        assert_eq!(roles, [("user", "2+2?"), ("assistant", "4")]);
+        assert_eq!(
+            (record.method, record.correct, record.seed),
+            (Method::Power, Some(true), 7)
+        );
+        assert_eq!(record.alpha.map(|a| a.get()), Some(4.0));
+        r.prompt = Some(Prompt::Messages(vec![ChatMessage {
+            role: "system".into(),
+            content: "be brief".into(),
+        }]));
+        assert_eq!(r.sft_record().unwrap().messages.len(), 2);
+        r.prompt = Some(Prompt::Tokens(vec![1, 2]));
+        assert_eq!(r.sft_record(), None, "token prompts have no text");
+        r.prompt = Some(spec.prompt.clone());
+        r.status = JobStatus::Failed;
+        assert_eq!(r.sft_record(), None);
     }
 }

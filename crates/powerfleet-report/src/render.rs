@@ -76,7 +76,17 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     }
     header.extend(
         [
-            "maj %", "accept", "cost x", "tokens", "USD", "calls", "p50 ms", "p95 ms", "wall s",
+            "maj %",
+            "accept",
+            "cost x",
+            "trace ch",
+            "answer ch",
+            "tokens",
+            "USD",
+            "calls",
+            "p50 ms",
+            "p95 ms",
+            "wall s",
             "tok/s",
         ]
         .iter()
@@ -107,6 +117,8 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
                     (rate, _) => opt(rate, |a| format!("{a:.3}")),
                 },
                 opt(m.cost_multiplier, |c| format!("{c:.1}")),
+                opt(m.trace_chars, |c| format!("{c:.0}")),
+                opt(m.answer_chars, |c| format!("{c:.0}")),
                 m.tokens_generated.to_string(),
                 opt(m.cost_usd, |c| format!("{c:.4}")),
                 m.model_calls.to_string(),
@@ -309,7 +321,7 @@ fn int(v: Option<u64>) -> String {
 
 /// The CSV columns before the `pass_at_k` ones. A method row fills the method's columns, a problem
 /// row (one per problem and method) the problem's; the other cells are empty.
-const CSV_COLUMNS: [&str; 34] = [
+const CSV_COLUMNS: [&str; 36] = [
     "row",
     "method",
     "problem_id",
@@ -337,6 +349,8 @@ const CSV_COLUMNS: [&str; 34] = [
     "tokens_generated",
     "final_tokens",
     "cost_multiplier",
+    "trace_chars",
+    "answer_chars",
     "cost_usd",
     "model_calls",
     "latency_p50_ms",
@@ -372,6 +386,8 @@ fn method_field(m: &MethodReport, column: &str) -> String {
         "tokens_generated" => m.tokens_generated.to_string(),
         "final_tokens" => m.final_tokens.to_string(),
         "cost_multiplier" => num(m.cost_multiplier),
+        "trace_chars" => num(m.trace_chars),
+        "answer_chars" => num(m.answer_chars),
         "cost_usd" => num(m.cost_usd),
         "model_calls" => m.model_calls.to_string(),
         "latency_p50_ms" => int(m.latency_p50_ms),

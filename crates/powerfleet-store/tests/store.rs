@@ -257,6 +257,7 @@ async fn grades_have_their_own_columns(store: &Store, url: &str) {
             grader: Grader::Math,
             reference: ReferenceAnswer::Text("\\frac{1}{2}".into()),
             price_per_mtok: Some(0.2),
+            reasoning_markers: None,
         }),
         grade: Some(GradeRecord {
             grader: "math".into(),

@@ -40,6 +40,8 @@ impl ClaimedJob {
             r.ends_with_eos = out.ends_with_eos;
             r.stats = out.stats;
             r.token_log_p = out.token_log_p;
+            r.prompt = Some(spec.prompt.clone());
+            r.alpha = spec.config.validate().ok().map(|c| c.alpha());
         }
         r
     }

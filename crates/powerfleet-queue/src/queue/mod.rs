@@ -901,6 +901,11 @@ mod tests {
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,
+            // The prompt comes from a job entry, so its JSON is under one entry's size.
+            prompt: Some(powerfleet_jobs::Prompt::Text(
+                "\u{1}".repeat(MAX_ENTRY_BYTES / 6),
+            )),
+            alpha: None,
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");

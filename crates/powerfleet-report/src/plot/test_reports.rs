@@ -38,6 +38,8 @@ pub(super) fn method(
         tokens_generated: (cost * 10_000.0) as u64,
         final_tokens: 10_000,
         cost_multiplier: Some(cost),
+        trace_chars: None,
+        answer_chars: None,
         cost_usd: Some(0.01 * cost),
         model_calls: 400,
         latency_p50_ms: Some(1_200),
