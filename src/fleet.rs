@@ -128,22 +128,26 @@ pub struct SubmitArgs {
     /// JSONL file of problems: {"id": "...", "prompt": "..."} or {"prompt_tokens": [...]}.
     #[arg(long, conflicts_with = "bench")]
     pub batch_file: Option<std::path::PathBuf>,
-    /// A benchmark dataset with reference answers (JSONL, a MATH500 JSON array or
-    /// multiple-choice JSONL; see --dataset-format), or `builtin:suite` for the built-in suite
+    /// A benchmark dataset with reference answers (JSONL, a MATH500 JSON array,
+    /// multiple-choice JSONL or HumanEval's programming problems, also `.jsonl.gz`; see
+    /// --dataset-format), or `builtin:suite` for the built-in suite
     /// on its toy models. One batch: a job per problem, method and seed, graded by the collector.
     #[arg(long)]
     pub bench: Option<String>,
     /// Format of the --bench file: auto (from its name and first record), jsonl, math500,
-    /// multiple-choice.
+    /// multiple-choice, code (HumanEval: task_id, prompt, test, entry_point).
     #[arg(long, default_value = "auto", requires = "bench")]
     pub dataset_format: String,
     /// Prompt template of --bench problems: plain, math-cot, multiple-choice, or a file holding
     /// {question} (and optionally {choices}). Default: math-cot for math500, multiple-choice for
-    /// multiple-choice datasets, plain otherwise.
+    /// multiple-choice datasets, plain otherwise (for code, the prompt itself, which the
+    /// completion continues).
     #[arg(long, requires = "bench")]
     pub template: Option<String>,
-    /// Grader of --bench completions: math, choice, exact, or regex:PATTERN (one capture group
-    /// around the answer). Default: choice for multiple-choice problems, math for the others.
+    /// Grader of --bench completions: math, choice, exact, regex:PATTERN (one capture group
+    /// around the answer), or humaneval (runs the completion against the problem's tests in the
+    /// collector's sandbox). Default: choice for multiple-choice problems, humaneval for code
+    /// problems, math for the others.
     #[arg(long, requires = "bench")]
     pub grader: Option<String>,
     /// Price of the model's generated tokens, US dollars per million, recorded with --bench jobs
@@ -326,17 +330,20 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
     })
 }
 
-/// Parses `--grader`: math, choice, exact or regex:PATTERN.
+/// Parses `--grader`: math, choice, exact, regex:PATTERN or humaneval.
 fn parse_grader(s: &str) -> Result<Grader> {
     Ok(match s {
         "math" => Grader::Math,
         "choice" => Grader::Choice,
         "exact" => Grader::Exact,
+        "humaneval" => Grader::Humaneval,
         _ => match s.strip_prefix("regex:") {
             Some(pattern) if !pattern.is_empty() => Grader::Regex {
                 pattern: pattern.to_string(),
             },
-            _ => bail!("--grader must be one of math, choice, exact, regex:PATTERN, got {s:?}"),
+            _ => bail!(
+                "--grader must be one of math, choice, exact, regex:PATTERN, humaneval, got {s:?}"
+            ),
         },
     })
 }

@@ -242,17 +242,27 @@ pub enum Grader {
         /// A regular expression with one capture group around the answer.
         pattern: String,
     },
+    /// HumanEval: the completion continues the problem's prompt and is run, sandboxed, against
+    /// the problem's tests (a [`ReferenceAnswer::Code`] reference).
+    Humaneval,
 }
 
 impl Grader {
-    /// The grader's name: `math`, `choice`, `exact` or `regex`.
+    /// The grader's name: `math`, `choice`, `exact`, `regex` or `humaneval`.
     pub fn name(&self) -> &'static str {
         match self {
             Grader::Math => "math",
             Grader::Choice => "choice",
             Grader::Exact => "exact",
             Grader::Regex { .. } => "regex",
+            Grader::Humaneval => "humaneval",
         }
+    }
+
+    /// Whether grading runs the completion (in a sandbox, off the collector's main loop) rather
+    /// than reading it.
+    pub fn executes(&self) -> bool {
+        matches!(self, Grader::Humaneval)
     }
 }
 
@@ -271,6 +281,17 @@ pub enum ReferenceAnswer {
         /// The order the options were shown in for this job:
         /// `permutation[shown_position] = original_index`.
         permutation: Vec<usize>,
+    },
+    /// A programming problem (HumanEval): what running a completion against the problem's tests
+    /// needs. The program run is `prompt + completion + "\n" + test + "\n" + "check(entry_point)"`.
+    Code {
+        /// The problem's prompt as the dataset has it (the function's signature and docstring),
+        /// which the completion continues.
+        prompt: String,
+        /// The test code, defining `check(candidate)`.
+        test: String,
+        /// The name of the function under test.
+        entry_point: String,
     },
 }
 
