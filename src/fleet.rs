@@ -536,6 +536,18 @@ pub struct CollectorArgs {
     /// Consumer name, unique among collectors (default: host-pid).
     #[arg(long)]
     pub consumer: Option<String>,
+    /// Programs graded at once (humaneval results, each a sandboxed python3 process); other
+    /// results are stored meanwhile.
+    #[arg(long, env = "POWERFLEET_GRADING_EXECUTORS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub grading_executors: u16,
+    /// Wall-clock limit of one graded program, seconds (also its CPU limit); a program still
+    /// running then has failed.
+    #[arg(long, env = "POWERFLEET_GRADING_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub grading_timeout_secs: u64,
+    /// The Python interpreter graded programs run in (run as root, one that user nobody can
+    /// read: default /usr/bin/python3 where it exists, else python3 from PATH).
+    #[arg(long, env = "POWERFLEET_GRADING_PYTHON")]
+    pub grading_python: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -543,10 +555,16 @@ pub struct CollectorArgs {
 pub async fn collector(args: CollectorArgs) -> Result<()> {
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
-    let config = CollectorConfig::new(
+    let mut config = CollectorConfig::new(
         args.consumer
             .unwrap_or_else(|| default_consumer("collector")),
     );
+    config.grading_executors = usize::from(args.grading_executors);
+    config.sandbox.timeout = std::time::Duration::from_secs(args.grading_timeout_secs);
+    config.sandbox.cpu_seconds = args.grading_timeout_secs;
+    if let Some(python) = args.grading_python {
+        config.sandbox.python = python;
+    }
     let stop = crate::observe::shutdown_token();
     args.ops
         .start(&queue, Some(&store), Some(&config.store_health), &stop)

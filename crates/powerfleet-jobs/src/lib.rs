@@ -467,6 +467,11 @@ pub struct JobResult {
     /// For a graded job: the collector's verdict on the completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<GradeRecord>,
+    /// For a graded job that could not be graded (the grading sandbox could not run it, a
+    /// grader that does not fit its reference): why. Such a result has no `grade`; it is a
+    /// grading failure, never a wrong answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grade_error: Option<String>,
     /// Per completion token, log p under the base model (empty unless completed; results
     /// written before this field have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -613,6 +618,7 @@ impl JobResult {
             text_error: None,
             grading: spec.grading.clone(),
             grade: None,
+            grade_error: None,
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,

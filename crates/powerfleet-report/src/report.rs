@@ -676,6 +676,7 @@ mod tests {
                 answer_key: Some(answer.into()),
                 correct,
             }),
+            grade_error: None,
         }
     }
 
