@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use powerfleet_jobs::{Grader, Grading, ReferenceAnswer};
+use powerfleet_jobs::Grading;
 use powerfleet_sandbox::{Isolation, Sandbox, SandboxConfig};
 
 /// Arguments of `powerfleet bench grading`.
@@ -46,16 +46,7 @@ pub fn run(args: GradingBenchArgs) -> Result<()> {
                 .and_then(|v| v.as_str())
                 .with_context(|| format!("problem {} has no canonical_solution", p.id))?;
             Ok((
-                Grading {
-                    template: "plain".into(),
-                    grader: Grader::Humaneval,
-                    reference: ReferenceAnswer::Code {
-                        prompt: p.question.clone(),
-                        test: test.clone(),
-                        entry_point: entry_point.clone(),
-                    },
-                    price_per_mtok: None,
-                },
+                powerfleet_sandbox::humaneval_grading(&p.question, test, entry_point),
                 solution.to_string(),
             ))
         })

@@ -21,6 +21,21 @@ pub enum HumanevalError {
     Sandbox(#[from] SandboxError),
 }
 
+/// The grading of a HumanEval problem: grader `humaneval` on its prompt, tests and entry point,
+/// with the prompt used as it is (template `plain`).
+pub fn humaneval_grading(prompt: &str, test: &str, entry_point: &str) -> Grading {
+    Grading {
+        template: "plain".into(),
+        grader: Grader::Humaneval,
+        reference: ReferenceAnswer::Code {
+            prompt: prompt.into(),
+            test: test.into(),
+            entry_point: entry_point.into(),
+        },
+        price_per_mtok: None,
+    }
+}
+
 /// The program HumanEval runs for `completion` of a problem.
 pub fn humaneval_program(prompt: &str, completion: &str, test: &str, entry_point: &str) -> String {
     format!("{prompt}{completion}\n{test}\ncheck({entry_point})")

