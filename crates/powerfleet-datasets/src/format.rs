@@ -275,28 +275,21 @@ fn read(path: &Path) -> Result<String, DatasetError> {
 /// Reads a gzipped UTF-8 file whose contents are at most `limit` bytes, without ever holding
 /// more than that (a gzip bomb fails as soon as its output passes the limit).
 fn read_gzipped(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::io::BufReader::new(std::fs::File::open(path)?))
-        .take(limit + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("it holds more than the limit of {limit} bytes once gunzipped; {advice}"),
-        ));
-    }
-    Ok(text)
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    read_limited(flate2::read::GzDecoder::new(file), limit, advice)
 }
 
 /// Reads a UTF-8 file of at most `limit` bytes, without ever holding more than that: an endless
 /// file (a device, a pipe) fails as soon as it passes the limit, with `advice` on what to do.
 pub fn read_bounded(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
+    read_limited(std::fs::File::open(path)?, limit, advice)
+}
+
+/// Reads UTF-8 text of at most `limit` bytes from `reader`, failing as soon as it passes the limit.
+fn read_limited(reader: impl std::io::Read, limit: u64, advice: &str) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_string(&mut text)?;
+    reader.take(limit + 1).read_to_string(&mut text)?;
     if text.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
