@@ -4,12 +4,11 @@
 //! are chosen here rather than sampled.) Hostile completions are contained while the collector
 //! keeps storing other results.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use powerfleet_jobs::{BatchId, Grader, Grading, JobResult, JobStatus, ReferenceAnswer, now_ms};
 use powerfleet_queue::Queue;
 use powerfleet_sampler::Method;
-use powerfleet_store::Store;
 
 mod common;
 use common::{BIN, Fleet};
@@ -56,22 +55,6 @@ async fn publish(queue: &Queue, r: &JobResult) {
         .unwrap();
 }
 
-async fn wait_for(store: &Store, batch: BatchId, n: usize, timeout: Duration) -> Vec<JobResult> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let stored = store.jobs_by_batch(batch).await.unwrap();
-        if stored.len() >= n {
-            return stored;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} results stored after {timeout:?}",
-            stored.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
     let problems = humaneval_problems();
@@ -110,7 +93,9 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
         price_per_mtok: None,
     };
     publish(&queue, &completed(other, "q", 0, "7", exact)).await;
-    let stored = wait_for(&store, other, 1, Duration::from_secs(30)).await;
+    let stored = fleet
+        .wait_for_results(other, 1, Duration::from_secs(30))
+        .await;
     assert!(stored[0].grade.as_ref().unwrap().correct);
     assert!(
         store.jobs_by_batch(batch).await.unwrap().is_empty(),
@@ -153,7 +138,9 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
     let ungradable = completed(batch, &p2.id, 4, &canonical(p2), unfit);
     publish(&queue, &ungradable).await;
 
-    let stored = wait_for(&store, batch, 10, Duration::from_secs(60)).await;
+    let stored = fleet
+        .wait_for_results(batch, 10, Duration::from_secs(60))
+        .await;
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
     let verdict = |problem: &str, seed: u64| {
         let r = stored
