@@ -136,25 +136,23 @@ pub async fn run(
     while !stop.is_cancelled() {
         let round = async {
             let mut deliveries: VecDeque<ResultDelivery> = std::mem::take(&mut unstored);
-            // Results whose programs ran are stored first.
-            let mut graded_now = finished(&mut grading, &mut in_flight, &report);
-            if deliveries.is_empty()
-                && graded_now.is_empty()
-                && in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR
+            // Results whose programs ran are stored first. Nothing is read while a result waits
+            // to be stored, so a failed read never drops one from this round.
+            deliveries.extend(finished(&mut grading, &mut in_flight, &report));
+            if deliveries.is_empty() && in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR
             {
                 // The sandbox is behind: wait for a program instead of reading more.
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = tokio::time::sleep(config.read_block) => {}
                     Some(done) = grading.join_next() => {
-                        graded_now.extend(settle(done, &mut in_flight, &report));
+                        deliveries.extend(settle(done, &mut in_flight, &report));
                     }
                 }
             }
             let backlog_full = in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR;
             let mut fresh: Vec<ResultDelivery> = Vec::new();
             if deliveries.is_empty()
-                && graded_now.is_empty()
                 && !backlog_full
                 && last_reclaim.is_none_or(|t| t.elapsed() >= config.reclaim_idle / 2)
             {
@@ -168,7 +166,7 @@ pub async fn run(
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            if deliveries.is_empty() && graded_now.is_empty() && fresh.is_empty() && !backlog_full {
+            if deliveries.is_empty() && fresh.is_empty() && !backlog_full {
                 let block = if in_flight.is_empty() {
                     config.read_block
                 } else {
@@ -179,7 +177,6 @@ pub async fn run(
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            deliveries.extend(graded_now);
             for mut d in fresh {
                 if in_flight.contains(&d.entry_id) {
                     // Reclaimed while this collector grades it: it comes back graded.
