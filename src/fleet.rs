@@ -130,23 +130,27 @@ pub struct SubmitArgs {
     /// JSONL file of problems: {"id": "...", "prompt": "..."} or {"prompt_tokens": [...]}.
     #[arg(long, conflicts_with = "bench")]
     pub batch_file: Option<std::path::PathBuf>,
-    /// A benchmark dataset with reference answers (JSONL, a MATH500 JSON array or
-    /// multiple-choice JSONL; see --dataset-format), or `builtin:suite` for the built-in suite
+    /// A benchmark dataset with reference answers (JSONL, a MATH500 JSON array,
+    /// multiple-choice JSONL or HumanEval's programming problems, also `.jsonl.gz`; see
+    /// --dataset-format), or `builtin:suite` for the built-in suite
     /// on its toy models. One batch: a job per problem, method and seed, graded by the collector.
     #[arg(long)]
     pub bench: Option<String>,
     /// Format of the --bench file: auto (from its name and first record), jsonl, math500,
-    /// multiple-choice.
+    /// multiple-choice, code (HumanEval: task_id, prompt, test, entry_point).
     #[arg(long, default_value = "auto", requires = "bench")]
     pub dataset_format: String,
     /// Prompt template of --bench problems: plain, math-cot, multiple-choice, or a file holding
     /// {question} (and optionally {choices}). Default: math-cot for math500, multiple-choice for
-    /// multiple-choice datasets, plain otherwise.
+    /// multiple-choice datasets, plain otherwise (for code, the prompt itself, which the
+    /// completion continues).
     #[arg(long, requires = "bench")]
     pub template: Option<String>,
     /// Grader of --bench completions: math (the reference MATH grader's verdicts), math-lenient
-    /// (also reordered sets, unreduced fractions, rounded decimals), choice, exact, or
-    /// regex:PATTERN (one capture group around the answer). Default: choice for multiple-choice
+    /// (also reordered sets, unreduced fractions, rounded decimals), choice, exact,
+    /// regex:PATTERN (one capture group around the answer), or humaneval (runs the completion
+    /// against the problem's tests in the collector's sandbox). Default: choice for
+    /// multiple-choice problems, humaneval for code
     /// problems, math for the others.
     #[arg(long, requires = "bench")]
     pub grader: Option<String>,
@@ -353,19 +357,20 @@ fn parse_reasoning_markers(s: &str) -> Result<ReasoningMarkers> {
     }
 }
 
-/// Parses `--grader`: math, math-lenient, choice, exact or regex:PATTERN.
+/// Parses `--grader`: math, math-lenient, choice, exact, regex:PATTERN or humaneval.
 fn parse_grader(s: &str) -> Result<Grader> {
     Ok(match s {
         "math" => Grader::Math,
         "math-lenient" => Grader::MathLenient,
         "choice" => Grader::Choice,
         "exact" => Grader::Exact,
+        "humaneval" => Grader::Humaneval,
         _ => match s.strip_prefix("regex:") {
             Some(pattern) if !pattern.is_empty() => Grader::Regex {
                 pattern: pattern.to_string(),
             },
             _ => bail!(
-                "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN, got {s:?}"
+                "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN, humaneval, got {s:?}"
             ),
         },
     })
@@ -559,6 +564,18 @@ pub struct CollectorArgs {
     /// Consumer name, unique among collectors (default: host-pid).
     #[arg(long)]
     pub consumer: Option<String>,
+    /// Programs graded at once (humaneval results, each a sandboxed python3 process); other
+    /// results are stored meanwhile.
+    #[arg(long, env = "POWERFLEET_GRADING_EXECUTORS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub grading_executors: u16,
+    /// Wall-clock limit of one graded program, seconds (also its CPU limit); a program still
+    /// running then has failed.
+    #[arg(long, env = "POWERFLEET_GRADING_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub grading_timeout_secs: u64,
+    /// The Python interpreter graded programs run in (run as root, one that user nobody can
+    /// read: default /usr/bin/python3 where it exists, else python3 from PATH).
+    #[arg(long, env = "POWERFLEET_GRADING_PYTHON")]
+    pub grading_python: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -566,10 +583,16 @@ pub struct CollectorArgs {
 pub async fn collector(args: CollectorArgs) -> Result<()> {
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
-    let config = CollectorConfig::new(
+    let mut config = CollectorConfig::new(
         args.consumer
             .unwrap_or_else(|| default_consumer("collector")),
     );
+    config.grading_executors = usize::from(args.grading_executors);
+    config.sandbox.timeout = std::time::Duration::from_secs(args.grading_timeout_secs);
+    config.sandbox.cpu_seconds = args.grading_timeout_secs;
+    if let Some(python) = args.grading_python {
+        config.sandbox.python = python;
+    }
     let stop = crate::observe::shutdown_token();
     args.ops
         .start(&queue, Some(&store), Some(&config.store_health), &stop)

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_frontier;
+mod bench_grading;
 mod bench_openai;
 mod demo;
 mod fleet;

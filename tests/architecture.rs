@@ -7,17 +7,19 @@ use std::process::Command;
 /// its layer, and a new dependency that points up is a design change, not a list edit.
 ///
 /// The sampler core and grading depend on nothing of ours; models and jobs only on the sampler;
-/// datasets on grading and models; backends on jobs and the sampler; reports on jobs, grading
+/// the sandbox (which runs graded programs) on grading and jobs; datasets on grading and models;
+/// backends on jobs and the sampler; reports on jobs, grading
 /// and the sampler; the queue and the store on jobs (the store also on grading and the sampler);
 /// the fleet's roles on all of those, and the binary on top. Above it the test kit, which only
 /// tests use (as a dev-dependency) and which may use every crate but the binary.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "powerfleet-common",
     "powerfleet-sampler",
     "powerfleet-models",
     "powerfleet-jobs",
     "powerfleet-backends",
     "powerfleet-grade",
+    "powerfleet-sandbox",
     "powerfleet-datasets",
     "powerfleet-report",
     "powerfleet-queue",

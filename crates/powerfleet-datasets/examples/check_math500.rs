@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         .iter()
         .map(|p| match &p.answer {
             Answer::Text(text) => text.as_str(),
-            Answer::Choice { .. } => "",
+            Answer::Choice { .. } | Answer::Code { .. } => "",
         })
         .collect();
     let (mut right, mut rejected, mut wrong_pairs, mut failures) = (0, 0, 0, Vec::new());

@@ -1,5 +1,7 @@
-//! Dataset file formats (JSONL, the MATH500 JSON array, multiple-choice JSONL) and their parsing
-//! into [`Problem`]s, with every broken record reported at once.
+//! Dataset file formats (JSONL, the MATH500 JSON array, multiple-choice JSONL, HumanEval's
+//! programming problems) and their parsing into [`Problem`]s, with every broken record reported
+//! at once. A file whose name ends in `.gz` is gunzipped first (HumanEval ships as
+//! `HumanEval.jsonl.gz`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,14 +34,20 @@ pub enum DatasetFormat {
     /// One JSON object per line: `question` (or `prompt`), `choices` (2 to 26 strings) and
     /// `answer`, a letter (`"B"`) or a 0-based index into `choices`.
     MultipleChoice,
+    /// HumanEval's JSONL: one programming problem per line with `task_id` (the id), `prompt`
+    /// (the function's signature and docstring, which a completion continues), `test` (code
+    /// defining `check(candidate)`) and `entry_point` (the function's name);
+    /// `canonical_solution` and other fields go to [`Problem::extra`].
+    Code,
 }
 
 impl DatasetFormat {
     /// Every format, for listing in messages.
-    pub const ALL: [DatasetFormat; 3] = [
+    pub const ALL: [DatasetFormat; 4] = [
         DatasetFormat::Jsonl,
         DatasetFormat::Math500,
         DatasetFormat::MultipleChoice,
+        DatasetFormat::Code,
     ];
 
     /// The format's name as accepted by [`DatasetFormat::from_str`].
@@ -48,12 +56,15 @@ impl DatasetFormat {
             DatasetFormat::Jsonl => "jsonl",
             DatasetFormat::Math500 => "math500",
             DatasetFormat::MultipleChoice => "multiple-choice",
+            DatasetFormat::Code => "code",
         }
     }
 
     /// Guesses the format of a file from its name and contents: a `.json` file or text that
     /// starts with `[` is [`DatasetFormat::Math500`]; JSON lines whose first record has `choices` are
-    /// [`DatasetFormat::MultipleChoice`]; anything else is [`DatasetFormat::Jsonl`].
+    /// [`DatasetFormat::MultipleChoice`], those whose first record has `test` and `entry_point`
+    /// are [`DatasetFormat::Code`]; anything else is [`DatasetFormat::Jsonl`]. `text` is the
+    /// file's contents after any gunzipping.
     pub fn detect(path: &Path, text: &str) -> DatasetFormat {
         let text = strip_bom(text);
         let is_json = path
@@ -63,11 +74,12 @@ impl DatasetFormat {
             return DatasetFormat::Math500;
         }
         let first = text.lines().map(str::trim).find(|line| !line.is_empty());
-        let has_choices = first
-            .and_then(|line| serde_json::from_str::<Value>(line).ok())
-            .is_some_and(|value| value.get("choices").is_some());
-        if has_choices {
+        let first = first.and_then(|line| serde_json::from_str::<Value>(line).ok());
+        let has = |field: &str| first.as_ref().is_some_and(|v| v.get(field).is_some());
+        if has("choices") {
             DatasetFormat::MultipleChoice
+        } else if has("test") && has("entry_point") {
+            DatasetFormat::Code
         } else {
             DatasetFormat::Jsonl
         }
@@ -82,7 +94,7 @@ impl fmt::Display for DatasetFormat {
 
 /// A format name that is not one of [`DatasetFormat::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("dataset format {0:?} is not known; expected jsonl, math500 or multiple-choice")]
+#[error("dataset format {0:?} is not known; expected jsonl, math500, multiple-choice or code")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for DatasetFormat {
@@ -245,22 +257,39 @@ pub fn load_detected(
 }
 
 fn read(path: &Path) -> Result<String, DatasetError> {
-    read_bounded(path, MAX_DATASET_BYTES, "split it into several files").map_err(|source| {
-        DatasetError::Read {
-            path: path.display().to_string(),
-            source,
-        }
+    let gzipped = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+    let advice = "split it into several files";
+    let text = if gzipped {
+        read_gzipped(path, MAX_DATASET_BYTES, advice)
+    } else {
+        read_bounded(path, MAX_DATASET_BYTES, advice)
+    };
+    text.map_err(|source| DatasetError::Read {
+        path: path.display().to_string(),
+        source,
     })
+}
+
+/// Reads a gzipped UTF-8 file whose contents are at most `limit` bytes, without ever holding
+/// more than that (a gzip bomb fails as soon as its output passes the limit).
+fn read_gzipped(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    read_limited(flate2::read::GzDecoder::new(file), limit, advice)
 }
 
 /// Reads a UTF-8 file of at most `limit` bytes, without ever holding more than that: an endless
 /// file (a device, a pipe) fails as soon as it passes the limit, with `advice` on what to do.
 pub fn read_bounded(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
+    read_limited(std::fs::File::open(path)?, limit, advice)
+}
+
+/// Reads UTF-8 text of at most `limit` bytes from `reader`, failing as soon as it passes the limit.
+fn read_limited(reader: impl std::io::Read, limit: u64, advice: &str) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_string(&mut text)?;
+    reader.take(limit + 1).read_to_string(&mut text)?;
     if text.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -291,7 +320,7 @@ pub fn parse(text: &str, format: DatasetFormat) -> Result<Vec<Problem>, DatasetE
         }),
     };
     match format {
-        DatasetFormat::Jsonl | DatasetFormat::MultipleChoice => {
+        DatasetFormat::Jsonl | DatasetFormat::MultipleChoice | DatasetFormat::Code => {
             for (i, line) in text.lines().enumerate() {
                 let location = Location::Line(i + 1);
                 let line = line.trim();
@@ -418,6 +447,7 @@ fn question_names(format: DatasetFormat) -> &'static [&'static str] {
         DatasetFormat::Jsonl => &["prompt", "question", "problem"],
         DatasetFormat::Math500 => &["prompt", "problem", "question"],
         DatasetFormat::MultipleChoice => &["question", "prompt", "problem"],
+        DatasetFormat::Code => &["prompt"],
     }
 }
 
@@ -458,7 +488,7 @@ fn build(
         });
     };
 
-    let id = match take_one(&mut object, &["id", "unique_id"], location) {
+    let id = match take_one(&mut object, &["id", "unique_id", "task_id"], location) {
         Ok(None) => Some(default_id),
         Ok(Some((_, Value::String(s)))) if !s.trim().is_empty() => Some(s),
         Ok(Some((_, Value::Number(n)))) => Some(n.to_string()),
@@ -521,6 +551,11 @@ fn build(
             object.remove("answer"),
             &mut error,
         ),
+        DatasetFormat::Code => code_answer(
+            object.remove("test"),
+            object.remove("entry_point"),
+            &mut error,
+        ),
     };
 
     match (id, question, answer) {
@@ -574,6 +609,64 @@ fn text_answer(
             None
         }
     }
+}
+
+/// A programming problem's tests and entry point: `test` a non-empty string, `entry_point` a
+/// Python identifier.
+fn code_answer(
+    test: Option<Value>,
+    entry_point: Option<Value>,
+    error: &mut impl FnMut(&'static str, String),
+) -> Option<Answer> {
+    let test = match test {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
+        Some(other) => {
+            error(
+                "test",
+                format!(
+                    "`test` must be the test code (defining check(candidate)) as a non-empty string, got {}",
+                    kind_or_empty(&other)
+                ),
+            );
+            None
+        }
+        None => {
+            error(
+                "test",
+                "missing `test`; expected the test code, which defines check(candidate)".into(),
+            );
+            None
+        }
+    };
+    let is_identifier = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+            && chars.all(|c| c == '_' || c.is_alphanumeric())
+    };
+    let entry_point = match entry_point {
+        Some(Value::String(s)) if is_identifier(&s) => Some(s),
+        Some(other) => {
+            error(
+                "entry_point",
+                format!(
+                    "`entry_point` must be the name of the function under test (a Python identifier), got {}",
+                    describe(&other)
+                ),
+            );
+            None
+        }
+        None => {
+            error(
+                "entry_point",
+                "missing `entry_point`; expected the name of the function under test".into(),
+            );
+            None
+        }
+    };
+    Some(Answer::Code {
+        test: test?,
+        entry_point: entry_point?,
+    })
 }
 
 fn kind_or_empty(value: &Value) -> &'static str {
@@ -748,7 +841,7 @@ mod tests {
         }
         let err = "csv".parse::<DatasetFormat>().unwrap_err().to_string();
         assert!(
-            err.contains("expected jsonl, math500 or multiple-choice"),
+            err.contains("expected jsonl, math500, multiple-choice or code"),
             "{err}"
         );
     }

@@ -1,8 +1,8 @@
 //! Benchmark datasets for powerfleet studies: problems, their file formats, prompt templates and a
 //! built-in suite on toy models whose right answers are known.
 //!
-//! - [`format`]: [`parse`] and [`load`] read JSONL, the MATH500 JSON array and multiple-choice
-//!   JSONL into [`Problem`]s, reporting every broken record (up to [`MAX_ERRORS`]) with its line
+//! - [`format`]: [`parse`] and [`load`] read JSONL, the MATH500 JSON array, multiple-choice
+//!   JSONL and HumanEval's programming problems (JSONL, or `.jsonl.gz`) into [`Problem`]s, reporting every broken record (up to [`MAX_ERRORS`]) with its line
 //!   or array index and field; [`DatasetFormat::detect`] picks the format from a file name and contents.
 //! - [`template`]: [`Template`] turns a problem into a prompt (plain, the MATH chain-of-thought
 //!   prompt, lettered multiple choice shuffled per seed, or a user file).
@@ -51,12 +51,22 @@ pub enum Answer {
         /// Index into `choices` of the right option.
         correct: usize,
     },
+    /// A programming problem (HumanEval): the completion continues the problem's text (its
+    /// function's signature and docstring) and must pass `test`.
+    Code {
+        /// The test code, which defines `check(candidate)`.
+        test: String,
+        /// The name of the function under test, passed to `check`.
+        entry_point: String,
+    },
 }
 
 impl Problem {
     /// Grades a completion of this problem. `permutation` is the one [`Template::render`]
     /// returned (`perm[displayed_position] = original_index`); multiple-choice problems rendered
-    /// without one are graded as if shown in their original order.
+    /// without one are graded as if shown in their original order. A programming problem is
+    /// graded by running it, which this pure function never does: it is never correct here (the
+    /// collector runs it in `powerfleet_sandbox`).
     pub fn grade(
         &self,
         completion: &str,
@@ -70,6 +80,10 @@ impl Problem {
                     let identity: Vec<usize> = (0..choices.len()).collect();
                     powerfleet_grade::grade_choice(completion, &identity, *correct)
                 }
+            },
+            Answer::Code { .. } => powerfleet_grade::Grade {
+                extracted: None,
+                correct: false,
             },
         }
     }

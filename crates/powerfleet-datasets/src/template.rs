@@ -109,12 +109,13 @@ impl Template {
 
     /// The template a dataset of `format` is rendered with unless one is chosen: the MATH
     /// prompt for MATH500, lettered options for multiple choice, the question as written
-    /// otherwise.
+    /// otherwise (for programming problems, the prompt itself, which the completion continues as
+    /// in HumanEval).
     pub fn default_for(format: crate::DatasetFormat) -> Template {
         match format {
             crate::DatasetFormat::Math500 => Template::MathCot,
             crate::DatasetFormat::MultipleChoice => Template::MultipleChoice,
-            crate::DatasetFormat::Jsonl => Template::Plain,
+            crate::DatasetFormat::Jsonl | crate::DatasetFormat::Code => Template::Plain,
         }
     }
 
@@ -147,7 +148,7 @@ impl Template {
     /// [`Template::MultipleChoice`] asks for the answer in `\boxed{}` instead of a letter.
     pub fn render(&self, problem: &Problem, seed: u64) -> Rendered {
         let (choices, permutation) = match &problem.answer {
-            Answer::Text(_) => (None, None),
+            Answer::Text(_) | Answer::Code { .. } => (None, None),
             Answer::Choice { choices, .. } => {
                 let perm = shuffle_choices(choices.len(), seed);
                 (Some(lettered(choices, &perm)), Some(perm))

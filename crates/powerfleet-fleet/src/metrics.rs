@@ -116,6 +116,16 @@ powerfleet_common::declare_metrics! {
         name: "powerfleet_results_graded_incorrect_total",
         help: "Benchmark results graded wrong",
     },
+    /// Benchmark results that could not be graded (stored without a grade, with the reason).
+    GRADING_FAILED: Counter {
+        name: "powerfleet_results_grading_failed_total",
+        help: "Benchmark results that could not be graded",
+    },
+    /// Results being graded by running them (sandboxed), not yet stored.
+    GRADING_IN_FLIGHT: Gauge {
+        name: "powerfleet_grading_in_flight",
+        help: "Results being graded in the sandbox, not yet stored",
+    },
     /// Jobs never delivered to a worker yet (the consumer group's lag).
     QUEUE_LAG: Gauge {
         name: "powerfleet_queue_lag_jobs",
@@ -185,6 +195,11 @@ pub fn describe() {
 /// Adds `n` to a counter without labels.
 pub fn add(name: &'static str, n: u64) {
     counter!(name).increment(n);
+}
+
+/// Sets a gauge without labels.
+pub fn gauge(name: &'static str, value: usize) {
+    gauge!(name).set(value as f64);
 }
 
 /// Counts a finished job.

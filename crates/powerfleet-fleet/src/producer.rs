@@ -126,8 +126,8 @@ pub struct GradedRun {
     pub problems: Vec<GradedProblem>,
     /// How a problem becomes a prompt.
     pub template: Template,
-    /// How completions are graded; `None`: `choice` for multiple-choice problems, `math` for the
-    /// others.
+    /// How completions are graded; `None`: `choice` for multiple-choice problems, `humaneval`
+    /// for programming problems, `math` for the others.
     pub grader: Option<Grader>,
     /// Price of generated tokens, US dollars per million, recorded in every job.
     pub price_per_mtok: Option<f64>,
@@ -181,10 +181,17 @@ impl GradedRun {
                     .permutation
                     .unwrap_or_else(|| (0..choices.len()).collect()),
             },
+            // The dataset's prompt, whatever the template: the completion continues it.
+            Answer::Code { test, entry_point } => ReferenceAnswer::Code {
+                prompt: problem.problem.question.clone(),
+                test: test.clone(),
+                entry_point: entry_point.clone(),
+            },
         };
         let grader = self.grader.clone().unwrap_or(match reference {
             ReferenceAnswer::Text(_) => Grader::Math,
             ReferenceAnswer::Choice { .. } => Grader::Choice,
+            ReferenceAnswer::Code { .. } => Grader::Humaneval,
         });
         (
             Prompt::Text(rendered.prompt),
@@ -220,6 +227,24 @@ impl GradedRun {
             powerfleet_grade::extract_regex("", pattern).map_err(|e| format!("grader: {e}"))?;
         }
         for p in &self.problems {
+            let code = matches!(p.problem.answer, Answer::Code { .. });
+            match (&self.grader, code) {
+                (Some(Grader::Humaneval), false) => {
+                    return Err(format!(
+                        "problem {}: grader humaneval needs a programming problem (dataset format code); use grader math, exact, regex:PATTERN or choice",
+                        p.problem.id
+                    ));
+                }
+                (Some(g), true) if *g != Grader::Humaneval => {
+                    return Err(format!(
+                        "problem {}: a programming problem is graded by running it, with grader humaneval, not {}",
+                        p.problem.id,
+                        g.name()
+                    ));
+                }
+                (_, true) => continue,
+                _ => {}
+            }
             let choice = matches!(p.problem.answer, Answer::Choice { .. });
             match (&self.grader, choice) {
                 (Some(Grader::Choice), false) => {

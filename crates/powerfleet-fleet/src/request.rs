@@ -334,8 +334,8 @@ pub struct GradedRunRequest {
     /// `suite` for the built-in suite on its toy models (instead of `records`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<String>,
-    /// `jsonl` or `multiple-choice` (default: `multiple-choice` when the first record has
-    /// `choices`, else `jsonl`).
+    /// `jsonl`, `multiple-choice` or `code` (default: `multiple-choice` when the first record
+    /// has `choices`, `code` when it has `test` and `entry_point`, else `jsonl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// A built-in template: `plain`, `math-cot`, `multiple-choice` (default: `multiple-choice`
@@ -345,9 +345,9 @@ pub struct GradedRunRequest {
     /// A user template holding `{question}` (instead of `template`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_text: Option<String>,
-    /// The grader, e.g. `{"kind": "math"}`, `{"kind": "math_lenient"}` or
-    /// `{"kind": "regex", "pattern": "answer: (\\d+)"}`
-    /// (default: `choice` for multiple choice, else `math`).
+    /// The grader, e.g. `{"kind": "math"}`, `{"kind": "math_lenient"}`,
+    /// `{"kind": "regex", "pattern": "answer: (\\d+)"}` or `{"kind": "humaneval"}` (default:
+    /// `choice` for multiple choice, `humaneval` for code, else `math`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grader: Option<powerfleet_jobs::Grader>,
     /// Price of generated tokens in US dollars per million.
@@ -394,16 +394,15 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
         (Some(records), None) => {
             let text: String = records.iter().map(|r| format!("{r}\n")).collect();
             let format = match bench.format.as_deref() {
-                // Multiple choice when the first record has `choices`, as for files.
-                None if records.first().is_some_and(|r| r.get("choices").is_some()) => {
-                    DatasetFormat::MultipleChoice
-                }
-                None => DatasetFormat::Jsonl,
+                // From the first record (`choices`: multiple choice; `test` and `entry_point`:
+                // code), as for files.
+                None => DatasetFormat::detect(std::path::Path::new(""), &text),
                 Some("jsonl") => DatasetFormat::Jsonl,
                 Some("multiple-choice") => DatasetFormat::MultipleChoice,
+                Some("code") => DatasetFormat::Code,
                 Some(other) => {
                     return Err(bad(format!(
-                        "bench.format must be jsonl or multiple-choice, got {}",
+                        "bench.format must be jsonl, multiple-choice or code, got {}",
                         quote(other)
                     )));
                 }

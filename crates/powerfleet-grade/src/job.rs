@@ -33,6 +33,25 @@ pub enum GradingError {
     /// The completion's text is missing, for the reason given.
     #[error("not graded: the completion has no text ({0})")]
     NoText(String),
+    /// A code reference with a grader that reads answers instead of running them.
+    #[error(
+        "grader {grader} cannot grade a programming problem; use grader humaneval, which runs the completion against the problem's tests"
+    )]
+    CodeNeedsExecution {
+        /// The grader's name.
+        grader: &'static str,
+    },
+    /// Grader `humaneval` with a reference that is not a programming problem.
+    #[error(
+        "grader humaneval needs a programming problem (dataset format code: prompt, test, entry_point); use grader math, exact, regex or choice for answers"
+    )]
+    HumanevalWithoutCode,
+    /// Grader `humaneval` runs the completion, which these pure graders never do: the collector
+    /// grades such results in its sandbox (`powerfleet_sandbox`).
+    #[error(
+        "not graded: grader humaneval runs the completion, which only the collector's sandbox does"
+    )]
+    NeedsSandbox,
 }
 
 /// Grades `completion` as `grading` says. A grader that does not fit the reference (a multiple-choice
@@ -79,6 +98,11 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
                 .map(String::from);
             Ok(record(g, key))
         }
+        (Grader::Humaneval, ReferenceAnswer::Code { .. }) => Err(GradingError::NeedsSandbox),
+        (Grader::Humaneval, _) => Err(GradingError::HumanevalWithoutCode),
+        (grader, ReferenceAnswer::Code { .. }) => Err(GradingError::CodeNeedsExecution {
+            grader: grader.name(),
+        }),
         (Grader::Choice, ReferenceAnswer::Text(_)) => Err(GradingError::ChoiceWithoutChoices),
         (grader, ReferenceAnswer::Text(reference)) => {
             let g = match grader {
@@ -86,7 +110,7 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
                 Grader::MathLenient => crate::grade_math_lenient(completion, reference),
                 Grader::Exact => crate::grade_exact(completion, reference),
                 Grader::Regex { pattern } => crate::grade_regex(completion, pattern, reference)?,
-                Grader::Choice => unreachable!("matched above"),
+                Grader::Choice | Grader::Humaneval => unreachable!("matched above"),
             };
             let key = g.extracted.clone();
             Ok(record(g, key))
@@ -100,18 +124,34 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
 /// Grades a completed result of a graded job against the reference it carries; `None` for any
 /// other result (not completed, or not a graded job). The collector grades with it before
 /// storing, and the report (`powerfleet_report::build`) grades results that were stored without
-/// a grade.
+/// a grade. A `humaneval` result is `Err(GradingError::NeedsSandbox)` here: the collector runs
+/// it through [`gradable_text`] and its sandbox instead.
 pub fn grade_result(result: &JobResult) -> Option<Result<GradeRecord, GradingError>> {
+    let (grading, text) = gradable_text(result)?;
+    Some(text.and_then(|text| grade(grading, text)))
+}
+
+/// The grading and the completion text a completed result of a graded job is graded with:
+/// `None` for any other result, `Err` when the completion has no text. Executing graders take
+/// the answer text (cut at the job's stop string, as HumanEval's stop sequences end a
+/// completion); the others the whole text.
+pub fn gradable_text(result: &JobResult) -> Option<(&Grading, Result<&str, GradingError>)> {
     let grading = result.grading.as_ref()?;
     if result.status != JobStatus::Completed {
         return None;
     }
+    let text = if grading.grader.executes() {
+        result.answer_text()
+    } else {
+        result.text.as_deref()
+    };
     // Text is never guessed: a completion whose text the server could not give stays ungraded.
-    match (&result.text, &result.text_error) {
-        (Some(text), _) => Some(grade(grading, text)),
-        (None, Some(why)) => Some(Err(GradingError::NoText(why.clone()))),
-        (None, None) => Some(grade(grading, "")),
-    }
+    let text = match (text, &result.text_error) {
+        (Some(text), _) => Ok(text),
+        (None, Some(why)) => Err(GradingError::NoText(why.clone())),
+        (None, None) => Ok(""),
+    };
+    Some((grading, text))
 }
 
 /// The reference as a user reads it: the text, or the right option's letter (in the dataset's
@@ -126,6 +166,7 @@ pub fn reference_display(reference: &ReferenceAnswer) -> String {
             letter(*correct).unwrap_or('?'),
             choices.get(*correct).map_or("", String::as_str)
         ),
+        ReferenceAnswer::Code { entry_point, .. } => format!("tests of {entry_point}"),
     }
 }
 

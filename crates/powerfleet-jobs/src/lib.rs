@@ -272,10 +272,13 @@ pub enum Grader {
         /// A regular expression with one capture group around the answer.
         pattern: String,
     },
+    /// HumanEval: the completion continues the problem's prompt and is run, sandboxed, against
+    /// the problem's tests (a [`ReferenceAnswer::Code`] reference).
+    Humaneval,
 }
 
 impl Grader {
-    /// The grader's name: `math`, `math-lenient`, `choice`, `exact` or `regex`.
+    /// The grader's name: `math`, `math-lenient`, `choice`, `exact`, `regex` or `humaneval`.
     pub fn name(&self) -> &'static str {
         match self {
             Grader::Math => "math",
@@ -283,7 +286,14 @@ impl Grader {
             Grader::Choice => "choice",
             Grader::Exact => "exact",
             Grader::Regex { .. } => "regex",
+            Grader::Humaneval => "humaneval",
         }
+    }
+
+    /// Whether grading runs the completion (in a sandbox, off the collector's main loop) rather
+    /// than reading it.
+    pub fn executes(&self) -> bool {
+        matches!(self, Grader::Humaneval)
     }
 }
 
@@ -302,6 +312,17 @@ pub enum ReferenceAnswer {
         /// The order the options were shown in for this job:
         /// `permutation[shown_position] = original_index`.
         permutation: Vec<usize>,
+    },
+    /// A programming problem (HumanEval): what running a completion against the problem's tests
+    /// needs. The program run is `prompt + completion + "\n" + test + "\n" + "check(entry_point)"`.
+    Code {
+        /// The problem's prompt as the dataset has it (the function's signature and docstring),
+        /// which the completion continues.
+        prompt: String,
+        /// The test code, defining `check(candidate)`.
+        test: String,
+        /// The name of the function under test.
+        entry_point: String,
     },
 }
 
@@ -477,6 +498,11 @@ pub struct JobResult {
     /// For a graded job: the collector's verdict on the completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<GradeRecord>,
+    /// For a graded job that could not be graded (the grading sandbox could not run it, a
+    /// grader that does not fit its reference): why. Such a result has no `grade`; it is a
+    /// grading failure, never a wrong answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grade_error: Option<String>,
     /// Per completion token, log p under the base model (empty unless completed; results
     /// written before this field have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -691,6 +717,7 @@ impl JobResult {
             text_error: None,
             grading: spec.grading.clone(),
             grade: None,
+            grade_error: None,
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,

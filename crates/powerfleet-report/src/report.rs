@@ -734,6 +734,7 @@ mod tests {
             }),
             prompt: None,
             alpha: None,
+            grade_error: None,
         }
     }
 

@@ -898,6 +898,7 @@ mod tests {
             text_error: None,
             grading: None,
             grade: None,
+            grade_error: None,
             token_log_p: Vec::new(),
             prompt_tokens: None,
             stop: None,
