@@ -823,11 +823,22 @@ async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
     }
     guard.correlation_id = None;
     let mut results = Vec::with_capacity(receipt.job_ids.len());
-    for &id in &receipt.job_ids {
-        let view = crate::status::job_view(&state.queue, Some(&state.store), id)
-            .await
-            .map_err(crate::api::ApiError::from)?;
-        let Some(result) = view.and_then(|v| v.result) else {
+    // Every job's result in one pipelined read; the database only for a state already gone.
+    let live = state
+        .queue
+        .job_states(&receipt.job_ids)
+        .await
+        .map_err(crate::api::ApiError::from)?;
+    for (&id, live) in receipt.job_ids.iter().zip(live) {
+        let result = match live.and_then(|s| s.result) {
+            Some(result) => Some(result),
+            None => state
+                .store
+                .job(id)
+                .await
+                .map_err(crate::api::ApiError::from)?,
+        };
+        let Some(result) = result else {
             return Err(OpenAiError::server(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(

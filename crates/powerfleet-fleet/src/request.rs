@@ -655,11 +655,7 @@ pub fn check_messages(
         )));
     }
     check_roles(field, messages)?;
-    check_prompt_size(
-        field,
-        Prompt::Messages(messages.to_vec()).byte_len(),
-        limits,
-    )
+    check_prompt_size(field, powerfleet_jobs::messages_byte_len(messages), limits)
 }
 
 /// 422 unless every message of `messages` (named by `field`) has one of [`CHAT_ROLES`].

@@ -144,12 +144,17 @@ impl Prompt {
         match self {
             Prompt::Text(t) => t.len(),
             Prompt::Tokens(ids) => ids.len().saturating_mul(4),
-            Prompt::Messages(messages) => messages
-                .iter()
-                .map(|m| m.role.len() + m.content.len())
-                .sum(),
+            Prompt::Messages(messages) => messages_byte_len(messages),
         }
     }
+}
+
+/// Bytes of chat messages: their roles and contents.
+pub fn messages_byte_len(messages: &[ChatMessage]) -> usize {
+    messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum()
 }
 
 /// One message of a chat prompt.

@@ -320,16 +320,21 @@ impl Chain {
         let Some(smc) = &s.smc else {
             return vec![first];
         };
-        let mut all = vec![first];
-        for &(i, seed) in &smc.queued {
+        let Phase::Extend { block_idx, .. } = s.phase else {
+            unreachable!("an SMC chain with a pending request is extending a block")
+        };
+        let limit = s.config.block_limit(block_idx) as usize;
+        let queued = smc.queued.iter().map(|&(i, seed)| {
             let particle = &smc.particles[i as usize];
-            let mut r = all[0].clone();
-            r.prefix = particle.sequence.clone();
-            r.max_tokens =
-                all[0].max_tokens + all[0].prefix.len() as u32 - particle.sequence.len() as u32;
-            r.seed = seed;
-            all.push(r);
-        }
+            crate::model::OwnedRequest {
+                prefix: particle.sequence.clone(),
+                max_tokens: (limit - (particle.sequence.len() - s.prompt_len)) as u32,
+                seed,
+                ..first.clone()
+            }
+        });
+        let mut all = vec![first.clone()];
+        all.extend(queued);
         all
     }
 
