@@ -323,22 +323,7 @@ impl Queue {
         lease: &Lease,
         progress: &Progress,
     ) -> Result<LeaseState, QueueError> {
-        let mut c = self.conn().await?;
-        let reply: Vec<Value> = self
-            .scripts
-            .heartbeat
-            .key(self.keys.job(lease.job_id))
-            .key(self.keys.jobs())
-            .arg(lease.fenced())
-            .arg(WORKER_GROUP)
-            .arg(&lease.consumer)
-            .arg(&lease.entry_id)
-            .arg(powerfleet_jobs::now_ms())
-            .arg(serde_json::to_string(progress).expect("progress serializes"))
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(self.lease_state(reply))
+        self.renew(lease, progress, None).await
     }
 
     /// Stores a checkpoint (renewing the lease), if the lease still holds.
@@ -348,20 +333,33 @@ impl Queue {
         progress: &Progress,
         checkpoint: &[u8],
     ) -> Result<LeaseState, QueueError> {
+        self.renew(lease, progress, Some(checkpoint)).await
+    }
+
+    /// The one script behind [`Queue::heartbeat`] and [`Queue::checkpoint`].
+    async fn renew(
+        &self,
+        lease: &Lease,
+        progress: &Progress,
+        checkpoint: Option<&[u8]>,
+    ) -> Result<LeaseState, QueueError> {
         let mut c = self.conn().await?;
-        let reply: Vec<Value> = self
-            .scripts
-            .checkpoint
+        let mut invocation = self.scripts.renew.prepare_invoke();
+        invocation
             .key(self.keys.job(lease.job_id))
-            .key(self.keys.checkpoint(lease.job_id))
             .key(self.keys.jobs())
             .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.consumer)
             .arg(&lease.entry_id)
             .arg(powerfleet_jobs::now_ms())
-            .arg(serde_json::to_string(progress).expect("progress serializes"))
-            .arg(checkpoint)
+            .arg(serde_json::to_string(progress).expect("progress serializes"));
+        if let Some(checkpoint) = checkpoint {
+            invocation
+                .key(self.keys.checkpoint(lease.job_id))
+                .arg(checkpoint);
+        }
+        let reply: Vec<Value> = invocation
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
