@@ -279,10 +279,7 @@ async fn checkpoint_latencies(url: &str, ns: &str, n: u64, checkpoint: &[u8]) ->
     )
     .await?;
     let delivery = queue.read_jobs("bench", 1, 1000).await?.remove(0);
-    let lease = match queue
-        .claim(receipt.job_ids[0], &delivery.entry_id, "bench")
-        .await?
-    {
+    let lease = match queue.claim(receipt.job_ids[0], &delivery, "bench").await? {
         ClaimOutcome::Claimed { lease, .. } => lease,
         other => anyhow::bail!("unexpected claim outcome {other:?}"),
     };

@@ -18,11 +18,12 @@ use powerfleet_fleet::{ModelRegistry, control};
 use powerfleet_jobs::{
     BatchId, CorrelationId, Grader, JobId, JobResult, JobStatus, ReasoningMarkers,
 };
-use powerfleet_queue::{CancelOutcome, Queue, QueueOptions};
+use powerfleet_queue::{CancelOutcome, Queue, QueueError, QueueOptions};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
 
 use crate::options::SamplerArgs;
+use tokio_util::sync::CancellationToken;
 
 /// Where the queue lives.
 #[derive(Args, Debug, Clone)]
@@ -76,6 +77,67 @@ impl RedisArgs {
         .await
         .context("cannot use the queue")
     }
+
+    /// [`RedisArgs::connect`] for a long-running role: while Redis cannot be reached (not up
+    /// yet, restarting), it says so and tries again with backoff, until `stop`. Settings that
+    /// can never work (a bad namespace) fail at once.
+    pub async fn connect_waiting(&self, stop: &CancellationToken) -> Result<Queue> {
+        let options = QueueOptions {
+            namespace: self.namespace.clone(),
+            retention_s: self.retention_secs,
+            wait_replicas: self.redis_wait_replicas,
+            replica_timeout_ms: self.redis_replica_timeout_ms,
+            ..QueueOptions::default()
+        };
+        retry_connect(
+            "Redis",
+            stop,
+            || Queue::connect(&self.redis, options.clone()),
+            |e| matches!(e, QueueError::Redis { .. }),
+        )
+        .await
+        .context("cannot use the queue")
+    }
+}
+
+/// Runs `attempt` until it succeeds, backing off (up to 10 s) after each error that
+/// `retryable` accepts, with a log line that says what is awaited and why; gives up on any
+/// other error, or when `stop` is cancelled.
+async fn retry_connect<T, E, F, Fut>(
+    what: &str,
+    stop: &CancellationToken,
+    mut attempt: F,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut failures = 0u32;
+    loop {
+        match attempt().await {
+            Err(e) if retryable(&e) && !stop.is_cancelled() => {
+                failures += 1;
+                let delay = powerfleet_fleet::driver::backoff(
+                    Duration::from_millis(250),
+                    failures,
+                    Duration::from_secs(10),
+                );
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    attempt = failures,
+                    "waiting for {what}"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(e),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Where results are stored.
@@ -95,6 +157,19 @@ impl DatabaseArgs {
         Store::connect(&self.database_url)
             .await
             .context("cannot use the results database")
+    }
+
+    /// [`DatabaseArgs::connect`] for a long-running role: while the database cannot be reached,
+    /// it says so and tries again with backoff, until `stop`.
+    pub async fn connect_waiting(&self, stop: &CancellationToken) -> Result<Store> {
+        retry_connect(
+            "the results database",
+            stop,
+            || Store::connect(&self.database_url),
+            |e| matches!(e, powerfleet_store::StoreError::Connect { .. }),
+        )
+        .await
+        .context("cannot use the results database")
     }
 }
 
@@ -534,8 +609,11 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
     let models = Arc::new(ModelRegistry::new(&args.models).map_err(anyhow::Error::msg)?);
-    let queue = args.redis.connect().await?;
+    models
+        .check()
+        .context("the worker does not start: fix the --model mapping")?;
     let stop = crate::observe::shutdown_token();
+    let queue = args.redis.connect_waiting(&stop).await?;
     args.ops.start(&queue, None, None, &stop).await?;
     let report = worker::run(config, queue, models, stop.clone().cancelled_owned()).await;
     stop.cancel();
@@ -581,8 +659,9 @@ pub struct CollectorArgs {
 }
 
 pub async fn collector(args: CollectorArgs) -> Result<()> {
-    let queue = args.redis.connect().await?;
-    let store = args.database.connect().await?;
+    let stop = crate::observe::shutdown_token();
+    let queue = args.redis.connect_waiting(&stop).await?;
+    let store = args.database.connect_waiting(&stop).await?;
     let mut config = CollectorConfig::new(
         args.consumer
             .unwrap_or_else(|| default_consumer("collector")),
@@ -593,7 +672,6 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
     if let Some(python) = args.grading_python {
         config.sandbox.python = python;
     }
-    let stop = crate::observe::shutdown_token();
     args.ops
         .start(&queue, Some(&store), Some(&config.store_health), &stop)
         .await?;
@@ -969,8 +1047,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         body_timeout: args.ops.http_request_timeout,
         ..openai
     };
-    let queue = args.redis.connect().await?;
-    let store = args.database.connect().await?;
+    let stop = crate::observe::shutdown_token();
+    let queue = args.redis.connect_waiting(&stop).await?;
+    let store = args.database.connect_waiting(&stop).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
@@ -993,7 +1072,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         models = ?models.names,
         "API requests may name these models and the built-in toy models"
     );
-    let stop = crate::observe::shutdown_token();
     args.ops.start(&queue, Some(&store), None, &stop).await?;
     let state = ApiState {
         queue,

@@ -574,7 +574,7 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
         .unwrap()
         .remove(0);
     assert!(matches!(
-        queue.claim(job, &d.entry_id, "crashed-1").await.unwrap(),
+        queue.claim(job, &d, "crashed-1").await.unwrap(),
         ClaimOutcome::Claimed { .. }
     ));
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -584,7 +584,7 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
         .unwrap()
         .remove(0);
     assert!(matches!(
-        queue.claim(job, &d.entry_id, "crashed-2").await.unwrap(),
+        queue.claim(job, &d, "crashed-2").await.unwrap(),
         ClaimOutcome::Claimed { .. }
     ));
     fleet.spawn_worker(&["--max-deliveries", "2"]);

@@ -199,16 +199,7 @@ pub const HOSTED_CHAT_REFUSAL: &str = "hosted chat APIs (OpenAI chat, Anthropic,
 /// Whether `reference` names a model reached over the network: an inference server or a hosted
 /// chat API (rather than a toy model).
 pub fn is_remote_reference(reference: &str) -> bool {
-    [
-        "llamacpp+",
-        "vllm+",
-        "sglang+",
-        "openai+",
-        "anthropic+",
-        "gemini+",
-    ]
-    .iter()
-    .any(|p| reference.starts_with(p))
+    powerfleet_jobs::is_remote_reference(reference)
 }
 
 /// Parses a reference.

@@ -291,6 +291,14 @@ pub enum ModelError {
         /// The option as given.
         option: String,
     },
+    /// A `--model NAME=REFERENCE` whose reference does not load.
+    #[error("--model {name}=...: {source}")]
+    Mapping {
+        /// The name.
+        name: String,
+        /// Why its reference does not load.
+        source: Box<ModelError>,
+    },
     /// A reference that does not load, with the names the registry knows.
     #[error("{source} (registered names: {names})")]
     Unregistered {
@@ -325,6 +333,46 @@ impl ModelRegistry {
             names,
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.names.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The registered names with their references as logs may show them, sorted by name.
+    pub fn served(&self) -> Vec<powerfleet_queue::ServedModel> {
+        let mut served: Vec<_> = self
+            .names
+            .iter()
+            .map(|(name, reference)| powerfleet_queue::ServedModel {
+                name: name.clone(),
+                reference: powerfleet_backends::reference::redact_reference(reference),
+            })
+            .collect();
+        served.sort_by(|a, b| a.name.cmp(&b.name));
+        served
+    }
+
+    /// Loads every registered reference once, so a mapping that cannot work (a toy model that
+    /// does not resolve, a reference that does not parse) stops the worker at start with the
+    /// reason, instead of failing every job it takes. Inference servers are not contacted here:
+    /// one that is down is waited for, like any outage.
+    pub fn check(&self) -> Result<(), ModelError> {
+        for name in self.names() {
+            let reference = &self.names[&name];
+            let backend = load(reference).map_err(|e| ModelError::Mapping {
+                name: name.clone(),
+                source: Box::new(e),
+            })?;
+            self.cache
+                .lock()
+                .expect("model cache")
+                .insert(reference.clone(), backend);
+        }
+        Ok(())
     }
 
     /// Resolves a job's model reference (a registered name, or a reference).

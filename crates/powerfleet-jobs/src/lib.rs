@@ -10,6 +10,9 @@ use powerfleet_sampler::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod route;
+pub use route::{ModelRoute, is_remote_reference};
+
 /// A job's id: a UUID v7, so ids sort by submission time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -1,7 +1,7 @@
 //! The Redis key schema. Every key of a deployment carries the same hash tag, `{NAMESPACE}`, so
 //! the Lua scripts, which touch a job's keys and the streams together, stay valid on Redis Cluster.
 
-use powerfleet_jobs::{BatchId, CorrelationId, JobId};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, ModelRoute};
 
 /// Consumer group of the workers on the jobs stream.
 pub const WORKER_GROUP: &str = "workers";
@@ -22,9 +22,41 @@ impl Keys {
         }
     }
 
-    /// The stream of jobs waiting for workers.
+    /// The shared jobs stream, which every worker reads: jobs whose model is a reference
+    /// (`toy:…`, a server URL) rather than a name, and jobs enqueued before jobs were routed by
+    /// model name.
     pub fn jobs(&self) -> String {
         format!("{}:jobs", self.prefix)
+    }
+    /// The jobs stream of model name `name`, read only by the workers that map the name. The
+    /// name is percent-encoded (bytes other than `A-Z a-z 0-9 - _ .`), so every name gets a key
+    /// of its own that is plain to read and to give KEDA.
+    pub fn model_jobs(&self, name: &str) -> String {
+        let mut key = format!("{}:jobs:model:", self.prefix);
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                key.push(b as char);
+            } else {
+                key.push_str(&format!("%{b:02X}"));
+            }
+        }
+        key
+    }
+    /// The jobs stream a job of model `model` goes to: its name's, or the shared one for a
+    /// reference.
+    pub fn stream_for(&self, model: &str) -> String {
+        match ModelRoute::of(model) {
+            ModelRoute::Reference => self.jobs(),
+            ModelRoute::Name(name) => self.model_jobs(name),
+        }
+    }
+    /// The set of every model name's jobs stream (the shared one is not in it).
+    pub fn model_streams(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+    /// The hash of the workers' registrations, by worker id.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
     }
     /// The stream of finished jobs' results, for collectors.
     pub fn results(&self) -> String {
@@ -109,6 +141,10 @@ mod tests {
         let job = JobId::new();
         for key in [
             k.jobs(),
+            k.model_jobs("Qwen/Qwen2.5 {x}"),
+            k.stream_for("m1"),
+            k.model_streams(),
+            k.workers(),
             k.results(),
             k.dead(),
             k.job(job),
@@ -120,6 +156,20 @@ mod tests {
         ] {
             assert_eq!(hash_tag(&key), "prod", "{key}");
         }
+    }
+
+    #[test]
+    fn model_names_get_streams_of_their_own_and_references_share_one() {
+        let k = Keys::new("prod");
+        assert_eq!(k.stream_for("toy:pivot"), k.jobs());
+        assert_eq!(k.stream_for("vllm+http://gpu:8000?model=m"), k.jobs());
+        assert_eq!(k.stream_for("qwen"), "pf:{prod}:jobs:model:qwen");
+        assert_eq!(
+            k.model_jobs("Qwen/Qwen2.5 7b"),
+            "pf:{prod}:jobs:model:Qwen%2FQwen2.5%207b"
+        );
+        // Distinct names, distinct streams: the encoding is one-to-one.
+        assert_ne!(k.model_jobs("a%2F"), k.model_jobs("a/"));
     }
 
     #[test]

@@ -14,6 +14,6 @@ mod queue;
 pub use keys::{COLLECTOR_GROUP, InvalidNamespace, Keys, WORKER_GROUP, validate_namespace};
 pub use queue::{
     CancelOutcome, ClaimOutcome, Deferral, Delivery, JobState, Lease, LeaseState, MAX_ENTRY_BYTES,
-    Progress, Queue, QueueError, QueueOptions, ResultDelivery, Tally, TallyOf, TrimReport, Wait,
-    redact_url,
+    Progress, Queue, QueueError, QueueOptions, ResultDelivery, ServedModel, StreamBacklog,
+    Subscription, Tally, TallyOf, TrimReport, Wait, WorkerRegistration, redact_url, served,
 };

@@ -41,9 +41,8 @@ async fn run_one(q: &Queue, consumer: &str) -> JobId {
         .unwrap()
         .pop()
         .expect("a job is waiting");
-    let spec = d.spec.unwrap();
-    let ClaimOutcome::Claimed { lease, .. } =
-        q.claim(spec.job_id, &d.entry_id, consumer).await.unwrap()
+    let spec = d.spec.clone().unwrap();
+    let ClaimOutcome::Claimed { lease, .. } = q.claim(spec.job_id, &d, consumer).await.unwrap()
     else {
         panic!("no claim")
     };

@@ -53,8 +53,8 @@ async fn claim_one(q: &Queue, consumer: &str) -> (powerfleet_queue::Lease, Optio
         .unwrap()
         .pop()
         .expect("a job is waiting");
-    let spec = d.spec.unwrap();
-    match q.claim(spec.job_id, &d.entry_id, consumer).await.unwrap() {
+    let spec = d.spec.clone().unwrap();
+    match q.claim(spec.job_id, &d, consumer).await.unwrap() {
         ClaimOutcome::Claimed {
             lease,
             checkpoint,
@@ -85,11 +85,7 @@ async fn a_lease_lost_to_a_reclaim_can_write_nothing() {
     tokio::time::sleep(Duration::from_millis(120)).await;
     let reclaimed = q.reclaim_jobs("worker-b", 100, 10).await.unwrap();
     assert_eq!(reclaimed.len(), 1);
-    let new = match q
-        .claim(s.job_id, &reclaimed[0].entry_id, "worker-b")
-        .await
-        .unwrap()
-    {
+    let new = match q.claim(s.job_id, &reclaimed[0], "worker-b").await.unwrap() {
         ClaimOutcome::Claimed {
             lease,
             checkpoint,
@@ -322,10 +318,15 @@ async fn trimming_never_removes_pending_entries() {
             .unwrap();
     }
     let (in_flight, _, _) = claim_one(&q, "w").await;
+    assert_eq!(
+        q.stream_lengths().await.unwrap().0,
+        3,
+        "acknowledged entries are deleted at once; the pending one and the unread ones stay"
+    );
     let report = q.trim_streams().await.unwrap();
     assert_eq!(
-        report.jobs, 2,
-        "only the two acknowledged entries before the pending one go"
+        report.jobs, 0,
+        "nothing before the pending entry is left to trim"
     );
     // The pending entry is still there: its owner can finish it, and a reclaim still finds it.
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -446,7 +447,7 @@ async fn an_entry_whose_job_state_is_gone_publishes_its_dead_result_and_expires_
     // The next claim finds no state, and the worker dead-letters the entry.
     let d = q.reclaim_jobs("w2", 0, 10).await.unwrap().remove(0);
     assert_eq!(
-        q.claim(s.job_id, &d.entry_id, "w2").await.unwrap(),
+        q.claim(s.job_id, &d, "w2").await.unwrap(),
         ClaimOutcome::Missing
     );
     q.dead_letter_job_entry(&d, "no state for the job")
@@ -506,7 +507,7 @@ async fn a_deferred_job_waits_out_its_delay_keeps_its_checkpoint_and_counts_no_d
     assert_eq!(q.promote_due(10).await.unwrap(), 1);
     assert_eq!(q.promote_due(10).await.unwrap(), 0, "moved once");
     let d = q.read_jobs("w", 1, 1000).await.unwrap().pop().unwrap();
-    match q.claim(s.job_id, &d.entry_id, "w").await.unwrap() {
+    match q.claim(s.job_id, &d, "w").await.unwrap() {
         ClaimOutcome::Claimed {
             checkpoint,
             deliveries,
@@ -540,12 +541,16 @@ async fn an_unclaimed_entry_is_deferred_only_if_current_and_a_cancelled_wait_is_
         reason: "waiting for model m: every server's circuit is open",
         since_ms: None,
     };
-    assert!(!q.defer_unclaimed(s.job_id, "0-1", &wait).await.unwrap());
+    let other_entry = powerfleet_queue::Delivery {
+        entry_id: "0-1".to_string(),
+        ..d.clone()
+    };
     assert!(
-        q.defer_unclaimed(s.job_id, &d.entry_id, &wait)
+        !q.defer_unclaimed(s.job_id, &other_entry, &wait)
             .await
             .unwrap()
     );
+    assert!(q.defer_unclaimed(s.job_id, &d, &wait).await.unwrap());
     let state = q.job_state(s.job_id).await.unwrap().unwrap();
     assert_eq!((state.status, state.deliveries), (JobStatus::Queued, 0));
     // Cancelled while waiting: it finishes at once, and promote only drops it from the set.
@@ -708,9 +713,7 @@ async fn entries_that_are_not_utf8_are_dead_lettered_and_do_not_block_their_grou
     // Only the bad entries were acknowledged; the good ones stay pending for their claims.
     assert_eq!(pending(&server, &jobs, WORKER_GROUP).await, 2);
     for (d, s) in [(&read[0], &specs[0]), (&read[3], &specs[1])] {
-        let ClaimOutcome::Claimed { lease, .. } =
-            q.claim(s.job_id, &d.entry_id, "w").await.unwrap()
-        else {
+        let ClaimOutcome::Claimed { lease, .. } = q.claim(s.job_id, &d, "w").await.unwrap() else {
             panic!("not claimed")
         };
         assert!(
@@ -727,9 +730,7 @@ async fn entries_that_are_not_utf8_are_dead_lettered_and_do_not_block_their_grou
     q.enqueue(&specs[2..3], None).await.unwrap();
     let read = q.read_jobs("dies", 10, 1000).await.unwrap();
     assert_eq!(read.len(), 2);
-    q.claim(specs[2].job_id, &read[1].entry_id, "dies")
-        .await
-        .unwrap();
+    q.claim(specs[2].job_id, &read[1], "dies").await.unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     let reclaimed = q
         .reclaim_jobs("heir", 100, 10)
@@ -745,7 +746,7 @@ async fn entries_that_are_not_utf8_are_dead_lettered_and_do_not_block_their_grou
         .await
         .unwrap();
     let ClaimOutcome::Claimed { lease, .. } = q
-        .claim(specs[2].job_id, &reclaimed[1].entry_id, "heir")
+        .claim(specs[2].job_id, &reclaimed[1], "heir")
         .await
         .unwrap()
     else {
@@ -895,7 +896,7 @@ async fn two_claims_never_share_a_lease_even_when_a_fence_increment_is_lost() {
         .await
         .unwrap();
     let d = q.reclaim_jobs("b", 0, 10).await.unwrap().remove(0);
-    let b = match q.claim(s.job_id, &d.entry_id, "b").await.unwrap() {
+    let b = match q.claim(s.job_id, &d, "b").await.unwrap() {
         ClaimOutcome::Claimed { lease, .. } => lease,
         other => panic!("expected a claim, got {other:?}"),
     };

@@ -97,10 +97,7 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
     };
     let consumer = &ctx.config.consumer;
-    let claimed = ctx
-        .queue
-        .claim(spec.job_id, &delivery.entry_id, consumer)
-        .await?;
+    let claimed = ctx.queue.claim(spec.job_id, &delivery, consumer).await?;
     let (run, cancel, checkpoint) = match claimed {
         ClaimOutcome::Claimed {
             lease,

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use powerfleet_jobs::{JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_jobs::{JobResult, JobSpec, JobStatus, ModelRoute, Prompt, now_ms};
 use powerfleet_queue::{
-    ClaimOutcome, Deferral, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Wait,
+    ClaimOutcome, Deferral, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Subscription,
+    Wait, WorkerRegistration,
 };
 use powerfleet_sampler::{Chain, Checkpoint};
 use serde::{Deserialize, Serialize};
@@ -169,6 +170,8 @@ struct WorkerContext {
     config: WorkerConfig,
     queue: Queue,
     models: Arc<ModelRegistry>,
+    /// The jobs streams it reads: the shared one and each mapped model name's.
+    subscription: Subscription,
     stop: CancellationToken,
     report: Arc<WorkerReport>,
 }
@@ -188,9 +191,11 @@ pub async fn run(
         stopper.cancel();
     });
     let report = Arc::new(WorkerReport::default());
+    let subscription = queue.subscription(&models.names());
     let ctx = Arc::new(WorkerContext {
         config: config.clone(),
         queue,
+        subscription,
         models,
         stop: stop.clone(),
         report: report.clone(),
@@ -201,10 +206,17 @@ pub async fn run(
         config.read_block.min(Duration::from_secs(1)),
     )));
     let permits = Arc::new(Semaphore::new(config.concurrency));
+    // Its registration, renewed every heartbeat, tells the fleet who serves what.
+    let registrar = AbortOnDrop(tokio::spawn(keep_registered(ctx.clone(), permits.clone())));
     let mut tasks = JoinSet::new();
     let mut last_reclaim: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
-    info!(consumer = %config.consumer, concurrency = config.concurrency, "worker started");
+    info!(
+        consumer = %config.consumer,
+        concurrency = config.concurrency,
+        models = %ctx.subscription.names().join(","),
+        "worker started"
+    );
     while !stop.is_cancelled() {
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
@@ -245,6 +257,10 @@ pub async fn run(
         }
     }
     drop(promoter);
+    drop(registrar);
+    if let Err(e) = ctx.queue.deregister_worker(&config.consumer).await {
+        debug!(error = %e, "cannot remove the registration; it lapses by itself");
+    }
     info!(
         in_flight = tasks.len(),
         "worker stopping: handing back in-flight jobs"
@@ -271,7 +287,12 @@ async fn fetch(
         *last_reclaim = Some(tokio::time::Instant::now());
         let reclaimed = ctx
             .queue
-            .reclaim_jobs(&c.consumer, c.lease.as_millis() as u64, free)
+            .reclaim_subscribed(
+                &ctx.subscription,
+                &c.consumer,
+                c.lease.as_millis() as u64,
+                free,
+            )
             .await?;
         if !reclaimed.is_empty() {
             info!(
@@ -283,15 +304,74 @@ async fn fetch(
     }
     let read = ctx
         .queue
-        .read_jobs(&c.consumer, free, c.read_block.as_millis() as u64)
+        .read_subscribed(
+            &ctx.subscription,
+            &c.consumer,
+            free,
+            c.read_block.as_millis() as u64,
+        )
         .await?;
     let mut ready = Vec::with_capacity(read.len());
     for delivery in read {
-        if !leave_for_down_model(ctx, &delivery).await? {
+        if !route_elsewhere(ctx, &delivery).await? && !leave_for_down_model(ctx, &delivery).await? {
             ready.push(delivery);
         }
     }
     Ok(ready)
+}
+
+/// A job of the shared stream whose model is a name this worker does not map (enqueued before
+/// jobs were routed by model name) moves to its name's stream, unclaimed, for the workers that
+/// map it; returns whether it did.
+async fn route_elsewhere(ctx: &WorkerContext, delivery: &Delivery) -> Result<bool, QueueError> {
+    let Ok(spec) = &delivery.spec else {
+        return Ok(false);
+    };
+    let ModelRoute::Name(name) = ModelRoute::of(&spec.model) else {
+        return Ok(false);
+    };
+    if ctx.subscription.serves_name(name) || delivery.stream != ctx.queue.keys().jobs() {
+        return Ok(false);
+    }
+    let to = ctx.queue.keys().model_jobs(name);
+    let moved = ctx.queue.requeue(spec, delivery, &to).await?;
+    info!(job_id = %spec.job_id, model = name, moved, "job moved to its model name's stream");
+    Ok(true)
+}
+
+/// Writes this worker's registration every heartbeat, with the jobs it runs.
+async fn keep_registered(ctx: Arc<WorkerContext>, permits: Arc<Semaphore>) {
+    let c = &ctx.config;
+    let started_at_ms = now_ms();
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    let models = ctx.models.served();
+    // Three heartbeats: one lost renewal does not make a live worker look dead.
+    let ttl = c.heartbeat * 3;
+    let mut tick = tokio::time::interval(c.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let registration = WorkerRegistration {
+            worker_id: c.consumer.clone(),
+            host: host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            models: models.clone(),
+            concurrency: c.concurrency,
+            in_flight: c.concurrency.saturating_sub(permits.available_permits()),
+            started_at_ms,
+            last_seen_ms: now,
+            expires_at_ms: now + ttl.as_millis() as u64,
+        };
+        if let Err(e) = ctx.queue.register_worker(&registration).await {
+            debug!(error = %e, "cannot renew the registration yet");
+        }
+    }
 }
 
 /// Moves jobs whose wait is over back to the jobs stream, every `every`.
@@ -341,7 +421,7 @@ async fn leave_for_down_model(
     // An error here only means the job is claimed as usual.
     let deferred = match ctx
         .queue
-        .defer_unclaimed(spec.job_id, &delivery.entry_id, &wait)
+        .defer_unclaimed(spec.job_id, delivery, &wait)
         .await
     {
         Ok(d) => d,

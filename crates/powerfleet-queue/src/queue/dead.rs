@@ -24,7 +24,7 @@ impl Queue {
             None => None,
         };
         self.dead_letter(
-            StreamOf::Jobs,
+            StreamOf::Jobs(&delivery.stream),
             job_id,
             &delivery.entry_id,
             reason,
@@ -84,7 +84,7 @@ impl Queue {
         ];
         let result = self.dead_result(lease.job_id, Some(spec), &reason).await?;
         self.dead_letter(
-            StreamOf::Jobs,
+            StreamOf::Jobs(&lease.stream),
             Some(lease.job_id),
             &lease.entry_id,
             &reason,
@@ -113,7 +113,7 @@ impl Queue {
     }
     pub(super) async fn dead_letter(
         &self,
-        stream: StreamOf,
+        stream: StreamOf<'_>,
         job: Option<JobId>,
         entry_id: &str,
         reason: &str,
@@ -125,7 +125,7 @@ impl Queue {
         // A result is kept whole (it is the only copy of the work); a job entry's head is
         // enough (its job's state keeps the specification), which keeps the stream small.
         let keep = match stream {
-            StreamOf::Jobs => 64 * 1024,
+            StreamOf::Jobs(_) => 64 * 1024,
             StreamOf::Results => 2 * MAX_RESULT_BYTES,
         };
         if payload.len() > keep {
@@ -140,7 +140,7 @@ impl Queue {
             .scripts
             .dead_letter
             .key(match stream {
-                StreamOf::Jobs => self.keys.jobs(),
+                StreamOf::Jobs(s) => s.to_string(),
                 StreamOf::Results => self.keys.results(),
             })
             .key(self.keys.dead())
@@ -156,7 +156,7 @@ impl Queue {
                     .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
             )
             .arg(match stream {
-                StreamOf::Jobs => WORKER_GROUP,
+                StreamOf::Jobs(_) => WORKER_GROUP,
                 StreamOf::Results => COLLECTOR_GROUP,
             })
             .arg(entry_id)

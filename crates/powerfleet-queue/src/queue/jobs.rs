@@ -61,7 +61,7 @@ impl Queue {
         }
         let mut c = self.conn().await?;
         let mut inv = self.scripts.enqueue.prepare_invoke();
-        inv.key(self.keys.jobs())
+        inv.key(self.keys.model_streams())
             .key(self.keys.correlation(&first.correlation_id))
             .key(
                 first
@@ -76,21 +76,26 @@ impl Queue {
                     .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
             );
         for s in specs {
-            inv.key(self.keys.job(s.job_id));
+            inv.key(self.keys.job(s.job_id))
+                .key(self.keys.stream_for(&s.model));
         }
         inv.arg(powerfleet_jobs::now_ms())
             .arg(if first.batch_id.is_some() { "1" } else { "0" })
             .arg(if submission.is_some() { "1" } else { "0" })
-            .arg(self.options.retention_s);
+            .arg(self.options.retention_s)
+            .arg(WORKER_GROUP);
         let offset = submission.map_or(0, |(_, o)| o);
         for (i, s) in specs.iter().enumerate() {
             let spec = serde_json::to_string(s).expect("job specs serialize");
+            let named = matches!(ModelRoute::of(&s.model), ModelRoute::Name(_));
             inv.arg(offset + i)
                 .arg(s.job_id.to_string())
                 .arg(spec)
                 .arg(s.correlation_id.as_str())
                 .arg(s.batch_id.map(|b| b.to_string()).unwrap_or_default())
-                .arg(s.method().as_str());
+                .arg(s.method().as_str())
+                .arg(&s.model)
+                .arg(if named { "1" } else { "0" });
         }
         let ids: Vec<String> = inv.invoke_async(&mut c).await.map_err(|e| self.err(e))?;
         ids.iter()
@@ -103,39 +108,173 @@ impl Queue {
             .collect()
     }
 
-    /// Reads up to `count` new jobs for `consumer`, waiting up to `block_ms` for one.
+    /// Reads up to `count` new jobs of the shared stream (model references) for `consumer`,
+    /// waiting up to `block_ms` for one: [`Queue::read_subscribed`] with no model names.
     pub async fn read_jobs(
         &self,
         consumer: &str,
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<Delivery>, QueueError> {
-        self.read_entries(consumer, count, block_ms).await
+        self.read_subscribed(&self.subscription(&[]), consumer, count, block_ms)
+            .await
     }
 
-    /// Takes over up to `count` jobs whose lease expired (idle longer than `min_idle_ms`).
+    /// The jobs streams of a worker that maps `names`: the shared stream and each name's.
+    pub fn subscription(&self, names: &[String]) -> Subscription {
+        let mut names: Vec<String> = names
+            .iter()
+            .filter(|n| matches!(ModelRoute::of(n), ModelRoute::Name(_)))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut streams = vec![self.keys.jobs()];
+        streams.extend(names.iter().map(|n| self.keys.model_jobs(n)));
+        Subscription {
+            names,
+            streams,
+            turn: Default::default(),
+        }
+    }
+
+    /// Reads up to `count` new jobs for `consumer` from the streams of `sub`, waiting up to
+    /// `block_ms` for one. Never more than `count`: what is there is taken in one script, from
+    /// the streams in turn (each read starts at the next stream, so no model starves another);
+    /// when nothing is, one blocking read waits on every stream, and an entry beyond `count`
+    /// that it brings (several streams filled at once) goes back to the end of its stream.
+    pub async fn read_subscribed(
+        &self,
+        sub: &Subscription,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let count = count.max(1);
+        let streams = sub.in_turn();
+        let mut c = self.conn().await?;
+        let mut invocation = self.scripts.read.prepare_invoke();
+        for s in &streams {
+            invocation.key(s);
+        }
+        let reply: Value = invocation
+            .arg(WORKER_GROUP)
+            .arg(consumer)
+            .arg(count)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        let ready = parse_streams("read", reply)?;
+        if !ready.is_empty() || block_ms == 0 {
+            return Ok(ready
+                .into_iter()
+                .map(|(s, e)| Delivery::from_raw(s, e))
+                .collect());
+        }
+        let stream_refs: Vec<&str> = streams.iter().map(String::as_str).collect();
+        let mut read: Vec<Delivery> = self
+            .read_group(&stream_refs, WORKER_GROUP, consumer, count, block_ms)
+            .await?
+            .into_iter()
+            .map(|(s, e)| Delivery::from_raw(s, e))
+            .collect();
+        if read.len() > count {
+            // An undecodable extra stays pending: it is reclaimed after the lease and
+            // dead-lettered then.
+            for extra in read.split_off(count) {
+                if let Ok(spec) = &extra.spec {
+                    self.requeue(spec, &extra, &extra.stream).await?;
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// Takes over up to `count` jobs of the streams of `sub` whose lease expired (idle longer
+    /// than `min_idle_ms`).
+    pub async fn reclaim_subscribed(
+        &self,
+        sub: &Subscription,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut out = Vec::new();
+        for stream in sub.in_turn() {
+            if out.len() >= count {
+                break;
+            }
+            match self
+                .reclaim_entries::<Delivery>(&stream, consumer, min_idle_ms, count - out.len())
+                .await
+            {
+                Ok(d) => out.extend(d),
+                // A stream no job was ever enqueued to has no group yet: nothing to take over.
+                Err(QueueError::Redis { message, .. }) if message.contains("NOGROUP") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes over up to `count` jobs of the shared stream whose lease expired (idle longer than
+    /// `min_idle_ms`).
     pub async fn reclaim_jobs(
         &self,
         consumer: &str,
         min_idle_ms: u64,
         count: usize,
     ) -> Result<Vec<Delivery>, QueueError> {
-        self.reclaim_entries(consumer, min_idle_ms, count).await
+        self.reclaim_subscribed(&self.subscription(&[]), consumer, min_idle_ms, count)
+            .await
     }
 
+    /// Puts a read, unclaimed queued job back at the end of `to` (its own stream, or its model
+    /// name's for a job of the shared stream); returns whether it moved (false: the entry was
+    /// stale and is only acknowledged).
+    pub async fn requeue(
+        &self,
+        spec: &JobSpec,
+        delivery: &Delivery,
+        to: &str,
+    ) -> Result<bool, QueueError> {
+        let mut c = self.conn().await?;
+        let named =
+            matches!(ModelRoute::of(&spec.model), ModelRoute::Name(_)) && to != self.keys.jobs();
+        let moved: i64 = self
+            .scripts
+            .requeue
+            .key(self.keys.job(spec.job_id))
+            .key(&delivery.stream)
+            .key(to)
+            .key(self.keys.model_streams())
+            .arg(WORKER_GROUP)
+            .arg(&delivery.entry_id)
+            .arg(spec.job_id.to_string())
+            .arg(powerfleet_jobs::now_ms())
+            .arg(&spec.model)
+            .arg(if named { "1" } else { "0" })
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(moved == 1)
+    }
+
+    /// Reads up to `count` new entries of `streams` with one blocking `XREADGROUP`, as (stream,
+    /// entry) pairs; up to `count` per stream.
     pub(super) async fn read_group(
         &self,
-        stream: &str,
+        streams: &[&str],
         group: &str,
         consumer: &str,
         count: usize,
         block_ms: u64,
-    ) -> Result<Vec<RawEntry>, QueueError> {
+    ) -> Result<Vec<(String, RawEntry)>, QueueError> {
         let mut c = self.blocking_conn().await?;
         // Read as raw values and decoded entry by entry: a typed reply would fail as a whole on
         // one bad entry, and the group would never get past it.
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
             .arg(group)
             .arg(consumer)
             .arg("COUNT")
@@ -143,39 +282,12 @@ impl Queue {
             .arg("BLOCK")
             .arg(block_ms.min(MAX_BLOCK.as_millis() as u64))
             .arg("STREAMS")
-            .arg(stream)
-            .arg(">")
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.err(e))?;
-        const OP: &str = "XREADGROUP";
-        // RESP2: [[stream, entries], ...]; RESP3: {stream: entries}; nil when nothing came.
-        let per_stream: Vec<Value> = match reply {
-            Value::Nil => Vec::new(),
-            Value::Array(streams) => streams
-                .into_iter()
-                .map(|s| match s {
-                    Value::Array(mut pair) if pair.len() == 2 => Ok(pair.pop().expect("two")),
-                    other => Err(other),
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|other| QueueError::Protocol {
-                    op: OP,
-                    detail: format!("a stream of shape {}", shape(&other)),
-                })?,
-            Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
-            other => {
-                return Err(QueueError::Protocol {
-                    op: OP,
-                    detail: format!("a reply of shape {}", shape(&other)),
-                });
-            }
-        };
-        let mut entries = Vec::new();
-        for list in per_stream {
-            entries.extend(RawEntry::parse_list(OP, list)?);
+            .arg(streams);
+        for _ in streams {
+            cmd.arg(">");
         }
-        Ok(entries)
+        let reply: Value = cmd.query_async(&mut c).await.map_err(|e| self.err(e))?;
+        parse_streams("XREADGROUP", reply)
     }
 
     pub(super) async fn autoclaim(
@@ -237,9 +349,10 @@ impl Queue {
     pub async fn claim(
         &self,
         job_id: JobId,
-        entry_id: &str,
+        delivery: &Delivery,
         consumer: &str,
     ) -> Result<ClaimOutcome, QueueError> {
+        let entry_id = delivery.entry_id.as_str();
         let token = JobId::new().0.simple().to_string();
         let mut c = self.conn().await?;
         let reply: Vec<Value> = self
@@ -247,7 +360,7 @@ impl Queue {
             .claim
             .key(self.keys.job(job_id))
             .key(self.keys.checkpoint(job_id))
-            .key(self.keys.jobs())
+            .key(&delivery.stream)
             .arg(entry_id)
             .arg(consumer)
             .arg(powerfleet_jobs::now_ms())
@@ -286,6 +399,7 @@ impl Queue {
                 Ok(ClaimOutcome::Claimed {
                     lease: Lease {
                         job_id,
+                        stream: delivery.stream.clone(),
                         entry_id: entry_id.to_string(),
                         fence: int(1)?,
                         token,
@@ -347,7 +461,7 @@ impl Queue {
         let mut invocation = self.scripts.renew.prepare_invoke();
         invocation
             .key(self.keys.job(lease.job_id))
-            .key(self.keys.jobs())
+            .key(&lease.stream)
             .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.consumer)
@@ -381,7 +495,7 @@ impl Queue {
             .finish
             .key(self.keys.job(lease.job_id))
             .key(self.keys.checkpoint(lease.job_id))
-            .key(self.keys.jobs())
+            .key(&lease.stream)
             .key(self.keys.results())
             .key(self.keys.dead())
             .key(self.keys.correlation(&result.correlation_id))
@@ -420,7 +534,7 @@ impl Queue {
             .scripts
             .hand_back
             .key(self.keys.job(lease.job_id))
-            .key(self.keys.jobs())
+            .key(&lease.stream)
             .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.entry_id)
@@ -438,7 +552,7 @@ impl Queue {
     pub async fn defer(&self, lease: &Lease, wait: &Wait<'_>) -> Result<Deferral, QueueError> {
         let fence = lease.fenced();
         let done = self
-            .defer_entry(lease.job_id, &fence, &lease.entry_id, wait)
+            .defer_entry(lease.job_id, &fence, &lease.stream, &lease.entry_id, wait)
             .await?;
         Ok(match done {
             1 => Deferral::Deferred,
@@ -454,16 +568,20 @@ impl Queue {
     pub async fn defer_unclaimed(
         &self,
         job_id: JobId,
-        entry_id: &str,
+        delivery: &Delivery,
         wait: &Wait<'_>,
     ) -> Result<bool, QueueError> {
-        Ok(self.defer_entry(job_id, "", entry_id, wait).await? == 1)
+        Ok(self
+            .defer_entry(job_id, "", &delivery.stream, &delivery.entry_id, wait)
+            .await?
+            == 1)
     }
 
     pub(super) async fn defer_entry(
         &self,
         job_id: JobId,
         fence: &str,
+        stream: &str,
         entry_id: &str,
         wait: &Wait<'_>,
     ) -> Result<i64, QueueError> {
@@ -472,7 +590,7 @@ impl Queue {
             .scripts
             .defer
             .key(self.keys.job(job_id))
-            .key(self.keys.jobs())
+            .key(stream)
             .key(self.keys.delayed())
             .arg(fence)
             .arg(WORKER_GROUP)
@@ -502,26 +620,52 @@ impl Queue {
             .query_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
-        let mut moved = 0;
-        for id in due {
-            let job = match id.parse::<JobId>() {
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<String> = due
+            .iter()
+            .map(|id| match id.parse::<JobId>() {
                 Ok(j) => self.keys.job(j),
                 Err(_) => self.keys.unused(),
-            };
+            })
+            .collect();
+        let streams = self.streams_of(&jobs).await?;
+        let mut moved = 0;
+        for ((id, job), stream) in due.iter().zip(jobs).zip(streams) {
             let done: i64 = self
                 .scripts
                 .promote
                 .key(self.keys.delayed())
-                .key(self.keys.jobs())
+                .key(stream)
                 .key(job)
                 .arg(now)
-                .arg(&id)
+                .arg(id)
                 .invoke_async(&mut c)
                 .await
                 .map_err(|e| self.err(e))?;
             moved += done as usize;
         }
         Ok(moved)
+    }
+
+    /// The jobs stream of each job hash in `jobs`, in one pipelined read: its `stream` field,
+    /// or the shared stream for a job enqueued before jobs were routed by model name.
+    pub(super) async fn streams_of(&self, jobs: &[String]) -> Result<Vec<String>, QueueError> {
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.cmd("HGET").arg(job).arg("stream");
+        }
+        let streams: Vec<Option<String>> =
+            pipe.query_async(&mut c).await.map_err(|e| self.err(e))?;
+        Ok(streams
+            .into_iter()
+            .map(|s| {
+                s.filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| self.keys.jobs())
+            })
+            .collect())
     }
 
     /// How many jobs wait for their model.
@@ -539,10 +683,6 @@ impl StreamEntry for Delivery {
     type Decoded = JobSpec;
     const GROUP: &'static str = WORKER_GROUP;
     const MAX_BYTES: usize = MAX_ENTRY_BYTES;
-
-    fn stream(keys: &Keys) -> String {
-        keys.jobs()
-    }
 
     fn decode(fields: &HashMap<&str, &str>) -> Result<JobSpec, String> {
         match (fields.get("job_id"), fields.get("spec")) {
@@ -563,11 +703,13 @@ impl StreamEntry for Delivery {
     }
 
     fn new(
+        stream: String,
         entry_id: String,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
         spec: Result<JobSpec, String>,
     ) -> Delivery {
         Delivery {
+            stream,
             entry_id,
             fields,
             spec,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use std::time::Duration;
 
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus, ModelRoute};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,9 @@ mod dead;
 mod jobs;
 mod results;
 mod state;
+mod workers;
 pub use powerfleet_jobs::redact_url;
+pub use workers::{ServedModel, WorkerRegistration, served};
 
 /// Longest a blocking stream read waits; longer requests are cut to it.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
@@ -104,6 +106,8 @@ impl Default for QueueOptions {
 /// dead-letters it, so no entry can block the group.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// The jobs stream it was read from.
+    pub stream: String,
     /// The stream entry id.
     pub entry_id: String,
     /// The entry's fields as stored, in order: raw bytes, which need not be UTF-8.
@@ -123,11 +127,46 @@ pub struct ResultDelivery {
     pub result: Result<JobResult, String>,
 }
 
+/// The jobs streams a worker reads: the shared stream (jobs of model references, which every
+/// worker resolves) and the stream of each model name it maps. Made by [`Queue::subscription`].
+#[derive(Debug)]
+pub struct Subscription {
+    names: Vec<String>,
+    streams: Vec<String>,
+    /// Which stream the next read starts at.
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl Subscription {
+    /// The model names whose streams it reads, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether it reads the stream of model name `name`.
+    pub fn serves_name(&self, name: &str) -> bool {
+        self.names
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .is_ok()
+    }
+
+    /// The streams, starting at the next one in turn.
+    fn in_turn(&self) -> Vec<String> {
+        let start =
+            self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.streams.len();
+        let mut s = self.streams[start..].to_vec();
+        s.extend_from_slice(&self.streams[..start]);
+        s
+    }
+}
+
 /// A worker's claim on a job: valid while its fence and token are the job's current lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The job.
     pub job_id: JobId,
+    /// The jobs stream of the entry.
+    pub stream: String,
     /// The stream entry being processed.
     pub entry_id: String,
     /// The fencing token taken by the claim: one more than the job's previous claim.
@@ -194,6 +233,8 @@ pub struct Tally {
     pub by_status: std::collections::BTreeMap<String, u64>,
     /// Per method: (finished, total).
     pub by_method: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Jobs enqueued per model (as submitted: a name or a reference).
+    pub by_model: std::collections::BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -211,6 +252,8 @@ impl Tally {
                 t.by_method.entry(m.to_string()).or_default().1 = *v;
             } else if let Some(m) = k.strip_prefix("final:") {
                 t.by_method.entry(m.to_string()).or_default().0 = *v;
+            } else if let Some(m) = k.strip_prefix("m:") {
+                t.by_model.insert(m.to_string(), *v);
             }
         }
         Some(t)
@@ -321,6 +364,19 @@ pub struct JobState {
     pub not_before_ms: Option<u64>,
 }
 
+/// One jobs stream's backlog: what autoscaling and the queue metrics read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamBacklog {
+    /// The model name whose stream it is; `None` for the shared stream (model references).
+    pub model: Option<String>,
+    /// The stream's key (what KEDA's redis-streams scaler is given).
+    pub stream: String,
+    /// Entries never delivered yet.
+    pub queued: u64,
+    /// Entries delivered and not yet acknowledged (running, or read by a worker that died).
+    pub pending: u64,
+}
+
 /// What `trim_streams` removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrimReport {
@@ -341,6 +397,8 @@ struct Scripts {
     promote: Script,
     cancel: Script,
     dead_letter: Script,
+    read: Script,
+    requeue: Script,
 }
 
 /// `tally.lua`, then `script`: one script text for the scripts that count finished jobs.
@@ -361,6 +419,8 @@ impl Scripts {
             promote: Script::new(include_str!("lua/promote.lua")),
             cancel: with_tally(include_str!("lua/cancel.lua")),
             dead_letter: with_tally(include_str!("lua/dead_letter.lua")),
+            read: Script::new(include_str!("lua/read.lua")),
+            requeue: Script::new(include_str!("lua/requeue.lua")),
         }
     }
 }
@@ -478,58 +538,91 @@ trait StreamEntry: Sized {
     const GROUP: &'static str;
     /// Largest entry decoded; a larger one gets the reason instead.
     const MAX_BYTES: usize;
-    /// The stream's key.
-    fn stream(keys: &Keys) -> String;
     /// Decodes the entry's fields, or says why they cannot be.
     fn decode(fields: &HashMap<&str, &str>) -> Result<Self::Decoded, String>;
-    /// The delivery of entry `entry_id` with its raw `fields` and what they decoded to.
+    /// The delivery of entry `entry_id` of `stream` with its raw `fields` and what they decoded
+    /// to.
     fn new(
+        stream: String,
         entry_id: String,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
         decoded: Result<Self::Decoded, String>,
     ) -> Self;
 
-    /// The delivery of `entry`.
-    fn from_raw(entry: RawEntry) -> Self {
+    /// The delivery of `entry`, read from `stream`.
+    fn from_raw(stream: String, entry: RawEntry) -> Self {
         let decoded = entry
             .text_fields(Self::MAX_BYTES)
             .and_then(|fields| Self::decode(&fields));
-        Self::new(entry.id, entry.fields, decoded)
+        Self::new(stream, entry.id, entry.fields, decoded)
     }
 }
 
 impl Queue {
-    /// Reads up to `count` new entries of `E`'s stream for `consumer`, waiting up to `block_ms`.
+    /// Reads up to `count` new entries of `stream` for `consumer`, waiting up to `block_ms`.
     async fn read_entries<E: StreamEntry>(
         &self,
+        stream: &str,
         consumer: &str,
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<E>, QueueError> {
         let entries = self
-            .read_group(&E::stream(&self.keys), E::GROUP, consumer, count, block_ms)
+            .read_group(&[stream], E::GROUP, consumer, count, block_ms)
             .await?;
-        Ok(entries.into_iter().map(E::from_raw).collect())
+        Ok(entries
+            .into_iter()
+            .map(|(stream, e)| E::from_raw(stream, e))
+            .collect())
     }
 
-    /// Takes over up to `count` entries of `E`'s stream idle longer than `min_idle_ms`.
+    /// Takes over up to `count` entries of `stream` idle longer than `min_idle_ms`.
     async fn reclaim_entries<E: StreamEntry>(
         &self,
+        stream: &str,
         consumer: &str,
         min_idle_ms: u64,
         count: usize,
     ) -> Result<Vec<E>, QueueError> {
         let entries = self
-            .autoclaim(
-                &E::stream(&self.keys),
-                E::GROUP,
-                consumer,
-                min_idle_ms,
-                count,
-            )
+            .autoclaim(stream, E::GROUP, consumer, min_idle_ms, count)
             .await?;
-        Ok(entries.into_iter().map(E::from_raw).collect())
+        Ok(entries
+            .into_iter()
+            .map(|e| E::from_raw(stream.to_string(), e))
+            .collect())
     }
+}
+
+/// The reply of an `XREADGROUP` (or of `read.lua`, which has its shape) as (stream, entry)
+/// pairs: RESP2 `[[stream, entries], ...]`, RESP3 `{stream: entries}`, or nil when nothing came.
+fn parse_streams(op: &'static str, reply: Value) -> Result<Vec<(String, RawEntry)>, QueueError> {
+    let proto = |detail: String| QueueError::Protocol { op, detail };
+    let per_stream: Vec<(Value, Value)> = match reply {
+        Value::Nil => Vec::new(),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => {
+                    let mut pair = pair.into_iter();
+                    Ok((pair.next().expect("two"), pair.next().expect("two")))
+                }
+                other => Err(proto(format!("a stream of shape {}", shape(&other)))),
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Map(streams) => streams,
+        other => return Err(proto(format!("a reply of shape {}", shape(&other)))),
+    };
+    let mut entries = Vec::new();
+    for (name, list) in per_stream {
+        let name = bytes_of(name)
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| proto("a stream without a name".to_string()))?;
+        for entry in RawEntry::parse_list(op, list)? {
+            entries.push((name.clone(), entry));
+        }
+    }
+    Ok(entries)
 }
 
 /// One stream entry as Redis sent it.
@@ -649,9 +742,9 @@ fn payload_of(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
 
 /// Which stream an entry came from.
 #[derive(Clone, Copy, Debug)]
-enum StreamOf {
-    /// The jobs stream, read by the workers.
-    Jobs,
+enum StreamOf<'a> {
+    /// This jobs stream, read by the workers.
+    Jobs(&'a str),
     /// The results stream, read by the collectors.
     Results,
 }

@@ -10,7 +10,8 @@ impl Queue {
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<ResultDelivery>, QueueError> {
-        self.read_entries(consumer, count, block_ms).await
+        self.read_entries(&self.keys.results(), consumer, count, block_ms)
+            .await
     }
 
     /// Takes over results a dead collector left unacknowledged.
@@ -20,7 +21,8 @@ impl Queue {
         min_idle_ms: u64,
         count: usize,
     ) -> Result<Vec<ResultDelivery>, QueueError> {
-        self.reclaim_entries(consumer, min_idle_ms, count).await
+        self.reclaim_entries(&self.keys.results(), consumer, min_idle_ms, count)
+            .await
     }
 
     /// Acknowledges a stored result.
@@ -42,10 +44,6 @@ impl StreamEntry for ResultDelivery {
     const GROUP: &'static str = COLLECTOR_GROUP;
     const MAX_BYTES: usize = MAX_RESULT_BYTES;
 
-    fn stream(keys: &Keys) -> String {
-        keys.results()
-    }
-
     fn decode(fields: &HashMap<&str, &str>) -> Result<JobResult, String> {
         match fields.get("result") {
             Some(r) => serde_json::from_str::<JobResult>(r)
@@ -55,6 +53,7 @@ impl StreamEntry for ResultDelivery {
     }
 
     fn new(
+        _stream: String,
         entry_id: String,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
         result: Result<JobResult, String>,

@@ -11,14 +11,16 @@ impl Queue {
         job_id: JobId,
         queued_result: &JobResult,
     ) -> Result<CancelOutcome, QueueError> {
+        let job = self.keys.job(job_id);
+        let stream = self.streams_of(std::slice::from_ref(&job)).await?.remove(0);
         let mut c = self.conn().await?;
         let outcome: String = self
             .scripts
             .cancel
-            .key(self.keys.job(job_id))
+            .key(job)
             .key(self.keys.results())
             .key(self.keys.checkpoint(job_id))
-            .key(self.keys.jobs())
+            .key(stream)
             .key(self.keys.correlation_tally(&queued_result.correlation_id))
             .key(
                 queued_result
@@ -117,10 +119,60 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Jobs waiting (never delivered) and pending (delivered, not acknowledged) in the jobs stream.
+    /// Jobs queued (never delivered) and pending (delivered, not acknowledged) over every jobs
+    /// stream.
     pub async fn job_backlog(&self) -> Result<(u64, u64), QueueError> {
-        let (lag, pending, _) = self.group_info(&self.keys.jobs(), WORKER_GROUP).await?;
-        Ok((lag, pending))
+        let streams = self.backlog_by_stream().await?;
+        Ok((
+            streams.iter().map(|s| s.queued).sum(),
+            streams.iter().map(|s| s.pending).sum(),
+        ))
+    }
+
+    /// Every jobs stream's backlog: the shared stream's, then each model name's, by name.
+    /// Acknowledged entries are deleted from jobs streams, so a stream's length is what is
+    /// queued plus what is pending; the consumer group's own `lag` is not used, because Redis
+    /// cannot count it once entries ahead of the group were deleted (a cancelled queued job).
+    pub async fn backlog_by_stream(&self) -> Result<Vec<StreamBacklog>, QueueError> {
+        let mut c = self.conn().await?;
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.model_streams())
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.err(e))?;
+        names.sort();
+        let mut out = Vec::with_capacity(names.len() + 1);
+        let streams = std::iter::once((None, self.keys.jobs())).chain(names.into_iter().map(|n| {
+            let key = self.keys.model_jobs(&n);
+            (Some(n), key)
+        }));
+        for (model, stream) in streams {
+            let mut pipe = redis::pipe();
+            pipe.cmd("XLEN").arg(&stream);
+            pipe.cmd("XPENDING").arg(&stream).arg(WORKER_GROUP);
+            let mut c = self.conn().await?;
+            let reply: redis::RedisResult<(u64, Vec<Value>)> = pipe.query_async(&mut c).await;
+            let (len, pending) = match reply {
+                Ok((len, summary)) => (
+                    len,
+                    summary
+                        .first()
+                        .and_then(text)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                ),
+                // No group (nothing was ever enqueued there, or Redis lost it): nothing pending.
+                Err(e) if e.to_string().contains("NOGROUP") => (0, 0),
+                Err(e) => return Err(self.err(e)),
+            };
+            out.push(StreamBacklog {
+                model,
+                stream,
+                queued: len.saturating_sub(pending),
+                pending,
+            });
+        }
+        Ok(out)
     }
 
     /// (lag, pending, last-delivered id) of a consumer group.

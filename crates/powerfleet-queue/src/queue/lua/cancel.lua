@@ -1,6 +1,6 @@
 -- Cancels a job. A queued job is finished at once with the given result; a running one is flagged,
 -- and its worker stops it between MCMC steps.
--- KEYS[1] job hash, KEYS[2] results stream, KEYS[3] checkpoint key, KEYS[4] jobs stream.
+-- KEYS[1] job hash, KEYS[2] results stream, KEYS[3] checkpoint key, KEYS[4] the job's jobs stream.
 -- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s,
 -- ARGV[5] workers' group, ARGV[6] has_batch ('1'/'0'), ARGV[7] the job's method.
 -- KEYS[5] the correlation's tally, KEYS[6] the batch's tally (or an unused key).

@@ -1,5 +1,7 @@
 -- Claims a delivered stream entry for a worker: takes a new fencing token.
--- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream.
+-- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] the jobs stream it was read from.
+-- An entry acknowledged here is deleted too, as everywhere: a jobs stream holds only the entries
+-- still to run or running, so its length is the work left (what autoscaling reads).
 -- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group, ARGV[5] retention_s,
 -- ARGV[6] a token unique to this claim.
 -- The claim's lease is `fence:token`, which every fenced script compares: the fence alone could
@@ -16,11 +18,13 @@ if not status then
 end
 if status ~= 'queued' and status ~= 'running' then
   redis.call('XACK', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('XDEL', KEYS[3], ARGV[1])
   return {'final', status}
 end
 if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then
   -- An older entry of a job that was handed back and enqueued again.
   redis.call('XACK', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('XDEL', KEYS[3], ARGV[1])
   return {'stale'}
 end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)

@@ -17,6 +17,7 @@ local oldest = tonumber(ARGV[5]) - tonumber(ARGV[6]) * 1000
 redis.call('XADD', KEYS[2], 'MINID', '~', math.max(oldest, 0), '*', 'entry', ARGV[2],
   'reason', ARGV[3], 'payload', ARGV[4])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
 local status = redis.call('HGET', KEYS[3], 'status')
 if (status == 'queued' or status == 'running') and redis.call('HGET', KEYS[3], 'entry') == ARGV[2] then
   redis.call('HSET', KEYS[3], 'status', 'dead', 'error', ARGV[3], 'owner', '',

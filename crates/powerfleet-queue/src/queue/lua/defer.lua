@@ -6,7 +6,7 @@
 --   is taken back);
 --   a worker that read the entry but did not claim it, because the job's model is down
 --   (ARGV[1] empty): only a queued job whose current entry this is moves.
--- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] delayed set.
+-- KEYS[1] job hash, KEYS[2] the jobs stream of its entry, KEYS[3] delayed set.
 -- ARGV[1] lease (fence:token) or '', ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id,
 -- ARGV[6] due_ms, ARGV[7] why it waits, ARGV[8] waiting since (ms since the epoch), or '' to
 -- keep the job's own (now when it has none).
@@ -39,4 +39,5 @@ end
 redis.call('HINCRBY', KEYS[1], 'waits', 1)
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
 return 1

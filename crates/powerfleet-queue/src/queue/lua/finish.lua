@@ -1,5 +1,5 @@
 -- Publishes a job's final result and acknowledges its entry, if the caller holds the fencing token.
--- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] jobs stream, KEYS[4] results stream,
+-- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] the jobs stream of its entry, KEYS[4] results stream,
 -- KEYS[5] dead-letter stream, KEYS[6] the job's correlation set, KEYS[7] its batch set (or an unused
 -- key).
 -- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
@@ -22,6 +22,7 @@ if ARGV[5] == 'dead' then
   redis.call('HSET', KEYS[1], 'error', ARGV[8])
 end
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[3], ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 -- The job's sets live for the retention after its batch's latest finished job.

@@ -1,7 +1,7 @@
 -- Moves one job whose wait is over from the delayed set back to the jobs stream. A job cancelled
 -- or finished meanwhile only leaves the set. Workers find due jobs with ZRANGEBYSCORE and call
 -- this for each; several workers racing move a job once.
--- KEYS[1] delayed set, KEYS[2] jobs stream, KEYS[3] job hash.
+-- KEYS[1] delayed set, KEYS[2] the job's jobs stream (its hash's `stream`), KEYS[3] job hash.
 -- ARGV[1] now_ms, ARGV[2] job id.
 -- Returns 1 when moved, 0 otherwise.
 local due = redis.call('ZSCORE', KEYS[1], ARGV[2])

@@ -1,6 +1,6 @@
 -- Keeps a lease alive and records progress, and stores a chain checkpoint when one is given, if
 -- the caller still holds the fencing token.
--- KEYS[1] job hash, KEYS[2] jobs stream, KEYS[3] checkpoint key (with a checkpoint).
+-- KEYS[1] job hash, KEYS[2] the jobs stream of its entry, KEYS[3] checkpoint key (with a checkpoint).
 -- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] consumer, ARGV[4] entry id, ARGV[5] now_ms,
 -- ARGV[6] progress json, ARGV[7] checkpoint (optional).
 -- Returns {1, cancel} while owned, {0} once the lease is lost, {-1} when the job's state is gone.
