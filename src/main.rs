@@ -10,6 +10,7 @@ mod observe;
 mod options;
 mod report;
 mod sample;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,8 @@ enum Command {
     Status(fleet::StatusArgs),
     /// Cancel a job, a batch or every job under a correlation id.
     Cancel(fleet::CancelArgs),
+    /// List the live workers and the model names each one serves.
+    Workers(workers::WorkersArgs),
     /// Export finished jobs of a batch or correlation id.
     Results(fleet::ResultsArgs),
     /// Report on a benchmark batch: accuracy, pass@k, majority vote, acceptance, cost and latency
@@ -88,6 +91,7 @@ fn main() {
         }
         Command::Status(args) => block_on(fleet::status_cmd(args)),
         Command::Cancel(args) => block_on(fleet::cancel(args)),
+        Command::Workers(args) => block_on(workers::workers(args)),
         Command::Results(args) => block_on(fleet::results(args)),
         Command::Report(args) => block_on(report::run(args)),
         Command::Serve(args) => {

@@ -91,8 +91,8 @@ async fn roles_export_metrics_health_and_readiness() {
     let (_, collector) = get(&format!("http://{collector_addr}/metrics")).await;
     for name in [
         "powerfleet_results_stored_total 12",
-        "powerfleet_queue_lag_jobs 0",
-        "powerfleet_queue_pending_jobs 0",
+        "powerfleet_queue_lag_jobs{model=\"_references\"} 0",
+        "powerfleet_queue_pending_jobs{model=\"_references\"} 0",
     ] {
         assert!(
             collector.contains(name),

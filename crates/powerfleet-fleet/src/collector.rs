@@ -226,9 +226,9 @@ pub async fn run(
 
             if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                 last_depth = Some(tokio::time::Instant::now());
-                let (lag, pending) = queue.job_backlog().await.map_err(|e| e.to_string())?;
+                let streams = queue.backlog_by_stream().await.map_err(|e| e.to_string())?;
                 let delayed = queue.delayed_len().await.map_err(|e| e.to_string())?;
-                crate::metrics::queue_depth(lag, pending, delayed);
+                crate::metrics::queue_depth(&streams, delayed);
             }
             if last_trim.elapsed() >= config.trim_every {
                 last_trim = tokio::time::Instant::now();

@@ -126,15 +126,18 @@ powerfleet_common::declare_metrics! {
         name: "powerfleet_grading_in_flight",
         help: "Results being graded in the sandbox, not yet stored",
     },
-    /// Jobs never delivered to a worker yet (the consumer group's lag).
+    /// Jobs never delivered to a worker yet, by `model` name (`_references` for the shared
+    /// stream of model references).
     QUEUE_LAG: Gauge {
         name: "powerfleet_queue_lag_jobs",
-        help: "Jobs not yet delivered to any worker",
+        labels: ["model"],
+        help: "Jobs not yet delivered to any worker, by model name",
     },
-    /// Jobs delivered to a worker and not yet acknowledged.
+    /// Jobs delivered to a worker and not yet acknowledged, by `model` name.
     QUEUE_PENDING: Gauge {
         name: "powerfleet_queue_pending_jobs",
-        help: "Jobs delivered and not yet acknowledged",
+        labels: ["model"],
+        help: "Jobs delivered and not yet acknowledged, by model name",
     },
     /// OpenAI-compatible completions whose client went away before the answer (their jobs are
     /// cancelled).
@@ -234,10 +237,20 @@ pub fn checkpoint_written(d: Duration, bytes: usize) {
     histogram!(CHECKPOINT_BYTES).record(bytes as f64);
 }
 
-/// Sets the queue gauges.
-pub fn queue_depth(lag: u64, pending: u64, delayed: u64) {
-    gauge!(QUEUE_LAG).set(lag as f64);
-    gauge!(QUEUE_PENDING).set(pending as f64);
+/// The `model` label of the shared jobs stream (model references: `toy:…`, server URLs).
+pub const REFERENCES_LABEL: &str = "_references";
+
+/// Sets the queue gauges: each jobs stream's backlog, by model name, and the jobs waiting for
+/// their model.
+pub fn queue_depth(streams: &[powerfleet_queue::StreamBacklog], delayed: u64) {
+    for s in streams {
+        let model = s
+            .model
+            .clone()
+            .unwrap_or_else(|| REFERENCES_LABEL.to_string());
+        gauge!(QUEUE_LAG, "model" => model.clone()).set(s.queued as f64);
+        gauge!(QUEUE_PENDING, "model" => model).set(s.pending as f64);
+    }
     gauge!(QUEUE_DELAYED).set(delayed as f64);
 }
 

@@ -786,6 +786,7 @@ async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
             kind: "invalid_request_error",
         });
     }
+    check_served(state, &asked.model).await?;
     let request = SubmitRequest {
         model: asked.model.clone(),
         correlation_id: asked.correlation_id.clone(),
@@ -1165,15 +1166,59 @@ pub async fn reshape_error(response: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
-/// `GET /v1/models`: the model names this server was started with, then the built-in toy models.
+/// A completion for a model no live worker serves is answered at once instead of waiting for
+/// its timeout: 404 (`model_not_found`) when neither the operator's configuration nor any live
+/// worker knows the name, 503 when the name is configured but nobody serves it right now.
+async fn check_served(state: &ApiState, model: &str) -> Result<(), OpenAiError> {
+    let live = state
+        .queue
+        .live_workers()
+        .await
+        .map_err(crate::api::ApiError::from)?;
+    if powerfleet_queue::served(&live, model) {
+        return Ok(());
+    }
+    if state.models.check("model", model).is_err() {
+        return Err(OpenAiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "the model {model:?} does not exist: no live worker serves it and the server is not configured with it; GET /v1/models lists the models served now"
+            ),
+            param: Some("model".into()),
+            kind: "invalid_request_error",
+        });
+    }
+    Err(OpenAiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: crate::status::unserved_reason(model),
+        param: Some("model".into()),
+        kind: "server_error",
+    })
+}
+
+/// `GET /v1/models`: the model names live workers serve that a request may name (the operator's
+/// configured names; every served name with `--allow-model-references`), then, while any worker
+/// is live, the built-in toy models, which every worker runs.
 pub async fn models(State(state): State<ApiState>) -> Response {
-    let names = state
-        .models
-        .names
+    let live = match state.queue.live_workers().await {
+        Ok(live) => live,
+        Err(e) => return OpenAiError::from(crate::api::ApiError::from(e)).into_response(),
+    };
+    let served: std::collections::BTreeSet<String> = live
         .iter()
-        .cloned()
-        .chain(powerfleet_models::builtin::names().map(|n| format!("toy:{n}")));
-    let data: Vec<Value> = names
+        .flat_map(|w| w.models.iter().map(|m| m.name.clone()))
+        .filter(|name| state.models.check("model", name).is_ok())
+        .collect();
+    let toys: Vec<String> = if live.is_empty() {
+        Vec::new()
+    } else {
+        powerfleet_models::builtin::names()
+            .map(|n| format!("toy:{n}"))
+            .collect()
+    };
+    let data: Vec<Value> = served
+        .into_iter()
+        .chain(toys)
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "powerfleet"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use powerfleet_backends::reference::redact_reference;
 use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
-use powerfleet_queue::{Progress, Queue, QueueError};
+use powerfleet_queue::{Progress, Queue, QueueError, WorkerRegistration, served};
 use powerfleet_store::{BatchSummary, Store, StoreError};
 use serde::Serialize;
 
@@ -58,6 +59,9 @@ pub enum StatusReport {
         next_after: Option<JobId>,
         /// One page of its jobs, in submission order.
         jobs: Vec<JobView>,
+        /// While jobs are unfinished: why those of a model no live worker serves wait.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        unserved: Vec<String>,
     },
     /// Every job under a correlation id.
     Correlation {
@@ -71,6 +75,9 @@ pub enum StatusReport {
         next_after: Option<JobId>,
         /// One page of its jobs, in submission order.
         jobs: Vec<JobView>,
+        /// While jobs are unfinished: why those of a model no live worker serves wait.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        unserved: Vec<String>,
     },
 }
 
@@ -138,7 +145,14 @@ pub async fn job_view(
     if let Some(s) = &state
         && !s.status.is_final()
     {
-        return Ok(Some(live_view(s.clone())));
+        let mut view = live_view(s.clone());
+        if view.status == JobStatus::Queued
+            && let Some(model) = s.spec.as_ref().map(|sp| sp.model.as_str())
+        {
+            let live = queue.live_workers().await?;
+            mark_unserved(&mut view, model, &live);
+        }
+        return Ok(Some(view));
     }
     if let Some(store) = store
         && let Some(r) = store.job(id).await?
@@ -146,6 +160,41 @@ pub async fn job_view(
         return Ok(Some(from_result(r)));
     }
     Ok(state.map(live_view))
+}
+
+/// What a job waits for when no live worker serves its model.
+pub fn unserved_reason(model: &str) -> String {
+    format!(
+        "no live worker serves model {}: start a worker with --model {}=REFERENCE (powerfleet workers lists who serves what)",
+        redact_reference(model),
+        redact_reference(model)
+    )
+}
+
+/// Says why a queued job waits when none of the `live` workers serves its model (and nothing
+/// else is said already).
+fn mark_unserved(view: &mut JobView, model: &str, live: &[WorkerRegistration]) {
+    if view.status == JobStatus::Queued && view.waiting.is_none() && !served(live, model) {
+        view.waiting = Some(unserved_reason(model));
+    }
+}
+
+/// The models among `models` (a batch's or correlation's, from its tally) that no live worker
+/// serves, as given.
+pub async fn unserved_models<'a>(
+    queue: &Queue,
+    models: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<String>, QueueError> {
+    let models: Vec<&String> = models.into_iter().collect();
+    if models.is_empty() {
+        return Ok(Vec::new());
+    }
+    let live = queue.live_workers().await?;
+    Ok(models
+        .into_iter()
+        .filter(|m| !served(&live, m))
+        .cloned()
+        .collect())
 }
 
 fn live_view(s: powerfleet_queue::JobState) -> JobView {
@@ -261,12 +310,22 @@ async fn list(
         .zip(queue.job_states(&live_shown).await?)
         .filter_map(|(id, state)| Some((id, state?)))
         .collect();
+    let live = if states.values().any(|s| s.status == JobStatus::Queued) {
+        queue.live_workers().await?
+    } else {
+        Vec::new()
+    };
     let mut jobs = Vec::with_capacity(shown.len());
     for id in shown {
         if let Some(r) = results.remove(id) {
             jobs.push(from_result(r));
         } else if let Some(s) = states.remove(id) {
-            jobs.push(live_view(s));
+            let model = s.spec.as_ref().map(|sp| sp.model.clone());
+            let mut view = live_view(s);
+            if let Some(model) = model {
+                mark_unserved(&mut view, &model, &live);
+            }
+            jobs.push(view);
         } else {
             jobs.push(vanished_view(*id));
         }
@@ -311,7 +370,9 @@ pub async fn batch_status(
         return Ok(None);
     }
     let listing = list(queue, store, ids, stored, page).await?;
+    let unserved = unserved_of(queue, powerfleet_queue::TallyOf::Batch(id)).await?;
     Ok(Some(StatusReport::Batch {
+        unserved,
         batch_id: id,
         counts: listing.counts,
         summary: summary.map(Box::new),
@@ -337,13 +398,31 @@ pub async fn correlation_status(
         return Ok(None);
     }
     let listing = list(queue, store, ids, stored, page).await?;
+    let unserved = unserved_of(queue, powerfleet_queue::TallyOf::Correlation(id)).await?;
     Ok(Some(StatusReport::Correlation {
+        unserved,
         correlation_id: id.clone(),
         counts: listing.counts,
         total: listing.total,
         next_after: listing.next_after,
         jobs: listing.jobs,
     }))
+}
+
+/// While a batch's or correlation's jobs are unfinished, why those of each model that no live
+/// worker serves wait ([`unserved_reason`]).
+async fn unserved_of(
+    queue: &Queue,
+    of: powerfleet_queue::TallyOf<'_>,
+) -> Result<Vec<String>, QueueError> {
+    match queue.tally(of).await? {
+        Some(t) if !t.done() => Ok(unserved_models(queue, t.by_model.keys())
+            .await?
+            .iter()
+            .map(|m| unserved_reason(m))
+            .collect()),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The status of whatever `id` names: a job, then a batch, then a correlation id (listing `page`

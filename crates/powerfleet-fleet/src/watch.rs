@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub stored: u64,
     /// The batch's aggregates from SQL (a batch only, when a database is given).
     pub summary: Option<BatchSummary>,
+    /// While jobs are unfinished: why the jobs of each model that no live worker serves wait
+    /// ("no live worker serves model NAME: ...").
+    pub unserved: Vec<String>,
 }
 
 /// The watched jobs as they stand now, or `None` if nothing is known under the id.
@@ -56,6 +59,11 @@ pub async fn snapshot(
                 snap.tally.by_status.insert(view.status.to_string(), 1);
             }
             snap.stored = u64::from(view.source == "database");
+            snap.unserved = view
+                .waiting
+                .filter(|w| w.starts_with("no live worker serves model"))
+                .into_iter()
+                .collect();
             return Ok(Some(snap));
         }
         Watched::Batch(b) => {
@@ -83,6 +91,13 @@ pub async fn snapshot(
                 snap.stored = store.statuses_by_correlation(c).await?.len() as u64;
             }
         }
+    }
+    if !snap.tally.done() {
+        snap.unserved = status::unserved_models(queue, snap.tally.by_model.keys())
+            .await?
+            .iter()
+            .map(|m| status::unserved_reason(m))
+            .collect();
     }
     Ok(Some(snap))
 }

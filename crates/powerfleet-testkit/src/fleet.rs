@@ -145,7 +145,7 @@ impl Fleet {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let child = self.start(&args, "worker");
+        let child = self.start_worker(&args);
         self.workers.push(Some(child));
         self.worker_args.push(args);
         self.workers.len() - 1
@@ -153,7 +153,15 @@ impl Fleet {
 
     fn start(&mut self, args: &[String], role: &str) -> Child {
         let (log, _) = self.log(role);
-        Command::new(&self.bin)
+        self.command(args)
+            .stderr(log)
+            .spawn()
+            .expect("the powerfleet binary starts")
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
             .args(args)
             .envs(
                 self.worker_env
@@ -161,10 +169,8 @@ impl Fleet {
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the powerfleet binary starts")
+            .stdout(Stdio::null());
+        command
     }
 
     /// SIGKILLs worker `i`.
@@ -179,7 +185,30 @@ impl Fleet {
     pub fn restart_worker(&mut self, i: usize) {
         self.kill_worker(i);
         let args = self.worker_args[i].clone();
-        self.workers[i] = Some(self.start(&args, "worker"));
+        self.workers[i] = Some(self.start_worker(&args));
+    }
+
+    /// Starts a worker and waits until it says it started (it has registered with the fleet, so
+    /// `powerfleet workers` and the OpenAI endpoint know what it serves), or until it exits.
+    fn start_worker(&mut self, args: &[String]) -> Child {
+        let (log, path) = self.log("worker");
+        let mut child = self
+            .command(args)
+            .stderr(log)
+            .spawn()
+            .expect("the powerfleet binary starts");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("worker started") || child.try_wait().ok().flatten().is_some() {
+                return child;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not start in 300 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` (a number, as for kill(1)) to worker `i`.

@@ -106,6 +106,15 @@ pub(super) async fn get_job(
         })
 }
 
+/// `GET /v1/workers`: the live workers, each with the model names it serves (references
+/// redacted), its concurrency, jobs in flight, start and last renewal.
+pub(super) async fn get_workers(
+    State(state): State<ApiState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let live = state.queue.live_workers().await?;
+    Ok(Json(serde_json::json!({ "workers": live })))
+}
+
 /// Jobs a batch or correlation listing shows when the request does not say.
 pub const DEFAULT_PAGE_JOBS: usize = 100;
 /// The most jobs one listing shows.

@@ -64,7 +64,9 @@ pub use error::{ApiError, shorten_inputs};
 use guard::{authenticate, log_and_fix_up, no_route, require_json, with_rate_limit, wrong_method};
 pub use guard::{bearer_token, token_matches};
 pub use handlers::{CancelResponse, parse_submit_request};
-use handlers::{cancel, get_batch, get_batch_report, get_correlation, get_job, submit_jobs};
+use handlers::{
+    cancel, get_batch, get_batch_report, get_correlation, get_job, get_workers, submit_jobs,
+};
 
 /// The fixed route name of a path, for metrics: never an id.
 fn route_name(path: &str) -> &'static str {
@@ -97,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/batches/{id}", get(get_batch))
         .route("/v1/batches/{id}/report", get(get_batch_report))
         .route("/v1/correlations/{id}", get(get_correlation))
+        .route("/v1/workers", get(get_workers))
         .route("/v1/completions", post(crate::openai::completions))
         .route(
             "/v1/chat/completions",

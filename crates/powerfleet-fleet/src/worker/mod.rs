@@ -206,8 +206,13 @@ pub async fn run(
         config.read_block.min(Duration::from_secs(1)),
     )));
     let permits = Arc::new(Semaphore::new(config.concurrency));
-    // Its registration, renewed every heartbeat, tells the fleet who serves what.
-    let registrar = AbortOnDrop(tokio::spawn(keep_registered(ctx.clone(), permits.clone())));
+    // Its registration, renewed every heartbeat, tells the fleet who serves what; the first is
+    // written before the worker says it started.
+    let registrar = Registrar::new(&ctx);
+    if let Err(e) = ctx.queue.register_worker(&registrar.now(&permits)).await {
+        warn!(error = %e, "cannot register the worker yet; it keeps trying");
+    }
+    let registrar = AbortOnDrop(tokio::spawn(registrar.keep(ctx.clone(), permits.clone())));
     let mut tasks = JoinSet::new();
     let mut last_reclaim: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
@@ -339,40 +344,69 @@ async fn route_elsewhere(ctx: &WorkerContext, delivery: &Delivery) -> Result<boo
     Ok(true)
 }
 
-/// Writes this worker's registration every heartbeat, with the jobs it runs.
-async fn keep_registered(ctx: Arc<WorkerContext>, permits: Arc<Semaphore>) {
-    let c = &ctx.config;
-    let started_at_ms = now_ms();
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
-    let models = ctx.models.served();
-    // Three heartbeats: one lost renewal does not make a live worker look dead.
-    let ttl = c.heartbeat * 3;
-    let mut tick = tokio::time::interval(c.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = now_ms();
-        let registration = WorkerRegistration {
+/// What a worker's registration says, and how often it is renewed.
+struct Registrar {
+    worker_id: String,
+    host: String,
+    models: Vec<powerfleet_queue::ServedModel>,
+    concurrency: usize,
+    started_at_ms: u64,
+    every: Duration,
+    ttl: Duration,
+}
+
+impl Registrar {
+    fn new(ctx: &WorkerContext) -> Registrar {
+        let c = &ctx.config;
+        Registrar {
             worker_id: c.consumer.clone(),
-            host: host.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            models: models.clone(),
+            host: std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "unknown".to_string()),
+            models: ctx.models.served(),
             concurrency: c.concurrency,
-            in_flight: c.concurrency.saturating_sub(permits.available_permits()),
-            started_at_ms,
+            started_at_ms: now_ms(),
+            every: c.heartbeat,
+            // Three heartbeats, and never under 10 s: a renewal late on a busy machine does not
+            // make a live worker look dead.
+            ttl: (c.heartbeat * 3).max(REGISTRATION_MIN_TTL),
+        }
+    }
+
+    /// The registration as of now.
+    fn now(&self, permits: &Semaphore) -> WorkerRegistration {
+        let now = now_ms();
+        WorkerRegistration {
+            worker_id: self.worker_id.clone(),
+            host: self.host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            models: self.models.clone(),
+            concurrency: self.concurrency,
+            in_flight: self.concurrency.saturating_sub(permits.available_permits()),
+            started_at_ms: self.started_at_ms,
             last_seen_ms: now,
-            expires_at_ms: now + ttl.as_millis() as u64,
-        };
-        if let Err(e) = ctx.queue.register_worker(&registration).await {
-            debug!(error = %e, "cannot renew the registration yet");
+            expires_at_ms: now + self.ttl.as_millis() as u64,
+        }
+    }
+
+    /// Renews the registration every heartbeat, with the jobs the worker runs.
+    async fn keep(self, ctx: Arc<WorkerContext>, permits: Arc<Semaphore>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = ctx.queue.register_worker(&self.now(&permits)).await {
+                debug!(error = %e, "cannot renew the registration yet");
+            }
         }
     }
 }
+
+/// The shortest life of a worker's registration without a renewal.
+pub const REGISTRATION_MIN_TTL: Duration = Duration::from_secs(10);
 
 /// Moves jobs whose wait is over back to the jobs stream, every `every`.
 async fn promote_waiting(queue: Queue, every: Duration) {

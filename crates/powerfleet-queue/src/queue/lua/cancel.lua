@@ -22,6 +22,14 @@ if status == 'queued' then
   if entry and entry ~= '' then
     redis.call('XACK', KEYS[4], ARGV[5], entry)
     redis.call('XDEL', KEYS[4], entry)
+    -- Redis cannot count the group's lag past a deleted entry it never delivered, and would
+    -- keep reporting it (autoscalers read that lag). When nothing undelivered is left (acknowledged
+    -- entries are deleted, so the stream holds only the pending and the undelivered ones), the
+    -- group moves to the stream's end, which skips nothing and makes its lag 0 again.
+    local pending = redis.call('XPENDING', KEYS[4], ARGV[5])[1]
+    if redis.call('XLEN', KEYS[4]) - pending == 0 then
+      redis.call('XGROUP', 'SETID', KEYS[4], ARGV[5], '$')
+    end
   end
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   tally(KEYS[5], KEYS[6], ARGV[6], 'cancelled', ARGV[7], ARGV[4])
