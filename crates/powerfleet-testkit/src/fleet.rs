@@ -118,6 +118,17 @@ impl Fleet {
             .unwrap()
     }
 
+    /// Runs the binary with `args` on this fleet's Redis and namespace, without a database (for
+    /// the subcommands that take none, such as `workers`).
+    pub fn cli_without_database(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("POWERFLEET_REDIS_URL", self.redis_url())
+            .env("POWERFLEET_NAMESPACE", &self.namespace)
+            .output()
+            .unwrap()
+    }
+
     /// Starts a worker process with test-sized lease settings; `extra` flag pairs override them.
     /// Returns the worker's index.
     pub fn spawn_worker(&mut self, extra: &[&str]) -> usize {
