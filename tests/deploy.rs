@@ -718,7 +718,21 @@ fn keda_scales_workers_on_the_lag_of_their_jobs_stream() {
             .or_else(|| worker.env.get("POWERFLEET_NAMESPACE").cloned().flatten())
             .or_else(|| help_default("worker", "--namespace"))
             .unwrap_or_else(|| "default".to_string());
-        let want_stream = format!("pf:{{{ns}}}:jobs");
+        // The streams the workers read: the shared one, and each --model name's.
+        let keys = powerfleet_queue::Keys::new(&ns);
+        let mut reads = vec![keys.jobs()];
+        let mut args = worker.args.iter();
+        while let Some(a) = args.next() {
+            let value = if a == "--model" {
+                args.next().cloned()
+            } else {
+                a.strip_prefix("--model=").map(str::to_string)
+            };
+            if let Some((name, _)) = value.as_deref().and_then(|v| v.split_once('=')) {
+                reads.push(keys.model_jobs(name));
+            }
+        }
+        let mut lagged: BTreeSet<String> = BTreeSet::new();
         let (min, max) = (
             so["spec"]["minReplicaCount"].as_i64(),
             so["spec"]["maxReplicaCount"].as_i64(),
@@ -739,6 +753,7 @@ fn keda_scales_workers_on_the_lag_of_their_jobs_stream() {
             let m = &t["metadata"];
             if m["lagCount"].as_str().is_some() {
                 lag_triggers += 1;
+                lagged.extend(str_at(m, "stream").map(str::to_string));
                 if m["lagCount"]
                     .as_str()
                     .and_then(|v| v.parse::<u64>().ok())
@@ -761,9 +776,9 @@ fn keda_scales_workers_on_the_lag_of_their_jobs_stream() {
                     str_at(m, "consumerGroup")
                 ));
             }
-            if str_at(m, "stream") != Some(want_stream.as_str()) {
+            if !str_at(m, "stream").is_some_and(|s| reads.iter().any(|r| r == s)) {
                 errors.push(format!(
-                    "{file}: redis-streams trigger stream {:?}, but the workers of {target} read {want_stream:?} (namespace {ns:?})",
+                    "{file}: redis-streams trigger stream {:?}, but the workers of {target} read {reads:?} (namespace {ns:?})",
                     str_at(m, "stream")
                 ));
             }
@@ -809,6 +824,14 @@ fn keda_scales_workers_on_the_lag_of_their_jobs_stream() {
                 "{file}: ScaledObject {} has no redis-streams trigger with lagCount",
                 name_of(so)
             ));
+        }
+        // Every model name's stream the workers read wakes them when jobs wait there.
+        for stream in &reads[1..] {
+            if !lagged.contains(stream) {
+                errors.push(format!(
+                    "{file}: the workers of {target} read {stream} (their --model names), but no lagCount trigger watches it"
+                ));
+            }
         }
     }
     fail_if_any(errors);

@@ -363,7 +363,15 @@ mod tests {
             job_waiting("toy", false);
             chains_in_flight(1.0);
             checkpoint_written(d, 10);
-            queue_depth(1, 2, 3);
+            queue_depth(
+                &[powerfleet_queue::StreamBacklog {
+                    model: Some("m".into()),
+                    stream: "pf:{n}:jobs:model:m".into(),
+                    queued: 1,
+                    pending: 2,
+                }],
+                3,
+            );
             http_request("jobs", 200);
         }
         let registered = registered.0.lock().unwrap().clone();

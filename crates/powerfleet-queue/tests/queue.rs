@@ -713,7 +713,7 @@ async fn entries_that_are_not_utf8_are_dead_lettered_and_do_not_block_their_grou
     // Only the bad entries were acknowledged; the good ones stay pending for their claims.
     assert_eq!(pending(&server, &jobs, WORKER_GROUP).await, 2);
     for (d, s) in [(&read[0], &specs[0]), (&read[3], &specs[1])] {
-        let ClaimOutcome::Claimed { lease, .. } = q.claim(s.job_id, &d, "w").await.unwrap() else {
+        let ClaimOutcome::Claimed { lease, .. } = q.claim(s.job_id, d, "w").await.unwrap() else {
             panic!("not claimed")
         };
         assert!(
