@@ -632,7 +632,7 @@ pub struct StatusArgs {
 pub async fn status_cmd(args: StatusArgs) -> Result<()> {
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
-    let mut report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
+    let mut report = status::status(&queue, Some(&store), &args.id, Page::ALL.into()).await?;
     if args.wait {
         let watched = match &report {
             StatusReport::Job(j) => Watched::Job(j.job_id),
@@ -642,7 +642,7 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
             }
         };
         wait_with_progress(&queue, Some(&store), &watched).await?;
-        report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
+        report = status::status(&queue, Some(&store), &args.id, Page::ALL.into()).await?;
     }
     let mut out = std::io::stdout().lock();
     match args.format {

@@ -603,7 +603,7 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
         &queue,
         Some(&fleet.store().await),
         &job.to_string(),
-        powerfleet_fleet::status::Page::ALL,
+        powerfleet_fleet::status::Page::ALL.into(),
     )
     .await
     .unwrap();

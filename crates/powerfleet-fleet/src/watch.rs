@@ -61,7 +61,7 @@ pub async fn snapshot(
         Watched::Batch(b) => {
             snap.tally = match queue.tally(TallyOf::Batch(*b)).await? {
                 Some(t) => t,
-                None => match status::batch_status(queue, store, *b, EMPTY_PAGE).await? {
+                None => match status::batch_status(queue, store, *b, EMPTY_PAGE.into()).await? {
                     Some(report) => tally_of(&report),
                     None => return Ok(None),
                 },
@@ -74,7 +74,8 @@ pub async fn snapshot(
         Watched::Correlation(c) => {
             snap.tally = match queue.tally(TallyOf::Correlation(c)).await? {
                 Some(t) => t,
-                None => match status::correlation_status(queue, store, c, EMPTY_PAGE).await? {
+                None => match status::correlation_status(queue, store, c, EMPTY_PAGE.into()).await?
+                {
                     Some(report) => tally_of(&report),
                     None => return Ok(None),
                 },
