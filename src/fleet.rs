@@ -1,4 +1,5 @@
-//! Fleet subcommands: submit, worker, collector, status, cancel and results.
+//! Fleet subcommands: submit, worker, collector, status, cancel and results: their flags and
+//! flows (text output in `output`, live progress in `progress`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -6,19 +7,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_fleet::producer::{self, BatchLine, GradedProblem, GradedRun, Receipt, Submission};
+use powerfleet_fleet::producer::{self, BatchLine, GradedProblem, GradedRun, Submission};
 use powerfleet_fleet::request::{GradedRunRequest, Limits, ModelPolicy, SubmitRequest};
-use powerfleet_fleet::status::{self, Page, StatusReport};
-use powerfleet_fleet::watch::{self, Watched};
+use powerfleet_fleet::status::{self, Page, StatusQuery, StatusReport};
+use powerfleet_fleet::watch::{WatchPolicy, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_fleet::{ModelRegistry, control};
-use powerfleet_jobs::{
-    BatchId, CorrelationId, Grader, JobId, JobResult, JobStatus, ReasoningMarkers,
-};
-use powerfleet_queue::{CancelOutcome, Queue, QueueError, QueueOptions};
+use powerfleet_jobs::{BatchId, CorrelationId, Grader, JobId, JobResult, ReasoningMarkers};
+use powerfleet_queue::{CancelOutcome, Queue, QueueError, QueueOptions, TallyOf};
 use powerfleet_sampler::Method;
 use powerfleet_store::Store;
 
@@ -266,25 +264,57 @@ pub struct SubmitArgs {
     /// result records the cut.
     #[arg(long = "stop", value_name = "STRING")]
     pub stop: Vec<String>,
-    /// Wait for every job to finish, showing progress; exit 1 if any failed.
+    /// Wait for every job to finish, showing progress on stderr (a bar on a terminal, else a
+    /// line every 10 s); exit 1 if any did not complete. With --database-url, also wait for the
+    /// collector to store every result.
     #[arg(long)]
     pub wait: bool,
+    /// List the job ids too, one a line (text output; JSON always has them).
+    #[arg(long)]
+    pub jobs: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutFormat,
-    /// With --wait: the results database, for finished jobs.
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    /// With --wait: the results database the collector writes to; the wait then lasts until
+    /// every result is stored there. Without it, --wait follows the jobs in Redis only and
+    /// opens no database.
+    #[arg(long, env = "POWERFLEET_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<()> {
     let submission = build_submission(&args)?;
     let queue = args.redis.connect().await?;
     let receipt = producer::submit(&queue, &submission).await?;
-    print_receipt(&receipt, args.format)?;
+    {
+        let mut out = std::io::stdout().lock();
+        match args.format {
+            OutFormat::Json => {
+                serde_json::to_writer(&mut out, &receipt)?;
+                writeln!(out)?;
+            }
+            OutFormat::Text => {
+                crate::output::write_receipt(&mut out, &receipt, &submission, args.jobs)?
+            }
+        }
+        out.flush()?;
+    }
     if args.wait {
-        let store = args.database.connect().await?;
-        let failed = wait_for(&queue, Some(&store), &receipt).await?;
+        let store = match &args.database_url {
+            Some(url) => Some(
+                Store::connect(url)
+                    .await
+                    .context("--database-url: cannot use the results database")?,
+            ),
+            None => None,
+        };
+        let watched = match receipt.batch_id {
+            Some(b) => Watched::Batch(b),
+            None => Watched::Correlation(receipt.correlation_id.clone()),
+        };
+        let snap = wait(&queue, store.as_ref(), &watched).await?;
+        let completed = snap.tally.by_status.get("completed").copied().unwrap_or(0);
+        let failed = snap.tally.total.saturating_sub(completed);
         if failed > 0 {
             bail!(
                 "{failed} of {} jobs did not complete; see `powerfleet status {}`",
@@ -296,6 +326,21 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Watches `watched` until it is done, with live progress on stderr (see `progress`): for as
+/// long as jobs finish or the collector stores results.
+async fn wait(
+    queue: &Queue,
+    store: Option<&Store>,
+    watched: &Watched,
+) -> Result<powerfleet_fleet::watch::Snapshot> {
+    let target = crate::progress::Target {
+        queue,
+        store,
+        watched,
+    };
+    crate::progress::watch(&target, &WatchPolicy::default()).await
 }
 
 /// The request the flags describe, made a submission on the one path every front-end takes
@@ -449,97 +494,6 @@ fn parse_grader(s: &str) -> Result<Grader> {
             ),
         },
     })
-}
-
-fn print_receipt(receipt: &Receipt, format: OutFormat) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        OutFormat::Json => {
-            serde_json::to_writer(&mut out, receipt)?;
-            writeln!(out)?;
-        }
-        OutFormat::Text => {
-            writeln!(out, "correlation_id {}", receipt.correlation_id)?;
-            if let Some(b) = receipt.batch_id {
-                writeln!(out, "batch_id {b}")?;
-            }
-            writeln!(out, "jobs {}", receipt.job_ids.len())?;
-            for id in &receipt.job_ids {
-                writeln!(out, "{id}")?;
-            }
-        }
-    }
-    out.flush()?;
-    Ok(())
-}
-
-/// Waits until every job of the receipt is final, with a progress bar on stderr; returns how
-/// many did not complete.
-pub async fn wait_for(queue: &Queue, store: Option<&Store>, receipt: &Receipt) -> Result<u64> {
-    let watched = match receipt.batch_id {
-        Some(b) => Watched::Batch(b),
-        None => Watched::Correlation(receipt.correlation_id.clone()),
-    };
-    wait_with_progress(queue, store, &watched).await
-}
-
-/// Watches `watched` until it is done, with a progress bar on stderr, prints the final counts, and
-/// returns how many jobs did not complete.
-async fn wait_with_progress(
-    queue: &Queue,
-    store: Option<&Store>,
-    watched: &Watched,
-) -> Result<u64> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  eta {eta}  {msg}")
-            .expect("valid template"),
-    );
-    // A poll reads one tally and one row of aggregates, whatever the batch's size.
-    let snap = watch::watch(queue, store, watched, Duration::from_millis(500), |snap| {
-        bar.set_length(snap.tally.total);
-        bar.set_position(snap.tally.finished);
-        bar.set_message(progress_message(snap));
-    })
-    .await?;
-    bar.finish_and_clear();
-    let completed = snap.tally.by_status.get("completed").copied().unwrap_or(0);
-    let mut counts: Vec<(String, u64)> = snap.tally.by_status.clone().into_iter().collect();
-    let unfinished = snap.tally.total.saturating_sub(snap.tally.finished);
-    if unfinished > 0 {
-        counts.push(("unfinished".into(), unfinished));
-    }
-    eprintln!(
-        "done: {}",
-        counts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(snap.tally.total.saturating_sub(completed))
-}
-
-/// Live progress of a watched set of jobs: finished over total per method, and the acceptance
-/// rate of the finished jobs stored so far (acceptances over proposals, pooled).
-fn progress_message(snap: &watch::Snapshot) -> String {
-    let mut parts: Vec<String> = snap
-        .tally
-        .by_method
-        .iter()
-        .map(|(m, (done, total))| format!("{m} {done}/{total}"))
-        .collect();
-    if let Some(s) = &snap.summary
-        && s.proposals > 0
-    {
-        parts.push(format!(
-            "acceptance rate {:.3} ({} of {} proposals)",
-            s.acceptances as f64 / s.proposals as f64,
-            s.acceptances,
-            s.proposals
-        ));
-    }
-    parts.join("  ")
 }
 
 /// Arguments of `powerfleet worker`.
@@ -698,107 +652,76 @@ pub struct StatusArgs {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Output format.
+    /// Output format. JSON lists every job unless --limit or --after is given.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutFormat,
-    /// Wait until every job is finished, showing progress by method on stderr, then print the
-    /// status.
+    /// Wait until every job is finished and stored, showing progress by method on stderr, then
+    /// print the status.
     #[arg(long)]
     pub wait: bool,
+    /// List every job of a batch or correlation id, one a line.
+    #[arg(long, conflicts_with = "limit")]
+    pub jobs: bool,
+    /// List at most N jobs of a batch or correlation id.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// List the jobs after this job id (the previous listing's last).
+    #[arg(long, value_name = "JOB_ID")]
+    pub after: Option<String>,
 }
 
 pub async fn status_cmd(args: StatusArgs) -> Result<()> {
+    let after = args
+        .after
+        .as_deref()
+        .map(|a| a.parse::<JobId>().context("--after"))
+        .transpose()?;
+    let listed = args.jobs || args.limit.is_some() || after.is_some();
+    let page = Page {
+        after,
+        limit: match (args.limit, args.format) {
+            (Some(n), _) => n,
+            (None, OutFormat::Json) => usize::MAX,
+            (None, OutFormat::Text) if listed => usize::MAX,
+            (None, OutFormat::Text) => 0,
+        },
+    };
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
-    let mut report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
     if args.wait {
-        let watched = match &report {
+        let found = status::status(&queue, Some(&store), &args.id, Page::NONE.into()).await?;
+        let watched = match &found {
             StatusReport::Job(j) => Watched::Job(j.job_id),
             StatusReport::Batch { batch_id, .. } => Watched::Batch(*batch_id),
             StatusReport::Correlation { correlation_id, .. } => {
                 Watched::Correlation(correlation_id.clone())
             }
         };
-        wait_with_progress(&queue, Some(&store), &watched).await?;
-        report = status::status(&queue, Some(&store), &args.id, Page::ALL).await?;
+        wait(&queue, Some(&store), &watched).await?;
     }
+    let query = StatusQuery {
+        page,
+        problems: true,
+    };
+    let report = status::status(&queue, Some(&store), &args.id, query).await?;
     let mut out = std::io::stdout().lock();
     match args.format {
         OutFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         }
-        OutFormat::Text => write_status(&mut out, &report)?,
-    }
-    Ok(())
-}
-
-fn write_status(out: &mut impl Write, report: &StatusReport) -> Result<()> {
-    match report {
-        StatusReport::Job(_) => {}
-        StatusReport::Batch { batch_id, .. } => writeln!(out, "batch {batch_id}")?,
-        StatusReport::Correlation { correlation_id, .. } => {
-            writeln!(out, "correlation {correlation_id}")?
-        }
-    }
-    let counts = report.counts();
-    writeln!(
-        out,
-        "{}",
-        counts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )?;
-    if let StatusReport::Batch {
-        summary: Some(s), ..
-    } = report
-    {
-        // The acceptance rate is pooled over every stored job, as in the benchmark report.
-        writeln!(
-            out,
-            "acceptance rate {}  cost multiplier {}  latency p50 {} ms  p95 {} ms",
-            s.acceptance_rate.map_or("-".into(), |a| {
-                format!("{a:.3} ({} of {} proposals)", s.acceptances, s.proposals)
-            }),
-            s.cost_multiplier.map_or("-".into(), |c| format!("{c:.2}")),
-            s.latency_p50_ms.map_or("-".into(), |v| v.to_string()),
-            s.latency_p95_ms.map_or("-".into(), |v| v.to_string()),
-        )?;
-    }
-    for j in report.jobs() {
-        let detail = match (&j.progress, &j.result) {
-            (Some(p), _) => format!(
-                "block {}/{} step {}/{}",
-                p.block_idx + 1,
-                p.n_blocks,
-                p.step_idx,
-                p.n_mcmc
-            ),
-            (None, Some(r)) if r.status == JobStatus::Completed => format!(
-                "{} tokens{}",
-                r.tokens.len(),
-                match (&r.text, &r.text_error) {
-                    (Some(t), _) => format!(": {t}"),
-                    (None, Some(why)) => format!(" (no text, not graded: {why})"),
-                    (None, None) => String::new(),
+        OutFormat::Text => {
+            let tally = match &report {
+                StatusReport::Job(_) => None,
+                StatusReport::Batch { batch_id, .. } => {
+                    queue.tally(TallyOf::Batch(*batch_id)).await?
                 }
-            ),
-            _ => match &j.waiting {
-                Some(why) => why.clone(),
-                None => j.error.clone().unwrap_or_default(),
-            },
-        };
-        writeln!(
-            out,
-            "{}  {:<9}  {:<9} attempts {}  {}",
-            j.job_id,
-            j.status.as_str(),
-            j.method.as_deref().unwrap_or("-"),
-            j.attempts,
-            detail
-        )?;
+                StatusReport::Correlation { correlation_id, .. } => {
+                    queue.tally(TallyOf::Correlation(correlation_id)).await?
+                }
+            };
+            crate::output::write_status(&mut out, &report, tally.as_ref())?
+        }
     }
     Ok(())
 }
@@ -814,6 +737,9 @@ pub struct CancelArgs {
     /// Cancel every job of this batch.
     #[arg(long, conflicts_with = "job_id")]
     pub batch: Option<String>,
+    /// With --batch or --correlation: a line per job before the summary.
+    #[arg(long)]
+    pub jobs: bool,
     #[command(flatten)]
     pub redis: RedisArgs,
 }
@@ -838,16 +764,10 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
     if outcomes.is_empty() {
         bail!("no jobs found to cancel; check the id and --namespace");
     }
-    for (id, outcome) in &outcomes {
-        let what = match outcome {
-            CancelOutcome::Cancelled => "cancelled".to_string(),
-            CancelOutcome::Requested => {
-                "cancellation requested (running; stops between MCMC steps)".to_string()
-            }
-            CancelOutcome::AlreadyFinal(s) => format!("already {s}"),
-            CancelOutcome::Missing => "not found in Redis".to_string(),
-        };
-        println!("{id}  {what}");
+    {
+        let mut out = std::io::stdout().lock();
+        crate::output::write_cancel(&mut out, &outcomes, args.job_id.is_some(), args.jobs)?;
+        out.flush()?;
     }
     if outcomes.iter().all(|(_, o)| *o == CancelOutcome::Missing) {
         bail!(

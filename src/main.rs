@@ -8,6 +8,8 @@ mod demo;
 mod fleet;
 mod observe;
 mod options;
+mod output;
+mod progress;
 mod report;
 mod sample;
 mod workers;

@@ -603,7 +603,7 @@ async fn a_job_delivered_too_often_goes_to_the_dead_letter_stream() {
         &queue,
         Some(&fleet.store().await),
         &job.to_string(),
-        powerfleet_fleet::status::Page::ALL,
+        powerfleet_fleet::status::Page::ALL.into(),
     )
     .await
     .unwrap();
@@ -1234,4 +1234,227 @@ async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
     assert_eq!(summary.jobs, 3);
     assert_eq!(summary.by_status.get("dead"), Some(&1), "{summary:?}");
     assert_eq!(summary.by_status.get("completed"), Some(&2), "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_without_a_database_follows_redis_and_creates_no_file() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&[]);
+    // No collector: nothing is ever stored, and without --database-url nothing is waited for
+    // but the jobs themselves.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .current_dir(cwd.path())
+        .args([
+            "submit",
+            "--model",
+            "toy:pivot",
+            "--prompt",
+            "",
+            "--seeds",
+            "3",
+            "--n-mcmc",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--wait",
+        ])
+        .env("POWERFLEET_REDIS_URL", fleet.redis_url())
+        .env("POWERFLEET_NAMESPACE", &fleet.namespace)
+        .env_remove("POWERFLEET_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = common::stdout_of(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("jobs 3 (1 problem x 1 method x 3 seeds x 1 chain)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "no job ids without --jobs: {stdout}"
+    );
+    // Not a terminal: progress comes as lines, the first when the watch starts.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with('[') && l.contains("jobs")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("done in") && stderr.contains("completed 3"),
+        "{stderr}"
+    );
+    let created: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(created.is_empty(), "submit created {created:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_of_a_batch_is_counts_and_problems_and_lists_jobs_only_when_asked() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&["--concurrency", "8"]);
+    fleet.spawn_collector();
+    let cli = |args: &[&str]| common::stdout_of(&fleet.cli(args));
+    let small = [
+        "--prompt",
+        "",
+        "--n-mcmc",
+        "2",
+        "--block-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ];
+    // submit: ids, counts, and the job ids only with --jobs.
+    let receipt = cli(&[
+        &["submit", "--model", "toy:pivot", "--chains", "20"][..],
+        &small,
+    ]
+    .concat());
+    assert_eq!(
+        receipt.lines().count(),
+        3,
+        "correlation id, batch id and counts:\n{receipt}"
+    );
+    assert!(
+        receipt.contains("jobs 20 (1 problem x 1 method x 1 seed x 20 chains)"),
+        "{receipt}"
+    );
+    let batch = receipt
+        .lines()
+        .find_map(|l| l.strip_prefix("batch_id "))
+        .unwrap()
+        .to_string();
+    let listed = cli(&[
+        &["submit", "--model", "toy:pivot", "--chains", "5", "--jobs"][..],
+        &small,
+    ]
+    .concat());
+    let ids: Vec<JobId> = listed.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(ids.len(), 5, "{listed}");
+    // A model no worker knows: its jobs fail, and status shows them as the problem.
+    let broken = cli(&[
+        &["submit", "--model", "nomodel", "--chains", "3"][..],
+        &small,
+    ]
+    .concat());
+    let broken_batch = broken
+        .lines()
+        .find_map(|l| l.strip_prefix("batch_id "))
+        .unwrap()
+        .to_string();
+    for (b, n) in [(&batch, 20), (&broken_batch, 3)] {
+        fleet
+            .wait_for_results(b.parse().unwrap(), n, Duration::from_secs(60))
+            .await;
+    }
+    let job_lines = |text: &str| {
+        text.lines()
+            .filter(|l| l.get(..36).is_some_and(|id| id.parse::<JobId>().is_ok()))
+            .count()
+    };
+
+    // status: counts, per method, the aggregates, and no job listing.
+    let status = cli(&["status", &batch]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines[0], format!("batch {batch}"), "{status}");
+    assert_eq!(lines[1], "jobs 20: completed 20", "{status}");
+    assert!(
+        lines[2].trim_start().starts_with("power") && lines[2].contains("20 of 20 finished"),
+        "{status}"
+    );
+    assert!(status.contains("acceptance rate "), "{status}");
+    assert_eq!(job_lines(&status), 0, "no job lines:\n{status}");
+    assert!(
+        status.contains("--jobs"),
+        "says how to list them:\n{status}"
+    );
+    // --limit N lists N and says where the next ones start; --after continues there.
+    let page = cli(&["status", &batch, "--limit", "5"]);
+    assert_eq!(job_lines(&page), 5, "{page}");
+    let after = page
+        .lines()
+        .find_map(|l| l.split("--after ").nth(1))
+        .unwrap_or_else(|| panic!("where the next page starts:\n{page}"));
+    let rest = cli(&["status", &batch, "--after", after]);
+    assert_eq!(job_lines(&rest), 15, "{rest}");
+    assert_eq!(job_lines(&cli(&["status", &batch, "--jobs"])), 20);
+    // JSON lists every job.
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&["status", &batch, "--format", "json"])).unwrap();
+    assert_eq!(json["jobs"].as_array().unwrap().len(), 20);
+
+    let status = cli(&["status", &broken_batch]);
+    assert!(status.contains("jobs 3: failed 3"), "{status}");
+    assert!(status.contains("failed or dead: 3"), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("  3 failed: model: ") && l.contains("nomodel")),
+        "the failures, grouped by their error:\n{status}"
+    );
+
+    // cancel of a batch: one summary line; a line per job only with --jobs.
+    let cancel = |extra: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["cancel", "--batch", &batch])
+            .args(extra)
+            .args([
+                "--redis",
+                &fleet.redis_url(),
+                "--namespace",
+                &fleet.namespace,
+            ])
+            .output()
+            .unwrap()
+    };
+    let summary = common::stdout_of(&cancel(&[]));
+    assert_eq!(
+        summary,
+        "cancelled 0, running jobs asked to stop 0, already finished 20\n"
+    );
+    let per_job = common::stdout_of(&cancel(&["--jobs"]));
+    assert_eq!(per_job.lines().count(), 21, "{per_job}");
+    assert!(per_job.ends_with(&summary), "{per_job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_what_queued_jobs_wait_for_per_model() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    // Every request fails: the model is unavailable and the job waits for it.
+    let receipt = submit_batch(
+        &queue,
+        &batch("toy:eos-lengths?fail_rate=1").problems(2).build(),
+    )
+    .await;
+    let id = receipt.batch_id.unwrap().to_string();
+    // Between two waits a worker claims a job again; ask until both are seen waiting.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut status = common::stdout_of(&fleet.cli(&["status", &id]));
+    while !status.contains("2 of 2 queued jobs wait") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = common::stdout_of(&fleet.cli(&["status", &id]));
+    }
+    assert!(
+        status.contains("waiting for their model:"),
+        "{status}\n{}",
+        fleet.logs()
+    );
+    let line = status
+        .lines()
+        .find(|l| l.contains("queued jobs wait"))
+        .unwrap();
+    assert!(
+        line.starts_with("  toy:eos-lengths?fail_rate=1: 2 of 2 queued jobs wait")
+            && line.contains("waiting for model toy:eos-lengths?fail_rate=1")
+            && line.contains("simulated transient failure"),
+        "{status}"
+    );
 }

@@ -5,7 +5,8 @@
 //! A request becomes a [`SubmitRequest`] (each prompt a problem, `n` chains of one seed) and
 //! takes the one submission path; its jobs run on the fleet like any others, under a
 //! correlation id the response names in the `x-powerfleet-correlation-id` header. The handler
-//! then waits on the correlation's tally in Redis (a sleep between polls, no thread held), reads
+//! then watches the correlation's tally in Redis (`watch::watch`: a sleep between polls, no
+//! thread held, no clock of its own; the log says what it waits for when nothing moves), reads
 //! the results and answers in OpenAI's shape. If the client goes away first (it disconnects, or
 //! the server's completion timeout passes), the handler's future is dropped and the jobs are
 //! cancelled.
@@ -32,6 +33,7 @@ use serde_json::{Value, json};
 use crate::api::ApiState;
 use crate::producer::BatchLine;
 use crate::request::{RequestError, SubmitRequest, quote};
+use crate::watch::{WatchPolicy, Watched};
 
 /// The response header that names the correlation id of a completion's jobs.
 pub const CORRELATION_HEADER: &str = "x-powerfleet-correlation-id";
@@ -42,6 +44,9 @@ pub const DEFAULT_COMPLETION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// First and longest pause between two reads of a waiting completion's tally.
 const POLL_FIRST: Duration = Duration::from_millis(2);
 const POLL_MAX: Duration = Duration::from_millis(500);
+/// How long a completion's jobs may stand still before the log says what it waits for (and
+/// again after each further such stretch).
+const STANDSTILL_NOTICE: Duration = Duration::from_secs(60);
 
 /// How the OpenAI-compatible endpoints sample: per-model defaults and limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -808,20 +813,46 @@ async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
         correlation_id: Some(correlation_id.clone()),
     };
     tracing::info!(correlation_id = %correlation_id, jobs = receipt.job_ids.len(), "openai completion submitted");
-    let total = receipt.job_ids.len() as u64;
-    let mut pause = POLL_FIRST;
-    loop {
-        let tally = state
-            .queue
-            .tally(TallyOf::Correlation(&correlation_id))
-            .await
-            .map_err(crate::api::ApiError::from)?;
-        if tally.is_some_and(|t| t.finished >= total) {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(POLL_MAX);
-    }
+    // Waits for as long as the jobs take (the server's completion timeout, or the client going
+    // away, ends it from outside); no database: the results are read from Redis below.
+    let policy = WatchPolicy {
+        first_poll: POLL_FIRST,
+        poll: POLL_MAX,
+        jobs_stall: None,
+        store_stall: None,
+    };
+    let mut told = Duration::ZERO;
+    crate::watch::watch(
+        &state.queue,
+        None,
+        &Watched::Correlation(correlation_id.clone()),
+        &policy,
+        |poll| {
+            // Say once a minute of standstill what the completion waits for.
+            if poll.unmoved_for < told {
+                told = Duration::ZERO;
+            }
+            if poll.unmoved_for >= told + STANDSTILL_NOTICE {
+                told = poll.unmoved_for;
+                tracing::info!(
+                    correlation_id = %correlation_id,
+                    unmoved_s = poll.unmoved_for.as_secs(),
+                    "openai completion {}; no job finished for {} s (is a worker serving model {} running?)",
+                    poll.waiting_for(),
+                    poll.unmoved_for.as_secs(),
+                    powerfleet_backends::reference::redact_reference(&asked.model)
+                );
+            }
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        crate::watch::WatchError::Status(e) => OpenAiError::from(crate::api::ApiError::from(e)),
+        e => OpenAiError::server(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot follow the jobs of correlation id {correlation_id}: {e}"),
+        ),
+    })?;
     guard.correlation_id = None;
     let mut results = Vec::with_capacity(receipt.job_ids.len());
     // Every job's result in one pipelined read; the database only for a state already gone.

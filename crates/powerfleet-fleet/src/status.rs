@@ -62,6 +62,9 @@ pub enum StatusReport {
         /// While jobs are unfinished: why those of a model no live worker serves wait.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         unserved: Vec<String>,
+        /// What needs a look, when asked for ([`StatusQuery::problems`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        problems: Option<Problems>,
     },
     /// Every job under a correlation id.
     Correlation {
@@ -78,6 +81,9 @@ pub enum StatusReport {
         /// While jobs are unfinished: why those of a model no live worker serves wait.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         unserved: Vec<String>,
+        /// What needs a look, when asked for ([`StatusQuery::problems`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        problems: Option<Problems>,
     },
 }
 
@@ -88,6 +94,16 @@ impl StatusReport {
             StatusReport::Job(j) => BTreeMap::from([(j.status.to_string(), 1)]),
             StatusReport::Batch { counts, .. } | StatusReport::Correlation { counts, .. } => {
                 counts.clone()
+            }
+        }
+    }
+
+    /// What needs a look, if it was gathered (never for a single job).
+    pub fn problems(&self) -> Option<&Problems> {
+        match self {
+            StatusReport::Job(_) => None,
+            StatusReport::Batch { problems, .. } | StatusReport::Correlation { problems, .. } => {
+                problems.as_ref()
             }
         }
     }
@@ -226,23 +242,145 @@ pub struct Page {
 }
 
 impl Page {
-    /// Every job at once (the CLI's view).
+    /// Every job at once.
     pub const ALL: Page = Page {
         after: None,
         limit: usize::MAX,
     };
+
+    /// No job: counts only.
+    pub const NONE: Page = Page {
+        after: None,
+        limit: 0,
+    };
+}
+
+/// What a status report of a batch or correlation id holds besides its counts: a page of its
+/// jobs, and (when asked) its [`Problems`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// Which jobs to list.
+    pub page: Page,
+    /// Whether to gather the [`Problems`] (a few more reads: up to [`FAILED_READ`] failed jobs,
+    /// and the states of up to [`QUEUED_READ`] queued jobs).
+    pub problems: bool,
+}
+
+impl From<Page> for StatusQuery {
+    /// The page, without problems.
+    fn from(page: Page) -> StatusQuery {
+        StatusQuery {
+            page,
+            problems: false,
+        }
+    }
+}
+
+/// How many failed jobs [`Problems`] reads with their errors (all are counted).
+pub const FAILED_READ: usize = 100;
+/// How many queued jobs [`Problems`] reads for what they wait for.
+pub const QUEUED_READ: usize = 1000;
+
+/// What needs a look in a batch or correlation id: the jobs that failed or died, and what the
+/// queued jobs wait for, per model.
+///
+/// This is the one place that gathers why jobs do not finish; a new reason (per job, or per model
+/// such as whether any live worker serves it) belongs here, beside the others, and is rendered
+/// where `Problems` is rendered (the CLI's `status` and `--wait`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Problems {
+    /// Failed and dead jobs: how many.
+    pub failed_total: u64,
+    /// The first [`FAILED_READ`] of them in submission order, with their errors.
+    pub failed: Vec<FailedJob>,
+    /// Queued jobs: how many.
+    pub queued_total: u64,
+    /// How many of them were read for `models` (the first [`QUEUED_READ`] in submission order).
+    pub queued_read: u64,
+    /// The queued jobs read, per model (sorted by model).
+    pub models: Vec<ModelQueue>,
+}
+
+/// A failed or dead job, as [`Problems`] shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailedJob {
+    /// The job.
+    pub job_id: JobId,
+    /// `failed` or `dead`.
+    pub status: JobStatus,
+    /// Its method.
+    pub method: Option<String>,
+    /// Its problem within the batch.
+    pub problem_id: Option<String>,
+    /// Why.
+    pub error: Option<String>,
+}
+
+/// The queued jobs of one model (among those read), and what they wait for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelQueue {
+    /// The model reference as submitted, credentials hidden.
+    pub model: String,
+    /// Queued jobs of this model.
+    pub queued: u64,
+    /// Of those, jobs put back to wait for their model (it was unavailable, or the worker maps
+    /// the name to another backend than their checkpoint was made with).
+    pub waiting: u64,
+    /// Why the most recently deferred of them waits, as its worker recorded it.
+    pub reason: Option<String>,
+    /// When the next of them is tried again, ms since the epoch.
+    pub next_try_ms: Option<u64>,
+}
+
+impl Problems {
+    /// Groups the live states of queued jobs by model.
+    fn models_of(states: &[powerfleet_queue::JobState]) -> Vec<ModelQueue> {
+        let mut by_model: BTreeMap<String, (ModelQueue, u64)> = BTreeMap::new();
+        for s in states {
+            let model = s.spec.as_ref().map_or_else(
+                || "(unreadable spec)".to_string(),
+                |sp| powerfleet_backends::reference::redact_reference(&sp.model),
+            );
+            let (entry, latest) = by_model.entry(model.clone()).or_insert_with(|| {
+                (
+                    ModelQueue {
+                        model,
+                        queued: 0,
+                        waiting: 0,
+                        reason: None,
+                        next_try_ms: None,
+                    },
+                    0,
+                )
+            });
+            entry.queued += 1;
+            if let Some(why) = &s.waiting {
+                entry.waiting += 1;
+                let updated = s.updated_at_ms.unwrap_or(0);
+                if entry.reason.is_none() || updated >= *latest {
+                    entry.reason = Some(why.clone());
+                    *latest = updated;
+                }
+                if let Some(t) = s.not_before_ms {
+                    entry.next_try_ms = Some(entry.next_try_ms.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        by_model.into_values().map(|(m, _)| m).collect()
+    }
 }
 
 /// Why a job is listed without a state: it is in its batch's or correlation's set, but its
 /// state is gone from Redis and no result reached the database.
 pub const VANISHED: &str = "the job's state vanished from Redis (deleted, expired or evicted) and no result of it reached the results database; it will not run, and its entry is dead-lettered when a worker next reads it";
 
-/// The counts over every job and the views of one page of them.
+/// The counts over every job, the views of one page of them, and the problems when asked.
 struct Listing {
     counts: BTreeMap<String, u64>,
     total: u64,
     jobs: Vec<JobView>,
     next_after: Option<JobId>,
+    problems: Option<Problems>,
 }
 
 /// Lists the jobs in `ids` (from Redis) and `stored` (from SQL): counts from a status read of
@@ -252,8 +390,9 @@ async fn list(
     store: Option<&Store>,
     ids: Vec<JobId>,
     stored: Vec<(JobId, JobStatus)>,
-    page: Page,
+    query: StatusQuery,
 ) -> Result<Listing, StatusError> {
+    let page = query.page;
     let stored: HashMap<JobId, JobStatus> = stored.into_iter().collect();
     let mut all: Vec<JobId> = ids;
     all.extend(stored.keys().copied());
@@ -270,6 +409,7 @@ async fn list(
         .zip(queue.job_statuses(&live).await?)
         .collect();
     let mut counts = BTreeMap::new();
+    let (mut failed, mut queued) = (Vec::new(), Vec::new());
     for id in &all {
         let status = stored
             .get(id)
@@ -277,6 +417,11 @@ async fn list(
             .or_else(|| live_statuses.get(id).copied().flatten())
             .unwrap_or(JobStatus::Dead);
         *counts.entry(status.to_string()).or_insert(0) += 1;
+        match status {
+            JobStatus::Failed | JobStatus::Dead => failed.push(*id),
+            JobStatus::Queued => queued.push(*id),
+            _ => {}
+        }
     }
     let start = page
         .after
@@ -284,7 +429,59 @@ async fn list(
     let end = start.saturating_add(page.limit).min(all.len());
     let shown = &all[start..end];
     let next_after = (end < all.len()).then(|| shown.last().copied()).flatten();
-    let in_sql: Vec<JobId> = shown
+    let jobs = views(queue, store, shown, &stored).await?;
+    let problems = if query.problems {
+        let failed_views = views(
+            queue,
+            store,
+            &failed[..failed.len().min(FAILED_READ)],
+            &stored,
+        )
+        .await?;
+        let read = &queued[..queued.len().min(QUEUED_READ)];
+        let states: Vec<powerfleet_queue::JobState> = queue
+            .job_states(read)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        Some(Problems {
+            failed_total: failed.len() as u64,
+            failed: failed_views
+                .into_iter()
+                .map(|v| FailedJob {
+                    job_id: v.job_id,
+                    status: v.status,
+                    method: v.method,
+                    problem_id: v.problem_id,
+                    error: v.error,
+                })
+                .collect(),
+            queued_total: queued.len() as u64,
+            queued_read: read.len() as u64,
+            models: Problems::models_of(&states),
+        })
+    } else {
+        None
+    };
+    Ok(Listing {
+        counts,
+        total: all.len() as u64,
+        jobs,
+        next_after,
+        problems,
+    })
+}
+
+/// The views of `ids`: stored results from SQL (one read), the others' live states from Redis
+/// (one pipelined read).
+async fn views(
+    queue: &Queue,
+    store: Option<&Store>,
+    ids: &[JobId],
+    stored: &HashMap<JobId, JobStatus>,
+) -> Result<Vec<JobView>, StatusError> {
+    let in_sql: Vec<JobId> = ids
         .iter()
         .copied()
         .filter(|id| stored.contains_key(id))
@@ -298,44 +495,38 @@ async fn list(
             .collect(),
         _ => HashMap::new(),
     };
-    // The page's jobs without a stored result: their live states in one pipelined read.
-    let live_shown: Vec<JobId> = shown
+    let live: Vec<JobId> = ids
         .iter()
         .copied()
         .filter(|id| !results.contains_key(id))
         .collect();
-    let mut states: HashMap<JobId, powerfleet_queue::JobState> = live_shown
+    let mut states: HashMap<JobId, powerfleet_queue::JobState> = live
         .iter()
         .copied()
-        .zip(queue.job_states(&live_shown).await?)
+        .zip(queue.job_states(&live).await?)
         .filter_map(|(id, state)| Some((id, state?)))
         .collect();
-    let live = if states.values().any(|s| s.status == JobStatus::Queued) {
+    let live_workers = if states.values().any(|s| s.status == JobStatus::Queued) {
         queue.live_workers().await?
     } else {
         Vec::new()
     };
-    let mut jobs = Vec::with_capacity(shown.len());
-    for id in shown {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
         if let Some(r) = results.remove(id) {
             jobs.push(from_result(r));
         } else if let Some(s) = states.remove(id) {
             let model = s.spec.as_ref().map(|sp| sp.model.clone());
             let mut view = live_view(s);
             if let Some(model) = model {
-                mark_unserved(&mut view, &model, &live);
+                mark_unserved(&mut view, &model, &live_workers);
             }
             jobs.push(view);
         } else {
             jobs.push(vanished_view(*id));
         }
     }
-    Ok(Listing {
-        counts,
-        total: all.len() as u64,
-        jobs,
-        next_after,
-    })
+    Ok(jobs)
 }
 
 fn vanished_view(job_id: JobId) -> JobView {
@@ -354,12 +545,12 @@ fn vanished_view(job_id: JobId) -> JobView {
     }
 }
 
-/// The status of a batch, listing one page of its jobs, or `None` if unknown.
+/// The status of a batch, listing what `query` asks for, or `None` if unknown.
 pub async fn batch_status(
     queue: &Queue,
     store: Option<&Store>,
     id: BatchId,
-    page: Page,
+    query: StatusQuery,
 ) -> Result<Option<StatusReport>, StatusError> {
     let ids = queue.batch_jobs(id).await?;
     let (stored, summary) = match store {
@@ -369,7 +560,7 @@ pub async fn batch_status(
     if ids.is_empty() && stored.is_empty() {
         return Ok(None);
     }
-    let listing = list(queue, store, ids, stored, page).await?;
+    let listing = list(queue, store, ids, stored, query).await?;
     let unserved = unserved_of(queue, powerfleet_queue::TallyOf::Batch(id)).await?;
     Ok(Some(StatusReport::Batch {
         unserved,
@@ -379,15 +570,16 @@ pub async fn batch_status(
         total: listing.total,
         next_after: listing.next_after,
         jobs: listing.jobs,
+        problems: listing.problems,
     }))
 }
 
-/// The status of a correlation id, listing one page of its jobs, or `None` if unknown.
+/// The status of a correlation id, listing what `query` asks for, or `None` if unknown.
 pub async fn correlation_status(
     queue: &Queue,
     store: Option<&Store>,
     id: &CorrelationId,
-    page: Page,
+    query: StatusQuery,
 ) -> Result<Option<StatusReport>, StatusError> {
     let ids = queue.correlation_jobs(id).await?;
     let stored = match store {
@@ -397,7 +589,7 @@ pub async fn correlation_status(
     if ids.is_empty() && stored.is_empty() {
         return Ok(None);
     }
-    let listing = list(queue, store, ids, stored, page).await?;
+    let listing = list(queue, store, ids, stored, query).await?;
     let unserved = unserved_of(queue, powerfleet_queue::TallyOf::Correlation(id)).await?;
     Ok(Some(StatusReport::Correlation {
         unserved,
@@ -406,6 +598,7 @@ pub async fn correlation_status(
         total: listing.total,
         next_after: listing.next_after,
         jobs: listing.jobs,
+        problems: listing.problems,
     }))
 }
 
@@ -425,27 +618,93 @@ async fn unserved_of(
     }
 }
 
-/// The status of whatever `id` names: a job, then a batch, then a correlation id (listing `page`
-/// of their jobs).
+/// The status of whatever `id` names: a job, then a batch, then a correlation id (listing what
+/// `query` asks for).
 pub async fn status(
     queue: &Queue,
     store: Option<&Store>,
     id: &str,
-    page: Page,
+    query: StatusQuery,
 ) -> Result<StatusReport, StatusError> {
     let id = id.trim();
     if let Ok(job) = id.parse::<JobId>() {
         if let Some(v) = job_view(queue, store, job).await? {
             return Ok(StatusReport::Job(Box::new(v)));
         }
-        if let Some(r) = batch_status(queue, store, BatchId(job.0), page).await? {
+        if let Some(r) = batch_status(queue, store, BatchId(job.0), query).await? {
             return Ok(r);
         }
     }
     if let Ok(corr) = id.parse::<CorrelationId>()
-        && let Some(r) = correlation_status(queue, store, &corr, page).await?
+        && let Some(r) = correlation_status(queue, store, &corr, query).await?
     {
         return Ok(r);
     }
     Err(StatusError::NotFound(id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use powerfleet_jobs::{CorrelationId, JobSpec, Prompt};
+    use powerfleet_queue::JobState;
+    use powerfleet_sampler::{Method, SamplerConfig};
+
+    use super::*;
+
+    /// A queued job of `model`, waiting for it (`why`, deferred at `at_ms` until `until_ms`) or not.
+    fn queued(model: &str, waiting: Option<(&str, u64, u64)>) -> JobState {
+        let job_id = JobId::new();
+        JobState {
+            job_id,
+            status: JobStatus::Queued,
+            spec: Some(JobSpec {
+                job_id,
+                correlation_id: CorrelationId::generate(),
+                batch_id: None,
+                problem_id: None,
+                model: model.into(),
+                prompt: Prompt::Text(String::new()),
+                config: SamplerConfig::new(Method::Power),
+                seed: 0,
+                stream: 0,
+                submitted_at_ms: 0,
+                fallback_single_sample: false,
+                stop: Vec::new(),
+                chat: false,
+                grading: None,
+            }),
+            progress: None,
+            deliveries: 1,
+            owner: None,
+            result: None,
+            error: None,
+            cancel_requested: false,
+            updated_at_ms: waiting.map(|(_, at, _)| at),
+            waiting: waiting.map(|(why, _, _)| why.to_string()),
+            not_before_ms: waiting.map(|(_, _, until)| until),
+        }
+    }
+
+    #[test]
+    fn queued_jobs_are_grouped_by_model_with_the_latest_reason_and_the_next_try() {
+        let url = "vllm+http://user:secret@gpu1:8000";
+        let models = Problems::models_of(&[
+            queued(url, Some(("down since 10 s", 1_000, 9_000))),
+            queued(url, Some(("down since 40 s", 4_000, 7_000))),
+            queued(url, None),
+            queued("toy:pivot", None),
+        ]);
+        assert_eq!(models.len(), 2, "{models:?}");
+        let toy = models.iter().find(|m| m.model == "toy:pivot").unwrap();
+        assert_eq!((toy.queued, toy.waiting, &toy.reason), (1, 0, &None));
+        let server = models.iter().find(|m| m.model != "toy:pivot").unwrap();
+        assert!(
+            !server.model.contains("secret"),
+            "credentials hidden: {}",
+            server.model
+        );
+        assert_eq!((server.queued, server.waiting), (3, 2));
+        assert_eq!(server.reason.as_deref(), Some("down since 40 s"));
+        assert_eq!(server.next_try_ms, Some(7_000));
+    }
 }

@@ -171,7 +171,7 @@ pub(super) async fn get_batch(
 ) -> Result<Json<StatusReport>, ApiError> {
     let id: BatchId = parse_id(&path_param(path)?)?;
     let page = page_of(query)?;
-    status::batch_status(&state.queue, Some(&state.store), id, page)
+    status::batch_status(&state.queue, Some(&state.store), id, page.into())
         .await?
         .map(Json)
         .ok_or_else(|| {
@@ -224,7 +224,7 @@ pub(super) async fn get_correlation(
 ) -> Result<Json<StatusReport>, ApiError> {
     let id: CorrelationId = parse_id(&path_param(path)?)?;
     let page = page_of(query)?;
-    status::correlation_status(&state.queue, Some(&state.store), &id, page)
+    status::correlation_status(&state.queue, Some(&state.store), &id, page.into())
         .await?
         .map(Json)
         .ok_or_else(|| {
