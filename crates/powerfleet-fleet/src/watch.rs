@@ -390,6 +390,7 @@ mod tests {
             },
             stored,
             summary: None,
+            unserved: Vec::new(),
         }
     }
 
