@@ -392,6 +392,7 @@ mod tests {
             },
             stored: 3026,
             summary: None,
+            unserved: Vec::new(),
         };
         let line = poll_of(&snap, Phase::Storing, Duration::from_secs(61));
         assert!(
