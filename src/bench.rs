@@ -227,12 +227,22 @@ fn spawn_worker(
     concurrency: usize,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<Arc<worker::WorkerReport>> {
+    spawn_worker_mapping(queue, consumer, concurrency, stop, Arc::default())
+}
+
+/// [`spawn_worker`] with the model names of `models`.
+fn spawn_worker_mapping(
+    queue: &Queue,
+    consumer: String,
+    concurrency: usize,
+    stop: &CancellationToken,
+    models: Arc<ModelRegistry>,
+) -> tokio::task::JoinHandle<Arc<worker::WorkerReport>> {
     let mut config = WorkerConfig::new(consumer);
     config.concurrency = concurrency;
     config.read_block = Duration::from_millis(100);
     let (queue, stop) = (queue.clone(), stop.clone());
     tokio::spawn(async move {
-        let models = Arc::new(ModelRegistry::default());
         worker::run(config, queue, models, async move { stop.cancelled().await }).await
     })
 }
@@ -524,8 +534,62 @@ async fn fleet(args: FleetBenchArgs) -> Result<()> {
             rate / base
         );
     }
+    claims_by_model_names(&url, &args, &trivial).await?;
     if args.cluster {
         cluster_beside_single(&url, &args, &checkpoint).await?;
+    }
+    Ok(())
+}
+
+/// Jobs claimed and run per second by one in-process worker, trivial chains: all jobs of one
+/// model name, against the same jobs spread over several names the worker maps (each name a
+/// stream of its own, read in turn).
+async fn claims_by_model_names(
+    url: &str,
+    args: &FleetBenchArgs,
+    trivial: &SamplerConfig,
+) -> Result<()> {
+    println!("\n## Claims per second with several model names in one namespace\n");
+    println!("| model names | jobs | seconds | jobs claimed/s | vs one name |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mut base = None;
+    for names in [1u64, 8] {
+        let ns = format!("bench-names-{names}");
+        let queue = queue_on(url, &ns).await?;
+        let mapping: Vec<String> = (0..names).map(|i| format!("m{i}=toy:tiny")).collect();
+        let registry = Arc::new(ModelRegistry::new(&mapping).map_err(anyhow::Error::msg)?);
+        let per_name = (args.jobs / names).max(1);
+        let start = Instant::now();
+        for i in 0..names {
+            let sub = submission(
+                &format!("m{i}"),
+                trivial.clone(),
+                per_name,
+                Prompt::Tokens(vec![]),
+            );
+            producer::submit(&queue, &sub).await?;
+        }
+        let total = per_name * names;
+        let stop = CancellationToken::new();
+        let worker = spawn_worker_mapping(
+            &queue,
+            format!("bench-names-{names}"),
+            args.concurrency,
+            &stop,
+            registry,
+        );
+        while queue.stream_lengths().await?.1 < total {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        stop.cancel();
+        worker.await?;
+        let rate = total as f64 / seconds;
+        let base = *base.get_or_insert(rate);
+        println!(
+            "| {names} | {total} | {seconds:.2} | {rate:.0} | {:.2}x |",
+            rate / base
+        );
     }
     Ok(())
 }
