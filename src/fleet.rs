@@ -568,7 +568,9 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .context("the worker does not start: fix the --model mapping")?;
     let stop = crate::observe::shutdown_token();
     let queue = args.redis.connect_waiting(&stop).await?;
-    args.ops.start(&queue, None, None, &stop).await?;
+    args.ops
+        .start(&queue, None, None, Some(&models), &stop)
+        .await?;
     let report = worker::run(config, queue, models, stop.clone().cancelled_owned()).await;
     stop.cancel();
     eprintln!(
@@ -627,7 +629,13 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
         config.sandbox.python = python;
     }
     args.ops
-        .start(&queue, Some(&store), Some(&config.store_health), &stop)
+        .start(
+            &queue,
+            Some(&store),
+            Some(&config.store_health),
+            None,
+            &stop,
+        )
         .await?;
     let report = collector::run(config, queue, store, stop.clone().cancelled_owned()).await;
     stop.cancel();
@@ -992,7 +1000,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         models = ?models.names,
         "API requests may name these models and the built-in toy models"
     );
-    args.ops.start(&queue, Some(&store), None, &stop).await?;
+    args.ops
+        .start(&queue, Some(&store), None, None, &stop)
+        .await?;
     let state = ApiState {
         queue,
         store,

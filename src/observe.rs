@@ -137,6 +137,7 @@ impl OpsArgs {
         queue: &Queue,
         store: Option<&Store>,
         store_health: Option<&ops::StoreHealth>,
+        models: Option<&Arc<powerfleet_fleet::ModelRegistry>>,
         stop: &CancellationToken,
     ) -> Result<()> {
         let Some(addr) = &self.metrics_listen else {
@@ -172,6 +173,7 @@ impl OpsArgs {
             queue: queue.clone(),
             store: store.cloned(),
             store_health: store_health.cloned(),
+            models: models.cloned(),
         };
         let stop = stop.clone();
         let timeouts = self.http_timeouts();

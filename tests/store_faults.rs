@@ -201,6 +201,7 @@ impl Collector {
             queue: queue.clone(),
             store: Some(store.clone()),
             store_health: Some(health.clone()),
+            models: None,
         };
         let ops_stop = stop.clone();
         tokio::spawn(async move {

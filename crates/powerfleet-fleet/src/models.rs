@@ -375,6 +375,26 @@ impl ModelRegistry {
         Ok(())
     }
 
+    /// Each registered name with why it is not ready (every server of it down), `None` when it
+    /// is: what a worker's `/readyz` reports.
+    pub fn readiness(&self) -> Vec<(String, Option<String>)> {
+        self.names()
+            .into_iter()
+            .map(|name| {
+                let why = match self.resolve(&name) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(backend) => backend.unavailable_for().map(|d| {
+                        format!(
+                            "every server is down (its circuit opened after repeated failures); next try in {} s, jobs wait meanwhile",
+                            d.as_secs().max(1)
+                        )
+                    }),
+                };
+                (name, why)
+            })
+            .collect()
+    }
+
     /// Resolves a job's model reference (a registered name, or a reference).
     pub fn resolve(&self, reference: &str) -> Result<Backend, ModelError> {
         let target = self.names.get(reference).map_or(reference, String::as_str);
@@ -467,6 +487,54 @@ pub fn load(reference: &str) -> Result<Backend, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readiness_names_the_model_whose_every_server_is_down() {
+        // Nothing listens on port 9: every request fails as an unavailable server.
+        let reg = ModelRegistry::new(&[
+            "down=llamacpp+http://127.0.0.1:9".to_string(),
+            "toy=toy:tiny".to_string(),
+        ])
+        .unwrap();
+        reg.check().unwrap();
+        assert_eq!(
+            reg.readiness(),
+            vec![("down".to_string(), None), ("toy".to_string(), None)],
+            "nothing is known to be down before a request fails"
+        );
+        let down = reg.resolve("down").unwrap();
+        let request = OwnedRequest {
+            prefix: vec![1],
+            prompt_len: 1,
+            max_tokens: 1,
+            temperature: 1.0,
+            top_k: None,
+            seed: 0,
+        };
+        for _ in 0..50 {
+            if down.unavailable_for().is_some() {
+                break;
+            }
+            let _ = down.generate(&request, 0).await;
+        }
+        let readiness = reg.readiness();
+        let (name, why) = &readiness[0];
+        assert_eq!(name, "down");
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains("every server is down")),
+            "{readiness:?}"
+        );
+        assert_eq!(readiness[1], ("toy".to_string(), None));
+    }
+
+    #[test]
+    fn a_mapping_that_cannot_work_is_refused_by_check() {
+        let reg = ModelRegistry::new(&["qwen=toy:pivto".to_string()]).unwrap();
+        let err = reg.check().unwrap_err().to_string();
+        assert!(err.starts_with("--model qwen=...: "), "{err}");
+        assert!(err.contains("pivto"), "{err}");
+    }
 
     #[test]
     fn registered_names_and_latency_options_resolve() {

@@ -27,6 +27,8 @@ pub struct OpsState {
     /// Whether the role can write the results it must store (a collector's); `/readyz` is
     /// unready while it cannot, though the database answers.
     pub store_health: Option<StoreHealth>,
+    /// A worker's model names; `/readyz` is unready while every server of one is down.
+    pub models: Option<Arc<crate::ModelRegistry>>,
 }
 
 /// The routes.
@@ -104,7 +106,17 @@ async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
             Err(_) => "no answer within 2 s".to_string(),
         },
     };
-    let ready = redis == "ok" && (database == "ok" || database == "not used");
+    let models: serde_json::Map<String, serde_json::Value> = state
+        .models
+        .as_ref()
+        .map(|m| m.readiness())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, why)| (name, json!(why.unwrap_or_else(|| "ok".to_string()))))
+        .collect();
+    let ready = redis == "ok"
+        && (database == "ok" || database == "not used")
+        && models.values().all(|v| v == "ok");
     let status = if ready {
         StatusCode::OK
     } else {
@@ -112,7 +124,7 @@ async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     };
     (
         status,
-        axum::Json(json!({"ready": ready, "redis": redis, "database": database})),
+        axum::Json(json!({"ready": ready, "redis": redis, "database": database, "models": models})),
     )
 }
 
