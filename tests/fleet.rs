@@ -1336,9 +1336,10 @@ async fn text_output_of_a_batch_is_counts_and_problems_and_lists_jobs_only_when_
     .concat());
     let ids: Vec<JobId> = listed.lines().filter_map(|l| l.parse().ok()).collect();
     assert_eq!(ids.len(), 5, "{listed}");
-    // A model no worker knows: its jobs fail, and status shows them as the problem.
+    // A toy model that does not exist: every worker fails its jobs, and status shows them as
+    // the problem.
     let broken = cli(&[
-        &["submit", "--model", "nomodel", "--chains", "3"][..],
+        &["submit", "--model", "toy:nomodel", "--chains", "3"][..],
         &small,
     ]
     .concat());

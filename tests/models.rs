@@ -60,7 +60,22 @@ async fn submit_for(fleet: &Fleet, model: &str) -> (BatchId, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_model_runs_on_the_workers_that_map_it_and_an_unserved_one_waits() {
-    let mut fleet = Fleet::new(BIN, false);
+    mixed_fleet(Fleet::new(BIN, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_model_runs_on_the_workers_that_map_it_on_a_redis_cluster() {
+    let cluster = powerfleet_queue::local_cluster::LocalCluster::start(3, 1).unwrap_or_else(|e| {
+        panic!("{e}; this test needs redis-server and redis-cli on PATH (scripts/test.sh installs them)")
+    });
+    let fleet = Fleet::on_redis_url(BIN, cluster.url(1));
+    assert!(fleet.queue().await.is_cluster());
+    mixed_fleet(fleet).await;
+}
+
+/// Three workers mapping {m1, m2}, {m2, m3} and {m3}, a collector, and jobs of m1 to m4: every
+/// job of m1 to m3 completes, m4's wait and say why, and a fourth worker mapping m4 runs them.
+async fn mixed_fleet(mut fleet: Fleet) {
     fleet.spawn_worker(&["--model", "m1=toy:pivot", "--model", "m2=toy:tiny"]);
     fleet.spawn_worker(&["--model", "m2=toy:tiny", "--model", "m3=toy:eos-lengths"]);
     fleet.spawn_worker(&["--model", "m3=toy:eos-lengths"]);
