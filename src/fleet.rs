@@ -91,11 +91,29 @@ impl RedisArgs {
             "Redis",
             stop,
             || Queue::connect(&self.redis, options.clone()),
-            |e| matches!(e, QueueError::Redis { .. }),
+            // Down, restarting or not up yet: wait. Refused credentials or a certificate that
+            // does not verify stay so: fail at once with the reason.
+            |e| matches!(e, QueueError::Redis { message, .. } if !redis_refuses_us(message)),
         )
         .await
         .context("cannot use the queue")
     }
+}
+
+/// Whether a Redis error says the server refuses this client for good (credentials, TLS), rather
+/// than that it cannot be reached yet.
+fn redis_refuses_us(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "wrongpass",
+        "noauth",
+        "certificate",
+        "invalid username",
+        "tls",
+        "ssl",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 /// Runs `attempt` until it succeeds, backing off (up to 10 s) after each error that

@@ -1296,7 +1296,6 @@ async fn submit_wait_without_a_database_follows_redis_and_creates_no_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_of_a_batch_is_counts_and_problems_and_lists_jobs_only_when_asked() {
     let mut fleet = Fleet::new(BIN, false);
-    fleet.spawn_worker(&["--concurrency", "8"]);
     fleet.spawn_collector();
     let cli = |args: &[&str]| common::stdout_of(&fleet.cli(args));
     let small = [
@@ -1336,13 +1335,24 @@ async fn text_output_of_a_batch_is_counts_and_problems_and_lists_jobs_only_when_
     .concat());
     let ids: Vec<JobId> = listed.lines().filter_map(|l| l.parse().ok()).collect();
     assert_eq!(ids.len(), 5, "{listed}");
-    // A toy model that does not exist: every worker fails its jobs, and status shows them as
-    // the problem.
+    // A toy model file that is gone by the time a worker loads it: every worker fails these
+    // jobs, and status shows them as the problem.
+    let nomodel = fleet.dir.path().join("nomodel.json");
+    std::fs::write(
+        &nomodel,
+        r#"{"vocab": ["a", "b", "<eos>"], "eos": 2, "default": [0.5, 0.4, 0.1], "contexts": []}"#,
+    )
+    .unwrap();
+    let reference = format!("toy:{}", nomodel.display());
     let broken = cli(&[
-        &["submit", "--model", "toy:nomodel", "--chains", "3"][..],
+        &["submit", "--model", reference.as_str(), "--chains", "3"][..],
         &small,
     ]
     .concat());
+    std::fs::remove_file(&nomodel).unwrap();
+    drop(cli);
+    fleet.spawn_worker(&["--concurrency", "8"]);
+    let cli = |args: &[&str]| common::stdout_of(&fleet.cli(args));
     let broken_batch = broken
         .lines()
         .find_map(|l| l.strip_prefix("batch_id "))

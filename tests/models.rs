@@ -330,3 +330,91 @@ async fn a_worker_and_a_collector_started_before_redis_come_up_when_it_does() {
     assert_eq!(stored.len(), 3);
     assert!(stored.iter().all(|r| r.status == JobStatus::Completed));
 }
+
+/// Jobs enqueued by the layout before model streams (every job on the shared stream, whatever its
+/// model) still run after an upgrade: a worker that does not map the job's name moves it to the
+/// name's stream, and a worker that maps it runs it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_the_old_single_stream_layout_run_after_an_upgrade() {
+    let mut fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let client = redis::Client::open(fleet.redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let specs = batch("m9")
+        .problems(2)
+        .seeds(2)
+        .build()
+        .jobs(
+            &powerfleet_jobs::CorrelationId::generate(),
+            Some(BatchId::new()),
+        )
+        .unwrap();
+    let mut ids = Vec::new();
+    for spec in &specs {
+        // As the earlier enqueue script wrote them: the entry on the shared stream, and a state
+        // hash without a stream. No tallies: status counts such jobs from their states.
+        let json = serde_json::to_string(spec).unwrap();
+        let entry: String = redis::cmd("XADD")
+            .arg(queue.keys().jobs())
+            .arg("*")
+            .arg("job_id")
+            .arg(spec.job_id.to_string())
+            .arg("spec")
+            .arg(&json)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let now = powerfleet_jobs::now_ms();
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg(queue.keys().job(spec.job_id))
+            .arg(&[
+                ("spec", json.as_str()),
+                ("status", "queued"),
+                ("fence", "0"),
+                ("deliveries", "0"),
+                ("entry", entry.as_str()),
+                ("correlation_id", spec.correlation_id.as_str()),
+                ("batch_id", &spec.batch_id.unwrap().to_string()),
+                ("method", spec.method().as_str()),
+                ("submitted_at_ms", &now.to_string()),
+                ("updated_at_ms", &now.to_string()),
+                ("cancel", "0"),
+            ])
+            .ignore()
+            .cmd("SADD")
+            .arg(queue.keys().batch(spec.batch_id.unwrap()))
+            .arg(spec.job_id.to_string())
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        ids.push(spec.job_id);
+    }
+    // The upgraded fleet: a worker of another name, then one that maps m9.
+    fleet.spawn_worker(&["--model", "m1=toy:tiny"]);
+    fleet.spawn_collector();
+    eventually(
+        &fleet,
+        "the old jobs did not move to m9's stream",
+        Duration::from_secs(120),
+        async || {
+            queue
+                .backlog_by_stream()
+                .await
+                .unwrap()
+                .iter()
+                .any(|b| b.model.as_deref() == Some("m9") && b.queued == ids.len() as u64)
+        },
+    )
+    .await;
+    fleet.spawn_worker(&["--model", "m9=toy:tiny"]);
+    let batch_id = specs[0].batch_id.unwrap();
+    let results = fleet
+        .wait_for_results(batch_id, ids.len(), Duration::from_secs(600))
+        .await;
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        assert_eq!(r.attempts, 1, "a move is not a delivery: {r:?}");
+    }
+}

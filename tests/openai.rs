@@ -456,8 +456,10 @@ async fn mcmc_on_a_hosted_model_and_oversized_bodies_are_refused_before_any_job_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn models_lists_the_configured_names_and_the_builtin_toys() {
-    let (_fleet, _serve, base) = fleet_with_api(&["--model", "qwen"]).await;
+async fn models_lists_the_served_names_and_the_builtin_toys() {
+    let (mut fleet, _serve, base) = fleet_with_api(&["--model", "qwen", "--model", "gemma"]).await;
+    // A live worker serves qwen; gemma is configured but nobody serves it now.
+    fleet.spawn_worker(&["--model", "qwen=toy:tiny"]);
     let body: Value = client()
         .get(format!("{base}/v1/models"))
         .bearer_auth(TOKEN)
@@ -475,6 +477,7 @@ async fn models_lists_the_configured_names_and_the_builtin_toys() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids[0], "qwen");
+    assert!(!ids.contains(&"gemma"), "{ids:?}");
     for toy in powerfleet_models::builtin::names() {
         assert!(ids.contains(&format!("toy:{toy}").as_str()), "{ids:?}");
     }

@@ -68,8 +68,11 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
         stderr.contains(":***@127.0.0.1"),
         "the server is named: {stderr}"
     );
+    // A collector whose database cannot be reached waits for it, saying so; the message names
+    // the server, never the password.
     let db = format!("postgres://powerfleet:{DB_SECRET}@127.0.0.1:1/results");
-    let out = Command::new(BIN)
+    let log_path = fleet.dir.path().join("waiting-collector.log");
+    let mut collector = Command::new(BIN)
         .args([
             "collector",
             "--redis",
@@ -77,10 +80,23 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
             "--database-url",
             &db,
         ])
-        .output()
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
         .unwrap();
-    let db_err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let db_err = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("waiting for the results database") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && collector.try_wait().unwrap().is_none(),
+            "the collector does not say it waits for its database:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = collector.kill();
+    let _ = collector.wait();
     assert!(db_err.contains("powerfleet:***@127.0.0.1:1"), "{db_err}");
     for (what, text) in [
         ("logs", fleet.logs()),

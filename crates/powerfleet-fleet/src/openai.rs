@@ -1209,7 +1209,16 @@ async fn check_served(state: &ApiState, model: &str) -> Result<(), OpenAiError> 
     if powerfleet_queue::served(&live, model) {
         return Ok(());
     }
-    if state.models.check("model", model).is_err() {
+    if let Err(refused) = state.models.check("model", model) {
+        // A URL or a reference the policy refuses gets the policy's own 400, which names why.
+        let not_a_name = matches!(
+            powerfleet_jobs::ModelRoute::of(model),
+            powerfleet_jobs::ModelRoute::Reference
+        ) || model.contains("://")
+            || model.chars().any(|c| c.is_whitespace() || c == '?');
+        if not_a_name {
+            return Err(refused.into());
+        }
         return Err(OpenAiError {
             status: StatusCode::NOT_FOUND,
             message: format!(
