@@ -1350,7 +1350,6 @@ async fn text_output_of_a_batch_is_counts_and_problems_and_lists_jobs_only_when_
     ]
     .concat());
     std::fs::remove_file(&nomodel).unwrap();
-    drop(cli);
     fleet.spawn_worker(&["--concurrency", "8"]);
     let cli = |args: &[&str]| common::stdout_of(&fleet.cli(args));
     let broken_batch = broken
