@@ -35,9 +35,10 @@ pub enum BenchCommand {
     /// the server's own capacity under a plain load with the same settings, and the cost
     /// multiplier at the paper's settings scaled down.
     Server(ServerBenchArgs),
-    /// The results collector on a private redis-server and a SQLite file: results stored per
-    /// second with and without benchmark grading, grading alone on one thread, and building a
-    /// batch's report.
+    /// Storing results: per second into SQLite and PostgreSQL, one result per transaction against
+    /// one transaction per batch, and through the results collector on a private redis-server;
+    /// then the collector with and without benchmark grading, grading alone on one thread, and
+    /// building a batch's report.
     Collector(CollectorBenchArgs),
     /// The cost of an inference-server restart: a batch against a llama-server of its own, once
     /// without and once with the server stopped mid-batch; jobs completed, identical tokens, and
@@ -87,6 +88,14 @@ pub struct CollectorBenchArgs {
     /// Results per measurement.
     #[arg(long, default_value_t = 5_000)]
     pub results: u64,
+    /// Results per transaction in the batched measurements (the collector's default read).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// A PostgreSQL database to measure too, e.g. postgres://postgres@127.0.0.1/bench. The
+    /// benchmark adds its results there (under new batch ids) and leaves them: use a scratch
+    /// database (`createdb powerfleet_bench`). Without it, only SQLite is measured.
+    #[arg(long, env = "POWERFLEET_BENCH_POSTGRES_URL")]
+    pub postgres: Option<String>,
 }
 
 /// Arguments of `powerfleet bench server`.
@@ -781,12 +790,13 @@ fn synthetic_result(
     r
 }
 
-/// Stores `results` through a collector; returns the seconds it took.
+/// Stores `results` through a collector reading `batch` at a time; returns the seconds it took.
 async fn collect_all(
     redis: &LocalRedis,
     store: &powerfleet_store::Store,
     namespace: &str,
     results: &[powerfleet_jobs::JobResult],
+    batch: usize,
 ) -> Result<f64> {
     use powerfleet_fleet::collector::{self, CollectorConfig};
     let queue = queue_on(&redis.url(), namespace).await?;
@@ -797,43 +807,98 @@ async fn collect_all(
             .push_raw_result_entry(&[("job_id", &r.job_id.to_string()), ("result", &json)])
             .await?;
     }
-    let batch = results[0]
+    let batch_id = results[0]
         .batch_id
         .context("benchmark results have a batch")?;
     let stop = CancellationToken::new();
     let mut config = CollectorConfig::new(format!("bench-{namespace}"));
     config.read_block = Duration::from_millis(50);
+    config.batch = batch;
     let start = Instant::now();
     let role = tokio::spawn({
         let (queue, store, stop) = (queue.clone(), store.clone(), stop.clone());
         async move { collector::run(config, queue, store, async move { stop.cancelled().await }).await }
     });
-    loop {
-        let stored = store.batch_summary(batch).await?.map_or(0, |s| s.jobs);
-        if stored >= results.len() as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // One collector stores the entries in stream order, so the last one is stored last; a
+    // primary-key lookup keeps the polling off the database's back.
+    let last = results[results.len() - 1].job_id;
+    while store.job(last).await?.is_none() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let seconds = start.elapsed().as_secs_f64();
     stop.cancel();
     role.await?;
+    let stored = store.batch_summary(batch_id).await?.map_or(0, |s| s.jobs);
+    anyhow::ensure!(
+        stored == results.len() as u64,
+        "the collector stored {stored} of {} results",
+        results.len()
+    );
     Ok(seconds)
+}
+
+/// Results per second stored into `store` one transaction per result, and one transaction per
+/// `batch` results (each measured on `n` new results).
+async fn store_rates(store: &powerfleet_store::Store, n: u64, batch: usize) -> Result<(f64, f64)> {
+    let results = |b| {
+        (0..n)
+            .map(|i| synthetic_result(b, i, false))
+            .collect::<Vec<_>>()
+    };
+    let (one_batch, many_batch) = (
+        powerfleet_jobs::BatchId::new(),
+        powerfleet_jobs::BatchId::new(),
+    );
+    let one = results(one_batch);
+    let start = Instant::now();
+    for r in &one {
+        anyhow::ensure!(store.record(r).await?, "job {} was stored before", r.job_id);
+    }
+    let one_s = start.elapsed().as_secs_f64();
+    let many = results(many_batch);
+    let start = Instant::now();
+    for chunk in many.chunks(batch) {
+        for outcome in store.record_batch(chunk).await? {
+            anyhow::ensure!(
+                matches!(outcome, powerfleet_store::Recorded::Stored),
+                "a benchmark result was not stored: {outcome:?}"
+            );
+        }
+    }
+    let many_s = start.elapsed().as_secs_f64();
+    for b in [one_batch, many_batch] {
+        let jobs = store.batch_summary(b).await?.map_or(0, |s| s.jobs);
+        anyhow::ensure!(jobs == n, "batch {b} counts {jobs} jobs, not {n}");
+    }
+    Ok((n as f64 / one_s, n as f64 / many_s))
 }
 
 async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
     anyhow::ensure!(args.results >= 100, "--results must be >= 100");
+    anyhow::ensure!(args.batch >= 1, "--batch must be >= 1");
     let redis = LocalRedis::start(LocalRedisOptions::default())?;
     // The SQLite file lives in the redis-server's temporary directory, removed with it.
     let dir = redis.dir().to_path_buf();
     let store =
         powerfleet_store::Store::connect(&format!("sqlite://{}", dir.join("bench.db").display()))
             .await?;
+    let postgres = match &args.postgres {
+        Some(url) => Some(
+            powerfleet_store::Store::connect(url)
+                .await
+                .context("--postgres")?,
+        ),
+        None => None,
+    };
     eprintln!(
-        "benchmark: {} results per measurement, private redis-server on port {}, SQLite in {}",
+        "benchmark: {} results per measurement, private redis-server on port {}, SQLite in {}{}",
         args.results,
         redis.port(),
-        dir.display()
+        dir.display(),
+        match &postgres {
+            Some(pg) => format!(", PostgreSQL at {}", pg.url()),
+            None => ", no PostgreSQL (--postgres URL measures one)".to_string(),
+        }
     );
     let batch = |graded| {
         let b = powerfleet_jobs::BatchId::new();
@@ -841,10 +906,35 @@ async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
             .map(|i| synthetic_result(b, i, graded))
             .collect::<Vec<_>>()
     };
-    let plain = batch(false);
+
+    println!(
+        "| database | one result per transaction, results/s | one transaction per {} results, \
+         results/s | batched vs one per transaction | collector, results/s |",
+        args.batch
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut databases = vec![("SQLite", &store)];
+    if let Some(pg) = &postgres {
+        databases.push(("PostgreSQL", pg));
+    }
+    let mut plain_s = None;
+    for (name, db) in databases {
+        let (one, many) = store_rates(db, args.results, args.batch).await?;
+        let plain = batch(false);
+        let namespace = format!("bench-{}", name.to_lowercase());
+        let seconds = collect_all(&redis, db, &namespace, &plain, args.batch).await?;
+        plain_s.get_or_insert(seconds);
+        println!(
+            "| {name} | {one:.0} | {many:.0} | {:.1}x | {:.0} |",
+            many / one,
+            args.results as f64 / seconds
+        );
+    }
+    let plain_s = plain_s.context("SQLite is always measured")?;
+    println!();
+
     let graded = batch(true);
-    let plain_s = collect_all(&redis, &store, "bench-plain", &plain).await?;
-    let graded_s = collect_all(&redis, &store, "bench-graded", &graded).await?;
+    let graded_s = collect_all(&redis, &store, "bench-graded", &graded, args.batch).await?;
 
     let start = Instant::now();
     let mut right = 0u64;

@@ -5,23 +5,70 @@ mod common;
 
 use common::{BIN, stdout_of};
 
-/// `powerfleet bench collector` runs end to end and reports its four measurements; it checks
-/// itself that the collector's grades agree with grading alone.
-#[test]
-fn bench_collector_measures_grading_in_the_collector() {
-    let out = std::process::Command::new(BIN)
-        .args(["bench", "collector", "--results", "200"])
-        .output()
-        .unwrap();
-    let stdout = stdout_of(&out);
-    for row in [
-        "| collector, results without a reference |",
-        "| collector, MATH results graded before storing |",
-        "| grading alone, one thread |",
-        "| building the batch's report |",
-    ] {
-        assert!(stdout.contains(row), "{stdout}");
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+/// Runs `body` with the URL of a fresh PostgreSQL database on POWERFLEET_TEST_POSTGRES_URL's
+/// server, dropped afterwards even when the body panics.
+fn with_scratch_postgres(body: impl FnOnce(&str)) {
+    use sqlx::Connection;
+    let admin = std::env::var("POWERFLEET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let run = |sql: String| {
+        runtime.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not reachable at {}: {e}. Run scripts/test.sh (it installs and \
+                     starts PostgreSQL) or set POWERFLEET_TEST_POSTGRES_URL",
+                    powerfleet_store::redact_url(&admin)
+                )
+            });
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        })
+    };
+    let name = format!(
+        "pf_bench_{}",
+        powerfleet_jobs::JobId::new().to_string().replace('-', "")
+    );
+    run(format!("CREATE DATABASE {name}"));
+    let (base, query) = admin.split_at(admin.find('?').unwrap_or(admin.len()));
+    let url = format!("{}/{name}{query}", &base[..base.rfind('/').unwrap()]);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&url)));
+    run(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
     }
+}
+
+/// `powerfleet bench collector` runs end to end and reports its measurements: storing into
+/// SQLite and PostgreSQL, one result per transaction against batched, and through the collector;
+/// it checks itself that every result is stored once and that the collector's grades agree with
+/// grading alone.
+#[test]
+fn bench_collector_measures_storing_and_grading_in_the_collector() {
+    with_scratch_postgres(|postgres| {
+        let out = std::process::Command::new(BIN)
+            .args(["bench", "collector", "--results", "200", "--batch", "50"])
+            .args(["--postgres", postgres])
+            .output()
+            .unwrap();
+        let stdout = stdout_of(&out);
+        for row in [
+            "| one transaction per 50 results, results/s |",
+            "| SQLite |",
+            "| PostgreSQL |",
+            "| collector, results without a reference |",
+            "| collector, MATH results graded before storing |",
+            "| grading alone, one thread |",
+            "| building the batch's report |",
+        ] {
+            assert!(stdout.contains(row), "{row} missing from: {stdout}");
+        }
+    });
     let out = std::process::Command::new(BIN)
         .args(["bench", "collector", "--results", "5"])
         .output()

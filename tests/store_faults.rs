@@ -19,7 +19,7 @@ use powerfleet_jobs::{BatchId, JobId, JobResult, now_ms};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{COLLECTOR_GROUP, Queue, QueueOptions};
 use powerfleet_sampler::ChainStats;
-use powerfleet_store::{Store, StoreOptions, redact_url};
+use powerfleet_store::{Recorded, Store, StoreOptions, redact_url};
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
@@ -170,6 +170,12 @@ impl Collector {
     }
 
     async fn start_with(db_url: &str, options: &StoreOptions) -> Collector {
+        let (redis, queue, store) = Collector::parts(db_url, options).await;
+        Collector::run(redis, queue, store, "c1").await
+    }
+
+    /// A private redis-server, a queue client on it and a store, for a collector to run on.
+    async fn parts(db_url: &str, options: &StoreOptions) -> (LocalRedis, Queue, Store) {
         let redis = LocalRedis::start(LocalRedisOptions::default()).unwrap_or_else(|e| {
             panic!("{e}; these tests need redis-server on PATH (scripts/test.sh installs it)")
         });
@@ -182,8 +188,9 @@ impl Collector {
         )
         .await
         .unwrap();
+        queue.ensure_groups().await.unwrap();
         let store = Store::connect_with(db_url, options).await.unwrap();
-        Collector::run(redis, queue, store, "c1").await
+        (redis, queue, store)
     }
 
     /// Runs a collector named `consumer` on `redis` and `store`.
@@ -284,6 +291,27 @@ impl Collector {
             Some(redis::Value::Int(n)) => *n as u64,
             other => panic!("unexpected XPENDING reply {other:?}"),
         }
+    }
+
+    /// Result entries not acknowledged: delivered and pending, or not delivered yet.
+    async fn unacknowledged(&self) -> u64 {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.queue.keys().results())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let group = groups
+            .iter()
+            .find(|g| g.get("name") == Some(&redis::Value::BulkString(COLLECTOR_GROUP.into())))
+            .expect("the collectors' group exists");
+        let lag = match group.get("lag") {
+            Some(redis::Value::Int(n)) => *n as u64,
+            other => panic!("XINFO GROUPS has no lag for the collectors' group: {other:?}"),
+        };
+        self.pending().await + lag
     }
 
     async fn stop(self) -> Arc<CollectorReport> {
@@ -663,6 +691,195 @@ async fn results_a_stopped_collector_kept_are_taken_over_by_another() {
         assert_eq!(c.store.batch_summary(batch).await.unwrap().unwrap().jobs, 5);
         let second = c.stop().await;
         assert_eq!(count(&second.stored), 5);
+    })
+    .await;
+}
+
+/// Makes every write of `table` fail for a reason of the database's until the returned SQL runs:
+/// a disk-full error on PostgreSQL (raised by a deferred trigger when `at_commit`: every
+/// statement of the transaction succeeds and its commit fails), an error of the engine on SQLite.
+async fn fail_writes(url: &str, table: &str, at_commit: bool) -> &'static str {
+    let (sql, conn_sqlite) = if url.starts_with("sqlite:") {
+        assert!(!at_commit, "SQLite has no deferred triggers");
+        (
+            format!(
+                "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
+                 CREATE TRIGGER injected_failure BEFORE INSERT ON {table} \
+                 WHEN EXISTS (SELECT 1 FROM failing) \
+                 BEGIN SELECT abs(-9223372036854775807 - 1); END"
+            ),
+            true,
+        )
+    } else {
+        let timing = if at_commit {
+            "CONSTRAINT TRIGGER injected_failure AFTER INSERT ON TABLE DEFERRABLE INITIALLY DEFERRED"
+        } else {
+            "TRIGGER injected_failure BEFORE INSERT ON TABLE"
+        }
+        .replace("TABLE", table);
+        (
+            format!(
+                "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
+                 CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN \
+                   IF EXISTS (SELECT 1 FROM failing) THEN \
+                     RAISE EXCEPTION 'could not extend file: No space left on device (injected)' \
+                       USING ERRCODE = 'disk_full'; \
+                   END IF; \
+                   RETURN NEW; \
+                 END $$; \
+                 CREATE {timing} FOR EACH ROW EXECUTE FUNCTION injected_failure()"
+            ),
+            false,
+        )
+    };
+    execute_on(url, conn_sqlite, &sql).await;
+    "DELETE FROM failing"
+}
+
+/// Runs `sql` on the database at `url`, bypassing the store.
+async fn execute_on(url: &str, sqlite: bool, sql: &str) {
+    if sqlite {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    }
+}
+
+/// A batch whose transaction fails after its rows are written (at the commit on PostgreSQL, at
+/// the aggregates on SQLite) stores nothing and acknowledges nothing; once the database takes
+/// writes again, every result is stored, for the first time, and only then acknowledged.
+async fn a_batch_is_acknowledged_only_after_it_commits(url: String, _name: String) {
+    let c = Collector::start(&url).await;
+    let sqlite = url.starts_with("sqlite:");
+    let batch = BatchId::new();
+    c.publish(&result(batch, "before")).await;
+    c.wait_stored(batch, 1, Duration::from_secs(30)).await;
+    wait_until(
+        "the first result is acknowledged",
+        Duration::from_secs(30),
+        || async { c.unacknowledged().await == 0 },
+    )
+    .await;
+
+    let heal = if sqlite {
+        fail_writes(&url, "batch_aggregates", false).await
+    } else {
+        fail_writes(&url, "job_results", true).await
+    };
+    let published: Vec<JobResult> = (0..25)
+        .map(|i| result(batch, &format!("held {i}")))
+        .collect();
+    for r in &published {
+        c.publish(r).await;
+    }
+    wait_until(
+        "storing a batch failed a few times",
+        Duration::from_secs(30),
+        || async { c.health.failures() >= 3 },
+    )
+    .await;
+    assert_eq!(c.unacknowledged().await, 25, "nothing is acknowledged");
+    assert_eq!(c.stored(batch).await.len(), 1, "nothing is stored");
+    assert_eq!(
+        c.store.batch_summary(batch).await.unwrap().unwrap().jobs,
+        1,
+        "nothing is counted"
+    );
+    assert_eq!(c.dead().await, Vec::new(), "nothing is dead-lettered");
+
+    execute_on(&url, sqlite, heal).await;
+    c.wait_stored(batch, 26, Duration::from_secs(60)).await;
+    wait_until(
+        "every result is acknowledged",
+        Duration::from_secs(30),
+        || async { c.unacknowledged().await == 0 },
+    )
+    .await;
+    assert_eq!(
+        c.store.batch_summary(batch).await.unwrap().unwrap().jobs,
+        26
+    );
+    assert_eq!(c.dead().await, Vec::new());
+    let report = c.stop().await;
+    // Had a failed attempt committed anything, its retry would have found duplicates.
+    assert_eq!(count(&report.stored), 26);
+    assert_eq!(count(&report.duplicates), 0);
+    assert!(count(&report.store_failures) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_acknowledged_only_after_it_commits_on_postgres() {
+    on_postgres(a_batch_is_acknowledged_only_after_it_commits).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_acknowledged_only_after_it_commits_on_sqlite() {
+    on_sqlite(a_batch_is_acknowledged_only_after_it_commits).await;
+}
+
+/// A collector that died after its batch committed and before it acknowledged the entries: they
+/// stay pending, another collector takes them over and finds every result stored already, counts
+/// none twice, and acknowledges them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_a_collector_stored_and_died_before_acknowledging_are_stored_once() {
+    on_sqlite(|url, _| async move {
+        let (redis, queue, store) = Collector::parts(&url, &StoreOptions::default()).await;
+        let batch = BatchId::new();
+        let published: Vec<JobResult> = (0..12)
+            .map(|i| result(batch, &format!("committed {i}")))
+            .collect();
+        for r in &published {
+            let json = serde_json::to_string(r).unwrap();
+            queue
+                .push_raw_result_entry(&[("job_id", &r.job_id.to_string()), ("result", &json)])
+                .await
+                .unwrap();
+        }
+        // The collector that dies: it reads the entries and commits their batch, no more.
+        let read = queue.read_results("died", 100, 100).await.unwrap();
+        assert_eq!(read.len(), 12);
+        let results: Vec<JobResult> = read.iter().map(|d| d.result.clone().unwrap()).collect();
+        let recorded = store.record_batch(&results).await.unwrap();
+        assert!(recorded.iter().all(|r| matches!(r, Recorded::Stored)));
+        let before = store.batch_summary(batch).await.unwrap();
+        let pending: Vec<redis::Value> = {
+            let client = redis::Client::open(redis.url().as_str()).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("XPENDING")
+                .arg(queue.keys().results())
+                .arg(COLLECTOR_GROUP)
+                .query_async(&mut c)
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            pending.first(),
+            Some(&redis::Value::Int(12)),
+            "the dead collector's entries are pending"
+        );
+
+        let c = Collector::run(redis, queue, store, "c2").await;
+        wait_until(
+            "the entries are taken over and acknowledged",
+            Duration::from_secs(60),
+            || async { c.unacknowledged().await == 0 },
+        )
+        .await;
+        assert_eq!(c.stored(batch).await.len(), 12);
+        assert_eq!(
+            c.store.batch_summary(batch).await.unwrap(),
+            before,
+            "counted once"
+        );
+        assert_eq!(c.dead().await, Vec::new());
+        let report = c.stop().await;
+        assert_eq!(count(&report.stored), 0);
+        assert_eq!(count(&report.duplicates), 12);
     })
     .await;
 }

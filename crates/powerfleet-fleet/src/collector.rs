@@ -1,13 +1,17 @@
 //! The results collector: moves results from the results stream into SQL, exactly once.
 //!
-//! Several collectors may share the consumer group. A result is acknowledged only after it is
-//! stored; storing is idempotent by job id, so a redelivered result never counts twice.
+//! Several collectors may share the consumer group. Each round stores the results it has in one
+//! transaction ([`Store::record_batch`]): what one read returned (up to `batch`), or the results
+//! whose programs have run, or those a failed round kept. Their entries are acknowledged only
+//! after that transaction commits; storing is idempotent by job id, so a redelivered result (a
+//! collector that died between the commit and the acknowledgement) never counts twice.
 //!
 //! A result the database refuses for a reason of its own (a constraint it violates, a value out
-//! of range) or that cannot be decoded is moved to the dead-letter stream whole. Every other
-//! failure (the database down, restarting, read-only, out of disk space, locked, too slow) is the
-//! database's: the collector keeps the result unacknowledged, retries it with backoff before it
-//! reads anything new, and reports itself unready on `/readyz` until a result is stored again.
+//! of range) or that cannot be decoded is moved to the dead-letter stream whole; the rest of its
+//! batch is stored. Every other failure (the database down, restarting, read-only, out of disk
+//! space, locked, too slow) is the database's: the transaction stores nothing, and the collector
+//! keeps the whole batch unacknowledged, retries it with backoff before it reads anything new, and
+//! reports itself unready on `/readyz` until a batch is stored again.
 //!
 //! Completed benchmark jobs are graded here, against the reference their job carries, before they
 //! are stored: the extracted answer and the verdict go into the result and their own columns.
@@ -18,12 +22,13 @@
 //! Graders that run it (`humaneval`) take up to the sandbox's time limit, so they run off the
 //! main loop: each such result goes to a pool of `grading_executors` sandboxed runs (a
 //! semaphore over blocking threads), and the loop goes on reading and storing the other
-//! results. A result is stored only once it is graded, and acknowledged only after it is
-//! stored, as every other result: until then it stays pending in the consumer group, so a
-//! collector that dies mid-grading leaves it to be reclaimed and graded again (grading is
-//! deterministic up to the program's own behaviour, and storing is idempotent by job id). The
-//! loop skips reclaimed entries it is grading already, and stops reading new results while more
-//! than [`GRADING_BACKLOG_PER_EXECUTOR`] results per executor wait for the sandbox.
+//! results. A result is stored only once it is graded (in a later round's batch than the one it
+//! was read with), and acknowledged only after it is stored, as every other result: until then it
+//! stays pending in the consumer group, so a collector that dies mid-grading leaves it to be
+//! reclaimed and graded again (grading is deterministic up to the program's own behaviour, and
+//! storing is idempotent by job id). The loop skips reclaimed entries it is grading already, and
+//! stops reading new results while more than [`GRADING_BACKLOG_PER_EXECUTOR`] results per
+//! executor wait for the sandbox.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -34,7 +39,7 @@ use std::time::Duration;
 use powerfleet_jobs::JobResult;
 use powerfleet_queue::{Queue, ResultDelivery};
 use powerfleet_sandbox::{Sandbox, SandboxConfig};
-use powerfleet_store::Store;
+use powerfleet_store::{Recorded, Store};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +52,7 @@ use crate::ops::StoreHealth;
 pub struct CollectorConfig {
     /// This collector's consumer name.
     pub consumer: String,
-    /// Results read per round.
+    /// Results read per round, and so stored per transaction.
     pub batch: usize,
     /// How long one read waits for results.
     pub read_block: Duration,
@@ -97,8 +102,8 @@ pub struct CollectorReport {
     /// Result entries moved to the dead-letter stream: undecodable, or refused by the database
     /// for a reason of their own.
     pub dead: AtomicU64,
-    /// Times storing a result failed for a reason of the database's (the result was kept and
-    /// retried).
+    /// Times storing a batch of results failed for a reason of the database's (nothing of it was
+    /// stored; it was kept and retried whole).
     pub store_failures: AtomicU64,
     /// Results graded by running them in the sandbox.
     pub executed: AtomicU64,
@@ -213,13 +218,18 @@ pub async fn run(
                     }
                 }
             }
-            while let Some(d) = deliveries.front() {
-                if let Err(e) = collect(&queue, &store, &config.store_health, &report, d).await {
-                    // This one and those after it are kept for the next round.
-                    unstored = std::mem::take(&mut deliveries);
-                    return Err(e);
-                }
-                deliveries.pop_front();
+            if let Err(e) = collect(
+                &queue,
+                &store,
+                &config.store_health,
+                &report,
+                &mut deliveries,
+            )
+            .await
+            {
+                // Those not stored, or stored and not acknowledged, are kept for the next round.
+                unstored = std::mem::take(&mut deliveries);
+                return Err(e);
             }
             // No result waits for the database any more.
             config.store_health.recovered();
@@ -266,68 +276,119 @@ pub async fn run(
     report
 }
 
-/// Stores one result and acknowledges it, or dead-letters it when it is its own fault; `Err` when
-/// it must be kept and tried again (the database or Redis failed).
+/// What becomes of a delivery once its batch is stored.
+enum Settle {
+    /// Stored now or before: acknowledge it.
+    Ack,
+    /// Undecodable, or refused by the database for a reason of its own: dead-letter it whole.
+    DeadLetter(String),
+}
+
+/// Stores the results of `deliveries` in one transaction, then acknowledges them, and
+/// dead-letters those that are their own fault. `Err` when some must be kept and tried again:
+/// they are left in `deliveries`. When the database fails, that is all of them, none stored and
+/// none acknowledged; when Redis fails, those not yet acknowledged or dead-lettered (storing
+/// them again finds them stored).
 async fn collect(
     queue: &Queue,
     store: &Store,
     health: &StoreHealth,
     report: &CollectorReport,
-    delivery: &ResultDelivery,
+    deliveries: &mut VecDeque<ResultDelivery>,
 ) -> Result<(), String> {
-    let reason = match &delivery.result {
-        Ok(result) => match store.record(result).await {
-            Ok(inserted) => {
+    let results: Vec<&JobResult> = deliveries
+        .iter()
+        .filter_map(|d| d.result.as_ref().ok())
+        .collect();
+    let recorded = if results.is_empty() {
+        Vec::new()
+    } else {
+        match store.record_batch(&results).await {
+            Ok(recorded) => {
                 health.recovered();
-                let counter = if inserted {
-                    crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
-                    // Counted once per job: only when its result is stored for the first time.
-                    if result.grade_error.is_some() {
-                        crate::metrics::add(crate::metrics::GRADING_FAILED, 1);
-                    }
-                    if let Some(g) = &result.grade {
-                        crate::metrics::add(
-                            if g.correct {
-                                crate::metrics::GRADED_CORRECT
-                            } else {
-                                crate::metrics::GRADED_INCORRECT
-                            },
-                            1,
-                        );
-                    }
-                    &report.stored
-                } else {
-                    crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
-                    &report.duplicates
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                return queue
-                    .ack_result(&delivery.entry_id)
-                    .await
-                    .map_err(|e| e.to_string());
+                recorded
             }
-            // The result is at fault: storing it again fails the same way, and the results
-            // behind it must not wait.
-            Err(e) if e.is_permanent_for_this_result() => {
-                format!("the results database refused it: {e}")
-            }
-            // The database is: keep the result (unacknowledged) and back off.
+            // The database is at fault: keep the whole batch (unacknowledged) and back off.
             Err(e) => {
                 report.store_failures.fetch_add(1, Ordering::Relaxed);
                 health.failing(&e);
                 return Err(e.to_string());
             }
-        },
-        Err(reason) => reason.clone(),
+        }
     };
-    warn!(entry = %delivery.entry_id, reason = %reason, "result moved to the dead-letter stream");
-    report.dead.fetch_add(1, Ordering::Relaxed);
-    crate::metrics::add(crate::metrics::JOBS_DEAD_LETTERED, 1);
-    // Whole: the entry may be the only copy of a result someone wants to republish.
-    queue
-        .dead_letter_result_entry(delivery, &reason)
-        .await
-        .map_err(|e| e.to_string())
+    let mut recorded = recorded.into_iter();
+    let settles: Vec<Settle> = deliveries
+        .iter()
+        .map(|d| match &d.result {
+            Ok(result) => match recorded.next() {
+                Some(Recorded::Stored) => {
+                    count_stored(result);
+                    report.stored.fetch_add(1, Ordering::Relaxed);
+                    Settle::Ack
+                }
+                Some(Recorded::Duplicate) => {
+                    crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
+                    report.duplicates.fetch_add(1, Ordering::Relaxed);
+                    Settle::Ack
+                }
+                // The result is at fault: storing it again fails the same way, and the results
+                // behind it must not wait.
+                Some(Recorded::Refused(e)) => {
+                    Settle::DeadLetter(format!("the results database refused it: {e}"))
+                }
+                None => unreachable!("record_batch answers for every result"),
+            },
+            Err(reason) => Settle::DeadLetter(reason.clone()),
+        })
+        .collect();
+    // Acknowledgements go out together (the shared connection pipelines them); dead letters,
+    // rare, one by one in stream order.
+    let mut outcomes = futures_util::future::join_all(deliveries.iter().zip(&settles).map(
+        |(d, settle)| async move {
+            match settle {
+                Settle::Ack => queue.ack_result(&d.entry_id).await,
+                Settle::DeadLetter(_) => Ok(()),
+            }
+        },
+    ))
+    .await;
+    for ((d, settle), outcome) in deliveries.iter().zip(&settles).zip(&mut outcomes) {
+        if let Settle::DeadLetter(reason) = settle {
+            warn!(entry = %d.entry_id, reason = %reason, "result moved to the dead-letter stream");
+            report.dead.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::add(crate::metrics::JOBS_DEAD_LETTERED, 1);
+            // Whole: the entry may be the only copy of a result someone wants to republish.
+            *outcome = queue.dead_letter_result_entry(d, reason).await;
+        }
+    }
+    let mut first_error = None;
+    let mut kept = VecDeque::new();
+    for (d, outcome) in deliveries.drain(..).zip(outcomes) {
+        if let Err(e) = outcome {
+            first_error.get_or_insert(e.to_string());
+            kept.push_back(d);
+        }
+    }
+    *deliveries = kept;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Counts a result stored for the first time (once per job) in the metrics.
+fn count_stored(result: &JobResult) {
+    crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
+    if result.grade_error.is_some() {
+        crate::metrics::add(crate::metrics::GRADING_FAILED, 1);
+    }
+    if let Some(g) = &result.grade {
+        crate::metrics::add(
+            if g.correct {
+                crate::metrics::GRADED_CORRECT
+            } else {
+                crate::metrics::GRADED_INCORRECT
+            },
+            1,
+        );
+    }
 }
 
 /// Whether `result` is graded by running it (in the sandbox, off the main loop).

@@ -4,7 +4,7 @@ pub use powerfleet_jobs::redact_url;
 
 /// What went wrong with the results database. Every message names the database by its redacted URL
 /// (never with a password) and says what to do next.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no supported database.
     #[error(

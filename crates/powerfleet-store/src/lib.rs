@@ -2,9 +2,10 @@
 //! and PostgreSQL for fleets with several collectors.
 //!
 //! Recording is idempotent by job id: a redelivered result is stored once and counted once in the
-//! batch aggregates, also when two collectors record it at the same time (the job row is inserted
-//! with `ON CONFLICT DO NOTHING`, and the aggregates are updated in the same transaction only when
-//! that insert took effect).
+//! batch aggregates, also when two collectors record it at the same time (the job rows are inserted
+//! with `ON CONFLICT DO NOTHING`, and the aggregates are updated in the same transaction with the
+//! rows that insert took effect for). A batch of results is recorded in one transaction
+//! (`record.rs`).
 
 mod csv;
 mod error;
@@ -12,7 +13,6 @@ mod error;
 mod schema_tests;
 mod summary;
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use sqlx::sqlite::{
 pub use crate::csv::{CSV_COLUMNS, write_csv};
 use crate::error::sanitize;
 pub use crate::error::{StoreError, StoreErrorClass};
+pub use crate::record::Recorded;
 use crate::summary::{AggregateRow, summarize};
 pub use crate::summary::{BatchSummary, MethodSummary};
 pub use powerfleet_grade::percentile;
@@ -100,146 +101,22 @@ macro_rules! on_pool {
     };
 }
 
-const INSERT_RESULT: &str = "INSERT INTO job_results (job_id, batch_id, correlation_id, \
-    problem_id, model, method, seed, stream, status, tokens, text, log_p, ends_with_eos, proposals, \
-    acceptances, tokens_generated, model_calls, final_len, cost_multiplier, attempts, error, \
-    submitted_at_ms, started_at_ms, finished_at_ms, latency_ms, stats_json, result_json, grader, \
-    extracted, correct) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
-    ON CONFLICT (job_id) DO NOTHING";
-
-const UPSERT_AGGREGATE: &str = "INSERT INTO batch_aggregates (batch_id, method, jobs, completed, \
-    failed, cancelled, dead, proposals, acceptances, tokens_generated, completed_tokens_generated, \
-    final_tokens, model_calls, first_submitted_at_ms, last_finished_at_ms) \
-    VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-    ON CONFLICT (batch_id, method) DO UPDATE SET \
-    jobs = batch_aggregates.jobs + excluded.jobs, \
-    completed = batch_aggregates.completed + excluded.completed, \
-    failed = batch_aggregates.failed + excluded.failed, \
-    cancelled = batch_aggregates.cancelled + excluded.cancelled, \
-    dead = batch_aggregates.dead + excluded.dead, \
-    proposals = batch_aggregates.proposals + excluded.proposals, \
-    acceptances = batch_aggregates.acceptances + excluded.acceptances, \
-    tokens_generated = batch_aggregates.tokens_generated + excluded.tokens_generated, \
-    completed_tokens_generated = \
-        batch_aggregates.completed_tokens_generated + excluded.completed_tokens_generated, \
-    final_tokens = batch_aggregates.final_tokens + excluded.final_tokens, \
-    model_calls = batch_aggregates.model_calls + excluded.model_calls, \
-    first_submitted_at_ms = CASE \
-        WHEN excluded.first_submitted_at_ms < batch_aggregates.first_submitted_at_ms \
-        THEN excluded.first_submitted_at_ms ELSE batch_aggregates.first_submitted_at_ms END, \
-    last_finished_at_ms = CASE \
-        WHEN excluded.last_finished_at_ms > batch_aggregates.last_finished_at_ms \
-        THEN excluded.last_finished_at_ms ELSE batch_aggregates.last_finished_at_ms END";
+// After `on_pool!`, which it uses.
+mod record;
 
 const SELECT_AGGREGATES: &str = "SELECT method, jobs, completed, failed, cancelled, dead, \
     proposals, acceptances, tokens_generated, completed_tokens_generated, final_tokens, \
     model_calls, first_submitted_at_ms, last_finished_at_ms \
     FROM batch_aggregates WHERE batch_id = $1";
 
-/// The column values of one `job_results` row.
-///
-/// `result_json` is the result, lossless: every read of the store decodes it. The other text
-/// columns are there for queries and hold their values through [`column_text`].
-struct ResultRow<'a> {
-    job_id: String,
-    batch_id: Option<String>,
-    correlation_id: &'a str,
-    problem_id: Option<Cow<'a, str>>,
-    model: Cow<'a, str>,
-    method: &'static str,
-    seed: i64,
-    stream: i64,
-    status: &'static str,
-    tokens: String,
-    text: Option<Cow<'a, str>>,
-    log_p: Option<f64>,
-    ends_with_eos: bool,
-    proposals: i64,
-    acceptances: i64,
-    tokens_generated: i64,
-    model_calls: i64,
-    final_len: i64,
-    cost_multiplier: Option<f64>,
-    attempts: i64,
-    error: Option<Cow<'a, str>>,
-    submitted_at_ms: i64,
-    started_at_ms: Option<i64>,
-    finished_at_ms: i64,
-    latency_ms: i64,
-    stats_json: String,
-    result_json: String,
-    completed: bool,
-    grader: Option<Cow<'a, str>>,
-    extracted: Option<Cow<'a, str>>,
-    correct: Option<bool>,
-}
-
-/// `s` as a text column other than `result_json` holds it: the NUL character (0x00) becomes U+FFFD
-/// (the replacement character). PostgreSQL's TEXT cannot hold NUL and refuses the whole row with
-/// "invalid byte sequence for encoding \"UTF8\": 0x00", and SQLite's string functions (`length`,
-/// `LIKE`, the sqlite3 shell) stop at it; both dialects store the same. Nothing is lost: the result
-/// is read back from `result_json`, where JSON writes NUL as the escape `\u0000`.
-fn column_text(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') {
-        Cow::Owned(s.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
 /// A count or time as a SQL BIGINT (saturating; no count or time of a job comes near it).
-fn big(v: u64) -> i64 {
+pub(crate) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A BIGINT count or time back as u64 (a negative one can only be a corrupt row: read as 0).
 fn unbig(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
-}
-
-impl<'a> ResultRow<'a> {
-    fn new(r: &'a JobResult) -> Result<Self, serde_json::Error> {
-        Ok(ResultRow {
-            job_id: r.job_id.to_string(),
-            batch_id: r.batch_id.map(|b| b.to_string()),
-            correlation_id: r.correlation_id.as_str(),
-            problem_id: r.problem_id.as_deref().map(column_text),
-            model: column_text(&r.model),
-            method: r.method.as_str(),
-            // Bit-cast: seeds and streams use the full u64 range; `as u64` restores them.
-            seed: r.seed as i64,
-            stream: r.stream as i64,
-            status: r.status.as_str(),
-            tokens: serde_json::to_string(&r.tokens)?,
-            text: r.text.as_deref().map(column_text),
-            log_p: r.log_p,
-            ends_with_eos: r.ends_with_eos,
-            proposals: big(r.stats.proposals),
-            acceptances: big(r.stats.acceptances),
-            tokens_generated: big(r.stats.tokens_generated),
-            model_calls: big(r.stats.model_calls),
-            final_len: big(r.tokens.len() as u64),
-            cost_multiplier: r.cost_multiplier(),
-            attempts: i64::from(r.attempts),
-            error: r.error.as_deref().map(column_text),
-            submitted_at_ms: big(r.submitted_at_ms),
-            started_at_ms: r.started_at_ms.map(big),
-            finished_at_ms: big(r.finished_at_ms),
-            latency_ms: big(r.latency_ms()),
-            stats_json: serde_json::to_string(&r.stats)?,
-            result_json: serde_json::to_string(r)?,
-            completed: r.status == JobStatus::Completed,
-            grader: r.grade.as_ref().map(|g| column_text(g.grader.as_str())),
-            extracted: r
-                .grade
-                .as_ref()
-                .and_then(|g| g.extracted.as_deref())
-                .map(column_text),
-            correct: r.grade.as_ref().map(|g| g.correct),
-        })
-    }
 }
 
 impl Store {
@@ -300,6 +177,9 @@ impl Store {
             .map_err(|e| connect_err(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // A commit is synced to disk before it returns: the collector acknowledges a result
+            // in Redis after its commit, so a commit lost to a power loss would be a lost result.
+            // NORMAL would sync only at WAL checkpoints. Batching pays the sync once per batch.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(store_options.sqlite_busy_timeout);
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
@@ -411,7 +291,7 @@ impl Store {
         on_pool!(self, |pool| pool.close().await)
     }
 
-    fn query_err(&self, action: impl Into<String>, e: sqlx::Error) -> StoreError {
+    pub(crate) fn query_err(&self, action: impl Into<String>, e: sqlx::Error) -> StoreError {
         StoreError::Query {
             url: self.url.clone(),
             action: action.into(),
@@ -420,7 +300,7 @@ impl Store {
         }
     }
 
-    fn corrupt(&self, what: impl Into<String>, cause: impl ToString) -> StoreError {
+    pub(crate) fn corrupt(&self, what: impl Into<String>, cause: impl ToString) -> StoreError {
         StoreError::Corrupt {
             url: self.url.clone(),
             what: what.into(),
@@ -435,97 +315,6 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(|e| self.query_err("answer a ping", e)))
-    }
-
-    /// Stores a finished result; `Ok(true)` when newly stored, `Ok(false)` when a result of the same
-    /// job was stored before (then nothing changes). The batch aggregates are updated in the same
-    /// transaction, only when the job row was inserted, so a redelivered result never counts twice.
-    pub async fn record(&self, result: &JobResult) -> Result<bool, StoreError> {
-        if !result.status.is_final() {
-            return Err(StoreError::NotFinished {
-                job_id: result.job_id.to_string(),
-                status: result.status.to_string(),
-            });
-        }
-        let row = ResultRow::new(result)
-            .map_err(|e| self.corrupt(format!("result of job {}", result.job_id), e))?;
-        let action = || format!("record job {}", result.job_id);
-        let begin = match self.pool {
-            // Take the write lock up front: a deferred transaction that must upgrade can fail with
-            // SQLITE_BUSY without waiting for the busy timeout.
-            Pool::Sqlite(_) => "BEGIN IMMEDIATE",
-            Pool::Postgres(_) => "BEGIN",
-        };
-        on_pool!(self, |pool| {
-            let mut tx = pool
-                .begin_with(begin)
-                .await
-                .map_err(|e| self.query_err(action(), e))?;
-            let inserted = sqlx::query(INSERT_RESULT)
-                .bind(&row.job_id)
-                .bind(row.batch_id.as_deref())
-                .bind(row.correlation_id)
-                .bind(row.problem_id.as_deref())
-                .bind(row.model.as_ref())
-                .bind(row.method)
-                .bind(row.seed)
-                .bind(row.stream)
-                .bind(row.status)
-                .bind(&row.tokens)
-                .bind(row.text.as_deref())
-                .bind(row.log_p)
-                .bind(row.ends_with_eos)
-                .bind(row.proposals)
-                .bind(row.acceptances)
-                .bind(row.tokens_generated)
-                .bind(row.model_calls)
-                .bind(row.final_len)
-                .bind(row.cost_multiplier)
-                .bind(row.attempts)
-                .bind(row.error.as_deref())
-                .bind(row.submitted_at_ms)
-                .bind(row.started_at_ms)
-                .bind(row.finished_at_ms)
-                .bind(row.latency_ms)
-                .bind(&row.stats_json)
-                .bind(&row.result_json)
-                .bind(row.grader.as_deref())
-                .bind(row.extracted.as_deref())
-                .bind(row.correct)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.query_err(action(), e))?
-                .rows_affected()
-                == 1;
-            if inserted && let Some(batch_id) = row.batch_id.as_deref() {
-                let count = |status: JobStatus| i64::from(result.status == status);
-                let (completed_tokens_generated, final_tokens) = if row.completed {
-                    (row.tokens_generated, row.final_len)
-                } else {
-                    (0, 0)
-                };
-                sqlx::query(UPSERT_AGGREGATE)
-                    .bind(batch_id)
-                    .bind(row.method)
-                    .bind(count(JobStatus::Completed))
-                    .bind(count(JobStatus::Failed))
-                    .bind(count(JobStatus::Cancelled))
-                    .bind(count(JobStatus::Dead))
-                    .bind(row.proposals)
-                    .bind(row.acceptances)
-                    .bind(row.tokens_generated)
-                    .bind(completed_tokens_generated)
-                    .bind(final_tokens)
-                    .bind(row.model_calls)
-                    .bind(row.submitted_at_ms)
-                    .bind(row.finished_at_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_err(action(), e))?;
-            }
-            tx.commit().await.map_err(|e| self.query_err(action(), e))?;
-            Ok(inserted)
-        })
     }
 
     /// Fetches the `result_json` column of the rows `sql` selects with `key` bound to `$1`.

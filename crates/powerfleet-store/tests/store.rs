@@ -9,7 +9,7 @@ use powerfleet_jobs::{
 };
 use powerfleet_sampler::{BlockStats, ChainStats, Method};
 use powerfleet_store::{
-    CSV_COLUMNS, Store, StoreError, StoreErrorClass, StoreOptions, redact_url, write_csv,
+    CSV_COLUMNS, Recorded, Store, StoreError, StoreErrorClass, StoreOptions, redact_url, write_csv,
 };
 use sqlx::{Connection, Row};
 
@@ -127,6 +127,10 @@ both_dialects!(
     grades_have_their_own_columns,
     nul_characters_read_back_identically,
     a_constraint_violation_is_the_result_s_fault,
+    a_batch_stores_each_job_once,
+    batched_aggregates_equal_one_by_one_aggregates,
+    a_refused_result_leaves_the_rest_of_its_batch_stored,
+    a_batch_that_fails_midway_stores_nothing,
 );
 
 fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u64) -> ChainStats {
@@ -1033,4 +1037,381 @@ async fn a_locked_sqlite_file_is_not_the_result_s_fault() {
     assert!(store.record(&result).await.unwrap());
     assert_eq!(store.job(result.job_id).await.unwrap(), Some(result));
     store.close().await;
+}
+
+/// The outcomes of `record_batch` as short names, for assertions.
+fn outcome_names(outcomes: &[Recorded]) -> Vec<&'static str> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            Recorded::Stored => "stored",
+            Recorded::Duplicate => "duplicate",
+            Recorded::Refused(_) => "refused",
+        })
+        .collect()
+}
+
+async fn a_batch_stores_each_job_once(store: &Store, _url: &str) {
+    let batch = BatchId::new();
+    let earlier = completed(Some(batch), "batched");
+    assert!(store.record(&earlier).await.unwrap());
+    let (a, b) = (
+        completed(Some(batch), "batched"),
+        completed(Some(batch), "batched"),
+    );
+    let no_batch = completed(None, "batched");
+    // A later copy of a job in the same batch, differing as a redelivery may (another attempt).
+    let a_again = JobResult {
+        attempts: 7,
+        ..a.clone()
+    };
+    let outcomes = store
+        .record_batch(&[&a, &earlier, &b, &a_again, &no_batch, &b])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome_names(&outcomes),
+        [
+            "stored",
+            "duplicate",
+            "stored",
+            "duplicate",
+            "stored",
+            "duplicate"
+        ]
+    );
+    // The first copy is the one stored.
+    assert_eq!(store.job(a.job_id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.job(no_batch.job_id).await.unwrap(), Some(no_batch));
+    let stored = store.jobs_by_batch(batch).await.unwrap();
+    let mut expected = vec![earlier.clone(), a.clone(), b.clone()];
+    expected.sort_by_key(|r| r.job_id);
+    assert_eq!(stored, expected);
+    let summary = store.batch_summary(batch).await.unwrap().unwrap();
+    assert_eq!(summary.jobs, 3, "each job counted once");
+    assert_eq!(summary.by_status["completed"], 3);
+    assert_eq!(summary.proposals, 3 * 7);
+    assert_eq!(summary.acceptances, 3 * 3);
+    assert_eq!(summary.tokens_generated, 3 * 91);
+    assert_eq!(summary.model_calls, 3 * 12);
+    assert_eq!(summary.final_tokens, 3 * 4);
+
+    // The whole batch again: nothing changes.
+    let outcomes = store.record_batch(&[a, b, earlier]).await.unwrap();
+    assert_eq!(outcome_names(&outcomes), ["duplicate"; 3]);
+    assert_eq!(store.batch_summary(batch).await.unwrap(), Some(summary));
+    assert!(
+        store
+            .record_batch::<JobResult>(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Results of several methods and statuses, with their own counts and times.
+fn varied_results(batch: BatchId, n: u64) -> Vec<JobResult> {
+    let methods = [Method::Power, Method::MaxSwap, Method::LowTemp];
+    let statuses = [
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Completed,
+        JobStatus::Cancelled,
+        JobStatus::Dead,
+    ];
+    (0..n)
+        .map(|i| {
+            let status = statuses[(i % 5) as usize];
+            JobResult {
+                method: methods[(i % 3) as usize],
+                status,
+                tokens: (0..(i % 9) as u32).collect(),
+                stats: stats(i % 13, i % 5, 10 + i, 1 + i % 4),
+                submitted_at_ms: 1_700_000_000_000 + (i * 7_919) % 1_000,
+                finished_at_ms: 1_700_000_010_000 + (i * 104_729) % 5_000,
+                error: (status != JobStatus::Completed).then(|| format!("error {i}")),
+                ..completed(Some(batch), "varied")
+            }
+        })
+        .collect()
+}
+
+async fn batched_aggregates_equal_one_by_one_aggregates(store: &Store, _url: &str) {
+    // More results than one INSERT statement holds, with copies spread over the batches.
+    let (one_by_one, batched) = (BatchId::new(), BatchId::new());
+    let reference = varied_results(one_by_one, 150);
+    for r in &reference {
+        assert!(store.record(r).await.unwrap());
+    }
+    let results: Vec<JobResult> = reference
+        .iter()
+        .map(|r| JobResult {
+            job_id: JobId::new(),
+            batch_id: Some(batched),
+            ..r.clone()
+        })
+        .collect();
+    let mut first = results[..100].to_vec();
+    first.extend_from_slice(&results[10..20]);
+    let outcomes = store.record_batch(&first).await.unwrap();
+    let names = outcome_names(&outcomes);
+    assert_eq!(names[..100], ["stored"; 100]);
+    assert_eq!(names[100..], ["duplicate"; 10]);
+    let outcomes = store.record_batch(&results[90..]).await.unwrap();
+    let names = outcome_names(&outcomes);
+    assert_eq!(names[..10], ["duplicate"; 10]);
+    assert_eq!(names[10..], ["stored"; 50]);
+
+    let expected = store.batch_summary(one_by_one).await.unwrap().unwrap();
+    let got = store.batch_summary(batched).await.unwrap().unwrap();
+    assert_eq!(got.jobs, 150);
+    assert_eq!(
+        powerfleet_store::BatchSummary {
+            batch_id: one_by_one,
+            ..got
+        },
+        expected
+    );
+    assert_eq!(store.jobs_by_batch(batched).await.unwrap().len(), 150);
+}
+
+/// Makes the database refuse results whose text starts with REJECT, as a rule of its own.
+async fn refuse_rejects(store: &Store, url: &str) {
+    if store.is_postgres() {
+        execute_raw(
+            url,
+            "ALTER TABLE job_results ADD CONSTRAINT no_rejects \
+             CHECK (text IS NULL OR text NOT LIKE 'REJECT%')",
+        )
+        .await;
+    } else {
+        execute_raw(
+            url,
+            "CREATE TRIGGER no_rejects BEFORE INSERT ON job_results \
+             WHEN NEW.text LIKE 'REJECT%' BEGIN SELECT RAISE(ABORT, 'no rejects'); END",
+        )
+        .await;
+    }
+}
+
+async fn a_refused_result_leaves_the_rest_of_its_batch_stored(store: &Store, url: &str) {
+    refuse_rejects(store, url).await;
+    let batch = BatchId::new();
+    let earlier = completed(Some(batch), "refusals");
+    assert!(store.record(&earlier).await.unwrap());
+    let mut results: Vec<JobResult> = (0..100)
+        .map(|_| completed(Some(batch), "refusals"))
+        .collect();
+    // One refused result in the first INSERT statement's rows, one in the last one's.
+    for at in [3, 97] {
+        results[at].text = Some(format!("REJECT {at}"));
+    }
+    let unfinished = JobResult {
+        status: JobStatus::Running,
+        ..completed(Some(batch), "refusals")
+    };
+    results.push(unfinished.clone());
+    results.push(earlier.clone());
+    results.push(results[3].clone());
+    results.push(results[50].clone());
+    let outcomes = store.record_batch(&results).await.unwrap();
+    let names = outcome_names(&outcomes);
+    for (at, name) in names.iter().enumerate() {
+        let expected = match at {
+            3 | 97 | 100 | 102 => "refused",
+            101 | 103 => "duplicate",
+            _ => "stored",
+        };
+        assert_eq!(*name, expected, "result {at}");
+    }
+    for at in [3, 97, 102] {
+        let Recorded::Refused(e) = &outcomes[at] else {
+            unreachable!()
+        };
+        assert_eq!(e.class(), StoreErrorClass::ResultRefused, "{e}");
+        assert!(
+            e.to_string().contains(&results[at].job_id.to_string()),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("storing it again fails the same way"),
+            "{e}"
+        );
+    }
+    let Recorded::Refused(e) = &outcomes[100] else {
+        unreachable!()
+    };
+    assert!(matches!(e, StoreError::NotFinished { .. }), "{e}");
+    assert!(e.is_permanent_for_this_result());
+
+    for at in [3, 97] {
+        assert_eq!(store.job(results[at].job_id).await.unwrap(), None);
+    }
+    assert_eq!(store.job(unfinished.job_id).await.unwrap(), None);
+    assert_eq!(store.jobs_by_batch(batch).await.unwrap().len(), 1 + 98);
+    let summary = store.batch_summary(batch).await.unwrap().unwrap();
+    assert_eq!(summary.jobs, 99, "the stored ones, each once");
+    assert_eq!(summary.proposals, 99 * 7);
+    assert_eq!(summary.final_tokens, 99 * 4);
+}
+
+/// Makes every later write to `table` fail for a reason of the database's, until
+/// [`heal_writes`]: a disk-full error on PostgreSQL, an error of the engine on SQLite; `at_commit`
+/// (PostgreSQL only) fails the commit instead, after every statement succeeded.
+async fn fail_writes(store: &Store, url: &str, table: &str, at_commit: bool) {
+    if store.is_postgres() {
+        let trigger = if at_commit {
+            format!(
+                "CREATE CONSTRAINT TRIGGER injected_failure AFTER INSERT ON {table} \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION injected_failure()"
+            )
+        } else {
+            format!(
+                "CREATE TRIGGER injected_failure BEFORE INSERT ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION injected_failure()"
+            )
+        };
+        execute_raw(
+            url,
+            &format!(
+                "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
+                 CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN \
+                   IF EXISTS (SELECT 1 FROM failing) THEN \
+                     RAISE EXCEPTION 'could not extend file: No space left on device (injected)' \
+                       USING ERRCODE = 'disk_full'; \
+                   END IF; \
+                   RETURN NEW; \
+                 END $$; \
+                 {trigger}"
+            ),
+        )
+        .await;
+    } else {
+        assert!(!at_commit, "SQLite has no deferred triggers");
+        // abs() of the smallest integer is an error of the engine (SQLITE_ERROR), as a full disk
+        // or a broken file is: not the result's fault.
+        execute_raw(
+            url,
+            &format!(
+                "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
+                 CREATE TRIGGER injected_failure BEFORE INSERT ON {table} \
+                 WHEN EXISTS (SELECT 1 FROM failing) \
+                 BEGIN SELECT abs(-9223372036854775807 - 1); END"
+            ),
+        )
+        .await;
+    }
+}
+
+async fn heal_writes(url: &str) {
+    execute_raw(url, "DELETE FROM failing").await;
+}
+
+async fn a_batch_that_fails_midway_stores_nothing(store: &Store, url: &str) {
+    let batch = BatchId::new();
+    let earlier = completed(Some(batch), "midway");
+    assert!(store.record(&earlier).await.unwrap());
+    let before = store.batch_summary(batch).await.unwrap();
+    // The job rows go in; adding them to the aggregates fails.
+    fail_writes(store, url, "batch_aggregates", false).await;
+    let mut results: Vec<JobResult> = (0..80).map(|_| completed(Some(batch), "midway")).collect();
+    results.push(earlier.clone());
+    let err = store.record_batch(&results).await.unwrap_err();
+    assert_eq!(err.class(), StoreErrorClass::DatabaseUnavailable, "{err}");
+    assert!(!err.is_permanent_for_this_result());
+    assert!(err.to_string().contains("then retry"), "{err}");
+    for r in &results[..80] {
+        assert_eq!(
+            store.job(r.job_id).await.unwrap(),
+            None,
+            "nothing half-stored"
+        );
+    }
+    assert_eq!(store.batch_summary(batch).await.unwrap(), before);
+    assert_eq!(store.jobs_by_batch(batch).await.unwrap(), vec![earlier]);
+
+    // Once the database takes writes again, the same batch is stored whole, each result for the
+    // first time.
+    heal_writes(url).await;
+    let outcomes = store.record_batch(&results).await.unwrap();
+    let names = outcome_names(&outcomes);
+    assert_eq!(names[..80], ["stored"; 80]);
+    assert_eq!(names[80], "duplicate");
+    assert_eq!(store.batch_summary(batch).await.unwrap().unwrap().jobs, 81);
+}
+
+/// A commit that fails after every statement of the batch succeeded stores nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_commit_fails_stores_nothing_on_postgres() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    let outcome = tokio::spawn(async move {
+        let store = Store::connect(&url).await.unwrap();
+        fail_writes(&store, &url, "job_results", true).await;
+        let batch = BatchId::new();
+        let results: Vec<JobResult> = (0..20).map(|_| completed(Some(batch), "commit")).collect();
+        let err = store.record_batch(&results).await.unwrap_err();
+        assert_eq!(err.class(), StoreErrorClass::DatabaseUnavailable, "{err}");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(store.jobs_by_batch(batch).await.unwrap(), Vec::new());
+        assert_eq!(store.batch_summary(batch).await.unwrap(), None);
+        heal_writes(&url).await;
+        let outcomes = store.record_batch(&results).await.unwrap();
+        assert_eq!(outcome_names(&outcomes), ["stored"; 20]);
+        assert_eq!(store.batch_summary(batch).await.unwrap().unwrap().jobs, 20);
+        store.close().await;
+    })
+    .await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A rule the database checks only at commit (a deferred constraint) refuses the batch without
+/// saying which result broke it: the results are then stored one transaction each, and only the
+/// one that breaks it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_refused_at_commit_is_found_on_postgres() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    let outcome = tokio::spawn(async move {
+        let store = Store::connect(&url).await.unwrap();
+        execute_raw(
+            &url,
+            "CREATE FUNCTION no_rejects() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF NEW.text LIKE 'REJECT%' THEN \
+                 RAISE EXCEPTION 'no rejects' USING ERRCODE = 'check_violation'; \
+               END IF; \
+               RETURN NEW; \
+             END $$; \
+             CREATE CONSTRAINT TRIGGER no_rejects AFTER INSERT ON job_results \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION no_rejects()",
+        )
+        .await;
+        let batch = BatchId::new();
+        let mut results: Vec<JobResult> = (0..10)
+            .map(|_| completed(Some(batch), "deferred"))
+            .collect();
+        results[6].text = Some("REJECT at commit".into());
+        let outcomes = store.record_batch(&results).await.unwrap();
+        let mut expected = ["stored"; 10];
+        expected[6] = "refused";
+        assert_eq!(outcome_names(&outcomes), expected);
+        let Recorded::Refused(e) = &outcomes[6] else {
+            unreachable!()
+        };
+        assert_eq!(e.class(), StoreErrorClass::ResultRefused, "{e}");
+        assert_eq!(store.jobs_by_batch(batch).await.unwrap().len(), 9);
+        assert_eq!(store.batch_summary(batch).await.unwrap().unwrap().jobs, 9);
+        store.close().await;
+    })
+    .await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
