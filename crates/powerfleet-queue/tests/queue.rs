@@ -4,29 +4,17 @@
 use std::time::Duration;
 
 use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobSpec, JobStatus, now_ms};
-use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
+use powerfleet_queue::local::LocalRedis;
 use powerfleet_queue::{
     CancelOutcome, ClaimOutcome, Deferral, LeaseState, Progress, Queue, QueueOptions, TallyOf, Wait,
 };
 
 fn server(aof: bool) -> LocalRedis {
-    LocalRedis::start(LocalRedisOptions {
-        aof,
-        ..LocalRedisOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs redis-server)"))
+    powerfleet_testkit::redis_server(aof)
 }
 
 async fn queue(server: &LocalRedis, ns: &str) -> Queue {
-    Queue::connect(
-        &server.url(),
-        QueueOptions {
-            namespace: ns.to_string(),
-            ..QueueOptions::default()
-        },
-    )
-    .await
-    .unwrap()
+    powerfleet_testkit::queue_on(server, ns).await
 }
 
 fn spec(corr: &CorrelationId, batch: Option<BatchId>, seed: u64) -> JobSpec {

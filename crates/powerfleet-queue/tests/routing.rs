@@ -6,27 +6,17 @@
 use std::collections::BTreeSet;
 
 use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, now_ms};
-use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
+use powerfleet_queue::local::LocalRedis;
 use powerfleet_queue::{
-    CancelOutcome, ClaimOutcome, Delivery, Queue, QueueOptions, ServedModel, WorkerRegistration,
-    served,
+    CancelOutcome, ClaimOutcome, Delivery, Queue, ServedModel, WorkerRegistration, served,
 };
 
 fn server() -> LocalRedis {
-    LocalRedis::start(LocalRedisOptions::default())
-        .unwrap_or_else(|e| panic!("{e} (scripts/test.sh installs redis-server)"))
+    powerfleet_testkit::redis_server(false)
 }
 
 async fn queue(server: &LocalRedis, ns: &str) -> Queue {
-    Queue::connect(
-        &server.url(),
-        QueueOptions {
-            namespace: ns.to_string(),
-            ..QueueOptions::default()
-        },
-    )
-    .await
-    .unwrap()
+    powerfleet_testkit::queue_on(server, ns).await
 }
 
 fn spec(corr: &CorrelationId, model: &str, seed: u64) -> JobSpec {

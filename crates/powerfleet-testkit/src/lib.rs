@@ -9,6 +9,7 @@
 //!   [`result_for`] ([`JobResult`]) and [`batch`] (a [`Submission`] made the way every
 //!   submission is, through [`SubmitRequest::into_submission`]);
 //! - [`Serve`]: a `powerfleet serve` process on a fleet;
+//! - [`redis_server`] and [`queue_on`]: a private redis-server and a queue client on it;
 //! - [`StubServer`]: an HTTP server that records every request and answers with a closure.
 //!
 //! [`JobSpec`]: powerfleet_jobs::JobSpec
@@ -19,6 +20,7 @@
 mod builders;
 mod fleet;
 pub mod llama;
+mod redis;
 mod serve;
 mod stub;
 
@@ -26,5 +28,6 @@ pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
 };
 pub use fleet::{Fleet, fault_free_tokens, published_results, specs, stdout_of, submit_batch};
+pub use redis::{queue_on, redis_server};
 pub use serve::Serve;
 pub use stub::{Recorded, StubServer};
