@@ -1,8 +1,9 @@
 //! `powerfleet bench`: sampling throughput on one core against all cores (`sample`), the fleet's
 //! Redis cost and end-to-end throughput (`fleet`), the fleet against an inference server
 //! (`server`), the results collector with and without benchmark grading (`collector`), and the
-//! OpenAI-compatible endpoint (`openai`, in `bench_openai.rs`), and MH against Power-SMC
-//! (`frontier`, in `bench_frontier.rs`).
+//! OpenAI-compatible endpoint (`openai`, in `bench_openai.rs`), MH against Power-SMC
+//! (`frontier`, in `bench_frontier.rs`), and an inference-server restart (`outage`, in
+//! `bench_outage.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,9 +42,9 @@ pub enum BenchCommand {
     /// building a batch's report.
     Collector(CollectorBenchArgs),
     /// The cost of an inference-server restart: a batch against a llama-server of its own, once
-    /// without and once with the server stopped mid-batch; jobs completed, identical tokens, and
-    /// the server's work redone.
-    Outage(OutageBenchArgs),
+    /// without and once with an outage that cuts a chosen generation request mid-batch; jobs in
+    /// SQL, identical tokens, deliveries, and the server's work redone beside the cut request's.
+    Outage(crate::bench_outage::OutageBenchArgs),
     /// The OpenAI-compatible endpoint's overhead: requests/s and latency beside the job API for
     /// the same jobs, and one sample at a time beside llama-server's own /v1/completions.
     Openai(crate::bench_openai::OpenAiBenchArgs),
@@ -54,32 +55,6 @@ pub enum BenchCommand {
     /// Grading throughput: completions per second by the `math` grader and by the `humaneval`
     /// grader (a sandboxed python3 per completion) per grading executor.
     Grading(crate::bench_grading::GradingBenchArgs),
-}
-
-/// Arguments of `powerfleet bench outage`.
-#[derive(Args, Debug)]
-pub struct OutageBenchArgs {
-    /// The llama-server binary (scripts/ensure-llama-server.sh builds one).
-    #[arg(long, env = "POWERFLEET_LLAMA_SERVER")]
-    pub llama_server: String,
-    /// The GGUF model it serves (scripts/make-tiny-gguf.py writes a tiny one).
-    #[arg(long, env = "POWERFLEET_TINY_GGUF")]
-    pub model_file: String,
-    /// Jobs in the batch.
-    #[arg(long, default_value_t = 8)]
-    pub jobs: u64,
-    /// Chains in flight in the worker.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// How long the server stays down, in seconds.
-    #[arg(long, default_value_t = 20.0)]
-    pub outage_s: f64,
-    /// Token budget of a chain.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: u32,
-    /// Block length in tokens.
-    #[arg(long, default_value_t = 8)]
-    pub block_size: u32,
 }
 
 /// Arguments of `powerfleet bench collector`.
@@ -167,7 +142,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sample(args) => sample(args),
         BenchCommand::Fleet(args) => crate::block_on(fleet(args)),
         BenchCommand::Server(args) => crate::block_on(server(args)),
-        BenchCommand::Outage(args) => crate::block_on(outage(args)),
+        BenchCommand::Outage(args) => crate::block_on(crate::bench_outage::run(args)),
         BenchCommand::Collector(args) => crate::block_on(collector_bench(args)),
         BenchCommand::Openai(args) => crate::block_on(crate::bench_openai::run(args)),
         BenchCommand::Frontier(args) => crate::bench_frontier::run_bench(args),
@@ -257,7 +232,12 @@ fn spawn_worker_mapping(
 }
 
 /// `jobs` chains of one job of the configuration's method on `prompt`, as one batch.
-fn submission(model: &str, config: SamplerConfig, jobs: u64, prompt: Prompt) -> Submission {
+pub(crate) fn submission(
+    model: &str,
+    config: SamplerConfig,
+    jobs: u64,
+    prompt: Prompt,
+) -> Submission {
     let (text, tokens, messages) = match prompt {
         Prompt::Text(t) => (Some(t), None, None),
         Prompt::Tokens(ids) => (None, Some(ids), None),
@@ -987,253 +967,4 @@ async fn collector_bench(args: CollectorBenchArgs) -> Result<()> {
         plain_s / report_s
     );
     Ok(())
-}
-
-/// A llama-server of the outage benchmark's own: one slot (reproducible log-probabilities), with
-/// its Prometheus metrics.
-struct OwnServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl OwnServer {
-    fn start(args: &OutageBenchArgs, port: u16) -> Result<OwnServer> {
-        let child = std::process::Command::new(&args.llama_server)
-            .args(["-m", &args.model_file, "--host", "127.0.0.1"])
-            .args([
-                "--port",
-                &port.to_string(),
-                "-np",
-                "1",
-                "-c",
-                "2048",
-                "-t",
-                "1",
-            ])
-            .args(["-fa", "off", "-ctk", "f32", "-ctv", "f32", "--metrics"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {}; build it with scripts/ensure-llama-server.sh",
-                    args.llama_server
-                )
-            })?;
-        let server = OwnServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !server.get("/health").is_ok_and(|h| h.contains("\"ok\"")) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "llama-server on port {port} did not become healthy in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-
-    /// The body of `GET path`.
-    fn get(&self, path: &str) -> std::io::Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text
-            .split_once("\r\n\r\n")
-            .map_or(text.clone(), |(_, b)| b.to_string()))
-    }
-
-    /// The server's counters: (decode steps, prompt tokens processed, tokens predicted).
-    fn counters(&self) -> Result<[f64; 3]> {
-        let text = self.get("/metrics")?;
-        let read = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-                .ok_or_else(|| anyhow::anyhow!("llama-server's /metrics has no {name}"))
-        };
-        Ok([
-            read("llamacpp:n_decode_total ")?,
-            read("llamacpp:prompt_tokens_total ")?,
-            read("llamacpp:tokens_predicted_total ")?,
-        ])
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// One run of the outage benchmark's batch.
-struct OutageRun {
-    completed: u64,
-    other: u64,
-    tokens: std::collections::BTreeMap<u64, Vec<u32>>,
-    counters: [f64; 3],
-    wall: Duration,
-    waited: u64,
-}
-
-async fn outage(args: OutageBenchArgs) -> Result<()> {
-    anyhow::ensure!(args.jobs >= 1, "--jobs must be >= 1");
-    anyhow::ensure!(
-        args.outage_s >= 0.0 && args.outage_s.is_finite(),
-        "--outage-s must be >= 0, got {}",
-        args.outage_s
-    );
-    let redis = LocalRedis::start(LocalRedisOptions::default())?;
-    let port = powerfleet_queue::local::free_port()?;
-    let config = SamplerConfig {
-        n_mcmc: 4,
-        block_size: args.block_size,
-        max_new_tokens: args.max_new_tokens,
-        finish_on_eos: false,
-        ..SamplerConfig::new(Method::Power)
-    };
-    config.validate()?;
-    eprintln!(
-        "benchmark: {} jobs on a llama-server of its own (port {port}, one slot), private redis-server on port {}",
-        args.jobs,
-        redis.port()
-    );
-    let baseline = outage_run(&args, &redis, port, &config, None).await?;
-    eprintln!(
-        "benchmark: baseline done in {:.1} s; now with the server stopped for {} s mid-batch",
-        baseline.wall.as_secs_f64(),
-        args.outage_s
-    );
-    let restarted = outage_run(&args, &redis, port, &config, Some(&baseline)).await?;
-    let identical = baseline
-        .tokens
-        .iter()
-        .filter(|(k, v)| restarted.tokens.get(k) == Some(v))
-        .count();
-    println!(
-        "| run | jobs completed | jobs not completed | identical to the baseline | server decode steps | prompt tokens processed | tokens predicted | waits for the model | wall s |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, r) in [
-        ("no outage", &baseline),
-        ("server stopped mid-batch", &restarted),
-    ] {
-        println!(
-            "| {name} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1} |",
-            r.completed,
-            r.other,
-            if std::ptr::eq(r, &baseline) {
-                "-".to_string()
-            } else {
-                format!("{identical} of {}", baseline.tokens.len())
-            },
-            r.counters[0],
-            r.counters[1],
-            r.counters[2],
-            r.waited,
-            r.wall.as_secs_f64()
-        );
-    }
-    let in_flight = args.concurrency.min(args.jobs as usize) as f64;
-    let redone = restarted.counters[0] - baseline.counters[0];
-    println!();
-    println!(
-        "work redone: {redone:.0} decode steps, {:.2} per chain in flight ({in_flight:.0}); one block is {} tokens (at most {} decode steps with its prompt batch)",
-        redone / in_flight,
-        args.block_size,
-        args.block_size + 1
-    );
-    anyhow::ensure!(
-        restarted.completed == args.jobs && identical == baseline.tokens.len(),
-        "jobs were lost or changed by the outage"
-    );
-    Ok(())
-}
-
-/// Runs the batch once on a new namespace. With `baseline`, stops the server once it has done
-/// about half of the baseline's decode steps, for `--outage-s`, then starts it again on the same
-/// port.
-async fn outage_run(
-    args: &OutageBenchArgs,
-    redis: &LocalRedis,
-    port: u16,
-    config: &SamplerConfig,
-    baseline: Option<&OutageRun>,
-) -> Result<OutageRun> {
-    let mut server = OwnServer::start(args, port)?;
-    let ns = if baseline.is_some() {
-        "outage-restart"
-    } else {
-        "outage-baseline"
-    };
-    let queue = queue_on(&redis.url(), ns).await?;
-    let name = format!("tiny=llamacpp+http://127.0.0.1:{port}");
-    let mut wc = WorkerConfig::new(format!("bench-{ns}"));
-    wc.concurrency = args.concurrency;
-    wc.read_block = Duration::from_millis(100);
-    wc.max_wait = Duration::from_secs(2);
-    let stop = CancellationToken::new();
-    let worker = {
-        let (queue, stop) = (queue.clone(), stop.clone());
-        let models = Arc::new(ModelRegistry::new(&[name]).map_err(anyhow::Error::msg)?);
-        tokio::spawn(async move { worker::run(wc, queue, models, stop.cancelled_owned()).await })
-    };
-    let sub = submission(
-        "tiny",
-        config.clone(),
-        args.jobs,
-        Prompt::Text("hello".into()),
-    );
-    let start = Instant::now();
-    producer::submit(&queue, &sub).await?;
-    let mut run = OutageRun {
-        completed: 0,
-        other: 0,
-        tokens: Default::default(),
-        counters: [0.0; 3],
-        wall: Duration::ZERO,
-        waited: 0,
-    };
-    let mut outage_at = baseline.map(|b| b.counters[0] / 2.0);
-    let mut before_stop = [0.0; 3];
-    while run.completed + run.other < args.jobs {
-        if let Some(at) = outage_at
-            && server.counters()?[0] >= at
-        {
-            before_stop = server.counters()?;
-            server.stop();
-            eprintln!(
-                "benchmark: server stopped after {:.0} decode steps",
-                before_stop[0]
-            );
-            tokio::time::sleep(Duration::from_secs_f64(args.outage_s)).await;
-            server = OwnServer::start(args, port)?;
-            eprintln!("benchmark: server started again on port {port}");
-            outage_at = None;
-        }
-        for d in queue.read_results("bench", 100, 50).await? {
-            let r = d.result.map_err(anyhow::Error::msg)?;
-            if r.status == powerfleet_jobs::JobStatus::Completed {
-                run.completed += 1;
-            } else {
-                eprintln!("benchmark: a job ended {}: {:?}", r.status, r.error);
-                run.other += 1;
-            }
-            run.tokens.insert(r.stream, r.tokens);
-        }
-    }
-    run.wall = start.elapsed();
-    let after = server.counters()?;
-    for i in 0..3 {
-        run.counters[i] = before_stop[i] + after[i];
-    }
-    stop.cancel();
-    run.waited = worker.await?.waited.load(Ordering::Relaxed);
-    Ok(run)
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_frontier;
 mod bench_grading;
 mod bench_openai;
+mod bench_outage;
 mod demo;
 mod fleet;
 mod observe;
