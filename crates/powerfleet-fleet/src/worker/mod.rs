@@ -304,7 +304,13 @@ async fn fetch(
                 count = reclaimed.len(),
                 "reclaimed jobs whose lease expired"
             );
-            return Ok(reclaimed);
+            let mut ready = Vec::with_capacity(reclaimed.len());
+            for delivery in reclaimed {
+                if !pass_on_reclaimed(ctx, &delivery).await? {
+                    ready.push(delivery);
+                }
+            }
+            return Ok(ready);
         }
     }
     let read = ctx
@@ -342,6 +348,46 @@ async fn route_elsewhere(ctx: &WorkerContext, delivery: &Delivery) -> Result<boo
     let moved = ctx.queue.requeue(spec, delivery, &to).await?;
     info!(job_id = %spec.job_id, model = name, moved, "job moved to its model name's stream");
     Ok(true)
+}
+
+/// The shared-stream job of a model name this worker does not map (the old layout), taken over
+/// after its owner died: running, so it cannot simply move. The worker claims it and hands it
+/// back at once to the name's stream (a hand-back is not a delivery; the checkpoint stays), and
+/// never runs or fails it; returns whether it did so.
+async fn pass_on_reclaimed(ctx: &WorkerContext, delivery: &Delivery) -> Result<bool, QueueError> {
+    let Ok(spec) = &delivery.spec else {
+        return Ok(false);
+    };
+    let Some(name) = unmapped_name(ctx, delivery, spec) else {
+        return Ok(false);
+    };
+    // Finished, stale or gone: the claim acknowledged the entry, and there is nothing to pass on.
+    if let ClaimOutcome::Claimed { lease, .. } = ctx
+        .queue
+        .claim(spec.job_id, delivery, &ctx.config.consumer)
+        .await?
+    {
+        let moved = ctx.queue.hand_back_to(&lease, Some(name)).await?;
+        info!(job_id = %spec.job_id, model = name, moved, "taken-over job passed on to its model name's stream");
+    }
+    Ok(true)
+}
+
+/// The model name of a shared-stream delivery's job that this worker does not map, if it is one.
+fn unmapped_name<'a>(
+    ctx: &WorkerContext,
+    delivery: &Delivery,
+    spec: &'a JobSpec,
+) -> Option<&'a str> {
+    match ModelRoute::of(&spec.model) {
+        ModelRoute::Name(name)
+            if !ctx.subscription.serves_name(name)
+                && delivery.stream == ctx.queue.keys().jobs() =>
+        {
+            Some(name)
+        }
+        _ => None,
+    }
 }
 
 /// What a worker's registration says, and how often it is renewed.

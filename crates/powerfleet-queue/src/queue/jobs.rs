@@ -529,17 +529,32 @@ impl Queue {
 
     /// Gives the job back to the queue at once, keeping its checkpoint.
     pub async fn hand_back(&self, lease: &Lease) -> Result<bool, QueueError> {
+        self.hand_back_to(lease, None).await
+    }
+
+    /// Gives the job back at once to the stream of model name `name` (its own stream when
+    /// `None`), keeping its checkpoint: a worker that took over a shared-stream job of a name it
+    /// does not map passes it on to the workers that map it. Not a delivery.
+    pub async fn hand_back_to(
+        &self,
+        lease: &Lease,
+        name: Option<&str>,
+    ) -> Result<bool, QueueError> {
+        let to = name.map_or_else(|| lease.stream.clone(), |n| self.keys.model_jobs(n));
         let mut c = self.conn().await?;
         let done: i64 = self
             .scripts
             .hand_back
             .key(self.keys.job(lease.job_id))
             .key(&lease.stream)
+            .key(to)
+            .key(self.keys.model_streams())
             .arg(lease.fenced())
             .arg(WORKER_GROUP)
             .arg(&lease.entry_id)
             .arg(powerfleet_jobs::now_ms())
             .arg(lease.job_id.to_string())
+            .arg(name.unwrap_or(""))
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
