@@ -615,11 +615,16 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
     while down_at.elapsed() < Duration::from_secs(30) {
         for id in &receipt.job_ids {
             let s = queue.job_state(*id).await.unwrap().unwrap();
+            // A job may complete from answers it had before the server stopped (its tokens are
+            // checked against an uninterrupted run below); none fails, dies or is cancelled.
             assert!(
-                !s.status.is_final(),
-                "a job ended while its server was down: {s:?}\n{}",
+                !s.status.is_final() || s.status == JobStatus::Completed,
+                "a job ended without completing while its server was down: {s:?}\n{}",
                 fleet.logs()
             );
+            if s.status.is_final() {
+                continue;
+            }
             if down_at.elapsed() > Duration::from_secs(5) {
                 samples += 1;
                 running += u32::from(s.status == JobStatus::Running);
