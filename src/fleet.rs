@@ -62,31 +62,27 @@ pub struct RedisArgs {
 
 impl RedisArgs {
     pub async fn connect(&self) -> Result<Queue> {
-        Queue::connect(
-            &self.redis,
-            QueueOptions {
-                namespace: self.namespace.clone(),
-                retention_s: self.retention_secs,
-                wait_replicas: self.redis_wait_replicas,
-                replica_timeout_ms: self.redis_replica_timeout_ms,
-                ..QueueOptions::default()
-            },
-        )
-        .await
-        .context("cannot use the queue")
+        Queue::connect(&self.redis, self.options())
+            .await
+            .context("cannot use the queue")
+    }
+
+    /// The queue's settings from these flags.
+    fn options(&self) -> QueueOptions {
+        QueueOptions {
+            namespace: self.namespace.clone(),
+            retention_s: self.retention_secs,
+            wait_replicas: self.redis_wait_replicas,
+            replica_timeout_ms: self.redis_replica_timeout_ms,
+            ..QueueOptions::default()
+        }
     }
 
     /// [`RedisArgs::connect`] for a long-running role: while Redis cannot be reached (not up
     /// yet, restarting), it says so and tries again with backoff, until `stop`. Settings that
     /// can never work (a bad namespace) fail at once.
     pub async fn connect_waiting(&self, stop: &CancellationToken) -> Result<Queue> {
-        let options = QueueOptions {
-            namespace: self.namespace.clone(),
-            retention_s: self.retention_secs,
-            wait_replicas: self.redis_wait_replicas,
-            replica_timeout_ms: self.redis_replica_timeout_ms,
-            ..QueueOptions::default()
-        };
+        let options = self.options();
         retry_connect(
             "Redis",
             stop,

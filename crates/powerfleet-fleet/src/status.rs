@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use powerfleet_backends::reference::redact_reference;
 use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
-use powerfleet_queue::{Progress, Queue, QueueError, WorkerRegistration, served};
+use powerfleet_queue::{Progress, Queue, QueueError, Tally, WorkerRegistration, served};
 use powerfleet_store::{BatchSummary, Store, StoreError};
 use serde::Serialize;
 
@@ -195,21 +195,18 @@ fn mark_unserved(view: &mut JobView, model: &str, live: &[WorkerRegistration]) {
     }
 }
 
-/// The models among `models` (a batch's or correlation's, from its tally) that no live worker
-/// serves, as given.
-pub async fn unserved_models<'a>(
-    queue: &Queue,
-    models: impl IntoIterator<Item = &'a String>,
-) -> Result<Vec<String>, QueueError> {
-    let models: Vec<&String> = models.into_iter().collect();
-    if models.is_empty() {
+/// While `tally`'s jobs are unfinished, why those of each of its models that no live worker
+/// serves wait ([`unserved_reason`]); one read of the registrations.
+pub async fn unserved(queue: &Queue, tally: &Tally) -> Result<Vec<String>, QueueError> {
+    if tally.done() || tally.by_model.is_empty() {
         return Ok(Vec::new());
     }
     let live = queue.live_workers().await?;
-    Ok(models
-        .into_iter()
+    Ok(tally
+        .by_model
+        .keys()
         .filter(|m| !served(&live, m))
-        .cloned()
+        .map(|m| unserved_reason(m))
         .collect())
 }
 
@@ -609,12 +606,8 @@ async fn unserved_of(
     of: powerfleet_queue::TallyOf<'_>,
 ) -> Result<Vec<String>, QueueError> {
     match queue.tally(of).await? {
-        Some(t) if !t.done() => Ok(unserved_models(queue, t.by_model.keys())
-            .await?
-            .iter()
-            .map(|m| unserved_reason(m))
-            .collect()),
-        _ => Ok(Vec::new()),
+        Some(t) => unserved(queue, &t).await,
+        None => Ok(Vec::new()),
     }
 }
 

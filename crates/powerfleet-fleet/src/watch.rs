@@ -211,13 +211,7 @@ pub async fn snapshot(
             }
         }
     }
-    if !snap.tally.done() {
-        snap.unserved = status::unserved_models(queue, snap.tally.by_model.keys())
-            .await?
-            .iter()
-            .map(|m| status::unserved_reason(m))
-            .collect();
-    }
+    snap.unserved = status::unserved(queue, &snap.tally).await?;
     Ok(Some(snap))
 }
 
