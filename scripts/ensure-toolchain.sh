@@ -30,3 +30,17 @@ need_rust_component() {
     exit 1
   fi
 }
+
+# A full test build takes about 4 GB under the target directory, and the caches of the test tools
+# (llama-server, vLLM's protocol package, the eval clients) about 3 GB more on their first run.
+# Fails early with what is free, instead of a linker's "No space left on device" mid-build.
+need_disk() {
+  local need_gb=$1 dir=${CARGO_TARGET_DIR:-target}
+  mkdir -p "$dir"
+  local free_kb
+  free_kb=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+    echo "error: $(cd "$dir" && pwd) has $((free_kb / 1024)) MB free; the build and tests need about ${need_gb} GB. Free some space (cargo clean in other checkouts, old caches), or point CARGO_TARGET_DIR at a larger disk, then run this again." >&2
+    exit 1
+  fi
+}

@@ -8,6 +8,7 @@ source scripts/ensure-services.sh
 need_rust
 need_rust_component fmt rustfmt
 need_rust_component clippy clippy
+need_disk 5
 need_redis_server
 need_postgres
 need_openssl
