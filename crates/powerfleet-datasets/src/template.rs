@@ -183,6 +183,158 @@ impl Template {
     }
 }
 
+/// The size of a rendered prompt, computed without rendering it ([`Template::rendered_size`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenderedSize {
+    /// Bytes of the prompt's text (at most this many when a problem has more than 26 options,
+    /// of which the shown ones depend on the seed).
+    pub bytes: usize,
+    /// Bytes of the text as a JSON string, quotes excluded (escapes counted), likewise.
+    pub json_bytes: usize,
+}
+
+impl Template {
+    /// The size of `problem` rendered with this template, for any seed, computed from the sizes
+    /// of the template's literal text and of the values its placeholders take (each occurrence
+    /// counted), so a prompt too large to accept is refused before it is built.
+    pub fn rendered_size(&self, problem: &Problem) -> RenderedSize {
+        let mut size = RenderedSize {
+            bytes: 0,
+            json_bytes: 0,
+        };
+        let mut add = |piece: &str| {
+            size.bytes += piece.len();
+            size.json_bytes += json_escaped_len(piece);
+        };
+        let question = problem.question.as_str();
+        let choices: Option<&[String]> = match &problem.answer {
+            Answer::Choice { choices, .. } => Some(choices),
+            _ => None,
+        };
+        // The lettered block, piece by piece: `(X) option` lines joined by newlines.
+        let block = |add: &mut dyn FnMut(&str)| {
+            if let Some(choices) = choices {
+                let shown = choices.len().min(26);
+                // The longest options, in case fewer are shown than there are.
+                let mut longest: Vec<&String> = choices.iter().collect();
+                longest.sort_by_key(|c| std::cmp::Reverse(c.len()));
+                for (i, c) in longest.into_iter().take(shown).enumerate() {
+                    if i > 0 {
+                        add("\n");
+                    }
+                    add("(A) ");
+                    add(c);
+                }
+            }
+        };
+        let with_choices = |add: &mut dyn FnMut(&str)| {
+            add(question);
+            if choices.is_some() {
+                add("\n\n");
+                block(add);
+            }
+        };
+        match self {
+            Template::Plain => with_choices(&mut add),
+            Template::MathCot => {
+                add(MATH_COT_BEFORE);
+                with_choices(&mut add);
+                add(MATH_COT_AFTER);
+            }
+            Template::MultipleChoice => {
+                add(question);
+                add("\n\n");
+                if choices.is_some() {
+                    block(&mut add);
+                    add("\n\n");
+                    add(CHOICE_INSTRUCTION);
+                } else {
+                    add("Put your final answer within \\boxed{}.");
+                }
+            }
+            Template::User(text) => {
+                let has_slot = text.contains(CHOICES);
+                for piece in pieces(text) {
+                    match piece {
+                        Piece::Literal(l) => add(l),
+                        Piece::Question if has_slot => add(question),
+                        Piece::Question => with_choices(&mut add),
+                        Piece::Choices => block(&mut add),
+                    }
+                }
+            }
+        }
+        size
+    }
+}
+
+/// Bytes of `s` as the inside of a JSON string: control characters, quotes and backslashes
+/// escaped.
+fn json_escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// A part of a user template: literal text or a placeholder.
+enum Piece<'a> {
+    Literal(&'a str),
+    Question,
+    Choices,
+}
+
+/// The parts of a user template in order, its placeholders found in one pass (each search
+/// resumes where it stopped, so the pass is linear), and placeholder-like text inside a value is
+/// never a placeholder.
+fn pieces(template: &str) -> impl Iterator<Item = Piece<'_>> {
+    let find = |slot: &str, from: usize| template[from..].find(slot).map(|i| from + i);
+    let mut at = 0;
+    let mut next_q = find(QUESTION, 0);
+    let mut next_c = find(CHOICES, 0);
+    let mut pending: Option<Piece<'_>> = None;
+    std::iter::from_fn(move || {
+        if let Some(p) = pending.take() {
+            return Some(p);
+        }
+        if at >= template.len() {
+            return None;
+        }
+        // A placeholder that starts inside the one just taken is no placeholder.
+        if next_q.is_some_and(|q| q < at) {
+            next_q = find(QUESTION, at);
+        }
+        if next_c.is_some_and(|c| c < at) {
+            next_c = find(CHOICES, at);
+        }
+        let (start, slot, piece) = match (next_q, next_c) {
+            (Some(q), Some(c)) if c < q => (c, CHOICES, Piece::Choices),
+            (Some(q), _) => (q, QUESTION, Piece::Question),
+            (None, Some(c)) => (c, CHOICES, Piece::Choices),
+            (None, None) => {
+                let literal = &template[at..];
+                at = template.len();
+                return Some(Piece::Literal(literal));
+            }
+        };
+        let literal = &template[at..start];
+        at = start + slot.len();
+        match piece {
+            Piece::Question => next_q = find(QUESTION, at),
+            _ => next_c = find(CHOICES, at),
+        }
+        if literal.is_empty() {
+            Some(piece)
+        } else {
+            pending = Some(piece);
+            Some(Piece::Literal(literal))
+        }
+    })
+}
+
 /// `(A) first\n(B) second...` in displayed order.
 fn lettered(choices: &[String], perm: &[usize]) -> String {
     perm.iter()
@@ -194,25 +346,15 @@ fn lettered(choices: &[String], perm: &[usize]) -> String {
 
 /// Replaces the placeholders in one pass, so placeholder-like text inside the question is kept.
 fn substitute(template: &str, question: &str, choices: &str) -> String {
-    let mut out = String::with_capacity(template.len() + question.len() + choices.len());
-    let mut rest = template;
-    loop {
-        let next = [(QUESTION, question), (CHOICES, choices)]
-            .into_iter()
-            .filter_map(|(slot, value)| rest.find(slot).map(|at| (at, slot, value)))
-            .min_by_key(|&(at, _, _)| at);
-        match next {
-            Some((at, slot, value)) => {
-                out.push_str(&rest[..at]);
-                out.push_str(value);
-                rest = &rest[at + slot.len()..];
-            }
-            None => {
-                out.push_str(rest);
-                return out;
-            }
-        }
+    let mut out = String::new();
+    for piece in pieces(template) {
+        out.push_str(match piece {
+            Piece::Literal(l) => l,
+            Piece::Question => question,
+            Piece::Choices => choices,
+        });
     }
+    out
 }
 
 #[cfg(test)]
@@ -226,5 +368,60 @@ mod tests {
             "Q: a {choices} / C a {choices}"
         );
         assert_eq!(substitute("\\boxed{} {question}", "x", ""), "\\boxed{} x");
+        assert_eq!(substitute("{question}{question}", "q", ""), "qq");
+        assert_eq!(substitute("{choices}{question", "q", "C"), "C{question");
+    }
+
+    fn problem(question: &str, choices: Option<Vec<&str>>) -> Problem {
+        Problem {
+            id: "p".into(),
+            question: question.into(),
+            answer: match choices {
+                Some(c) => Answer::Choice {
+                    choices: c.into_iter().map(String::from).collect(),
+                    correct: 0,
+                },
+                None => Answer::Text("1".into()),
+            },
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_rendered_size_is_known_before_rendering() {
+        let user = Template::user("t", "Q {question}\t{choices} {question} \"{x}\"").unwrap();
+        let no_slot = Template::user("t", "{question}|{question}").unwrap();
+        let templates = [
+            Template::Plain,
+            Template::MathCot,
+            Template::MultipleChoice,
+            user,
+            no_slot,
+        ];
+        let problems = [
+            problem("what is \"2\"\u{1}+2?", None),
+            problem("pick one\n", Some(vec!["a", "bb\\", "ccc"])),
+            problem("", Some(vec![])),
+        ];
+        for t in &templates {
+            for p in &problems {
+                for seed in 0..3 {
+                    let rendered = t.render(p, seed).prompt;
+                    let json = serde_json::to_string(&rendered).unwrap();
+                    assert_eq!(
+                        t.rendered_size(p),
+                        RenderedSize {
+                            bytes: rendered.len(),
+                            json_bytes: json.len() - 2
+                        },
+                        "{t:?} {p:?}"
+                    );
+                }
+            }
+        }
+        // Thousands of placeholders: the size is their count times the value, not rendered.
+        let many = Template::user("t", "{question}".repeat(2000)).unwrap();
+        let big = problem(&"x".repeat(60_000), None);
+        assert_eq!(many.rendered_size(&big).bytes, 2000 * 60_000);
     }
 }
