@@ -242,6 +242,7 @@ pub(crate) fn submission(
         Prompt::Text(t) => (Some(t), None, None),
         Prompt::Tokens(ids) => (None, Some(ids), None),
         Prompt::Messages(m) => (None, None, Some(m)),
+        Prompt::Stored(_) => (None, None, None),
     };
     SubmitRequest {
         model: model.into(),

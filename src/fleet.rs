@@ -707,6 +707,7 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
             (None, OutFormat::Text) if listed => usize::MAX,
             (None, OutFormat::Text) => 0,
         },
+        max_bytes: usize::MAX,
     };
     let queue = args.redis.connect().await?;
     let store = args.database.connect().await?;
@@ -897,6 +898,18 @@ pub struct ServeArgs {
     /// Most jobs one request may create.
     #[arg(long, default_value_t = 10_000)]
     pub max_jobs_per_request: usize,
+    /// Most bytes of prompts one request may store, as JSON: each distinct prompt once, a
+    /// benchmark's rendered prompts once per record and seed (measured before rendering).
+    #[arg(long, default_value_t = powerfleet_fleet::api::DEFAULT_MAX_REQUEST_PROMPT_BYTES)]
+    pub max_request_prompt_bytes: usize,
+    /// Most bytes of job specifications one request may create, as JSON: every job of every
+    /// problem, method, seed and chain (prompts are stored once and referenced).
+    #[arg(long, default_value_t = powerfleet_fleet::api::DEFAULT_MAX_REQUEST_JOB_BYTES)]
+    pub max_request_job_bytes: usize,
+    /// Most bytes of jobs one page of GET /v1/batches/{id} or /v1/correlations/{id} holds;
+    /// past it the page ends early and next_after says where the next one starts.
+    #[arg(long, default_value_t = powerfleet_fleet::api::DEFAULT_MAX_PAGE_BYTES)]
+    pub max_page_bytes: usize,
     /// Most proposal tokens one job may generate: n_mcmc x max_new_tokens for MCMC methods,
     /// max_new_tokens for the others; larger requests get 422.
     #[arg(long, default_value_t = powerfleet_fleet::api::DEFAULT_MAX_JOB_TOKENS)]
@@ -933,6 +946,10 @@ pub struct ServeArgs {
     /// Most chains (n) per prompt of an OpenAI-compatible request.
     #[arg(long, default_value_t = powerfleet_fleet::openai::DEFAULT_MAX_N)]
     pub openai_max_n: u32,
+    /// Most OpenAI-compatible completions served at once (read, waited for and answered); more
+    /// get 503 with Retry-After. Bounds what the completions hold together.
+    #[arg(long, default_value_t = powerfleet_fleet::openai::DEFAULT_MAX_WAITING)]
+    pub openai_max_waiting: usize,
     /// How long an OpenAI-compatible completion may wait for its jobs; past it the client gets
     /// 408 and the jobs are cancelled (as when the client disconnects).
     #[arg(long, env = "POWERFLEET_COMPLETION_TIMEOUT", default_value = "1h", value_parser = crate::options::parse_duration)]
@@ -985,8 +1002,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.openai_max_n,
     )
     .map_err(anyhow::Error::msg)?;
+    if args.openai_max_waiting == 0 {
+        bail!("--openai-max-waiting must be at least 1, got 0");
+    }
     let openai = powerfleet_fleet::openai::OpenAiSettings {
         body_timeout: args.ops.http_request_timeout,
+        slots: powerfleet_fleet::openai::Slots::new(args.openai_max_waiting),
         ..openai
     };
     let stop = crate::observe::shutdown_token();
@@ -1026,6 +1047,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         limits: ApiLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,
+            max_request_prompt_bytes: args.max_request_prompt_bytes,
+            max_request_job_bytes: args.max_request_job_bytes,
+            max_page_bytes: args.max_page_bytes,
             max_job_tokens: args.max_job_tokens,
             rate_limit_per_minute: args.rate_limit_per_minute,
             ..ApiLimits::default()

@@ -296,6 +296,9 @@ async fn collect(
     report: &CollectorReport,
     deliveries: &mut VecDeque<ResultDelivery>,
 ) -> Result<(), String> {
+    resolve_prompts(queue, deliveries)
+        .await
+        .map_err(|e| e.to_string())?;
     let results: Vec<&JobResult> = deliveries
         .iter()
         .filter_map(|d| d.result.as_ref().ok())
@@ -371,6 +374,47 @@ async fn collect(
     }
     *deliveries = kept;
     first_error.map_or(Ok(()), Err)
+}
+
+/// Puts each stored prompt that a result of `deliveries` references in place of the reference
+/// (one pipelined read of the distinct prompts), so the database keeps what it kept before
+/// prompts were stored by reference: each completed result with its prompt. A prompt that is
+/// gone (its result waited longer than the retention) is left out, with a warning: the result is
+/// stored without it.
+async fn resolve_prompts(
+    queue: &Queue,
+    deliveries: &mut VecDeque<ResultDelivery>,
+) -> Result<(), powerfleet_queue::QueueError> {
+    let mut refs: Vec<powerfleet_jobs::PromptRef> = deliveries
+        .iter()
+        .filter_map(|d| d.result.as_ref().ok()?.prompt.as_ref()?.stored().cloned())
+        .collect();
+    refs.sort();
+    refs.dedup();
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let resolved = queue.prompts(&refs).await?;
+    let by_hash: std::collections::HashMap<&str, &Result<_, _>> = refs
+        .iter()
+        .map(|r| r.sha256.as_str())
+        .zip(&resolved)
+        .collect();
+    for d in deliveries.iter_mut() {
+        let Ok(result) = &mut d.result else { continue };
+        let Some(reference) = result.prompt.as_ref().and_then(|p| p.stored()) else {
+            continue;
+        };
+        match by_hash.get(reference.sha256.as_str()) {
+            Some(Ok(prompt)) => result.prompt = Some(prompt.clone()),
+            Some(Err(e)) => {
+                warn!(job = %result.job_id, error = %e, "result stored without its prompt");
+                result.prompt = None;
+            }
+            None => unreachable!("every reference was read"),
+        }
+    }
+    Ok(())
 }
 
 /// Counts a result stored for the first time (once per job) in the metrics.

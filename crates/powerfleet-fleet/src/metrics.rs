@@ -145,6 +145,12 @@ powerfleet_common::declare_metrics! {
         name: "powerfleet_openai_abandoned_total",
         help: "OpenAI-compatible completions whose client went away first; their jobs were cancelled",
     },
+    /// OpenAI-compatible completions refused with 503 because every slot
+    /// (`serve --openai-max-waiting`) was taken.
+    OPENAI_BUSY: Counter {
+        name: "powerfleet_openai_busy_total",
+        help: "OpenAI-compatible completions refused with 503 because every slot (serve --openai-max-waiting) was taken",
+    },
     /// HTTP API requests, by `route` and `status`.
     HTTP_REQUESTS: Counter {
         name: "powerfleet_http_requests_total",
@@ -257,6 +263,11 @@ pub fn queue_depth(streams: &[powerfleet_queue::StreamBacklog], delayed: u64) {
 /// Counts an API request.
 pub fn openai_cancelled() {
     counter!(OPENAI_ABANDONED).increment(1);
+}
+
+/// Counts a completion refused for want of a slot.
+pub fn openai_busy() {
+    counter!(OPENAI_BUSY).increment(1);
 }
 
 /// Counts one HTTP request of `route` answered with `status`.

@@ -119,6 +119,11 @@ impl Backend {
     ) -> Result<Vec<TokenId>, BackendError> {
         match (self, prompt) {
             (Backend::Faulty { inner, .. }, _) => Box::pin(inner.tokenize(prompt, chat)).await,
+            // The worker resolves a stored prompt when it claims the job, before this.
+            (_, Prompt::Stored(r)) => Err(BackendError::Rejected(format!(
+                "the prompt stored as sha256 {} was not resolved before tokenizing",
+                r.sha256
+            ))),
             (Backend::Toy { .. }, _) if chat => {
                 Err(BackendError::Rejected(TOY_CHAT_REFUSAL.to_string()))
             }

@@ -24,8 +24,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use powerfleet_jobs::{ChatMessage, CorrelationId, JobResult, JobStatus, now_ms};
-use powerfleet_queue::TallyOf;
+use powerfleet_jobs::{ChatMessage, CorrelationId, JobId, JobResult, JobStatus, now_ms};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -39,6 +38,12 @@ use crate::watch::{WatchPolicy, Watched};
 pub const CORRELATION_HEADER: &str = "x-powerfleet-correlation-id";
 /// Default most chains (`n`) per prompt.
 pub const DEFAULT_MAX_N: u32 = 64;
+/// Default most completions served at once (read, submitted, waited for or answered); more get
+/// 503 with `Retry-After`.
+pub const DEFAULT_MAX_WAITING: usize = 64;
+/// What a completion refused for want of a slot is told to wait before it tries again, in
+/// seconds.
+const BUSY_RETRY_AFTER_S: u64 = 2;
 /// Default longest wait for a completion's jobs, after which they are cancelled.
 pub const DEFAULT_COMPLETION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// First and longest pause between two reads of a waiting completion's tally.
@@ -61,6 +66,8 @@ pub struct OpenAiSettings {
     /// How long the request body may take to arrive (the completion itself may take up to the
     /// server's completion timeout).
     pub body_timeout: Duration,
+    /// The slots of completions served at once (`serve --openai-max-waiting`).
+    pub slots: Slots,
 }
 
 impl Default for OpenAiSettings {
@@ -70,7 +77,44 @@ impl Default for OpenAiSettings {
             defaults: BTreeMap::new(),
             max_n: DEFAULT_MAX_N,
             body_timeout: Duration::from_secs(30),
+            slots: Slots::new(DEFAULT_MAX_WAITING),
         }
+    }
+}
+
+/// The slots of the completions a server handles at once: a request takes one before it reads
+/// its body and gives it back once answered, so what all completions hold together is at most
+/// this many times what one holds. Clones share the slots.
+#[derive(Clone, Debug)]
+pub struct Slots {
+    semaphore: std::sync::Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+impl Slots {
+    /// `capacity` slots (at least one).
+    pub fn new(capacity: usize) -> Slots {
+        let capacity = capacity.max(1);
+        Slots {
+            semaphore: std::sync::Arc::new(tokio::sync::Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// How many completions may be served at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A slot, or `None` when every slot is taken.
+    fn try_take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.semaphore.clone().try_acquire_owned().ok()
+    }
+}
+
+impl PartialEq for Slots {
+    fn eq(&self, other: &Slots) -> bool {
+        self.capacity == other.capacity
     }
 }
 
@@ -210,7 +254,8 @@ impl From<crate::api::ApiError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        let busy = self.status == StatusCode::SERVICE_UNAVAILABLE && self.param.is_none();
+        if self.status.is_server_error() && !busy {
             tracing::warn!(status = self.status.as_u16(), error = %self.message, "openai request failed");
         }
         let body = json!({"error": {
@@ -219,7 +264,13 @@ impl IntoResponse for OpenAiError {
             "param": self.param,
             "code": Value::Null,
         }});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if busy {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_S));
+        }
+        response
     }
 }
 
@@ -397,18 +448,21 @@ struct Asked {
 }
 
 /// Parses a body into `T`, naming the field at fault; a field outside `COMMON_FIELDS` and
-/// `fields` is refused rather than ignored, since it may change what is sampled.
+/// `fields` is refused rather than ignored, since it may change what is sampled. The body is
+/// read straight into the typed fields, never into a JSON tree (which would take many times
+/// the body's size for a list of token ids).
 fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
     fields: &[&str],
 ) -> Result<(Common, T), OpenAiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    use serde::de::IgnoredAny;
+    serde_json::from_slice::<IgnoredAny>(body).map_err(|e| {
         OpenAiError::invalid(
             "body",
             crate::api::shorten_inputs(&format!("request body is not valid JSON: {e}")),
         )
     })?;
-    let Some(object) = value.as_object() else {
+    let Ok(object) = serde_json::from_slice::<BTreeMap<String, IgnoredAny>>(body) else {
         return Err(OpenAiError::invalid(
             "body",
             "request body must be a JSON object".into(),
@@ -429,21 +483,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(
             ),
         ));
     }
-    let (common, own): (
-        serde_json::Map<String, Value>,
-        serde_json::Map<String, Value>,
-    ) = object
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .partition(|(k, _)| COMMON_FIELDS.contains(&k.as_str()));
-    Ok((deserialize(common)?, deserialize(own)?))
+    Ok((deserialize(body)?, deserialize(body)?))
 }
 
-/// `T` from the fields of `object`, naming the field at fault.
-fn deserialize<T: serde::de::DeserializeOwned>(
-    object: serde_json::Map<String, Value>,
-) -> Result<T, OpenAiError> {
-    serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+/// `T` from the fields of the JSON object `body` (fields of the other part are skipped), naming
+/// the field at fault.
+fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, OpenAiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let message = if path == "." {
             format!("request body: {}", e.inner())
@@ -733,23 +780,78 @@ fn asked_chat(
     Ok(asked)
 }
 
-/// Cancels a completion's jobs when dropped armed: the client went away before the answer.
+/// Cancels a completion's own jobs when dropped armed: the client went away before the answer.
+/// Only the jobs this request created, never others under the same correlation id.
 struct CancelOnDrop {
     queue: powerfleet_queue::Queue,
-    correlation_id: Option<CorrelationId>,
+    correlation_id: CorrelationId,
+    jobs: Option<Vec<JobId>>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(id) = self.correlation_id.take() {
+        if let Some(jobs) = self.jobs.take() {
             let queue = self.queue.clone();
-            tracing::info!(correlation_id = %id, "client went away before its completion; cancelling its jobs");
+            let id = self.correlation_id.clone();
+            tracing::info!(correlation_id = %id, jobs = jobs.len(), "client went away before its completion; cancelling its jobs");
             crate::metrics::openai_cancelled();
             tokio::spawn(async move {
-                if let Err(e) = crate::control::cancel_correlation(&queue, &id).await {
-                    tracing::warn!(correlation_id = %id, error = %e, "cannot cancel the jobs of an abandoned completion");
+                for job in jobs {
+                    if let Err(e) = crate::control::cancel_job(&queue, job).await {
+                        tracing::warn!(correlation_id = %id, job_id = %job, error = %e, "cannot cancel a job of an abandoned completion");
+                    }
                 }
             });
+        }
+    }
+}
+
+/// What a completion holds of one finished job to answer with it: the returned text and
+/// tokens, and the counts of its usage.
+struct Choice {
+    job_id: JobId,
+    text: String,
+    finish_reason: &'static str,
+    /// The returned tokens, kept only when the request asks for them or their log p.
+    tokens: Vec<TokenId>,
+    /// Their log p, kept only when the request asks for log-probabilities.
+    token_log_p: Vec<f64>,
+    /// How many tokens the choice returns.
+    completion_tokens: u64,
+    prompt_tokens: u64,
+    generated_tokens: u64,
+}
+
+impl Choice {
+    /// The choice of a completed job's result, keeping what `asked` needs.
+    fn of(mut r: JobResult, asked: &Asked) -> Choice {
+        let kept = r.stop.as_ref().map_or(r.tokens.len(), |hit| hit.tokens);
+        let kept = kept.min(r.tokens.len());
+        let finish_reason = if r.stop.is_some() || r.ends_with_eos {
+            "stop"
+        } else {
+            "length"
+        };
+        let text = r.answer_text().unwrap_or_default().to_string();
+        let mut tokens = Vec::new();
+        let mut token_log_p = Vec::new();
+        if asked.token_ids || asked.logprobs {
+            r.tokens.truncate(kept);
+            tokens = std::mem::take(&mut r.tokens);
+        }
+        if asked.logprobs {
+            r.token_log_p.truncate(kept);
+            token_log_p = std::mem::take(&mut r.token_log_p);
+        }
+        Choice {
+            job_id: r.job_id,
+            text,
+            finish_reason,
+            tokens,
+            token_log_p,
+            completion_tokens: kept as u64,
+            prompt_tokens: r.prompt_tokens.unwrap_or(0),
+            generated_tokens: r.stats.tokens_generated,
         }
     }
 }
@@ -757,11 +859,12 @@ impl Drop for CancelOnDrop {
 /// The finished jobs of a completion, in choice order.
 struct Finished {
     correlation_id: CorrelationId,
-    results: Vec<JobResult>,
+    choices: Vec<Choice>,
 }
 
-/// Submits what was asked, waits for every job and reads the results.
-async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
+/// Submits what was asked (its prompts, taken out of `asked`, are not held while waiting),
+/// waits for every job and reads what the answer needs of each.
+async fn run(state: &ApiState, asked: &mut Asked) -> Result<Finished, OpenAiError> {
     let method = asked.config.method;
     if method.needs_log_probs() && state.models.hosted.contains(&asked.model) {
         return Err(OpenAiError {
@@ -774,13 +877,27 @@ async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
             kind: "invalid_request_error",
         });
     }
+    check_served(state, &asked.model).await?;
+    let request = SubmitRequest {
+        model: asked.model.clone(),
+        correlation_id: asked.correlation_id.clone(),
+        problems: Some(std::mem::take(&mut asked.prompts)),
+        config: Some(asked.config.clone()),
+        methods: Some(vec![method]),
+        seeds: Some(vec![asked.seed]),
+        chains: Some(u64::from(asked.n)),
+        stop: (!asked.stop.is_empty()).then(|| asked.stop.clone()),
+        ..SubmitRequest::default()
+    };
+    let submission = request.into_submission(&state.limits, &state.models)?;
+    // A correlation id the client chose must be new: the check and the claim are one step in
+    // Redis, so of two concurrent requests naming it, one runs and the other gets 409.
     if let Some(id) = &asked.correlation_id
-        && state
+        && !state
             .queue
-            .tally(TallyOf::Correlation(id))
+            .claim_correlation(id)
             .await
             .map_err(crate::api::ApiError::from)?
-            .is_some()
     {
         return Err(OpenAiError {
             status: StatusCode::CONFLICT,
@@ -791,60 +908,59 @@ async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
             kind: "invalid_request_error",
         });
     }
-    check_served(state, &asked.model).await?;
-    let request = SubmitRequest {
-        model: asked.model.clone(),
-        correlation_id: asked.correlation_id.clone(),
-        problems: Some(asked.prompts.clone()),
-        config: Some(asked.config.clone()),
-        methods: Some(vec![method]),
-        seeds: Some(vec![asked.seed]),
-        chains: Some(u64::from(asked.n)),
-        stop: (!asked.stop.is_empty()).then(|| asked.stop.clone()),
-        ..SubmitRequest::default()
+    let submitted = crate::producer::submit(&state.queue, &submission).await;
+    drop(submission);
+    let receipt = match submitted {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            if let Some(id) = &asked.correlation_id
+                && let Err(release) = state.queue.release_correlation(id).await
+            {
+                tracing::warn!(correlation_id = %id, error = %release, "cannot release the claim of a correlation id that got no jobs");
+            }
+            return Err(crate::api::ApiError::from(e).into());
+        }
     };
-    let submission = request.into_submission(&state.limits, &state.models)?;
-    let receipt = crate::producer::submit(&state.queue, &submission)
-        .await
-        .map_err(crate::api::ApiError::from)?;
     let correlation_id = receipt.correlation_id.clone();
+    let job_ids = receipt.job_ids;
     let mut guard = CancelOnDrop {
         queue: state.queue.clone(),
-        correlation_id: Some(correlation_id.clone()),
+        correlation_id: correlation_id.clone(),
+        jobs: Some(job_ids.clone()),
     };
-    tracing::info!(correlation_id = %correlation_id, jobs = receipt.job_ids.len(), "openai completion submitted");
+    tracing::info!(correlation_id = %correlation_id, jobs = job_ids.len(), "openai completion submitted");
     // Waits for as long as the jobs take (the server's completion timeout, or the client going
-    // away, ends it from outside); no database: the results are read from Redis below.
+    // away, ends it from outside); no database: the results are read from Redis below. The
+    // request's own batch is watched, so jobs that others add under the correlation id are
+    // not waited for.
     let policy = WatchPolicy {
         first_poll: POLL_FIRST,
         poll: POLL_MAX,
         jobs_stall: None,
         store_stall: None,
     };
+    let watched = match receipt.batch_id {
+        Some(batch) => Watched::Batch(batch),
+        None => Watched::Correlation(correlation_id.clone()),
+    };
     let mut told = Duration::ZERO;
-    crate::watch::watch(
-        &state.queue,
-        None,
-        &Watched::Correlation(correlation_id.clone()),
-        &policy,
-        |poll| {
-            // Say once a minute of standstill what the completion waits for.
-            if poll.unmoved_for < told {
-                told = Duration::ZERO;
-            }
-            if poll.unmoved_for >= told + STANDSTILL_NOTICE {
-                told = poll.unmoved_for;
-                tracing::info!(
-                    correlation_id = %correlation_id,
-                    unmoved_s = poll.unmoved_for.as_secs(),
-                    "openai completion {}; no job finished for {} s (is a worker serving model {} running?)",
-                    poll.waiting_for(),
-                    poll.unmoved_for.as_secs(),
-                    powerfleet_backends::reference::redact_reference(&asked.model)
-                );
-            }
-        },
-    )
+    crate::watch::watch(&state.queue, None, &watched, &policy, |poll| {
+        // Say once a minute of standstill what the completion waits for.
+        if poll.unmoved_for < told {
+            told = Duration::ZERO;
+        }
+        if poll.unmoved_for >= told + STANDSTILL_NOTICE {
+            told = poll.unmoved_for;
+            tracing::info!(
+                correlation_id = %correlation_id,
+                unmoved_s = poll.unmoved_for.as_secs(),
+                "openai completion {}; no job finished for {} s (is a worker serving model {} running?)",
+                poll.waiting_for(),
+                poll.unmoved_for.as_secs(),
+                powerfleet_backends::reference::redact_reference(&asked.model)
+            );
+        }
+    })
     .await
     .map_err(|e| match e {
         crate::watch::WatchError::Status(e) => OpenAiError::from(crate::api::ApiError::from(e)),
@@ -853,88 +969,66 @@ async fn run(state: &ApiState, asked: &Asked) -> Result<Finished, OpenAiError> {
             format!("cannot follow the jobs of correlation id {correlation_id}: {e}"),
         ),
     })?;
-    guard.correlation_id = None;
-    let mut results = Vec::with_capacity(receipt.job_ids.len());
-    // Every job's result in one pipelined read; the database only for a state already gone.
-    let live = state
-        .queue
-        .job_states(&receipt.job_ids)
-        .await
-        .map_err(crate::api::ApiError::from)?;
-    for (&id, live) in receipt.job_ids.iter().zip(live) {
-        let result = match live.and_then(|s| s.result) {
-            Some(result) => Some(result),
-            None => state
-                .store
-                .job(id)
-                .await
-                .map_err(crate::api::ApiError::from)?,
-        };
-        let Some(result) = result else {
-            return Err(OpenAiError::server(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "job {id} finished but its result is gone from Redis and the database; see powerfleet status {correlation_id}"
-                ),
-            ));
-        };
-        if result.status != JobStatus::Completed {
-            return Err(OpenAiError::server(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "job {id} ended {}: {}; see powerfleet status {correlation_id}",
-                    result.status,
-                    result.error.as_deref().unwrap_or("no reason recorded")
-                ),
-            ));
+    guard.jobs = None;
+    let mut choices = Vec::with_capacity(job_ids.len());
+    // The results in pipelined reads of a chunk at a time, each kept only as far as the answer
+    // needs it; the database only for a state already gone.
+    for chunk in job_ids.chunks(RESULT_READ_CHUNK) {
+        let live = state
+            .queue
+            .job_results(chunk)
+            .await
+            .map_err(crate::api::ApiError::from)?;
+        for (&id, live) in chunk.iter().zip(live) {
+            let result = match live {
+                Some(result) => Some(result),
+                None => state
+                    .store
+                    .job(id)
+                    .await
+                    .map_err(crate::api::ApiError::from)?,
+            };
+            let Some(result) = result else {
+                return Err(OpenAiError::server(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "job {id} finished but its result is gone from Redis and the database; see powerfleet status {correlation_id}"
+                    ),
+                ));
+            };
+            if result.status != JobStatus::Completed {
+                return Err(OpenAiError::server(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "job {id} ended {}: {}; see powerfleet status {correlation_id}",
+                        result.status,
+                        result.error.as_deref().unwrap_or("no reason recorded")
+                    ),
+                ));
+            }
+            choices.push(Choice::of(result, asked));
         }
-        results.push(result);
     }
     Ok(Finished {
         correlation_id,
-        results,
+        choices,
     })
 }
 
-/// One choice's parts: its text, why it ended, and its tokens with their log p.
-struct Choice<'a> {
-    text: &'a str,
-    finish_reason: &'static str,
-    tokens: &'a [TokenId],
-    token_log_p: &'a [f64],
-}
-
-fn choice_of(r: &JobResult) -> Choice<'_> {
-    let kept = r.stop.as_ref().map_or(r.tokens.len(), |hit| hit.tokens);
-    let kept = kept.min(r.tokens.len());
-    let finish_reason = if r.stop.is_some() || r.ends_with_eos {
-        "stop"
-    } else {
-        "length"
-    };
-    Choice {
-        text: r.answer_text().unwrap_or_default(),
-        finish_reason,
-        tokens: &r.tokens[..kept],
-        token_log_p: r.token_log_p.get(..kept).unwrap_or(&[]),
-    }
-}
+/// Results read per round trip when a completion is answered.
+const RESULT_READ_CHUNK: usize = 64;
 
 /// `usage`: prompt tokens once per prompt, the returned completion tokens, and (an extension)
 /// the tokens the sampler really generated, its cost.
 fn usage(f: &Finished, n: u32) -> Value {
     let prompt: u64 = f
-        .results
+        .choices
         .iter()
         .step_by(n.max(1) as usize)
-        .map(|r| r.prompt_tokens.unwrap_or(0))
+        .map(|c| c.prompt_tokens)
         .sum();
-    let completion: u64 = f
-        .results
-        .iter()
-        .map(|r| choice_of(r).tokens.len() as u64)
-        .sum();
-    let generated: u64 = f.results.iter().map(|r| r.stats.tokens_generated).sum();
+    let completion: u64 = f.choices.iter().map(|c| c.completion_tokens).sum();
+    let generated: u64 = f.choices.iter().map(|c| c.generated_tokens).sum();
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -947,7 +1041,7 @@ fn usage(f: &Finished, n: u32) -> Value {
 fn powerfleet_of(f: &Finished, asked: &Asked) -> Value {
     json!({
         "correlation_id": f.correlation_id,
-        "job_ids": f.results.iter().map(|r| r.job_id).collect::<Vec<_>>(),
+        "job_ids": f.choices.iter().map(|c| c.job_id).collect::<Vec<_>>(),
         "method": asked.config.method,
         "config": asked.config,
         "seed": asked.seed,
@@ -961,11 +1055,10 @@ fn token_strings(tokens: &[TokenId]) -> Vec<String> {
 
 fn completion_body(f: &Finished, asked: &Asked, created: u64) -> Value {
     let choices: Vec<Value> = f
-        .results
+        .choices
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let c = choice_of(r);
+        .map(|(i, c)| {
             let mut choice = json!({
                 "index": i,
                 "text": c.text,
@@ -974,7 +1067,7 @@ fn completion_body(f: &Finished, asked: &Asked, created: u64) -> Value {
             });
             if asked.logprobs {
                 choice["logprobs"] = json!({
-                    "tokens": token_strings(c.tokens),
+                    "tokens": token_strings(&c.tokens),
                     "token_logprobs": c.token_log_p,
                     "top_logprobs": Value::Null,
                     "text_offset": Value::Null,
@@ -997,11 +1090,11 @@ fn completion_body(f: &Finished, asked: &Asked, created: u64) -> Value {
     })
 }
 
-fn chat_logprobs(c: &Choice<'_>) -> Value {
+fn chat_logprobs(c: &Choice) -> Value {
     let content: Vec<Value> = c
         .tokens
         .iter()
-        .zip(c.token_log_p)
+        .zip(&c.token_log_p)
         .map(|(t, lp)| {
             json!({"token": format!("token_id:{t}"), "logprob": lp, "bytes": Value::Null, "top_logprobs": []})
         })
@@ -1011,16 +1104,15 @@ fn chat_logprobs(c: &Choice<'_>) -> Value {
 
 fn chat_body(f: &Finished, asked: &Asked, created: u64, chunk: bool) -> Value {
     let choices: Vec<Value> = f
-        .results
+        .choices
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let c = choice_of(r);
+        .map(|(i, c)| {
             let message = json!({"role": "assistant", "content": c.text});
             let mut choice = json!({
                 "index": i,
                 "finish_reason": c.finish_reason,
-                "logprobs": if asked.logprobs { chat_logprobs(&c) } else { Value::Null },
+                "logprobs": if asked.logprobs { chat_logprobs(c) } else { Value::Null },
             });
             choice[if chunk { "delta" } else { "message" }] = message;
             if asked.token_ids {
@@ -1131,8 +1223,9 @@ fn correlation_of(request: &Request) -> Result<Option<CorrelationId>, OpenAiErro
         })
 }
 
-/// Serves a request of either endpoint: reads, parses and checks it (`fields` and `check` are the
-/// endpoint's), runs its jobs and answers (`chat` picks the answer's shape).
+/// Serves a request of either endpoint: takes a slot (or answers 503), reads, parses and checks
+/// the request (`fields` and `check` are the endpoint's), runs its jobs and answers (`chat`
+/// picks the answer's shape).
 async fn serve<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     request: Request,
@@ -1140,13 +1233,32 @@ async fn serve<T: serde::de::DeserializeOwned>(
     check: impl FnOnce(&OpenAiSettings, Common, T) -> Result<Asked, OpenAiError>,
     chat: bool,
 ) -> Result<Response, OpenAiError> {
+    let Some(_slot) = state.openai.slots.try_take() else {
+        crate::metrics::openai_busy();
+        return Err(busy(state.openai.slots.capacity()));
+    };
     let correlation_id = correlation_of(&request)?;
     let body = read_body(state, request).await?;
     let (common, own) = parse_body::<T>(&body, fields)?;
+    drop(body);
     let mut asked = check(&state.openai, common, own)?;
     asked.correlation_id = correlation_id;
-    let finished = run(state, &asked).await?;
+    let finished = run(state, &mut asked).await?;
     Ok(respond(&finished, &asked, chat))
+}
+
+/// 503 with `Retry-After`: every completion slot is taken. Not 429: the limit is this server's,
+/// shared by every caller, not a rate the caller exceeded; OpenAI's clients retry both after
+/// the time given, and a load balancer may send the retry to another replica.
+fn busy(capacity: usize) -> OpenAiError {
+    OpenAiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!(
+            "this server is answering its most completions at once ({capacity}, serve --openai-max-waiting); retry in {BUSY_RETRY_AFTER_S} s"
+        ),
+        param: None,
+        kind: "server_error",
+    }
 }
 
 /// `POST /v1/completions`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
     BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Prompt, ReasoningMarkers,
-    ReferenceAnswer, now_ms,
+    ReferenceAnswer, StoredPrompt, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -81,6 +81,8 @@ impl From<SubmittedPrompt> for BatchLine {
             Prompt::Text(text) => line.prompt = Some(text),
             Prompt::Tokens(ids) => line.prompt_tokens = Some(ids),
             Prompt::Messages(messages) => line.messages = Some(messages),
+            // A reference has no line of its own: it is made when jobs are enqueued.
+            Prompt::Stored(_) => {}
         }
         line
     }
@@ -172,14 +174,19 @@ impl GradedRun {
     fn render(&self, problem: &GradedProblem, seed: u64) -> (Prompt, Grading) {
         let shuffle = powerfleet_grade::problem_shuffle_seed(&problem.problem.id, seed);
         let rendered = self.template.render(&problem.problem, shuffle);
+        let grading = self.grading(problem, rendered.permutation);
+        (Prompt::Text(rendered.prompt), grading)
+    }
+
+    /// The grading data of `problem` whose options were shown in `permutation` (`None`: in the
+    /// dataset's order), without rendering its prompt.
+    fn grading(&self, problem: &GradedProblem, permutation: Option<Vec<usize>>) -> Grading {
         let reference = match &problem.problem.answer {
             Answer::Text(t) => ReferenceAnswer::Text(t.clone()),
             Answer::Choice { choices, correct } => ReferenceAnswer::Choice {
                 choices: choices.clone(),
                 correct: *correct,
-                permutation: rendered
-                    .permutation
-                    .unwrap_or_else(|| (0..choices.len()).collect()),
+                permutation: permutation.unwrap_or_else(|| (0..choices.len()).collect()),
             },
             // The dataset's prompt, whatever the template: the completion continues it.
             Answer::Code { test, entry_point } => ReferenceAnswer::Code {
@@ -193,16 +200,13 @@ impl GradedRun {
             ReferenceAnswer::Choice { .. } => Grader::Choice,
             ReferenceAnswer::Code { .. } => Grader::Humaneval,
         });
-        (
-            Prompt::Text(rendered.prompt),
-            Grading {
-                template: self.template.name().to_string(),
-                grader,
-                reference,
-                price_per_mtok: self.price_per_mtok,
-                reasoning_markers: self.reasoning_markers.clone(),
-            },
-        )
+        Grading {
+            template: self.template.name().to_string(),
+            grader,
+            reference,
+            price_per_mtok: self.price_per_mtok,
+            reasoning_markers: self.reasoning_markers.clone(),
+        }
     }
 
     /// Checks that the grader fits every problem and its pattern compiles.
@@ -433,14 +437,36 @@ pub fn read_batch_file(
 #[error("{0}")]
 pub struct InvalidSubmission(pub String);
 
+/// The jobs of a submission as they are enqueued: each job's specification references its
+/// prompt, and each distinct prompt is stored once ([`Submission::stored_jobs`]).
+#[derive(Clone, Debug)]
+pub struct StoredJobs {
+    /// The jobs, each with a [`Prompt::Stored`] prompt.
+    pub specs: Vec<JobSpec>,
+    /// The distinct prompts they reference.
+    pub prompts: Vec<StoredPrompt>,
+}
+
 impl Submission {
-    /// Builds and checks every job; nothing touches the queue.
+    /// Builds and checks every job, each with its prompt inline; nothing touches the queue.
     pub fn jobs(
         &self,
         correlation_id: &CorrelationId,
         batch_id: Option<BatchId>,
     ) -> Result<Vec<JobSpec>, InvalidSubmission> {
-        self.build_jobs(correlation_id, batch_id)
+        self.build_jobs(correlation_id, batch_id, false)
+            .map(|jobs| jobs.specs)
+            .map_err(InvalidSubmission)
+    }
+
+    /// Builds and checks every job as [`submit`] enqueues it: prompts by reference, each
+    /// distinct prompt once. Nothing is copied per job but the reference.
+    pub fn stored_jobs(
+        &self,
+        correlation_id: &CorrelationId,
+        batch_id: Option<BatchId>,
+    ) -> Result<StoredJobs, InvalidSubmission> {
+        self.build_jobs(correlation_id, batch_id, true)
             .map_err(InvalidSubmission)
     }
 
@@ -448,7 +474,8 @@ impl Submission {
         &self,
         correlation_id: &CorrelationId,
         batch_id: Option<BatchId>,
-    ) -> Result<Vec<JobSpec>, String> {
+        by_reference: bool,
+    ) -> Result<StoredJobs, String> {
         if self.methods.is_empty() {
             return Err(
                 "methods must name at least one of power, max-swap, low-temp, standard, power-smc"
@@ -548,6 +575,17 @@ impl Submission {
         }
         let now = now_ms();
         let mut jobs = Vec::with_capacity(total as usize);
+        let mut stored: BTreeMap<String, StoredPrompt> = BTreeMap::new();
+        // The prompt a job carries: a reference to the one stored copy, or the prompt itself.
+        let mut place = |prompt: Prompt| -> Prompt {
+            if !by_reference {
+                return prompt;
+            }
+            let s = StoredPrompt::of(&prompt);
+            let reference = s.reference.clone();
+            stored.entry(reference.sha256.clone()).or_insert(s);
+            Prompt::Stored(reference)
+        };
         for p_idx in 0..problem_count {
             let (id, model) = match &self.graded_run {
                 Some(run) => {
@@ -562,24 +600,32 @@ impl Submission {
             let where_ = id.as_ref().map_or(format!("prompt {}", p_idx + 1), |id| {
                 format!("problem {id}")
             });
-            for &seed in &self.seeds {
-                let (prompt, grading) = match &self.graded_run {
-                    Some(run) => {
-                        let (prompt, grading) = run.render(&run.problems[p_idx], seed);
-                        (prompt, Some(grading))
-                    }
-                    None => (self.problems[p_idx].prompt.clone(), None),
-                };
-                // Prompts that do not depend on the seed are checked once.
-                if seed == self.seeds[0]
-                    || matches!(
-                        grading.as_ref().map(|g| &g.reference),
-                        Some(ReferenceAnswer::Choice { .. })
-                    )
-                {
-                    self.check_prompt(toys[model].as_ref(), &prompt)
+            // A problem's own prompt is checked and placed once, whatever the seed.
+            let own = match &self.graded_run {
+                Some(_) => None,
+                None => {
+                    let prompt = &self.problems[p_idx].prompt;
+                    self.check_prompt(toys[model].as_ref(), prompt)
                         .map_err(|e| format!("{where_}: {e}"))?;
+                    Some(place(prompt.clone()))
                 }
+            };
+            for &seed in &self.seeds {
+                let (prompt, grading) = match (&self.graded_run, &own) {
+                    (Some(run), _) => {
+                        let (prompt, grading) = run.render(&run.problems[p_idx], seed);
+                        // Prompts that do not depend on the seed are checked once.
+                        if seed == self.seeds[0]
+                            || matches!(grading.reference, ReferenceAnswer::Choice { .. })
+                        {
+                            self.check_prompt(toys[model].as_ref(), &prompt)
+                                .map_err(|e| format!("{where_}: {e}"))?;
+                        }
+                        (place(prompt), Some(grading))
+                    }
+                    (None, Some(own)) => (own.clone(), None),
+                    (None, None) => unreachable!("a prompt's problem has its own prompt"),
+                };
                 for &method in &self.methods {
                     for stream in 0..self.chains {
                         jobs.push(JobSpec {
@@ -611,8 +657,105 @@ impl Submission {
                 powerfleet_queue::MAX_ENTRY_BYTES / 2
             ));
         }
-        Ok(jobs)
+        Ok(StoredJobs {
+            specs: jobs,
+            prompts: stored.into_values().collect(),
+        })
     }
+}
+
+/// What a submission makes the queue hold, computed before any prompt is rendered or any job
+/// is built ([`Submission::footprint`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Jobs: problems x methods x seeds x chains.
+    pub jobs: u128,
+    /// Bytes of the prompts stored, each as JSON once: a prompt per problem, or a graded run's
+    /// rendering per problem and seed.
+    pub prompt_bytes: u128,
+    /// Bytes of every job's specification as JSON, its prompt by reference.
+    pub job_bytes: u128,
+}
+
+impl Submission {
+    /// What the submission would make the queue hold, from the sizes of its parts: a graded
+    /// run's prompts are measured with [`Template::rendered_size`], never rendered, and each
+    /// job's specification is measured once per problem and method (with the largest seed and
+    /// stream) and counted for every seed and chain.
+    pub fn footprint(&self) -> Footprint {
+        let seeds = self.seeds.len() as u128;
+        let chains = u128::from(self.chains);
+        let mut out = Footprint::default();
+        let correlation_id = self
+            .correlation_id
+            .clone()
+            .unwrap_or_else(CorrelationId::generate);
+        let mut probe = JobSpec {
+            job_id: JobId::new(),
+            correlation_id,
+            batch_id: self.batch.then(BatchId::new),
+            problem_id: None,
+            model: String::new(),
+            prompt: Prompt::Stored(powerfleet_jobs::PromptRef {
+                sha256: "0".repeat(64),
+                bytes: u64::MAX,
+            }),
+            config: self.config.clone(),
+            seed: self.seeds.iter().copied().max().unwrap_or(0),
+            stream: self.chains.saturating_sub(1),
+            submitted_at_ms: now_ms(),
+            fallback_single_sample: self.fallback_single_sample,
+            stop: self.stop.clone(),
+            chat: self.chat,
+            grading: None,
+        };
+        let mut add_jobs = |probe: &mut JobSpec| {
+            for &method in &self.methods {
+                probe.config.method = method;
+                out.jobs += seeds * chains;
+                out.job_bytes += json_len(&*probe) as u128 * seeds * chains;
+            }
+        };
+        match &self.graded_run {
+            None => {
+                for p in &self.problems {
+                    out.prompt_bytes += json_len(&p.prompt) as u128;
+                    probe.problem_id = p.id.clone();
+                    probe.model.clone_from(&self.model);
+                    add_jobs(&mut probe);
+                }
+            }
+            Some(run) => {
+                for p in &run.problems {
+                    // `{"text":"` and `"}` around the escaped text.
+                    let json = 11 + run.template.rendered_size(&p.problem).json_bytes;
+                    out.prompt_bytes += json as u128 * seeds;
+                    probe.problem_id = Some(p.problem.id.clone());
+                    probe.model = p.model.clone().unwrap_or_else(|| self.model.clone());
+                    probe.grading = Some(run.grading(p, None));
+                    add_jobs(&mut probe);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Bytes of `value` as compact JSON, counted without writing it.
+pub(crate) fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 impl Submission {
@@ -685,6 +828,10 @@ impl Submission {
                 "messages: model {} is a toy model, which has no chat template; give a text prompt or token ids",
                 model.name()
             )),
+            Prompt::Stored(_) => Err(
+                "a submission gives its prompts as text, token ids or messages, not as stored references"
+                    .into(),
+            ),
         }
     }
 }
@@ -698,8 +845,11 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
         .unwrap_or_else(CorrelationId::generate);
     let mut batch_id = submission.batch.then(BatchId::new);
     // Build and check every job before anything is written.
-    let mut jobs = submission
-        .jobs(&correlation_id, batch_id)
+    let StoredJobs {
+        specs: mut jobs,
+        prompts,
+    } = submission
+        .stored_jobs(&correlation_id, batch_id)
         .map_err(|e| SubmitError::Invalid(e.0))?;
     if let Some(key) = &submission.submission_key {
         if key.is_empty() || key.len() > 200 || key.chars().any(char::is_whitespace) {
@@ -731,6 +881,9 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
             job.batch_id = batch_id;
         }
     }
+    // Each distinct prompt once, before any job that references it can be claimed.
+    queue.store_prompts(&prompts).await?;
+    drop(prompts);
     let mut job_ids = Vec::with_capacity(jobs.len());
     for (i, chunk) in jobs.chunks(ENQUEUE_CHUNK).enumerate() {
         let key = submission

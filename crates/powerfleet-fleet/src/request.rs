@@ -34,9 +34,15 @@ pub const DEFAULT_MAX_PROMPT_BYTES: usize = 256 << 10;
 pub const DEFAULT_MAX_ID_CHARS: usize = 200;
 /// Default largest user template (`bench.template_text`): 64 KiB.
 pub const DEFAULT_MAX_TEMPLATE_BYTES: usize = 64 << 10;
-/// Default largest total of prompt bytes over the jobs of one request (each prompt counted once
-/// per job it is sent with): 64 MiB.
-pub const DEFAULT_MAX_REQUEST_PROMPT_BYTES: usize = 64 << 20;
+/// Default largest total of the prompts one request stores, as JSON (each distinct prompt once;
+/// a benchmark's once per record and seed): 16 MiB.
+pub const DEFAULT_MAX_REQUEST_PROMPT_BYTES: usize = 16 << 20;
+/// Default largest total of the job specifications one request creates, as JSON (every job,
+/// each with its prompt by reference): 32 MiB.
+pub const DEFAULT_MAX_REQUEST_JOB_BYTES: usize = 32 << 20;
+/// Default most bytes of the jobs one page of a listing shows (`GET /v1/batches/{id}`,
+/// `GET /v1/correlations/{id}`): 4 MiB.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 4 << 20;
 /// Default most proposal tokens one job may generate, `n_mcmc × max_new_tokens`: 10 million.
 pub const DEFAULT_MAX_JOB_TOKENS: u64 = 10_000_000;
 /// Default requests per minute per bearer token.
@@ -63,9 +69,16 @@ pub struct Limits {
     pub max_id_chars: usize,
     /// Largest `bench.template_text` in bytes.
     pub max_template_bytes: usize,
-    /// Largest sum over the jobs of a request of the bytes of their prompts (what the request
-    /// writes to Redis, roughly).
+    /// Largest total of the prompts a request stores, as JSON: each distinct prompt once, a
+    /// benchmark's rendered prompts once per record and seed (measured before rendering).
     pub max_request_prompt_bytes: usize,
+    /// Largest total of the job specifications a request creates, as JSON: every job of every
+    /// problem, method, seed and chain, each with its prompt by reference (measured before any
+    /// job is built).
+    pub max_request_job_bytes: usize,
+    /// Most bytes of jobs one page of a listing holds; a page stops before the job that would
+    /// pass it (but holds at least one job), and says where the next page starts.
+    pub max_page_bytes: usize,
     /// Most proposal tokens one job may generate: `n_mcmc × max_new_tokens` for MCMC methods,
     /// `max_new_tokens` for the others.
     pub max_job_tokens: u64,
@@ -83,6 +96,8 @@ impl Default for Limits {
             max_id_chars: DEFAULT_MAX_ID_CHARS,
             max_template_bytes: DEFAULT_MAX_TEMPLATE_BYTES,
             max_request_prompt_bytes: DEFAULT_MAX_REQUEST_PROMPT_BYTES,
+            max_request_job_bytes: DEFAULT_MAX_REQUEST_JOB_BYTES,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             max_job_tokens: DEFAULT_MAX_JOB_TOKENS,
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
         }
@@ -464,9 +479,6 @@ fn build_submission(
 ) -> Result<Submission, RequestError> {
     models.check("model", &request.model)?;
     check_input_sizes(&request, limits)?;
-    // Bytes of each problem's prompt, for the request total: for a benchmark, the record as JSON
-    // plus the template.
-    let mut prompt_bytes: Vec<usize> = Vec::new();
     let graded_run = match request.bench {
         Some(b) => {
             if request.prompt.is_some()
@@ -479,20 +491,18 @@ fn build_submission(
                         .into(),
                 ));
             }
-            let template_bytes = b.template_text.as_ref().map_or(0, String::len);
-            if let Some(records) = &b.records {
-                prompt_bytes = records
-                    .iter()
-                    .map(|r| json_len(r) + template_bytes)
-                    .collect();
-            }
             let run = graded_run_of(b)?;
-            if prompt_bytes.is_empty() {
-                prompt_bytes = run
-                    .problems
-                    .iter()
-                    .map(|p| p.problem.question.len())
-                    .collect();
+            // Each prompt's size once rendered, known before anything is rendered.
+            for (i, p) in run.problems.iter().enumerate() {
+                let rendered = run.template.rendered_size(&p.problem).bytes;
+                if rendered > limits.max_prompt_bytes {
+                    return Err(RequestError::Unprocessable(format!(
+                        "bench.records[{i}] (record id {}) is {rendered} bytes once rendered with the {} template (each placeholder replaced by the record's text); at most {} bytes are accepted per prompt (max_prompt_bytes); shorten the record or use fewer placeholders",
+                        quote(&p.problem.id),
+                        run.template.name(),
+                        limits.max_prompt_bytes
+                    )));
+                }
             }
             for p in &run.problems {
                 check_id(
@@ -565,19 +575,8 @@ fn build_submission(
             limits.max_jobs_per_request
         )));
     }
-    if graded_run.is_none() {
-        prompt_bytes = problems.iter().map(|p| p.prompt.byte_len()).collect();
-    }
-    let request_bytes: u128 = prompt_bytes.iter().map(|&b| b as u128).sum::<u128>() * per_problem;
-    if request_bytes > limits.max_request_prompt_bytes as u128 {
-        return Err(RequestError::Unprocessable(format!(
-            "this request sends {request_bytes} prompt bytes in all (each prompt once per job: {} prompt bytes x {per_problem} jobs per problem, methods x seeds x chains); at most {} bytes are accepted per request (max_request_prompt_bytes), send fewer seeds, methods or chains per request or shorter prompts",
-            prompt_bytes.iter().sum::<usize>(),
-            limits.max_request_prompt_bytes
-        )));
-    }
     check_job_tokens(&config, &methods, limits)?;
-    Ok(Submission {
+    let submission = Submission {
         model: request.model,
         config,
         methods,
@@ -591,24 +590,46 @@ fn build_submission(
         stop: request.stop.unwrap_or_default(),
         chat: request.chat,
         graded_run,
-    })
+    };
+    check_footprint(&submission, limits)?;
+    Ok(submission)
 }
 
-/// Bytes of a JSON value as compact JSON.
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// 422 unless what `submission` would make the queue hold, measured before anything is
+/// rendered or built ([`Submission::footprint`]), is within the request-wide limits: the
+/// prompts it stores and the specifications of all of its jobs.
+fn check_footprint(submission: &Submission, limits: &Limits) -> Result<(), RequestError> {
+    let f = submission.footprint();
+    let problems = submission
+        .graded_run
+        .as_ref()
+        .map_or(submission.problems.len(), |r| r.problems.len());
+    if f.prompt_bytes > limits.max_request_prompt_bytes as u128 {
+        let how = if submission.graded_run.is_some() {
+            format!(
+                "a benchmark's prompts are rendered per seed: {problems} records x {} seeds",
+                submission.seeds.len()
+            )
+        } else {
+            format!("{problems} prompts")
+        };
+        return Err(RequestError::Unprocessable(format!(
+            "this request stores {} bytes of prompts as JSON ({how}); at most {} bytes are accepted per request (max_request_prompt_bytes, serve --max-request-prompt-bytes); send fewer seeds or shorter prompts, records or templates, or split it",
+            f.prompt_bytes, limits.max_request_prompt_bytes
+        )));
     }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
+    if f.job_bytes > limits.max_request_job_bytes as u128 {
+        return Err(RequestError::Unprocessable(format!(
+            "this request's {} jobs (problems x methods x seeds x chains = {problems} x {} x {} x {}) take {} bytes of job specifications (each with its problem id, settings, stop strings and grading reference; prompts are stored once, not per job); at most {} bytes are accepted per request (max_request_job_bytes, serve --max-request-job-bytes); send fewer seeds, methods or chains, or shorter stop strings or records, or split it",
+            f.jobs,
+            submission.methods.len(),
+            submission.seeds.len(),
+            submission.chains,
+            f.job_bytes,
+            limits.max_request_job_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// 422 if `id` (named by `field`) is longer than `max_id_chars`.
@@ -742,7 +763,11 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
             )));
         }
         for (i, record) in bench.records.iter().flatten().enumerate() {
-            check_prompt_size(&format!("bench.records[{i}]"), json_len(record), limits)?;
+            check_prompt_size(
+                &format!("bench.records[{i}]"),
+                producer::json_len(record),
+                limits,
+            )?;
         }
     }
     Ok(())
@@ -845,8 +870,133 @@ impl Limits {
             max_id_chars: usize::MAX,
             max_template_bytes: usize::MAX,
             max_request_prompt_bytes: usize::MAX,
+            max_request_job_bytes: usize::MAX,
+            max_page_bytes: usize::MAX,
             max_job_tokens: u64::MAX,
             rate_limit_per_minute: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use powerfleet_jobs::CorrelationId;
+
+    fn submission(body: serde_json::Value) -> Result<Submission, RequestError> {
+        serde_json::from_value::<SubmitRequest>(body)
+            .unwrap()
+            .into_submission(&Limits::default(), &ModelPolicy::default())
+    }
+
+    #[test]
+    fn a_template_that_multiplies_its_record_is_refused_before_it_is_rendered() {
+        // 2,000 placeholders: each record renders to 2,000 copies of itself (60 KB each: 120 MB).
+        let template = "{question}".repeat(2000);
+        let records: Vec<serde_json::Value> = (0..2)
+            .map(|i| serde_json::json!({"id": format!("r{i}"), "question": "a ".repeat(30_000), "answer": "1"}))
+            .collect();
+        let body = serde_json::json!({
+            "model": "toy:tiny",
+            "seeds": (0..8).collect::<Vec<u64>>(),
+            "bench": {"records": records, "template_text": template},
+        });
+        let e = submission(body).unwrap_err().to_string();
+        assert!(
+            e.starts_with("bench.records[0] (record id \"r0\") is 120000000 bytes once rendered with the user template")
+                && e.contains("(max_prompt_bytes)"),
+            "{e}"
+        );
+        // Within the per-prompt limit, the renderings of every record and seed count together.
+        let records: Vec<serde_json::Value> = (0..64)
+            .map(|i| serde_json::json!({"id": format!("r{i}"), "question": "a ".repeat(2000), "answer": "1"}))
+            .collect();
+        let body = serde_json::json!({
+            "model": "toy:tiny",
+            "seeds": (0..100).collect::<Vec<u64>>(),
+            "bench": {"records": records, "template_text": "{question}".repeat(60)},
+        });
+        let e = submission(body).unwrap_err().to_string();
+        assert!(
+            e.contains("64 records x 100 seeds")
+                && e.contains("(max_request_prompt_bytes, serve --max-request-prompt-bytes)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_job_a_request_would_create_counts_towards_its_job_bytes() {
+        // 16 stop strings of 1 KiB travel in each of 10,000 jobs: 160 MB of specifications.
+        let stop: Vec<String> = (0..16)
+            .map(|i| format!("{i}{}", "x".repeat(1000)))
+            .collect();
+        let body = serde_json::json!({
+            "model": "toy:tiny", "prompt": "a", "stop": stop,
+            "seeds": (0..10_000).collect::<Vec<u64>>(),
+        });
+        let e = submission(body).unwrap_err().to_string();
+        assert!(
+            e.starts_with("this request's 10000 jobs (problems x methods x seeds x chains = 1 x 1 x 10000 x 1) take ")
+                && e.contains("(max_request_job_bytes, serve --max-request-job-bytes)"),
+            "{e}"
+        );
+        // A prompt sent with many jobs is stored once: 256 KiB with 1,000 seeds is accepted.
+        let body = serde_json::json!({
+            "model": "toy:tiny", "prompt": "a ".repeat(128 << 10),
+            "seeds": (0..1000).collect::<Vec<u64>>(),
+        });
+        let s = submission(body).unwrap();
+        let f = s.footprint();
+        assert_eq!(f.jobs, 1000);
+        assert!(f.prompt_bytes < (257 << 10), "{f:?}");
+    }
+
+    #[test]
+    fn the_footprint_is_what_the_jobs_take_measured_before_they_are_built() {
+        let records: Vec<serde_json::Value> = (0..5)
+            .map(|i| serde_json::json!({"id": format!("q\"{i}"), "question": format!("pick\u{1} {i}"), "choices": ["a", "bb", "c\nc"], "answer": 1}))
+            .collect();
+        let bodies = [
+            serde_json::json!({"model": "toy:tiny", "prompt": "a b", "seeds": [0, 7, 12345678901u64], "chains": 3, "stop": ["b"]}),
+            serde_json::json!({"model": "toy:tiny", "problems": [{"prompt": "a"}, {"id": "x\"y", "prompt_tokens": [0, 1]}], "methods": ["power", "low-temp", "power-smc"]}),
+            serde_json::json!({"model": "llamacpp+http://gpu:8080", "seeds": [0, 1, 2], "methods": ["power", "standard"], "bench": {"records": records, "template_text": "Q {question} {choices} {question}"}}),
+        ];
+        let references = ModelPolicy {
+            allow_references: true,
+            ..ModelPolicy::default()
+        };
+        for body in bodies {
+            let s = serde_json::from_value::<SubmitRequest>(body.clone())
+                .unwrap()
+                .into_submission(&Limits::default(), &references)
+                .unwrap();
+            let f = s.footprint();
+            let built = s
+                .stored_jobs(
+                    &CorrelationId::generate(),
+                    Some(powerfleet_jobs::BatchId::new()),
+                )
+                .unwrap();
+            let job_bytes: u128 = built
+                .specs
+                .iter()
+                .map(|j| serde_json::to_vec(j).unwrap().len() as u128)
+                .sum();
+            let prompt_bytes: u128 = built.prompts.iter().map(|p| p.json.len() as u128).sum();
+            assert_eq!(f.jobs, built.specs.len() as u128, "{body}");
+            // An upper bound, tight to the digits of the seeds and the prompts' sizes in the
+            // stand-in reference (a graded run's seeds may render the same prompt).
+            assert!(
+                f.job_bytes >= job_bytes && f.job_bytes <= job_bytes + 40 * f.jobs,
+                "{body}: {f:?} against {job_bytes}"
+            );
+            assert!(
+                f.prompt_bytes >= prompt_bytes,
+                "{body}: {f:?} against {prompt_bytes}"
+            );
+            if s.graded_run.is_none() {
+                assert_eq!(f.prompt_bytes, prompt_bytes, "{body}");
+            }
         }
     }
 }

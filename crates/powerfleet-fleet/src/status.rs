@@ -229,13 +229,16 @@ fn live_view(s: powerfleet_queue::JobState) -> JobView {
 }
 
 /// Which jobs of a batch or correlation id a status report lists: up to `limit` jobs after the
-/// job id `after`, in job-id (that is, submission) order. Counts always cover every job.
+/// job id `after`, in job-id (that is, submission) order, and no more than `max_bytes` of them
+/// as JSON (at least one job, however large). Counts always cover every job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {
     /// List jobs after this one.
     pub after: Option<JobId>,
     /// List at most this many.
     pub limit: usize,
+    /// Stop before the job that would take the listed jobs past this many bytes of JSON.
+    pub max_bytes: usize,
 }
 
 impl Page {
@@ -243,14 +246,20 @@ impl Page {
     pub const ALL: Page = Page {
         after: None,
         limit: usize::MAX,
+        max_bytes: usize::MAX,
     };
 
     /// No job: counts only.
     pub const NONE: Page = Page {
         after: None,
         limit: 0,
+        max_bytes: 0,
     };
 }
+
+/// Jobs whose views a listing reads per round trip: what a page holds at once beyond its byte
+/// budget is at most this many jobs' views.
+pub const PAGE_READ_CHUNK: usize = 16;
 
 /// What a status report of a batch or correlation id holds besides its counts: a page of its
 /// jobs, and (when asked) its [`Problems`].
@@ -424,9 +433,23 @@ async fn list(
         .after
         .map_or(0, |after| all.partition_point(|id| *id <= after));
     let end = start.saturating_add(page.limit).min(all.len());
-    let shown = &all[start..end];
-    let next_after = (end < all.len()).then(|| shown.last().copied()).flatten();
-    let jobs = views(queue, store, shown, &stored).await?;
+    // The page's views, a few jobs per read, until the page is full in jobs or in bytes.
+    let mut jobs = Vec::new();
+    let mut bytes = 0usize;
+    'read: for chunk in all[start..end].chunks(PAGE_READ_CHUNK) {
+        for view in views(queue, store, chunk, &stored).await? {
+            let size = crate::producer::json_len(&view);
+            if !jobs.is_empty() && bytes.saturating_add(size) > page.max_bytes {
+                break 'read;
+            }
+            bytes = bytes.saturating_add(size);
+            jobs.push(view);
+        }
+    }
+    let shown = start + jobs.len();
+    let next_after = (shown < all.len())
+        .then(|| jobs.last().map(|v| v.job_id))
+        .flatten();
     let problems = if query.problems {
         let failed_views = views(
             queue,

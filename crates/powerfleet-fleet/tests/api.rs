@@ -886,21 +886,22 @@ async fn every_input_is_bounded_before_it_is_multiplied() {
     let env = Env::new().await;
     let app = env.app();
     let limits = ApiLimits::default();
-    // A 100 kB prompt is fine alone, but not times 9,000 seeds: 900 MB for Redis.
-    let prompt = "A ".repeat(50_000);
+    // 16 KB of stop strings is fine alone, but not in each of 9,000 jobs: 144 MB for Redis.
+    // (A prompt is stored once, whatever the number of jobs; each job references it.)
+    let stop: Vec<String> = (0..16).map(|i| format!("{i}{}", "s".repeat(999))).collect();
     let seeds: Vec<u64> = (0..9_000).collect();
     let m = post(
         &app,
         "/v1/jobs",
-        json!({"correlation_id": "too-big", "model": "toy:pivot", "prompt": prompt, "seeds": seeds}),
+        json!({"correlation_id": "too-big", "model": "toy:pivot", "prompt": "A", "stop": stop, "seeds": seeds}),
     )
     .await
     .error(
         StatusCode::UNPROCESSABLE_ENTITY,
         &[
-            "900000000 prompt bytes",
-            "max_request_prompt_bytes",
-            &limits.max_request_prompt_bytes.to_string(),
+            "this request's 9000 jobs",
+            "max_request_job_bytes",
+            &limits.max_request_job_bytes.to_string(),
         ],
     );
     assert!(m.len() < 1000, "{m}");

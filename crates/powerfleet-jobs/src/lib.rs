@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod route;
+pub mod stored;
 pub use route::{ModelRoute, is_remote_reference};
+pub use stored::{PromptRef, ResolveError, StoredPrompt};
 
 /// A job's id: a UUID v7, so ids sort by submission time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,7 +129,10 @@ pub struct IdError {
 }
 
 /// The prompt of a job: text (tokenized once by the worker's model), token ids, or chat messages
-/// (formatted through the model's chat template, then tokenized).
+/// (formatted through the model's chat template, then tokenized); or, in a job specification
+/// or a result in Redis, a reference to one of those stored once per submission
+/// ([`Prompt::Stored`]), which the worker resolves when it claims the job and the collector
+/// before it stores the result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Prompt {
@@ -138,16 +143,29 @@ pub enum Prompt {
     /// A conversation, formatted through the model's chat template with the assistant turn's
     /// opening appended; for backends that have one (llama.cpp and vLLM servers).
     Messages(Vec<ChatMessage>),
+    /// A prompt stored once under its content's hash ([`StoredPrompt`]) and referenced by every
+    /// job of the submission that runs it. Specifications written before references existed
+    /// carry their prompt inline and still run.
+    Stored(PromptRef),
 }
 
 impl Prompt {
     /// Bytes of the prompt as it is stored: its text, 4 bytes per token id, or the messages'
-    /// roles and contents.
+    /// roles and contents (for a reference, those of the prompt it names).
     pub fn byte_len(&self) -> usize {
         match self {
             Prompt::Text(t) => t.len(),
             Prompt::Tokens(ids) => ids.len().saturating_mul(4),
             Prompt::Messages(messages) => messages_byte_len(messages),
+            Prompt::Stored(r) => usize::try_from(r.bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The reference, when this is one.
+    pub fn stored(&self) -> Option<&PromptRef> {
+        match self {
+            Prompt::Stored(r) => Some(r),
+            _ => None,
         }
     }
 }
@@ -572,7 +590,8 @@ impl JobResult {
                 content: text.clone(),
             }],
             Prompt::Messages(messages) => messages.clone(),
-            Prompt::Tokens(_) => return None,
+            // A token-id prompt has no text; a reference is resolved before results are stored.
+            Prompt::Tokens(_) | Prompt::Stored(_) => return None,
         };
         messages.push(ChatMessage {
             role: "assistant".to_string(),

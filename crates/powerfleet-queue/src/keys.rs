@@ -95,6 +95,15 @@ impl Keys {
     pub fn batch_tally(&self, id: BatchId) -> String {
         format!("{}:tally:batch:{id}", self.prefix)
     }
+    /// A prompt stored once for the jobs that reference it, under the SHA-256 of its JSON.
+    pub fn prompt(&self, sha256: &str) -> String {
+        format!("{}:prompt:{sha256}", self.prefix)
+    }
+    /// The claim of a correlation id by the one request that may create its jobs (an
+    /// OpenAI-compatible completion's).
+    pub fn correlation_claim(&self, id: &CorrelationId) -> String {
+        format!("{}:claim:corr:{id}", self.prefix)
+    }
     /// The record of a client's submission key.
     pub fn submission(&self, key: &str) -> String {
         format!("{}:submission:{key}", self.prefix)
@@ -152,6 +161,8 @@ mod tests {
             k.correlation(&"c".parse().unwrap()),
             k.batch(BatchId::new()),
             k.submission("s"),
+            k.prompt("ab12"),
+            k.correlation_claim(&"c".parse().unwrap()),
             k.unused(),
         ] {
             assert_eq!(hash_tag(&key), "prod", "{key}");

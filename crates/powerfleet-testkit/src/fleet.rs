@@ -349,6 +349,7 @@ pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
         Prompt::Tokens(t) => t.clone(),
         Prompt::Text(t) => model.tokenize(t).unwrap(),
         Prompt::Messages(_) => panic!("toy models take no chat messages"),
+        Prompt::Stored(_) => panic!("resolve the stored prompt first (specs() does)"),
     };
     let mut chain = Chain::new(
         spec.config.validate().unwrap(),
@@ -359,11 +360,16 @@ pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
     run(&mut chain, &model).unwrap().tokens
 }
 
-/// Job specs of a receipt, read back from Redis.
+/// Job specs of a receipt, read back from Redis, each with its stored prompt resolved.
 pub async fn specs(queue: &Queue, receipt: &Receipt) -> Vec<JobSpec> {
     let mut out = Vec::new();
     for id in &receipt.job_ids {
-        out.push(queue.job_state(*id).await.unwrap().unwrap().spec.unwrap());
+        let mut spec = queue.job_state(*id).await.unwrap().unwrap().spec.unwrap();
+        if let Some(reference) = spec.prompt.stored().cloned() {
+            let mut prompts = queue.prompts(&[reference]).await.unwrap();
+            spec.prompt = prompts.remove(0).expect("the job's prompt is stored");
+        }
+        out.push(spec);
     }
     out
 }

@@ -121,14 +121,17 @@ pub const DEFAULT_PAGE_JOBS: usize = 100;
 pub const MAX_PAGE_JOBS: usize = 1000;
 
 /// The page a listing's query asks for: `limit=N` (1 to [`MAX_PAGE_JOBS`], default
-/// [`DEFAULT_PAGE_JOBS`]) and `after=JOB_ID` (the previous page's `next_after`).
+/// [`DEFAULT_PAGE_JOBS`]) and `after=JOB_ID` (the previous page's `next_after`), within
+/// `max_bytes` (the server's `max_page_bytes`).
 pub(super) fn page_of(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    max_bytes: usize,
 ) -> Result<Page, ApiError> {
     let Query(pairs) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut page = Page {
         after: None,
         limit: DEFAULT_PAGE_JOBS,
+        max_bytes,
     };
     for (key, value) in pairs {
         match key.as_str() {
@@ -170,7 +173,7 @@ pub(super) async fn get_batch(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<StatusReport>, ApiError> {
     let id: BatchId = parse_id(&path_param(path)?)?;
-    let page = page_of(query)?;
+    let page = page_of(query, state.limits.max_page_bytes)?;
     status::batch_status(&state.queue, Some(&state.store), id, page.into())
         .await?
         .map(Json)
@@ -223,7 +226,7 @@ pub(super) async fn get_correlation(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<StatusReport>, ApiError> {
     let id: CorrelationId = parse_id(&path_param(path)?)?;
-    let page = page_of(query)?;
+    let page = page_of(query, state.limits.max_page_bytes)?;
     status::correlation_status(&state.queue, Some(&state.store), &id, page.into())
         .await?
         .map(Json)

@@ -31,9 +31,10 @@ use crate::producer::{Receipt, SubmitError};
 use crate::request::MAX_MESSAGE_CHARS;
 pub use crate::request::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_JOB_TOKENS,
-    DEFAULT_MAX_JOBS_PER_REQUEST, DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MAX_REQUEST_PROMPT_BYTES,
-    DEFAULT_MAX_TEMPLATE_BYTES, DEFAULT_RATE_LIMIT_PER_MINUTE, GradedRunRequest,
-    Limits as ApiLimits, MAX_QUOTED_CHARS, ModelPolicy, RequestError, SubmitRequest, quote,
+    DEFAULT_MAX_JOBS_PER_REQUEST, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PROMPT_BYTES,
+    DEFAULT_MAX_REQUEST_JOB_BYTES, DEFAULT_MAX_REQUEST_PROMPT_BYTES, DEFAULT_MAX_TEMPLATE_BYTES,
+    DEFAULT_RATE_LIMIT_PER_MINUTE, GradedRunRequest, Limits as ApiLimits, MAX_QUOTED_CHARS,
+    ModelPolicy, RequestError, SubmitRequest, quote,
 };
 use crate::status::{self, JobView, Page, StatusError, StatusReport};
 

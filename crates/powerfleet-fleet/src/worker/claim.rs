@@ -6,7 +6,11 @@ use super::*;
 /// A claimed job.
 pub(super) struct ClaimedJob {
     pub(super) lease: Lease,
+    /// The job, its prompt resolved once the claim has gone ahead ([`resolve_prompt`]).
     pub(super) spec: JobSpec,
+    /// The stored prompt the job references, which its result references too: a result never
+    /// copies a stored prompt (the collector resolves it before storing).
+    pub(super) prompt_ref: Option<PromptRef>,
     pub(super) attempts: u32,
     pub(super) started_at_ms: u64,
     /// Since when the job has waited for its model, from earlier claims.
@@ -40,7 +44,10 @@ impl ClaimedJob {
             r.ends_with_eos = out.ends_with_eos;
             r.stats = out.stats;
             r.token_log_p = out.token_log_p;
-            r.prompt = Some(spec.prompt.clone());
+            r.prompt = Some(match &self.prompt_ref {
+                Some(stored) => Prompt::Stored(stored.clone()),
+                None => spec.prompt.clone(),
+            });
             r.alpha = spec.config.validate().ok().map(|c| c.alpha());
         }
         r
@@ -98,7 +105,7 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
     };
     let consumer = &ctx.config.consumer;
     let claimed = ctx.queue.claim(spec.job_id, &delivery, consumer).await?;
-    let (run, cancel, checkpoint) = match claimed {
+    let (mut run, cancel, checkpoint, stored_prompt) = match claimed {
         ClaimOutcome::Claimed {
             lease,
             deliveries,
@@ -107,9 +114,11 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
             started_at_ms,
             waiting_since_ms,
             waits,
+            prompt,
         } => (
             ClaimedJob {
                 lease,
+                prompt_ref: spec.prompt.stored().cloned(),
                 spec,
                 attempts: deliveries,
                 started_at_ms,
@@ -119,6 +128,7 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
             },
             cancel_requested,
             checkpoint,
+            prompt,
         ),
         ClaimOutcome::Missing => {
             let reason = format!("no state for job {} in this namespace", spec.job_id);
@@ -160,6 +170,10 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
         AfterClaim::Run => {}
     }
+    if let Err(e) = resolve_prompt(&mut run, stored_prompt.as_deref()) {
+        let r = run.result(JobStatus::Failed, None, None, Some(e.to_string()));
+        return finish(ctx, &run, r, None).await;
+    }
     let config = match run.spec.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -199,7 +213,6 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
     let Called::Done(pin) = prepared else {
         return settle(ctx, &run, &shared, &backend, None, false, unit(&prepared)).await;
     };
-    let mut run = run;
     run.pin = Some(pin.clone());
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
     let stored = checkpoint.as_deref().map(PinnedCheckpoint::decode);
@@ -240,6 +253,19 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
     };
     drive(ctx, &run, chain, &backend, &shared).await
+}
+
+/// Puts the prompt the claim read (`stored`, its JSON) in place of the job's reference to it;
+/// a job that carries its prompt inline (specifications written before references) is left as
+/// it is.
+pub(super) fn resolve_prompt(
+    run: &mut ClaimedJob,
+    stored: Option<&[u8]>,
+) -> Result<(), powerfleet_jobs::ResolveError> {
+    if let Some(reference) = &run.prompt_ref {
+        run.spec.prompt = reference.resolve(stored)?;
+    }
+    Ok(())
 }
 
 /// Whether a decoded checkpoint belongs to this job: the same prompt, and (for toy models, whose

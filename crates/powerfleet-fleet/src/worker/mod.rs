@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use powerfleet_jobs::{JobResult, JobSpec, JobStatus, ModelRoute, Prompt, now_ms};
+use powerfleet_jobs::{JobResult, JobSpec, JobStatus, ModelRoute, Prompt, PromptRef, now_ms};
 use powerfleet_queue::{
     ClaimOutcome, Deferral, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Subscription,
     Wait, WorkerRegistration,

@@ -354,6 +354,10 @@ impl Queue {
     ) -> Result<ClaimOutcome, QueueError> {
         let entry_id = delivery.entry_id.as_str();
         let token = JobId::new().0.simple().to_string();
+        let prompt_key = match delivery.spec.as_ref().ok().and_then(|s| s.prompt.stored()) {
+            Some(r) => self.keys.prompt(&r.sha256),
+            None => self.keys.unused(),
+        };
         let mut c = self.conn().await?;
         let reply: Vec<Value> = self
             .scripts
@@ -361,6 +365,7 @@ impl Queue {
             .key(self.keys.job(job_id))
             .key(self.keys.checkpoint(job_id))
             .key(&delivery.stream)
+            .key(prompt_key)
             .arg(entry_id)
             .arg(consumer)
             .arg(powerfleet_jobs::now_ms())
@@ -392,10 +397,11 @@ impl Queue {
                         .and_then(|s| s.parse().ok())
                         .ok_or_else(|| proto(format!("field {i} of {reply:?}")))
                 };
-                let checkpoint = match reply.get(4) {
+                let bulk = |i: usize| match reply.get(i) {
                     Some(Value::BulkString(b)) => Some(b.clone()),
                     _ => None,
                 };
+                let checkpoint = bulk(4);
                 Ok(ClaimOutcome::Claimed {
                     lease: Lease {
                         job_id,
@@ -415,6 +421,7 @@ impl Queue {
                         .and_then(text)
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0),
+                    prompt: bulk(8),
                 })
             }
             other => Err(proto(format!("tag {other:?}"))),
@@ -509,6 +516,13 @@ impl Queue {
                 result
                     .batch_id
                     .map_or(self.keys.unused(), |b| self.keys.batch_tally(b)),
+            )
+            .key(
+                result
+                    .prompt
+                    .as_ref()
+                    .and_then(|p| p.stored())
+                    .map_or(self.keys.unused(), |r| self.keys.prompt(&r.sha256)),
             )
             .arg(lease.fenced())
             .arg(WORKER_GROUP)

@@ -13,6 +13,7 @@ use crate::keys::{COLLECTOR_GROUP, Keys, WORKER_GROUP};
 mod admin;
 mod dead;
 mod jobs;
+mod prompts;
 mod results;
 mod state;
 mod workers;
@@ -204,6 +205,11 @@ pub enum ClaimOutcome {
         waiting_since_ms: Option<u64>,
         /// How often the job was deferred so far.
         waits: u32,
+        /// The JSON of the prompt the job's specification references ([`Prompt::Stored`]),
+        /// `None` when it carries its prompt inline or nothing is stored any more.
+        ///
+        /// [`Prompt::Stored`]: powerfleet_jobs::Prompt::Stored
+        prompt: Option<Vec<u8>>,
     },
     /// The job had already finished; its entry was acknowledged.
     AlreadyFinal(JobStatus),
@@ -399,6 +405,7 @@ struct Scripts {
     dead_letter: Script,
     read: Script,
     requeue: Script,
+    claim_correlation: Script,
 }
 
 /// `tally.lua`, then `script`: one script text for the scripts that count finished jobs.
@@ -412,6 +419,7 @@ impl Scripts {
             begin_submission: Script::new(include_str!("lua/begin_submission.lua")),
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             claim: Script::new(include_str!("lua/claim.lua")),
+            claim_correlation: Script::new(include_str!("lua/claim_correlation.lua")),
             renew: Script::new(include_str!("lua/renew.lua")),
             finish: with_tally(include_str!("lua/finish.lua")),
             hand_back: Script::new(include_str!("lua/hand_back.lua")),

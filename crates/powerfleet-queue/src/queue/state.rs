@@ -226,7 +226,7 @@ impl Queue {
 
     /// One command per job of `ids` on its state key (`add` puts it into the pipeline), sent in
     /// pipelined batches of 1,000; the replies in the order of `ids`.
-    async fn per_job<T: redis::FromRedisValue>(
+    pub(super) async fn per_job<T: redis::FromRedisValue>(
         &self,
         ids: &[JobId],
         add: impl Fn(&mut redis::Pipeline, String),

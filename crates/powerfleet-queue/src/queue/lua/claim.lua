@@ -1,5 +1,6 @@
 -- Claims a delivered stream entry for a worker: takes a new fencing token.
--- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] the jobs stream it was read from.
+-- KEYS[1] job hash, KEYS[2] checkpoint key, KEYS[3] the jobs stream it was read from, KEYS[4] the
+-- job's stored prompt (or an unused key), which lives on for the retention from every claim.
 -- An entry acknowledged here is deleted too, as everywhere: a jobs stream holds only the entries
 -- still to run or running, so its length is the work left (what autoscaling reads).
 -- ARGV[1] entry id, ARGV[2] consumer, ARGV[3] now_ms, ARGV[4] group, ARGV[5] retention_s,
@@ -8,7 +9,7 @@
 -- repeat when a failover loses an increment that a worker already holds, the token cannot.
 -- Returns {'missing'} | {'final', status} | {'stale'} |
 --   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms, waiting_since_ms or false,
---    waits or false}.
+--    waits or false, the stored prompt or false}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   -- The job's state vanished (deleted or evicted): its checkpoint can never be resumed, so it
@@ -35,5 +36,9 @@ redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])
 local cancel = redis.call('HGET', KEYS[1], 'cancel')
 local checkpoint = redis.call('GET', KEYS[2])
 redis.call('HDEL', KEYS[1], 'waiting', 'not_before_ms')
+local prompt = redis.call('GET', KEYS[4])
+if prompt then
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+end
 return {'ok', fence, deliveries, cancel, checkpoint, redis.call('HGET', KEYS[1], 'started_at_ms'),
-  redis.call('HGET', KEYS[1], 'waiting_since_ms'), redis.call('HGET', KEYS[1], 'waits')}
+  redis.call('HGET', KEYS[1], 'waiting_since_ms'), redis.call('HGET', KEYS[1], 'waits'), prompt}

@@ -5,7 +5,9 @@
 -- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] status, ARGV[6] job id,
 -- ARGV[7] result json, ARGV[8] dead-letter reason ('' unless status is dead), ARGV[9] retention_s,
 -- ARGV[10] has_batch ('1'/'0'), ARGV[11] the job's method.
--- KEYS[8] the correlation's tally, KEYS[9] the batch's tally (or an unused key).
+-- KEYS[8] the correlation's tally, KEYS[9] the batch's tally (or an unused key), KEYS[10] the
+-- stored prompt the result references (or an unused key): it lives on for the retention, so the
+-- collector can resolve it.
 -- Uses tally() from tally.lua, which is loaded before this script.
 -- Returns 1 when published, 0 when fenced out or already final.
 
@@ -29,4 +31,5 @@ redis.call('EXPIRE', KEYS[1], ARGV[9])
 redis.call('EXPIRE', KEYS[6], ARGV[9])
 redis.call('EXPIRE', KEYS[7], ARGV[9])
 tally(KEYS[8], KEYS[9], ARGV[10], ARGV[5], ARGV[11], ARGV[9])
+redis.call('EXPIRE', KEYS[10], ARGV[9])
 return 1
