@@ -599,3 +599,178 @@ async fn fifty_concurrent_requests_are_all_answered() {
     }
     assert_eq!(correlations.len(), 50, "one correlation id per request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_requests_naming_one_new_correlation_id_exactly_one_runs() {
+    let (fleet, serve, base) = fleet_with_api(&[]).await;
+    let queue = fleet.queue().await;
+    for round in 0..3 {
+        let id = CorrelationId::generate();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(12));
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let (base, id, barrier) = (base.clone(), id.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let request = client()
+                        .post(format!("{base}/v1/completions"))
+                        .bearer_auth(TOKEN)
+                        .header("x-powerfleet-correlation-id", id.as_str())
+                        .json(&json!({"model": "toy:pivot", "prompt": [], "n": 2, "power_sampling": {"n_mcmc": 2}}));
+                    barrier.wait().await;
+                    let response = request.send().await.unwrap();
+                    let status = response.status().as_u16();
+                    (status, response.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            let (status, body) = task.await.unwrap();
+            if status == 409 {
+                assert_eq!(
+                    body["error"]["param"], "x-powerfleet-correlation-id",
+                    "{body}"
+                );
+            } else {
+                assert_eq!(status, 200, "round {round}: {body}\n{}", serve.log());
+                assert_eq!(body["choices"].as_array().unwrap().len(), 2, "{body}");
+            }
+            statuses.push(status);
+        }
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 200).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(statuses.iter().filter(|&&s| s == 409).count(), 11);
+        let tally = settled(&queue, &id).await;
+        assert_eq!(tally.total, 2, "only the one request's jobs: {tally:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_its_own_jobs_and_no_others_of_its_correlation_id() {
+    let (fleet, serve, base) = fleet_with_api(&["--allow-model-references"]).await;
+    let queue = fleet.queue().await;
+    let slow =
+        json!({"n_mcmc": 1000, "block_size": 2, "max_new_tokens": 40, "finish_on_eos": false});
+    let shared = CorrelationId::generate();
+    // The completion takes the correlation id and waits; its client gives up after 3 s.
+    let completion = {
+        let (base, shared, slow) = (base.clone(), shared.clone(), slow.clone());
+        tokio::spawn(async move {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap()
+                .post(format!("{base}/v1/completions"))
+                .bearer_auth(TOKEN)
+                .header("x-powerfleet-correlation-id", shared.as_str())
+                .json(&json!({"model": "toy:tiny?delay_ms=20", "prompt": [], "n": 2, "power_sampling": slow}))
+                .send()
+                .await
+        })
+    };
+    // Meanwhile the job API adds jobs of its own under the same correlation id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queue.correlation_jobs(&shared).await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the completion submitted nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, receipt) = post(
+        &base,
+        "/v1/jobs",
+        &json!({"model": "toy:tiny?delay_ms=20", "prompt": "a", "chains": 2, "correlation_id": shared, "config": {"method": "power", "n_mcmc": 1000, "block_size": 2, "max_new_tokens": 40, "finish_on_eos": false}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{receipt}");
+    let others: Vec<powerfleet_jobs::JobId> =
+        serde_json::from_value(receipt["job_ids"].clone()).unwrap();
+    assert!(completion.await.unwrap().is_err(), "the client gave up");
+    // The completion's two jobs are cancelled; the job API's two are not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = queue
+            .tally(powerfleet_queue::TallyOf::Correlation(&shared))
+            .await
+            .unwrap()
+            .unwrap();
+        if t.by_status.get("cancelled") == Some(&2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{t:?}\n{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &others {
+        let state = queue.job_state(*id).await.unwrap().unwrap();
+        assert!(
+            !state.status.is_final() && !state.cancel_requested,
+            "job {id} of the job API was touched: {:?}",
+            state.status
+        );
+        powerfleet_fleet::control::cancel_job(&queue, *id)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_beyond_the_servers_slots_get_503_with_retry_after() {
+    let (_fleet, serve, base) = fleet_with_api(&[
+        "--allow-model-references",
+        "--openai-max-waiting",
+        "2",
+        "--completion-timeout",
+        "4s",
+    ])
+    .await;
+    let slow = json!({"model": "toy:tiny?delay_ms=20", "prompt": [], "power_sampling": {"n_mcmc": 1000, "block_size": 2, "max_new_tokens": 40, "finish_on_eos": false}});
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (base, slow) = (base.clone(), slow.clone());
+            tokio::spawn(async move { post(&base, "/v1/completions", &slow).await })
+        })
+        .collect();
+    // Both slots are taken once both completions' jobs exist.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serve.log().matches("openai completion submitted").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", serve.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = client()
+        .post(format!("{base}/v1/completions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"model": "toy:pivot", "prompt": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("2")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("(2, serve --openai-max-waiting)"),
+        "{message}"
+    );
+    // The waiting ones end (408 at the completion timeout) and give their slots back.
+    for task in waiting {
+        assert_eq!(task.await.unwrap().0, 408);
+    }
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({"model": "toy:pivot", "prompt": []}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
