@@ -898,13 +898,7 @@ async fn submit_wait_status_and_results_export_through_the_cli() {
     assert_eq!(rows.len(), 4);
     let queue = fleet.queue().await;
     for r in &rows {
-        let spec = queue
-            .job_state(r.job_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .spec
-            .unwrap();
+        let spec = common::job_spec(&queue, r.job_id).await;
         assert_eq!(r.tokens, fault_free_tokens(&spec));
     }
     let out = results("csv");

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use powerfleet_fleet::producer::{Receipt, Submission, submit};
-use powerfleet_jobs::{BatchId, JobResult, JobSpec, Prompt};
+use powerfleet_jobs::{BatchId, JobId, JobResult, JobSpec, Prompt};
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{Queue, QueueOptions};
@@ -364,14 +364,19 @@ pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
 pub async fn specs(queue: &Queue, receipt: &Receipt) -> Vec<JobSpec> {
     let mut out = Vec::new();
     for id in &receipt.job_ids {
-        let mut spec = queue.job_state(*id).await.unwrap().unwrap().spec.unwrap();
-        if let Some(reference) = spec.prompt.stored().cloned() {
-            let mut prompts = queue.prompts(&[reference]).await.unwrap();
-            spec.prompt = prompts.remove(0).expect("the job's prompt is stored");
-        }
-        out.push(spec);
+        out.push(job_spec(queue, *id).await);
     }
     out
+}
+
+/// The spec of job `id`, read back from Redis, with its stored prompt resolved.
+pub async fn job_spec(queue: &Queue, id: JobId) -> JobSpec {
+    let mut spec = queue.job_state(id).await.unwrap().unwrap().spec.unwrap();
+    if let Some(reference) = spec.prompt.stored().cloned() {
+        let mut prompts = queue.prompts(&[reference]).await.unwrap();
+        spec.prompt = prompts.remove(0).expect("the job's prompt is stored");
+    }
+    spec
 }
 
 /// Number of entries in the results stream per job id.

@@ -27,7 +27,9 @@ mod stub;
 pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
 };
-pub use fleet::{Fleet, fault_free_tokens, published_results, specs, stdout_of, submit_batch};
+pub use fleet::{
+    Fleet, fault_free_tokens, job_spec, published_results, specs, stdout_of, submit_batch,
+};
 pub use redis::{queue_on, redis_server};
 pub use serve::Serve;
 pub use stub::{Recorded, StubServer};
