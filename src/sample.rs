@@ -132,7 +132,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
 
 fn record<'a>(model: &ToyModel, chain: u64, o: &'a ChainOutput) -> ChainRecord<'a> {
     ChainRecord {
-        text: model.detokenize(&o.tokens),
+        text: model.detokenize(o.text_tokens()),
         ..record_without_text(chain, o)
     }
 }
@@ -397,7 +397,7 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut counts: HashMap<Vec<TokenId>, u64> = HashMap::new();
     for (i, o) in &outputs {
-        let (text, text_error) = match detokenized(&backend, &o.tokens, patience).await {
+        let (text, text_error) = match detokenized(&backend, o.text_tokens(), patience).await {
             Ok(t) => (t, None),
             Err(e) => (String::new(), Some(format!("{e:#}"))),
         };

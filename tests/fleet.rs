@@ -900,7 +900,19 @@ async fn submit_wait_status_and_results_export_through_the_cli() {
     for r in &rows {
         let spec = common::job_spec(&queue, r.job_id).await;
         assert_eq!(r.tokens, fault_free_tokens(&spec));
+        // The text is the completion's without a terminal EOS, as a server's own text is.
+        let toy = powerfleet_models::resolve_toy("toy:pivot").unwrap();
+        let text = r.text.as_deref().expect("a completed job has its text");
+        assert_eq!(
+            text,
+            toy.detokenize(powerfleet_sampler::text_tokens(&r.tokens, r.ends_with_eos))
+        );
+        assert!(!text.contains("<eos>"), "{text:?}");
     }
+    assert!(
+        rows.iter().any(|r| r.ends_with_eos),
+        "a batch with a completion that ends at EOS"
+    );
     let out = results("csv");
     let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(csv.lines().count(), 5, "a header and four rows:\n{csv}");

@@ -190,7 +190,13 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
         );
         assert_eq!(
             r.text.as_deref(),
-            Some(model.detokenize(&r.tokens).await.unwrap().as_str())
+            Some(
+                model
+                    .detokenize(powerfleet_sampler::text_tokens(&r.tokens, r.ends_with_eos))
+                    .await
+                    .unwrap()
+                    .as_str()
+            )
         );
         // The fault-free run: the same chain driven in-process against the same server.
         let prompt = model.tokenize("hello").await.unwrap();
@@ -804,4 +810,80 @@ async fn prompts_the_server_cannot_take_fail_alone_and_healthy_jobs_complete() {
         "errors about one request never open the circuit\n{}",
         fleet.logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_leave_out_the_eos_as_the_servers_own_completion_text_does() {
+    let server = LlamaServer::start(2);
+    let model = server.model("");
+    // llama-server's own completions that ended at EOS: its text leaves the EOS's text out, and
+    // powerfleet's text of the same tokens is that text.
+    let mut compared = 0;
+    for seed in 0..40 {
+        let answer = post_json(
+            &format!("{}/completion", server.url),
+            // EOS is made likely (it is rare in the random-weight model).
+            json!({"prompt": "hello", "n_predict": 16, "seed": seed, "temperature": 1.0,
+                "top_k": VOCAB, "samplers": ["top_k", "temperature"], "return_tokens": true,
+                "logit_bias": [[EOS, 8.0]]}),
+        )
+        .await;
+        if answer["stop_type"] != "eos" {
+            continue;
+        }
+        let mut tokens = ids(&answer);
+        if tokens.last() != Some(&EOS) {
+            tokens.push(EOS);
+        }
+        // llama-server leaves the text of control tokens out of its content wherever they are;
+        // powerfleet leaves out only the terminal one, so completions that sampled another
+        // control token (<unk>, <s>: ids 0 and 1) are not compared.
+        if tokens.iter().any(|&t| t < EOS) {
+            continue;
+        }
+        let ours = model
+            .detokenize(powerfleet_sampler::text_tokens(&tokens, true))
+            .await
+            .unwrap();
+        assert_eq!(ours, answer["content"].as_str().unwrap(), "seed {seed}");
+        compared += 1;
+    }
+    assert!(compared > 0, "no completion of 40 ended at EOS");
+
+    // The fleet's results: every completion that ended at a terminal token has the text without
+    // it. Token 90, frequent in this model, is made terminal by the reference (`eos=`).
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&["--model", &format!("tiny={}&eos=90", server.reference())]);
+    fleet.spawn_collector();
+    let config = SamplerConfig {
+        max_new_tokens: 16,
+        ..SamplerConfig::new(Method::Standard)
+    };
+    let submission = common::batch("tiny")
+        .config(config)
+        .methods(&[Method::Standard])
+        .problem("hello", Prompt::Text("hello".into()))
+        .seed(3)
+        .chains(24)
+        .build();
+    let receipt = submit(&fleet.queue().await, &submission).await.unwrap();
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 24, Duration::from_secs(300))
+        .await;
+    let mut ended = 0;
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Completed, "{:?}", r.error);
+        let text = r.text.as_deref().expect("detokenized by the server");
+        let expected = model
+            .detokenize(powerfleet_sampler::text_tokens(&r.tokens, r.ends_with_eos))
+            .await
+            .unwrap();
+        assert_eq!(text, expected);
+        if r.ends_with_eos {
+            let whole = model.detokenize(&r.tokens).await.unwrap();
+            assert_ne!(text, whole, "the terminal token's text is left out");
+            ended += 1;
+        }
+    }
+    assert!(ended > 0, "no fleet completion of 24 ended at EOS");
 }

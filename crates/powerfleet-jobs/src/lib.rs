@@ -600,7 +600,8 @@ impl JobResult {
         Some(SftRecord {
             messages,
             method: self.method,
-            alpha: self.alpha,
+            // A standard sample is drawn at temperature 1 whatever the job's α said.
+            alpha: self.alpha.filter(|_| self.method != Method::Standard),
             problem_id: self.problem_id.clone(),
             job_id: self.job_id,
             seed: self.seed,
@@ -1079,6 +1080,13 @@ mod tests {
             (Method::Power, Some(true), 7)
         );
         assert_eq!(record.alpha.map(|a| a.get()), Some(4.0));
+        r.method = Method::Standard;
+        assert_eq!(
+            r.sft_record().unwrap().alpha,
+            None,
+            "standard samples target p itself"
+        );
+        r.method = Method::Power;
         r.prompt = Some(Prompt::Messages(vec![ChatMessage {
             role: "system".into(),
             content: "be brief".into(),

@@ -34,4 +34,4 @@ pub use config::{
 };
 pub use model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
 pub use smc::{Resampling, SmcConfig, SmcStats, WeightedCompletion};
-pub use stats::{BlockStats, ChainOutput, ChainStats};
+pub use stats::{BlockStats, ChainOutput, ChainStats, text_tokens};

@@ -54,7 +54,22 @@ pub struct ChainOutput {
     pub token_log_p: Vec<f64>,
 }
 
+/// The tokens whose text a user reads: all of `tokens` but a terminal EOS, whose text
+/// (`</s>`, `<|im_end|>`, the toy models' `<eos>`) servers leave out of the text they return.
+/// The token ids themselves stay whole wherever they are stored.
+pub fn text_tokens(tokens: &[TokenId], ends_with_eos: bool) -> &[TokenId] {
+    match tokens.split_last() {
+        Some((_, rest)) if ends_with_eos => rest,
+        _ => tokens,
+    }
+}
+
 impl ChainOutput {
+    /// [`text_tokens`] of this completion.
+    pub fn text_tokens(&self) -> &[TokenId] {
+        text_tokens(&self.tokens, self.ends_with_eos)
+    }
+
     /// Tokens generated per final token: the price of the sampler over a single sample.
     pub fn cost_multiplier(&self) -> f64 {
         self.stats.tokens_generated as f64 / self.tokens.len().max(1) as f64

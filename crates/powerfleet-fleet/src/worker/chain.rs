@@ -140,7 +140,8 @@ pub(super) async fn complete(
         metrics::add(metrics::BLOCKS, 1);
     }
     let mut r = run.result(JobStatus::Completed, Some(chain), Some(backend), None);
-    let tokens = r.tokens.clone();
+    // The text leaves out a terminal EOS, as the servers' own completion text does.
+    let tokens = powerfleet_sampler::text_tokens(&r.tokens, r.ends_with_eos).to_vec();
     let text = driver::call(
         backend,
         ctx.config.retry_policy(),
