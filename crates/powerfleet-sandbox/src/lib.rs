@@ -1,85 +1,120 @@
-//! Running untrusted completions: a separate `python3` process per program, contained.
+//! Running untrusted completions: a separate `python3` process per program, walled in by
+//! bubblewrap.
 //!
 //! - [`Sandbox::run`] runs one Python program and says whether it finished without an exception
 //!   ([`Verdict`]), or that the sandbox itself failed ([`SandboxError`]): a failure of the
 //!   harness is never a wrong answer.
+//! - [`Isolation`]: bubblewrap, probed once per process for each configuration; where it cannot
+//!   run, programs are not run at all ([`IsolationError`], a grading failure) unless the
+//!   operator accepted running them unisolated ([`SandboxConfig::unisolated`]).
 //! - [`humaneval`]: HumanEval's program (prompt + completion + tests + `check(entry_point)`) and
 //!   the `humaneval` grader over it.
 //!
 //! What contains a program (docs/grading.md has the whole list):
-//! - an empty temporary directory as its working directory, removed afterwards;
-//! - the environment cleared (`PATH`, `HOME` = the directory, `LANG` only);
-//! - new network and PID namespaces (`unshare --net --pid --fork --kill-child`, with
-//!   `--map-root-user` when not root) where the machine allows them, detected once: no network
-//!   at all, and every process the program starts dies with it. Where they are unavailable the
-//!   collector logs it and the preamble blocks Python's socket functions instead, as HumanEval's
-//!   own `reliability_guard` blocks other functions;
-//! - rlimits set by a Python preamble before the program runs: address space (`RLIMIT_AS`),
-//!   CPU seconds, file size, processes (`RLIMIT_NPROC`, against fork bombs), no core files;
-//! - run as root, the preamble becomes `nobody` before the program runs, so the program can
-//!   change no file of the fleet's (and `RLIMIT_NPROC`, which root ignores, applies); run as
-//!   another user, the preamble disables Python's file-deleting, process-spawning and signalling
-//!   functions instead;
-//! - a wall-clock limit, after which the whole process group is killed;
-//! - the program's output goes to a file in its directory (bounded by the file-size limit), of
-//!   which at most [`SandboxConfig::max_output_bytes`] are read back; the harness's own channel
-//!   is bounded the same way.
+//! - new user, mount, PID, network, IPC, UTS and cgroup namespaces (`bwrap --unshare-all`): no
+//!   host process visible, no network, no host socket; it cannot make user namespaces itself;
+//! - a read-only root holding `/usr` (and `/bin`, `/lib`, `/lib64` as on the host) and the
+//!   interpreter's prefix only, a private `/proc`, a minimal read-only `/dev`, and a tmpfs of
+//!   [`SandboxConfig::tmpfs_bytes`] as `/tmp`, its working directory and `HOME`, gone with the
+//!   namespace;
+//! - its own user: run as root, bubblewrap itself runs as [`SandboxConfig::uid`] (65534); run
+//!   as another user, the user namespace makes the program that uid inside;
+//! - the environment cleared (`PATH`, `HOME`, `LANG` only), a new session;
+//! - rlimits set by a Python preamble before the program runs: address space per process
+//!   (`RLIMIT_AS`), processes and threads of the namespace (`RLIMIT_NPROC`), CPU seconds, file
+//!   size, no core files; with the tmpfs, the program's memory stays within
+//!   [`SandboxConfig::memory_bound_bytes`];
+//! - a wall-clock limit, after which bubblewrap is killed, and with it (its init is the PID
+//!   namespace's first process) every process of the program, daemons included;
+//! - the program's stdout and stderr go to a pipe read up to
+//!   [`SandboxConfig::max_output_bytes`] (the rest drained); the harness reports on a pipe of
+//!   its own. No file of the program's is ever read.
 
 pub mod humaneval;
+mod isolation;
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use humaneval::{
     HumanevalError, grade_humaneval, grade_result, humaneval_grading, humaneval_program,
 };
+pub use isolation::{Isolation, IsolationError};
 
-/// The preamble run before every program (sets the limits, drops privileges, runs the program
-/// and reports on a channel of its own).
+/// The preamble run before every program (sets the limits, runs the program and reports on a
+/// channel of its own).
 const PREAMBLE: &str = include_str!("preamble.py");
 
-/// The user the preamble becomes when run as root.
-const NOBODY: u32 = 65534;
+/// The user (and group) programs run as by default: `nobody`.
+pub const NOBODY: u32 = 65534;
 
 /// How a [`Sandbox`] runs programs.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
-    /// The Python interpreter. Run as root, it must be readable by `nobody` (a system python,
-    /// not one under `/root`).
+    /// The Python interpreter. It and its prefix are mounted read-only in the sandbox; run as
+    /// root, they must be readable by [`SandboxConfig::uid`] (a system python, not one under
+    /// `/root`).
     pub python: PathBuf,
-    /// Wall-clock limit of one program; the process group is killed after it.
+    /// bubblewrap (`bwrap`): a path, or a name looked up on `PATH`.
+    pub bwrap: PathBuf,
+    /// Wall-clock limit of one program; the sandbox is killed after it.
     pub timeout: Duration,
-    /// CPU seconds one program may use (`RLIMIT_CPU`).
+    /// CPU seconds one process of the program may use (`RLIMIT_CPU`).
     pub cpu_seconds: u64,
-    /// Address space of the program's process, bytes (`RLIMIT_AS`).
+    /// Address space of each process of the program, bytes (`RLIMIT_AS` and `RLIMIT_DATA`).
     pub memory_bytes: u64,
-    /// Largest file the program may write, bytes (`RLIMIT_FSIZE`), its output included.
-    pub max_file_bytes: u64,
-    /// Processes the program's user may have (`RLIMIT_NPROC`).
+    /// Processes and threads the program may have at once, bubblewrap's init and the
+    /// interpreter included (`RLIMIT_NPROC`, counted in the sandbox's user namespace).
     pub max_processes: u64,
+    /// Size of the tmpfs that is the program's `/tmp` and working directory, bytes (its pages
+    /// are memory).
+    pub tmpfs_bytes: u64,
+    /// Largest file the program may write, bytes (`RLIMIT_FSIZE`).
+    pub max_file_bytes: u64,
     /// Bytes of the program's output (and of the harness's channel) read back.
     pub max_output_bytes: usize,
-    /// Use network and PID namespaces where the machine allows them; `false` forces the
-    /// Python-level guards (for tests of the fallback).
-    pub namespaces: bool,
+    /// The user and group bubblewrap runs as when this process is root, and the program's
+    /// inside its user namespace.
+    pub uid: u32,
+    /// See [`SandboxConfig::uid`].
+    pub gid: u32,
+    /// Run programs without bubblewrap, as plain `python3` processes behind Python-level guards
+    /// (`collector --grading-unisolated`): for trusted models only, since a program can reach
+    /// the host (docs/grading.md).
+    pub unisolated: bool,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             python: default_python(),
+            bwrap: default_bwrap(),
             timeout: Duration::from_secs(10),
             cpu_seconds: 10,
-            memory_bytes: 1 << 30,
+            memory_bytes: 256 << 20,
+            max_processes: 4,
+            tmpfs_bytes: 64 << 20,
             max_file_bytes: 16 << 20,
-            max_processes: 64,
             max_output_bytes: 64 << 10,
-            namespaces: true,
+            uid: NOBODY,
+            gid: NOBODY,
+            unisolated: false,
         }
+    }
+}
+
+impl SandboxConfig {
+    /// The most memory one program can hold in the sandbox: every process at its address-space
+    /// limit, plus a full tmpfs.
+    pub fn memory_bound_bytes(&self) -> u64 {
+        self.max_processes
+            .saturating_mul(self.memory_bytes)
+            .saturating_add(self.tmpfs_bytes)
     }
 }
 
@@ -90,6 +125,16 @@ pub fn default_python() -> PathBuf {
         system.to_path_buf()
     } else {
         PathBuf::from("python3")
+    }
+}
+
+/// `/usr/bin/bwrap` where it exists, else `bwrap` from `PATH`.
+pub fn default_bwrap() -> PathBuf {
+    let system = Path::new("/usr/bin/bwrap");
+    if system.exists() {
+        system.to_path_buf()
+    } else {
+        PathBuf::from("bwrap")
     }
 }
 
@@ -117,9 +162,13 @@ pub struct Execution {
 /// The sandbox could not run the program: a failure of grading, never a wrong answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// The interpreter (or `unshare`) could not be started.
+    /// Programs cannot be isolated as configured (bubblewrap missing or failing, the
+    /// interpreter unusable), and running them unisolated was not accepted.
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
+    /// The interpreter or bubblewrap could not be started.
     #[error(
-        "the grading sandbox cannot start {program}: {source}; install python3 (e.g. apt-get install -y python3) or pass the interpreter's path"
+        "the grading sandbox cannot start {program}: {source}; install python3 and bubblewrap (apt-get install -y python3 bubblewrap) or pass their paths"
     )]
     Spawn {
         /// What was started.
@@ -128,11 +177,11 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
-    /// The temporary directory could not be made or prepared.
+    /// The temporary directory of an unisolated run could not be made or prepared.
     #[error("the grading sandbox cannot prepare its temporary directory: {0}")]
     TempDir(#[source] std::io::Error),
-    /// The harness ended before it ran the program (the interpreter failed to start, a limit
-    /// could not be set).
+    /// The harness ended before it ran the program (bubblewrap or the interpreter failed to
+    /// start, a limit could not be set).
     #[error("the grading sandbox's harness failed before running the program ({status}): {stderr}")]
     Harness {
         /// How the process ended.
@@ -147,53 +196,20 @@ pub enum SandboxError {
     HarnessTimeout(Duration),
 }
 
-/// What the machine allows, detected once per process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Isolation {
-    /// The `unshare` arguments that give the program new network and PID namespaces; `None`
-    /// where the machine allows none.
-    pub unshare: Option<Vec<&'static str>>,
-    /// Whether this process runs as root (the preamble then becomes `nobody`).
-    pub root: bool,
-}
-
-impl Isolation {
-    /// Detects (once per process) whether `unshare` can make network and PID namespaces, as
-    /// root or in a new user namespace, and logs a warning when it cannot.
-    pub fn detect() -> &'static Isolation {
-        static DETECTED: OnceLock<Isolation> = OnceLock::new();
-        DETECTED.get_or_init(|| {
-            use std::os::unix::fs::MetadataExt;
-            let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-            let plain = vec!["--net", "--pid", "--fork", "--kill-child"];
-            let mut user = vec!["--map-root-user"];
-            user.extend(plain.iter().copied());
-            let works = |args: &[&str]| {
-                Command::new("unshare")
-                    .args(args)
-                    .arg("true")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            let unshare = [plain, user].into_iter().find(|args| works(args));
-            if unshare.is_none() {
-                tracing::warn!(
-                    "network and PID namespaces are unavailable (unshare --net --pid fails): graded programs run without them; Python's socket functions are blocked instead"
-                );
-            }
-            Isolation { unshare, root }
-        })
-    }
-}
-
 /// Runs programs as its [`SandboxConfig`] says. Cheap to clone; one run per call, so run it on
 /// as many threads as programs should run at once.
 #[derive(Clone, Debug)]
 pub struct Sandbox {
     config: SandboxConfig,
+}
+
+/// How the processes of a run are ended.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// Kill bubblewrap: its PID namespace, and every process in it, dies with it.
+    Namespace,
+    /// Kill the process group (unisolated; a process that left the group survives).
+    Group,
 }
 
 impl Sandbox {
@@ -208,59 +224,76 @@ impl Sandbox {
     }
 
     /// Runs `program` (Python source) to its end or its limits. Blocks the calling thread.
+    /// Without working isolation (and without [`SandboxConfig::unisolated`]) the program is not
+    /// run: [`SandboxError::Isolation`].
     pub fn run(&self, program: &str) -> Result<Execution, SandboxError> {
         let c = &self.config;
-        let isolation = Isolation::detect();
-        let unshare = if c.namespaces {
-            isolation.unshare.as_ref()
-        } else {
-            None
+        let limits = |mode: &str| -> Vec<OsString> {
+            [
+                "-I",
+                "-B",
+                "-c",
+                PREAMBLE,
+                &c.memory_bytes.to_string(),
+                &c.cpu_seconds.max(1).to_string(),
+                &c.max_file_bytes.to_string(),
+                &c.max_processes.to_string(),
+                mode,
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect()
         };
-        let dir = tempfile::Builder::new()
-            .prefix("powerfleet-sandbox-")
-            .tempdir()
-            .map_err(SandboxError::TempDir)?;
-        if isolation.root {
-            std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY))
+        if c.unisolated {
+            let root = isolation::running_as_root();
+            let dir = tempfile::Builder::new()
+                .prefix("powerfleet-sandbox-")
+                .tempdir()
                 .map_err(SandboxError::TempDir)?;
-        }
-        let flag = |b: bool| if b { "1" } else { "0" };
-        let mut command = match unshare {
-            Some(args) => {
-                let mut cmd = Command::new("unshare");
-                cmd.args(args).arg("--").arg(&c.python);
-                cmd
+            if root {
+                std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY))
+                    .map_err(SandboxError::TempDir)?;
             }
-            None => Command::new(&c.python),
-        };
+            let mut command = Command::new(&c.python);
+            command
+                .args(limits(if root { "root" } else { "user" }))
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("HOME", dir.path())
+                .env("LANG", "C.UTF-8")
+                .process_group(0);
+            let label = c.python.display().to_string();
+            self.execute(command, Ending::Group, &label, program)
+        } else {
+            let iso = Isolation::detect(c)?;
+            let command = iso.command(c, &limits("bwrap"));
+            let label = format!("{} (for {})", c.bwrap.display(), iso.python.display());
+            self.execute(command, Ending::Namespace, &label, program)
+        }
+    }
+
+    /// Starts `command` (the preamble, inside its wall), feeds it the program, waits for it
+    /// to its end or the time limit, ends every process of it, and reads the verdict.
+    fn execute(
+        &self,
+        mut command: Command,
+        ending: Ending,
+        label: &str,
+        program: &str,
+    ) -> Result<Execution, SandboxError> {
+        let c = &self.config;
         command
-            .args(["-I", "-B", "-c", PREAMBLE])
-            .arg(c.memory_bytes.to_string())
-            .arg(c.cpu_seconds.max(1).to_string())
-            .arg(c.max_file_bytes.to_string())
-            .arg(c.max_processes.to_string())
-            .arg(flag(isolation.root))
-            .arg(flag(unshare.is_none()))
-            .arg(flag(!isolation.root))
-            .current_dir(dir.path())
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", dir.path())
-            .env("LANG", "C.UTF-8")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = command.spawn().map_err(|source| SandboxError::Spawn {
-            program: match unshare {
-                Some(_) => format!("unshare (for {})", c.python.display()),
-                None => c.python.display().to_string(),
-            },
+            program: label.to_string(),
             source,
         })?;
         let channel = Capture::start(child.stdout.take(), c.max_output_bytes);
-        let stderr = Capture::start(child.stderr.take(), c.max_output_bytes);
+        let output = Capture::start(child.stderr.take(), c.max_output_bytes);
         let nonce = uuid::Uuid::now_v7().simple().to_string();
         if let Some(mut stdin) = child.stdin.take() {
             // A write error means the interpreter is gone already; its status tells why.
@@ -270,11 +303,17 @@ impl Sandbox {
                 .and_then(|()| stdin.write_all(program.as_bytes()));
         }
         let (status, timed_out) = wait_until(&mut child, started + c.timeout);
-        kill_group(&mut child);
+        if let Ending::Group = ending {
+            kill_group(&child);
+        }
+        // SIGKILL, no `kill` binary needed. Inside bubblewrap, its init (the PID namespace's
+        // first process) dies with it (--die-with-parent), and the kernel then kills every
+        // process left in the namespace.
+        let _ = child.kill();
+        let _ = child.wait();
         let elapsed = started.elapsed();
         let channel = channel.finish();
-        let stderr = stderr.finish();
-        let output = read_head(&dir.path().join("output.txt"), c.max_output_bytes);
+        let output = output.finish();
         let mut ready = false;
         let mut verdict = None;
         for line in channel.lines() {
@@ -305,7 +344,7 @@ impl Sandbox {
             (None, false) => {
                 return Err(SandboxError::Harness {
                     status: describe(status),
-                    stderr: stderr.trim().to_string(),
+                    stderr: output.trim().to_string(),
                 });
             }
         };
@@ -335,8 +374,9 @@ fn wait_until(child: &mut Child, deadline: Instant) -> (Option<ExitStatus>, bool
     }
 }
 
-/// Kills the child's whole process group (whatever it left behind) and reaps the child.
-fn kill_group(child: &mut Child) {
+/// Kills the child's whole process group (an unisolated run's; best effort: it needs a `kill`
+/// program on `PATH`).
+fn kill_group(child: &Child) {
     let group = format!("-{}", child.id());
     let _ = Command::new("kill")
         .args(["-s", "KILL", "--", &group])
@@ -344,8 +384,6 @@ fn kill_group(child: &mut Child) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn describe(status: Option<ExitStatus>) -> String {
@@ -358,15 +396,6 @@ fn describe(status: Option<ExitStatus>) -> String {
         },
         None => "killed".to_string(),
     }
-}
-
-/// The first `limit` bytes of a file, as text; empty when it cannot be read.
-fn read_head(path: &Path, limit: usize) -> String {
-    let mut bytes = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(limit as u64).read_to_end(&mut bytes);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A pipe read on a thread of its own: the first `limit` bytes are kept, the rest drained.
@@ -397,8 +426,8 @@ impl Capture {
         Capture { buf, done }
     }
 
-    /// What was read, waiting a moment for the pipe's end (a process that escaped the group
-    /// could hold it open; it is not waited for).
+    /// What was read, waiting a moment for the pipe's end (in an unisolated run, a process that
+    /// escaped the group could hold it open; it is not waited for).
     fn finish(self) -> String {
         let _ = self.done.recv_timeout(Duration::from_millis(500));
         let b = self.buf.lock().unwrap_or_else(|e| e.into_inner());
