@@ -1,6 +1,7 @@
 //! `powerfleet bench grading`: completions graded per second by the `math` grader (pure, in
-//! process) and by the `humaneval` grader (one sandboxed python3 process per completion), per
-//! grading executor.
+//! process) and by the `humaneval` grader (one python3 process per completion), per grading
+//! executor, in bubblewrap and unisolated (plain python3 behind the preamble's guards), in one
+//! run.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -52,11 +53,15 @@ pub fn run(args: GradingBenchArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let isolation = Isolation::detect();
+    let isolated = SandboxConfig::default();
+    let isolation = Isolation::detect(&isolated).context(
+        "bench grading measures the sandbox: bubblewrap must work here (or see the error's advice)",
+    )?;
     eprintln!(
-        "benchmark: {} HumanEval canonical solutions, {cores} cores, namespaces: {}, as root: {}",
+        "benchmark: {} HumanEval canonical solutions, {cores} cores, bubblewrap {} (user namespaces disabled inside: {}), as root: {}",
         programs.len(),
-        isolation.unshare.is_some(),
+        isolated.bwrap.display(),
+        isolation.userns_disabled,
         isolation.root
     );
 
@@ -69,47 +74,93 @@ pub fn run(args: GradingBenchArgs) -> Result<()> {
     let math_s = start.elapsed().as_secs_f64();
     anyhow::ensure!(right > 0, "no MATH completion was graded right");
 
-    println!("| grader | executors | completions | seconds | completions/s | per executor |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| grader | sandbox | executors | completions | seconds | completions/s | per executor |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     let n = cases.len() as f64;
     println!(
-        "| math | 1 | {} | {math_s:.3} | {:.0} | {:.0} |",
+        "| math | none | 1 | {} | {math_s:.3} | {:.0} | {:.0} |",
         cases.len(),
         n / math_s,
         n / math_s
     );
-    let sandbox = Sandbox::new(SandboxConfig::default());
+    let unisolated = SandboxConfig {
+        unisolated: true,
+        ..isolated.clone()
+    };
+    let mut rates: Vec<(usize, f64, f64)> = Vec::new();
     for &executors in &args.executors {
-        let next = AtomicUsize::new(0);
-        let passed = AtomicUsize::new(0);
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..executors {
-                scope.spawn(|| {
-                    while let Some((grading, solution)) =
-                        programs.get(next.fetch_add(1, Ordering::Relaxed))
-                    {
-                        let g = powerfleet_sandbox::grade_humaneval(&sandbox, grading, solution);
-                        if g.is_ok_and(|g| g.correct) {
-                            passed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
-        let s = start.elapsed().as_secs_f64();
-        let passed = passed.load(Ordering::Relaxed);
-        anyhow::ensure!(
-            passed == programs.len(),
-            "only {passed} of {} canonical solutions passed",
-            programs.len()
-        );
-        let rate = programs.len() as f64 / s;
+        let mut pair = [0.0; 2];
+        for (slot, (name, config)) in [("bubblewrap", &isolated), ("unisolated", &unisolated)]
+            .into_iter()
+            .enumerate()
+        {
+            let rate = humaneval_rate(&Sandbox::new(config.clone()), &programs, executors)?;
+            pair[slot] = rate;
+            println!(
+                "| humaneval | {name} | {executors} | {} | {:.2} | {rate:.1} | {:.1} |",
+                programs.len(),
+                programs.len() as f64 / rate,
+                rate / executors as f64
+            );
+        }
+        rates.push((executors, pair[0], pair[1]));
+    }
+    println!();
+    for (executors, isolated, unisolated) in rates {
         println!(
-            "| humaneval | {executors} | {} | {s:.2} | {rate:.1} | {:.1} |",
-            programs.len(),
-            rate / executors as f64
+            "bubblewrap / unisolated, {executors} executor(s): {:.2}",
+            isolated / unisolated
         );
     }
     Ok(())
+}
+
+/// HumanEval programs per second graded by `executors` threads in `sandbox`; every canonical
+/// solution must pass.
+fn humaneval_rate(
+    sandbox: &Sandbox,
+    programs: &[(Grading, String)],
+    executors: usize,
+) -> Result<f64> {
+    let next = AtomicUsize::new(0);
+    let passed = AtomicUsize::new(0);
+    let first_error = std::sync::Mutex::new(None);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..executors {
+            scope.spawn(|| {
+                while let Some((grading, solution)) =
+                    programs.get(next.fetch_add(1, Ordering::Relaxed))
+                {
+                    match powerfleet_sandbox::grade_humaneval(sandbox, grading, solution) {
+                        Ok(g) if g.correct => {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(g) => {
+                            let mut e = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            e.get_or_insert(format!("{:?}", g.extracted));
+                        }
+                        Err(err) => {
+                            let mut e = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            e.get_or_insert(err.to_string());
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let s = start.elapsed().as_secs_f64();
+    let passed = passed.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        passed == programs.len(),
+        "only {passed} of {} canonical solutions passed; the first failure: {}",
+        programs.len(),
+        first_error
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_default()
+    );
+    Ok(programs.len() as f64 / s)
 }

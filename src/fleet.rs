@@ -620,10 +620,21 @@ pub struct CollectorArgs {
     /// running then has failed.
     #[arg(long, env = "POWERFLEET_GRADING_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub grading_timeout_secs: u64,
-    /// The Python interpreter graded programs run in (run as root, one that user nobody can
-    /// read: default /usr/bin/python3 where it exists, else python3 from PATH).
+    /// The Python interpreter graded programs run in, mounted read-only in the sandbox with its
+    /// prefix (run as root, one that user nobody can read: default /usr/bin/python3 where it
+    /// exists, else python3 from PATH).
     #[arg(long, env = "POWERFLEET_GRADING_PYTHON")]
     pub grading_python: Option<std::path::PathBuf>,
+    /// bubblewrap, which walls every graded program in (default /usr/bin/bwrap where it exists,
+    /// else bwrap from PATH). Without a working one, humaneval results are stored with a
+    /// grade_error that says what is missing.
+    #[arg(long, env = "POWERFLEET_GRADING_BWRAP", value_name = "PATH")]
+    pub grading_bwrap: Option<std::path::PathBuf>,
+    /// Run graded programs without bubblewrap, as plain python3 processes behind Python-level
+    /// guards only, which a hostile program gets past: for models you trust, on hosts where
+    /// bubblewrap cannot run (docs/operations.md).
+    #[arg(long, env = "POWERFLEET_GRADING_UNISOLATED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub grading_unisolated: bool,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -642,6 +653,10 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
     if let Some(python) = args.grading_python {
         config.sandbox.python = python;
     }
+    if let Some(bwrap) = args.grading_bwrap {
+        config.sandbox.bwrap = bwrap;
+    }
+    config.sandbox.unisolated = args.grading_unisolated;
     args.ops
         .start(
             &queue,

@@ -77,9 +77,9 @@ fn bench_collector_measures_storing_and_grading_in_the_collector() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be >= 100"));
 }
 
-/// `powerfleet bench grading` grades HumanEval's canonical solutions in the sandbox (it fails
-/// unless every one passes) beside MATH completions, and reports a row per grader and executor
-/// count.
+/// `powerfleet bench grading` grades HumanEval's canonical solutions in bubblewrap and
+/// unisolated (it fails unless every one passes in both) beside MATH completions, and reports a
+/// row per grader, sandbox and executor count, and the ratio of the two sandboxes' rates.
 #[test]
 fn bench_grading_measures_math_and_humaneval() {
     let data = std::env::var("POWERFLEET_HUMANEVAL_DATA").unwrap_or_else(|_| {
@@ -93,8 +93,19 @@ fn bench_grading_measures_math_and_humaneval() {
         .output()
         .unwrap();
     let stdout = stdout_of(&out);
-    assert!(stdout.contains("| math | 1 | 100 |"), "{stdout}");
-    assert!(stdout.contains("| humaneval | 2 | 164 |"), "{stdout}");
+    assert!(stdout.contains("| math | none | 1 | 100 |"), "{stdout}");
+    assert!(
+        stdout.contains("| humaneval | bubblewrap | 2 | 164 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| humaneval | unisolated | 2 | 164 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bubblewrap / unisolated, 2 executor(s): "),
+        "{stdout}"
+    );
 }
 
 /// `powerfleet bench outage` stops its own llama-server mid-batch, right after the server computed

@@ -1010,3 +1010,81 @@ fn prometheus_scrapes_every_compose_role() {
     }
     fail_if_any(errors);
 }
+
+/// Every collector can wall its graded programs in: the image has bubblewrap (and an init that
+/// reaps what a killed sandbox leaves), and each collector container may make the namespaces
+/// bubblewrap needs (docs/operations.md, "Collectors that run code"), unless it runs unisolated
+/// on purpose.
+#[test]
+fn collectors_may_run_their_sandbox() {
+    let mut errors = Vec::new();
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    for needed in [
+        "bubblewrap",
+        "tini",
+        r#"ENTRYPOINT ["/usr/bin/tini", "--", "powerfleet"]"#,
+    ] {
+        if !dockerfile.contains(needed) {
+            errors.push(format!("deploy/Dockerfile: no {needed}"));
+        }
+    }
+    let collectors: Vec<K8sContainer> = k8s_containers()
+        .into_iter()
+        .filter(|c| c.inv.subcommand().as_deref() == Some("collector"))
+        .collect();
+    if collectors.is_empty() {
+        errors.push("no collector under deploy/k8s".into());
+    }
+    for c in &collectors {
+        if c.inv.args.iter().any(|a| a == "--grading-unisolated") {
+            continue;
+        }
+        let pod = &c.workload["spec"]["template"]["spec"];
+        let sc = &c.container["securityContext"];
+        let checks = [
+            (
+                pod["hostUsers"].as_bool() == Some(false),
+                "pod hostUsers: false",
+            ),
+            (
+                str_at(sc, "procMount") == Some("Unmasked"),
+                "procMount: Unmasked",
+            ),
+            (
+                str_at(&sc["seccompProfile"], "type") == Some("Unconfined"),
+                "seccompProfile type Unconfined",
+            ),
+            (
+                str_at(&sc["appArmorProfile"], "type") == Some("Unconfined"),
+                "appArmorProfile type Unconfined",
+            ),
+        ];
+        for (ok, what) in checks {
+            if !ok {
+                errors.push(format!("{} ({}): needs {what}", c.inv.origin, rel(&c.path)));
+            }
+        }
+    }
+    let (compose, _, _) = compose_invocations()
+        .into_iter()
+        .find(|(_, _, inv)| inv.subcommand().as_deref() == Some("collector"))
+        .expect("a collector in deploy/docker-compose.yml");
+    let docs = yaml_docs(&compose_path());
+    let opts: Vec<String> = vec_at(&docs[0]["services"][compose.as_str()], "security_opt")
+        .iter()
+        .filter_map(scalar)
+        .collect();
+    for needed in [
+        "seccomp=unconfined",
+        "apparmor=unconfined",
+        "systempaths=unconfined",
+    ] {
+        if !opts.iter().any(|o| o == needed) {
+            errors.push(format!(
+                "{}: service {compose} needs security_opt {needed}",
+                rel(&compose_path())
+            ));
+        }
+    }
+    fail_if_any(errors);
+}

@@ -38,12 +38,12 @@ use std::time::Duration;
 
 use powerfleet_jobs::JobResult;
 use powerfleet_queue::{Queue, ResultDelivery};
-use powerfleet_sandbox::{Sandbox, SandboxConfig};
+use powerfleet_sandbox::{Isolation, Sandbox, SandboxConfig};
 use powerfleet_store::{Recorded, Store};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::ops::StoreHealth;
 
@@ -138,6 +138,7 @@ pub async fn run(
     let mut grading: JoinSet<ResultDelivery> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     info!(consumer = %config.consumer, grading_executors = executors, "collector started");
+    announce_sandbox(&config.sandbox).await;
     while !stop.is_cancelled() {
         let round = async {
             let mut deliveries: VecDeque<ResultDelivery> = std::mem::take(&mut unstored);
@@ -415,6 +416,34 @@ async fn resolve_prompts(
         }
     }
     Ok(())
+}
+
+/// Says once, at start, how graded programs will run: in bubblewrap; not at all, with the reason
+/// every `humaneval` result will be stored with (`grade_error`) until it is fixed; or
+/// unisolated, because the operator accepted that risk.
+async fn announce_sandbox(sandbox: &SandboxConfig) {
+    if sandbox.unisolated {
+        warn!(
+            python = %sandbox.python.display(),
+            "GRADED PROGRAMS RUN UNISOLATED (--grading-unisolated): humaneval completions run as plain python3 processes behind Python-level guards only, which a hostile program gets past (it can read the host's files and processes, reach its sockets, and outlive its run); use this only for models you trust"
+        );
+        return;
+    }
+    let probed = sandbox.clone();
+    match tokio::task::spawn_blocking(move || Isolation::detect(&probed)).await {
+        Ok(Ok(isolation)) => info!(
+            bwrap = %sandbox.bwrap.display(),
+            python = %isolation.python.display(),
+            user_namespaces_disabled_inside = isolation.userns_disabled,
+            memory_bound_bytes = sandbox.memory_bound_bytes(),
+            "graded programs run in bubblewrap"
+        ),
+        Ok(Err(e)) => error!(
+            error = %e,
+            "GRADED PROGRAMS CANNOT BE ISOLATED: no humaneval completion will run; their results are stored without a grade and with this grade_error until it is fixed"
+        ),
+        Err(e) => warn!(error = %e, "the sandbox probe failed to run"),
+    }
 }
 
 /// Counts a result stored for the first time (once per job) in the metrics.
