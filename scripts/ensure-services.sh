@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests use are present: redis-server on PATH (tests start their own on
-# free ports) and a PostgreSQL server the tests can create databases on. Installs them with apt-get
+# free ports), a PostgreSQL server the tests can create databases on, and bubblewrap (the grading
+# sandbox). Installs them with apt-get
 # when missing and possible; otherwise says exactly what to install.
 # Sourced by scripts/test.sh. Exports POWERFLEET_TEST_POSTGRES_URL.
 
@@ -80,5 +81,20 @@ need_openssl() {
       echo "error: openssl is not installed; install it (Debian/Ubuntu: sudo apt-get install openssl; macOS: brew install openssl) and run this again." >&2
       exit 1
     }
+  fi
+}
+
+need_bwrap() {
+  # The grading sandbox walls every HumanEval program in with bubblewrap, run as an unprivileged
+  # user: it needs bwrap and unprivileged user namespaces.
+  if ! command -v bwrap >/dev/null 2>&1; then
+    _apt_install bubblewrap || {
+      echo "error: bubblewrap (bwrap) is not installed; the grading sandbox needs it. Install it (Debian/Ubuntu: sudo apt-get install -y bubblewrap; Fedora: sudo dnf install bubblewrap) and run this again." >&2
+      exit 1
+    }
+  fi
+  if ! bwrap --unshare-all --unshare-user --ro-bind / / --proc /proc --dev /dev -- true 2>/dev/null; then
+    echo "error: bubblewrap is installed but cannot make its namespaces here ($(bwrap --unshare-all --unshare-user --ro-bind / / --proc /proc --dev /dev -- true 2>&1 | head -n1)). Allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 where it exists, user.max_user_namespaces > 0; in a container, seccomp and AppArmor unconfined and an unmasked /proc: docs/operations.md)." >&2
+    exit 1
   fi
 }

@@ -12,6 +12,7 @@ need_disk 5
 need_redis_server
 need_postgres
 need_openssl
+need_bwrap
 
 # A real llama-server and a tiny random-weight model for the backend tests (built once, cached
 # outside the repository; the first build takes about 5 minutes on 2 cores).

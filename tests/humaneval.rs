@@ -47,6 +47,17 @@ fn completed(batch: BatchId, problem: &str, seed: u64, text: &str, grading: Grad
         .build()
 }
 
+/// Host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect()
+}
+
 async fn publish(queue: &Queue, r: &JobResult) {
     let json = serde_json::to_string(r).unwrap();
     queue
@@ -106,8 +117,11 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
     // The rest of problem 0's samples: 1 right, 1 wrong, 1 hostile (deletes files, opens
     // sockets); problem 2: 3 right, 1 syntax error; a humaneval grader on a free-form reference
     // cannot be graded at all.
+    // The hostile one also leaves a FIFO where the old sandbox read its output from, and a
+    // daemon (double fork, setsid) with a marker in its command line.
+    let marker = format!("pf-collector-daemon-{}", std::process::id());
     let hostile = format!(
-        "    import os, socket\n    try:\n        os.remove({:?})\n    except Exception:\n        pass\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n    return False\n",
+        "    import os, socket\n    try:\n        os.remove({:?})\n    except Exception:\n        pass\n    os.mkfifo('output.txt')\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n            os.execv('/usr/bin/python3', ['python3', '-c', 'import time\\nwhile True: time.sleep(1)', '{marker}'])\n        os._exit(0)\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n    return False\n",
         precious.display().to_string()
     );
     let wrong = "    return True\n";
@@ -143,6 +157,11 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
         .wait_for_results(batch, 10, Duration::from_secs(60))
         .await;
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    let daemons = processes_with(&marker);
+    assert!(
+        daemons.is_empty(),
+        "a graded program's daemon lived on: {daemons:?}"
+    );
     let verdict = |problem: &str, seed: u64| {
         let r = stored
             .iter()
@@ -206,4 +225,76 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
         "{}",
         fleet.logs()
     );
+}
+
+/// A collector where bubblewrap cannot run says so loudly at start, and stores every humaneval
+/// result without a grade and with the reason (naming what to install), never running the
+/// program unisolated; other results are graded as ever. Given --grading-unisolated, it warns at
+/// start and grades them behind the Python-level guards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bubblewrap_humaneval_results_carry_the_reason_unless_unisolated_is_accepted() {
+    let problems = humaneval_problems();
+    let p = &problems[2];
+    let canonical = p.extra["canonical_solution"].as_str().unwrap().to_string();
+    let exact = Grading {
+        template: "plain".into(),
+        grader: Grader::Exact,
+        reference: ReferenceAnswer::Text("7".into()),
+        price_per_mtok: None,
+        reasoning_markers: None,
+    };
+
+    let mut fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    fleet.spawn_collector_with(&["--grading-bwrap", "/nonexistent/bwrap"]);
+    let batch = BatchId::new();
+    publish(
+        &queue,
+        &completed(batch, &p.id, 0, &canonical, grading_of(p)),
+    )
+    .await;
+    publish(&queue, &completed(batch, "q", 1, "7", exact)).await;
+    let stored = fleet
+        .wait_for_results(batch, 2, Duration::from_secs(30))
+        .await;
+    let code = stored.iter().find(|r| r.seed == 0).unwrap();
+    assert!(code.grade.is_none(), "{:?}", code.grade);
+    let why = code.grade_error.as_deref().unwrap_or_default();
+    for needed in [
+        "/nonexistent/bwrap",
+        "apt-get install -y bubblewrap",
+        "--grading-unisolated",
+    ] {
+        assert!(
+            why.contains(needed),
+            "{needed} missing from the grade_error: {why}"
+        );
+    }
+    let other = stored.iter().find(|r| r.seed == 1).unwrap();
+    assert!(other.grade.as_ref().unwrap().correct);
+    let logs = fleet.logs();
+    assert!(
+        logs.contains("GRADED PROGRAMS CANNOT BE ISOLATED"),
+        "{logs}"
+    );
+
+    let mut fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    fleet.spawn_collector_with(&[
+        "--grading-bwrap",
+        "/nonexistent/bwrap",
+        "--grading-unisolated",
+    ]);
+    let batch = BatchId::new();
+    publish(
+        &queue,
+        &completed(batch, &p.id, 0, &canonical, grading_of(p)),
+    )
+    .await;
+    let stored = fleet
+        .wait_for_results(batch, 1, Duration::from_secs(30))
+        .await;
+    assert!(stored[0].grade.as_ref().unwrap().correct, "{:?}", stored[0]);
+    let logs = fleet.logs();
+    assert!(logs.contains("GRADED PROGRAMS RUN UNISOLATED"), "{logs}");
 }
