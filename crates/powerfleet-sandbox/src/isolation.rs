@@ -218,6 +218,11 @@ fn bwrap_args(config: &SandboxConfig, binds: &[PathBuf], userns_disabled: bool) 
             a.extend(["--ro-bind", top, top].map(OsString::from));
         }
     }
+    let size = config.tmpfs_bytes.max(1 << 20).to_string();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    push(&["--proc", "/proc", "--dev", "/dev"]);
+    push(&["--size", &size, "--tmpfs", "/tmp"]);
+    // After the tmpfs, so that an interpreter under /tmp is not hidden by it.
     for bind in binds {
         a.extend([
             OsString::from("--ro-bind"),
@@ -225,10 +230,7 @@ fn bwrap_args(config: &SandboxConfig, binds: &[PathBuf], userns_disabled: bool) 
             bind.clone().into_os_string(),
         ]);
     }
-    let size = config.tmpfs_bytes.max(1 << 20).to_string();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    push(&["--proc", "/proc", "--dev", "/dev"]);
-    push(&["--size", &size, "--tmpfs", "/tmp"]);
     // The root and /dev are tmpfs mounts bubblewrap made, unbounded: read-only once laid out
     // (so /dev/shm is an empty read-only directory). Only /tmp is writable.
     push(&["--remount-ro", "/dev", "--remount-ro", "/"]);

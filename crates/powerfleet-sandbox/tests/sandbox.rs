@@ -645,6 +645,46 @@ fn a_missing_interpreter_is_a_grading_failure_not_a_wrong_answer() {
     assert_eq!(ok.output, "hi\n");
 }
 
+#[test]
+fn an_interpreter_outside_usr_is_mounted_if_the_sandbox_user_may_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    // An interpreter in a directory of its own (as a venv's or pyenv's), which only its owner
+    // may enter.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let python = dir.path().join("python3");
+    std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
+    let s = Sandbox::new(SandboxConfig {
+        python: python.clone(),
+        ..SandboxConfig::default()
+    });
+    let result = s.run("import sys\nprint(sys.executable)");
+    if powerfleet_sandbox_is_root() {
+        // Run as root, bubblewrap runs as nobody, who cannot enter the directory: refused, and
+        // the error says why.
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SandboxError::Isolation(IsolationError::Unavailable { .. })
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("must be readable by that user"),
+            "{err}"
+        );
+    } else {
+        // Run as its owner, the directory is mounted (read-only) and the interpreter runs.
+        let run = result.unwrap();
+        assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+        assert!(
+            run.output.contains(&python.display().to_string()),
+            "{run:?}"
+        );
+    }
+}
+
 /// The name of the test below, skipped in its own nested run.
 const UNPRIVILEGED: &str = "every_test_passes_as_an_unprivileged_user";
 
