@@ -446,7 +446,7 @@ assert big < (640 << 20)
     }
     // The working directory starts empty, and the root holds only what python needs.
     let run = s
-        .run("import os\nassert os.listdir('.') == [], os.listdir('.')\nassert os.getcwd() == '/tmp'\nprint(sorted(os.listdir('/')))\nfor d in ('/etc', '/home', '/root', '/var', '/run', '/sys', '/work'):\n    assert not os.path.exists(d), d")
+        .run("import os\nassert os.listdir('.') == [], os.listdir('.')\nassert os.getcwd() == '/tmp'\nassert (os.getuid(), os.getgid()) == (65534, 65534), (os.getuid(), os.getgid())\nprint(sorted(os.listdir('/')))\nfor d in ('/etc', '/home', '/root', '/var', '/run', '/sys', '/work'):\n    assert not os.path.exists(d), d")
         .unwrap();
     assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
     assert!(grade(&s, "    return a + b\n").correct);
