@@ -126,7 +126,12 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         assert_eq!(record["method"], job.method.as_str());
         assert_eq!(record["problem_id"].as_str(), job.problem_id.as_deref());
         assert_eq!(record["correct"], job.grade.as_ref().unwrap().correct);
-        assert!(record["alpha"].is_number(), "{record}");
+        // α is what a sample targeted: none for a standard sample, drawn from p itself.
+        assert_eq!(
+            record["alpha"].is_number(),
+            job.method != powerfleet_sampler::Method::Standard,
+            "{record}"
+        );
     }
     let correct = sft(&["--correct-only"]);
     assert_eq!(correct.len() as i64, correct_in_json);
