@@ -1,5 +1,9 @@
 //! Simple extractors: exact match after trimming, and the first capture group of the last match
-//! of a regex.
+//! of a regex. Patterns are compiled once per process and kept in a small cache ([`compiled`]):
+//! a benchmark grades thousands of results with one pattern, and a pattern near the regex size
+//! limit takes long to compile.
+
+use std::sync::{Arc, LazyLock, Mutex};
 
 use regex::Regex;
 
@@ -22,7 +26,7 @@ pub fn grade_exact(completion: &str, reference: &str) -> Grade {
 /// [`GradeError::InvalidPattern`] when `pattern` is not a valid regex and
 /// [`GradeError::NoCaptureGroup`] when it has no capture group.
 pub fn extract_regex(completion: &str, pattern: &str) -> Result<Option<String>, GradeError> {
-    let regex = Regex::new(pattern).map_err(|source| GradeError::InvalidPattern {
+    let regex = compiled(pattern).map_err(|source| GradeError::InvalidPattern {
         pattern: pattern.to_string(),
         source,
     })?;
@@ -36,6 +40,40 @@ pub fn extract_regex(completion: &str, pattern: &str) -> Result<Option<String>, 
         .last()
         .and_then(|caps| caps.get(1))
         .map(|m| m.as_str().trim().to_string()))
+}
+
+/// How many compiled patterns (or their errors) [`compiled`] keeps.
+pub const REGEX_CACHE_ENTRIES: usize = 16;
+
+/// The patterns compiled last, the most recent at the end.
+type Cache = Vec<(String, Result<Arc<Regex>, regex::Error>)>;
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// `pattern` compiled, from a cache of the last [`REGEX_CACHE_ENTRIES`] patterns (errors
+/// included, so an invalid pattern is not compiled again either).
+fn compiled(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    let lookup = |cache: &mut Cache| {
+        let at = cache.iter().position(|(p, _)| p == pattern)?;
+        // Most recently used last.
+        let entry = cache.remove(at);
+        let found = entry.1.clone();
+        cache.push(entry);
+        Some(found)
+    };
+    if let Some(found) = lookup(&mut CACHE.lock().unwrap_or_else(|e| e.into_inner())) {
+        return found;
+    }
+    // Compiled outside the lock: another pattern's grading does not wait for it.
+    let result = Regex::new(pattern).map(Arc::new);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = lookup(&mut cache) {
+        return found;
+    }
+    if cache.len() >= REGEX_CACHE_ENTRIES {
+        drop(cache.remove(0));
+    }
+    cache.push((pattern.to_string(), result.clone()));
+    result
 }
 
 /// Grades with [`extract_regex`]: correct iff the extracted text equals `reference` after
@@ -65,6 +103,31 @@ mod tests {
         let grade = grade_regex("answer: 3 ... answer: 7", r"answer:\s*(\d+)", "7").unwrap();
         assert_eq!(grade.extracted.as_deref(), Some("7"));
         assert!(grade.correct);
+    }
+
+    #[test]
+    fn a_pattern_is_compiled_once_and_kept_while_in_use() {
+        let pattern = r"cached-once:\s*(\d+)";
+        let first = compiled(pattern).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                extract_regex("cached-once: 4", pattern).unwrap().as_deref(),
+                Some("4")
+            );
+        }
+        assert!(
+            Arc::ptr_eq(&first, &compiled(pattern).unwrap()),
+            "the second use takes the compiled regex from the cache"
+        );
+        // A pattern near the size limit: compiled once, then every grading reuses it.
+        let big = format!("({})", vec!["[a-z]{3}x"; 2000].join("|"));
+        let compiled_big = compiled(&big).unwrap();
+        assert!(Arc::ptr_eq(&compiled_big, &compiled(&big).unwrap()));
+        // The cache stays small: older patterns make room for new ones.
+        for i in 0..REGEX_CACHE_ENTRIES + 4 {
+            compiled(&format!("evict-{i}-(x)")).unwrap();
+        }
+        assert!(CACHE.lock().unwrap().len() <= REGEX_CACHE_ENTRIES);
     }
 
     #[test]

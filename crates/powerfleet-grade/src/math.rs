@@ -2,6 +2,9 @@
 //! Hendrycks et al. (`is_equiv`/`strip_string`) and Minerva (`normalize_final_answer`) do, and
 //! compare them as strings, as numbers, element-wise as tuples and intervals, and as sets.
 
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
 use crate::Grade;
 
 /// Relative tolerance of numeric comparison in [`math_equal`]: `|a - b| <= 1e-6 * max(|a|, |b|)`
@@ -14,23 +17,36 @@ const ABSOLUTE_FLOOR: f64 = 1e-12;
 /// The content of the last `\boxed{...}` (or `\fbox{...}`) in `text`, with nested braces handled,
 /// trimmed. `\boxed 5` (a space, then a token, no braces) gives `5`. A box whose braces never close
 /// is skipped in favour of the one before it. `None` when there is no usable box.
+///
+/// Linear in `text`: the braces are matched in one pass ([`closing_braces`]), not once per box.
 pub fn last_boxed(text: &str) -> Option<String> {
     let mut starts: Vec<(usize, usize)> = ["\\boxed", "\\fbox"]
         .iter()
         .flat_map(|command| text.match_indices(command).map(|(at, m)| (at, m.len())))
         .collect();
     starts.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
+    let mut closes = None;
     starts
         .into_iter()
-        .find_map(|(at, len)| box_argument(&text[at + len..]))
+        .find_map(|(at, len)| box_argument(text, at + len, &mut closes))
 }
 
-/// The argument of a box command whose name ends just before `rest`.
-fn box_argument(rest: &str) -> Option<String> {
+/// The argument of a box command whose name ends at byte `after` of `text`; `closes` is
+/// `text`'s [`closing_braces`], computed when first needed.
+fn box_argument(
+    text: &str,
+    after: usize,
+    closes: &mut Option<HashMap<usize, usize>>,
+) -> Option<String> {
+    let rest = &text[after..];
     let trimmed = rest.trim_start();
-    if let Some(inner) = trimmed.strip_prefix('{') {
-        let end = closing_brace(inner)?;
-        return Some(inner[..end].trim().to_string());
+    if trimmed.starts_with('{') {
+        // Preceded by the command or white space, so never an escaped brace.
+        let open = text.len() - trimmed.len();
+        let close = *closes
+            .get_or_insert_with(|| closing_braces(text))
+            .get(&open)?;
+        return Some(text[open + 1..close].trim().to_string());
     }
     if trimmed.len() == rest.len() {
         // `\boxedfoo` is another command; `\boxed` at the very end has no argument.
@@ -44,8 +60,35 @@ fn box_argument(rest: &str) -> Option<String> {
     (!token.is_empty()).then(|| token.to_string())
 }
 
+/// For every `{` of `s` that closes, its byte index and that of its `}`, in one pass. Escaped
+/// braces (`\{`, `\}`) do not count. For an unescaped `{` at byte `i`, `closing_braces(s)[&i]`
+/// is `i + 1 + closing_brace(&s[i + 1..])`: what [`closing_brace`] finds, for all groups at once.
+fn closing_braces(s: &str) -> HashMap<usize, usize> {
+    let mut closes = HashMap::new();
+    let mut open = Vec::new();
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '{' => open.push(i),
+            '}' => {
+                if let Some(o) = open.pop() {
+                    closes.insert(o, i);
+                }
+            }
+            _ => {}
+        }
+    }
+    closes
+}
+
 /// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
 /// braces (`\{`, `\}`) do not count.
+#[cfg(test)]
 fn closing_brace(s: &str) -> Option<usize> {
     let mut depth = 1usize;
     let mut escaped = false;
@@ -330,14 +373,66 @@ fn is_variable(lhs: &str) -> bool {
 }
 
 /// Drops trailing units, repeatedly: `\text{...}` units and plain unit words.
+///
+/// Every step keeps a prefix of the trimmed answer, so the steps work on its length, with the
+/// `\text{` groups, their braces and the white space found once: linear in `s`.
 fn strip_units(s: &str, units: Units) -> String {
-    let mut s = s.trim().to_string();
+    let s = s.trim();
+    let text = Prefixes::new(s);
+    let mut end = s.len();
     loop {
-        let stripped = strip_trailing_unit_word(&strip_trailing_text_unit(&s, units), units);
-        if stripped == s {
-            return s;
+        let stripped =
+            strip_trailing_unit_word(&text, strip_trailing_text_unit(&text, end, units), units);
+        if stripped == end {
+            return s[..end].to_string();
         }
-        s = stripped;
+        end = stripped;
+    }
+}
+
+/// What [`strip_units`] looks up in the prefixes of an answer: where its `\text{` groups start
+/// and close, and where its white space is.
+struct Prefixes<'a> {
+    s: &'a str,
+    /// Byte index of every `\text{`, in order.
+    texts: Vec<usize>,
+    /// [`closing_braces`] of `s`.
+    closes: HashMap<usize, usize>,
+    /// Byte index of every white-space character, in order.
+    spaces: Vec<usize>,
+}
+
+impl<'a> Prefixes<'a> {
+    fn new(s: &'a str) -> Prefixes<'a> {
+        let texts: Vec<usize> = s.match_indices("\\text{").map(|(at, _)| at).collect();
+        Prefixes {
+            s,
+            closes: if texts.is_empty() {
+                HashMap::new()
+            } else {
+                closing_braces(s)
+            },
+            texts,
+            spaces: s
+                .char_indices()
+                .filter(|(_, c)| c.is_whitespace())
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    /// `s[..end].rfind("\\text{")`.
+    fn last_text(&self, end: usize) -> Option<usize> {
+        let n = self
+            .texts
+            .partition_point(|&at| at + "\\text{".len() <= end);
+        n.checked_sub(1).map(|i| self.texts[i])
+    }
+
+    /// `s[..end].rfind(char::is_whitespace)`.
+    fn last_space(&self, end: usize) -> Option<usize> {
+        let n = self.spaces.partition_point(|&at| at < end);
+        n.checked_sub(1).map(|i| self.spaces[i])
     }
 }
 
@@ -347,21 +442,31 @@ fn ends_like_quantity(before: &str) -> bool {
 }
 
 /// `10\text{ cm}^2` → `10`: a last `\text{...}` group holding a unit-like word, after something.
-fn strip_trailing_text_unit(s: &str, units: Units) -> String {
-    let Some(start) = s.rfind("\\text{") else {
-        return s.to_string();
+/// Works on the prefix `text.s[..end]`; returns the length of the prefix it leaves.
+fn strip_trailing_text_unit(text: &Prefixes<'_>, end: usize, units: Units) -> usize {
+    let s = &text.s[..end];
+    let Some(start) = text.last_text(end) else {
+        return end;
     };
     let inner_start = start + "\\text{".len();
-    let Some(len) = closing_brace(&s[inner_start..]) else {
-        return s.to_string();
+    // The `{` follows `\text`, so it is never escaped.
+    let Some(close) = text
+        .closes
+        .get(&(inner_start - 1))
+        .copied()
+        .filter(|&c| c < end)
+    else {
+        return end;
     };
-    let content = &s[inner_start..inner_start + len];
-    let after: String = s[inner_start + len + 1..]
+    let content = &s[inner_start..close];
+    // At most five characters besides white space: longer tails are no exponent.
+    let after: String = s[close + 1..]
         .chars()
         .filter(|c| !c.is_whitespace())
+        .take(5)
         .collect();
     if !matches!(after.as_str(), "" | "^2" | "^3" | "^{2}" | "^{3}") {
-        return s.to_string();
+        return end;
     }
     let before = s[..start].trim_end();
     let unit_like = match units {
@@ -380,17 +485,18 @@ fn strip_trailing_text_unit(s: &str, units: Units) -> String {
     };
     let after_quantity = content.starts_with(char::is_whitespace) || ends_like_quantity(before);
     if !before.is_empty() && unit_like && after_quantity {
-        before.to_string()
+        before.len()
     } else {
-        s.to_string()
+        end
     }
 }
 
-/// `5 square units` → `5`: unit words at the end, after a quantity.
-fn strip_trailing_unit_word(s: &str, units: Units) -> String {
-    let mut head = s.trim_end();
+/// `5 square units` → `5`: unit words at the end, after a quantity. Works on the prefix
+/// `text.s[..end]`; returns the length of the prefix it leaves.
+fn strip_trailing_unit_word(text: &Prefixes<'_>, end: usize, units: Units) -> usize {
+    let mut head = text.s[..end].trim_end();
     let mut peeled = false;
-    while let Some(split) = head.rfind(char::is_whitespace) {
+    while let Some(split) = text.last_space(head.len()) {
         let word = head[split..].trim();
         let core = ["^2", "^3", "^{2}", "^{3}"]
             .iter()
@@ -402,30 +508,41 @@ fn strip_trailing_unit_word(s: &str, units: Units) -> String {
         peeled = true;
     }
     if peeled && ends_like_quantity(head) {
-        head.to_string()
+        head.len()
     } else {
-        s.to_string()
+        end
     }
 }
 
-/// `\text{Monday}` → `Monday`, everywhere.
+/// `\text{Monday}` → `Monday`, everywhere: the first `\text{` of the answer loses its command
+/// and its closing brace (or only the command, when it never closes), and so on until none is
+/// left, including those the removals bring together.
+///
+/// In one pass: the answer is copied out, and whenever the copy ends in `\text{`, that command
+/// is cut off it and its closing brace (found once for all groups) is marked to be skipped.
+/// Removing a group's braces changes no other group's pairing, so the result is that of
+/// searching again from the start after each removal, in linear time.
 fn unwrap_text(s: &str) -> String {
-    let mut s = s.to_string();
-    while let Some(start) = s.find("\\text{") {
-        let inner = start + "\\text{".len();
-        match closing_brace(&s[inner..]) {
-            Some(len) => {
-                s = format!(
-                    "{}{}{}",
-                    &s[..start],
-                    &s[inner..inner + len],
-                    &s[inner + len + 1..]
-                );
+    const COMMAND: &str = "\\text{";
+    if !s.contains(COMMAND) {
+        return s.to_string();
+    }
+    let closes = closing_braces(s);
+    let mut skipped: HashSet<usize> = HashSet::new();
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.char_indices() {
+        if skipped.remove(&i) {
+            continue;
+        }
+        out.push(c);
+        if c == '{' && out.ends_with(COMMAND) {
+            out.truncate(out.len() - COMMAND.len());
+            if let Some(&close) = closes.get(&i) {
+                skipped.insert(close);
             }
-            None => s.replace_range(start..inner, ""),
         }
     }
-    s
+    out
 }
 
 /// Removes whitespace, except one space where it separates a control word from a letter
@@ -474,7 +591,40 @@ fn control_end(chars: &[char], i: usize) -> usize {
     end
 }
 
+/// For every `{` and `[` of `chars` that closes, its index and that of its closer (each kind
+/// paired on its own; a `\` skips the char after it), in one pass. At the indices
+/// [`canonical_tex`] reads groups from, it is what [`group_end`] finds, for all groups at once.
+fn group_ends(chars: &[char]) -> HashMap<usize, usize> {
+    let mut ends = HashMap::new();
+    let (mut braces, mut brackets) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                i += 2;
+                continue;
+            }
+            '{' => braces.push(i),
+            '[' => brackets.push(i),
+            '}' => {
+                if let Some(o) = braces.pop() {
+                    ends.insert(o, i);
+                }
+            }
+            ']' => {
+                if let Some(o) = brackets.pop() {
+                    ends.insert(o, i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    ends
+}
+
 /// Index of the char closing the group opened at `chars[open]` (`{` or `[`).
+#[cfg(test)]
 fn group_end(chars: &[char], open: usize) -> Option<usize> {
     let (opener, closer) = match chars[open] {
         '{' => ('{', '}'),
@@ -503,13 +653,18 @@ fn group_end(chars: &[char], open: usize) -> Option<usize> {
 }
 
 /// One TeX argument at `chars[i..]`: a brace group's content, a control sequence, or one char.
-fn read_argument(chars: &[char], mut i: usize) -> Option<(String, usize)> {
+/// `ends` is `chars`' [`group_ends`].
+fn read_argument(
+    chars: &[char],
+    ends: &HashMap<usize, usize>,
+    mut i: usize,
+) -> Option<(String, usize)> {
     while i < chars.len() && chars[i] == ' ' {
         i += 1;
     }
     match *chars.get(i)? {
         '{' => {
-            let end = group_end(chars, i)?;
+            let end = *ends.get(&i)?;
             Some((chars[i + 1..end].iter().collect(), end + 1))
         }
         '\\' => {
@@ -522,8 +677,12 @@ fn read_argument(chars: &[char], mut i: usize) -> Option<(String, usize)> {
 }
 
 /// `\frac12` → `\frac{1}{2}`, `\sqrt2` → `\sqrt{2}`, `\sqrt[3]8` → `\sqrt[3]{8}`.
+///
+/// Its groups are paired once per call ([`group_ends`]); it recurses into arguments, whose
+/// nesting its caller bounds by [`MAX_DEPTH`], so it is linear in `s` for a bounded depth.
 fn canonical_tex(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
+    let ends = group_ends(&chars);
     let mut out = String::with_capacity(s.len() + 8);
     let mut i = 0;
     while i < chars.len() {
@@ -537,8 +696,8 @@ fn canonical_tex(s: &str) -> String {
         i = end;
         match name.as_str() {
             "\\frac" => {
-                if let Some((num, j)) = read_argument(&chars, i)
-                    && let Some((den, k)) = read_argument(&chars, j)
+                if let Some((num, j)) = read_argument(&chars, &ends, i)
+                    && let Some((den, k)) = read_argument(&chars, &ends, j)
                 {
                     out.push_str(&format!(
                         "\\frac{{{}}}{{{}}}",
@@ -554,13 +713,13 @@ fn canonical_tex(s: &str) -> String {
                 let mut j = i;
                 let mut index = String::new();
                 if chars.get(j) == Some(&'[')
-                    && let Some(close) = group_end(&chars, j)
+                    && let Some(&close) = ends.get(&j)
                 {
                     let inner: String = chars[j + 1..close].iter().collect();
                     index = format!("[{}]", canonical_tex(&inner));
                     j = close + 1;
                 }
-                if let Some((radicand, k)) = read_argument(&chars, j) {
+                if let Some((radicand, k)) = read_argument(&chars, &ends, j) {
                     out.push_str(&format!("\\sqrt{index}{{{}}}", canonical_tex(&radicand)));
                     i = k;
                     continue;
@@ -643,15 +802,19 @@ fn slash_to_frac(s: &str) -> String {
     s.to_string()
 }
 
-/// `{5}` → `5`.
+/// `{5}` → `5`, `{{5}}` → `5`: braces around the whole answer, paired once.
 fn strip_outer_braces(s: &str) -> String {
-    let mut s = s;
-    while let Some(inner) = s.strip_prefix('{')
-        && closing_brace(inner).is_some_and(|end| end + 1 == inner.len())
-    {
-        s = &inner[..inner.len() - 1];
+    if !s.starts_with('{') {
+        return s.to_string();
     }
-    s.to_string()
+    let closes = closing_braces(s);
+    let (mut start, mut end) = (0, s.len());
+    // `s[start..end]` is the answer left; its `{` follows a `{` or nothing, so is never escaped.
+    while s[start..end].starts_with('{') && closes.get(&start) == Some(&(end - 1)) {
+        start += 1;
+        end -= 1;
+    }
+    s[start..end].to_string()
 }
 
 /// The numeric value of an answer, or `None` when it is not a closed-form number.
@@ -1183,7 +1346,19 @@ pub fn math_equal_lenient(predicted: &str, reference: &str) -> bool {
         || equal_normalized(&normalize(predicted), &normalize(reference))
 }
 
+/// Most item comparisons [`same_elements`] makes while pairing the items of sets in any order,
+/// over one comparison of two answers (nested sets included); past it, sets compare as multisets
+/// of their normalized items. It keeps a comparison linear in its answers' size: pairing k items
+/// of an answer of n bytes costs about min(k², budget) × n / k ≤ √budget × n.
+pub const PAIRING_BUDGET: usize = 4096;
+
 fn equal_normalized(p: &str, r: &str) -> bool {
+    equal_normalized_within(p, r, &Cell::new(PAIRING_BUDGET))
+}
+
+/// [`equal_normalized`], drawing item comparisons of sets from `budget`.
+fn equal_normalized_within(p: &str, r: &str, budget: &Cell<usize>) -> bool {
+    let equal = |a: &str, b: &str| equal_normalized_within(a, b, budget);
     if let Some(verdict) = settled_as_text(p, r) {
         return verdict;
     }
@@ -1194,17 +1369,17 @@ fn equal_normalized(p: &str, r: &str) -> bool {
         let diff = (a - b).abs();
         return diff <= RELATIVE_TOLERANCE * a.abs().max(b.abs()) || diff <= ABSOLUTE_FLOOR;
     }
-    if let Some(verdict) = union_parts_equal(p, r, equal_normalized) {
+    if let Some(verdict) = union_parts_equal(p, r, equal) {
         return verdict;
     }
     if let (Some(a), Some(b)) = (bracketed(p), bracketed(r)) {
         return a.0 == b.0
             && a.2 == b.2
             && a.1.len() == b.1.len()
-            && a.1.iter().zip(&b.1).all(|(x, y)| equal_normalized(x, y));
+            && a.1.iter().zip(&b.1).all(|(x, y)| equal(x, y));
     }
     if let (Some(a), Some(b)) = (unordered_items(p), unordered_items(r)) {
-        return a.len() == b.len() && same_elements(&a, &b);
+        return a.len() == b.len() && same_elements(&a, &b, budget);
     }
     false
 }
@@ -1227,7 +1402,7 @@ fn settled_as_text(p: &str, r: &str) -> Option<bool> {
 }
 
 /// Unions (`\cup`) compared part by part with `equal`; `None` when neither side is a union.
-fn union_parts_equal(p: &str, r: &str, equal: fn(&str, &str) -> bool) -> Option<bool> {
+fn union_parts_equal(p: &str, r: &str, equal: impl Fn(&str, &str) -> bool) -> Option<bool> {
     let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
     (p_parts.len() > 1 || r_parts.len() > 1).then(|| {
         p_parts.len() == r_parts.len() && p_parts.iter().zip(&r_parts).all(|(a, b)| equal(a, b))
@@ -1332,11 +1507,31 @@ fn unordered_items(s: &str) -> Option<Vec<String>> {
     (items.len() >= 2).then_some(items)
 }
 
-/// Whether every item of `a` pairs with a distinct equal item of `b` (same lengths assumed).
-fn same_elements(a: &[String], b: &[String]) -> bool {
+/// Whether every item of `a` pairs with a distinct equal item of `b` (same lengths assumed):
+/// each item of `a` takes the first unused item of `b` it equals. Each comparison draws one from
+/// `budget`; when it cannot pay for every pair, or once it is spent, the items compare as
+/// strings instead (as sorted multisets when there are too many to pair).
+fn same_elements(a: &[String], b: &[String], budget: &Cell<usize>) -> bool {
+    if a.len().saturating_mul(b.len()) > budget.get() {
+        let (mut a, mut b): (Vec<&String>, Vec<&String>) = (a.iter().collect(), b.iter().collect());
+        a.sort_unstable();
+        b.sort_unstable();
+        return a == b;
+    }
     let mut used = vec![false; b.len()];
     a.iter().all(|x| {
-        let found = (0..b.len()).find(|&j| !used[j] && equal_normalized(x, &b[j]));
+        let found = (0..b.len()).find(|&j| {
+            if used[j] {
+                return false;
+            }
+            match budget.get().checked_sub(1) {
+                Some(left) => {
+                    budget.set(left);
+                    equal_normalized_within(x, &b[j], budget)
+                }
+                None => x == &b[j],
+            }
+        });
         found.map(|j| used[j] = true).is_some()
     })
 }
@@ -1390,6 +1585,10 @@ fn grade_math_with(completion: &str, reference: &str, equal: fn(&str, &str) -> b
         .is_some_and(|answer| equal(answer, &reference));
     Grade { extracted, correct }
 }
+
+#[cfg(test)]
+#[path = "math_linear_tests.rs"]
+mod linear_tests;
 
 #[cfg(test)]
 mod tests {
