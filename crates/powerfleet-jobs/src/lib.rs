@@ -10,6 +10,7 @@ use powerfleet_sampler::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod csv;
 pub mod route;
 pub mod stored;
 pub use route::{ModelRoute, is_remote_reference};

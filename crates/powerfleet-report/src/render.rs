@@ -303,12 +303,10 @@ fn headline(report: &Report) -> String {
     )
 }
 
+/// A text cell: RFC 4180 quoting, and formulas (`=HYPERLINK(...)` as a problem id) shown as text
+/// ([`powerfleet_jobs::csv::text_cell`]).
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    powerfleet_jobs::csv::text_cell(s)
 }
 
 fn num(v: Option<f64>) -> String {

@@ -1173,6 +1173,22 @@ mod tests {
     }
 
     #[test]
+    fn csv_shows_problem_ids_and_answers_that_look_like_formulas_as_text() {
+        let id = "=HYPERLINK(\"http://evil\",\"open\")";
+        let results = vec![result(Method::Power, id, 0, "-1+2", true)];
+        let report = build("batch-1", &results, &Prices::default());
+        let mut out = Vec::new();
+        crate::render::write(&report, crate::ReportFormat::Csv, &mut out).unwrap();
+        let csv = String::from_utf8(out).unwrap();
+        assert!(
+            csv.contains("problem,power,\"'=HYPERLINK(\"\"http://evil\"\",\"\"open\"\")\","),
+            "{csv}"
+        );
+        assert!(csv.contains(",\"'-1+2\""), "the majority answer: {csv}");
+        assert!(!csv.contains(",=") && !csv.contains(",-1+2"), "{csv}");
+    }
+
+    #[test]
     fn every_format_carries_the_numbers() {
         let results: Vec<JobResult> = (0..2)
             .flat_map(|seed| {

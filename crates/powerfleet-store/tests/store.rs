@@ -694,6 +694,31 @@ fn csv_has_a_header_and_quotes_fields() {
     assert_eq!(parse_csv(&String::from_utf8(empty).unwrap()).len(), 1);
 }
 
+#[test]
+fn csv_shows_formulas_as_text() {
+    let hostile = JobResult {
+        problem_id: Some("=HYPERLINK(\"http://evil\",\"open\")".into()),
+        text: Some("@SUM(A1:A9)".into()),
+        error: Some("-2+3".into()),
+        ..completed(Some(BatchId::new()), "csv")
+    };
+    let mut out = Vec::new();
+    write_csv(std::slice::from_ref(&hostile), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(",\"'=HYPERLINK(\"\"http://evil\"\",\"\"open\"\")\","),
+        "{text}"
+    );
+    let rows = parse_csv(&text);
+    let col = |name: &str| rows[1][CSV_COLUMNS.iter().position(|c| *c == name).unwrap()].clone();
+    assert_eq!(col("problem_id"), "'=HYPERLINK(\"http://evil\",\"open\")");
+    assert_eq!(col("text"), "'@SUM(A1:A9)");
+    assert_eq!(col("error"), "'-2+3");
+    // Numbers powerfleet wrote stay numbers.
+    let log_p: f64 = col("log_p").parse().unwrap();
+    assert_eq!(log_p.to_bits(), hostile.log_p.unwrap().to_bits());
+}
+
 #[tokio::test]
 async fn unknown_url_scheme_names_the_accepted_forms() {
     for url in [
