@@ -164,6 +164,24 @@ impl Queue {
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.err(e))?;
+        // The entries read, and the streams whose group the script had to create.
+        let (reply, created) = match reply {
+            Value::Array(mut parts) if parts.len() == 2 => {
+                let created = parts.pop().expect("two");
+                (parts.pop().expect("two"), created)
+            }
+            other => {
+                return Err(QueueError::Protocol {
+                    op: "read",
+                    detail: format!("a reply of shape {}", shape(&other)),
+                });
+            }
+        };
+        if let Value::Array(created) = created {
+            for stream in created.into_iter().filter_map(bytes_of) {
+                warn_recreated(&String::from_utf8_lossy(&stream), WORKER_GROUP);
+            }
+        }
         let ready = parse_streams("read", reply)?;
         if !ready.is_empty() || block_ms == 0 {
             return Ok(ready
@@ -286,7 +304,18 @@ impl Queue {
         for _ in streams {
             cmd.arg(">");
         }
-        let reply: Value = cmd.query_async(&mut c).await.map_err(|e| self.err(e))?;
+        let reply: Value = match cmd.query_async(&mut c).await.map_err(|e| self.err(e)) {
+            // Redis lost a group (FLUSHALL, a new empty server): create it and read again.
+            Err(e) if is_nogroup(&e) => {
+                drop(c);
+                for stream in streams {
+                    self.recreate_group(stream, group).await?;
+                }
+                let mut c = self.blocking_conn().await?;
+                cmd.query_async(&mut c).await.map_err(|e| self.err(e))?
+            }
+            other => other?,
+        };
         parse_streams("XREADGROUP", reply)
     }
 

@@ -592,14 +592,36 @@ impl Queue {
         min_idle_ms: u64,
         count: usize,
     ) -> Result<Vec<E>, QueueError> {
-        let entries = self
+        let entries = match self
             .autoclaim(stream, E::GROUP, consumer, min_idle_ms, count)
-            .await?;
+            .await
+        {
+            // The group is gone with its pending entries: nothing to take over.
+            Err(e) if is_nogroup(&e) => {
+                self.recreate_group(stream, E::GROUP).await?;
+                Vec::new()
+            }
+            other => other?,
+        };
         Ok(entries
             .into_iter()
             .map(|e| E::from_raw(stream.to_string(), e))
             .collect())
     }
+}
+
+/// Whether `e` is Redis's `NOGROUP`: the stream or its consumer group does not exist.
+pub(crate) fn is_nogroup(e: &QueueError) -> bool {
+    matches!(e, QueueError::Redis { message, .. } if message.contains("NOGROUP"))
+}
+
+/// The warning that a consumer group was created after a read found it missing.
+pub(crate) fn warn_recreated(stream: &str, group: &str) {
+    tracing::warn!(
+        stream,
+        group,
+        "consumer group {group} of stream {stream} was missing (Redis lost its data: FLUSHALL, or a new empty server; or the stream is new); created it, reading on"
+    );
 }
 
 /// The reply of an `XREADGROUP` (or of `read.lua`, which has its shape) as (stream, entry)
@@ -910,6 +932,30 @@ impl Queue {
     /// Requests this client (with its clones) has sent to Redis: one per queue operation.
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Creates `group` on `stream` (and the stream) after a read found it missing (`NOGROUP`:
+    /// Redis lost its data, by `FLUSHALL` or a new empty server, or the stream is new), and says
+    /// so in a warning naming the stream. The group starts at the stream's first entry, so
+    /// nothing written since is skipped. One that exists already is left alone.
+    pub(crate) async fn recreate_group(&self, stream: &str, group: &str) -> Result<(), QueueError> {
+        let mut c = self.conn().await?;
+        let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(_) => {
+                warn_recreated(stream, group);
+                Ok(())
+            }
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// Creates the consumer groups (and streams) if they do not exist.

@@ -3,8 +3,10 @@
 -- never more than asked for: one round trip whatever the number of streams. A stream whose group
 -- is missing (a new model name, or a Redis that lost its data) gets it.
 -- KEYS: the jobs streams. ARGV[1] group, ARGV[2] consumer, ARGV[3] count.
--- Returns XREADGROUP's reply shape: {{stream, {{id, {field, value, ...}}, ...}}, ...}.
+-- Returns {entries, created}: the entries in XREADGROUP's reply shape
+-- ({{stream, {{id, {field, value, ...}}, ...}}, ...}), and the streams whose group it created.
 local out = {}
+local created = {}
 local left = tonumber(ARGV[3])
 for _, stream in ipairs(KEYS) do
   if left <= 0 then
@@ -15,6 +17,7 @@ for _, stream in ipairs(KEYS) do
   if type(reply) == 'table' and reply.err then
     if string.find(reply.err, 'NOGROUP') then
       redis.call('XGROUP', 'CREATE', stream, ARGV[1], '0', 'MKSTREAM')
+      created[#created + 1] = stream
       reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
         'STREAMS', stream, '>')
     else
@@ -28,4 +31,4 @@ for _, stream in ipairs(KEYS) do
     end
   end
 end
-return out
+return {out, created}
