@@ -297,6 +297,40 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_its_data_the_roles_recreate_their_groups_and_jobs_complete() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(2).build()).await;
+    fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(30))
+        .await;
+    // Every stream and group goes, with the roles running (blocked in their reads).
+    let client = redis::Client::open(fleet.redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    // A batch submitted afterwards completes and is stored.
+    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(3).build()).await;
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 3, Duration::from_secs(60))
+        .await;
+    assert!(results.iter().all(|r| r.status == JobStatus::Completed));
+    // The collector recreated its group (the jobs stream's comes back with the first job
+    // submitted, or from the worker's read if that comes first).
+    let logs = fleet.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("WARN")
+            && l.contains("consumer group collectors of stream pf:{test}:results was missing")),
+        "no warning names the results stream:\n{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains("NOGROUP")),
+        "a role still fails on the lost groups:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
     let mut fleet = Fleet::new(BIN, false);
     let lease = ["--lease-ms", "60000", "--heartbeat-ms", "1000"];
@@ -674,6 +708,148 @@ async fn a_result_delivered_twice_is_stored_once() {
         (summary.jobs, summary.proposals, summary.acceptances),
         (1, 10, 4)
     );
+}
+
+/// A completed result of a math problem whose answer is 4.
+fn graded_result(batch_id: powerfleet_jobs::BatchId, text: &str) -> JobResult {
+    common::result()
+        .correlation_id(CorrelationId::generate())
+        .batch_id(batch_id)
+        .text(text)
+        .grading(powerfleet_jobs::Grading {
+            template: "plain".into(),
+            grader: powerfleet_jobs::Grader::Math,
+            reference: powerfleet_jobs::ReferenceAnswer::Text("4".into()),
+            price_per_mtok: None,
+            reasoning_markers: None,
+        })
+        .build()
+}
+
+async fn push_result(queue: &powerfleet_queue::Queue, r: &JobResult) {
+    let json = serde_json::to_string(r).unwrap();
+    queue
+        .push_raw_result_entry(&[("job_id", &r.job_id.to_string()), ("result", &json)])
+        .await
+        .unwrap();
+}
+
+/// Polls the store until `job` is stored (at most 30 s; no assertion on time).
+async fn stored(store: &powerfleet_store::Store, job: JobId) -> JobResult {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(r) = store.job(job).await.unwrap() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "job {job} was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grading_that_does_not_finish_holds_back_no_other_result() {
+    use std::sync::{Arc, Mutex, mpsc};
+    let fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let batch_id = powerfleet_jobs::BatchId::new();
+    let slow = graded_result(batch_id, "so \\boxed{4}");
+    let over = graded_result(batch_id, "so \\boxed{4}");
+    let (slow_id, over_id) = (slow.job_id, over.job_id);
+    // The grading of `slow` and of `over` wait until released (one release each); the test knows
+    // when they started.
+    let (entered_tx, entered) = mpsc::channel::<JobId>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let entered_tx = Mutex::new(entered_tx);
+    let mut config = CollectorConfig::new("c1".into());
+    config.grading_hook = Some(collector::GradingHook(Arc::new(move |r: &JobResult| {
+        if r.job_id == slow_id || r.job_id == over_id {
+            entered_tx.lock().unwrap().send(r.job_id).unwrap();
+            released.lock().unwrap().recv().unwrap();
+        }
+    })));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(collector::run(
+        config,
+        queue.clone(),
+        store.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    push_result(&queue, &slow).await;
+    let first = tokio::task::spawn_blocking(move || {
+        let first = entered.recv().unwrap();
+        (first, entered)
+    });
+    let (first, entered) = first.await.unwrap();
+    assert_eq!(first, slow_id);
+    // While it is being graded, a result without grading and a graded one are stored.
+    let plain = common::result().batch_id(batch_id).build();
+    let quick = graded_result(batch_id, "the final answer is 5");
+    push_result(&queue, &plain).await;
+    push_result(&queue, &quick).await;
+    stored(&store, plain.job_id).await;
+    let quick_stored = stored(&store, quick.job_id).await;
+    assert_eq!(quick_stored.grade.as_ref().map(|g| g.correct), Some(false));
+    assert!(
+        store.job(slow_id).await.unwrap().is_none(),
+        "the held grading's result waits for its grade"
+    );
+    release.send(()).unwrap();
+    let slow_stored = stored(&store, slow_id).await;
+    let grade = slow_stored.grade.expect("graded once released");
+    assert!(
+        grade.correct && slow_stored.grade_error.is_none(),
+        "{grade:?}"
+    );
+    tokio::task::spawn_blocking(move || drop(entered))
+        .await
+        .unwrap();
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
+
+    // Past the budget, a grading is given up: the result is stored without a grade, with the
+    // reason, and the results behind it are not held back.
+    let mut config = CollectorConfig::new("c2".into());
+    config.answer_grading_budget = Duration::from_millis(50);
+    let (entered_tx, entered) = mpsc::channel::<JobId>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let entered_tx = Mutex::new(entered_tx);
+    config.grading_hook = Some(collector::GradingHook(Arc::new(move |r: &JobResult| {
+        if r.job_id == over_id {
+            entered_tx.lock().unwrap().send(r.job_id).unwrap();
+            released.lock().unwrap().recv().unwrap();
+        }
+    })));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(collector::run(
+        config,
+        queue.clone(),
+        store.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    push_result(&queue, &over).await;
+    let behind = graded_result(batch_id, "\\boxed{4}");
+    push_result(&queue, &behind).await;
+    let over_stored = stored(&store, over_id).await;
+    assert!(over_stored.grade.is_none(), "{over_stored:?}");
+    let reason = over_stored.grade_error.unwrap();
+    assert!(
+        reason.contains("grading took longer than its budget of 50 ms")
+            && reason.contains("--answer-grading-budget-ms"),
+        "{reason}"
+    );
+    assert_eq!(entered.recv().unwrap(), over_id);
+    assert!(stored(&store, behind.job_id).await.grade.unwrap().correct);
+    // The held thread ends once released.
+    release.send(()).unwrap();
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

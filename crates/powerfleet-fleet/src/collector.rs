@@ -18,7 +18,11 @@
 //! A result that cannot be graded is stored without a grade and with the reason
 //! (`grade_error`): a grading failure, never a wrong answer.
 //!
-//! Graders that read the answer (math, choice, exact, regex) grade inline, in microseconds.
+//! Graders that read the answer (math, choice, exact, regex) are linear in their input and take
+//! microseconds to milliseconds, but grading never holds up storing: each runs on a blocking
+//! thread, and the round waits for them for at most [`READ_BLOCK_WHILE_GRADING`]; a grading still
+//! running is picked up by a later round, while the others are stored. One that takes longer than
+//! `answer_grading_budget` is stored without a grade, with the reason in `grade_error`.
 //! Graders that run it (`humaneval`) take up to the sandbox's time limit, so they run off the
 //! main loop: each such result goes to a pool of `grading_executors` sandboxed runs (a
 //! semaphore over blocking threads), and the loop goes on reading and storing the other
@@ -30,7 +34,7 @@
 //! stops reading new results while more than [`GRADING_BACKLOG_PER_EXECUTOR`] results per
 //! executor wait for the sandbox.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +70,27 @@ pub struct CollectorConfig {
     pub grading_executors: usize,
     /// How graded programs are run.
     pub sandbox: SandboxConfig,
+    /// The longest a grader that reads the answer (math, choice, exact, regex) may take for one
+    /// result; past it the result is stored without a grade, with the reason (`grade_error`).
+    pub answer_grading_budget: Duration,
+    /// A seam for tests: called on the grading thread before each grading that reads the answer
+    /// (it may block, to hold that grading back). `None` outside tests.
+    pub grading_hook: Option<GradingHook>,
 }
+
+/// A function [`CollectorConfig::grading_hook`] calls before a grading that reads the answer.
+#[derive(Clone)]
+pub struct GradingHook(pub Arc<dyn Fn(&JobResult) + Send + Sync>);
+
+impl std::fmt::Debug for GradingHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GradingHook")
+    }
+}
+
+/// Default [`CollectorConfig::answer_grading_budget`]: 10 s, thousands of times what a grading
+/// of the largest result takes.
+pub const DEFAULT_ANSWER_GRADING_BUDGET: Duration = Duration::from_secs(10);
 
 /// Results per grading executor that may wait for the sandbox before the collector stops
 /// reading new results (so a flood of programs holds bounded memory).
@@ -88,6 +112,8 @@ impl CollectorConfig {
             store_health: StoreHealth::default(),
             grading_executors: 2,
             sandbox: SandboxConfig::default(),
+            answer_grading_budget: DEFAULT_ANSWER_GRADING_BUDGET,
+            grading_hook: None,
         }
     }
 }
@@ -137,6 +163,8 @@ pub async fn run(
     let sandbox = Sandbox::new(config.sandbox.clone());
     let mut grading: JoinSet<ResultDelivery> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
+    // Results being graded by a grader that reads the answer, on blocking threads.
+    let mut reading = Reading::default();
     info!(consumer = %config.consumer, grading_executors = executors, "collector started");
     announce_sandbox(&config.sandbox).await;
     while !stop.is_cancelled() {
@@ -145,6 +173,7 @@ pub async fn run(
             // Results whose programs ran are stored first. Nothing is read while a result waits
             // to be stored, so a failed read never drops one from this round.
             deliveries.extend(finished(&mut grading, &mut in_flight, &report));
+            deliveries.extend(reading.finished());
             if deliveries.is_empty() && in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR
             {
                 // The sandbox is behind: wait for a program instead of reading more.
@@ -173,7 +202,7 @@ pub async fn run(
                     .map_err(|e| e.to_string())?;
             }
             if deliveries.is_empty() && fresh.is_empty() && !backlog_full {
-                let block = if in_flight.is_empty() {
+                let block = if in_flight.is_empty() && reading.is_empty() {
                     config.read_block
                 } else {
                     config.read_block.min(READ_BLOCK_WHILE_GRADING)
@@ -184,7 +213,7 @@ pub async fn run(
                     .map_err(|e| e.to_string())?;
             }
             for mut d in fresh {
-                if in_flight.contains(&d.entry_id) {
+                if in_flight.contains(&d.entry_id) || reading.contains(&d.entry_id) {
                     // Reclaimed while this collector grades it: it comes back graded.
                     continue;
                 }
@@ -212,13 +241,20 @@ pub async fn run(
                         });
                     }
                     None => {
-                        if let Ok(result) = &d.result {
-                            d.result = Ok(graded(result, None));
+                        if d.result
+                            .as_ref()
+                            .is_ok_and(|r| powerfleet_grade::gradable_text(r).is_some())
+                        {
+                            reading.spawn(d, &config);
+                        } else {
+                            deliveries.push_back(d);
                         }
-                        deliveries.push_back(d);
                     }
                 }
             }
+            // The gradings of this round, most done in microseconds; any still running is
+            // stored by a later round.
+            deliveries.extend(reading.wait(READ_BLOCK_WHILE_GRADING).await);
             if let Err(e) = collect(
                 &queue,
                 &store,
@@ -492,6 +528,102 @@ fn graded(result: &JobResult, sandbox: Option<&Sandbox>) -> JobResult {
                 grade: None,
                 grade_error: Some(e),
                 ..result.clone()
+            }
+        }
+    }
+}
+
+/// Results being graded by graders that read the answer, each on a blocking thread under the
+/// budget, by entry id.
+#[derive(Default)]
+struct Reading {
+    tasks: JoinSet<ResultDelivery>,
+    /// The entry each task grades.
+    entries: HashMap<tokio::task::Id, String>,
+}
+
+impl Reading {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn contains(&self, entry_id: &str) -> bool {
+        self.entries.values().any(|e| e == entry_id)
+    }
+
+    /// Grades `d`'s result on a blocking thread; past `config.answer_grading_budget` it comes
+    /// back ungraded, with the reason. (The thread itself ends when the grader does: graders
+    /// are linear in their input.)
+    fn spawn(&mut self, mut d: ResultDelivery, config: &CollectorConfig) {
+        let Ok(result) = d.result.clone() else {
+            return;
+        };
+        let entry_id = d.entry_id.clone();
+        let budget = config.answer_grading_budget;
+        let hook = config.grading_hook.clone();
+        let handle = self.tasks.spawn(async move {
+            let job = tokio::task::spawn_blocking(move || {
+                if let Some(hook) = hook {
+                    (hook.0)(&result);
+                }
+                graded(&result, None)
+            });
+            let failed = |reason: String| {
+                let mut r = d.result.clone().expect("checked above");
+                warn!(job = %r.job_id, error = %reason, "cannot grade the result; stored without a grade");
+                r.grade = None;
+                r.grade_error = Some(reason);
+                r
+            };
+            d.result = Ok(match tokio::time::timeout(budget, job).await {
+                Ok(Ok(graded)) => graded,
+                Ok(Err(e)) => failed(format!("grading did not finish: {e}")),
+                Err(_) => failed(format!(
+                    "grading took longer than its budget of {} ms and was given up (collector --answer-grading-budget-ms)",
+                    budget.as_millis()
+                )),
+            });
+            d
+        });
+        self.entries.insert(handle.id(), entry_id);
+    }
+
+    /// The gradings done so far, without waiting.
+    fn finished(&mut self) -> Vec<ResultDelivery> {
+        let mut done = Vec::new();
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            done.extend(self.settle(joined));
+        }
+        done
+    }
+
+    /// The gradings done within `wait` (or until none is left).
+    async fn wait(&mut self, wait: Duration) -> Vec<ResultDelivery> {
+        let mut done = self.finished();
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(joined)) => done.extend(self.settle(joined)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        done
+    }
+
+    fn settle(
+        &mut self,
+        joined: Result<(tokio::task::Id, ResultDelivery), tokio::task::JoinError>,
+    ) -> Option<ResultDelivery> {
+        match joined {
+            Ok((id, d)) => {
+                self.entries.remove(&id);
+                Some(d)
+            }
+            // Its entry stays pending, to be reclaimed (and graded again).
+            Err(e) => {
+                self.entries.remove(&e.id());
+                warn!(error = %e, "a grading task failed; its result stays pending and is reclaimed");
+                None
             }
         }
     }
