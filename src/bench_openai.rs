@@ -198,6 +198,7 @@ async fn fleet_on(
         },
         tokens: Arc::new(Vec::new()),
         models: Arc::new(api::ModelPolicy::from_flags(&names, false).map_err(anyhow::Error::msg)?),
+        datasets: Default::default(),
         openai: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

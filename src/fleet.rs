@@ -250,6 +250,16 @@ pub struct SubmitArgs {
     /// '<think>,</think>'.
     #[arg(long, requires = "bench", value_name = "OPEN,CLOSE")]
     pub reasoning_markers: Option<String>,
+    /// Largest --bench dataset file read, in bytes (uncompressed); a larger one (or an endless
+    /// one such as /dev/zero) is refused as soon as it passes this, before anything else is read.
+    #[arg(long, env = "POWERFLEET_MAX_DATASET_BYTES", default_value_t = powerfleet_datasets::DEFAULT_MAX_DATASET_BYTES)]
+    pub max_dataset_bytes: u64,
+    /// Largest --template file read, in bytes.
+    #[arg(long, default_value_t = powerfleet_datasets::template::MAX_TEMPLATE_FILE_BYTES)]
+    pub max_template_bytes: u64,
+    /// Largest --batch-file read, in bytes (each line holds at most 1 MiB).
+    #[arg(long, env = "POWERFLEET_MAX_BATCH_FILE_BYTES", default_value_t = producer::DEFAULT_MAX_BATCH_FILE_BYTES)]
+    pub max_batch_file_bytes: u64,
     /// Format text prompts through the model's chat template (llama.cpp and vLLM servers) as
     /// one user message.
     #[arg(long)]
@@ -396,7 +406,11 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
             // Streamed line by line with a cap per line and on the lines: bounded memory.
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot read --batch-file {}", path.display()))?;
-            let problems = producer::read_batch_file(std::io::BufReader::new(file))
+            let cap = powerfleet_datasets::SizeCap {
+                bytes: args.max_batch_file_bytes,
+                setting: "--max-batch-file-bytes",
+            };
+            let problems = producer::read_batch_file(std::io::BufReader::new(file), cap)
                 .map_err(|e| anyhow::anyhow!("--batch-file {}: {e}", path.display()))?;
             request.problems = Some(problems.into_iter().map(BatchLine::from).collect());
         }
@@ -452,17 +466,30 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
         return Ok(run);
     }
     let path = std::path::Path::new(bench);
-    let (format, problems) = if args.dataset_format == "auto" {
-        powerfleet_datasets::load_detected(path)?
+    let format = if args.dataset_format == "auto" {
+        None
     } else {
         let format: powerfleet_datasets::DatasetFormat = args
             .dataset_format
             .parse()
             .map_err(|e| anyhow::anyhow!("--dataset-format: {e}"))?;
-        (format, powerfleet_datasets::load(path, format)?)
+        Some(format)
     };
+    let cap = powerfleet_datasets::SizeCap {
+        bytes: args.max_dataset_bytes,
+        setting: "--max-dataset-bytes",
+    };
+    let (format, problems) =
+        powerfleet_datasets::load_capped(path, format, cap).context("--bench")?;
     let template = match &args.template {
-        Some(t) => Template::parse(t).context("--template")?,
+        Some(t) => Template::parse_capped(
+            t,
+            powerfleet_datasets::SizeCap {
+                bytes: args.max_template_bytes,
+                setting: "--max-template-bytes",
+            },
+        )
+        .context("--template")?,
         None => Template::default_for(format),
     };
     Ok(GradedRun {
@@ -635,6 +662,11 @@ pub struct CollectorArgs {
     /// bubblewrap cannot run (docs/operations.md).
     #[arg(long, env = "POWERFLEET_GRADING_UNISOLATED", value_parser = clap::builder::BoolishValueParser::new())]
     pub grading_unisolated: bool,
+    /// The longest a grader that reads the answer (math, choice, exact, regex) may take for one
+    /// result, milliseconds; past it the result is stored without a grade, with the reason in
+    /// grade_error. Other results are stored meanwhile.
+    #[arg(long, env = "POWERFLEET_ANSWER_GRADING_BUDGET_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub answer_grading_budget_ms: u64,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -657,6 +689,7 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
         config.sandbox.bwrap = bwrap;
     }
     config.sandbox.unisolated = args.grading_unisolated;
+    config.answer_grading_budget = std::time::Duration::from_millis(args.answer_grading_budget_ms);
     args.ops
         .start(
             &queue,
@@ -952,6 +985,21 @@ pub struct ServeArgs {
     /// requests. Hosted-API references and key_env are refused even so.
     #[arg(long)]
     pub allow_model_references: bool,
+    /// A dataset graded runs over the API may name (repeatable; POWERFLEET_DATASETS takes them
+    /// comma-separated): NAME=PATH, a file as `submit --bench` reads it (JSONL, MATH500,
+    /// multiple choice, HumanEval's code problems, also .jsonl.gz). Requests name it as
+    /// "bench": {"dataset": "NAME"}; GET /v1/datasets lists them. Only these datasets may be
+    /// graded by running code (humaneval): records a request carries may hold no test code.
+    #[arg(
+        long = "dataset",
+        value_name = "NAME=PATH",
+        env = "POWERFLEET_DATASETS",
+        value_delimiter = ','
+    )]
+    pub datasets: Vec<String>,
+    /// Largest --dataset file read, in bytes (uncompressed).
+    #[arg(long, env = "POWERFLEET_MAX_DATASET_BYTES", default_value_t = powerfleet_datasets::DEFAULT_MAX_DATASET_BYTES)]
+    pub max_dataset_bytes: u64,
     /// The sampler the OpenAI-compatible endpoints run for a model when a request's
     /// power_sampling does not say (repeatable): MODEL=JSON, or *=JSON for every model, the JSON
     /// a job configuration such as {"method":"power","alpha":4,"n_mcmc":10,"block_size":192}.
@@ -973,17 +1021,31 @@ pub struct ServeArgs {
     pub ops: crate::observe::OpsArgs,
 }
 
+/// The largest `--api-tokens-file` read: 1 MiB.
+const MAX_TOKENS_FILE_BYTES: u64 = 1 << 20;
+
 /// The bearer tokens of `serve`: the lines of `--api-tokens-file` that are neither blank nor
 /// comments, and the comma-separated entries of `POWERFLEET_API_TOKENS`.
 fn api_tokens(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec<String>> {
     let mut tokens: Vec<String> = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect(),
+        Some(path) => {
+            use std::io::Read;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_TOKENS_FILE_BYTES + 1).read_to_string(&mut text))
+                .with_context(|| format!("cannot read --api-tokens-file {}", path.display()))?;
+            if text.len() as u64 > MAX_TOKENS_FILE_BYTES {
+                bail!(
+                    "--api-tokens-file {} is larger than {MAX_TOKENS_FILE_BYTES} bytes (1 MiB), the most a tokens file may hold (one token per line); is it the right file?",
+                    path.display()
+                );
+            }
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        }
         None => Vec::new(),
     };
     if let Some(env) = env {
@@ -1012,6 +1074,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     let models = ModelPolicy::from_flags(&args.models, args.allow_model_references)?;
+    let datasets = powerfleet_fleet::datasets::Datasets::load(
+        &args.datasets,
+        powerfleet_datasets::SizeCap {
+            bytes: args.max_dataset_bytes,
+            setting: "--max-dataset-bytes",
+        },
+    )?;
     let openai = powerfleet_fleet::openai::OpenAiSettings::from_flags(
         &args.openai_defaults,
         args.openai_max_n,
@@ -1050,6 +1119,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         models = ?models.names,
         "API requests may name these models and the built-in toy models"
     );
+    for d in datasets.list() {
+        tracing::info!(
+            dataset = %d.name,
+            format = %d.format,
+            problems = d.problems,
+            grader = %d.grader,
+            "graded runs may name this dataset"
+        );
+    }
     args.ops
         .start(&queue, Some(&store), None, None, &stop)
         .await?;
@@ -1058,6 +1136,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         store,
         tokens: std::sync::Arc::new(tokens),
         models: std::sync::Arc::new(models),
+        datasets: std::sync::Arc::new(datasets),
         openai: std::sync::Arc::new(openai),
         limits: ApiLimits {
             max_body_bytes: args.max_body_bytes,

@@ -535,6 +535,7 @@ async fn serve(fleet: &Fleet) -> String {
         store: fleet.store().await,
         tokens: std::sync::Arc::new(Vec::new()),
         models: Default::default(),
+        datasets: Default::default(),
         openai: Default::default(),
         limits: ApiLimits {
             max_body_bytes: 1 << 20,

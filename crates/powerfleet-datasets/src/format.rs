@@ -17,8 +17,45 @@ pub const MAX_ERRORS: usize = 20;
 
 /// The most options a multiple-choice problem may have: one per letter `A` to `Z`.
 pub const MAX_CHOICES: usize = 26;
-/// The largest dataset file read: 1 GiB (MATH500 is 0.4 MB, the whole MATH set 10 MB).
-pub const MAX_DATASET_BYTES: u64 = 1 << 30;
+/// The default largest dataset file read: 64 MiB (MATH500 is 0.4 MB, the whole MATH set 10 MB,
+/// HumanEval 0.2 MB). `submit --max-dataset-bytes` and `serve --max-dataset-bytes` raise it.
+pub const DEFAULT_MAX_DATASET_BYTES: u64 = 64 << 20;
+
+/// The most bytes a file may hold, and the flag or setting that raises the limit: a file over
+/// it is refused as soon as the limit is passed (nothing beyond it is read), with an error that
+/// names both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeCap {
+    /// The most bytes read.
+    pub bytes: u64,
+    /// What raises it, as the error names it (`--max-dataset-bytes`).
+    pub setting: &'static str,
+}
+
+impl SizeCap {
+    /// The default cap of dataset files, raised by `--max-dataset-bytes`.
+    pub const DATASET: SizeCap = SizeCap {
+        bytes: DEFAULT_MAX_DATASET_BYTES,
+        setting: "--max-dataset-bytes",
+    };
+}
+
+impl fmt::Display for SizeCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (unit, div) = if self.bytes >= 1 << 20 && self.bytes % (1 << 20) == 0 {
+            ("MiB", 1u64 << 20)
+        } else if self.bytes >= 1 << 10 && self.bytes % (1 << 10) == 0 {
+            ("KiB", 1 << 10)
+        } else {
+            ("bytes", 1)
+        };
+        if div == 1 {
+            write!(f, "{} bytes", self.bytes)
+        } else {
+            write!(f, "{} bytes ({} {unit})", self.bytes, self.bytes / div)
+        }
+    }
+}
 
 /// A dataset file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -238,33 +275,43 @@ fn describe_invalid(
     out
 }
 
-/// Reads and parses a dataset file.
+/// Reads and parses a dataset file of at most [`SizeCap::DATASET`].
 pub fn load(path: impl AsRef<Path>, format: DatasetFormat) -> Result<Vec<Problem>, DatasetError> {
-    let path = path.as_ref();
-    let text = read(path)?;
-    parse(&text, format).map_err(|e| e.with_path(path))
+    load_capped(path, Some(format), SizeCap::DATASET).map(|(_, problems)| problems)
 }
 
-/// Reads a dataset file, detects its format with [`DatasetFormat::detect`] and parses it.
+/// Reads a dataset file of at most [`SizeCap::DATASET`], detects its format with
+/// [`DatasetFormat::detect`] and parses it.
 pub fn load_detected(
     path: impl AsRef<Path>,
 ) -> Result<(DatasetFormat, Vec<Problem>), DatasetError> {
+    load_capped(path, None, SizeCap::DATASET)
+}
+
+/// Reads a dataset file of at most `cap` bytes (uncompressed; refused as soon as it passes the
+/// cap, with an error naming the cap and its setting), in `format` or, when `None`, the format
+/// [`DatasetFormat::detect`] finds, and parses it.
+pub fn load_capped(
+    path: impl AsRef<Path>,
+    format: Option<DatasetFormat>,
+    cap: SizeCap,
+) -> Result<(DatasetFormat, Vec<Problem>), DatasetError> {
     let path = path.as_ref();
-    let text = read(path)?;
-    let format = DatasetFormat::detect(path, &text);
+    let text = read(path, cap)?;
+    let format = format.unwrap_or_else(|| DatasetFormat::detect(path, &text));
     let problems = parse(&text, format).map_err(|e| e.with_path(path))?;
     Ok((format, problems))
 }
 
-fn read(path: &Path) -> Result<String, DatasetError> {
+fn read(path: &Path, cap: SizeCap) -> Result<String, DatasetError> {
     let gzipped = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
-    let advice = "split it into several files";
+    let advice = "or split it into several files";
     let text = if gzipped {
-        read_gzipped(path, MAX_DATASET_BYTES, advice)
+        read_gzipped(path, cap, advice)
     } else {
-        read_bounded(path, MAX_DATASET_BYTES, advice)
+        read_bounded(path, cap, advice)
     };
     text.map_err(|source| DatasetError::Read {
         path: path.display().to_string(),
@@ -272,29 +319,47 @@ fn read(path: &Path) -> Result<String, DatasetError> {
     })
 }
 
-/// Reads a gzipped UTF-8 file whose contents are at most `limit` bytes, without ever holding
+/// Reads a gzipped UTF-8 file whose contents are at most `cap` bytes, without ever holding
 /// more than that (a gzip bomb fails as soon as its output passes the limit).
-fn read_gzipped(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
+fn read_gzipped(path: &Path, cap: SizeCap, advice: &str) -> std::io::Result<String> {
     let file = std::io::BufReader::new(std::fs::File::open(path)?);
-    read_limited(flate2::read::GzDecoder::new(file), limit, advice)
+    read_limited(flate2::read::GzDecoder::new(file), cap, advice)
 }
 
-/// Reads a UTF-8 file of at most `limit` bytes, without ever holding more than that: an endless
-/// file (a device, a pipe) fails as soon as it passes the limit, with `advice` on what to do.
-pub fn read_bounded(path: &Path, limit: u64, advice: &str) -> std::io::Result<String> {
-    read_limited(std::fs::File::open(path)?, limit, advice)
+/// Reads a UTF-8 file of at most `cap` bytes, without ever holding more than that: a regular
+/// file over the cap is refused before it is read, and an endless one (a device such as
+/// `/dev/zero`, a pipe) as soon as it passes the cap, with an error naming the cap, the setting
+/// that raises it and `advice` on what else to do.
+pub fn read_bounded(path: &Path, cap: SizeCap, advice: &str) -> std::io::Result<String> {
+    let file = std::fs::File::open(path)?;
+    if let Ok(meta) = file.metadata()
+        && meta.is_file()
+        && meta.len() > cap.bytes
+    {
+        return Err(too_large(cap, advice));
+    }
+    read_limited(file, cap, advice)
 }
 
-/// Reads UTF-8 text of at most `limit` bytes from `reader`, failing as soon as it passes the limit.
-fn read_limited(reader: impl std::io::Read, limit: u64, advice: &str) -> std::io::Result<String> {
+/// The error of a file over `cap`.
+fn too_large(cap: SizeCap, advice: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "it is larger than the limit of {cap}; raise the limit with {} {advice}",
+            cap.setting
+        ),
+    )
+}
+
+/// Reads UTF-8 text of at most `cap` bytes from `reader`, failing as soon as it passes the cap:
+/// at most `cap + 1` bytes are ever read.
+fn read_limited(reader: impl std::io::Read, cap: SizeCap, advice: &str) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    reader.take(limit + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("it is larger than the limit of {limit} bytes; {advice}"),
-        ));
+    reader.take(cap.bytes + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > cap.bytes {
+        return Err(too_large(cap, advice));
     }
     Ok(text)
 }

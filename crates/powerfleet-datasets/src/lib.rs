@@ -19,7 +19,8 @@ pub mod template;
 use serde::{Deserialize, Serialize};
 
 pub use format::{
-    DatasetError, DatasetFormat, Location, MAX_ERRORS, RecordError, load, load_detected, parse,
+    DEFAULT_MAX_DATASET_BYTES, DatasetError, DatasetFormat, Location, MAX_ERRORS, RecordError,
+    SizeCap, load, load_capped, load_detected, parse,
 };
 pub use suite::{CorrectMass, SUITE_ANSWER_PATTERN, SuiteError, SuiteItem, builtin_suite};
 pub use template::{Rendered, Template, TemplateError};

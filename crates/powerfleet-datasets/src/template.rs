@@ -72,7 +72,7 @@ pub struct Rendered {
     pub permutation: Option<Vec<usize>>,
 }
 
-/// The largest prompt template file read: 1 MiB.
+/// The default largest prompt template file read: 1 MiB (`submit --max-template-bytes`).
 pub const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
 
 impl Template {
@@ -82,13 +82,28 @@ impl Template {
     /// A built-in template by name (`plain`, `math-cot`, `multiple-choice`), else the template
     /// in the file at `name_or_path`, which must hold `{question}`.
     pub fn parse(name_or_path: &str) -> Result<Template, TemplateError> {
+        Template::parse_capped(
+            name_or_path,
+            crate::SizeCap {
+                bytes: MAX_TEMPLATE_FILE_BYTES,
+                setting: "--max-template-bytes",
+            },
+        )
+    }
+
+    /// [`Template::parse`], reading a file of at most `cap` bytes (refused as soon as it passes
+    /// the cap, with an error naming the cap and its setting).
+    pub fn parse_capped(
+        name_or_path: &str,
+        cap: crate::SizeCap,
+    ) -> Result<Template, TemplateError> {
         if let Some(builtin) = Template::builtin(name_or_path) {
             return Ok(builtin);
         }
         let text = crate::format::read_bounded(
             Path::new(name_or_path),
-            MAX_TEMPLATE_FILE_BYTES,
-            "a prompt template is a short text with a {question} placeholder",
+            cap,
+            "(a prompt template is a short text with a {question} placeholder)",
         )
         .map_err(|source| TemplateError::Read {
             name: name_or_path.to_string(),

@@ -362,31 +362,67 @@ fn suite_rewards_power_sampling_over_low_temperature() {
 
 #[test]
 fn endless_files_are_refused_at_their_limit() {
+    use powerfleet_datasets::SizeCap;
+    let cap = SizeCap {
+        bytes: 4096,
+        setting: "--max-x-bytes",
+    };
     let err = powerfleet_datasets::format::read_bounded(
         std::path::Path::new("/dev/zero"),
-        4096,
-        "split it",
+        cap,
+        "or split it",
     )
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(
-        err.to_string()
-            .contains("larger than the limit of 4096 bytes; split it"),
+        err.to_string().contains(
+            "larger than the limit of 4096 bytes (4 KiB); raise the limit with --max-x-bytes or split it"
+        ),
         "{err}"
     );
     let err = powerfleet_datasets::Template::parse("/dev/zero")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("larger than the limit of 1048576 bytes"),
+        err.contains("larger than the limit of 1048576 bytes (1 MiB); raise the limit with --max-template-bytes"),
         "{err}"
     );
-    // A file within the limit reads whole.
+    // A dataset: the default cap of 64 MiB, named with its flag; nothing past it is read.
+    let err = powerfleet_datasets::load_detected("/dev/zero")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/dev/zero")
+            && err.contains("larger than the limit of 67108864 bytes (64 MiB); raise the limit with --max-dataset-bytes"),
+        "{err}"
+    );
+    let err = powerfleet_datasets::load_capped("/dev/zero", None, cap)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4096 bytes (4 KiB)"), "{err}");
+    // A regular file over the cap is refused before it is read; one within it reads whole.
     let file = std::env::temp_dir().join(format!("pf-template-{}.txt", std::process::id()));
     std::fs::write(&file, "Q: {question}").unwrap();
-    let read = powerfleet_datasets::format::read_bounded(&file, 13, "x");
+    let exact = SizeCap {
+        bytes: 13,
+        setting: "x",
+    };
+    let read = powerfleet_datasets::format::read_bounded(&file, exact, "x");
+    let over = powerfleet_datasets::format::read_bounded(
+        &file,
+        SizeCap {
+            bytes: 12,
+            setting: "--y",
+        },
+        "x",
+    );
     std::fs::remove_file(&file).unwrap();
     assert_eq!(read.unwrap(), "Q: {question}");
+    assert!(
+        over.unwrap_err()
+            .to_string()
+            .contains("12 bytes; raise the limit with --y")
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod collector;
 pub mod control;
+pub mod datasets;
 pub mod driver;
 pub mod metrics;
 pub mod models;

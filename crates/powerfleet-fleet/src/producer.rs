@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_JOBS_PER_SUBMISSION: usize = 100_000;
 /// Longest line of a batch file, in bytes (newline excluded).
 pub const MAX_BATCH_LINE_BYTES: usize = 1 << 20;
+/// Default largest batch file, in bytes (`submit --max-batch-file-bytes`).
+pub const DEFAULT_MAX_BATCH_FILE_BYTES: u64 = 256 << 20;
 /// Jobs per enqueue round trip.
 const ENQUEUE_CHUNK: usize = 500;
 
@@ -338,11 +340,20 @@ pub enum BatchFileError {
     TooManyLines,
     /// A line longer than [`MAX_BATCH_LINE_BYTES`].
     #[error(
-        "line {line} is longer than {MAX_BATCH_LINE_BYTES} bytes; is this a JSONL batch file (one JSON object per line)?"
+        "line {line} is longer than {MAX_BATCH_LINE_BYTES} bytes (1 MiB, the most one problem's line may hold); is this a JSONL batch file (one JSON object per line)?"
     )]
     LineTooLong {
         /// The line, from 1.
         line: usize,
+    },
+    /// A file larger than its cap; nothing past the cap was read.
+    #[error(
+        "the batch file is larger than the limit of {cap}; raise the limit with {} or split the file",
+        .cap.setting
+    )]
+    TooLarge {
+        /// The cap.
+        cap: powerfleet_datasets::SizeCap,
     },
     /// Lines that are not a prompt: one message per line (`line N: ...`), up to 20.
     #[error("{}", .0.join("\n"))]
@@ -354,28 +365,42 @@ pub enum BatchFileError {
 
 /// Parses a JSONL batch file; errors name the line and the field.
 pub fn parse_batch_file(text: &str) -> Result<Vec<SubmittedPrompt>, BatchFileError> {
-    read_batch_file(text.as_bytes())
+    read_batch_file(
+        text.as_bytes(),
+        powerfleet_datasets::SizeCap {
+            bytes: u64::MAX - 1,
+            setting: "",
+        },
+    )
 }
 
 /// Reads a JSONL batch file line by line, in memory bounded by [`MAX_BATCH_LINE_BYTES`] per line
-/// and [`MAX_JOBS_PER_SUBMISSION`] lines (blank lines included), so an endless or binary file
-/// fails fast. A UTF-8 byte order mark at the start is skipped; errors name the line and field.
+/// and [`MAX_JOBS_PER_SUBMISSION`] lines (blank lines included), and at most `cap` bytes in all
+/// (nothing past `cap + 1` bytes is read), so an endless or binary file fails fast. A UTF-8 byte
+/// order mark at the start is skipped; errors name the line and field.
 pub fn read_batch_file(
     mut reader: impl std::io::BufRead,
+    cap: powerfleet_datasets::SizeCap,
 ) -> Result<Vec<SubmittedPrompt>, BatchFileError> {
     use std::io::{BufRead, Read};
     let mut problems = Vec::new();
     let mut errors = Vec::new();
     let mut buf = Vec::new();
+    let mut total: u64 = 0;
     for n in 1.. {
         buf.clear();
+        let left = (cap.bytes + 1).saturating_sub(total);
         let read = reader
             .by_ref()
-            .take(MAX_BATCH_LINE_BYTES as u64 + 2)
+            .take((MAX_BATCH_LINE_BYTES as u64 + 2).min(left))
             .read_until(b'\n', &mut buf)
             .map_err(|source| BatchFileError::Read { line: n, source })?;
         if read == 0 {
             break;
+        }
+        total += read as u64;
+        if total > cap.bytes {
+            return Err(BatchFileError::TooLarge { cap });
         }
         if n > MAX_JOBS_PER_SUBMISSION {
             return Err(BatchFileError::TooManyLines);
@@ -912,17 +937,35 @@ mod tests {
         let ok = parse_batch_file("\u{feff}{\"prompt\": \"A\"}\r\n{\"prompt\": \"B\"}").unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[0].prompt, Prompt::Text("A".into()));
+        let cap = powerfleet_datasets::SizeCap {
+            bytes: DEFAULT_MAX_BATCH_FILE_BYTES,
+            setting: "--max-batch-file-bytes",
+        };
         // An endless line (/dev/zero) fails after one line's worth.
         let zeros = std::io::BufReader::new(std::io::repeat(0));
-        let err = read_batch_file(zeros).unwrap_err().to_string();
+        let err = read_batch_file(zeros, cap).unwrap_err().to_string();
         assert_eq!(
             err.split(';').next().unwrap(),
-            "line 1 is longer than 1048576 bytes"
+            "line 1 is longer than 1048576 bytes (1 MiB, the most one problem's line may hold)"
         );
         // Endless blank lines fail after MAX_JOBS_PER_SUBMISSION lines.
         let blank = std::io::BufReader::new(std::io::repeat(b'\n'));
-        let err = read_batch_file(blank).unwrap_err().to_string();
+        let err = read_batch_file(blank, cap).unwrap_err().to_string();
         assert!(err.contains("more than 100000 lines"), "{err}");
+        // Endless short lines fail at the cap, having read one byte past it.
+        let small = powerfleet_datasets::SizeCap {
+            bytes: 1000,
+            setting: "--max-batch-file-bytes",
+        };
+        let mut lines = std::io::BufReader::new(std::io::Read::chain(
+            &b"{\"prompt\": \"A\"}\n"[..],
+            std::io::repeat(b'\n'),
+        ));
+        let err = read_batch_file(&mut lines, small).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the batch file is larger than the limit of 1000 bytes; raise the limit with --max-batch-file-bytes or split the file"
+        );
         // A line of exactly the limit is read.
         let line = format!(
             "{{\"prompt\": \"{}\"}}",
@@ -934,7 +977,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("line 1 is longer"), "{err}");
-        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..])
+        let err = read_batch_file(&b"{\"prompt\": \"A\"}\n\xff\n"[..], cap)
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2: not UTF-8"), "{err}");

@@ -124,7 +124,8 @@ pub struct ModelPolicy {
     /// options.
     pub allow_references: bool,
     /// The operator's own submissions (the CLI's `submit`): any model reference, credentials
-    /// included.
+    /// included, and graded runs on any records, programming problems included (a token
+    /// holder's records may carry no test code: [`check_caller_records`]).
     pub operator: bool,
     /// Model names whose reference (`serve --model NAME=REFERENCE`) is a hosted chat API, which
     /// runs no MCMC.
@@ -338,12 +339,25 @@ pub const MAX_STOP_BYTES: usize = 1024;
 /// Most messages of a chat prompt.
 pub const MAX_CHAT_MESSAGES: usize = 1024;
 
-/// The `bench` of a `POST /v1/jobs` request: the records of a dataset (or the built-in suite), a
-/// template and a grader, as `powerfleet submit --bench` takes them.
+/// The `bench` of a `POST /v1/jobs` request: a dataset the operator registered, the records of a
+/// dataset, or the built-in suite; a template and a grader, as `powerfleet submit --bench` takes
+/// them.
+///
+/// **Only operators choose code to run.** Records a request carries may not hold test code
+/// (`test`), be of format `code`, or ask for a grader that runs the completion (`humaneval`):
+/// such a request is refused with 422 ([`check_caller_records`]). Programming problems are
+/// graded over the API only from a dataset the operator registered (`serve --dataset
+/// NAME=PATH`, named here as `dataset`). The operator's CLI (`submit --bench FILE`) may grade
+/// any file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GradedRunRequest {
-    /// Dataset records, as the lines of a JSONL or multiple-choice dataset file.
+    /// A dataset the operator registered (`serve --dataset NAME=PATH`; `GET /v1/datasets` lists
+    /// them), instead of `records` or `builtin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Dataset records, as the lines of a JSONL or multiple-choice dataset file (no test code:
+    /// see above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<Vec<serde_json::Value>>,
     /// `suite` for the built-in suite on its toy models (instead of `records`).
@@ -376,37 +390,75 @@ pub struct GradedRunRequest {
     /// template file), instead of `records` or `builtin`. Never part of a request body.
     #[serde(skip)]
     pub loaded: Option<producer::GradedRun>,
+    /// The registered dataset `dataset` names, put here by
+    /// [`crate::datasets::Datasets::resolve`]. Never part of a request body.
+    #[serde(skip)]
+    pub resolved: Option<crate::datasets::RegisteredDataset>,
+}
+
+/// 422 when the records a caller sent would make a grader run code: a record holding `test`
+/// (test code), format `code`, or an executing grader (`humaneval`). The message says why and
+/// what to do instead. Only operators choose code to run: programming problems come from
+/// datasets they registered (`serve --dataset`) or from their CLI.
+pub fn check_caller_records(bench: &GradedRunRequest) -> Result<(), RequestError> {
+    const INSTEAD: &str = "this API runs no code a request brings: graders that run completions (humaneval) grade only datasets the operator registered. Ask the operator to register the dataset (serve --dataset NAME=PATH) and send \"bench\": {\"dataset\": NAME} (GET /v1/datasets lists them), or run it from the CLI (powerfleet submit --bench FILE)";
+    let Some(records) = &bench.records else {
+        return Ok(());
+    };
+    if let Some(i) = records
+        .iter()
+        .position(|r| r.as_object().is_some_and(|o| o.contains_key("test")))
+    {
+        return Err(RequestError::Unprocessable(format!(
+            "bench.records[{i}] holds test code (field test); {INSTEAD}"
+        )));
+    }
+    if bench.format.as_deref() == Some("code") {
+        return Err(RequestError::Unprocessable(format!(
+            "bench.format code makes programming problems, graded by running their tests; {INSTEAD}"
+        )));
+    }
+    if let Some(grader) = &bench.grader
+        && grader.executes()
+    {
+        return Err(RequestError::Unprocessable(format!(
+            "bench.grader {} runs the completion; {INSTEAD}",
+            grader.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The benchmark run of a request; errors name the `bench` field and the record.
 fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, RequestError> {
     use powerfleet_datasets::{DatasetFormat, Template};
     let bad = |m: String| RequestError::Unprocessable(m);
+    const ONE_OF: &str = "bench needs exactly one of dataset (a registered dataset), records (dataset records) and builtin (\"suite\")";
     if let Some(run) = bench.loaded {
-        if bench.records.is_some() || bench.builtin.is_some() {
-            return Err(bad(
-                "bench needs exactly one of records (dataset records) and builtin (\"suite\")"
-                    .into(),
-            ));
+        if bench.records.is_some() || bench.builtin.is_some() || bench.dataset.is_some() {
+            return Err(bad(ONE_OF.into()));
         }
         return Ok(run);
     }
-    let mut run = match (bench.records, bench.builtin.as_deref()) {
-        (None, Some("suite")) => {
-            if bench.template.is_some() || bench.template_text.is_some() || bench.grader.is_some() {
-                return Err(bad(
-                    "bench.builtin suite has its own prompts and grader; drop bench.template, bench.template_text and bench.grader".into(),
-                ));
+    // A registered dataset's problems, or the records' (parsed), with their format.
+    let parsed = match (bench.dataset, bench.records, bench.builtin.as_deref()) {
+        (Some(name), None, None) => {
+            let Some(dataset) = bench.resolved.filter(|d| d.name == name) else {
+                return Err(bad(format!(
+                    "bench.dataset {} is not a dataset of this server; registered: none (the operator registers one with serve --dataset NAME=PATH)",
+                    quote(&name)
+                )));
+            };
+            if bench.format.is_some() {
+                return Err(bad(format!(
+                    "bench.format: dataset {} has its own format ({}); drop bench.format",
+                    quote(&name),
+                    dataset.format.name()
+                )));
             }
-            producer::GradedRun::builtin_suite()
+            Some((dataset.format, dataset.problems.as_ref().clone()))
         }
-        (None, Some(other)) => {
-            return Err(bad(format!(
-                "bench.builtin must be \"suite\", got {}",
-                quote(other)
-            )));
-        }
-        (Some(records), None) => {
+        (None, Some(records), None) => {
             let text: String = records.iter().map(|r| format!("{r}\n")).collect();
             let format = match bench.format.as_deref() {
                 // From the first record (`choices`: multiple choice; `test` and `entry_point`:
@@ -427,6 +479,27 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
                     "bench.records (line N is record N, counting from 1): {e}"
                 ))
             })?;
+            Some((format, problems))
+        }
+        (None, None, _) => None,
+        _ => return Err(bad(ONE_OF.into())),
+    };
+    let mut run = match (parsed, bench.builtin.as_deref()) {
+        (None, Some("suite")) => {
+            if bench.template.is_some() || bench.template_text.is_some() || bench.grader.is_some() {
+                return Err(bad(
+                    "bench.builtin suite has its own prompts and grader; drop bench.template, bench.template_text and bench.grader".into(),
+                ));
+            }
+            producer::GradedRun::builtin_suite()
+        }
+        (None, Some(other)) => {
+            return Err(bad(format!(
+                "bench.builtin must be \"suite\", got {}",
+                quote(other)
+            )));
+        }
+        (Some((format, problems)), None) => {
             let template = match (bench.template.as_deref(), bench.template_text) {
                 (Some(_), Some(_)) => {
                     return Err(bad(
@@ -458,12 +531,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
                 reasoning_markers: None,
             }
         }
-        _ => {
-            return Err(bad(
-                "bench needs exactly one of records (dataset records) and builtin (\"suite\")"
-                    .into(),
-            ));
-        }
+        _ => return Err(bad(ONE_OF.into())),
     };
     run.price_per_mtok = bench.price_per_mtok;
     run.reasoning_markers = bench.reasoning_markers;
@@ -490,6 +558,9 @@ fn build_submission(
                     "give bench or prompts (prompt, prompt_tokens, messages, problems), not both"
                         .into(),
                 ));
+            }
+            if !models.operator {
+                check_caller_records(&b)?;
             }
             let run = graded_run_of(b)?;
             // Each prompt's size once rendered, known before anything is rendered.

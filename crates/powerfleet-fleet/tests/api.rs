@@ -52,6 +52,7 @@ impl Env {
                 limits,
                 tokens: Default::default(),
                 models: Default::default(),
+                datasets: Default::default(),
                 openai: Default::default(),
             },
         }
@@ -65,6 +66,16 @@ impl Env {
     fn app_with_models(&self, models: ModelPolicy) -> Router {
         router(ApiState {
             models: std::sync::Arc::new(models),
+            ..self.state.clone()
+        })
+    }
+
+    /// The router with `datasets` registered, as `serve --dataset NAME=PATH` does, and the
+    /// model name `small` (whose vocabulary the workers know).
+    fn app_with_datasets(&self, datasets: powerfleet_fleet::datasets::Datasets) -> Router {
+        router(ApiState {
+            datasets: std::sync::Arc::new(datasets),
+            models: std::sync::Arc::new(ModelPolicy::from_flags(&["small".into()], false).unwrap()),
             ..self.state.clone()
         })
     }
@@ -435,6 +446,207 @@ async fn invalid_submissions_get_422_and_enqueue_nothing() {
     get(&app, "/v1/correlations/rejected")
         .await
         .error(StatusCode::NOT_FOUND, &["rejected"]);
+}
+
+#[tokio::test]
+async fn only_datasets_the_operator_registered_may_run_code() {
+    let env = Env::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let code = dir.path().join("code.jsonl");
+    std::fs::write(
+        &code,
+        r#"{"task_id": "t/0", "prompt": "def f():\n", "test": "def check(c):\n    assert c() == 1\n", "entry_point": "f"}
+{"task_id": "t/1", "prompt": "def g():\n", "test": "def check(c):\n    assert c() == 2\n", "entry_point": "g"}
+"#,
+    )
+    .unwrap();
+    let math = dir.path().join("math.jsonl");
+    std::fs::write(&math, "{\"prompt\": \"1+1\", \"answer\": \"2\"}\n").unwrap();
+    let datasets = powerfleet_fleet::datasets::Datasets::load(
+        &[
+            format!("humaneval={}", code.display()),
+            format!("sums={}", math.display()),
+        ],
+        powerfleet_datasets::SizeCap::DATASET,
+    )
+    .unwrap();
+    let app = env.app_with_datasets(datasets);
+    let listed = get(&app, "/v1/datasets").await;
+    assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+    assert_eq!(
+        listed.body,
+        json!({"datasets": [
+            {"name": "humaneval", "format": "code", "problems": 2, "grader": "humaneval"},
+            {"name": "sums", "format": "jsonl", "problems": 1, "grader": "math"},
+        ]})
+    );
+    let instead = [
+        "serve --dataset NAME=PATH",
+        "\"dataset\": NAME",
+        "powerfleet submit --bench FILE",
+    ];
+    // The reported attack: a record whose test is the program (the stop string empties the
+    // completion), graded by humaneval in the collector.
+    let attack = |bench: Value| {
+        json!({
+            "correlation_id": "attack",
+            "model": "toy:suite-arith",
+            "methods": ["standard"],
+            "stop": ["<eos>"],
+            "bench": bench,
+        })
+    };
+    let program = "import os\nos.system('touch /tmp/pwned')\n";
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        attack(json!({"records": [{"task_id": "t", "prompt": "3", "test": program, "entry_point": "f"}]})),
+    )
+    .await;
+    let message = reply.error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &[
+            "bench.records[0] holds test code (field test)",
+            "runs no code a request brings",
+        ],
+    );
+    for needle in instead {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+    // However it is dressed: as another format, or the test on a later record.
+    post(
+        &app,
+        "/v1/jobs",
+        attack(json!({"format": "jsonl", "records": [{"prompt": "3", "answer": "3"}, {"prompt": "3", "answer": "3", "test": program}]})),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["bench.records[1] holds test code"]);
+    post(
+        &app,
+        "/v1/jobs",
+        attack(json!({"format": "code", "records": [{"task_id": "t", "prompt": "3", "entry_point": "f"}]})),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["bench.format code", "serve --dataset"]);
+    post(
+        &app,
+        "/v1/jobs",
+        attack(
+            json!({"records": [{"prompt": "3", "answer": "3"}], "grader": {"kind": "humaneval"}}),
+        ),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["bench.grader humaneval runs the completion"],
+    );
+    // Nothing reached the queue.
+    get(&app, "/v1/correlations/attack")
+        .await
+        .error(StatusCode::NOT_FOUND, &["attack"]);
+    // Records with answers stay allowed: graders that read the answer run on them.
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:suite-arith", "methods": ["standard"], "bench": {"records": [{"prompt": "3", "answer": "3"}]}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:suite-arith", "methods": ["standard"], "bench": {"records": [{"prompt": "3", "answer": "3"}], "grader": {"kind": "regex", "pattern": "(\\d)"}}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    // A registered dataset runs its own tests, graded by humaneval.
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "small", "methods": ["standard"], "seeds": [0, 1], "stop": ["<eos>"], "bench": {"dataset": "humaneval"}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_eq!(job_ids(&reply).len(), 4);
+    let job = &job_ids(&reply)[0];
+    let state = env
+        .state
+        .queue
+        .job_state(job.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let grading = state.spec.unwrap().grading.expect("a graded job");
+    assert_eq!(grading.grader, powerfleet_jobs::Grader::Humaneval);
+    assert!(
+        matches!(&grading.reference, powerfleet_jobs::ReferenceAnswer::Code { test, .. } if test.contains("assert c() == 1")),
+        "{grading:?}"
+    );
+    // It keeps its format; the caller may choose a template and a fitting grader.
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "bench": {"dataset": "sums", "format": "code"}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["bench.format", "drop bench.format"],
+    );
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "small", "methods": ["standard"], "bench": {"dataset": "sums", "template": "math-cot", "grader": {"kind": "math_lenient"}}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "small", "bench": {"dataset": "sums", "grader": {"kind": "humaneval"}}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["grader humaneval needs a programming problem"],
+    );
+    // An unknown name is refused with the registered ones; so is naming a dataset and records.
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "bench": {"dataset": "mmlu"}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &[
+            "bench.dataset \"mmlu\"",
+            "registered: humaneval, sums",
+            "GET /v1/datasets",
+        ],
+    );
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "bench": {"dataset": "sums", "records": [{"prompt": "3", "answer": "3"}]}}),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, &["exactly one of dataset"]);
+    // A server without datasets says so.
+    post(
+        &env.app(),
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "bench": {"dataset": "humaneval"}}),
+    )
+    .await
+    .error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["registered: none", "--dataset"],
+    );
+    assert_eq!(
+        get(&env.app(), "/v1/datasets").await.body,
+        json!({"datasets": []})
+    );
 }
 
 #[tokio::test]

@@ -27,7 +27,8 @@ pub(super) async fn submit_jobs(
             ApiError::BadRequest(format!("cannot read the request body: {}", source_of(&e)))
         }
     })?;
-    let request = parse_submit_request(&body)?;
+    let mut request = parse_submit_request(&body)?;
+    state.datasets.resolve(&mut request)?;
     let submission = request.into_submission(&state.limits, &state.models)?;
     let receipt: Receipt = crate::producer::submit(&state.queue, &submission).await?;
     tracing::info!(
@@ -113,6 +114,12 @@ pub(super) async fn get_workers(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let live = state.queue.live_workers().await?;
     Ok(Json(serde_json::json!({ "workers": live })))
+}
+
+/// `GET /v1/datasets`: the datasets the operator registered (`serve --dataset NAME=PATH`), which a
+/// graded run names as `"bench": {"dataset": NAME}`: name, format, problem count and grader.
+pub(super) async fn get_datasets(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "datasets": state.datasets.list() }))
 }
 
 /// Jobs a batch or correlation listing shows when the request does not say.

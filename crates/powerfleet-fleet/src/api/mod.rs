@@ -8,7 +8,8 @@
 //! What a caller may do is narrower than what the CLI may do: requests need a bearer token (when
 //! tokens are configured), `POST`s need `Content-Type: application/json`, and a request names only
 //! the models its operator configured ([`ModelPolicy`]), never a server URL, file or credential of
-//! its own choosing.
+//! its own choosing; and it runs no code of its own: a graded run grades programming problems only
+//! from a dataset the operator registered ([`crate::datasets::Datasets`], `GET /v1/datasets`).
 
 use std::time::Instant;
 
@@ -53,6 +54,8 @@ pub struct ApiState {
     pub tokens: std::sync::Arc<Vec<String>>,
     /// The models requests may name (default: the built-in toy models only).
     pub models: std::sync::Arc<ModelPolicy>,
+    /// The datasets graded runs may name (`serve --dataset NAME=PATH`; default: none).
+    pub datasets: std::sync::Arc<crate::datasets::Datasets>,
     /// How the OpenAI-compatible endpoints sample.
     pub openai: std::sync::Arc<crate::openai::OpenAiSettings>,
 }
@@ -66,7 +69,8 @@ use guard::{authenticate, log_and_fix_up, no_route, require_json, with_rate_limi
 pub use guard::{bearer_token, token_matches};
 pub use handlers::{CancelResponse, parse_submit_request};
 use handlers::{
-    cancel, get_batch, get_batch_report, get_correlation, get_job, get_workers, submit_jobs,
+    cancel, get_batch, get_batch_report, get_correlation, get_datasets, get_job, get_workers,
+    submit_jobs,
 };
 
 /// The fixed route name of a path, for metrics: never an id.
@@ -83,6 +87,7 @@ fn route_name(path: &str) -> &'static str {
         ["v1", "batches", _] => "batch",
         ["v1", "batches", _, "report"] => "batch_report",
         ["v1", "correlations", _] => "correlation",
+        ["v1", "datasets"] => "datasets",
         ["v1", "completions"] => "openai_completions",
         ["v1", "chat", "completions"] => "openai_chat_completions",
         ["v1", "models"] => "openai_models",
@@ -101,6 +106,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/batches/{id}/report", get(get_batch_report))
         .route("/v1/correlations/{id}", get(get_correlation))
         .route("/v1/workers", get(get_workers))
+        .route("/v1/datasets", get(get_datasets))
         .route("/v1/completions", post(crate::openai::completions))
         .route(
             "/v1/chat/completions",
@@ -222,7 +228,10 @@ mod tests {
             "{m}"
         );
         let m = message(serde_json::json!({"builtin": "suite", "records": []}));
-        assert!(m.contains("exactly one of records"), "{m}");
+        assert!(
+            m.contains("exactly one of dataset (a registered dataset), records"),
+            "{m}"
+        );
         let m = message(serde_json::json!({"builtin": "gsm8k"}));
         assert!(m.contains("bench.builtin must be \"suite\""), "{m}");
         let r: SubmitRequest = serde_json::from_value(serde_json::json!({
