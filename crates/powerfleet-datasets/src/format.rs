@@ -42,9 +42,9 @@ impl SizeCap {
 
 impl fmt::Display for SizeCap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (unit, div) = if self.bytes >= 1 << 20 && self.bytes % (1 << 20) == 0 {
+        let (unit, div) = if self.bytes >= 1 << 20 && self.bytes.is_multiple_of(1 << 20) {
             ("MiB", 1u64 << 20)
-        } else if self.bytes >= 1 << 10 && self.bytes % (1 << 10) == 0 {
+        } else if self.bytes >= 1 << 10 && self.bytes.is_multiple_of(1 << 10) {
             ("KiB", 1 << 10)
         } else {
             ("bytes", 1)

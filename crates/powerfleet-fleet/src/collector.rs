@@ -232,7 +232,10 @@ pub async fn run(
                             d.result = Ok(match ran {
                                 Ok(graded) => graded,
                                 Err(e) => {
-                                    let mut r = d.result.clone().expect("checked above");
+                                    let mut r = d
+                                        .result
+                                        .clone()
+                                        .expect("a delivery with a result is graded");
                                     r.grade_error = Some(format!("grading did not finish: {e}"));
                                     r
                                 }
@@ -241,13 +244,15 @@ pub async fn run(
                         });
                     }
                     None => {
-                        if d.result
+                        let gradable = d
+                            .result
                             .as_ref()
-                            .is_ok_and(|r| powerfleet_grade::gradable_text(r).is_some())
-                        {
-                            reading.spawn(d, &config);
-                        } else {
-                            deliveries.push_back(d);
+                            .ok()
+                            .filter(|r| powerfleet_grade::gradable_text(r).is_some())
+                            .cloned();
+                        match gradable {
+                            Some(result) => reading.spawn(d, result, &config),
+                            None => deliveries.push_back(d),
                         }
                     }
                 }
@@ -551,13 +556,10 @@ impl Reading {
         self.entries.values().any(|e| e == entry_id)
     }
 
-    /// Grades `d`'s result on a blocking thread; past `config.answer_grading_budget` it comes
+    /// Grades `result`, `d`'s, on a blocking thread; past `config.answer_grading_budget` it comes
     /// back ungraded, with the reason. (The thread itself ends when the grader does: graders
     /// are linear in their input.)
-    fn spawn(&mut self, mut d: ResultDelivery, config: &CollectorConfig) {
-        let Ok(result) = d.result.clone() else {
-            return;
-        };
+    fn spawn(&mut self, mut d: ResultDelivery, result: JobResult, config: &CollectorConfig) {
         let entry_id = d.entry_id.clone();
         let budget = config.answer_grading_budget;
         let hook = config.grading_hook.clone();
