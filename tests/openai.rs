@@ -227,6 +227,46 @@ async fn stop_strings_cut_the_text_after_sampling_and_the_result_records_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_after_redis_lost_its_data_is_answered() {
+    let (fleet, serve, base) = fleet_with_api(&[]).await;
+    let request = json!({"model": "toy:tiny", "prompt": "a", "max_tokens": 3, "seed": 1});
+    let (status, _, body) = post(&base, "/v1/completions", &request).await;
+    assert_eq!(status, 200, "{body}\n{}", serve.log());
+    // Every stream and consumer group goes, with workers, collector and serve running.
+    let client = redis::Client::open(fleet.redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    // The workers' registrations went too: until their next heartbeat registers them again, a
+    // request is refused with 503 (no live worker serves the model) rather than left waiting.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (status, _, body) = post(&base, "/v1/completions", &request).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}\n{}\n{}", serve.log(), fleet.logs());
+        assert!(Instant::now() < deadline, "{body}\n{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["choices"].as_array().unwrap().len(), 1, "{body}");
+    // The results go on being stored: the collector recreated its group.
+    let id = body["powerfleet"]["job_ids"][0].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job(&base, id).await["status"] != "completed"
+        || fleet
+            .store()
+            .await
+            .job(id.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    {
+        assert!(Instant::now() < deadline, "{}", fleet.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_sends_the_whole_answer_as_one_chunk_then_done() {
     let (_fleet, _serve, base) = fleet_with_api(&[]).await;
     let response = client()
