@@ -291,6 +291,43 @@ async fn a_repeated_submission_key_creates_no_duplicates() {
 }
 
 #[tokio::test]
+async fn every_read_carries_on_after_redis_lost_its_data() {
+    let server = server(false);
+    let q = queue(&server, "lost").await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    // Nothing there, and no NOGROUP: each read creates the group it needs.
+    assert!(q.read_results("c", 10, 10).await.unwrap().is_empty());
+    assert!(q.reclaim_results("c", 0, 10).await.unwrap().is_empty());
+    assert!(q.read_jobs("w", 10, 10).await.unwrap().is_empty());
+    assert!(q.reclaim_jobs("w", 0, 10).await.unwrap().is_empty());
+    assert_eq!(q.trim_streams().await.unwrap().results, 0);
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    assert_eq!(
+        q.trim_streams().await.unwrap().jobs,
+        0,
+        "a stream that is gone has nothing to trim"
+    );
+    // A result published meanwhile (XADD makes the stream, not the group) is read.
+    let corr = CorrelationId::generate();
+    let s = spec(&corr, None, 0);
+    let r = result(&s, JobStatus::Completed);
+    q.push_raw_result_entry(&[
+        ("job_id", &r.job_id.to_string()),
+        ("result", &serde_json::to_string(&r).unwrap()),
+    ])
+    .await
+    .unwrap();
+    let read = q.read_results("c", 10, 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].result.as_ref().unwrap().job_id, r.job_id);
+    // And a job submitted afterwards is read by a worker.
+    q.enqueue(&[s.clone()], None).await.unwrap();
+    assert_eq!(q.read_jobs("w", 10, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn trimming_never_removes_pending_entries() {
     let server = server(false);
     let q = queue(&server, "t6").await;

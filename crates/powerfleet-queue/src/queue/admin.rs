@@ -42,7 +42,18 @@ impl Queue {
     }
 
     pub(super) async fn trim(&self, stream: &str, group: &str) -> Result<u64, QueueError> {
-        let (_, pending, last_delivered) = self.group_info(stream, group).await?;
+        let (_, pending, last_delivered) = match self.group_info(stream, group).await {
+            Ok(info) => info,
+            // The stream or its group is gone (Redis lost its data): nothing to trim until a
+            // read creates them again.
+            Err(QueueError::Redis { message, .. }) if message.contains("no such key") => {
+                return Ok(0);
+            }
+            Err(QueueError::Protocol {
+                op: "XINFO GROUPS", ..
+            }) => return Ok(0),
+            Err(e) => return Err(e),
+        };
         let mut min_id = last_delivered;
         if pending > 0 {
             let mut c = self.conn().await?;
