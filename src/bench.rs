@@ -800,16 +800,22 @@ async fn collect_all(
         let (queue, store, stop) = (queue.clone(), store.clone(), stop.clone());
         async move { collector::run(config, queue, store, async move { stop.cancelled().await }).await }
     });
-    // One collector stores the entries in stream order, so the last one is stored last; a
-    // primary-key lookup keeps the polling off the database's back.
+    // One collector stores the entries in stream order (a grading that takes longer than a
+    // round may come a round later), so the last one is stored last or nearly; a primary-key
+    // lookup keeps the polling off the database's back, and the count is checked after it.
     let last = results[results.len() - 1].job_id;
     while store.job(last).await?.is_none() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let mut stored = store.batch_summary(batch_id).await?.map_or(0, |s| s.jobs);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored < results.len() as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        stored = store.batch_summary(batch_id).await?.map_or(0, |s| s.jobs);
+    }
     let seconds = start.elapsed().as_secs_f64();
     stop.cancel();
     role.await?;
-    let stored = store.batch_summary(batch_id).await?.map_or(0, |s| s.jobs);
     anyhow::ensure!(
         stored == results.len() as u64,
         "the collector stored {stored} of {} results",

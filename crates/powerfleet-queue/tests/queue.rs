@@ -323,7 +323,7 @@ async fn every_read_carries_on_after_redis_lost_its_data() {
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].result.as_ref().unwrap().job_id, r.job_id);
     // And a job submitted afterwards is read by a worker.
-    q.enqueue(&[s.clone()], None).await.unwrap();
+    q.enqueue(std::slice::from_ref(&s), None).await.unwrap();
     assert_eq!(q.read_jobs("w", 10, 10).await.unwrap().len(), 1);
 }
 
