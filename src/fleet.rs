@@ -896,6 +896,16 @@ pub async fn results(args: ResultsArgs) -> Result<()> {
         }
         _ => bail!("give --batch ID or --correlation ID"),
     };
+    if rows.is_empty() {
+        let (flag, id) = match (&args.batch, &args.correlation) {
+            (Some(b), _) => ("batch", b),
+            (_, Some(c)) => ("correlation id", c),
+            _ => unreachable!("one of --batch and --correlation is given"),
+        };
+        bail!(
+            "no results stored for {flag} {id}: its jobs may not have finished yet or the collector has not stored them, or the id is wrong or in another database; see powerfleet status {id}"
+        );
+    }
     let mut out = std::io::stdout().lock();
     match args.format {
         ExportFormat::Jsonl => {

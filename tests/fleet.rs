@@ -1093,6 +1093,30 @@ async fn submit_wait_status_and_results_export_through_the_cli() {
     let csv = String::from_utf8(out.stdout).unwrap();
     assert_eq!(csv.lines().count(), 5, "a header and four rows:\n{csv}");
     assert!(csv.lines().next().unwrap().contains("job_id"));
+
+    // Nothing stored under an id: said on stderr, naming the id, and a failure exit.
+    let unknown = powerfleet_jobs::BatchId::new().to_string();
+    for (flag, id) in [
+        ("--batch", unknown.as_str()),
+        ("--correlation", "study-none"),
+    ] {
+        for format in ["jsonl", "csv"] {
+            let out = std::process::Command::new(BIN)
+                .args(["results", flag, id, "--format", format])
+                .args(["--database-url", &fleet.db_url])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{flag} {id}: {stderr}");
+            assert!(out.stdout.is_empty(), "{flag} {id}");
+            assert!(
+                stderr.contains("no results stored for")
+                    && stderr.contains(id)
+                    && stderr.contains(&format!("powerfleet status {id}")),
+                "{stderr}"
+            );
+        }
+    }
 }
 
 /// A batch on the model registered as `name`: fault-free tokens come from `toy` (the names are

@@ -797,12 +797,24 @@ async fn prompts_the_server_cannot_take_fail_alone_and_healthy_jobs_complete() {
                 error.contains("tokenizing the prompt") && error.contains("500"),
                 "the server's own message: {error}"
             );
+            assert_eq!(
+                r.error_code,
+                Some(powerfleet_jobs::ErrorCode::RequestRefused),
+                "{id}"
+            );
         } else {
             assert_eq!(r.status, JobStatus::Failed, "{id}");
             assert!(
                 error.contains("exceeds the server's context") && error.contains("256"),
                 "both numbers: {error}"
             );
+            // The request's own fault, said as a code and never retried.
+            assert_eq!(
+                r.error_code,
+                Some(powerfleet_jobs::ErrorCode::ContextLengthExceeded),
+                "{id}"
+            );
+            assert_eq!(r.attempts, 1, "{id}");
         }
     }
     assert!(
@@ -886,4 +898,125 @@ async fn texts_leave_out_the_eos_as_the_servers_own_completion_text_does() {
         }
     }
     assert!(ended > 0, "no fleet completion of 24 ended at EOS");
+}
+
+/// An OpenAI completion whose prompt plus `max_tokens` (or plus the default budget, when it
+/// gives none) does not fit the server's 256-token context is the request's own fault: 400
+/// `context_length_exceeded` in OpenAI's shape, never a 5xx that clients retry. Before any
+/// worker has probed the server, the job fails at the worker, once and unretried; once the
+/// workers' registrations carry the context, a request certain not to fit creates no job, and
+/// one without `max_tokens` gets a budget that fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
+    const TOKEN: &str = "context-test-token";
+    let server = LlamaServer::start(1);
+    let mut fleet = Fleet::new(BIN, false);
+    let registered = format!("tiny={}", server.reference());
+    fleet.spawn_worker(&["--model", &registered, "--heartbeat-ms", "200"]);
+    fleet.spawn_collector();
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = common::Serve::start(
+        &fleet,
+        "serve",
+        &["--listen", &listen, "--model", "tiny"],
+        Some(TOKEN),
+    );
+    let base = format!("http://{listen}");
+    serve.wait_until_up(&base).await;
+    let queue = fleet.queue().await;
+    let context = async || {
+        let live = queue.live_workers().await.unwrap();
+        (
+            powerfleet_queue::served(&live, "tiny"),
+            powerfleet_queue::context_tokens(&live, "tiny"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !context().await.0 {
+        assert!(Instant::now() < deadline, "the worker never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(context().await.1, None, "no job has probed the server yet");
+    let post = async |body: Value| {
+        let correlation = powerfleet_jobs::CorrelationId::generate();
+        let response = reqwest::Client::new()
+            .post(format!("{base}/v1/completions"))
+            .bearer_auth(TOKEN)
+            .header("x-powerfleet-correlation-id", correlation.as_str())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        let tally = queue
+            .tally(powerfleet_queue::TallyOf::Correlation(&correlation))
+            .await
+            .unwrap();
+        (status, answer, tally)
+    };
+    let standard = json!({"method": "standard", "block_size": 8});
+    let long = "a ".repeat(200);
+    let past_the_context = |answer: &Value, param: &str| {
+        let error = &answer["error"];
+        assert_eq!(error["type"], "invalid_request_error", "{answer}");
+        assert_eq!(error["code"], "context_length_exceeded", "{answer}");
+        assert_eq!(error["param"], param, "{answer}");
+        assert!(
+            error["message"].as_str().unwrap().contains("25"),
+            "{answer}"
+        );
+    };
+
+    // 1. The context is not known yet: the worker fails the one job, unretried.
+    let (status, answer, tally) = post(
+        json!({"model": "tiny", "prompt": long, "max_tokens": 100, "power_sampling": standard}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}\n{}", serve.log());
+    past_the_context(&answer, "prompt");
+    let tally = tally.expect("the request's jobs");
+    assert_eq!(
+        (tally.total, tally.by_status.get("failed")),
+        (1, Some(&1)),
+        "{tally:?}"
+    );
+
+    // A prompt the server refuses (outside the tiny vocabulary) is the request's fault too.
+    let (status, answer, _) = post(
+        json!({"model": "tiny", "prompt": "h\u{e9}llo", "max_tokens": 8, "power_sampling": standard}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "request_refused", "{answer}");
+    assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
+
+    // 2. The worker's registration now carries the context (256 - 1 for llama-server).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while context().await.1.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the context never reached the registration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(context().await.1, Some(255));
+    let (status, answer, tally) = post(
+        json!({"model": "tiny", "prompt": "hello", "max_tokens": 300, "power_sampling": standard}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    past_the_context(&answer, "max_tokens");
+    assert!(tally.is_none_or(|t| t.total == 0), "no job: {tally:?}");
+
+    // 3. Without max_tokens the budget is what fits beside the prompt.
+    let (status, answer, _) =
+        post(json!({"model": "tiny", "prompt": "hello", "power_sampling": standard})).await;
+    assert_eq!(status, 200, "{answer}\n{}", serve.log());
+    let budget = answer["powerfleet"]["config"]["max_new_tokens"]
+        .as_u64()
+        .unwrap();
+    let prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(budget + prompt <= 255 && budget >= 200, "{answer}");
 }

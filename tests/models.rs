@@ -190,6 +190,7 @@ async fn a_killed_worker_leaves_the_listing_and_its_models_leave_v1_models() {
     assert_eq!(answer.status(), 404, "{}", serve.log());
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["param"], "model", "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
 }
 
 #[test]

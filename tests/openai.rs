@@ -401,7 +401,14 @@ async fn requests_that_cannot_be_served_get_a_4xx_in_openai_shape_naming_the_fie
             "/v1/completions",
             with(json!({"model": "http://elsewhere:8000"})),
             400,
-            "",
+            "model",
+            "is not allowed",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"model": "toy:tiny?delay_ms=1"})),
+            400,
+            "model",
             "is not allowed",
         ),
         (
@@ -594,6 +601,19 @@ async fn a_client_that_disconnects_or_times_out_cancels_its_jobs() {
         .unwrap();
     assert_eq!(response.status(), 408);
     assert!(started.elapsed() >= Duration::from_secs(3));
+    // In OpenAI's shape, naming the completion timeout rather than the body.
+    let body: Value = response.json().await.unwrap();
+    let error = &body["error"];
+    assert_eq!(error["code"], "completion_timeout", "{body}");
+    assert!(
+        error["type"].is_string() && error["param"].is_null(),
+        "{body}"
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("completion timeout of 3 s") && !message.contains("body"),
+        "{message}"
+    );
     let tally = settled(&queue, &waited).await;
     assert_eq!(tally.by_status.get("cancelled"), Some(&2), "{tally:?}");
 

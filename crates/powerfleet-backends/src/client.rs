@@ -409,6 +409,11 @@ impl HttpModel {
         Ok(self.info.get_or_init(|| info).clone())
     }
 
+    /// What the start-up probe learned, once it has succeeded; `None` before.
+    pub fn probed(&self) -> Option<Arc<ServerInfo>> {
+        self.info.get().cloned()
+    }
+
     /// Everything log q depends on besides the chain's config, for the checkpoint: server kind,
     /// served model, the reference's default K, terminal tokens and what the requests pin.
     pub fn pin(&self, info: &ServerInfo) -> BackendPin {

@@ -247,6 +247,15 @@ pub fn fits(kind: ServerKind, context_len: u32, prompt_len: usize, max_new_token
     }
 }
 
+/// The most tokens a prompt and its completion may hold together on a server of `kind` with a
+/// context of `context_len` tokens: the largest total [`fits`] accepts.
+pub fn max_total_tokens(kind: ServerKind, context_len: u32) -> u32 {
+    match kind {
+        ServerKind::Vllm => context_len,
+        ServerKind::LlamaCpp | ServerKind::Sglang => context_len.saturating_sub(1),
+    }
+}
+
 /// The server's name for its context length, for messages.
 pub fn context_setting(kind: ServerKind) -> &'static str {
     match kind {
@@ -390,6 +399,15 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle) && err.contains("http://b"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_largest_total_is_the_largest_that_fits() {
+        for kind in [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang] {
+            let max = max_total_tokens(kind, 256);
+            assert!(fits(kind, 256, 10, max - 10), "{kind:?}");
+            assert!(!fits(kind, 256, 10, max - 9), "{kind:?}");
         }
     }
 

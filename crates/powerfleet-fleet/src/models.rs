@@ -109,6 +109,36 @@ impl Backend {
         }
     }
 
+    /// The most tokens a prompt and its completion may hold together, once the probe of the
+    /// model's servers has learned their context (`probe::max_total_tokens`); `None` before,
+    /// and for models without one.
+    pub fn context_tokens(&self) -> Option<u32> {
+        match self {
+            Backend::Http { model } => model.probed().and_then(|info| {
+                info.context_len
+                    .map(|ctx| powerfleet_backends::probe::max_total_tokens(info.kind, ctx))
+            }),
+            Backend::Faulty { inner, .. } => inner.context_tokens(),
+            Backend::Toy { .. } | Backend::Hosted { .. } => None,
+        }
+    }
+
+    /// Whether a chain with `config` after a prompt of `prompt_len` tokens is known not to fit
+    /// the server's context (the probe has learned it): what made [`Backend::prepare`] refuse
+    /// such a job, as a fact rather than read from its message. `false` when the context is
+    /// unknown or the model has none.
+    pub fn exceeds_context(&self, config: &ValidConfig, prompt_len: usize) -> bool {
+        match self {
+            Backend::Http { model } => model.probed().is_some_and(|info| {
+                model
+                    .check_fits(&info, prompt_len, config.max_new_tokens())
+                    .is_err()
+            }),
+            Backend::Faulty { inner, .. } => inner.exceeds_context(config, prompt_len),
+            Backend::Toy { .. } | Backend::Hosted { .. } => false,
+        }
+    }
+
     /// The prompt's token ids: text is tokenized once, by the model's own tokenizer. With
     /// `chat`, an inference server first formats the text through its chat template as one user
     /// message.
@@ -347,7 +377,8 @@ impl ModelRegistry {
         names
     }
 
-    /// The registered names with their references as logs may show them, sorted by name.
+    /// The registered names with their references as logs may show them, and the context of
+    /// those whose servers have been probed, sorted by name.
     pub fn served(&self) -> Vec<powerfleet_queue::ServedModel> {
         let mut served: Vec<_> = self
             .names
@@ -355,6 +386,12 @@ impl ModelRegistry {
             .map(|(name, reference)| powerfleet_queue::ServedModel {
                 name: name.clone(),
                 reference: powerfleet_backends::reference::redact_reference(reference),
+                context_tokens: self
+                    .cache
+                    .lock()
+                    .expect("model cache")
+                    .get(reference)
+                    .and_then(Backend::context_tokens),
             })
             .collect();
         served.sort_by(|a, b| a.name.cmp(&b.name));

@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use powerfleet_jobs::{ChatMessage, CorrelationId, JobId, JobResult, JobStatus, now_ms};
+use powerfleet_jobs::{ChatMessage, CorrelationId, ErrorCode, JobId, JobResult, JobStatus, now_ms};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -194,6 +194,9 @@ pub struct OpenAiError {
     pub param: Option<String>,
     /// OpenAI's error type: `invalid_request_error`, `server_error`, ...
     pub kind: &'static str,
+    /// OpenAI's machine-readable `code` where one names the cause
+    /// (`context_length_exceeded`, `model_not_found`, ...).
+    pub code: Option<&'static str>,
 }
 
 impl OpenAiError {
@@ -204,6 +207,15 @@ impl OpenAiError {
             message,
             param: Some(param.to_string()),
             kind: "invalid_request_error",
+            code: None,
+        }
+    }
+
+    /// The same error, naming `param` as the field at fault.
+    fn at(self, param: &str) -> OpenAiError {
+        OpenAiError {
+            param: Some(param.to_string()),
+            ..self
         }
     }
 
@@ -213,6 +225,7 @@ impl OpenAiError {
             message,
             param: None,
             kind: "server_error",
+            code: None,
         }
     }
 }
@@ -228,6 +241,7 @@ impl From<RequestError> for OpenAiError {
             message: crate::api::shorten_inputs(&message),
             param: None,
             kind: "invalid_request_error",
+            code: None,
         }
     }
 }
@@ -248,6 +262,7 @@ impl From<crate::api::ApiError> for OpenAiError {
             } else {
                 "server_error"
             },
+            code: None,
         }
     }
 }
@@ -262,7 +277,7 @@ impl IntoResponse for OpenAiError {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
-            "code": Value::Null,
+            "code": self.code,
         }});
         let mut response = (self.status, Json(body)).into_response();
         if busy {
@@ -445,6 +460,12 @@ struct Asked {
     include_usage: bool,
     /// From the request's `x-powerfleet-correlation-id` header; generated when absent.
     correlation_id: Option<CorrelationId>,
+    /// The field that holds the prompt (`prompt`, chat: `messages`), named when it does not
+    /// fit the context.
+    prompt_field: &'static str,
+    /// Whether the request set the token budget (`max_tokens`, or `power_sampling`'s
+    /// `max_new_tokens`); when not, the budget is made to fit the model's context.
+    budget_given: bool,
 }
 
 /// Parses a body into `T`, naming the field at fault; a field outside `COMMON_FIELDS` and
@@ -563,6 +584,11 @@ fn asked_common(
             .validate()
             .map_err(|e| OpenAiError::invalid("max_tokens", format!("max_tokens: {e}")))?;
     }
+    let budget_given = max_tokens.is_some()
+        || common
+            .power_sampling
+            .as_ref()
+            .is_some_and(|o| o.contains_key("max_new_tokens"));
     let seed = common.seed.unwrap_or_else(random_seed);
     let include_usage = common
         .stream_options
@@ -585,6 +611,8 @@ fn asked_common(
         stream: common.stream.unwrap_or(false),
         include_usage,
         correlation_id: None,
+        prompt_field: "prompt",
+        budget_given,
     })
 }
 
@@ -770,10 +798,12 @@ fn asked_chat(
             ),
             param: Some("model".into()),
             kind: "invalid_request_error",
+            code: None,
         });
     }
     let mut asked = asked_common(settings, common, r.max_completion_tokens.or(r.max_tokens))?;
     asked.logprobs = r.logprobs.unwrap_or(false);
+    asked.prompt_field = "messages";
     let mut l = line(0);
     l.messages = Some(messages);
     asked.prompts = vec![l];
@@ -875,9 +905,18 @@ async fn run(state: &ApiState, asked: &mut Asked) -> Result<Finished, OpenAiErro
             ),
             param: Some("power_sampling.method".into()),
             kind: "invalid_request_error",
+            code: None,
         });
     }
-    check_served(state, &asked.model).await?;
+    let live = check_served(state, &asked.model).await?;
+    state
+        .models
+        .check("model", &asked.model)
+        .map_err(|e| OpenAiError::from(e).at("model"))?;
+    if let Some(context) = powerfleet_queue::context_tokens(&live, &asked.model) {
+        fit_context(asked, context)?;
+    }
+    drop(live);
     let request = SubmitRequest {
         model: asked.model.clone(),
         correlation_id: asked.correlation_id.clone(),
@@ -906,6 +945,7 @@ async fn run(state: &ApiState, asked: &mut Asked) -> Result<Finished, OpenAiErro
             ),
             param: Some(CORRELATION_HEADER.into()),
             kind: "invalid_request_error",
+            code: None,
         });
     }
     let submitted = crate::producer::submit(&state.queue, &submission).await;
@@ -996,6 +1036,25 @@ async fn run(state: &ApiState, asked: &mut Asked) -> Result<Finished, OpenAiErro
                     ),
                 ));
             };
+            // The request's own fault: 400, which clients do not retry (they do retry 5xx).
+            if let Some(code) = result.error_code {
+                let message = format!(
+                    "{}; the request's job {id} failed without retries (see powerfleet status {correlation_id})",
+                    result.error.as_deref().unwrap_or("no reason recorded")
+                );
+                return Err(match code {
+                    ErrorCode::ContextLengthExceeded => {
+                        context_length_exceeded(asked.prompt_field, message)
+                    }
+                    ErrorCode::RequestRefused => OpenAiError {
+                        status: StatusCode::BAD_REQUEST,
+                        message,
+                        param: None,
+                        kind: "invalid_request_error",
+                        code: Some(code.as_str()),
+                    },
+                });
+            }
             if result.status != JobStatus::Completed {
                 return Err(OpenAiError::server(
                     StatusCode::BAD_GATEWAY,
@@ -1013,6 +1072,81 @@ async fn run(state: &ApiState, asked: &mut Asked) -> Result<Finished, OpenAiErro
         correlation_id,
         choices,
     })
+}
+
+/// Per-message tokens a chat template may add around a message's text (role markers and
+/// separators), and tokens it may add to a whole conversation (a default system prompt, the
+/// assistant's opening), for the bound on a chat prompt's tokens.
+const CHAT_TOKENS_PER_MESSAGE: usize = 8;
+const CHAT_TOKENS_PER_CONVERSATION: usize = 64;
+/// Tokens a tokenizer may add to a text beyond one per byte: BOS, EOS and a leading space marker.
+const TEXT_SPECIAL_TOKENS: usize = 3;
+
+/// Bounds on the tokens of one prompt, before the model's tokenizer has seen it: token ids
+/// exactly; a text at least none and at most one per byte (each token of a text covers at
+/// least a byte) plus [`TEXT_SPECIAL_TOKENS`]; chat messages as their texts plus what a
+/// template may add.
+fn prompt_token_bounds(line: &BatchLine) -> (usize, usize) {
+    if let Some(ids) = &line.prompt_tokens {
+        return (ids.len(), ids.len());
+    }
+    if let Some(messages) = &line.messages {
+        let text: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len() + CHAT_TOKENS_PER_MESSAGE)
+            .sum();
+        return (0, text + CHAT_TOKENS_PER_CONVERSATION);
+    }
+    let text = line.prompt.as_ref().map_or(0, String::len);
+    (0, text + TEXT_SPECIAL_TOKENS)
+}
+
+/// Checks the request against the model's context of `context` tokens (prompt and completion
+/// together, as the live workers' probes of its servers learned it), before any job exists.
+/// A prompt and budget certain not to fit get 400 `context_length_exceeded`; without a budget
+/// from the request, the budget becomes what fits beside the longest prompt's bound (capped
+/// by the default). What only the tokenizer can tell is left to the worker, which fails such
+/// a job at once, unretried, and the answer is the same 400.
+fn fit_context(asked: &mut Asked, context: u32) -> Result<(), OpenAiError> {
+    let (least, most) = asked
+        .prompts
+        .iter()
+        .map(prompt_token_bounds)
+        .fold((0, 0), |(l, m), (pl, pm)| (l.max(pl), m.max(pm)));
+    let budget = asked.config.max_new_tokens;
+    let room = (context as usize).saturating_sub(least);
+    if room == 0 || (asked.budget_given && budget as usize > room) {
+        let field = if asked.budget_given && least < context as usize {
+            "max_tokens"
+        } else {
+            asked.prompt_field
+        };
+        return Err(context_length_exceeded(
+            field,
+            format!(
+                "the model's context holds {context} tokens of prompt and completion together, but the prompt has {least} tokens{}; shorten the prompt or lower max_tokens",
+                if asked.budget_given {
+                    format!(" and max_tokens asks for {budget} more")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    if !asked.budget_given {
+        let fits = (context as usize).saturating_sub(most).max(1);
+        asked.config.max_new_tokens = budget.min(u32::try_from(fits).unwrap_or(u32::MAX));
+    }
+    Ok(())
+}
+
+/// 400 `context_length_exceeded`: the prompt plus `max_tokens` does not fit the model's
+/// context. The request's own fault, so not 5xx, which OpenAI's clients would retry.
+fn context_length_exceeded(prompt_field: &str, message: String) -> OpenAiError {
+    OpenAiError {
+        code: Some(ErrorCode::ContextLengthExceeded.as_str()),
+        ..OpenAiError::invalid(prompt_field, message)
+    }
 }
 
 /// Results read per round trip when a completion is answered.
@@ -1192,6 +1326,7 @@ async fn read_body(state: &ApiState, request: Request) -> Result<Bytes, OpenAiEr
             ),
             param: None,
             kind: "invalid_request_error",
+            code: None,
         }),
         Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(crate::api::ApiError::BodyTooLarge {
@@ -1258,6 +1393,7 @@ fn busy(capacity: usize) -> OpenAiError {
         ),
         param: None,
         kind: "server_error",
+        code: None,
     }
 }
 
@@ -1309,17 +1445,20 @@ pub async fn reshape_error(response: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
-/// A completion for a model no live worker serves is answered at once instead of waiting for
-/// its timeout: 404 (`model_not_found`) when neither the operator's configuration nor any live
+/// The live workers' registrations when one serves `model`. A completion for a model no live
+/// worker serves is answered at once instead of waiting for its timeout: 404 (`model_not_found`) when neither the operator's configuration nor any live
 /// worker knows the name, 503 when the name is configured but nobody serves it right now.
-async fn check_served(state: &ApiState, model: &str) -> Result<(), OpenAiError> {
+async fn check_served(
+    state: &ApiState,
+    model: &str,
+) -> Result<Vec<powerfleet_queue::WorkerRegistration>, OpenAiError> {
     let live = state
         .queue
         .live_workers()
         .await
         .map_err(crate::api::ApiError::from)?;
     if powerfleet_queue::served(&live, model) {
-        return Ok(());
+        return Ok(live);
     }
     if let Err(refused) = state.models.check("model", model) {
         // A URL or a reference the policy refuses gets the policy's own 400, which names why.
@@ -1329,7 +1468,7 @@ async fn check_served(state: &ApiState, model: &str) -> Result<(), OpenAiError> 
         ) || model.contains("://")
             || model.chars().any(|c| c.is_whitespace() || c == '?');
         if not_a_name {
-            return Err(refused.into());
+            return Err(OpenAiError::from(refused).at("model"));
         }
         return Err(OpenAiError {
             status: StatusCode::NOT_FOUND,
@@ -1338,6 +1477,7 @@ async fn check_served(state: &ApiState, model: &str) -> Result<(), OpenAiError> 
             ),
             param: Some("model".into()),
             kind: "invalid_request_error",
+            code: Some("model_not_found"),
         });
     }
     Err(OpenAiError {
@@ -1345,6 +1485,7 @@ async fn check_served(state: &ApiState, model: &str) -> Result<(), OpenAiError> 
         message: crate::status::unserved_reason(model),
         param: Some("model".into()),
         kind: "server_error",
+        code: None,
     })
 }
 
@@ -1441,6 +1582,55 @@ mod tests {
         let (common, request) =
             parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS)?;
         asked_completion(&OpenAiSettings::default(), common, request).map(|a| a.prompts)
+    }
+
+    fn asked(body: Value) -> Asked {
+        let body = body.to_string();
+        let (common, request) =
+            parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS).unwrap();
+        asked_completion(&OpenAiSettings::default(), common, request).unwrap()
+    }
+
+    #[test]
+    fn a_known_context_refuses_what_cannot_fit_and_fits_a_budget_left_out() {
+        let default = SamplerConfig::new(Method::Power).max_new_tokens;
+        // Without max_tokens: what fits beside the prompt's bound, capped by the default.
+        let mut a = asked(json!({"model": "m", "prompt": vec![1u32; 10]}));
+        fit_context(&mut a, 20).unwrap();
+        assert_eq!(a.config.max_new_tokens, 10);
+        let mut a = asked(json!({"model": "m", "prompt": ["hello", "hi"]}));
+        fit_context(&mut a, 255).unwrap();
+        assert_eq!(
+            a.config.max_new_tokens,
+            255 - 5 - 3,
+            "the longest prompt's bound"
+        );
+        let mut a = asked(json!({"model": "m", "prompt": "hello"}));
+        fit_context(&mut a, 1 << 20).unwrap();
+        assert_eq!(a.config.max_new_tokens, default);
+        // A budget the request sets is kept when it may fit: only the tokenizer can tell.
+        let mut a = asked(json!({"model": "m", "prompt": "a ".repeat(200), "max_tokens": 100}));
+        fit_context(&mut a, 255).unwrap();
+        assert_eq!(a.config.max_new_tokens, 100);
+        // Certain not to fit: 400 context_length_exceeded naming the field at fault.
+        for (body, param) in [
+            (
+                json!({"model": "m", "prompt": "hi", "max_tokens": 300}),
+                "max_tokens",
+            ),
+            (
+                json!({"model": "m", "prompt": vec![1u32; 10], "power_sampling": {"max_new_tokens": 16}}),
+                "max_tokens",
+            ),
+            (json!({"model": "m", "prompt": vec![1u32; 20]}), "prompt"),
+        ] {
+            let mut a = asked(body.clone());
+            let e = fit_context(&mut a, 20).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(e.code, Some("context_length_exceeded"), "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+            assert!(e.message.contains("holds 20 tokens"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -239,7 +239,11 @@ pub async fn serve_router(
                             Ok(Err(never)) => match never {},
                             Err(_) => {
                                 tracing::warn!(%peer, %method, %path, timeout_ms = request_timeout.as_millis() as u64, "http request timed out");
-                                request_timed_out(request_timeout)
+                                if waits {
+                                    completion_timed_out(request_timeout)
+                                } else {
+                                    request_timed_out(request_timeout)
+                                }
                             }
                         })
                     }
@@ -267,6 +271,30 @@ pub async fn serve_router(
     drop(open);
     let _ = all_closed.recv().await;
     Ok(())
+}
+
+/// 408 for an OpenAI-compatible completion whose jobs outlived the server's completion timeout
+/// (they are cancelled as the handler is dropped), in OpenAI's error shape, with
+/// `Connection: close`.
+fn completion_timed_out(timeout: Duration) -> axum::response::Response {
+    let mut response = (
+        StatusCode::REQUEST_TIMEOUT,
+        axum::Json(json!({"error": {
+            "message": format!(
+                "the completion's jobs did not finish within the server's completion timeout of {} s (serve --completion-timeout), so they were cancelled; ask for fewer tokens (max_tokens), chains (n) or prompts, a cheaper power_sampling setting, or a longer timeout from the operator",
+                timeout.as_secs_f64()
+            ),
+            "type": "server_error",
+            "param": serde_json::Value::Null,
+            "code": "completion_timeout",
+        }})),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// 408 with a JSON error, and `Connection: close`: the rest of the body is not read.

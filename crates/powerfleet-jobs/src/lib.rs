@@ -548,6 +548,32 @@ pub struct JobResult {
     /// The α the chain targeted, kept with a completed result beside its prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<Alpha>,
+    /// For a failed job, the cause in a form a program branches on, where the worker knows it
+    /// (the message is in `error`); `None` for other failures and results written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+}
+
+/// Why a job failed, where a front-end answers differently by cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The prompt plus the job's `max_new_tokens` does not fit the server's context: the
+    /// request's own fault, which no retry mends.
+    ContextLengthExceeded,
+    /// The model refused the job's own request (a prompt outside its vocabulary, a setting out
+    /// of its range), or answered it the same failing way every time: no retry mends it.
+    RequestRefused,
+}
+
+impl ErrorCode {
+    /// The code as serialized (`context_length_exceeded`), OpenAI's name for the same cause.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ContextLengthExceeded => "context_length_exceeded",
+            ErrorCode::RequestRefused => "request_refused",
+        }
+    }
 }
 
 /// A completed sample as chat-format training data (`powerfleet results --format sft`): the
@@ -752,6 +778,7 @@ impl JobResult {
             stop: None,
             prompt: None,
             alpha: None,
+            error_code: None,
         }
     }
 

@@ -15,5 +15,6 @@ pub use keys::{COLLECTOR_GROUP, InvalidNamespace, Keys, WORKER_GROUP, validate_n
 pub use queue::{
     CancelOutcome, ClaimOutcome, Deferral, Delivery, JobState, Lease, LeaseState, MAX_ENTRY_BYTES,
     Progress, Queue, QueueError, QueueOptions, ResultDelivery, ServedModel, StreamBacklog,
-    Subscription, Tally, TallyOf, TrimReport, Wait, WorkerRegistration, redact_url, served,
+    Subscription, Tally, TallyOf, TrimReport, Wait, WorkerRegistration, context_tokens, redact_url,
+    served,
 };

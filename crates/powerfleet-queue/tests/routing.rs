@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, now_ms};
 use powerfleet_queue::local::LocalRedis;
 use powerfleet_queue::{
-    CancelOutcome, ClaimOutcome, Delivery, Queue, ServedModel, WorkerRegistration, served,
+    CancelOutcome, ClaimOutcome, Delivery, Queue, ServedModel, WorkerRegistration, context_tokens,
+    served,
 };
 
 fn server() -> LocalRedis {
@@ -284,6 +285,7 @@ fn registration(id: &str, names: &[&str], expires_at_ms: u64) -> WorkerRegistrat
             .map(|n| ServedModel {
                 name: n.to_string(),
                 reference: "toy:tiny".to_string(),
+                context_tokens: None,
             })
             .collect(),
         concurrency: 2,
@@ -324,4 +326,28 @@ async fn registrations_show_who_serves_what_until_they_lapse() {
     q.deregister_worker("a").await.unwrap();
     assert!(!served(&q.live_workers().await.unwrap(), "m1"));
     let _ = JobId::new();
+}
+
+#[test]
+fn a_names_context_is_the_smallest_its_live_workers_know() {
+    let later = now_ms() + 60_000;
+    let with_context = |id: &str, name: &str, context: Option<u32>| {
+        let mut r = registration(id, &[name], later);
+        r.models[0].context_tokens = context;
+        r
+    };
+    let live = [
+        with_context("a", "m1", Some(4096)),
+        with_context("b", "m1", None),
+        with_context("c", "m1", Some(2048)),
+        with_context("d", "m2", None),
+    ];
+    assert_eq!(context_tokens(&live, "m1"), Some(2048));
+    assert_eq!(context_tokens(&live, "m2"), None, "not probed yet");
+    assert_eq!(context_tokens(&live, "m3"), None, "nobody serves it");
+    assert_eq!(context_tokens(&live, "toy:pivot"), None, "a reference");
+    // Registrations written before the field read as unknown.
+    let old = r#"{"name": "m1", "reference": "toy:tiny"}"#;
+    let old: ServedModel = serde_json::from_str(old).unwrap();
+    assert_eq!(old.context_tokens, None);
 }

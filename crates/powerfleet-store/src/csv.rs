@@ -3,10 +3,10 @@
 
 use std::io::{self, Write};
 
-use powerfleet_jobs::JobResult;
+use powerfleet_jobs::{JobResult, ReferenceAnswer};
 
 /// The header row of [`write_csv`], in column order.
-pub const CSV_COLUMNS: [&str; 26] = [
+pub const CSV_COLUMNS: [&str; 30] = [
     "job_id",
     "correlation_id",
     "batch_id",
@@ -33,14 +33,21 @@ pub const CSV_COLUMNS: [&str; 26] = [
     "started_at_ms",
     "finished_at_ms",
     "latency_ms",
+    "correct",
+    "extracted",
+    "reference",
+    "grade_error",
 ];
 
 /// Writes `results` as CSV: a header row ([`CSV_COLUMNS`]), then one row per result, lines ended
 /// by `\n`. Fields holding a comma, a double quote, CR or LF are quoted, with quotes doubled
-/// (RFC 4180); text fields (correlation and problem ids, model, text, error) that start with
-/// `=`, `+`, `-`, `@`, a tab or CR get a `'` in front, inside quotes, so a spreadsheet shows them
-/// as text instead of running them as formulas. Tokens are space-separated ids; absent values are empty fields; floats are written
-/// in the shortest form that reads back exactly.
+/// (RFC 4180); text fields (correlation and problem ids, model, text, error, and a graded run's
+/// extracted answer, reference and grade error) that start with `=`, `+`, `-`, `@`, a tab or CR
+/// get a `'` in front, inside quotes, so a spreadsheet shows them as text instead of running
+/// them as formulas. Tokens are space-separated ids; absent values are empty fields; floats are
+/// written in the shortest form that reads back exactly. A graded run's rows carry the verdict
+/// (`correct`, `extracted`), the answer key (`reference`, see [`reference_cell`]) and why a
+/// completion could not be graded (`grade_error`); these are empty for ungraded rows.
 pub fn write_csv(results: &[JobResult], out: &mut impl Write) -> io::Result<()> {
     write_row(out, CSV_COLUMNS.iter().map(|c| Cell::Plain(c.to_string())))?;
     for r in results {
@@ -79,6 +86,13 @@ pub fn write_csv(results: &[JobResult], out: &mut impl Write) -> io::Result<()> 
             Cell::Plain(opt(r.started_at_ms.map(|v| v.to_string()))),
             Cell::Plain(r.finished_at_ms.to_string()),
             Cell::Plain(r.latency_ms().to_string()),
+            Cell::Plain(opt(r.grade.as_ref().map(|g| g.correct.to_string()))),
+            text(r.grade.as_ref().and_then(|g| g.extracted.as_deref())),
+            Cell::Text(opt(r
+                .grading
+                .as_ref()
+                .and_then(|g| reference_cell(&g.reference)))),
+            text(r.grade_error.as_deref()),
         ];
         write_row(out, fields.into_iter())?;
     }
@@ -89,6 +103,26 @@ pub fn write_csv(results: &[JobResult], out: &mut impl Write) -> io::Result<()> 
 enum Cell {
     Text(String),
     Plain(String),
+}
+
+/// The answer key of a graded job as a cell: a free-form answer as written; for multiple
+/// choice, the letter of the right option as the job showed it (the letter a correct
+/// `extracted` holds); none for a programming problem, whose key is its tests.
+fn reference_cell(reference: &ReferenceAnswer) -> Option<String> {
+    match reference {
+        ReferenceAnswer::Text(answer) => Some(answer.clone()),
+        ReferenceAnswer::Choice {
+            correct,
+            permutation,
+            ..
+        } => permutation
+            .iter()
+            .position(|original| original == correct)
+            .and_then(|shown| u8::try_from(shown).ok())
+            .filter(|shown| *shown < 26)
+            .map(|shown| char::from(b'A' + shown).to_string()),
+        ReferenceAnswer::Code { .. } => None,
+    }
 }
 
 fn write_row(out: &mut impl Write, fields: impl Iterator<Item = Cell>) -> io::Result<()> {

@@ -719,6 +719,64 @@ fn csv_shows_formulas_as_text() {
     assert_eq!(log_p.to_bits(), hostile.log_p.unwrap().to_bits());
 }
 
+#[test]
+fn csv_of_a_graded_run_has_the_verdict_the_answer_key_and_grade_errors() {
+    let grading = |reference: ReferenceAnswer| Grading {
+        template: "plain".into(),
+        grader: Grader::Exact,
+        reference,
+        price_per_mtok: None,
+        reasoning_markers: None,
+    };
+    let right = JobResult {
+        grading: Some(grading(ReferenceAnswer::Text("1, \"2\"".into()))),
+        grade: Some(GradeRecord {
+            grader: "exact".into(),
+            extracted: Some("1, \"2\"".into()),
+            answer_key: Some("1, \"2\"".into()),
+            correct: true,
+        }),
+        ..completed(Some(BatchId::new()), "graded")
+    };
+    // Shown as C, B, A: the right option (A in the dataset) was shown third.
+    let wrong = JobResult {
+        grading: Some(grading(ReferenceAnswer::Choice {
+            choices: vec!["x".into(), "y".into(), "z".into()],
+            correct: 0,
+            permutation: vec![2, 1, 0],
+        })),
+        grade: Some(GradeRecord {
+            grader: "choice".into(),
+            extracted: None,
+            answer_key: None,
+            correct: false,
+        }),
+        ..completed(Some(BatchId::new()), "graded")
+    };
+    let ungradable = JobResult {
+        grading: Some(grading(ReferenceAnswer::Text("-4".into()))),
+        grade_error: Some("the sandbox could not run, twice".into()),
+        ..completed(Some(BatchId::new()), "graded")
+    };
+    let plain = completed(None, "plain");
+    let mut out = Vec::new();
+    write_csv(&[right, wrong, ungradable, plain], &mut out).unwrap();
+    let rows = parse_csv(&String::from_utf8(out).unwrap());
+    let cells = |row: &Vec<String>| -> Vec<String> {
+        ["correct", "extracted", "reference", "grade_error"]
+            .iter()
+            .map(|name| row[CSV_COLUMNS.iter().position(|c| c == name).unwrap()].clone())
+            .collect()
+    };
+    assert_eq!(cells(&rows[1]), ["true", "1, \"2\"", "1, \"2\"", ""]);
+    assert_eq!(cells(&rows[2]), ["false", "", "C", ""]);
+    assert_eq!(
+        cells(&rows[3]),
+        ["", "", "'-4", "the sandbox could not run, twice"]
+    );
+    assert_eq!(cells(&rows[4]), ["", "", "", ""]);
+}
+
 #[tokio::test]
 async fn unknown_url_scheme_names_the_accepted_forms() {
     for url in [

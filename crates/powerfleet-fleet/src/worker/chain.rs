@@ -62,7 +62,8 @@ pub(super) async fn drive_inner(
                 return complete(ctx, run, shared, &chain, backend, &pin, progressed).await;
             }
             AfterBlock::Fail(e) => {
-                let r = run.result(JobStatus::Failed, Some(&chain), Some(backend), Some(e));
+                let mut r = run.result(JobStatus::Failed, Some(&chain), Some(backend), Some(e));
+                r.error_code = Some(powerfleet_jobs::ErrorCode::RequestRefused);
                 return finish(ctx, run, r, None).await;
             }
             AfterBlock::Checkpoint => {}

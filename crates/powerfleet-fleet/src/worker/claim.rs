@@ -210,8 +210,18 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         backend.prepare(&config, prompt.len())
     })
     .await;
-    let Called::Done(pin) = prepared else {
-        return settle(ctx, &run, &shared, &backend, None, false, unit(&prepared)).await;
+    let pin = match prepared {
+        Called::Done(pin) => pin,
+        // The request's own fault: failed at once with its cause, never retried.
+        Called::Failed(e) if backend.exceeds_context(&config, prompt.len()) => {
+            let mut r = run.result(JobStatus::Failed, None, Some(&backend), Some(e));
+            r.prompt_tokens = Some(prompt.len() as u64);
+            r.error_code = Some(powerfleet_jobs::ErrorCode::ContextLengthExceeded);
+            return finish(ctx, &run, r, None).await;
+        }
+        other => {
+            return settle(ctx, &run, &shared, &backend, None, false, unit(&other)).await;
+        }
     };
     run.pin = Some(pin.clone());
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);

@@ -438,12 +438,14 @@ impl Registrar {
         }
     }
 
-    /// Renews the registration every heartbeat, with the jobs the worker runs.
-    async fn keep(self, ctx: Arc<WorkerContext>, permits: Arc<Semaphore>) {
+    /// Renews the registration every heartbeat, with the jobs the worker runs and the context
+    /// of each model whose servers it has probed since.
+    async fn keep(mut self, ctx: Arc<WorkerContext>, permits: Arc<Semaphore>) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            self.models = ctx.models.served();
             if let Err(e) = ctx.queue.register_worker(&self.now(&permits)).await {
                 debug!(error = %e, "cannot renew the registration yet");
             }

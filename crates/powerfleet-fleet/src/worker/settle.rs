@@ -144,7 +144,8 @@ pub(super) async fn settle(
     match settlement(outcome, lost, cancel_requested) {
         Settlement::Nothing => Ok(()),
         Settlement::Fail(e) => {
-            let r = run.result(JobStatus::Failed, chain, Some(backend), Some(e));
+            let mut r = run.result(JobStatus::Failed, chain, Some(backend), Some(e));
+            r.error_code = Some(powerfleet_jobs::ErrorCode::RequestRefused);
             finish(ctx, run, r, None).await
         }
         Settlement::WaitForModel(why) => {

@@ -18,7 +18,7 @@ mod results;
 mod state;
 mod workers;
 pub use powerfleet_jobs::redact_url;
-pub use workers::{ServedModel, WorkerRegistration, served};
+pub use workers::{ServedModel, WorkerRegistration, context_tokens, served};
 
 /// Longest a blocking stream read waits; longer requests are cut to it.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);

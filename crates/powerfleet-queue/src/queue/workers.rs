@@ -13,6 +13,11 @@ pub struct ServedModel {
     pub name: String,
     /// What the name maps to, credentials redacted.
     pub reference: String,
+    /// The most tokens a prompt and its completion may hold together on the name's servers
+    /// (their context, as the worker's probe of them learned it); `None` until the worker has
+    /// probed them, and for models without one (toy models, hosted APIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u32>,
 }
 
 /// A live worker as it registers itself.
@@ -36,6 +41,20 @@ pub struct WorkerRegistration {
     pub last_seen_ms: u64,
     /// When the registration lapses unless renewed, ms since the epoch.
     pub expires_at_ms: u64,
+}
+
+/// The most tokens a prompt and its completion may hold together on model `model` as the live
+/// workers among `live` that map it know it: the smallest they report, `None` when none knows
+/// (or `model` is a reference rather than a name).
+pub fn context_tokens(live: &[WorkerRegistration], model: &str) -> Option<u32> {
+    let ModelRoute::Name(name) = ModelRoute::of(model) else {
+        return None;
+    };
+    live.iter()
+        .flat_map(|w| &w.models)
+        .filter(|m| m.name == name)
+        .filter_map(|m| m.context_tokens)
+        .min()
 }
 
 /// Whether a job of model `model` has a live worker among `live` to run it: a model name needs
