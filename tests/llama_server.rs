@@ -1008,7 +1008,10 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
     .await;
     assert_eq!(status, 400, "{answer}");
     past_the_context(&answer, "max_tokens");
-    assert!(tally.as_ref().is_none_or(|t| t.total == 0), "no job: {tally:?}");
+    assert!(
+        tally.as_ref().is_none_or(|t| t.total == 0),
+        "no job: {tally:?}"
+    );
 
     // 3. Without max_tokens the budget is what fits beside the prompt.
     let (status, answer, _) =

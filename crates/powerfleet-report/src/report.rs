@@ -735,6 +735,7 @@ mod tests {
             prompt: None,
             alpha: None,
             grade_error: None,
+            error_code: None,
         }
     }
 

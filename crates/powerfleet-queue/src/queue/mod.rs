@@ -1052,6 +1052,7 @@ mod tests {
                 "\u{1}".repeat(MAX_ENTRY_BYTES / 6),
             )),
             alpha: None,
+            error_code: Some(powerfleet_jobs::ErrorCode::ContextLengthExceeded),
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");
