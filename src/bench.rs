@@ -760,6 +760,7 @@ fn synthetic_result(
             price_per_mtok: None,
             reasoning_markers: None,
         }),
+        label: None,
     };
     let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
     r.tokens = (0..256).collect();

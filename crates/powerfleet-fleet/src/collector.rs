@@ -275,6 +275,7 @@ pub async fn run(
             }
             // No result waits for the database any more.
             config.store_health.recovered();
+            store_submissions(&queue, &store, &config).await?;
 
             if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                 last_depth = Some(tokio::time::Instant::now());
@@ -316,6 +317,40 @@ pub async fn run(
     }
     info!("collector stopped");
     report
+}
+
+/// Stores the submission records the producers published (how many jobs each batch
+/// scheduled), then acknowledges them; an undecodable one is dropped with a warning (it holds no
+/// result). Reads without waiting, so a round costs one more read when there are none.
+async fn store_submissions(
+    queue: &Queue,
+    store: &Store,
+    config: &CollectorConfig,
+) -> Result<(), String> {
+    let deliveries = queue
+        .read_submissions(
+            &config.consumer,
+            config.reclaim_idle.as_millis() as u64,
+            config.batch,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let mut records = Vec::with_capacity(deliveries.len());
+    for d in &deliveries {
+        match &d.record {
+            Ok(r) => records.push(r.clone()),
+            Err(reason) => warn!(entry_id = %d.entry_id, reason = %reason, "undecodable submission record dropped"),
+        }
+    }
+    store
+        .record_submissions(&records)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<String> = deliveries.into_iter().map(|d| d.entry_id).collect();
+    queue.ack_submissions(&ids).await.map_err(|e| e.to_string())
 }
 
 /// What becomes of a delivery once its batch is stored.
@@ -699,6 +734,7 @@ mod tests {
                 price_per_mtok: None,
                 reasoning_markers: None,
             }),
+            label: None,
         };
         let mut r = JobResult::for_spec(&spec, status, 1, None);
         r.text = Some(text.into());

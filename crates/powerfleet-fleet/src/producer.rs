@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
-    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Prompt, ReasoningMarkers,
+    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Label, Prompt, ReasoningMarkers,
     ReferenceAnswer, StoredPrompt, now_ms,
 };
 use powerfleet_models::resolve_toy;
@@ -119,6 +119,8 @@ pub struct Submission {
     pub graded_run: Option<GradedRun>,
     /// Stop strings applied to every job's finished text ([`JobSpec::stop`]).
     pub stop: Vec<String>,
+    /// The submission's label, copied onto every job and its result ([`JobSpec::label`]).
+    pub label: Option<Label>,
 }
 
 /// A graded run (`submit --bench`): dataset problems with reference answers, the template that
@@ -668,6 +670,7 @@ impl Submission {
                             stop: self.stop.clone(),
                             chat: self.chat,
                             grading: grading.clone(),
+                            label: self.label.clone(),
                         });
                     }
                 }
@@ -733,6 +736,7 @@ impl Submission {
             stop: self.stop.clone(),
             chat: self.chat,
             grading: None,
+            label: self.label.clone(),
         };
         let mut add_jobs = |probe: &mut JobSpec| {
             for &method in &self.methods {
@@ -919,6 +923,28 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
         crate::metrics::add(crate::metrics::JOBS_SUBMITTED, ids.len() as u64);
         job_ids.extend(ids);
     }
+    // What the batch scheduled, for the report once Redis has forgotten it: published after
+    // its jobs, so a record always has its jobs (a failure in between leaves a batch without
+    // one, which the report shows as of unknown size, never as partial forever).
+    if let Some(batch_id) = batch_id {
+        let mut models: Vec<String> = jobs
+            .iter()
+            .map(|j| powerfleet_jobs::redact_http_url(&j.model))
+            .collect();
+        models.sort();
+        models.dedup();
+        queue
+            .publish_submission(&powerfleet_jobs::SubmissionRecord {
+                batch_id,
+                correlation_id: correlation_id.clone(),
+                label: submission.label.clone(),
+                models,
+                methods: submission.methods.clone(),
+                scheduled: job_ids.len() as u64,
+                created_at_ms: now_ms(),
+            })
+            .await?;
+    }
     // The receipt promises these jobs: on a replicated Redis they must survive a failover.
     queue.confirm_replicated("submission").await?;
     Ok(Receipt {
@@ -1030,6 +1056,7 @@ mod tests {
             stop: Vec::new(),
             chat: false,
             graded_run: None,
+            label: None,
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use powerfleet_jobs::{CHAT_ROLES, ChatMessage, CorrelationId, Prompt};
+use powerfleet_jobs::{CHAT_ROLES, ChatMessage, CorrelationId, Label, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig, TokenId};
 use serde::{Deserialize, Serialize};
 
@@ -330,6 +330,10 @@ pub struct SubmitRequest {
     /// target; the sampled tokens are kept and the cut is recorded in the result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Vec<String>>,
+    /// A label for the submission (1 to 200 printable characters), recorded with every result,
+    /// such as the name of the experiment or comparison it is part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
 }
 
 /// Most stop strings a request may give.
@@ -661,6 +665,7 @@ fn build_submission(
         stop: request.stop.unwrap_or_default(),
         chat: request.chat,
         graded_run,
+        label: request.label,
     };
     check_footprint(&submission, limits)?;
     Ok(submission)

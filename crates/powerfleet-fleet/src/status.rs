@@ -688,6 +688,7 @@ mod tests {
                 stop: Vec::new(),
                 chat: false,
                 grading: None,
+                label: None,
             }),
             progress: None,
             deliveries: 1,

@@ -325,6 +325,7 @@ mod tests {
             stop: Vec::new(),
             chat: false,
             grading: Some(grading(Grader::Exact, ReferenceAnswer::Text("".into()))),
+            label: None,
         };
         let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
         r.text_error = Some("/detokenize answered 400: invalid token id".into());

@@ -117,6 +117,85 @@ impl fmt::Display for CorrelationId {
     }
 }
 
+/// A submission's free-text label (`submit --label`, the job API's `label`), copied onto each of
+/// its jobs and results so a stored result says which experiment it belongs to. Printable text,
+/// 1 to [`MAX_LABEL_LEN`] characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Label(String);
+
+/// Longest accepted label, in characters.
+pub const MAX_LABEL_LEN: usize = 200;
+
+impl Label {
+    /// The label as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Label {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = !s.trim().is_empty()
+            && s.chars().count() <= MAX_LABEL_LEN
+            && !s.chars().any(char::is_control);
+        if ok {
+            Ok(Label(s.to_string()))
+        } else {
+            Err(IdError {
+                what: "label",
+                got: s.chars().take(MAX_LABEL_LEN + 8).collect(),
+                allowed: "1 to 200 printable characters (no control characters, not only spaces)",
+            })
+        }
+    }
+}
+
+impl TryFrom<String> for Label {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<Label> for String {
+    fn from(l: Label) -> String {
+        l.0
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The version of powerfleet that wrote a result (the workspace's version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A batch as it was submitted: how many jobs it scheduled, and what for. The producer publishes
+/// one per batch once its jobs are enqueued; the collector stores it, so a report knows how many
+/// results to expect after Redis has forgotten the batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmissionRecord {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// Its correlation id.
+    pub correlation_id: CorrelationId,
+    /// The submission's label, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
+    /// The model names its jobs run on (redacted references), sorted.
+    pub models: Vec<String>,
+    /// The methods its jobs use, in the order tables list them.
+    pub methods: Vec<Method>,
+    /// How many jobs it scheduled.
+    pub scheduled: u64,
+    /// When it was submitted, ms since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
 /// An id that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{what} must be {allowed}, got {got:?}")]
@@ -236,6 +315,9 @@ pub struct JobSpec {
     /// the tokens the chain sampled are kept whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// The submission's label, copied into the job's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
 }
 
 /// What grading a job on a dataset problem needs: the reference answer, the grader, and how the
@@ -552,6 +634,18 @@ pub struct JobResult {
     /// (the message is in `error`); `None` for other failures and results written before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<ErrorCode>,
+    /// The job's sampler configuration as validated, every default resolved and filled in
+    /// (`ValidConfig::manifest`); `None` for a job whose configuration did not validate and for
+    /// results written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<SamplerConfig>,
+    /// The submission's label, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
+    /// The powerfleet version that wrote the result; `None` for results written before this
+    /// field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Why a job failed, where a front-end answers differently by cause.
@@ -693,6 +787,8 @@ struct SpecOutline {
     submitted_at_ms: u64,
     #[serde(rename = "bench", default)]
     grading: Option<serde_json::Value>,
+    #[serde(default)]
+    label: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -729,13 +825,17 @@ impl JobResult {
             stop: Vec::new(),
             chat: false,
             grading: o.grading.and_then(|g| serde_json::from_value(g).ok()),
+            label: o.label.and_then(|l| l.parse().ok()),
         };
-        Some(JobResult::for_spec(
+        let mut result = JobResult::for_spec(
             &spec,
             JobStatus::Dead,
             attempts,
             Some(reason.to_string()),
-        ))
+        );
+        // Only the method was read: the defaults above are not what the job asked for.
+        result.config = None;
+        Some(result)
     }
 
     /// A result for `spec` with `status` and no completion yet; callers fill in the rest.
@@ -779,6 +879,9 @@ impl JobResult {
             prompt: None,
             alpha: None,
             error_code: None,
+            config: spec.config.validate().ok().map(|c| c.manifest()),
+            label: spec.label.clone(),
+            version: Some(VERSION.to_string()),
         }
     }
 
@@ -910,6 +1013,7 @@ mod tests {
                 price_per_mtok: Some(0.5),
                 reasoning_markers: None,
             }),
+            label: None,
         };
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
@@ -947,6 +1051,7 @@ mod tests {
             stop: Vec::new(),
             chat: false,
             grading: None,
+            label: None,
         };
         let json = serde_json::to_string(&spec).unwrap();
         let full = JobResult::dead_from_spec_json(&json, 3, "why").unwrap();
@@ -993,6 +1098,7 @@ mod tests {
             stop: Vec::new(),
             chat: false,
             grading: None,
+            label: None,
         };
         let r = JobResult::for_spec(&spec, JobStatus::Failed, 1, None);
         assert_eq!(r.model, "llamacpp+http://user:***@127.0.0.1:8080?k=20");

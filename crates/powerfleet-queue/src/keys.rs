@@ -62,6 +62,11 @@ impl Keys {
     pub fn results(&self) -> String {
         format!("{}:results", self.prefix)
     }
+    /// The submissions stream: one record per submitted batch, for the collectors
+    /// ([`powerfleet_jobs::SubmissionRecord`]); entries are deleted once stored.
+    pub fn submissions(&self) -> String {
+        format!("{}:submissions", self.prefix)
+    }
     /// The dead-letter stream: entries given up on, with the reason.
     pub fn dead(&self) -> String {
         format!("{}:dead", self.prefix)

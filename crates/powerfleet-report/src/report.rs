@@ -9,6 +9,7 @@ use powerfleet_grade::{
     majority_vote, math_equal, mean_and_stderr, normalize, pass_at_k, percentile,
 };
 use powerfleet_jobs::{GradeRecord, JobResult, JobStatus};
+use powerfleet_sampler::SamplerConfig;
 use serde::{Deserialize, Serialize};
 
 use powerfleet_grade::reference_display;
@@ -198,8 +199,17 @@ pub struct Report {
 /// whose jobs carry a reference); for others they are empty and the sample counts are 0.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MethodReport {
-    /// The method.
+    /// The row's name: the method, followed by its `setting` when the method ran with more than
+    /// one configuration (`power n_mcmc=2`).
     pub method: String,
+    /// The configuration of the row's jobs as validated (every setting resolved); `None` for
+    /// results stored before configurations were recorded.
+    #[serde(default)]
+    pub config: Option<SamplerConfig>,
+    /// The settings that tell this row apart from the method's other rows (`n_mcmc=2`); empty
+    /// when the method has one row.
+    #[serde(default)]
+    pub setting: String,
     /// Stored jobs.
     pub jobs: u64,
     /// Completed jobs.
@@ -345,13 +355,20 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
         }
         &regraded[..]
     };
-    let mut by_method: BTreeMap<(usize, String), Vec<&JobResult>> = BTreeMap::new();
+    // One row per method and configuration: two settings of one method are never pooled.
+    let mut by_method: BTreeMap<((usize, String), String), Vec<&JobResult>> = BTreeMap::new();
     for r in results {
+        let config = r
+            .config
+            .as_ref()
+            .map(|c| serde_json::to_string(c).expect("a configuration serializes"))
+            .unwrap_or_default();
         by_method
-            .entry(method_rank(r.method.as_str()))
+            .entry((method_rank(r.method.as_str()), config))
             .or_default()
             .push(r);
     }
+    let settings = row_settings(by_method.iter().map(|((m, _), jobs)| (&m.1, jobs[0])));
     let problem_key = |r: &JobResult| r.problem_id.clone().unwrap_or_else(|| "-".to_string());
     // One row per problem, with the reference of its first result.
     let mut per_problem: BTreeMap<String, ProblemReport> = BTreeMap::new();
@@ -369,7 +386,13 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
     let problem_count = per_problem.len() as u64;
 
     let mut methods = Vec::new();
-    for ((_, method), jobs) in &by_method {
+    for ((((_, method), _), jobs), setting) in by_method.iter().zip(settings) {
+        let config = jobs[0].config.clone();
+        let method = &if setting.is_empty() {
+            method.clone()
+        } else {
+            format!("{method} {setting}")
+        };
         let completed: Vec<&JobResult> = jobs
             .iter()
             .copied()
@@ -488,6 +511,8 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
         let wall_time_s = wall_time(jobs.iter().copied());
         methods.push(MethodReport {
             method: method.clone(),
+            config,
+            setting,
             jobs: jobs.len() as u64,
             completed: completed.len() as u64,
             scheduled: total.scheduled,
@@ -565,6 +590,39 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     }
+}
+
+/// Per row (a method's name and one of its results, in row order): the settings of its
+/// configuration that differ between the rows of its method, as `key=value` in alphabetical
+/// order; empty for a method with one row.
+fn row_settings<'a>(rows: impl Iterator<Item = (&'a String, &'a JobResult)>) -> Vec<String> {
+    let rows: Vec<(&String, serde_json::Value)> = rows
+        .map(|(m, r)| (m, serde_json::to_value(&r.config).unwrap_or_default()))
+        .collect();
+    rows.iter()
+        .map(|(method, config)| {
+            let siblings: Vec<&serde_json::Value> = rows
+                .iter()
+                .filter(|(m, _)| m == method)
+                .map(|(_, c)| c)
+                .collect();
+            if siblings.len() < 2 {
+                return String::new();
+            }
+            let Some(fields) = config.as_object() else {
+                return "config=unrecorded".to_string();
+            };
+            fields
+                .iter()
+                .filter(|(k, v)| siblings.iter().any(|s| s.get(k.as_str()) != Some(*v)))
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
 }
 
 /// Whether a result is a graded sample: completed, with a grade.
@@ -736,6 +794,9 @@ mod tests {
             alpha: None,
             grade_error: None,
             error_code: None,
+            config: None,
+            label: None,
+            version: None,
         }
     }
 

@@ -347,7 +347,9 @@ impl SamplerConfig {
             (_, Some(a)) => a,
             (_, None) => Alpha(DEFAULT_ALPHA),
         };
-        if self.n_mcmc < 1 {
+        // The single-sample methods run no MCMC steps, so their n_mcmc is 0 in a result's
+        // manifest (`ValidConfig::manifest`); any value is ignored for them.
+        if self.method.is_mcmc() && self.n_mcmc < 1 {
             bad("n_mcmc", ">= 1", self.n_mcmc.to_string());
         }
         if self.block_size < 1 {
@@ -541,6 +543,26 @@ impl ValidConfig {
     pub fn finish_on_eos(&self) -> bool {
         self.finish_on_eos
     }
+    /// The configuration as a [`SamplerConfig`] with every default resolved and filled in: what
+    /// a result records as the settings it ran with (its manifest). `n_mcmc` is 0 for the
+    /// methods that run no MCMC steps; `top_k` is `None` for the full vocabulary; the power-smc
+    /// options are set only for power-smc. Validating it gives this configuration back.
+    pub fn manifest(&self) -> SamplerConfig {
+        SamplerConfig {
+            method: self.method,
+            alpha: Some(self.alpha),
+            n_mcmc: self.n_mcmc,
+            block_size: self.block_size,
+            max_new_tokens: self.max_new_tokens,
+            proposal_temp: Some(self.temperature),
+            top_k: self.top_k,
+            ratio: self.ratio,
+            finish_on_eos: self.finish_on_eos,
+            particles: self.smc.map(|c| c.particles),
+            ess_threshold: self.smc.map(|c| c.ess_threshold),
+            resampling: self.smc.map(|c| c.resampling),
+        }
+    }
     /// Number of blocks: ⌈max_new_tokens / block_size⌉; the last one may be shorter.
     pub fn n_blocks(&self) -> u32 {
         self.max_new_tokens.div_ceil(self.block_size)
@@ -732,6 +754,35 @@ mod tests {
             .validate()
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_manifest_has_every_setting_and_validates_back_to_its_config() {
+        let configs = [
+            power(),
+            SamplerConfig::new(Method::MaxSwap),
+            SamplerConfig::new(Method::LowTemp),
+            SamplerConfig::new(Method::Standard),
+            SamplerConfig {
+                top_k: Some(5),
+                proposal_temp: Some(0.5),
+                ratio: Ratio::Reference,
+                ..power()
+            },
+            SamplerConfig::new(Method::PowerSmc),
+        ];
+        for config in configs {
+            let valid = config.validate().unwrap();
+            let manifest = valid.manifest();
+            assert!(manifest.alpha.is_some() && manifest.proposal_temp.is_some());
+            assert_eq!(manifest.particles.is_some(), config.method.is_smc());
+            assert_eq!(manifest.validate().unwrap(), valid, "{manifest:?}");
+            let json = serde_json::to_string(&manifest).unwrap();
+            let back: SamplerConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, manifest);
+        }
+        let low = SamplerConfig::new(Method::LowTemp).validate().unwrap().manifest();
+        assert_eq!(low.n_mcmc, 0);
     }
 
     #[test]

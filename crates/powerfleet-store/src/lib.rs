@@ -103,6 +103,7 @@ macro_rules! on_pool {
 
 // After `on_pool!`, which it uses.
 mod record;
+mod submissions;
 
 const SELECT_AGGREGATES: &str = "SELECT method, jobs, completed, failed, cancelled, dead, \
     proposals, acceptances, tokens_generated, completed_tokens_generated, final_tokens, \

@@ -48,7 +48,7 @@ pub enum Recorded {
 const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// The columns of `job_results` a row binds, in order.
-const RESULT_COLUMNS: [&str; 30] = [
+const RESULT_COLUMNS: [&str; 36] = [
     "job_id",
     "batch_id",
     "correlation_id",
@@ -79,6 +79,12 @@ const RESULT_COLUMNS: [&str; 30] = [
     "grader",
     "extracted",
     "correct",
+    "config_json",
+    "n_mcmc",
+    "block_size",
+    "max_new_tokens",
+    "label",
+    "version",
 ];
 
 /// How a statement's parameters are written.
@@ -205,6 +211,12 @@ struct ResultRow<'a> {
     grader: Option<Cow<'a, str>>,
     extracted: Option<Cow<'a, str>>,
     correct: Option<bool>,
+    config_json: Option<String>,
+    n_mcmc: Option<i64>,
+    block_size: Option<i64>,
+    max_new_tokens: Option<i64>,
+    label: Option<Cow<'a, str>>,
+    version: Option<Cow<'a, str>>,
     /// The job's status, for the aggregates.
     job_status: JobStatus,
 }
@@ -261,6 +273,12 @@ impl<'a> ResultRow<'a> {
                 .and_then(|g| g.extracted.as_deref())
                 .map(column_text),
             correct: r.grade.as_ref().map(|g| g.correct),
+            config_json: r.config.as_ref().map(serde_json::to_string).transpose()?,
+            n_mcmc: r.config.as_ref().map(|c| i64::from(c.n_mcmc)),
+            block_size: r.config.as_ref().map(|c| i64::from(c.block_size)),
+            max_new_tokens: r.config.as_ref().map(|c| i64::from(c.max_new_tokens)),
+            label: r.label.as_ref().map(|l| column_text(l.as_str())),
+            version: r.version.as_deref().map(column_text),
             job_status: r.status,
         })
     }
@@ -361,6 +379,12 @@ macro_rules! bind_row {
             .bind(row.grader.as_deref())
             .bind(row.extracted.as_deref())
             .bind(row.correct)
+            .bind(row.config_json.as_deref())
+            .bind(row.n_mcmc)
+            .bind(row.block_size)
+            .bind(row.max_new_tokens)
+            .bind(row.label.as_deref())
+            .bind(row.version.as_deref())
     }};
 }
 

@@ -77,6 +77,7 @@ pub fn spec() -> JobSpecBuilder {
             submitted_at_ms: now_ms(),
             fallback_single_sample: false,
             stop: Vec::new(),
+            label: None,
             chat: false,
             grading: None,
         },
@@ -281,6 +282,12 @@ impl BatchBuilder {
     /// Whether text prompts go through the model's chat template.
     pub fn chat(mut self, chat: bool) -> Self {
         self.request.chat = chat;
+        self
+    }
+
+    /// The submission's label; panics if it is not a valid one.
+    pub fn label(mut self, label: &str) -> Self {
+        self.request.label = Some(label.parse().expect("a valid label"));
         self
     }
 

@@ -16,9 +16,11 @@ mod jobs;
 mod prompts;
 mod results;
 mod state;
+mod submissions;
 mod workers;
 pub use powerfleet_jobs::redact_url;
 pub use workers::{ServedModel, WorkerRegistration, context_tokens, served};
+pub use submissions::SubmissionDelivery;
 
 /// Longest a blocking stream read waits; longer requests are cut to it.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
@@ -963,6 +965,7 @@ impl Queue {
         for (stream, group) in [
             (self.keys.jobs(), WORKER_GROUP),
             (self.keys.results(), COLLECTOR_GROUP),
+            (self.keys.submissions(), COLLECTOR_GROUP),
         ] {
             let mut c = self.conn().await?;
             let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
@@ -1053,6 +1056,9 @@ mod tests {
             )),
             alpha: None,
             error_code: Some(powerfleet_jobs::ErrorCode::ContextLengthExceeded),
+            config: None,
+            label: None,
+            version: None,
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");

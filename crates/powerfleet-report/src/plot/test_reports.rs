@@ -47,6 +47,8 @@ pub(super) fn method(
         wall_time_s: Some(60.0),
         jobs_per_s: Some(40.0 / 60.0),
         tokens_per_s: Some(cost * 10_000.0 / 60.0),
+        config: None,
+        setting: String::new(),
     }
 }
 

@@ -1,0 +1,75 @@
+//! The `submissions` table: one row per submitted batch, with how many jobs it scheduled.
+
+use powerfleet_jobs::{BatchId, SubmissionRecord};
+use sqlx::Row;
+
+use crate::{Pool, Store, StoreError, big, unbig};
+
+impl Store {
+    /// Stores the records of submitted batches; a batch stored before is left as it is (a
+    /// record delivered twice, or a submission repeated with its key, counts once).
+    pub async fn record_submissions(&self, records: &[SubmissionRecord]) -> Result<(), StoreError> {
+        let action = "store a submission";
+        for r in records {
+            let models = serde_json::to_string(&r.models).expect("model names serialize");
+            let methods = serde_json::to_string(&r.methods).expect("methods serialize");
+            on_pool!(self, |pool| {
+                sqlx::query(
+                    "INSERT INTO submissions (batch_id, correlation_id, label, models, methods, \
+                     scheduled, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (batch_id) DO NOTHING",
+                )
+                .bind(r.batch_id.to_string())
+                .bind(r.correlation_id.as_str())
+                .bind(r.label.as_ref().map(|l| l.as_str().replace('\0', "\u{FFFD}")))
+                .bind(&models)
+                .bind(&methods)
+                .bind(big(r.scheduled))
+                .bind(big(r.created_at_ms))
+                .execute(pool)
+                .await
+                .map_err(|e| self.query_err(action, e))?;
+            });
+        }
+        Ok(())
+    }
+
+    /// The submission record of a batch, if one was stored (batches submitted before the table
+    /// existed have none).
+    pub async fn submission(&self, id: BatchId) -> Result<Option<SubmissionRecord>, StoreError> {
+        let action = "read a submission";
+        on_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT batch_id, correlation_id, label, models, methods, scheduled, \
+                 created_at_ms FROM submissions WHERE batch_id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.query_err(action, e))?;
+            let Some(row) = row else { return Ok(None) };
+            let text = |c: &str| row.try_get::<String, _>(c).map_err(|e| self.corrupt(c, e));
+            let correlation_id = text("correlation_id")?
+                .parse()
+                .map_err(|e| self.corrupt("correlation_id", e))?;
+            let label = row
+                .try_get::<Option<String>, _>("label")
+                .map_err(|e| self.corrupt("label", e))?
+                .and_then(|l| l.parse().ok());
+            let models = serde_json::from_str(&text("models")?)
+                .map_err(|e| self.corrupt("models", e))?;
+            let methods = serde_json::from_str(&text("methods")?)
+                .map_err(|e| self.corrupt("methods", e))?;
+            let int = |c: &str| row.try_get::<i64, _>(c).map_err(|e| self.corrupt(c, e));
+            Ok(Some(SubmissionRecord {
+                batch_id: id,
+                correlation_id,
+                label,
+                models,
+                methods,
+                scheduled: unbig(int("scheduled")?),
+                created_at_ms: unbig(int("created_at_ms")?),
+            }))
+        })
+    }
+}
