@@ -279,6 +279,10 @@ pub struct SubmitArgs {
     /// Client key: submitting again with the same key creates no new jobs.
     #[arg(long)]
     pub submission_key: Option<String>,
+    /// A label recorded with every result of the submission (1 to 200 printable characters),
+    /// such as the experiment it belongs to.
+    #[arg(long, value_parser = parse_label)]
+    pub label: Option<powerfleet_jobs::Label>,
     /// Where the model cannot run MCMC (a hosted chat API), run power and max-swap jobs as one
     /// sample at the proposal temperature instead of refusing them; each result records it.
     #[arg(long)]
@@ -393,6 +397,7 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         fallback_single_sample: args.fallback_single_sample,
         stop: (!args.stop.is_empty()).then(|| args.stop.clone()),
         chat: args.chat,
+        label: args.label.clone(),
         ..SubmitRequest::default()
     };
     match (&args.prompt, &args.prompt_tokens, &args.batch_file) {
@@ -1164,4 +1169,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     api::serve(listener, state, timeouts, stop.clone().cancelled_owned())
         .await
         .context("http api")
+}
+
+/// `--label`, checked as the job API checks it.
+fn parse_label(s: &str) -> Result<powerfleet_jobs::Label, String> {
+    s.parse().map_err(|e: powerfleet_jobs::IdError| e.to_string())
 }

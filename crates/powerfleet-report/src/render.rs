@@ -439,6 +439,9 @@ pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::
                 }
                 Ok(())
             };
+            if let Some(note) = report.partial_note() {
+                writeln!(out, "{note}")?;
+            }
             writeln!(out, "{headline}")?;
             writeln!(out)?;
             let (h, r) = method_cells(report);

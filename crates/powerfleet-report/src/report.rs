@@ -168,6 +168,21 @@ pub struct Report {
     pub id: String,
     /// Models of its jobs.
     pub models: Vec<String>,
+    /// Jobs the batch scheduled, from its stored submission record (summed over the batches of
+    /// a correlation id); `None` when none was stored (batches submitted before records were
+    /// kept).
+    #[serde(default)]
+    pub scheduled: Option<u64>,
+    /// Jobs whose results are stored (equal to `jobs`).
+    #[serde(default)]
+    pub stored: u64,
+    /// Jobs of the batch not finished yet (queued or running), when Redis could be asked.
+    #[serde(default)]
+    pub running: Option<u64>,
+    /// Whether every scheduled job has its result stored: false while jobs are unfinished or
+    /// missing. Without a known `scheduled`, judged from what is stored (true).
+    #[serde(default = "yes")]
+    pub complete: bool,
     /// Stored jobs.
     pub jobs: u64,
     /// Of which completed.
@@ -567,6 +582,10 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
+        scheduled: None,
+        stored: results.len() as u64,
+        running: None,
+        complete: true,
         jobs: results.len() as u64,
         completed,
         not_completed: results.len() as u64 - completed,
@@ -623,6 +642,36 @@ fn row_settings<'a>(rows: impl Iterator<Item = (&'a String, &'a JobResult)>) -> 
                 .join(" ")
         })
         .collect()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Report {
+    /// Records how many jobs were scheduled (`None`: unknown) and, of those not stored, how many
+    /// run now (`None`: Redis was not asked or not reachable), and whether the report is
+    /// complete: every scheduled job stored.
+    pub fn set_progress(&mut self, scheduled: Option<u64>, running: Option<u64>) {
+        self.scheduled = scheduled;
+        self.running = running;
+        self.complete = scheduled.is_none_or(|s| self.stored >= s);
+    }
+
+    /// "partial: N of M stored, K still queued or running" while the report is not complete.
+    pub fn partial_note(&self) -> Option<String> {
+        if self.complete {
+            return None;
+        }
+        let scheduled = self.scheduled?;
+        Some(match self.running {
+            Some(k) => format!(
+                "partial: {} of {scheduled} stored, {k} still queued or running",
+                self.stored
+            ),
+            None => format!("partial: {} of {scheduled} stored", self.stored),
+        })
+    }
 }
 
 /// Whether a result is a graded sample: completed, with a grade.

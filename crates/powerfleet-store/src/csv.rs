@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use powerfleet_jobs::{JobResult, ReferenceAnswer};
 
 /// The header row of [`write_csv`], in column order.
-pub const CSV_COLUMNS: [&str; 30] = [
+pub const CSV_COLUMNS: [&str; 36] = [
     "job_id",
     "correlation_id",
     "batch_id",
@@ -37,6 +37,12 @@ pub const CSV_COLUMNS: [&str; 30] = [
     "extracted",
     "reference",
     "grade_error",
+    "label",
+    "version",
+    "n_mcmc",
+    "block_size",
+    "max_new_tokens",
+    "config",
 ];
 
 /// Writes `results` as CSV: a header row ([`CSV_COLUMNS`]), then one row per result, lines ended
@@ -48,6 +54,9 @@ pub const CSV_COLUMNS: [&str; 30] = [
 /// written in the shortest form that reads back exactly. A graded run's rows carry the verdict
 /// (`correct`, `extracted`), the answer key (`reference`, see [`reference_cell`]) and why a
 /// completion could not be graded (`grade_error`); these are empty for ungraded rows.
+/// `config` is the result's whole validated configuration as JSON; `n_mcmc`, `block_size` and
+/// `max_new_tokens` repeat its key settings; `label` is text from outside, guarded like the
+/// other text fields.
 pub fn write_csv(results: &[JobResult], out: &mut impl Write) -> io::Result<()> {
     write_row(out, CSV_COLUMNS.iter().map(|c| Cell::Plain(c.to_string())))?;
     for r in results {
@@ -93,6 +102,14 @@ pub fn write_csv(results: &[JobResult], out: &mut impl Write) -> io::Result<()> 
                 .as_ref()
                 .and_then(|g| reference_cell(&g.reference)))),
             text(r.grade_error.as_deref()),
+            text(r.label.as_ref().map(|l| l.as_str())),
+            Cell::Plain(opt(r.version.clone())),
+            Cell::Plain(opt(r.config.as_ref().map(|c| c.n_mcmc.to_string()))),
+            Cell::Plain(opt(r.config.as_ref().map(|c| c.block_size.to_string()))),
+            Cell::Plain(opt(r.config.as_ref().map(|c| c.max_new_tokens.to_string()))),
+            Cell::Plain(opt(r.config.as_ref().map(|c| {
+                serde_json::to_string(c).expect("a configuration serializes")
+            }))),
         ];
         write_row(out, fields.into_iter())?;
     }

@@ -1,6 +1,6 @@
 //! The `submissions` table: one row per submitted batch, with how many jobs it scheduled.
 
-use powerfleet_jobs::{BatchId, SubmissionRecord};
+use powerfleet_jobs::{BatchId, CorrelationId, SubmissionRecord};
 use sqlx::Row;
 
 use crate::{Pool, Store, StoreError, big, unbig};
@@ -37,39 +37,65 @@ impl Store {
     /// The submission record of a batch, if one was stored (batches submitted before the table
     /// existed have none).
     pub async fn submission(&self, id: BatchId) -> Result<Option<SubmissionRecord>, StoreError> {
-        let action = "read a submission";
-        on_pool!(self, |pool| {
-            let row = sqlx::query(
-                "SELECT batch_id, correlation_id, label, models, methods, scheduled, \
-                 created_at_ms FROM submissions WHERE batch_id = $1",
-            )
-            .bind(id.to_string())
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| self.query_err(action, e))?;
-            let Some(row) = row else { return Ok(None) };
-            let text = |c: &str| row.try_get::<String, _>(c).map_err(|e| self.corrupt(c, e));
-            let correlation_id = text("correlation_id")?
-                .parse()
-                .map_err(|e| self.corrupt("correlation_id", e))?;
-            let label = row
-                .try_get::<Option<String>, _>("label")
-                .map_err(|e| self.corrupt("label", e))?
-                .and_then(|l| l.parse().ok());
-            let models = serde_json::from_str(&text("models")?)
-                .map_err(|e| self.corrupt("models", e))?;
-            let methods = serde_json::from_str(&text("methods")?)
-                .map_err(|e| self.corrupt("methods", e))?;
-            let int = |c: &str| row.try_get::<i64, _>(c).map_err(|e| self.corrupt(c, e));
-            Ok(Some(SubmissionRecord {
-                batch_id: id,
-                correlation_id,
-                label,
-                models,
-                methods,
-                scheduled: unbig(int("scheduled")?),
-                created_at_ms: unbig(int("created_at_ms")?),
-            }))
-        })
+        let mut found = self
+            .submissions_where("batch_id", &id.to_string())
+            .await?;
+        Ok(found.pop())
+    }
+
+    /// The stored submission records of a correlation id's batches, oldest first.
+    pub async fn submissions_by_correlation(
+        &self,
+        id: &CorrelationId,
+    ) -> Result<Vec<SubmissionRecord>, StoreError> {
+        self.submissions_where("correlation_id", id.as_str()).await
+    }
+
+    async fn submissions_where(
+        &self,
+        column: &str,
+        key: &str,
+    ) -> Result<Vec<SubmissionRecord>, StoreError> {
+        let action = "read submissions";
+        let sql = format!(
+            "SELECT batch_id, correlation_id, label, models, methods, scheduled, created_at_ms \
+             FROM submissions WHERE {column} = $1"
+        );
+        let rows = on_pool!(self, |pool| {
+            let rows = sqlx::query(&sql)
+                .bind(key)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.query_err(action, e))?;
+            rows.iter()
+                .map(|row| {
+                    let text =
+                        |c: &str| row.try_get::<String, _>(c).map_err(|e| self.corrupt(c, e));
+                    let int = |c: &str| row.try_get::<i64, _>(c).map_err(|e| self.corrupt(c, e));
+                    let label = row
+                        .try_get::<Option<String>, _>("label")
+                        .map_err(|e| self.corrupt("label", e))?
+                        .and_then(|l| l.parse().ok());
+                    Ok(SubmissionRecord {
+                        batch_id: text("batch_id")?
+                            .parse()
+                            .map_err(|e| self.corrupt("batch_id", e))?,
+                        correlation_id: text("correlation_id")?
+                            .parse()
+                            .map_err(|e| self.corrupt("correlation_id", e))?,
+                        label,
+                        models: serde_json::from_str(&text("models")?)
+                            .map_err(|e| self.corrupt("models", e))?,
+                        methods: serde_json::from_str(&text("methods")?)
+                            .map_err(|e| self.corrupt("methods", e))?,
+                        scheduled: unbig(int("scheduled")?),
+                        created_at_ms: unbig(int("created_at_ms")?),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.created_at_ms);
+        Ok(rows)
     }
 }

@@ -109,6 +109,10 @@ pub(super) fn report() -> Report {
         }],
         methods,
         definitions: Default::default(),
+        scheduled: None,
+        stored: 0,
+        running: None,
+        complete: true,
     }
 }
 
