@@ -1674,3 +1674,228 @@ async fn status_says_what_queued_jobs_wait_for_per_model() {
         "{status}"
     );
 }
+
+/// The settings behind each result survive in SQL, JSONL and CSV, and two settings of one method
+/// under one correlation id are two report rows, not one pooled row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_keeps_each_results_settings_and_label_and_reports_them_apart() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&[]);
+    fleet.spawn_collector();
+    for n_mcmc in ["2", "40"] {
+        let out = fleet.cli(&[
+            "submit",
+            "--model",
+            "toy:pivot",
+            "--prompt",
+            "",
+            "--methods",
+            "power",
+            "--seeds",
+            "2",
+            "--n-mcmc",
+            n_mcmc,
+            "--block-size",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--correlation-id",
+            "sweep1",
+            "--label",
+            "n_mcmc sweep, pivot",
+            "--wait",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // SQL: the key settings as columns, the whole configuration as JSON.
+    let pool = sqlx::SqlitePool::connect(&fleet.db_url).await.unwrap();
+    let rows: Vec<(i64, i64, i64, String, String, String)> = sqlx::query_as(
+        "SELECT n_mcmc, block_size, max_new_tokens, label, version, config_json \
+         FROM job_results WHERE correlation_id = 'sweep1' ORDER BY n_mcmc",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    for (i, (n_mcmc, block, max_new, label, version, config)) in rows.iter().enumerate() {
+        assert_eq!(*n_mcmc, if i < 2 { 2 } else { 40 });
+        assert_eq!((*block, *max_new), (3, 6));
+        assert_eq!(label, "n_mcmc sweep, pivot");
+        assert_eq!(version, env!("CARGO_PKG_VERSION"));
+        let config: SamplerConfig = serde_json::from_str(config).unwrap();
+        assert_eq!(config.n_mcmc as i64, *n_mcmc);
+        // Every default resolved: α 4, the proposal at 1/α.
+        assert_eq!(config.alpha.map(|a| a.get()), Some(4.0));
+        assert_eq!(config.proposal_temp, Some(0.25));
+    }
+
+    // JSONL: every result with its configuration and label.
+    let out = fleet.cli(&["results", "--correlation", "sweep1", "--format", "jsonl"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<JobResult> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 4);
+    let mut n_mcmcs: Vec<u32> = results
+        .iter()
+        .map(|r| r.config.as_ref().expect("a configuration").n_mcmc)
+        .collect();
+    n_mcmcs.sort();
+    assert_eq!(n_mcmcs, [2, 2, 40, 40]);
+    assert!(results.iter().all(|r| {
+        r.label.as_ref().map(|l| l.as_str()) == Some("n_mcmc sweep, pivot")
+            && r.version.as_deref() == Some(env!("CARGO_PKG_VERSION"))
+    }));
+
+    // CSV: the same, by column.
+    let out = fleet.cli(&["results", "--correlation", "sweep1", "--format", "csv"]);
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let (n_col, label_col) = (col("n_mcmc"), col("label"));
+    let mut csv_n: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .map(|line| {
+            // The label holds a comma, so it is quoted: split around it.
+            assert!(line.contains("\"n_mcmc sweep, pivot\""), "{line}");
+            let unquoted = line.replace("\"n_mcmc sweep, pivot\"", "LABEL");
+            let cells: Vec<&str> = unquoted.split(',').collect();
+            assert_eq!(cells[label_col], "LABEL");
+            cells[n_col].to_string()
+        })
+        .collect();
+    csv_n.sort();
+    assert_eq!(csv_n, ["2", "2", "40", "40"]);
+
+    // The report: two power rows, each with its n_mcmc.
+    let out = fleet.cli(&["report", "sweep1", "--format", "jsonl"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["row"], "batch");
+    assert_eq!(lines[0]["scheduled"], 4);
+    assert_eq!(lines[0]["stored"], 4);
+    assert_eq!(lines[0]["complete"], true);
+    let methods: Vec<&serde_json::Value> = lines.iter().filter(|l| l["row"] == "method").collect();
+    assert_eq!(methods.len(), 2, "{methods:?}");
+    let mut seen: Vec<(String, u64, u64)> = methods
+        .iter()
+        .map(|m| {
+            (
+                m["method"].as_str().unwrap().to_string(),
+                m["config"]["n_mcmc"].as_u64().unwrap(),
+                m["jobs"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|s| s.1);
+    assert_eq!(
+        seen,
+        [
+            ("power n_mcmc=2".to_string(), 2, 2),
+            ("power n_mcmc=40".to_string(), 40, 2)
+        ]
+    );
+    let out = fleet.cli(&["report", "sweep1", "--require-complete"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("power n_mcmc=2") && table.contains("power n_mcmc=40"));
+    assert!(!table.contains("partial"), "{table}");
+}
+
+/// A report on a batch whose jobs have not run says it is partial, with what was scheduled and
+/// what is stored, and `--require-complete` fails on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails() {
+    let mut fleet = Fleet::new(BIN, false);
+    // A collector and no worker: the batch is submitted and nothing runs.
+    fleet.spawn_collector();
+    let out = fleet.cli(&[
+        "submit",
+        "--model",
+        "toy:pivot",
+        "--prompt",
+        "",
+        "--methods",
+        "power,low-temp",
+        "--seeds",
+        "3",
+        "--label",
+        "unfinished",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let batch = receipt["batch_id"].as_str().unwrap().to_string();
+    let batch_id: powerfleet_jobs::BatchId = batch.parse().unwrap();
+
+    // The collector stores the batch's submission record.
+    let store = fleet.store().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        if let Some(r) = store.submission(batch_id).await.unwrap() {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector never stored the submission"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record.scheduled, 6);
+    assert_eq!(record.label.as_ref().map(|l| l.as_str()), Some("unfinished"));
+    assert_eq!(record.methods, [Method::Power, Method::LowTemp]);
+    assert_eq!(record.models, ["toy:pivot"]);
+
+    let out = fleet.cli(&["report", &batch]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.starts_with("partial: 0 of 6 stored, 6 still queued or running\n"),
+        "{table}"
+    );
+    let out = fleet.cli(&["report", &batch, "--format", "jsonl"]);
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap())
+            .unwrap();
+    assert_eq!(first["scheduled"], 6);
+    assert_eq!(first["stored"], 0);
+    assert_eq!(first["complete"], false);
+
+    let out = fleet.cli(&["report", &batch, "--require-complete"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is partial (0 of 6 jobs stored)"), "{err}");
+}

@@ -346,6 +346,10 @@ struct Common {
     /// vLLM's name: also return each choice's token ids.
     #[serde(default)]
     return_token_ids: Option<bool>,
+    /// OpenAI's string key-value pairs about the request; its `label` becomes the submission's
+    /// label, recorded with every result. Other keys are ignored.
+    #[serde(default)]
+    metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The fields of [`Common`].
@@ -363,6 +367,7 @@ const COMMON_FIELDS: &[&str] = &[
     "user",
     "power_sampling",
     "return_token_ids",
+    "metadata",
 ];
 
 /// The body of `POST /v1/completions` (unknown fields are refused by [`parse_body`]).
@@ -466,6 +471,8 @@ struct Asked {
     /// Whether the request set the token budget (`max_tokens`, or `power_sampling`'s
     /// `max_new_tokens`); when not, the budget is made to fit the model's context.
     budget_given: bool,
+    /// From `metadata.label`.
+    label: Option<powerfleet_jobs::Label>,
 }
 
 /// Parses a body into `T`, naming the field at fault; a field outside `COMMON_FIELDS` and
@@ -599,6 +606,13 @@ fn asked_common(
     if let Some(user) = &common.user {
         tracing::debug!(user = %quote(user), "openai request");
     }
+    let label = common
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("label"))
+        .map(|l| l.parse())
+        .transpose()
+        .map_err(|e| OpenAiError::invalid("metadata.label", format!("metadata.label: {e}")))?;
     Ok(Asked {
         model: common.model,
         prompts: Vec::new(),
@@ -613,6 +627,7 @@ fn asked_common(
         correlation_id: None,
         prompt_field: "prompt",
         budget_given,
+        label,
     })
 }
 
@@ -926,6 +941,7 @@ async fn run(state: &ApiState, asked: &mut Asked) -> Result<Finished, OpenAiErro
         seeds: Some(vec![asked.seed]),
         chains: Some(u64::from(asked.n)),
         stop: (!asked.stop.is_empty()).then(|| asked.stop.clone()),
+        label: asked.label.clone(),
         ..SubmitRequest::default()
     };
     let submission = request.into_submission(&state.limits, &state.models)?;
@@ -1631,6 +1647,23 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
             assert!(e.message.contains("holds 20 tokens"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn metadata_label_becomes_the_submissions_label() {
+        let asked = |metadata: Value| {
+            let body =
+                json!({"model": "toy:pivot", "prompt": "A", "metadata": metadata}).to_string();
+            let (common, request) =
+                parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS)?;
+            asked_completion(&OpenAiSettings::default(), common, request)
+        };
+        let a = asked(json!({"label": "sweep 1", "team": "x"})).unwrap();
+        assert_eq!(a.label.as_ref().map(|l| l.as_str()), Some("sweep 1"));
+        assert_eq!(asked(json!({"team": "x"})).unwrap().label, None);
+        let e = asked(json!({"label": "bad\nlabel"})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("metadata.label"));
+        assert!(e.message.starts_with("metadata.label: label must be"), "{}", e.message);
     }
 
     #[test]

@@ -964,6 +964,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_are_bounded_printable_text_and_travel_from_spec_to_result() {
+        assert!("n_mcmc sweep, pivot — run 2".parse::<Label>().is_ok());
+        for bad in ["", "   ", "two\nlines", "tab\there", &"x".repeat(MAX_LABEL_LEN + 1)] {
+            let err = bad.parse::<Label>().unwrap_err().to_string();
+            assert!(err.starts_with("label must be 1 to 200 printable characters"), "{err}");
+        }
+        // A job specification with a bad label does not decode.
+        let spec = JobSpec {
+            job_id: JobId::new(),
+            correlation_id: CorrelationId::generate(),
+            batch_id: None,
+            problem_id: None,
+            model: "toy:tiny".into(),
+            prompt: Prompt::Tokens(vec![]),
+            config: SamplerConfig {
+                n_mcmc: 3,
+                ..SamplerConfig::new(Method::Power)
+            },
+            seed: 1,
+            stream: 0,
+            submitted_at_ms: 0,
+            fallback_single_sample: false,
+            chat: false,
+            grading: None,
+            stop: Vec::new(),
+            label: Some("sweep".parse().unwrap()),
+        };
+        let mut json = serde_json::to_value(&spec).unwrap();
+        json["label"] = "bad\u{7}".into();
+        assert!(serde_json::from_value::<JobSpec>(json).is_err());
+        // The result carries the label, the validated configuration in full and the version.
+        let r = JobResult::for_spec(&spec, JobStatus::Failed, 1, None);
+        assert_eq!(r.label, spec.label);
+        assert_eq!(r.version.as_deref(), Some(VERSION));
+        let config = r.config.unwrap();
+        assert_eq!((config.n_mcmc, config.proposal_temp), (3, Some(0.25)));
+        // A dead result read leniently from a specification this version cannot decode has
+        // its label but no configuration: only the method was read.
+        let mut json = serde_json::to_value(&spec).unwrap();
+        json["newer_option"] = true.into();
+        let dead = JobResult::dead_from_spec_json(&json.to_string(), 3, "gone").unwrap();
+        assert_eq!((dead.label, dead.config), (spec.label.clone(), None));
+    }
+
+    #[test]
     fn ids_parse_and_explain_failures() {
         let id = JobId::new();
         assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);

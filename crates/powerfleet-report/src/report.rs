@@ -1180,6 +1180,62 @@ mod tests {
     }
 
     #[test]
+    fn two_settings_of_one_method_are_two_rows_named_by_what_differs() {
+        let with = |method: Method, n_mcmc: u32, seed: u64, correct: bool| {
+            let mut r = result(method, "a", seed, if correct { "7" } else { "5" }, correct);
+            let config = SamplerConfig {
+                n_mcmc,
+                ..SamplerConfig::new(method)
+            };
+            r.config = Some(config.validate().unwrap().manifest());
+            r
+        };
+        let results = [
+            with(Method::Power, 2, 0, false),
+            with(Method::Power, 2, 1, false),
+            with(Method::Power, 40, 0, true),
+            with(Method::Power, 40, 1, true),
+            with(Method::LowTemp, 1, 0, true),
+        ];
+        let report = build("sweep", &results, &Prices::default());
+        let rows: Vec<(&str, u64, Option<f64>)> = report
+            .methods
+            .iter()
+            .map(|m| (m.method.as_str(), m.jobs, m.accuracy))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("power n_mcmc=2", 2, Some(0.0)),
+                ("power n_mcmc=40", 2, Some(1.0)),
+                ("low-temp", 1, Some(1.0)),
+            ]
+        );
+        assert_eq!(report.methods[0].setting, "n_mcmc=2");
+        assert_eq!(report.methods[1].config.as_ref().map(|c| c.n_mcmc), Some(40));
+        assert_eq!(report.methods[2].setting, "");
+        // Per problem, each row on its own.
+        let a = &report.per_problem[0];
+        assert_eq!(a.solved_by, ["power n_mcmc=40", "low-temp"]);
+        // Stored results alone say nothing is missing; the schedule says otherwise.
+        assert!(report.complete && report.partial_note().is_none());
+        let mut partial = report.clone();
+        partial.set_progress(Some(9), Some(3));
+        assert!(!partial.complete);
+        assert_eq!(
+            partial.partial_note().as_deref(),
+            Some("partial: 5 of 9 stored, 3 still queued or running")
+        );
+        partial.set_progress(Some(9), None);
+        assert_eq!(
+            partial.partial_note().as_deref(),
+            Some("partial: 5 of 9 stored")
+        );
+        partial.set_progress(Some(5), None);
+        assert!(partial.complete);
+    }
+
+    #[test]
     fn results_stored_without_a_grade_are_graded_for_the_report() {
         let mut r = result(Method::Power, "a", 0, "7", true);
         r.grade = None;

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use powerfleet_jobs::{
     BatchId, CorrelationId, GradeRecord, Grader, Grading, JobId, JobResult, JobStatus,
-    ReferenceAnswer,
+    ReferenceAnswer, SubmissionRecord,
 };
-use powerfleet_sampler::{BlockStats, ChainStats, Method};
+use powerfleet_sampler::{BlockStats, ChainStats, Method, SamplerConfig};
 use powerfleet_store::{
     CSV_COLUMNS, Recorded, Store, StoreError, StoreErrorClass, StoreOptions, redact_url, write_csv,
 };
@@ -131,6 +131,9 @@ both_dialects!(
     batched_aggregates_equal_one_by_one_aggregates,
     a_refused_result_leaves_the_rest_of_its_batch_stored,
     a_batch_that_fails_midway_stores_nothing,
+    a_results_manifest_has_its_own_columns,
+    a_row_of_the_old_shape_reads_back_without_a_manifest,
+    submissions_are_stored_once_and_read_back,
 );
 
 fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u64) -> ChainStats {
@@ -1497,4 +1500,94 @@ async fn a_result_refused_at_commit_is_found_on_postgres() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+async fn a_results_manifest_has_its_own_columns(store: &Store, url: &str) {
+    let mut result = completed(Some(BatchId::new()), "manifest");
+    let config = SamplerConfig {
+        n_mcmc: 7,
+        block_size: 5,
+        max_new_tokens: 40,
+        ..SamplerConfig::new(Method::Power)
+    };
+    result.config = Some(config.validate().unwrap().manifest());
+    result.label = Some("sweep, n_mcmc 7".parse().unwrap());
+    assert_eq!(result.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert!(store.record(&result).await.unwrap());
+    assert_eq!(store.job(result.job_id).await.unwrap().as_ref(), Some(&result));
+    let id = result.job_id;
+    let n_mcmc: Option<i64> = raw_column(store, url, id, "n_mcmc").await;
+    let block_size: Option<i64> = raw_column(store, url, id, "block_size").await;
+    let max_new_tokens: Option<i64> = raw_column(store, url, id, "max_new_tokens").await;
+    assert_eq!((n_mcmc, block_size, max_new_tokens), (Some(7), Some(5), Some(40)));
+    let label: Option<String> = raw_column(store, url, id, "label").await;
+    assert_eq!(label.as_deref(), Some("sweep, n_mcmc 7"));
+    let version: Option<String> = raw_column(store, url, id, "version").await;
+    assert_eq!(version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    let config_json: Option<String> = raw_column(store, url, id, "config_json").await;
+    let stored: SamplerConfig = serde_json::from_str(&config_json.unwrap()).unwrap();
+    assert_eq!(Some(stored), result.config);
+}
+
+async fn a_row_of_the_old_shape_reads_back_without_a_manifest(store: &Store, url: &str) {
+    // A row written before results carried a manifest: the new columns NULL, and a
+    // result_json without the new fields.
+    let mut old = completed(Some(BatchId::new()), "old-shape");
+    old.config = None;
+    old.label = None;
+    old.version = None;
+    let json = serde_json::to_string(&old).unwrap();
+    assert!(!json.contains("\"config\"") && !json.contains("\"version\""));
+    let mut recorded = old.clone();
+    recorded.config = Some(SamplerConfig::new(Method::Power).validate().unwrap().manifest());
+    recorded.version = Some("0.0.1".into());
+    assert!(store.record(&recorded).await.unwrap());
+    execute_raw(
+        url,
+        &format!(
+            "UPDATE job_results SET config_json = NULL, n_mcmc = NULL, block_size = NULL, \
+             max_new_tokens = NULL, label = NULL, version = NULL, result_json = '{}' \
+             WHERE job_id = '{}'",
+            json.replace('\'', "''"),
+            old.job_id
+        ),
+    )
+    .await;
+    let back = store.job(old.job_id).await.unwrap().unwrap();
+    assert_eq!(back, old);
+    assert_eq!((back.config, back.label, back.version), (None, None, None));
+    let mut csv = Vec::new();
+    write_csv(&[old], &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.lines().nth(1).unwrap().ends_with(",,,,,,"), "{csv}");
+}
+
+async fn submissions_are_stored_once_and_read_back(store: &Store, _url: &str) {
+    let correlation_id: CorrelationId = "subs".parse().unwrap();
+    let record = |scheduled, created_at_ms| SubmissionRecord {
+        batch_id: BatchId::new(),
+        correlation_id: correlation_id.clone(),
+        label: Some("a label".parse().unwrap()),
+        models: vec!["toy:pivot".into()],
+        methods: vec![Method::Power, Method::LowTemp],
+        scheduled,
+        created_at_ms,
+    };
+    let (a, b) = (record(6, 1_000), record(4, 2_000));
+    store.record_submissions(&[a.clone()]).await.unwrap();
+    // Delivered twice: stored once, the first kept.
+    let again = SubmissionRecord {
+        scheduled: 99,
+        ..a.clone()
+    };
+    store
+        .record_submissions(&[again, b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.submission(a.batch_id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.submission(BatchId::new()).await.unwrap(), None);
+    assert_eq!(
+        store.submissions_by_correlation(&correlation_id).await.unwrap(),
+        [a, b]
+    );
 }
