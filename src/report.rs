@@ -97,7 +97,7 @@ pub async fn run(args: ReportArgs) -> Result<()> {
     let batches: std::collections::BTreeSet<_> = results.iter().map(|r| r.batch_id).collect();
     if batches.len() > 1 {
         eprintln!(
-            "note: {} spans {} batches; the report pools them (report on one batch id to keep them apart)",
+            "note: {} spans {} batches; rows pool them by method and configuration (report on one batch id to keep the batches apart)",
             args.id,
             batches.len()
         );

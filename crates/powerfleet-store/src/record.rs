@@ -686,17 +686,17 @@ mod tests {
     }
 
     #[test]
-    fn insert_statements_bind_thirty_columns_a_row() {
+    fn insert_statements_bind_thirty_six_columns_a_row() {
         let one = insert_sql(1, Placeholders::Numbered);
         assert!(one.contains("($1, $2,"), "{one}");
         assert!(
-            one.ends_with("$30) ON CONFLICT (job_id) DO NOTHING RETURNING job_id"),
+            one.ends_with("$36) ON CONFLICT (job_id) DO NOTHING RETURNING job_id"),
             "{one}"
         );
         let most = insert_sql(MAX_ROWS_PER_INSERT, Placeholders::Numbered);
-        let last = format!("${})", 30 * MAX_ROWS_PER_INSERT);
+        let last = format!("${})", 36 * MAX_ROWS_PER_INSERT);
         assert!(most.contains(&last), "{most}");
-        assert!(!most.contains(&format!("${}", 30 * MAX_ROWS_PER_INSERT + 1)));
+        assert!(!most.contains(&format!("${}", 36 * MAX_ROWS_PER_INSERT + 1)));
         assert_eq!(
             insert_sql(4, Placeholders::Numbered)
                 .matches("), (")
@@ -704,7 +704,7 @@ mod tests {
             3
         );
         let anonymous = insert_sql(MAX_ROWS_PER_INSERT, Placeholders::Anonymous);
-        assert_eq!(anonymous.matches('?').count(), 30 * MAX_ROWS_PER_INSERT);
+        assert_eq!(anonymous.matches('?').count(), 36 * MAX_ROWS_PER_INSERT);
         assert!(!anonymous.contains('$'), "{anonymous}");
     }
 }

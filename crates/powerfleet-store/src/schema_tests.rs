@@ -127,9 +127,20 @@ fn sqlite_and_postgres_migrations_define_the_same_schema() {
         );
     }
     assert!(sqlite_tables["batch_aggregates"].contains(&"final_tokens".to_string()));
+    for col in ["config_json", "n_mcmc", "block_size", "max_new_tokens", "label", "version"] {
+        assert!(
+            job_results.iter().any(|c| c == col),
+            "job_results lacks {col}"
+        );
+    }
+    assert!(sqlite_tables["submissions"].contains(&"scheduled".to_string()));
     assert_eq!(
         sqlite_indexes,
-        ["job_results_batch_id", "job_results_correlation_id"]
+        [
+            "job_results_batch_id",
+            "job_results_correlation_id",
+            "submissions_correlation_id"
+        ]
     );
 }
 

@@ -1559,7 +1559,7 @@ async fn a_row_of_the_old_shape_reads_back_without_a_manifest(store: &Store, url
     let mut csv = Vec::new();
     write_csv(&[old], &mut csv).unwrap();
     let csv = String::from_utf8(csv).unwrap();
-    assert!(csv.lines().nth(1).unwrap().ends_with(",,,,,,"), "{csv}");
+    assert!(csv.trim_end().ends_with("1666,,,,,,"), "{csv}");
 }
 
 async fn submissions_are_stored_once_and_read_back(store: &Store, _url: &str) {
