@@ -1173,5 +1173,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 
 /// `--label`, checked as the job API checks it.
 fn parse_label(s: &str) -> Result<powerfleet_jobs::Label, String> {
-    s.parse().map_err(|e: powerfleet_jobs::IdError| e.to_string())
+    s.parse()
+        .map_err(|e: powerfleet_jobs::IdError| e.to_string())
 }

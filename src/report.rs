@@ -70,7 +70,11 @@ pub async fn run(args: ReportArgs) -> Result<()> {
     let (results, submissions, tally_of) = match args.id.parse::<BatchId>() {
         Ok(batch) => (
             store.jobs_by_batch(batch).await?,
-            store.submission(batch).await?.into_iter().collect::<Vec<_>>(),
+            store
+                .submission(batch)
+                .await?
+                .into_iter()
+                .collect::<Vec<_>>(),
             Tally::Batch(batch),
         ),
         Err(_) => {
@@ -85,7 +89,8 @@ pub async fn run(args: ReportArgs) -> Result<()> {
             )
         }
     };
-    let scheduled = (!submissions.is_empty()).then(|| submissions.iter().map(|s| s.scheduled).sum());
+    let scheduled =
+        (!submissions.is_empty()).then(|| submissions.iter().map(|s| s.scheduled).sum());
     if results.is_empty() && scheduled.is_none() {
         bail!(
             "no stored results for {} in {}; check the id (see `powerfleet status {}`) and that a collector writes to this --database-url",

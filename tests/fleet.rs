@@ -1871,7 +1871,10 @@ async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(record.scheduled, 6);
-    assert_eq!(record.label.as_ref().map(|l| l.as_str()), Some("unfinished"));
+    assert_eq!(
+        record.label.as_ref().map(|l| l.as_str()),
+        Some("unfinished")
+    );
     assert_eq!(record.methods, [Method::Power, Method::LowTemp]);
     assert_eq!(record.models, ["toy:pivot"]);
 
@@ -1887,9 +1890,14 @@ async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails
         "{table}"
     );
     let out = fleet.cli(&["report", &batch, "--format", "jsonl"]);
-    let first: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap())
-            .unwrap();
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["scheduled"], 6);
     assert_eq!(first["stored"], 0);
     assert_eq!(first["complete"], false);

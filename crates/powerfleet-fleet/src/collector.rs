@@ -342,7 +342,9 @@ async fn store_submissions(
     for d in &deliveries {
         match &d.record {
             Ok(r) => records.push(r.clone()),
-            Err(reason) => warn!(entry_id = %d.entry_id, reason = %reason, "undecodable submission record dropped"),
+            Err(reason) => {
+                warn!(entry_id = %d.entry_id, reason = %reason, "undecodable submission record dropped")
+            }
         }
     }
     store

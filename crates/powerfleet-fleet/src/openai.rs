@@ -1663,7 +1663,11 @@ mod tests {
         assert_eq!(asked(json!({"team": "x"})).unwrap().label, None);
         let e = asked(json!({"label": "bad\nlabel"})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("metadata.label"));
-        assert!(e.message.starts_with("metadata.label: label must be"), "{}", e.message);
+        assert!(
+            e.message.starts_with("metadata.label: label must be"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
-    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Label, Prompt, ReasoningMarkers,
-    ReferenceAnswer, StoredPrompt, now_ms,
+    BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Label, Prompt,
+    ReasoningMarkers, ReferenceAnswer, StoredPrompt, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};

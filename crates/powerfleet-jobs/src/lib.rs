@@ -827,12 +827,8 @@ impl JobResult {
             grading: o.grading.and_then(|g| serde_json::from_value(g).ok()),
             label: o.label.and_then(|l| l.parse().ok()),
         };
-        let mut result = JobResult::for_spec(
-            &spec,
-            JobStatus::Dead,
-            attempts,
-            Some(reason.to_string()),
-        );
+        let mut result =
+            JobResult::for_spec(&spec, JobStatus::Dead, attempts, Some(reason.to_string()));
         // Only the method was read: the defaults above are not what the job asked for.
         result.config = None;
         Some(result)
@@ -966,9 +962,18 @@ mod tests {
     #[test]
     fn labels_are_bounded_printable_text_and_travel_from_spec_to_result() {
         assert!("n_mcmc sweep, pivot — run 2".parse::<Label>().is_ok());
-        for bad in ["", "   ", "two\nlines", "tab\there", &"x".repeat(MAX_LABEL_LEN + 1)] {
+        for bad in [
+            "",
+            "   ",
+            "two\nlines",
+            "tab\there",
+            &"x".repeat(MAX_LABEL_LEN + 1),
+        ] {
             let err = bad.parse::<Label>().unwrap_err().to_string();
-            assert!(err.starts_with("label must be 1 to 200 printable characters"), "{err}");
+            assert!(
+                err.starts_with("label must be 1 to 200 printable characters"),
+                "{err}"
+            );
         }
         // A job specification with a bad label does not decode.
         let spec = JobSpec {

@@ -15,7 +15,6 @@ pub use keys::{COLLECTOR_GROUP, InvalidNamespace, Keys, WORKER_GROUP, validate_n
 pub use queue::{
     CancelOutcome, ClaimOutcome, Deferral, Delivery, JobState, Lease, LeaseState, MAX_ENTRY_BYTES,
     Progress, Queue, QueueError, QueueOptions, ResultDelivery, ServedModel, StreamBacklog,
-    SubmissionDelivery,
-    Subscription, Tally, TallyOf, TrimReport, Wait, WorkerRegistration, context_tokens, redact_url,
-    served,
+    SubmissionDelivery, Subscription, Tally, TallyOf, TrimReport, Wait, WorkerRegistration,
+    context_tokens, redact_url, served,
 };

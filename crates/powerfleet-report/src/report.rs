@@ -1212,7 +1212,10 @@ mod tests {
             ]
         );
         assert_eq!(report.methods[0].setting, "n_mcmc=2");
-        assert_eq!(report.methods[1].config.as_ref().map(|c| c.n_mcmc), Some(40));
+        assert_eq!(
+            report.methods[1].config.as_ref().map(|c| c.n_mcmc),
+            Some(40)
+        );
         assert_eq!(report.methods[2].setting, "");
         // Per problem, each row on its own.
         let a = &report.per_problem[0];

@@ -781,7 +781,10 @@ mod tests {
             let back: SamplerConfig = serde_json::from_str(&json).unwrap();
             assert_eq!(back, manifest);
         }
-        let low = SamplerConfig::new(Method::LowTemp).validate().unwrap().manifest();
+        let low = SamplerConfig::new(Method::LowTemp)
+            .validate()
+            .unwrap()
+            .manifest();
         assert_eq!(low.n_mcmc, 0);
     }
 

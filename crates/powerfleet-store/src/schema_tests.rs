@@ -127,7 +127,14 @@ fn sqlite_and_postgres_migrations_define_the_same_schema() {
         );
     }
     assert!(sqlite_tables["batch_aggregates"].contains(&"final_tokens".to_string()));
-    for col in ["config_json", "n_mcmc", "block_size", "max_new_tokens", "label", "version"] {
+    for col in [
+        "config_json",
+        "n_mcmc",
+        "block_size",
+        "max_new_tokens",
+        "label",
+        "version",
+    ] {
         assert!(
             job_results.iter().any(|c| c == col),
             "job_results lacks {col}"

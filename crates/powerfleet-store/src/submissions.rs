@@ -21,7 +21,11 @@ impl Store {
                 )
                 .bind(r.batch_id.to_string())
                 .bind(r.correlation_id.as_str())
-                .bind(r.label.as_ref().map(|l| l.as_str().replace('\0', "\u{FFFD}")))
+                .bind(
+                    r.label
+                        .as_ref()
+                        .map(|l| l.as_str().replace('\0', "\u{FFFD}")),
+                )
                 .bind(&models)
                 .bind(&methods)
                 .bind(big(r.scheduled))
@@ -37,9 +41,7 @@ impl Store {
     /// The submission record of a batch, if one was stored (batches submitted before the table
     /// existed have none).
     pub async fn submission(&self, id: BatchId) -> Result<Option<SubmissionRecord>, StoreError> {
-        let mut found = self
-            .submissions_where("batch_id", &id.to_string())
-            .await?;
+        let mut found = self.submissions_where("batch_id", &id.to_string()).await?;
         Ok(found.pop())
     }
 

@@ -1514,12 +1514,18 @@ async fn a_results_manifest_has_its_own_columns(store: &Store, url: &str) {
     result.label = Some("sweep, n_mcmc 7".parse().unwrap());
     assert_eq!(result.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     assert!(store.record(&result).await.unwrap());
-    assert_eq!(store.job(result.job_id).await.unwrap().as_ref(), Some(&result));
+    assert_eq!(
+        store.job(result.job_id).await.unwrap().as_ref(),
+        Some(&result)
+    );
     let id = result.job_id;
     let n_mcmc: Option<i64> = raw_column(store, url, id, "n_mcmc").await;
     let block_size: Option<i64> = raw_column(store, url, id, "block_size").await;
     let max_new_tokens: Option<i64> = raw_column(store, url, id, "max_new_tokens").await;
-    assert_eq!((n_mcmc, block_size, max_new_tokens), (Some(7), Some(5), Some(40)));
+    assert_eq!(
+        (n_mcmc, block_size, max_new_tokens),
+        (Some(7), Some(5), Some(40))
+    );
     let label: Option<String> = raw_column(store, url, id, "label").await;
     assert_eq!(label.as_deref(), Some("sweep, n_mcmc 7"));
     let version: Option<String> = raw_column(store, url, id, "version").await;
@@ -1539,7 +1545,12 @@ async fn a_row_of_the_old_shape_reads_back_without_a_manifest(store: &Store, url
     let json = serde_json::to_string(&old).unwrap();
     assert!(!json.contains("\"config\"") && !json.contains("\"version\""));
     let mut recorded = old.clone();
-    recorded.config = Some(SamplerConfig::new(Method::Power).validate().unwrap().manifest());
+    recorded.config = Some(
+        SamplerConfig::new(Method::Power)
+            .validate()
+            .unwrap()
+            .manifest(),
+    );
     recorded.version = Some("0.0.1".into());
     assert!(store.record(&recorded).await.unwrap());
     execute_raw(
@@ -1574,20 +1585,23 @@ async fn submissions_are_stored_once_and_read_back(store: &Store, _url: &str) {
         created_at_ms,
     };
     let (a, b) = (record(6, 1_000), record(4, 2_000));
-    store.record_submissions(&[a.clone()]).await.unwrap();
+    store
+        .record_submissions(std::slice::from_ref(&a))
+        .await
+        .unwrap();
     // Delivered twice: stored once, the first kept.
     let again = SubmissionRecord {
         scheduled: 99,
         ..a.clone()
     };
-    store
-        .record_submissions(&[again, b.clone()])
-        .await
-        .unwrap();
+    store.record_submissions(&[again, b.clone()]).await.unwrap();
     assert_eq!(store.submission(a.batch_id).await.unwrap(), Some(a.clone()));
     assert_eq!(store.submission(BatchId::new()).await.unwrap(), None);
     assert_eq!(
-        store.submissions_by_correlation(&correlation_id).await.unwrap(),
+        store
+            .submissions_by_correlation(&correlation_id)
+            .await
+            .unwrap(),
         [a, b]
     );
 }

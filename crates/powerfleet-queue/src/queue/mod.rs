@@ -19,8 +19,9 @@ mod state;
 mod submissions;
 mod workers;
 pub use powerfleet_jobs::redact_url;
-pub use workers::{ServedModel, WorkerRegistration, context_tokens, served};
 pub use submissions::SubmissionDelivery;
+pub use workers::{ServedModel, WorkerRegistration, context_tokens, served};
+pub use workers::{ServedModel, WorkerRegistration, served};
 
 /// Longest a blocking stream read waits; longer requests are cut to it.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
