@@ -55,7 +55,8 @@ impl Queue {
     }
 
     /// Reads, without waiting, up to `count` submission records: those another collector left
-    /// unacknowledged for `min_idle_ms`, then new ones.
+    /// unacknowledged for `min_idle_ms`, then new ones. A missing consumer group (Redis lost
+    /// its data) is created again (`recreate_group` warns), and the read finds nothing this time.
     pub async fn read_submissions(
         &self,
         consumer: &str,
@@ -63,6 +64,26 @@ impl Queue {
         count: usize,
     ) -> Result<Vec<SubmissionDelivery>, QueueError> {
         let stream = self.keys.submissions();
+        match self
+            .read_submissions_of(&stream, consumer, min_idle_ms, count)
+            .await
+        {
+            Err(e) if is_nogroup(&e) => {
+                self.recreate_group(&stream, COLLECTOR_GROUP).await?;
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    async fn read_submissions_of(
+        &self,
+        stream: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<SubmissionDelivery>, QueueError> {
+        let stream = stream.to_string();
         let mut out: Vec<SubmissionDelivery> = self
             .reclaim_entries(&stream, consumer, min_idle_ms, count)
             .await?;
