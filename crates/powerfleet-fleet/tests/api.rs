@@ -1453,3 +1453,56 @@ async fn watching_a_batch_costs_two_redis_reads_a_poll_whatever_its_size() {
     assert!(snap.tally.done());
     assert_eq!(snap.tally.by_status.get("cancelled"), Some(&1));
 }
+
+/// The job API's `label` travels with the batch: its submission record has it, and the batch's
+/// report knows how many jobs were scheduled while none is stored.
+#[tokio::test]
+async fn a_labelled_batch_is_recorded_and_its_report_says_partial() {
+    let env = Env::new().await;
+    let app = env.app();
+    let reply = post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "methods": ["power", "low-temp"], "label": "api sweep"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let batch = reply.body["batch_id"].as_str().unwrap().to_string();
+    // What a collector does with the submissions stream.
+    let queue = &env.state.queue;
+    queue.ensure_groups().await.unwrap();
+    let read = queue.read_submissions("c", 60_000, 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    let record = read[0].record.clone().unwrap();
+    assert_eq!(record.batch_id.to_string(), batch);
+    assert_eq!(record.label.as_ref().map(|l| l.as_str()), Some("api sweep"));
+    assert_eq!(record.scheduled, 2);
+    env.state
+        .store
+        .record_submissions(std::slice::from_ref(&record))
+        .await
+        .unwrap();
+    queue
+        .ack_submissions(&[read[0].entry_id.clone()])
+        .await
+        .unwrap();
+    assert!(queue.read_submissions("c", 0, 10).await.unwrap().is_empty());
+
+    let report = get(&app, &format!("/v1/batches/{batch}/report")).await;
+    assert_eq!(report.status, StatusCode::OK, "{report:?}");
+    assert_eq!(report.body["scheduled"], 2);
+    assert_eq!(report.body["stored"], 0);
+    assert_eq!(report.body["running"], 2);
+    assert_eq!(report.body["complete"], false);
+
+    post(
+        &app,
+        "/v1/jobs",
+        json!({"model": "toy:pivot", "prompt": "A", "label": "two\nlines"}),
+    )
+    .await
+    .error(
+        StatusCode::BAD_REQUEST,
+        &["label must be 1 to 200 printable characters"],
+    );
+}

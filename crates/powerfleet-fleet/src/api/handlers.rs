@@ -213,16 +213,26 @@ pub(super) async fn get_batch_report(
     let prices = powerfleet_report::Prices::parse(prices.iter().map(String::as_str))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let results = state.store.jobs_by_batch(id).await?;
-    if results.is_empty() {
+    let scheduled = state.store.submission(id).await?.map(|s| s.scheduled);
+    if results.is_empty() && scheduled.is_none() {
         return Err(ApiError::NotFound(format!(
             "no stored results for batch {id}; check the id, or wait until the collector has stored some (GET /v1/batches/{id} shows progress)"
         )));
     }
-    Ok(Json(powerfleet_report::build(
-        &id.to_string(),
-        &results,
-        &prices,
-    )))
+    let mut report = powerfleet_report::build(&id.to_string(), &results, &prices);
+    // Partial: how many of the jobs not stored are still queued or running, if Redis knows.
+    let unfinished = match scheduled {
+        Some(s) if s > results.len() as u64 => state
+            .queue
+            .tally(powerfleet_queue::TallyOf::Batch(id))
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.total.saturating_sub(t.finished)),
+        _ => None,
+    };
+    report.set_progress(scheduled, unfinished);
+    Ok(Json(report))
 }
 
 /// `GET /v1/correlations/{id}[?limit=N&after=JOB_ID]`: the status of the jobs under the
