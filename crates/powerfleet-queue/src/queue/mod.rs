@@ -21,7 +21,6 @@ mod workers;
 pub use powerfleet_jobs::redact_url;
 pub use submissions::SubmissionDelivery;
 pub use workers::{ServedModel, WorkerRegistration, context_tokens, served};
-pub use workers::{ServedModel, WorkerRegistration, served};
 
 /// Longest a blocking stream read waits; longer requests are cut to it.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
@@ -1057,9 +1056,26 @@ mod tests {
             )),
             alpha: None,
             error_code: Some(powerfleet_jobs::ErrorCode::ContextLengthExceeded),
-            config: None,
-            label: None,
-            version: None,
+            // The manifest at its largest: every setting, a label of the longest, in 4-byte
+            // characters escaped nowhere.
+            config: Some(
+                powerfleet_sampler::SamplerConfig {
+                    top_k: Some(u32::MAX),
+                    particles: Some(4096),
+                    ess_threshold: Some(0.123_456_789_012_345_67),
+                    ..powerfleet_sampler::SamplerConfig::new(Method::PowerSmc)
+                }
+                .validate()
+                .unwrap()
+                .manifest(),
+            ),
+            label: Some(
+                "\u{1F600}"
+                    .repeat(powerfleet_jobs::MAX_LABEL_LEN)
+                    .parse()
+                    .unwrap(),
+            ),
+            version: Some(powerfleet_jobs::VERSION.to_string()),
         };
         let size = serde_json::to_vec(&result).unwrap().len();
         assert!(size < MAX_RESULT_BYTES / 2, "{size} bytes");
