@@ -321,7 +321,8 @@ async fn concurrent_maximal_completions_stay_under_the_stated_bounds() {
         &["--model", "slow", "--completion-timeout", "5s"],
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: a worker on a loaded machine registers late, never not at all.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let queue = fleet.queue().await;
     while !powerfleet_queue::served(&queue.live_workers().await.unwrap(), "slow") {
         assert!(Instant::now() < deadline, "the worker did not register");
