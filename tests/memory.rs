@@ -336,8 +336,16 @@ async fn concurrent_maximal_completions_stay_under_the_stated_bounds() {
         .map(|r| {
             let base = base.clone();
             tokio::spawn(async move {
+                // Words of the model's vocabulary only (a prompt it cannot tokenize fails its
+                // job at once); the last six spell the request and prompt in binary.
                 let prompts: Vec<String> = (0..4)
-                    .map(|p| format!("{}{r} {p}", "a ".repeat(130_000 - 4)))
+                    .map(|p| {
+                        let id = r * 4 + p;
+                        let tail: String = (0..6)
+                            .map(|bit| if id >> bit & 1 == 1 { "b " } else { "a " })
+                            .collect();
+                        format!("{}{}", "a ".repeat(130_000 - 6), tail.trim_end())
+                    })
                     .collect();
                 let body = serde_json::json!({"model": "slow", "prompt": prompts, "n": 64, "max_tokens": 4});
                 let reply = reqwest::Client::new()
