@@ -62,7 +62,8 @@ fn box_argument(
 
 /// For every `{` of `s` that closes, its byte index and that of its `}`, in one pass. Escaped
 /// braces (`\{`, `\}`) do not count. For an unescaped `{` at byte `i`, `closing_braces(s)[&i]`
-/// is `i + 1 + closing_brace(&s[i + 1..])`: what [`closing_brace`] finds, for all groups at once.
+/// is `i + 1 + closing_brace(&s[i + 1..])` of the old one-group scan (kept with the test
+/// oracles), for all groups at once.
 fn closing_braces(s: &str) -> HashMap<usize, usize> {
     let mut closes = HashMap::new();
     let mut open = Vec::new();
@@ -84,32 +85,6 @@ fn closing_braces(s: &str) -> HashMap<usize, usize> {
         }
     }
     closes
-}
-
-/// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
-/// braces (`\{`, `\}`) do not count.
-#[cfg(test)]
-fn closing_brace(s: &str) -> Option<usize> {
-    let mut depth = 1usize;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Plain replacements applied before anything else (after `$` and `\\` handling).

@@ -7,6 +7,31 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
+/// braces (`\{`, `\}`) do not count.
+fn closing_brace(s: &str) -> Option<usize> {
+    let mut depth = 1usize;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The old `last_boxed`: a brace scan per box, from the last one back.
 fn oracle_last_boxed(text: &str) -> Option<String> {
     let mut starts: Vec<(usize, usize)> = ["\\boxed", "\\fbox"]

@@ -941,6 +941,27 @@ impl Queue {
     /// so in a warning naming the stream. The group starts at the stream's first entry, so
     /// nothing written since is skipped. One that exists already is left alone.
     pub(crate) async fn recreate_group(&self, stream: &str, group: &str) -> Result<(), QueueError> {
+        if self.create_group(stream, group).await? {
+            warn_recreated(stream, group);
+        }
+        Ok(())
+    }
+
+    /// Creates the consumer groups (and streams) if they do not exist.
+    pub async fn ensure_groups(&self) -> Result<(), QueueError> {
+        for (stream, group) in [
+            (self.keys.jobs(), WORKER_GROUP),
+            (self.keys.results(), COLLECTOR_GROUP),
+            (self.keys.submissions(), COLLECTOR_GROUP),
+        ] {
+            self.create_group(&stream, group).await?;
+        }
+        Ok(())
+    }
+
+    /// `XGROUP CREATE stream group 0 MKSTREAM`: true when it created the group, false when the
+    /// group exists already.
+    async fn create_group(&self, stream: &str, group: &str) -> Result<bool, QueueError> {
         let mut c = self.conn().await?;
         let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -951,38 +972,10 @@ impl Queue {
             .query_async(&mut c)
             .await;
         match r {
-            Ok(_) => {
-                warn_recreated(stream, group);
-                Ok(())
-            }
-            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(false),
             Err(e) => Err(self.err(e)),
         }
-    }
-
-    /// Creates the consumer groups (and streams) if they do not exist.
-    pub async fn ensure_groups(&self) -> Result<(), QueueError> {
-        for (stream, group) in [
-            (self.keys.jobs(), WORKER_GROUP),
-            (self.keys.results(), COLLECTOR_GROUP),
-            (self.keys.submissions(), COLLECTOR_GROUP),
-        ] {
-            let mut c = self.conn().await?;
-            let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(group)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut c)
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e) if e.to_string().contains("BUSYGROUP") => {}
-                Err(e) => return Err(self.err(e)),
-            }
-        }
-        Ok(())
     }
 
     /// Answers whether Redis is reachable.
