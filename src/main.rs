@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod report;
 mod sample;
+mod selection;
 mod workers;
 
 use clap::{Parser, Subcommand};

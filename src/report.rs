@@ -3,13 +3,12 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use powerfleet_jobs::{BatchId, CorrelationId};
-use powerfleet_queue::TallyOf;
 use powerfleet_report::{Prices, ReportFormat};
 
 use crate::fleet::{DatabaseArgs, RedisArgs};
+use crate::selection::{Run, Selection};
 
 /// Output formats of `report`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,7 +37,8 @@ impl From<ReportFormatArg> for ReportFormat {
 /// Arguments of `powerfleet report`.
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// The batch id (or a correlation id) to report on.
+    /// What to report on: a batch id, a correlation id, or label=NAME (every batch submitted
+    /// with that label).
     pub id: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -66,50 +66,20 @@ pub struct ReportArgs {
 pub async fn run(args: ReportArgs) -> Result<()> {
     let prices = Prices::parse(args.prices.iter().map(String::as_str))
         .map_err(|e| anyhow::anyhow!("--price: {e}"))?;
+    let selection: Selection = args.id.parse()?;
     let store = args.database.connect().await?;
-    let (results, submissions, tally_of) = match args.id.parse::<BatchId>() {
-        Ok(batch) => (
-            store.jobs_by_batch(batch).await?,
-            store
-                .submission(batch)
-                .await?
-                .into_iter()
-                .collect::<Vec<_>>(),
-            Tally::Batch(batch),
-        ),
-        Err(_) => {
-            let corr: CorrelationId = args
-                .id
-                .parse()
-                .context("ID must be a batch id or a correlation id")?;
-            (
-                store.jobs_by_correlation(&corr).await?,
-                store.submissions_by_correlation(&corr).await?,
-                Tally::Correlation(corr),
-            )
-        }
-    };
-    let scheduled =
-        (!submissions.is_empty()).then(|| submissions.iter().map(|s| s.scheduled).sum());
-    if results.is_empty() && scheduled.is_none() {
-        bail!(
-            "no stored results for {} in {}; check the id (see `powerfleet status {}`) and that a collector writes to this --database-url",
-            args.id,
-            store.url(),
-            args.id
-        );
-    }
-    let batches: std::collections::BTreeSet<_> = results.iter().map(|r| r.batch_id).collect();
-    if batches.len() > 1 {
+    let run = Run::load(&store, selection).await?;
+    if run.batches() > 1 {
         eprintln!(
             "note: {} spans {} batches; rows pool them by method and configuration (report on one batch id to keep the batches apart)",
             args.id,
-            batches.len()
+            run.batches()
         );
     }
-    let mut report = powerfleet_report::build(&args.id, &results, &prices);
+    let mut report = powerfleet_report::build(&args.id, &run.results, &prices);
+    let scheduled = run.scheduled();
     let unfinished = match scheduled {
-        Some(s) if s > results.len() as u64 => unfinished(&args.redis, &tally_of).await,
+        Some(s) if s > run.results.len() as u64 => run.unfinished(&args.redis).await,
         _ => None,
     };
     report.set_progress(scheduled, unfinished);
@@ -133,28 +103,4 @@ pub async fn run(args: ReportArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Whose jobs the report covers, for the tally in Redis.
-enum Tally {
-    Batch(BatchId),
-    Correlation(CorrelationId),
-}
-
-/// Jobs of the batch or correlation id not finished yet, from their tally in Redis; `None` when
-/// Redis cannot be reached within a few seconds or has forgotten them.
-async fn unfinished(redis: &RedisArgs, of: &Tally) -> Option<u64> {
-    let ask = async {
-        let queue = redis.connect().await.ok()?;
-        let of = match of {
-            Tally::Batch(b) => TallyOf::Batch(*b),
-            Tally::Correlation(c) => TallyOf::Correlation(c),
-        };
-        let tally = queue.tally(of).await.ok()??;
-        Some(tally.total.saturating_sub(tally.finished))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(3), ask)
-        .await
-        .ok()
-        .flatten()
 }

@@ -16,7 +16,7 @@ mod summary;
 use std::str::FromStr;
 use std::time::Duration;
 
-use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus};
+use powerfleet_jobs::{BatchId, CorrelationId, JobId, JobResult, JobStatus, Label};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -406,6 +406,18 @@ impl Store {
                 "SELECT result_json FROM job_results WHERE correlation_id = $1",
                 &[id.as_str()],
                 &format!("read the jobs of correlation id {id}"),
+            )
+            .await?;
+        self.decode_sorted(jsons)
+    }
+
+    /// The stored results of every batch submitted with a label, ordered by job id.
+    pub async fn jobs_by_label(&self, label: &Label) -> Result<Vec<JobResult>, StoreError> {
+        let jsons = self
+            .result_jsons(
+                "SELECT result_json FROM job_results WHERE label = $1",
+                &[label.as_str()],
+                &format!("read the jobs labelled {label}"),
             )
             .await?;
         self.decode_sorted(jsons)

@@ -1,6 +1,6 @@
 //! The `submissions` table: one row per submitted batch, with how many jobs it scheduled.
 
-use powerfleet_jobs::{BatchId, CorrelationId, SubmissionRecord};
+use powerfleet_jobs::{BatchId, CorrelationId, Label, SubmissionRecord};
 use sqlx::Row;
 
 use crate::{Pool, Store, StoreError, big, unbig};
@@ -51,6 +51,14 @@ impl Store {
         id: &CorrelationId,
     ) -> Result<Vec<SubmissionRecord>, StoreError> {
         self.submissions_where("correlation_id", id.as_str()).await
+    }
+
+    /// The stored submission records of the batches submitted with a label, oldest first.
+    pub async fn submissions_by_label(
+        &self,
+        label: &Label,
+    ) -> Result<Vec<SubmissionRecord>, StoreError> {
+        self.submissions_where("label", label.as_str()).await
     }
 
     async fn submissions_where(

@@ -1,0 +1,136 @@
+//! What a report or an export covers: a batch id, a correlation id or `label=NAME`, with the
+//! results and submission records stored for it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+use powerfleet_jobs::{BatchId, CorrelationId, JobResult, Label, SubmissionRecord};
+use powerfleet_queue::TallyOf;
+use powerfleet_store::Store;
+
+use crate::fleet::RedisArgs;
+
+/// One run named on the command line.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    /// One submitted batch.
+    Batch(BatchId),
+    /// Every batch submitted under a correlation id.
+    Correlation(CorrelationId),
+    /// Every batch submitted with a label (`label=NAME`).
+    Label(Label),
+}
+
+impl FromStr for Selection {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Selection> {
+        if let Some(label) = s.strip_prefix("label=") {
+            return label
+                .parse()
+                .map(Selection::Label)
+                .map_err(|e| anyhow::anyhow!("{s:?}: {e}"));
+        }
+        if let Ok(batch) = s.parse() {
+            return Ok(Selection::Batch(batch));
+        }
+        s.parse().map(Selection::Correlation).map_err(|e| {
+            anyhow::anyhow!(
+                "{s:?} is not a batch id, a correlation id or label=NAME ({e}); `powerfleet status` lists a submission's ids"
+            )
+        })
+    }
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selection::Batch(b) => write!(f, "{b}"),
+            Selection::Correlation(c) => write!(f, "{c}"),
+            Selection::Label(l) => write!(f, "label={l}"),
+        }
+    }
+}
+
+/// The stored results of a selection and the records of its submitted batches.
+pub struct Run {
+    pub selection: Selection,
+    pub results: Vec<JobResult>,
+    pub submissions: Vec<SubmissionRecord>,
+}
+
+impl Run {
+    /// Reads the selection's results and submissions; fails when neither exists, with what to
+    /// check.
+    pub async fn load(store: &Store, selection: Selection) -> Result<Run> {
+        let (results, submissions) = match &selection {
+            Selection::Batch(b) => (
+                store.jobs_by_batch(*b).await?,
+                store.submission(*b).await?.into_iter().collect(),
+            ),
+            Selection::Correlation(c) => (
+                store.jobs_by_correlation(c).await?,
+                store.submissions_by_correlation(c).await?,
+            ),
+            Selection::Label(l) => (
+                store.jobs_by_label(l).await?,
+                store.submissions_by_label(l).await?,
+            ),
+        };
+        if results.is_empty() && submissions.is_empty() {
+            bail!(
+                "no stored results or submissions for {selection} in {}; check the id (see `powerfleet status`) and that a collector writes to this --database-url",
+                store.url(),
+            );
+        }
+        Ok(Run {
+            selection,
+            results,
+            submissions,
+        })
+    }
+
+    /// How many jobs the run's submissions scheduled; `None` when no submission was recorded
+    /// (batches submitted before the record existed).
+    pub fn scheduled(&self) -> Option<u64> {
+        (!self.submissions.is_empty()).then(|| self.submissions.iter().map(|s| s.scheduled).sum())
+    }
+
+    /// How many of the run's batches its stored results span.
+    pub fn batches(&self) -> usize {
+        let mut batches: std::collections::BTreeSet<BatchId> =
+            self.results.iter().filter_map(|r| r.batch_id).collect();
+        batches.extend(self.submissions.iter().map(|s| s.batch_id));
+        batches.len()
+    }
+
+    /// Jobs of the run not finished yet, from their tallies in Redis; `None` when Redis cannot
+    /// be reached within a few seconds or has forgotten them.
+    pub async fn unfinished(&self, redis: &RedisArgs) -> Option<u64> {
+        let ask = async {
+            let queue = redis.connect().await.ok()?;
+            match &self.selection {
+                Selection::Batch(b) => {
+                    let t = queue.tally(TallyOf::Batch(*b)).await.ok()??;
+                    Some(t.total.saturating_sub(t.finished))
+                }
+                Selection::Correlation(c) => {
+                    let t = queue.tally(TallyOf::Correlation(c)).await.ok()??;
+                    Some(t.total.saturating_sub(t.finished))
+                }
+                Selection::Label(_) => {
+                    let mut left = 0;
+                    for s in &self.submissions {
+                        let t = queue.tally(TallyOf::Batch(s.batch_id)).await.ok()??;
+                        left += t.total.saturating_sub(t.finished);
+                    }
+                    Some(left)
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(3), ask)
+            .await
+            .ok()
+            .flatten()
+    }
+}
