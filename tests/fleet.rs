@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, Fleet, batch, fault_free_tokens, long_config, published_results, specs, submit_batch,
+    BIN, Fleet, batch, fault_free_output, fault_free_tokens, long_config, published_results, specs,
+    submit_batch,
 };
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
@@ -116,34 +117,50 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
     let queue = fleet.queue().await;
     let config = SamplerConfig {
         block_size: 2,
-        max_new_tokens: 12,
+        max_new_tokens: 16,
         particles: Some(8),
         finish_on_eos: false,
         ..SamplerConfig::new(Method::PowerSmc)
     };
-    // A block's 8 particle requests go out at once: 6 blocks of 150 ms each per job.
-    let submission = batch("toy:eos-lengths?delay_ms=150")
+    // A block's 8 particle requests go out at once: 8 blocks of 150 ms each per job, as the
+    // particles never stop at EOS.
+    let model = format!("{}?delay_ms=150", no_early_eos_model(&fleet));
+    let submission = batch(&model)
         .config(config)
         .methods(&[Method::PowerSmc])
-        .problems(24)
+        .seeds(24)
         .build();
     let receipt = submit_batch(&queue, &submission).await;
     let n = receipt.job_ids.len();
     let batch_id = receipt.batch_id.unwrap();
     let specs = specs(&queue, &receipt).await;
-    let store = fleet.store().await;
-    let mut rng = Lcg(7);
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(150 + rng.below(150))).await;
-        let victim = rng.below(2) as usize;
-        fleet.kill_worker(victim);
-        fleet.restart_worker(victim);
+    // Three kills, each of the worker running a job that has checkpointed a block.
+    let mut killed_mid_job = Vec::new();
+    while killed_mid_job.len() < 3 {
+        match kill_owner_past_block(&mut fleet, &queue, &receipt.job_ids, 2).await {
+            Kill::Landed(job) => killed_mid_job.push(job),
+            Kill::Missed => {}
+            Kill::NothingInFlight => panic!(
+                "every job finished before 3 kills landed on jobs in flight (landed: {})",
+                killed_mid_job.len()
+            ),
+        }
     }
     let results = fleet
         .wait_for_results(batch_id, n, Duration::from_secs(180))
         .await;
+    assert_eq!(results.len(), n);
     assert_exact(&results, &specs);
-    for r in &results {
+    let published = published_results(&fleet).await;
+    for spec in &specs {
+        assert_eq!(
+            published.get(&spec.job_id.to_string()),
+            Some(&1),
+            "job {} published once",
+            spec.job_id
+        );
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.method, Method::PowerSmc);
         let smc = r
             .stats
             .smc
@@ -151,13 +168,98 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
             .expect("power-smc results record the particles");
         assert_eq!(smc.particles, 8);
         assert!(smc.weighted.iter().any(|w| w.tokens == r.tokens));
-        assert_eq!(r.method, Method::PowerSmc);
+        assert_eq!(
+            Some(smc),
+            fault_free_output(spec).stats.smc.as_ref(),
+            "job {}: the particles' weights of a fault-free run",
+            spec.job_id
+        );
     }
-    assert!(
-        results.iter().any(|r| r.attempts >= 2),
-        "some jobs were resumed from a checkpoint"
-    );
-    drop(store);
+    for job in &killed_mid_job {
+        let r = results.iter().find(|r| r.job_id == *job).unwrap();
+        assert!(
+            r.attempts >= 2,
+            "job {job} was resumed after its worker was killed: {r:?}"
+        );
+    }
+}
+
+/// A toy model on which completions (almost) never stop at EOS and the next token's
+/// distribution depends on the last token, so that power-smc particles grow through every
+/// block with unequal weights. Returns its model reference.
+fn no_early_eos_model(fleet: &Fleet) -> String {
+    let path = fleet.dir.path().join("no-early-eos.json");
+    std::fs::write(
+        &path,
+        r#"{"vocab": ["a", "b", "<eos>"], "eos": 2, "default": [0.5, 0.49, 0.01],
+            "contexts": [{"context": [0], "probs": [0.2, 0.79, 0.01]}]}"#,
+    )
+    .unwrap();
+    format!("toy:{}", path.display())
+}
+
+/// What [`kill_owner_past_block`] did.
+enum Kill {
+    /// The job was running under the killed worker: another worker must resume it.
+    Landed(JobId),
+    /// The job finished before the kill.
+    Missed,
+    /// Every job had finished.
+    NothingInFlight,
+}
+
+/// Waits until one of `jobs` runs at block `block` or later (so its checkpoint of an earlier
+/// block is stored) on a live worker, SIGKILLs that worker and starts it again. Of several
+/// such jobs, the one with the most blocks left. Panics when the jobs stop moving for a minute.
+async fn kill_owner_past_block(
+    fleet: &mut Fleet,
+    queue: &powerfleet_queue::Queue,
+    jobs: &[JobId],
+    block: u32,
+) -> Kill {
+    let mut last_moved = (Vec::new(), Instant::now());
+    loop {
+        let states: Vec<_> = queue
+            .job_states(jobs)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.expect("the job's state is in Redis"))
+            .collect();
+        if states.iter().all(|s| s.status.is_final()) {
+            return Kill::NothingInFlight;
+        }
+        let target = states
+            .iter()
+            .filter(|s| s.status == JobStatus::Running)
+            .filter_map(|s| {
+                let p = s.progress.as_ref().filter(|p| p.block_idx >= block)?;
+                let owner = s.owner.clone()?;
+                let worker = fleet.worker_named(&owner)?;
+                Some((p.block_idx, s.job_id, owner, worker))
+            })
+            .min();
+        if let Some((_, job, owner, worker)) = target {
+            fleet.kill_worker(worker);
+            let after = queue.job_state(job).await.unwrap().unwrap();
+            fleet.restart_worker(worker);
+            return if after.status == JobStatus::Running && after.owner == Some(owner) {
+                Kill::Landed(job)
+            } else {
+                Kill::Missed
+            };
+        }
+        let moved: Vec<_> = states.into_iter().map(|s| (s.status, s.progress)).collect();
+        if moved != last_moved.0 {
+            last_moved = (moved, Instant::now());
+        }
+        assert!(
+            last_moved.1.elapsed() < Duration::from_secs(60),
+            "no job moved for a minute\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until every one of `jobs` is running.

@@ -364,3 +364,38 @@ fn an_smc_chain_lists_a_blocks_requests_in_the_order_it_takes_their_answers() {
         }
     }
 }
+
+#[test]
+fn an_smc_chains_position_names_each_block_it_enters_until_it_finishes() {
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 8,
+        particles: Some(4),
+        finish_on_eos: false,
+        ..SamplerConfig::new(Method::PowerSmc)
+    }
+    .validate()
+    .unwrap();
+    let mut longest = 0;
+    for stream in 0..20 {
+        let mut chain = Chain::new(config.clone(), &[1], 3, stream);
+        assert_eq!(chain.position().block_idx, 0);
+        assert_eq!(chain.position().n_blocks, 4);
+        while let Some(request) = chain.request() {
+            let g = MODEL.generate(&request).unwrap();
+            let before = chain.position().block_idx;
+            let advance = chain.advance(g).unwrap();
+            let p = chain.position();
+            match advance.block_finished {
+                Some(b) if !advance.finished => {
+                    assert_eq!(b, before);
+                    assert_eq!(p.block_idx, b + 1, "stream {stream}: the next block");
+                    longest = longest.max(p.block_idx);
+                }
+                Some(_) => assert!(p.finished && p.block_idx == p.n_blocks),
+                None => assert_eq!(p.block_idx, before, "stream {stream}: within a block"),
+            }
+        }
+    }
+    assert_eq!(longest, 3, "some chain reached the last block");
+}

@@ -11,7 +11,7 @@ use powerfleet_jobs::{BatchId, JobId, JobResult, JobSpec, Prompt};
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{Queue, QueueOptions};
-use powerfleet_sampler::{Chain, TokenId, run};
+use powerfleet_sampler::{Chain, ChainOutput, TokenId, run};
 use powerfleet_store::Store;
 
 /// A private redis-server, the worker and collector processes started on it, and a results
@@ -222,6 +222,15 @@ impl Fleet {
         }
     }
 
+    /// The index of the running worker named `consumer` in the fleet (a job state's `owner`):
+    /// a worker's default name ends with its process id.
+    pub fn worker_named(&self, consumer: &str) -> Option<usize> {
+        self.workers.iter().position(|w| {
+            w.as_ref()
+                .is_some_and(|c| consumer.ends_with(&format!("-{}", c.id())))
+        })
+    }
+
     /// Sends `signal` (a number, as for kill(1)) to worker `i`.
     pub fn signal_worker(&self, i: usize, signal: i32) {
         let pid = self.workers[i].as_ref().expect("worker running").id() as i32;
@@ -343,6 +352,12 @@ pub async fn submit_batch(queue: &Queue, submission: &Submission) -> Receipt {
 
 /// The tokens a fault-free, uninterrupted run of the job gives.
 pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
+    fault_free_output(spec).tokens
+}
+
+/// What a fault-free, uninterrupted run of the job gives: its tokens and statistics (for
+/// power-smc, the particles' weighted completions).
+pub fn fault_free_output(spec: &JobSpec) -> ChainOutput {
     let base = spec.model.split('?').next().unwrap();
     let model = resolve_toy(base).unwrap();
     let prompt = match &spec.prompt {
@@ -357,7 +372,7 @@ pub fn fault_free_tokens(spec: &JobSpec) -> Vec<TokenId> {
         spec.seed,
         spec.stream,
     );
-    run(&mut chain, &model).unwrap().tokens
+    run(&mut chain, &model).unwrap()
 }
 
 /// Job specs of a receipt, read back from Redis, each with its stored prompt resolved.

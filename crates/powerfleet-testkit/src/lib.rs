@@ -3,7 +3,7 @@
 //!
 //! - [`Fleet`]: a private redis-server with worker and collector processes of the `powerfleet`
 //!   binary on it and a SQLite results file, with [`submit_batch`], [`specs`],
-//!   [`fault_free_tokens`], [`published_results`] and [`stdout_of`] to drive and read it;
+//!   [`fault_free_tokens`], [`fault_free_output`], [`published_results`] and [`stdout_of`] to drive and read it;
 //! - [`llama::LlamaServer`]: a real llama-server with the tiny test model;
 //! - builders with defaults of the values tests make over and over: [`spec`] ([`JobSpec`]),
 //!   [`result_for`] ([`JobResult`]) and [`batch`] (a [`Submission`] made the way every
@@ -28,7 +28,8 @@ pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
 };
 pub use fleet::{
-    Fleet, fault_free_tokens, job_spec, published_results, specs, stdout_of, submit_batch,
+    Fleet, fault_free_output, fault_free_tokens, job_spec, published_results, specs, stdout_of,
+    submit_batch,
 };
 pub use redis::{queue_on, redis_server};
 pub use serve::Serve;
