@@ -1945,6 +1945,8 @@ async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails
         "power,low-temp",
         "--seeds",
         "3",
+        "--n-mcmc",
+        "3",
         "--label",
         "unfinished",
         "--format",
@@ -1979,6 +1981,19 @@ async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails
     );
     assert_eq!(record.methods, [Method::Power, Method::LowTemp]);
     assert_eq!(record.models, ["toy:pivot"]);
+    // With what it asked for: three seeds of one prompt, the n_mcmc given, and no key.
+    let request = record
+        .request
+        .as_ref()
+        .expect("the record keeps the request");
+    assert_eq!(request.seeds, [0, 1, 2]);
+    assert_eq!((request.problems, request.chains), (1, 1));
+    assert_eq!(request.config.n_mcmc, 3);
+    assert!(!request.submission_key && request.graded.is_none());
+    assert!(
+        request.jobs_fingerprint.starts_with("fnv1a64:"),
+        "{request:?}"
+    );
 
     let out = fleet.cli(&["report", &batch]);
     assert!(

@@ -153,6 +153,46 @@ pub struct GradedProblem {
     pub model: Option<String>,
 }
 
+impl Submission {
+    /// What this submission asked for, as its record keeps it: settings, counts and the jobs'
+    /// fingerprint, without secrets or the problems' text.
+    fn request_record(&self, jobs: &[JobSpec]) -> powerfleet_jobs::SubmissionRequest {
+        let graded = self.graded_run.as_ref().map(|run| {
+            let template_text = match &run.template {
+                Template::User(text) if text.len() <= powerfleet_jobs::MAX_KEPT_TEMPLATE_BYTES => {
+                    Some(text.clone())
+                }
+                _ => None,
+            };
+            powerfleet_jobs::GradedRequest {
+                template: run.template.name().to_string(),
+                template_text,
+                grader: run.grader.as_ref().map(|g| match g {
+                    Grader::Regex { pattern } => format!("regex:{pattern}"),
+                    g => g.name().to_string(),
+                }),
+                price_per_mtok: run.price_per_mtok,
+            }
+        });
+        let problems = match &self.graded_run {
+            Some(run) => run.problems.len(),
+            None => self.problems.len(),
+        };
+        powerfleet_jobs::SubmissionRequest {
+            config: self.config.clone(),
+            seeds: self.seeds.clone(),
+            chains: self.chains,
+            problems: problems as u64,
+            jobs_fingerprint: fingerprint(jobs),
+            stop: self.stop.clone(),
+            chat: self.chat,
+            fallback_single_sample: self.fallback_single_sample,
+            graded,
+            submission_key: self.submission_key.is_some(),
+        }
+    }
+}
+
 impl GradedRun {
     /// Every problem of the built-in suite on its toy model, graded by its answer pattern.
     pub fn builtin_suite() -> GradedRun {
@@ -942,6 +982,7 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
                 methods: submission.methods.clone(),
                 scheduled: job_ids.len() as u64,
                 created_at_ms: now_ms(),
+                request: Some(submission.request_record(&jobs)),
             })
             .await?;
     }

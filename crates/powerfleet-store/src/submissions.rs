@@ -13,11 +13,15 @@ impl Store {
         for r in records {
             let models = serde_json::to_string(&r.models).expect("model names serialize");
             let methods = serde_json::to_string(&r.methods).expect("methods serialize");
+            let request = r
+                .request
+                .as_ref()
+                .map(|q| serde_json::to_string(q).expect("a submission request serializes"));
             on_pool!(self, |pool| {
                 sqlx::query(
                     "INSERT INTO submissions (batch_id, correlation_id, label, models, methods, \
-                     scheduled, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (batch_id) DO NOTHING",
+                     scheduled, created_at_ms, request_json) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                     $8) ON CONFLICT (batch_id) DO NOTHING",
                 )
                 .bind(r.batch_id.to_string())
                 .bind(r.correlation_id.as_str())
@@ -30,6 +34,7 @@ impl Store {
                 .bind(&methods)
                 .bind(big(r.scheduled))
                 .bind(big(r.created_at_ms))
+                .bind(request.as_deref())
                 .execute(pool)
                 .await
                 .map_err(|e| self.query_err(action, e))?;
@@ -68,8 +73,8 @@ impl Store {
     ) -> Result<Vec<SubmissionRecord>, StoreError> {
         let action = "read submissions";
         let sql = format!(
-            "SELECT batch_id, correlation_id, label, models, methods, scheduled, created_at_ms \
-             FROM submissions WHERE {column} = $1"
+            "SELECT batch_id, correlation_id, label, models, methods, scheduled, created_at_ms, \
+             request_json FROM submissions WHERE {column} = $1"
         );
         let rows = on_pool!(self, |pool| {
             let rows = sqlx::query(&sql)
@@ -100,6 +105,12 @@ impl Store {
                             .map_err(|e| self.corrupt("methods", e))?,
                         scheduled: unbig(int("scheduled")?),
                         created_at_ms: unbig(int("created_at_ms")?),
+                        request: row
+                            .try_get::<Option<String>, _>("request_json")
+                            .map_err(|e| self.corrupt("request_json", e))?
+                            .map(|j| serde_json::from_str(&j))
+                            .transpose()
+                            .map_err(|e| self.corrupt("request_json", e))?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()

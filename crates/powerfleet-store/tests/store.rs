@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use powerfleet_jobs::{
-    BatchId, CorrelationId, GradeRecord, Grader, Grading, JobId, JobResult, JobStatus,
-    ReferenceAnswer, SubmissionRecord,
+    BatchId, CorrelationId, GradeRecord, GradedRequest, Grader, Grading, JobId, JobResult,
+    JobStatus, ReferenceAnswer, SubmissionRecord, SubmissionRequest,
 };
 use powerfleet_sampler::{BlockStats, ChainStats, Method, SamplerConfig};
 use powerfleet_store::{
@@ -394,6 +394,11 @@ async fn lookups_by_batch_and_correlation(store: &Store, _url: &str) {
     .into_iter()
     .map(|(b, c)| completed(b, c.as_str()))
     .collect();
+    // Two labelled across both correlation ids.
+    let mut all = all;
+    for i in [1, 2] {
+        all[i].label = Some("study 1".parse().unwrap());
+    }
     for i in [3, 0, 4, 2, 1] {
         assert!(store.record(&all[i]).await.unwrap());
     }
@@ -408,6 +413,10 @@ async fn lookups_by_batch_and_correlation(store: &Store, _url: &str) {
     assert_eq!(store.jobs_by_correlation(&c2).await.unwrap(), pick(&[2, 3]));
     let none: CorrelationId = "nobody".parse().unwrap();
     assert_eq!(store.jobs_by_correlation(&none).await.unwrap(), vec![]);
+    let label = "study 1".parse().unwrap();
+    assert_eq!(store.jobs_by_label(&label).await.unwrap(), pick(&[1, 2]));
+    let other = "study 2".parse().unwrap();
+    assert_eq!(store.jobs_by_label(&other).await.unwrap(), vec![]);
 }
 
 /// A job of the summary test: (method, status, latency ms, submitted offset ms, proposals,
@@ -1586,8 +1595,30 @@ async fn submissions_are_stored_once_and_read_back(store: &Store, _url: &str) {
         methods: vec![Method::Power, Method::LowTemp],
         scheduled,
         created_at_ms,
+        request: None,
     };
-    let (a, b) = (record(6, 1_000), record(4, 2_000));
+    // One with what it asked for, one recorded without (as before the request was kept).
+    let a = SubmissionRecord {
+        request: Some(SubmissionRequest {
+            config: SamplerConfig::new(Method::Power),
+            seeds: vec![0, 7],
+            chains: 3,
+            problems: 1,
+            jobs_fingerprint: "00ff".into(),
+            stop: vec!["\n\n".into()],
+            chat: true,
+            fallback_single_sample: false,
+            graded: Some(GradedRequest {
+                template: "user".into(),
+                template_text: Some("Q: {question}".into()),
+                grader: Some("regex:(\\d+)".into()),
+                price_per_mtok: Some(0.5),
+            }),
+            submission_key: true,
+        }),
+        ..record(6, 1_000)
+    };
+    let b = record(4, 2_000);
     store
         .record_submissions(std::slice::from_ref(&a))
         .await
@@ -1605,6 +1636,17 @@ async fn submissions_are_stored_once_and_read_back(store: &Store, _url: &str) {
             .submissions_by_correlation(&correlation_id)
             .await
             .unwrap(),
-        [a, b]
+        [a.clone(), b]
+    );
+    let label = "a label".parse().unwrap();
+    let by_label = store.submissions_by_label(&label).await.unwrap();
+    assert_eq!(by_label.len(), 2, "{by_label:?}");
+    assert_eq!(by_label[0], a);
+    assert!(
+        store
+            .submissions_by_label(&"another".parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
