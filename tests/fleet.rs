@@ -1986,7 +1986,10 @@ async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails
         .request
         .as_ref()
         .expect("the record keeps the request");
-    assert_eq!(request.seeds, [0, 1, 2]);
+    assert_eq!(
+        (request.seeds.as_slice(), request.seed_count),
+        (&[0, 1, 2][..], 3)
+    );
     assert_eq!((request.problems, request.chains), (1, 1));
     assert_eq!(request.config.n_mcmc, 3);
     assert!(!request.submission_key && request.graded.is_none());

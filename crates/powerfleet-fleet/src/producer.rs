@@ -180,7 +180,12 @@ impl Submission {
         };
         powerfleet_jobs::SubmissionRequest {
             config: self.config.clone(),
-            seeds: self.seeds.clone(),
+            seeds: if self.seeds.len() <= powerfleet_jobs::MAX_KEPT_SEEDS {
+                self.seeds.clone()
+            } else {
+                Vec::new()
+            },
+            seed_count: self.seeds.len() as u64,
             chains: self.chains,
             problems: problems as u64,
             jobs_fingerprint: fingerprint(jobs),

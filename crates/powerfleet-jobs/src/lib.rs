@@ -206,8 +206,12 @@ pub struct SubmissionRecord {
 pub struct SubmissionRequest {
     /// The base sampler configuration; each method of the record replaces its method.
     pub config: SamplerConfig,
-    /// Seeds per problem and method.
+    /// Seeds per problem and method, when there are at most [`MAX_KEPT_SEEDS`] (else empty;
+    /// `seed_count` says how many).
     pub seeds: Vec<u64>,
+    /// How many seeds per problem and method.
+    #[serde(default)]
+    pub seed_count: u64,
     /// Chains per problem, method and seed.
     pub chains: u64,
     /// How many problems (prompts) it had.
@@ -250,6 +254,10 @@ pub struct GradedRequest {
 
 /// The longest user template kept whole in a submission record.
 pub const MAX_KEPT_TEMPLATE_BYTES: usize = 64 << 10;
+
+/// The most seeds listed in a submission record; with more, only their count is kept (so a
+/// record stays far below a stream entry's limit).
+pub const MAX_KEPT_SEEDS: usize = 4096;
 
 /// An id that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1602,6 +1602,7 @@ async fn submissions_are_stored_once_and_read_back(store: &Store, _url: &str) {
         request: Some(SubmissionRequest {
             config: SamplerConfig::new(Method::Power),
             seeds: vec![0, 7],
+            seed_count: 2,
             chains: 3,
             problems: 1,
             jobs_fingerprint: "00ff".into(),
