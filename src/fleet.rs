@@ -131,11 +131,7 @@ where
         match attempt().await {
             Err(e) if retryable(&e) && !stop.is_cancelled() => {
                 failures += 1;
-                let delay = powerfleet_fleet::driver::backoff(
-                    Duration::from_millis(250),
-                    failures,
-                    Duration::from_secs(10),
-                );
+                let delay = powerfleet_fleet::backoff::Backoff::START_UP.delay(failures);
                 tracing::warn!(
                     error = %e,
                     retry_in_ms = delay.as_millis() as u64,

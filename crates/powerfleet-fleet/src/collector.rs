@@ -300,13 +300,9 @@ pub async fn run(
             Ok(()) => failures = 0,
             Err(e) => {
                 failures += 1;
-                // The workers' backoff: doubling from 200 ms up to 6.4 s, with jitter, so that
-                // collectors sharing a database that came back do not retry in step.
-                let delay = crate::driver::backoff(
-                    Duration::from_millis(200),
-                    failures,
-                    Duration::from_millis(6400),
-                );
+                // Jittered, so that collectors sharing a database that came back do not retry
+                // in step.
+                let delay = crate::backoff::Backoff::COLLECTOR_ROUND.delay(failures);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "collector round failed");
                 tokio::select! {
                     _ = stop.cancelled() => break,

@@ -18,6 +18,7 @@ use powerfleet_sampler::{Chain, Generation, OwnedRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::backoff::Backoff;
 use crate::metrics;
 use crate::models::Backend;
 
@@ -26,12 +27,17 @@ use crate::models::Backend;
 pub struct RetryPolicy {
     /// Attempts per request before the caller waits for the model (or fails the request).
     pub attempts: u32,
-    /// First retry delay; doubles per attempt, with jitter, up to 30 s.
+    /// First retry delay; doubles per attempt, with jitter, up to 30 s
+    /// ([`Backoff::model_retry`]).
     pub backoff: Duration,
 }
 
-/// Longest delay between two attempts of one request.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+impl RetryPolicy {
+    /// The delay before retry `attempt` of one request.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        Backoff::model_retry(self.backoff).delay(attempt)
+    }
+}
 
 /// How a model call (or a stretch of chain work) ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,14 +62,6 @@ pub enum Stop {
     Finished,
     /// A block ended (checkpoint now).
     BlockDone,
-}
-
-/// Exponential backoff with jitter: base·2^(attempt−1), at most `max`, times a factor in [0.5, 1).
-pub fn backoff(base: Duration, attempt: u32, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(max);
-    let jitter = 0.5 + 0.5 * (powerfleet_jobs::now_ms() % 1000) as f64 / 1000.0;
-    capped.mul_f64(jitter)
 }
 
 /// The verdict on a request whose attempts all failed with `errors` (transient or unavailable).
@@ -120,7 +118,7 @@ where
         }
         if attempt < policy.attempts {
             metrics::model_retry(backend.label());
-            let delay = backoff(policy.backoff, attempt, MAX_RETRY_DELAY);
+            let delay = policy.delay(attempt);
             if !pause(interrupt, delay).await {
                 return Called::Interrupted;
             }
@@ -215,7 +213,7 @@ pub async fn run_block(
                 metrics::model_retry(label);
                 warn!(attempt, error = %error, "model request failed; retrying");
                 errors.push(error);
-                let delay = backoff(policy.backoff, attempt, MAX_RETRY_DELAY);
+                let delay = policy.delay(attempt);
                 if !pause(interrupt, delay).await {
                     return Called::Interrupted;
                 }
@@ -239,17 +237,6 @@ pub async fn run_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        for attempt in 1..20 {
-            let d = backoff(base, attempt, max);
-            let ceiling = base.saturating_mul(1 << (attempt - 1).min(16)).min(max);
-            assert!(d <= ceiling && d >= ceiling / 2, "attempt {attempt}: {d:?}");
-        }
-    }
 
     #[test]
     fn the_same_failure_every_time_fails_and_anything_else_waits() {

@@ -3,6 +3,7 @@
 //! in-process and the binary runs each as its own process.
 
 pub mod api;
+pub mod backoff;
 pub mod collector;
 pub mod control;
 pub mod datasets;

@@ -30,7 +30,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::driver::{self, Called, RetryPolicy, Stop, backoff};
+use crate::backoff::Backoff;
+use crate::driver::{self, Called, RetryPolicy, Stop};
 use crate::metrics;
 use crate::models::{Backend, ModelRegistry};
 use powerfleet_backends::reference::redact_reference;
@@ -234,7 +235,7 @@ pub async fn run(
             Err(e) => {
                 drop(permit);
                 failures += 1;
-                let delay = backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
+                let delay = Backoff::READ_JOBS.delay(failures);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read jobs");
                 tokio::select! {
                     _ = stop.cancelled() => break,

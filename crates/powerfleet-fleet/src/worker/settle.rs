@@ -77,7 +77,7 @@ pub(super) async fn wait_for_model(
     why: &str,
 ) -> Result<(), QueueError> {
     let patience = ctx.config.patience;
-    let backoff = backoff(ctx.config.wait_backoff, run.waits + 1, ctx.config.max_wait);
+    let backoff = Backoff::new(ctx.config.wait_backoff, ctx.config.max_wait).delay(run.waits + 1);
     let now = now_ms();
     let plan = plan_wait(
         now,
