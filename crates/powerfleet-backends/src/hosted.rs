@@ -81,7 +81,7 @@ pub fn parse_hosted(raw: &str) -> Result<HostedReference, ReferenceError> {
         base: url.trim_end_matches('/').to_string(),
         model: String::new(),
         key_env: default_env.to_string(),
-        timeout: Duration::from_secs(300),
+        timeout: crate::reference::DEFAULT_REQUEST_TIMEOUT,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::error::ReferenceError;
 pub use crate::redact::{redact_reference, redact_url};
 
+/// How long one request to an inference server (or a hosted API) may take, unless the model
+/// reference's `timeout_s` says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Which server speaks at the URLs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -162,7 +166,7 @@ pub struct HttpReference {
     /// Token ids that end a generation, given by the operator (`eos=ID,ID`), sorted and without
     /// duplicates. The start-up probe adds those the server reports.
     pub eos: Vec<TokenId>,
-    /// Per-request timeout.
+    /// Per-request timeout ([`DEFAULT_REQUEST_TIMEOUT`] unless `timeout_s` says otherwise).
     pub timeout: Duration,
     /// Requests in flight per server.
     pub max_in_flight: usize,
@@ -249,7 +253,7 @@ pub fn parse(reference: &str) -> Result<ModelRef, ReferenceError> {
         model: None,
         k: kind.default_k(),
         eos: Vec::new(),
-        timeout: Duration::from_secs(300),
+        timeout: DEFAULT_REQUEST_TIMEOUT,
         max_in_flight: 16,
     };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
