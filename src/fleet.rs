@@ -38,26 +38,32 @@ pub struct RedisArgs {
     /// other's jobs.
     #[arg(long, env = "POWERFLEET_NAMESPACE", default_value = "default")]
     pub namespace: String,
-    /// Seconds a finished job's state, a batch's and a correlation id's job sets, a submission
+    /// How long a finished job's state, a batch's and a correlation id's job sets, a submission
     /// key and a dead letter stay in Redis (results live on in SQL).
     #[arg(
         long,
-        env = "POWERFLEET_RETENTION_SECS",
-        default_value_t = 7 * 24 * 3600,
-        value_parser = clap::value_parser!(u64).range(1..)
+        env = "POWERFLEET_RETENTION",
+        default_value = "7d",
+        value_parser = crate::options::parse_positive_duration
     )]
-    pub retention_secs: u64,
+    pub retention: Duration,
+    /// --retention in seconds (the older spelling, still accepted).
+    #[arg(long, env = "POWERFLEET_RETENTION_SECS", conflicts_with = "retention", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_secs: Option<u64>,
     /// Replicas a submission must reach (Redis WAIT) before its job ids are returned; by default
     /// one on a Redis Cluster whose namespace master has a replica, none otherwise.
     #[arg(long, env = "POWERFLEET_REDIS_WAIT_REPLICAS")]
     pub redis_wait_replicas: Option<usize>,
     /// How long a submission waits for those replicas before it fails, in milliseconds.
+    #[arg(long, env = "POWERFLEET_REDIS_REPLICA_TIMEOUT", default_value = "2s", value_parser = crate::options::parse_duration)]
+    pub redis_replica_timeout: Duration,
+    /// --redis-replica-timeout in milliseconds (the older spelling, still accepted).
     #[arg(
         long,
         env = "POWERFLEET_REDIS_REPLICA_TIMEOUT_MS",
-        default_value_t = 2000
+        conflicts_with = "redis_replica_timeout"
     )]
-    pub redis_replica_timeout_ms: u64,
+    pub redis_replica_timeout_ms: Option<u64>,
 }
 
 impl RedisArgs {
@@ -71,9 +77,12 @@ impl RedisArgs {
     fn options(&self) -> QueueOptions {
         QueueOptions {
             namespace: self.namespace.clone(),
-            retention_s: self.retention_secs,
+            retention_s: self
+                .retention_secs
+                .unwrap_or_else(|| self.retention.as_secs().max(1)),
             wait_replicas: self.redis_wait_replicas,
-            replica_timeout_ms: self.redis_replica_timeout_ms,
+            replica_timeout_ms: millis_or(self.redis_replica_timeout, self.redis_replica_timeout_ms)
+                .as_millis() as u64,
             ..QueueOptions::default()
         }
     }
@@ -553,11 +562,17 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub consumer: Option<String>,
     /// Lease: a job not renewed for this long is taken over by another worker.
-    #[arg(long, default_value_t = 30_000)]
-    pub lease_ms: u64,
+    #[arg(long, default_value = "30s", value_parser = crate::options::parse_duration)]
+    pub lease: Duration,
+    /// --lease in milliseconds (the older spelling, still accepted).
+    #[arg(long, conflicts_with = "lease")]
+    pub lease_ms: Option<u64>,
     /// Lease renewal interval.
-    #[arg(long, default_value_t = 5_000)]
-    pub heartbeat_ms: u64,
+    #[arg(long, default_value = "5s", value_parser = crate::options::parse_duration)]
+    pub heartbeat: Duration,
+    /// --heartbeat in milliseconds (the older spelling, still accepted).
+    #[arg(long, conflicts_with = "heartbeat")]
+    pub heartbeat_ms: Option<u64>,
     /// Claims after which a job is dead-lettered.
     #[arg(long, default_value_t = 5)]
     pub max_deliveries: u32,
@@ -575,8 +590,11 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "30s", value_parser = crate::options::parse_duration)]
     pub max_wait: Duration,
     /// On SIGTERM, how long to wait for in-flight chains to be checkpointed and handed back.
-    #[arg(long, default_value_t = 10_000)]
-    pub grace_ms: u64,
+    #[arg(long, default_value = "10s", value_parser = crate::options::parse_duration)]
+    pub grace: Duration,
+    /// --grace in milliseconds (the older spelling, still accepted).
+    #[arg(long, conflicts_with = "grace")]
+    pub grace_ms: Option<u64>,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -594,13 +612,13 @@ fn default_consumer(role: &str) -> String {
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     let mut config = WorkerConfig::new(args.consumer.unwrap_or_else(|| default_consumer("worker")));
     config.concurrency = args.concurrency;
-    config.lease = Duration::from_millis(args.lease_ms);
-    config.heartbeat = Duration::from_millis(args.heartbeat_ms);
+    config.lease = millis_or(args.lease, args.lease_ms);
+    config.heartbeat = millis_or(args.heartbeat, args.heartbeat_ms);
     config.max_deliveries = args.max_deliveries;
     config.model_attempts = args.model_attempts;
     config.patience = args.model_patience;
     config.max_wait = args.max_wait;
-    config.grace = Duration::from_millis(args.grace_ms);
+    config.grace = millis_or(args.grace, args.grace_ms);
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
@@ -644,10 +662,13 @@ pub struct CollectorArgs {
     /// results are stored meanwhile.
     #[arg(long, env = "POWERFLEET_GRADING_EXECUTORS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub grading_executors: u16,
-    /// Wall-clock limit of one graded program, seconds (also its CPU limit); a program still
-    /// running then has failed.
-    #[arg(long, env = "POWERFLEET_GRADING_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub grading_timeout_secs: u64,
+    /// Wall-clock limit of one graded program, whole seconds from 1s to 10m (also its CPU
+    /// limit); a program still running then has failed.
+    #[arg(long, env = "POWERFLEET_GRADING_TIMEOUT", default_value = "10s", value_parser = parse_grading_timeout)]
+    pub grading_timeout: u64,
+    /// --grading-timeout in seconds (the older spelling, still accepted).
+    #[arg(long, env = "POWERFLEET_GRADING_TIMEOUT_SECS", conflicts_with = "grading_timeout", value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub grading_timeout_secs: Option<u64>,
     /// The Python interpreter graded programs run in, mounted read-only in the sandbox with its
     /// prefix (run as root, one that user nobody can read: default /usr/bin/python3 where it
     /// exists, else python3 from PATH).
@@ -664,10 +685,13 @@ pub struct CollectorArgs {
     #[arg(long, env = "POWERFLEET_GRADING_UNISOLATED", value_parser = clap::builder::BoolishValueParser::new())]
     pub grading_unisolated: bool,
     /// The longest a grader that reads the answer (math, choice, exact, regex) may take for one
-    /// result, milliseconds; past it the result is stored without a grade, with the reason in
-    /// grade_error. Other results are stored meanwhile.
-    #[arg(long, env = "POWERFLEET_ANSWER_GRADING_BUDGET_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub answer_grading_budget_ms: u64,
+    /// result; past it the result is stored without a grade, with the reason in grade_error.
+    /// Other results are stored meanwhile.
+    #[arg(long, env = "POWERFLEET_ANSWER_GRADING_BUDGET", default_value = "10s", value_parser = crate::options::parse_positive_duration)]
+    pub answer_grading_budget: Duration,
+    /// --answer-grading-budget in milliseconds (the older spelling, still accepted).
+    #[arg(long, env = "POWERFLEET_ANSWER_GRADING_BUDGET_MS", conflicts_with = "answer_grading_budget", value_parser = clap::value_parser!(u64).range(1..))]
+    pub answer_grading_budget_ms: Option<u64>,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -681,8 +705,9 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
             .unwrap_or_else(|| default_consumer("collector")),
     );
     config.grading_executors = usize::from(args.grading_executors);
-    config.sandbox.timeout = std::time::Duration::from_secs(args.grading_timeout_secs);
-    config.sandbox.cpu_seconds = args.grading_timeout_secs;
+    let grading_timeout = args.grading_timeout_secs.unwrap_or(args.grading_timeout);
+    config.sandbox.timeout = std::time::Duration::from_secs(grading_timeout);
+    config.sandbox.cpu_seconds = grading_timeout;
     if let Some(python) = args.grading_python {
         config.sandbox.python = python;
     }
@@ -690,7 +715,8 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
         config.sandbox.bwrap = bwrap;
     }
     config.sandbox.unisolated = args.grading_unisolated;
-    config.answer_grading_budget = std::time::Duration::from_millis(args.answer_grading_budget_ms);
+    config.answer_grading_budget =
+        millis_or(args.answer_grading_budget, args.answer_grading_budget_ms);
     args.ops
         .start(
             &queue,
@@ -1171,4 +1197,114 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 fn parse_label(s: &str) -> Result<powerfleet_jobs::Label, String> {
     s.parse()
         .map_err(|e: powerfleet_jobs::IdError| e.to_string())
+}
+
+/// `--grading-timeout`: a duration of whole seconds from 1 s to 10 min, in seconds.
+fn parse_grading_timeout(text: &str) -> Result<u64, String> {
+    let d = crate::options::parse_duration(text)?;
+    if d.subsec_nanos() != 0 || !(1..=600).contains(&d.as_secs()) {
+        return Err(format!(
+            "{text:?} must be whole seconds from 1s to 10m (it is also the program's CPU limit)"
+        ));
+    }
+    Ok(d.as_secs())
+}
+
+/// A duration flag's value: its older millisecond spelling when given, else the duration.
+fn millis_or(duration: Duration, millis: Option<u64>) -> Duration {
+    millis.map_or(duration, Duration::from_millis)
+}
+
+#[cfg(test)]
+mod duration_flag_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Worker {
+        #[command(flatten)]
+        args: WorkerArgs,
+    }
+
+    #[derive(Parser)]
+    struct Collector {
+        #[command(flatten)]
+        args: CollectorArgs,
+    }
+
+    fn worker(flags: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        Worker::try_parse_from(std::iter::once("worker").chain(flags.iter().copied()))
+            .map(|w| w.args)
+    }
+
+    #[test]
+    fn durations_are_written_with_units_and_the_millisecond_spellings_still_read() {
+        let w = worker(&[]).unwrap();
+        assert_eq!(
+            (
+                millis_or(w.lease, w.lease_ms),
+                millis_or(w.grace, w.grace_ms)
+            ),
+            (Duration::from_secs(30), Duration::from_secs(10))
+        );
+        let w = worker(&["--lease", "45s", "--heartbeat", "1.5s", "--grace", "1m"]).unwrap();
+        assert_eq!(millis_or(w.lease, w.lease_ms), Duration::from_secs(45));
+        assert_eq!(
+            millis_or(w.heartbeat, w.heartbeat_ms),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(millis_or(w.grace, w.grace_ms), Duration::from_secs(60));
+        let w = worker(&[
+            "--lease-ms",
+            "45000",
+            "--heartbeat-ms",
+            "1500",
+            "--grace-ms",
+            "60000",
+        ])
+        .unwrap();
+        assert_eq!(millis_or(w.lease, w.lease_ms), Duration::from_secs(45));
+        assert_eq!(
+            millis_or(w.heartbeat, w.heartbeat_ms),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(millis_or(w.grace, w.grace_ms), Duration::from_secs(60));
+        let both = worker(&["--lease", "45s", "--lease-ms", "45000"]).unwrap_err();
+        assert!(both.to_string().contains("cannot be used with"), "{both}");
+        let unitless = worker(&["--lease", "45"]).unwrap_err();
+        assert!(
+            unitless.to_string().contains("units are ms, s, m, h and d"),
+            "{unitless}"
+        );
+
+        let c = |flags: &[&str]| {
+            Collector::try_parse_from(std::iter::once("collector").chain(flags.iter().copied()))
+                .map(|c| c.args)
+        };
+        let budget =
+            |a: CollectorArgs| millis_or(a.answer_grading_budget, a.answer_grading_budget_ms);
+        assert_eq!(budget(c(&[]).unwrap()), Duration::from_secs(10));
+        assert_eq!(
+            budget(c(&["--answer-grading-budget", "250ms"]).unwrap()),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            budget(c(&["--answer-grading-budget-ms", "250"]).unwrap()),
+            Duration::from_millis(250)
+        );
+        assert!(c(&["--answer-grading-budget", "0s"]).is_err());
+        let timeout = |a: CollectorArgs| a.grading_timeout_secs.unwrap_or(a.grading_timeout);
+        assert_eq!(timeout(c(&[]).unwrap()), 10);
+        assert_eq!(timeout(c(&["--grading-timeout", "2m"]).unwrap()), 120);
+        assert_eq!(timeout(c(&["--grading-timeout-secs", "3"]).unwrap()), 3);
+        let retention = |a: CollectorArgs| a.redis.options().retention_s;
+        assert_eq!(retention(c(&[]).unwrap()), 7 * 24 * 3600);
+        assert_eq!(retention(c(&["--retention", "90m"]).unwrap()), 5400);
+        assert_eq!(retention(c(&["--retention-secs", "60"]).unwrap()), 60);
+        for bad in ["1.5s", "11m", "0s"] {
+            let err = c(&["--grading-timeout", bad]).unwrap_err().to_string();
+            assert!(err.contains("whole seconds from 1s to 10m"), "{err}");
+        }
+    }
 }

@@ -218,6 +218,14 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// Parses a duration like [`parse_duration`], refusing zero.
+pub fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} must be longer than 0")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod duration_tests {
     use std::time::Duration;

@@ -564,18 +564,24 @@ fn compose_duration_ms(s: &str) -> Option<u64> {
     Some(total)
 }
 
+/// The worker's `--grace` (a duration), its older spelling `--grace-ms`, or the default that
+/// `worker --help` shows, in milliseconds.
 fn grace_ms(inv: &Invocation) -> Result<u64, String> {
+    if let Some(v) = inv.flag_value("--grace-ms") {
+        return v
+            .parse()
+            .map_err(|_| format!("{}: --grace-ms {v} is not a number", inv.origin));
+    }
     let v = inv
-        .flag_value("--grace-ms")
-        .or_else(|| help_default("worker", "--grace-ms"))
+        .flag_value("--grace")
+        .or_else(|| help_default("worker", "--grace"))
         .ok_or_else(|| {
             format!(
-                "{}: no --grace-ms and no default in `worker --help`",
+                "{}: no --grace and no default in `worker --help`",
                 inv.origin
             )
         })?;
-    v.parse()
-        .map_err(|_| format!("{}: --grace-ms {v} is not a number", inv.origin))
+    compose_duration_ms(&v).ok_or_else(|| format!("{}: --grace {v} is not a duration", inv.origin))
 }
 
 /// The pause of a preStop hook, in milliseconds (`sleep N` or the native sleep action).

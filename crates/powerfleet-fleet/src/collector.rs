@@ -614,7 +614,7 @@ impl Reading {
                 Ok(Ok(graded)) => graded,
                 Ok(Err(e)) => failed(format!("grading did not finish: {e}")),
                 Err(_) => failed(format!(
-                    "grading took longer than its budget of {} ms and was given up (collector --answer-grading-budget-ms)",
+                    "grading took longer than its budget of {} ms and was given up (collector --answer-grading-budget)",
                     budget.as_millis()
                 )),
             });

@@ -141,9 +141,9 @@ impl Fleet {
         args.extend(self.common());
         let defaults = [
             ("--concurrency", "4"),
-            ("--lease-ms", "1000"),
-            ("--heartbeat-ms", "200"),
-            ("--grace-ms", "5000"),
+            ("--lease", "1s"),
+            ("--heartbeat", "200ms"),
+            ("--grace", "5s"),
         ];
         for (flag, value) in defaults {
             if !extra.contains(&flag) {
