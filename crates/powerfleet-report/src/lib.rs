@@ -12,12 +12,21 @@
 //!
 //! Everything here is pure but [`write_figures`], which writes the files it is asked for.
 
+pub mod compare;
+pub mod interval;
 pub mod plot;
 pub mod render;
 pub mod report;
+#[cfg(test)]
+mod test_results;
 
+pub use compare::{
+    COMPARISON_DEFINITIONS, ComparedRow, ComparedRun, Comparison, PairedDifference,
+    ProblemDifference, compare, comparison_definition, name_runs,
+};
+pub use interval::Interval;
 pub use plot::{FigureError, write_figures};
-pub use render::{ReportFormat, UnknownReportFormat, write};
+pub use render::{ReportFormat, UnknownReportFormat, write, write_comparison};
 pub use report::{
     DEFINITIONS, MethodReport, PriceError, Prices, ProblemMethod, ProblemReport, Report, build,
     definition,

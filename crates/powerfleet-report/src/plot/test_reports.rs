@@ -79,6 +79,7 @@ pub(super) fn report() -> Report {
     ];
     Report {
         id: "0192f3a4-5b6c-7d8e-9f01-23456789abcd".to_string(),
+        label: None,
         models: vec!["toy".to_string()],
         jobs: 160,
         completed: 160,
