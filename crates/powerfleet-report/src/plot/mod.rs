@@ -269,7 +269,10 @@ mod tests {
             rgb(looks[i.unwrap()].color)
         };
 
-        let title = "pass@k by method — batch 0192f3a4";
+        // Titled by the whole id (the report has no label), with the model and the one
+        // configuration's settings: α over the methods that sharpen (max-swap's is ∞).
+        let title = "pass@k by method — 0192f3a4-5b6c-7d8e-9f01-23456789abcd";
+        let subtitle = "toy · α=4/∞ n_mcmc=10 block_size=192 max_new_tokens=3072";
         let names = ["power", "max-swap", "low-temp", "standard"];
         check_svg(
             &svg("pass_at_k"),
@@ -277,6 +280,7 @@ mod tests {
                 &names[..],
                 &[
                     title,
+                    subtitle,
                     "pass@k (%)",
                     "k (samples per problem)",
                     "1",
@@ -350,7 +354,7 @@ mod tests {
             &dir.0.join("acceptance_by_block.svg"),
             &[
                 "no MCMC proposals in this batch",
-                "MCMC acceptance rate by block — batch smoke",
+                "MCMC acceptance rate by block — smoke",
                 "block index",
             ],
         );
@@ -370,6 +374,15 @@ mod tests {
         report.id.clear();
         write_figures(&report, &dir.0).unwrap();
         check_svg(&dir.0.join("pass_at_k.svg"), &["pass@k by method"]);
+        // A label names the study instead of the id.
+        report.label = Some("alpha sweep".to_string());
+        report.id = "0192f3a4-5b6c-7d8e-9f01-23456789abcd".to_string();
+        write_figures(&report, &dir.0).unwrap();
+        let texts = check_svg(
+            &dir.0.join("pass_at_k.svg"),
+            &["pass@k by method — alpha sweep"],
+        );
+        assert!(!texts.iter().any(|t| t.contains("0192f3a4")), "{texts:?}");
     }
 
     #[test]
@@ -401,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn crowded_reports_get_a_log_axis_and_a_shortened_id() {
+    fn crowded_reports_get_a_log_axis_and_a_shortened_title() {
         let dir = TempDir::new("crowded");
         write_figures(&crowded(), &dir.0).unwrap();
         let texts = check_svg(
@@ -415,7 +428,7 @@ mod tests {
         );
         let title = texts
             .iter()
-            .find(|t| t.starts_with("Cost vs accuracy — batch nightly-math500"))
+            .find(|t| t.starts_with("Cost vs accuracy — nightly-math500"))
             .unwrap();
         assert!(
             title.ends_with('…') && text_size(title, TITLE_SIZE).0 < SIZE.0 as i32,

@@ -11,6 +11,7 @@ pub(super) const SIZE: (u32, u32) = (900, 600);
 pub(super) const FONT: &str = "sans-serif";
 /// Font sizes in plotters' units (the em is size / 1.24 pixels).
 pub(super) const TITLE_SIZE: f64 = 30.0;
+pub(super) const SUBTITLE_SIZE: f64 = 22.0;
 pub(super) const LABEL_SIZE: f64 = 25.0;
 pub(super) const TICK_SIZE: f64 = 22.0;
 pub(super) const LEGEND_SIZE: f64 = 22.0;
