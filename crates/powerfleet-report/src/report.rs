@@ -712,10 +712,6 @@ impl Tally {
     }
 }
 
-/// The most common answer among graded samples of one problem and whether it is right; `(None,
-/// false)` without a graded answer. MATH answers are grouped by equivalence (`0.5` with
-/// `\frac{1}{2}`); other graders' answers by equal text, as those graders compare them. The
-/// verdict is the grader's own on the winning answer's first sample (all samples of a group get
 /// Mean characters of the reasoning trace and of the answer after it, over completed graded
 /// results with text.
 fn trace_and_answer_chars(completed: &[&JobResult]) -> (Option<f64>, Option<f64>) {
@@ -737,6 +733,10 @@ fn trace_and_answer_chars(completed: &[&JobResult]) -> (Option<f64>, Option<f64>
     (ratio(trace, n), ratio(answer, n))
 }
 
+/// The most common answer among graded samples of one problem and whether it is right; `(None,
+/// false)` without a graded answer. MATH answers are grouped by equivalence (`0.5` with
+/// `\frac{1}{2}`); other graders' answers by equal text, as those graders compare them. The
+/// verdict is the grader's own on the winning answer's first sample (all samples of a group get
 /// the same verdict).
 fn majority(samples: &[&JobResult]) -> (Option<String>, bool) {
     let graded = samples.iter().filter_map(|r| r.grade.as_ref());
