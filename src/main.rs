@@ -63,7 +63,9 @@ enum Command {
     /// Export finished jobs of a batch or correlation id.
     Results(fleet::ResultsArgs),
     /// Report on a benchmark batch: accuracy, pass@k, majority vote, acceptance, cost and latency
-    /// per method, and which methods solved each problem; optionally figures.
+    /// per method, and which methods solved each problem; optionally figures. Given several
+    /// runs, compare them: accuracy with 95% intervals, pass@k, cost, and per-problem paired
+    /// differences from the first.
     Report(report::ReportArgs),
     /// Serve the HTTP API: submit, status, cancel.
     Serve(fleet::ServeArgs),

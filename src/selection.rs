@@ -96,6 +96,15 @@ impl Run {
         (!self.submissions.is_empty()).then(|| self.submissions.iter().map(|s| s.scheduled).sum())
     }
 
+    /// The label every submission of the run was made with, if they share one.
+    pub fn label(&self) -> Option<String> {
+        let mut labels = self.submissions.iter().map(|s| s.label.as_ref());
+        let first = labels.next()??;
+        labels
+            .all(|l| l == Some(first))
+            .then(|| first.as_str().to_string())
+    }
+
     /// How many of the run's batches its stored results span.
     pub fn batches(&self) -> usize {
         let mut batches: std::collections::BTreeSet<BatchId> =

@@ -2026,4 +2026,25 @@ async fn a_report_on_an_unfinished_batch_says_partial_and_require_complete_fails
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is partial (0 of 6 jobs stored)"), "{err}");
+
+    // Compared with itself by its label: each run is named by the label its submission
+    // recorded (told apart by the id given), says it is partial, and --require-complete fails
+    // on any partial run.
+    let out = fleet.cli(&["report", &batch, "label=unfinished", "--require-complete"]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8(out.stdout).unwrap();
+    for name in [
+        format!("unfinished ({batch})"),
+        "unfinished (label=unfinished)".to_string(),
+    ] {
+        assert!(
+            table.contains(&format!("{name}: partial: 0 of 6 stored")),
+            "{name} in:\n{table}"
+        );
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("the reports of {batch} (0 of 6 jobs stored), label=unfinished (0 of 6 jobs stored) are partial")),
+        "{err}"
+    );
 }

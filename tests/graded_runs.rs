@@ -1,8 +1,8 @@
 //! Graded runs (dataset problems with reference answers) end to end: `submit --bench` through
 //! real worker and collector processes on a private redis-server, grading in the collector, and
-//! `report` (CLI and HTTP API) whose numbers are recomputed here from the stored job results;
-//! broken datasets are refused before anything is enqueued. The throughput command
-//! `powerfleet bench` is tested in `tests/bench.rs`.
+//! `report` (CLI and HTTP API) whose numbers are recomputed here from the stored job results,
+//! and `report A B` comparing two such runs; broken datasets are refused before anything is
+//! enqueued. The throughput command `powerfleet bench` is tested in `tests/bench.rs`.
 
 mod common;
 
@@ -523,6 +523,260 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         acceptances as f64 / proposals as f64
     );
     assert!(status.contains(&line), "{line:?} in:\n{status}");
+}
+
+/// The 95% Wilson score interval of `c` correct of `n`, written out again here.
+fn wilson(c: u64, n: u64) -> (f64, f64) {
+    let z = 1.959_963_984_540_054f64;
+    let (n, p) = (n as f64, c as f64 / n as f64);
+    let d = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / d;
+    let half = z / d * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    (centre - half, centre + half)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_graded_batches_are_compared_side_by_side() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&["--concurrency", "8"]);
+    fleet.spawn_collector();
+    let seeds = 4u64;
+    let submit = |alpha: &str, label: &str| -> String {
+        let receipt: Value = serde_json::from_str(&stdout_of(&fleet.cli(&[
+            "submit",
+            "--bench",
+            "builtin:suite",
+            "--methods",
+            "power,standard",
+            "--seeds",
+            &seeds.to_string(),
+            "--alpha",
+            alpha,
+            "--n-mcmc",
+            "2",
+            "--block-size",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--label",
+            label,
+            "--wait",
+            "--format",
+            "json",
+        ])))
+        .unwrap();
+        receipt["batch_id"].as_str().unwrap().to_string()
+    };
+    let a = submit("1", "alpha-1");
+    let b = submit("4", "alpha-4");
+    let stored = |batch: &str| -> Vec<JobResult> {
+        stdout_of(&fleet.cli(&["results", "--batch", batch, "--format", "jsonl"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let runs = [("alpha-1", stored(&a)), ("alpha-4", stored(&b))];
+    let suite = builtin_suite();
+
+    // The first run by its batch id, the second by its label; both named by their labels.
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = ["report", a.as_str(), "label=alpha-4", "--require-complete"]
+            .map(String::from)
+            .to_vec();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all
+    };
+    let report = |extra: &[&str]| {
+        let args = args(extra);
+        stdout_of(&fleet.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let rows: Vec<Value> = report(&["--format", "jsonl"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["row"], "comparison");
+    assert_eq!(rows[0]["baseline"], "alpha-1");
+    assert_eq!(rows[0]["runs"], serde_json::json!(["alpha-1", "alpha-4"]));
+    assert_eq!(rows[0]["pass_k"], seeds);
+    assert_eq!(
+        (&rows[1]["run"], &rows[1]["id"]),
+        (&Value::from("alpha-1"), &Value::from(a.as_str()))
+    );
+    assert_eq!(rows[2]["id"], "label=alpha-4");
+    assert_eq!(rows[2]["complete"], true);
+    let compared: Vec<&Value> = rows.iter().filter(|r| r["row"] == "compared").collect();
+    assert_eq!(compared.len(), 4);
+
+    // Per problem, correct over graded samples of a run's method.
+    let per_problem = |results: &[JobResult], method: &str| -> BTreeMap<String, (u64, u64)> {
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for r in results.iter().filter(|r| r.method.as_str() == method) {
+            let e = by.entry(r.problem_id.clone().unwrap()).or_default();
+            if let Some(g) = &r.grade {
+                e.0 += u64::from(g.correct);
+                e.1 += 1;
+            }
+        }
+        by
+    };
+    for row in &compared {
+        let (run, method) = (
+            row["run"].as_str().unwrap(),
+            row["method"].as_str().unwrap(),
+        );
+        let results = &runs.iter().find(|(name, _)| *name == run).unwrap().1;
+        let jobs: Vec<&JobResult> = results
+            .iter()
+            .filter(|r| r.method.as_str() == method)
+            .collect();
+        assert_eq!(jobs.len(), suite.len() * seeds as usize);
+        assert!(
+            jobs.iter()
+                .all(|r| r.status == JobStatus::Completed && r.grade.is_some())
+        );
+        let graded = jobs.len() as u64;
+        let correct = jobs
+            .iter()
+            .filter(|r| r.grade.as_ref().unwrap().correct)
+            .count() as u64;
+        let what = format!("{run} {method}");
+        assert_eq!(
+            (row["graded"].as_u64(), row["correct"].as_u64()),
+            (Some(graded), Some(correct)),
+            "{what}"
+        );
+        close(
+            row["sample_accuracy"].as_f64().unwrap(),
+            correct as f64 / graded as f64,
+            &what,
+        );
+        let (lo, hi) = wilson(correct, graded);
+        close(
+            row["sample_accuracy_ci95"]["lo"].as_f64().unwrap(),
+            lo.max(0.0),
+            &what,
+        );
+        close(
+            row["sample_accuracy_ci95"]["hi"].as_f64().unwrap(),
+            hi.min(1.0),
+            &what,
+        );
+        let pass = suite
+            .iter()
+            .map(|item| {
+                let c = jobs
+                    .iter()
+                    .filter(|r| r.problem_id.as_deref() == Some(item.problem.id.as_str()))
+                    .filter(|r| r.grade.as_ref().unwrap().correct)
+                    .count() as u64;
+                pass_at_k_by_binomials(seeds, c, seeds)
+            })
+            .sum::<f64>()
+            / suite.len() as f64;
+        close(row["pass_at_common_k"].as_f64().unwrap(), pass, &what);
+        let generated: u64 = jobs.iter().map(|r| r.stats.tokens_generated).sum();
+        let final_tokens: u64 = jobs.iter().map(|r| r.tokens.len() as u64).sum();
+        close(
+            row["cost_multiplier"].as_f64().unwrap(),
+            generated as f64 / final_tokens as f64,
+            &what,
+        );
+        close(
+            row["tokens_per_problem"].as_f64().unwrap(),
+            generated as f64 / suite.len() as f64,
+            &what,
+        );
+        if run == "alpha-1" {
+            assert!(row["paired"].is_null(), "{row}");
+            continue;
+        }
+        // alpha-4 minus alpha-1 per problem, the same method: mean, sd, and mean ± t(4) · sd /
+        // sqrt 5 over the suite's five problems (t(4) = 2.7764451 from mpmath).
+        let here = per_problem(results, method);
+        let there = per_problem(&runs[0].1, method);
+        let d: Vec<f64> = here
+            .iter()
+            .map(|(p, (c, n))| *c as f64 / *n as f64 - there[p].0 as f64 / there[p].1 as f64)
+            .collect();
+        assert_eq!(d.len(), 5);
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let half = 2.776_445_105_197_794 * sd / n.sqrt();
+        let paired = &row["paired"];
+        assert_eq!(
+            (&paired["paired_with"], &paired["problems"]),
+            (&Value::from(method), &Value::from(5))
+        );
+        close(paired["difference"].as_f64().unwrap(), mean, &what);
+        close(paired["difference_sd"].as_f64().unwrap(), sd, &what);
+        close(
+            paired["difference_ci95"]["lo"].as_f64().unwrap(),
+            mean - half,
+            &what,
+        );
+        close(
+            paired["difference_ci95"]["hi"].as_f64().unwrap(),
+            mean + half,
+            &what,
+        );
+    }
+
+    // The other formats show the same rows.
+    let table = report(&[]);
+    assert!(table.contains(&format!("alpha-1 = {a}: ")), "{table}");
+    assert!(table.contains("alpha-4 = label=alpha-4: "), "{table}");
+    let power_b = compared
+        .iter()
+        .find(|r| r["run"] == "alpha-4" && r["method"] == "power")
+        .unwrap();
+    let shown = format!(
+        "{:+.1}",
+        100.0 * power_b["paired"]["difference"].as_f64().unwrap()
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("alpha-4 ") && l.contains(" power ") && l.contains(&shown)),
+        "{shown} in:\n{table}"
+    );
+    let md = report(&["--format", "markdown"]);
+    assert!(md.contains("| alpha-4 | power |"), "{md}");
+    let csv = report(&["--format", "csv"]);
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("alpha-")).count(),
+        4,
+        "{csv}"
+    );
+
+    // Figures: each run's own, titled by its label, and the comparison's.
+    let figures = fleet.dir.path().join("compared");
+    report(&["--plot", figures.to_str().unwrap()]);
+    for run in ["alpha-1", "alpha-4"] {
+        let svg = std::fs::read_to_string(figures.join(run).join("pass_at_k.svg")).unwrap();
+        assert!(svg.contains(&format!("pass@k by method — {run}")), "{run}");
+    }
+    let png = std::fs::read(figures.join("compare_accuracy_vs_cost.png")).unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    reader.next_frame(&mut pixels).expect("decodable");
+    let svg = std::fs::read_to_string(figures.join("compare_accuracy_vs_cost.svg")).unwrap();
+    assert!(svg.contains("<svg"));
+    for label in [
+        "alpha-1 · power",
+        "alpha-1 · standard",
+        "alpha-4 · power",
+        "alpha-4 · standard",
+    ] {
+        assert!(svg.contains(label), "{label} in the comparison figure");
+    }
+
+    // A run named twice is refused.
+    let out = fleet.cli(&["report", &a, &a]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is given twice"));
 }
 
 /// Serves the HTTP API of `fleet` on a free port; returns its base URL.

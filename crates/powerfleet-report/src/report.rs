@@ -164,8 +164,11 @@ pub fn definition(field: &str) -> &'static str {
 /// A batch's report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// The batch (or correlation id) the report is about.
+    /// The batch (or correlation id, or `label=NAME`) the report is about.
     pub id: String,
+    /// The label every result of the report was submitted with, if they share one.
+    #[serde(default)]
+    pub label: Option<String>,
     /// Models of its jobs.
     pub models: Vec<String>,
     /// Jobs the batch scheduled, from its stored submission record (summed over the batches of
@@ -574,8 +577,16 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
         .iter()
         .filter(|r| r.status == JobStatus::Completed)
         .count() as u64;
+    let labels: BTreeSet<Option<&str>> = results
+        .iter()
+        .map(|r| r.label.as_ref().map(|l| l.as_str()))
+        .collect();
     Report {
         id: id.to_string(),
+        label: match labels.into_iter().collect::<Vec<_>>()[..] {
+            [Some(label)] => Some(label.to_string()),
+            _ => None,
+        },
         models: results
             .iter()
             .map(|r| r.model.clone())
@@ -701,10 +712,6 @@ impl Tally {
     }
 }
 
-/// The most common answer among graded samples of one problem and whether it is right; `(None,
-/// false)` without a graded answer. MATH answers are grouped by equivalence (`0.5` with
-/// `\frac{1}{2}`); other graders' answers by equal text, as those graders compare them. The
-/// verdict is the grader's own on the winning answer's first sample (all samples of a group get
 /// Mean characters of the reasoning trace and of the answer after it, over completed graded
 /// results with text.
 fn trace_and_answer_chars(completed: &[&JobResult]) -> (Option<f64>, Option<f64>) {
@@ -726,6 +733,10 @@ fn trace_and_answer_chars(completed: &[&JobResult]) -> (Option<f64>, Option<f64>
     (ratio(trace, n), ratio(answer, n))
 }
 
+/// The most common answer among graded samples of one problem and whether it is right; `(None,
+/// false)` without a graded answer. MATH answers are grouped by equivalence (`0.5` with
+/// `\frac{1}{2}`); other graders' answers by equal text, as those graders compare them. The
+/// verdict is the grader's own on the winning answer's first sample (all samples of a group get
 /// the same verdict).
 fn majority(samples: &[&JobResult]) -> (Option<String>, bool) {
     let graded = samples.iter().filter_map(|r| r.grade.as_ref());
@@ -776,78 +787,10 @@ fn wall_time<'a>(jobs: impl Iterator<Item = &'a JobResult> + Clone) -> Option<f6
 
 #[cfg(test)]
 mod tests {
-    use powerfleet_jobs::{CorrelationId, GradeRecord, Grader, Grading, JobId, ReferenceAnswer};
-    use powerfleet_sampler::{BlockStats, ChainStats, Method};
+    use powerfleet_sampler::{BlockStats, Method};
 
     use super::*;
-
-    /// A completed, graded result of `problem` under `method` with `seed`.
-    fn result(method: Method, problem: &str, seed: u64, answer: &str, correct: bool) -> JobResult {
-        JobResult {
-            job_id: JobId::new(),
-            correlation_id: CorrelationId::generate(),
-            batch_id: None,
-            problem_id: Some(problem.into()),
-            model: "toy:m".into(),
-            method,
-            seed,
-            stream: 0,
-            status: JobStatus::Completed,
-            tokens: vec![1, 2],
-            text: Some(answer.into()),
-            log_p: Some(-1.0),
-            ends_with_eos: true,
-            stats: ChainStats {
-                proposals: 4,
-                acceptances: 1 + seed % 2,
-                blocks: vec![
-                    BlockStats {
-                        proposals: 2,
-                        acceptances: 1,
-                    },
-                    BlockStats {
-                        proposals: 2,
-                        acceptances: (seed % 2) as u32,
-                    },
-                ],
-                tokens_generated: 10,
-                model_calls: 5,
-                smc: None,
-            },
-            attempts: 1,
-            error: None,
-            submitted_at_ms: 1_000,
-            started_at_ms: Some(1_100),
-            finished_at_ms: 1_000 + 100 * (seed + 1),
-            exactness: None,
-            fallback: None,
-            pin: None,
-            text_error: None,
-            token_log_p: Vec::new(),
-            prompt_tokens: None,
-            stop: None,
-            grading: Some(Grading {
-                template: "plain".into(),
-                grader: Grader::Exact,
-                reference: ReferenceAnswer::Text("7".into()),
-                price_per_mtok: Some(2.0),
-                reasoning_markers: None,
-            }),
-            grade: Some(GradeRecord {
-                grader: "exact".into(),
-                extracted: Some(answer.into()),
-                answer_key: Some(answer.into()),
-                correct,
-            }),
-            prompt: None,
-            alpha: None,
-            grade_error: None,
-            error_code: None,
-            config: None,
-            label: None,
-            version: None,
-        }
-    }
+    use crate::test_results::{not_completed, result};
 
     #[test]
     fn accuracy_pass_at_k_and_majority_by_hand() {
@@ -910,17 +853,6 @@ mod tests {
         let report = build("b", &results, &Prices::default());
         assert!(report.per_problem[0].methods[0].majority_correct);
         assert_eq!(report.methods[0].majority_accuracy, Some(1.0));
-    }
-
-    /// `result` that did not complete: failed, cancelled or dead, without completion or grade.
-    fn not_completed(method: Method, problem: &str, seed: u64, status: JobStatus) -> JobResult {
-        let mut r = result(method, problem, seed, "", false);
-        r.status = status;
-        r.tokens.clear();
-        r.text = None;
-        r.grade = None;
-        r.error = Some(format!("{} on purpose", status.as_str()));
-        r
     }
 
     /// A completed `result` whose text the server could not give, so it cannot be graded.
@@ -1236,6 +1168,26 @@ mod tests {
         );
         partial.set_progress(Some(5), None);
         assert!(partial.complete);
+    }
+
+    #[test]
+    fn a_report_carries_the_label_its_results_share() {
+        let labelled = |label: Option<&str>| {
+            let mut r = result(Method::Power, "a", 0, "7", true);
+            r.label = label.map(|l| l.parse().unwrap());
+            r
+        };
+        let report = |labels: &[Option<&str>]| {
+            let results: Vec<JobResult> = labels.iter().map(|l| labelled(*l)).collect();
+            build("b", &results, &Prices::default()).label
+        };
+        assert_eq!(
+            report(&[Some("alpha 4"), Some("alpha 4")]).as_deref(),
+            Some("alpha 4")
+        );
+        assert_eq!(report(&[Some("alpha 4"), Some("alpha 2")]), None);
+        assert_eq!(report(&[Some("alpha 4"), None]), None);
+        assert_eq!(report(&[None]), None);
     }
 
     #[test]

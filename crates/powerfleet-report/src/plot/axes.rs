@@ -7,8 +7,10 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::layout::Rect;
-use super::style::{GRID, INK, LABEL_SIZE, MUTED, NOTE_SIZE, TICK_SIZE, TITLE_SIZE, font};
+use super::layout::{Rect, Title, text_size};
+use super::style::{
+    GRID, INK, LABEL_SIZE, MUTED, NOTE_SIZE, SUBTITLE_SIZE, TICK_SIZE, TITLE_SIZE, font,
+};
 use super::{err, text};
 
 /// The smallest of 1, 2, 5 times a power of ten that is at least `raw`.
@@ -156,20 +158,30 @@ impl Ranged for Axis {
     }
 }
 
-/// A chart over `x` and `y` with its title, axis labels, ticks at `x_ticks` / `y_ticks` and a
-/// light grid.
+/// A chart over `x` and `y` under its title (and subtitle, muted), with axis labels, ticks at
+/// `x_ticks` / `y_ticks` and a light grid. The chart is drawn on `root` below the title, so its
+/// backend coordinates are `root`'s.
 pub(super) fn chart<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
-    caption: &str,
+    title: &Title,
     x: Axis,
     y: Axis,
     (x_desc, y_desc): (&str, &str),
     x_format: &dyn Fn(&f64) -> String,
     y_format: &dyn Fn(&f64) -> String,
 ) -> Result<ChartContext<'a, DB, Cartesian2d<Axis, Axis>>, String> {
+    let centre = root.dim_in_pixel().0 as i32 / 2;
+    let top = Pos::new(HPos::Center, VPos::Top);
+    let mut y0 = 14;
+    text(root, &title.main, (centre, y0), font(TITLE_SIZE).pos(top))?;
+    y0 += text_size(&title.main, TITLE_SIZE).1 + 10;
+    if !title.sub.is_empty() {
+        let style = font(SUBTITLE_SIZE).color(&MUTED).pos(top);
+        text(root, &title.sub, (centre, y0), style)?;
+        y0 += text_size(&title.sub, SUBTITLE_SIZE).1 + 8;
+    }
     let mut chart = ChartBuilder::on(root)
-        .caption(caption, font(TITLE_SIZE))
-        .margin_top(14)
+        .margin_top(y0 + 6)
         .margin_left(16)
         .margin_right(36)
         .margin_bottom(12)

@@ -10,12 +10,14 @@
 
 mod acceptance;
 mod axes;
+mod compare;
 mod cost_accuracy;
 mod layout;
 mod legend;
 mod lines;
 mod pass_at_k;
 mod raster;
+mod scatter;
 mod style;
 #[cfg(test)]
 mod test_reports;
@@ -26,6 +28,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::compare::Comparison;
 use crate::report::Report;
 use raster::Raster;
 use style::{FONT, Look, SIZE, looks};
@@ -36,33 +39,92 @@ use style::{FONT, Look, SIZE, looks};
 /// incorrect), `acceptance_by_block` (the MCMC acceptances over proposals per block index per
 /// method, pooled over its jobs) and `cost_vs_accuracy` (accuracy over all scheduled samples with
 /// ±1 standard error against tokens generated per final token, per method). A figure without data still has
-/// its axes and a note saying why it is empty.
+/// its axes and a note saying why it is empty. Each is titled by the report's label (else its
+/// id), with its models and settings beneath.
 pub fn write_figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, FigureError> {
+    prepare(dir)?;
+    let looks = looks(&report.methods);
+    let mut written = Vec::new();
+    for figure in [Figure::PassAtK, Figure::Acceptance, Figure::CostAccuracy] {
+        let paint = ReportFigure {
+            figure,
+            report,
+            looks: &looks,
+        };
+        written.extend(write_pair(dir, figure.name(), &paint)?);
+    }
+    Ok(written)
+}
+
+/// The file name (without extension) of the comparison figure.
+pub const COMPARISON_FIGURE: &str = "compare_accuracy_vs_cost";
+
+/// Writes the comparison's figure into `dir` (created if missing) as
+/// [`COMPARISON_FIGURE`]`.png` and `.svg`; returns the paths. It shows accuracy over graded
+/// samples with its 95% Wilson interval as error bars against the cost multiplier (tokens
+/// generated per problem when a row has no multiplier), one point per run and row, labelled
+/// `run · row` and coloured by run.
+pub fn write_comparison_figure(
+    comparison: &Comparison,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, FigureError> {
+    prepare(dir)?;
+    write_pair(dir, COMPARISON_FIGURE, &ComparisonFigure(comparison))
+}
+
+/// Loads the font and creates `dir`.
+fn prepare(dir: &Path) -> Result<(), FigureError> {
     if !register_font() {
         return Err(FigureError::Font);
     }
     std::fs::create_dir_all(dir).map_err(|source| FigureError::CreateDir {
         dir: dir.to_path_buf(),
         source,
-    })?;
-    let looks = looks(&report.methods);
-    let mut written = Vec::new();
-    for figure in [Figure::PassAtK, Figure::Acceptance, Figure::CostAccuracy] {
-        let png = dir.join(format!("{}.png", figure.name()));
-        let root = Raster(BitMapBackend::new(&png, SIZE)).into_drawing_area();
-        draw(figure, &root, report, &looks).map_err(drawing(&png))?;
-        root.present().map_err(|e| drawing(&png)(e.to_string()))?;
-        drop(root);
-        written.push(png);
+    })
+}
 
-        let svg = dir.join(format!("{}.svg", figure.name()));
-        let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(figure, &root, report, &looks).map_err(drawing(&svg))?;
-        root.present().map_err(|e| drawing(&svg)(e.to_string()))?;
-        drop(root);
-        written.push(svg);
+/// A figure that draws on any backend.
+trait Paint {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// One of a report's figures.
+struct ReportFigure<'a> {
+    figure: Figure,
+    report: &'a Report,
+    looks: &'a [Look],
+}
+
+impl Paint for ReportFigure<'_> {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw(self.figure, root, self.report, self.looks)
     }
-    Ok(written)
+}
+
+/// The comparison's figure.
+struct ComparisonFigure<'a>(&'a Comparison);
+
+impl Paint for ComparisonFigure<'_> {
+    fn paint<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(err)?;
+        compare::draw(root, self.0)
+    }
+}
+
+/// Draws `figure` as `dir/name.png` and `dir/name.svg`; returns both paths.
+fn write_pair(dir: &Path, name: &str, figure: &impl Paint) -> Result<Vec<PathBuf>, FigureError> {
+    let png = dir.join(format!("{name}.png"));
+    let root = Raster(BitMapBackend::new(&png, SIZE)).into_drawing_area();
+    figure.paint(&root).map_err(drawing(&png))?;
+    root.present().map_err(|e| drawing(&png)(e.to_string()))?;
+    drop(root);
+
+    let svg = dir.join(format!("{name}.svg"));
+    let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
+    figure.paint(&root).map_err(drawing(&svg))?;
+    root.present().map_err(|e| drawing(&svg)(e.to_string()))?;
+    drop(root);
+    Ok(vec![png, svg])
 }
 
 /// Why [`write_figures`] failed.
@@ -157,6 +219,7 @@ mod tests {
     use super::test_reports::{crowded, method, report};
     use super::*;
     use acceptance::ACCEPTANCE_LABEL;
+    use compare::COMPARED_ACCURACY_LABEL;
     use cost_accuracy::ACCURACY_LABEL;
     use pass_at_k::PASS_AT_K_EMPTY;
 
@@ -269,7 +332,10 @@ mod tests {
             rgb(looks[i.unwrap()].color)
         };
 
-        let title = "pass@k by method — batch 0192f3a4";
+        // Titled by the whole id (the report has no label), with the model and the one
+        // configuration's settings: α over the methods that sharpen (max-swap's is ∞).
+        let title = "pass@k by method — 0192f3a4-5b6c-7d8e-9f01-23456789abcd";
+        let subtitle = "toy · α=4/∞ n_mcmc=10 block_size=192 max_new_tokens=3072";
         let names = ["power", "max-swap", "low-temp", "standard"];
         check_svg(
             &svg("pass_at_k"),
@@ -277,6 +343,7 @@ mod tests {
                 &names[..],
                 &[
                     title,
+                    subtitle,
                     "pass@k (%)",
                     "k (samples per problem)",
                     "1",
@@ -350,7 +417,7 @@ mod tests {
             &dir.0.join("acceptance_by_block.svg"),
             &[
                 "no MCMC proposals in this batch",
-                "MCMC acceptance rate by block — batch smoke",
+                "MCMC acceptance rate by block — smoke",
                 "block index",
             ],
         );
@@ -370,6 +437,15 @@ mod tests {
         report.id.clear();
         write_figures(&report, &dir.0).unwrap();
         check_svg(&dir.0.join("pass_at_k.svg"), &["pass@k by method"]);
+        // A label names the study instead of the id.
+        report.label = Some("alpha sweep".to_string());
+        report.id = "0192f3a4-5b6c-7d8e-9f01-23456789abcd".to_string();
+        write_figures(&report, &dir.0).unwrap();
+        let texts = check_svg(
+            &dir.0.join("pass_at_k.svg"),
+            &["pass@k by method — alpha sweep"],
+        );
+        assert!(!texts.iter().any(|t| t.contains("0192f3a4")), "{texts:?}");
     }
 
     #[test]
@@ -401,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn crowded_reports_get_a_log_axis_and_a_shortened_id() {
+    fn crowded_reports_get_a_log_axis_and_a_shortened_title() {
         let dir = TempDir::new("crowded");
         write_figures(&crowded(), &dir.0).unwrap();
         let texts = check_svg(
@@ -415,7 +491,7 @@ mod tests {
         );
         let title = texts
             .iter()
-            .find(|t| t.starts_with("Cost vs accuracy — batch nightly-math500"))
+            .find(|t| t.starts_with("Cost vs accuracy — nightly-math500"))
             .unwrap();
         assert!(
             title.ends_with('…') && text_size(title, TITLE_SIZE).0 < SIZE.0 as i32,
@@ -428,10 +504,85 @@ mod tests {
         );
     }
 
+    /// Two runs of the test report: the baseline as it is, and one that spends half again as
+    /// many tokens and gets one more problem right per method.
+    fn comparison() -> Comparison {
+        // The test report's one problem has 4 graded samples per method, 2 right.
+        let mut baseline = report();
+        baseline.methods.iter_mut().for_each(|m| m.graded = 4);
+        let mut better = baseline.clone();
+        better.id = "0192f3a4-0000-7d8e-9f01-23456789abcd".to_string();
+        for m in &mut better.methods {
+            m.cost_multiplier = m.cost_multiplier.map(|c| 1.5 * c);
+        }
+        for pm in &mut better.per_problem[0].methods {
+            pm.correct += 1;
+        }
+        crate::compare::compare(vec![
+            ("alpha-4".to_string(), baseline),
+            ("label=alpha-2".to_string(), better),
+        ])
+    }
+
+    #[test]
+    fn a_comparison_is_drawn_as_accuracy_against_cost_per_run_and_method() {
+        let dir = TempDir::new("compare");
+        let c = comparison();
+        let written = write_comparison_figure(&c, &dir.0).unwrap();
+        let (png, svg) = (
+            dir.0.join(format!("{COMPARISON_FIGURE}.png")),
+            dir.0.join(format!("{COMPARISON_FIGURE}.svg")),
+        );
+        assert_eq!(written, [png.clone(), svg.clone()]);
+        let (w, h, pixels) = decode(&png);
+        assert_eq!((w, h), SIZE);
+        // Each run in its colour.
+        let looks = style::run_looks(&[(0, "power"), (1, "power")]);
+        assert!(pixels.contains(&rgb(looks[0].color)) && pixels.contains(&rgb(looks[1].color)));
+        // Every point labelled with its run and method; the title names the runs.
+        let labels: Vec<String> = c
+            .rows
+            .iter()
+            .map(|r| format!("{} · {}", r.run, r.row.method))
+            .collect();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let texts = check_svg(
+            &svg,
+            &[
+                &labels[..],
+                &[
+                    "Accuracy vs cost — alpha-4 vs label=alpha-2",
+                    COMPARED_ACCURACY_LABEL,
+                ],
+            ]
+            .concat(),
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("cost multiplier (tokens generated per final token")),
+            "{texts:?}"
+        );
+        for run in ["alpha-4", "label=alpha-2"] {
+            assert!(texts.iter().any(|t| t.contains(run)), "{run} in {texts:?}");
+        }
+
+        // A row without a cost multiplier: cost is tokens per problem for all.
+        let mut c = c;
+        c.rows[0].row.cost_multiplier = None;
+        write_comparison_figure(&c, &dir.0).unwrap();
+        check_svg(&svg, &["tokens generated per problem", "alpha-4 · power"]);
+    }
+
     #[test]
     fn axis_labels_fit_beside_the_plot() {
         // The y labels run along the plot's height: 600 pixels less the title and the x labels.
-        for label in [ACCEPTANCE_LABEL, ACCURACY_LABEL, "pass@k (%)"] {
+        for label in [
+            ACCEPTANCE_LABEL,
+            ACCURACY_LABEL,
+            COMPARED_ACCURACY_LABEL,
+            "pass@k (%)",
+        ] {
             let (width, _) = text_size(label, LABEL_SIZE);
             assert!(width < 440, "{label:?} is {width} pixels long");
         }

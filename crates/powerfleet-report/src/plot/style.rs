@@ -11,6 +11,7 @@ pub(super) const SIZE: (u32, u32) = (900, 600);
 pub(super) const FONT: &str = "sans-serif";
 /// Font sizes in plotters' units (the em is size / 1.24 pixels).
 pub(super) const TITLE_SIZE: f64 = 30.0;
+pub(super) const SUBTITLE_SIZE: f64 = 22.0;
 pub(super) const LABEL_SIZE: f64 = 25.0;
 pub(super) const TICK_SIZE: f64 = 22.0;
 pub(super) const LEGEND_SIZE: f64 = 22.0;
@@ -80,6 +81,46 @@ pub(super) fn looks(methods: &[MethodReport]) -> Vec<Look> {
         .collect()
 }
 
+/// Colours of the runs of a comparison, in order (Okabe-Ito, then grey and black).
+const RUNS: [RGBColor; 8] = [
+    RGBColor(0x00, 0x72, 0xb2),
+    RGBColor(0xd5, 0x5e, 0x00),
+    RGBColor(0x00, 0x9e, 0x73),
+    RGBColor(0xcc, 0x79, 0xa7),
+    RGBColor(0xe6, 0x9f, 0x00),
+    RGBColor(0x56, 0xb4, 0xe9),
+    RGBColor(0x55, 0x55, 0x55),
+    RGBColor(0x00, 0x00, 0x00),
+];
+
+/// The look of each (run index, row name) of a comparison: the run's colour, the method's
+/// marker (fixed for the sampler's methods, the others by their order of appearance).
+pub(super) fn run_looks(rows: &[(usize, &str)]) -> Vec<Look> {
+    let mut unknown: Vec<&str> = Vec::new();
+    rows.iter()
+        .map(|&(run, row)| {
+            let method = row.split(' ').next().unwrap_or(row);
+            let shape = match KNOWN.iter().find(|(name, _, _)| *name == method) {
+                Some(&(_, _, shape)) => shape,
+                None => {
+                    let i = unknown
+                        .iter()
+                        .position(|m| *m == method)
+                        .unwrap_or_else(|| {
+                            unknown.push(method);
+                            unknown.len() - 1
+                        });
+                    SHAPES[i % SHAPES.len()]
+                }
+            };
+            Look {
+                color: RUNS[run % RUNS.len()],
+                shape,
+            }
+        })
+        .collect()
+}
+
 /// The marker of `look` at `at`, drawn over a thin white ring so overlapping markers stay apart.
 pub(super) fn marker<'b, DB: DrawingBackend + 'b, C: Clone + 'b>(
     at: C,
@@ -131,5 +172,20 @@ mod tests {
             .map(|l| (l.color.0, l.color.1, l.color.2))
             .collect();
         assert_eq!(distinct.len(), 4);
+    }
+
+    #[test]
+    fn runs_keep_a_colour_and_methods_a_marker() {
+        let looks = run_looks(&[
+            (0, "power"),
+            (0, "beam"),
+            (1, "power n_mcmc=2"),
+            (1, "beam"),
+        ]);
+        assert_eq!(looks[0].color, looks[1].color);
+        assert_ne!(looks[0].color, looks[2].color);
+        assert_eq!(looks[0].shape, looks[2].shape);
+        assert_eq!(looks[1].shape, looks[3].shape);
+        assert_ne!(looks[0].color, looks[3].color);
     }
 }

@@ -1,5 +1,7 @@
 //! Reports for the figures' tests: four methods with every kind of data, and a crowded one.
 
+use powerfleet_sampler::{Method, SamplerConfig};
+
 use crate::report::{MethodReport, ProblemMethod, ProblemReport, Report};
 
 pub(super) fn method(
@@ -52,8 +54,9 @@ pub(super) fn method(
     }
 }
 
+/// Four methods, each with one configuration at its defaults.
 pub(super) fn report() -> Report {
-    let methods = vec![
+    let mut methods = vec![
         method(
             "power",
             [0.52, 0.63, 0.69, 0.73],
@@ -77,8 +80,13 @@ pub(super) fn report() -> Report {
         ),
         method("standard", [0.40, 0.53, 0.60, 0.65], vec![], 1.0, 0.40),
     ];
+    for m in &mut methods {
+        let method: Method = m.method.parse().unwrap();
+        m.config = Some(SamplerConfig::new(method).validate().unwrap().manifest());
+    }
     Report {
         id: "0192f3a4-5b6c-7d8e-9f01-23456789abcd".to_string(),
+        label: None,
         models: vec!["toy".to_string()],
         jobs: 160,
         completed: 160,

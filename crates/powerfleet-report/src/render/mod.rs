@@ -1,4 +1,9 @@
-//! A report as a terminal table, CSV, JSONL or Markdown.
+//! A report as a terminal table, CSV, JSONL or Markdown; [`compare`] writes a comparison of
+//! runs in the same formats.
+
+mod compare;
+
+pub use compare::write_comparison;
 
 use std::io::{self, Write};
 
@@ -41,11 +46,11 @@ impl std::str::FromStr for ReportFormat {
     }
 }
 
-fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+pub(super) fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "-".to_string(), f)
 }
 
-fn pct(v: Option<f64>) -> String {
+pub(super) fn pct(v: Option<f64>) -> String {
     opt(v, |x| format!("{:.1}", 100.0 * x))
 }
 
@@ -218,14 +223,18 @@ fn problem_legend() -> Vec<String> {
 }
 
 /// A cell on one line: line breaks (a multiple-choice option may hold some) become spaces.
-fn one_line(cell: &str) -> String {
+pub(super) fn one_line(cell: &str) -> String {
     cell.replace(['\r', '\n'], " ")
 }
 
 /// Writes a header and rows as a table: aligned columns or Markdown.
-type TableWriter = fn(&mut dyn Write, &[String], &[Vec<String>]) -> io::Result<()>;
+pub(super) type TableWriter = fn(&mut dyn Write, &[String], &[Vec<String>]) -> io::Result<()>;
 
-fn aligned(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::Result<()> {
+pub(super) fn aligned(
+    out: &mut dyn Write,
+    header: &[String],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| one_line(c)).collect())
@@ -260,7 +269,11 @@ fn aligned(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::
     Ok(())
 }
 
-fn markdown(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io::Result<()> {
+pub(super) fn markdown(
+    out: &mut dyn Write,
+    header: &[String],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
     let escape = |c: &String| one_line(c).replace('|', "\\|");
     writeln!(
         out,
@@ -286,7 +299,7 @@ fn markdown(out: &mut dyn Write, header: &[String], rows: &[Vec<String>]) -> io:
     Ok(())
 }
 
-fn headline(report: &Report) -> String {
+pub(super) fn headline(report: &Report) -> String {
     format!(
         "{}: {} jobs ({} completed, {} not), {} graded, {} missing, {} problems ({} with missing samples), models {}; wall {}; {}",
         report.id,
@@ -305,11 +318,11 @@ fn headline(report: &Report) -> String {
 
 /// A text cell: RFC 4180 quoting, and formulas (`=HYPERLINK(...)` as a problem id) shown as text
 /// ([`powerfleet_jobs::csv::text_cell`]).
-fn csv_field(s: &str) -> String {
+pub(super) fn csv_field(s: &str) -> String {
     powerfleet_jobs::csv::text_cell(s)
 }
 
-fn num(v: Option<f64>) -> String {
+pub(super) fn num(v: Option<f64>) -> String {
     v.map_or_else(String::new, |x| format!("{x}"))
 }
 
