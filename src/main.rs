@@ -6,6 +6,7 @@ mod bench_grading;
 mod bench_openai;
 mod bench_outage;
 mod demo;
+mod export;
 mod fleet;
 mod observe;
 mod options;
@@ -65,6 +66,9 @@ enum Command {
     /// Report on a benchmark batch: accuracy, pass@k, majority vote, acceptance, cost and latency
     /// per method, and which methods solved each problem; optionally figures.
     Report(report::ReportArgs),
+    /// Write a run (a batch id, correlation id or label=NAME) as a directory evaluation tools
+    /// read: manifest.json, samples.jsonl, results.json and figures/.
+    Export(export::ExportArgs),
     /// Serve the HTTP API: submit, status, cancel.
     Serve(fleet::ServeArgs),
     /// The whole fleet on this machine: a built-in batch on the toy models, with a private
@@ -98,6 +102,7 @@ fn main() {
         Command::Workers(args) => block_on(workers::workers(args)),
         Command::Results(args) => block_on(fleet::results(args)),
         Command::Report(args) => block_on(report::run(args)),
+        Command::Export(args) => block_on(export::run(args)),
         Command::Serve(args) => {
             let _tracing =
                 observe::init_tracing(cli.log_format, "info", cli.otlp_endpoint.as_deref());
