@@ -941,6 +941,25 @@ async fn a_graded_batch_exports_as_a_run_directory() {
     assert_eq!(manifest["counts"]["scheduled"], n_jobs);
     assert_eq!(manifest["counts"]["stored"], n_jobs);
 
+    // The same run by its correlation id, a generated UUID (which reads as a batch id first).
+    let correlation = receipt["correlation_id"].as_str().unwrap();
+    let by_correlation = fleet.dir.path().join("by-correlation");
+    stdout_of(&fleet.cli(&[
+        "export",
+        correlation,
+        "--dir",
+        by_correlation.to_str().unwrap(),
+    ]));
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(by_correlation.join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["selection"],
+        serde_json::json!({"correlation_id": correlation})
+    );
+    assert_eq!(manifest["counts"]["stored"], n_jobs);
+
     // An id with nothing stored fails, says what to check, and leaves no directory behind.
     let nothing = fleet.dir.path().join("nothing");
     let unknown = powerfleet_jobs::BatchId::new().to_string();
