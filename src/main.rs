@@ -6,6 +6,7 @@ mod bench_grading;
 mod bench_openai;
 mod bench_outage;
 mod demo;
+mod export;
 mod fleet;
 mod observe;
 mod options;
@@ -67,6 +68,9 @@ enum Command {
     /// runs, compare them: accuracy with 95% intervals, pass@k, cost, and per-problem paired
     /// differences from the first.
     Report(report::ReportArgs),
+    /// Write a run (a batch id, correlation id or label=NAME) as a directory evaluation tools
+    /// read: manifest.json, samples.jsonl, results.json and figures/.
+    Export(export::ExportArgs),
     /// Serve the HTTP API: submit, status, cancel.
     Serve(fleet::ServeArgs),
     /// The whole fleet on this machine: a built-in batch on the toy models, with a private
@@ -100,6 +104,7 @@ fn main() {
         Command::Workers(args) => block_on(workers::workers(args)),
         Command::Results(args) => block_on(fleet::results(args)),
         Command::Report(args) => block_on(report::run(args)),
+        Command::Export(args) => block_on(export::run(args)),
         Command::Serve(args) => {
             let _tracing =
                 observe::init_tracing(cli.log_format, "info", cli.otlp_endpoint.as_deref());

@@ -61,9 +61,42 @@ pub struct Run {
 
 impl Run {
     /// Reads the selection's results and submissions; fails when neither exists, with what to
-    /// check.
+    /// check. A UUID that no stored batch has is read as a correlation id (generated ones are
+    /// UUIDs too), and the run's `selection` says so.
     pub async fn load(store: &Store, selection: Selection) -> Result<Run> {
-        let (results, submissions) = match &selection {
+        let (mut results, mut submissions) = Self::read(store, &selection).await?;
+        let mut selection = selection;
+        // A generated correlation id is a UUID, as a batch id is: a UUID no batch has is tried
+        // as a correlation id.
+        if let Selection::Batch(b) = &selection
+            && results.is_empty()
+            && submissions.is_empty()
+        {
+            let correlation = Selection::Correlation(b.to_string().parse()?);
+            (results, submissions) = Self::read(store, &correlation).await?;
+            if !(results.is_empty() && submissions.is_empty()) {
+                selection = correlation;
+            }
+        }
+        if results.is_empty() && submissions.is_empty() {
+            bail!(
+                "no stored results or submissions for {selection} in {}; check the id (see `powerfleet status`) and that a collector writes to this --database-url",
+                store.url(),
+            );
+        }
+        Ok(Run {
+            selection,
+            results,
+            submissions,
+        })
+    }
+
+    /// The stored results and submission records of `selection`.
+    async fn read(
+        store: &Store,
+        selection: &Selection,
+    ) -> Result<(Vec<JobResult>, Vec<SubmissionRecord>)> {
+        Ok(match selection {
             Selection::Batch(b) => (
                 store.jobs_by_batch(*b).await?,
                 store.submission(*b).await?.into_iter().collect(),
@@ -76,17 +109,6 @@ impl Run {
                 store.jobs_by_label(l).await?,
                 store.submissions_by_label(l).await?,
             ),
-        };
-        if results.is_empty() && submissions.is_empty() {
-            bail!(
-                "no stored results or submissions for {selection} in {}; check the id (see `powerfleet status`) and that a collector writes to this --database-url",
-                store.url(),
-            );
-        }
-        Ok(Run {
-            selection,
-            results,
-            submissions,
         })
     }
 

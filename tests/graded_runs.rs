@@ -919,3 +919,310 @@ async fn broken_datasets_are_refused_with_line_numbers_before_anything_is_enqueu
         "nothing was enqueued"
     );
 }
+
+/// `powerfleet export ID --dir DIR`: a graded batch as a run directory. The manifest says what
+/// was run and counts what is stored, `samples.jsonl` holds every job's sample as stored,
+/// `results.json` is the report and `figures/` its figures; a used directory is refused without
+/// `--force`, and an id with nothing stored fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graded_batch_exports_as_a_run_directory() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&["--concurrency", "4"]);
+    fleet.spawn_collector();
+    let receipt: Value = serde_json::from_str(&stdout_of(&fleet.cli(&[
+        "submit",
+        "--bench",
+        "builtin:suite",
+        "--methods",
+        "power,standard",
+        "--seeds",
+        "2",
+        "--n-mcmc",
+        "2",
+        "--block-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--label",
+        "export check",
+        "--wait",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let batch = receipt["batch_id"].as_str().unwrap().to_string();
+    let job_ids: std::collections::BTreeSet<&str> = receipt["job_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap())
+        .collect();
+    let n_jobs = job_ids.len();
+    assert_eq!(n_jobs, builtin_suite().len() * 2 * 2);
+    let store = fleet.store().await;
+    let batch_id: powerfleet_jobs::BatchId = batch.parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.submission(batch_id).await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector never stored the submission"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stored: BTreeMap<String, JobResult> =
+        stdout_of(&fleet.cli(&["results", "--batch", &batch, "--format", "jsonl"]))
+            .lines()
+            .map(|l| serde_json::from_str::<JobResult>(l).unwrap())
+            .map(|r| (r.job_id.to_string(), r))
+            .collect();
+    assert_eq!(stored.len(), n_jobs);
+
+    let dir = fleet.dir.path().join("runs").join("suite");
+    let dir_arg = dir.to_str().unwrap();
+    let out = fleet.cli(&["export", &batch, "--dir", dir_arg]);
+    stdout_of(&out);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        format!("wrote {dir_arg}/samples.jsonl: {n_jobs} samples"),
+        format!("wrote {dir_arg}/results.json: "),
+        format!("wrote {dir_arg}/figures: 6 files"),
+        format!("wrote {dir_arg}/manifest.json: "),
+    ] {
+        assert!(
+            progress.lines().any(|l| l.starts_with(&line)),
+            "{line:?} in:\n{progress}"
+        );
+    }
+
+    // samples.jsonl: a line per job, every field present (null when it does not apply), each as
+    // the results store has it.
+    let samples: Vec<Value> = std::fs::read_to_string(dir.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), n_jobs);
+    let fields = [
+        "job_id",
+        "batch_id",
+        "correlation_id",
+        "problem_id",
+        "method",
+        "config",
+        "seed",
+        "stream",
+        "model",
+        "label",
+        "prompt",
+        "text",
+        "tokens",
+        "correct",
+        "extracted",
+        "reference",
+        "grade_error",
+        "status",
+        "error",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &samples {
+        let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected = fields.to_vec();
+        expected.sort_unstable();
+        let mut keys_sorted = keys.clone();
+        keys_sorted.sort_unstable();
+        assert_eq!(keys_sorted, expected, "{s}");
+        let id = s["job_id"].as_str().unwrap();
+        assert!(seen.insert(id.to_string()), "job {id} twice");
+        let r = &stored[id];
+        assert_eq!(s["batch_id"], batch);
+        assert_eq!(s["correlation_id"], r.correlation_id.as_str());
+        assert_eq!(s["problem_id"].as_str(), r.problem_id.as_deref());
+        assert_eq!(s["method"], r.method.as_str());
+        assert_eq!(s["config"], serde_json::to_value(&r.config).unwrap());
+        assert!(s["config"]["n_mcmc"].is_number(), "{s}");
+        assert_eq!(
+            (s["seed"].as_u64(), s["stream"].as_u64()),
+            (Some(r.seed), Some(r.stream))
+        );
+        assert_eq!(s["model"], r.model);
+        assert_eq!(s["label"], "export check");
+        let prompt = s["prompt"]["text"].as_str().expect("a text prompt");
+        assert!(!prompt.is_empty());
+        assert_eq!(s["prompt"], serde_json::to_value(&r.prompt).unwrap());
+        assert_eq!(s["text"].as_str(), r.text.as_deref());
+        assert_eq!(s["tokens"], serde_json::to_value(&r.tokens).unwrap());
+        let grade = r.grade.as_ref().unwrap();
+        assert_eq!(s["correct"], grade.correct);
+        assert_eq!(s["extracted"].as_str(), grade.extracted.as_deref());
+        assert_eq!(
+            s["reference"],
+            serde_json::to_value(&r.grading.as_ref().unwrap().reference).unwrap()
+        );
+        assert!(s["grade_error"].is_null() && s["error"].is_null(), "{s}");
+        assert_eq!(s["status"], "completed");
+    }
+    assert_eq!(
+        seen.iter()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        job_ids
+    );
+
+    // manifest.json: the selection, the submission, what ran and what made it, and the counts.
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["selection"],
+        serde_json::json!({"batch_id": batch})
+    );
+    assert_eq!(manifest["counts"]["scheduled"], n_jobs);
+    assert_eq!(manifest["counts"]["stored"], n_jobs);
+    assert_eq!(manifest["counts"]["completed"], n_jobs);
+    assert_eq!(manifest["counts"]["complete"], true);
+    let submissions = manifest["submissions"].as_array().unwrap();
+    assert_eq!(submissions.len(), 1);
+    assert_eq!(submissions[0]["batch_id"], batch);
+    assert_eq!(submissions[0]["scheduled"], n_jobs);
+    assert_eq!(submissions[0]["label"], "export check");
+    assert_eq!(
+        submissions[0]["request"]["seed_count"], 2,
+        "{}",
+        submissions[0]
+    );
+    let models: std::collections::BTreeSet<&str> =
+        stored.values().map(|r| r.model.as_str()).collect();
+    let configs = manifest["configs"].as_array().unwrap();
+    assert_eq!(
+        configs.len(),
+        2,
+        "one configuration per method: {configs:?}"
+    );
+    for (c, method) in configs.iter().zip(["power", "standard"]) {
+        assert_eq!(c["config"]["method"], method);
+        assert_eq!(c["methods"], serde_json::json!([method]));
+        assert_eq!(
+            c["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap())
+                .collect::<std::collections::BTreeSet<_>>(),
+            models
+        );
+        assert_eq!(c["samples"], n_jobs / 2);
+    }
+    let model_entries = manifest["models"].as_array().unwrap();
+    assert_eq!(model_entries.len(), models.len());
+    for m in model_entries {
+        let name = m["model"].as_str().unwrap();
+        let pins = m["pins"].as_array().unwrap();
+        assert_eq!(pins.len(), 1, "{m}");
+        let pin = stored
+            .values()
+            .find(|r| r.model == name)
+            .unwrap()
+            .pin
+            .clone();
+        assert_eq!(Some(&pins[0]["pin"]), pin.as_ref(), "{m}");
+        assert_eq!(pins[0]["samples"], m["samples"]);
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        manifest["produced_by"],
+        serde_json::json!([{"powerfleet": version, "samples": n_jobs}])
+    );
+    assert_eq!(manifest["exported_by"]["powerfleet"], version);
+
+    // results.json: the report, as `report --format jsonl` gives its batch row.
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["jobs"], n_jobs);
+    assert_eq!(results["scheduled"], n_jobs);
+    assert_eq!(results["complete"], true);
+    let report_rows: Vec<Value> = stdout_of(&fleet.cli(&["report", &batch, "--format", "jsonl"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let report_methods: Vec<&Value> = report_rows
+        .iter()
+        .filter(|r| r["row"] == "method")
+        .collect();
+    for (a, b) in results["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&report_methods)
+    {
+        for field in ["method", "accuracy", "pass_at_k", "acceptance_rate"] {
+            assert_eq!(a[field], b[field], "{field}");
+        }
+    }
+    for name in ["pass_at_k", "acceptance_by_block", "cost_vs_accuracy"] {
+        for ext in ["png", "svg"] {
+            let f = dir.join("figures").join(format!("{name}.{ext}"));
+            assert!(std::fs::metadata(&f).unwrap().len() > 0, "{}", f.display());
+        }
+    }
+
+    // A used directory is refused unless --force; nothing in it changes.
+    let before = std::fs::read(dir.join("samples.jsonl")).unwrap();
+    let out = fleet.cli(&["export", &batch, "--dir", dir_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("samples.jsonl")).unwrap(), before);
+    stdout_of(&fleet.cli(&["export", &batch, "--dir", dir_arg, "--force"]));
+    assert_eq!(std::fs::read(dir.join("samples.jsonl")).unwrap(), before);
+
+    // The same run by its label.
+    let by_label = fleet.dir.path().join("by-label");
+    stdout_of(&fleet.cli(&[
+        "export",
+        "label=export check",
+        "--dir",
+        by_label.to_str().unwrap(),
+    ]));
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(by_label.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["selection"],
+        serde_json::json!({"label": "export check"})
+    );
+    assert_eq!(manifest["counts"]["scheduled"], n_jobs);
+    assert_eq!(manifest["counts"]["stored"], n_jobs);
+
+    // The same run by its correlation id, a generated UUID (which reads as a batch id first).
+    let correlation = receipt["correlation_id"].as_str().unwrap();
+    let by_correlation = fleet.dir.path().join("by-correlation");
+    stdout_of(&fleet.cli(&[
+        "export",
+        correlation,
+        "--dir",
+        by_correlation.to_str().unwrap(),
+    ]));
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(by_correlation.join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["selection"],
+        serde_json::json!({"correlation_id": correlation})
+    );
+    assert_eq!(manifest["counts"]["stored"], n_jobs);
+
+    // An id with nothing stored fails, says what to check, and leaves no directory behind.
+    let nothing = fleet.dir.path().join("nothing");
+    let unknown = powerfleet_jobs::BatchId::new().to_string();
+    let out = fleet.cli(&["export", &unknown, "--dir", nothing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("no stored results or submissions for {unknown}")),
+        "{err}"
+    );
+    assert!(!nothing.exists());
+}
