@@ -549,10 +549,10 @@ impl Submission {
         by_reference: bool,
     ) -> Result<StoredJobs, String> {
         if self.methods.is_empty() {
-            return Err(
-                "methods must name at least one of power, max-swap, low-temp, standard, power-smc"
-                    .into(),
-            );
+            return Err(format!(
+                "methods must name at least one of {}",
+                Method::names()
+            ));
         }
         if self.seeds.is_empty() {
             return Err("seeds must be >= 1, got 0".into());
@@ -575,21 +575,7 @@ impl Submission {
         // Per-method configuration, checked once each.
         let mut configs = BTreeMap::new();
         for &method in &self.methods {
-            let mut config = SamplerConfig {
-                method,
-                ..self.config.clone()
-            };
-            if method == Method::MaxSwap {
-                // max-swap is α = ∞ by definition; the batch's α applies to the other methods.
-                config.alpha = None;
-            }
-            if !method.is_smc() && self.methods.iter().any(|m| m.is_smc()) {
-                // The particle options of a batch that runs power-smc beside other methods are
-                // power-smc's; alone, they are refused for any other method.
-                config.particles = None;
-                config.ess_threshold = None;
-                config.resampling = None;
-            }
+            let config = self.config.for_method(method, &self.methods);
             let valid = config
                 .validate()
                 .map_err(|e| format!("method {method}: {e}"))?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use powerfleet_jobs::{CHAT_ROLES, ChatMessage, CorrelationId, Label, Prompt};
-use powerfleet_sampler::{Method, SamplerConfig, TokenId};
+use powerfleet_sampler::{Family, Method, SamplerConfig, TokenId};
 use serde::{Deserialize, Serialize};
 
 use crate::producer::{self, BatchLine, Submission, SubmittedPrompt};
@@ -850,43 +850,31 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
 }
 
 /// 422 if a job of `methods` under `config` may generate more than `max_job_tokens` proposal
-/// tokens: `n_mcmc × max_new_tokens` for MCMC methods, `particles × max_new_tokens` for
-/// power-smc, `max_new_tokens` for the others.
+/// tokens ([`Method::job_tokens`]).
 fn check_job_tokens(
     config: &SamplerConfig,
     methods: &[Method],
     limits: &Limits,
 ) -> Result<(), RequestError> {
-    let n_mcmc = u64::from(config.n_mcmc);
-    let max_new = u64::from(config.max_new_tokens);
-    if let Some(m) = methods.iter().find(|m| m.is_mcmc())
-        && n_mcmc.saturating_mul(max_new) > limits.max_job_tokens
-    {
-        return Err(RequestError::Unprocessable(format!(
-            "config.n_mcmc x config.max_new_tokens = {n_mcmc} x {max_new} = {} proposal tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower n_mcmc or max_new_tokens",
-            n_mcmc * max_new,
-            limits.max_job_tokens
-        )));
-    }
-    let particles = u64::from(
-        config
-            .particles
-            .unwrap_or(powerfleet_sampler::config::DEFAULT_PARTICLES),
-    );
-    if let Some(m) = methods.iter().find(|m| m.is_smc())
-        && particles.saturating_mul(max_new) > limits.max_job_tokens
-    {
-        return Err(RequestError::Unprocessable(format!(
-            "config.particles x config.max_new_tokens = {particles} x {max_new} = {} proposal tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower particles or max_new_tokens",
-            particles * max_new,
-            limits.max_job_tokens
-        )));
-    }
-    if max_new > limits.max_job_tokens {
-        return Err(RequestError::Unprocessable(format!(
-            "config.max_new_tokens = {max_new} tokens per job; at most {} are accepted per job (max_job_tokens, serve --max-job-tokens)",
-            limits.max_job_tokens
-        )));
+    for &m in methods {
+        let (tokens, product) = m.job_tokens(&config.for_method(m, methods));
+        if tokens > limits.max_job_tokens {
+            let (what, lower) = match m.family() {
+                Family::Mcmc => (
+                    format!("{product} = {tokens} proposal"),
+                    "n_mcmc or max_new_tokens",
+                ),
+                Family::Smc => (
+                    format!("{product} = {tokens} proposal"),
+                    "particles or max_new_tokens",
+                ),
+                Family::Single => (product, "max_new_tokens"),
+            };
+            return Err(RequestError::Unprocessable(format!(
+                "{what} tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower {lower}",
+                limits.max_job_tokens,
+            )));
+        }
     }
     Ok(())
 }

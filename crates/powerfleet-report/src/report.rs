@@ -9,7 +9,7 @@ use powerfleet_grade::{
     majority_vote, math_equal, mean_and_stderr, normalize, pass_at_k, percentile,
 };
 use powerfleet_jobs::{GradeRecord, JobResult, JobStatus};
-use powerfleet_sampler::SamplerConfig;
+use powerfleet_sampler::{Method, SamplerConfig};
 use serde::{Deserialize, Serialize};
 
 use powerfleet_grade::reference_display;
@@ -204,7 +204,7 @@ pub struct Report {
     pub wall_time_s: Option<f64>,
     /// Money spent on generated tokens, when a price is known for every job.
     pub cost_usd: Option<f64>,
-    /// Per method, in the order power, max-swap, low-temp, standard, power-smc.
+    /// Per method and configuration, methods in the sampler's order (`Method::ALL`).
     pub methods: Vec<MethodReport>,
     /// Per problem.
     pub per_problem: Vec<ProblemReport>,
@@ -343,12 +343,10 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 
 /// The method order of reports: the sampler's methods first, in their usual order.
 fn method_rank(method: &str) -> (usize, String) {
-    let known = ["power", "max-swap", "low-temp", "standard"];
     (
-        known
-            .iter()
-            .position(|&m| m == method)
-            .unwrap_or(known.len()),
+        method
+            .parse::<Method>()
+            .map_or(Method::ALL.len(), Method::rank),
         method.to_string(),
     )
 }

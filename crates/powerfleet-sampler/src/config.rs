@@ -47,8 +47,19 @@ pub enum Method {
     PowerSmc,
 }
 
+/// How a method's chain works, which decides its options and its cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Metropolis-Hastings over suffixes: `n_mcmc` proposals per block.
+    Mcmc,
+    /// Sequential Monte Carlo: `particles` proposals per block.
+    Smc,
+    /// One sample, no proposals beyond it.
+    Single,
+}
+
 impl Method {
-    /// Every method, in the order tables list them.
+    /// Every method, in the order tables and figures list them.
     pub const ALL: [Method; 5] = [
         Method::Power,
         Method::MaxSwap,
@@ -57,25 +68,73 @@ impl Method {
         Method::PowerSmc,
     ];
 
+    /// The method's name (on the command line and in JSON) and family: the one place a
+    /// method is described; everything else about it derives from these and [`Method::ALL`].
+    const fn describe(self) -> (&'static str, Family) {
+        match self {
+            Method::Power => ("power", Family::Mcmc),
+            Method::MaxSwap => ("max-swap", Family::Mcmc),
+            Method::LowTemp => ("low-temp", Family::Single),
+            Method::Standard => ("standard", Family::Single),
+            Method::PowerSmc => ("power-smc", Family::Smc),
+        }
+    }
+
     /// The name used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Power => "power",
-            Method::MaxSwap => "max-swap",
-            Method::LowTemp => "low-temp",
-            Method::Standard => "standard",
-            Method::PowerSmc => "power-smc",
-        }
+        self.describe().0
+    }
+
+    /// How the method's chain works.
+    pub fn family(self) -> Family {
+        self.describe().1
+    }
+
+    /// Where the method comes in tables and figures: its index in [`Method::ALL`].
+    pub fn rank(self) -> usize {
+        Method::ALL
+            .iter()
+            .position(|&m| m == self)
+            .expect("every method is in Method::ALL")
+    }
+
+    /// Every method's name, comma-separated, in [`Method::ALL`]'s order.
+    pub fn names() -> String {
+        Method::ALL.map(Method::as_str).join(", ")
     }
 
     /// Whether this method runs Metropolis-Hastings steps.
     pub fn is_mcmc(self) -> bool {
-        matches!(self, Method::Power | Method::MaxSwap)
+        self.family() == Family::Mcmc
     }
 
     /// Whether this method runs sequential Monte Carlo.
     pub fn is_smc(self) -> bool {
-        self == Method::PowerSmc
+        self.family() == Family::Smc
+    }
+
+    /// The most proposal tokens one job of this method may generate under `config`, with the
+    /// settings that multiply to it (for messages): `n_mcmc × max_new_tokens` for MCMC,
+    /// `particles × max_new_tokens` for SMC, `max_new_tokens` for one sample.
+    pub fn job_tokens(self, config: &SamplerConfig) -> (u64, String) {
+        let max_new = u64::from(config.max_new_tokens);
+        match self.family() {
+            Family::Mcmc => {
+                let n = u64::from(config.n_mcmc);
+                (
+                    n.saturating_mul(max_new),
+                    format!("config.n_mcmc x config.max_new_tokens = {n} x {max_new}"),
+                )
+            }
+            Family::Smc => {
+                let n = u64::from(config.particles.unwrap_or(DEFAULT_PARTICLES));
+                (
+                    n.saturating_mul(max_new),
+                    format!("config.particles x config.max_new_tokens = {n} x {max_new}"),
+                )
+            }
+            Family::Single => (max_new, format!("config.max_new_tokens = {max_new}")),
+        }
     }
 
     /// Whether this method needs the model's log-probabilities (MCMC and SMC do; the
@@ -101,7 +160,7 @@ impl FromStr for Method {
             .ok_or_else(|| {
                 ConfigError::single(
                     "method",
-                    "one of power, max-swap, low-temp, standard, power-smc",
+                    &format!("one of {}", Method::names()),
                     s.to_string(),
                 )
             })
@@ -293,6 +352,26 @@ fn default_true() -> bool {
 }
 
 impl SamplerConfig {
+    /// This configuration, given to a batch of `methods`, as `method` runs it: max-swap drops
+    /// α (it is α = ∞ by definition; the batch's α is the other methods'), and in a batch that
+    /// also runs an SMC method the particle options are that method's, so the others drop
+    /// them (alone, they are refused for a method that has no particles).
+    pub fn for_method(&self, method: Method, methods: &[Method]) -> SamplerConfig {
+        let mut config = SamplerConfig {
+            method,
+            ..self.clone()
+        };
+        if method == Method::MaxSwap {
+            config.alpha = None;
+        }
+        if !method.is_smc() && methods.iter().any(|m| m.is_smc()) {
+            config.particles = None;
+            config.ess_threshold = None;
+            config.resampling = None;
+        }
+        config
+    }
+
     /// A configuration with every option at its default for `method`.
     pub fn new(method: Method) -> SamplerConfig {
         SamplerConfig {

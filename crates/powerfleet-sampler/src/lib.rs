@@ -30,7 +30,7 @@ pub use chain::{
     RunError, run,
 };
 pub use config::{
-    Alpha, ConfigError, FieldError, Method, OutOfRange, Ratio, SamplerConfig, ValidConfig,
+    Alpha, ConfigError, Family, FieldError, Method, OutOfRange, Ratio, SamplerConfig, ValidConfig,
 };
 pub use model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
 pub use smc::{Resampling, SmcConfig, SmcStats, WeightedCompletion};

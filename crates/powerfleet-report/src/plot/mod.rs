@@ -5,7 +5,7 @@
 //!
 //! They are drawn with plotters in DejaVu Sans embedded in the binary, so they render the same on
 //! a machine without system fonts or fontconfig. Every method keeps its colour and marker in every
-//! figure (power, max-swap, low-temp and standard have fixed ones), legends go in the corner of
+//! figure (each of the sampler's methods has a fixed one), legends go in the corner of
 //! the plot that hides the fewest data, and the scatter's labels are placed clear of each other.
 
 mod acceptance;

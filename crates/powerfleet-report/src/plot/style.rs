@@ -3,6 +3,8 @@
 
 use plotters::prelude::*;
 
+use powerfleet_sampler::Method;
+
 use crate::report::MethodReport;
 
 /// Pixel size of the PNGs (and of the SVGs' canvas).
@@ -23,20 +25,24 @@ pub(super) const INK: RGBColor = RGBColor(0x22, 0x22, 0x22);
 pub(super) const GRID: RGBColor = RGBColor(0xdd, 0xdd, 0xdd);
 pub(super) const MUTED: RGBColor = RGBColor(0x77, 0x77, 0x77);
 
-/// Colours of the sampler's methods (Okabe-Ito, safe for colour-blind readers): power blue,
-/// max-swap vermillion, low-temp bluish green, standard (the baseline) grey.
-const KNOWN: [(&str, RGBColor, Shape); 4] = [
-    ("power", RGBColor(0x00, 0x72, 0xb2), Shape::Circle),
-    ("max-swap", RGBColor(0xd5, 0x5e, 0x00), Shape::Square),
-    ("low-temp", RGBColor(0x00, 0x9e, 0x73), Shape::Triangle),
-    ("standard", RGBColor(0x55, 0x55, 0x55), Shape::Diamond),
-];
+/// The colour and marker of each of the sampler's methods (Okabe-Ito colours, safe for
+/// colour-blind readers): power blue, max-swap vermillion, low-temp bluish green, standard (the
+/// baseline) grey, power-smc reddish purple. `None` for a name that is no method.
+fn known(method: &str) -> Option<(RGBColor, Shape)> {
+    Some(match method.parse::<Method>().ok()? {
+        Method::Power => (RGBColor(0x00, 0x72, 0xb2), Shape::Circle),
+        Method::MaxSwap => (RGBColor(0xd5, 0x5e, 0x00), Shape::Square),
+        Method::LowTemp => (RGBColor(0x00, 0x9e, 0x73), Shape::Triangle),
+        Method::Standard => (RGBColor(0x55, 0x55, 0x55), Shape::Diamond),
+        Method::PowerSmc => (RGBColor(0xcc, 0x79, 0xa7), Shape::InvertedTriangle),
+    })
+}
 /// Colours of any other method, in report order.
 const EXTRA: [RGBColor; 4] = [
-    RGBColor(0xcc, 0x79, 0xa7),
     RGBColor(0xe6, 0x9f, 0x00),
     RGBColor(0x56, 0xb4, 0xe9),
     RGBColor(0x00, 0x00, 0x00),
+    RGBColor(0xb8, 0xa6, 0x00),
 ];
 const SHAPES: [Shape; 4] = [
     Shape::Circle,
@@ -58,6 +64,7 @@ enum Shape {
     Square,
     Triangle,
     Diamond,
+    InvertedTriangle,
 }
 
 /// The look of each method, in report order: fixed for the sampler's methods, the others by
@@ -66,18 +73,16 @@ pub(super) fn looks(methods: &[MethodReport]) -> Vec<Look> {
     let mut extra = 0;
     methods
         .iter()
-        .map(
-            |m| match KNOWN.iter().find(|(name, _, _)| *name == m.method) {
-                Some(&(_, color, shape)) => Look { color, shape },
-                None => {
-                    extra += 1;
-                    Look {
-                        color: EXTRA[(extra - 1) % EXTRA.len()],
-                        shape: SHAPES[(extra - 1) % SHAPES.len()],
-                    }
+        .map(|m| match known(&m.method) {
+            Some((color, shape)) => Look { color, shape },
+            None => {
+                extra += 1;
+                Look {
+                    color: EXTRA[(extra - 1) % EXTRA.len()],
+                    shape: SHAPES[(extra - 1) % SHAPES.len()],
                 }
-            },
-        )
+            }
+        })
         .collect()
 }
 
@@ -100,8 +105,8 @@ pub(super) fn run_looks(rows: &[(usize, &str)]) -> Vec<Look> {
     rows.iter()
         .map(|&(run, row)| {
             let method = row.split(' ').next().unwrap_or(row);
-            let shape = match KNOWN.iter().find(|(name, _, _)| *name == method) {
-                Some(&(_, _, shape)) => shape,
+            let shape = match known(method) {
+                Some((_, shape)) => shape,
                 None => {
                     let i = unknown
                         .iter()
@@ -149,6 +154,10 @@ pub(super) fn marker<'b, DB: DrawingBackend + 'b, C: Clone + 'b>(
             let d = |r: i32| vec![(0, -r), (r, 0), (0, r), (-r, 0)];
             (base + Polygon::new(d(r + 4), ring) + Polygon::new(d(r + 2), fill)).into_dyn()
         }
+        Shape::InvertedTriangle => {
+            let t = |r: i32| vec![(0, r + 2), (r + 1, -r), (-r - 1, -r)];
+            (base + Polygon::new(t(r + 2), ring) + Polygon::new(t(r), fill)).into_dyn()
+        }
     }
 }
 
@@ -172,6 +181,22 @@ mod tests {
             .map(|l| (l.color.0, l.color.1, l.color.2))
             .collect();
         assert_eq!(distinct.len(), 4);
+    }
+
+    #[test]
+    fn every_method_has_a_look_of_its_own() {
+        let looks: Vec<(RGBColor, Shape)> = Method::ALL
+            .iter()
+            .map(|m| known(m.as_str()).unwrap())
+            .collect();
+        for (i, a) in looks.iter().enumerate() {
+            for b in &looks[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+            }
+            assert!(!EXTRA.contains(&a.0));
+        }
+        assert_eq!(known("beam"), None);
     }
 
     #[test]
