@@ -352,24 +352,6 @@ struct Common {
     metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
-/// The fields of [`Common`].
-const COMMON_FIELDS: &[&str] = &[
-    "model",
-    "n",
-    "seed",
-    "stop",
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "frequency_penalty",
-    "stream",
-    "stream_options",
-    "user",
-    "power_sampling",
-    "return_token_ids",
-    "metadata",
-];
-
 /// The body of `POST /v1/completions` (unknown fields are refused by [`parse_body`]).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 struct CompletionRequest {
@@ -413,17 +395,6 @@ struct ContentPart {
     text: Option<String>,
 }
 
-/// The fields of [`CompletionRequest`] besides [`COMMON_FIELDS`].
-const COMPLETION_FIELDS: &[&str] = &[
-    "prompt",
-    "max_tokens",
-    "logprobs",
-    "echo",
-    "best_of",
-    "suffix",
-    "logit_bias",
-];
-
 /// The body of `POST /v1/chat/completions` (unknown fields are refused by [`parse_body`]).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 struct ChatRequest {
@@ -439,16 +410,6 @@ struct ChatRequest {
     #[serde(default)]
     logit_bias: Option<serde_json::Map<String, Value>>,
 }
-
-/// The fields of [`ChatRequest`] besides [`COMMON_FIELDS`].
-const CHAT_FIELDS: &[&str] = &[
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
-];
 
 /// What a request asks the fleet for, whichever endpoint it came through.
 #[derive(Debug)]
@@ -475,14 +436,12 @@ struct Asked {
     label: Option<powerfleet_jobs::Label>,
 }
 
-/// Parses a body into `T`, naming the field at fault; a field outside `COMMON_FIELDS` and
-/// `fields` is refused rather than ignored, since it may change what is sampled. The body is
+/// Parses a body into `T`, naming the field at fault; a field that is neither [`Common`]'s nor
+/// `T`'s ([`struct_fields`]) is refused rather than ignored, since it may change what is sampled. The body is
 /// read straight into the typed fields, never into a JSON tree (which would take many times
 /// the body's size for a list of token ids).
-fn parse_body<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    fields: &[&str],
-) -> Result<(Common, T), OpenAiError> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(Common, T), OpenAiError> {
+    let (common, fields) = (struct_fields::<Common>(), struct_fields::<T>());
     use serde::de::IgnoredAny;
     serde_json::from_slice::<IgnoredAny>(body).map_err(|e| {
         OpenAiError::invalid(
@@ -498,9 +457,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     };
     if let Some(unknown) = object
         .keys()
-        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !fields.contains(&k.as_str()))
+        .find(|k| !common.contains(&k.as_str()) && !fields.contains(&k.as_str()))
     {
-        let mut known: Vec<&str> = COMMON_FIELDS.iter().chain(fields).copied().collect();
+        let mut known: Vec<&str> = common.iter().chain(fields).copied().collect();
         known.sort_unstable();
         return Err(OpenAiError::invalid(
             unknown,
@@ -527,6 +486,51 @@ fn deserialize<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, OpenAiE
         };
         OpenAiError::invalid(&path, crate::api::shorten_inputs(&message))
     })
+}
+
+/// The field names of the struct `T` as its derived `Deserialize` declares them (serde passes
+/// them to `deserialize_struct`), so the fields a body may hold come from the wire types
+/// themselves.
+fn struct_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("only a struct's field names are read")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Stop {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields = Fields(None);
+    let _ = T::deserialize(&mut fields);
+    fields
+        .0
+        .expect("a request body type is a struct with named fields")
 }
 
 /// Checks the options both endpoints share and resolves the sampler; `max_tokens` is the budget.
@@ -1380,7 +1384,6 @@ fn correlation_of(request: &Request) -> Result<Option<CorrelationId>, OpenAiErro
 async fn serve<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     request: Request,
-    fields: &[&str],
     check: impl FnOnce(&OpenAiSettings, Common, T) -> Result<Asked, OpenAiError>,
     chat: bool,
 ) -> Result<Response, OpenAiError> {
@@ -1390,7 +1393,7 @@ async fn serve<T: serde::de::DeserializeOwned>(
     };
     let correlation_id = correlation_of(&request)?;
     let body = read_body(state, request).await?;
-    let (common, own) = parse_body::<T>(&body, fields)?;
+    let (common, own) = parse_body::<T>(&body)?;
     drop(body);
     let mut asked = check(&state.openai, common, own)?;
     asked.correlation_id = correlation_id;
@@ -1415,14 +1418,14 @@ fn busy(capacity: usize) -> OpenAiError {
 
 /// `POST /v1/completions`.
 pub async fn completions(State(state): State<ApiState>, request: Request) -> Response {
-    serve(&state, request, COMPLETION_FIELDS, asked_completion, false)
+    serve(&state, request, asked_completion, false)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
-    serve(&state, request, CHAT_FIELDS, asked_chat, true)
+    serve(&state, request, asked_chat, true)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -1537,6 +1540,64 @@ pub async fn models(State(state): State<ApiState>) -> Response {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_fields_a_body_may_hold_are_the_wire_types_fields() {
+        let sorted = |f: &'static [&'static str]| {
+            let mut v = f.to_vec();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            sorted(struct_fields::<Common>()),
+            [
+                "frequency_penalty",
+                "metadata",
+                "model",
+                "n",
+                "power_sampling",
+                "presence_penalty",
+                "return_token_ids",
+                "seed",
+                "stop",
+                "stream",
+                "stream_options",
+                "temperature",
+                "top_p",
+                "user"
+            ]
+        );
+        assert_eq!(
+            sorted(struct_fields::<CompletionRequest>()),
+            [
+                "best_of",
+                "echo",
+                "logit_bias",
+                "logprobs",
+                "max_tokens",
+                "prompt",
+                "suffix"
+            ]
+        );
+        assert_eq!(
+            sorted(struct_fields::<ChatRequest>()),
+            [
+                "logit_bias",
+                "logprobs",
+                "max_completion_tokens",
+                "max_tokens",
+                "messages",
+                "top_logprobs"
+            ]
+        );
+        let unknown =
+            parse_body::<ChatRequest>(br#"{"model": "m", "messages": [], "prompt": "x"}"#)
+                .unwrap_err();
+        assert!(
+            format!("{unknown:?}").contains("unknown field"),
+            "{unknown:?}"
+        );
+    }
+
     fn overlay(json: Value) -> serde_json::Map<String, Value> {
         json.as_object().unwrap().clone()
     }
@@ -1595,15 +1656,13 @@ mod tests {
 
     fn prompts(prompt: Value) -> Result<Vec<BatchLine>, OpenAiError> {
         let body = json!({"model": "toy:pivot", "prompt": prompt}).to_string();
-        let (common, request) =
-            parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS)?;
+        let (common, request) = parse_body::<CompletionRequest>(body.as_bytes())?;
         asked_completion(&OpenAiSettings::default(), common, request).map(|a| a.prompts)
     }
 
     fn asked(body: Value) -> Asked {
         let body = body.to_string();
-        let (common, request) =
-            parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS).unwrap();
+        let (common, request) = parse_body::<CompletionRequest>(body.as_bytes()).unwrap();
         asked_completion(&OpenAiSettings::default(), common, request).unwrap()
     }
 
@@ -1654,8 +1713,7 @@ mod tests {
         let asked = |metadata: Value| {
             let body =
                 json!({"model": "toy:pivot", "prompt": "A", "metadata": metadata}).to_string();
-            let (common, request) =
-                parse_body::<CompletionRequest>(body.as_bytes(), COMPLETION_FIELDS)?;
+            let (common, request) = parse_body::<CompletionRequest>(body.as_bytes())?;
             asked_completion(&OpenAiSettings::default(), common, request)
         };
         let a = asked(json!({"label": "sweep 1", "team": "x"})).unwrap();
