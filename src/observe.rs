@@ -147,7 +147,7 @@ impl OpsArgs {
             .set_buckets(SECONDS_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(
-                    Matcher::Full(powerfleet_fleet::metrics::CHECKPOINT_BYTES.to_string()),
+                    Matcher::Full(powerfleet_fleet::metrics::CHECKPOINT_BYTES.name.to_string()),
                     BYTES_BUCKETS,
                 )
             })

@@ -63,7 +63,7 @@ impl Server {
 
     /// The circuit gauge of this server, labelled with its redacted URL.
     fn circuit_gauge(&self) -> metrics::Gauge {
-        metrics::gauge!(CIRCUIT_OPEN, "server" => self.shown.clone())
+        CIRCUIT_OPEN.with([self.shown.clone()])
     }
 
     fn available(&self, now: Instant) -> bool {
@@ -1048,7 +1048,7 @@ mod tests {
         let labels = registered.0.lock().unwrap().clone();
         let circuit: Vec<&String> = labels
             .iter()
-            .filter(|l| l.starts_with(CIRCUIT_OPEN))
+            .filter(|l| l.starts_with(CIRCUIT_OPEN.name))
             .collect();
         assert!(
             circuit.contains(&&format!(

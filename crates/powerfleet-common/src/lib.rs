@@ -4,7 +4,7 @@
 
 mod metric;
 
-pub use metric::{MetricDef, MetricKind, MetricUnit};
+pub use metric::{Counter, Gauge, Histogram, MetricDef, MetricKind, MetricUnit};
 
 /// Makes ring the process's TLS crypto provider, once: `https://` inference servers, `rediss://`
 /// Redis and Postgres TLS all need one. Clients are built after it.

@@ -1,6 +1,7 @@
-//! Metrics declared once each: [`declare_metrics!`](crate::declare_metrics) makes a crate's name
-//! constants and its table of [`MetricDef`]s from one list, and whoever installs the recorder
-//! describes every table. No metrics crate here: a table is plain data.
+//! Metrics declared once each: [`declare_metrics!`](crate::declare_metrics) makes a crate's typed
+//! handles ([`Counter`], [`Gauge`], [`Histogram`], each knowing its name and label keys, so a
+//! metric is recorded with exactly the labels it was declared with) and its table of
+//! [`MetricDef`]s from one list, and whoever installs the recorder describes every table.
 
 /// How a metric's values behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,9 +38,94 @@ pub struct MetricDef {
     pub help: &'static str,
 }
 
-/// Declares a crate's metrics, each once: a `pub const NAME: &str` per metric (what the
-/// recording macros take) and a table of every [`MetricDef`](crate::MetricDef), which the
-/// process describes to its recorder.
+/// The labels of one recording: the declared keys with the values given for them.
+fn labels<V: Into<metrics::SharedString>, const N: usize>(
+    keys: [&'static str; N],
+    values: [V; N],
+) -> Vec<metrics::Label> {
+    keys.into_iter()
+        .zip(values)
+        .map(|(k, v)| metrics::Label::new(k, v.into()))
+        .collect()
+}
+
+/// A counter with `N` label keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counter<const N: usize> {
+    /// Its name, as scraped.
+    pub name: &'static str,
+    /// Its label keys, in order.
+    pub labels: [&'static str; N],
+}
+
+impl Counter<0> {
+    /// Adds `n`.
+    pub fn increment(&self, n: u64) {
+        metrics::counter!(self.name).increment(n);
+    }
+}
+
+impl<const N: usize> Counter<N> {
+    /// The counter of these label values (one per declared key, in order).
+    pub fn with<V: Into<metrics::SharedString>>(&self, values: [V; N]) -> metrics::Counter {
+        metrics::counter!(self.name, labels(self.labels, values))
+    }
+}
+
+/// A gauge with `N` label keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gauge<const N: usize> {
+    /// Its name, as scraped.
+    pub name: &'static str,
+    /// Its label keys, in order.
+    pub labels: [&'static str; N],
+}
+
+impl Gauge<0> {
+    /// Sets it to `value`.
+    pub fn set(&self, value: f64) {
+        metrics::gauge!(self.name).set(value);
+    }
+
+    /// Moves it by `delta`.
+    pub fn increment(&self, delta: f64) {
+        metrics::gauge!(self.name).increment(delta);
+    }
+}
+
+impl<const N: usize> Gauge<N> {
+    /// The gauge of these label values (one per declared key, in order).
+    pub fn with<V: Into<metrics::SharedString>>(&self, values: [V; N]) -> metrics::Gauge {
+        metrics::gauge!(self.name, labels(self.labels, values))
+    }
+}
+
+/// A histogram with `N` label keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Histogram<const N: usize> {
+    /// Its name, as scraped.
+    pub name: &'static str,
+    /// Its label keys, in order.
+    pub labels: [&'static str; N],
+}
+
+impl Histogram<0> {
+    /// Records one observation.
+    pub fn record(&self, value: f64) {
+        metrics::histogram!(self.name).record(value);
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// The histogram of these label values (one per declared key, in order).
+    pub fn with<V: Into<metrics::SharedString>>(&self, values: [V; N]) -> metrics::Histogram {
+        metrics::histogram!(self.name, labels(self.labels, values))
+    }
+}
+
+/// Declares a crate's metrics, each once: a typed handle per metric (`pub const NAME:
+/// Counter<N>`, `Gauge<N>` or `Histogram<N>`, N its label keys) and a table of every
+/// [`MetricDef`](crate::MetricDef), which the process describes to its recorder.
 ///
 /// ```
 /// powerfleet_common::declare_metrics! {
@@ -59,7 +145,9 @@ pub struct MetricDef {
 ///     },
 /// }
 ///
-/// assert_eq!(REQUESTS, "example_requests_total");
+/// assert_eq!(REQUESTS.name, "example_requests_total");
+/// REQUESTS.with(["ok"]).increment(1);
+/// LATENCY.record(0.25);
 /// assert_eq!(METRICS.len(), 2);
 /// assert_eq!(METRICS[0].labels, ["status"]);
 /// assert_eq!(METRICS[1].unit, Some(powerfleet_common::MetricUnit::Seconds));
@@ -80,14 +168,17 @@ macro_rules! declare_metrics {
     ) => {
         $(
             $(#[$meta])*
-            pub const $ident: &str = $name;
+            pub const $ident: $crate::$kind<{ $crate::__count!($($($label)*)?) }> = $crate::$kind {
+                name: $name,
+                labels: [$($($label),*)?],
+            };
         )*
 
         $(#[$table_meta])*
         $table_vis const $table: &[$crate::MetricDef] = &[
             $(
                 $crate::MetricDef {
-                    name: $ident,
+                    name: $ident.name,
                     kind: $crate::MetricKind::$kind,
                     unit: $crate::__metric_unit!($($unit)?),
                     labels: &[$($($label),*)?],
@@ -109,3 +200,23 @@ macro_rules! __metric_unit {
         ::core::option::Option::Some($crate::MetricUnit::$unit)
     };
 }
+
+/// How many tokens it is given: the label count of a declaration.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __count {
+    () => { 0usize };
+    ($head:tt $($tail:tt)*) => { 1usize + $crate::__count!($($tail)*) };
+}
+
+macro_rules! display_name {
+    ($($handle:ident),*) => {$(
+        /// Its name, as scraped.
+        impl<const N: usize> std::fmt::Display for $handle<N> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name)
+            }
+        }
+    )*};
+}
+display_name!(Counter, Gauge, Histogram);

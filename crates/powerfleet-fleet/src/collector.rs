@@ -220,7 +220,7 @@ pub async fn run(
                 match d.result.as_ref().ok().filter(|r| executes(r)).cloned() {
                     Some(result) => {
                         in_flight.insert(d.entry_id.clone());
-                        crate::metrics::gauge(crate::metrics::GRADING_IN_FLIGHT, in_flight.len());
+                        crate::metrics::GRADING_IN_FLIGHT.set(in_flight.len() as f64);
                         let pool = Arc::clone(&pool);
                         let sandbox = sandbox.clone();
                         grading.spawn(async move {
@@ -405,7 +405,7 @@ async fn collect(
                     Settle::Ack
                 }
                 Some(Recorded::Duplicate) => {
-                    crate::metrics::add(crate::metrics::RESULTS_DUPLICATE, 1);
+                    crate::metrics::RESULTS_DUPLICATE.increment(1);
                     report.duplicates.fetch_add(1, Ordering::Relaxed);
                     Settle::Ack
                 }
@@ -434,7 +434,7 @@ async fn collect(
         if let Settle::DeadLetter(reason) = settle {
             warn!(entry = %d.entry_id, reason = %reason, "result moved to the dead-letter stream");
             report.dead.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::add(crate::metrics::JOBS_DEAD_LETTERED, 1);
+            crate::metrics::JOBS_DEAD_LETTERED.increment(1);
             // Whole: the entry may be the only copy of a result someone wants to republish.
             *outcome = queue.dead_letter_result_entry(d, reason).await;
         }
@@ -522,19 +522,16 @@ async fn announce_sandbox(sandbox: &SandboxConfig) {
 
 /// Counts a result stored for the first time (once per job) in the metrics.
 fn count_stored(result: &JobResult) {
-    crate::metrics::add(crate::metrics::RESULTS_STORED, 1);
+    crate::metrics::RESULTS_STORED.increment(1);
     if result.grade_error.is_some() {
-        crate::metrics::add(crate::metrics::GRADING_FAILED, 1);
+        crate::metrics::GRADING_FAILED.increment(1);
     }
     if let Some(g) = &result.grade {
-        crate::metrics::add(
-            if g.correct {
-                crate::metrics::GRADED_CORRECT
-            } else {
-                crate::metrics::GRADED_INCORRECT
-            },
-            1,
-        );
+        if g.correct {
+            crate::metrics::GRADED_CORRECT.increment(1);
+        } else {
+            crate::metrics::GRADED_INCORRECT.increment(1);
+        }
     }
 }
 
@@ -692,7 +689,7 @@ fn settle(
         }
     };
     in_flight.remove(&d.entry_id);
-    crate::metrics::gauge(crate::metrics::GRADING_IN_FLIGHT, in_flight.len());
+    crate::metrics::GRADING_IN_FLIGHT.set(in_flight.len() as f64);
     report.executed.fetch_add(1, Ordering::Relaxed);
     Some(d)
 }

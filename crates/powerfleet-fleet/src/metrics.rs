@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use metrics::{Unit, counter, gauge, histogram};
-use powerfleet_common::{MetricDef, MetricKind, MetricUnit};
+use metrics::Unit;
+use powerfleet_common::{Histogram, MetricDef, MetricKind, MetricUnit};
 
 powerfleet_common::declare_metrics! {
     /// Every metric of the fleet roles; [`all`] adds those of the backends.
@@ -201,46 +201,36 @@ pub fn describe() {
     }
 }
 
-/// Adds `n` to a counter without labels.
-pub fn add(name: &'static str, n: u64) {
-    counter!(name).increment(n);
-}
-
-/// Sets a gauge without labels.
-pub fn gauge(name: &'static str, value: usize) {
-    gauge!(name).set(value as f64);
-}
-
 /// Counts a finished job.
 pub fn job_finished(status: &str) {
-    counter!(JOBS_FINISHED, "status" => status.to_string()).increment(1);
+    JOBS_FINISHED.with([status.to_string()]).increment(1);
 }
 
 /// Records a duration in a histogram labelled by backend.
-pub fn observe_backend(name: &'static str, backend: &'static str, d: Duration) {
-    histogram!(name, "backend" => backend).record(d.as_secs_f64());
+pub fn observe_backend(histogram: Histogram<1>, backend: &'static str, d: Duration) {
+    histogram.with([backend]).record(d.as_secs_f64());
 }
 
 /// Counts a retried model request.
 pub fn model_retry(backend: &'static str) {
-    counter!(MODEL_RETRIES, "backend" => backend).increment(1);
+    MODEL_RETRIES.with([backend]).increment(1);
 }
 
 /// Counts a job put back to wait for its model.
 pub fn job_waiting(backend: &'static str, claimed: bool) {
     let when = if claimed { "claimed" } else { "unclaimed" };
-    counter!(JOBS_WAITING, "backend" => backend, "when" => when).increment(1);
+    JOBS_WAITING.with([backend, when]).increment(1);
 }
 
 /// Moves the in-flight gauge.
 pub fn chains_in_flight(delta: f64) {
-    gauge!(CHAINS_IN_FLIGHT).increment(delta);
+    CHAINS_IN_FLIGHT.increment(delta);
 }
 
 /// Records a checkpoint write.
 pub fn checkpoint_written(d: Duration, bytes: usize) {
-    histogram!(CHECKPOINT_DURATION).record(d.as_secs_f64());
-    histogram!(CHECKPOINT_BYTES).record(bytes as f64);
+    CHECKPOINT_DURATION.record(d.as_secs_f64());
+    CHECKPOINT_BYTES.record(bytes as f64);
 }
 
 /// The `model` label of the shared jobs stream (model references: `toy:…`, server URLs).
@@ -254,25 +244,30 @@ pub fn queue_depth(streams: &[powerfleet_queue::StreamBacklog], delayed: u64) {
             .model
             .clone()
             .unwrap_or_else(|| REFERENCES_LABEL.to_string());
-        gauge!(QUEUE_LAG, "model" => model.clone()).set(s.queued as f64);
-        gauge!(QUEUE_PENDING, "model" => model).set(s.pending as f64);
+        QUEUE_LAG.with([model.clone()]).set(s.queued as f64);
+        QUEUE_PENDING.with([model]).set(s.pending as f64);
     }
-    gauge!(QUEUE_DELAYED).set(delayed as f64);
+    QUEUE_DELAYED.set(delayed as f64);
 }
 
 /// Counts an API request.
 pub fn openai_cancelled() {
-    counter!(OPENAI_ABANDONED).increment(1);
+    OPENAI_ABANDONED.increment(1);
 }
 
 /// Counts a completion refused for want of a slot.
 pub fn openai_busy() {
-    counter!(OPENAI_BUSY).increment(1);
+    OPENAI_BUSY.increment(1);
 }
 
 /// Counts one HTTP request of `route` answered with `status`.
 pub fn http_request(route: &'static str, status: u16) {
-    counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+    HTTP_REQUESTS
+        .with([
+            metrics::SharedString::from(route),
+            status.to_string().into(),
+        ])
+        .increment(1);
 }
 
 #[cfg(test)]
@@ -365,7 +360,7 @@ mod tests {
         {
             let _recorder = metrics::set_default_local_recorder(&registered);
             let d = Duration::from_millis(3);
-            add(JOBS_SUBMITTED, 1);
+            JOBS_SUBMITTED.increment(1);
             job_finished("completed");
             observe_backend(BLOCK_DURATION, "toy", d);
             observe_backend(MODEL_CALL_DURATION, "toy", d);

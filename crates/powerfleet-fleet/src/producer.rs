@@ -951,7 +951,7 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
             .as_deref()
             .map(|k| (k, i * ENQUEUE_CHUNK));
         let ids = queue.enqueue(chunk, key).await?;
-        crate::metrics::add(crate::metrics::JOBS_SUBMITTED, ids.len() as u64);
+        crate::metrics::JOBS_SUBMITTED.increment(ids.len() as u64);
         job_ids.extend(ids);
     }
     // What the batch scheduled, for the report once Redis has forgotten it: published after

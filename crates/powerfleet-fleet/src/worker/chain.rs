@@ -48,12 +48,9 @@ pub(super) async fn drive_inner(
             metrics::observe_backend(metrics::BLOCK_DURATION, label, block_started.elapsed());
         }
         let now = chain.stats();
-        metrics::add(metrics::PROPOSALS, now.proposals - counted.proposals);
-        metrics::add(metrics::ACCEPTANCES, now.acceptances - counted.acceptances);
-        metrics::add(
-            metrics::TOKENS_GENERATED,
-            now.tokens_generated - counted.tokens_generated,
-        );
+        metrics::PROPOSALS.increment(now.proposals - counted.proposals);
+        metrics::ACCEPTANCES.increment(now.acceptances - counted.acceptances);
+        metrics::TOKENS_GENERATED.increment(now.tokens_generated - counted.tokens_generated);
         counted = now.clone();
         let progressed = chain.stats().model_calls > calls_at_claim;
         match after_block(&boundary, shared.lost.load(Ordering::Relaxed)) {
@@ -78,7 +75,7 @@ pub(super) async fn drive_inner(
         }
         if matches!(boundary, Called::Done(Stop::BlockDone)) {
             ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
-            metrics::add(metrics::BLOCKS, 1);
+            metrics::BLOCKS.increment(1);
             debug!(block_idx = progress.block_idx, "block checkpointed");
         }
         match after_checkpoint(
@@ -138,7 +135,7 @@ pub(super) async fn complete(
 ) -> Result<(), QueueError> {
     if progressed {
         ctx.report.blocks.fetch_add(1, Ordering::Relaxed);
-        metrics::add(metrics::BLOCKS, 1);
+        metrics::BLOCKS.increment(1);
     }
     let mut r = run.result(JobStatus::Completed, Some(chain), Some(backend), None);
     // The text leaves out a terminal EOS, as the servers' own completion text does.

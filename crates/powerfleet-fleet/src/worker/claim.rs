@@ -99,7 +99,7 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
             warn!(reason = %reason, "undecodable job entry moved to the dead-letter stream");
             ctx.queue.dead_letter_job_entry(&delivery, reason).await?;
             ctx.report.dead.fetch_add(1, Ordering::Relaxed);
-            metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
+            metrics::JOBS_DEAD_LETTERED.increment(1);
             return Ok(());
         }
     };
@@ -138,7 +138,7 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
         ClaimOutcome::AlreadyFinal(_) | ClaimOutcome::Stale => return Ok(()),
     };
-    metrics::add(metrics::JOBS_STARTED, 1);
+    metrics::JOBS_STARTED.increment(1);
     // The lease is renewed from the claim on, whatever the job does next (tokenizing, a hosted
     // call, the chain); the guard stops the renewals when this function returns or unwinds. The
     // job's interrupt fires on shutdown, on a cancellation request and when the lease is lost,

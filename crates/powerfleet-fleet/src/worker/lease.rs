@@ -90,7 +90,7 @@ pub(super) async fn lease_gone(
             .dead_letter_vanished(&run.lease, &run.spec)
             .await?;
         ctx.report.dead.fetch_add(1, Ordering::Relaxed);
-        metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
+        metrics::JOBS_DEAD_LETTERED.increment(1);
     } else {
         info!("lease lost; another worker owns the job now");
     }

@@ -466,7 +466,7 @@ async fn promote_waiting(queue: Queue, every: Duration) {
         match queue.promote_due(256).await {
             Ok(0) => {}
             Ok(n) => {
-                metrics::add(metrics::JOBS_PROMOTED, n as u64);
+                metrics::JOBS_PROMOTED.increment(n as u64);
                 debug!(count = n, "jobs back from waiting for their model");
             }
             Err(e) => debug!(error = %e, "cannot move waiting jobs back yet"),

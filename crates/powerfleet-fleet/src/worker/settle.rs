@@ -13,7 +13,7 @@ pub(super) async fn finish(
     if ctx.queue.finish(&run.lease, &result, dead_reason).await? {
         metrics::job_finished(status.as_str());
         if status == JobStatus::Dead {
-            metrics::add(metrics::JOBS_DEAD_LETTERED, 1);
+            metrics::JOBS_DEAD_LETTERED.increment(1);
         }
         let counter = match status {
             JobStatus::Completed => &ctx.report.completed,
@@ -54,7 +54,7 @@ pub(super) async fn hand_back(
 ) -> Result<(), QueueError> {
     if ctx.queue.hand_back(&run.lease).await? {
         ctx.report.handed_back.fetch_add(1, Ordering::Relaxed);
-        metrics::add(metrics::JOBS_HANDED_BACK, 1);
+        metrics::JOBS_HANDED_BACK.increment(1);
         info!(
             block_idx = progress.map(|p| p.block_idx),
             step_idx = progress.map(|p| p.step_idx),
