@@ -1,10 +1,6 @@
 //! `powerfleet`: the command-line entry point. Parses arguments and wires the crates together.
 
 mod bench;
-mod bench_frontier;
-mod bench_grading;
-mod bench_openai;
-mod bench_outage;
 mod demo;
 mod export;
 mod fleet;

@@ -26,7 +26,7 @@ pub struct FrontierBenchArgs {
     pub runs: u64,
     /// Also measure wall time per job on llama-server.
     #[command(flatten)]
-    pub llama: crate::bench_openai::LlamaArgs,
+    pub llama: crate::bench::openai::LlamaArgs,
     /// Jobs per point on llama-server.
     #[arg(long, default_value_t = 4)]
     pub server_jobs: u64,
@@ -171,7 +171,7 @@ pub fn run_bench(args: FrontierBenchArgs) -> Result<()> {
 /// SMC particles of a block in flight together.
 async fn server_frontier(args: &FrontierBenchArgs) -> Result<()> {
     let Some((mut child, url)) = args.llama.start(8).await? else {
-        println!("\n{}", crate::bench_openai::LlamaArgs::skipped());
+        println!("\n{}", crate::bench::openai::LlamaArgs::skipped());
         return Ok(());
     };
     // As many requests in flight as the server has slots: the rest wait in the client.
