@@ -435,7 +435,7 @@ async fn after_redis_loses_its_data_the_roles_recreate_their_groups_and_jobs_com
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_jobs_back_without_waiting_for_the_lease() {
     let mut fleet = Fleet::new(BIN, false);
-    let lease = ["--lease-ms", "60000", "--heartbeat-ms", "1000"];
+    let lease = ["--lease", "60s", "--heartbeat", "1s"];
     let a = fleet.spawn_worker(&lease);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -1244,12 +1244,12 @@ async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_gra
     let slow = fleet.spawn_worker(&[
         "--model",
         "m=toy:pivot?delay_ms=600000",
-        "--grace-ms",
-        "2000",
-        "--lease-ms",
-        "120000",
-        "--heartbeat-ms",
-        "1000",
+        "--grace",
+        "2s",
+        "--lease",
+        "120s",
+        "--heartbeat",
+        "1s",
     ]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
@@ -1298,7 +1298,7 @@ async fn sigterm_abandons_a_long_request_in_flight_and_hands_back_within_the_gra
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_why() {
     let mut fleet = Fleet::new(BIN, false);
-    let lease = ["--lease-ms", "1000", "--heartbeat-ms", "200"];
+    let lease = ["--lease", "1s", "--heartbeat", "200ms"];
     let a = fleet.spawn_worker(
         &[
             &["--model", "m=toy:pivot?delay_ms=100", "--concurrency", "1"][..],

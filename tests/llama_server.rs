@@ -912,7 +912,7 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
     let server = LlamaServer::start(1);
     let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
-    fleet.spawn_worker(&["--model", &registered, "--heartbeat-ms", "200"]);
+    fleet.spawn_worker(&["--model", &registered, "--heartbeat", "200ms"]);
     fleet.spawn_collector();
     let port = powerfleet_queue::local::free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
