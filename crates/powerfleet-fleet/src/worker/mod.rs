@@ -655,4 +655,34 @@ mod tests {
             vec!["k: checkpoint 20, this worker 64".to_string()]
         );
     }
+
+    /// Checkpoints as workers stored them (`tests/fixtures/checkpoints/`, never edited): a
+    /// checkpoint in Redis outlives a deploy, so every one keeps loading with the pin it was
+    /// written with.
+    #[test]
+    fn stored_checkpoints_load_with_their_pins() {
+        let fixture = |name: &str| {
+            let path = format!(
+                "{}/tests/fixtures/checkpoints/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let bare = fixture("bare.json");
+        let chain = Chain::from_checkpoint(Checkpoint::from_json(&bare).unwrap()).unwrap();
+        let (loaded, pin) = PinnedCheckpoint::decode(&bare).unwrap();
+        assert_eq!((&loaded, pin.is_none()), (&chain, true));
+        for name in [
+            "pinned-toy.json",
+            "pinned-llamacpp.json",
+            "pinned-null.json",
+        ] {
+            let bytes = fixture(name);
+            let written: Value = serde_json::from_slice(&bytes).unwrap();
+            let (loaded, pin) = PinnedCheckpoint::decode(&bytes).unwrap();
+            assert_eq!(loaded, chain, "{name}");
+            let pin = serde_json::to_value(&pin).unwrap();
+            assert_eq!(pin, written["pin"], "{name}");
+        }
+    }
 }
