@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use powerfleet_jobs::ServerPin;
 use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 // Their paths from before `error` held them; kept for callers.
 pub use crate::error::{BackendError, classify_status};
 use crate::error::{error_chain, in_context};
-use crate::probe::{self, BackendPin, ServerInfo};
+use crate::probe::{self, ServerInfo};
 use crate::redact::redact_url;
 use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
@@ -414,15 +415,17 @@ impl HttpModel {
         self.info.get().cloned()
     }
 
-    /// Everything log q depends on besides the chain's config, for the checkpoint: server kind,
-    /// served model, the reference's default K, terminal tokens and what the requests pin.
-    pub fn pin(&self, info: &ServerInfo) -> BackendPin {
-        BackendPin {
-            kind: info.kind,
+    /// Everything log q depends on besides the chain's config, for checkpoints and results:
+    /// server kind, served model, the reference's default K, terminal tokens and what the
+    /// requests pin.
+    pub fn pin(&self, info: &ServerInfo) -> ServerPin {
+        ServerPin {
+            kind: info.kind.prefix().to_string(),
             served_model: info.served_model.clone(),
             k: self.reference.k,
             terminal_tokens: info.terminal_tokens.clone(),
             sampler: wire::sampler_recipe(info.kind).to_string(),
+            deterministic: None,
         }
     }
 

@@ -1,6 +1,6 @@
-//! What a start-up probe learns about a reference's servers ([`ServerInfo`]), what a chain's
-//! log q depends on besides its own config ([`BackendPin`]), and the pure checks the probe runs
-//! on the servers' answers. `HttpModel::probe` does the requests.
+//! What a start-up probe learns about a reference's servers ([`ServerInfo`]) and the pure checks
+//! the probe runs on the servers' answers. `HttpModel::probe` does the requests; what a chain's
+//! log q depends on is `powerfleet_jobs::ServerPin` (`HttpModel::pin`).
 
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
@@ -27,62 +27,6 @@ pub struct ServerInfo {
     /// reference's `eos=` ids. Empty when neither says: the server's own stop rule is then
     /// trusted, and a stop's last token is not checked against a set.
     pub terminal_tokens: Vec<TokenId>,
-}
-
-/// Everything a chain's log q depends on besides its own config (which holds the temperature
-/// and the job's top-k), recorded with a checkpoint. A chain resumed by a worker whose pin
-/// differs would continue under another q; [`BackendPin::differences`] says how.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendPin {
-    /// The server type.
-    pub kind: ServerKind,
-    /// The served model ([`ServerInfo::served_model`]).
-    pub served_model: String,
-    /// The reference's default top-K, used when the job sets no top-k.
-    pub k: u32,
-    /// The terminal token ids ([`ServerInfo::terminal_tokens`]).
-    pub terminal_tokens: Vec<TokenId>,
-    /// What the request bodies pin on the server (`wire::sampler_recipe`): for llama.cpp the
-    /// sampler chain and every setting that could change q.
-    pub sampler: String,
-}
-
-impl BackendPin {
-    /// Human-readable differences between `self` (the checkpoint's pin) and `other` (this
-    /// worker's), one per field, e.g. "K: checkpoint 64, this worker 20". Empty when they
-    /// agree.
-    pub fn differences(&self, other: &BackendPin) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.kind != other.kind {
-            out.push(format!(
-                "server kind: checkpoint {}, this worker {}",
-                self.kind.prefix(),
-                other.kind.prefix()
-            ));
-        }
-        if self.served_model != other.served_model {
-            out.push(format!(
-                "served model: checkpoint {:?}, this worker {:?}",
-                self.served_model, other.served_model
-            ));
-        }
-        if self.k != other.k {
-            out.push(format!("K: checkpoint {}, this worker {}", self.k, other.k));
-        }
-        if self.terminal_tokens != other.terminal_tokens {
-            out.push(format!(
-                "terminal tokens: checkpoint {:?}, this worker {:?}",
-                self.terminal_tokens, other.terminal_tokens
-            ));
-        }
-        if self.sampler != other.sampler {
-            out.push(format!(
-                "server-side sampler: checkpoint {:?}, this worker {:?}",
-                self.sampler, other.sampler
-            ));
-        }
-        out
-    }
 }
 
 /// The fix for a server whose log-probabilities are not raw.
@@ -276,48 +220,6 @@ mod tests {
             context_len: ctx,
             terminal_tokens: terminal.to_vec(),
         }
-    }
-
-    fn pin(k: u32) -> BackendPin {
-        BackendPin {
-            kind: ServerKind::LlamaCpp,
-            served_model: "tiny".into(),
-            k,
-            terminal_tokens: vec![2],
-            sampler: crate::wire::sampler_recipe(ServerKind::LlamaCpp).into(),
-        }
-    }
-
-    #[test]
-    fn pins_list_their_differences_field_by_field() {
-        assert!(pin(64).differences(&pin(64)).is_empty());
-        assert_eq!(
-            pin(64).differences(&pin(20)),
-            vec!["K: checkpoint 64, this worker 20"]
-        );
-        let mut other = pin(64);
-        other.kind = ServerKind::Vllm;
-        other.served_model = "qwen".into();
-        other.terminal_tokens = vec![2, 32000];
-        other.sampler = crate::wire::sampler_recipe(ServerKind::Vllm).into();
-        let diffs = other.differences(&pin(64));
-        assert_eq!(diffs.len(), 4, "{diffs:?}");
-        assert_eq!(
-            diffs[0],
-            "server kind: checkpoint vllm, this worker llamacpp"
-        );
-        assert_eq!(
-            diffs[1],
-            "served model: checkpoint \"qwen\", this worker \"tiny\""
-        );
-        assert_eq!(
-            diffs[2],
-            "terminal tokens: checkpoint [2, 32000], this worker [2]"
-        );
-        assert!(diffs[3].starts_with("server-side sampler: checkpoint"));
-        let json = serde_json::to_value(pin(64)).unwrap();
-        assert_eq!(json["kind"], "llamacpp");
-        assert_eq!(serde_json::from_value::<BackendPin>(json).unwrap(), pin(64));
     }
 
     #[test]

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerfleet_backends::{BackendError, HostedModel, HttpModel, ReferenceError, ServerKind};
-use powerfleet_jobs::Prompt;
+use powerfleet_jobs::{Pin, Prompt};
 use powerfleet_models::{ResolveError, ToyModel, resolve_toy};
 use powerfleet_sampler::{Generation, LanguageModel, OwnedRequest, TokenId, ValidConfig};
-use serde_json::{Value, json};
 
 /// Why a toy job with `chat` fails.
 pub const TOY_CHAT_REFUSAL: &str = "toy models have no chat template; submit without chat";
@@ -91,16 +90,18 @@ impl Backend {
         &self,
         config: &ValidConfig,
         prompt_len: usize,
-    ) -> Result<Value, BackendError> {
+    ) -> Result<Pin, BackendError> {
         match self {
-            Backend::Toy { model, .. } => Ok(json!({"kind": "toy", "model": model.name()})),
+            Backend::Toy { model, .. } => Ok(Pin::Toy {
+                model: model.name().to_string(),
+            }),
             Backend::Http { model } => {
                 let kind = model.reference().kind;
                 kind.check_proposal(config.temperature())
                     .map_err(|e| BackendError::Rejected(e.to_string()))?;
                 let info = model.probe().await?;
                 model.check_fits(&info, prompt_len, config.max_new_tokens())?;
-                Ok(serde_json::to_value(model.pin(&info)).expect("a pin serializes"))
+                Ok(Pin::Server(model.pin(&info)))
             }
             Backend::Hosted { .. } => Err(BackendError::Rejected(
                 "hosted chat APIs run no chains".to_string(),

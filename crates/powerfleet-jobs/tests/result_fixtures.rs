@@ -6,7 +6,7 @@
 //! Never regenerate, edit or delete an existing fixture: each is the record of what a version
 //! wrote. Add a new one when the format grows.
 
-use powerfleet_jobs::JobResult;
+use powerfleet_jobs::{JobResult, Pin};
 use serde_json::Value;
 
 const FIXTURES: [&str; 4] = [
@@ -43,19 +43,24 @@ fn results_as_workers_wrote_them_decode_and_reencode_to_the_same_fields() {
 }
 
 #[test]
-fn old_pins_read_as_the_backend_they_name() {
+fn old_pins_read_as_the_backend_they_name_with_determinism_unknown() {
     let (_, server) = fixture("result-llamacpp-pin.json");
-    let pin = serde_json::to_value(server.pin.as_ref().expect("a pin")).unwrap();
-    assert_eq!(pin["kind"], "llamacpp");
-    assert_eq!(pin["k"], 98);
-    assert_eq!(pin["terminal_tokens"], serde_json::json!([2]));
-    let (_, toy) = fixture("result-toy-pin.json");
-    let pin = serde_json::to_value(toy.pin.as_ref().expect("a pin")).unwrap();
+    let Some(Pin::Server(pin)) = server.pin else {
+        panic!("a server pin: {:?}", server.pin)
+    };
     assert_eq!(
-        pin,
-        serde_json::json!({"kind": "toy", "model": "toy:pivot"})
+        (pin.kind.as_str(), pin.k, &pin.terminal_tokens[..]),
+        ("llamacpp", 98, &[2][..])
+    );
+    assert_eq!(pin.deterministic, None, "written before the probe checked");
+    let (_, toy) = fixture("result-toy-pin.json");
+    assert_eq!(
+        toy.pin,
+        Some(Pin::Toy {
+            model: "toy:pivot".into()
+        })
     );
     for name in ["result-without-pin.json", "result-null-pin.json"] {
-        assert!(fixture(name).1.pin.is_none(), "{name}");
+        assert_eq!(fixture(name).1.pin, None, "{name}");
     }
 }
