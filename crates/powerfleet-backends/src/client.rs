@@ -705,14 +705,15 @@ impl HttpModel {
     }
 
     /// Whether `server` answers one request the same way every time ([`probe::compare_repeats`]):
-    /// a generation of [`DETERMINISM_TOKENS`] tokens after [`DETERMINISM_TEXT`] (cut to half the
-    /// context), at temperature 1 with the reference's K and a fixed seed, as chains send it
-    /// (llama.cpp's with `cache_prompt`), sent [`DETERMINISM_SEQUENTIAL`] times one after the
-    /// other (the first may evaluate the whole prompt, the later ones find it in the server's
-    /// prompt cache and evaluate only its end) and then [`DETERMINISM_CONCURRENT`] times at once
-    /// (the server batches them with each other, in other slots). Those are the two ways a
-    /// server's numbers come to depend on what else it computes: how much of a prompt is cached
-    /// and what shares its batches. `None` when every answer is bit for bit the first.
+    /// a generation of [`DETERMINISM_TOKENS`] tokens after [`DETERMINISM_TEXT`] behind a prefix
+    /// no earlier request had ("Probe <ms since the epoch>: "; cut to half the context), at
+    /// temperature 1 with the reference's K and a fixed seed, as chains send it (llama.cpp's with
+    /// `cache_prompt`), sent [`DETERMINISM_SEQUENTIAL`] times one after the other (the first
+    /// evaluates the whole prompt, since no cache holds it; the next finds it in the server's
+    /// prompt cache and evaluates only its last token) and then [`DETERMINISM_CONCURRENT`] times
+    /// at once (the server batches them with each other, in other slots). Those are the two ways
+    /// a server's numbers come to depend on what else it computes: how much of a prompt is
+    /// cached, and what shares its batches. `None` when every answer is bit for bit the first.
     async fn probe_determinism(
         &self,
         server: &Server,
@@ -722,7 +723,10 @@ impl HttpModel {
             .call(
                 server,
                 "/tokenize",
-                Some(&self.tokenize_body(DETERMINISM_TEXT)),
+                Some(&self.tokenize_body(&format!(
+                    "Probe {}: {DETERMINISM_TEXT}",
+                    powerfleet_jobs::now_ms()
+                ))),
             )
             .await?;
         let mut prefix = tokens_of(&answer, "/tokenize")?;

@@ -141,7 +141,7 @@ pub fn compare_repeats(answers: &[RawGeneration]) -> Option<Nondeterminism> {
 pub fn determinism_fix(kind: ServerKind) -> &'static str {
     match kind {
         ServerKind::LlamaCpp => {
-            "start llama-server with -fa off -ctk f32 -ctv f32 (docs/llama-server.md, \"Determinism\")"
+            "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots"
         }
         ServerKind::Vllm => {
             "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")"

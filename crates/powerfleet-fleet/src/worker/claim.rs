@@ -195,6 +195,10 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
     };
     if let Backend::Hosted { model } = &backend {
+        if ctx.config.require_deterministic {
+            let why = "hosted chat APIs cannot be checked for determinism and this worker runs with --require-deterministic; a worker without it may run the job";
+            return wait_for_model(ctx, &run, &backend, None, false, why).await;
+        }
         return hosted_sample(ctx, &run, &shared, model, &config, &backend).await;
     }
     let policy = ctx.config.retry_policy();
@@ -225,6 +229,11 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
     };
     run.pin = Some(pin.clone());
+    if ctx.config.require_deterministic && pin.deterministic() == Some(false) {
+        let why = "its servers do not answer the same request the same way every time and this worker runs with --require-deterministic; a worker without it may run the job";
+        warn!(reason = why, "refusing a nondeterministic server");
+        return wait_for_model(ctx, &run, &backend, None, false, why).await;
+    }
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
     let stored = checkpoint.as_deref().map(PinnedCheckpoint::decode);
     let chain = match start_from(stored, Chain::config, &config, &pin) {

@@ -76,6 +76,11 @@ pub struct WorkerConfig {
     pub wait_backoff: Duration,
     /// Longest delay between two tries of a job that waits for its model.
     pub max_wait: Duration,
+    /// Run chains only on backends that answer the same request the same way every time: the
+    /// binary checks the mapped models' servers before the worker starts
+    /// ([`ModelRegistry::require_deterministic`]); a job naming a server reference that is not
+    /// deterministic, or a hosted API, waits for another worker, as for an unavailable model.
+    pub require_deterministic: bool,
 }
 
 impl WorkerConfig {
@@ -94,6 +99,7 @@ impl WorkerConfig {
             patience: Duration::from_secs(2 * 3600),
             wait_backoff: Duration::from_secs(1),
             max_wait: Duration::from_secs(30),
+            require_deterministic: false,
         }
     }
 
