@@ -1126,8 +1126,15 @@ async fn results_record_whether_their_server_answered_deterministically() {
     let moving = LlamaServer::start_with(4, &LLAMA_DEFAULTS);
     let mut fleet = Fleet::new(BIN, false);
     let steady_model = format!("steady={}", steady.reference());
-    fleet.spawn_worker(&["--require-deterministic", "--model", &steady_model]);
-    fleet.spawn_worker(&["--model", &format!("moving={}", moving.reference())]);
+    // Jobs it leaves to others come back after 1 s at most.
+    let max_wait = ["--max-wait", "1s"];
+    fleet.spawn_worker(
+        &[
+            &["--require-deterministic", "--model", &steady_model][..],
+            &max_wait,
+        ]
+        .concat(),
+    );
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let config = SamplerConfig {
@@ -1136,12 +1143,38 @@ async fn results_record_whether_their_server_answered_deterministically() {
         max_new_tokens: 8,
         ..SamplerConfig::new(Method::Power)
     };
-    for (model, deterministic) in [("steady", true), ("moving", false)] {
-        let submission = common::batch(model)
+    let hello = |model: &str| {
+        common::batch(model)
             .config(config.clone())
             .methods(&[Method::Power])
             .problem("hello", Prompt::Text("hello".into()))
-            .build();
+            .build()
+    };
+    // A job naming the other server's reference itself: the worker that requires determinism
+    // probes the server when it claims the job, and leaves the job to another worker.
+    let direct = submit(&queue, &hello(&moving.reference())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = queue.job_state(direct.job_ids[0]).await.unwrap().unwrap();
+        if state
+            .waiting
+            .is_some_and(|w| w.contains("this worker runs with --require-deterministic"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never waited: {}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fleet.spawn_worker(&["--model", &format!("moving={}", moving.reference())]);
+    let named = [
+        ("steady", hello("steady"), true),
+        ("moving", hello("moving"), false),
+    ];
+    for (model, submission, deterministic) in named {
         let receipt = submit(&queue, &submission).await.unwrap();
         let results = fleet
             .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(120))
@@ -1153,6 +1186,13 @@ async fn results_record_whether_their_server_answered_deterministically() {
         };
         assert_eq!(pin.deterministic, Some(deterministic), "{model}: {pin:?}");
     }
+    // The worker without the requirement ran the waiting job.
+    let results = fleet
+        .wait_for_results(direct.batch_id.unwrap(), 1, Duration::from_secs(120))
+        .await;
+    let r = &results[0];
+    assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+    assert_eq!(r.pin.as_ref().and_then(Pin::deterministic), Some(false));
     // Without --require-deterministic the worker ran the jobs, and said what it saw.
     let logs = fleet.worker_logs();
     assert!(

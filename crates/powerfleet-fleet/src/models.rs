@@ -641,6 +641,38 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn requiring_determinism_passes_toys_refuses_hosted_apis_and_waits_for_servers() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let toys =
+            ModelRegistry::new(&["a=toy:tiny".into(), "b=toy:pivot?fail_rate=0.5".into()]).unwrap();
+        toys.require_deterministic(&stop).await.unwrap();
+        let hosted = ModelRegistry::new(&[
+            "t=toy:tiny".into(),
+            "chat=openai+https://api.example.com/v1?model=gpt&key_env=NO_SUCH_KEY".into(),
+        ])
+        .unwrap();
+        let err = hosted
+            .require_deterministic(&stop)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model chat is a hosted chat API")
+                && err.contains("cannot be checked for determinism"),
+            "{err}"
+        );
+        // A server that is down is waited for until the worker is stopped, which is no error.
+        let down = ModelRegistry::new(&["down=llamacpp+http://127.0.0.1:9".into()]).unwrap();
+        let waiting = down.require_deterministic(&stop);
+        let stopper = async {
+            tokio::task::yield_now().await;
+            stop.cancel();
+        };
+        let (checked, ()) = tokio::join!(waiting, stopper);
+        checked.unwrap();
+    }
+
+    #[tokio::test]
     async fn readiness_names_the_model_whose_every_server_is_down() {
         // Nothing listens on port 9: every request fails as an unavailable server.
         let reg = ModelRegistry::new(&[

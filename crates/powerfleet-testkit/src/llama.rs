@@ -24,9 +24,9 @@ pub struct LlamaServer {
 }
 
 impl LlamaServer {
-    /// Starts llama-server on a free port, with flash attention off and an f32 KV cache. `slots`
-    /// > 1 batches concurrent requests together, which perturbs log-probabilities by up to ~1e-4
-    /// between runs. One slot runs with one-token micro-batches (`-ub 1`), which makes every
+    /// Starts llama-server on a free port, with flash attention off and an f32 KV cache. Several
+    /// `slots` batch concurrent requests together, which perturbs log-probabilities by up to
+    /// ~1e-4 between runs. One slot runs with one-token micro-batches (`-ub 1`), which makes every
     /// answer bit for bit reproducible whatever the prompt cache holds (docs/llama-server.md,
     /// "Determinism"); `extra` may override either.
     pub fn start(slots: u32) -> LlamaServer {
