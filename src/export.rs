@@ -378,7 +378,7 @@ struct ModelEntry<'a> {
 
 #[derive(Debug, Serialize)]
 struct PinEntry<'a> {
-    pin: &'a serde_json::Value,
+    pin: &'a powerfleet_jobs::Pin,
     samples: u64,
 }
 
@@ -603,14 +603,14 @@ mod tests {
             result_for(&spec().batch_id(batch).model(model).build())
                 .with(|r| r.config = Some(config(n_mcmc)))
         };
-        let pin_a = serde_json::json!({"server": "a"});
+        let toy = |model: &str| powerfleet_jobs::Pin::Toy {
+            model: model.into(),
+        };
+        let pin_a = toy("a");
         let results = vec![
             on("m1", 2).pin(pin_a.clone()).build(),
             on("m2", 2).pin(pin_a.clone()).build(),
-            on("m1", 8)
-                .pin(serde_json::json!({"server": "b"}))
-                .status(JobStatus::Failed)
-                .build(),
+            on("m1", 8).pin(toy("b")).status(JobStatus::Failed).build(),
             on("m1", 2)
                 .pin(pin_a.clone())
                 .with(|r| r.version = None)
@@ -674,8 +674,8 @@ mod tests {
         assert_eq!(
             models[0]["pins"],
             serde_json::json!([
-                {"pin": {"server": "a"}, "samples": 2},
-                {"pin": {"server": "b"}, "samples": 1},
+                {"pin": {"kind": "toy", "model": "a"}, "samples": 2},
+                {"pin": {"kind": "toy", "model": "b"}, "samples": 1},
             ])
         );
         assert_eq!(models[2]["samples"], 0, "a model scheduled but not stored");

@@ -595,6 +595,13 @@ pub struct WorkerArgs {
     /// --grace in milliseconds (the older spelling, still accepted).
     #[arg(long, conflicts_with = "grace")]
     pub grace_ms: Option<u64>,
+    /// Refuse inference servers that answer the same request differently from one time to the
+    /// next: before it starts, the worker probes every mapped server (waiting for those that are
+    /// down) and exits with an error naming the server and the settings that fix it when one
+    /// is not deterministic. Without it, such a server is logged with a warning, and results
+    /// record it (`pin.deterministic` false).
+    #[arg(long)]
+    pub require_deterministic: bool,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -619,6 +626,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     config.patience = args.model_patience;
     config.max_wait = args.max_wait;
     config.grace = millis_or(args.grace, args.grace_ms);
+    config.require_deterministic = args.require_deterministic;
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
@@ -627,6 +635,15 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .check()
         .context("the worker does not start: fix the --model mapping")?;
     let stop = crate::observe::shutdown_token();
+    if args.require_deterministic {
+        models
+            .require_deterministic(&stop)
+            .await
+            .context("the worker does not start")?;
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+    }
     let queue = args.redis.connect_waiting(&stop).await?;
     args.ops
         .start(&queue, None, None, Some(&models), &stop)

@@ -1378,7 +1378,9 @@ async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_
     assert_eq!(results[0].tokens, fault_free_on("toy:pivot", &spec));
     assert_eq!(
         results[0].pin,
-        Some(serde_json::json!({"kind": "toy", "model": "toy:pivot"})),
+        Some(powerfleet_jobs::Pin::Toy {
+            model: "toy:pivot".into()
+        }),
         "the result records the backend it ran with"
     );
 }

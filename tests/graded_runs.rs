@@ -1123,7 +1123,11 @@ async fn a_graded_batch_exports_as_a_run_directory() {
             .unwrap()
             .pin
             .clone();
-        assert_eq!(Some(&pins[0]["pin"]), pin.as_ref(), "{m}");
+        assert_eq!(
+            Some(&pins[0]["pin"]),
+            pin.map(|p| serde_json::to_value(p).unwrap()).as_ref(),
+            "{m}"
+        );
         assert_eq!(pins[0]["samples"], m["samples"]);
     }
     let version = env!("CARGO_PKG_VERSION");

@@ -1,8 +1,10 @@
 //! The llama.cpp backend against a real `llama-server` running a tiny random-weight model (both
 //! made by scripts/test.sh): reported log p equals the server's own scoring, sampled tokens follow
 //! the reported log q, chains resume across a worker crash with the tokens of a fault-free run,
-//! chat prompts are the server's own chat template tokenized once, with one BOS, and a benchmark
-//! run on the server is graded and reported.
+//! chat prompts are the server's own chat template tokenized once, with one BOS, a benchmark run
+//! on the server is graded and reported, and the start-up probe tells a server that answers one
+//! request the same way every time from one that does not (which `worker
+//! --require-deterministic` refuses, and results record).
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{BIN, Fleet, specs};
 use powerfleet_backends::HttpModel;
 use powerfleet_fleet::producer::{Submission, SubmittedPrompt, submit};
-use powerfleet_jobs::{JobStatus, Prompt};
+use powerfleet_jobs::{JobStatus, Pin, Prompt};
 use powerfleet_models::exact::tv_tolerance;
 use powerfleet_sampler::{Chain, Method, OwnedRequest, SamplerConfig};
 use serde_json::{Value, json};
@@ -1022,4 +1024,183 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
         .unwrap();
     let prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(budget + prompt <= 255 && budget >= 200, "{answer}");
+}
+
+/// llama-server's own defaults for what its numbers depend on: flash attention where it can
+/// (on, on CPU) and an f16 KV cache; with several slots, the settings of the report of 6e-3
+/// nats between two answers to one request.
+const LLAMA_DEFAULTS: [&str; 6] = ["-fa", "auto", "-ctk", "f16", "-ctv", "f16"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_tells_a_deterministic_server_from_one_whose_answers_move() {
+    // The defaults with four slots: answers move by ~1e-2 nats.
+    let defaults = LlamaServer::start_with(4, &LLAMA_DEFAULTS);
+    let model = defaults.model(&format!("?k={VOCAB}"));
+    let info = model.probe().await.unwrap();
+    let [seen] = &info.nondeterministic[..] else {
+        panic!("the one server is not deterministic: {info:?}")
+    };
+    assert_eq!(seen.server, defaults.url);
+    assert!(seen.seen.max_log_prob_delta > 1e-4, "{seen}");
+    assert_eq!(model.pin(&info).deterministic, Some(false));
+
+    // Flash attention off and an f32 KV cache, even with one slot, shrink the noise (~1e-5) but
+    // leave it: a prompt evaluated in one batch and the same prompt found in the cache (its last
+    // token evaluated alone) give other numbers.
+    let quieter = LlamaServer::start_with(1, &["-ub", "512"]);
+    let model = quieter.model(&format!("?k={VOCAB}"));
+    let info = model.probe().await.unwrap();
+    let [seen] = &info.nondeterministic[..] else {
+        panic!("one slot with 512-token micro-batches is not deterministic: {info:?}")
+    };
+    assert!(
+        seen.seen.max_log_prob_delta > 0.0 && seen.seen.max_log_prob_delta < 1e-3,
+        "{seen}"
+    );
+
+    // One slot and one-token micro-batches (docs/llama-server.md): every token is computed
+    // the same way, and every answer is bit for bit the first.
+    let fixed = LlamaServer::start(1);
+    let model = fixed.model(&format!("?k={VOCAB}"));
+    let info = model.probe().await.unwrap();
+    assert!(info.deterministic(), "{:?}", info.nondeterministic);
+    assert_eq!(model.pin(&info).deterministic, Some(true));
+    // Even with flash attention and an f16 KV cache.
+    let fixed = LlamaServer::start_with(1, &LLAMA_DEFAULTS);
+    let model = fixed.model(&format!("?k={VOCAB}"));
+    let info = model.probe().await.unwrap();
+    assert!(info.deterministic(), "{:?}", info.nondeterministic);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_requires_determinism_refuses_a_server_that_is_not() {
+    let server = LlamaServer::start_with(4, &LLAMA_DEFAULTS);
+    let fleet = Fleet::new(BIN, false);
+    let log = fleet.dir.path().join("refusing-worker.log");
+    let mut worker = Command::new(BIN)
+        .args(["worker", "--redis", &fleet.redis_url()])
+        .args(["--namespace", &fleet.namespace, "--require-deterministic"])
+        .args(["--model", &format!("tiny={}", server.reference())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!(
+                "the worker did not stop: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    for needle in [
+        "the worker does not start",
+        "--require-deterministic: model tiny is not deterministic",
+        &server.url,
+        "answers to the same request differed from the first",
+        "-np 1 -ub 1",
+    ] {
+        assert!(error.contains(needle), "{needle:?} in {error}");
+    }
+    assert!(
+        !stderr.contains("worker started"),
+        "it never took a job: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_record_whether_their_server_answered_deterministically() {
+    let steady = LlamaServer::start(1);
+    let moving = LlamaServer::start_with(4, &LLAMA_DEFAULTS);
+    let mut fleet = Fleet::new(BIN, false);
+    let steady_model = format!("steady={}", steady.reference());
+    // Jobs it leaves to others come back after 1 s at most.
+    let max_wait = ["--max-wait", "1s"];
+    fleet.spawn_worker(
+        &[
+            &["--require-deterministic", "--model", &steady_model][..],
+            &max_wait,
+        ]
+        .concat(),
+    );
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let config = SamplerConfig {
+        n_mcmc: 1,
+        block_size: 4,
+        max_new_tokens: 8,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let hello = |model: &str| {
+        common::batch(model)
+            .config(config.clone())
+            .methods(&[Method::Power])
+            .problem("hello", Prompt::Text("hello".into()))
+            .build()
+    };
+    // A job naming the other server's reference itself: the worker that requires determinism
+    // probes the server when it claims the job, and leaves the job to another worker.
+    let direct = submit(&queue, &hello(&moving.reference())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = queue.job_state(direct.job_ids[0]).await.unwrap().unwrap();
+        if state
+            .waiting
+            .is_some_and(|w| w.contains("this worker runs with --require-deterministic"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never waited: {}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fleet.spawn_worker(&["--model", &format!("moving={}", moving.reference())]);
+    let named = [
+        ("steady", hello("steady"), true),
+        ("moving", hello("moving"), false),
+    ];
+    for (model, submission, deterministic) in named {
+        let receipt = submit(&queue, &submission).await.unwrap();
+        let results = fleet
+            .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(120))
+            .await;
+        let r = &results[0];
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+        let Some(Pin::Server(pin)) = &r.pin else {
+            panic!("a server's pin: {:?}", r.pin)
+        };
+        assert_eq!(pin.deterministic, Some(deterministic), "{model}: {pin:?}");
+    }
+    // The worker without the requirement ran the waiting job.
+    let results = fleet
+        .wait_for_results(direct.batch_id.unwrap(), 1, Duration::from_secs(120))
+        .await;
+    let r = &results[0];
+    assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+    assert_eq!(r.pin.as_ref().and_then(Pin::deterministic), Some(false));
+    // Without --require-deterministic the worker ran the jobs, and said what it saw.
+    let logs = fleet.worker_logs();
+    assert!(
+        logs.contains("the server is not deterministic") && logs.contains(&moving.url),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("the model's servers are deterministic"),
+        "{logs}"
+    );
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use powerfleet_jobs::ServerPin;
 use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 // Their paths from before `error` held them; kept for callers.
 pub use crate::error::{BackendError, classify_status};
 use crate::error::{error_chain, in_context};
-use crate::probe::{self, BackendPin, ServerInfo};
+use crate::probe::{self, ServerInfo};
 use crate::redact::redact_url;
 use crate::reference::{HttpReference, ServerKind};
 use crate::wire;
@@ -100,6 +101,16 @@ impl Server {
 const PROBE_TEXT: &str = "The";
 /// The seed of the probe's generations.
 const PROBE_SEED: u64 = 0x5eed;
+/// The prompt of the determinism probe: long enough that a server's batching and caching
+/// reach its numbers (about 130 tokens of a character vocabulary, 30 of a subword one), and
+/// printable ASCII only, which every vocabulary can tokenize.
+const DETERMINISM_TEXT: &str = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump, said the sphinx of black quartz.";
+/// Tokens each determinism probe generation draws.
+const DETERMINISM_TOKENS: u32 = 8;
+/// Determinism probe requests sent one after the other.
+const DETERMINISM_SEQUENTIAL: usize = 2;
+/// Determinism probe requests then sent at once.
+const DETERMINISM_CONCURRENT: usize = 4;
 
 /// Inference servers behind one model reference.
 #[derive(Debug)]
@@ -390,12 +401,23 @@ impl HttpModel {
         }
         let mut infos = Vec::with_capacity(self.servers.len());
         for server in &self.servers {
-            let info = match self.reference.kind {
-                ServerKind::LlamaCpp => self.probe_llamacpp(server).await,
-                ServerKind::Vllm => self.probe_vllm(server).await,
-                ServerKind::Sglang => self.probe_sglang(server).await,
-            }
-            .map_err(|e| in_context(e, &format!("start-up probe of {}", server.shown)))?;
+            let probed = async {
+                let mut info = match self.reference.kind {
+                    ServerKind::LlamaCpp => self.probe_llamacpp(server).await,
+                    ServerKind::Vllm => self.probe_vllm(server).await,
+                    ServerKind::Sglang => self.probe_sglang(server).await,
+                }?;
+                if let Some(seen) = self.probe_determinism(server, &info).await? {
+                    info.nondeterministic.push(probe::NondeterministicServer {
+                        server: server.shown.clone(),
+                        seen,
+                    });
+                }
+                Ok(info)
+            };
+            let info = probed
+                .await
+                .map_err(|e| in_context(e, &format!("start-up probe of {}", server.shown)))?;
             infos.push((server.shown.clone(), info));
         }
         let info = Arc::new(probe::merge(infos)?);
@@ -404,8 +426,17 @@ impl HttpModel {
             model = %info.served_model,
             context = ?info.context_len,
             terminal = ?info.terminal_tokens,
+            deterministic = info.deterministic(),
             "inference servers probed"
         );
+        for server in &info.nondeterministic {
+            tracing::warn!(
+                server = %server.server,
+                seen = %server.seen,
+                fix = probe::determinism_fix(self.reference.kind),
+                "the server is not deterministic: the same request gives other log-probabilities, and now and then other tokens, from one time to the next; results record it (pin.deterministic false), a resumed chain may not repeat an uninterrupted one, and a study run twice differs"
+            );
+        }
         Ok(self.info.get_or_init(|| info).clone())
     }
 
@@ -414,15 +445,17 @@ impl HttpModel {
         self.info.get().cloned()
     }
 
-    /// Everything log q depends on besides the chain's config, for the checkpoint: server kind,
-    /// served model, the reference's default K, terminal tokens and what the requests pin.
-    pub fn pin(&self, info: &ServerInfo) -> BackendPin {
-        BackendPin {
-            kind: info.kind,
+    /// Everything log q depends on besides the chain's config, for checkpoints and results:
+    /// server kind, served model, the reference's default K, terminal tokens and what the
+    /// requests pin.
+    pub fn pin(&self, info: &ServerInfo) -> ServerPin {
+        ServerPin {
+            kind: info.kind.prefix().to_string(),
             served_model: info.served_model.clone(),
             k: self.reference.k,
             terminal_tokens: info.terminal_tokens.clone(),
             sampler: wire::sampler_recipe(info.kind).to_string(),
+            deterministic: Some(info.deterministic()),
         }
     }
 
@@ -534,6 +567,7 @@ impl HttpModel {
             served_model: props.model,
             context_len: props.n_ctx,
             terminal_tokens: terminal,
+            nondeterministic: Vec::new(),
         })
     }
 
@@ -575,6 +609,7 @@ impl HttpModel {
             served_model: model.to_string(),
             context_len,
             terminal_tokens: terminal,
+            nondeterministic: Vec::new(),
         })
     }
 
@@ -637,7 +672,94 @@ impl HttpModel {
             served_model,
             context_len,
             terminal_tokens: terminal,
+            nondeterministic: Vec::new(),
         })
+    }
+
+    /// The path and body of a generation request with top-K `k` on this reference's servers.
+    fn generation_body(&self, request: &OwnedRequest, k: u32) -> (&'static str, Value) {
+        let model = self.reference.model.as_deref().unwrap_or_default();
+        match self.reference.kind {
+            ServerKind::LlamaCpp => ("/completion", wire::llamacpp_body(request, k)),
+            ServerKind::Vllm => ("/v1/completions", wire::vllm_body(request, k, model)),
+            ServerKind::Sglang => ("/generate", wire::sglang_body(request, k)),
+        }
+    }
+
+    /// The raw generation in a server's `answer` to `body` (sent to `path`); llama.cpp's echoed
+    /// settings are checked against the body.
+    fn parse_generation(
+        &self,
+        body: &Value,
+        answer: &Value,
+        terminal: &[TokenId],
+        path: &str,
+    ) -> Result<wire::RawGeneration, BackendError> {
+        match self.reference.kind {
+            ServerKind::LlamaCpp => wire::check_llamacpp_settings(body, answer)
+                .and_then(|()| wire::parse_llamacpp(answer, terminal)),
+            ServerKind::Vllm => wire::parse_vllm(answer, terminal),
+            ServerKind::Sglang => wire::parse_sglang(answer, terminal),
+        }
+        .map_err(answer_error(path))
+    }
+
+    /// Whether `server` answers one request the same way every time ([`probe::compare_repeats`]):
+    /// a generation of [`DETERMINISM_TOKENS`] tokens after [`DETERMINISM_TEXT`] behind a prefix
+    /// no earlier request had ("Probe <ms since the epoch>: "; cut to half the context), at
+    /// temperature 1 with the reference's K and a fixed seed, as chains send it (llama.cpp's with
+    /// `cache_prompt`), sent [`DETERMINISM_SEQUENTIAL`] times one after the other (the first
+    /// evaluates the whole prompt, since no cache holds it; the next finds it in the server's
+    /// prompt cache and evaluates only its last token) and then [`DETERMINISM_CONCURRENT`] times
+    /// at once (the server batches them with each other, in other slots). Those are the two ways
+    /// a server's numbers come to depend on what else it computes: how much of a prompt is
+    /// cached, and what shares its batches. `None` when every answer is bit for bit the first.
+    async fn probe_determinism(
+        &self,
+        server: &Server,
+        info: &ServerInfo,
+    ) -> Result<Option<probe::Nondeterminism>, BackendError> {
+        let answer = self
+            .call(
+                server,
+                "/tokenize",
+                Some(&self.tokenize_body(&format!(
+                    "Probe {}: {DETERMINISM_TEXT}",
+                    powerfleet_jobs::now_ms()
+                ))),
+            )
+            .await?;
+        let mut prefix = tokens_of(&answer, "/tokenize")?;
+        if let Some(ctx) = info.context_len {
+            prefix.truncate((ctx / 2).max(1) as usize);
+        }
+        let k = self.reference.k;
+        let request = OwnedRequest {
+            prompt_len: prefix.len(),
+            prefix,
+            max_tokens: DETERMINISM_TOKENS,
+            temperature: 1.0,
+            top_k: Some(k),
+            seed: PROBE_SEED,
+        };
+        let (path, body) = self.generation_body(&request, k);
+        let ask = || async {
+            let answer = self
+                .call(server, path, Some(&body))
+                .await
+                .map_err(|e| self.explain(e, k))?;
+            self.parse_generation(&body, &answer, &info.terminal_tokens, path)
+        };
+        let mut answers = Vec::with_capacity(DETERMINISM_SEQUENTIAL + DETERMINISM_CONCURRENT);
+        for _ in 0..DETERMINISM_SEQUENTIAL {
+            answers.push(ask().await?);
+        }
+        let together =
+            futures_util::future::join_all((0..DETERMINISM_CONCURRENT).map(|_| ask())).await;
+        for answer in together {
+            answers.push(answer?);
+        }
+        Ok(probe::compare_repeats(&answers))
     }
 
     /// A vLLM refusal of K beyond its `--max-logprobs`, with what to do about it.
@@ -663,24 +785,12 @@ impl HttpModel {
     ) -> Result<Generation, BackendError> {
         let info = self.probe().await?;
         let k = wire::effective_k(request, self.reference.k);
-        let model = self.reference.model.as_deref().unwrap_or_default();
-        let (path, body) = match self.reference.kind {
-            ServerKind::LlamaCpp => ("/completion", wire::llamacpp_body(request, k)),
-            ServerKind::Vllm => ("/v1/completions", wire::vllm_body(request, k, model)),
-            ServerKind::Sglang => ("/generate", wire::sglang_body(request, k)),
-        };
+        let (path, body) = self.generation_body(request, k);
         let answer = self
             .post(affinity, path, &body)
             .await
             .map_err(|e| self.explain(e, k))?;
-        let terminal = &info.terminal_tokens;
-        let raw = match self.reference.kind {
-            ServerKind::LlamaCpp => wire::check_llamacpp_settings(&body, &answer)
-                .and_then(|()| wire::parse_llamacpp(&answer, terminal)),
-            ServerKind::Vllm => wire::parse_vllm(&answer, terminal),
-            ServerKind::Sglang => wire::parse_sglang(&answer, terminal),
-        }
-        .map_err(answer_error(path))?;
+        let raw = self.parse_generation(&body, &answer, &info.terminal_tokens, path)?;
         raw.check_top_k(k)
             .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
         raw.into_generation(request.temperature)

@@ -16,7 +16,7 @@ pub mod wire;
 pub use client::HttpModel;
 pub use error::{BackendError, ReferenceError};
 pub use hosted::{HostedModel, HostedReference, Provider};
-pub use probe::{BackendPin, ServerInfo};
+pub use probe::ServerInfo;
 pub use reference::{
     HOSTED_CHAT_REFUSAL, HttpReference, ModelRef, ProposalError, ServerKind, is_remote_reference,
     parse,

@@ -1,6 +1,6 @@
-//! What a start-up probe learns about a reference's servers ([`ServerInfo`]), what a chain's
-//! log q depends on besides its own config ([`BackendPin`]), and the pure checks the probe runs
-//! on the servers' answers. `HttpModel::probe` does the requests.
+//! What a start-up probe learns about a reference's servers ([`ServerInfo`]) and the pure checks
+//! the probe runs on the servers' answers. `HttpModel::probe` does the requests; what a chain's
+//! log q depends on is `powerfleet_jobs::ServerPin` (`HttpModel::pin`).
 
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::BackendError;
 use crate::recipe::{CLAMPED_NEG_INF, exact_log_p_q};
 use crate::reference::ServerKind;
+use crate::wire::RawGeneration;
 
 /// What the start-up probe learned about a reference's servers (all of them agree on it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,61 +28,127 @@ pub struct ServerInfo {
     /// reference's `eos=` ids. Empty when neither says: the server's own stop rule is then
     /// trusted, and a stop's last token is not checked against a set.
     pub terminal_tokens: Vec<TokenId>,
+    /// The servers that answered the probe's repeated request differently from one time to the
+    /// next ([`compare_repeats`]), with what differed; empty when every server answered bit for
+    /// bit the same each time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nondeterministic: Vec<NondeterministicServer>,
 }
 
-/// Everything a chain's log q depends on besides its own config (which holds the temperature
-/// and the job's top-k), recorded with a checkpoint. A chain resumed by a worker whose pin
-/// differs would continue under another q; [`BackendPin::differences`] says how.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendPin {
-    /// The server type.
-    pub kind: ServerKind,
-    /// The served model ([`ServerInfo::served_model`]).
-    pub served_model: String,
-    /// The reference's default top-K, used when the job sets no top-k.
-    pub k: u32,
-    /// The terminal token ids ([`ServerInfo::terminal_tokens`]).
-    pub terminal_tokens: Vec<TokenId>,
-    /// What the request bodies pin on the server (`wire::sampler_recipe`): for llama.cpp the
-    /// sampler chain and every setting that could change q.
-    pub sampler: String,
+impl ServerInfo {
+    /// Whether every server answered the probe's repeated request with bit-identical tokens and
+    /// log-probabilities each time.
+    pub fn deterministic(&self) -> bool {
+        self.nondeterministic.is_empty()
+    }
 }
 
-impl BackendPin {
-    /// Human-readable differences between `self` (the checkpoint's pin) and `other` (this
-    /// worker's), one per field, e.g. "K: checkpoint 64, this worker 20". Empty when they
-    /// agree.
-    pub fn differences(&self, other: &BackendPin) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.kind != other.kind {
-            out.push(format!(
-                "server kind: checkpoint {}, this worker {}",
-                self.kind.prefix(),
-                other.kind.prefix()
-            ));
+/// A server that answered one request differently from one time to the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NondeterministicServer {
+    /// The server, as messages show it (credentials redacted).
+    pub server: String,
+    /// What differed.
+    pub seen: Nondeterminism,
+}
+
+impl std::fmt::Display for NondeterministicServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.server, self.seen)
+    }
+}
+
+/// How the answers to one request, repeated, differed from the first answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Nondeterminism {
+    /// Answers compared.
+    pub answers: usize,
+    /// Answers that differ from the first in any token or log-probability.
+    pub differing: usize,
+    /// The largest difference of one token's raw log-probability at one position between the
+    /// first answer and another (over the tokens both list there), in nats.
+    pub max_log_prob_delta: f64,
+    /// Whether some answer drew other tokens than the first, with the same seed.
+    pub tokens_differ: bool,
+}
+
+impl std::fmt::Display for Nondeterminism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} answers to the same request differed from the first",
+            self.differing, self.answers
+        )?;
+        if self.max_log_prob_delta > 0.0 {
+            write!(
+                f,
+                ": log-probabilities by up to {:.1e} nats",
+                self.max_log_prob_delta
+            )?;
         }
-        if self.served_model != other.served_model {
-            out.push(format!(
-                "served model: checkpoint {:?}, this worker {:?}",
-                self.served_model, other.served_model
-            ));
+        if self.tokens_differ {
+            f.write_str(if self.max_log_prob_delta > 0.0 {
+                ", and the tokens drawn with the same seed"
+            } else {
+                ": the tokens drawn with the same seed"
+            })?;
         }
-        if self.k != other.k {
-            out.push(format!("K: checkpoint {}, this worker {}", self.k, other.k));
+        Ok(())
+    }
+}
+
+/// Compares the answers to one request (the same prefix, seed and settings) sent several times
+/// under different batching: each answer's drawn tokens, and at every position the top-K token
+/// ids and raw log-probabilities, against the first answer's. A deterministic server answers
+/// bit for bit the same every time; `None` then. Any difference, however small, counts: a
+/// server whose numbers depend on what else it computes gives a resumed or repeated chain other
+/// log-probabilities, and now and then other tokens.
+pub fn compare_repeats(answers: &[RawGeneration]) -> Option<Nondeterminism> {
+    let (first, rest) = answers.split_first()?;
+    let mut seen = Nondeterminism {
+        answers: answers.len(),
+        differing: 0,
+        max_log_prob_delta: 0.0,
+        tokens_differ: false,
+    };
+    for other in rest {
+        let tokens_differ = other.tokens != first.tokens || other.top.len() != first.top.len();
+        let mut lists_differ = false;
+        for (a, b) in first.top.iter().zip(&other.top) {
+            // The same ids in the same order, with bit-identical values.
+            lists_differ |= a.len() != b.len()
+                || a.iter()
+                    .zip(b)
+                    .any(|(x, y)| x.0 != y.0 || x.1.to_bits() != y.1.to_bits());
+            for &(id, lp) in a {
+                if let Some(&(_, other_lp)) = b.iter().find(|(t, _)| *t == id) {
+                    let delta = (lp - other_lp).abs();
+                    if delta > seen.max_log_prob_delta {
+                        seen.max_log_prob_delta = delta;
+                    }
+                }
+            }
         }
-        if self.terminal_tokens != other.terminal_tokens {
-            out.push(format!(
-                "terminal tokens: checkpoint {:?}, this worker {:?}",
-                self.terminal_tokens, other.terminal_tokens
-            ));
+        if tokens_differ || lists_differ {
+            seen.differing += 1;
         }
-        if self.sampler != other.sampler {
-            out.push(format!(
-                "server-side sampler: checkpoint {:?}, this worker {:?}",
-                self.sampler, other.sampler
-            ));
+        seen.tokens_differ |= tokens_differ;
+    }
+    (seen.differing > 0).then_some(seen)
+}
+
+/// The fix for a server whose answers change from one request to the next.
+pub fn determinism_fix(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::LlamaCpp => {
+            "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots"
         }
-        out
+        ServerKind::Vllm => {
+            "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")"
+        }
+        ServerKind::Sglang => {
+            "start SGLang with --enable-deterministic-inference (docs/backends.md, \"Reproducibility\")"
+        }
     }
 }
 
@@ -194,10 +261,11 @@ pub fn check_post_sampling(
 
 /// One [`ServerInfo`] for a reference whose servers each answered a probe: they must serve the
 /// same model with the same context and terminal tokens, or chains would sample differently on
-/// different servers.
+/// different servers. The reference is deterministic when every server is; the nondeterministic
+/// ones are listed together.
 pub fn merge(infos: Vec<(String, ServerInfo)>) -> Result<ServerInfo, BackendError> {
     let mut iter = infos.into_iter();
-    let (first_url, first) = iter
+    let (first_url, mut first) = iter
         .next()
         .ok_or_else(|| BackendError::Rejected("the reference names no server".into()))?;
     for (url, info) in iter {
@@ -227,6 +295,7 @@ pub fn merge(infos: Vec<(String, ServerInfo)>) -> Result<ServerInfo, BackendErro
                 format!("{:?}", info.terminal_tokens),
             ));
         }
+        first.nondeterministic.extend(info.nondeterministic);
     }
     Ok(first)
 }
@@ -275,49 +344,8 @@ mod tests {
             served_model: model.into(),
             context_len: ctx,
             terminal_tokens: terminal.to_vec(),
+            nondeterministic: Vec::new(),
         }
-    }
-
-    fn pin(k: u32) -> BackendPin {
-        BackendPin {
-            kind: ServerKind::LlamaCpp,
-            served_model: "tiny".into(),
-            k,
-            terminal_tokens: vec![2],
-            sampler: crate::wire::sampler_recipe(ServerKind::LlamaCpp).into(),
-        }
-    }
-
-    #[test]
-    fn pins_list_their_differences_field_by_field() {
-        assert!(pin(64).differences(&pin(64)).is_empty());
-        assert_eq!(
-            pin(64).differences(&pin(20)),
-            vec!["K: checkpoint 64, this worker 20"]
-        );
-        let mut other = pin(64);
-        other.kind = ServerKind::Vllm;
-        other.served_model = "qwen".into();
-        other.terminal_tokens = vec![2, 32000];
-        other.sampler = crate::wire::sampler_recipe(ServerKind::Vllm).into();
-        let diffs = other.differences(&pin(64));
-        assert_eq!(diffs.len(), 4, "{diffs:?}");
-        assert_eq!(
-            diffs[0],
-            "server kind: checkpoint vllm, this worker llamacpp"
-        );
-        assert_eq!(
-            diffs[1],
-            "served model: checkpoint \"qwen\", this worker \"tiny\""
-        );
-        assert_eq!(
-            diffs[2],
-            "terminal tokens: checkpoint [2, 32000], this worker [2]"
-        );
-        assert!(diffs[3].starts_with("server-side sampler: checkpoint"));
-        let json = serde_json::to_value(pin(64)).unwrap();
-        assert_eq!(json["kind"], "llamacpp");
-        assert_eq!(serde_json::from_value::<BackendPin>(json).unwrap(), pin(64));
     }
 
     #[test]
@@ -379,6 +407,78 @@ mod tests {
         // Temperature not applied.
         let untempered = [(5, 0.5 / 0.9), (9, 0.3 / 0.9), (2, 0.1 / 0.9)];
         assert!(check_post_sampling(&raw, &untempered, 0.5).is_err());
+    }
+
+    fn answer(tokens: &[TokenId], top: &[&[(TokenId, f64)]]) -> RawGeneration {
+        RawGeneration {
+            tokens: tokens.to_vec(),
+            top: top.iter().map(|l| l.to_vec()).collect(),
+            eos: false,
+        }
+    }
+
+    #[test]
+    fn repeats_must_agree_bit_for_bit() {
+        let lists: [&[(TokenId, f64)]; 2] =
+            [&[(71, -0.5855340361595154), (9, -2.4172)], &[(26, -1.543)]];
+        let a = answer(&[71, 26], &lists);
+        assert_eq!(compare_repeats(&[]), None);
+        assert_eq!(compare_repeats(std::slice::from_ref(&a)), None);
+        assert_eq!(compare_repeats(&[a.clone(), a.clone(), a.clone()]), None);
+        // One ulp in one log-probability of one answer.
+        let mut ulp = a.clone();
+        ulp.top[0][0].1 = f64::from_bits(ulp.top[0][0].1.to_bits() + 1);
+        let seen = compare_repeats(&[a.clone(), a.clone(), ulp]).unwrap();
+        assert_eq!(
+            (seen.answers, seen.differing, seen.tokens_differ),
+            (3, 1, false)
+        );
+        assert!(seen.max_log_prob_delta > 0.0 && seen.max_log_prob_delta < 1e-15);
+        // llama-server's default flags: 6e-3 nats, and another token drawn.
+        let mut moved = a.clone();
+        moved.top[0][1].1 += 6e-3;
+        moved.tokens[1] = 40;
+        let seen = compare_repeats(&[a.clone(), moved.clone(), moved]).unwrap();
+        assert_eq!((seen.differing, seen.tokens_differ), (2, true));
+        assert!((seen.max_log_prob_delta - 6e-3).abs() < 1e-12);
+        assert_eq!(
+            seen.to_string(),
+            "2 of 3 answers to the same request differed from the first: log-probabilities by up to 6.0e-3 nats, and the tokens drawn with the same seed"
+        );
+        // The same values listed in another order, or a shorter answer, differ too.
+        let mut swapped = a.clone();
+        swapped.top[0].swap(0, 1);
+        assert_eq!(compare_repeats(&[a.clone(), swapped]).unwrap().differing, 1);
+        let short = answer(&[71], &lists[..1]);
+        let seen = compare_repeats(&[a, short]).unwrap();
+        assert!(seen.tokens_differ && seen.max_log_prob_delta == 0.0);
+        assert_eq!(
+            seen.to_string(),
+            "1 of 2 answers to the same request differed from the first: the tokens drawn with the same seed"
+        );
+    }
+
+    #[test]
+    fn a_reference_is_deterministic_when_every_server_is() {
+        let a = info("m", None, &[2]);
+        assert!(a.deterministic());
+        let mut b = a.clone();
+        b.nondeterministic = vec![NondeterministicServer {
+            server: "http://b".into(),
+            seen: Nondeterminism {
+                answers: 6,
+                differing: 5,
+                max_log_prob_delta: 1.5e-3,
+                tokens_differ: false,
+            },
+        }];
+        let merged = merge(vec![("http://a".into(), a), ("http://b".into(), b.clone())]).unwrap();
+        assert!(!merged.deterministic());
+        assert_eq!(merged.nondeterministic, b.nondeterministic);
+        assert_eq!(
+            merged.nondeterministic[0].to_string(),
+            "http://b: 5 of 6 answers to the same request differed from the first: log-probabilities by up to 1.5e-3 nats"
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub fn effective_k(request: &OwnedRequest, default_k: u32) -> u32 {
     request.top_k.unwrap_or(default_k)
 }
 
-/// What the request bodies of `kind` pin on the server, recorded in a `BackendPin`: a change of
+/// What the request bodies of `kind` pin on the server, recorded in a `ServerPin`: a change of
 /// these bodies (a new sampler setting, another logprobs mode) changes the string, so a chain is
 /// never resumed under a different q.
 pub fn sampler_recipe(kind: ServerKind) -> &'static str {

@@ -45,6 +45,9 @@ enum Mode {
     NoTemperature,
     /// Stops at EOS with token 7, which is not an end-of-generation token of the model.
     WrongEos,
+    /// Log-probabilities that move by a few 1e-7 from one request to the next, as a server's
+    /// batching moves them: the probe records the server as not deterministic.
+    Noisy,
 }
 
 /// Raw log-probabilities the fake reports at every position: token 5, then 6, then EOS (2).
@@ -120,6 +123,7 @@ async fn fake(mode: Mode) -> Fake {
     let armed = Arc::new(AtomicBool::new(false));
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let (counter, is_armed, log) = (hits.clone(), armed.clone(), bodies.clone());
+    let answered = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route(
             "/props",
@@ -140,6 +144,7 @@ async fn fake(mode: Mode) -> Fake {
             "/completion",
             post(move |body: axum::Json<Value>| {
                 let (counter, armed, log) = (counter.clone(), is_armed.clone(), log.clone());
+                let nth = answered.fetch_add(1, Ordering::SeqCst);
                 async move {
                     let body = body.0;
                     let mode = if armed.load(Ordering::SeqCst) {
@@ -149,7 +154,7 @@ async fn fake(mode: Mode) -> Fake {
                     } else {
                         match mode {
                             // Probe-time faults.
-                            Mode::Processed | Mode::NoTemperature => mode,
+                            Mode::Processed | Mode::NoTemperature | Mode::Noisy => mode,
                             _ => Mode::Ok,
                         }
                     };
@@ -193,6 +198,16 @@ async fn fake(mode: Mode) -> Fake {
                         }
                         Mode::NoEcho => {
                             ok.as_object_mut().unwrap().remove("generation_settings");
+                            axum::Json(ok).into_response()
+                        }
+                        Mode::Noisy => {
+                            let probs = ok["completion_probabilities"].as_array_mut();
+                            for e in probs.into_iter().flatten() {
+                                for c in e["top_logprobs"].as_array_mut().into_iter().flatten() {
+                                    let lp = c["logprob"].as_f64().unwrap();
+                                    c["logprob"] = json!(lp - (nth % 3) as f64 * 1e-7);
+                                }
+                            }
                             axum::Json(ok).into_response()
                         }
                         Mode::Processed => {
@@ -339,6 +354,31 @@ async fn the_probe_refuses_processed_logprobs_and_a_foreign_sampler_chain() {
         assert!(!err.is_transient(), "{mode:?}: {err}");
         assert!(err.to_string().contains(needle), "{mode:?}: {err}");
     }
+}
+
+#[tokio::test]
+async fn the_probe_records_whether_the_same_request_gets_the_same_answer() {
+    let steady = fake(Mode::Ok).await;
+    let m = model(&[&steady.url], "");
+    let info = m.probe().await.unwrap();
+    assert!(info.deterministic(), "{:?}", info.nondeterministic);
+    assert_eq!(m.pin(&info).deterministic, Some(true));
+    // A server whose numbers move between requests still runs chains: it is recorded, not refused.
+    let noisy = fake(Mode::Noisy).await;
+    let m = model(&[&steady.url, &noisy.url], "");
+    let info = m.probe().await.unwrap();
+    assert!(!info.deterministic());
+    assert_eq!(m.pin(&info).deterministic, Some(false));
+    let [one] = &info.nondeterministic[..] else {
+        panic!("only the noisy server: {:?}", info.nondeterministic)
+    };
+    assert_eq!(one.server, noisy.url);
+    assert!(!one.seen.tokens_differ);
+    assert!(
+        one.seen.max_log_prob_delta > 0.5e-7 && one.seen.max_log_prob_delta < 3e-7,
+        "{:?}",
+        one.seen
+    );
 }
 
 #[tokio::test]

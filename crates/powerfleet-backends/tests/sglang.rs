@@ -236,7 +236,11 @@ async fn the_probe_learns_the_server_and_generations_are_exact() {
     // The probe asked for one token at temperature 1 and 0.5 with the same seed.
     let probes: Vec<&Value> = bodies
         .iter()
-        .filter(|(what, b)| what == "generate" && b["input_ids"] == json!([785]))
+        .filter(|(what, b)| {
+            what == "generate"
+                && b["input_ids"] == json!([785])
+                && b["sampling_params"]["max_new_tokens"] == 1
+        })
         .map(|(_, b)| b)
         .collect();
     assert_eq!(probes.len(), 2);
@@ -247,6 +251,16 @@ async fn the_probe_learns_the_server_and_generations_are_exact() {
         probes[1]["sampling_params"]["sampling_seed"]
     );
     assert_eq!(probes[0]["top_logprobs_num"], 64);
+    // Then one request six times over, whose answers (the fake's are always the same) agree.
+    let repeats: Vec<&Value> = bodies
+        .iter()
+        .filter(|(what, b)| what == "generate" && b["sampling_params"]["max_new_tokens"] == 8)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(repeats.len(), 6);
+    assert!(repeats.iter().all(|b| *b == repeats[0]));
+    assert!(info.deterministic());
+    assert_eq!(m.pin(&info).deterministic, Some(true));
 }
 
 #[tokio::test]

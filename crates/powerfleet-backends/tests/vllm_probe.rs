@@ -149,12 +149,19 @@ async fn the_probe_learns_model_and_context_with_the_default_k() {
     let g = m.generate(&request(2), 0).await.unwrap();
     assert_eq!(g.tokens, vec![5, 5]);
     let bodies = bodies.lock().unwrap();
-    assert_eq!(bodies.len(), 3, "two probe requests, one generation");
+    assert_eq!(
+        bodies.len(),
+        9,
+        "two probe requests, one request six times over, one generation"
+    );
     assert_eq!(bodies[0]["temperature"], 1.0);
     assert_eq!(bodies[1]["temperature"], 0.5);
     assert_eq!(bodies[0]["seed"], bodies[1]["seed"]);
-    assert_eq!(bodies[2]["logprobs"], 20);
-    assert_eq!(bodies[2]["seed"], i64::MAX, "the top bit is dropped");
+    assert!(bodies[2..8].iter().all(|b| *b == bodies[2]));
+    assert_eq!(bodies[2]["max_tokens"], 8);
+    assert!(info.deterministic(), "the fake answers alike every time");
+    assert_eq!(bodies[8]["logprobs"], 20);
+    assert_eq!(bodies[8]["seed"], i64::MAX, "the top bit is dropped");
 }
 
 #[tokio::test]

@@ -27,7 +27,8 @@ impl Backoff {
     pub const COLLECTOR_ROUND: Backoff =
         Backoff::new(Duration::from_millis(200), Duration::from_millis(6400));
 
-    /// A role waiting for Redis or its database at start-up: 250 ms doubling up to 10 s.
+    /// A role waiting for Redis or its database at start-up, or (`worker
+    /// --require-deterministic`) for its inference servers: 250 ms doubling up to 10 s.
     pub const START_UP: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
 
     /// The longest delay between two attempts of one model request.

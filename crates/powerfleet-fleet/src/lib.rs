@@ -18,4 +18,4 @@ pub mod status;
 pub mod watch;
 pub mod worker;
 
-pub use models::{Backend, ModelError, ModelRegistry, RegistryError};
+pub use models::{Backend, DeterminismError, ModelError, ModelRegistry, RegistryError};

@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use powerfleet_backends::{BackendError, HostedModel, HttpModel, ReferenceError, ServerKind};
-use powerfleet_jobs::Prompt;
+use powerfleet_jobs::{Pin, Prompt};
 use powerfleet_models::{ResolveError, ToyModel, resolve_toy};
 use powerfleet_sampler::{Generation, LanguageModel, OwnedRequest, TokenId, ValidConfig};
-use serde_json::{Value, json};
 
 /// Why a toy job with `chat` fails.
 pub const TOY_CHAT_REFUSAL: &str = "toy models have no chat template; submit without chat";
@@ -91,16 +90,18 @@ impl Backend {
         &self,
         config: &ValidConfig,
         prompt_len: usize,
-    ) -> Result<Value, BackendError> {
+    ) -> Result<Pin, BackendError> {
         match self {
-            Backend::Toy { model, .. } => Ok(json!({"kind": "toy", "model": model.name()})),
+            Backend::Toy { model, .. } => Ok(Pin::Toy {
+                model: model.name().to_string(),
+            }),
             Backend::Http { model } => {
                 let kind = model.reference().kind;
                 kind.check_proposal(config.temperature())
                     .map_err(|e| BackendError::Rejected(e.to_string()))?;
                 let info = model.probe().await?;
                 model.check_fits(&info, prompt_len, config.max_new_tokens())?;
-                Ok(serde_json::to_value(model.pin(&info)).expect("a pin serializes"))
+                Ok(Pin::Server(model.pin(&info)))
             }
             Backend::Hosted { .. } => Err(BackendError::Rejected(
                 "hosted chat APIs run no chains".to_string(),
@@ -344,6 +345,46 @@ pub enum ModelError {
     },
 }
 
+/// Why a worker that requires deterministic servers does not start
+/// ([`ModelRegistry::require_deterministic`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DeterminismError {
+    /// Some server of the model answered the same request differently from one time to the next.
+    #[error(
+        "--require-deterministic: model {name} is not deterministic: {servers}; {fix}, or run the worker without --require-deterministic"
+    )]
+    Nondeterministic {
+        /// The registered name.
+        name: String,
+        /// Each server that is not, with what differed.
+        servers: String,
+        /// The server settings that make it deterministic.
+        fix: &'static str,
+    },
+    /// The start-up probe refused the model's servers, so whether they are deterministic is
+    /// unknown.
+    #[error("--require-deterministic: model {name} cannot be checked: {source}")]
+    Probe {
+        /// The registered name.
+        name: String,
+        /// Why the probe refused.
+        source: BackendError,
+    },
+    /// A hosted chat API, whose answers cannot be checked.
+    #[error(
+        "--require-deterministic: model {name} is a hosted chat API ({reference}), whose answers cannot be checked for determinism; map it on a worker without --require-deterministic"
+    )]
+    Hosted {
+        /// The registered name.
+        name: String,
+        /// Its reference as logs show it.
+        reference: String,
+    },
+    /// The reference does not load.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
 /// Names registered on the command line, and a cache of loaded models.
 #[derive(Debug, Default)]
 pub struct ModelRegistry {
@@ -413,6 +454,75 @@ impl ModelRegistry {
                 .lock()
                 .expect("model cache")
                 .insert(reference.clone(), backend);
+        }
+        Ok(())
+    }
+
+    /// For `worker --require-deterministic`: probes the servers of every registered name now
+    /// (`HttpModel::probe`, which repeats one request and compares the answers bit for bit) and
+    /// refuses the first name whose servers are not all deterministic, naming them and the
+    /// settings that fix them. A name whose servers are down is waited for (they are probed
+    /// again after [`Backoff::START_UP`](crate::backoff::Backoff::START_UP)) until `stop` fires,
+    /// which ends the check without an error. Toy models are deterministic; hosted chat APIs cannot be checked and are
+    /// refused.
+    pub async fn require_deterministic(
+        &self,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), DeterminismError> {
+        for name in self.names() {
+            let mut backend = self.resolve(&name)?;
+            while let Backend::Faulty { inner, .. } = backend {
+                backend = (*inner).clone();
+            }
+            let model = match backend {
+                Backend::Toy { .. } => continue,
+                Backend::Hosted { .. } => {
+                    return Err(DeterminismError::Hosted {
+                        reference: powerfleet_backends::reference::redact_reference(
+                            &self.names[&name],
+                        ),
+                        name,
+                    });
+                }
+                Backend::Http { model } => model,
+                Backend::Faulty { .. } => unreachable!("unwrapped above"),
+            };
+            let mut attempt = 0;
+            let info = loop {
+                match model.probe().await {
+                    Ok(info) => break info,
+                    Err(source) if !source.is_transient() => {
+                        return Err(DeterminismError::Probe { name, source });
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        let delay = crate::backoff::Backoff::START_UP.delay(attempt);
+                        tracing::warn!(
+                            model = %name,
+                            error = %e,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "waiting for the model's servers to check that they are deterministic (--require-deterministic)"
+                        );
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            };
+            if !info.deterministic() {
+                let servers: Vec<String> = info
+                    .nondeterministic
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                return Err(DeterminismError::Nondeterministic {
+                    name,
+                    servers: servers.join("; "),
+                    fix: powerfleet_backends::probe::determinism_fix(info.kind),
+                });
+            }
+            tracing::info!(model = %name, "the model's servers are deterministic");
         }
         Ok(())
     }
@@ -529,6 +639,38 @@ pub fn load(reference: &str) -> Result<Backend, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn requiring_determinism_passes_toys_refuses_hosted_apis_and_waits_for_servers() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let toys =
+            ModelRegistry::new(&["a=toy:tiny".into(), "b=toy:pivot?fail_rate=0.5".into()]).unwrap();
+        toys.require_deterministic(&stop).await.unwrap();
+        let hosted = ModelRegistry::new(&[
+            "t=toy:tiny".into(),
+            "chat=openai+https://api.example.com/v1?model=gpt&key_env=NO_SUCH_KEY".into(),
+        ])
+        .unwrap();
+        let err = hosted
+            .require_deterministic(&stop)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model chat is a hosted chat API")
+                && err.contains("cannot be checked for determinism"),
+            "{err}"
+        );
+        // A server that is down is waited for until the worker is stopped, which is no error.
+        let down = ModelRegistry::new(&["down=llamacpp+http://127.0.0.1:9".into()]).unwrap();
+        let waiting = down.require_deterministic(&stop);
+        let stopper = async {
+            tokio::task::yield_now().await;
+            stop.cancel();
+        };
+        let (checked, ()) = tokio::join!(waiting, stopper);
+        checked.unwrap();
+    }
 
     #[tokio::test]
     async fn readiness_names_the_model_whose_every_server_is_down() {

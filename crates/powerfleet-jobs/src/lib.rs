@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod csv;
+pub mod pin;
 pub mod route;
 pub mod stored;
+pub use pin::{Pin, ServerPin};
 pub use route::{ModelRoute, is_remote_reference};
 pub use stored::{PromptRef, ResolveError, StoredPrompt};
 
@@ -657,9 +659,11 @@ pub struct JobResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
     /// What the chain's numbers depended on besides its configuration: the backend it ran with
-    /// (server kind, served model, K, terminal tokens; for a toy model its name).
+    /// (server kind, served model, K, terminal tokens, whether the server answered
+    /// reproducibly; for a toy model its name). `None` for jobs that never reached their
+    /// backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pin: Option<serde_json::Value>,
+    pub pin: Option<Pin>,
     /// Why a completed job has no text (the server could not detokenize it). Such a result is
     /// stored ungraded, never graded as wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -160,7 +160,7 @@ impl JobResultBuilder {
         val finished_at_ms: u64,
         some_into exactness: String,
         some_into fallback: String,
-        some pin: serde_json::Value,
+        some pin: powerfleet_jobs::Pin,
         some_into text_error: String,
         some grading: Grading,
         some grade: GradeRecord,

@@ -273,6 +273,26 @@ impl Fleet {
         Store::connect(&self.db_url).await.unwrap()
     }
 
+    /// The whole of every worker's log so far (sorted by file name), for tests of what workers
+    /// log.
+    pub fn worker_logs(&self) -> String {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("worker-") && n.ends_with(".log"))
+            })
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
     /// Every log written so far, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();

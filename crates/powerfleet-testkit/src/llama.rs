@@ -24,8 +24,11 @@ pub struct LlamaServer {
 }
 
 impl LlamaServer {
-    /// Starts llama-server on a free port. `slots` > 1 batches concurrent requests together, which
-    /// perturbs log-probabilities by up to ~1e-3 between runs; one slot makes them reproducible.
+    /// Starts llama-server on a free port, with flash attention off and an f32 KV cache. Several
+    /// `slots` batch concurrent requests together, which perturbs log-probabilities by up to
+    /// ~1e-4 between runs. One slot runs with one-token micro-batches (`-ub 1`), which makes every
+    /// answer bit for bit reproducible whatever the prompt cache holds (docs/llama-server.md,
+    /// "Determinism"); `extra` may override either.
     pub fn start(slots: u32) -> LlamaServer {
         LlamaServer::start_with(slots, &[])
     }
@@ -81,6 +84,7 @@ impl LlamaServer {
                 "1",
             ])
             .args(["-fa", "off", "-ctk", "f32", "-ctv", "f32"])
+            .args(if slots == 1 { &["-ub", "1"][..] } else { &[] })
             .args(&extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -25,7 +25,10 @@ pub(super) async fn drive_inner(
 ) -> Result<(), QueueError> {
     let policy = ctx.config.retry_policy();
     let label = backend.label();
-    let pin = run.pin.clone().unwrap_or(Value::Null);
+    let pin = run
+        .pin
+        .clone()
+        .expect("a chain runs once its backend is prepared and pinned");
     let affinity = run.spec.job_id.0.as_u64_pair().1;
     let calls_at_claim = chain.stats().model_calls;
     // The chain's state as last stored (or as Chain::new makes it again): a checkpoint is written
@@ -99,7 +102,7 @@ pub(super) async fn store_checkpoint(
     run: &ClaimedJob,
     shared: &JobSignals,
     chain: &Chain,
-    pin: &Value,
+    pin: &Pin,
 ) -> Result<bool, QueueError> {
     let progress = progress_of(chain);
     let bytes = PinnedCheckpoint::encode(chain, pin);
@@ -130,7 +133,7 @@ pub(super) async fn complete(
     shared: &JobSignals,
     chain: &Chain,
     backend: &Backend,
-    pin: &Value,
+    pin: &Pin,
     progressed: bool,
 ) -> Result<(), QueueError> {
     if progressed {

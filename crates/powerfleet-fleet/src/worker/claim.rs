@@ -18,7 +18,7 @@ pub(super) struct ClaimedJob {
     /// How often it waited before.
     pub(super) waits: u32,
     /// The pin of the backend this claim runs with, once known.
-    pub(super) pin: Option<Value>,
+    pub(super) pin: Option<Pin>,
 }
 
 impl ClaimedJob {
@@ -61,28 +61,29 @@ impl ClaimedJob {
 pub(super) struct PinnedCheckpoint {
     /// Format version of this envelope.
     pub(super) pinned: u32,
-    /// What the chain's log q depends on (see [`Backend::prepare`]).
-    pub(super) pin: Value,
+    /// What the chain's log q depends on (see [`Backend::prepare`]); `null` in envelopes
+    /// written without one.
+    pub(super) pin: Option<Pin>,
     /// The chain's own checkpoint.
     pub(super) chain: Checkpoint,
 }
 
 impl PinnedCheckpoint {
-    pub(super) fn encode(chain: &Chain, pin: &Value) -> Vec<u8> {
+    pub(super) fn encode(chain: &Chain, pin: &Pin) -> Vec<u8> {
         serde_json::to_vec(&PinnedCheckpoint {
             pinned: 1,
-            pin: pin.clone(),
+            pin: Some(pin.clone()),
             chain: chain.checkpoint(),
         })
         .expect("a checkpoint serializes")
     }
 
     /// The chain and, unless the checkpoint predates pins, its pin.
-    pub(super) fn decode(bytes: &[u8]) -> Result<(Chain, Option<Value>), String> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<(Chain, Option<Pin>), String> {
         match serde_json::from_slice::<PinnedCheckpoint>(bytes) {
             Ok(p) => {
                 let chain = Chain::from_checkpoint(p.chain).map_err(|e| e.to_string())?;
-                Ok((chain, Some(p.pin)))
+                Ok((chain, p.pin))
             }
             Err(_) => Checkpoint::from_json(bytes)
                 .and_then(Chain::from_checkpoint)
@@ -194,6 +195,10 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
     };
     if let Backend::Hosted { model } = &backend {
+        if ctx.config.require_deterministic {
+            let why = "hosted chat APIs cannot be checked for determinism and this worker runs with --require-deterministic; a worker without it may run the job";
+            return wait_for_model(ctx, &run, &backend, None, false, why).await;
+        }
         return hosted_sample(ctx, &run, &shared, model, &config, &backend).await;
     }
     let policy = ctx.config.retry_policy();
@@ -224,6 +229,11 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         }
     };
     run.pin = Some(pin.clone());
+    if ctx.config.require_deterministic && pin.deterministic() == Some(false) {
+        let why = "its servers do not answer the same request the same way every time and this worker runs with --require-deterministic; a worker without it may run the job";
+        warn!(reason = why, "refusing a nondeterministic server");
+        return wait_for_model(ctx, &run, &backend, None, false, why).await;
+    }
     let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
     let stored = checkpoint.as_deref().map(PinnedCheckpoint::decode);
     let chain = match start_from(stored, Chain::config, &config, &pin) {

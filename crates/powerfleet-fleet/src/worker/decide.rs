@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use powerfleet_jobs::Pin;
 
 use crate::driver::{Called, Stop};
 
@@ -63,45 +63,24 @@ pub(super) enum StartFrom<C> {
 /// reads, and the pin it was written with, if any) and a fresh chain. The pin decides first: a checkpoint of another
 /// backend is another worker's to resume, not this one's to judge.
 pub(super) fn start_from<C, K: PartialEq>(
-    stored: Option<Result<(C, Option<Value>), String>>,
+    stored: Option<Result<(C, Option<Pin>), String>>,
     config_of: impl Fn(&C) -> &K,
     config: &K,
-    pin: &Value,
+    pin: &Pin,
 ) -> StartFrom<C> {
     match stored {
         None => StartFrom::Fresh,
         Some(Ok((chain, stored_pin))) if config_of(&chain) == config => {
-            match stored_pin.filter(|p| p != pin) {
-                Some(other) => StartFrom::OtherBackend(pin_differences(&other, pin)),
-                None => StartFrom::Checkpoint(chain),
+            match stored_pin.map(|p| p.differences(pin)) {
+                Some(differences) if !differences.is_empty() => {
+                    StartFrom::OtherBackend(differences)
+                }
+                _ => StartFrom::Checkpoint(chain),
             }
         }
         Some(Ok(_)) => StartFrom::OtherConfig,
         Some(Err(e)) => StartFrom::Unusable(e),
     }
-}
-
-/// The fields in which two pins differ, as "field: checkpoint X, this worker Y".
-pub(super) fn pin_differences(stored: &Value, mine: &Value) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let (a, b) = (
-        stored.as_object().unwrap_or(&empty),
-        mine.as_object().unwrap_or(&empty),
-    );
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            let show = |v: Option<&Value>| v.map_or("none".to_string(), Value::to_string);
-            format!(
-                "{k}: checkpoint {}, this worker {}",
-                show(a.get(k)),
-                show(b.get(k))
-            )
-        })
-        .collect()
 }
 
 /// What to do when the chain driver returns from a block, before any checkpoint.
@@ -252,7 +231,6 @@ pub(super) fn plan_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn a_claim_hands_back_on_shutdown_then_dead_letters_then_cancels() {
@@ -270,8 +248,10 @@ mod tests {
 
     #[test]
     fn a_checkpoint_is_resumed_only_under_the_same_configuration_and_pin() {
-        let pin = json!({"kind": "toy", "model": "pivot"});
-        let other = json!({"kind": "toy", "model": "tiny"});
+        let toy = |model: &str| Pin::Toy {
+            model: model.into(),
+        };
+        let (pin, other) = (toy("pivot"), toy("tiny"));
         // (config, payload) stands in for a chain.
         fn same(c: &(u8, u8)) -> &u8 {
             &c.0
@@ -301,20 +281,6 @@ mod tests {
             start_from(Some(Err("bad json".into())), same, &1, &pin),
             StartFrom::Unusable("bad json".into())
         );
-    }
-
-    #[test]
-    fn pin_differences_name_each_field() {
-        let a = json!({"k": 20, "model": "a", "gone": true});
-        let b = json!({"k": 20, "model": "b"});
-        assert_eq!(
-            pin_differences(&a, &b),
-            vec![
-                "gone: checkpoint true, this worker none".to_string(),
-                "model: checkpoint \"a\", this worker \"b\"".to_string(),
-            ]
-        );
-        assert!(pin_differences(&a, &a).is_empty());
     }
 
     #[test]

@@ -17,14 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use powerfleet_jobs::{JobResult, JobSpec, JobStatus, ModelRoute, Prompt, PromptRef, now_ms};
+use powerfleet_jobs::{JobResult, JobSpec, JobStatus, ModelRoute, Pin, Prompt, PromptRef, now_ms};
 use powerfleet_queue::{
     ClaimOutcome, Deferral, Delivery, Lease, LeaseState, Progress, Queue, QueueError, Subscription,
     Wait, WorkerRegistration,
 };
 use powerfleet_sampler::{Chain, Checkpoint};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +76,11 @@ pub struct WorkerConfig {
     pub wait_backoff: Duration,
     /// Longest delay between two tries of a job that waits for its model.
     pub max_wait: Duration,
+    /// Run chains only on backends that answer the same request the same way every time: the
+    /// binary checks the mapped models' servers before the worker starts
+    /// ([`ModelRegistry::require_deterministic`]); a job naming a server reference that is not
+    /// deterministic, or a hosted API, waits for another worker, as for an unavailable model.
+    pub require_deterministic: bool,
 }
 
 impl WorkerConfig {
@@ -95,6 +99,7 @@ impl WorkerConfig {
             patience: Duration::from_secs(2 * 3600),
             wait_backoff: Duration::from_secs(1),
             max_wait: Duration::from_secs(30),
+            require_deterministic: false,
         }
     }
 
@@ -642,17 +647,49 @@ mod tests {
             .validate()
             .unwrap();
         let chain = Chain::new(config, &[1, 2], 3, 4);
-        let pin = serde_json::json!({"kind": "vllm", "model": "m", "k": 20});
+        let pin = Pin::Server(powerfleet_jobs::ServerPin {
+            kind: "vllm".into(),
+            served_model: "m".into(),
+            k: 20,
+            terminal_tokens: vec![2],
+            sampler: "vLLM /v1/completions v2".into(),
+            deterministic: Some(false),
+        });
         let (back, stored) =
             PinnedCheckpoint::decode(&PinnedCheckpoint::encode(&chain, &pin)).unwrap();
-        assert_eq!((back, stored), (chain.clone(), Some(pin.clone())));
+        assert_eq!((back, stored), (chain.clone(), Some(pin)));
         let (bare, none) = PinnedCheckpoint::decode(&chain.checkpoint().to_json()).unwrap();
         assert_eq!((bare, none), (chain, None));
         assert!(PinnedCheckpoint::decode(b"{}").is_err());
-        let other = serde_json::json!({"kind": "vllm", "model": "m", "k": 64});
-        assert_eq!(
-            pin_differences(&pin, &other),
-            vec!["k: checkpoint 20, this worker 64".to_string()]
-        );
+    }
+
+    /// Checkpoints as workers stored them (`tests/fixtures/checkpoints/`, never edited): a
+    /// checkpoint in Redis outlives a deploy, so every one keeps loading with the pin it was
+    /// written with.
+    #[test]
+    fn stored_checkpoints_load_with_their_pins() {
+        let fixture = |name: &str| {
+            let path = format!(
+                "{}/tests/fixtures/checkpoints/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let bare = fixture("bare.json");
+        let chain = Chain::from_checkpoint(Checkpoint::from_json(&bare).unwrap()).unwrap();
+        let (loaded, pin) = PinnedCheckpoint::decode(&bare).unwrap();
+        assert_eq!((&loaded, pin.is_none()), (&chain, true));
+        for name in [
+            "pinned-toy.json",
+            "pinned-llamacpp.json",
+            "pinned-null.json",
+        ] {
+            let bytes = fixture(name);
+            let written: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let (loaded, pin) = PinnedCheckpoint::decode(&bytes).unwrap();
+            assert_eq!(loaded, chain, "{name}");
+            let pin = serde_json::to_value(&pin).unwrap();
+            assert_eq!(pin, written["pin"], "{name}");
+        }
     }
 }
