@@ -1299,6 +1299,29 @@ mod tests {
     }
 
     #[test]
+    fn graders_keep_their_wire_names() {
+        // Job specs in Redis and results in SQL carry these: every grader's JSON is pinned.
+        let fixtures = [
+            (Grader::Math, r#"{"kind":"math"}"#),
+            (Grader::MathLenient, r#"{"kind":"math_lenient"}"#),
+            (Grader::Choice, r#"{"kind":"choice"}"#),
+            (Grader::Exact, r#"{"kind":"exact"}"#),
+            (
+                Grader::Regex {
+                    pattern: r"answer: (\d+)".into(),
+                },
+                r#"{"kind":"regex","pattern":"answer: (\\d+)"}"#,
+            ),
+            (Grader::Humaneval, r#"{"kind":"humaneval"}"#),
+        ];
+        for (grader, json) in fixtures {
+            assert_eq!(serde_json::to_string(&grader).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Grader>(json).unwrap(), grader);
+        }
+        assert!(serde_json::from_str::<Grader>(r#"{"kind":"math-lenient"}"#).is_err());
+    }
+
+    #[test]
     fn completed_samples_become_chat_records() {
         let spec: JobSpec = serde_json::from_str(
             r#"{"job_id":"01890f4e-6c5e-7000-8000-000000000001","correlation_id":"c","model":"toy:tiny","prompt":{"text":"2+2?"},"config":{"method":"power","alpha":4.0},"seed":7,"submitted_at_ms":1}"#,
