@@ -14,7 +14,7 @@ pub mod csv;
 pub mod grader;
 pub mod route;
 pub mod stored;
-pub use grader::Grader;
+pub use grader::{Grader, GraderMisfit, ParseGraderError, ReferenceKind};
 pub use route::{ModelRoute, is_remote_reference};
 pub use stored::{PromptRef, ResolveError, StoredPrompt};
 
