@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
     BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Label, Prompt,
-    ReasoningMarkers, ReferenceAnswer, StoredPrompt, now_ms,
+    ReasoningMarkers, ReferenceAnswer, ReferenceKind, StoredPrompt, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -244,11 +244,10 @@ impl GradedRun {
                 entry_point: entry_point.clone(),
             },
         };
-        let grader = self.grader.clone().unwrap_or(match reference {
-            ReferenceAnswer::Text(_) => Grader::Math,
-            ReferenceAnswer::Choice { .. } => Grader::Choice,
-            ReferenceAnswer::Code { .. } => Grader::Humaneval,
-        });
+        let grader = self
+            .grader
+            .clone()
+            .unwrap_or_else(|| Grader::default_for(reference.kind()));
         Grading {
             template: self.template.name().to_string(),
             grader,
@@ -279,44 +278,24 @@ impl GradedRun {
         if let Some(Grader::Regex { pattern }) = &self.grader {
             powerfleet_grade::extract_regex("", pattern).map_err(|e| format!("grader: {e}"))?;
         }
-        for p in &self.problems {
-            let code = matches!(p.problem.answer, Answer::Code { .. });
-            match (&self.grader, code) {
-                (Some(Grader::Humaneval), false) => {
-                    return Err(format!(
-                        "problem {}: grader humaneval needs a programming problem (dataset format code); use grader math, exact, regex:PATTERN or choice",
-                        p.problem.id
-                    ));
-                }
-                (Some(g), true) if *g != Grader::Humaneval => {
-                    return Err(format!(
-                        "problem {}: a programming problem is graded by running it, with grader humaneval, not {}",
-                        p.problem.id,
-                        g.name()
-                    ));
-                }
-                (_, true) => continue,
-                _ => {}
-            }
-            let choice = matches!(p.problem.answer, Answer::Choice { .. });
-            match (&self.grader, choice) {
-                (Some(Grader::Choice), false) => {
-                    return Err(format!(
-                        "problem {}: grader choice needs a multiple-choice answer; use grader math, exact or regex:PATTERN",
-                        p.problem.id
-                    ));
-                }
-                (Some(g), true) if *g != Grader::Choice => {
-                    return Err(format!(
-                        "problem {}: a multiple-choice answer is graded by grader choice, not {}",
-                        p.problem.id,
-                        g.name()
-                    ));
-                }
-                _ => {}
+        if let Some(grader) = &self.grader {
+            for p in &self.problems {
+                grader
+                    .fits(reference_kind(&p.problem.answer))
+                    .map_err(|e| format!("problem {}: {e}", p.problem.id))?;
             }
         }
         Ok(())
+    }
+}
+
+/// The kind of reference a dataset answer becomes ([`GradedRun::grading`]), which decides the
+/// graders that fit it.
+pub(crate) fn reference_kind(answer: &Answer) -> ReferenceKind {
+    match answer {
+        Answer::Text(_) => ReferenceKind::Text,
+        Answer::Choice { .. } => ReferenceKind::Choice,
+        Answer::Code { .. } => ReferenceKind::Code,
     }
 }
 
