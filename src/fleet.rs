@@ -455,7 +455,12 @@ pub const BUILTIN_SUITE: &str = "builtin:suite";
 /// Loads the `--bench` dataset with its template and grader; dataset errors list every broken
 /// record with its line and field.
 fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
-    let grader = args.grader.as_deref().map(parse_grader).transpose()?;
+    let grader = args
+        .grader
+        .as_deref()
+        // The error reads `--grader must be one of math, ..., got "x"`.
+        .map(|s| s.parse::<Grader>().map_err(|e| anyhow::anyhow!("--{e}")))
+        .transpose()?;
     let reasoning_markers = args
         .reasoning_markers
         .as_deref()
@@ -526,25 +531,6 @@ fn parse_reasoning_markers(s: &str) -> Result<ReasoningMarkers> {
         }),
         _ => bail!("--reasoning-markers must be OPEN,CLOSE (e.g. '<think>,</think>'), got {s:?}"),
     }
-}
-
-/// Parses `--grader`: math, math-lenient, choice, exact, regex:PATTERN or humaneval.
-fn parse_grader(s: &str) -> Result<Grader> {
-    Ok(match s {
-        "math" => Grader::Math,
-        "math-lenient" => Grader::MathLenient,
-        "choice" => Grader::Choice,
-        "exact" => Grader::Exact,
-        "humaneval" => Grader::Humaneval,
-        _ => match s.strip_prefix("regex:") {
-            Some(pattern) if !pattern.is_empty() => Grader::Regex {
-                pattern: pattern.to_string(),
-            },
-            _ => bail!(
-                "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN, humaneval, got {s:?}"
-            ),
-        },
-    })
 }
 
 /// Arguments of `powerfleet worker`.
