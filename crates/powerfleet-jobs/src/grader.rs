@@ -173,6 +173,19 @@ fn allowed() -> String {
         .join(", ")
 }
 
+/// The command-line forms of the graders of `kinds`, as `a, b or c`.
+fn graders_of(kinds: &[ReferenceKind]) -> String {
+    let forms: Vec<String> = Grader::each()
+        .iter()
+        .filter(|g| kinds.contains(&g.grades()))
+        .map(Grader::to_string)
+        .collect();
+    match forms.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => forms.join(""),
+    }
+}
+
 /// The kinds of reference answer ([`ReferenceAnswer`]'s variants), which decide the graders that
 /// fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +214,8 @@ impl ReferenceAnswer {
 pub enum GraderMisfit {
     /// Grader `humaneval` with a reference that is not a programming problem.
     #[error(
-        "grader humaneval needs a programming problem (dataset format code: prompt, test, entry_point); use grader math, math-lenient, exact, regex:PATTERN or choice for answers"
+        "grader humaneval needs a programming problem (dataset format code: prompt, test, entry_point); use grader {} for answers",
+        graders_of(&[ReferenceKind::Text, ReferenceKind::Choice])
     )]
     NeedsCode,
     /// A programming problem with a grader that reads answers instead of running them.
@@ -214,7 +228,8 @@ pub enum GraderMisfit {
     },
     /// Grader `choice` with a free-form reference.
     #[error(
-        "grader choice needs a multiple-choice answer (a multiple-choice reference: the options and the right one); use grader math, math-lenient, exact or regex:PATTERN for free-form answers"
+        "grader choice needs a multiple-choice answer (a multiple-choice reference: the options and the right one); use grader {} for free-form answers",
+        graders_of(&[ReferenceKind::Text])
     )]
     NeedsChoices,
     /// A grader of free-form answers with a multiple-choice reference.
@@ -299,5 +314,11 @@ mod tests {
             Grader::Choice.fits(ReferenceKind::Text),
             Err(GraderMisfit::NeedsChoices)
         );
+        assert!(GraderMisfit::NeedsChoices.to_string().ends_with(
+            "use grader math, math-lenient, exact or regex:PATTERN for free-form answers"
+        ));
+        assert!(GraderMisfit::NeedsCode.to_string().ends_with(
+            "use grader math, math-lenient, choice, exact or regex:PATTERN for answers"
+        ));
     }
 }
