@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::producer::{self, Submission};
-use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_jobs::{CorrelationId, Prompt};
 use powerfleet_models::resolve_toy;
@@ -255,7 +255,7 @@ pub(crate) fn submission(
         correlation_id: Some(CorrelationId::generate()),
         ..SubmitRequest::default()
     }
-    .into_submission(&Limits::operator(), &ModelPolicy::operator())
+    .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())
     .expect("a benchmark's own submission is valid")
 }
 

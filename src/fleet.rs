@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BatchLine, GradedProblem, GradedRun, Submission};
-use powerfleet_fleet::request::{GradedRunRequest, Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{GradedRunRequest, ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_fleet::status::{self, Page, StatusQuery, StatusReport};
 use powerfleet_fleet::watch::{WatchPolicy, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
@@ -446,7 +446,7 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         .as_deref()
         .map(|c| c.parse::<CorrelationId>().context("--correlation-id"))
         .transpose()?;
-    Ok(request.into_submission(&Limits::operator(), &ModelPolicy::operator())?)
+    Ok(request.into_submission(&RequestLimits::operator(), &ModelPolicy::operator())?)
 }
 
 /// The value of `--bench` that names the built-in suite.
@@ -1083,7 +1083,7 @@ fn api_tokens(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec<S
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    use powerfleet_fleet::api::{self, ApiLimits, ApiState, ModelPolicy};
+    use powerfleet_fleet::api::{self, ApiState, ModelPolicy, RequestLimits};
     // Checked before anything is connected: a misconfigured API fails at once, and closed.
     let env = std::env::var("POWERFLEET_API_TOKENS").ok();
     let tokens = api_tokens(args.api_tokens_file.as_deref(), env.as_deref())?;
@@ -1161,7 +1161,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         models: std::sync::Arc::new(models),
         datasets: std::sync::Arc::new(datasets),
         openai: std::sync::Arc::new(openai),
-        limits: ApiLimits {
+        limits: RequestLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,
             max_request_prompt_bytes: args.max_request_prompt_bytes,
@@ -1169,7 +1169,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             max_page_bytes: args.max_page_bytes,
             max_job_tokens: args.max_job_tokens,
             rate_limit_per_minute: args.rate_limit_per_minute,
-            ..ApiLimits::default()
+            ..RequestLimits::default()
         },
     };
     let mut timeouts = args.ops.http_timeouts();

@@ -2,8 +2,8 @@
 //! CLI's `submit` builds from its flags and the demo and benchmarks build directly, becomes a
 //! [`Submission`] through [`SubmitRequest::into_submission`]. Every check of what a submission may
 //! ask for (the models it names, one kind of prompt, complete problems, sizes, jobs and compute
-//! per submission) happens here, under [`Limits`] and a [`ModelPolicy`]: the API's for a token
-//! holder, [`Limits::operator`] and [`ModelPolicy::operator`] for the operator's own CLI.
+//! per submission) happens here, under [`RequestLimits`] and a [`ModelPolicy`]: the API's for a token
+//! holder, [`RequestLimits::operator`] and [`ModelPolicy::operator`] for the operator's own CLI.
 
 use std::collections::BTreeSet;
 
@@ -54,9 +54,9 @@ pub const MAX_QUOTED_CHARS: usize = 200;
 /// Most characters of a client error message.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 4096;
 
-/// Limits on what one request may ask for.
+/// RequestLimits on what one request may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct RequestLimits {
     /// Largest request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Largest number of jobs (problems × methods × seeds × chains) one request may create.
@@ -87,9 +87,9 @@ pub struct Limits {
     pub rate_limit_per_minute: u32,
 }
 
-impl Default for Limits {
+impl Default for RequestLimits {
     fn default() -> Self {
-        Limits {
+        RequestLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_jobs_per_request: DEFAULT_MAX_JOBS_PER_REQUEST,
             max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
@@ -546,7 +546,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
 /// it names (`models`), exactly one kind of prompt, complete problems, and the limits.
 fn build_submission(
     request: SubmitRequest,
-    limits: &Limits,
+    limits: &RequestLimits,
     models: &ModelPolicy,
 ) -> Result<Submission, RequestError> {
     models.check("model", &request.model)?;
@@ -674,7 +674,7 @@ fn build_submission(
 /// 422 unless what `submission` would make the queue hold, measured before anything is
 /// rendered or built ([`Submission::footprint`]), is within the request-wide limits: the
 /// prompts it stores and the specifications of all of its jobs.
-fn check_footprint(submission: &Submission, limits: &Limits) -> Result<(), RequestError> {
+fn check_footprint(submission: &Submission, limits: &RequestLimits) -> Result<(), RequestError> {
     let f = submission.footprint();
     let problems = submission
         .graded_run
@@ -709,7 +709,7 @@ fn check_footprint(submission: &Submission, limits: &Limits) -> Result<(), Reque
 }
 
 /// 422 if `id` (named by `field`) is longer than `max_id_chars`.
-fn check_id(field: &str, id: &str, limits: &Limits) -> Result<(), RequestError> {
+fn check_id(field: &str, id: &str, limits: &RequestLimits) -> Result<(), RequestError> {
     let n = id.chars().count();
     if n > limits.max_id_chars {
         return Err(RequestError::Unprocessable(format!(
@@ -722,7 +722,11 @@ fn check_id(field: &str, id: &str, limits: &Limits) -> Result<(), RequestError> 
 }
 
 /// 422 if a prompt named by `field` is larger than `max_prompt_bytes`.
-fn check_prompt_size(field: &str, bytes: usize, limits: &Limits) -> Result<(), RequestError> {
+fn check_prompt_size(
+    field: &str,
+    bytes: usize,
+    limits: &RequestLimits,
+) -> Result<(), RequestError> {
     if bytes > limits.max_prompt_bytes {
         return Err(RequestError::Unprocessable(format!(
             "{field} is {bytes} bytes (token ids count 4 bytes each); at most {} bytes are accepted (max_prompt_bytes)",
@@ -737,7 +741,7 @@ fn check_prompt_size(field: &str, bytes: usize, limits: &Limits) -> Result<(), R
 pub fn check_messages(
     field: &str,
     messages: &[ChatMessage],
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<(), RequestError> {
     let bad = RequestError::Unprocessable;
     if messages.is_empty() {
@@ -796,7 +800,7 @@ pub fn check_stop(stop: &[String]) -> Result<(), RequestError> {
 
 /// Checks the size of every input of a request before anything is built from it: prompts,
 /// problem ids, the submission key, dataset records and the template text.
-fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), RequestError> {
+fn check_input_sizes(request: &SubmitRequest, limits: &RequestLimits) -> Result<(), RequestError> {
     if let Some(text) = &request.prompt {
         check_prompt_size("prompt", text.len(), limits)?;
     }
@@ -854,7 +858,7 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
 fn check_job_tokens(
     config: &SamplerConfig,
     methods: &[Method],
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<(), RequestError> {
     for &m in methods {
         let (tokens, product) = m.job_tokens(&config.for_method(m, methods));
@@ -916,18 +920,18 @@ impl SubmitRequest {
     /// The submission this request asks for, under `limits` and `models`.
     pub fn into_submission(
         self,
-        limits: &Limits,
+        limits: &RequestLimits,
         models: &ModelPolicy,
     ) -> Result<Submission, RequestError> {
         build_submission(self, limits, models)
     }
 }
 
-impl Limits {
+impl RequestLimits {
     /// The operator's own submissions (the CLI, the demo, benchmarks): at most
     /// [`producer::MAX_JOBS_PER_SUBMISSION`] jobs, and no limit on sizes or compute.
-    pub fn operator() -> Limits {
-        Limits {
+    pub fn operator() -> RequestLimits {
+        RequestLimits {
             max_body_bytes: usize::MAX,
             max_jobs_per_request: producer::MAX_JOBS_PER_SUBMISSION,
             max_prompt_bytes: usize::MAX,
@@ -950,7 +954,7 @@ mod tests {
     fn submission(body: serde_json::Value) -> Result<Submission, RequestError> {
         serde_json::from_value::<SubmitRequest>(body)
             .unwrap()
-            .into_submission(&Limits::default(), &ModelPolicy::default())
+            .into_submission(&RequestLimits::default(), &ModelPolicy::default())
     }
 
     #[test]
@@ -1032,7 +1036,7 @@ mod tests {
         for body in bodies {
             let s = serde_json::from_value::<SubmitRequest>(body.clone())
                 .unwrap()
-                .into_submission(&Limits::default(), &references)
+                .into_submission(&RequestLimits::default(), &references)
                 .unwrap();
             let f = s.footprint();
             let built = s
