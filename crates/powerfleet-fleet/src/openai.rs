@@ -843,7 +843,7 @@ impl Drop for CancelOnDrop {
             let queue = self.queue.clone();
             let id = self.correlation_id.clone();
             tracing::info!(correlation_id = %id, jobs = jobs.len(), "client went away before its completion; cancelling its jobs");
-            crate::metrics::openai_cancelled();
+            crate::metrics::openai_abandoned();
             tokio::spawn(async move {
                 for job in jobs {
                     if let Err(e) = crate::control::cancel_job(&queue, job).await {
