@@ -171,7 +171,7 @@ impl Datasets {
                 bench.resolved = Some(d.clone());
                 Ok(())
             }
-            None => Err(RequestError::Unprocessable(format!(
+            None => Err(RequestError::Invalid(format!(
                 "bench.dataset {} is not a dataset of this server; registered: {} (GET /v1/datasets lists them; the operator registers one with serve --dataset NAME=PATH)",
                 quote(name),
                 self.names()

@@ -314,8 +314,8 @@ pub struct Receipt {
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// Invalid input; nothing was enqueued.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidSubmission),
     /// The submission key was used for a different request; nothing was enqueued.
     #[error("{0}")]
     Conflict(String),
@@ -482,8 +482,10 @@ pub fn read_batch_file(
     Ok(problems)
 }
 
-/// A submission whose jobs cannot be built ([`Submission::jobs`]): the message names the field,
-/// method or problem and what is allowed.
+/// A submission that fails validation: its jobs cannot be built ([`Submission::jobs`]) or its
+/// submission key is malformed. The message names the field, method or problem and what is
+/// allowed. [`submit`] returns it as [`SubmitError::Invalid`], the request path's own checks as
+/// [`crate::request::RequestError::Invalid`]; the API answers either with 422.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidSubmission(pub String);
@@ -887,14 +889,13 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
     let StoredJobs {
         specs: mut jobs,
         prompts,
-    } = submission
-        .stored_jobs(&correlation_id, batch_id)
-        .map_err(|e| SubmitError::Invalid(e.0))?;
+    } = submission.stored_jobs(&correlation_id, batch_id)?;
     if let Some(key) = &submission.submission_key {
         if key.is_empty() || key.len() > 200 || key.chars().any(char::is_whitespace) {
-            return Err(SubmitError::Invalid(format!(
+            return Err(InvalidSubmission(format!(
                 "submission key must be 1 to 200 characters without white space, got {key:?}"
-            )));
+            ))
+            .into());
         }
         let fingerprint = fingerprint(&jobs);
         let (b, c, first) = queue
