@@ -275,10 +275,8 @@ impl GradedRun {
                 "price_per_mtok (USD per million generated tokens) must be a number >= 0, got {p}"
             ));
         }
-        if let Some(Grader::Regex { pattern }) = &self.grader {
-            powerfleet_grade::extract_regex("", pattern).map_err(|e| format!("grader: {e}"))?;
-        }
         if let Some(grader) = &self.grader {
+            powerfleet_grade::check_grader(grader).map_err(|e| format!("grader: {e}"))?;
             for p in &self.problems {
                 grader
                     .fits(reference_kind(&p.problem.answer))

@@ -35,6 +35,17 @@ pub enum GradingError {
     NeedsSandbox,
 }
 
+/// Checks a grader's own settings before any job carries it: a `regex` pattern must compile and
+/// have a capture group. The producer checks a submission's grader with it.
+pub fn check_grader(grader: &Grader) -> Result<(), GradeError> {
+    match grader {
+        Grader::Regex { pattern } => crate::extract_regex("", pattern).map(drop),
+        Grader::Math | Grader::MathLenient | Grader::Choice | Grader::Exact | Grader::Humaneval => {
+            Ok(())
+        }
+    }
+}
+
 /// Grades `completion` as `grading` says. A grader that does not fit the reference (a multiple-choice
 /// grader for a free-form answer) or an invalid pattern is a job that cannot be graded: `Err`
 /// with the reason.
@@ -263,6 +274,21 @@ mod tests {
                 .to_string()
                 .contains("not a valid regex")
         );
+    }
+
+    #[test]
+    fn a_graders_settings_are_checked_before_any_job_carries_it() {
+        for grader in Grader::each() {
+            let placeholder = matches!(grader, Grader::Regex { .. });
+            // The placeholder pattern `PATTERN` has no capture group.
+            assert_eq!(check_grader(&grader).is_err(), placeholder, "{grader}");
+        }
+        let regex = |pattern: &str| Grader::Regex {
+            pattern: pattern.into(),
+        };
+        assert!(check_grader(&regex(r"answer: (\d+)")).is_ok());
+        let err = check_grader(&regex("(")).unwrap_err().to_string();
+        assert!(err.contains("not a valid regex"), "{err}");
     }
 
     #[test]
