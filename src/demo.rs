@@ -15,7 +15,7 @@ use powerfleet_datasets::suite::{SUITE_ALPHA, SUITE_MAX_TOKENS};
 use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BatchLine, Receipt};
-use powerfleet_fleet::request::{GradedRunRequest, Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{GradedRunRequest, ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_fleet::watch::{self, WatchPolicy, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_jobs::{BatchId, CorrelationId, JobResult, JobStatus};
@@ -260,7 +260,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             correlation_id: Some(correlation_id.clone()),
             ..SubmitRequest::default()
         }
-        .into_submission(&Limits::operator(), &ModelPolicy::operator())?;
+        .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())?;
         receipts.push((model, producer::submit(&queue, &submission).await?));
     }
     let exactness_jobs: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();
@@ -277,7 +277,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }),
         ..SubmitRequest::default()
     }
-    .into_submission(&Limits::operator(), &ModelPolicy::operator())?;
+    .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())?;
     let suite_problems = powerfleet_datasets::builtin_suite().len();
     receipts.push(("builtin:suite", producer::submit(&queue, &suite).await?));
     let total: usize = receipts.iter().map(|(_, r)| r.job_ids.len()).sum();

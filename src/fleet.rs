@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use powerfleet_datasets::Template;
 use powerfleet_fleet::collector::{self, CollectorConfig};
 use powerfleet_fleet::producer::{self, BatchLine, GradedProblem, GradedRun, Submission};
-use powerfleet_fleet::request::{GradedRunRequest, Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{GradedRunRequest, ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_fleet::status::{self, Page, StatusQuery, StatusReport};
 use powerfleet_fleet::watch::{WatchPolicy, Watched};
 use powerfleet_fleet::worker::{self, WorkerConfig};
@@ -446,7 +446,7 @@ fn build_submission(args: &SubmitArgs) -> Result<Submission> {
         .as_deref()
         .map(|c| c.parse::<CorrelationId>().context("--correlation-id"))
         .transpose()?;
-    Ok(request.into_submission(&Limits::operator(), &ModelPolicy::operator())?)
+    Ok(request.into_submission(&RequestLimits::operator(), &ModelPolicy::operator())?)
 }
 
 /// The value of `--bench` that names the built-in suite.
@@ -455,7 +455,12 @@ pub const BUILTIN_SUITE: &str = "builtin:suite";
 /// Loads the `--bench` dataset with its template and grader; dataset errors list every broken
 /// record with its line and field.
 fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
-    let grader = args.grader.as_deref().map(parse_grader).transpose()?;
+    let grader = args
+        .grader
+        .as_deref()
+        // The error reads `--grader must be one of math, ..., got "x"`.
+        .map(|s| s.parse::<Grader>().map_err(|e| anyhow::anyhow!("--{e}")))
+        .transpose()?;
     let reasoning_markers = args
         .reasoning_markers
         .as_deref()
@@ -526,25 +531,6 @@ fn parse_reasoning_markers(s: &str) -> Result<ReasoningMarkers> {
         }),
         _ => bail!("--reasoning-markers must be OPEN,CLOSE (e.g. '<think>,</think>'), got {s:?}"),
     }
-}
-
-/// Parses `--grader`: math, math-lenient, choice, exact, regex:PATTERN or humaneval.
-fn parse_grader(s: &str) -> Result<Grader> {
-    Ok(match s {
-        "math" => Grader::Math,
-        "math-lenient" => Grader::MathLenient,
-        "choice" => Grader::Choice,
-        "exact" => Grader::Exact,
-        "humaneval" => Grader::Humaneval,
-        _ => match s.strip_prefix("regex:") {
-            Some(pattern) if !pattern.is_empty() => Grader::Regex {
-                pattern: pattern.to_string(),
-            },
-            _ => bail!(
-                "--grader must be one of math, math-lenient, choice, exact, regex:PATTERN, humaneval, got {s:?}"
-            ),
-        },
-    })
 }
 
 /// Arguments of `powerfleet worker`.
@@ -1114,7 +1100,7 @@ fn api_tokens(file: Option<&std::path::Path>, env: Option<&str>) -> Result<Vec<S
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    use powerfleet_fleet::api::{self, ApiLimits, ApiState, ModelPolicy};
+    use powerfleet_fleet::api::{self, ApiState, ModelPolicy, RequestLimits};
     // Checked before anything is connected: a misconfigured API fails at once, and closed.
     let env = std::env::var("POWERFLEET_API_TOKENS").ok();
     let tokens = api_tokens(args.api_tokens_file.as_deref(), env.as_deref())?;
@@ -1192,7 +1178,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         models: std::sync::Arc::new(models),
         datasets: std::sync::Arc::new(datasets),
         openai: std::sync::Arc::new(openai),
-        limits: ApiLimits {
+        limits: RequestLimits {
             max_body_bytes: args.max_body_bytes,
             max_jobs_per_request: args.max_jobs_per_request,
             max_request_prompt_bytes: args.max_request_prompt_bytes,
@@ -1200,7 +1186,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             max_page_bytes: args.max_page_bytes,
             max_job_tokens: args.max_job_tokens,
             rate_limit_per_minute: args.rate_limit_per_minute,
-            ..ApiLimits::default()
+            ..RequestLimits::default()
         },
     };
     let mut timeouts = args.ops.http_timeouts();

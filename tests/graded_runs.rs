@@ -781,7 +781,7 @@ async fn two_graded_batches_are_compared_side_by_side() {
 
 /// Serves the HTTP API of `fleet` on a free port; returns its base URL.
 async fn serve(fleet: &Fleet) -> String {
-    use powerfleet_fleet::api::{self, ApiLimits, ApiState};
+    use powerfleet_fleet::api::{self, ApiState, RequestLimits};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = ApiState {
@@ -791,10 +791,10 @@ async fn serve(fleet: &Fleet) -> String {
         models: Default::default(),
         datasets: Default::default(),
         openai: Default::default(),
-        limits: ApiLimits {
+        limits: RequestLimits {
             max_body_bytes: 1 << 20,
             max_jobs_per_request: 1000,
-            ..ApiLimits::default()
+            ..RequestLimits::default()
         },
     };
     tokio::spawn(api::serve(

@@ -405,7 +405,7 @@ async fn a_prompt_is_stored_once_and_the_results_keep_it() {
     .unwrap();
     let submission = request
         .into_submission(
-            &powerfleet_fleet::request::Limits::default(),
+            &powerfleet_fleet::request::RequestLimits::default(),
             &powerfleet_fleet::request::ModelPolicy::default(),
         )
         .unwrap();

@@ -192,9 +192,9 @@ async fn fleet_on(
     let state = ApiState {
         queue: queue.clone(),
         store,
-        limits: api::ApiLimits {
+        limits: api::RequestLimits {
             rate_limit_per_minute: 0,
-            ..api::ApiLimits::default()
+            ..api::RequestLimits::default()
         },
         tokens: Arc::new(Vec::new()),
         models: Arc::new(api::ModelPolicy::from_flags(&names, false).map_err(anyhow::Error::msg)?),

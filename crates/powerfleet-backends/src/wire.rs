@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use crate::recipe::exact_log_p_q;
 use crate::reference::ServerKind;
 
-/// Why an answer cannot be used.
+/// Why an answer cannot be used. Each check that refuses an answer picks the class itself: there
+/// is no conversion from a bare message, which would pick one for it.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum AnswerError {
     /// The server's configuration rules out exact sampling, and every retry will say the same: a
@@ -34,18 +35,6 @@ impl AnswerError {
     /// Whether every retry will fail the same way.
     pub fn is_permanent(&self) -> bool {
         matches!(self, AnswerError::Refused(_))
-    }
-}
-
-impl From<String> for AnswerError {
-    fn from(message: String) -> AnswerError {
-        AnswerError::Unusable(message)
-    }
-}
-
-impl From<&str> for AnswerError {
-    fn from(message: &str) -> AnswerError {
-        AnswerError::Unusable(message.to_string())
     }
 }
 
@@ -383,22 +372,26 @@ pub fn check_llamacpp_settings(sent: &Value, answer: &Value) -> Result<(), Answe
     Ok(())
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value, String> {
+/// The field `name` of `v`; an answer without it is malformed.
+fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value, AnswerError> {
     v.get(name)
-        .ok_or_else(|| format!("the response lacks the `{name}` field"))
+        .ok_or_else(|| AnswerError::Unusable(format!("the response lacks the `{name}` field")))
 }
 
-fn token_id(v: &Value, what: &str) -> Result<TokenId, String> {
+/// `v` as a token id; anything else is a malformed answer.
+fn token_id(v: &Value, what: &str) -> Result<TokenId, AnswerError> {
     v.as_u64()
         .and_then(|t| TokenId::try_from(t).ok())
-        .ok_or_else(|| format!("{what} is not a token id: {v}"))
+        .ok_or_else(|| AnswerError::Unusable(format!("{what} is not a token id: {v}")))
 }
 
 /// A stop at a terminal token must end with one: the last token is in `terminal` (when it is
 /// known).
 fn check_terminal(tokens: &[TokenId], terminal: &[TokenId]) -> Result<(), AnswerError> {
     let Some(&last) = tokens.last() else {
-        return Err("the server reports a stop at EOS but returned no token".into());
+        return Err(AnswerError::Unusable(
+            "the server reports a stop at EOS but returned no token".into(),
+        ));
     };
     if !terminal.is_empty() && !terminal.contains(&last) {
         return Err(AnswerError::Refused(format!(
@@ -420,7 +413,9 @@ pub fn parse_llamacpp(body: &Value, terminal: &[TokenId]) -> Result<RawGeneratio
     }
     let probs = field(body, "completion_probabilities")?
         .as_array()
-        .ok_or("`completion_probabilities` is not an array")?;
+        .ok_or_else(|| {
+            AnswerError::Unusable("`completion_probabilities` is not an array".into())
+        })?;
     let mut tokens = Vec::with_capacity(probs.len());
     let mut top = Vec::with_capacity(probs.len());
     for (i, entry) in probs.iter().enumerate() {
@@ -432,13 +427,15 @@ pub fn parse_llamacpp(body: &Value, terminal: &[TokenId]) -> Result<RawGeneratio
             .get("top_logprobs")
             .and_then(Value::as_array)
             .ok_or_else(|| {
-                format!("completion_probabilities[{i}] has no `top_logprobs`; the server must return raw log-probabilities (post_sampling_probs false, n_probs > 0)")
+                AnswerError::Unusable(format!("completion_probabilities[{i}] has no `top_logprobs`; the server must return raw log-probabilities (post_sampling_probs false, n_probs > 0)"))
             })?;
         let mut pos = Vec::with_capacity(list.len());
         for (j, cand) in list.iter().enumerate() {
             let id = token_id(field(cand, "id")?, &format!("top_logprobs[{j}].id"))?;
             let lp = field(cand, "logprob")?.as_f64().ok_or_else(|| {
-                format!("completion_probabilities[{i}].top_logprobs[{j}].logprob is not a number")
+                AnswerError::Unusable(format!(
+                    "completion_probabilities[{i}].top_logprobs[{j}].logprob is not a number"
+                ))
             })?;
             pos.push((id, lp));
         }
@@ -453,12 +450,11 @@ pub fn parse_llamacpp(body: &Value, terminal: &[TokenId]) -> Result<RawGeneratio
             .map(|(i, t)| token_id(t, &format!("tokens[{i}]")))
             .collect::<Result<_, _>>()?;
         if returned != tokens {
-            return Err(format!(
+            return Err(AnswerError::Unusable(format!(
                 "`tokens` ({} ids) disagree with `completion_probabilities` ({} entries); llama-server leaves out the probabilities of a token that ends inside a UTF-8 character, which byte-level tokens of non-ASCII text can do",
                 returned.len(),
                 tokens.len()
-            )
-            .into());
+            )));
         }
     }
     let eos = match body.get("stop_type").and_then(Value::as_str) {
@@ -475,7 +471,11 @@ pub fn parse_llamacpp(body: &Value, terminal: &[TokenId]) -> Result<RawGeneratio
         // Servers before the `stop_type` field.
         None if body.get("stopped_eos").and_then(Value::as_bool) == Some(true) => true,
         None => false,
-        Some(other) => return Err(format!("unexpected stop_type {other:?}").into()),
+        Some(other) => {
+            return Err(AnswerError::Unusable(format!(
+                "unexpected stop_type {other:?}"
+            )));
+        }
     };
     if eos {
         check_terminal(&tokens, terminal)?;
@@ -503,7 +503,9 @@ pub fn parse_llamacpp_props(body: &Value) -> Result<LlamaCppProps, AnswerError> 
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .or_else(|| body.get("model_path").and_then(Value::as_str))
-        .ok_or("/props has neither `model_alias` nor `model_path`")?
+        .ok_or_else(|| {
+            AnswerError::Unusable("/props has neither `model_alias` nor `model_path`".into())
+        })?
         .to_string();
     let n_ctx = body
         .pointer("/default_generation_settings/n_ctx")
@@ -547,9 +549,9 @@ pub fn parse_llamacpp_eog(answer: &Value) -> Result<Option<Vec<TokenId>>, Answer
     let Some(biases) = answer.pointer("/generation_settings/logit_bias") else {
         return Ok(None);
     };
-    let biases = biases
-        .as_array()
-        .ok_or("generation_settings.logit_bias is not an array")?;
+    let biases = biases.as_array().ok_or_else(|| {
+        AnswerError::Unusable("generation_settings.logit_bias is not an array".into())
+    })?;
     let mut ids = Vec::with_capacity(biases.len());
     for (i, b) in biases.iter().enumerate() {
         // `{"bias": -inf, "token": id}`; JSON has no -inf, so the bias comes as null.
@@ -579,18 +581,24 @@ pub fn llamacpp_post_sampling_body(request: &OwnedRequest, k: u32) -> Value {
 pub fn parse_llamacpp_post_sampling(answer: &Value) -> Result<Vec<(TokenId, f64)>, AnswerError> {
     let first = answer
         .pointer("/completion_probabilities/0")
-        .ok_or("the answer has no completion_probabilities")?;
+        .ok_or_else(|| {
+            AnswerError::Unusable("the answer has no completion_probabilities".into())
+        })?;
     let list = first
         .get("top_probs")
         .and_then(Value::as_array)
-        .ok_or("completion_probabilities[0] has no `top_probs` (post_sampling_probs)")?;
+        .ok_or_else(|| {
+            AnswerError::Unusable(
+                "completion_probabilities[0] has no `top_probs` (post_sampling_probs)".into(),
+            )
+        })?;
     list.iter()
         .enumerate()
         .map(|(j, c)| {
             let id = token_id(field(c, "id")?, &format!("top_probs[{j}].id"))?;
-            let p = field(c, "prob")?
-                .as_f64()
-                .ok_or_else(|| format!("top_probs[{j}].prob is not a number"))?;
+            let p = field(c, "prob")?.as_f64().ok_or_else(|| {
+                AnswerError::Unusable(format!("top_probs[{j}].prob is not a number"))
+            })?;
             Ok((id, p))
         })
         .collect()
@@ -629,13 +637,14 @@ pub fn vllm_body(request: &OwnedRequest, k: u32, model: &str) -> Value {
     })
 }
 
-fn vllm_token(s: &str) -> Result<TokenId, String> {
+/// A vLLM token name, `token_id:N`, as its id; any other name is a malformed answer.
+fn vllm_token(s: &str) -> Result<TokenId, AnswerError> {
     s.strip_prefix("token_id:")
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| {
-            format!(
+            AnswerError::Unusable(format!(
                 "token {s:?} is not of the form token_id:N (request return_tokens_as_token_ids)"
-            )
+            ))
         })
 }
 
@@ -660,35 +669,39 @@ pub fn parse_vllm(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration, A
     let choice = field(body, "choices")?
         .as_array()
         .and_then(|c| c.first())
-        .ok_or("`choices` is empty")?;
+        .ok_or_else(|| AnswerError::Unusable("`choices` is empty".into()))?;
     let logprobs = choice
         .get("logprobs")
         .filter(|l| !l.is_null())
-        .ok_or("the choice has no `logprobs`; request logprobs = K")?;
+        .ok_or_else(|| {
+            AnswerError::Unusable("the choice has no `logprobs`; request logprobs = K".into())
+        })?;
     let names = field(logprobs, "tokens")?
         .as_array()
-        .ok_or("`logprobs.tokens` is not an array")?;
+        .ok_or_else(|| AnswerError::Unusable("`logprobs.tokens` is not an array".into()))?;
     let tops = field(logprobs, "top_logprobs")?
         .as_array()
-        .ok_or("`logprobs.top_logprobs` is not an array")?;
+        .ok_or_else(|| AnswerError::Unusable("`logprobs.top_logprobs` is not an array".into()))?;
     let tokens: Vec<TokenId> = names
         .iter()
         .map(|n| {
             n.as_str()
-                .ok_or("a token is not a string".to_string())
+                .ok_or_else(|| AnswerError::Unusable("a token is not a string".into()))
                 .and_then(vllm_token)
         })
         .collect::<Result<_, _>>()?;
     let mut top = Vec::with_capacity(tops.len());
     for (i, t) in tops.iter().enumerate() {
         let map = t.as_object().ok_or_else(|| {
-            format!("top_logprobs[{i}] is not an object (is it null? request logprobs = K)")
+            AnswerError::Unusable(format!(
+                "top_logprobs[{i}] is not an object (is it null? request logprobs = K)"
+            ))
         })?;
         let mut pos = Vec::with_capacity(map.len());
         for (name, lp) in map {
-            let lp = lp
-                .as_f64()
-                .ok_or_else(|| format!("top_logprobs[{i}][{name}] is not a number"))?;
+            let lp = lp.as_f64().ok_or_else(|| {
+                AnswerError::Unusable(format!("top_logprobs[{i}][{name}] is not a number"))
+            })?;
             pos.push((vllm_token(name)?, lp));
         }
         top.push(pos);
@@ -701,11 +714,10 @@ pub fn parse_vllm(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration, A
         (Some("stop"), Some(reason)) => match reason.as_u64() {
             Some(id) => {
                 if tokens.last().map(|&t| u64::from(t)) != Some(id) {
-                    return Err(format!(
+                    return Err(AnswerError::Unusable(format!(
                         "the server stopped at token {id} but the last token is {:?}",
                         tokens.last()
-                    )
-                    .into());
+                    )));
                 }
                 true
             }
@@ -715,7 +727,11 @@ pub fn parse_vllm(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration, A
                 )));
             }
         },
-        (other, _) => return Err(format!("unexpected finish_reason {other:?}").into()),
+        (other, _) => {
+            return Err(AnswerError::Unusable(format!(
+                "unexpected finish_reason {other:?}"
+            )));
+        }
     };
     if eos {
         check_terminal(&tokens, terminal)?;
@@ -728,12 +744,12 @@ pub fn parse_vllm(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration, A
 pub fn parse_models(body: &Value) -> Result<Vec<(String, Option<u32>)>, AnswerError> {
     field(body, "data")?
         .as_array()
-        .ok_or("`data` is not an array")?
+        .ok_or_else(|| AnswerError::Unusable("`data` is not an array".into()))?
         .iter()
         .map(|card| {
             let id = field(card, "id")?
                 .as_str()
-                .ok_or("a model card's `id` is not a string")?
+                .ok_or_else(|| AnswerError::Unusable("a model card's `id` is not a string".into()))?
                 .to_string();
             let len = card
                 .get("max_model_len")
@@ -831,15 +847,16 @@ pub const SGLANG_PINNED_PARAMS: [&str; 16] = [
 ];
 
 /// One `[logprob, token_id, text]` triple of SGLang's logprob lists.
-fn sglang_entry(v: &Value, what: &str) -> Result<(TokenId, f64), String> {
-    let triple = v
-        .as_array()
-        .filter(|t| t.len() >= 2)
-        .ok_or_else(|| format!("{what} is not a [logprob, token_id, text] triple: {v}"))?;
+fn sglang_entry(v: &Value, what: &str) -> Result<(TokenId, f64), AnswerError> {
+    let triple = v.as_array().filter(|t| t.len() >= 2).ok_or_else(|| {
+        AnswerError::Unusable(format!(
+            "{what} is not a [logprob, token_id, text] triple: {v}"
+        ))
+    })?;
     let id = token_id(&triple[1], &format!("{what}[1]"))?;
-    let lp = triple[0]
-        .as_f64()
-        .ok_or_else(|| format!("{what}[0] is not a number: {}", triple[0]))?;
+    let lp = triple[0].as_f64().ok_or_else(|| {
+        AnswerError::Unusable(format!("{what}[0] is not a number: {}", triple[0]))
+    })?;
     Ok((id, lp))
 }
 
@@ -862,11 +879,19 @@ pub fn parse_sglang(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration,
     let sampled = meta
         .get("output_token_logprobs")
         .and_then(Value::as_array)
-        .ok_or("meta_info has no `output_token_logprobs`; request return_logprob")?;
+        .ok_or_else(|| {
+            AnswerError::Unusable(
+                "meta_info has no `output_token_logprobs`; request return_logprob".into(),
+            )
+        })?;
     let tops = meta
         .get("output_top_logprobs")
         .and_then(Value::as_array)
-        .ok_or("meta_info has no `output_top_logprobs`; request top_logprobs_num = K")?;
+        .ok_or_else(|| {
+            AnswerError::Unusable(
+                "meta_info has no `output_top_logprobs`; request top_logprobs_num = K".into(),
+            )
+        })?;
     let mut tokens = Vec::with_capacity(sampled.len());
     for (i, e) in sampled.iter().enumerate() {
         tokens.push(sglang_entry(e, &format!("output_token_logprobs[{i}]"))?.0);
@@ -874,7 +899,9 @@ pub fn parse_sglang(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration,
     let mut top = Vec::with_capacity(tops.len());
     for (i, position) in tops.iter().enumerate() {
         let list = position.as_array().ok_or_else(|| {
-            format!("output_top_logprobs[{i}] is not a list (request top_logprobs_num = K)")
+            AnswerError::Unusable(format!(
+                "output_top_logprobs[{i}] is not a list (request top_logprobs_num = K)"
+            ))
         })?;
         top.push(
             list.iter()
@@ -890,12 +917,11 @@ pub fn parse_sglang(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration,
             .map(|(i, t)| token_id(t, &format!("output_ids[{i}]")))
             .collect::<Result<_, _>>()?;
         if ids != tokens {
-            return Err(format!(
+            return Err(AnswerError::Unusable(format!(
                 "`output_ids` ({} ids) disagree with `output_token_logprobs` ({} entries)",
                 ids.len(),
                 tokens.len()
-            )
-            .into());
+            )));
         }
     }
     let finish = field(meta, "finish_reason")?;
@@ -906,11 +932,10 @@ pub fn parse_sglang(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration,
             Some(m) if m.is_u64() => {
                 let id = m.as_u64().unwrap_or_default();
                 if tokens.last().map(|&t| u64::from(t)) != Some(id) {
-                    return Err(format!(
+                    return Err(AnswerError::Unusable(format!(
                         "the server stopped at token {id} but the last token is {:?} (is no_stop_trim set?)",
                         tokens.last()
-                    )
-                    .into());
+                    )));
                 }
                 true
             }
@@ -920,17 +945,22 @@ pub fn parse_sglang(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration,
                 )));
             }
             other => {
-                return Err(format!("a stop with an unexpected `matched` {other:?}").into());
+                return Err(AnswerError::Unusable(format!(
+                    "a stop with an unexpected `matched` {other:?}"
+                )));
             }
         },
         Some("abort") => {
-            return Err(format!(
+            return Err(AnswerError::Unusable(format!(
                 "the server aborted the request: {}",
                 finish.get("message").unwrap_or(&Value::Null)
-            )
-            .into());
+            )));
         }
-        _ => return Err(format!("unexpected finish_reason {finish}").into()),
+        _ => {
+            return Err(AnswerError::Unusable(format!(
+                "unexpected finish_reason {finish}"
+            )));
+        }
     };
     if eos {
         check_terminal(&tokens, terminal)?;
@@ -989,7 +1019,7 @@ pub fn parse_llamacpp_template(body: &Value) -> Result<String, AnswerError> {
     field(body, "prompt")?
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| "`prompt` is not a string".into())
+        .ok_or_else(|| AnswerError::Unusable("`prompt` is not a string".into()))
 }
 
 /// vLLM chat `/tokenize` body: `user_text` as one user message through the model's chat
@@ -1014,10 +1044,10 @@ pub fn vllm_tokenize_messages_body(model: &str, messages: Value) -> Value {
 pub fn parse_tokens(body: &Value) -> Result<Vec<TokenId>, AnswerError> {
     field(body, "tokens")?
         .as_array()
-        .ok_or("`tokens` is not an array")?
+        .ok_or_else(|| AnswerError::Unusable("`tokens` is not an array".into()))?
         .iter()
         .enumerate()
-        .map(|(i, t)| token_id(t, &format!("tokens[{i}]")).map_err(AnswerError::Unusable))
+        .map(|(i, t)| token_id(t, &format!("tokens[{i}]")))
         .collect()
 }
 
@@ -1258,6 +1288,58 @@ mod tests {
         let mut odd = answer;
         odd["stop_type"] = json!("none");
         assert!(!parse_llamacpp(&odd, &[2]).unwrap_err().is_permanent());
+    }
+
+    #[test]
+    fn each_answer_error_says_whether_a_retry_can_help() {
+        let entry = json!({"id": 2, "logprob": -0.5, "top_logprobs": [{"id": 2, "logprob": -0.5}]});
+        let answer =
+            json!({"tokens": [2], "completion_probabilities": [entry], "stop_type": "eos"});
+        let with = |pointer: &str, value: Value| {
+            let mut a = answer.clone();
+            *a.pointer_mut(pointer).unwrap() = value;
+            a
+        };
+        // Malformed, incomplete or inconsistent answers: another attempt may succeed.
+        for (unusable, needle) in [
+            (json!({"stop_type": "eos"}), "completion_probabilities"),
+            (with("/completion_probabilities", json!(3)), "not an array"),
+            (
+                with("/completion_probabilities/0/id", json!(-1)),
+                "not a token id",
+            ),
+            (
+                with("/completion_probabilities/0/top_logprobs", Value::Null),
+                "top_logprobs",
+            ),
+            (
+                with(
+                    "/completion_probabilities/0/top_logprobs/0/logprob",
+                    json!("x"),
+                ),
+                "not a number",
+            ),
+            (with("/tokens", json!([3])), "disagree"),
+            (
+                json!({"tokens": [], "completion_probabilities": [], "stop_type": "eos"}),
+                "returned no token",
+            ),
+            (with("/stop_type", json!("none")), "stop_type"),
+        ] {
+            let err = parse_llamacpp(&unusable, &[2]).unwrap_err();
+            assert!(matches!(err, AnswerError::Unusable(_)), "{err}");
+            assert!(err.message().contains(needle), "{needle:?} not in {err}");
+        }
+        // What the server's configuration decides: every retry says the same.
+        for refused in [
+            with("/stop_type", json!("word")),
+            json!({"truncated": true}),
+        ] {
+            let err = parse_llamacpp(&refused, &[2]).unwrap_err();
+            assert!(matches!(err, AnswerError::Refused(_)), "{err}");
+        }
+        let err = parse_llamacpp(&answer, &[7]).unwrap_err();
+        assert!(matches!(err, AnswerError::Refused(_)), "{err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use powerfleet_datasets::{Answer, DatasetError, DatasetFormat, Problem, SizeCap};
+use powerfleet_datasets::{DatasetError, DatasetFormat, Problem, SizeCap};
+use powerfleet_jobs::{Grader, ReferenceKind};
 use serde::{Deserialize, Serialize};
 
 use crate::request::{RequestError, SubmitRequest, quote};
@@ -30,11 +31,10 @@ impl RegisteredDataset {
     /// The grader its problems get unless a request chooses another: `humaneval` for
     /// programming problems, `choice` for multiple choice, else `math`.
     pub fn default_grader(&self) -> &'static str {
-        match self.problems.first().map(|p| &p.answer) {
-            Some(Answer::Code { .. }) => "humaneval",
-            Some(Answer::Choice { .. }) => "choice",
-            _ => "math",
-        }
+        let kind = self.problems.first().map_or(ReferenceKind::Text, |p| {
+            crate::producer::reference_kind(&p.answer)
+        });
+        Grader::default_for(kind).name()
     }
 }
 
@@ -171,7 +171,7 @@ impl Datasets {
                 bench.resolved = Some(d.clone());
                 Ok(())
             }
-            None => Err(RequestError::Unprocessable(format!(
+            None => Err(RequestError::Invalid(format!(
                 "bench.dataset {} is not a dataset of this server; registered: {} (GET /v1/datasets lists them; the operator registers one with serve --dataset NAME=PATH)",
                 quote(name),
                 self.names()

@@ -250,8 +250,8 @@ pub fn queue_depth(streams: &[powerfleet_queue::StreamBacklog], delayed: u64) {
     QUEUE_DELAYED.set(delayed as f64);
 }
 
-/// Counts an API request.
-pub fn openai_cancelled() {
+/// Counts an OpenAI-compatible completion abandoned by its client (whose jobs are cancelled).
+pub fn openai_abandoned() {
     OPENAI_ABANDONED.increment(1);
 }
 

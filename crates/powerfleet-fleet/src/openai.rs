@@ -230,19 +230,10 @@ impl OpenAiError {
     }
 }
 
+/// The status the job API gives it (400 or 422), as an `invalid_request_error`.
 impl From<RequestError> for OpenAiError {
     fn from(e: RequestError) -> Self {
-        let (status, message) = match e {
-            RequestError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            RequestError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
-        };
-        OpenAiError {
-            status,
-            message: crate::api::shorten_inputs(&message),
-            param: None,
-            kind: "invalid_request_error",
-            code: None,
-        }
+        crate::api::ApiError::from(e).into()
     }
 }
 
@@ -843,7 +834,7 @@ impl Drop for CancelOnDrop {
             let queue = self.queue.clone();
             let id = self.correlation_id.clone();
             tracing::info!(correlation_id = %id, jobs = jobs.len(), "client went away before its completion; cancelling its jobs");
-            crate::metrics::openai_cancelled();
+            crate::metrics::openai_abandoned();
             tokio::spawn(async move {
                 for job in jobs {
                     if let Err(e) = crate::control::cancel_job(&queue, job).await {
@@ -1600,6 +1591,39 @@ mod tests {
 
     fn overlay(json: Value) -> serde_json::Map<String, Value> {
         json.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_request_error_has_the_job_apis_status_as_an_invalid_request_error() {
+        let errors: [(fn() -> RequestError, StatusCode); 2] = [
+            (
+                || RequestError::BadRequest("bad".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                || RequestError::Invalid("invalid".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (e, status) in errors {
+            let message = e().to_string();
+            let api = crate::api::ApiError::from(e()).status();
+            let openai = OpenAiError::from(e());
+            assert_eq!((openai.status, api), (status, status));
+            assert_eq!(openai.message, message);
+            assert_eq!(openai.kind, "invalid_request_error");
+            assert_eq!((openai.param, openai.code), (None, None));
+        }
+    }
+
+    #[test]
+    fn a_submission_that_fails_validation_is_answered_422() {
+        let invalid = crate::producer::InvalidSubmission("submission key must be ...".into());
+        let submit = crate::producer::SubmitError::from(invalid.clone());
+        assert_eq!(submit.to_string(), invalid.to_string());
+        let api = crate::api::ApiError::from(submit);
+        assert_eq!(api.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(api.to_string(), invalid.to_string());
     }
 
     #[test]

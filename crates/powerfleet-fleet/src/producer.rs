@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{
     BatchId, ChatMessage, CorrelationId, Grader, Grading, JobId, JobSpec, Label, Prompt,
-    ReasoningMarkers, ReferenceAnswer, StoredPrompt, now_ms,
+    ReasoningMarkers, ReferenceAnswer, ReferenceKind, StoredPrompt, now_ms,
 };
 use powerfleet_models::resolve_toy;
 use powerfleet_queue::{Queue, QueueError};
@@ -244,11 +244,10 @@ impl GradedRun {
                 entry_point: entry_point.clone(),
             },
         };
-        let grader = self.grader.clone().unwrap_or(match reference {
-            ReferenceAnswer::Text(_) => Grader::Math,
-            ReferenceAnswer::Choice { .. } => Grader::Choice,
-            ReferenceAnswer::Code { .. } => Grader::Humaneval,
-        });
+        let grader = self
+            .grader
+            .clone()
+            .unwrap_or_else(|| Grader::default_for(reference.kind()));
         Grading {
             template: self.template.name().to_string(),
             grader,
@@ -276,47 +275,25 @@ impl GradedRun {
                 "price_per_mtok (USD per million generated tokens) must be a number >= 0, got {p}"
             ));
         }
-        if let Some(Grader::Regex { pattern }) = &self.grader {
-            powerfleet_grade::extract_regex("", pattern).map_err(|e| format!("grader: {e}"))?;
-        }
-        for p in &self.problems {
-            let code = matches!(p.problem.answer, Answer::Code { .. });
-            match (&self.grader, code) {
-                (Some(Grader::Humaneval), false) => {
-                    return Err(format!(
-                        "problem {}: grader humaneval needs a programming problem (dataset format code); use grader math, exact, regex:PATTERN or choice",
-                        p.problem.id
-                    ));
-                }
-                (Some(g), true) if *g != Grader::Humaneval => {
-                    return Err(format!(
-                        "problem {}: a programming problem is graded by running it, with grader humaneval, not {}",
-                        p.problem.id,
-                        g.name()
-                    ));
-                }
-                (_, true) => continue,
-                _ => {}
-            }
-            let choice = matches!(p.problem.answer, Answer::Choice { .. });
-            match (&self.grader, choice) {
-                (Some(Grader::Choice), false) => {
-                    return Err(format!(
-                        "problem {}: grader choice needs a multiple-choice answer; use grader math, exact or regex:PATTERN",
-                        p.problem.id
-                    ));
-                }
-                (Some(g), true) if *g != Grader::Choice => {
-                    return Err(format!(
-                        "problem {}: a multiple-choice answer is graded by grader choice, not {}",
-                        p.problem.id,
-                        g.name()
-                    ));
-                }
-                _ => {}
+        if let Some(grader) = &self.grader {
+            powerfleet_grade::check_grader(grader).map_err(|e| format!("grader: {e}"))?;
+            for p in &self.problems {
+                grader
+                    .fits(reference_kind(&p.problem.answer))
+                    .map_err(|e| format!("problem {}: {e}", p.problem.id))?;
             }
         }
         Ok(())
+    }
+}
+
+/// The kind of reference a dataset answer becomes ([`GradedRun::grading`]), which decides the
+/// graders that fit it.
+pub(crate) fn reference_kind(answer: &Answer) -> ReferenceKind {
+    match answer {
+        Answer::Text(_) => ReferenceKind::Text,
+        Answer::Choice { .. } => ReferenceKind::Choice,
+        Answer::Code { .. } => ReferenceKind::Code,
     }
 }
 
@@ -335,8 +312,8 @@ pub struct Receipt {
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// Invalid input; nothing was enqueued.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidSubmission),
     /// The submission key was used for a different request; nothing was enqueued.
     #[error("{0}")]
     Conflict(String),
@@ -503,8 +480,10 @@ pub fn read_batch_file(
     Ok(problems)
 }
 
-/// A submission whose jobs cannot be built ([`Submission::jobs`]): the message names the field,
-/// method or problem and what is allowed.
+/// A submission that fails validation: its jobs cannot be built ([`Submission::jobs`]) or its
+/// submission key is malformed. The message names the field, method or problem and what is
+/// allowed. [`submit`] returns it as [`SubmitError::Invalid`], the request path's own checks as
+/// [`crate::request::RequestError::Invalid`]; the API answers either with 422.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidSubmission(pub String);
@@ -908,14 +887,13 @@ pub async fn submit(queue: &Queue, submission: &Submission) -> Result<Receipt, S
     let StoredJobs {
         specs: mut jobs,
         prompts,
-    } = submission
-        .stored_jobs(&correlation_id, batch_id)
-        .map_err(|e| SubmitError::Invalid(e.0))?;
+    } = submission.stored_jobs(&correlation_id, batch_id)?;
     if let Some(key) = &submission.submission_key {
         if key.is_empty() || key.len() > 200 || key.chars().any(char::is_whitespace) {
-            return Err(SubmitError::Invalid(format!(
+            return Err(InvalidSubmission(format!(
                 "submission key must be 1 to 200 characters without white space, got {key:?}"
-            )));
+            ))
+            .into());
         }
         let fingerprint = fingerprint(&jobs);
         let (b, c, first) = queue

@@ -2,8 +2,8 @@
 //! CLI's `submit` builds from its flags and the demo and benchmarks build directly, becomes a
 //! [`Submission`] through [`SubmitRequest::into_submission`]. Every check of what a submission may
 //! ask for (the models it names, one kind of prompt, complete problems, sizes, jobs and compute
-//! per submission) happens here, under [`Limits`] and a [`ModelPolicy`]: the API's for a token
-//! holder, [`Limits::operator`] and [`ModelPolicy::operator`] for the operator's own CLI.
+//! per submission) happens here, under [`RequestLimits`] and a [`ModelPolicy`]: the API's for a token
+//! holder, [`RequestLimits::operator`] and [`ModelPolicy::operator`] for the operator's own CLI.
 
 use std::collections::BTreeSet;
 
@@ -19,9 +19,10 @@ pub enum RequestError {
     /// A field the request may not hold (a model outside the policy): 400.
     #[error("{0}")]
     BadRequest(String),
-    /// A well-formed request asking for what cannot be done: 422.
+    /// A well-formed request asking for what cannot be done, a submission that fails
+    /// validation as [`producer::InvalidSubmission`] does: 422.
     #[error("{0}")]
-    Unprocessable(String),
+    Invalid(String),
 }
 
 /// Default largest request body: 1 MiB.
@@ -54,9 +55,9 @@ pub const MAX_QUOTED_CHARS: usize = 200;
 /// Most characters of a client error message.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 4096;
 
-/// Limits on what one request may ask for.
+/// RequestLimits on what one request may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub struct RequestLimits {
     /// Largest request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Largest number of jobs (problems × methods × seeds × chains) one request may create.
@@ -87,9 +88,9 @@ pub struct Limits {
     pub rate_limit_per_minute: u32,
 }
 
-impl Default for Limits {
+impl Default for RequestLimits {
     fn default() -> Self {
-        Limits {
+        RequestLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_jobs_per_request: DEFAULT_MAX_JOBS_PER_REQUEST,
             max_prompt_bytes: DEFAULT_MAX_PROMPT_BYTES,
@@ -413,19 +414,19 @@ pub fn check_caller_records(bench: &GradedRunRequest) -> Result<(), RequestError
         .iter()
         .position(|r| r.as_object().is_some_and(|o| o.contains_key("test")))
     {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "bench.records[{i}] holds test code (field test); {INSTEAD}"
         )));
     }
     if bench.format.as_deref() == Some("code") {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "bench.format code makes programming problems, graded by running their tests; {INSTEAD}"
         )));
     }
     if let Some(grader) = &bench.grader
         && grader.executes()
     {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "bench.grader {} runs the completion; {INSTEAD}",
             grader.name()
         )));
@@ -436,7 +437,7 @@ pub fn check_caller_records(bench: &GradedRunRequest) -> Result<(), RequestError
 /// The benchmark run of a request; errors name the `bench` field and the record.
 fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, RequestError> {
     use powerfleet_datasets::{DatasetFormat, Template};
-    let bad = |m: String| RequestError::Unprocessable(m);
+    let bad = |m: String| RequestError::Invalid(m);
     const ONE_OF: &str = "bench needs exactly one of dataset (a registered dataset), records (dataset records) and builtin (\"suite\")";
     if let Some(run) = bench.loaded {
         if bench.records.is_some() || bench.builtin.is_some() || bench.dataset.is_some() {
@@ -546,7 +547,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
 /// it names (`models`), exactly one kind of prompt, complete problems, and the limits.
 fn build_submission(
     request: SubmitRequest,
-    limits: &Limits,
+    limits: &RequestLimits,
     models: &ModelPolicy,
 ) -> Result<Submission, RequestError> {
     models.check("model", &request.model)?;
@@ -558,7 +559,7 @@ fn build_submission(
                 || request.messages.is_some()
                 || request.problems.is_some()
             {
-                return Err(RequestError::Unprocessable(
+                return Err(RequestError::Invalid(
                     "give bench or prompts (prompt, prompt_tokens, messages, problems), not both"
                         .into(),
                 ));
@@ -571,7 +572,7 @@ fn build_submission(
             for (i, p) in run.problems.iter().enumerate() {
                 let rendered = run.template.rendered_size(&p.problem).bytes;
                 if rendered > limits.max_prompt_bytes {
-                    return Err(RequestError::Unprocessable(format!(
+                    return Err(RequestError::Invalid(format!(
                         "bench.records[{i}] (record id {}) is {rendered} bytes once rendered with the {} template (each placeholder replaced by the record's text); at most {} bytes are accepted per prompt (max_prompt_bytes); shorten the record or use fewer placeholders",
                         quote(&p.problem.id),
                         run.template.name(),
@@ -625,7 +626,7 @@ fn build_submission(
             } else {
                 names.join(" and ")
             };
-            return Err(RequestError::Unprocessable(format!(
+            return Err(RequestError::Invalid(format!(
                 "give exactly one of prompt (text), prompt_tokens (token ids), messages (chat messages) or problems (a list of {{\"id\", \"prompt\" or \"prompt_tokens\" or \"messages\"}}), got {got}"
             )));
         }
@@ -642,7 +643,7 @@ fn build_submission(
     let per_problem = methods.len() as u128 * seeds.len() as u128 * u128::from(chains);
     let total = n_problems as u128 * per_problem;
     if total > limits.max_jobs_per_request as u128 {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "this request makes {total} jobs (problems x methods x seeds x chains = {} x {} x {} x {chains}); at most {} are accepted per request (max_jobs_per_request), split it into several requests",
             n_problems,
             methods.len(),
@@ -674,7 +675,7 @@ fn build_submission(
 /// 422 unless what `submission` would make the queue hold, measured before anything is
 /// rendered or built ([`Submission::footprint`]), is within the request-wide limits: the
 /// prompts it stores and the specifications of all of its jobs.
-fn check_footprint(submission: &Submission, limits: &Limits) -> Result<(), RequestError> {
+fn check_footprint(submission: &Submission, limits: &RequestLimits) -> Result<(), RequestError> {
     let f = submission.footprint();
     let problems = submission
         .graded_run
@@ -689,13 +690,13 @@ fn check_footprint(submission: &Submission, limits: &Limits) -> Result<(), Reque
         } else {
             format!("{problems} prompts")
         };
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "this request stores {} bytes of prompts as JSON ({how}); at most {} bytes are accepted per request (max_request_prompt_bytes, serve --max-request-prompt-bytes); send fewer seeds or shorter prompts, records or templates, or split it",
             f.prompt_bytes, limits.max_request_prompt_bytes
         )));
     }
     if f.job_bytes > limits.max_request_job_bytes as u128 {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "this request's {} jobs (problems x methods x seeds x chains = {problems} x {} x {} x {}) take {} bytes of job specifications (each with its problem id, settings, stop strings and grading reference; prompts are stored once, not per job); at most {} bytes are accepted per request (max_request_job_bytes, serve --max-request-job-bytes); send fewer seeds, methods or chains, or shorter stop strings or records, or split it",
             f.jobs,
             submission.methods.len(),
@@ -709,10 +710,10 @@ fn check_footprint(submission: &Submission, limits: &Limits) -> Result<(), Reque
 }
 
 /// 422 if `id` (named by `field`) is longer than `max_id_chars`.
-fn check_id(field: &str, id: &str, limits: &Limits) -> Result<(), RequestError> {
+fn check_id(field: &str, id: &str, limits: &RequestLimits) -> Result<(), RequestError> {
     let n = id.chars().count();
     if n > limits.max_id_chars {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "{field} is {n} characters long ({}); at most {} are accepted (max_id_chars)",
             quote(id),
             limits.max_id_chars
@@ -722,9 +723,13 @@ fn check_id(field: &str, id: &str, limits: &Limits) -> Result<(), RequestError> 
 }
 
 /// 422 if a prompt named by `field` is larger than `max_prompt_bytes`.
-fn check_prompt_size(field: &str, bytes: usize, limits: &Limits) -> Result<(), RequestError> {
+fn check_prompt_size(
+    field: &str,
+    bytes: usize,
+    limits: &RequestLimits,
+) -> Result<(), RequestError> {
     if bytes > limits.max_prompt_bytes {
-        return Err(RequestError::Unprocessable(format!(
+        return Err(RequestError::Invalid(format!(
             "{field} is {bytes} bytes (token ids count 4 bytes each); at most {} bytes are accepted (max_prompt_bytes)",
             limits.max_prompt_bytes
         )));
@@ -737,9 +742,9 @@ fn check_prompt_size(field: &str, bytes: usize, limits: &Limits) -> Result<(), R
 pub fn check_messages(
     field: &str,
     messages: &[ChatMessage],
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<(), RequestError> {
-    let bad = RequestError::Unprocessable;
+    let bad = RequestError::Invalid;
     if messages.is_empty() {
         return Err(bad(format!(
             "{field} must hold at least one message, got an empty list"
@@ -762,7 +767,7 @@ pub fn check_roles(field: &str, messages: &[ChatMessage]) -> Result<(), RequestE
         .enumerate()
         .find(|(_, m)| !CHAT_ROLES.contains(&m.role.as_str()))
     {
-        Some((i, m)) => Err(RequestError::Unprocessable(format!(
+        Some((i, m)) => Err(RequestError::Invalid(format!(
             "{field}[{i}].role must be one of {}, got {}",
             CHAT_ROLES.join(", "),
             quote(&m.role)
@@ -774,7 +779,7 @@ pub fn check_roles(field: &str, messages: &[ChatMessage]) -> Result<(), RequestE
 /// 422 unless `stop` holds at most [`MAX_STOP_STRINGS`] non-empty strings of at most
 /// [`MAX_STOP_BYTES`] bytes each.
 pub fn check_stop(stop: &[String]) -> Result<(), RequestError> {
-    let bad = RequestError::Unprocessable;
+    let bad = RequestError::Invalid;
     if stop.len() > MAX_STOP_STRINGS {
         return Err(bad(format!(
             "stop holds {} strings; at most {MAX_STOP_STRINGS} are accepted",
@@ -796,7 +801,7 @@ pub fn check_stop(stop: &[String]) -> Result<(), RequestError> {
 
 /// Checks the size of every input of a request before anything is built from it: prompts,
 /// problem ids, the submission key, dataset records and the template text.
-fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), RequestError> {
+fn check_input_sizes(request: &SubmitRequest, limits: &RequestLimits) -> Result<(), RequestError> {
     if let Some(text) = &request.prompt {
         check_prompt_size("prompt", text.len(), limits)?;
     }
@@ -832,7 +837,7 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
         if let Some(text) = &bench.template_text
             && text.len() > limits.max_template_bytes
         {
-            return Err(RequestError::Unprocessable(format!(
+            return Err(RequestError::Invalid(format!(
                 "bench.template_text is {} bytes; at most {} bytes are accepted (max_template_bytes)",
                 text.len(),
                 limits.max_template_bytes
@@ -854,7 +859,7 @@ fn check_input_sizes(request: &SubmitRequest, limits: &Limits) -> Result<(), Req
 fn check_job_tokens(
     config: &SamplerConfig,
     methods: &[Method],
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<(), RequestError> {
     for &m in methods {
         let (tokens, product) = m.job_tokens(&config.for_method(m, methods));
@@ -870,7 +875,7 @@ fn check_job_tokens(
                 ),
                 Family::Single => (product, "max_new_tokens"),
             };
-            return Err(RequestError::Unprocessable(format!(
+            return Err(RequestError::Invalid(format!(
                 "{what} tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower {lower}",
                 limits.max_job_tokens,
             )));
@@ -883,7 +888,7 @@ fn check_job_tokens(
 /// `prompt_tokens`; the id defaults to the 1-based index.
 fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<SubmittedPrompt>, RequestError> {
     if lines.is_empty() {
-        return Err(RequestError::Unprocessable(
+        return Err(RequestError::Invalid(
             "problems must hold at least one problem, got an empty list".into(),
         ));
     }
@@ -908,7 +913,7 @@ fn problems_of(lines: Vec<BatchLine>) -> Result<Vec<SubmittedPrompt>, RequestErr
     if errors.is_empty() {
         Ok(problems)
     } else {
-        Err(RequestError::Unprocessable(errors.join("; ")))
+        Err(RequestError::Invalid(errors.join("; ")))
     }
 }
 
@@ -916,18 +921,18 @@ impl SubmitRequest {
     /// The submission this request asks for, under `limits` and `models`.
     pub fn into_submission(
         self,
-        limits: &Limits,
+        limits: &RequestLimits,
         models: &ModelPolicy,
     ) -> Result<Submission, RequestError> {
         build_submission(self, limits, models)
     }
 }
 
-impl Limits {
+impl RequestLimits {
     /// The operator's own submissions (the CLI, the demo, benchmarks): at most
     /// [`producer::MAX_JOBS_PER_SUBMISSION`] jobs, and no limit on sizes or compute.
-    pub fn operator() -> Limits {
-        Limits {
+    pub fn operator() -> RequestLimits {
+        RequestLimits {
             max_body_bytes: usize::MAX,
             max_jobs_per_request: producer::MAX_JOBS_PER_SUBMISSION,
             max_prompt_bytes: usize::MAX,
@@ -950,7 +955,7 @@ mod tests {
     fn submission(body: serde_json::Value) -> Result<Submission, RequestError> {
         serde_json::from_value::<SubmitRequest>(body)
             .unwrap()
-            .into_submission(&Limits::default(), &ModelPolicy::default())
+            .into_submission(&RequestLimits::default(), &ModelPolicy::default())
     }
 
     #[test]
@@ -1032,7 +1037,7 @@ mod tests {
         for body in bodies {
             let s = serde_json::from_value::<SubmitRequest>(body.clone())
                 .unwrap()
-                .into_submission(&Limits::default(), &references)
+                .into_submission(&RequestLimits::default(), &references)
                 .unwrap();
             let f = s.footprint();
             let built = s

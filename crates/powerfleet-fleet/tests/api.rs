@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use powerfleet_fleet::api::{ApiLimits, ApiState, ModelPolicy, router, serve};
+use powerfleet_fleet::api::{ApiState, ModelPolicy, RequestLimits, router, serve};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{Queue, QueueOptions};
 use powerfleet_store::Store;
@@ -24,10 +24,10 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        Env::with_limits(ApiLimits::default()).await
+        Env::with_limits(RequestLimits::default()).await
     }
 
-    async fn with_limits(limits: ApiLimits) -> Env {
+    async fn with_limits(limits: RequestLimits) -> Env {
         let redis = LocalRedis::start(LocalRedisOptions::default()).unwrap_or_else(|e| {
             panic!("{e}; these tests need redis-server on PATH (scripts/test.sh installs it)")
         });
@@ -385,9 +385,9 @@ async fn malformed_requests_get_400_naming_the_field() {
 
 #[tokio::test]
 async fn invalid_submissions_get_422_and_enqueue_nothing() {
-    let env = Env::with_limits(ApiLimits {
+    let env = Env::with_limits(RequestLimits {
         max_jobs_per_request: 10,
-        ..ApiLimits::default()
+        ..RequestLimits::default()
     })
     .await;
     let app = env.app();
@@ -651,9 +651,9 @@ async fn only_datasets_the_operator_registered_may_run_code() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_json() {
-    let env = Env::with_limits(ApiLimits {
+    let env = Env::with_limits(RequestLimits {
         max_body_bytes: 64,
-        ..ApiLimits::default()
+        ..RequestLimits::default()
     })
     .await;
     let app = env.app();
@@ -1097,7 +1097,7 @@ async fn client_errors_quote_only_a_prefix_of_the_input() {
 async fn every_input_is_bounded_before_it_is_multiplied() {
     let env = Env::new().await;
     let app = env.app();
-    let limits = ApiLimits::default();
+    let limits = RequestLimits::default();
     // 16 KB of stop strings is fine alone, but not in each of 9,000 jobs: 144 MB for Redis.
     // (A prompt is stored once, whatever the number of jobs; each job references it.)
     let stop: Vec<String> = (0..16).map(|i| format!("{i}{}", "s".repeat(999))).collect();
@@ -1195,9 +1195,9 @@ async fn every_input_is_bounded_before_it_is_multiplied() {
 
 #[tokio::test]
 async fn job_compute_is_bounded_by_max_job_tokens() {
-    let env = Env::with_limits(ApiLimits {
+    let env = Env::with_limits(RequestLimits {
         max_job_tokens: 1_000_000,
-        ..ApiLimits::default()
+        ..RequestLimits::default()
     })
     .await;
     let app = env.app();
@@ -1233,7 +1233,7 @@ async fn job_compute_is_bounded_by_max_job_tokens() {
     let default = powerfleet_sampler::SamplerConfig::new(powerfleet_sampler::Method::Power);
     assert!(
         u64::from(default.n_mcmc) * u64::from(default.max_new_tokens)
-            <= ApiLimits::default().max_job_tokens
+            <= RequestLimits::default().max_job_tokens
     );
     let env = Env::new().await;
     let app = env.app();
@@ -1248,9 +1248,9 @@ async fn job_compute_is_bounded_by_max_job_tokens() {
 
 #[tokio::test]
 async fn each_token_is_rate_limited_with_429_and_retry_after() {
-    let env = Env::with_limits(ApiLimits {
+    let env = Env::with_limits(RequestLimits {
         rate_limit_per_minute: 2,
-        ..ApiLimits::default()
+        ..RequestLimits::default()
     })
     .await;
     let app = env.app_with_tokens(&["alice", "bob"]);
@@ -1287,9 +1287,9 @@ async fn each_token_is_rate_limited_with_429_and_retry_after() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{reply:?}");
     }
     // 0 turns the limit off.
-    let env = Env::with_limits(ApiLimits {
+    let env = Env::with_limits(RequestLimits {
         rate_limit_per_minute: 0,
-        ..ApiLimits::default()
+        ..RequestLimits::default()
     })
     .await;
     let app = env.app_with_tokens(&["alice"]);

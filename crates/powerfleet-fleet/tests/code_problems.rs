@@ -1,7 +1,7 @@
 //! Programming problems (HumanEval's records) through the one submission path: the `code` format
 //! is detected, the prompt is used as it is, and every job carries what grading needs.
 
-use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_jobs::{CorrelationId, Grader, ReferenceAnswer};
 use serde_json::json;
 
@@ -11,7 +11,7 @@ fn request(bench: serde_json::Value) -> Result<Vec<powerfleet_jobs::JobSpec>, St
     }))
     .map_err(|e| e.to_string())?;
     let submission = request
-        .into_submission(&Limits::operator(), &ModelPolicy::operator())
+        .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())
         .map_err(|e| e.to_string())?;
     submission
         .jobs(&CorrelationId::generate(), None)

@@ -3,7 +3,9 @@
 //! a grade.
 
 use crate::{GradeError, index_of, letter};
-use powerfleet_jobs::{GradeRecord, Grader, Grading, JobResult, JobStatus, ReferenceAnswer};
+use powerfleet_jobs::{
+    GradeRecord, Grader, GraderMisfit, Grading, JobResult, JobStatus, ReferenceAnswer,
+};
 
 /// Why a result cannot be graded.
 #[derive(Debug, thiserror::Error)]
@@ -16,42 +18,32 @@ pub enum GradingError {
         /// Options in the reference.
         choices: usize,
     },
-    /// Grader `choice` with a free-form reference.
-    #[error(
-        "grader choice needs a multiple-choice reference; use grader math, exact or regex for free-form answers"
-    )]
-    ChoiceWithoutChoices,
-    /// A free-form grader with a multiple-choice reference.
-    #[error("grader {grader} cannot grade a multiple-choice reference; use grader choice")]
-    ChoicesNeedChoice {
-        /// The grader's name.
-        grader: &'static str,
-    },
+    /// The grader does not grade this kind of reference ([`Grader::fits`]).
+    #[error(transparent)]
+    Misfit(#[from] GraderMisfit),
     /// The grader is configured badly (an invalid pattern).
     #[error(transparent)]
     Grader(#[from] GradeError),
     /// The completion's text is missing, for the reason given.
     #[error("not graded: the completion has no text ({0})")]
     NoText(String),
-    /// A code reference with a grader that reads answers instead of running them.
-    #[error(
-        "grader {grader} cannot grade a programming problem; use grader humaneval, which runs the completion against the problem's tests"
-    )]
-    CodeNeedsExecution {
-        /// The grader's name.
-        grader: &'static str,
-    },
-    /// Grader `humaneval` with a reference that is not a programming problem.
-    #[error(
-        "grader humaneval needs a programming problem (dataset format code: prompt, test, entry_point); use grader math, exact, regex or choice for answers"
-    )]
-    HumanevalWithoutCode,
     /// Grader `humaneval` runs the completion, which these pure graders never do: the collector
     /// grades such results in its sandbox (`powerfleet_sandbox`).
     #[error(
         "not graded: grader humaneval runs the completion, which only the collector's sandbox does"
     )]
     NeedsSandbox,
+}
+
+/// Checks a grader's own settings before any job carries it: a `regex` pattern must compile and
+/// have a capture group. The producer checks a submission's grader with it.
+pub fn check_grader(grader: &Grader) -> Result<(), GradeError> {
+    match grader {
+        Grader::Regex { pattern } => crate::extract_regex("", pattern).map(drop),
+        Grader::Math | Grader::MathLenient | Grader::Choice | Grader::Exact | Grader::Humaneval => {
+            Ok(())
+        }
+    }
 }
 
 /// Grades `completion` as `grading` says. A grader that does not fit the reference (a multiple-choice
@@ -71,7 +63,25 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
         answer_key,
         correct: g.correct,
     };
+    grading.grader.fits(grading.reference.kind())?;
+    let text = |g: crate::Grade| {
+        let key = g.extracted.clone();
+        record(g, key)
+    };
+    // One arm per grader; `fits` has refused every other pairing above.
     match (&grading.grader, &grading.reference) {
+        (Grader::Math, ReferenceAnswer::Text(reference)) => {
+            Ok(text(crate::grade_math(completion, reference)))
+        }
+        (Grader::MathLenient, ReferenceAnswer::Text(reference)) => {
+            Ok(text(crate::grade_math_lenient(completion, reference)))
+        }
+        (Grader::Exact, ReferenceAnswer::Text(reference)) => {
+            Ok(text(crate::grade_exact(completion, reference)))
+        }
+        (Grader::Regex { pattern }, ReferenceAnswer::Text(reference)) => {
+            Ok(text(crate::grade_regex(completion, pattern, reference)?))
+        }
         (
             Grader::Choice,
             ReferenceAnswer::Choice {
@@ -99,25 +109,10 @@ pub fn grade(grading: &Grading, completion: &str) -> Result<GradeRecord, Grading
             Ok(record(g, key))
         }
         (Grader::Humaneval, ReferenceAnswer::Code { .. }) => Err(GradingError::NeedsSandbox),
-        (Grader::Humaneval, _) => Err(GradingError::HumanevalWithoutCode),
-        (grader, ReferenceAnswer::Code { .. }) => Err(GradingError::CodeNeedsExecution {
-            grader: grader.name(),
-        }),
-        (Grader::Choice, ReferenceAnswer::Text(_)) => Err(GradingError::ChoiceWithoutChoices),
-        (grader, ReferenceAnswer::Text(reference)) => {
-            let g = match grader {
-                Grader::Math => crate::grade_math(completion, reference),
-                Grader::MathLenient => crate::grade_math_lenient(completion, reference),
-                Grader::Exact => crate::grade_exact(completion, reference),
-                Grader::Regex { pattern } => crate::grade_regex(completion, pattern, reference)?,
-                Grader::Choice | Grader::Humaneval => unreachable!("matched above"),
-            };
-            let key = g.extracted.clone();
-            Ok(record(g, key))
-        }
-        (grader, ReferenceAnswer::Choice { .. }) => Err(GradingError::ChoicesNeedChoice {
-            grader: grader.name(),
-        }),
+        (grader, reference) => unreachable!(
+            "Grader::fits refuses grader {grader} on a {:?} reference",
+            reference.kind()
+        ),
     }
 }
 
@@ -282,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn a_graders_settings_are_checked_before_any_job_carries_it() {
+        for grader in Grader::each() {
+            let placeholder = matches!(grader, Grader::Regex { .. });
+            // The placeholder pattern `PATTERN` has no capture group.
+            assert_eq!(check_grader(&grader).is_err(), placeholder, "{grader}");
+        }
+        let regex = |pattern: &str| Grader::Regex {
+            pattern: pattern.into(),
+        };
+        assert!(check_grader(&regex(r"answer: (\d+)")).is_ok());
+        let err = check_grader(&regex("(")).unwrap_err().to_string();
+        assert!(err.contains("not a valid regex"), "{err}");
+    }
+
+    #[test]
     fn a_grader_that_does_not_fit_the_reference_is_an_error() {
         let b = grading(Grader::Choice, ReferenceAnswer::Text("1".into()));
         assert!(
@@ -304,6 +314,42 @@ mod tests {
                 .to_string()
                 .contains("use grader choice")
         );
+    }
+
+    #[test]
+    fn every_grader_grades_the_references_it_fits_and_refuses_the_others() {
+        let references = [
+            ReferenceAnswer::Text("4".into()),
+            ReferenceAnswer::Choice {
+                choices: vec!["x".into(), "y".into()],
+                correct: 0,
+                permutation: vec![1, 0],
+            },
+            ReferenceAnswer::Code {
+                prompt: "def f():".into(),
+                test: "def check(c): pass".into(),
+                entry_point: "f".into(),
+            },
+        ];
+        for grader in Grader::each() {
+            // A pattern with a capture group in place of the placeholder.
+            let grader = match grader {
+                Grader::Regex { .. } => Grader::Regex {
+                    pattern: r"(\d)".into(),
+                },
+                other => other,
+            };
+            for reference in &references {
+                let fits = grader.fits(reference.kind());
+                let graded = grade(&grading(grader.clone(), reference.clone()), "(A) 4");
+                match (fits, graded) {
+                    (Err(misfit), Err(GradingError::Misfit(e))) => assert_eq!(e, misfit),
+                    (Ok(()), Err(GradingError::NeedsSandbox)) => assert!(grader.executes()),
+                    (Ok(()), Ok(record)) => assert_eq!(record.grader, grader.name()),
+                    (fits, graded) => panic!("{grader} on {reference:?}: {fits:?}, {graded:?}"),
+                }
+            }
+        }
     }
 
     #[test]

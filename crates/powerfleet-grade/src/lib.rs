@@ -32,7 +32,7 @@ pub use choice::{
     shuffle_choices,
 };
 pub use extract::{extract_regex, grade_exact, grade_regex};
-pub use job::{GradingError, gradable_text, grade, grade_result, reference_display};
+pub use job::{GradingError, check_grader, gradable_text, grade, grade_result, reference_display};
 pub use math::{
     RELATIVE_TOLERANCE, extract_math_answer, grade_math, grade_math_lenient, hendrycks_normalize,
     last_boxed, math_equal, math_equal_lenient, normalize, parse_number,

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod csv;
+pub mod grader;
 pub mod pin;
 pub mod route;
 pub mod stored;
+pub use grader::{Grader, GraderMisfit, ParseGraderError, ReferenceKind};
 pub use pin::{Pin, ServerPin};
 pub use route::{ModelRoute, is_remote_reference};
 pub use stored::{PromptRef, ResolveError, StoredPrompt};
@@ -424,50 +426,6 @@ impl Default for ReasoningMarkers {
             open: "<think>".to_string(),
             close: "</think>".to_string(),
         }
-    }
-}
-
-/// How a completion is graded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
-pub enum Grader {
-    /// The last `\boxed{}` answer, normalized and compared as text and as numbers, with the
-    /// verdicts of the reference MATH grader (PRM800K's).
-    Math,
-    /// Like `math`, but lists and sets in any order, unreduced fractions and decimals within a
-    /// relative 1e-6 of the reference (rounded decimals) are correct too. Tagged `math_lenient`.
-    MathLenient,
-    /// The chosen letter, mapped back through the shown order of the options.
-    Choice,
-    /// The whole completion, trimmed, equal to the reference.
-    Exact,
-    /// The first capture group of the pattern's last match, equal to the reference (trimmed).
-    Regex {
-        /// A regular expression with one capture group around the answer.
-        pattern: String,
-    },
-    /// HumanEval: the completion continues the problem's prompt and is run, sandboxed, against
-    /// the problem's tests (a [`ReferenceAnswer::Code`] reference).
-    Humaneval,
-}
-
-impl Grader {
-    /// The grader's name: `math`, `math-lenient`, `choice`, `exact`, `regex` or `humaneval`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Grader::Math => "math",
-            Grader::MathLenient => "math-lenient",
-            Grader::Choice => "choice",
-            Grader::Exact => "exact",
-            Grader::Regex { .. } => "regex",
-            Grader::Humaneval => "humaneval",
-        }
-    }
-
-    /// Whether grading runs the completion (in a sandbox, off the collector's main loop) rather
-    /// than reading it.
-    pub fn executes(&self) -> bool {
-        matches!(self, Grader::Humaneval)
     }
 }
 
@@ -1300,6 +1258,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(with.reasoning_markers.unwrap().close, "]");
+    }
+
+    #[test]
+    fn graders_keep_their_wire_names() {
+        // Job specs in Redis and results in SQL carry these: every grader's JSON is pinned.
+        let fixtures = [
+            (Grader::Math, r#"{"kind":"math"}"#),
+            (Grader::MathLenient, r#"{"kind":"math_lenient"}"#),
+            (Grader::Choice, r#"{"kind":"choice"}"#),
+            (Grader::Exact, r#"{"kind":"exact"}"#),
+            (
+                Grader::Regex {
+                    pattern: r"answer: (\d+)".into(),
+                },
+                r#"{"kind":"regex","pattern":"answer: (\\d+)"}"#,
+            ),
+            (Grader::Humaneval, r#"{"kind":"humaneval"}"#),
+        ];
+        for (grader, json) in fixtures {
+            assert_eq!(serde_json::to_string(&grader).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Grader>(json).unwrap(), grader);
+        }
+        assert!(serde_json::from_str::<Grader>(r#"{"kind":"math-lenient"}"#).is_err());
     }
 
     #[test]

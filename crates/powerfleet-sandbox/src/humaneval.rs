@@ -5,7 +5,9 @@
 //! when it runs to its end without an exception within the time limit.
 
 use powerfleet_grade::GradingError;
-use powerfleet_jobs::{GradeRecord, Grader, Grading, JobResult, ReferenceAnswer};
+use powerfleet_jobs::{
+    GradeRecord, Grader, GraderMisfit, Grading, JobResult, ReferenceAnswer, ReferenceKind,
+};
 
 use crate::{Sandbox, SandboxError, Verdict};
 
@@ -56,14 +58,13 @@ pub fn grade_humaneval(
         entry_point,
     } = &grading.reference
     else {
-        return Err(GradingError::HumanevalWithoutCode.into());
+        return Err(GradingError::from(GraderMisfit::NeedsCode).into());
     };
-    if grading.grader != Grader::Humaneval {
-        return Err(GradingError::CodeNeedsExecution {
-            grader: grading.grader.name(),
-        }
-        .into());
-    }
+    // A grader that reads answers does not fit a programming problem.
+    grading
+        .grader
+        .fits(ReferenceKind::Code)
+        .map_err(GradingError::from)?;
     let run = sandbox.run(&humaneval_program(prompt, completion, test, entry_point))?;
     let (correct, extracted) = match run.verdict {
         Verdict::Passed => (true, "passed".to_string()),

@@ -2,7 +2,7 @@
 //! and batch submissions. Each setter is named after the field it sets.
 
 use powerfleet_fleet::producer::{BatchLine, Submission};
-use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_jobs::{
     BatchId, CorrelationId, GradeRecord, Grading, JobId, JobResult, JobSpec, JobStatus, Prompt,
     now_ms,
@@ -297,10 +297,10 @@ impl BatchBuilder {
     }
 
     /// The submission, made from the request as the operator's CLI makes it
-    /// ([`Limits::operator`], [`ModelPolicy::operator`]); panics if the request is refused.
+    /// ([`RequestLimits::operator`], [`ModelPolicy::operator`]); panics if the request is refused.
     pub fn build(self) -> Submission {
         self.request
-            .into_submission(&Limits::operator(), &ModelPolicy::operator())
+            .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())
             .unwrap_or_else(|e| panic!("the batch is refused: {e}"))
     }
 }

@@ -153,7 +153,7 @@ impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::BadRequest(message) => ApiError::BadRequest(message),
-            RequestError::Unprocessable(message) => ApiError::Unprocessable(message),
+            RequestError::Invalid(message) => ApiError::Unprocessable(message),
         }
     }
 }
@@ -161,7 +161,7 @@ impl From<RequestError> for ApiError {
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::Invalid(message) => ApiError::Unprocessable(message),
+            SubmitError::Invalid(invalid) => ApiError::Unprocessable(invalid.0),
             SubmitError::Conflict(message) => ApiError::Conflict(message),
             SubmitError::Queue(q) => ApiError::Queue(q),
         }

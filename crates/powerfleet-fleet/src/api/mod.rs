@@ -34,8 +34,8 @@ pub use crate::request::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_JOB_TOKENS,
     DEFAULT_MAX_JOBS_PER_REQUEST, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PROMPT_BYTES,
     DEFAULT_MAX_REQUEST_JOB_BYTES, DEFAULT_MAX_REQUEST_PROMPT_BYTES, DEFAULT_MAX_TEMPLATE_BYTES,
-    DEFAULT_RATE_LIMIT_PER_MINUTE, GradedRunRequest, Limits as ApiLimits, MAX_QUOTED_CHARS,
-    ModelPolicy, RequestError, SubmitRequest, quote,
+    DEFAULT_RATE_LIMIT_PER_MINUTE, GradedRunRequest, MAX_QUOTED_CHARS, ModelPolicy, RequestError,
+    RequestLimits, SubmitRequest, quote,
 };
 use crate::status::{self, JobView, Page, StatusError, StatusReport};
 
@@ -48,7 +48,7 @@ pub struct ApiState {
     /// The results database.
     pub store: Store,
     /// Request limits.
-    pub limits: ApiLimits,
+    pub limits: RequestLimits,
     /// Bearer tokens that may call the API; empty means no authentication (`powerfleet serve`
     /// refuses to start that way without `--insecure-no-auth`).
     pub tokens: std::sync::Arc<Vec<String>>,
@@ -156,7 +156,7 @@ mod tests {
     /// A request's submission as the API makes it, with the API's error.
     fn build_submission(
         request: SubmitRequest,
-        limits: &ApiLimits,
+        limits: &RequestLimits,
         models: &ModelPolicy,
     ) -> Result<Submission, ApiError> {
         request
@@ -166,10 +166,10 @@ mod tests {
 
     #[test]
     fn benchmark_requests_become_benchmark_submissions() {
-        let limits = ApiLimits {
+        let limits = RequestLimits {
             max_body_bytes: 1 << 20,
             max_jobs_per_request: 1000,
-            ..ApiLimits::default()
+            ..RequestLimits::default()
         };
         let request = |bench: serde_json::Value| -> Result<Submission, ApiError> {
             let r: SubmitRequest = serde_json::from_value(serde_json::json!({
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn submissions_take_defaults_and_check_prompts() {
-        let limits = ApiLimits::default();
+        let limits = RequestLimits::default();
         let s = build_submission(
             request(r#"{"model": "toy:pivot", "prompt": "A"}"#).unwrap(),
             &limits,
@@ -312,9 +312,9 @@ mod tests {
 
     #[test]
     fn the_job_limit_is_checked_before_anything_else() {
-        let limits = ApiLimits {
+        let limits = RequestLimits {
             max_jobs_per_request: 5,
-            ..ApiLimits::default()
+            ..RequestLimits::default()
         };
         let e = build_submission(
             request(r#"{"model": "toy:pivot", "prompt": "A", "seeds": [0, 1, 2], "chains": 2}"#)
@@ -415,7 +415,7 @@ mod tests {
 
     #[test]
     fn api_submissions_refuse_references_and_the_suite_passes() {
-        let limits = ApiLimits::default();
+        let limits = RequestLimits::default();
         let policy = ModelPolicy::from_flags(&["small".into()], false).unwrap();
         let e = build_submission(
             request(r#"{"model": "toy:/etc/passwd", "prompt": "A"}"#).unwrap(),
