@@ -28,7 +28,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use powerfleet_fleet::ModelRegistry;
 use powerfleet_fleet::producer::Submission;
-use powerfleet_fleet::request::{Limits, ModelPolicy, SubmitRequest};
+use powerfleet_fleet::request::{ModelPolicy, RequestLimits, SubmitRequest};
 use powerfleet_fleet::worker::{self, WorkerConfig};
 use powerfleet_jobs::{CorrelationId, Prompt};
 use powerfleet_queue::{Queue, QueueOptions};
@@ -144,7 +144,7 @@ pub(crate) fn submission(
         correlation_id: Some(CorrelationId::generate()),
         ..SubmitRequest::default()
     }
-    .into_submission(&Limits::operator(), &ModelPolicy::operator())
+    .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())
     .expect("a benchmark's own submission is valid")
 }
 
