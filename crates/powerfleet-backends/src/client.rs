@@ -105,8 +105,11 @@ const PROBE_SEED: u64 = 0x5eed;
 /// reach its numbers (about 130 tokens of a character vocabulary, 30 of a subword one), and
 /// printable ASCII only, which every vocabulary can tokenize.
 const DETERMINISM_TEXT: &str = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump, said the sphinx of black quartz.";
-/// Tokens each determinism probe generation draws.
-const DETERMINISM_TOKENS: u32 = 8;
+/// Tokens each determinism probe generation draws: one, whose top-K log-probabilities carry
+/// what the server's batching and caching change; and so the probe costs the server the same
+/// work every time (a longer generation ends at EOS sooner or later depending on its prompt,
+/// which holds the time).
+const DETERMINISM_TOKENS: u32 = 1;
 /// Determinism probe requests sent one after the other.
 const DETERMINISM_SEQUENTIAL: usize = 2;
 /// Determinism probe requests then sent at once.

@@ -141,12 +141,15 @@ fn sqlite_and_postgres_migrations_define_the_same_schema() {
         );
     }
     assert!(sqlite_tables["submissions"].contains(&"scheduled".to_string()));
+    assert!(sqlite_tables["submissions"].contains(&"request_json".to_string()));
     assert_eq!(
         sqlite_indexes,
         [
             "job_results_batch_id",
             "job_results_correlation_id",
-            "submissions_correlation_id"
+            "job_results_label",
+            "submissions_correlation_id",
+            "submissions_label"
         ]
     );
 }
