@@ -158,7 +158,7 @@ async fn the_probe_learns_model_and_context_with_the_default_k() {
     assert_eq!(bodies[1]["temperature"], 0.5);
     assert_eq!(bodies[0]["seed"], bodies[1]["seed"]);
     assert!(bodies[2..8].iter().all(|b| *b == bodies[2]));
-    assert_eq!(bodies[2]["max_tokens"], 8);
+    assert_eq!(bodies[2]["max_tokens"], 1);
     assert!(info.deterministic(), "the fake answers alike every time");
     assert_eq!(bodies[8]["logprobs"], 20);
     assert_eq!(bodies[8]["seed"], i64::MAX, "the top bit is dropped");
