@@ -1,7 +1,7 @@
 //! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector`, `bench grading`
 //! and `bench outage` run and report their measurements.
 
-mod common;
+use crate::common;
 
 use common::{BIN, stdout_of};
 

@@ -4,7 +4,7 @@
 //! then the old master is SIGKILLed) and a reshard of the namespace's slot, both mid-batch, lose
 //! no job and double none: every job is stored once, with the tokens of a fault-free run.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The fleet end to end: real redis-server, real worker and collector processes, killed, stopped
 //! and restarted on purpose. Every job must finish exactly once with the tokens of a fault-free run.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! and `report A B` comparing two such runs; broken datasets are refused before anything is
 //! enqueued. The throughput command `powerfleet bench` is tested in `tests/bench.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

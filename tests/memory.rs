@@ -5,7 +5,7 @@
 //! growth per request as its `used_memory`. The bounds are those docs/operations.md states,
 //! derived from the settings.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

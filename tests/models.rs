@@ -2,7 +2,7 @@
 //! name, a model nobody serves waits and says so, the fleet lists who serves what, and roles
 //! start the way operators expect (waiting for Redis; refusing a mapping that cannot work).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

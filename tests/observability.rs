@@ -1,6 +1,6 @@
 //! Metrics, health and readiness endpoints, JSON logs and API bearer tokens, on real processes.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

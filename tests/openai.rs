@@ -2,7 +2,7 @@
 //! a real `serve`, worker and collector on a private Redis, driven over HTTP as an OpenAI client
 //! drives them.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

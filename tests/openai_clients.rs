@@ -5,7 +5,7 @@
 //! Needs `POWERFLEET_EVAL_PYTHON`, the python of the venv `scripts/ensure-eval-clients.sh`
 //! prints; the llama-server test also needs what `tests/llama_server.rs` needs.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

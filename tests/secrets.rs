@@ -1,7 +1,7 @@
 //! Credentials in a model server's URL (`llamacpp+http://user:PASSWORD@host`) reach the server
 //! as basic auth, but never a job's error, a worker's log or a metric label.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! fails closed without tokens, and a token holder cannot point workers at a server, a file or a
 //! credential of its own choosing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! send their headers or body too slowly (or nothing), and a "PostgreSQL server" that accepts the
 //! connection and never answers.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,6 +1,6 @@
-//! What the end-to-end tests share that must be compiled into each test binary: the path of the
-//! `powerfleet` binary, which only an integration test of this package can name. Everything
-//! else comes from `powerfleet-testkit`.
+//! What the end-to-end tests share that must be compiled into the integration-test binary: the
+//! path of the `powerfleet` binary, which only an integration test of this package can name.
+//! Everything else comes from `powerfleet-testkit`.
 
 pub use powerfleet_testkit::*;
 
