@@ -1,0 +1,4 @@
+//! The integration tests of `powerfleet-models`, one binary with a module per area.
+
+mod exactness;
+mod smc_consistency;

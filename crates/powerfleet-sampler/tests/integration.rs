@@ -1,0 +1,4 @@
+//! The integration tests of `powerfleet-sampler`, one binary with a module per area.
+
+mod checkpoint_fixtures;
+mod resume;
