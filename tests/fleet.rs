@@ -269,30 +269,17 @@ async fn wait_all_running(
     jobs: &[JobId],
     what: &str,
 ) {
-    wait_until(what, Duration::from_secs(30), fleet, || async {
-        let mut running = 0;
-        for id in jobs {
-            if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
-                running += 1;
+    fleet
+        .wait_until(what, Duration::from_secs(30), || async {
+            let mut running = 0;
+            for id in jobs {
+                if queue.job_state(*id).await.unwrap().unwrap().status == JobStatus::Running {
+                    running += 1;
+                }
             }
-        }
-        running == jobs.len()
-    })
-    .await;
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, fleet: &Fleet, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !f().await {
-        if Instant::now() > deadline {
-            panic!("timed out waiting until {what}\n{}", fleet.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            running == jobs.len()
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,29 +298,29 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
     let job = receipt.job_ids[0];
     let spec = specs(&queue, &receipt).await.remove(0);
 
-    wait_until(
-        "worker A has checkpointed a block",
-        Duration::from_secs(30),
-        &fleet,
-        || async {
-            let s = queue.job_state(job).await.unwrap().unwrap();
-            s.progress.is_some_and(|p| p.block_idx >= 1)
-        },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "worker A has checkpointed a block",
+            Duration::from_secs(30),
+            || async {
+                let s = queue.job_state(job).await.unwrap().unwrap();
+                s.progress.is_some_and(|p| p.block_idx >= 1)
+            },
+        )
+        .await;
     let owner_a = queue.job_state(job).await.unwrap().unwrap().owner.unwrap();
     fleet.signal_worker(a, SIGSTOP);
     fleet.spawn_worker(&["--concurrency", "1"]);
-    wait_until(
-        "worker B took the job over",
-        Duration::from_secs(30),
-        &fleet,
-        || async {
-            let s = queue.job_state(job).await.unwrap().unwrap();
-            s.owner.is_some_and(|o| o != owner_a)
-        },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "worker B took the job over",
+            Duration::from_secs(30),
+            || async {
+                let s = queue.job_state(job).await.unwrap().unwrap();
+                s.owner.is_some_and(|o| o != owner_a)
+            },
+        )
+        .await;
     // A wakes up mid-block while B owns the job.
     fleet.signal_worker(a, SIGCONT);
 
@@ -377,13 +364,13 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
     let batch_id = receipt.batch_id.unwrap();
     let specs = specs(&queue, &receipt).await;
     let store = fleet.store().await;
-    wait_until(
-        "some results are stored",
-        Duration::from_secs(60),
-        &fleet,
-        || async { store.jobs_by_batch(batch_id).await.unwrap().len() >= 5 },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "some results are stored",
+            Duration::from_secs(60),
+            || async { store.jobs_by_batch(batch_id).await.unwrap().len() >= 5 },
+        )
+        .await;
     let before = store.jobs_by_batch(batch_id).await.unwrap().len();
     assert!(before < n, "the restart happens mid-batch");
     fleet.redis.restart().unwrap();
@@ -973,13 +960,11 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
         let queue = queue.clone();
         async move { queue.job_state(id).await.unwrap().unwrap().status == JobStatus::Running }
     };
-    wait_until(
-        "a job is running",
-        Duration::from_secs(30),
-        &fleet,
-        || async { is_running(first).await || is_running(second).await },
-    )
-    .await;
+    fleet
+        .wait_until("a job is running", Duration::from_secs(30), || async {
+            is_running(first).await || is_running(second).await
+        })
+        .await;
     let running = if is_running(first).await {
         first
     } else {
@@ -1311,16 +1296,16 @@ async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_
     let receipt = submit_batch(&queue, &named_batch("m", long_config(3, 12), 1)).await;
     let job = receipt.job_ids[0];
     let spec = specs(&queue, &receipt).await.remove(0);
-    wait_until(
-        "the job has checkpointed a block",
-        Duration::from_secs(30),
-        &fleet,
-        || async {
-            let s = queue.job_state(job).await.unwrap().unwrap();
-            s.progress.is_some_and(|p| p.block_idx >= 2)
-        },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "the job has checkpointed a block",
+            Duration::from_secs(30),
+            || async {
+                let s = queue.job_state(job).await.unwrap().unwrap();
+                s.progress.is_some_and(|p| p.block_idx >= 2)
+            },
+        )
+        .await;
     fleet.kill_worker(a);
     // A worker that maps `m` to another model takes the job over after the lease and refuses
     // to resume it: its log q would come from another proposal.
@@ -1331,17 +1316,17 @@ async fn a_worker_that_maps_the_model_elsewhere_refuses_the_checkpoint_and_says_
         ]
         .concat(),
     );
-    wait_until(
-        "the job waits, saying why",
-        Duration::from_secs(30),
-        &fleet,
-        || async {
-            let s = queue.job_state(job).await.unwrap().unwrap();
-            s.waiting
-                .is_some_and(|w| w.contains("not the backend the checkpoint was made with"))
-        },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "the job waits, saying why",
+            Duration::from_secs(30),
+            || async {
+                let s = queue.job_state(job).await.unwrap().unwrap();
+                s.waiting
+                    .is_some_and(|w| w.contains("not the backend the checkpoint was made with"))
+            },
+        )
+        .await;
     // It may be claimed again between two waits; read the reason while it waits.
     let mut waiting = None;
     for _ in 0..100 {
@@ -1398,16 +1383,16 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
     )
     .await;
     let job = receipt.job_ids[0];
-    wait_until(
-        "the worker has checkpointed a block",
-        Duration::from_secs(30),
-        &fleet,
-        || async {
-            let s = queue.job_state(job).await.unwrap().unwrap();
-            s.progress.is_some_and(|p| p.block_idx >= 1)
-        },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "the worker has checkpointed a block",
+            Duration::from_secs(30),
+            || async {
+                let s = queue.job_state(job).await.unwrap().unwrap();
+                s.progress.is_some_and(|p| p.block_idx >= 1)
+            },
+        )
+        .await;
     // The job's state is deleted under the running worker (by hand, or evicted by Redis).
     let client = redis::Client::open(fleet.redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
@@ -1418,13 +1403,13 @@ async fn a_job_whose_state_vanishes_mid_run_is_dead_lettered_and_its_checkpoint_
         .await
         .unwrap();
     assert_eq!(deleted, 1);
-    wait_until(
-        "the job's entry is dead-lettered",
-        Duration::from_secs(30),
-        &fleet,
-        || async { !queue.dead_letters(10).await.unwrap().is_empty() },
-    )
-    .await;
+    fleet
+        .wait_until(
+            "the job's entry is dead-lettered",
+            Duration::from_secs(30),
+            || async { !queue.dead_letters(10).await.unwrap().is_empty() },
+        )
+        .await;
     let dead = queue.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(

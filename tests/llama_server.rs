@@ -170,7 +170,7 @@ async fn chains_resume_across_a_worker_crash_with_the_real_server() {
     let receipt = submit(&queue, &submission).await.unwrap();
     let specs = specs(&queue, &receipt).await;
     // Let both workers checkpoint some blocks, then kill one mid-batch.
-    wait_for_blocks(&fleet, &receipt.job_ids, 2, 4).await;
+    fleet.wait_for_blocks(&receipt.job_ids, 2, 4).await;
     fleet.kill_worker(w);
     fleet.restart_worker(w);
     let results = fleet
@@ -544,30 +544,6 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
     }
 }
 
-/// Waits until at least `n` of `jobs` have reached block `block` (0-based) and are running.
-async fn wait_for_blocks(fleet: &Fleet, jobs: &[powerfleet_jobs::JobId], block: u32, n: usize) {
-    let queue = fleet.queue().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut reached = 0;
-        for id in jobs {
-            let s = queue.job_state(*id).await.unwrap().unwrap();
-            if s.progress.is_some_and(|p| p.block_idx >= block) && s.status == JobStatus::Running {
-                reached += 1;
-            }
-        }
-        if reached >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs did not progress\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Power sampling at small, checkpoint-rich settings: 8 blocks of 8 tokens, 4 steps each.
 fn outage_config() -> SamplerConfig {
     SamplerConfig {
@@ -614,7 +590,7 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
         .await
         .unwrap();
     let specs = specs(&queue, &receipt).await;
-    wait_for_blocks(&fleet, &receipt.job_ids, 1, 3).await;
+    fleet.wait_for_blocks(&receipt.job_ids, 1, 3).await;
 
     // The server goes away for 30 s, as a restart of an inference server does.
     server.stop();
@@ -711,7 +687,7 @@ async fn a_server_gone_past_the_patience_fails_its_jobs_with_the_reason_keeping_
     let receipt = submit(&queue, &hello_power_batch(outage_config(), 9, 2, false))
         .await
         .unwrap();
-    wait_for_blocks(&fleet, &receipt.job_ids[..1], 1, 1).await;
+    fleet.wait_for_blocks(&receipt.job_ids[..1], 1, 1).await;
     server.stop();
     // Within the patience the job waits and its checkpoint stays in Redis.
     tokio::time::sleep(Duration::from_secs(3)).await;

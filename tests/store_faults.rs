@@ -20,6 +20,7 @@ use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{COLLECTOR_GROUP, Queue, QueueOptions};
 use powerfleet_sampler::ChainStats;
 use powerfleet_store::{Recorded, Store, StoreOptions, redact_url};
+use powerfleet_testkit::wait_until;
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
@@ -133,22 +134,6 @@ fn result(batch: BatchId, text: &str) -> JobResult {
         .submitted_at_ms(now_ms() - 10)
         .started_at_ms(now_ms() - 5)
         .build()
-}
-
-/// Waits until `check` holds, for at most `timeout`; panics naming `what` otherwise.
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A private redis-server, and a collector run in-process on it and the database, with its

@@ -23,6 +23,7 @@ pub mod llama;
 mod redis;
 mod serve;
 mod stub;
+mod wait;
 
 pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
@@ -34,3 +35,4 @@ pub use fleet::{
 pub use redis::{queue_on, redis_server};
 pub use serve::Serve;
 pub use stub::{Recorded, StubServer};
+pub use wait::wait_until;
