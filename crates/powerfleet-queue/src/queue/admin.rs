@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// What `trim_streams` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrimReport {
+    /// Entries trimmed from the jobs stream.
+    pub jobs: u64,
+    /// Entries trimmed from the results stream.
+    pub results: u64,
+}
+
 impl Queue {
     /// Entries in the jobs and the results stream.
     pub async fn stream_lengths(&self) -> Result<(u64, u64), QueueError> {

@@ -120,24 +120,6 @@ impl Queue {
             .await
     }
 
-    /// The jobs streams of a worker that maps `names`: the shared stream and each name's.
-    pub fn subscription(&self, names: &[String]) -> Subscription {
-        let mut names: Vec<String> = names
-            .iter()
-            .filter(|n| matches!(ModelRoute::of(n), ModelRoute::Name(_)))
-            .cloned()
-            .collect();
-        names.sort();
-        names.dedup();
-        let mut streams = vec![self.keys.jobs()];
-        streams.extend(names.iter().map(|n| self.keys.model_jobs(n)));
-        Subscription {
-            names,
-            streams,
-            turn: Default::default(),
-        }
-    }
-
     /// Reads up to `count` new jobs for `consumer` from the streams of `sub`, waiting up to
     /// `block_ms` for one. Never more than `count`: what is there is taken in one script, from
     /// the streams in turn (each read starts at the next stream, so no model starves another);

@@ -1,7 +1,114 @@
-//! What Redis knows of jobs: their state, their batch's and correlation's sets and tallies, and
-//! cancellation.
+//! What Redis knows of jobs: their state, their batch's and correlation's sets and tallies,
+//! cancellation, and each jobs stream's backlog.
 
 use super::*;
+
+/// Whose tally to read.
+#[derive(Clone, Copy, Debug)]
+pub enum TallyOf<'a> {
+    /// A batch's.
+    Batch(BatchId),
+    /// A correlation id's.
+    Correlation(&'a CorrelationId),
+}
+
+/// How many jobs a batch or correlation id has, and how many have finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Jobs enqueued.
+    pub total: u64,
+    /// Jobs finished (any final status).
+    pub finished: u64,
+    /// Finished jobs by status.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Per method: (finished, total).
+    pub by_method: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Jobs enqueued per model (as submitted: a name or a reference).
+    pub by_model: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn from_fields(map: &HashMap<String, u64>) -> Option<Tally> {
+        let total = *map.get("total")?;
+        let mut t = Tally {
+            total,
+            finished: map.get("final").copied().unwrap_or(0),
+            ..Tally::default()
+        };
+        for (k, v) in map {
+            if let Some(status) = k.strip_prefix("status:") {
+                t.by_status.insert(status.to_string(), *v);
+            } else if let Some(m) = k.strip_prefix("total:") {
+                t.by_method.entry(m.to_string()).or_default().1 = *v;
+            } else if let Some(m) = k.strip_prefix("final:") {
+                t.by_method.entry(m.to_string()).or_default().0 = *v;
+            } else if let Some(m) = k.strip_prefix("m:") {
+                t.by_model.insert(m.to_string(), *v);
+            }
+        }
+        Some(t)
+    }
+
+    /// Whether every job has finished.
+    pub fn done(&self) -> bool {
+        self.finished >= self.total
+    }
+}
+
+/// What `cancel` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    Cancelled,
+    /// The job is running; its worker will stop it between MCMC steps.
+    Requested,
+    /// The job had already finished with this status.
+    AlreadyFinal(JobStatus),
+    /// No such job in Redis.
+    Missing,
+}
+
+/// A job's live state in Redis.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobState {
+    /// The job.
+    pub job_id: JobId,
+    /// Its status.
+    pub status: JobStatus,
+    /// The job specification.
+    pub spec: Option<JobSpec>,
+    /// Progress, while running.
+    pub progress: Option<Progress>,
+    /// Claims so far.
+    pub deliveries: u32,
+    /// The current owner, if running.
+    pub owner: Option<String>,
+    /// The final result, once finished.
+    pub result: Option<JobResult>,
+    /// Why it failed or died.
+    pub error: Option<String>,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+    /// Last update, ms since the epoch.
+    pub updated_at_ms: Option<u64>,
+    /// Why a queued job waits for its model, if it does.
+    pub waiting: Option<String>,
+    /// When a waiting job may run again, ms since the epoch.
+    pub not_before_ms: Option<u64>,
+}
+
+/// One jobs stream's backlog: what autoscaling and the queue metrics read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamBacklog {
+    /// The model name whose stream it is; `None` for the shared stream (model references).
+    pub model: Option<String>,
+    /// The stream's key (what KEDA's redis-streams scaler is given).
+    pub stream: String,
+    /// Entries never delivered yet.
+    pub queued: u64,
+    /// Entries delivered and not yet acknowledged (running, or read by a worker that died).
+    pub pending: u64,
+}
 
 impl Queue {
     /// Cancels a job: at once if queued (publishing `queued_result`), else by flagging it for its
