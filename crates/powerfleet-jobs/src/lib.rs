@@ -1,9 +1,6 @@
 //! What a job is: its ids, its specification, its status and its result. Shared by the queue, the
 //! results store and the fleet roles; holds no IO.
 
-use std::fmt;
-use std::str::FromStr;
-
 use powerfleet_sampler::{
     Alpha, ChainStats, ConfigError, Method, SamplerConfig, TokenId, ValidConfig,
 };
@@ -14,6 +11,7 @@ pub mod grader;
 mod ids;
 pub mod pin;
 pub mod route;
+mod status;
 pub mod stored;
 pub use grader::{Grader, GraderMisfit, ParseGraderError, ReferenceKind};
 pub use ids::{
@@ -21,6 +19,7 @@ pub use ids::{
 };
 pub use pin::{Pin, ServerPin};
 pub use route::{ModelRoute, is_remote_reference};
+pub use status::{JobStatus, UnknownStatus};
 pub use stored::{PromptRef, ResolveError, StoredPrompt};
 
 /// The version of powerfleet that wrote a result (the workspace's version).
@@ -332,77 +331,6 @@ pub enum SpecError {
     /// The sampler configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-}
-
-/// Where a job stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker runs it.
-    Running,
-    /// Finished with a completion.
-    Completed,
-    /// Finished with an error.
-    Failed,
-    /// Cancelled by a user.
-    Cancelled,
-    /// Given up on: undecodable, or delivered too often; see the dead-letter stream.
-    Dead,
-}
-
-impl JobStatus {
-    /// Every status.
-    pub const ALL: [JobStatus; 6] = [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-        JobStatus::Dead,
-    ];
-
-    /// The name used in JSON, Redis and SQL.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-            JobStatus::Dead => "dead",
-        }
-    }
-
-    /// Whether nothing more will happen to the job.
-    pub fn is_final(self) -> bool {
-        !matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A status name that is not one of [`JobStatus::ALL`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("status must be one of queued, running, completed, failed, cancelled, dead, got {got:?}")]
-pub struct UnknownStatus {
-    /// What was given.
-    pub got: String,
-}
-
-impl FromStr for JobStatus {
-    type Err = UnknownStatus;
-    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownStatus { got: s.to_string() })
-    }
 }
 
 /// A finished job: what the worker publishes and the collector stores.
@@ -1003,22 +931,6 @@ mod tests {
         assert_eq!(
             JobResult::for_spec(&toy, JobStatus::Failed, 1, None).model,
             "toy:pivot"
-        );
-    }
-
-    #[test]
-    fn statuses_parse_and_know_when_they_are_final() {
-        for s in JobStatus::ALL {
-            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
-        }
-        assert!(!JobStatus::Running.is_final());
-        assert!(JobStatus::Dead.is_final());
-        assert!(
-            "done"
-                .parse::<JobStatus>()
-                .unwrap_err()
-                .to_string()
-                .contains("one of queued")
         );
     }
 
