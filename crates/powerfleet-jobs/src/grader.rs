@@ -321,4 +321,27 @@ mod tests {
             "use grader math, math-lenient, choice, exact or regex:PATTERN for answers"
         ));
     }
+
+    #[test]
+    fn graders_keep_their_wire_names() {
+        // Job specs in Redis and results in SQL carry these: every grader's JSON is pinned.
+        let fixtures = [
+            (Grader::Math, r#"{"kind":"math"}"#),
+            (Grader::MathLenient, r#"{"kind":"math_lenient"}"#),
+            (Grader::Choice, r#"{"kind":"choice"}"#),
+            (Grader::Exact, r#"{"kind":"exact"}"#),
+            (
+                Grader::Regex {
+                    pattern: r"answer: (\d+)".into(),
+                },
+                r#"{"kind":"regex","pattern":"answer: (\\d+)"}"#,
+            ),
+            (Grader::Humaneval, r#"{"kind":"humaneval"}"#),
+        ];
+        for (grader, json) in fixtures {
+            assert_eq!(serde_json::to_string(&grader).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Grader>(json).unwrap(), grader);
+        }
+        assert!(serde_json::from_str::<Grader>(r#"{"kind":"math-lenient"}"#).is_err());
+    }
 }
