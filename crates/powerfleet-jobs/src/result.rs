@@ -1,6 +1,10 @@
 //! A finished job: [`JobResult`], what a worker publishes and the collector stores, with where a
 //! stop string cut its text ([`StopHit`]) and why it failed where a front-end answers by cause
 //! ([`ErrorCode`]).
+//!
+//! [`JobResult`] is the one format of a finished job: the Redis stream entry and the stored
+//! `result_json` are its JSON, and the SQL row, the API bodies and the exports are derived from
+//! it, each in one place that its documentation names.
 
 use powerfleet_sampler::{Alpha, ChainStats, Method, SamplerConfig, TokenId};
 use serde::{Deserialize, Serialize};
@@ -14,6 +18,28 @@ use crate::{
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A finished job: what the worker publishes and the collector stores.
+///
+/// The one format of a finished job. Its JSON is the `result` field of a results-stream entry
+/// (written by `powerfleet-queue`'s `Queue::finish`, for a cancelled job by `Queue::cancel`, for
+/// a dead one by the `Queue::dead_letter_*` functions; decoded by its `ResultDelivery`) and the
+/// `result_json` column the store keeps it in whole. Everything else that shows a result is
+/// derived from it, each in one place:
+///
+/// - the SQL row: `powerfleet-store`'s `record.rs` (`ResultRow::new`) copies fields into the
+///   `job_results` columns that queries, indexes and the batch aggregates use. Every read of the
+///   store (`Store::job`, `Store::jobs_by_batch`, ...) decodes `result_json`, never the columns;
+/// - the API bodies: `powerfleet-fleet`'s `status.rs` embeds it unchanged as a `JobView`'s
+///   `result` (`GET /v1/jobs/{id}`, the batch and correlation pages, `powerfleet status`); the
+///   OpenAI-compatible endpoint answers with a choice made from it (`openai/respond.rs`,
+///   `Choice::of`);
+/// - the exports: `powerfleet results --format jsonl` writes it unchanged; `--format csv` is
+///   `powerfleet-store`'s `csv.rs` (`write_csv`, one column per `CSV_COLUMNS` entry);
+///   `--format sft` is [`JobResult::sft_record`] (`sft.rs`); `powerfleet export`'s
+///   `samples.jsonl` is the binary's `export.rs` (`Sample::of`).
+///
+/// A result outlives a deploy: a study written last month is read by this month's report. A new
+/// field comes with a default that results written before it decode to, and
+/// `tests/result_fixtures.rs` keeps results as earlier versions wrote them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     /// The job's id.
