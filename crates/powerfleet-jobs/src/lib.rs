@@ -31,7 +31,7 @@ pub use ids::{
 };
 pub use pin::{Pin, ServerPin};
 pub use redact::{redact_http_url, redact_url};
-pub use result::{ErrorCode, JobResult, StopHit, VERSION};
+pub use result::{ErrorCode, JobResult, ResultFormat, StopHit, VERSION};
 pub use route::{ModelRoute, is_remote_reference};
 pub use sft::SftRecord;
 pub use spec::{CHAT_ROLES, ChatMessage, JobSpec, Prompt, SpecError, messages_byte_len};

@@ -7,7 +7,7 @@
 //! it, each in one place that its documentation names.
 
 use powerfleet_sampler::{Alpha, ChainStats, Method, SamplerConfig, TokenId};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
     BatchId, CorrelationId, GradeRecord, Grading, JobId, JobSpec, JobStatus, Label, Pin, Prompt,
@@ -39,9 +39,15 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 ///
 /// A result outlives a deploy: a study written last month is read by this month's report. A new
 /// field comes with a default that results written before it decode to, and
-/// `tests/result_fixtures.rs` keeps results as earlier versions wrote them.
+/// `tests/result_fixtures.rs` keeps results as earlier versions wrote them. A change that a
+/// reader of the older JSON would misread takes a new [`ResultFormat`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
+    /// The format the result is written in: [`ResultFormat::CURRENT`] for every result this
+    /// version writes; `None` for results written before results named their format, which
+    /// are format 1 all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ResultFormat>,
     /// The job's id.
     pub job_id: JobId,
     /// Its correlation id.
@@ -141,6 +147,49 @@ pub struct JobResult {
     /// field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+/// The format of a [`JobResult`]'s JSON, its `format` field, as a
+/// [`Checkpoint`](powerfleet_sampler::Checkpoint)'s is its `version`: a change that a reader of
+/// the older format would misread (a field renamed, or one whose meaning changes) takes a new
+/// variant, and a reader that does not know a result's format refuses it rather than misread it.
+/// A new field with a default that older results decode to is no new format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum ResultFormat {
+    /// Format 1: every result written so far, those without a `format` field included.
+    #[serde(rename = "1")]
+    V1,
+}
+
+impl ResultFormat {
+    /// The format this version writes.
+    pub const CURRENT: ResultFormat = ResultFormat::V1;
+
+    /// Every format this version reads.
+    pub const ALL: [ResultFormat; 1] = [ResultFormat::V1];
+
+    /// The format's name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultFormat::V1 => "1",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ResultFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        ResultFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = ResultFormat::ALL.iter().map(|f| f.as_str()).collect();
+                serde::de::Error::custom(format!(
+                    "result format must be one of {} (the formats this powerfleet reads), got {name:?}: a newer powerfleet wrote it, read it with that version",
+                    known.join(", ")
+                ))
+            })
+    }
 }
 
 /// Why a job failed, where a front-end answers differently by cause.
@@ -275,6 +324,7 @@ impl JobResult {
         error: Option<String>,
     ) -> JobResult {
         JobResult {
+            format: Some(ResultFormat::CURRENT),
             job_id: spec.job_id,
             correlation_id: spec.correlation_id.clone(),
             batch_id: spec.batch_id,
@@ -330,6 +380,19 @@ impl JobResult {
 mod tests {
     use super::*;
     use crate::MAX_LABEL_LEN;
+
+    #[test]
+    fn a_result_names_the_format_it_is_written_in() {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "job_id": JobId::new(), "correlation_id": "c", "model": "toy:tiny",
+            "prompt": {"tokens": []}, "config": {"method": "standard"}, "seed": 0,
+            "submitted_at_ms": 0
+        }))
+        .unwrap();
+        let r = JobResult::for_spec(&spec, JobStatus::Failed, 1, None);
+        assert_eq!(r.format, Some(ResultFormat::CURRENT));
+        assert_eq!(serde_json::to_value(&r).unwrap()["format"], "1");
+    }
 
     #[test]
     fn labels_are_bounded_printable_text_and_travel_from_spec_to_result() {

@@ -6,14 +6,15 @@
 //! Never regenerate, edit or delete an existing fixture: each is the record of what a version
 //! wrote. Add a new one when the format grows.
 
-use powerfleet_jobs::{JobResult, Pin};
+use powerfleet_jobs::{JobResult, Pin, ResultFormat};
 use serde_json::Value;
 
-const FIXTURES: [&str; 4] = [
+const FIXTURES: [&str; 5] = [
     "result-llamacpp-pin.json",
     "result-toy-pin.json",
     "result-without-pin.json",
     "result-null-pin.json",
+    "result-format-1.json",
 ];
 
 fn fixture(name: &str) -> (String, JobResult) {
@@ -63,4 +64,30 @@ fn old_pins_read_as_the_backend_they_name_with_determinism_unknown() {
     for name in ["result-without-pin.json", "result-null-pin.json"] {
         assert_eq!(fixture(name).1.pin, None, "{name}");
     }
+}
+
+#[test]
+fn results_name_their_format_and_those_written_before_read_as_none() {
+    assert_eq!(
+        fixture("result-format-1.json").1.format,
+        Some(ResultFormat::V1)
+    );
+    for name in FIXTURES.iter().filter(|n| **n != "result-format-1.json") {
+        assert_eq!(fixture(name).1.format, None, "{name}");
+    }
+}
+
+#[test]
+fn a_result_in_a_format_this_version_does_not_know_is_refused_not_misread() {
+    let (text, _) = fixture("result-format-1.json");
+    let newer = text.replace(r#""format":"1""#, r#""format":"2""#);
+    let err = serde_json::from_str::<JobResult>(&newer)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            r#"result format must be one of 1 (the formats this powerfleet reads), got "2""#
+        ),
+        "{err}"
+    );
 }

@@ -14,6 +14,7 @@ pub(crate) fn result(
     correct: bool,
 ) -> JobResult {
     JobResult {
+        format: Some(powerfleet_jobs::ResultFormat::CURRENT),
         job_id: JobId::new(),
         correlation_id: CorrelationId::generate(),
         batch_id: None,

@@ -350,6 +350,7 @@ mod tests {
         use powerfleet_sampler::{BlockStats, ChainStats, Method};
         let n = MAX_MAX_NEW_TOKENS as usize;
         let result = JobResult {
+            format: Some(powerfleet_jobs::ResultFormat::CURRENT),
             job_id: JobId::new(),
             correlation_id: CorrelationId::generate(),
             batch_id: None,
