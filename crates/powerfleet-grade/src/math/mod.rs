@@ -1562,7 +1562,6 @@ fn grade_math_with(completion: &str, reference: &str, equal: fn(&str, &str) -> b
 }
 
 #[cfg(test)]
-#[path = "math_linear_tests.rs"]
 mod linear_tests;
 
 #[cfg(test)]
