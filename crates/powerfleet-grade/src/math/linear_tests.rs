@@ -3,9 +3,16 @@
 //! (proptest), and the adversarial inputs that made the old ones quadratic run once at full
 //! size. No assertion is on time; these inputs must simply finish.
 
+use std::cell::Cell;
+
 use proptest::prelude::*;
 
-use super::*;
+use super::extract::last_boxed;
+use super::{
+    MAX_DEPTH, REFERENCE_UNIT_WORDS, Units, canonical_tex, control_end, ends_like_quantity,
+    grade_math, group_end, math_equal, math_equal_lenient, nesting_depth, same_elements,
+    strip_outer_braces, strip_units, unwrap_text,
+};
 
 /// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
 /// braces (`\{`, `\}`) do not count.
