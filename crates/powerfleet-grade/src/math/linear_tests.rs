@@ -12,7 +12,8 @@ use super::normalize::{
     REFERENCE_UNIT_WORDS, Units, canonical_tex, control_end, ends_like_quantity, group_end,
     strip_outer_braces, strip_units, unwrap_text,
 };
-use super::{MAX_DEPTH, grade_math, math_equal, math_equal_lenient, nesting_depth, same_elements};
+use super::number::MAX_DEPTH;
+use super::{grade_math, math_equal, math_equal_lenient, nesting_depth, same_elements};
 
 /// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
 /// braces (`\{`, `\}`) do not count.

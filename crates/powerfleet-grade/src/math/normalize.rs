@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::extract::{closing_braces, last_boxed};
-use super::{MAX_DEPTH, nesting_depth};
+use super::nesting_depth;
+use super::number::MAX_DEPTH;
 
 /// Plain replacements applied before anything else (after `$` and `\\` handling).
 const REPLACEMENTS: &[(&str, &str)] = &[
