@@ -7,12 +7,14 @@ use std::cell::Cell;
 mod extract;
 mod normalize;
 mod number;
+mod structure;
 
 pub use extract::{extract_math_answer, last_boxed};
 pub use normalize::normalize;
 use normalize::{Units, normalize_with};
-use number::{ABSOLUTE_FLOOR, MAX_DEPTH, canonical_integer, evaluate};
+use number::{ABSOLUTE_FLOOR, canonical_integer, evaluate};
 pub use number::{RELATIVE_TOLERANCE, parse_number};
+use structure::{bracketed, encloses_whole, settled_as_text, split_top_level, union_parts_equal};
 
 use crate::Grade;
 
@@ -351,101 +353,6 @@ fn equal_normalized_within(p: &str, r: &str, budget: &Cell<usize>) -> bool {
         return a.len() == b.len() && same_elements(&a, &b, budget);
     }
     false
-}
-
-/// The verdicts both comparisons reach from the text alone: an empty answer equals nothing,
-/// equal strings are equal, plain words compare ignoring ASCII case, and answers nested deeper
-/// than [`MAX_DEPTH`] are only equal as strings. `None`: compare further.
-fn settled_as_text(p: &str, r: &str) -> Option<bool> {
-    if p.is_empty() || r.is_empty() {
-        return Some(false);
-    }
-    if p == r {
-        return Some(true);
-    }
-    if nesting_depth(p) > MAX_DEPTH || nesting_depth(r) > MAX_DEPTH {
-        return Some(false);
-    }
-    let word = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_alphabetic());
-    (word(p) && word(r)).then(|| p.eq_ignore_ascii_case(r))
-}
-
-/// Unions (`\cup`) compared part by part with `equal`; `None` when neither side is a union.
-fn union_parts_equal(p: &str, r: &str, equal: impl Fn(&str, &str) -> bool) -> Option<bool> {
-    let (p_parts, r_parts) = (split_top_level(p, "\\cup"), split_top_level(r, "\\cup"));
-    (p_parts.len() > 1 || r_parts.len() > 1).then(|| {
-        p_parts.len() == r_parts.len() && p_parts.iter().zip(&r_parts).all(|(a, b)| equal(a, b))
-    })
-}
-
-/// The deepest bracket nesting in `s`, counting all kinds; deeper answers than [`MAX_DEPTH`] are
-/// only compared as strings, so hostile input cannot overflow the stack.
-fn nesting_depth(s: &str) -> usize {
-    let mut depth = 0usize;
-    let mut deepest = 0;
-    for b in s.bytes() {
-        match b {
-            b'(' | b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-/// Splits at `separator` where no bracket of any kind is open.
-fn split_top_level(s: &str, separator: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    let mut i = 0;
-    let bytes = s.as_bytes();
-    while i < bytes.len() {
-        match bytes[i] {
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            _ => {}
-        }
-        if depth == 0 && bytes[i..].starts_with(separator.as_bytes()) {
-            parts.push(s[start..i].to_string());
-            i += separator.len();
-            start = i;
-            continue;
-        }
-        i += 1;
-    }
-    parts.push(s[start..].to_string());
-    parts
-}
-
-/// Whether the bracket at byte 0 of `s` closes at its last byte (counting all bracket kinds).
-fn encloses_whole(s: &str) -> bool {
-    let mut depth = 0i32;
-    for (i, b) in s.bytes().enumerate() {
-        match b {
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            _ => {}
-        }
-        if depth == 0 {
-            return i == s.len() - 1;
-        }
-    }
-    false
-}
-
-/// A tuple or interval: opening bracket, at least two items, closing bracket.
-fn bracketed(s: &str) -> Option<(char, Vec<String>, char)> {
-    let open = s.chars().next()?;
-    let close = s.chars().last()?;
-    if !matches!(open, '(' | '[') || !matches!(close, ')' | ']') || !encloses_whole(s) {
-        return None;
-    }
-    let items = split_top_level(&s[1..s.len() - 1], ",");
-    (items.len() >= 2).then_some((open, items, close))
 }
 
 /// The items of a set `\{...\}` or of a bare comma list.

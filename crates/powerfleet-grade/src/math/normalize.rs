@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::extract::{closing_braces, last_boxed};
-use super::nesting_depth;
 use super::number::MAX_DEPTH;
+use super::structure::nesting_depth;
 
 /// Plain replacements applied before anything else (after `$` and `\\` handling).
 const REPLACEMENTS: &[(&str, &str)] = &[
