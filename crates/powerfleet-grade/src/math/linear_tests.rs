@@ -13,8 +13,9 @@ use super::normalize::{
     strip_outer_braces, strip_units, unwrap_text,
 };
 use super::number::MAX_DEPTH;
+use super::reference::math_equal;
 use super::structure::nesting_depth;
-use super::{grade_math, math_equal, math_equal_lenient, same_elements};
+use super::{grade_math, math_equal_lenient, same_elements};
 
 /// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
 /// braces (`\{`, `\}`) do not count.
