@@ -8,6 +8,8 @@ use std::cell::Cell;
 use proptest::prelude::*;
 
 use super::extract::last_boxed;
+use super::grade_math;
+use super::lenient::{math_equal_lenient, same_elements};
 use super::normalize::{
     REFERENCE_UNIT_WORDS, Units, canonical_tex, control_end, ends_like_quantity, group_end,
     strip_outer_braces, strip_units, unwrap_text,
@@ -15,7 +17,6 @@ use super::normalize::{
 use super::number::MAX_DEPTH;
 use super::reference::math_equal;
 use super::structure::nesting_depth;
-use super::{grade_math, math_equal_lenient, same_elements};
 
 /// Byte index in `s` of the `}` that closes a group whose `{` came just before `s`. Escaped
 /// braces (`\{`, `\}`) do not count.
