@@ -4,6 +4,7 @@
 //! A start-up probe (`HttpModel::probe`) checks each server before the first chain runs.
 
 pub mod client;
+pub mod dialect;
 pub mod error;
 pub mod hosted;
 pub mod metrics;

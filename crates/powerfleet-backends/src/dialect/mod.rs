@@ -1,0 +1,5 @@
+//! What differs between inference servers, one dialect per server.
+
+pub mod common;
+
+pub use common::{AnswerError, RawGeneration};
