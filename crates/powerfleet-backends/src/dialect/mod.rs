@@ -1,5 +1,6 @@
 //! What differs between inference servers, one dialect per server.
 
 pub mod common;
+pub mod llamacpp;
 
 pub use common::{AnswerError, RawGeneration};
