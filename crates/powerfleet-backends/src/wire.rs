@@ -10,13 +10,17 @@ use serde_json::{Value, json};
 pub use crate::dialect::common::{
     AnswerError, RawGeneration, effective_k, parse_models, parse_tokens,
 };
-use crate::dialect::common::{check_terminal, field, token_id, user_message};
+use crate::dialect::common::{check_terminal, field, token_id};
 pub use crate::dialect::llamacpp::{
     LLAMACPP_SAMPLERS, LlamaCppProps, check_llamacpp_settings, llamacpp_apply_template_body,
     llamacpp_apply_template_messages_body, llamacpp_body, llamacpp_eog_body,
     llamacpp_post_sampling_body, llamacpp_seed, llamacpp_tokenize_body, parse_llamacpp,
     parse_llamacpp_eog, parse_llamacpp_post_sampling, parse_llamacpp_props,
     parse_llamacpp_template,
+};
+pub use crate::dialect::vllm::{
+    parse_vllm, vllm_body, vllm_logprob_limit, vllm_seed, vllm_tokenize_chat_body,
+    vllm_tokenize_messages_body,
 };
 use crate::reference::ServerKind;
 
@@ -39,14 +43,6 @@ pub fn sampler_recipe(kind: ServerKind) -> &'static str {
 
 // ---------------------------------------------------------------------------------- seeds
 
-/// vLLM's seed for a chain's 64-bit seed: `CompletionRequest.seed` must lie in
-/// [-2^63, 2^63 - 1] (`_INT64_MIN`/`_INT64_MAX` in
-/// `vllm/entrypoints/openai/completion/protocol.py` of vLLM 0.33; `_LONG_INFO` in
-/// `vllm/entrypoints/openai/protocol.py` of earlier versions), so the top bit is dropped.
-pub fn vllm_seed(seed: u64) -> u64 {
-    seed & (i64::MAX as u64)
-}
-
 /// SGLang's `sampling_seed` for a chain's 64-bit seed. SGLang builds a tensor of the seeds,
 /// `torch.int64` in recent versions and `torch.int32` in older ones
 /// (`python/sglang/srt/sampling/sampling_batch_info.py`), so the seed is folded into 31 bits,
@@ -60,164 +56,6 @@ pub fn sglang_seed(seed: u64) -> u64 {
 // ------------------------------------------------------------------------------ llama.cpp
 
 // ----------------------------------------------------------------------------------- vLLM
-
-/// vLLM `/v1/completions` body: token-id prompt, top-k and temperature, raw log-probabilities of
-/// the top K (vLLM's default `raw_logprobs` mode), token ids instead of token strings. Every
-/// `SamplingParams` field that can change q is set to its neutral value (`vllm/sampling_params.py`):
-/// top_p 1, min_p 0, the three penalties, `min_tokens` 0 (which would mask EOS), no stop strings,
-/// stop token ids or bad words, `ignore_eos` false. The seed is [`vllm_seed`].
-pub fn vllm_body(request: &OwnedRequest, k: u32, model: &str) -> Value {
-    json!({
-        "model": model,
-        "prompt": request.prefix,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "top_k": k,
-        "top_p": 1.0,
-        "min_p": 0.0,
-        "repetition_penalty": 1.0,
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-        "min_tokens": 0,
-        "stop": [],
-        "stop_token_ids": [],
-        "bad_words": [],
-        "logprobs": k,
-        "seed": vllm_seed(request.seed),
-        "n": 1,
-        "return_tokens_as_token_ids": true,
-        "skip_special_tokens": false,
-        "ignore_eos": false,
-        "stream": false,
-    })
-}
-
-/// A vLLM token name, `token_id:N`, as its id; any other name is a malformed answer.
-fn vllm_token(s: &str) -> Result<TokenId, AnswerError> {
-    s.strip_prefix("token_id:")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| {
-            AnswerError::Unusable(format!(
-                "token {s:?} is not of the form token_id:N (request return_tokens_as_token_ids)"
-            ))
-        })
-}
-
-/// Parses a vLLM `/v1/completions` response. `terminal` holds the model's terminal token ids
-/// (empty when unknown).
-///
-/// How vLLM ends a completion (`check_stop` in `vllm/v1/core/sched/utils.py`):
-/// - `finish_reason: "length"`: the token budget (or the context) ran out;
-/// - `finish_reason: "stop"`, `stop_reason: null`: the model's EOS;
-/// - `finish_reason: "stop"`, `stop_reason: ID`: a stop token id. This client sends none, so it
-///   is one of the extra EOS ids of the model's `generation_config.json`, which vLLM adds to
-///   `stop_token_ids` (`SamplingParams.update_from_generation_config`). It ends the completion
-///   as EOS does. The detokenizer leaves the stop token out of the text but keeps it in the
-///   token ids (`BaseIncrementalDetokenizer.update` in `vllm/v1/engine/detokenizer.py`), so it
-///   is the last token, with its log-probabilities;
-/// - a string `stop_reason` (a stop string, `"repetition_detected"`) is refused: the
-///   completion did not end at a token the model chose to end with.
-///
-/// A stop must end with a terminal token: with a known terminal set, the last token must be in
-/// it. Top-K entries of −9999.0 are vLLM's −∞ (see `recipe`).
-pub fn parse_vllm(body: &Value, terminal: &[TokenId]) -> Result<RawGeneration, AnswerError> {
-    let choice = field(body, "choices")?
-        .as_array()
-        .and_then(|c| c.first())
-        .ok_or_else(|| AnswerError::Unusable("`choices` is empty".into()))?;
-    let logprobs = choice
-        .get("logprobs")
-        .filter(|l| !l.is_null())
-        .ok_or_else(|| {
-            AnswerError::Unusable("the choice has no `logprobs`; request logprobs = K".into())
-        })?;
-    let names = field(logprobs, "tokens")?
-        .as_array()
-        .ok_or_else(|| AnswerError::Unusable("`logprobs.tokens` is not an array".into()))?;
-    let tops = field(logprobs, "top_logprobs")?
-        .as_array()
-        .ok_or_else(|| AnswerError::Unusable("`logprobs.top_logprobs` is not an array".into()))?;
-    let tokens: Vec<TokenId> = names
-        .iter()
-        .map(|n| {
-            n.as_str()
-                .ok_or_else(|| AnswerError::Unusable("a token is not a string".into()))
-                .and_then(vllm_token)
-        })
-        .collect::<Result<_, _>>()?;
-    let mut top = Vec::with_capacity(tops.len());
-    for (i, t) in tops.iter().enumerate() {
-        let map = t.as_object().ok_or_else(|| {
-            AnswerError::Unusable(format!(
-                "top_logprobs[{i}] is not an object (is it null? request logprobs = K)"
-            ))
-        })?;
-        let mut pos = Vec::with_capacity(map.len());
-        for (name, lp) in map {
-            let lp = lp.as_f64().ok_or_else(|| {
-                AnswerError::Unusable(format!("top_logprobs[{i}][{name}] is not a number"))
-            })?;
-            pos.push((vllm_token(name)?, lp));
-        }
-        top.push(pos);
-    }
-    let finish = choice.get("finish_reason").and_then(Value::as_str);
-    let stop_reason = choice.get("stop_reason").filter(|v| !v.is_null());
-    let eos = match (finish, stop_reason) {
-        (Some("length"), _) => false,
-        (Some("stop"), None) => true,
-        (Some("stop"), Some(reason)) => match reason.as_u64() {
-            Some(id) => {
-                if tokens.last().map(|&t| u64::from(t)) != Some(id) {
-                    return Err(AnswerError::Unusable(format!(
-                        "the server stopped at token {id} but the last token is {:?}",
-                        tokens.last()
-                    )));
-                }
-                true
-            }
-            None => {
-                return Err(AnswerError::Refused(format!(
-                    "the server stopped on {reason}, not on a terminal token; exactness needs no stop strings (check the server's generation config and --override-generation-config)"
-                )));
-            }
-        },
-        (other, _) => {
-            return Err(AnswerError::Unusable(format!(
-                "unexpected finish_reason {other:?}"
-            )));
-        }
-    };
-    if eos {
-        check_terminal(&tokens, terminal)?;
-    }
-    Ok(RawGeneration { tokens, top, eos })
-}
-
-/// When a vLLM error says the requested `logprobs` exceed its `--max-logprobs` ("Requested
-/// sample logprobs of 64, which is greater than max allowed: 20", `_validate_logprobs` in
-/// `vllm/sampling_params.py`), the message that tells the operator what to do.
-pub fn vllm_logprob_limit(error: &str, k: u32) -> Option<String> {
-    let lower = error.to_ascii_lowercase();
-    if !(lower.contains("logprobs")
-        && (lower.contains("max allowed") || lower.contains("max_logprobs")))
-    {
-        return None;
-    }
-    let limit = lower.split("max allowed:").nth(1).and_then(|rest| {
-        rest.trim_start()
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|d| d.parse::<u32>().ok())
-    });
-    let (limit_text, use_k) = match limit {
-        Some(l) => (format!(" ({l})"), l.to_string()),
-        None => (String::new(), "20".to_string()),
-    };
-    Some(format!(
-        "K={k} exceeds the server's --max-logprobs{limit_text}; start vLLM with --max-logprobs {k} or use ?k={use_k} (the server said: {error})"
-    ))
-}
 
 // --------------------------------------------------------------------------------- SGLang
 
@@ -423,53 +261,10 @@ pub fn sglang_detokenize_body(model: Option<&str>, tokens: &[TokenId]) -> Value 
     body
 }
 
-/// vLLM chat `/tokenize` body: `user_text` as one user message through the model's chat
-/// template, generation prompt appended. `add_special_tokens` is false, as in vLLM's own chat
-/// completions: the template writes the special tokens (BOS included) itself.
-pub fn vllm_tokenize_chat_body(model: &str, user_text: &str) -> Value {
-    vllm_tokenize_messages_body(model, user_message(user_text))
-}
-
-/// vLLM chat `/tokenize` body for a whole conversation (`[{"role", "content"}, ...]`).
-pub fn vllm_tokenize_messages_body(model: &str, messages: Value) -> Value {
-    json!({
-        "model": model,
-        "messages": messages,
-        "add_generation_prompt": true,
-        "continue_final_message": false,
-        "add_special_tokens": false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dialect::common::request;
-
-    /// vLLM's `/tokenize` answer for a chat request (`TokenizeResponse`: `count`,
-    /// `max_model_len`, `tokens`, and `token_strs` when `return_token_strs` was asked for), here
-    /// for a ChatML template without a default system message on a Qwen2 vocabulary:
-    /// `<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n`.
-    const VLLM_CHAT_TOKENIZE: &str = r#"{"count": 9, "max_model_len": 4096,
-        "tokens": [151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198],
-        "token_strs": null}"#;
-
-    #[test]
-    fn vllm_chat_tokenize_body_and_answer() {
-        let body = vllm_tokenize_chat_body("Qwen/Qwen2.5-Math-7B-Instruct", "hi");
-        assert_eq!(
-            body,
-            json!({"model": "Qwen/Qwen2.5-Math-7B-Instruct",
-                "messages": [{"role": "user", "content": "hi"}],
-                "add_generation_prompt": true, "continue_final_message": false,
-                "add_special_tokens": false})
-        );
-        let answer: Value = serde_json::from_str(VLLM_CHAT_TOKENIZE).unwrap();
-        assert_eq!(
-            parse_tokens(&answer).unwrap(),
-            vec![151644, 872, 198, 6023, 151645, 198, 151644, 77091, 198]
-        );
-    }
 
     #[test]
     fn seeds_map_deterministically_into_each_servers_range() {
@@ -522,16 +317,5 @@ mod tests {
         let mut pinned = SGLANG_PINNED_PARAMS.to_vec();
         pinned.sort_unstable();
         assert_eq!(keys, pinned, "every parameter sent is listed as pinned");
-    }
-
-    #[test]
-    fn a_vllm_logprob_limit_error_says_what_to_do() {
-        let error = r#"POST http://gpu1:8000/v1/completions answered 400 Bad Request: {"error":{"message":"Requested sample logprobs of 64, which is greater than max allowed: 20","type":"BadRequestError","param":"logprobs","code":400}}"#;
-        let m = vllm_logprob_limit(error, 64).unwrap();
-        assert!(
-            m.starts_with("K=64 exceeds the server's --max-logprobs (20); start vLLM with --max-logprobs 64 or use ?k=20"),
-            "{m}"
-        );
-        assert!(vllm_logprob_limit("400: token id out of range", 64).is_none());
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod llamacpp;
+pub mod vllm;
 
 pub use common::{AnswerError, RawGeneration};
