@@ -353,6 +353,26 @@ mod tests {
     }
 
     #[test]
+    fn reference_errors_name_every_server_kind() {
+        for (r, message) in [
+            (
+                "llamacpp:http://h:1",
+                "model reference \"llamacpp:http://h:1\" must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT",
+            ),
+            (
+                "tgi+http://h:1",
+                "model reference scheme \"tgi\" is not known; use llamacpp+http://..., vllm+http://... or sglang+http://...",
+            ),
+            (
+                "vllm+http://h:1?k=2",
+                "\"vllm+http://h:1?k=2\": vLLM references need ?model=NAME (the name the server was started with)",
+            ),
+        ] {
+            assert_eq!(parse(r).unwrap_err().to_string(), message, "{r}");
+        }
+    }
+
+    #[test]
     fn server_urls_are_shown_without_credentials() {
         for (url, shown) in [
             ("http://user:SECRET@h:8080", "http://user:***@h:8080"),
