@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 // Their paths from before `error` held them; kept for callers.
+use crate::dialect::{ChatTemplate, Dialect};
 pub use crate::error::{BackendError, classify_status};
 use crate::error::{error_chain, in_context};
 use crate::probe::{self, ServerInfo};
@@ -155,15 +156,18 @@ impl HttpModel {
         &self.reference
     }
 
+    /// What the reference's server kind does its own way.
+    fn dialect(&self) -> &'static dyn Dialect {
+        self.reference.kind.dialect()
+    }
+
     /// Where the numbers come from, recorded with every result.
     pub fn exactness(&self, top_k: Option<u32>) -> String {
         let k = top_k.unwrap_or(self.reference.k);
-        let server = match self.reference.kind {
-            ServerKind::LlamaCpp => "llama.cpp /completion with raw n_probs",
-            ServerKind::Vllm => "vLLM /v1/completions in raw-logprobs mode",
-            ServerKind::Sglang => "SGLang /generate with original (raw) logprobs",
-        };
-        format!("exact: log p raw at temperature 1; log q of the top-{k} proposal ({server})")
+        format!(
+            "exact: log p raw at temperature 1; log q of the top-{k} proposal ({})",
+            self.dialect().logprob_source()
+        )
     }
 
     /// While every server's circuit is open, how long until the first one takes a trial request;
@@ -275,13 +279,8 @@ impl HttpModel {
 
     /// The `/tokenize` body of `text` for this server kind (special tokens such as BOS added).
     fn tokenize_body(&self, text: &str) -> Value {
-        match self.reference.kind {
-            ServerKind::LlamaCpp => wire::llamacpp_tokenize_body(text),
-            ServerKind::Vllm => {
-                json!({"model": self.reference.model, "prompt": text, "add_special_tokens": true})
-            }
-            ServerKind::Sglang => wire::sglang_tokenize_body(self.reference.model.as_deref(), text),
-        }
+        self.dialect()
+            .tokenize_body(self.reference.model.as_deref(), text)
     }
 
     /// Token ids of `text`, by the server's own tokenizer (special tokens such as BOS added).
@@ -292,18 +291,8 @@ impl HttpModel {
 
     /// Token ids of `user_text` formatted by the server's chat template as one user message,
     /// with the generation prompt (the assistant turn's opening) appended: the prompt the
-    /// server's own chat completions would start from, BOS included once.
-    ///
-    /// - llama.cpp: `POST /apply-template`, then `/tokenize` of its text with `add_special`, as
-    ///   `/v1/chat/completions` does. The server strips a BOS text the template writes at the
-    ///   start when its tokenizer adds BOS, so BOS is not doubled. A model without a template
-    ///   gets llama-server's ChatML fallback (docs/llama-server.md).
-    /// - vLLM: `POST /tokenize` with `messages`, `add_generation_prompt` true and
-    ///   `add_special_tokens` false (the template writes the special tokens), as vLLM's chat
-    ///   completions do. A model without a chat template is refused with the server's message.
-    /// - SGLang: refused. Its `/tokenize` takes text only (`TokenizeRequest` in
-    ///   `python/sglang/srt/entrypoints/openai/protocol.py`) and no endpoint applies the chat
-    ///   template without generating.
+    /// server's own chat completions would start from, BOS included once. How, or why not, is
+    /// each server's [`Dialect::chat_template`].
     pub async fn tokenize_chat(&self, user_text: &str) -> Result<Vec<TokenId>, BackendError> {
         self.tokenize_messages(&[powerfleet_jobs::ChatMessage {
             role: "user".into(),
@@ -319,40 +308,32 @@ impl HttpModel {
         messages: &[powerfleet_jobs::ChatMessage],
     ) -> Result<Vec<TokenId>, BackendError> {
         let messages = serde_json::to_value(messages).expect("chat messages serialize");
-        match self.reference.kind {
-            ServerKind::LlamaCpp => {
-                let body = wire::llamacpp_apply_template_messages_body(messages);
-                let answer = self.post(0, "/apply-template", &body).await?;
-                let text = wire::parse_llamacpp_template(&answer).map_err(|e| {
+        match self
+            .dialect()
+            .chat_template(self.reference.model.as_deref(), messages)?
+        {
+            ChatTemplate::Text { path, body, text } => {
+                let answer = self.post(0, path, &body).await?;
+                let text = text(&answer).map_err(|e| {
                     BackendError::Transient(format!(
-                        "/apply-template answered without the templated prompt ({e}): {}",
+                        "{path} answered without the templated prompt ({e}): {}",
                         snippet(&answer.to_string())
                     ))
                 })?;
                 self.tokenize(&text).await
             }
-            ServerKind::Vllm => {
-                let body = wire::vllm_tokenize_messages_body(
-                    self.reference.model.as_deref().unwrap_or_default(),
-                    messages,
-                );
-                let answer = self.post(0, "/tokenize", &body).await?;
-                tokens_of(&answer, "/tokenize (chat)")
+            ChatTemplate::Tokens { path, body } => {
+                let answer = self.post(0, path, &body).await?;
+                tokens_of(&answer, &format!("{path} (chat)"))
             }
-            ServerKind::Sglang => Err(BackendError::Rejected(
-                "SGLang cannot format a chat prompt without generating (its /tokenize takes text only); submit without chat, or put the chat-formatted text in the prompt".into(),
-            )),
         }
     }
 
     /// Text of `tokens`, by the server's own tokenizer.
     pub async fn detokenize(&self, tokens: &[TokenId]) -> Result<String, BackendError> {
-        let model = self.reference.model.as_deref();
-        let (body, field) = match self.reference.kind {
-            ServerKind::LlamaCpp => (json!({"tokens": tokens}), "content"),
-            ServerKind::Vllm => (json!({"model": model, "tokens": tokens}), "prompt"),
-            ServerKind::Sglang => (wire::sglang_detokenize_body(model, tokens), "text"),
-        };
+        let dialect = self.dialect();
+        let body = dialect.detokenize_body(self.reference.model.as_deref(), tokens);
+        let field = dialect.detokenized_field();
         let answer = self.post(0, "/detokenize", &body).await?;
         answer
             .get(field)
@@ -436,7 +417,7 @@ impl HttpModel {
             tracing::warn!(
                 server = %server.server,
                 seen = %server.seen,
-                fix = probe::determinism_fix(self.reference.kind),
+                fix = self.dialect().determinism_fix(),
                 "the server is not deterministic: the same request gives other log-probabilities, and now and then other tokens, from one time to the next; results record it (pin.deterministic false), a resumed chain may not repeat an uninterrupted one, and a study run twice differs"
             );
         }
@@ -457,13 +438,13 @@ impl HttpModel {
             served_model: info.served_model.clone(),
             k: self.reference.k,
             terminal_tokens: info.terminal_tokens.clone(),
-            sampler: wire::sampler_recipe(info.kind).to_string(),
+            sampler: info.kind.dialect().sampler_recipe().to_string(),
             deterministic: Some(info.deterministic()),
         }
     }
 
     /// Whether a prompt of `prompt_len` tokens and up to `max_new_tokens` generated tokens fit
-    /// the server's context (`probe::fits`); [`BackendError::Rejected`] naming both numbers
+    /// the server's context ([`Dialect::fits`]); [`BackendError::Rejected`] naming both numbers
     /// when not. Unknown contexts fit.
     pub fn check_fits(
         &self,
@@ -471,11 +452,12 @@ impl HttpModel {
         prompt_len: usize,
         max_new_tokens: u32,
     ) -> Result<(), BackendError> {
+        let dialect = info.kind.dialect();
         match info.context_len {
-            Some(ctx) if !probe::fits(info.kind, ctx, prompt_len, max_new_tokens) => {
+            Some(ctx) if !dialect.fits(ctx, prompt_len, max_new_tokens) => {
                 Err(BackendError::Rejected(format!(
                     "prompt of {prompt_len} tokens plus max_new_tokens {max_new_tokens} exceeds the server's context of {ctx} tokens ({}); shorten the prompt, lower max_new_tokens, or serve a longer context",
-                    probe::context_setting(info.kind)
+                    dialect.context_setting()
                 )))
             }
             _ => Ok(()),
@@ -681,16 +663,12 @@ impl HttpModel {
 
     /// The path and body of a generation request with top-K `k` on this reference's servers.
     fn generation_body(&self, request: &OwnedRequest, k: u32) -> (&'static str, Value) {
-        let model = self.reference.model.as_deref().unwrap_or_default();
-        match self.reference.kind {
-            ServerKind::LlamaCpp => ("/completion", wire::llamacpp_body(request, k)),
-            ServerKind::Vllm => ("/v1/completions", wire::vllm_body(request, k, model)),
-            ServerKind::Sglang => ("/generate", wire::sglang_body(request, k)),
-        }
+        let dialect = self.dialect();
+        let body = dialect.generation_body(request, k, self.reference.model.as_deref());
+        (dialect.generation_path(), body)
     }
 
-    /// The raw generation in a server's `answer` to `body` (sent to `path`); llama.cpp's echoed
-    /// settings are checked against the body.
+    /// The raw generation in a server's `answer` to `body` (sent to `path`).
     fn parse_generation(
         &self,
         body: &Value,
@@ -698,13 +676,9 @@ impl HttpModel {
         terminal: &[TokenId],
         path: &str,
     ) -> Result<wire::RawGeneration, BackendError> {
-        match self.reference.kind {
-            ServerKind::LlamaCpp => wire::check_llamacpp_settings(body, answer)
-                .and_then(|()| wire::parse_llamacpp(answer, terminal)),
-            ServerKind::Vllm => wire::parse_vllm(answer, terminal),
-            ServerKind::Sglang => wire::parse_sglang(answer, terminal),
-        }
-        .map_err(answer_error(path))
+        self.dialect()
+            .parse_generation(body, answer, terminal)
+            .map_err(answer_error(path))
     }
 
     /// Whether `server` answers one request the same way every time ([`probe::compare_repeats`]):
@@ -765,15 +739,14 @@ impl HttpModel {
         Ok(probe::compare_repeats(&answers))
     }
 
-    /// A vLLM refusal of K beyond its `--max-logprobs`, with what to do about it.
+    /// A refusal with what to do about it, where the server's dialect knows
+    /// ([`Dialect::explain_refusal`]: vLLM's K beyond its `--max-logprobs`).
     fn explain(&self, e: BackendError, k: u32) -> BackendError {
         match e {
-            BackendError::Rejected(m) if self.reference.kind == ServerKind::Vllm => {
-                match wire::vllm_logprob_limit(&m, k) {
-                    Some(explained) => BackendError::Rejected(explained),
-                    None => BackendError::Rejected(m),
-                }
-            }
+            BackendError::Rejected(m) => match self.dialect().explain_refusal(&m, k) {
+                Some(explained) => BackendError::Rejected(explained),
+                None => BackendError::Rejected(m),
+            },
             other => other,
         }
     }

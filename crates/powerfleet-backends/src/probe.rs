@@ -137,36 +137,6 @@ pub fn compare_repeats(answers: &[RawGeneration]) -> Option<Nondeterminism> {
     (seen.differing > 0).then_some(seen)
 }
 
-/// The fix for a server whose answers change from one request to the next.
-pub fn determinism_fix(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::LlamaCpp => {
-            "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots"
-        }
-        ServerKind::Vllm => {
-            "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")"
-        }
-        ServerKind::Sglang => {
-            "start SGLang with --enable-deterministic-inference (docs/backends.md, \"Reproducibility\")"
-        }
-    }
-}
-
-/// The fix for a server whose log-probabilities are not raw.
-pub fn raw_logprobs_fix(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::Vllm => {
-            "start vLLM with --logprobs-mode raw_logprobs (the default in recent vLLM)"
-        }
-        ServerKind::Sglang => {
-            "start SGLang with SGLANG_RETURN_ORIGINAL_LOGPROB=1 in its environment"
-        }
-        ServerKind::LlamaCpp => {
-            "llama-server must get post_sampling_probs: false, which this client sends; is a proxy rewriting requests?"
-        }
-    }
-}
-
 /// The start-up check that a server's log-probabilities are raw (temperature 1, before top-k):
 /// the same one-token request (same prefix and seed) at temperature 1 and at 0.5 must list the
 /// same log-probabilities for the top K. A server in a processed-logprobs mode reports
@@ -193,7 +163,7 @@ pub fn check_raw_logprobs(
         return Err(BackendError::Rejected(format!(
             "{}'s top log-probabilities are not log-probabilities (their probabilities sum to {mass:.4} > 1): it reports logits; {}",
             kind.name(),
-            raw_logprobs_fix(kind)
+            kind.dialect().raw_logprobs_fix()
         )));
     }
     let mut compared = 0;
@@ -209,7 +179,7 @@ pub fn check_raw_logprobs(
             return Err(BackendError::Rejected(format!(
                 "{} reports processed log-probabilities: token {id} has log-probability {lp1} at temperature 1 but {lp_half} at temperature 0.5 for the same prefix and seed, where raw log-probabilities do not depend on the temperature; {}",
                 kind.name(),
-                raw_logprobs_fix(kind)
+                kind.dialect().raw_logprobs_fix()
             )));
         }
     }
@@ -298,40 +268,6 @@ pub fn merge(infos: Vec<(String, ServerInfo)>) -> Result<ServerInfo, BackendErro
         first.nondeterministic.extend(info.nondeterministic);
     }
     Ok(first)
-}
-
-/// Whether a prompt of `prompt_len` tokens plus `max_new_tokens` fits `context_len`:
-/// - vLLM refuses a request when prompt + max_tokens > max_model_len;
-/// - SGLang refuses (or, with `--allow-auto-truncate`, silently shortens) one when prompt +
-///   max_new_tokens >= its context length (`_validate_one_request` in
-///   `python/sglang/srt/managers/tokenizer_manager.py`);
-/// - llama-server stops with `truncated` once the slot holds n_ctx - 1 tokens and another is
-///   sampled (`process_token` in `tools/server/server-context.cpp`), so prompt + generated must
-///   stay below n_ctx.
-pub fn fits(kind: ServerKind, context_len: u32, prompt_len: usize, max_new_tokens: u32) -> bool {
-    let total = prompt_len as u64 + u64::from(max_new_tokens);
-    match kind {
-        ServerKind::Vllm => total <= u64::from(context_len),
-        ServerKind::LlamaCpp | ServerKind::Sglang => total < u64::from(context_len),
-    }
-}
-
-/// The most tokens a prompt and its completion may hold together on a server of `kind` with a
-/// context of `context_len` tokens: the largest total [`fits`] accepts.
-pub fn max_total_tokens(kind: ServerKind, context_len: u32) -> u32 {
-    match kind {
-        ServerKind::Vllm => context_len,
-        ServerKind::LlamaCpp | ServerKind::Sglang => context_len.saturating_sub(1),
-    }
-}
-
-/// The server's name for its context length, for messages.
-pub fn context_setting(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::LlamaCpp => "n_ctx per slot, -c divided by -np",
-        ServerKind::Vllm => "max_model_len",
-        ServerKind::Sglang => "context_length",
-    }
 }
 
 #[cfg(test)]
@@ -500,24 +436,5 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle) && err.contains("http://b"), "{err}");
         }
-    }
-
-    #[test]
-    fn the_largest_total_is_the_largest_that_fits() {
-        for kind in [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang] {
-            let max = max_total_tokens(kind, 256);
-            assert!(fits(kind, 256, 10, max - 10), "{kind:?}");
-            assert!(!fits(kind, 256, 10, max - 9), "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn context_limits_follow_each_server() {
-        assert!(fits(ServerKind::Vllm, 2048, 1000, 1048));
-        assert!(!fits(ServerKind::Vllm, 2048, 1000, 1049));
-        assert!(!fits(ServerKind::Sglang, 2048, 1000, 1048));
-        assert!(fits(ServerKind::Sglang, 2048, 1000, 1047));
-        assert!(!fits(ServerKind::LlamaCpp, 256, 6, 250));
-        assert!(fits(ServerKind::LlamaCpp, 256, 6, 249));
     }
 }

@@ -6,7 +6,7 @@
 //! - `openai+…`, `anthropic+…`, `gemini+…` — hosted chat APIs, which cannot run MCMC.
 //!
 //! Options: `k` (top-K of the proposal and of the log-probabilities when the job sets no top-k;
-//! default per server kind, see [`ServerKind::default_k`]), `timeout_s` (per request, default
+//! default per server kind, see [`Dialect::default_k`]), `timeout_s` (per request, default
 //! 300), `max_in_flight` (per server, default 16), `model` (the served model's name; required for
 //! vLLM, checked against the server when given), `eos` (`eos=ID,ID,...`: token ids that end a
 //! generation, added to those the start-up probe learns from the server).
@@ -16,6 +16,9 @@ use std::time::Duration;
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
 
+pub use crate::dialect::sglang::SGLANG_MIN_TEMPERATURE;
+pub use crate::dialect::vllm::{VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE};
+use crate::dialect::{self, Dialect, either};
 pub use crate::error::ReferenceError;
 pub use crate::redact::{redact_reference, redact_url};
 
@@ -23,7 +26,8 @@ pub use crate::redact::{redact_reference, redact_url};
 /// reference's `timeout_s` says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Which server speaks at the URLs.
+/// Which server speaks at the URLs. What each server does its own way is its [`Dialect`]
+/// ([`ServerKind::dialect`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerKind {
@@ -35,77 +39,45 @@ pub enum ServerKind {
     Sglang,
 }
 
-/// vLLM raises temperatures in (0, 0.01) to 0.01 (`_MAX_TEMP` in `vllm/sampling_params.py`,
-/// `SamplingParams.__post_init__`, with a warning) and treats those below `_SAMPLING_EPS` (1e-5)
-/// as greedy: below 0.01 it does not sample at the temperature asked for.
-pub const VLLM_MIN_TEMPERATURE: f64 = 0.01;
-/// vLLM refuses temperatures above 2 ("temperature must be in [0, 2]",
-/// `SamplingParams._verify_args` in `vllm/sampling_params.py`).
-pub const VLLM_MAX_TEMPERATURE: f64 = 2.0;
-/// SGLang turns temperatures below `_SAMPLING_EPS` (1e-6) into greedy sampling (temperature 1,
-/// top_k 1; `SamplingParams.__post_init__` in `python/sglang/srt/sampling/sampling_params.py`).
-/// It has no upper limit.
-pub const SGLANG_MIN_TEMPERATURE: f64 = 1e-6;
-
 impl ServerKind {
-    /// The scheme prefix in references.
-    pub fn prefix(self) -> &'static str {
+    /// Every server kind, in the order messages list them.
+    pub const ALL: [ServerKind; 3] = [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang];
+
+    /// What this server does its own way: request bodies, answers, names, limits, the probe's
+    /// fixes. The one registration of a server: a new kind is a variant with its arm here, its
+    /// place in [`ServerKind::ALL`], and its file in `dialect/`.
+    pub fn dialect(self) -> &'static dyn Dialect {
         match self {
-            ServerKind::LlamaCpp => "llamacpp",
-            ServerKind::Vllm => "vllm",
-            ServerKind::Sglang => "sglang",
+            ServerKind::LlamaCpp => &dialect::llamacpp::LlamaCpp,
+            ServerKind::Vllm => &dialect::vllm::Vllm,
+            ServerKind::Sglang => &dialect::sglang::Sglang,
         }
+    }
+
+    /// The scheme prefix in references, which is also the kind's serialized form.
+    pub fn prefix(self) -> &'static str {
+        self.dialect().prefix()
     }
 
     /// The server's name, for messages.
     pub fn name(self) -> &'static str {
-        match self {
-            ServerKind::LlamaCpp => "llama.cpp",
-            ServerKind::Vllm => "vLLM",
-            ServerKind::Sglang => "SGLang",
-        }
+        self.dialect().name()
     }
 
     /// The top-K used when neither the reference (`k=`) nor the job sets one. It fits each
-    /// server's default limit on returned log-probabilities:
-    /// - llama.cpp: 64 (`n_probs` has no limit beyond the vocabulary);
-    /// - vLLM: 20, its default `--max-logprobs` (`ModelConfig.max_logprobs` in
-    ///   `vllm/config/model.py`); a larger K needs the server started with `--max-logprobs K`;
-    /// - SGLang: 64 (`top_logprobs_num` is limited only by the vocabulary size).
+    /// server's default limit on returned log-probabilities ([`Dialect::default_k`]).
     pub fn default_k(self) -> u32 {
-        match self {
-            ServerKind::LlamaCpp => 64,
-            ServerKind::Vllm => 20,
-            ServerKind::Sglang => 64,
-        }
+        self.dialect().default_k()
     }
 
-    /// Whether the server samples at proposal temperature `temperature` exactly. Called at
-    /// submission and at job start; the error names the server's limits.
-    ///
-    /// - llama.cpp: any finite temperature > 0 (0 is greedy).
-    /// - vLLM: [0.01, 2]: it raises smaller temperatures to 0.01 (greedy below 1e-5) and refuses
-    ///   larger ones (`vllm/sampling_params.py`: `_MAX_TEMP`, `_verify_args`).
-    /// - SGLang: >= 1e-6; smaller temperatures are greedy (`_SAMPLING_EPS` in
-    ///   `python/sglang/srt/sampling/sampling_params.py`).
+    /// Whether the server samples at proposal temperature `temperature` exactly: a finite
+    /// number > 0 (0 is greedy) within the server's limits ([`Dialect::check_temperature`]).
+    /// Called at submission and at job start; the error names the server's limits.
     pub fn check_proposal(self, temperature: f64) -> Result<(), ProposalError> {
         if !(temperature.is_finite() && temperature > 0.0) {
             return Err(ProposalError::NotPositive { temperature });
         }
-        match self {
-            ServerKind::LlamaCpp => Ok(()),
-            ServerKind::Vllm if temperature < VLLM_MIN_TEMPERATURE => {
-                Err(ProposalError::BelowVllmMin { temperature })
-            }
-            ServerKind::Vllm if temperature > VLLM_MAX_TEMPERATURE => {
-                Err(ProposalError::AboveVllmMax { temperature })
-            }
-            ServerKind::Vllm => Ok(()),
-            ServerKind::Sglang if temperature < SGLANG_MIN_TEMPERATURE => {
-                Err(ProposalError::BelowSglangMin { temperature })
-            }
-            ServerKind::Sglang => Ok(()),
-        }
+        self.dialect().check_temperature(temperature)
     }
 }
 
@@ -211,21 +183,25 @@ pub fn parse(reference: &str) -> Result<ModelRef, ReferenceError> {
     // The reference as messages show it.
     let shown = redact_reference(reference);
     let (scheme, rest) = reference.split_once('+').ok_or_else(|| {
-        ReferenceError(format!("model reference {shown:?} must look like llamacpp+http://HOST:PORT, vllm+http://HOST:PORT?model=NAME or sglang+http://HOST:PORT"))
+        let examples = ServerKind::ALL.map(|k| k.dialect().reference_example().to_string());
+        ReferenceError(format!(
+            "model reference {shown:?} must look like {}",
+            either(&examples)
+        ))
     })?;
-    let kind = match scheme {
-        "llamacpp" => ServerKind::LlamaCpp,
-        "vllm" => ServerKind::Vllm,
-        "sglang" => ServerKind::Sglang,
-        "openai" | "anthropic" | "gemini" => {
-            return crate::hosted::parse_hosted(reference).map(ModelRef::Hosted);
-        }
-        other => {
-            return Err(ReferenceError(format!(
-                "model reference scheme {other:?} is not known; use llamacpp+http://..., vllm+http://... or sglang+http://..."
-            )));
-        }
-    };
+    if let "openai" | "anthropic" | "gemini" = scheme {
+        return crate::hosted::parse_hosted(reference).map(ModelRef::Hosted);
+    }
+    let kind = ServerKind::ALL
+        .into_iter()
+        .find(|k| k.prefix() == scheme)
+        .ok_or_else(|| {
+            let schemes = ServerKind::ALL.map(|k| format!("{}+http://...", k.prefix()));
+            ReferenceError(format!(
+                "model reference scheme {scheme:?} is not known; use {}",
+                either(&schemes)
+            ))
+        })?;
     let (urls, query) = match rest.split_once('?') {
         Some((u, q)) => (u, Some(q)),
         None => (rest, None),
@@ -295,9 +271,10 @@ pub fn parse(reference: &str) -> Result<ModelRef, ReferenceError> {
             }
         }
     }
-    if kind == ServerKind::Vllm && r.model.is_none() {
+    if kind.dialect().requires_model() && r.model.is_none() {
         return Err(ReferenceError(format!(
-            "{shown:?}: vLLM references need ?model=NAME (the name the server was started with)"
+            "{shown:?}: {} references need ?model=NAME (the name the server was started with)",
+            kind.name()
         )));
     }
     Ok(ModelRef::Http(r))

@@ -180,10 +180,6 @@ mod conversations {
     use axum::body::Bytes;
     use axum::http::{Method, StatusCode, Uri};
     use axum::response::IntoResponse;
-    use powerfleet_backends::probe::{
-        context_setting, determinism_fix, fits, max_total_tokens, raw_logprobs_fix,
-    };
-    use powerfleet_backends::wire::sampler_recipe;
     use powerfleet_backends::{BackendError, HttpModel, ModelRef, ServerKind, parse};
     use powerfleet_jobs::ChatMessage;
     use powerfleet_sampler::OwnedRequest;
@@ -457,19 +453,21 @@ mod conversations {
                 Err(e) => json!([t, e.to_string()]),
             })
             .collect();
-        let max = max_total_tokens(kind, CONTEXT);
+        let dialect = kind.dialect();
+        let fits = |context, prompt, new| dialect.fits(context, prompt, new);
+        let max = dialect.max_total_tokens(CONTEXT);
         json!({
             "name": kind.name(),
             "prefix": kind.prefix(),
             "wire_form": serde_json::to_value(kind).unwrap(),
             "default_k": kind.default_k(),
-            "sampler_recipe": sampler_recipe(kind),
-            "determinism_fix": determinism_fix(kind),
-            "raw_logprobs_fix": raw_logprobs_fix(kind),
-            "context_setting": context_setting(kind),
+            "sampler_recipe": dialect.sampler_recipe(),
+            "determinism_fix": dialect.determinism_fix(),
+            "raw_logprobs_fix": dialect.raw_logprobs_fix(),
+            "context_setting": dialect.context_setting(),
             "max_total_tokens_of_256": max,
-            "fits_256": [fits(kind, CONTEXT, 6, max - 6), fits(kind, CONTEXT, 6, max - 5),
-                fits(kind, 0, 0, 0), fits(kind, 1, 0, 0), fits(kind, 1, 1, 0)],
+            "fits_256": [fits(CONTEXT, 6, max - 6), fits(CONTEXT, 6, max - 5),
+                fits(0, 0, 0), fits(1, 0, 0), fits(1, 1, 0)],
             "proposal": proposal,
         })
     }
@@ -489,7 +487,7 @@ mod conversations {
             "exactness".into(),
             json!([m.exactness(None), m.exactness(Some(7))]),
         );
-        let max = max_total_tokens(kind, CONTEXT);
+        let max = kind.dialect().max_total_tokens(CONTEXT);
         results.insert(
             "fits".into(),
             json!([

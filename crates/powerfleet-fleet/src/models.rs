@@ -111,13 +111,13 @@ impl Backend {
     }
 
     /// The most tokens a prompt and its completion may hold together, once the probe of the
-    /// model's servers has learned their context (`probe::max_total_tokens`); `None` before,
+    /// model's servers has learned their context (`Dialect::max_total_tokens`); `None` before,
     /// and for models without one.
     pub fn context_tokens(&self) -> Option<u32> {
         match self {
             Backend::Http { model } => model.probed().and_then(|info| {
                 info.context_len
-                    .map(|ctx| powerfleet_backends::probe::max_total_tokens(info.kind, ctx))
+                    .map(|ctx| info.kind.dialect().max_total_tokens(ctx))
             }),
             Backend::Faulty { inner, .. } => inner.context_tokens(),
             Backend::Toy { .. } | Backend::Hosted { .. } => None,
@@ -519,7 +519,7 @@ impl ModelRegistry {
                 return Err(DeterminismError::Nondeterministic {
                     name,
                     servers: servers.join("; "),
-                    fix: powerfleet_backends::probe::determinism_fix(info.kind),
+                    fix: info.kind.dialect().determinism_fix(),
                 });
             }
             tracing::info!(model = %name, "the model's servers are deterministic");

@@ -6,6 +6,104 @@ use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id, user_message};
+use super::{ChatTemplate, Dialect};
+use crate::error::BackendError;
+
+/// llama.cpp's `llama-server` (`/completion`, `/tokenize`, `/detokenize`, `/apply-template`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LlamaCpp;
+
+impl Dialect for LlamaCpp {
+    fn prefix(&self) -> &'static str {
+        "llamacpp"
+    }
+
+    fn name(&self) -> &'static str {
+        "llama.cpp"
+    }
+
+    fn reference_example(&self) -> &'static str {
+        "llamacpp+http://HOST:PORT"
+    }
+
+    /// 64: `n_probs` has no limit beyond the vocabulary.
+    fn default_k(&self) -> u32 {
+        64
+    }
+
+    fn generation_path(&self) -> &'static str {
+        "/completion"
+    }
+
+    fn generation_body(&self, request: &OwnedRequest, k: u32, _model: Option<&str>) -> Value {
+        llamacpp_body(request, k)
+    }
+
+    /// The echoed settings are checked against the body first ([`check_llamacpp_settings`]).
+    fn parse_generation(
+        &self,
+        sent: &Value,
+        answer: &Value,
+        terminal: &[TokenId],
+    ) -> Result<RawGeneration, AnswerError> {
+        check_llamacpp_settings(sent, answer).and_then(|()| parse_llamacpp(answer, terminal))
+    }
+
+    fn tokenize_body(&self, _model: Option<&str>, text: &str) -> Value {
+        llamacpp_tokenize_body(text)
+    }
+
+    fn detokenize_body(&self, _model: Option<&str>, tokens: &[TokenId]) -> Value {
+        json!({ "tokens": tokens })
+    }
+
+    fn detokenized_field(&self) -> &'static str {
+        "content"
+    }
+
+    /// `POST /apply-template`, then `/tokenize` of its text with `add_special`, as
+    /// `/v1/chat/completions` does. The server strips a BOS text the template writes at the
+    /// start when its tokenizer adds BOS, so BOS is not doubled. A model without a template gets
+    /// llama-server's ChatML fallback (docs/llama-server.md).
+    fn chat_template(
+        &self,
+        _model: Option<&str>,
+        messages: Value,
+    ) -> Result<ChatTemplate, BackendError> {
+        Ok(ChatTemplate::Text {
+            path: "/apply-template",
+            body: llamacpp_apply_template_messages_body(messages),
+            text: parse_llamacpp_template,
+        })
+    }
+
+    fn logprob_source(&self) -> &'static str {
+        "llama.cpp /completion with raw n_probs"
+    }
+
+    fn sampler_recipe(&self) -> &'static str {
+        "llama.cpp /completion v2: samplers [top_k, temperature]; dynatemp 0; top_p 1, min_p 0, typical_p 1, top_n_sigma -1, xtc 0, adaptive off, mirostat 0; penalties, dry off; logit_bias [], no grammar, no stop strings; raw top-K log-probabilities (post_sampling_probs false)"
+    }
+
+    /// 1: llama-server stops with `truncated` once the slot holds n_ctx - 1 tokens and another
+    /// is sampled (`process_token` in `tools/server/server-context.cpp`), so prompt + generated
+    /// must stay below n_ctx.
+    fn context_reserve(&self) -> u32 {
+        1
+    }
+
+    fn context_setting(&self) -> &'static str {
+        "n_ctx per slot, -c divided by -np"
+    }
+
+    fn raw_logprobs_fix(&self) -> &'static str {
+        "llama-server must get post_sampling_probs: false, which this client sends; is a proxy rewriting requests?"
+    }
+
+    fn determinism_fix(&self) -> &'static str {
+        "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots"
+    }
+}
 
 /// llama.cpp's seed for a chain's 64-bit seed. llama-server's seed is a `uint32_t` and
 /// 0xFFFFFFFF is `LLAMA_DEFAULT_SEED`, "a random seed" (`common/common.h`), which would make a

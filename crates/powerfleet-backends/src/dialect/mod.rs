@@ -1,4 +1,23 @@
-//! What differs between inference servers, one dialect per server.
+//! What differs between inference servers: one [`Dialect`] per server, each in its own file
+//! (`llamacpp.rs`, `vllm.rs`, `sglang.rs`), reached through
+//! [`ServerKind::dialect`](crate::ServerKind::dialect).
+//!
+//! A dialect builds the server's request bodies and reads its answers (generation, tokenize,
+//! detokenize, chat templates), knows its names, limits and context rule, and says what its
+//! requests pin on the server and how to fix it when it is not raw or not deterministic.
+//! Everything else is one code for every server: the client's transport, concurrency limits
+//! and circuit breakers (`client.rs`), the exactness recipe (`recipe.rs`), and the probe's
+//! checks (`probe.rs`).
+//!
+//! A new server is a file here implementing [`Dialect`] and one registration: its
+//! [`ServerKind`](crate::ServerKind) variant, with its arm in `ServerKind::dialect` and its place
+//! in `ServerKind::ALL`.
+
+use powerfleet_sampler::{OwnedRequest, TokenId};
+use serde_json::Value;
+
+use crate::error::BackendError;
+use crate::reference::ProposalError;
 
 pub mod common;
 pub mod llamacpp;
@@ -6,6 +25,148 @@ pub mod sglang;
 pub mod vllm;
 
 pub use common::{AnswerError, RawGeneration};
+
+/// How a server turns chat messages into a prompt's token ids.
+#[derive(Clone, Debug)]
+pub enum ChatTemplate {
+    /// The server renders the template as text: POST `body` to `path`, `text` reads the answer,
+    /// and the text is then tokenized as any prompt is (`/tokenize` with special tokens).
+    Text {
+        /// Where the body goes.
+        path: &'static str,
+        /// The messages, with the generation prompt asked for.
+        body: Value,
+        /// The templated text of the answer.
+        text: fn(&Value) -> Result<String, AnswerError>,
+    },
+    /// The server tokenizes the templated messages itself: POST `body` to `path`, whose answer
+    /// is a `/tokenize` answer.
+    Tokens {
+        /// Where the body goes.
+        path: &'static str,
+        /// The messages, with the generation prompt asked for.
+        body: Value,
+    },
+}
+
+/// What one inference server does its own way. The methods are pure: the client sends what
+/// they build and hands them what came back.
+pub trait Dialect: Send + Sync {
+    // ------------------------------------------------------------------ names and limits
+
+    /// The scheme prefix in references (`llamacpp+http://...`), which is also the server kind's
+    /// serialized form.
+    fn prefix(&self) -> &'static str;
+
+    /// The server's name, for messages.
+    fn name(&self) -> &'static str;
+
+    /// A reference of this kind as messages show one (`vllm+http://HOST:PORT?model=NAME`).
+    fn reference_example(&self) -> &'static str;
+
+    /// Whether a reference must name the served model (`?model=NAME`).
+    fn requires_model(&self) -> bool {
+        false
+    }
+
+    /// The top-K used when neither the reference (`k=`) nor the job sets one: it fits the
+    /// server's default limit on returned log-probabilities.
+    fn default_k(&self) -> u32;
+
+    /// Whether the server samples at proposal temperature `temperature` (finite and > 0)
+    /// exactly; the error names the server's limits.
+    fn check_temperature(&self, _temperature: f64) -> Result<(), ProposalError> {
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------ generation
+
+    /// Where generation requests go.
+    fn generation_path(&self) -> &'static str;
+
+    /// The body of a generation request with top-K `k`: every server-side setting that can
+    /// change q is pinned. `model` is the reference's `?model=`.
+    fn generation_body(&self, request: &OwnedRequest, k: u32, model: Option<&str>) -> Value;
+
+    /// The raw generation in the `answer` to the generation body `sent`; `terminal` holds the
+    /// model's end-of-generation tokens (empty when unknown).
+    fn parse_generation(
+        &self,
+        sent: &Value,
+        answer: &Value,
+        terminal: &[TokenId],
+    ) -> Result<RawGeneration, AnswerError>;
+
+    /// A refusal of the server (`message`, for a request with top-K `k`) said with what to do
+    /// about it; `None` leaves the message as the server gave it.
+    fn explain_refusal(&self, _message: &str, _k: u32) -> Option<String> {
+        None
+    }
+
+    // ---------------------------------------------------------------- tokens and chats
+
+    /// The `/tokenize` body of `text`, special tokens such as BOS added.
+    fn tokenize_body(&self, model: Option<&str>, text: &str) -> Value;
+
+    /// The `/detokenize` body of `tokens`.
+    fn detokenize_body(&self, model: Option<&str>, tokens: &[TokenId]) -> Value;
+
+    /// The field of the `/detokenize` answer that holds the text.
+    fn detokenized_field(&self) -> &'static str;
+
+    /// How `messages` (`[{"role", "content"}, ...]`) become a prompt through the model's chat
+    /// template with the generation prompt appended, or why this server cannot do it.
+    fn chat_template(
+        &self,
+        model: Option<&str>,
+        messages: Value,
+    ) -> Result<ChatTemplate, BackendError>;
+
+    // --------------------------------------------------- exactness, pinning and contexts
+
+    /// Where the numbers come from, for the exactness note of every result.
+    fn logprob_source(&self) -> &'static str;
+
+    /// What the request bodies pin on the server, recorded in a `ServerPin`: a change of these
+    /// bodies (a new sampler setting, another logprobs mode) changes the string, so a chain is
+    /// never resumed under a different q.
+    fn sampler_recipe(&self) -> &'static str;
+
+    /// Tokens of the context a prompt and its completion cannot use together: a prompt of
+    /// `prompt_len` tokens and `max_new_tokens` fit a context of `context_len` when
+    /// `prompt_len + max_new_tokens + reserve <= context_len`.
+    fn context_reserve(&self) -> u32;
+
+    /// The server's name for its context length, for messages.
+    fn context_setting(&self) -> &'static str;
+
+    /// Whether a prompt of `prompt_len` tokens plus `max_new_tokens` fits `context_len`.
+    fn fits(&self, context_len: u32, prompt_len: usize, max_new_tokens: u32) -> bool {
+        prompt_len as u64 + u64::from(max_new_tokens) + u64::from(self.context_reserve())
+            <= u64::from(context_len)
+    }
+
+    /// The most tokens a prompt and its completion may hold together in a context of
+    /// `context_len` tokens: the largest total [`Dialect::fits`] accepts.
+    fn max_total_tokens(&self, context_len: u32) -> u32 {
+        context_len.saturating_sub(self.context_reserve())
+    }
+
+    /// The fix for a server whose log-probabilities are not raw.
+    fn raw_logprobs_fix(&self) -> &'static str;
+
+    /// The fix for a server whose answers change from one request to the next.
+    fn determinism_fix(&self) -> &'static str;
+}
+
+/// "a, b or c".
+pub(crate) fn either(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -15,6 +176,7 @@ mod tests {
     use super::llamacpp::{llamacpp_body, llamacpp_seed};
     use super::sglang::{SGLANG_PINNED_PARAMS, sglang_body, sglang_seed};
     use super::vllm::{vllm_body, vllm_seed};
+    use crate::reference::ServerKind;
 
     #[test]
     fn seeds_map_deterministically_into_each_servers_range() {
@@ -67,5 +229,24 @@ mod tests {
         let mut pinned = SGLANG_PINNED_PARAMS.to_vec();
         pinned.sort_unstable();
         assert_eq!(keys, pinned, "every parameter sent is listed as pinned");
+    }
+
+    #[test]
+    fn the_largest_total_is_the_largest_that_fits() {
+        for kind in [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang] {
+            let max = kind.dialect().max_total_tokens(256);
+            assert!(kind.dialect().fits(256, 10, max - 10), "{kind:?}");
+            assert!(!kind.dialect().fits(256, 10, max - 9), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn context_limits_follow_each_server() {
+        assert!(ServerKind::Vllm.dialect().fits(2048, 1000, 1048));
+        assert!(!ServerKind::Vllm.dialect().fits(2048, 1000, 1049));
+        assert!(!ServerKind::Sglang.dialect().fits(2048, 1000, 1048));
+        assert!(ServerKind::Sglang.dialect().fits(2048, 1000, 1047));
+        assert!(!ServerKind::LlamaCpp.dialect().fits(256, 6, 250));
+        assert!(ServerKind::LlamaCpp.dialect().fits(256, 6, 249));
     }
 }

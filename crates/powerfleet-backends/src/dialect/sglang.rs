@@ -5,6 +5,116 @@ use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id};
+use super::{ChatTemplate, Dialect};
+use crate::error::BackendError;
+use crate::reference::ProposalError;
+
+/// SGLang turns temperatures below `_SAMPLING_EPS` (1e-6) into greedy sampling (temperature 1,
+/// top_k 1; `SamplingParams.__post_init__` in `python/sglang/srt/sampling/sampling_params.py`).
+/// It has no upper limit.
+pub const SGLANG_MIN_TEMPERATURE: f64 = 1e-6;
+
+/// SGLang's native API (`/generate`, `/tokenize`, `/detokenize`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sglang;
+
+impl Dialect for Sglang {
+    fn prefix(&self) -> &'static str {
+        "sglang"
+    }
+
+    fn name(&self) -> &'static str {
+        "SGLang"
+    }
+
+    fn reference_example(&self) -> &'static str {
+        "sglang+http://HOST:PORT"
+    }
+
+    /// 64: `top_logprobs_num` is limited only by the vocabulary size.
+    fn default_k(&self) -> u32 {
+        64
+    }
+
+    /// At least 1e-6; smaller temperatures are greedy (`_SAMPLING_EPS` in
+    /// `python/sglang/srt/sampling/sampling_params.py`).
+    fn check_temperature(&self, temperature: f64) -> Result<(), ProposalError> {
+        if temperature < SGLANG_MIN_TEMPERATURE {
+            Err(ProposalError::BelowSglangMin { temperature })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn generation_path(&self) -> &'static str {
+        "/generate"
+    }
+
+    fn generation_body(&self, request: &OwnedRequest, k: u32, _model: Option<&str>) -> Value {
+        sglang_body(request, k)
+    }
+
+    fn parse_generation(
+        &self,
+        _sent: &Value,
+        answer: &Value,
+        terminal: &[TokenId],
+    ) -> Result<RawGeneration, AnswerError> {
+        parse_sglang(answer, terminal)
+    }
+
+    fn tokenize_body(&self, model: Option<&str>, text: &str) -> Value {
+        sglang_tokenize_body(model, text)
+    }
+
+    fn detokenize_body(&self, model: Option<&str>, tokens: &[TokenId]) -> Value {
+        sglang_detokenize_body(model, tokens)
+    }
+
+    fn detokenized_field(&self) -> &'static str {
+        "text"
+    }
+
+    /// Refused: SGLang's `/tokenize` takes text only (`TokenizeRequest` in
+    /// `python/sglang/srt/entrypoints/openai/protocol.py`) and no endpoint applies the chat
+    /// template without generating.
+    fn chat_template(
+        &self,
+        _model: Option<&str>,
+        _messages: Value,
+    ) -> Result<ChatTemplate, BackendError> {
+        Err(BackendError::Rejected(
+            "SGLang cannot format a chat prompt without generating (its /tokenize takes text only); submit without chat, or put the chat-formatted text in the prompt".into(),
+        ))
+    }
+
+    fn logprob_source(&self) -> &'static str {
+        "SGLang /generate with original (raw) logprobs"
+    }
+
+    fn sampler_recipe(&self) -> &'static str {
+        "SGLang /generate v1: top_k K, top_p 1, min_p 0, penalties neutral, min_new_tokens 0, no stop strings; original top-K log-probabilities (SGLANG_RETURN_ORIGINAL_LOGPROB)"
+    }
+
+    /// 1: SGLang refuses (or, with `--allow-auto-truncate`, silently shortens) a request when
+    /// prompt + max_new_tokens >= its context length (`_validate_one_request` in
+    /// `python/sglang/srt/managers/tokenizer_manager.py`).
+    fn context_reserve(&self) -> u32 {
+        1
+    }
+
+    fn context_setting(&self) -> &'static str {
+        "context_length"
+    }
+
+    fn raw_logprobs_fix(&self) -> &'static str {
+        "start SGLang with SGLANG_RETURN_ORIGINAL_LOGPROB=1 in its environment"
+    }
+
+    fn determinism_fix(&self) -> &'static str {
+        "start SGLang with --enable-deterministic-inference (docs/backends.md, \"Reproducibility\")"
+    }
+}
 
 /// SGLang's `sampling_seed` for a chain's 64-bit seed. SGLang builds a tensor of the seeds,
 /// `torch.int64` in recent versions and `torch.int32` in older ones

@@ -5,6 +5,131 @@ use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, user_message};
+use super::{ChatTemplate, Dialect};
+use crate::error::BackendError;
+use crate::reference::ProposalError;
+
+/// vLLM raises temperatures in (0, 0.01) to 0.01 (`_MAX_TEMP` in `vllm/sampling_params.py`,
+/// `SamplingParams.__post_init__`, with a warning) and treats those below `_SAMPLING_EPS` (1e-5)
+/// as greedy: below 0.01 it does not sample at the temperature asked for.
+pub const VLLM_MIN_TEMPERATURE: f64 = 0.01;
+/// vLLM refuses temperatures above 2 ("temperature must be in [0, 2]",
+/// `SamplingParams._verify_args` in `vllm/sampling_params.py`).
+pub const VLLM_MAX_TEMPERATURE: f64 = 2.0;
+
+/// vLLM's OpenAI-compatible server (`/v1/completions`, `/tokenize`, `/detokenize`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vllm;
+
+impl Dialect for Vllm {
+    fn prefix(&self) -> &'static str {
+        "vllm"
+    }
+
+    fn name(&self) -> &'static str {
+        "vLLM"
+    }
+
+    fn reference_example(&self) -> &'static str {
+        "vllm+http://HOST:PORT?model=NAME"
+    }
+
+    /// Every request names the served model.
+    fn requires_model(&self) -> bool {
+        true
+    }
+
+    /// 20, vLLM's default `--max-logprobs` (`ModelConfig.max_logprobs` in
+    /// `vllm/config/model.py`); a larger K needs the server started with `--max-logprobs K`.
+    fn default_k(&self) -> u32 {
+        20
+    }
+
+    /// [0.01, 2]: vLLM raises smaller temperatures to 0.01 (greedy below 1e-5) and refuses
+    /// larger ones (`vllm/sampling_params.py`: `_MAX_TEMP`, `_verify_args`).
+    fn check_temperature(&self, temperature: f64) -> Result<(), ProposalError> {
+        if temperature < VLLM_MIN_TEMPERATURE {
+            Err(ProposalError::BelowVllmMin { temperature })
+        } else if temperature > VLLM_MAX_TEMPERATURE {
+            Err(ProposalError::AboveVllmMax { temperature })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn generation_path(&self) -> &'static str {
+        "/v1/completions"
+    }
+
+    fn generation_body(&self, request: &OwnedRequest, k: u32, model: Option<&str>) -> Value {
+        vllm_body(request, k, model.unwrap_or_default())
+    }
+
+    fn parse_generation(
+        &self,
+        _sent: &Value,
+        answer: &Value,
+        terminal: &[TokenId],
+    ) -> Result<RawGeneration, AnswerError> {
+        parse_vllm(answer, terminal)
+    }
+
+    /// A refusal of K beyond `--max-logprobs` says what to do ([`vllm_logprob_limit`]).
+    fn explain_refusal(&self, message: &str, k: u32) -> Option<String> {
+        vllm_logprob_limit(message, k)
+    }
+
+    fn tokenize_body(&self, model: Option<&str>, text: &str) -> Value {
+        json!({"model": model, "prompt": text, "add_special_tokens": true})
+    }
+
+    fn detokenize_body(&self, model: Option<&str>, tokens: &[TokenId]) -> Value {
+        json!({"model": model, "tokens": tokens})
+    }
+
+    fn detokenized_field(&self) -> &'static str {
+        "prompt"
+    }
+
+    /// `POST /tokenize` with `messages`, `add_generation_prompt` true and `add_special_tokens`
+    /// false (the template writes the special tokens), as vLLM's chat completions do. A model
+    /// without a chat template is refused with the server's message.
+    fn chat_template(
+        &self,
+        model: Option<&str>,
+        messages: Value,
+    ) -> Result<ChatTemplate, BackendError> {
+        Ok(ChatTemplate::Tokens {
+            path: "/tokenize",
+            body: vllm_tokenize_messages_body(model.unwrap_or_default(), messages),
+        })
+    }
+
+    fn logprob_source(&self) -> &'static str {
+        "vLLM /v1/completions in raw-logprobs mode"
+    }
+
+    fn sampler_recipe(&self) -> &'static str {
+        "vLLM /v1/completions v2: top_k K, top_p 1, min_p 0, penalties neutral, min_tokens 0, no stop strings or bad words; raw top-K log-probabilities (raw_logprobs mode)"
+    }
+
+    /// 0: vLLM refuses a request when prompt + max_tokens > max_model_len.
+    fn context_reserve(&self) -> u32 {
+        0
+    }
+
+    fn context_setting(&self) -> &'static str {
+        "max_model_len"
+    }
+
+    fn raw_logprobs_fix(&self) -> &'static str {
+        "start vLLM with --logprobs-mode raw_logprobs (the default in recent vLLM)"
+    }
+
+    fn determinism_fix(&self) -> &'static str {
+        "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")"
+    }
+}
 
 /// vLLM's seed for a chain's 64-bit seed: `CompletionRequest.seed` must lie in
 /// [-2^63, 2^63 - 1] (`_INT64_MIN`/`_INT64_MAX` in
