@@ -5,19 +5,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use powerfleet_jobs::ServerPin;
 use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::dialect::common::{answer_error, effective_k, snippet, tokens_of};
+use crate::dialect::{ChatTemplate, Dialect, Exchange, PROBE_SEED, RawGeneration, explained};
 // Their paths from before `error` held them; kept for callers.
-use crate::dialect::{ChatTemplate, Dialect};
 pub use crate::error::{BackendError, classify_status};
 use crate::error::{error_chain, in_context};
 use crate::probe::{self, ServerInfo};
 use crate::redact::redact_url;
-use crate::reference::{HttpReference, ServerKind};
-use crate::wire;
+use crate::reference::HttpReference;
 
 // Declared in `metrics` with the crate's other metrics; kept at its path for callers.
 pub use crate::metrics::CIRCUIT_OPEN;
@@ -98,10 +99,6 @@ impl Server {
     }
 }
 
-/// The text the start-up probe tokenizes for its one-token generations.
-const PROBE_TEXT: &str = "The";
-/// The seed of the probe's generations.
-const PROBE_SEED: u64 = 0x5eed;
 /// The prompt of the determinism probe: long enough that a server's batching and caching
 /// reach its numbers (about 130 tokens of a character vocabulary, 30 of a subword one), and
 /// printable ASCII only, which every vocabulary can tokenize.
@@ -359,7 +356,7 @@ impl HttpModel {
     ///    SGLang server the `?model=` given, if any;
     /// 2. learns the terminal tokens where the server tells: llama.cpp's EOS (`/props`
     ///    `eos_token` through `/tokenize` with `parse_special`) and every end-of-generation
-    ///    token (see `wire::llamacpp_eog_body`); SGLang's `eos_token_ids` when
+    ///    token (see `dialect::llamacpp::llamacpp_eog_body`); SGLang's `eos_token_ids` when
     ///    `/get_model_info` lists them; plus the reference's `eos=`. vLLM does not expose its
     ///    `generation_config` EOS ids over HTTP: give them with `eos=`;
     /// 3. generates one token after the same prefix with the same seed at temperatures 1 and
@@ -368,11 +365,12 @@ impl HttpModel {
     ///    (`probe::check_raw_logprobs`). A vLLM 400 for K beyond its `--max-logprobs` is
     ///    refused with the fix too. For llama.cpp, the answers' echoed sampler settings are
     ///    checked, and the same request with `post_sampling_probs` must report the recipe's q
-    ///    (`probe::check_post_sampling`);
+    ///    (`dialect::llamacpp::check_post_sampling`);
     /// 4. for SGLang, refuses speculative decoding (`/get_server_info`) and
     ///    `--preferred-sampling-params` that requests do not override.
     ///
-    /// All servers must agree on model, context and terminal tokens. Errors keep their class:
+    /// Steps 1, 2 and 4 and the requests of step 3 are the server's [`Dialect::probe`]. All
+    /// servers must agree on model, context and terminal tokens. Errors keep their class:
     /// a server that is down gives [`BackendError::Unavailable`] (wait and probe again), a
     /// configuration that rules out exact sampling [`BackendError::Rejected`].
     pub async fn probe(&self) -> Result<Arc<ServerInfo>, BackendError> {
@@ -386,11 +384,13 @@ impl HttpModel {
         let mut infos = Vec::with_capacity(self.servers.len());
         for server in &self.servers {
             let probed = async {
-                let mut info = match self.reference.kind {
-                    ServerKind::LlamaCpp => self.probe_llamacpp(server).await,
-                    ServerKind::Vllm => self.probe_vllm(server).await,
-                    ServerKind::Sglang => self.probe_sglang(server).await,
-                }?;
+                let mut info = self
+                    .dialect()
+                    .probe(&OneServer {
+                        model: self,
+                        server,
+                    })
+                    .await?;
                 if let Some(seen) = self.probe_determinism(server, &info).await? {
                     info.nondeterministic.push(probe::NondeterministicServer {
                         server: server.shown.clone(),
@@ -464,203 +464,6 @@ impl HttpModel {
         }
     }
 
-    /// A GET that may be missing on some server versions: `None` when the server refuses it or
-    /// answers badly; an outage is still an error.
-    async fn optional_get(
-        &self,
-        server: &Server,
-        path: &str,
-    ) -> Result<Option<Value>, BackendError> {
-        match self.call(server, path, None).await {
-            Ok(v) => Ok(Some(v)),
-            Err(e @ BackendError::Unavailable(_)) => Err(e),
-            Err(_) => Ok(None),
-        }
-    }
-
-    /// The probe's prefix: [`PROBE_TEXT`] tokenized by `server`.
-    async fn probe_prefix(&self, server: &Server) -> Result<Vec<TokenId>, BackendError> {
-        let answer = self
-            .call(server, "/tokenize", Some(&self.tokenize_body(PROBE_TEXT)))
-            .await?;
-        let tokens = tokens_of(&answer, "/tokenize")?;
-        if tokens.is_empty() {
-            return Err(BackendError::Transient(format!(
-                "/tokenize of {PROBE_TEXT:?} returned no token"
-            )));
-        }
-        Ok(tokens)
-    }
-
-    fn probe_request(prefix: &[TokenId], temperature: f64, k: u32) -> OwnedRequest {
-        OwnedRequest {
-            prefix: prefix.to_vec(),
-            prompt_len: prefix.len(),
-            max_tokens: 1,
-            temperature,
-            top_k: Some(k),
-            seed: PROBE_SEED,
-        }
-    }
-
-    async fn probe_llamacpp(&self, server: &Server) -> Result<ServerInfo, BackendError> {
-        let props = self.call(server, "/props", None).await?;
-        let props = wire::parse_llamacpp_props(&props)
-            .map_err(|e| BackendError::Transient(format!("/props: {e}")))?;
-        let prefix = self.probe_prefix(server).await?;
-        let mut terminal = self.reference.eos.clone();
-        if !props.eos_text.is_empty() {
-            let body =
-                json!({"content": props.eos_text, "add_special": false, "parse_special": true});
-            let answer = self.call(server, "/tokenize", Some(&body)).await?;
-            if let [eos] = tokens_of(&answer, "/tokenize")?[..] {
-                terminal.push(eos);
-            }
-        }
-        let answer = self
-            .call(
-                server,
-                "/completion",
-                Some(&wire::llamacpp_eog_body(&prefix)),
-            )
-            .await?;
-        if let Some(eog) = wire::parse_llamacpp_eog(&answer)
-            .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?
-        {
-            terminal.extend(eog);
-        }
-        terminal.sort_unstable();
-        terminal.dedup();
-        let k = self.reference.k;
-        let mut lists = Vec::with_capacity(2);
-        for temperature in [1.0, 0.5] {
-            let body = wire::llamacpp_body(&Self::probe_request(&prefix, temperature, k), k);
-            let answer = self.call(server, "/completion", Some(&body)).await?;
-            wire::check_llamacpp_settings(&body, &answer).map_err(answer_error("/completion"))?;
-            let raw =
-                wire::parse_llamacpp(&answer, &terminal).map_err(answer_error("/completion"))?;
-            lists.push(first_list(raw, k, "/completion")?);
-        }
-        probe::check_raw_logprobs(ServerKind::LlamaCpp, &lists[0], &lists[1])?;
-        let body = wire::llamacpp_post_sampling_body(&Self::probe_request(&prefix, 0.5, k), k);
-        let answer = self.call(server, "/completion", Some(&body)).await?;
-        let reported = wire::parse_llamacpp_post_sampling(&answer)
-            .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?;
-        probe::check_post_sampling(&lists[1], &reported, 0.5)?;
-        Ok(ServerInfo {
-            kind: ServerKind::LlamaCpp,
-            served_model: props.model,
-            context_len: props.n_ctx,
-            terminal_tokens: terminal,
-            nondeterministic: Vec::new(),
-        })
-    }
-
-    /// The served models of a vLLM or SGLang server (`GET /v1/models`).
-    async fn served_models(
-        &self,
-        server: &Server,
-    ) -> Result<Vec<(String, Option<u32>)>, BackendError> {
-        let answer = self.call(server, "/v1/models", None).await?;
-        wire::parse_models(&answer).map_err(|e| BackendError::Transient(format!("/v1/models: {e}")))
-    }
-
-    async fn probe_vllm(&self, server: &Server) -> Result<ServerInfo, BackendError> {
-        let model = self.reference.model.as_deref().unwrap_or_default();
-        let served = self.served_models(server).await?;
-        let Some((_, context_len)) = served.iter().find(|(id, _)| id == model).cloned() else {
-            let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
-            return Err(BackendError::Rejected(format!(
-                "the server serves {ids:?}, not {model:?}; set ?model= to the name the server was started with (--served-model-name)"
-            )));
-        };
-        let prefix = self.probe_prefix(server).await?;
-        let terminal = self.reference.eos.clone();
-        let k = self.reference.k;
-        let mut lists = Vec::with_capacity(2);
-        for temperature in [1.0, 0.5] {
-            let body = wire::vllm_body(&Self::probe_request(&prefix, temperature, k), k, model);
-            let answer = self
-                .call(server, "/v1/completions", Some(&body))
-                .await
-                .map_err(|e| self.explain(e, k))?;
-            let raw =
-                wire::parse_vllm(&answer, &terminal).map_err(answer_error("/v1/completions"))?;
-            lists.push(first_list(raw, k, "/v1/completions")?);
-        }
-        probe::check_raw_logprobs(ServerKind::Vllm, &lists[0], &lists[1])?;
-        Ok(ServerInfo {
-            kind: ServerKind::Vllm,
-            served_model: model.to_string(),
-            context_len,
-            terminal_tokens: terminal,
-            nondeterministic: Vec::new(),
-        })
-    }
-
-    async fn probe_sglang(&self, server: &Server) -> Result<ServerInfo, BackendError> {
-        let served = self.served_models(server).await?;
-        let (served_model, context_len) = match &self.reference.model {
-            Some(model) => served.iter().find(|(id, _)| id == model).cloned(),
-            None => served.first().cloned(),
-        }
-        .ok_or_else(|| {
-            let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
-            BackendError::Rejected(format!(
-                "the server serves {ids:?}, not {:?}; set ?model= to the served model name (--served-model-name) or leave it out",
-                self.reference.model.as_deref().unwrap_or_default()
-            ))
-        })?;
-        let mut terminal = self.reference.eos.clone();
-        let mut model_info = self.optional_get(server, "/get_model_info").await?;
-        if model_info.is_none() {
-            model_info = self.optional_get(server, "/model_info").await?;
-        }
-        if let Some(info) = model_info {
-            if let Some(ids) = info.get("eos_token_ids").and_then(Value::as_array) {
-                terminal.extend(
-                    ids.iter()
-                        .filter_map(Value::as_u64)
-                        .filter_map(|t| TokenId::try_from(t).ok()),
-                );
-            }
-            sglang_preferred_params(info.get("preferred_sampling_params"))
-                .map_err(BackendError::Rejected)?;
-        }
-        terminal.sort_unstable();
-        terminal.dedup();
-        let mut server_info = self.optional_get(server, "/get_server_info").await?;
-        if server_info.is_none() {
-            server_info = self.optional_get(server, "/server_info").await?;
-        }
-        if let Some(algorithm) = server_info
-            .as_ref()
-            .and_then(|i| i.get("speculative_algorithm"))
-            .filter(|a| !a.is_null() && a.as_str() != Some("NONE"))
-        {
-            return Err(BackendError::Rejected(format!(
-                "SGLang runs speculative decoding (speculative_algorithm {algorithm}); exact sampling needs it off: start the server without --speculative-algorithm"
-            )));
-        }
-        let prefix = self.probe_prefix(server).await?;
-        let k = self.reference.k;
-        let mut lists = Vec::with_capacity(2);
-        for temperature in [1.0, 0.5] {
-            let body = wire::sglang_body(&Self::probe_request(&prefix, temperature, k), k);
-            let answer = self.call(server, "/generate", Some(&body)).await?;
-            let raw = wire::parse_sglang(&answer, &terminal).map_err(answer_error("/generate"))?;
-            lists.push(first_list(raw, k, "/generate")?);
-        }
-        probe::check_raw_logprobs(ServerKind::Sglang, &lists[0], &lists[1])?;
-        Ok(ServerInfo {
-            kind: ServerKind::Sglang,
-            served_model,
-            context_len,
-            terminal_tokens: terminal,
-            nondeterministic: Vec::new(),
-        })
-    }
-
     /// The path and body of a generation request with top-K `k` on this reference's servers.
     fn generation_body(&self, request: &OwnedRequest, k: u32) -> (&'static str, Value) {
         let dialect = self.dialect();
@@ -675,7 +478,7 @@ impl HttpModel {
         answer: &Value,
         terminal: &[TokenId],
         path: &str,
-    ) -> Result<wire::RawGeneration, BackendError> {
+    ) -> Result<RawGeneration, BackendError> {
         self.dialect()
             .parse_generation(body, answer, terminal)
             .map_err(answer_error(path))
@@ -742,13 +545,7 @@ impl HttpModel {
     /// A refusal with what to do about it, where the server's dialect knows
     /// ([`Dialect::explain_refusal`]: vLLM's K beyond its `--max-logprobs`).
     fn explain(&self, e: BackendError, k: u32) -> BackendError {
-        match e {
-            BackendError::Rejected(m) => match self.dialect().explain_refusal(&m, k) {
-                Some(explained) => BackendError::Rejected(explained),
-                None => BackendError::Rejected(m),
-            },
-            other => other,
-        }
+        explained(self.dialect(), e, k)
     }
 
     /// Samples a continuation of `request.prefix` with exact log p and log q per token.
@@ -760,7 +557,7 @@ impl HttpModel {
         affinity: u64,
     ) -> Result<Generation, BackendError> {
         let info = self.probe().await?;
-        let k = wire::effective_k(request, self.reference.k);
+        let k = effective_k(request, self.reference.k);
         let (path, body) = self.generation_body(request, k);
         let answer = self
             .post(affinity, path, &body)
@@ -774,69 +571,28 @@ impl HttpModel {
     }
 }
 
-/// The token ids of a `/tokenize` answer, or a transient error naming `what`.
-fn tokens_of(answer: &Value, what: &str) -> Result<Vec<TokenId>, BackendError> {
-    wire::parse_tokens(answer).map_err(|e| {
-        BackendError::Transient(format!(
-            "{what} answered without a token list ({e}): {}",
-            snippet(&answer.to_string())
-        ))
-    })
+/// One server of a model, as its dialect's probe talks to it.
+struct OneServer<'s> {
+    model: &'s HttpModel,
+    server: &'s Server,
 }
 
-/// An unusable answer as a [`BackendError`]: refusals are permanent, the rest transient.
-fn answer_error(path: &str) -> impl Fn(wire::AnswerError) -> BackendError + '_ {
-    move |e| match e {
-        wire::AnswerError::Refused(m) => BackendError::Rejected(format!("{path}: {m}")),
-        wire::AnswerError::Unusable(m) => BackendError::Transient(format!("{path}: {m}")),
+impl Exchange for OneServer<'_> {
+    fn reference(&self) -> &HttpReference {
+        &self.model.reference
     }
-}
 
-/// The raw top-K list at the first position of a probe's one-token generation.
-fn first_list(
-    raw: wire::RawGeneration,
-    k: u32,
-    path: &str,
-) -> Result<Vec<(TokenId, f64)>, BackendError> {
-    raw.check_top_k(k)
-        .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
-    raw.top.into_iter().next().ok_or_else(|| {
-        BackendError::Transient(format!("{path}: the probe's generation returned no token"))
-    })
-}
-
-/// SGLang's `--preferred-sampling-params` (a JSON object, given as a string) fill in what a
-/// request leaves out; they may only name parameters every request sets.
-fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
-    let parsed = match value {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(()),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
-        Some(other) => other.clone(),
-    };
-    let Some(map) = parsed.as_object() else {
-        return Ok(());
-    };
-    let extra: Vec<&str> = map
-        .keys()
-        .map(String::as_str)
-        .filter(|key| !wire::SGLANG_PINNED_PARAMS.contains(key))
-        .collect();
-    if extra.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "SGLang runs with --preferred-sampling-params setting {extra:?}, which requests do not override and which can change the sampled distribution; start the server without them"
-        ))
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Value, BackendError>> {
+        Box::pin(self.model.call(self.server, path, None))
     }
-}
 
-fn snippet(text: &str) -> String {
-    let mut s: String = text.chars().take(300).collect();
-    if text.chars().count() > 300 {
-        s.push('…');
+    fn post<'a>(
+        &'a self,
+        path: &'a str,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, BackendError>> {
+        Box::pin(self.model.call(self.server, path, Some(body)))
     }
-    s
 }
 
 #[cfg(test)]
@@ -847,8 +603,10 @@ mod tests {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use axum::routing::post;
+    use serde_json::json;
 
     use super::*;
+    use crate::wire;
 
     /// Serves `app` on a free port; the base URL.
     async fn serve(app: Router) -> String {

@@ -1,12 +1,13 @@
 //! What a start-up probe learns about a reference's servers ([`ServerInfo`]) and the pure checks
-//! the probe runs on the servers' answers. `HttpModel::probe` does the requests; what a chain's
-//! log q depends on is `powerfleet_jobs::ServerPin` (`HttpModel::pin`).
+//! the probe runs on the servers' answers that are the same for every server. The requests are
+//! `HttpModel::probe`'s: each server's `Dialect::probe`, then the determinism probe; what a
+//! chain's log q depends on is `powerfleet_jobs::ServerPin` (`HttpModel::pin`).
 
 use powerfleet_sampler::TokenId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BackendError;
-use crate::recipe::{CLAMPED_NEG_INF, exact_log_p_q};
+use crate::recipe::CLAMPED_NEG_INF;
 use crate::reference::ServerKind;
 use crate::wire::RawGeneration;
 
@@ -192,43 +193,6 @@ pub fn check_raw_logprobs(
     Ok(())
 }
 
-/// The start-up check that llama-server's q is the recipe's: `reported` are the probabilities
-/// after the sampler chain (`post_sampling_probs`) at the first position, `raw` the raw top-K
-/// list of the same prefix, `temperature` the request's. Every token's q must agree within
-/// 0.005 + 1% (the noise between two requests); a token the chain drops (a model's
-/// suppress-tokens list, a grammar, a logit bias) or keeps beyond the top K shows here.
-pub fn check_post_sampling(
-    raw: &[(TokenId, f64)],
-    reported: &[(TokenId, f64)],
-    temperature: f64,
-) -> Result<(), BackendError> {
-    let q = |id: TokenId| {
-        exact_log_p_q(raw, id, temperature)
-            .map(|(_, lq)| lq.exp())
-            .unwrap_or(0.0)
-    };
-    let close = |a: f64, b: f64| (a - b).abs() <= 0.005 + 0.01 * b;
-    for &(id, p) in reported {
-        let expected = q(id);
-        if !close(p, expected) {
-            return Err(BackendError::Rejected(format!(
-                "llama-server sampled token {id} with probability {p:.6} where the top-{} recipe at temperature {temperature} gives {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
-                raw.len()
-            )));
-        }
-    }
-    for &(id, _) in raw {
-        let expected = q(id);
-        if !reported.iter().any(|(t, _)| *t == id) && !close(0.0, expected) {
-            return Err(BackendError::Rejected(format!(
-                "llama-server never samples token {id}, which the top-{} recipe at temperature {temperature} gives probability {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
-                raw.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// One [`ServerInfo`] for a reference whose servers each answered a probe: they must serve the
 /// same model with the same context and terminal tokens, or chains would sample differently on
 /// different servers. The reference is deterministic when every server is; the nondeterministic
@@ -325,24 +289,6 @@ mod tests {
             &[(1, -0.01), (2, -9999.0)],
         )
         .unwrap();
-    }
-
-    #[test]
-    fn post_sampling_probabilities_must_be_the_recipes_q() {
-        let raw = [(5, 0.5f64.ln()), (9, 0.3f64.ln()), (2, 0.1f64.ln())];
-        let q = |p: f64| p * p / (0.25 + 0.09 + 0.01);
-        let reported = [(5, q(0.5)), (9, q(0.3)), (2, q(0.1))];
-        check_post_sampling(&raw, &reported, 0.5).unwrap();
-        // A token the server never samples (suppressed) and renormalized others.
-        let z = 0.25 + 0.09;
-        let suppressed = [(5, 0.25 / z), (9, 0.09 / z)];
-        let err = check_post_sampling(&raw, &suppressed, 0.5)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("probability"), "{err}");
-        // Temperature not applied.
-        let untempered = [(5, 0.5 / 0.9), (9, 0.3 / 0.9), (2, 0.1 / 0.9)];
-        assert!(check_post_sampling(&raw, &untempered, 0.5).is_err());
     }
 
     fn answer(tokens: &[TokenId], top: &[&[(TokenId, f64)]]) -> RawGeneration {

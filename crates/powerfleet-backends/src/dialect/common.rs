@@ -1,10 +1,12 @@
 //! What the dialects' answers share: [`AnswerError`], which says whether a retry can help;
 //! [`RawGeneration`], tokens and raw top-K lists before the exactness recipe; and the field,
-//! token-id and terminal-token checks every parser uses.
+//! token-id and terminal-token checks every parser uses; and how an answer that cannot be used
+//! becomes a [`BackendError`].
 
 use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
+use crate::error::BackendError;
 use crate::recipe::exact_log_p_q;
 
 /// Why an answer cannot be used. Each check that refuses an answer picks the class itself: there
@@ -156,6 +158,33 @@ pub fn parse_tokens(body: &Value) -> Result<Vec<TokenId>, AnswerError> {
         .enumerate()
         .map(|(i, t)| token_id(t, &format!("tokens[{i}]")))
         .collect()
+}
+
+/// The token ids of a `/tokenize` answer, or a transient error naming `what`.
+pub(crate) fn tokens_of(answer: &Value, what: &str) -> Result<Vec<TokenId>, BackendError> {
+    parse_tokens(answer).map_err(|e| {
+        BackendError::Transient(format!(
+            "{what} answered without a token list ({e}): {}",
+            snippet(&answer.to_string())
+        ))
+    })
+}
+
+/// An unusable answer as a [`BackendError`]: refusals are permanent, the rest transient.
+pub(crate) fn answer_error(path: &str) -> impl Fn(AnswerError) -> BackendError + '_ {
+    move |e| match e {
+        AnswerError::Refused(m) => BackendError::Rejected(format!("{path}: {m}")),
+        AnswerError::Unusable(m) => BackendError::Transient(format!("{path}: {m}")),
+    }
+}
+
+/// The first 300 characters of an answer, for messages.
+pub(crate) fn snippet(text: &str) -> String {
+    let mut s: String = text.chars().take(300).collect();
+    if text.chars().count() > 300 {
+        s.push('…');
+    }
+    s
 }
 
 /// The request the unit tests of the dialects build bodies for.

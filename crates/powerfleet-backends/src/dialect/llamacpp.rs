@@ -1,13 +1,19 @@
 //! llama.cpp's `llama-server`: `/completion` bodies that set every sampler setting and the
 //! check of the settings the server echoes, its answers, `/props`, the end-of-generation
-//! tokens, post-sampling probabilities, `/tokenize` and `/apply-template`.
+//! tokens, post-sampling probabilities, `/tokenize` and `/apply-template`; and the start-up
+//! probe of a llama-server.
 
+use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
+use super::common::tokens_of;
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id, user_message};
-use super::{ChatTemplate, Dialect};
+use super::{ChatTemplate, Dialect, Exchange, probe_prefix, probe_raw_logprobs, probe_request};
 use crate::error::BackendError;
+use crate::probe::ServerInfo;
+use crate::recipe::exact_log_p_q;
+use crate::reference::ServerKind;
 
 /// llama.cpp's `llama-server` (`/completion`, `/tokenize`, `/detokenize`, `/apply-template`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -103,6 +109,59 @@ impl Dialect for LlamaCpp {
     fn determinism_fix(&self) -> &'static str {
         "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots"
     }
+
+    /// `GET /props` (`model_alias`, `default_generation_settings.n_ctx`); the terminal tokens:
+    /// EOS (`/props` `eos_token` through `/tokenize` with `parse_special`) and every
+    /// end-of-generation token ([`llamacpp_eog_body`]); raw log-probabilities, with the echoed
+    /// sampler settings checked; and the same request with `post_sampling_probs` must report
+    /// the recipe's q ([`check_post_sampling`]).
+    fn probe<'a>(
+        &'a self,
+        server: &'a dyn Exchange,
+    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
+        Box::pin(probe(server))
+    }
+}
+
+/// The start-up probe of one llama-server ([`LlamaCpp::probe`]).
+async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
+    let reference = server.reference();
+    let props = server.get("/props").await?;
+    let props = parse_llamacpp_props(&props)
+        .map_err(|e| BackendError::Transient(format!("/props: {e}")))?;
+    let prefix = probe_prefix(server).await?;
+    let mut terminal = reference.eos.clone();
+    if !props.eos_text.is_empty() {
+        let body = json!({"content": props.eos_text, "add_special": false, "parse_special": true});
+        let answer = server.post("/tokenize", &body).await?;
+        if let [eos] = tokens_of(&answer, "/tokenize")?[..] {
+            terminal.push(eos);
+        }
+    }
+    let answer = server
+        .post("/completion", &llamacpp_eog_body(&prefix))
+        .await?;
+    if let Some(eog) = parse_llamacpp_eog(&answer)
+        .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?
+    {
+        terminal.extend(eog);
+    }
+    terminal.sort_unstable();
+    terminal.dedup();
+    let k = reference.k;
+    let [_, at_half] = probe_raw_logprobs(server, &prefix, &terminal).await?;
+    let body = llamacpp_post_sampling_body(&probe_request(&prefix, 0.5, k), k);
+    let answer = server.post("/completion", &body).await?;
+    let reported = parse_llamacpp_post_sampling(&answer)
+        .map_err(|e| BackendError::Transient(format!("/completion: {e}")))?;
+    check_post_sampling(&at_half, &reported, 0.5)?;
+    Ok(ServerInfo {
+        kind: ServerKind::LlamaCpp,
+        served_model: props.model,
+        context_len: props.n_ctx,
+        terminal_tokens: terminal,
+        nondeterministic: Vec::new(),
+    })
 }
 
 /// llama.cpp's seed for a chain's 64-bit seed. llama-server's seed is a `uint32_t` and
@@ -339,6 +398,43 @@ pub fn check_llamacpp_settings(sent: &Value, answer: &Value) -> Result<(), Answe
         return Err(AnswerError::Refused(format!(
             "llama-server runs speculative decoding ({used}); exact sampling needs it off: start the server without a draft model (-md) or --spec-* options"
         )));
+    }
+    Ok(())
+}
+
+/// The start-up check that llama-server's q is the recipe's: `reported` are the probabilities
+/// after the sampler chain (`post_sampling_probs`) at the first position, `raw` the raw top-K
+/// list of the same prefix, `temperature` the request's. Every token's q must agree within
+/// 0.005 + 1% (the noise between two requests); a token the chain drops (a model's
+/// suppress-tokens list, a grammar, a logit bias) or keeps beyond the top K shows here.
+pub fn check_post_sampling(
+    raw: &[(TokenId, f64)],
+    reported: &[(TokenId, f64)],
+    temperature: f64,
+) -> Result<(), BackendError> {
+    let q = |id: TokenId| {
+        exact_log_p_q(raw, id, temperature)
+            .map(|(_, lq)| lq.exp())
+            .unwrap_or(0.0)
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.005 + 0.01 * b;
+    for &(id, p) in reported {
+        let expected = q(id);
+        if !close(p, expected) {
+            return Err(BackendError::Rejected(format!(
+                "llama-server sampled token {id} with probability {p:.6} where the top-{} recipe at temperature {temperature} gives {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
+                raw.len()
+            )));
+        }
+    }
+    for &(id, _) in raw {
+        let expected = q(id);
+        if !reported.iter().any(|(t, _)| *t == id) && !close(0.0, expected) {
+            return Err(BackendError::Rejected(format!(
+                "llama-server never samples token {id}, which the top-{} recipe at temperature {temperature} gives probability {expected:.6}; its sampler chain is not top-K then temperature (a model suppress-tokens list, a grammar or a server sampler setting?)",
+                raw.len()
+            )));
+        }
     }
     Ok(())
 }
@@ -806,5 +902,23 @@ mod tests {
         }
         let err = parse_llamacpp(&answer, &[7]).unwrap_err();
         assert!(matches!(err, AnswerError::Refused(_)), "{err}");
+    }
+
+    #[test]
+    fn post_sampling_probabilities_must_be_the_recipes_q() {
+        let raw = [(5, 0.5f64.ln()), (9, 0.3f64.ln()), (2, 0.1f64.ln())];
+        let q = |p: f64| p * p / (0.25 + 0.09 + 0.01);
+        let reported = [(5, q(0.5)), (9, q(0.3)), (2, q(0.1))];
+        check_post_sampling(&raw, &reported, 0.5).unwrap();
+        // A token the server never samples (suppressed) and renormalized others.
+        let z = 0.25 + 0.09;
+        let suppressed = [(5, 0.25 / z), (9, 0.09 / z)];
+        let err = check_post_sampling(&raw, &suppressed, 0.5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("probability"), "{err}");
+        // Temperature not applied.
+        let untempered = [(5, 0.5 / 0.9), (9, 0.3 / 0.9), (2, 0.1 / 0.9)];
+        assert!(check_post_sampling(&raw, &untempered, 0.5).is_err());
     }
 }

@@ -13,11 +13,14 @@
 //! [`ServerKind`](crate::ServerKind) variant, with its arm in `ServerKind::dialect` and its place
 //! in `ServerKind::ALL`.
 
+use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::Value;
 
 use crate::error::BackendError;
-use crate::reference::ProposalError;
+use crate::probe::{ServerInfo, check_raw_logprobs};
+use crate::reference::{HttpReference, ProposalError};
+use common::{answer_error, parse_models, tokens_of};
 
 pub mod common;
 pub mod llamacpp;
@@ -49,8 +52,9 @@ pub enum ChatTemplate {
     },
 }
 
-/// What one inference server does its own way. The methods are pure: the client sends what
-/// they build and hands them what came back.
+/// What one inference server does its own way. Apart from [`Dialect::probe`], which talks to one
+/// server through an [`Exchange`], the methods are pure: the client sends what they build and
+/// hands them what came back.
 pub trait Dialect: Send + Sync {
     // ------------------------------------------------------------------ names and limits
 
@@ -157,6 +161,144 @@ pub trait Dialect: Send + Sync {
 
     /// The fix for a server whose answers change from one request to the next.
     fn determinism_fix(&self) -> &'static str;
+
+    // --------------------------------------------------------------------------- probe
+
+    /// The start-up probe of one server, every request sent through `server`: what it serves,
+    /// its context and terminal tokens, and the checks exactness needs of this server (raw
+    /// log-probabilities at two temperatures, [`probe_raw_logprobs`], and whatever else the
+    /// server can get wrong). The determinism probe that follows is the same for every server.
+    fn probe<'a>(
+        &'a self,
+        server: &'a dyn Exchange,
+    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>>;
+}
+
+/// One server of a reference, as a dialect's probe talks to it. The client sends the requests
+/// (within the server's concurrency limit, keeping its circuit breaker) and classifies their
+/// failures.
+pub trait Exchange: Sync {
+    /// The reference the server belongs to.
+    fn reference(&self) -> &HttpReference;
+
+    /// GET `path`.
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Value, BackendError>>;
+
+    /// POST `body` as JSON to `path`.
+    fn post<'a>(
+        &'a self,
+        path: &'a str,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, BackendError>>;
+}
+
+/// `e` with what to do about it, where `dialect` knows ([`Dialect::explain_refusal`]).
+pub(crate) fn explained(dialect: &dyn Dialect, e: BackendError, k: u32) -> BackendError {
+    match e {
+        BackendError::Rejected(m) => match dialect.explain_refusal(&m, k) {
+            Some(explained) => BackendError::Rejected(explained),
+            None => BackendError::Rejected(m),
+        },
+        other => other,
+    }
+}
+
+// ------------------------------------------------------------- probe steps they share
+
+/// The text the start-up probe tokenizes for its one-token generations.
+const PROBE_TEXT: &str = "The";
+/// The seed of the probe's generations.
+pub(crate) const PROBE_SEED: u64 = 0x5eed;
+
+/// A GET that may be missing on some server versions: `None` when the server refuses it or
+/// answers badly; an outage is still an error.
+pub(crate) async fn optional_get(
+    server: &dyn Exchange,
+    path: &str,
+) -> Result<Option<Value>, BackendError> {
+    match server.get(path).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ BackendError::Unavailable(_)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The probe's prefix: [`PROBE_TEXT`] tokenized by `server`.
+pub(crate) async fn probe_prefix(server: &dyn Exchange) -> Result<Vec<TokenId>, BackendError> {
+    let reference = server.reference();
+    let body = reference
+        .kind
+        .dialect()
+        .tokenize_body(reference.model.as_deref(), PROBE_TEXT);
+    let answer = server.post("/tokenize", &body).await?;
+    let tokens = tokens_of(&answer, "/tokenize")?;
+    if tokens.is_empty() {
+        return Err(BackendError::Transient(format!(
+            "/tokenize of {PROBE_TEXT:?} returned no token"
+        )));
+    }
+    Ok(tokens)
+}
+
+/// The probe's one-token request after `prefix`.
+pub(crate) fn probe_request(prefix: &[TokenId], temperature: f64, k: u32) -> OwnedRequest {
+    OwnedRequest {
+        prefix: prefix.to_vec(),
+        prompt_len: prefix.len(),
+        max_tokens: 1,
+        temperature,
+        top_k: Some(k),
+        seed: PROBE_SEED,
+    }
+}
+
+/// The served models of a server with an OpenAI-compatible model list (`GET /v1/models`).
+pub(crate) async fn served_models(
+    server: &dyn Exchange,
+) -> Result<Vec<(String, Option<u32>)>, BackendError> {
+    let answer = server.get("/v1/models").await?;
+    parse_models(&answer).map_err(|e| BackendError::Transient(format!("/v1/models: {e}")))
+}
+
+/// The probe's check that `server`'s log-probabilities are raw: one token after `prefix`, with
+/// the same seed and the reference's K, at temperatures 1 and 0.5, as chains send it; the two
+/// top-K lists must agree ([`check_raw_logprobs`]). The lists at 1 and at 0.5.
+pub(crate) async fn probe_raw_logprobs(
+    server: &dyn Exchange,
+    prefix: &[TokenId],
+    terminal: &[TokenId],
+) -> Result<[Vec<(TokenId, f64)>; 2], BackendError> {
+    let at_1 = first_list(server, prefix, terminal, 1.0).await?;
+    let at_half = first_list(server, prefix, terminal, 0.5).await?;
+    check_raw_logprobs(server.reference().kind, &at_1, &at_half)?;
+    Ok([at_1, at_half])
+}
+
+/// The raw top-K list of a one-token generation after `prefix` at `temperature`, with the
+/// reference's K and the probe's seed, sent as chains send it.
+async fn first_list(
+    server: &dyn Exchange,
+    prefix: &[TokenId],
+    terminal: &[TokenId],
+    temperature: f64,
+) -> Result<Vec<(TokenId, f64)>, BackendError> {
+    let reference = server.reference();
+    let dialect = reference.kind.dialect();
+    let (k, path) = (reference.k, dialect.generation_path());
+    let request = probe_request(prefix, temperature, k);
+    let body = dialect.generation_body(&request, k, reference.model.as_deref());
+    let answer = server
+        .post(path, &body)
+        .await
+        .map_err(|e| explained(dialect, e, k))?;
+    let raw = dialect
+        .parse_generation(&body, &answer, terminal)
+        .map_err(answer_error(path))?;
+    raw.check_top_k(k)
+        .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
+    raw.top.into_iter().next().ok_or_else(|| {
+        BackendError::Transient(format!("{path}: the probe's generation returned no token"))
+    })
 }
 
 /// "a, b or c".

@@ -1,13 +1,17 @@
 //! SGLang's native API: `/generate` bodies and answers with original (raw) log-probabilities,
-//! its seed range, `/tokenize` and `/detokenize`.
+//! its seed range, `/tokenize` and `/detokenize`, and the start-up probe of an SGLang server.
 
+use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id};
-use super::{ChatTemplate, Dialect};
+use super::{
+    ChatTemplate, Dialect, Exchange, optional_get, probe_prefix, probe_raw_logprobs, served_models,
+};
 use crate::error::BackendError;
-use crate::reference::ProposalError;
+use crate::probe::ServerInfo;
+use crate::reference::{ProposalError, ServerKind};
 
 /// SGLang turns temperatures below `_SAMPLING_EPS` (1e-6) into greedy sampling (temperature 1,
 /// top_k 1; `SamplingParams.__post_init__` in `python/sglang/srt/sampling/sampling_params.py`).
@@ -113,6 +117,100 @@ impl Dialect for Sglang {
 
     fn determinism_fix(&self) -> &'static str {
         "start SGLang with --enable-deterministic-inference (docs/backends.md, \"Reproducibility\")"
+    }
+
+    /// `GET /v1/models` (the `?model=` given, else the first); `eos_token_ids` and
+    /// `preferred_sampling_params` of `/get_model_info` (or `/model_info`), whose parameters
+    /// requests must override ([`SGLANG_PINNED_PARAMS`]); speculative decoding in
+    /// `/get_server_info` (or `/server_info`) refused; raw log-probabilities.
+    fn probe<'a>(
+        &'a self,
+        server: &'a dyn Exchange,
+    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
+        Box::pin(probe(server))
+    }
+}
+
+/// The start-up probe of one SGLang server ([`Sglang::probe`]).
+async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
+    let reference = server.reference();
+    let served = served_models(server).await?;
+    let (served_model, context_len) = match &reference.model {
+        Some(model) => served.iter().find(|(id, _)| id == model).cloned(),
+        None => served.first().cloned(),
+    }
+    .ok_or_else(|| {
+        let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
+        BackendError::Rejected(format!(
+            "the server serves {ids:?}, not {:?}; set ?model= to the served model name (--served-model-name) or leave it out",
+            reference.model.as_deref().unwrap_or_default()
+        ))
+    })?;
+    let mut terminal = reference.eos.clone();
+    let mut model_info = optional_get(server, "/get_model_info").await?;
+    if model_info.is_none() {
+        model_info = optional_get(server, "/model_info").await?;
+    }
+    if let Some(info) = model_info {
+        if let Some(ids) = info.get("eos_token_ids").and_then(Value::as_array) {
+            terminal.extend(
+                ids.iter()
+                    .filter_map(Value::as_u64)
+                    .filter_map(|t| TokenId::try_from(t).ok()),
+            );
+        }
+        sglang_preferred_params(info.get("preferred_sampling_params"))
+            .map_err(BackendError::Rejected)?;
+    }
+    terminal.sort_unstable();
+    terminal.dedup();
+    let mut server_info = optional_get(server, "/get_server_info").await?;
+    if server_info.is_none() {
+        server_info = optional_get(server, "/server_info").await?;
+    }
+    if let Some(algorithm) = server_info
+        .as_ref()
+        .and_then(|i| i.get("speculative_algorithm"))
+        .filter(|a| !a.is_null() && a.as_str() != Some("NONE"))
+    {
+        return Err(BackendError::Rejected(format!(
+            "SGLang runs speculative decoding (speculative_algorithm {algorithm}); exact sampling needs it off: start the server without --speculative-algorithm"
+        )));
+    }
+    let prefix = probe_prefix(server).await?;
+    probe_raw_logprobs(server, &prefix, &terminal).await?;
+    Ok(ServerInfo {
+        kind: ServerKind::Sglang,
+        served_model,
+        context_len,
+        terminal_tokens: terminal,
+        nondeterministic: Vec::new(),
+    })
+}
+
+/// SGLang's `--preferred-sampling-params` (a JSON object, given as a string) fill in what a
+/// request leaves out; they may only name parameters every request sets.
+fn sglang_preferred_params(value: Option<&Value>) -> Result<(), String> {
+    let parsed = match value {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(()),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
+        Some(other) => other.clone(),
+    };
+    let Some(map) = parsed.as_object() else {
+        return Ok(());
+    };
+    let extra: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !SGLANG_PINNED_PARAMS.contains(key))
+        .collect();
+    if extra.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "SGLang runs with --preferred-sampling-params setting {extra:?}, which requests do not override and which can change the sampled distribution; start the server without them"
+        ))
     }
 }
 

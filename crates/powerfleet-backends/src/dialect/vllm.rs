@@ -1,13 +1,16 @@
 //! vLLM's OpenAI-compatible server: `/v1/completions` bodies and answers in raw-logprobs mode,
-//! its seed range, its `--max-logprobs` refusal, and chat `/tokenize`.
+//! its seed range, its `--max-logprobs` refusal, chat `/tokenize`, and the start-up probe of a
+//! vLLM server.
 
+use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, user_message};
-use super::{ChatTemplate, Dialect};
+use super::{ChatTemplate, Dialect, Exchange, probe_prefix, probe_raw_logprobs, served_models};
 use crate::error::BackendError;
-use crate::reference::ProposalError;
+use crate::probe::ServerInfo;
+use crate::reference::{ProposalError, ServerKind};
 
 /// vLLM raises temperatures in (0, 0.01) to 0.01 (`_MAX_TEMP` in `vllm/sampling_params.py`,
 /// `SamplingParams.__post_init__`, with a warning) and treats those below `_SAMPLING_EPS` (1e-5)
@@ -129,6 +132,39 @@ impl Dialect for Vllm {
     fn determinism_fix(&self) -> &'static str {
         "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")"
     }
+
+    /// `GET /v1/models` must list `?model=` (with its `max_model_len`); raw log-probabilities,
+    /// a 400 for K beyond `--max-logprobs` refused with the fix. vLLM does not expose its
+    /// `generation_config` EOS ids over HTTP: the terminal tokens are the reference's `eos=`.
+    fn probe<'a>(
+        &'a self,
+        server: &'a dyn Exchange,
+    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
+        Box::pin(probe(server))
+    }
+}
+
+/// The start-up probe of one vLLM server ([`Vllm::probe`]).
+async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
+    let reference = server.reference();
+    let model = reference.model.as_deref().unwrap_or_default();
+    let served = served_models(server).await?;
+    let Some((_, context_len)) = served.iter().find(|(id, _)| id == model).cloned() else {
+        let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
+        return Err(BackendError::Rejected(format!(
+            "the server serves {ids:?}, not {model:?}; set ?model= to the name the server was started with (--served-model-name)"
+        )));
+    };
+    let prefix = probe_prefix(server).await?;
+    let terminal = reference.eos.clone();
+    probe_raw_logprobs(server, &prefix, &terminal).await?;
+    Ok(ServerInfo {
+        kind: ServerKind::Vllm,
+        served_model: model.to_string(),
+        context_len,
+        terminal_tokens: terminal,
+        nondeterministic: Vec::new(),
+    })
 }
 
 /// vLLM's seed for a chain's 64-bit seed: `CompletionRequest.seed` must lie in
