@@ -6,7 +6,7 @@
 //! - `openai+…`, `anthropic+…`, `gemini+…` — hosted chat APIs, which cannot run MCMC.
 //!
 //! Options: `k` (top-K of the proposal and of the log-probabilities when the job sets no top-k;
-//! default per server kind, see [`Dialect::default_k`]), `timeout_s` (per request, default
+//! default per server kind, see [`ServerKind::default_k`]), `timeout_s` (per request, default
 //! 300), `max_in_flight` (per server, default 16), `model` (the served model's name; required for
 //! vLLM, checked against the server when given), `eos` (`eos=ID,ID,...`: token ids that end a
 //! generation, added to those the start-up probe learns from the server).
@@ -14,72 +14,17 @@
 use std::time::Duration;
 
 use powerfleet_sampler::TokenId;
-use serde::{Deserialize, Serialize};
 
+pub use crate::dialect::ServerKind;
+use crate::dialect::either;
 pub use crate::dialect::sglang::SGLANG_MIN_TEMPERATURE;
 pub use crate::dialect::vllm::{VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE};
-use crate::dialect::{self, Dialect, either};
 pub use crate::error::ReferenceError;
 pub use crate::redact::{redact_reference, redact_url};
 
 /// How long one request to an inference server (or a hosted API) may take, unless the model
 /// reference's `timeout_s` says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Which server speaks at the URLs. What each server does its own way is its [`Dialect`]
-/// ([`ServerKind::dialect`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerKind {
-    /// llama.cpp `llama-server` (`/completion`, `/tokenize`, `/detokenize`).
-    LlamaCpp,
-    /// vLLM (`/v1/completions`, `/tokenize`, `/detokenize`).
-    Vllm,
-    /// SGLang (`/generate`, `/tokenize`, `/detokenize`).
-    Sglang,
-}
-
-impl ServerKind {
-    /// Every server kind, in the order messages list them.
-    pub const ALL: [ServerKind; 3] = [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang];
-
-    /// What this server does its own way: request bodies, answers, names, limits, the probe's
-    /// fixes. The one registration of a server: a new kind is a variant with its arm here, its
-    /// place in [`ServerKind::ALL`], and its file in `dialect/`.
-    pub fn dialect(self) -> &'static dyn Dialect {
-        match self {
-            ServerKind::LlamaCpp => &dialect::llamacpp::LlamaCpp,
-            ServerKind::Vllm => &dialect::vllm::Vllm,
-            ServerKind::Sglang => &dialect::sglang::Sglang,
-        }
-    }
-
-    /// The scheme prefix in references, which is also the kind's serialized form.
-    pub fn prefix(self) -> &'static str {
-        self.dialect().prefix()
-    }
-
-    /// The server's name, for messages.
-    pub fn name(self) -> &'static str {
-        self.dialect().name()
-    }
-
-    /// The top-K used when neither the reference (`k=`) nor the job sets one. It fits each
-    /// server's default limit on returned log-probabilities ([`Dialect::default_k`]).
-    pub fn default_k(self) -> u32 {
-        self.dialect().default_k()
-    }
-
-    /// Whether the server samples at proposal temperature `temperature` exactly: a finite
-    /// number > 0 (0 is greedy) within the server's limits ([`Dialect::check_temperature`]).
-    /// Called at submission and at job start; the error names the server's limits.
-    pub fn check_proposal(self, temperature: f64) -> Result<(), ProposalError> {
-        if !(temperature.is_finite() && temperature > 0.0) {
-            return Err(ProposalError::NotPositive { temperature });
-        }
-        self.dialect().check_temperature(temperature)
-    }
-}
 
 /// A proposal temperature a server kind does not sample at exactly
 /// ([`ServerKind::check_proposal`]); the message names the server's limits.
@@ -434,6 +379,22 @@ mod tests {
         assert!(err.contains("0.01") && err.contains("0.005"), "{err}");
         let err = Vllm.check_proposal(4.0).unwrap_err().to_string();
         assert!(err.contains("above 2"), "{err}");
+    }
+
+    #[test]
+    fn every_server_kind_parses_from_its_prefix_and_is_remote() {
+        for kind in ServerKind::ALL {
+            let reference = format!("{}+http://h:1?model=m", kind.prefix());
+            assert!(
+                is_remote_reference(&reference),
+                "{reference}: add the scheme to powerfleet_jobs::route::REMOTE_SCHEMES"
+            );
+            let ModelRef::Http(h) = parse(&reference).unwrap() else {
+                panic!("{reference}")
+            };
+            assert_eq!(h.kind, kind);
+            assert_eq!(h.k, kind.default_k());
+        }
     }
 
     #[test]

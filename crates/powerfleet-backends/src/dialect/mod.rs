@@ -1,6 +1,5 @@
 //! What differs between inference servers: one [`Dialect`] per server, each in its own file
-//! (`llamacpp.rs`, `vllm.rs`, `sglang.rs`), reached through
-//! [`ServerKind::dialect`](crate::ServerKind::dialect).
+//! (`llamacpp.rs`, `vllm.rs`, `sglang.rs`), reached through [`ServerKind::dialect`].
 //!
 //! A dialect builds the server's request bodies and reads its answers (generation, tokenize,
 //! detokenize, chat templates), knows its names, limits and context rule, and says what its
@@ -9,12 +8,14 @@
 //! and circuit breakers (`client.rs`), the exactness recipe (`recipe.rs`), and the probe's
 //! checks (`probe.rs`).
 //!
-//! A new server is a file here implementing [`Dialect`] and one registration: its
-//! [`ServerKind`](crate::ServerKind) variant, with its arm in `ServerKind::dialect` and its place
-//! in `ServerKind::ALL`.
+//! A new server is a file here implementing [`Dialect`] and one registration below: its
+//! [`ServerKind`] variant, with its arm in [`ServerKind::dialect`] and its place in
+//! [`ServerKind::ALL`]. (Its scheme also goes into `powerfleet_jobs::route::REMOTE_SCHEMES`, a
+//! lower crate; a test checks that every kind's is there.)
 
 use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::BackendError;
@@ -28,6 +29,60 @@ pub mod sglang;
 pub mod vllm;
 
 pub use common::{AnswerError, RawGeneration};
+
+/// Which server speaks at the URLs: the closed set of dialects, and their one registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// llama.cpp `llama-server` (`/completion`, `/tokenize`, `/detokenize`).
+    LlamaCpp,
+    /// vLLM (`/v1/completions`, `/tokenize`, `/detokenize`).
+    Vllm,
+    /// SGLang (`/generate`, `/tokenize`, `/detokenize`).
+    Sglang,
+}
+
+impl ServerKind {
+    /// Every server kind, in the order messages list them.
+    pub const ALL: [ServerKind; 3] = [ServerKind::LlamaCpp, ServerKind::Vllm, ServerKind::Sglang];
+
+    /// What this server does its own way: request bodies, answers, names, limits, the probe.
+    /// The one registration of a server: a new kind is a variant with its arm here and its
+    /// place in [`ServerKind::ALL`], and its file in this module.
+    pub fn dialect(self) -> &'static dyn Dialect {
+        match self {
+            ServerKind::LlamaCpp => &llamacpp::LlamaCpp,
+            ServerKind::Vllm => &vllm::Vllm,
+            ServerKind::Sglang => &sglang::Sglang,
+        }
+    }
+
+    /// The scheme prefix in references, which is also the kind's serialized form.
+    pub fn prefix(self) -> &'static str {
+        self.dialect().prefix()
+    }
+
+    /// The server's name, for messages.
+    pub fn name(self) -> &'static str {
+        self.dialect().name()
+    }
+
+    /// The top-K used when neither the reference (`k=`) nor the job sets one. It fits each
+    /// server's default limit on returned log-probabilities ([`Dialect::default_k`]).
+    pub fn default_k(self) -> u32 {
+        self.dialect().default_k()
+    }
+
+    /// Whether the server samples at proposal temperature `temperature` exactly: a finite
+    /// number > 0 (0 is greedy) within the server's limits ([`Dialect::check_temperature`]).
+    /// Called at submission and at job start; the error names the server's limits.
+    pub fn check_proposal(self, temperature: f64) -> Result<(), ProposalError> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(ProposalError::NotPositive { temperature });
+        }
+        self.dialect().check_temperature(temperature)
+    }
+}
 
 /// How a server turns chat messages into a prompt's token ids.
 #[derive(Clone, Debug)]
@@ -166,7 +221,7 @@ pub trait Dialect: Send + Sync {
 
     /// The start-up probe of one server, every request sent through `server`: what it serves,
     /// its context and terminal tokens, and the checks exactness needs of this server (raw
-    /// log-probabilities at two temperatures, [`probe_raw_logprobs`], and whatever else the
+    /// log-probabilities at two temperatures, `probe_raw_logprobs`, and whatever else the
     /// server can get wrong). The determinism probe that follows is the same for every server.
     fn probe<'a>(
         &'a self,
