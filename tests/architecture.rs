@@ -218,3 +218,54 @@ fn store_crate_knows_no_redis() {
         "powerfleet-store depends on {redis:?}: {crates:?}"
     );
 }
+
+/// The `.rs` files under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// What differs between inference servers lives in their dialects: no production code outside
+/// `crates/powerfleet-backends/src/dialect/` names a server kind's variant (it asks the kind's
+/// dialect instead), so a new server is its dialect file and its registration there.
+#[test]
+fn only_the_dialects_name_a_server_kind() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dialects = root.join("crates/powerfleet-backends/src/dialect");
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for krate in std::fs::read_dir(root.join("crates")).unwrap() {
+        let src = krate.unwrap().path().join("src");
+        if src.is_dir() {
+            rust_files(&src, &mut files);
+        }
+    }
+    let mut named = Vec::new();
+    for file in files.iter().filter(|f| !f.starts_with(&dialects)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        // Unit tests, at the end of a file, may name kinds.
+        let production = text
+            .split("\n#[cfg(test)]\nmod ")
+            .next()
+            .unwrap_or_default();
+        for (i, line) in production.lines().enumerate() {
+            if ["LlamaCpp", "Vllm", "Sglang"]
+                .iter()
+                .any(|v| line.contains(&format!("ServerKind::{v}")))
+            {
+                named.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        named.is_empty(),
+        "server kinds named outside their dialects (ask `kind.dialect()` instead):\n{}",
+        named.join("\n")
+    );
+}

@@ -7,13 +7,15 @@ use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
-use super::common::tokens_of;
-use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id, user_message};
-use super::{ChatTemplate, Dialect, Exchange, probe_prefix, probe_raw_logprobs, probe_request};
+use super::common::{
+    AnswerError, RawGeneration, check_terminal, field, token_id, tokens_of, user_message,
+};
+use super::{
+    ChatTemplate, Dialect, Exchange, ServerKind, probe_prefix, probe_raw_logprobs, probe_request,
+};
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
 use crate::recipe::exact_log_p_q;
-use crate::reference::ServerKind;
 
 /// llama.cpp's `llama-server` (`/completion`, `/tokenize`, `/detokenize`, `/apply-template`).
 #[derive(Clone, Copy, Debug, Default)]

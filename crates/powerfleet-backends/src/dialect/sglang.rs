@@ -7,11 +7,12 @@ use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id};
 use super::{
-    ChatTemplate, Dialect, Exchange, optional_get, probe_prefix, probe_raw_logprobs, served_models,
+    ChatTemplate, Dialect, Exchange, ServerKind, optional_get, probe_prefix, probe_raw_logprobs,
+    served_models,
 };
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
-use crate::reference::{ProposalError, ServerKind};
+use crate::reference::ProposalError;
 
 /// SGLang turns temperatures below `_SAMPLING_EPS` (1e-6) into greedy sampling (temperature 1,
 /// top_k 1; `SamplingParams.__post_init__` in `python/sglang/srt/sampling/sampling_params.py`).

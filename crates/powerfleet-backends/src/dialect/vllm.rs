@@ -7,10 +7,12 @@ use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, user_message};
-use super::{ChatTemplate, Dialect, Exchange, probe_prefix, probe_raw_logprobs, served_models};
+use super::{
+    ChatTemplate, Dialect, Exchange, ServerKind, probe_prefix, probe_raw_logprobs, served_models,
+};
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
-use crate::reference::{ProposalError, ServerKind};
+use crate::reference::ProposalError;
 
 /// vLLM raises temperatures in (0, 0.01) to 0.01 (`_MAX_TEMP` in `vllm/sampling_params.py`,
 /// `SamplingParams.__post_init__`, with a warning) and treats those below `_SAMPLING_EPS` (1e-5)
