@@ -196,7 +196,7 @@ fn every_fixture_has_a_recipe_and_every_recipe_a_fixture() {
     assert_eq!(
         files, named,
         "tests/fixtures and the recipes differ; a missing fixture is written by \
-         `POWERFLEET_WRITE_FIXTURES=1 cargo test -p powerfleet-sampler --test checkpoint_fixtures`"
+         `POWERFLEET_WRITE_FIXTURES=1 cargo test -p powerfleet-sampler --test integration checkpoint_fixtures::`"
     );
 }
 

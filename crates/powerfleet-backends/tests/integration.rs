@@ -1,0 +1,8 @@
+//! The integration tests of `powerfleet-backends`, one binary with a module per area.
+
+mod faults;
+mod llama_probe;
+mod sglang;
+mod vllm_conformance;
+mod vllm_probe;
+mod wire;
