@@ -26,15 +26,7 @@ use common::llama::{EOS, LlamaServer, VOCAB};
 async fn score(url: &str, prefix: &[u32], next: u32) -> f64 {
     let body = json!({"prompt": prefix, "n_predict": 1, "n_probs": VOCAB, "top_k": VOCAB, "temperature": 1.0,
         "samplers": ["top_k", "temperature"], "post_sampling_probs": false, "seed": 0});
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{url}/completion"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = common::post_json(&format!("{url}/completion"), None, &body).await;
     let top = answer["completion_probabilities"][0]["top_logprobs"]
         .as_array()
         .unwrap()

@@ -55,15 +55,7 @@ async fn post(base: &str, path: &str, body: &Value) -> (u16, Option<String>, Val
 
 /// The stored view of job `id` from the job API.
 async fn job(base: &str, id: &str) -> Value {
-    client()
-        .get(format!("{base}/v1/jobs/{id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::get_json(&format!("{base}/v1/jobs/{id}"), Some(TOKEN)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,15 +499,7 @@ async fn models_lists_the_served_names_and_the_builtin_toys() {
     let (mut fleet, _serve, base) = fleet_with_api(&["--model", "qwen", "--model", "gemma"]).await;
     // A live worker serves qwen; gemma is configured but nobody serves it now.
     fleet.spawn_worker(&["--model", "qwen=toy:tiny"]);
-    let body: Value = client()
-        .get(format!("{base}/v1/models"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = common::get_json(&format!("{base}/v1/models"), Some(TOKEN)).await;
     assert_eq!(body["object"], "list");
     let ids: Vec<&str> = body["data"]
         .as_array()

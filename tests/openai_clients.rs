@@ -65,15 +65,7 @@ fn sdk(args: &[&str], serve: &Serve) -> Value {
 
 /// The stored result of job `id`, from the job API.
 async fn stored(base: &str, id: &str) -> Value {
-    let view: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/jobs/{id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = common::get_json(&format!("{base}/v1/jobs/{id}"), Some(TOKEN)).await;
     assert_eq!(view["status"], "completed", "{view}");
     view["result"].clone()
 }
