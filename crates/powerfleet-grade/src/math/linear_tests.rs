@@ -11,7 +11,7 @@ use super::extract::last_boxed;
 use super::grade_math;
 use super::lenient::{math_equal_lenient, same_elements};
 use super::normalize::{
-    REFERENCE_UNIT_WORDS, Units, canonical_tex, control_end, ends_like_quantity, group_end,
+    Units, canonical_tex, control_end, ends_like_quantity, group_end, is_unit_text,
     strip_outer_braces, strip_units, unwrap_text,
 };
 use super::number::MAX_DEPTH;
@@ -108,22 +108,8 @@ fn oracle_strip_units(s: &str, units: Units) -> String {
             return s.to_string();
         }
         let before = s[..start].trim_end();
-        let unit_like = match units {
-            Units::Lenient => {
-                content.chars().any(char::is_alphabetic)
-                    && content.chars().all(|c| {
-                        c.is_alphabetic()
-                            || c.is_whitespace()
-                            || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
-                    })
-            }
-            Units::Reference => {
-                content.starts_with(' ')
-                    || REFERENCE_UNIT_WORDS.contains(&content.trim().to_ascii_lowercase().as_str())
-            }
-        };
         let after_quantity = content.starts_with(char::is_whitespace) || ends_like_quantity(before);
-        if !before.is_empty() && unit_like && after_quantity {
+        if !before.is_empty() && is_unit_text(content, units) && after_quantity {
             before.to_string()
         } else {
             s.to_string()

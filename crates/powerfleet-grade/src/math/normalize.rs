@@ -333,6 +333,26 @@ impl<'a> Prefixes<'a> {
     }
 }
 
+/// Whether the text of a trailing `\\text{...}` reads as a unit under `units`: lenient, letters
+/// with unit punctuation and powers; reference, a leading space or one of the reference's unit
+/// words.
+pub(super) fn is_unit_text(content: &str, units: Units) -> bool {
+    match units {
+        Units::Lenient => {
+            content.chars().any(char::is_alphabetic)
+                && content.chars().all(|c| {
+                    c.is_alphabetic()
+                        || c.is_whitespace()
+                        || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
+                })
+        }
+        Units::Reference => {
+            content.starts_with(' ')
+                || REFERENCE_UNIT_WORDS.contains(&content.trim().to_ascii_lowercase().as_str())
+        }
+    }
+}
+
 /// Whether `before` (the answer left of a unit) ends like a quantity.
 pub(super) fn ends_like_quantity(before: &str) -> bool {
     before.ends_with(|c: char| c.is_ascii_digit() || matches!(c, '}' | ')' | '.'))
@@ -366,22 +386,8 @@ fn strip_trailing_text_unit(text: &Prefixes<'_>, end: usize, units: Units) -> us
         return end;
     }
     let before = s[..start].trim_end();
-    let unit_like = match units {
-        Units::Lenient => {
-            content.chars().any(char::is_alphabetic)
-                && content.chars().all(|c| {
-                    c.is_alphabetic()
-                        || c.is_whitespace()
-                        || matches!(c, '.' | '/' | '^' | '-' | '2' | '3')
-                })
-        }
-        Units::Reference => {
-            content.starts_with(' ')
-                || REFERENCE_UNIT_WORDS.contains(&content.trim().to_ascii_lowercase().as_str())
-        }
-    };
     let after_quantity = content.starts_with(char::is_whitespace) || ends_like_quantity(before);
-    if !before.is_empty() && unit_like && after_quantity {
+    if !before.is_empty() && is_unit_text(content, units) && after_quantity {
         before.len()
     } else {
         end
