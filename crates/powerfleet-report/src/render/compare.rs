@@ -260,13 +260,8 @@ pub fn write_comparison(
                 })
             )?;
             for run in &c.runs {
-                let mut v = serde_json::to_value(&run.report)?;
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("methods");
-                    o.remove("per_problem");
-                    o.insert("row".into(), json!("run"));
-                    o.insert("run".into(), json!(run.name));
-                }
+                let mut v = super::summary_line(&run.report, "run")?;
+                v["run"] = json!(run.name);
                 writeln!(out, "{v}")?;
             }
             for r in &c.rows {

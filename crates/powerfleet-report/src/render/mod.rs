@@ -431,6 +431,18 @@ fn problem_field(p: &ProblemReport, pm: &ProblemMethod, column: &str) -> String 
     }
 }
 
+/// A JSONL line of `report` itself, tagged `row`: everything but its method and problem rows,
+/// which have lines of their own.
+pub(super) fn summary_line(report: &Report, row: &str) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(report)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("methods");
+        o.remove("per_problem");
+        o.insert("row".into(), json!(row));
+    }
+    Ok(v)
+}
+
 /// Writes `report` in `format`.
 pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::Result<()> {
     match format {
@@ -468,13 +480,7 @@ pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::
             }
         }
         ReportFormat::Jsonl => {
-            let mut batch = serde_json::to_value(report)?;
-            if let Some(o) = batch.as_object_mut() {
-                o.remove("methods");
-                o.remove("per_problem");
-                o.insert("row".into(), json!("batch"));
-            }
-            writeln!(out, "{batch}")?;
+            writeln!(out, "{}", summary_line(report, "batch")?)?;
             for m in &report.methods {
                 let mut v = serde_json::to_value(m)?;
                 v["row"] = json!("method");
