@@ -835,29 +835,38 @@ async fn stored(store: &powerfleet_store::Store, job: JobId) -> JobResult {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grading_that_does_not_finish_holds_back_no_other_result() {
+/// Makes `config`'s collector hold the grading of each of `jobs` until released: the receiver
+/// gets a job's id when its grading starts, and each `()` sent releases one held grading.
+fn hold_grading(
+    config: &mut CollectorConfig,
+    jobs: Vec<JobId>,
+) -> (
+    std::sync::mpsc::Receiver<JobId>,
+    std::sync::mpsc::Sender<()>,
+) {
     use std::sync::{Arc, Mutex, mpsc};
-    let fleet = Fleet::new(BIN, false);
-    let queue = fleet.queue().await;
-    let store = fleet.store().await;
-    let batch_id = powerfleet_jobs::BatchId::new();
-    let slow = graded_result(batch_id, "so \\boxed{4}");
-    let over = graded_result(batch_id, "so \\boxed{4}");
-    let (slow_id, over_id) = (slow.job_id, over.job_id);
-    // The grading of `slow` and of `over` wait until released (one release each); the test knows
-    // when they started.
     let (entered_tx, entered) = mpsc::channel::<JobId>();
     let (release, released) = mpsc::channel::<()>();
-    let released = Arc::new(Mutex::new(released));
+    let released = Mutex::new(released);
     let entered_tx = Mutex::new(entered_tx);
-    let mut config = CollectorConfig::new("c1".into());
     config.grading_hook = Some(collector::GradingHook(Arc::new(move |r: &JobResult| {
-        if r.job_id == slow_id || r.job_id == over_id {
+        if jobs.contains(&r.job_id) {
             entered_tx.lock().unwrap().send(r.job_id).unwrap();
             released.lock().unwrap().recv().unwrap();
         }
     })));
+    (entered, release)
+}
+
+/// A collector with `config` run in this process until the returned sender is used.
+fn run_collector(
+    config: CollectorConfig,
+    queue: &powerfleet_queue::Queue,
+    store: &powerfleet_store::Store,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::sync::Arc<collector::CollectorReport>>,
+) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(collector::run(
         config,
@@ -867,6 +876,23 @@ async fn a_grading_that_does_not_finish_holds_back_no_other_result() {
             let _ = stop_rx.await;
         },
     ));
+    (stop_tx, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grading_that_does_not_finish_holds_back_no_other_result() {
+    let fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let batch_id = powerfleet_jobs::BatchId::new();
+    let slow = graded_result(batch_id, "so \\boxed{4}");
+    let over = graded_result(batch_id, "so \\boxed{4}");
+    let (slow_id, over_id) = (slow.job_id, over.job_id);
+    // The grading of `slow` and of `over` wait until released (one release each); the test knows
+    // when they started.
+    let mut config = CollectorConfig::new("c1".into());
+    let (entered, release) = hold_grading(&mut config, vec![slow_id, over_id]);
+    let (stop_tx, task) = run_collector(config, &queue, &store);
     push_result(&queue, &slow).await;
     let first = tokio::task::spawn_blocking(move || {
         let first = entered.recv().unwrap();
@@ -903,25 +929,8 @@ async fn a_grading_that_does_not_finish_holds_back_no_other_result() {
     // reason, and the results behind it are not held back.
     let mut config = CollectorConfig::new("c2".into());
     config.answer_grading_budget = Duration::from_millis(50);
-    let (entered_tx, entered) = mpsc::channel::<JobId>();
-    let (release, released) = mpsc::channel::<()>();
-    let released = Arc::new(Mutex::new(released));
-    let entered_tx = Mutex::new(entered_tx);
-    config.grading_hook = Some(collector::GradingHook(Arc::new(move |r: &JobResult| {
-        if r.job_id == over_id {
-            entered_tx.lock().unwrap().send(r.job_id).unwrap();
-            released.lock().unwrap().recv().unwrap();
-        }
-    })));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(collector::run(
-        config,
-        queue.clone(),
-        store.clone(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let (entered, release) = hold_grading(&mut config, vec![over_id]);
+    let (stop_tx, task) = run_collector(config, &queue, &store);
     push_result(&queue, &over).await;
     let behind = graded_result(batch_id, "\\boxed{4}");
     push_result(&queue, &behind).await;
