@@ -265,9 +265,7 @@ pub fn write_comparison(
                 writeln!(out, "{v}")?;
             }
             for r in &c.rows {
-                let mut v = serde_json::to_value(r)?;
-                v["row"] = json!("compared");
-                writeln!(out, "{v}")?;
+                super::write_tagged(out, r, "compared")?;
             }
         }
         ReportFormat::Csv => {
@@ -277,9 +275,7 @@ pub fn write_comparison(
                 .map(|r| r.row.pass_at_k.len())
                 .max()
                 .unwrap_or(0);
-            let mut header: Vec<String> = CSV_COLUMNS.iter().map(|s| s.to_string()).collect();
-            header.extend((1..=max_k).map(|k| format!("pass_at_{k}")));
-            writeln!(out, "{}", header.join(","))?;
+            super::write_csv_header(out, &CSV_COLUMNS, max_k)?;
             for r in &c.rows {
                 let mut row: Vec<String> = CSV_COLUMNS
                     .iter()

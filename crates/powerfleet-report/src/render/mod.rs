@@ -431,6 +431,30 @@ fn problem_field(p: &ProblemReport, pm: &ProblemMethod, column: &str) -> String 
     }
 }
 
+/// One JSONL line: `value` with its `row` tag.
+pub(super) fn write_tagged(
+    out: &mut dyn Write,
+    value: &impl serde::Serialize,
+    row: &str,
+) -> io::Result<()> {
+    let mut v = serde_json::to_value(value)?;
+    v["row"] = json!(row);
+    writeln!(out, "{v}")
+}
+
+/// A CSV header: `columns`, then `pass_at_1` to `pass_at_{max_k}`; returns how many columns it
+/// names.
+pub(super) fn write_csv_header(
+    out: &mut dyn Write,
+    columns: &[&str],
+    max_k: usize,
+) -> io::Result<usize> {
+    let mut header: Vec<String> = columns.iter().map(|s| s.to_string()).collect();
+    header.extend((1..=max_k).map(|k| format!("pass_at_{k}")));
+    writeln!(out, "{}", header.join(","))?;
+    Ok(header.len())
+}
+
 /// A JSONL line of `report` itself, tagged `row`: everything but its method and problem rows,
 /// which have lines of their own.
 pub(super) fn summary_line(report: &Report, row: &str) -> serde_json::Result<serde_json::Value> {
@@ -482,14 +506,10 @@ pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::
         ReportFormat::Jsonl => {
             writeln!(out, "{}", summary_line(report, "batch")?)?;
             for m in &report.methods {
-                let mut v = serde_json::to_value(m)?;
-                v["row"] = json!("method");
-                writeln!(out, "{v}")?;
+                write_tagged(out, m, "method")?;
             }
             for p in &report.per_problem {
-                let mut v = serde_json::to_value(p)?;
-                v["row"] = json!("problem");
-                writeln!(out, "{v}")?;
+                write_tagged(out, p, "problem")?;
             }
         }
         ReportFormat::Csv => {
@@ -499,9 +519,7 @@ pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::
                 .map(|m| m.pass_at_k.len())
                 .max()
                 .unwrap_or(0);
-            let mut header: Vec<String> = CSV_COLUMNS.iter().map(|s| s.to_string()).collect();
-            header.extend((1..=max_k).map(|k| format!("pass_at_{k}")));
-            writeln!(out, "{}", header.join(","))?;
+            let width = write_csv_header(out, &CSV_COLUMNS, max_k)?;
             for m in &report.methods {
                 let mut row: Vec<String> = CSV_COLUMNS
                     .iter()
@@ -516,7 +534,7 @@ pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::
                         .iter()
                         .map(|column| problem_field(p, pm, column))
                         .collect();
-                    row.resize(header.len(), String::new());
+                    row.resize(width, String::new());
                     writeln!(out, "{}", row.join(","))?;
                 }
             }
