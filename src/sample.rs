@@ -73,7 +73,7 @@ struct ChainRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     text_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    exactness: Option<String>,
+    exactness: Option<powerfleet_jobs::Exactness>,
     log_p: f64,
     ends_with_eos: bool,
     final_len: usize,

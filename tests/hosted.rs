@@ -96,9 +96,18 @@ async fn single_samples_and_the_explicit_fallback_on_a_hosted_api() {
             "a hosted API gives no tokens or log p"
         );
         assert!(
+            matches!(
+                &r.exactness,
+                Some(powerfleet_jobs::Exactness::Hosted { .. })
+            ),
+            "{:?}",
             r.exactness
-                .as_deref()
+        );
+        assert!(
+            r.exactness
+                .as_ref()
                 .unwrap()
+                .to_string()
                 .contains("no log-probabilities")
         );
         assert!(r.fallback.is_none());

@@ -159,12 +159,11 @@ impl HttpModel {
     }
 
     /// Where the numbers come from, recorded with every result.
-    pub fn exactness(&self, top_k: Option<u32>) -> String {
-        let k = top_k.unwrap_or(self.reference.k);
-        format!(
-            "exact: log p raw at temperature 1; log q of the top-{k} proposal ({})",
-            self.dialect().logprob_source()
-        )
+    pub fn exactness(&self, top_k: Option<u32>) -> powerfleet_jobs::Exactness {
+        powerfleet_jobs::Exactness::Server {
+            top_k: top_k.unwrap_or(self.reference.k),
+            source: self.dialect().logprob_source().to_string(),
+        }
     }
 
     /// While every server's circuit is open, how long until the first one takes a trial request;
@@ -882,7 +881,7 @@ mod tests {
             "{probe}"
         );
         messages.push(probe);
-        messages.push(m.exactness(None));
+        messages.push(m.exactness(None).to_string());
         messages.push(format!("{m:?}"));
         for text in &messages {
             assert!(!text.contains(SECRET), "{text}");

@@ -133,11 +133,11 @@ impl HostedModel {
     }
 
     /// Recorded with every result: what these numbers are.
-    pub fn exactness(&self) -> String {
-        format!(
-            "single sample from a hosted chat API ({:?} {}); no log-probabilities",
-            self.reference.provider, self.reference.model
-        )
+    pub fn exactness(&self) -> powerfleet_jobs::Exactness {
+        powerfleet_jobs::Exactness::Hosted {
+            provider: format!("{:?}", self.reference.provider),
+            model: self.reference.model.clone(),
+        }
     }
 
     /// One completion of `prompt` at `temperature`, at most `max_tokens` tokens.

@@ -63,9 +63,9 @@ impl Backend {
     }
 
     /// A short description of the backend's exactness mode, recorded with results.
-    pub fn exactness(&self, top_k: Option<u32>) -> String {
+    pub fn exactness(&self, top_k: Option<u32>) -> powerfleet_jobs::Exactness {
         match self {
-            Backend::Toy { .. } => "exact: in-process toy model".to_string(),
+            Backend::Toy { .. } => powerfleet_jobs::Exactness::Toy,
             Backend::Http { model } => model.exactness(top_k),
             Backend::Hosted { model } => model.exactness(),
             Backend::Faulty { inner, .. } => inner.exactness(top_k),

@@ -4,13 +4,14 @@
 //! One file per concern, every public item re-exported here (`powerfleet_jobs::JobResult`):
 //! `ids.rs` (the ids a job is known by), `spec.rs` (what a worker runs: [`JobSpec`], [`Prompt`]),
 //! `stored.rs` (prompts stored once per submission), `grading.rs` (what a graded job carries and
-//! its verdict), `grader.rs` (the closed set of graders), `status.rs` ([`JobStatus`]),
+//! its verdict), `grader.rs` (the closed set of graders), `exactness.rs` (where a result's numbers came from), `status.rs` ([`JobStatus`]),
 //! `result.rs` ([`JobResult`], the one wire format of a finished job), `pin.rs` (what a chain's
 //! numbers depend on), `submission.rs` (a batch as submitted), `sft.rs` (a sample as training
 //! data), `route.rs` (which workers may run a job), `redact.rs` (passwords out of URLs) and
 //! `csv.rs` (a CSV cell).
 
 pub mod csv;
+mod exactness;
 pub mod grader;
 mod grading;
 mod ids;
@@ -24,6 +25,7 @@ mod status;
 pub mod stored;
 mod submission;
 
+pub use exactness::Exactness;
 pub use grader::{Grader, GraderMisfit, ParseGraderError, ReferenceKind};
 pub use grading::{GradeRecord, Grading, ReasoningMarkers, ReferenceAnswer};
 pub use ids::{

@@ -88,7 +88,7 @@ pub struct JobResult {
     pub finished_at_ms: u64,
     /// Where the log-probabilities came from and how exact they are (backend and mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exactness: Option<String>,
+    pub exactness: Option<crate::Exactness>,
     /// Set when the job ran as a single sample instead of its MCMC method, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,

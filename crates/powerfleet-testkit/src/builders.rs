@@ -158,7 +158,7 @@ impl JobResultBuilder {
         val submitted_at_ms: u64,
         some started_at_ms: u64,
         val finished_at_ms: u64,
-        some_into exactness: String,
+        some_into exactness: powerfleet_jobs::Exactness,
         some_into fallback: String,
         some pin: powerfleet_jobs::Pin,
         some_into text_error: String,

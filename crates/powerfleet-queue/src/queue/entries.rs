@@ -384,7 +384,7 @@ mod tests {
             submitted_at_ms: u64::MAX,
             started_at_ms: Some(u64::MAX),
             finished_at_ms: u64::MAX,
-            exactness: Some("x".repeat(300)),
+            exactness: Some(powerfleet_jobs::Exactness::Other("x".repeat(300))),
             fallback: None,
             pin: None,
             text_error: None,
