@@ -82,6 +82,15 @@ fn recipes() -> Vec<Recipe> {
         max_new_tokens: 9,
         ..SamplerConfig::new(Method::LowTemp)
     };
+    // power-smc as its first release wrote it: particles, no moves, no annealing.
+    let smc = SamplerConfig {
+        alpha: Some(Alpha::new(3.0).expect("3 is a valid alpha")),
+        block_size: 2,
+        max_new_tokens: 6,
+        particles: Some(4),
+        ess_threshold: Some(1.0),
+        ..SamplerConfig::new(Method::PowerSmc)
+    };
     let recipe = |file, config: &SamplerConfig, answers, at| Recipe {
         file,
         version: "1",
@@ -127,6 +136,12 @@ fn recipes() -> Vec<Recipe> {
         ),
         // Finished at the token budget.
         recipe("v1-low-temp-finished.json", &low_temp, 3, At::Finished),
+        recipe(
+            "v1-power-smc-block-boundary.json",
+            &smc,
+            4,
+            At::BlockBoundary { block_idx: 1 },
+        ),
     ]
 }
 
