@@ -407,3 +407,65 @@ fn an_smc_chains_position_names_each_block_it_enters_until_it_finishes() {
     }
     assert_eq!(longest, 3, "some chain reached the last block");
 }
+
+/// Answers every request with `max_tokens` tokens of log p −0.7 and log q −0.3, or, when
+/// `stop` is set, with EOS alone (log p −0.5, log q −0.2).
+struct Scripted {
+    stop: bool,
+}
+
+impl LanguageModel for Scripted {
+    type Error = std::convert::Infallible;
+
+    fn generate(
+        &self,
+        request: &powerfleet_sampler::Request<'_>,
+    ) -> Result<Generation, Self::Error> {
+        let n = if self.stop {
+            1
+        } else {
+            request.max_tokens as usize
+        };
+        Ok(Generation {
+            tokens: vec![if self.stop { 9 } else { 1 }; n],
+            log_p: vec![if self.stop { -0.5 } else { -0.7 }; n],
+            log_q: vec![if self.stop { -0.2 } else { -0.3 }; n],
+            eos: self.stop,
+        })
+    }
+}
+
+#[test]
+fn annealed_weights_telescope_to_alpha_log_p_minus_log_q_even_when_particles_stop_early() {
+    // One particle never resamples, so log Ẑ is its whole log weight: whatever the schedule,
+    // alpha log p(x) − log q(x) of the completion, also when EOS ends it before alpha is reached.
+    for schedule in [
+        AlphaSchedule::None,
+        AlphaSchedule::Linear,
+        AlphaSchedule::Geometric,
+    ] {
+        for stop in [false, true] {
+            let config = SamplerConfig {
+                alpha: Some(Alpha::new(3.0).unwrap()),
+                block_size: 2,
+                max_new_tokens: 8,
+                particles: Some(1),
+                alpha_schedule: Some(schedule),
+                ..SamplerConfig::new(Method::PowerSmc)
+            }
+            .validate()
+            .unwrap();
+            let out = run(&mut Chain::new(config, &[1], 1, 0), &Scripted { stop }).unwrap();
+            let (log_p, log_q) = if stop {
+                (-0.5, -0.2)
+            } else {
+                (8.0 * -0.7, 8.0 * -0.3)
+            };
+            let log_z = out.stats.smc.unwrap().log_z;
+            assert!(
+                (log_z - (3.0 * log_p - log_q)).abs() < 1e-9,
+                "{schedule:?}, stop {stop}: log Ẑ {log_z}"
+            );
+        }
+    }
+}
