@@ -8,9 +8,20 @@
 //! `ess_threshold × N` the particles are resampled (systematic by default) and their weights
 //! reset. At the end one particle, drawn by its final weight, is the chain's completion.
 //!
+//! Resample-move (`rejuvenation_steps` R): after each resampling every particle takes R
+//! Metropolis-Hastings moves with the MH method's block kernel (and its acceptance ratio, from
+//! [`crate::accept`]) at the block's exponent and limit, which leaves the block's intermediate
+//! target invariant; the weights stay equal.
+//!
+//! Annealing (`alpha_schedule`): block k targets p(x_{1:T_k})^{α_k}, α_k rising from 1 to α over
+//! the first `anneal_blocks` blocks. Entering block k every particle's log weight gains
+//! (α_k − α_{k−1}) · log p(x) (EOS-ended ones too), and each new token α_k · log p − log q; when the
+//! particles stop early, a last (α − α_k) · log p(x) makes the final target p^α exactly.
+//!
 //! The state lives in the chain's checkpoint like the MCMC state: every particle's tokens, log p,
-//! log q and log weight, with the chain's RNG, so a resumed chain gives bit-identical output.
-//! Requests go out one particle at a time through the chain's usual request/advance interface.
+//! log q and log weight, the pending move's cuts and seeds, with the chain's RNG, so a resumed
+//! chain gives bit-identical output. A block's extensions, and the N proposals of one move, are
+//! listed together by `Chain::requests` and answered in order through `Chain::advance`.
 //!
 //! Consistency: E[f(returned)] = E[Σ W_i f(x_i)], a self-normalized importance estimate of
 //! E_{p^α}[f] whose bias is O(1/N); N = 1 without resampling returns one proposal sample, the
