@@ -3,7 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use powerfleet_models::ToyModel;
-use powerfleet_sampler::{Alpha, Method, Ratio, Resampling, SamplerConfig, TokenId, ValidConfig};
+use powerfleet_sampler::{
+    Alpha, AlphaSchedule, Method, Ratio, Resampling, SamplerConfig, TokenId, ValidConfig,
+};
 
 /// Flags that configure a chain. Unset flags fall back to `POWER_SAMPLING_*` environment
 /// variables, then to the method's defaults.
@@ -46,6 +48,18 @@ pub struct SamplerArgs {
     /// power-smc: systematic or multinomial resampling [env: POWER_SAMPLING_RESAMPLING] [default: systematic].
     #[arg(long)]
     pub resampling: Option<String>,
+    /// power-smc: Metropolis-Hastings moves per particle after each resampling, 0 to 64
+    /// [env: POWER_SAMPLING_REJUVENATION_STEPS] [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    pub rejuvenation_steps: Option<String>,
+    /// power-smc: anneal α from 1 over the first blocks: none, linear or geometric
+    /// [env: POWER_SAMPLING_ALPHA_SCHEDULE] [default: none].
+    #[arg(long)]
+    pub alpha_schedule: Option<String>,
+    /// power-smc with --alpha-schedule: the block (1-based) at which α is reached
+    /// [env: POWER_SAMPLING_ANNEAL_BLOCKS] [default: the last block].
+    #[arg(long, allow_hyphen_values = true)]
+    pub anneal_blocks: Option<String>,
 }
 
 /// Reads an option from its flag, else from its environment variable; errors name the source.
@@ -145,6 +159,28 @@ impl SamplerArgs {
             "resampling",
             "POWER_SAMPLING_RESAMPLING",
             |s| s.parse::<Resampling>().map_err(|e| e.to_string()),
+        )?;
+        config.rejuvenation_steps = option(
+            &self.rejuvenation_steps,
+            "rejuvenation-steps",
+            "POWER_SAMPLING_REJUVENATION_STEPS",
+            |s| {
+                s.parse::<u32>().map_err(|_| {
+                    format!("rejuvenation_steps must be a whole number between 0 and 64, got {s}")
+                })
+            },
+        )?;
+        config.alpha_schedule = option(
+            &self.alpha_schedule,
+            "alpha-schedule",
+            "POWER_SAMPLING_ALPHA_SCHEDULE",
+            |s| s.parse::<AlphaSchedule>().map_err(|e| e.to_string()),
+        )?;
+        config.anneal_blocks = option(
+            &self.anneal_blocks,
+            "anneal-blocks",
+            "POWER_SAMPLING_ANNEAL_BLOCKS",
+            int("anneal_blocks"),
         )?;
         config.finish_on_eos = !self.continue_after_eos;
         Ok(config)

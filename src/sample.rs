@@ -192,10 +192,22 @@ fn write_table(
         config.alpha(),
         match config.smc() {
             Some(smc) => format!(
-                "particles {}  ess_threshold {}  resampling {}",
+                "particles {}  ess_threshold {}  resampling {}{}{}",
                 smc.particles,
                 smc.ess_threshold,
-                smc.resampling.as_str()
+                smc.resampling.as_str(),
+                match smc.rejuvenation_steps {
+                    0 => String::new(),
+                    r => format!("  rejuvenation_steps {r}"),
+                },
+                match smc.alpha_schedule {
+                    powerfleet_sampler::AlphaSchedule::None => String::new(),
+                    schedule => format!(
+                        "  alpha_schedule {}  anneal_blocks {}",
+                        schedule.as_str(),
+                        smc.anneal_blocks
+                    ),
+                }
             ),
             None => format!("n_mcmc {}", config.n_mcmc()),
         },
@@ -532,10 +544,13 @@ fn record_without_text(chain: u64, o: &ChainOutput) -> ChainRecord<'_> {
 /// over every block boundary, and resamplings per chain.
 fn smc_summary<'a>(outputs: impl Iterator<Item = &'a ChainOutput>) -> Option<String> {
     let (mut ess, mut boundaries, mut resamples, mut chains) = (0.0, 0u64, 0u64, 0u64);
+    let (mut moves, mut accepted) = (0u64, 0u64);
     for smc in outputs.filter_map(|o| o.stats.smc.as_ref()) {
         ess += smc.ess.iter().sum::<f64>();
         boundaries += smc.ess.len() as u64;
         resamples += u64::from(smc.resamples);
+        moves += smc.moves;
+        accepted += smc.accepted_moves;
         chains += 1;
     }
     (chains > 0).then(|| {
@@ -544,8 +559,16 @@ fn smc_summary<'a>(outputs: impl Iterator<Item = &'a ChainOutput>) -> Option<Str
         } else {
             "- (one block)".to_string()
         };
+        let moves = if moves > 0 {
+            format!(
+                "  moves accepted {:.4} of {moves}",
+                accepted as f64 / moves as f64
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "mean ESS / N     {mean_ess}  resamplings per chain {:.2}",
+            "mean ESS / N     {mean_ess}  resamplings per chain {:.2}{moves}",
             resamples as f64 / chains as f64
         )
     })

@@ -202,6 +202,43 @@ fn bad_input_names_the_field_and_the_allowed_values() {
             &[],
             "ratio must be one of exact, reference, got approx",
         ),
+        (
+            &[
+                "sample",
+                "--method",
+                "power-smc",
+                "--rejuvenation-steps",
+                "65",
+            ],
+            &[],
+            "rejuvenation_steps must be between 0 and 64, got 65",
+        ),
+        (
+            &["sample", "--method", "power-smc"],
+            &[("POWER_SAMPLING_REJUVENATION_STEPS", "x")],
+            "POWER_SAMPLING_REJUVENATION_STEPS: rejuvenation_steps must be a whole number between 0 and 64, got x",
+        ),
+        (
+            &[
+                "sample",
+                "--method",
+                "power-smc",
+                "--alpha-schedule",
+                "cosine",
+            ],
+            &[],
+            "--alpha-schedule: alpha_schedule must be one of none, linear, geometric, got cosine",
+        ),
+        (
+            &["sample", "--method", "power-smc", "--anneal-blocks", "2"],
+            &[],
+            "anneal_blocks must be unset unless alpha_schedule is linear or geometric, got 2",
+        ),
+        (
+            &["sample", "--alpha-schedule", "linear"],
+            &[],
+            "alpha_schedule must be unset for this method (it is an option of method power-smc)",
+        ),
     ];
     for (args, env, needle) in cases {
         let out = powerfleet(args, env);
@@ -212,6 +249,68 @@ fn bad_input_names_the_field_and_the_allowed_values() {
             "{args:?}: {needle:?} not in {stderr:?}"
         );
         assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn power_smc_takes_its_moves_and_schedule_from_flags_and_environment() {
+    let base = [
+        "sample",
+        "--model",
+        "toy:eos-lengths",
+        "--method",
+        "power-smc",
+        "--particles",
+        "8",
+        "--ess-threshold",
+        "1",
+        "--block-size",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--chains",
+        "20",
+    ];
+    let calls = |extra: &[&str], env: &[(&str, &str)]| -> u64 {
+        let args = [&base[..], &["--format", "jsonl"], extra].concat();
+        jsonl(&powerfleet(&args, env))
+            .iter()
+            .map(|r| r["model_calls"].as_u64().unwrap())
+            .sum()
+    };
+    let plain = calls(&[], &[]);
+    let moved = calls(&["--rejuvenation-steps", "2"], &[]);
+    assert!(moved > plain, "moves are model calls: {moved} vs {plain}");
+    assert_eq!(
+        calls(&[], &[("POWER_SAMPLING_REJUVENATION_STEPS", "2")]),
+        moved
+    );
+    let table = powerfleet(
+        &[
+            &base[..],
+            &[
+                "--rejuvenation-steps",
+                "2",
+                "--alpha-schedule",
+                "geometric",
+                "--anneal-blocks",
+                "3",
+            ],
+        ]
+        .concat(),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    for needle in [
+        "rejuvenation_steps 2  alpha_schedule geometric  anneal_blocks 3",
+        "moves accepted",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} not in {stdout}");
     }
 }
 

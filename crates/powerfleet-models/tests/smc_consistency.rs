@@ -13,7 +13,7 @@
 use powerfleet_models::exact::{Completions, Histogram, enumerate, tv_tolerance};
 use powerfleet_models::{ToyModel, builtin};
 use powerfleet_sampler::{
-    Alpha, Chain, ChainOutput, Method, SamplerConfig, TokenId, ValidConfig, run,
+    Alpha, AlphaSchedule, Chain, ChainOutput, Method, SamplerConfig, TokenId, ValidConfig, run,
 };
 
 /// Independent SMC runs per measurement.
@@ -31,6 +31,30 @@ fn smc(alpha: f64, particles: u32, block_size: u32, max_new_tokens: u32) -> Vali
         block_size,
         max_new_tokens,
         particles: Some(particles),
+        ..SamplerConfig::new(Method::PowerSmc)
+    }
+    .validate()
+    .unwrap()
+}
+
+/// power-smc with blocks of `block_size` tokens that resamples whenever the weights are not
+/// all equal (ESS threshold 1), `moves` Metropolis-Hastings moves per particle after each
+/// resampling, and α annealed by `schedule` over all blocks.
+fn resample_move(
+    alpha: f64,
+    particles: u32,
+    (block_size, max_new_tokens): (u32, u32),
+    moves: u32,
+    schedule: AlphaSchedule,
+) -> ValidConfig {
+    SamplerConfig {
+        alpha: Some(Alpha::new(alpha).unwrap()),
+        block_size,
+        max_new_tokens,
+        particles: Some(particles),
+        ess_threshold: Some(1.0),
+        rejuvenation_steps: Some(moves),
+        alpha_schedule: Some(schedule),
         ..SamplerConfig::new(Method::PowerSmc)
     }
     .validate()
@@ -199,4 +223,124 @@ fn the_weighted_sets_estimate_of_each_completion_converges() {
         "log Ẑ {mean_log_z} vs log Z {}",
         z.ln()
     );
+}
+
+#[test]
+fn resample_move_approaches_p_alpha_as_particles_grow() {
+    // Blocks of one token with resampling at every boundary where the weights differ, so the
+    // moves run at each of the three boundaries.
+    let m = model("eos-lengths");
+    let (alpha, t) = (4.0, 4);
+    let completions = enumerate(&m, &[], t).unwrap();
+    let exact = completions.power(alpha);
+    let q = completions.proposal(&m, &[], 1.0 / alpha, None);
+    let rho = rho(&exact, &q);
+    let runs = RUNS / 4;
+    let noise = tv_tolerance(&exact, runs, DELTA);
+    for moves in [1, 4] {
+        let mut tvs = Vec::new();
+        for n in [1, 4, 16, 64, 256] {
+            let config = resample_move(alpha, n, (1, t), moves, AlphaSchedule::None);
+            let outs = outputs(&m, &config, &[], runs, 11);
+            let tv = tv_of(&outs, &completions, &exact);
+            let bound = noise + 6.0 * rho / f64::from(n);
+            let moved: u64 = outs
+                .iter()
+                .map(|o| o.stats.smc.as_ref().unwrap().moves)
+                .sum();
+            eprintln!("resample-move R={moves} N={n}: TV {tv:.4}, noise {noise:.4}, moves {moved}");
+            assert!(
+                tv <= bound,
+                "R={moves} N={n}: TV {tv} above noise + 6ρ/N = {bound}"
+            );
+            assert_eq!(
+                moved > 0,
+                n > 1,
+                "R={moves} N={n}: moves run after resamplings"
+            );
+            tvs.push(tv);
+        }
+        assert!(
+            tvs[0] > 2.0 * noise,
+            "R={moves}: N=1 is not p^alpha: {tvs:?}"
+        );
+        assert!(
+            tvs[4] < noise,
+            "R={moves}: TV at N=256 within the noise: {tvs:?}"
+        );
+        assert!(
+            tvs[4] < tvs[1] && tvs[1] < tvs[0],
+            "R={moves}: TV falls with N: {tvs:?}"
+        );
+    }
+}
+
+#[test]
+fn resample_move_is_closer_to_p_alpha_than_plain_smc_with_few_particles() {
+    // Four particles, blocks of one token, resampled at every boundary: plain SMC's bias adds
+    // up over the blocks; moves that leave each block's target invariant undo most of it.
+    let m = model("eos-lengths");
+    let (alpha, t) = (4.0, 4);
+    let completions = enumerate(&m, &[], t).unwrap();
+    let exact = completions.power(alpha);
+    let runs = RUNS * 2;
+    let noise = tv_tolerance(&exact, runs, DELTA);
+    let tv = |moves| {
+        let config = resample_move(alpha, 4, (1, t), moves, AlphaSchedule::None);
+        tv_of(&outputs(&m, &config, &[], runs, 13), &completions, &exact)
+    };
+    let (plain, moved) = (tv(0), tv(16));
+    eprintln!(
+        "N=4, blocks of 1 token: TV {plain:.4} plain, {moved:.4} with 16 moves, noise {noise:.4}"
+    );
+    // Each empirical TV is within `noise` of its law's TV: a gap above 2 noise is real.
+    assert!(
+        plain - moved > 2.0 * noise,
+        "resample-move TV {moved} is not clearly below plain SMC's {plain} (noise {noise})"
+    );
+}
+
+#[test]
+fn annealed_smc_is_consistent_and_its_log_z_still_estimates_log_sum_p_alpha() {
+    let m = model("eos-lengths");
+    let (alpha, t) = (4.0, 4);
+    let completions = enumerate(&m, &[], t).unwrap();
+    let exact = completions.power(alpha);
+    let q = completions.proposal(&m, &[], 1.0 / alpha, None);
+    let rho = rho(&exact, &q);
+    let runs = RUNS / 4;
+    let noise = tv_tolerance(&exact, runs, DELTA);
+    let log_z = completions
+        .entries
+        .iter()
+        .map(|c| (alpha * c.log_p).exp())
+        .sum::<f64>()
+        .ln();
+    for schedule in [AlphaSchedule::Linear, AlphaSchedule::Geometric] {
+        {
+            let moves = 2;
+            let config = resample_move(alpha, 256, (1, t), moves, schedule);
+            let outs = outputs(&m, &config, &[], runs, 17);
+            let tv = tv_of(&outs, &completions, &exact);
+            let mean_log_z = outs
+                .iter()
+                .map(|o| o.stats.smc.as_ref().unwrap().log_z)
+                .sum::<f64>()
+                / runs as f64;
+            let bound = noise + 6.0 * rho / 256.0;
+            eprintln!(
+                "{} R={moves} N=256: TV {tv:.4}, noise {noise:.4}, log Ẑ {mean_log_z:.4} vs {log_z:.4}",
+                schedule.as_str()
+            );
+            assert!(tv <= bound, "{schedule:?} R={moves}: TV {tv} above {bound}");
+            assert!(
+                tv < noise,
+                "{schedule:?} R={moves}: TV {tv} within the noise {noise}"
+            );
+            assert!(
+                (mean_log_z - log_z).abs() < 0.05,
+                "{schedule:?} R={moves}: log Ẑ {mean_log_z} vs log Z {log_z}"
+            );
+        }
+    }
 }

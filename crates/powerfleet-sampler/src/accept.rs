@@ -29,7 +29,31 @@ pub fn decide(
     cur_len: usize,
     prop_len: usize,
 ) -> Decision {
-    let (n_cur, n_prop, correction) = match config.ratio() {
+    decide_at(
+        config.alpha().get(),
+        config.ratio(),
+        cur_log_p,
+        cur_log_q,
+        prop_log_p,
+        prop_log_q,
+        cur_len,
+        prop_len,
+    )
+}
+
+/// [`decide`] with the exponent given: power-smc's moves target an annealed α_k.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_at(
+    alpha: f64,
+    ratio: Ratio,
+    cur_log_p: &[f64],
+    cur_log_q: &[f64],
+    prop_log_p: &[f64],
+    prop_log_q: &[f64],
+    cur_len: usize,
+    prop_len: usize,
+) -> Decision {
+    let (n_cur, n_prop, correction) = match ratio {
         Ratio::Exact => (
             cur_log_p.len(),
             prop_log_p.len(),
@@ -42,12 +66,11 @@ pub fn decide(
         }
     };
     let d_log_p: f64 = sum(&prop_log_p[..n_prop]) - sum(&cur_log_p[..n_cur]);
-    let alpha = config.alpha();
     if alpha.is_infinite() {
         return Decision::Always(d_log_p > 0.0);
     }
     let d_log_q = sum(&cur_log_q[..n_cur]) - sum(&prop_log_q[..n_prop]);
-    Decision::LogRatio(alpha.get() * d_log_p + d_log_q + correction)
+    Decision::LogRatio(alpha * d_log_p + d_log_q + correction)
 }
 
 fn sum(values: &[f64]) -> f64 {

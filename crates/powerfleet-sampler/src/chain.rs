@@ -233,7 +233,10 @@ impl Chain {
     /// Where the chain is, for progress reports.
     pub fn position(&self) -> Position {
         let n_blocks = self.state.config.n_blocks();
-        let n_mcmc = self.state.config.n_mcmc();
+        let n_mcmc = match self.state.config.smc() {
+            Some(smc) => smc.rejuvenation_steps,
+            None => self.state.config.n_mcmc(),
+        };
         let (block_idx, step_idx, finished) = match self.state.phase {
             Phase::Extend { block_idx, .. } => (block_idx, 0, false),
             Phase::Propose {
@@ -289,10 +292,15 @@ impl Chain {
         let limit = s.config.block_limit(block_idx) as usize;
         if let Some(smc) = &s.smc {
             let particle = &smc.particles[smc.current as usize];
+            // An extension continues the whole particle; a move regenerates it from its cut.
+            let from = match s.phase {
+                Phase::Propose { .. } => cut,
+                _ => particle.sequence.len() - s.prompt_len,
+            };
             return Some(Request {
-                prefix: &particle.sequence,
+                prefix: &particle.sequence[..s.prompt_len + from],
                 prompt_len: s.prompt_len,
-                max_tokens: (limit - (particle.sequence.len() - s.prompt_len)) as u32,
+                max_tokens: (limit - from) as u32,
                 temperature: s.config.temperature(),
                 top_k: s.config.top_k(),
                 seed,
@@ -309,9 +317,10 @@ impl Chain {
     }
 
     /// Every request the chain will make before its next block boundary that is already known:
-    /// for power-smc, one per particle still to extend in this block, in the order
-    /// [`Chain::advance`] takes their answers (so a driver may send them at once); for the other
-    /// methods, the pending request alone.
+    /// for power-smc, one per particle still to extend in this block, or, during a
+    /// Metropolis-Hastings move after a resampling, one proposal per particle still to move, in
+    /// the order [`Chain::advance`] takes their answers (so a driver may send them at once); for
+    /// the other methods, the pending request alone.
     pub fn requests(&self) -> Vec<crate::model::OwnedRequest> {
         let Some(first) = self.request().map(|r| r.to_owned()) else {
             return Vec::new();
@@ -320,8 +329,22 @@ impl Chain {
         let Some(smc) = &s.smc else {
             return vec![first];
         };
-        let Phase::Extend { block_idx, .. } = s.phase else {
-            unreachable!("an SMC chain with a pending request is extending a block")
+        let block_idx = match s.phase {
+            Phase::Extend { block_idx, .. } => block_idx,
+            Phase::Propose { block_idx, .. } => {
+                let limit = s.config.block_limit(block_idx) as usize;
+                let moving = smc.moving.iter().map(|&(i, cut, seed)| {
+                    let particle = &smc.particles[i as usize];
+                    crate::model::OwnedRequest {
+                        prefix: particle.sequence[..s.prompt_len + cut as usize].to_vec(),
+                        max_tokens: (limit - cut as usize) as u32,
+                        seed,
+                        ..first.clone()
+                    }
+                });
+                return std::iter::once(first.clone()).chain(moving).collect();
+            }
+            Phase::Finished => unreachable!("a finished chain has no request"),
         };
         let limit = s.config.block_limit(block_idx) as usize;
         let queued = smc.queued.iter().map(|&(i, seed)| {
@@ -447,13 +470,26 @@ impl ChainState {
     /// power-smc enters block `block_idx`: every particle that still grows gets its request's
     /// seed, in particle order, and the first is pending; when none grows (or the blocks are
     /// done), the returned particle is drawn.
+    ///
+    /// With an α schedule, every particle's weight first moves from the previous block's target
+    /// exponent to this block's (to α itself when the particles are done).
     fn smc_start_block(&mut self, block_idx: u32) {
+        let config = *self.config.smc().expect("an SMC configuration");
+        let alpha = self.config.alpha().get();
         let smc = self.smc.as_mut().expect("an SMC chain");
         let growing = if block_idx < self.config.n_blocks() {
             smc.to_extend(self.prompt_len, self.config.block_limit(block_idx) as usize)
         } else {
             Vec::new()
         };
+        if let Some(previous) = block_idx.checked_sub(1) {
+            let to = if growing.is_empty() {
+                alpha
+            } else {
+                config.alpha_at(alpha, block_idx)
+            };
+            smc.reweight(to - config.alpha_at(alpha, previous));
+        }
         if growing.is_empty() {
             self.smc_finish();
             return;
@@ -485,7 +521,8 @@ impl ChainState {
     /// power-smc consumes the current particle's extension; after the block's last particle, the
     /// block boundary (ESS, resampling) and the next block.
     fn smc_advance(&mut self, block_idx: u32, g: Generation) -> Advance {
-        let alpha = self.config.alpha().get();
+        let config = *self.config.smc().expect("an SMC configuration");
+        let alpha = config.alpha_at(self.config.alpha().get(), block_idx);
         let smc = self.smc.as_mut().expect("an SMC chain");
         smc.extend(alpha, g);
         if !smc.queued.is_empty() {
@@ -498,14 +535,25 @@ impl ChainState {
                 finished: false,
             };
         }
-        let config = *self.config.smc().expect("an SMC configuration");
         let next = block_idx + 1;
         let grows_on = next < self.config.n_blocks()
             && !smc
                 .to_extend(self.prompt_len, self.config.block_limit(next) as usize)
                 .is_empty();
-        if grows_on {
-            smc.boundary(&config, &mut self.rng);
+        if grows_on && smc.boundary(&config, &mut self.rng) && config.rejuvenation_steps > 0 {
+            // Resample-move: the block's moves come before its end.
+            let (cut, seed) = smc.start_move(&mut self.rng, self.prompt_len);
+            self.phase = Phase::Propose {
+                block_idx,
+                step_idx: 0,
+                cut,
+                seed,
+            };
+            return Advance {
+                accepted: None,
+                block_finished: None,
+                finished: false,
+            };
         }
         self.smc_start_block(next);
         Advance {
@@ -515,12 +563,70 @@ impl ChainState {
         }
     }
 
+    /// power-smc consumes the current particle's proposal of move `step_idx` after the
+    /// resampling that closed block `block_idx`: accepted or not with the Metropolis-Hastings
+    /// ratio at the block's exponent α_k and limit T_k, the weights unchanged. After the last
+    /// particle of the last move, the next block.
+    fn smc_move_advance(
+        &mut self,
+        (block_idx, step_idx, cut): (u32, u32, u32),
+        g: Generation,
+    ) -> Advance {
+        let config = *self.config.smc().expect("an SMC configuration");
+        let alpha = config.alpha_at(self.config.alpha().get(), block_idx);
+        let smc = self.smc.as_mut().expect("an SMC chain");
+        let accepted = smc.move_answer(
+            &self.config,
+            alpha,
+            (self.prompt_len, cut as usize),
+            g,
+            &mut self.rng,
+        );
+        let mut block_finished = None;
+        if !smc.moving.is_empty() {
+            let (next, cut, seed) = smc.moving.remove(0);
+            smc.current = next;
+            self.phase = Phase::Propose {
+                block_idx,
+                step_idx,
+                cut,
+                seed,
+            };
+        } else if step_idx + 1 < config.rejuvenation_steps {
+            let (cut, seed) = smc.start_move(&mut self.rng, self.prompt_len);
+            self.phase = Phase::Propose {
+                block_idx,
+                step_idx: step_idx + 1,
+                cut,
+                seed,
+            };
+        } else {
+            self.smc_start_block(block_idx + 1);
+            block_finished = Some(block_idx);
+        }
+        Advance {
+            accepted: Some(accepted),
+            block_finished,
+            finished: self.phase == Phase::Finished,
+        }
+    }
+
     fn advance(&mut self, g: Generation) -> Advance {
         let n = g.tokens.len() as u64;
         self.stats.model_calls += 1;
         self.stats.tokens_generated += n;
-        if let (Some(_), Phase::Extend { block_idx, .. }) = (&self.smc, self.phase) {
-            return self.smc_advance(block_idx, g);
+        match (&self.smc, self.phase) {
+            (Some(_), Phase::Extend { block_idx, .. }) => return self.smc_advance(block_idx, g),
+            (
+                Some(_),
+                Phase::Propose {
+                    block_idx,
+                    step_idx,
+                    cut,
+                    ..
+                },
+            ) => return self.smc_move_advance((block_idx, step_idx, cut), g),
+            _ => {}
         }
         match self.phase {
             Phase::Extend { block_idx, .. } => {
@@ -638,6 +744,23 @@ impl ChainState {
                     "block {block_idx} is past the last block {}",
                     cfg.n_blocks() - 1
                 ))
+            }
+            Phase::Propose {
+                block_idx,
+                step_idx,
+                cut,
+                ..
+            } if self.smc.is_some() => match (&self.smc, cfg.smc()) {
+                (Some(smc), Some(c)) => smc.check_move(
+                    step_idx,
+                    c.rejuvenation_steps,
+                    cut,
+                    cfg.block_limit(block_idx) as usize,
+                ),
+                _ => Err("the particle state does not match the method".to_string()),
+            },
+            Phase::Extend { .. } if self.smc.as_ref().is_some_and(|s| !s.moving.is_empty()) => {
+                Err("particles are queued to move during an extension".to_string())
             }
             Phase::Extend { block_idx, .. } if len >= cfg.block_limit(block_idx) as usize => {
                 Err(format!(

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use crate::smc::{Resampling, SmcConfig};
+pub use crate::smc::{AlphaSchedule, MAX_REJUVENATION_STEPS, Resampling, SmcConfig};
 
 /// Default exponent α (the paper's setting for MATH500).
 pub const DEFAULT_ALPHA: f64 = 4.0;
@@ -115,7 +115,9 @@ impl Method {
 
     /// The most proposal tokens one job of this method may generate under `config`, with the
     /// settings that multiply to it (for messages): `n_mcmc × max_new_tokens` for MCMC,
-    /// `particles × max_new_tokens` for SMC, `max_new_tokens` for one sample.
+    /// `particles × max_new_tokens × (1 + rejuvenation_steps × (blocks − 1))` for SMC (the
+    /// extensions, and at worst a resampling with its moves at every block boundary),
+    /// `max_new_tokens` for one sample.
     pub fn job_tokens(self, config: &SamplerConfig) -> (u64, String) {
         let max_new = u64::from(config.max_new_tokens);
         match self.family() {
@@ -128,10 +130,31 @@ impl Method {
             }
             Family::Smc => {
                 let n = u64::from(config.particles.unwrap_or(DEFAULT_PARTICLES));
-                (
-                    n.saturating_mul(max_new),
-                    format!("config.particles x config.max_new_tokens = {n} x {max_new}"),
-                )
+                let extensions = n.saturating_mul(max_new);
+                match config.rejuvenation_steps.unwrap_or(0) {
+                    0 => (
+                        extensions,
+                        format!("config.particles x config.max_new_tokens = {n} x {max_new}"),
+                    ),
+                    // At worst the particles are resampled at every one of the blocks - 1
+                    // boundaries, and each of the N x R moves there regenerates up to
+                    // max_new_tokens (the boundary's block limit, at most the budget).
+                    r => {
+                        let r = u64::from(r);
+                        let boundaries =
+                            u64::from(config.max_new_tokens.div_ceil(config.block_size.max(1)))
+                                .saturating_sub(1);
+                        (
+                            extensions
+                                .saturating_mul(r.saturating_mul(boundaries).saturating_add(1)),
+                            format!(
+                                "config.particles x config.max_new_tokens x (1 + \
+                                 config.rejuvenation_steps x (blocks - 1)) = \
+                                 {n} x {max_new} x (1 + {r} x {boundaries})"
+                            ),
+                        )
+                    }
+                }
             }
             Family::Single => (max_new, format!("config.max_new_tokens = {max_new}")),
         }
@@ -336,6 +359,17 @@ pub struct SamplerConfig {
     /// power-smc: `systematic` (default) or `multinomial` resampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resampling: Option<Resampling>,
+    /// power-smc: Metropolis-Hastings moves per particle after each resampling, between 0
+    /// (default) and [`MAX_REJUVENATION_STEPS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejuvenation_steps: Option<u32>,
+    /// power-smc: how α is annealed over the first blocks (default `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha_schedule: Option<AlphaSchedule>,
+    /// power-smc with an `alpha_schedule`: the block (1-based) at which α is reached; default
+    /// the last block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anneal_blocks: Option<u32>,
 }
 
 fn default_n_mcmc() -> u32 {
@@ -368,6 +402,9 @@ impl SamplerConfig {
             config.particles = None;
             config.ess_threshold = None;
             config.resampling = None;
+            config.rejuvenation_steps = None;
+            config.alpha_schedule = None;
+            config.anneal_blocks = None;
         }
         config
     }
@@ -387,6 +424,9 @@ impl SamplerConfig {
             particles: None,
             ess_threshold: None,
             resampling: None,
+            rejuvenation_steps: None,
+            alpha_schedule: None,
+            anneal_blocks: None,
         }
     }
 
@@ -481,11 +521,42 @@ impl SamplerConfig {
             {
                 bad("ess_threshold", "in (0, 1]", format_number(t));
             }
+            if let Some(r) = self.rejuvenation_steps
+                && r > MAX_REJUVENATION_STEPS
+            {
+                bad(
+                    "rejuvenation_steps",
+                    &format!("between 0 and {MAX_REJUVENATION_STEPS}"),
+                    r.to_string(),
+                );
+            }
+            if let Some(a) = self.anneal_blocks {
+                let n_blocks = self.max_new_tokens.div_ceil(self.block_size.max(1));
+                if self.alpha_schedule.unwrap_or_default().is_none() {
+                    bad(
+                        "anneal_blocks",
+                        "unset unless alpha_schedule is linear or geometric",
+                        a.to_string(),
+                    );
+                } else if !(1..=n_blocks).contains(&a) {
+                    bad(
+                        "anneal_blocks",
+                        &format!(
+                            "between 1 and the number of blocks \
+                             ceil(max_new_tokens / block_size) = {n_blocks}"
+                        ),
+                        a.to_string(),
+                    );
+                }
+            }
         } else {
             for (field, set) in [
                 ("particles", self.particles.is_some()),
                 ("ess_threshold", self.ess_threshold.is_some()),
                 ("resampling", self.resampling.is_some()),
+                ("rejuvenation_steps", self.rejuvenation_steps.is_some()),
+                ("alpha_schedule", self.alpha_schedule.is_some()),
+                ("anneal_blocks", self.anneal_blocks.is_some()),
             ] {
                 if set {
                     bad(
@@ -552,10 +623,21 @@ impl SamplerConfig {
             top_k,
             ratio: self.ratio,
             finish_on_eos: self.finish_on_eos,
-            smc: self.method.is_smc().then(|| SmcConfig {
-                particles: self.particles.unwrap_or(DEFAULT_PARTICLES),
-                ess_threshold: self.ess_threshold.unwrap_or(DEFAULT_ESS_THRESHOLD),
-                resampling: self.resampling.unwrap_or_default(),
+            smc: self.method.is_smc().then(|| {
+                let alpha_schedule = self.alpha_schedule.unwrap_or_default();
+                SmcConfig {
+                    particles: self.particles.unwrap_or(DEFAULT_PARTICLES),
+                    ess_threshold: self.ess_threshold.unwrap_or(DEFAULT_ESS_THRESHOLD),
+                    resampling: self.resampling.unwrap_or_default(),
+                    rejuvenation_steps: self.rejuvenation_steps.unwrap_or(0),
+                    alpha_schedule,
+                    anneal_blocks: if alpha_schedule.is_none() {
+                        0
+                    } else {
+                        self.anneal_blocks
+                            .unwrap_or(self.max_new_tokens.div_ceil(self.block_size))
+                    },
+                }
             }),
         })
     }
@@ -640,6 +722,11 @@ impl ValidConfig {
             particles: self.smc.map(|c| c.particles),
             ess_threshold: self.smc.map(|c| c.ess_threshold),
             resampling: self.smc.map(|c| c.resampling),
+            rejuvenation_steps: self.smc.map(|c| c.rejuvenation_steps),
+            alpha_schedule: self.smc.map(|c| c.alpha_schedule),
+            anneal_blocks: self
+                .smc
+                .and_then(|c| (!c.alpha_schedule.is_none()).then_some(c.anneal_blocks)),
         }
     }
     /// Number of blocks: ⌈max_new_tokens / block_size⌉; the last one may be shorter.
@@ -662,6 +749,12 @@ impl ValidConfig {
                     && c.ess_threshold > 0.0
                     && c.ess_threshold <= 1.0
                     && !self.alpha.is_infinite()
+                    && c.rejuvenation_steps <= MAX_REJUVENATION_STEPS
+                    && if c.alpha_schedule.is_none() {
+                        c.anneal_blocks == 0
+                    } else {
+                        (1..=self.n_blocks()).contains(&c.anneal_blocks)
+                    }
             });
         if ok {
             Ok(())
@@ -957,6 +1050,111 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("one of exact, reference")
+        );
+    }
+
+    fn smc_config() -> SamplerConfig {
+        SamplerConfig {
+            block_size: 4,
+            max_new_tokens: 16,
+            ..SamplerConfig::new(Method::PowerSmc)
+        }
+    }
+
+    #[test]
+    fn smc_moves_and_annealing_are_validated_naming_the_field_and_allowed_values() {
+        let err = |config: SamplerConfig| config.validate().unwrap_err().to_string();
+        assert_eq!(
+            err(SamplerConfig {
+                rejuvenation_steps: Some(65),
+                ..smc_config()
+            }),
+            "rejuvenation_steps must be between 0 and 64, got 65"
+        );
+        assert_eq!(
+            err(SamplerConfig {
+                anneal_blocks: Some(2),
+                ..smc_config()
+            }),
+            "anneal_blocks must be unset unless alpha_schedule is linear or geometric, got 2"
+        );
+        for bad in [0, 5] {
+            assert_eq!(
+                err(SamplerConfig {
+                    alpha_schedule: Some(AlphaSchedule::Linear),
+                    anneal_blocks: Some(bad),
+                    ..smc_config()
+                }),
+                format!(
+                    "anneal_blocks must be between 1 and the number of blocks \
+                     ceil(max_new_tokens / block_size) = 4, got {bad}"
+                )
+            );
+        }
+        assert_eq!(
+            "cosine".parse::<AlphaSchedule>().unwrap_err().to_string(),
+            "alpha_schedule must be one of none, linear, geometric, got cosine"
+        );
+        let msg = err(SamplerConfig {
+            rejuvenation_steps: Some(1),
+            alpha_schedule: Some(AlphaSchedule::Geometric),
+            anneal_blocks: Some(2),
+            ..power()
+        });
+        for field in ["rejuvenation_steps", "alpha_schedule", "anneal_blocks"] {
+            assert!(
+                msg.contains(&format!(
+                    "{field} must be unset for this method (it is an option of method power-smc)"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn smc_moves_and_annealing_resolve_defaults_and_are_stripped_for_other_methods() {
+        let v = smc_config().validate().unwrap();
+        let smc = v.smc().unwrap();
+        assert_eq!(smc.rejuvenation_steps, 0);
+        assert_eq!(smc.alpha_schedule, AlphaSchedule::None);
+        assert_eq!(smc.anneal_blocks, 0);
+        let annealed = SamplerConfig {
+            rejuvenation_steps: Some(4),
+            alpha_schedule: Some(AlphaSchedule::Linear),
+            ..smc_config()
+        };
+        let v = annealed.validate().unwrap();
+        assert_eq!(v.smc().unwrap().anneal_blocks, 4, "all blocks by default");
+        assert_eq!(v.manifest().validate().unwrap(), v);
+        let batch = [Method::Power, Method::PowerSmc];
+        let power = annealed.for_method(Method::Power, &batch);
+        assert_eq!(
+            (
+                power.rejuvenation_steps,
+                power.alpha_schedule,
+                power.anneal_blocks
+            ),
+            (None, None, None)
+        );
+        assert!(power.validate().is_ok());
+        assert_eq!(annealed.for_method(Method::PowerSmc, &batch), annealed);
+    }
+
+    #[test]
+    fn smc_job_tokens_count_the_moves_of_every_boundary() {
+        let config = SamplerConfig {
+            particles: Some(8),
+            rejuvenation_steps: Some(2),
+            ..smc_config()
+        };
+        let (tokens, product) = Method::PowerSmc.job_tokens(&config);
+        // Extensions: 8 x 16; moves: at each of the 3 boundaries, 8 particles x 2 moves of at
+        // most 4, 8 and 12 tokens (the block limits), bounded by 8 x 2 x 3 x 16.
+        assert_eq!(tokens, 8 * 16 + 8 * 2 * 3 * 16);
+        assert_eq!(
+            product,
+            "config.particles x config.max_new_tokens x (1 + config.rejuvenation_steps x \
+             (blocks - 1)) = 8 x 16 x (1 + 2 x 3)"
         );
     }
 

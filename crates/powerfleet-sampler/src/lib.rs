@@ -33,5 +33,5 @@ pub use config::{
     Alpha, ConfigError, Family, FieldError, Method, OutOfRange, Ratio, SamplerConfig, ValidConfig,
 };
 pub use model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
-pub use smc::{Resampling, SmcConfig, SmcStats, WeightedCompletion};
+pub use smc::{AlphaSchedule, Resampling, SmcConfig, SmcStats, WeightedCompletion};
 pub use stats::{BlockStats, ChainOutput, ChainStats, text_tokens};

@@ -8,9 +8,20 @@
 //! `ess_threshold × N` the particles are resampled (systematic by default) and their weights
 //! reset. At the end one particle, drawn by its final weight, is the chain's completion.
 //!
+//! Resample-move (`rejuvenation_steps` R): after each resampling every particle takes R
+//! Metropolis-Hastings moves with the MH method's block kernel (and its acceptance ratio, from
+//! [`crate::accept`]) at the block's exponent and limit, which leaves the block's intermediate
+//! target invariant; the weights stay equal.
+//!
+//! Annealing (`alpha_schedule`): block k targets p(x_{1:T_k})^{α_k}, α_k rising from 1 to α over
+//! the first `anneal_blocks` blocks. Entering block k every particle's log weight gains
+//! (α_k − α_{k−1}) · log p(x) (EOS-ended ones too), and each new token α_k · log p − log q; when the
+//! particles stop early, a last (α − α_k) · log p(x) makes the final target p^α exactly.
+//!
 //! The state lives in the chain's checkpoint like the MCMC state: every particle's tokens, log p,
-//! log q and log weight, with the chain's RNG, so a resumed chain gives bit-identical output.
-//! Requests go out one particle at a time through the chain's usual request/advance interface.
+//! log q and log weight, the pending move's cuts and seeds, with the chain's RNG, so a resumed
+//! chain gives bit-identical output. A block's extensions, and the N proposals of one move, are
+//! listed together by `Chain::requests` and answered in order through `Chain::advance`.
 //!
 //! Consistency: E[f(returned)] = E[Σ W_i f(x_i)], a self-normalized importance estimate of
 //! E_{p^α}[f] whose bias is O(1/N); N = 1 without resampling returns one proposal sample, the
@@ -60,6 +71,63 @@ impl std::str::FromStr for Resampling {
     }
 }
 
+/// Most Metropolis-Hastings moves each particle takes after a resampling.
+pub const MAX_REJUVENATION_STEPS: u32 = 64;
+
+/// How the exponent of the intermediate targets goes from 1 to α over the first blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlphaSchedule {
+    /// Every block targets α.
+    #[default]
+    None,
+    /// α_k = 1 + (α − 1) · k / (A − 1) for the first A blocks.
+    Linear,
+    /// α_k = α^(k / (A − 1)) for the first A blocks: equal ratios between blocks.
+    Geometric,
+}
+
+impl AlphaSchedule {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlphaSchedule::None => "none",
+            AlphaSchedule::Linear => "linear",
+            AlphaSchedule::Geometric => "geometric",
+        }
+    }
+
+    /// Whether α is not annealed.
+    pub fn is_none(&self) -> bool {
+        *self == AlphaSchedule::None
+    }
+}
+
+impl std::str::FromStr for AlphaSchedule {
+    type Err = crate::config::ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(AlphaSchedule::None),
+            "linear" => Ok(AlphaSchedule::Linear),
+            "geometric" => Ok(AlphaSchedule::Geometric),
+            _ => Err(crate::config::ConfigError::single(
+                "alpha_schedule",
+                "one of none, linear, geometric",
+                s.to_string(),
+            )),
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The resolved SMC settings of a [`crate::ValidConfig`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +138,47 @@ pub struct SmcConfig {
     pub ess_threshold: f64,
     /// The resampling scheme.
     pub resampling: Resampling,
+    /// After each resampling, every particle takes this many Metropolis-Hastings moves that
+    /// leave the block's intermediate target invariant (resample-move).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejuvenation_steps: u32,
+    /// How α is annealed over the first blocks.
+    #[serde(default, skip_serializing_if = "AlphaSchedule::is_none")]
+    pub alpha_schedule: AlphaSchedule,
+    /// With a schedule, the number of blocks A whose last one (block A − 1, 0-based) reaches α;
+    /// 0 without one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub anneal_blocks: u32,
+}
+
+impl Default for SmcConfig {
+    fn default() -> SmcConfig {
+        SmcConfig {
+            particles: crate::config::DEFAULT_PARTICLES,
+            ess_threshold: crate::config::DEFAULT_ESS_THRESHOLD,
+            resampling: Resampling::Systematic,
+            rejuvenation_steps: 0,
+            alpha_schedule: AlphaSchedule::None,
+            anneal_blocks: 0,
+        }
+    }
+}
+
+impl SmcConfig {
+    /// α_k, the exponent of block `block_idx`'s intermediate target for the target exponent
+    /// `alpha`: from α_0 = 1 (the base model itself) to α at block A − 1 and after.
+    pub fn alpha_at(&self, alpha: f64, block_idx: u32) -> f64 {
+        let last = self.anneal_blocks.saturating_sub(1);
+        if block_idx >= last {
+            return alpha;
+        }
+        let share = f64::from(block_idx) / f64::from(last);
+        match self.alpha_schedule {
+            AlphaSchedule::None => alpha,
+            AlphaSchedule::Linear => 1.0 + (alpha - 1.0) * share,
+            AlphaSchedule::Geometric => alpha.powf(share),
+        }
+    }
 }
 
 /// Most distinct completions a result records in its weighted set.
@@ -89,6 +198,12 @@ pub struct SmcStats {
     /// The final particles' distinct completions with their normalized weights, heaviest first
     /// (at most [`MAX_WEIGHTED_SET`]).
     pub weighted: Vec<WeightedCompletion>,
+    /// Metropolis-Hastings moves proposed after resamplings (`rejuvenation_steps`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub moves: u64,
+    /// Of those, the accepted ones.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub accepted_moves: u64,
 }
 
 /// One completion of the final weighted set.
@@ -135,6 +250,16 @@ pub struct SmcState {
     pub resamples: u32,
     /// ESS / N at each block boundary so far.
     pub ess: Vec<f64>,
+    /// The particles still to move in the pending Metropolis-Hastings move after `current`,
+    /// each with its cut and the seed of its request, drawn when the move began.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moving: Vec<(u32, u32, u64)>,
+    /// Metropolis-Hastings moves proposed so far (one per particle per rejuvenation step).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub moves: u64,
+    /// Of those, the accepted ones.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub accepted_moves: u64,
 }
 
 impl SmcState {
@@ -154,7 +279,78 @@ impl SmcState {
             log_z: 0.0,
             resamples: 0,
             ess: Vec::new(),
+            moving: Vec::new(),
+            moves: 0,
+            accepted_moves: 0,
         }
+    }
+
+    /// Moves every particle's weight from the target exponent `alpha - delta` to `alpha`:
+    /// log w += delta · log p(x) over the particle's whole completion, EOS included.
+    pub fn reweight(&mut self, delta: f64) {
+        if delta == 0.0 {
+            return;
+        }
+        for p in &mut self.particles {
+            p.log_w += delta * p.log_p.iter().sum::<f64>();
+        }
+    }
+
+    /// Begins a Metropolis-Hastings move of every particle: draws each particle's cut
+    /// (uniform over its tokens) and its request's seed, in particle order; the first particle is
+    /// current. Returns its cut and seed.
+    pub fn start_move(&mut self, rng: &mut ChainRng, prompt_len: usize) -> (u32, u64) {
+        let mut all: Vec<(u32, u32, u64)> = (0..self.particles.len())
+            .map(|i| {
+                let len = (self.particles[i].sequence.len() - prompt_len) as u32;
+                let cut = rng.below(len);
+                (i as u32, cut, rng.next_u64())
+            })
+            .collect();
+        let (first, cut, seed) = all.remove(0);
+        self.current = first;
+        self.moving = all;
+        (cut, seed)
+    }
+
+    /// The current particle's proposed suffix from `cut` on: accepted with the
+    /// Metropolis-Hastings ratio at exponent `alpha` (the block's α_k); the weight is unchanged.
+    pub fn move_answer(
+        &mut self,
+        config: &crate::config::ValidConfig,
+        alpha: f64,
+        (prompt_len, cut): (usize, usize),
+        g: Generation,
+        rng: &mut ChainRng,
+    ) -> bool {
+        let p = &mut self.particles[self.current as usize];
+        let len = p.sequence.len() - prompt_len;
+        let decision = crate::accept::decide_at(
+            alpha,
+            config.ratio(),
+            &p.log_p[cut..],
+            &p.log_q[cut..],
+            &g.log_p,
+            &g.log_q,
+            len,
+            cut + g.tokens.len(),
+        );
+        let accepted = match decision {
+            crate::accept::Decision::Always(accept) => accept,
+            crate::accept::Decision::LogRatio(log_a) => rng.uniform().ln() < log_a,
+        };
+        self.moves += 1;
+        if accepted {
+            self.accepted_moves += 1;
+            p.sequence.truncate(prompt_len + cut);
+            p.log_p.truncate(cut);
+            p.log_q.truncate(cut);
+            p.sequence.extend_from_slice(&g.tokens);
+            p.log_p.extend_from_slice(&g.log_p);
+            p.log_q.extend_from_slice(&g.log_q);
+            p.eos = g.eos;
+        }
+        accepted
     }
 
     /// The particles that still grow in a block whose completions may reach `limit` tokens.
@@ -200,7 +396,8 @@ impl SmcState {
     }
 
     /// A block boundary: records the ESS and resamples when it is below `threshold × N`.
-    pub fn boundary(&mut self, config: &SmcConfig, rng: &mut ChainRng) {
+    /// Returns whether it resampled.
+    pub fn boundary(&mut self, config: &SmcConfig, rng: &mut ChainRng) -> bool {
         let (w, log_mean) = self.weights();
         let n = w.len() as f64;
         let ess = 1.0 / w.iter().map(|x| x * x).sum::<f64>();
@@ -218,7 +415,9 @@ impl SmcState {
             }
             self.log_z += log_mean;
             self.resamples += 1;
+            return true;
         }
+        false
     }
 
     /// Draws the returned particle by its final weight; with the statistics.
@@ -244,6 +443,8 @@ impl SmcState {
             resamples: self.resamples,
             log_z: self.log_z + log_mean,
             weighted,
+            moves: self.moves,
+            accepted_moves: self.accepted_moves,
         };
         (chosen, stats)
     }
@@ -262,8 +463,21 @@ impl SmcState {
                 .queued
                 .iter()
                 .any(|&(i, _)| i as usize >= self.particles.len())
+            || self
+                .moving
+                .iter()
+                .any(|&(i, _, _)| i as usize >= self.particles.len())
         {
             return Err(format!("current particle {} out of range", self.current));
+        }
+        if !self.queued.is_empty() && !self.moving.is_empty() {
+            return Err("particles are queued both to extend and to move".to_string());
+        }
+        if self.accepted_moves > self.moves {
+            return Err(format!(
+                "{} of {} moves accepted",
+                self.accepted_moves, self.moves
+            ));
         }
         for (i, p) in self.particles.iter().enumerate() {
             let len = p.sequence.len().checked_sub(prompt.len());
@@ -274,6 +488,35 @@ impl SmcState {
             {
                 return Err(format!("particle {i} is inconsistent"));
             }
+        }
+        for &(i, cut, _) in &self.moving {
+            if cut as usize >= self.particles[i as usize].log_p.len() {
+                return Err(format!("particle {i}'s move cuts past its end at {cut}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a pending move (`Phase::Propose`) of a decoded checkpoint: step `step_idx` of
+    /// `steps`, cutting the current particle at `cut`, in a block of limit `limit`.
+    pub fn check_move(
+        &self,
+        step_idx: u32,
+        steps: u32,
+        cut: u32,
+        limit: usize,
+    ) -> Result<(), String> {
+        let len = self.particles[self.current as usize].log_p.len();
+        if step_idx >= steps || cut as usize >= len || !self.queued.is_empty() {
+            return Err(format!(
+                "move {step_idx} of {steps} cuts at {cut} of a {len}-token particle"
+            ));
+        }
+        if let Some(p) = self.particles.iter().find(|p| p.log_p.len() > limit) {
+            return Err(format!(
+                "a {}-token particle exceeds its block's limit {limit}",
+                p.log_p.len()
+            ));
         }
         Ok(())
     }
@@ -334,10 +577,67 @@ mod tests {
             particles: 4,
             ess_threshold: 0.5,
             resampling: Resampling::Systematic,
+            ..SmcConfig::default()
         };
         let mut rng = ChainRng::new(1, 0);
         s.boundary(&config, &mut rng);
         assert_eq!(s.ess, [1.0]);
         assert_eq!(s.resamples, 0);
+    }
+
+    fn annealed(schedule: AlphaSchedule, anneal_blocks: u32) -> SmcConfig {
+        SmcConfig {
+            alpha_schedule: schedule,
+            anneal_blocks,
+            ..SmcConfig::default()
+        }
+    }
+
+    #[test]
+    fn schedules_start_at_one_and_reach_alpha_at_block_anneal_blocks() {
+        let alphas = |c: SmcConfig| (0..6).map(|k| c.alpha_at(4.0, k)).collect::<Vec<_>>();
+        assert_eq!(alphas(SmcConfig::default()), [4.0; 6]);
+        assert_eq!(
+            alphas(annealed(AlphaSchedule::Linear, 4)),
+            [1.0, 2.0, 3.0, 4.0, 4.0, 4.0]
+        );
+        let geometric = alphas(annealed(AlphaSchedule::Geometric, 3));
+        for (got, want) in geometric.iter().zip([1.0, 2.0, 4.0, 4.0, 4.0, 4.0]) {
+            assert!((got - want).abs() < 1e-12, "{geometric:?}");
+        }
+        assert_eq!(alphas(annealed(AlphaSchedule::Linear, 1)), [4.0; 6]);
+        // Annealing works downwards too, from 1 to an alpha below it.
+        let down = annealed(AlphaSchedule::Linear, 3);
+        assert_eq!(down.alpha_at(0.5, 1), 0.75);
+    }
+
+    #[test]
+    fn annealed_incremental_weights_reweight_the_prefix_and_weigh_new_tokens_at_alpha_k() {
+        // Two particles: block 0 (alpha_0 = 1) gives both two tokens; the second ends with EOS.
+        let mut s = SmcState::new(2, &[7]);
+        let generation = |log_p: Vec<f64>, log_q: Vec<f64>, eos| Generation {
+            tokens: vec![1; log_p.len()],
+            log_p,
+            log_q,
+            eos,
+        };
+        s.extend(1.0, generation(vec![-1.0, -2.0], vec![-0.5, -1.0], false));
+        s.current = 1;
+        s.extend(1.0, generation(vec![-0.5, -0.25], vec![-0.5, -0.5], true));
+        assert_eq!(s.particles[0].log_w, -1.5);
+        assert_eq!(s.particles[1].log_w, 0.25);
+        // Block 1 at alpha_1 = 2.5: (alpha_1 - alpha_0) log p(prefix) for every particle, EOS or
+        // not, then alpha_1 log p - log q for the new token of the one that grows.
+        s.reweight(1.5);
+        s.current = 0;
+        s.extend(2.5, generation(vec![-0.4], vec![-0.2], false));
+        let want_0 = -1.5 + 1.5 * -3.0 + (2.5 * -0.4 + 0.2);
+        let want_1 = 0.25 + 1.5 * -0.75;
+        assert!((s.particles[0].log_w - want_0).abs() < 1e-12);
+        assert!((s.particles[1].log_w - want_1).abs() < 1e-12);
+        // The whole path telescopes to alpha_1 log p(x) - log q(x).
+        let p0 = &s.particles[0];
+        let telescoped = 2.5 * p0.log_p.iter().sum::<f64>() - p0.log_q.iter().sum::<f64>();
+        assert!((p0.log_w - telescoped).abs() < 1e-12);
     }
 }

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use crate::hash_model::HashModel;
 use powerfleet_sampler::{
-    Alpha, Chain, Checkpoint, LanguageModel, Method, Phase, Ratio, SamplerConfig, TokenId, run,
+    Alpha, AlphaSchedule, Chain, Checkpoint, LanguageModel, Method, Phase, Ratio, SamplerConfig,
+    TokenId, run,
 };
 
 /// The model every recipe runs with.
@@ -82,6 +83,22 @@ fn recipes() -> Vec<Recipe> {
         max_new_tokens: 9,
         ..SamplerConfig::new(Method::LowTemp)
     };
+    // power-smc as its first release wrote it: particles, no moves, no annealing.
+    let smc = SamplerConfig {
+        alpha: Some(Alpha::new(3.0).expect("3 is a valid alpha")),
+        block_size: 2,
+        max_new_tokens: 6,
+        particles: Some(4),
+        ess_threshold: Some(1.0),
+        ..SamplerConfig::new(Method::PowerSmc)
+    };
+    // power-smc with resample-move and an annealed alpha: moves after every resampling.
+    let smc_move = SamplerConfig {
+        rejuvenation_steps: Some(2),
+        alpha_schedule: Some(AlphaSchedule::Linear),
+        anneal_blocks: Some(2),
+        ..smc.clone()
+    };
     let recipe = |file, config: &SamplerConfig, answers, at| Recipe {
         file,
         version: "1",
@@ -127,6 +144,28 @@ fn recipes() -> Vec<Recipe> {
         ),
         // Finished at the token budget.
         recipe("v1-low-temp-finished.json", &low_temp, 3, At::Finished),
+        recipe(
+            "v1-power-smc-block-boundary.json",
+            &smc,
+            4,
+            At::BlockBoundary { block_idx: 1 },
+        ),
+        // Block 0's four extensions, its first move's four proposals, one of the second's.
+        recipe(
+            "v1-power-smc-mid-move.json",
+            &smc_move,
+            9,
+            At::MidBlock {
+                block_idx: 0,
+                step_idx: 1,
+            },
+        ),
+        recipe(
+            "v1-power-smc-move-block-boundary.json",
+            &smc_move,
+            12,
+            At::BlockBoundary { block_idx: 1 },
+        ),
     ]
 }
 

@@ -2,8 +2,8 @@
 //! continues bit-identically to the uninterrupted chain; bad generations leave the chain unchanged.
 
 use powerfleet_sampler::{
-    Alpha, Chain, Checkpoint, Generation, GenerationError, LanguageModel, Method, Ratio,
-    SamplerConfig, TokenId, ValidConfig, run,
+    Alpha, AlphaSchedule, Chain, Checkpoint, Generation, GenerationError, LanguageModel, Method,
+    Phase, Ratio, SamplerConfig, TokenId, ValidConfig, run,
 };
 
 use crate::hash_model::HashModel;
@@ -21,6 +21,7 @@ fn config_strategy() -> impl Strategy<Value = ValidConfig> {
         prop::option::of(1u32..6),
         prop::bool::ANY,
         prop::bool::ANY,
+        smc_strategy(),
     )
         .prop_map(
             |(
@@ -32,12 +33,13 @@ fn config_strategy() -> impl Strategy<Value = ValidConfig> {
                 top_k,
                 reference,
                 finish_on_eos,
+                (particles, ess_threshold, rejuvenation_steps, alpha_schedule, anneal_blocks),
             )| {
                 let alpha = match method {
                     Method::MaxSwap => None,
                     _ => alpha.map(|a| Alpha::new(a).unwrap()),
                 };
-                SamplerConfig {
+                let config = SamplerConfig {
                     alpha,
                     n_mcmc,
                     block_size,
@@ -50,11 +52,40 @@ fn config_strategy() -> impl Strategy<Value = ValidConfig> {
                     },
                     finish_on_eos,
                     ..SamplerConfig::new(method)
-                }
-                .validate()
-                .unwrap()
+                };
+                let n_blocks = max_new_tokens.div_ceil(block_size);
+                let config = if method.is_smc() {
+                    SamplerConfig {
+                        particles: Some(particles),
+                        ess_threshold: Some(ess_threshold),
+                        rejuvenation_steps: Some(rejuvenation_steps),
+                        alpha_schedule: Some(alpha_schedule),
+                        anneal_blocks: (!alpha_schedule.is_none())
+                            .then(|| anneal_blocks.min(n_blocks)),
+                        ..config
+                    }
+                } else {
+                    config
+                };
+                config.validate().unwrap()
             },
         )
+}
+
+/// power-smc's particles, ESS threshold (often 1: resampling, so moves, at most boundaries),
+/// rejuvenation steps, α schedule and anneal blocks (clamped to the blocks).
+fn smc_strategy() -> impl Strategy<Value = (u32, f64, u32, AlphaSchedule, u32)> {
+    (
+        1u32..7,
+        prop_oneof![Just(1.0), 0.1f64..1.0],
+        0u32..4,
+        prop::sample::select(vec![
+            AlphaSchedule::None,
+            AlphaSchedule::Linear,
+            AlphaSchedule::Geometric,
+        ]),
+        1u32..8,
+    )
 }
 
 /// Runs to the end, returning the checkpoints taken after every block and after every step.
@@ -112,6 +143,9 @@ proptest! {
             // Every particle's tokens were generated; the returned one is one of them.
             prop_assert!(s.tokens_generated >= expected.tokens.len() as u64);
             prop_assert!(smc.weighted.iter().any(|w| w.tokens == expected.tokens));
+            let steps = config.smc().unwrap().rejuvenation_steps;
+            prop_assert_eq!(smc.moves, u64::from(steps) * u64::from(smc.particles) * u64::from(smc.resamples));
+            prop_assert!(smc.accepted_moves <= smc.moves);
             let total: f64 = smc.weighted.iter().map(|w| w.weight).sum();
             prop_assert!((total - 1.0).abs() < 1e-9 || smc.weighted.len() == powerfleet_sampler::smc::MAX_WEIGHTED_SET);
         }
@@ -301,6 +335,45 @@ fn an_smc_chain_lists_a_blocks_requests_in_the_order_it_takes_their_answers() {
 }
 
 #[test]
+fn an_smc_chain_lists_a_moves_proposals_in_the_order_it_takes_their_answers() {
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 6,
+        particles: Some(8),
+        ess_threshold: Some(1.0),
+        rejuvenation_steps: Some(2),
+        alpha_schedule: Some(AlphaSchedule::Linear),
+        ..SamplerConfig::new(Method::PowerSmc)
+    }
+    .validate()
+    .unwrap();
+    let (mut batches, mut accepted) = (0, 0);
+    for stream in 0..20 {
+        let mut chain = Chain::new(config.clone(), &[1], 5, stream);
+        while chain.request().is_some() {
+            let listed = chain.requests();
+            let moving = matches!(chain.phase(), Phase::Propose { .. });
+            if moving {
+                batches += 1;
+                assert_eq!(listed.len(), 8, "every particle moves at once");
+            }
+            for (i, expected) in listed.iter().enumerate() {
+                let pending = chain.request().unwrap().to_owned();
+                assert_eq!(&pending, expected, "request {i} of the batch");
+                let g = MODEL.generate(&pending.as_request()).unwrap();
+                let advance = chain.advance(g).unwrap();
+                assert_eq!(advance.accepted.is_some(), moving);
+                accepted += u32::from(advance.accepted == Some(true));
+            }
+        }
+        let smc = chain.output().unwrap().stats.smc.unwrap();
+        assert_eq!(smc.moves, 2 * 8 * u64::from(smc.resamples));
+    }
+    assert!(batches > 0, "the particles were moved");
+    assert!(accepted > 0, "some moves were accepted");
+}
+
+#[test]
 fn an_smc_chains_position_names_each_block_it_enters_until_it_finishes() {
     let config = SamplerConfig {
         block_size: 2,
@@ -333,4 +406,66 @@ fn an_smc_chains_position_names_each_block_it_enters_until_it_finishes() {
         }
     }
     assert_eq!(longest, 3, "some chain reached the last block");
+}
+
+/// Answers every request with `max_tokens` tokens of log p −0.7 and log q −0.3, or, when
+/// `stop` is set, with EOS alone (log p −0.5, log q −0.2).
+struct Scripted {
+    stop: bool,
+}
+
+impl LanguageModel for Scripted {
+    type Error = std::convert::Infallible;
+
+    fn generate(
+        &self,
+        request: &powerfleet_sampler::Request<'_>,
+    ) -> Result<Generation, Self::Error> {
+        let n = if self.stop {
+            1
+        } else {
+            request.max_tokens as usize
+        };
+        Ok(Generation {
+            tokens: vec![if self.stop { 9 } else { 1 }; n],
+            log_p: vec![if self.stop { -0.5 } else { -0.7 }; n],
+            log_q: vec![if self.stop { -0.2 } else { -0.3 }; n],
+            eos: self.stop,
+        })
+    }
+}
+
+#[test]
+fn annealed_weights_telescope_to_alpha_log_p_minus_log_q_even_when_particles_stop_early() {
+    // One particle never resamples, so log Ẑ is its whole log weight: whatever the schedule,
+    // alpha log p(x) − log q(x) of the completion, also when EOS ends it before alpha is reached.
+    for schedule in [
+        AlphaSchedule::None,
+        AlphaSchedule::Linear,
+        AlphaSchedule::Geometric,
+    ] {
+        for stop in [false, true] {
+            let config = SamplerConfig {
+                alpha: Some(Alpha::new(3.0).unwrap()),
+                block_size: 2,
+                max_new_tokens: 8,
+                particles: Some(1),
+                alpha_schedule: Some(schedule),
+                ..SamplerConfig::new(Method::PowerSmc)
+            }
+            .validate()
+            .unwrap();
+            let out = run(&mut Chain::new(config, &[1], 1, 0), &Scripted { stop }).unwrap();
+            let (log_p, log_q) = if stop {
+                (-0.5, -0.2)
+            } else {
+                (8.0 * -0.7, 8.0 * -0.3)
+            };
+            let log_z = out.stats.smc.unwrap().log_z;
+            assert!(
+                (log_z - (3.0 * log_p - log_q)).abs() < 1e-9,
+                "{schedule:?}, stop {stop}: log Ẑ {log_z}"
+            );
+        }
+    }
 }
