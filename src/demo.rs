@@ -139,7 +139,7 @@ fn write_suite(out: &mut impl Write, batch: BatchId, results: &[JobResult]) -> R
         report
             .methods
             .iter()
-            .find(|m| m.method == method.as_str())
+            .find(|m| m.row == method.as_str())
             .and_then(|m| m.accuracy)
             .map_or("-".to_string(), |a| format!("{a:.3}"))
     };

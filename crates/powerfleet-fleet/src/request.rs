@@ -871,7 +871,7 @@ fn check_job_tokens(
                 ),
                 Family::Smc => (
                     format!("{product} = {tokens} proposal"),
-                    "particles or max_new_tokens",
+                    "particles, rejuvenation_steps or max_new_tokens",
                 ),
                 Family::Single => (product, "max_new_tokens"),
             };

@@ -188,7 +188,7 @@ fn match_row<'a>(baseline: &'a Report, row: &MethodReport) -> Option<&'a MethodR
     baseline
         .methods
         .iter()
-        .find(|m| m.method == row.method)
+        .find(|m| m.row == row.row)
         .or_else(|| {
             let benchmark: Vec<&MethodReport> = baseline
                 .methods
@@ -214,11 +214,11 @@ pub fn compare(runs: Vec<(String, Report)>) -> Comparison {
     let mut rows = Vec::new();
     for (i, (name, report)) in runs.iter().enumerate() {
         for m in &report.methods {
-            let correct = correct(report, &m.method);
+            let correct = correct(report, &m.row);
             let paired = baseline.filter(|_| i > 0).and_then(|base| {
                 let with = match_row(base, m)?;
-                let there = per_problem_accuracy(base, &with.method);
-                let here = per_problem_accuracy(report, &m.method);
+                let there = per_problem_accuracy(base, &with.row);
+                let here = per_problem_accuracy(report, &m.row);
                 let per_problem: Vec<ProblemDifference> = here
                     .iter()
                     .filter_map(|(p, &accuracy)| {
@@ -234,7 +234,7 @@ pub fn compare(runs: Vec<(String, Report)>) -> Comparison {
                 let differences: Vec<f64> = per_problem.iter().map(|d| d.difference).collect();
                 let mean = paired_mean(&differences);
                 Some(PairedDifference {
-                    paired_with: with.method.clone(),
+                    paired_with: with.row.clone(),
                     problems: per_problem.len() as u64,
                     difference: mean.map(|m| m.mean),
                     difference_sd: mean.and_then(|m| m.sd),
@@ -340,7 +340,7 @@ mod tests {
         let rows: Vec<(&str, &str)> = c
             .rows
             .iter()
-            .map(|r| (r.run.as_str(), r.row.method.as_str()))
+            .map(|r| (r.run.as_str(), r.row.row.as_str()))
             .collect();
         assert_eq!(rows, [("A", "power"), ("B", "power"), ("B", "standard")]);
         let (a, b_power, b_standard) = (&c.rows[0], &c.rows[1], &c.rows[2]);

@@ -218,8 +218,10 @@ pub struct Report {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MethodReport {
     /// The row's name: the method, followed by its `setting` when the method ran with more than
-    /// one configuration (`power n_mcmc=2`).
-    pub method: String,
+    /// one configuration (`power n_mcmc=2`). Written as `method` in JSON, as it always was; the
+    /// method itself is [`MethodReport::method`].
+    #[serde(rename = "method")]
+    pub row: String,
     /// The configuration of the row's jobs as validated (every setting resolved); `None` for
     /// results stored before configurations were recorded.
     #[serde(default)]
@@ -301,6 +303,18 @@ pub struct MethodReport {
     pub jobs_per_s: Option<f64>,
     /// Tokens generated per second of wall time.
     pub tokens_per_s: Option<f64>,
+}
+
+impl MethodReport {
+    /// The method of the row's jobs: from their configuration, or for results stored before
+    /// configurations were recorded, from the row's name; `None` for a method this build does
+    /// not know (stored by another version).
+    pub fn method(&self) -> Option<Method> {
+        match &self.config {
+            Some(config) => Some(config.method),
+            None => self.row.split(' ').next()?.parse().ok(),
+        }
+    }
 }
 
 /// One problem's row.
@@ -526,7 +540,7 @@ pub fn build(id: &str, results: &[JobResult], prices: &Prices) -> Report {
         latencies.sort_unstable();
         let wall_time_s = wall_time(jobs.iter().copied());
         methods.push(MethodReport {
-            method: method.clone(),
+            row: method.clone(),
             config,
             setting,
             jobs: jobs.len() as u64,
@@ -934,7 +948,7 @@ mod tests {
         }
 
         let power = &report.methods[0];
-        assert_eq!(power.method, "power");
+        assert_eq!(power.row, "power");
         // Scheduled 9; graded: a 2, b 3, c 0 = 5; missing 4; completed: a 3 (one ungradable),
         // b 3 = 6; a and c have missing samples.
         assert_eq!(
@@ -989,7 +1003,7 @@ mod tests {
         close(power.acceptance_by_block[1], 3.0 / 16.0, "power block 2");
 
         let standard = &report.methods[1];
-        assert_eq!(standard.method, "standard");
+        assert_eq!(standard.row, "standard");
         // Scheduled 9; graded: a 3, b 2, c 0 = 5; missing 4; completed 5; b and c missing.
         assert_eq!(
             (
@@ -1131,7 +1145,7 @@ mod tests {
         let rows: Vec<(&str, u64, Option<f64>)> = report
             .methods
             .iter()
-            .map(|m| (m.method.as_str(), m.jobs, m.accuracy))
+            .map(|m| (m.row.as_str(), m.jobs, m.accuracy))
             .collect();
         assert_eq!(
             rows,
@@ -1147,6 +1161,21 @@ mod tests {
             Some(40)
         );
         assert_eq!(report.methods[2].setting, "");
+        // Each row knows its method, from its configuration or else from its name.
+        let methods: Vec<Option<Method>> = report.methods.iter().map(|m| m.method()).collect();
+        assert_eq!(
+            methods,
+            [
+                Some(Method::Power),
+                Some(Method::Power),
+                Some(Method::LowTemp)
+            ]
+        );
+        let mut unrecorded = report.methods[0].clone();
+        unrecorded.config = None;
+        assert_eq!(unrecorded.method(), Some(Method::Power));
+        unrecorded.row = "beam width=4".into();
+        assert_eq!(unrecorded.method(), None);
         // Per problem, each row on its own.
         let a = &report.per_problem[0];
         assert_eq!(a.solved_by, ["power n_mcmc=40", "low-temp"]);
@@ -1241,7 +1270,7 @@ mod tests {
             (5, 4, 1)
         );
         let power = &report.methods[0];
-        assert_eq!(power.method, "power");
+        assert_eq!(power.row, "power");
         // Acceptances 1, 2, 1, 2 of 12, 4, 4, 4 proposals: pooled 6/24 = 0.25; the mean of the
         // job rates 1/12, 2/4, 1/4, 2/4 is 4/3 / 4 = 1/3. Block 1 pools 4 of 10+2+2+2, block 2
         // 0+1+0+1 of 8.
@@ -1390,7 +1419,7 @@ mod tests {
             .collect();
         let report = build("b", &results, &Prices::default());
         let smc = &report.methods[0];
-        assert_eq!(smc.method, "power-smc");
+        assert_eq!(smc.row, "power-smc");
         assert_eq!(smc.acceptance_rate, None);
         assert!((smc.mean_ess.unwrap() - 0.7).abs() < 1e-12);
         let mut out = Vec::new();

@@ -36,7 +36,7 @@ pub(super) fn draw<DB: DrawingBackend>(
                 .enumerate()
                 .map(|(i, a)| a.filter(|a| a.is_finite()).map(|a| ((i + 1) as f64, a)))
                 .collect();
-            (m.method.as_str(), *look, points)
+            (m.row.as_str(), *look, points)
         })
         .collect();
     let blocks = series

@@ -14,7 +14,7 @@ pub(super) const COMPARED_ACCURACY_LABEL: &str = "accuracy, graded (%, 95% Wilso
 
 /// The label of a row's point: run and row.
 pub(super) fn point_label(row: &ComparedRow) -> String {
-    format!("{} · {}", row.run, row.row.method)
+    format!("{} · {}", row.run, row.row.row)
 }
 
 /// Draws the comparison figure of `c` on `root`. Cost is the cost multiplier when every row with
@@ -42,7 +42,7 @@ pub(super) fn draw<DB: DrawingBackend>(
             .iter()
             .map(|r| {
                 let run = runs.iter().position(|n| *n == r.run).unwrap_or(0);
-                (run, r.row.method.as_str())
+                (run, r.row.row.as_str())
             })
             .collect::<Vec<_>>(),
     );

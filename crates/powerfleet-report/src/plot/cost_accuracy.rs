@@ -27,7 +27,7 @@ pub(super) fn draw<DB: DrawingBackend>(
             let acc = 100.0 * m.accuracy.filter(|a| a.is_finite())?;
             let se = m.accuracy_stderr.filter(|s| s.is_finite() && *s > 0.0);
             Some(Point {
-                label: m.method.as_str(),
+                label: m.row.as_str(),
                 look: *look,
                 x: cost,
                 y: acc,

@@ -328,7 +328,7 @@ mod tests {
         let png = |name: &str| decode(&figures.join(format!("{name}.png"))).2;
         let looks = looks(&report.methods);
         let colour = |method: &str| {
-            let i = report.methods.iter().position(|m| m.method == method);
+            let i = report.methods.iter().position(|m| m.row == method);
             rgb(looks[i.unwrap()].color)
         };
 
@@ -543,7 +543,7 @@ mod tests {
         let labels: Vec<String> = c
             .rows
             .iter()
-            .map(|r| format!("{} · {}", r.run, r.row.method))
+            .map(|r| format!("{} · {}", r.run, r.row.row))
             .collect();
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         let texts = check_svg(

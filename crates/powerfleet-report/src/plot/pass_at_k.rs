@@ -31,7 +31,7 @@ pub(super) fn draw<DB: DrawingBackend>(
                 .enumerate()
                 .map(|(i, &p)| p.is_finite().then_some(((i + 1) as f64, 100.0 * p)))
                 .collect();
-            (m.method.as_str(), *look, points)
+            (m.row.as_str(), *look, points)
         })
         .collect();
     let n = series

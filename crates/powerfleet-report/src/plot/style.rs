@@ -28,8 +28,8 @@ pub(super) const MUTED: RGBColor = RGBColor(0x77, 0x77, 0x77);
 /// The colour and marker of each of the sampler's methods (Okabe-Ito colours, safe for
 /// colour-blind readers): power blue, max-swap vermillion, low-temp bluish green, standard (the
 /// baseline) grey, power-smc reddish purple. `None` for a name that is no method.
-fn known(method: &str) -> Option<(RGBColor, Shape)> {
-    Some(match method.parse::<Method>().ok()? {
+fn known(method: Option<Method>) -> Option<(RGBColor, Shape)> {
+    Some(match method? {
         Method::Power => (RGBColor(0x00, 0x72, 0xb2), Shape::Circle),
         Method::MaxSwap => (RGBColor(0xd5, 0x5e, 0x00), Shape::Square),
         Method::LowTemp => (RGBColor(0x00, 0x9e, 0x73), Shape::Triangle),
@@ -73,7 +73,7 @@ pub(super) fn looks(methods: &[MethodReport]) -> Vec<Look> {
     let mut extra = 0;
     methods
         .iter()
-        .map(|m| match known(&m.method) {
+        .map(|m| match known(m.method()) {
             Some((color, shape)) => Look { color, shape },
             None => {
                 extra += 1;
@@ -105,7 +105,7 @@ pub(super) fn run_looks(rows: &[(usize, &str)]) -> Vec<Look> {
     rows.iter()
         .map(|&(run, row)| {
             let method = row.split(' ').next().unwrap_or(row);
-            let shape = match known(method) {
+            let shape = match known(method.parse().ok()) {
                 Some((_, shape)) => shape,
                 None => {
                     let i = unknown
@@ -187,7 +187,7 @@ mod tests {
     fn every_method_has_a_look_of_its_own() {
         let looks: Vec<(RGBColor, Shape)> = Method::ALL
             .iter()
-            .map(|m| known(m.as_str()).unwrap())
+            .map(|&m| known(Some(m)).unwrap())
             .collect();
         for (i, a) in looks.iter().enumerate() {
             for b in &looks[i + 1..] {
@@ -196,7 +196,30 @@ mod tests {
             }
             assert!(!EXTRA.contains(&a.0));
         }
-        assert_eq!(known("beam"), None);
+        assert_eq!(known("beam".parse().ok()), None);
+    }
+
+    #[test]
+    fn a_row_of_one_setting_looks_like_its_method() {
+        let sweep = crate::report::build(
+            "sweep",
+            &[2, 40].map(|n_mcmc| {
+                let config = powerfleet_sampler::SamplerConfig {
+                    n_mcmc,
+                    ..powerfleet_sampler::SamplerConfig::new(Method::Power)
+                };
+                powerfleet_jobs::JobResult {
+                    config: Some(config.validate().unwrap().manifest()),
+                    ..crate::test_results::result(Method::Power, "a", 0, "7", true)
+                }
+            }),
+            &Default::default(),
+        );
+        assert_eq!(sweep.methods[0].row, "power n_mcmc=2");
+        let power = known(Some(Method::Power)).unwrap();
+        for look in looks(&sweep.methods) {
+            assert_eq!((look.color, look.shape), power);
+        }
     }
 
     #[test]

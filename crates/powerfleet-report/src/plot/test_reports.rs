@@ -12,7 +12,7 @@ pub(super) fn method(
     acc: f64,
 ) -> MethodReport {
     MethodReport {
-        method: name.to_string(),
+        row: name.to_string(),
         jobs: 40,
         completed: 40,
         scheduled: 40,
@@ -81,7 +81,7 @@ pub(super) fn report() -> Report {
         method("standard", [0.40, 0.53, 0.60, 0.65], vec![], 1.0, 0.40),
     ];
     for m in &mut methods {
-        let method: Method = m.method.parse().unwrap();
+        let method: Method = m.row.parse().unwrap();
         m.config = Some(SamplerConfig::new(method).validate().unwrap().manifest());
     }
     Report {
@@ -103,7 +103,7 @@ pub(super) fn report() -> Report {
             methods: methods
                 .iter()
                 .map(|m| ProblemMethod {
-                    method: m.method.clone(),
+                    method: m.row.clone(),
                     scheduled: 4,
                     graded: 4,
                     correct: 2,
@@ -112,7 +112,7 @@ pub(super) fn report() -> Report {
                     majority_correct: true,
                 })
                 .collect(),
-            solved_by: methods.iter().map(|m| m.method.clone()).collect(),
+            solved_by: methods.iter().map(|m| m.row.clone()).collect(),
             methods_with_missing: Vec::new(),
         }],
         methods,

@@ -63,7 +63,7 @@ fn cells(c: &Comparison) -> (Vec<String>, Vec<Vec<String>>) {
             let m = &r.row;
             let mut row = vec![
                 r.run.clone(),
-                m.method.clone(),
+                m.row.clone(),
                 m.graded.to_string(),
                 m.missing.to_string(),
                 pct(r.sample_accuracy),
@@ -172,7 +172,7 @@ fn field(c: &Comparison, r: &ComparedRow, column: &str) -> String {
     let paired = r.paired.as_ref();
     match column {
         "run" => csv_field(&r.run),
-        "method" => csv_field(&m.method),
+        "method" => csv_field(&m.row),
         "jobs" => m.jobs.to_string(),
         "completed" => m.completed.to_string(),
         "scheduled" => m.scheduled.to_string(),

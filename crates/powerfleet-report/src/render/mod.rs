@@ -102,7 +102,7 @@ fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
         .iter()
         .map(|m: &MethodReport| {
             let mut row = vec![
-                m.method.clone(),
+                m.row.clone(),
                 m.jobs.to_string(),
                 m.completed.to_string(),
                 m.graded.to_string(),
@@ -146,7 +146,7 @@ const MISSING_MARK: char = '!';
 /// missing; which methods have missing samples, and who solved it.
 fn problem_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header = vec!["problem".to_string(), "reference".to_string()];
-    header.extend(report.methods.iter().map(|m| m.method.clone()));
+    header.extend(report.methods.iter().map(|m| m.row.clone()));
     header.push("missing in".to_string());
     header.push("solved by".to_string());
     let names = |methods: &[String]| {
@@ -165,7 +165,7 @@ fn problem_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
                 p.reference.clone().unwrap_or_default(),
             ];
             for m in &report.methods {
-                row.push(p.methods.iter().find(|pm| pm.method == m.method).map_or(
+                row.push(p.methods.iter().find(|pm| pm.method == m.row).map_or(
                     "-".to_string(),
                     |pm| {
                         let cell = format!("{}/{}", pm.correct, pm.scheduled);
@@ -375,7 +375,7 @@ const CSV_COLUMNS: [&str; 36] = [
 fn method_field(m: &MethodReport, column: &str) -> String {
     match column {
         "row" => "method".to_string(),
-        "method" => csv_field(&m.method),
+        "method" => csv_field(&m.row),
         "jobs" => m.jobs.to_string(),
         "completed" => m.completed.to_string(),
         "scheduled" => m.scheduled.to_string(),
