@@ -103,6 +103,7 @@ fn answer(request: &Request<'_>) -> Generation {
             .collect(),
         log_q: vec![-0.3; n],
         eos,
+        candidates: Vec::new(),
     }
 }
 
