@@ -104,10 +104,19 @@ impl LookaheadState {
     /// Sets [`LookaheadState::prefix`] for the pending rollout from `sequence` (prompt and
     /// completion).
     pub fn refresh_prefix(&mut self, sequence: &[TokenId]) {
-        self.prefix.clear();
-        if let Some((i, _)) = self.pending_rollout() {
+        let Some((i, _)) = self.pending_rollout() else {
+            self.prefix.clear();
+            return;
+        };
+        let candidate = self.candidates[i as usize].0;
+        // Within a token the sequence stays the same (the prefix is cleared with the token), so
+        // only the candidate at its end changes: the sequence is copied once per token.
+        if self.prefix.len() != sequence.len() + 1 {
+            self.prefix.clear();
             self.prefix.extend_from_slice(sequence);
-            self.prefix.push(self.candidates[i as usize].0);
+            self.prefix.push(candidate);
+        } else {
+            *self.prefix.last_mut().expect("not empty") = candidate;
         }
     }
 
