@@ -11,7 +11,7 @@ use powerfleet_sampler::{
 /// variables, then to the method's defaults.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
-    /// Sampling method: power, max-swap, low-temp, standard or power-smc.
+    /// Sampling method: power, max-swap, low-temp, standard, power-smc or power-lookahead.
     #[arg(long, default_value = "power")]
     pub method: String,
     /// Sharpening exponent α > 0, or `inf` [env: POWER_SAMPLING_ALPHA] [default: 4; inf for max-swap].
@@ -60,6 +60,22 @@ pub struct SamplerArgs {
     /// [env: POWER_SAMPLING_ANNEAL_BLOCKS] [default: the last block].
     #[arg(long, allow_hyphen_values = true)]
     pub anneal_blocks: Option<String>,
+    /// power-lookahead: candidates per token, the K likeliest next tokens, 1 to 64
+    /// [env: POWER_SAMPLING_LOOKAHEAD_CANDIDATES] [default: 8].
+    #[arg(long, allow_hyphen_values = true)]
+    pub lookahead_candidates: Option<String>,
+    /// power-lookahead: rollouts per candidate, >= 1 [env: POWER_SAMPLING_LOOKAHEAD_ROLLOUTS]
+    /// [default: 8].
+    #[arg(long, allow_hyphen_values = true)]
+    pub lookahead_rollouts: Option<String>,
+    /// power-lookahead: rollouts stop after this many tokens, >= 1
+    /// [env: POWER_SAMPLING_LOOKAHEAD_HORIZON] [default: the rest of the completion].
+    #[arg(long, allow_hyphen_values = true)]
+    pub lookahead_horizon: Option<String>,
+    /// power-lookahead: jackknife the estimate over the rollouts, true or false
+    /// [env: POWER_SAMPLING_LOOKAHEAD_JACKKNIFE] [default: true].
+    #[arg(long)]
+    pub lookahead_jackknife: Option<String>,
 }
 
 /// Reads an option from its flag, else from its environment variable; errors name the source.
@@ -181,6 +197,36 @@ impl SamplerArgs {
             "anneal-blocks",
             "POWER_SAMPLING_ANNEAL_BLOCKS",
             int("anneal_blocks"),
+        )?;
+        config.lookahead_candidates = option(
+            &self.lookahead_candidates,
+            "lookahead-candidates",
+            "POWER_SAMPLING_LOOKAHEAD_CANDIDATES",
+            int("lookahead_candidates"),
+        )?;
+        config.lookahead_rollouts = option(
+            &self.lookahead_rollouts,
+            "lookahead-rollouts",
+            "POWER_SAMPLING_LOOKAHEAD_ROLLOUTS",
+            int("lookahead_rollouts"),
+        )?;
+        config.lookahead_horizon = option(
+            &self.lookahead_horizon,
+            "lookahead-horizon",
+            "POWER_SAMPLING_LOOKAHEAD_HORIZON",
+            int("lookahead_horizon"),
+        )?;
+        config.lookahead_jackknife = option(
+            &self.lookahead_jackknife,
+            "lookahead-jackknife",
+            "POWER_SAMPLING_LOOKAHEAD_JACKKNIFE",
+            |s| match s {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(format!(
+                    "lookahead_jackknife must be true or false, got {s}"
+                )),
+            },
         )?;
         config.finish_on_eos = !self.continue_after_eos;
         Ok(config)

@@ -190,8 +190,8 @@ fn write_table(
         model.name(),
         config.method(),
         config.alpha(),
-        match config.smc() {
-            Some(smc) => format!(
+        match (config.smc(), config.lookahead()) {
+            (Some(smc), _) => format!(
                 "particles {}  ess_threshold {}  resampling {}{}{}",
                 smc.particles,
                 smc.ess_threshold,
@@ -209,7 +209,14 @@ fn write_table(
                     ),
                 }
             ),
-            None => format!("n_mcmc {}", config.n_mcmc()),
+            (None, Some(la)) => format!(
+                "lookahead_candidates {}  lookahead_rollouts {}  lookahead_horizon {}  lookahead_jackknife {}",
+                la.candidates,
+                la.rollouts,
+                la.horizon.map_or("none".to_string(), |h| h.to_string()),
+                la.jackknife
+            ),
+            (None, None) => format!("n_mcmc {}", config.n_mcmc()),
         },
         config.block_size(),
         config.max_new_tokens(),

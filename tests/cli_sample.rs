@@ -13,6 +13,10 @@ fn powerfleet(args: &[&str], env: &[(&str, &str)]) -> Output {
         "POWER_SAMPLING_BLOCK_SIZE",
         "POWER_SAMPLING_MAX_NEW_TOKENS",
         "POWER_SAMPLING_PROPOSAL_TEMP",
+        "POWER_SAMPLING_LOOKAHEAD_CANDIDATES",
+        "POWER_SAMPLING_LOOKAHEAD_ROLLOUTS",
+        "POWER_SAMPLING_LOOKAHEAD_HORIZON",
+        "POWER_SAMPLING_LOOKAHEAD_JACKKNIFE",
     ] {
         cmd.env_remove(var);
     }
@@ -174,7 +178,7 @@ fn bad_input_names_the_field_and_the_allowed_values() {
         (
             &["sample", "--method", "beam"],
             &[],
-            "method must be one of power, max-swap, low-temp, standard, power-smc, got beam",
+            "method must be one of power, max-swap, low-temp, standard, power-smc, power-lookahead, got beam",
         ),
         (
             &["sample", "--method", "max-swap", "--alpha", "4"],
@@ -238,6 +242,27 @@ fn bad_input_names_the_field_and_the_allowed_values() {
             &["sample", "--alpha-schedule", "linear"],
             &[],
             "alpha_schedule must be unset for this method (it is an option of method power-smc)",
+        ),
+        (
+            &[
+                "sample",
+                "--method",
+                "power-lookahead",
+                "--lookahead-candidates",
+                "65",
+            ],
+            &[],
+            "lookahead_candidates must be between 1 and 64, got 65",
+        ),
+        (
+            &["sample", "--method", "power-lookahead"],
+            &[("POWER_SAMPLING_LOOKAHEAD_JACKKNIFE", "yes")],
+            "POWER_SAMPLING_LOOKAHEAD_JACKKNIFE: lookahead_jackknife must be true or false, got yes",
+        ),
+        (
+            &["sample", "--lookahead-rollouts", "4"],
+            &[],
+            "lookahead_rollouts must be unset for this method (it is an option of method power-lookahead)",
         ),
     ];
     for (args, env, needle) in cases {
@@ -417,4 +442,59 @@ fn huge_counts_are_refused_before_anything_is_allocated() {
         stderr.contains("--seeds must be at most 100000"),
         "{stderr}"
     );
+}
+
+#[test]
+fn power_lookahead_runs_from_flags_and_environment() {
+    let args = [
+        "sample",
+        "--model",
+        "toy:pivot",
+        "--method",
+        "power-lookahead",
+        "--max-new-tokens",
+        "3",
+        "--block-size",
+        "3",
+        "--chains",
+        "200",
+        "--seed",
+        "3",
+        "--lookahead-rollouts",
+        "4",
+        "--lookahead-jackknife",
+        "false",
+    ];
+    let out = powerfleet(&args, &[("POWER_SAMPLING_LOOKAHEAD_CANDIDATES", "10")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "lookahead_candidates 10  lookahead_rollouts 4  lookahead_horizon none  lookahead_jackknife false"
+        ),
+        "{text}"
+    );
+    // Exact on toy:pivot at any number of rollouts: "B b <eos>" has p^α 0.9771.
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("B b <eos>"))
+        .expect("the mode is listed");
+    let freq: f64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(freq > 0.9, "{row}");
+    let records = jsonl(&powerfleet(
+        &[
+            &args[..],
+            &["--format", "jsonl", "--lookahead-candidates", "1"],
+        ]
+        .concat(),
+        &[("POWER_SAMPLING_LOOKAHEAD_CANDIDATES", "10")],
+    ));
+    // One candidate: greedy on p, "A" then one of six, then EOS.
+    for r in &records {
+        assert_eq!(r["tokens"][0], 0, "{r}");
+    }
 }

@@ -755,6 +755,7 @@ async fn a_result_delivered_twice_is_stored_once() {
             tokens_generated: 20,
             model_calls: 11,
             smc: None,
+            lookahead: None,
         })
         .submitted_at_ms(now_ms() - 10)
         .started_at_ms(now_ms() - 5)

@@ -53,6 +53,7 @@ async fn reported_log_p_equals_the_servers_own_scoring_eos_included() {
             temperature: 0.7,
             top_k: None,
             seed,
+            candidates: 0,
         };
         let g = model.generate(&request, seed).await.unwrap();
         assert_eq!(g.eos, g.tokens.last() == Some(&EOS));
@@ -97,6 +98,7 @@ async fn sampled_tokens_follow_the_reported_log_q() {
                 temperature: 0.6,
                 top_k: None,
                 seed,
+                candidates: 0,
             };
             let g = model.generate(&request, seed).await.unwrap();
             (g.tokens[0], g.log_q[0])

@@ -130,6 +130,7 @@ fn result(batch: BatchId, text: &str) -> JobResult {
             tokens_generated: 20,
             model_calls: 11,
             smc: None,
+            lookahead: None,
         })
         .submitted_at_ms(now_ms() - 10)
         .started_at_ms(now_ms() - 5)

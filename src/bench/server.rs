@@ -99,6 +99,7 @@ pub(super) async fn server(args: ServerBenchArgs) -> Result<()> {
                         temperature,
                         top_k: None,
                         seed,
+                        candidates: 0,
                     };
                     if let Ok(g) = model.generate(&request, client as u64).await {
                         tokens += g.tokens.len() as u64;

@@ -520,6 +520,7 @@ impl HttpModel {
             temperature: 1.0,
             top_k: Some(k),
             seed: PROBE_SEED,
+            candidates: 0,
         };
         let (path, body) = self.generation_body(&request, k);
         let ask = || async {
@@ -555,6 +556,14 @@ impl HttpModel {
         request: &OwnedRequest,
         affinity: u64,
     ) -> Result<Generation, BackendError> {
+        if request.candidates > 0 {
+            return Err(BackendError::Rejected(format!(
+                "{} servers cannot list the {} likeliest next tokens (candidates) yet, which method \
+                 power-lookahead needs; run power-lookahead on a toy model, or another method",
+                self.reference.kind.name(),
+                request.candidates
+            )));
+        }
         let info = self.probe().await?;
         let k = effective_k(request, self.reference.k);
         let (path, body) = self.generation_body(request, k);
@@ -649,6 +658,34 @@ mod tests {
             }),
         );
         (serve(app).await, seen)
+    }
+
+    #[tokio::test]
+    async fn candidate_requests_are_refused_for_good_without_asking_the_server() {
+        // Nothing listens on the port: the refusal comes before any request.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let m = model(&format!("llamacpp+http://{closed}"));
+        let err = m
+            .generate(
+                &OwnedRequest {
+                    prefix: vec![1],
+                    prompt_len: 1,
+                    max_tokens: 1,
+                    temperature: 1.0,
+                    top_k: None,
+                    seed: 1,
+                    candidates: 8,
+                },
+                0,
+            )
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("power-lookahead"), "{err}");
+        assert!(err.to_string().contains("8 likeliest"), "{err}");
     }
 
     #[tokio::test]
@@ -870,6 +907,7 @@ mod tests {
                     temperature: 1.0,
                     top_k: None,
                     seed: 1,
+                    candidates: 0,
                 },
                 0,
             )

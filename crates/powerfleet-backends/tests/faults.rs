@@ -283,6 +283,7 @@ fn request(max_tokens: u32) -> OwnedRequest {
         temperature: 0.5,
         top_k: Some(2),
         seed: 7,
+        candidates: 0,
     }
 }
 

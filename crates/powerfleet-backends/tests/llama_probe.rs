@@ -95,6 +95,7 @@ fn request(prefix: &[u32], seed: u64) -> OwnedRequest {
         temperature: 1.0,
         top_k: Some(98),
         seed,
+        candidates: 0,
     }
 }
 

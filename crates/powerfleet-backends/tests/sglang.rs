@@ -197,6 +197,7 @@ fn request(max_tokens: u32) -> OwnedRequest {
         temperature: 0.5,
         top_k: Some(3),
         seed: 0xDEAD_BEEF_CAFE,
+        candidates: 0,
     }
 }
 

@@ -103,6 +103,7 @@ fn answer(request: &Request<'_>) -> Generation {
             .collect(),
         log_q: vec![-0.3; n],
         eos,
+        candidates: Vec::new(),
     }
 }
 
@@ -137,7 +138,8 @@ fn all_bodies() -> (Vec<String>, usize) {
         .collect();
     let mut bodies = Vec::new();
     let mut big_seeds = 0;
-    for method in Method::ALL {
+    // power-lookahead's candidate requests are refused by the HTTP backends for now.
+    for method in Method::ALL.into_iter().filter(|m| !m.is_lookahead()) {
         for proposal_temp in [
             None,
             Some(0.25),

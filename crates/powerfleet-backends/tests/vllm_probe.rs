@@ -127,6 +127,7 @@ fn request(max_tokens: u32) -> OwnedRequest {
         temperature: 0.5,
         top_k: None,
         seed: u64::MAX,
+        candidates: 0,
     }
 }
 

@@ -441,6 +441,7 @@ mod conversations {
             temperature: 0.5,
             top_k,
             seed: 0xDEAD_BEEF_CAFE_F00D,
+            candidates: 0,
         }
     }
 

@@ -694,6 +694,7 @@ mod tests {
             temperature: 1.0,
             top_k: None,
             seed: 0,
+            candidates: 0,
         };
         for _ in 0..50 {
             if down.unavailable_for().is_some() {

@@ -874,6 +874,10 @@ fn check_job_tokens(
                     "particles, rejuvenation_steps or max_new_tokens",
                 ),
                 Family::Single => (product, "max_new_tokens"),
+                Family::Lookahead => (
+                    format!("{product} = {tokens} proposal"),
+                    "lookahead_candidates, lookahead_rollouts, lookahead_horizon or max_new_tokens",
+                ),
             };
             return Err(RequestError::Invalid(format!(
                 "{what} tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower {lower}",

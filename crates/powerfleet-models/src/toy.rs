@@ -328,6 +328,17 @@ impl ToyModel {
         }
     }
 
+    /// The `k` likeliest next tokens after `prefix` with their log p, descending, ties by
+    /// ascending id; tokens with p = 0 are left out, so fewer than `k` when fewer have p > 0.
+    pub fn candidates(&self, prefix: &[TokenId], k: u32) -> Vec<(TokenId, f64)> {
+        let dist = self.distribution(prefix, &[]);
+        dist.support
+            .iter()
+            .take(k as usize)
+            .map(|&t| (t, dist.log_probs[t as usize]))
+            .collect()
+    }
+
     /// log q of a whole completion sampled in one request from the proposal (−∞ if impossible).
     pub fn proposal_log_prob(
         &self,
@@ -360,6 +371,7 @@ impl LanguageModel for ToyModel {
             log_p: Vec::with_capacity(n),
             log_q: Vec::with_capacity(n),
             eos: false,
+            candidates: self.candidates(request.prefix, request.candidates),
         };
         let mut candidates = Vec::with_capacity(self.vocab.len());
         while generation.tokens.len() < n {
@@ -391,6 +403,10 @@ impl LanguageModel for ToyModel {
             }
         }
         Ok(generation)
+    }
+
+    fn terminal_tokens(&self) -> Vec<TokenId> {
+        vec![self.eos]
     }
 }
 
@@ -509,6 +525,7 @@ mod tests {
                 temperature: 0.7,
                 top_k: None,
                 seed,
+                candidates: 0,
             };
             let g = m.generate(&req).unwrap();
             assert_eq!(g.eos, g.tokens.last() == Some(&2));

@@ -44,6 +44,7 @@ pub(crate) fn result(
             tokens_generated: 10,
             model_calls: 5,
             smc: None,
+            lookahead: None,
         },
         attempts: 1,
         error: None,

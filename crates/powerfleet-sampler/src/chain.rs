@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::accept::{Decision, decide};
 use crate::config::ValidConfig;
-use crate::model::{Generation, LanguageModel, Request, TokenId};
+use crate::lookahead::{LookaheadState, LookaheadStats, candidate_probabilities, pick};
+use crate::model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
 use crate::rng::ChainRng;
 use crate::smc::SmcState;
 use crate::stats::{BlockStats, ChainOutput, ChainStats};
@@ -17,7 +18,8 @@ use crate::stats::{BlockStats, ChainOutput, ChainStats};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum Phase {
-    /// Waiting for the proposal to extend the completion to the block's length limit.
+    /// Waiting for the proposal to extend the completion to the block's length limit (for
+    /// power-lookahead: for the pending candidate or rollout request of the next token).
     Extend {
         /// The block being built (0-based).
         block_idx: u32,
@@ -102,6 +104,10 @@ pub enum GenerationError {
         /// Number of log q values.
         log_q: usize,
     },
+    /// The candidate list of a request that asked for K candidates is not 1 to K distinct tokens
+    /// with finite log p <= 0 in descending order, or a list came that nobody asked for.
+    #[error("the model's candidate list is unusable: {0}")]
+    BadCandidates(String),
     /// A log-probability that is not a finite number <= 0.
     #[error(
         "{which}[{index}] is {value}; log-probabilities of sampled tokens must be finite and <= 0"
@@ -139,6 +145,9 @@ pub struct ChainState {
     /// is drawn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     smc: Option<SmcState>,
+    /// power-lookahead's token in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lookahead: Option<LookaheadState>,
 }
 
 /// A versioned, serializable chain state. A checkpoint outlives a deploy: new versions are added
@@ -189,9 +198,15 @@ impl Chain {
     pub fn new(config: ValidConfig, prompt: &[TokenId], seed: u64, stream: u64) -> Chain {
         let rng = ChainRng::new(seed, stream);
         let smc = config.smc().map(|c| SmcState::new(c.particles, prompt));
+        let lookahead = config.lookahead().map(|_| LookaheadState::default());
+        let stats = ChainStats {
+            lookahead: lookahead.as_ref().map(|_| LookaheadStats::default()),
+            ..ChainStats::default()
+        };
         let mut chain = Chain {
             state: ChainState {
                 smc,
+                lookahead,
                 config,
                 prompt_len: prompt.len(),
                 sequence: prompt.to_vec(),
@@ -200,7 +215,7 @@ impl Chain {
                 ends_with_eos: false,
                 rng,
                 phase: Phase::Finished,
-                stats: ChainStats::default(),
+                stats,
             },
         };
         chain.state.start_block(0);
@@ -209,9 +224,24 @@ impl Chain {
 
     /// Restores a chain from a checkpoint.
     pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Chain, CheckpointError> {
-        let Checkpoint::V1(state) = checkpoint;
+        let Checkpoint::V1(mut state) = checkpoint;
         state.check().map_err(CheckpointError::Inconsistent)?;
+        if let Some(la) = &mut state.lookahead {
+            la.refresh_prefix(&state.sequence);
+        }
         Ok(Chain { state })
+    }
+
+    /// Gives a power-lookahead chain the tokens that end a completion (the model's EOS tokens):
+    /// a candidate among them has ζ = 1 and no rollouts, and choosing it ends the completion.
+    /// [`run`] sets them from [`LanguageModel::terminal_tokens`]; other drivers set them before
+    /// the first [`Chain::advance`] (they are kept in the checkpoint). Without them no candidate
+    /// ends the completion, which then always runs to `max_new_tokens`. Other methods ignore
+    /// them.
+    pub fn set_terminal_tokens(&mut self, tokens: &[TokenId]) {
+        if let Some(la) = &mut self.state.lookahead {
+            la.terminal = tokens.to_vec();
+        }
     }
 
     /// The chain's state as a checkpoint. Any moment between [`Chain::advance`] calls is safe:
@@ -289,6 +319,9 @@ impl Chain {
             } => (block_idx, cut as usize, seed),
             Phase::Finished => return None,
         };
+        if let Some(la) = &s.lookahead {
+            return Some(s.lookahead_request(la, seed));
+        }
         let limit = s.config.block_limit(block_idx) as usize;
         if let Some(smc) = &s.smc {
             let particle = &smc.particles[smc.current as usize];
@@ -304,6 +337,7 @@ impl Chain {
                 temperature: s.config.temperature(),
                 top_k: s.config.top_k(),
                 seed,
+                candidates: 0,
             });
         }
         Some(Request {
@@ -313,19 +347,40 @@ impl Chain {
             temperature: s.config.temperature(),
             top_k: s.config.top_k(),
             seed,
+            candidates: 0,
         })
     }
 
     /// Every request the chain will make before its next block boundary that is already known:
     /// for power-smc, one per particle still to extend in this block, or, during a
-    /// Metropolis-Hastings move after a resampling, one proposal per particle still to move, in
-    /// the order [`Chain::advance`] takes their answers (so a driver may send them at once); for
-    /// the other methods, the pending request alone.
-    pub fn requests(&self) -> Vec<crate::model::OwnedRequest> {
+    /// Metropolis-Hastings move after a resampling, one proposal per particle still to move; for
+    /// power-lookahead, once a token's candidates are known, its rollouts still to run; each in
+    /// the order [`Chain::advance`] takes their answers (so a driver may send them at once). For
+    /// the other methods, and a lookahead token's candidate request, the pending request alone.
+    pub fn requests(&self) -> Vec<OwnedRequest> {
         let Some(first) = self.request().map(|r| r.to_owned()) else {
             return Vec::new();
         };
         let s = &self.state;
+        if let Some(la) = &s.lookahead {
+            if la.candidates.is_empty() {
+                return vec![first];
+            }
+            let base = &s.sequence;
+            return la.rollouts[la.log_w.len()..]
+                .iter()
+                .map(|&(i, seed)| {
+                    let mut prefix = Vec::with_capacity(base.len() + 1);
+                    prefix.extend_from_slice(base);
+                    prefix.push(la.candidates[i as usize].0);
+                    OwnedRequest {
+                        prefix,
+                        seed,
+                        ..first.clone()
+                    }
+                })
+                .collect();
+        }
         let Some(smc) = &s.smc else {
             return vec![first];
         };
@@ -335,7 +390,7 @@ impl Chain {
                 let limit = s.config.block_limit(block_idx) as usize;
                 let moving = smc.moving.iter().map(|&(i, cut, seed)| {
                     let particle = &smc.particles[i as usize];
-                    crate::model::OwnedRequest {
+                    OwnedRequest {
                         prefix: particle.sequence[..s.prompt_len + cut as usize].to_vec(),
                         max_tokens: (limit - cut as usize) as u32,
                         seed,
@@ -349,7 +404,7 @@ impl Chain {
         let limit = s.config.block_limit(block_idx) as usize;
         let queued = smc.queued.iter().map(|&(i, seed)| {
             let particle = &smc.particles[i as usize];
-            crate::model::OwnedRequest {
+            OwnedRequest {
                 prefix: particle.sequence.clone(),
                 max_tokens: (limit - (particle.sequence.len() - s.prompt_len)) as u32,
                 seed,
@@ -364,8 +419,8 @@ impl Chain {
     /// Consumes the model's answer to the pending request. An invalid generation leaves the
     /// chain unchanged.
     pub fn advance(&mut self, generation: Generation) -> Result<Advance, GenerationError> {
-        let max_tokens = self.request().ok_or(GenerationError::Finished)?.max_tokens;
-        validate_generation(&generation, max_tokens)?;
+        let request = self.request().ok_or(GenerationError::Finished)?;
+        validate_generation(&generation, request.max_tokens, request.candidates)?;
         Ok(self.state.advance(generation))
     }
 
@@ -375,7 +430,11 @@ impl Chain {
     }
 }
 
-fn validate_generation(g: &Generation, max_tokens: u32) -> Result<(), GenerationError> {
+fn validate_generation(
+    g: &Generation,
+    max_tokens: u32,
+    candidates: u32,
+) -> Result<(), GenerationError> {
     let n = g.tokens.len();
     if n == 0 {
         return Err(GenerationError::Empty);
@@ -412,6 +471,43 @@ fn validate_generation(g: &Generation, max_tokens: u32) -> Result<(), Generation
             });
         }
     }
+    validate_candidates(&g.candidates, candidates).map_err(GenerationError::BadCandidates)
+}
+
+/// A candidate list answers a request for `k` candidates: 1 to k distinct tokens, log p finite
+/// and <= 0, descending; none when none were asked for.
+fn validate_candidates(list: &[(TokenId, f64)], k: u32) -> Result<(), String> {
+    if k == 0 {
+        return match list.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} candidates came back, none were asked for")),
+        };
+    }
+    if list.is_empty() || list.len() > k as usize {
+        return Err(format!(
+            "{} candidates came back, 1 to {k} were asked for",
+            list.len()
+        ));
+    }
+    if let Some((t, lp)) = list
+        .iter()
+        .find(|(_, lp)| !(lp.is_finite() && *lp <= LOG_PROB_SLACK))
+    {
+        return Err(format!(
+            "candidate {t} has log p {lp}, not a finite log-probability <= 0"
+        ));
+    }
+    if let Some(w) = list.windows(2).find(|w| w[1].1 > w[0].1) {
+        return Err(format!(
+            "candidate {} (log p {}) follows candidate {} (log p {}); the list must descend",
+            w[1].0, w[1].1, w[0].0, w[0].1
+        ));
+    }
+    let mut ids: Vec<TokenId> = list.iter().map(|&(t, _)| t).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("candidate {} is listed twice", w[0]));
+    }
     Ok(())
 }
 
@@ -425,6 +521,10 @@ impl ChainState {
     fn start_block(&mut self, block_idx: u32) {
         if self.smc.is_some() {
             self.smc_start_block(block_idx);
+            return;
+        }
+        if self.lookahead.is_some() {
+            self.lookahead_start_block(block_idx);
             return;
         }
         let cfg = &self.config;
@@ -628,6 +728,9 @@ impl ChainState {
             ) => return self.smc_move_advance((block_idx, step_idx, cut), g),
             _ => {}
         }
+        if let (Some(_), Phase::Extend { block_idx, .. }) = (&self.lookahead, self.phase) {
+            return self.lookahead_advance(block_idx, g);
+        }
         match self.phase {
             Phase::Extend { block_idx, .. } => {
                 self.replace_suffix(self.completion_len(), g);
@@ -677,6 +780,131 @@ impl ChainState {
         }
     }
 
+    /// The pending request of a power-lookahead chain: the next token's candidates, or the
+    /// pending rollout after its candidate.
+    fn lookahead_request<'a>(&'a self, la: &'a LookaheadState, seed: u64) -> Request<'a> {
+        let config = self.config.lookahead().expect("a lookahead configuration");
+        let base = Request {
+            prefix: &self.sequence,
+            prompt_len: self.prompt_len,
+            max_tokens: 1,
+            temperature: self.config.temperature(),
+            top_k: self.config.top_k(),
+            seed,
+            candidates: config.candidates,
+        };
+        if la.pending_rollout().is_none() {
+            return base;
+        }
+        // The rollout continues after the candidate, to the end of the completion or H tokens.
+        let left = self.config.max_new_tokens() as usize - (self.completion_len() + 1);
+        let max_tokens = config.horizon.map_or(left, |h| (h as usize).min(left));
+        Request {
+            prefix: &la.prefix,
+            max_tokens: max_tokens as u32,
+            candidates: 0,
+            ..base
+        }
+    }
+
+    /// power-lookahead enters block `block_idx`, or finishes when the completion is complete.
+    fn lookahead_start_block(&mut self, block_idx: u32) {
+        let complete = self.ends_with_eos
+            || self.completion_len() >= self.config.max_new_tokens() as usize
+            || block_idx >= self.config.n_blocks();
+        if complete {
+            self.phase = Phase::Finished;
+            return;
+        }
+        self.stats.blocks.push(BlockStats::default());
+        self.lookahead_start_token(block_idx);
+    }
+
+    /// power-lookahead starts the next token: its candidate request, with a fresh seed.
+    fn lookahead_start_token(&mut self, block_idx: u32) {
+        let la = self.lookahead.as_mut().expect("a lookahead chain");
+        la.clear_step();
+        let seed = self.rng.next_u64();
+        self.phase = Phase::Extend { block_idx, seed };
+    }
+
+    /// power-lookahead consumes the answer to its pending request: the candidates (then the seeds
+    /// of every rollout are drawn), or a rollout; after the last rollout, the token is drawn.
+    fn lookahead_advance(&mut self, block_idx: u32, g: Generation) -> Advance {
+        let config = *self.config.lookahead().expect("a lookahead configuration");
+        let alpha = self.config.alpha().get();
+        let la = self.lookahead.as_mut().expect("a lookahead chain");
+        let stats = self
+            .stats
+            .lookahead
+            .get_or_insert_with(LookaheadStats::default);
+        if la.candidates.is_empty() {
+            la.candidates = g.candidates;
+            // A candidate that ends the completion, or fills its budget, has ζ = 1 exactly.
+            let fills =
+                self.sequence.len() - self.prompt_len + 1 >= self.config.max_new_tokens() as usize;
+            for i in 0..la.candidates.len() {
+                if fills || la.is_terminal(la.candidates[i].0) {
+                    stats.exact_candidates += 1;
+                    continue;
+                }
+                for _ in 0..config.rollouts {
+                    la.rollouts.push((i as u32, self.rng.next_u64()));
+                }
+            }
+        } else {
+            la.log_w.push(
+                g.log_p
+                    .iter()
+                    .zip(&g.log_q)
+                    .map(|(lp, lq)| alpha * lp - lq)
+                    .sum(),
+            );
+            stats.rollouts += 1;
+            stats.rollout_tokens += g.tokens.len() as u64;
+        }
+        if let Some((_, seed)) = la.pending_rollout() {
+            la.refresh_prefix(&self.sequence);
+            self.phase = Phase::Extend { block_idx, seed };
+            return Advance {
+                accepted: None,
+                block_finished: None,
+                finished: false,
+            };
+        }
+        let log_p: Vec<f64> = la.candidates.iter().map(|&(_, lp)| lp).collect();
+        let (probs, clipped) = candidate_probabilities(
+            alpha,
+            &log_p,
+            &la.weights_by_candidate(),
+            config.jackknifed(),
+        );
+        stats.clipped += u64::from(clipped);
+        stats.tokens += 1;
+        let chosen = pick(&probs, self.rng.uniform());
+        let (token, lp) = la.candidates[chosen];
+        self.ends_with_eos = la.is_terminal(token);
+        la.clear_step();
+        self.sequence.push(token);
+        self.log_p.push(lp);
+        self.log_q.push(probs[chosen].ln());
+        let len = self.completion_len();
+        if self.ends_with_eos || len >= self.config.block_limit(block_idx) as usize {
+            self.lookahead_start_block(block_idx + 1);
+            return Advance {
+                accepted: None,
+                block_finished: Some(block_idx),
+                finished: self.phase == Phase::Finished,
+            };
+        }
+        self.lookahead_start_token(block_idx);
+        Advance {
+            accepted: None,
+            block_finished: None,
+            finished: false,
+        }
+    }
+
     /// Replaces the completion from position `cut` on with the generation.
     fn replace_suffix(&mut self, cut: usize, g: Generation) {
         self.sequence.truncate(self.prompt_len + cut);
@@ -708,6 +936,24 @@ impl ChainState {
             )?,
             (None, None) => {}
             _ => return Err("the particle state does not match the method".to_string()),
+        }
+        match (self.config.lookahead(), &self.lookahead) {
+            (Some(config), Some(la)) => {
+                la.check(config)?;
+                let len = self.completion_len_checked()?;
+                if la.pending_rollout().is_some()
+                    && len + 1 >= self.config.max_new_tokens() as usize
+                {
+                    return Err("a lookahead rollout is pending with no budget left".to_string());
+                }
+                if !la.candidates.is_empty() && !matches!(self.phase, Phase::Extend { .. }) {
+                    return Err(
+                        "lookahead candidates are kept but no request is pending".to_string()
+                    );
+                }
+            }
+            (None, None) => {}
+            _ => return Err("the lookahead state does not match the method".to_string()),
         }
         let len = self.completion_len_checked()?;
         if self.log_p.len() != len || self.log_q.len() != len {
@@ -807,10 +1053,15 @@ pub enum RunError<E: std::error::Error + 'static> {
 }
 
 /// Drives a chain to the end with an in-process model.
+///
+/// A power-lookahead chain gets the model's [`LanguageModel::terminal_tokens`] first.
 pub fn run<M: LanguageModel>(
     chain: &mut Chain,
     model: &M,
 ) -> Result<ChainOutput, RunError<M::Error>> {
+    if chain.config().lookahead().is_some() {
+        chain.set_terminal_tokens(&model.terminal_tokens());
+    }
     while let Some(request) = chain.request() {
         let generation = model.generate(&request).map_err(RunError::Model)?;
         chain.advance(generation)?;

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::lookahead::LookaheadConfig;
 pub use crate::smc::{AlphaSchedule, MAX_REJUVENATION_STEPS, Resampling, SmcConfig};
 
 /// Default exponent α (the paper's setting for MATH500).
@@ -29,6 +30,14 @@ pub const DEFAULT_PARTICLES: u32 = 16;
 pub const MAX_PARTICLES: u32 = 4096;
 /// Default ESS share below which power-smc resamples.
 pub const DEFAULT_ESS_THRESHOLD: f64 = 0.5;
+/// Default candidates K of power-lookahead.
+pub const DEFAULT_LOOKAHEAD_CANDIDATES: u32 = 8;
+/// Most candidates K of power-lookahead.
+pub const MAX_LOOKAHEAD_CANDIDATES: u32 = 64;
+/// Default rollouts M per candidate of power-lookahead.
+pub const DEFAULT_LOOKAHEAD_ROLLOUTS: u32 = 8;
+/// Most rollouts M per candidate of power-lookahead.
+pub const MAX_LOOKAHEAD_ROLLOUTS: u32 = 1024;
 
 /// The sampling method of a chain. All methods run behind the same [`crate::Chain`] interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +54,9 @@ pub enum Method {
     /// Sequential Monte Carlo towards p^α: N weighted particles from the proposal, resampled
     /// when the effective sample size drops; one returned by its final weight.
     PowerSmc,
+    /// Token by token from p^α: each of the K likeliest next tokens weighted by p^α times a
+    /// rollout estimate of its future's sum of p^α (Scalable Power Sampling).
+    PowerLookahead,
 }
 
 /// How a method's chain works, which decides its options and its cost.
@@ -56,16 +68,19 @@ pub enum Family {
     Smc,
     /// One sample, no proposals beyond it.
     Single,
+    /// Token by token: K candidates, M rollouts each, per final token.
+    Lookahead,
 }
 
 impl Method {
     /// Every method, in the order tables and figures list them.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Power,
         Method::MaxSwap,
         Method::LowTemp,
         Method::Standard,
         Method::PowerSmc,
+        Method::PowerLookahead,
     ];
 
     /// The method's name (on the command line and in JSON) and family: the one place a
@@ -77,6 +92,7 @@ impl Method {
             Method::LowTemp => ("low-temp", Family::Single),
             Method::Standard => ("standard", Family::Single),
             Method::PowerSmc => ("power-smc", Family::Smc),
+            Method::PowerLookahead => ("power-lookahead", Family::Lookahead),
         }
     }
 
@@ -113,11 +129,18 @@ impl Method {
         self.family() == Family::Smc
     }
 
+    /// Whether this method samples token by token with lookahead rollouts.
+    pub fn is_lookahead(self) -> bool {
+        self.family() == Family::Lookahead
+    }
+
     /// The most proposal tokens one job of this method may generate under `config`, with the
     /// settings that multiply to it (for messages): `n_mcmc × max_new_tokens` for MCMC,
     /// `particles × max_new_tokens × (1 + rejuvenation_steps × (blocks − 1))` for SMC (the
     /// extensions, and at worst a resampling with its moves at every block boundary),
-    /// `max_new_tokens` for one sample.
+    /// `max_new_tokens` for one sample, and
+    /// `max_new_tokens × (1 + K·M·min(H, max_new_tokens))` for lookahead (per final token, one
+    /// candidate request and K·M rollouts of at most H tokens).
     pub fn job_tokens(self, config: &SamplerConfig) -> (u64, String) {
         let max_new = u64::from(config.max_new_tokens);
         match self.family() {
@@ -157,13 +180,35 @@ impl Method {
                 }
             }
             Family::Single => (max_new, format!("config.max_new_tokens = {max_new}")),
+            Family::Lookahead => {
+                let k = u64::from(
+                    config
+                        .lookahead_candidates
+                        .unwrap_or(DEFAULT_LOOKAHEAD_CANDIDATES),
+                );
+                let m = u64::from(
+                    config
+                        .lookahead_rollouts
+                        .unwrap_or(DEFAULT_LOOKAHEAD_ROLLOUTS),
+                );
+                let h = config
+                    .lookahead_horizon
+                    .map_or(max_new, |h| u64::from(h).min(max_new));
+                let per_token = k.saturating_mul(m).saturating_mul(h).saturating_add(1);
+                (
+                    max_new.saturating_mul(per_token),
+                    format!(
+                        "config.max_new_tokens x (1 + config.lookahead_candidates x config.lookahead_rollouts x min(config.lookahead_horizon, config.max_new_tokens)) = {max_new} x (1 + {k} x {m} x {h})"
+                    ),
+                )
+            }
         }
     }
 
     /// Whether this method needs the model's log-probabilities (MCMC and SMC do; the
     /// single-sample methods do not).
     pub fn needs_log_probs(self) -> bool {
-        self.is_mcmc() || self.is_smc()
+        self.is_mcmc() || self.is_smc() || self.is_lookahead()
     }
 }
 
@@ -370,6 +415,19 @@ pub struct SamplerConfig {
     /// the last block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anneal_blocks: Option<u32>,
+    /// power-lookahead: candidates K per token, the K likeliest next tokens (1 to 64); default 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead_candidates: Option<u32>,
+    /// power-lookahead: rollouts M per candidate (>= 1); default 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead_rollouts: Option<u32>,
+    /// power-lookahead: rollouts stop after H tokens (>= 1); default none, the remaining budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead_horizon: Option<u32>,
+    /// power-lookahead: jackknife the ratio estimate over the rollouts (needs M >= 2);
+    /// default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead_jackknife: Option<bool>,
 }
 
 fn default_n_mcmc() -> u32 {
@@ -389,7 +447,8 @@ impl SamplerConfig {
     /// This configuration, given to a batch of `methods`, as `method` runs it: max-swap drops
     /// α (it is α = ∞ by definition; the batch's α is the other methods'), and in a batch that
     /// also runs an SMC method the particle options are that method's, so the others drop
-    /// them (alone, they are refused for a method that has no particles).
+    /// them (alone, they are refused for a method that has no particles); likewise the
+    /// lookahead options in a batch that runs power-lookahead.
     pub fn for_method(&self, method: Method, methods: &[Method]) -> SamplerConfig {
         let mut config = SamplerConfig {
             method,
@@ -405,6 +464,12 @@ impl SamplerConfig {
             config.rejuvenation_steps = None;
             config.alpha_schedule = None;
             config.anneal_blocks = None;
+        }
+        if !method.is_lookahead() && methods.iter().any(|m| m.is_lookahead()) {
+            config.lookahead_candidates = None;
+            config.lookahead_rollouts = None;
+            config.lookahead_horizon = None;
+            config.lookahead_jackknife = None;
         }
         config
     }
@@ -427,6 +492,10 @@ impl SamplerConfig {
             rejuvenation_steps: None,
             alpha_schedule: None,
             anneal_blocks: None,
+            lookahead_candidates: None,
+            lookahead_rollouts: None,
+            lookahead_horizon: None,
+            lookahead_jackknife: None,
         }
     }
 
@@ -498,6 +567,57 @@ impl SamplerConfig {
             && !(t.is_finite() && t > 0.0)
         {
             bad("proposal_temp", "a finite number > 0", format_number(t));
+        }
+        if self.method.is_lookahead() {
+            if alpha.is_infinite() {
+                bad(
+                    "alpha",
+                    "a finite number > 0 for method power-lookahead (its weights are alpha x log p)",
+                    alpha.to_string(),
+                );
+            }
+            if let Some(k) = self.lookahead_candidates
+                && !(1..=MAX_LOOKAHEAD_CANDIDATES).contains(&k)
+            {
+                bad(
+                    "lookahead_candidates",
+                    &format!("between 1 and {MAX_LOOKAHEAD_CANDIDATES}"),
+                    k.to_string(),
+                );
+            }
+            if let Some(m) = self.lookahead_rollouts
+                && !(1..=MAX_LOOKAHEAD_ROLLOUTS).contains(&m)
+            {
+                bad(
+                    "lookahead_rollouts",
+                    &format!("between 1 and {MAX_LOOKAHEAD_ROLLOUTS}"),
+                    m.to_string(),
+                );
+            }
+            if let Some(h) = self.lookahead_horizon
+                && h < 1
+            {
+                bad(
+                    "lookahead_horizon",
+                    ">= 1 (omit it for the whole remaining budget)",
+                    h.to_string(),
+                );
+            }
+        } else {
+            for (field, set) in [
+                ("lookahead_candidates", self.lookahead_candidates.is_some()),
+                ("lookahead_rollouts", self.lookahead_rollouts.is_some()),
+                ("lookahead_horizon", self.lookahead_horizon.is_some()),
+                ("lookahead_jackknife", self.lookahead_jackknife.is_some()),
+            ] {
+                if set {
+                    bad(
+                        field,
+                        "unset for this method (it is an option of method power-lookahead)",
+                        format!("a value with method {}", self.method),
+                    );
+                }
+            }
         }
         if self.method.is_smc() {
             if alpha.is_infinite() {
@@ -639,6 +759,16 @@ impl SamplerConfig {
                     },
                 }
             }),
+            lookahead: self.method.is_lookahead().then(|| LookaheadConfig {
+                candidates: self
+                    .lookahead_candidates
+                    .unwrap_or(DEFAULT_LOOKAHEAD_CANDIDATES),
+                rollouts: self
+                    .lookahead_rollouts
+                    .unwrap_or(DEFAULT_LOOKAHEAD_ROLLOUTS),
+                horizon: self.lookahead_horizon,
+                jackknife: self.lookahead_jackknife.unwrap_or(true),
+            }),
         })
     }
 }
@@ -661,9 +791,16 @@ pub struct ValidConfig {
     /// before the method existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     smc: Option<SmcConfig>,
+    /// power-lookahead's settings; absent for the other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lookahead: Option<LookaheadConfig>,
 }
 
 impl ValidConfig {
+    /// power-lookahead's settings.
+    pub fn lookahead(&self) -> Option<&LookaheadConfig> {
+        self.lookahead.as_ref()
+    }
     /// power-smc's particle settings.
     pub fn smc(&self) -> Option<&SmcConfig> {
         self.smc.as_ref()
@@ -707,7 +844,8 @@ impl ValidConfig {
     /// The configuration as a [`SamplerConfig`] with every default resolved and filled in: what
     /// a result records as the settings it ran with (its manifest). `n_mcmc` is 0 for the
     /// methods that run no MCMC steps; `top_k` is `None` for the full vocabulary; the power-smc
-    /// options are set only for power-smc. Validating it gives this configuration back.
+    /// options are set only for power-smc, the lookahead options (`lookahead_horizon` only when
+    /// set) only for power-lookahead. Validating it gives this configuration back.
     pub fn manifest(&self) -> SamplerConfig {
         SamplerConfig {
             method: self.method,
@@ -727,6 +865,10 @@ impl ValidConfig {
             anneal_blocks: self
                 .smc
                 .and_then(|c| (!c.alpha_schedule.is_none()).then_some(c.anneal_blocks)),
+            lookahead_candidates: self.lookahead.map(|c| c.candidates),
+            lookahead_rollouts: self.lookahead.map(|c| c.rollouts),
+            lookahead_horizon: self.lookahead.and_then(|c| c.horizon),
+            lookahead_jackknife: self.lookahead.map(|c| c.jackknife),
         }
     }
     /// Number of blocks: ⌈max_new_tokens / block_size⌉; the last one may be shorter.
@@ -755,6 +897,13 @@ impl ValidConfig {
                     } else {
                         (1..=self.n_blocks()).contains(&c.anneal_blocks)
                     }
+            })
+            && (self.method.is_lookahead() == self.lookahead.is_some())
+            && self.lookahead.is_none_or(|c| {
+                (1..=MAX_LOOKAHEAD_CANDIDATES).contains(&c.candidates)
+                    && (1..=MAX_LOOKAHEAD_ROLLOUTS).contains(&c.rollouts)
+                    && c.horizon.is_none_or(|h| h >= 1)
+                    && !self.alpha.is_infinite()
             });
         if ok {
             Ok(())
@@ -942,12 +1091,24 @@ mod tests {
                 ..power()
             },
             SamplerConfig::new(Method::PowerSmc),
+            SamplerConfig::new(Method::PowerLookahead),
+            SamplerConfig {
+                lookahead_candidates: Some(3),
+                lookahead_rollouts: Some(1),
+                lookahead_horizon: Some(5),
+                lookahead_jackknife: Some(false),
+                ..SamplerConfig::new(Method::PowerLookahead)
+            },
         ];
         for config in configs {
             let valid = config.validate().unwrap();
             let manifest = valid.manifest();
             assert!(manifest.alpha.is_some() && manifest.proposal_temp.is_some());
             assert_eq!(manifest.particles.is_some(), config.method.is_smc());
+            assert_eq!(
+                manifest.lookahead_rollouts.is_some(),
+                config.method.is_lookahead()
+            );
             assert_eq!(manifest.validate().unwrap(), valid, "{manifest:?}");
             let json = serde_json::to_string(&manifest).unwrap();
             let back: SamplerConfig = serde_json::from_str(&json).unwrap();
@@ -1041,7 +1202,7 @@ mod tests {
         let err = "beam".parse::<Method>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "method must be one of power, max-swap, low-temp, standard, power-smc, got beam"
+            "method must be one of power, max-swap, low-temp, standard, power-smc, power-lookahead, got beam"
         );
         assert!("exact".parse::<Ratio>().is_ok());
         assert!(
@@ -1175,5 +1336,169 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("alpha must be > 0 or inf"), "{err}");
+    }
+
+    fn lookahead() -> SamplerConfig {
+        SamplerConfig::new(Method::PowerLookahead)
+    }
+
+    #[test]
+    fn lookahead_defaults_resolve() {
+        let v = lookahead().validate().unwrap();
+        assert_eq!(v.n_mcmc(), 0);
+        assert_eq!(v.temperature(), 0.25);
+        assert_eq!(
+            v.lookahead(),
+            Some(&LookaheadConfig {
+                candidates: 8,
+                rollouts: 8,
+                horizon: None,
+                jackknife: true,
+            })
+        );
+        assert!(Method::PowerLookahead.needs_log_probs());
+        assert_eq!(Method::PowerLookahead.family(), Family::Lookahead);
+        assert_eq!(
+            "power-lookahead".parse::<Method>().unwrap(),
+            Method::PowerLookahead
+        );
+    }
+
+    #[test]
+    fn lookahead_options_out_of_range_are_refused_by_name() {
+        let err = SamplerConfig {
+            lookahead_candidates: Some(65),
+            lookahead_rollouts: Some(0),
+            lookahead_horizon: Some(0),
+            alpha: Some(Alpha::INFINITE),
+            ..lookahead()
+        }
+        .validate()
+        .unwrap_err();
+        let msg = err.to_string();
+        for needle in [
+            "lookahead_candidates must be between 1 and 64, got 65",
+            "lookahead_rollouts must be between 1 and 1024, got 0",
+            "lookahead_horizon must be >= 1 (omit it for the whole remaining budget), got 0",
+            "alpha must be a finite number > 0 for method power-lookahead",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from {msg:?}");
+        }
+        assert_eq!(err.problems.len(), 4);
+        let err = SamplerConfig {
+            lookahead_candidates: Some(0),
+            ..lookahead()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "lookahead_candidates must be between 1 and 64, got 0");
+    }
+
+    #[test]
+    fn lookahead_options_are_refused_for_other_methods_and_stripped_in_a_mixed_batch() {
+        let with_options = SamplerConfig {
+            lookahead_candidates: Some(4),
+            lookahead_rollouts: Some(2),
+            lookahead_horizon: Some(3),
+            lookahead_jackknife: Some(false),
+            ..power()
+        };
+        let err = with_options.validate().unwrap_err();
+        assert_eq!(err.problems.len(), 4);
+        assert_eq!(
+            err.problems[0].to_string(),
+            "lookahead_candidates must be unset for this method (it is an option of method power-lookahead), got a value with method power"
+        );
+        let methods = [Method::Power, Method::PowerLookahead];
+        let power_config = with_options.for_method(Method::Power, &methods);
+        assert!(power_config.validate().is_ok());
+        assert_eq!(power_config.lookahead_rollouts, None);
+        let la = with_options
+            .for_method(Method::PowerLookahead, &methods)
+            .validate()
+            .unwrap();
+        assert_eq!(la.lookahead().unwrap().rollouts, 2);
+        // Alone, power keeps them and is refused.
+        assert!(
+            with_options
+                .for_method(Method::Power, &[Method::Power])
+                .validate()
+                .is_err()
+        );
+        // And the other way round: particles are refused for power-lookahead.
+        let err = SamplerConfig {
+            particles: Some(4),
+            ..lookahead()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("particles must be unset"), "{err}");
+    }
+
+    #[test]
+    fn lookahead_job_tokens_count_candidates_and_rollouts_per_token() {
+        let config = SamplerConfig {
+            max_new_tokens: 100,
+            lookahead_candidates: Some(4),
+            lookahead_rollouts: Some(3),
+            ..lookahead()
+        };
+        let (tokens, product) = Method::PowerLookahead.job_tokens(&config);
+        assert_eq!(tokens, 100 * (1 + 4 * 3 * 100));
+        assert_eq!(
+            product,
+            "config.max_new_tokens x (1 + config.lookahead_candidates x config.lookahead_rollouts x min(config.lookahead_horizon, config.max_new_tokens)) = 100 x (1 + 4 x 3 x 100)"
+        );
+        let horizon = SamplerConfig {
+            lookahead_horizon: Some(10),
+            ..config.clone()
+        };
+        assert_eq!(
+            Method::PowerLookahead.job_tokens(&horizon).0,
+            100 * (1 + 12 * 10)
+        );
+        let long = SamplerConfig {
+            lookahead_horizon: Some(1000),
+            ..config
+        };
+        assert_eq!(
+            Method::PowerLookahead.job_tokens(&long).0,
+            100 * (1 + 12 * 100)
+        );
+        // Defaults: K = M = 8.
+        let (tokens, _) = Method::PowerLookahead.job_tokens(&SamplerConfig {
+            max_new_tokens: 10,
+            ..lookahead()
+        });
+        assert_eq!(tokens, 10 * (1 + 64 * 10));
+    }
+
+    #[test]
+    fn lookahead_json_names_its_options_and_rejects_misspelt_ones() {
+        let cfg: SamplerConfig = serde_json::from_str(
+            r#"{"method":"power-lookahead","lookahead_candidates":2,"lookahead_rollouts":16,"lookahead_horizon":4,"lookahead_jackknife":false}"#,
+        )
+        .unwrap();
+        let v = cfg.validate().unwrap();
+        assert_eq!(
+            v.lookahead(),
+            Some(&LookaheadConfig {
+                candidates: 2,
+                rollouts: 16,
+                horizon: Some(4),
+                jackknife: false,
+            })
+        );
+        let err = serde_json::from_str::<SamplerConfig>(
+            r#"{"method":"power-lookahead","lookahead_rollout":2}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `lookahead_rollout`"), "{err}");
+        // Other methods' configurations serialize as before.
+        let json = serde_json::to_string(&power().validate().unwrap()).unwrap();
+        assert!(!json.contains("lookahead"), "{json}");
     }
 }

@@ -20,6 +20,7 @@
 pub mod accept;
 pub mod chain;
 pub mod config;
+pub mod lookahead;
 pub mod model;
 pub mod rng;
 pub mod smc;
@@ -32,6 +33,7 @@ pub use chain::{
 pub use config::{
     Alpha, ConfigError, Family, FieldError, Method, OutOfRange, Ratio, SamplerConfig, ValidConfig,
 };
+pub use lookahead::{LookaheadConfig, LookaheadStats};
 pub use model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
 pub use smc::{AlphaSchedule, Resampling, SmcConfig, SmcStats, WeightedCompletion};
 pub use stats::{BlockStats, ChainOutput, ChainStats, text_tokens};

@@ -25,6 +25,9 @@ pub struct Request<'a> {
     /// Seed for the model's sampler, drawn from the chain's RNG: a replayed request samples the
     /// same tokens from a deterministic model.
     pub seed: u64,
+    /// 0: none. K > 0: the answer's [`Generation::candidates`] lists the K likeliest next tokens
+    /// after `prefix` by log p at temperature 1 over the full vocabulary (power-lookahead).
+    pub candidates: u32,
 }
 
 impl Request<'_> {
@@ -37,6 +40,7 @@ impl Request<'_> {
             temperature: self.temperature,
             top_k: self.top_k,
             seed: self.seed,
+            candidates: self.candidates,
         }
     }
 }
@@ -56,6 +60,10 @@ pub struct OwnedRequest {
     pub top_k: Option<u32>,
     /// Seed for the model's sampler.
     pub seed: u64,
+    /// How many of the likeliest next tokens the answer lists (0: none); see
+    /// [`Request::candidates`].
+    #[serde(default)]
+    pub candidates: u32,
 }
 
 impl OwnedRequest {
@@ -68,6 +76,7 @@ impl OwnedRequest {
             temperature: self.temperature,
             top_k: self.top_k,
             seed: self.seed,
+            candidates: self.candidates,
         }
     }
 }
@@ -83,6 +92,12 @@ pub struct Generation {
     pub log_q: Vec<f64>,
     /// Whether the last token is EOS.
     pub eos: bool,
+    /// When the request asked for K > 0 candidates: the K likeliest next tokens after the
+    /// request's prefix with their log p at temperature 1 over the full vocabulary, descending by
+    /// log p, ties by ascending token id. Fewer than K only when fewer tokens have p > 0 (a toy
+    /// model's zeros). Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<(TokenId, f64)>,
 }
 
 /// An in-process language model that drives a chain synchronously.
@@ -95,6 +110,12 @@ pub trait LanguageModel {
 
     /// Samples up to `request.max_tokens` tokens after `request.prefix`, stopping at EOS.
     fn generate(&self, request: &Request<'_>) -> Result<Generation, Self::Error>;
+
+    /// The tokens that end a completion (EOS). [`run`](crate::run) gives them to power-lookahead
+    /// chains, which must know whether a candidate token ends the completion. None by default.
+    fn terminal_tokens(&self) -> Vec<TokenId> {
+        Vec::new()
+    }
 }
 
 impl<M: LanguageModel + ?Sized> LanguageModel for &M {
@@ -102,5 +123,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for &M {
 
     fn generate(&self, request: &Request<'_>) -> Result<Generation, Self::Error> {
         (**self).generate(request)
+    }
+
+    fn terminal_tokens(&self) -> Vec<TokenId> {
+        (**self).terminal_tokens()
     }
 }

@@ -620,6 +620,7 @@ mod tests {
             log_p,
             log_q,
             eos,
+            candidates: Vec::new(),
         };
         s.extend(1.0, generation(vec![-1.0, -2.0], vec![-0.5, -1.0], false));
         s.current = 1;

@@ -29,6 +29,10 @@ pub struct ChainStats {
     /// power-smc: the particle system's ESS by block, resamplings, log Ẑ and weighted set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smc: Option<crate::smc::SmcStats>,
+    /// power-lookahead: tokens chosen, rollouts and their tokens, exact candidates, clipped
+    /// jackknife values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<crate::lookahead::LookaheadStats>,
 }
 
 impl ChainStats {

@@ -40,7 +40,18 @@ impl LanguageModel for HashModel {
             log_p: vec![],
             log_q: vec![],
             eos: false,
+            candidates: Vec::new(),
         };
+        if req.candidates > 0 {
+            let lp = self.log_probs(req.prefix);
+            let mut order: Vec<usize> = (0..lp.len()).collect();
+            order.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]).then(x.cmp(&y)));
+            g.candidates = order
+                .into_iter()
+                .take(req.candidates as usize)
+                .map(|t| (t as TokenId, lp[t]))
+                .collect();
+        }
         while g.tokens.len() < req.max_tokens as usize && !g.eos {
             let lp = self.log_probs(&seq);
             let mut order: Vec<usize> = (0..lp.len()).collect();
@@ -67,5 +78,9 @@ impl LanguageModel for HashModel {
             seq.push(token);
         }
         Ok(g)
+    }
+
+    fn terminal_tokens(&self) -> Vec<TokenId> {
+        vec![self.eos]
     }
 }

@@ -22,6 +22,7 @@ fn config_strategy() -> impl Strategy<Value = ValidConfig> {
         prop::bool::ANY,
         prop::bool::ANY,
         smc_strategy(),
+        (1u32..8, 1u32..5, prop::option::of(1u32..6), prop::bool::ANY),
     )
         .prop_map(
             |(
@@ -34,6 +35,7 @@ fn config_strategy() -> impl Strategy<Value = ValidConfig> {
                 reference,
                 finish_on_eos,
                 (particles, ess_threshold, rejuvenation_steps, alpha_schedule, anneal_blocks),
+                (candidates, rollouts, horizon, jackknife),
             )| {
                 let alpha = match method {
                     Method::MaxSwap => None,
@@ -64,6 +66,14 @@ fn config_strategy() -> impl Strategy<Value = ValidConfig> {
                             .then(|| anneal_blocks.min(n_blocks)),
                         ..config
                     }
+                } else if method.is_lookahead() {
+                    SamplerConfig {
+                        lookahead_candidates: Some(candidates),
+                        lookahead_rollouts: Some(rollouts),
+                        lookahead_horizon: horizon,
+                        lookahead_jackknife: Some(jackknife),
+                        ..config
+                    }
                 } else {
                     config
                 };
@@ -90,6 +100,7 @@ fn smc_strategy() -> impl Strategy<Value = (u32, f64, u32, AlphaSchedule, u32)> 
 
 /// Runs to the end, returning the checkpoints taken after every block and after every step.
 fn run_recording(chain: &mut Chain) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    chain.set_terminal_tokens(&MODEL.terminal_tokens());
     let (mut at_blocks, mut at_steps) = (vec![], vec![]);
     while let Some(req) = chain.request() {
         let g = MODEL.generate(&req).unwrap();
@@ -139,6 +150,17 @@ proptest! {
         if !config.method().needs_log_probs() {
             prop_assert_eq!(s.tokens_generated, expected.tokens.len() as u64);
         }
+        if let Some(la) = &s.lookahead {
+            // One candidate request per final token, and rollouts only for candidates that
+            // neither end the completion nor fill the budget.
+            prop_assert_eq!(la.tokens, expected.tokens.len() as u64);
+            prop_assert_eq!(s.model_calls, la.tokens + la.rollouts);
+            prop_assert_eq!(s.tokens_generated, la.tokens + la.rollout_tokens);
+            let k = u64::from(config.lookahead().unwrap().candidates);
+            let m = u64::from(config.lookahead().unwrap().rollouts);
+            prop_assert_eq!(la.rollouts + m * la.exact_candidates, la.tokens * k.min(6) * m);
+            prop_assert_eq!(expected.ends_with_eos, expected.tokens.last() == Some(&MODEL.eos));
+        }
         if let Some(smc) = &s.smc {
             // Every particle's tokens were generated; the returned one is one of them.
             prop_assert!(s.tokens_generated >= expected.tokens.len() as u64);
@@ -185,6 +207,7 @@ fn unusable_generations_are_rejected_and_leave_the_chain_unchanged() {
         log_p: lp,
         log_q: lq,
         eos,
+        candidates: Vec::new(),
     };
     let cases = [
         (
@@ -431,6 +454,7 @@ impl LanguageModel for Scripted {
             log_p: vec![if self.stop { -0.5 } else { -0.7 }; n],
             log_q: vec![if self.stop { -0.2 } else { -0.3 }; n],
             eos: self.stop,
+            candidates: Vec::new(),
         })
     }
 }
@@ -468,4 +492,163 @@ fn annealed_weights_telescope_to_alpha_log_p_minus_log_q_even_when_particles_sto
             );
         }
     }
+}
+
+/// A lookahead configuration at α = 1 (π = p), where completions go on past the first token.
+fn lookahead(candidates: u32, rollouts: u32, max_new_tokens: u32) -> ValidConfig {
+    SamplerConfig {
+        alpha: Some(Alpha::new(1.0).unwrap()),
+        block_size: 2,
+        max_new_tokens,
+        lookahead_candidates: Some(candidates),
+        lookahead_rollouts: Some(rollouts),
+        ..SamplerConfig::new(Method::PowerLookahead)
+    }
+    .validate()
+    .unwrap()
+}
+
+#[test]
+fn a_lookahead_chain_lists_a_tokens_rollouts_in_the_order_it_takes_their_answers() {
+    let config = lookahead(3, 4, 6);
+    let mut batches = 0;
+    for stream in 0..20 {
+        let mut chain = Chain::new(config.clone(), &[1], 5, stream);
+        chain.set_terminal_tokens(&[MODEL.eos]);
+        while let Some(request) = chain.request() {
+            // The candidate request goes alone.
+            assert_eq!(request.candidates, 3);
+            assert_eq!(request.max_tokens, 1);
+            assert_eq!(chain.requests(), vec![request.to_owned()]);
+            let g = MODEL.generate(&request).unwrap();
+            let prefix = request.prefix.to_vec();
+            let candidates = g.candidates.clone();
+            let advance = chain.advance(g).unwrap();
+            let listed = chain.requests();
+            if listed.is_empty() || listed[0].candidates > 0 {
+                // No rollouts: every candidate ended the completion or filled the budget.
+                continue;
+            }
+            batches += 1;
+            assert!(advance.block_finished.is_none());
+            assert_eq!(listed.len() % 4, 0, "M rollouts per candidate");
+            for (i, expected) in listed.iter().enumerate() {
+                let pending = chain.request().unwrap().to_owned();
+                assert_eq!(&pending, expected, "rollout {i}");
+                assert_eq!(pending.candidates, 0);
+                assert_eq!(&pending.prefix[..prefix.len()], &prefix[..]);
+                let candidate = *pending.prefix.last().unwrap();
+                assert!(candidates.iter().any(|&(t, _)| t == candidate));
+                assert_ne!(candidate, MODEL.eos, "no rollout after EOS");
+                let left = 6 - (prefix.len() - 1) - 1;
+                assert_eq!(
+                    pending.max_tokens as usize, left,
+                    "to the end of the budget"
+                );
+                let g = MODEL.generate(&pending.as_request()).unwrap();
+                chain.advance(g).unwrap();
+            }
+        }
+        let out = chain.output().unwrap();
+        assert!(out.ends_with_eos || out.tokens.len() == 6);
+    }
+    assert!(batches > 20, "rollouts ran: {batches}");
+}
+
+#[test]
+fn a_lookahead_horizon_bounds_the_rollouts() {
+    let config = SamplerConfig {
+        lookahead_horizon: Some(2),
+        ..lookahead(2, 2, 8).manifest()
+    }
+    .validate()
+    .unwrap();
+    let mut chain = Chain::new(config, &[1], 9, 0);
+    chain.set_terminal_tokens(&[MODEL.eos]);
+    let mut seen = 0;
+    while let Some(request) = chain.request() {
+        if request.candidates == 0 {
+            assert!(request.max_tokens <= 2);
+            seen += 1;
+        }
+        let g = MODEL.generate(&request).unwrap();
+        chain.advance(g).unwrap();
+    }
+    assert!(seen > 0);
+}
+
+#[test]
+fn a_lookahead_chain_refuses_unusable_candidate_lists_and_stays_unchanged() {
+    let mut chain = Chain::new(lookahead(3, 2, 6), &[1], 1, 0);
+    chain.set_terminal_tokens(&[MODEL.eos]);
+    let before = chain.clone();
+    let answer = |candidates: Vec<(TokenId, f64)>| Generation {
+        tokens: vec![2],
+        log_p: vec![-1.0],
+        log_q: vec![-1.0],
+        eos: false,
+        candidates,
+    };
+    for (candidates, needle) in [
+        (vec![], "0 candidates came back, 1 to 3 were asked for"),
+        (
+            vec![(1, -1.0), (2, -1.5), (3, -2.0), (4, -3.0)],
+            "4 candidates came back",
+        ),
+        (vec![(1, -2.0), (2, -1.0)], "the list must descend"),
+        (vec![(1, -1.0), (1, -1.0)], "candidate 1 is listed twice"),
+        (vec![(1, f64::NAN)], "not a finite log-probability"),
+        (vec![(1, 0.5)], "not a finite log-probability"),
+    ] {
+        let err = chain.advance(answer(candidates)).unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        assert_eq!(chain, before);
+    }
+    assert!(chain.advance(answer(vec![(1, -1.0), (2, -1.0)])).is_ok());
+    // A rollout's answer must not carry candidates nobody asked for.
+    let before = chain.clone();
+    let n = chain.request().unwrap().max_tokens as usize;
+    let err = chain
+        .advance(Generation {
+            tokens: vec![2; n],
+            log_p: vec![-1.0; n],
+            log_q: vec![-1.0; n],
+            eos: false,
+            candidates: vec![(1, -1.0)],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("none were asked for"), "{err}");
+    assert_eq!(chain, before);
+}
+
+#[test]
+fn one_lookahead_candidate_takes_the_likeliest_token_and_reports_a_block_every_block_size_tokens() {
+    let mut chain = Chain::new(lookahead(1, 3, 7), &[1], 2, 0);
+    chain.set_terminal_tokens(&[MODEL.eos]);
+    let mut blocks = Vec::new();
+    let mut top = None;
+    while let Some(request) = chain.request() {
+        let g = MODEL.generate(&request).unwrap();
+        if request.candidates > 0 {
+            assert_eq!(g.candidates.len(), 1);
+            top = Some(g.candidates[0]);
+        }
+        let before = chain.completion().len();
+        let advance = chain.advance(g).unwrap();
+        if let Some(b) = advance.block_finished {
+            blocks.push((b, chain.completion().len()));
+        }
+        if chain.completion().len() > before {
+            assert_eq!(Some(*chain.completion().last().unwrap()), top.map(|t| t.0));
+        }
+    }
+    let out = chain.output().unwrap();
+    let n = out.tokens.len();
+    let expected: Vec<(u32, usize)> = (0..n.div_ceil(2))
+        .map(|b| (b as u32, (2 * b + 2).min(n)))
+        .collect();
+    assert_eq!(blocks, expected, "{out:?}");
+    assert_eq!(out.stats.blocks.len(), blocks.len());
+    assert!(out.stats.lookahead.as_ref().unwrap().tokens == n as u64);
 }

@@ -153,6 +153,7 @@ fn stats(proposals: u64, acceptances: u64, tokens_generated: u64, model_calls: u
         tokens_generated,
         model_calls,
         smc: None,
+        lookahead: None,
     }
 }
 

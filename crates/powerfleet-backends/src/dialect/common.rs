@@ -65,6 +65,7 @@ impl RawGeneration {
             log_q: Vec::with_capacity(self.tokens.len()),
             tokens: self.tokens,
             eos: self.eos,
+            candidates: Vec::new(),
         };
         for (i, (top, &t)) in self.top.iter().zip(&g.tokens).enumerate() {
             let (lp, lq) = exact_log_p_q(top, t, temperature)
@@ -197,6 +198,7 @@ pub(crate) fn request(seed: u64) -> OwnedRequest {
         temperature: 0.25,
         top_k: None,
         seed,
+        candidates: 0,
     }
 }
 

@@ -576,6 +576,7 @@ pub fn llamacpp_eog_body(prefix: &[TokenId]) -> Value {
         temperature: 1.0,
         top_k: Some(1),
         seed: 0,
+        candidates: 0,
     };
     let mut body = llamacpp_body(&request, 1);
     body["ignore_eos"] = json!(true);

@@ -304,6 +304,7 @@ pub(crate) fn probe_request(prefix: &[TokenId], temperature: f64, k: u32) -> Own
         temperature,
         top_k: Some(k),
         seed: PROBE_SEED,
+        candidates: 0,
     }
 }
 

@@ -378,6 +378,13 @@ mod tests {
                 tokens_generated: u64::MAX,
                 model_calls: u64::MAX,
                 smc: None,
+                lookahead: Some(powerfleet_sampler::LookaheadStats {
+                    tokens: u64::MAX,
+                    rollouts: u64::MAX,
+                    rollout_tokens: u64::MAX,
+                    exact_candidates: u64::MAX,
+                    clipped: u64::MAX,
+                }),
             },
             attempts: u32::MAX,
             error: None,

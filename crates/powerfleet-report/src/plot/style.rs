@@ -27,7 +27,8 @@ pub(super) const MUTED: RGBColor = RGBColor(0x77, 0x77, 0x77);
 
 /// The colour and marker of each of the sampler's methods (Okabe-Ito colours, safe for
 /// colour-blind readers): power blue, max-swap vermillion, low-temp bluish green, standard (the
-/// baseline) grey, power-smc reddish purple. `None` for a name that is no method.
+/// baseline) grey, power-smc reddish purple, power-lookahead wine (Tol's). `None` for a method
+/// this build does not know.
 fn known(method: Option<Method>) -> Option<(RGBColor, Shape)> {
     Some(match method? {
         Method::Power => (RGBColor(0x00, 0x72, 0xb2), Shape::Circle),
@@ -35,6 +36,7 @@ fn known(method: Option<Method>) -> Option<(RGBColor, Shape)> {
         Method::LowTemp => (RGBColor(0x00, 0x9e, 0x73), Shape::Triangle),
         Method::Standard => (RGBColor(0x55, 0x55, 0x55), Shape::Diamond),
         Method::PowerSmc => (RGBColor(0xcc, 0x79, 0xa7), Shape::InvertedTriangle),
+        Method::PowerLookahead => (RGBColor(0x88, 0x22, 0x55), Shape::Pentagon),
     })
 }
 /// Colours of any other method, in report order.
@@ -65,6 +67,7 @@ enum Shape {
     Triangle,
     Diamond,
     InvertedTriangle,
+    Pentagon,
 }
 
 /// The look of each method, in report order: fixed for the sampler's methods, the others by
@@ -157,6 +160,18 @@ pub(super) fn marker<'b, DB: DrawingBackend + 'b, C: Clone + 'b>(
         Shape::InvertedTriangle => {
             let t = |r: i32| vec![(0, r + 2), (r + 1, -r), (-r - 1, -r)];
             (base + Polygon::new(t(r + 2), ring) + Polygon::new(t(r), fill)).into_dyn()
+        }
+        Shape::Pentagon => {
+            let p = |r: i32| {
+                (0..5)
+                    .map(|i| {
+                        let a = std::f64::consts::TAU * f64::from(i) / 5.0;
+                        let r = f64::from(r);
+                        ((r * a.sin()).round() as i32, (-r * a.cos()).round() as i32)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            (base + Polygon::new(p(r + 3), ring) + Polygon::new(p(r + 1), fill)).into_dyn()
         }
     }
 }
