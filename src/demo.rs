@@ -102,7 +102,14 @@ fn write_suite(out: &mut impl Write, batch: BatchId, results: &[JobResult]) -> R
     writeln!(
         out,
         "{:<10} {:>6}  {:>7} {:>7}  {:>8} {:>7}  {:>8} {:>7}",
-        "problem", "answer", "power", "p^a", "low-temp", "exact", "standard", "exact"
+        "problem",
+        "answer",
+        SUITE_METHODS[0].as_str(),
+        "p^a",
+        SUITE_METHODS[1].as_str(),
+        "exact",
+        SUITE_METHODS[2].as_str(),
+        "exact"
     )?;
     let mut exact_sum = [0.0; 3];
     for item in powerfleet_datasets::builtin_suite() {

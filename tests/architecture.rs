@@ -269,3 +269,80 @@ fn only_the_dialects_name_a_server_kind() {
         named.join("\n")
     );
 }
+
+/// The names in the first column of the markdown table under `heading` in `doc`, between its
+/// first pair of backticks and up to a `:` (`regex:PATTERN` is `regex`).
+fn table_names(doc: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(doc).unwrap();
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{doc} has {heading}"));
+    text[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            let cell = l.split('|').nth(1).unwrap();
+            let name = cell.split('`').nth(1).unwrap();
+            name.split(':').next().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_grader_table_and_the_grader_help_list_every_grader() {
+    let graders: Vec<String> = powerfleet_jobs::Grader::each()
+        .iter()
+        .map(|g| g.name().to_string())
+        .collect();
+    assert_eq!(table_names("docs/grading.md", "## Graders"), graders);
+    let help = Command::new(crate::common::BIN)
+        .args(["submit", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let grader_help = &help[help.find("--grader").expect("submit has --grader")..];
+    let grader_help = &grader_help[..grader_help.find("\n  -").unwrap_or(grader_help.len())];
+    for name in &graders {
+        assert!(
+            grader_help.contains(name.as_str()),
+            "--grader's help names {name}: {grader_help}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_and_the_method_help_list_every_method() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `--method`"))
+        .expect("README documents --method");
+    let listed: Vec<&str> = row
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    let methods: Vec<&str> = powerfleet_sampler::Method::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    assert_eq!(listed, methods, "README's --method row");
+    let help = Command::new(crate::common::BIN)
+        .args(["sample", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let method_help = &help[help.find("--method").unwrap()..];
+    let method_help = &method_help[..method_help.find("\n  -").unwrap()];
+    for m in &methods {
+        assert!(
+            method_help.contains(m),
+            "--method's help names {m}: {method_help}"
+        );
+    }
+}

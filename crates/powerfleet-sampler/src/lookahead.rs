@@ -131,7 +131,7 @@ impl LookaheadState {
     }
 
     /// Checks the invariants a decoded checkpoint must satisfy, for `config`.
-    pub fn check(&self, config: &LookaheadConfig) -> Result<(), String> {
+    pub(crate) fn check(&self, config: &LookaheadConfig) -> Result<(), String> {
         if self.candidates.len() > config.candidates as usize {
             return Err(format!(
                 "{} lookahead candidates, more than the configured {}",

@@ -450,7 +450,7 @@ impl SmcState {
     }
 
     /// Checks the invariants a decoded checkpoint must satisfy.
-    pub fn check(&self, config: &SmcConfig, prompt: &[TokenId]) -> Result<(), String> {
+    pub(crate) fn check(&self, config: &SmcConfig, prompt: &[TokenId]) -> Result<(), String> {
         if self.particles.len() != config.particles as usize {
             return Err(format!(
                 "{} particles, but the configuration has {}",
@@ -499,7 +499,7 @@ impl SmcState {
 
     /// Checks a pending move (`Phase::Propose`) of a decoded checkpoint: step `step_idx` of
     /// `steps`, cutting the current particle at `cut`, in a block of limit `limit`.
-    pub fn check_move(
+    pub(crate) fn check_move(
         &self,
         step_idx: u32,
         steps: u32,
