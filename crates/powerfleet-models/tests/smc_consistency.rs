@@ -228,50 +228,59 @@ fn the_weighted_sets_estimate_of_each_completion_converges() {
 #[test]
 fn resample_move_approaches_p_alpha_as_particles_grow() {
     // Blocks of one token with resampling at every boundary where the weights differ, so the
-    // moves run at each of the three boundaries.
-    let m = model("eos-lengths");
-    let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
-    let q = completions.proposal(&m, &[], 1.0 / alpha, None);
-    let rho = rho(&exact, &q);
-    let runs = RUNS / 4;
-    let noise = tv_tolerance(&exact, runs, DELTA);
-    for moves in [1, 4] {
-        let mut tvs = Vec::new();
-        for n in [1, 4, 16, 64, 256] {
-            let config = resample_move(alpha, n, (1, t), moves, AlphaSchedule::None);
-            let outs = outputs(&m, &config, &[], runs, 11);
-            let tv = tv_of(&outs, &completions, &exact);
-            let bound = noise + 6.0 * rho / f64::from(n);
-            let moved: u64 = outs
-                .iter()
-                .map(|o| o.stats.smc.as_ref().unwrap().moves)
-                .sum();
-            eprintln!("resample-move R={moves} N={n}: TV {tv:.4}, noise {noise:.4}, moves {moved}");
+    // moves run at every boundary. Every N on eos-lengths; a spread of N on the others.
+    let cases: [(&str, f64, u32, &[u32]); 3] = [
+        ("eos-lengths", 4.0, 4, &[1, 4, 16, 64, 256]),
+        ("pivot", 4.0, 3, &[1, 16, 256]),
+        ("tiny", 3.0, 5, &[1, 16, 256]),
+    ];
+    for (name, alpha, t, particles) in cases {
+        let m = model(name);
+        let completions = enumerate(&m, &[], t).unwrap();
+        let exact = completions.power(alpha);
+        let q = completions.proposal(&m, &[], 1.0 / alpha, None);
+        let rho = rho(&exact, &q);
+        let runs = RUNS / 4;
+        let noise = tv_tolerance(&exact, runs, DELTA);
+        for moves in [1, 4] {
+            let mut tvs = Vec::new();
+            for &n in particles {
+                let config = resample_move(alpha, n, (1, t), moves, AlphaSchedule::None);
+                let outs = outputs(&m, &config, &[], runs, 11);
+                let tv = tv_of(&outs, &completions, &exact);
+                let bound = noise + 6.0 * rho / f64::from(n);
+                let moved: u64 = outs
+                    .iter()
+                    .map(|o| o.stats.smc.as_ref().unwrap().moves)
+                    .sum();
+                eprintln!(
+                    "{name}: resample-move R={moves} N={n}: TV {tv:.4}, noise {noise:.4}, moves {moved}"
+                );
+                assert!(
+                    tv <= bound,
+                    "{name} R={moves} N={n}: TV {tv} above noise + 6ρ/N = {bound}"
+                );
+                assert_eq!(
+                    moved > 0,
+                    n > 1,
+                    "{name} R={moves} N={n}: moves run after resamplings"
+                );
+                tvs.push(tv);
+            }
+            let last = tvs.len() - 1;
             assert!(
-                tv <= bound,
-                "R={moves} N={n}: TV {tv} above noise + 6ρ/N = {bound}"
+                tvs[0] > 2.0 * noise,
+                "{name} R={moves}: N=1 is not p^alpha: {tvs:?}"
             );
-            assert_eq!(
-                moved > 0,
-                n > 1,
-                "R={moves} N={n}: moves run after resamplings"
+            assert!(
+                tvs[last] < noise,
+                "{name} R={moves}: TV at N=256 within the noise: {tvs:?}"
             );
-            tvs.push(tv);
+            assert!(
+                tvs[last] < tvs[1] && tvs[1] < tvs[0],
+                "{name} R={moves}: TV falls with N: {tvs:?}"
+            );
         }
-        assert!(
-            tvs[0] > 2.0 * noise,
-            "R={moves}: N=1 is not p^alpha: {tvs:?}"
-        );
-        assert!(
-            tvs[4] < noise,
-            "R={moves}: TV at N=256 within the noise: {tvs:?}"
-        );
-        assert!(
-            tvs[4] < tvs[1] && tvs[1] < tvs[0],
-            "R={moves}: TV falls with N: {tvs:?}"
-        );
     }
 }
 
@@ -302,45 +311,46 @@ fn resample_move_is_closer_to_p_alpha_than_plain_smc_with_few_particles() {
 
 #[test]
 fn annealed_smc_is_consistent_and_its_log_z_still_estimates_log_sum_p_alpha() {
-    let m = model("eos-lengths");
-    let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
-    let q = completions.proposal(&m, &[], 1.0 / alpha, None);
-    let rho = rho(&exact, &q);
-    let runs = RUNS / 4;
-    let noise = tv_tolerance(&exact, runs, DELTA);
-    let log_z = completions
-        .entries
-        .iter()
-        .map(|c| (alpha * c.log_p).exp())
-        .sum::<f64>()
-        .ln();
-    for schedule in [AlphaSchedule::Linear, AlphaSchedule::Geometric] {
-        {
-            let moves = 2;
-            let config = resample_move(alpha, 256, (1, t), moves, schedule);
-            let outs = outputs(&m, &config, &[], runs, 17);
-            let tv = tv_of(&outs, &completions, &exact);
-            let mean_log_z = outs
-                .iter()
-                .map(|o| o.stats.smc.as_ref().unwrap().log_z)
-                .sum::<f64>()
-                / runs as f64;
-            let bound = noise + 6.0 * rho / 256.0;
-            eprintln!(
-                "{} R={moves} N=256: TV {tv:.4}, noise {noise:.4}, log Ẑ {mean_log_z:.4} vs {log_z:.4}",
-                schedule.as_str()
-            );
-            assert!(tv <= bound, "{schedule:?} R={moves}: TV {tv} above {bound}");
-            assert!(
-                tv < noise,
-                "{schedule:?} R={moves}: TV {tv} within the noise {noise}"
-            );
-            assert!(
-                (mean_log_z - log_z).abs() < 0.05,
-                "{schedule:?} R={moves}: log Ẑ {mean_log_z} vs log Z {log_z}"
-            );
+    for (name, alpha, t) in [("eos-lengths", 4.0, 4), ("pivot", 4.0, 3), ("tiny", 3.0, 5)] {
+        let m = model(name);
+        let completions = enumerate(&m, &[], t).unwrap();
+        let exact = completions.power(alpha);
+        let q = completions.proposal(&m, &[], 1.0 / alpha, None);
+        let rho = rho(&exact, &q);
+        let runs = RUNS / 4;
+        let noise = tv_tolerance(&exact, runs, DELTA);
+        let log_z = completions
+            .entries
+            .iter()
+            .map(|c| (alpha * c.log_p).exp())
+            .sum::<f64>()
+            .ln();
+        for schedule in [AlphaSchedule::Linear, AlphaSchedule::Geometric] {
+            {
+                let moves = 2;
+                let config = resample_move(alpha, 256, (1, t), moves, schedule);
+                let outs = outputs(&m, &config, &[], runs, 17);
+                let tv = tv_of(&outs, &completions, &exact);
+                let mean_log_z = outs
+                    .iter()
+                    .map(|o| o.stats.smc.as_ref().unwrap().log_z)
+                    .sum::<f64>()
+                    / runs as f64;
+                let bound = noise + 6.0 * rho / 256.0;
+                eprintln!(
+                    "{name}: {} R={moves} N=256: TV {tv:.4}, noise {noise:.4}, log Ẑ {mean_log_z:.4} vs {log_z:.4}",
+                    schedule.as_str()
+                );
+                assert!(tv <= bound, "{schedule:?} R={moves}: TV {tv} above {bound}");
+                assert!(
+                    tv < noise,
+                    "{schedule:?} R={moves}: TV {tv} within the noise {noise}"
+                );
+                assert!(
+                    (mean_log_z - log_z).abs() < 0.05,
+                    "{schedule:?} R={moves}: log Ẑ {mean_log_z} vs log Z {log_z}"
+                );
+            }
         }
     }
 }
