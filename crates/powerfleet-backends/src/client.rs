@@ -162,7 +162,7 @@ impl HttpModel {
     pub fn exactness(&self, top_k: Option<u32>) -> powerfleet_jobs::Exactness {
         powerfleet_jobs::Exactness::Server {
             top_k: top_k.unwrap_or(self.reference.k),
-            source: self.dialect().logprob_source().to_string(),
+            source: self.dialect().facts().logprob_source.to_string(),
         }
     }
 
@@ -329,7 +329,7 @@ impl HttpModel {
     pub async fn detokenize(&self, tokens: &[TokenId]) -> Result<String, BackendError> {
         let dialect = self.dialect();
         let body = dialect.detokenize_body(self.reference.model.as_deref(), tokens);
-        let field = dialect.detokenized_field();
+        let field = dialect.facts().detokenized_field;
         let answer = self.post(0, "/detokenize", &body).await?;
         answer
             .get(field)
@@ -416,7 +416,7 @@ impl HttpModel {
             tracing::warn!(
                 server = %server.server,
                 seen = %server.seen,
-                fix = self.dialect().determinism_fix(),
+                fix = self.dialect().facts().determinism_fix,
                 "the server is not deterministic: the same request gives other log-probabilities, and now and then other tokens, from one time to the next; results record it (pin.deterministic false), a resumed chain may not repeat an uninterrupted one, and a study run twice differs"
             );
         }
@@ -437,7 +437,7 @@ impl HttpModel {
             served_model: info.served_model.clone(),
             k: self.reference.k,
             terminal_tokens: info.terminal_tokens.clone(),
-            sampler: info.kind.dialect().sampler_recipe().to_string(),
+            sampler: info.kind.dialect().facts().sampler_recipe.to_string(),
             deterministic: Some(info.deterministic()),
         }
     }
@@ -456,7 +456,7 @@ impl HttpModel {
             Some(ctx) if !dialect.fits(ctx, prompt_len, max_new_tokens) => {
                 Err(BackendError::Rejected(format!(
                     "prompt of {prompt_len} tokens plus max_new_tokens {max_new_tokens} exceeds the server's context of {ctx} tokens ({}); shorten the prompt, lower max_new_tokens, or serve a longer context",
-                    dialect.context_setting()
+                    dialect.facts().context_setting
                 )))
             }
             _ => Ok(()),
@@ -467,7 +467,7 @@ impl HttpModel {
     fn generation_body(&self, request: &OwnedRequest, k: u32) -> (&'static str, Value) {
         let dialect = self.dialect();
         let body = dialect.generation_body(request, k, self.reference.model.as_deref());
-        (dialect.generation_path(), body)
+        (dialect.facts().generation_path, body)
     }
 
     /// The raw generation in a server's `answer` to `body` (sent to `path`).

@@ -164,7 +164,7 @@ pub fn check_raw_logprobs(
         return Err(BackendError::Rejected(format!(
             "{}'s top log-probabilities are not log-probabilities (their probabilities sum to {mass:.4} > 1): it reports logits; {}",
             kind.name(),
-            kind.dialect().raw_logprobs_fix()
+            kind.dialect().facts().raw_logprobs_fix
         )));
     }
     let mut compared = 0;
@@ -180,7 +180,7 @@ pub fn check_raw_logprobs(
             return Err(BackendError::Rejected(format!(
                 "{} reports processed log-probabilities: token {id} has log-probability {lp1} at temperature 1 but {lp_half} at temperature 0.5 for the same prefix and seed, where raw log-probabilities do not depend on the temperature; {}",
                 kind.name(),
-                kind.dialect().raw_logprobs_fix()
+                kind.dialect().facts().raw_logprobs_fix
             )));
         }
     }

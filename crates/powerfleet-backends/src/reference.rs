@@ -128,7 +128,7 @@ pub fn parse(reference: &str) -> Result<ModelRef, ReferenceError> {
     // The reference as messages show it.
     let shown = redact_reference(reference);
     let (scheme, rest) = reference.split_once('+').ok_or_else(|| {
-        let examples = ServerKind::ALL.map(|k| k.dialect().reference_example().to_string());
+        let examples = ServerKind::ALL.map(|k| k.dialect().facts().reference_example.to_string());
         ReferenceError(format!(
             "model reference {shown:?} must look like {}",
             either(&examples)
@@ -216,7 +216,7 @@ pub fn parse(reference: &str) -> Result<ModelRef, ReferenceError> {
             }
         }
     }
-    if kind.dialect().requires_model() && r.model.is_none() {
+    if kind.dialect().facts().requires_model && r.model.is_none() {
         return Err(ReferenceError(format!(
             "{shown:?}: {} references need ?model=NAME (the name the server was started with)",
             kind.name()

@@ -519,7 +519,7 @@ impl ModelRegistry {
                 return Err(DeterminismError::Nondeterministic {
                     name,
                     servers: servers.join("; "),
-                    fix: info.kind.dialect().determinism_fix(),
+                    fix: info.kind.dialect().facts().determinism_fix,
                 });
             }
             tracing::info!(model = %name, "the model's servers are deterministic");

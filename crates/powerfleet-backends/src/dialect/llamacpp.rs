@@ -3,7 +3,6 @@
 //! tokens, post-sampling probabilities, `/tokenize` and `/apply-template`; and the start-up
 //! probe of a llama-server.
 
-use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
@@ -11,7 +10,8 @@ use super::common::{
     AnswerError, RawGeneration, check_terminal, field, token_id, tokens_of, user_message,
 };
 use super::{
-    ChatTemplate, Dialect, Exchange, ServerKind, probe_prefix, probe_raw_logprobs, probe_request,
+    ChatTemplate, Dialect, DialectFacts, Exchange, ServerKind, probe_prefix, probe_raw_logprobs,
+    probe_request,
 };
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
@@ -22,25 +22,8 @@ use crate::recipe::exact_log_p_q;
 pub struct LlamaCpp;
 
 impl Dialect for LlamaCpp {
-    fn prefix(&self) -> &'static str {
-        "llamacpp"
-    }
-
-    fn name(&self) -> &'static str {
-        "llama.cpp"
-    }
-
-    fn reference_example(&self) -> &'static str {
-        "llamacpp+http://HOST:PORT"
-    }
-
-    /// 64: `n_probs` has no limit beyond the vocabulary.
-    fn default_k(&self) -> u32 {
-        64
-    }
-
-    fn generation_path(&self) -> &'static str {
-        "/completion"
+    fn facts(&self) -> &'static DialectFacts {
+        &LLAMACPP_FACTS
     }
 
     fn generation_body(&self, request: &OwnedRequest, k: u32, _model: Option<&str>) -> Value {
@@ -65,10 +48,6 @@ impl Dialect for LlamaCpp {
         json!({ "tokens": tokens })
     }
 
-    fn detokenized_field(&self) -> &'static str {
-        "content"
-    }
-
     /// `POST /apply-template`, then `/tokenize` of its text with `add_special`, as
     /// `/v1/chat/completions` does. The server strips a BOS text the template writes at the
     /// start when its tokenizer adds BOS, so BOS is not doubled. A model without a template gets
@@ -84,48 +63,37 @@ impl Dialect for LlamaCpp {
             text: parse_llamacpp_template,
         })
     }
-
-    fn logprob_source(&self) -> &'static str {
-        "llama.cpp /completion with raw n_probs"
-    }
-
-    fn sampler_recipe(&self) -> &'static str {
-        "llama.cpp /completion v2: samplers [top_k, temperature]; dynatemp 0; top_p 1, min_p 0, typical_p 1, top_n_sigma -1, xtc 0, adaptive off, mirostat 0; penalties, dry off; logit_bias [], no grammar, no stop strings; raw top-K log-probabilities (post_sampling_probs false)"
-    }
-
-    /// 1: llama-server stops with `truncated` once the slot holds n_ctx - 1 tokens and another
-    /// is sampled (`process_token` in `tools/server/server-context.cpp`), so prompt + generated
-    /// must stay below n_ctx.
-    fn context_reserve(&self) -> u32 {
-        1
-    }
-
-    fn context_setting(&self) -> &'static str {
-        "n_ctx per slot, -c divided by -np"
-    }
-
-    fn raw_logprobs_fix(&self) -> &'static str {
-        "llama-server must get post_sampling_probs: false, which this client sends; is a proxy rewriting requests?"
-    }
-
-    fn determinism_fix(&self) -> &'static str {
-        "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots"
-    }
-
-    /// `GET /props` (`model_alias`, `default_generation_settings.n_ctx`); the terminal tokens:
-    /// EOS (`/props` `eos_token` through `/tokenize` with `parse_special`) and every
-    /// end-of-generation token ([`llamacpp_eog_body`]); raw log-probabilities, with the echoed
-    /// sampler settings checked; and the same request with `post_sampling_probs` must report
-    /// the recipe's q ([`check_post_sampling`]).
-    fn probe<'a>(
-        &'a self,
-        server: &'a dyn Exchange,
-    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
-        Box::pin(probe(server))
-    }
 }
 
-/// The start-up probe of one llama-server ([`LlamaCpp::probe`]).
+/// llama-server's names, limits, context rule and notes.
+const LLAMACPP_FACTS: DialectFacts = DialectFacts {
+    prefix: "llamacpp",
+    name: "llama.cpp",
+    reference_example: "llamacpp+http://HOST:PORT",
+    requires_model: false,
+    // 64: `n_probs` has no limit beyond the vocabulary.
+    default_k: 64,
+    generation_path: "/completion",
+    detokenized_field: "content",
+    logprob_source: "llama.cpp /completion with raw n_probs",
+    sampler_recipe: "llama.cpp /completion v2: samplers [top_k, temperature]; dynatemp 0; top_p 1, min_p 0, typical_p 1, top_n_sigma -1, xtc 0, adaptive off, mirostat 0; penalties, dry off; logit_bias [], no grammar, no stop strings; raw top-K log-probabilities (post_sampling_probs false)",
+    // 1: llama-server stops with `truncated` once the slot holds n_ctx - 1 tokens and another
+    // is sampled (`process_token` in `tools/server/server-context.cpp`), so prompt + generated
+    // must stay below n_ctx.
+    context_reserve: 1,
+    context_setting: "n_ctx per slot, -c divided by -np",
+    raw_logprobs_fix: "llama-server must get post_sampling_probs: false, which this client sends; is a proxy rewriting requests?",
+    determinism_fix: "start llama-server with -np 1 -ub 1 (one slot, one-token micro-batches: each token is computed the same way whatever the prompt cache holds; docs/llama-server.md, \"Determinism\") and serve more chains with more servers per reference, not more slots",
+    probe: |server| Box::pin(probe(server)),
+};
+
+/// The start-up probe of one llama-server ([`Dialect::probe`]).
+///
+/// `GET /props` (`model_alias`, `default_generation_settings.n_ctx`); the terminal tokens:
+/// EOS (`/props` `eos_token` through `/tokenize` with `parse_special`) and every
+/// end-of-generation token ([`llamacpp_eog_body`]); raw log-probabilities, with the echoed
+/// sampler settings checked; and the same request with `post_sampling_probs` must report
+/// the recipe's q ([`check_post_sampling`]).
 async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
     let reference = server.reference();
     let props = server.get("/props").await?;

@@ -59,18 +59,18 @@ impl ServerKind {
 
     /// The scheme prefix in references, which is also the kind's serialized form.
     pub fn prefix(self) -> &'static str {
-        self.dialect().prefix()
+        self.dialect().facts().prefix
     }
 
     /// The server's name, for messages.
     pub fn name(self) -> &'static str {
-        self.dialect().name()
+        self.dialect().facts().name
     }
 
     /// The top-K used when neither the reference (`k=`) nor the job sets one. It fits each
-    /// server's default limit on returned log-probabilities ([`Dialect::default_k`]).
+    /// server's default limit on returned log-probabilities ([`DialectFacts::default_k`]).
     pub fn default_k(self) -> u32 {
-        self.dialect().default_k()
+        self.dialect().facts().default_k
     }
 
     /// Whether the server samples at proposal temperature `temperature` exactly: a finite
@@ -107,30 +107,58 @@ pub enum ChatTemplate {
     },
 }
 
+/// What a server is called and what it says of itself: its names, limits and context rule, and
+/// the texts of its exactness notes and fixes. Each dialect has one, a constant.
+#[derive(Clone, Copy, Debug)]
+pub struct DialectFacts {
+    /// The scheme prefix in references (`llamacpp+http://...`), which is also the server kind's
+    /// serialized form.
+    pub prefix: &'static str,
+    /// The server's name, for messages.
+    pub name: &'static str,
+    /// A reference of this kind as messages show one (`vllm+http://HOST:PORT?model=NAME`).
+    pub reference_example: &'static str,
+    /// Whether a reference must name the served model (`?model=NAME`).
+    pub requires_model: bool,
+    /// The top-K used when neither the reference (`k=`) nor the job sets one: it fits the
+    /// server's default limit on returned log-probabilities.
+    pub default_k: u32,
+    /// Where generation requests go.
+    pub generation_path: &'static str,
+    /// The field of the `/detokenize` answer that holds the text.
+    pub detokenized_field: &'static str,
+    /// Where the numbers come from, for the exactness note of every result.
+    pub logprob_source: &'static str,
+    /// What the request bodies pin on the server, recorded in a `ServerPin`: a change of these
+    /// bodies (a new sampler setting, another logprobs mode) changes the string, so a chain is
+    /// never resumed under a different q.
+    pub sampler_recipe: &'static str,
+    /// Tokens of the context a prompt and its completion cannot use together: a prompt of
+    /// `prompt_len` tokens and `max_new_tokens` fit a context of `context_len` when
+    /// `prompt_len + max_new_tokens + reserve <= context_len`.
+    pub context_reserve: u32,
+    /// The server's name for its context length, for messages.
+    pub context_setting: &'static str,
+    /// The fix for a server whose log-probabilities are not raw.
+    pub raw_logprobs_fix: &'static str,
+    /// The fix for a server whose answers change from one request to the next.
+    pub determinism_fix: &'static str,
+    /// The server's own start-up probe ([`Dialect::probe`]).
+    pub probe: ProbeFn,
+}
+
+/// A dialect's start-up probe of one server, every request sent through the server's
+/// [`Exchange`].
+pub type ProbeFn = for<'a> fn(&'a dyn Exchange) -> BoxFuture<'a, Result<ServerInfo, BackendError>>;
+
 /// What one inference server does its own way. Apart from [`Dialect::probe`], which talks to one
 /// server through an [`Exchange`], the methods are pure: the client sends what they build and
 /// hands them what came back.
 pub trait Dialect: Send + Sync {
     // ------------------------------------------------------------------ names and limits
 
-    /// The scheme prefix in references (`llamacpp+http://...`), which is also the server kind's
-    /// serialized form.
-    fn prefix(&self) -> &'static str;
-
-    /// The server's name, for messages.
-    fn name(&self) -> &'static str;
-
-    /// A reference of this kind as messages show one (`vllm+http://HOST:PORT?model=NAME`).
-    fn reference_example(&self) -> &'static str;
-
-    /// Whether a reference must name the served model (`?model=NAME`).
-    fn requires_model(&self) -> bool {
-        false
-    }
-
-    /// The top-K used when neither the reference (`k=`) nor the job sets one: it fits the
-    /// server's default limit on returned log-probabilities.
-    fn default_k(&self) -> u32;
+    /// The server's names, limits, context rule and the texts of its notes and fixes.
+    fn facts(&self) -> &'static DialectFacts;
 
     /// Whether the server samples at proposal temperature `temperature` (finite and > 0)
     /// exactly; the error names the server's limits.
@@ -139,9 +167,6 @@ pub trait Dialect: Send + Sync {
     }
 
     // ------------------------------------------------------------------------ generation
-
-    /// Where generation requests go.
-    fn generation_path(&self) -> &'static str;
 
     /// The body of a generation request with top-K `k`: every server-side setting that can
     /// change q is pinned. `model` is the reference's `?model=`.
@@ -170,9 +195,6 @@ pub trait Dialect: Send + Sync {
     /// The `/detokenize` body of `tokens`.
     fn detokenize_body(&self, model: Option<&str>, tokens: &[TokenId]) -> Value;
 
-    /// The field of the `/detokenize` answer that holds the text.
-    fn detokenized_field(&self) -> &'static str;
-
     /// How `messages` (`[{"role", "content"}, ...]`) become a prompt through the model's chat
     /// template with the generation prompt appended, or why this server cannot do it.
     fn chat_template(
@@ -183,39 +205,17 @@ pub trait Dialect: Send + Sync {
 
     // --------------------------------------------------- exactness, pinning and contexts
 
-    /// Where the numbers come from, for the exactness note of every result.
-    fn logprob_source(&self) -> &'static str;
-
-    /// What the request bodies pin on the server, recorded in a `ServerPin`: a change of these
-    /// bodies (a new sampler setting, another logprobs mode) changes the string, so a chain is
-    /// never resumed under a different q.
-    fn sampler_recipe(&self) -> &'static str;
-
-    /// Tokens of the context a prompt and its completion cannot use together: a prompt of
-    /// `prompt_len` tokens and `max_new_tokens` fit a context of `context_len` when
-    /// `prompt_len + max_new_tokens + reserve <= context_len`.
-    fn context_reserve(&self) -> u32;
-
-    /// The server's name for its context length, for messages.
-    fn context_setting(&self) -> &'static str;
-
     /// Whether a prompt of `prompt_len` tokens plus `max_new_tokens` fits `context_len`.
     fn fits(&self, context_len: u32, prompt_len: usize, max_new_tokens: u32) -> bool {
-        prompt_len as u64 + u64::from(max_new_tokens) + u64::from(self.context_reserve())
+        prompt_len as u64 + u64::from(max_new_tokens) + u64::from(self.facts().context_reserve)
             <= u64::from(context_len)
     }
 
     /// The most tokens a prompt and its completion may hold together in a context of
     /// `context_len` tokens: the largest total [`Dialect::fits`] accepts.
     fn max_total_tokens(&self, context_len: u32) -> u32 {
-        context_len.saturating_sub(self.context_reserve())
+        context_len.saturating_sub(self.facts().context_reserve)
     }
-
-    /// The fix for a server whose log-probabilities are not raw.
-    fn raw_logprobs_fix(&self) -> &'static str;
-
-    /// The fix for a server whose answers change from one request to the next.
-    fn determinism_fix(&self) -> &'static str;
 
     // --------------------------------------------------------------------------- probe
 
@@ -226,7 +226,9 @@ pub trait Dialect: Send + Sync {
     fn probe<'a>(
         &'a self,
         server: &'a dyn Exchange,
-    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>>;
+    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
+        (self.facts().probe)(server)
+    }
 }
 
 /// One server of a reference, as a dialect's probe talks to it. The client sends the requests
@@ -340,7 +342,7 @@ async fn first_list(
 ) -> Result<Vec<(TokenId, f64)>, BackendError> {
     let reference = server.reference();
     let dialect = reference.kind.dialect();
-    let (k, path) = (reference.k, dialect.generation_path());
+    let (k, path) = (reference.k, dialect.facts().generation_path);
     let request = probe_request(prefix, temperature, k);
     let body = dialect.generation_body(&request, k, reference.model.as_deref());
     let answer = server

@@ -1,14 +1,13 @@
 //! SGLang's native API: `/generate` bodies and answers with original (raw) log-probabilities,
 //! its seed range, `/tokenize` and `/detokenize`, and the start-up probe of an SGLang server.
 
-use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id};
 use super::{
-    ChatTemplate, Dialect, Exchange, ServerKind, optional_get, probe_prefix, probe_raw_logprobs,
-    served_models,
+    ChatTemplate, Dialect, DialectFacts, Exchange, ServerKind, optional_get, probe_prefix,
+    probe_raw_logprobs, served_models,
 };
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
@@ -24,21 +23,8 @@ pub const SGLANG_MIN_TEMPERATURE: f64 = 1e-6;
 pub struct Sglang;
 
 impl Dialect for Sglang {
-    fn prefix(&self) -> &'static str {
-        "sglang"
-    }
-
-    fn name(&self) -> &'static str {
-        "SGLang"
-    }
-
-    fn reference_example(&self) -> &'static str {
-        "sglang+http://HOST:PORT"
-    }
-
-    /// 64: `top_logprobs_num` is limited only by the vocabulary size.
-    fn default_k(&self) -> u32 {
-        64
+    fn facts(&self) -> &'static DialectFacts {
+        &SGLANG_FACTS
     }
 
     /// At least 1e-6; smaller temperatures are greedy (`_SAMPLING_EPS` in
@@ -49,10 +35,6 @@ impl Dialect for Sglang {
         } else {
             Ok(())
         }
-    }
-
-    fn generation_path(&self) -> &'static str {
-        "/generate"
     }
 
     fn generation_body(&self, request: &OwnedRequest, k: u32, _model: Option<&str>) -> Value {
@@ -76,10 +58,6 @@ impl Dialect for Sglang {
         sglang_detokenize_body(model, tokens)
     }
 
-    fn detokenized_field(&self) -> &'static str {
-        "text"
-    }
-
     /// Refused: SGLang's `/tokenize` takes text only (`TokenizeRequest` in
     /// `python/sglang/srt/entrypoints/openai/protocol.py`) and no endpoint applies the chat
     /// template without generating.
@@ -92,47 +70,36 @@ impl Dialect for Sglang {
             "SGLang cannot format a chat prompt without generating (its /tokenize takes text only); submit without chat, or put the chat-formatted text in the prompt".into(),
         ))
     }
-
-    fn logprob_source(&self) -> &'static str {
-        "SGLang /generate with original (raw) logprobs"
-    }
-
-    fn sampler_recipe(&self) -> &'static str {
-        "SGLang /generate v1: top_k K, top_p 1, min_p 0, penalties neutral, min_new_tokens 0, no stop strings; original top-K log-probabilities (SGLANG_RETURN_ORIGINAL_LOGPROB)"
-    }
-
-    /// 1: SGLang refuses (or, with `--allow-auto-truncate`, silently shortens) a request when
-    /// prompt + max_new_tokens >= its context length (`_validate_one_request` in
-    /// `python/sglang/srt/managers/tokenizer_manager.py`).
-    fn context_reserve(&self) -> u32 {
-        1
-    }
-
-    fn context_setting(&self) -> &'static str {
-        "context_length"
-    }
-
-    fn raw_logprobs_fix(&self) -> &'static str {
-        "start SGLang with SGLANG_RETURN_ORIGINAL_LOGPROB=1 in its environment"
-    }
-
-    fn determinism_fix(&self) -> &'static str {
-        "start SGLang with --enable-deterministic-inference (docs/backends.md, \"Reproducibility\")"
-    }
-
-    /// `GET /v1/models` (the `?model=` given, else the first); `eos_token_ids` and
-    /// `preferred_sampling_params` of `/get_model_info` (or `/model_info`), whose parameters
-    /// requests must override ([`SGLANG_PINNED_PARAMS`]); speculative decoding in
-    /// `/get_server_info` (or `/server_info`) refused; raw log-probabilities.
-    fn probe<'a>(
-        &'a self,
-        server: &'a dyn Exchange,
-    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
-        Box::pin(probe(server))
-    }
 }
 
-/// The start-up probe of one SGLang server ([`Sglang::probe`]).
+/// SGLang's names, limits, context rule and notes.
+const SGLANG_FACTS: DialectFacts = DialectFacts {
+    prefix: "sglang",
+    name: "SGLang",
+    reference_example: "sglang+http://HOST:PORT",
+    requires_model: false,
+    // 64: `top_logprobs_num` is limited only by the vocabulary size.
+    default_k: 64,
+    generation_path: "/generate",
+    detokenized_field: "text",
+    logprob_source: "SGLang /generate with original (raw) logprobs",
+    sampler_recipe: "SGLang /generate v1: top_k K, top_p 1, min_p 0, penalties neutral, min_new_tokens 0, no stop strings; original top-K log-probabilities (SGLANG_RETURN_ORIGINAL_LOGPROB)",
+    // 1: SGLang refuses (or, with `--allow-auto-truncate`, silently shortens) a request when
+    // prompt + max_new_tokens >= its context length (`_validate_one_request` in
+    // `python/sglang/srt/managers/tokenizer_manager.py`).
+    context_reserve: 1,
+    context_setting: "context_length",
+    raw_logprobs_fix: "start SGLang with SGLANG_RETURN_ORIGINAL_LOGPROB=1 in its environment",
+    determinism_fix: "start SGLang with --enable-deterministic-inference (docs/backends.md, \"Reproducibility\")",
+    probe: |server| Box::pin(probe(server)),
+};
+
+/// The start-up probe of one SGLang server ([`Dialect::probe`]).
+///
+/// `GET /v1/models` (the `?model=` given, else the first); `eos_token_ids` and
+/// `preferred_sampling_params` of `/get_model_info` (or `/model_info`), whose parameters
+/// requests must override ([`SGLANG_PINNED_PARAMS`]); speculative decoding in
+/// `/get_server_info` (or `/server_info`) refused; raw log-probabilities.
 async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
     let reference = server.reference();
     let served = served_models(server).await?;

@@ -2,13 +2,13 @@
 //! its seed range, its `--max-logprobs` refusal, chat `/tokenize`, and the start-up probe of a
 //! vLLM server.
 
-use futures_util::future::BoxFuture;
 use powerfleet_sampler::{OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use super::common::{AnswerError, RawGeneration, check_terminal, field, user_message};
 use super::{
-    ChatTemplate, Dialect, Exchange, ServerKind, probe_prefix, probe_raw_logprobs, served_models,
+    ChatTemplate, Dialect, DialectFacts, Exchange, ServerKind, probe_prefix, probe_raw_logprobs,
+    served_models,
 };
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
@@ -27,27 +27,8 @@ pub const VLLM_MAX_TEMPERATURE: f64 = 2.0;
 pub struct Vllm;
 
 impl Dialect for Vllm {
-    fn prefix(&self) -> &'static str {
-        "vllm"
-    }
-
-    fn name(&self) -> &'static str {
-        "vLLM"
-    }
-
-    fn reference_example(&self) -> &'static str {
-        "vllm+http://HOST:PORT?model=NAME"
-    }
-
-    /// Every request names the served model.
-    fn requires_model(&self) -> bool {
-        true
-    }
-
-    /// 20, vLLM's default `--max-logprobs` (`ModelConfig.max_logprobs` in
-    /// `vllm/config/model.py`); a larger K needs the server started with `--max-logprobs K`.
-    fn default_k(&self) -> u32 {
-        20
+    fn facts(&self) -> &'static DialectFacts {
+        &VLLM_FACTS
     }
 
     /// [0.01, 2]: vLLM raises smaller temperatures to 0.01 (greedy below 1e-5) and refuses
@@ -60,10 +41,6 @@ impl Dialect for Vllm {
         } else {
             Ok(())
         }
-    }
-
-    fn generation_path(&self) -> &'static str {
-        "/v1/completions"
     }
 
     fn generation_body(&self, request: &OwnedRequest, k: u32, model: Option<&str>) -> Value {
@@ -92,10 +69,6 @@ impl Dialect for Vllm {
         json!({"model": model, "tokens": tokens})
     }
 
-    fn detokenized_field(&self) -> &'static str {
-        "prompt"
-    }
-
     /// `POST /tokenize` with `messages`, `add_generation_prompt` true and `add_special_tokens`
     /// false (the template writes the special tokens), as vLLM's chat completions do. A model
     /// without a chat template is refused with the server's message.
@@ -109,44 +82,35 @@ impl Dialect for Vllm {
             body: vllm_tokenize_messages_body(model.unwrap_or_default(), messages),
         })
     }
-
-    fn logprob_source(&self) -> &'static str {
-        "vLLM /v1/completions in raw-logprobs mode"
-    }
-
-    fn sampler_recipe(&self) -> &'static str {
-        "vLLM /v1/completions v2: top_k K, top_p 1, min_p 0, penalties neutral, min_tokens 0, no stop strings or bad words; raw top-K log-probabilities (raw_logprobs mode)"
-    }
-
-    /// 0: vLLM refuses a request when prompt + max_tokens > max_model_len.
-    fn context_reserve(&self) -> u32 {
-        0
-    }
-
-    fn context_setting(&self) -> &'static str {
-        "max_model_len"
-    }
-
-    fn raw_logprobs_fix(&self) -> &'static str {
-        "start vLLM with --logprobs-mode raw_logprobs (the default in recent vLLM)"
-    }
-
-    fn determinism_fix(&self) -> &'static str {
-        "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")"
-    }
-
-    /// `GET /v1/models` must list `?model=` (with its `max_model_len`); raw log-probabilities,
-    /// a 400 for K beyond `--max-logprobs` refused with the fix. vLLM does not expose its
-    /// `generation_config` EOS ids over HTTP: the terminal tokens are the reference's `eos=`.
-    fn probe<'a>(
-        &'a self,
-        server: &'a dyn Exchange,
-    ) -> BoxFuture<'a, Result<ServerInfo, BackendError>> {
-        Box::pin(probe(server))
-    }
 }
 
-/// The start-up probe of one vLLM server ([`Vllm::probe`]).
+/// vLLM's names, limits, context rule and notes.
+const VLLM_FACTS: DialectFacts = DialectFacts {
+    prefix: "vllm",
+    name: "vLLM",
+    reference_example: "vllm+http://HOST:PORT?model=NAME",
+    // Every request names the served model.
+    requires_model: true,
+    // 20, vLLM's default `--max-logprobs` (`ModelConfig.max_logprobs` in
+    // `vllm/config/model.py`); a larger K needs the server started with `--max-logprobs K`.
+    default_k: 20,
+    generation_path: "/v1/completions",
+    detokenized_field: "prompt",
+    logprob_source: "vLLM /v1/completions in raw-logprobs mode",
+    sampler_recipe: "vLLM /v1/completions v2: top_k K, top_p 1, min_p 0, penalties neutral, min_tokens 0, no stop strings or bad words; raw top-K log-probabilities (raw_logprobs mode)",
+    // 0: vLLM refuses a request when prompt + max_tokens > max_model_len.
+    context_reserve: 0,
+    context_setting: "max_model_len",
+    raw_logprobs_fix: "start vLLM with --logprobs-mode raw_logprobs (the default in recent vLLM)",
+    determinism_fix: "start vLLM with VLLM_BATCH_INVARIANT=1 in its environment (docs/backends.md, \"Reproducibility\")",
+    probe: |server| Box::pin(probe(server)),
+};
+
+/// The start-up probe of one vLLM server ([`Dialect::probe`]).
+///
+/// `GET /v1/models` must list `?model=` (with its `max_model_len`); raw log-probabilities,
+/// a 400 for K beyond `--max-logprobs` refused with the fix. vLLM does not expose its
+/// `generation_config` EOS ids over HTTP: the terminal tokens are the reference's `eos=`.
 async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
     let reference = server.reference();
     let model = reference.model.as_deref().unwrap_or_default();
