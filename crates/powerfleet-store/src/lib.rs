@@ -211,17 +211,7 @@ impl Store {
             .map_err(|e| connect_err(e.to_string()))?;
         // SQLite has no migration lock: two processes migrating a new file race, the loser fails,
         // and `connect_sqlite` retries, finding the migration applied.
-        SQLITE_MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migrate {
-                url: url.clone(),
-                cause: sanitize(&e.to_string(), database_url),
-            })?;
-        Ok(Store {
-            pool: Pool::Sqlite(pool),
-            url,
-        })
+        Store::migrated(Pool::Sqlite(pool), url, database_url).await
     }
 
     async fn connect_postgres(database_url: &str, url: String) -> Result<Store, StoreError> {
@@ -264,17 +254,21 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        POSTGRES_MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migrate {
-                url: url.clone(),
-                cause: sanitize(&e.to_string(), database_url),
-            })?;
-        Ok(Store {
-            pool: Pool::Postgres(pool),
-            url,
-        })
+        Store::migrated(Pool::Postgres(pool), url, database_url).await
+    }
+
+    /// The store over `pool` once the migrations of its database have run. `url` is the
+    /// redacted `database_url`, which errors name.
+    async fn migrated(pool: Pool, url: String, database_url: &str) -> Result<Store, StoreError> {
+        let migrated = match &pool {
+            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        };
+        migrated.map_err(|e| StoreError::Migrate {
+            url: url.clone(),
+            cause: sanitize(&e.to_string(), database_url),
+        })?;
+        Ok(Store { pool, url })
     }
 
     /// The database URL with any password redacted.
