@@ -48,7 +48,7 @@ pub enum Recorded {
 const MAX_ROWS_PER_INSERT: usize = 64;
 
 /// The columns of `job_results` a row binds, in order.
-const RESULT_COLUMNS: [&str; 36] = [
+pub(crate) const RESULT_COLUMNS: [&str; 36] = [
     "job_id",
     "batch_id",
     "correlation_id",

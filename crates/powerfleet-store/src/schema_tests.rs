@@ -111,35 +111,16 @@ fn sqlite_and_postgres_migrations_define_the_same_schema() {
         sqlite_indexes, pg_indexes,
         "indexes differ between the dialects"
     );
+    // Every column a stored result binds, which includes job_id, batch_id, seed, log_p,
+    // stats_json, result_json, latency_ms and the config columns.
     let job_results = &sqlite_tables["job_results"];
-    for col in [
-        "job_id",
-        "batch_id",
-        "seed",
-        "log_p",
-        "stats_json",
-        "result_json",
-        "latency_ms",
-    ] {
+    for col in crate::record::RESULT_COLUMNS {
         assert!(
             job_results.iter().any(|c| c == col),
             "job_results lacks {col}"
         );
     }
     assert!(sqlite_tables["batch_aggregates"].contains(&"final_tokens".to_string()));
-    for col in [
-        "config_json",
-        "n_mcmc",
-        "block_size",
-        "max_new_tokens",
-        "label",
-        "version",
-    ] {
-        assert!(
-            job_results.iter().any(|c| c == col),
-            "job_results lacks {col}"
-        );
-    }
     assert!(sqlite_tables["submissions"].contains(&"scheduled".to_string()));
     assert!(sqlite_tables["submissions"].contains(&"request_json".to_string()));
     assert_eq!(
