@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::axes::{Axis, chart, draw_note, tick_label, ticks};
 use super::layout::{plot_rect, title};
-use super::lines::{Series, draw_lines};
+use super::lines::{draw_lines, indexed_series, longest};
 use super::style::Look;
 use crate::report::Report;
 
@@ -19,31 +19,19 @@ pub(super) fn draw<DB: DrawingBackend>(
     report: &Report,
     looks: &[Look],
 ) -> Result<(), String> {
-    let series: Vec<Series<'_>> = report
-        .methods
-        .iter()
-        .zip(looks)
-        .filter(|(m, _)| {
+    let series = indexed_series(
+        report,
+        looks,
+        |m| {
             m.acceptance_by_block
                 .iter()
                 .flatten()
                 .any(|a| a.is_finite())
-        })
-        .map(|(m, look)| {
-            let points = m
-                .acceptance_by_block
-                .iter()
-                .enumerate()
-                .map(|(i, a)| a.filter(|a| a.is_finite()).map(|a| ((i + 1) as f64, a)))
-                .collect();
-            (m.row.as_str(), *look, points)
-        })
-        .collect();
-    let blocks = series
-        .iter()
-        .map(|(_, _, p)| p.len() as u64)
-        .max()
-        .unwrap_or(1);
+        },
+        |m| m.acceptance_by_block.iter().copied(),
+        1.0,
+    );
+    let blocks = longest(&series);
     let mut chart = chart(
         root,
         &title("MCMC acceptance rate by block", report),

@@ -9,9 +9,50 @@ use super::err;
 use super::layout::plot_rect;
 use super::legend::{Entry, draw_legend, legend_size, place_legend, sample_path};
 use super::style::{Look, marker};
+use crate::report::{MethodReport, Report};
 
 /// A line: method, look, and the points (x, y), `None` where there is no data.
 pub(super) type Series<'a> = (&'a str, Look, Vec<Option<(f64, f64)>>);
+
+/// One line per method of `report` that `keep` accepts, in the method's look: its `values` at
+/// x = 1, 2, ..., each times `scale`, a gap where one is missing or not finite.
+pub(super) fn indexed_series<'a, V>(
+    report: &'a Report,
+    looks: &[Look],
+    keep: impl Fn(&MethodReport) -> bool,
+    values: impl Fn(&'a MethodReport) -> V,
+    scale: f64,
+) -> Vec<Series<'a>>
+where
+    V: IntoIterator<Item = Option<f64>>,
+{
+    report
+        .methods
+        .iter()
+        .zip(looks)
+        .filter(|(m, _)| keep(m))
+        .map(|(m, look)| {
+            let points = values(m)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.filter(|v| v.is_finite())
+                        .map(|v| ((i + 1) as f64, scale * v))
+                })
+                .collect();
+            (m.row.as_str(), *look, points)
+        })
+        .collect()
+}
+
+/// The most points of any of `series`, at least 1.
+pub(super) fn longest(series: &[Series<'_>]) -> u64 {
+    series
+        .iter()
+        .map(|(_, _, p)| p.len() as u64)
+        .max()
+        .unwrap_or(1)
+}
 
 /// Lines with markers, one per method, over the chart; where points are missing, a thin dashed
 /// line bridges the gap.

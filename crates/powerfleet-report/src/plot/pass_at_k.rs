@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::axes::{Axis, chart, draw_note, percent, tick_label, ticks};
 use super::layout::{plot_rect, title};
-use super::lines::{Series, draw_lines};
+use super::lines::{draw_lines, indexed_series, longest};
 use super::style::Look;
 use crate::report::Report;
 
@@ -19,26 +19,14 @@ pub(super) fn draw<DB: DrawingBackend>(
     report: &Report,
     looks: &[Look],
 ) -> Result<(), String> {
-    let series: Vec<Series<'_>> = report
-        .methods
-        .iter()
-        .zip(looks)
-        .filter(|(m, _)| !m.pass_at_k.is_empty())
-        .map(|(m, look)| {
-            let points = m
-                .pass_at_k
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| p.is_finite().then_some(((i + 1) as f64, 100.0 * p)))
-                .collect();
-            (m.row.as_str(), *look, points)
-        })
-        .collect();
-    let n = series
-        .iter()
-        .map(|(_, _, p)| p.len() as u64)
-        .max()
-        .unwrap_or(1);
+    let series = indexed_series(
+        report,
+        looks,
+        |m| !m.pass_at_k.is_empty(),
+        |m| m.pass_at_k.iter().map(|&p| Some(p)),
+        100.0,
+    );
+    let n = longest(&series);
     // Many samples: a log axis, so the small k where the methods differ keep their room.
     let (x_axis, x_label) = if n > 20 {
         (
