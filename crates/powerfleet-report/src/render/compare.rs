@@ -269,12 +269,7 @@ pub fn write_comparison(
             }
         }
         ReportFormat::Csv => {
-            let max_k = c
-                .rows
-                .iter()
-                .map(|r| r.row.pass_at_k.len())
-                .max()
-                .unwrap_or(0);
+            let max_k = super::max_k(c.rows.iter().map(|r| &r.row.pass_at_k[..]));
             super::write_csv_header(out, &CSV_COLUMNS, max_k)?;
             for r in &c.rows {
                 let mut row: Vec<String> = CSV_COLUMNS

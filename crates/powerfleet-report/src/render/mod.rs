@@ -54,14 +54,14 @@ pub(super) fn pct(v: Option<f64>) -> String {
     opt(v, |x| format!("{:.1}", 100.0 * x))
 }
 
+/// The largest k of the `pass_at_k` lists (0 without any).
+pub(super) fn max_k<'a>(pass_at_k: impl Iterator<Item = &'a [f64]>) -> usize {
+    pass_at_k.map(<[f64]>::len).max().unwrap_or(0)
+}
+
 /// The method table's header and cells, shared by the table and Markdown formats.
 fn method_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
-    let max_k = report
-        .methods
-        .iter()
-        .map(|m| m.pass_at_k.len())
-        .max()
-        .unwrap_or(0);
+    let max_k = max_k(report.methods.iter().map(|m| &m.pass_at_k[..]));
     let mut header: Vec<String> = [
         "method",
         "jobs",
@@ -187,12 +187,7 @@ fn problem_cells(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
 
 /// The legend of the method table: each statistic's column and definition.
 fn method_legend(report: &Report) -> Vec<String> {
-    let max_k = report
-        .methods
-        .iter()
-        .map(|m| m.pass_at_k.len())
-        .max()
-        .unwrap_or(0);
+    let max_k = max_k(report.methods.iter().map(|m| &m.pass_at_k[..]));
     let mut entries = vec![
         ("acc %".to_string(), "accuracy"),
         ("acc graded %".to_string(), "accuracy_graded"),
@@ -513,12 +508,7 @@ pub fn write(report: &Report, format: ReportFormat, out: &mut dyn Write) -> io::
             }
         }
         ReportFormat::Csv => {
-            let max_k = report
-                .methods
-                .iter()
-                .map(|m| m.pass_at_k.len())
-                .max()
-                .unwrap_or(0);
+            let max_k = max_k(report.methods.iter().map(|m| &m.pass_at_k[..]));
             let width = write_csv_header(out, &CSV_COLUMNS, max_k)?;
             for m in &report.methods {
                 let mut row: Vec<String> = CSV_COLUMNS
