@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use powerfleet_jobs::{CorrelationId, Prompt};
+use powerfleet_jobs::Prompt;
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_sampler::{Method, SamplerConfig};
 use tokio_util::sync::CancellationToken;
@@ -61,22 +61,13 @@ fn synthetic_result(
     i: u64,
     graded: bool,
 ) -> powerfleet_jobs::JobResult {
-    use powerfleet_jobs::{Grader, Grading, JobId, JobResult, JobStatus, ReferenceAnswer};
+    use powerfleet_jobs::{Grader, Grading, JobResult, JobStatus, ReferenceAnswer};
     let (reference, answer) = MATH_CASES[(i % MATH_CASES.len() as u64) as usize];
     let spec = powerfleet_jobs::JobSpec {
-        job_id: JobId::new(),
-        correlation_id: CorrelationId::generate(),
         batch_id: Some(batch),
         problem_id: Some(format!("p{}", i / 8)),
-        model: "bench".into(),
-        prompt: Prompt::Text(String::new()),
-        config: SamplerConfig::new(Method::Power),
         seed: i % 8,
-        stream: 0,
         submitted_at_ms: powerfleet_jobs::now_ms(),
-        fallback_single_sample: false,
-        stop: Vec::new(),
-        chat: false,
         grading: graded.then(|| Grading {
             template: "math-cot".into(),
             grader: Grader::Math,
@@ -84,7 +75,11 @@ fn synthetic_result(
             price_per_mtok: None,
             reasoning_markers: None,
         }),
-        label: None,
+        ..powerfleet_jobs::JobSpec::new(
+            "bench",
+            Prompt::Text(String::new()),
+            SamplerConfig::new(Method::Power),
+        )
     };
     let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
     r.tokens = (0..256).collect();

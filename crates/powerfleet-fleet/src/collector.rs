@@ -696,28 +696,14 @@ fn settle(
 
 #[cfg(test)]
 mod tests {
-    use powerfleet_jobs::{
-        CorrelationId, Grader, Grading, JobId, JobSpec, JobStatus, Prompt, ReferenceAnswer,
-    };
+    use powerfleet_jobs::{Grader, Grading, JobSpec, JobStatus, Prompt, ReferenceAnswer};
     use powerfleet_sampler::{Method, SamplerConfig};
 
     use super::*;
 
     fn result(status: JobStatus, grader: Grader, text: &str) -> JobResult {
         let spec = JobSpec {
-            job_id: JobId::new(),
-            correlation_id: CorrelationId::generate(),
-            batch_id: None,
             problem_id: Some("q".into()),
-            model: "toy:pivot".into(),
-            prompt: Prompt::Text(String::new()),
-            config: SamplerConfig::new(Method::Power),
-            seed: 0,
-            stream: 0,
-            submitted_at_ms: 0,
-            fallback_single_sample: false,
-            stop: Vec::new(),
-            chat: false,
             grading: Some(Grading {
                 template: "multiple-choice".into(),
                 grader,
@@ -729,7 +715,11 @@ mod tests {
                 price_per_mtok: None,
                 reasoning_markers: None,
             }),
-            label: None,
+            ..JobSpec::new(
+                "toy:pivot",
+                Prompt::Text(String::new()),
+                SamplerConfig::new(Method::Power),
+            )
         };
         let mut r = JobResult::for_spec(&spec, status, 1, None);
         r.text = Some(text.into());

@@ -661,7 +661,7 @@ pub async fn status(
 
 #[cfg(test)]
 mod tests {
-    use powerfleet_jobs::{CorrelationId, JobSpec, Prompt};
+    use powerfleet_jobs::{JobSpec, Prompt};
     use powerfleet_queue::JobState;
     use powerfleet_sampler::{Method, SamplerConfig};
 
@@ -675,20 +675,11 @@ mod tests {
             status: JobStatus::Queued,
             spec: Some(JobSpec {
                 job_id,
-                correlation_id: CorrelationId::generate(),
-                batch_id: None,
-                problem_id: None,
-                model: model.into(),
-                prompt: Prompt::Text(String::new()),
-                config: SamplerConfig::new(Method::Power),
-                seed: 0,
-                stream: 0,
-                submitted_at_ms: 0,
-                fallback_single_sample: false,
-                stop: Vec::new(),
-                chat: false,
-                grading: None,
-                label: None,
+                ..JobSpec::new(
+                    model,
+                    Prompt::Text(String::new()),
+                    SamplerConfig::new(Method::Power),
+                )
             }),
             progress: None,
             deliveries: 1,

@@ -354,24 +354,16 @@ mod tests {
 
     #[test]
     fn a_completion_without_text_is_never_graded_as_wrong() {
-        use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt};
+        use powerfleet_jobs::{JobResult, JobSpec, JobStatus, Prompt};
         use powerfleet_sampler::{Method, SamplerConfig};
         let spec = JobSpec {
-            job_id: JobId::new(),
-            correlation_id: CorrelationId::generate(),
-            batch_id: None,
             problem_id: Some("p".into()),
-            model: "m".into(),
-            prompt: Prompt::Text("q".into()),
-            config: SamplerConfig::new(Method::Power),
-            seed: 0,
-            stream: 0,
-            submitted_at_ms: 0,
-            fallback_single_sample: false,
-            stop: Vec::new(),
-            chat: false,
             grading: Some(grading(Grader::Exact, ReferenceAnswer::Text("".into()))),
-            label: None,
+            ..JobSpec::new(
+                "m",
+                Prompt::Text("q".into()),
+                SamplerConfig::new(Method::Power),
+            )
         };
         let mut r = JobResult::for_spec(&spec, JobStatus::Completed, 1, None);
         r.text_error = Some("/detokenize answered 400: invalid token id".into());

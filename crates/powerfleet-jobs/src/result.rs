@@ -297,17 +297,16 @@ impl JobResult {
             correlation_id: o.correlation_id,
             batch_id: o.batch_id,
             problem_id: o.problem_id,
-            model: o.model,
-            prompt: Prompt::Tokens(Vec::new()),
-            config: SamplerConfig::new(o.config.method),
             seed: o.seed,
             stream: o.stream,
             submitted_at_ms: o.submitted_at_ms,
-            fallback_single_sample: false,
-            stop: Vec::new(),
-            chat: false,
             grading: o.grading.and_then(|g| serde_json::from_value(g).ok()),
             label: o.label.and_then(|l| l.parse().ok()),
+            ..JobSpec::new(
+                o.model,
+                Prompt::Tokens(Vec::new()),
+                SamplerConfig::new(o.config.method),
+            )
         };
         let mut result =
             JobResult::for_spec(&spec, JobStatus::Dead, attempts, Some(reason.to_string()));
@@ -412,24 +411,16 @@ mod tests {
         }
         // A job specification with a bad label does not decode.
         let spec = JobSpec {
-            job_id: JobId::new(),
-            correlation_id: CorrelationId::generate(),
-            batch_id: None,
-            problem_id: None,
-            model: "toy:tiny".into(),
-            prompt: Prompt::Tokens(vec![]),
-            config: SamplerConfig {
-                n_mcmc: 3,
-                ..SamplerConfig::new(Method::Power)
-            },
             seed: 1,
-            stream: 0,
-            submitted_at_ms: 0,
-            fallback_single_sample: false,
-            chat: false,
-            grading: None,
-            stop: Vec::new(),
             label: Some("sweep".parse().unwrap()),
+            ..JobSpec::new(
+                "toy:tiny",
+                Prompt::Tokens(vec![]),
+                SamplerConfig {
+                    n_mcmc: 3,
+                    ..SamplerConfig::new(Method::Power)
+                },
+            )
         };
         let mut json = serde_json::to_value(&spec).unwrap();
         json["label"] = "bad\u{7}".into();
@@ -451,21 +442,17 @@ mod tests {
     #[test]
     fn a_dead_result_is_made_even_from_a_specification_with_unknown_fields() {
         let spec = JobSpec {
-            job_id: JobId::new(),
             correlation_id: "c1".parse().unwrap(),
             batch_id: Some(BatchId::new()),
             problem_id: Some("p3".into()),
-            model: "toy:pivot".into(),
-            prompt: Prompt::Tokens(vec![0]),
-            config: SamplerConfig::new(Method::LowTemp),
             seed: 9,
             stream: 1,
             submitted_at_ms: 5,
-            fallback_single_sample: false,
-            stop: Vec::new(),
-            chat: false,
-            grading: None,
-            label: None,
+            ..JobSpec::new(
+                "toy:pivot",
+                Prompt::Tokens(vec![0]),
+                SamplerConfig::new(Method::LowTemp),
+            )
         };
         let json = serde_json::to_string(&spec).unwrap();
         let full = JobResult::dead_from_spec_json(&json, 3, "why").unwrap();
@@ -498,21 +485,13 @@ mod tests {
     #[test]
     fn a_result_never_carries_the_credentials_of_its_model_reference() {
         let spec = JobSpec {
-            job_id: JobId::new(),
             correlation_id: "c1".parse().unwrap(),
-            batch_id: None,
-            problem_id: None,
-            model: "llamacpp+http://user:s3cret-pw@127.0.0.1:8080?k=20".into(),
-            prompt: Prompt::Tokens(vec![0]),
-            config: SamplerConfig::new(Method::Power),
-            seed: 0,
-            stream: 0,
             submitted_at_ms: 1,
-            fallback_single_sample: false,
-            stop: Vec::new(),
-            chat: false,
-            grading: None,
-            label: None,
+            ..JobSpec::new(
+                "llamacpp+http://user:s3cret-pw@127.0.0.1:8080?k=20",
+                Prompt::Tokens(vec![0]),
+                SamplerConfig::new(Method::Power),
+            )
         };
         let r = JobResult::for_spec(&spec, JobStatus::Failed, 1, None);
         assert_eq!(r.model, "llamacpp+http://user:***@127.0.0.1:8080?k=20");

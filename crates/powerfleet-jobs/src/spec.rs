@@ -120,6 +120,29 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// A job of `model` sampling from `prompt` with `config`: fresh job and correlation ids, no
+    /// batch, problem, grading, stop strings or label, seed 0 and stream 0, submitted at time 0,
+    /// no fallback and no chat template. Set the other fields with struct update syntax.
+    pub fn new(model: impl Into<String>, prompt: Prompt, config: SamplerConfig) -> JobSpec {
+        JobSpec {
+            job_id: JobId::new(),
+            correlation_id: CorrelationId::generate(),
+            batch_id: None,
+            problem_id: None,
+            model: model.into(),
+            prompt,
+            config,
+            seed: 0,
+            stream: 0,
+            submitted_at_ms: 0,
+            fallback_single_sample: false,
+            chat: false,
+            grading: None,
+            stop: Vec::new(),
+            label: None,
+        }
+    }
+
     /// Checks the parts a producer can check without the model.
     pub fn validate(&self) -> Result<ValidConfig, SpecError> {
         if self.model.trim().is_empty() {

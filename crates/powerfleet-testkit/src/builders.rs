@@ -65,21 +65,12 @@ pub struct JobSpecBuilder {
 pub fn spec() -> JobSpecBuilder {
     JobSpecBuilder {
         spec: JobSpec {
-            job_id: JobId::new(),
-            correlation_id: CorrelationId::generate(),
-            batch_id: None,
-            problem_id: None,
-            model: "toy:tiny".into(),
-            prompt: Prompt::Tokens(vec![]),
-            config: SamplerConfig::new(Method::Power),
-            seed: 0,
-            stream: 0,
             submitted_at_ms: now_ms(),
-            fallback_single_sample: false,
-            stop: Vec::new(),
-            label: None,
-            chat: false,
-            grading: None,
+            ..JobSpec::new(
+                "toy:tiny",
+                Prompt::Tokens(vec![]),
+                SamplerConfig::new(Method::Power),
+            )
         },
     }
 }
