@@ -68,11 +68,7 @@ impl Fake {
 }
 
 fn log_z(temperature: f64, k: usize) -> f64 {
-    TOP.iter()
-        .take(k)
-        .map(|&(_, lp)| (lp / temperature).exp())
-        .sum::<f64>()
-        .ln()
+    crate::common::log_z(TOP.iter().take(k).map(|&(_, lp)| lp), temperature)
 }
 
 /// The `/completion` answer of a healthy llama-server to `body`.
@@ -276,15 +272,7 @@ async fn probed(fakes: &[&Fake], options: &str) -> HttpModel {
 }
 
 fn request(max_tokens: u32) -> OwnedRequest {
-    OwnedRequest {
-        prefix: vec![1, 2, 3],
-        prompt_len: 3,
-        max_tokens,
-        temperature: 0.5,
-        top_k: Some(2),
-        seed: 7,
-        candidates: 0,
-    }
+    crate::common::request(max_tokens, Some(2), 7)
 }
 
 #[tokio::test]

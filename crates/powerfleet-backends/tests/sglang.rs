@@ -38,7 +38,7 @@ enum Mode {
 const TOP: [(u32, f64); 3] = [(5, -0.1), (6, -2.5), (2, -4.5)];
 
 fn log_z(t: f64) -> f64 {
-    TOP.iter().map(|&(_, lp)| (lp / t).exp()).sum::<f64>().ln()
+    crate::common::log_z(TOP.map(|(_, lp)| lp), t)
 }
 
 /// An SGLang `/generate` answer to `body` in `mode`.
@@ -66,21 +66,7 @@ fn generate(body: &Value, mode: Mode) -> Value {
         }
         _ => json!({"type": "length", "length": n}),
     };
-    let sampled: Vec<Value> = ids
-        .iter()
-        .map(|&id| json!([lp(TOP.iter().find(|(t, _)| *t == id).unwrap().1), id, null]))
-        .collect();
-    let top: Vec<Value> = ids
-        .iter()
-        .map(|_| {
-            json!(
-                TOP.iter()
-                    .take(k)
-                    .map(|&(id, raw)| json!([lp(raw), id, null]))
-                    .collect::<Vec<_>>()
-            )
-        })
-        .collect();
+    let (sampled, top) = crate::common::sglang_logprobs(&ids, &TOP, k, lp);
     json!({"text": "a".repeat(n), "output_ids": ids,
         "meta_info": {"id": "9f8e7d6c", "finish_reason": finish, "prompt_tokens": 3,
             "weight_version": "default", "completion_tokens": n, "cached_tokens": 0,

@@ -120,15 +120,7 @@ fn model(url: &str, options: &str) -> HttpModel {
 }
 
 fn request(max_tokens: u32) -> OwnedRequest {
-    OwnedRequest {
-        prefix: vec![1, 2, 3],
-        prompt_len: 3,
-        max_tokens,
-        temperature: 0.5,
-        top_k: None,
-        seed: u64::MAX,
-        candidates: 0,
-    }
+    crate::common::request(max_tokens, None, u64::MAX)
 }
 
 #[tokio::test]

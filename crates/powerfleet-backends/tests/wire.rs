@@ -192,11 +192,7 @@ mod conversations {
     const CONTEXT: u32 = 256;
 
     fn log_z(temperature: f64, k: usize) -> f64 {
-        TOP.iter()
-            .take(k)
-            .map(|&(_, lp)| (lp / temperature).exp())
-            .sum::<f64>()
-            .ln()
+        crate::common::log_z(TOP.iter().take(k).map(|&(_, lp)| lp), temperature)
     }
 
     /// Token ids of a text, alike for every kind.
@@ -346,21 +342,7 @@ mod conversations {
                 let n = body["sampling_params"]["max_new_tokens"].as_u64().unwrap() as usize;
                 let k = (body["top_logprobs_num"].as_u64().unwrap() as usize).min(TOP.len());
                 let (ids, eos) = generated(&body["input_ids"], n);
-                let sampled: Vec<Value> = ids
-                    .iter()
-                    .map(|&id| json!([raw_lp(id), id, null]))
-                    .collect();
-                let top: Vec<Value> = ids
-                    .iter()
-                    .map(|_| {
-                        json!(
-                            TOP.iter()
-                                .take(k)
-                                .map(|&(id, lp)| json!([lp, id, null]))
-                                .collect::<Vec<_>>()
-                        )
-                    })
-                    .collect();
+                let (sampled, top) = crate::common::sglang_logprobs(&ids, &TOP, k, |lp| lp);
                 let finish = if eos {
                     json!({"type": "stop", "matched": 2})
                 } else {
@@ -434,15 +416,8 @@ mod conversations {
     }
 
     fn request(top_k: Option<u32>) -> OwnedRequest {
-        OwnedRequest {
-            prefix: PREFIX.to_vec(),
-            prompt_len: PREFIX.len(),
-            max_tokens: 3,
-            temperature: 0.5,
-            top_k,
-            seed: 0xDEAD_BEEF_CAFE_F00D,
-            candidates: 0,
-        }
+        assert_eq!(PREFIX, [1, 2, 3], "the prompt of every request");
+        crate::common::request(3, top_k, 0xDEAD_BEEF_CAFE_F00D)
     }
 
     /// Everything per kind that no request shows.
