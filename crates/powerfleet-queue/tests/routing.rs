@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use powerfleet_jobs::{CorrelationId, JobId, JobSpec, JobStatus, now_ms};
 use powerfleet_queue::local::LocalRedis;
 use powerfleet_queue::{
-    CancelOutcome, ClaimOutcome, Delivery, Queue, ServedModel, WorkerRegistration, context_tokens,
-    served,
+    CancelOutcome, ClaimOutcome, Delivery, Queue, ServedModel, Subscription, WorkerRegistration,
+    context_tokens, served,
 };
 
 fn server() -> LocalRedis {
@@ -184,6 +184,15 @@ async fn enqueue_old_layout(server: &LocalRedis, q: &Queue, s: &JobSpec) {
         .unwrap();
 }
 
+/// The one job `consumer` reads through `sub` (within 100 ms), which must come from `stream`.
+async fn read_one(q: &Queue, sub: &Subscription, consumer: &str, stream: &str) -> Delivery {
+    let mut read = q.read_subscribed(sub, consumer, 1, 100).await.unwrap();
+    assert_eq!(read.len(), 1, "one job read");
+    let d = read.pop().unwrap();
+    assert_eq!(d.stream, stream);
+    d
+}
+
 #[tokio::test]
 async fn a_job_of_the_old_layout_moves_to_its_name_stream_and_runs_there() {
     let server = server();
@@ -192,13 +201,7 @@ async fn a_job_of_the_old_layout_moves_to_its_name_stream_and_runs_there() {
     enqueue_old_layout(&server, &q, &s).await;
     // A worker that does not map m9 reads it from the shared stream and moves it.
     let other = q.subscription(&["m1".to_string()]);
-    let d = q
-        .read_subscribed(&other, "w1", 1, 100)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(d.stream, q.keys().jobs());
+    let d = read_one(&q, &other, "w1", &q.keys().jobs()).await;
     assert!(q.requeue(&s, &d, &q.keys().model_jobs("m9")).await.unwrap());
     assert!(
         q.read_subscribed(&other, "w1", 1, 50)
@@ -208,13 +211,7 @@ async fn a_job_of_the_old_layout_moves_to_its_name_stream_and_runs_there() {
     );
     // A worker that maps m9 runs it, and everything it writes goes to m9's stream.
     let m9 = q.subscription(&["m9".to_string()]);
-    let d = q
-        .read_subscribed(&m9, "w2", 1, 100)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(d.stream, q.keys().model_jobs("m9"));
+    let d = read_one(&q, &m9, "w2", &q.keys().model_jobs("m9")).await;
     let ClaimOutcome::Claimed {
         lease, deliveries, ..
     } = q.claim(s.job_id, &d, "w2").await.unwrap()
@@ -232,13 +229,7 @@ async fn a_job_of_the_old_layout_moves_to_its_name_stream_and_runs_there() {
     // An old-layout job of a name the worker maps runs from the shared stream as it is.
     let t = spec(&CorrelationId::generate(), "m9", 2);
     enqueue_old_layout(&server, &q, &t).await;
-    let d = q
-        .read_subscribed(&m9, "w2", 1, 100)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(d.stream, q.keys().jobs());
+    let d = read_one(&q, &m9, "w2", &q.keys().jobs()).await;
     assert!(matches!(
         q.claim(t.job_id, &d, "w2").await.unwrap(),
         ClaimOutcome::Claimed { .. }
