@@ -566,14 +566,18 @@ fn output_is_read_from_a_pipe_up_to_its_limit() {
     assert_eq!(run.output, "hi\n");
 }
 
+/// The error of grading the add problem's right answer in a sandbox made with `config`.
+fn grading_error(config: SandboxConfig) -> powerfleet_sandbox::HumanevalError {
+    let s = Sandbox::new(config);
+    powerfleet_sandbox::grade_humaneval(&s, &add_problem(), "    return a + b\n").unwrap_err()
+}
+
 #[test]
 fn without_bubblewrap_nothing_runs_and_the_error_says_how_to_fix_it() {
-    let s = Sandbox::new(SandboxConfig {
+    let err = grading_error(SandboxConfig {
         bwrap: "/nonexistent/bwrap".into(),
         ..SandboxConfig::default()
     });
-    let err =
-        powerfleet_sandbox::grade_humaneval(&s, &add_problem(), "    return a + b\n").unwrap_err();
     assert!(
         matches!(
             err,
@@ -633,12 +637,10 @@ fn the_unisolated_mode_keeps_the_python_guards() {
 
 #[test]
 fn a_missing_interpreter_is_a_grading_failure_not_a_wrong_answer() {
-    let s = Sandbox::new(SandboxConfig {
+    let err = grading_error(SandboxConfig {
         python: "/nonexistent/python3".into(),
         ..SandboxConfig::default()
     });
-    let err =
-        powerfleet_sandbox::grade_humaneval(&s, &add_problem(), "    return a + b\n").unwrap_err();
     assert!(
         matches!(
             err,
