@@ -42,6 +42,16 @@ enum At {
     Finished,
 }
 
+impl At {
+    /// [`At::MidBlock`] at step `step_idx` of block `block_idx`.
+    fn mid_block(block_idx: u32, step_idx: u32) -> At {
+        At::MidBlock {
+            block_idx,
+            step_idx,
+        }
+    }
+}
+
 /// How a fixture was made: a chain with `config`, `prompt`, `seed` and `stream`, after `answers`
 /// answers of [`TOY`], checkpointed by the code of `version`.
 struct Recipe {
@@ -110,15 +120,7 @@ fn recipes() -> Vec<Recipe> {
         at,
     };
     vec![
-        recipe(
-            "v1-power-mid-block.json",
-            &power,
-            6,
-            At::MidBlock {
-                block_idx: 1,
-                step_idx: 1,
-            },
-        ),
+        recipe("v1-power-mid-block.json", &power, 6, At::mid_block(1, 1)),
         recipe(
             "v1-power-block-boundary.json",
             &power,
@@ -131,10 +133,7 @@ fn recipes() -> Vec<Recipe> {
             "v1-max-swap-mid-block.json",
             &max_swap,
             5,
-            At::MidBlock {
-                block_idx: 1,
-                step_idx: 1,
-            },
+            At::mid_block(1, 1),
         ),
         recipe(
             "v1-low-temp-block-boundary.json",
