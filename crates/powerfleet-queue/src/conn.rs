@@ -20,35 +20,49 @@ pub(crate) enum Shared {
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for Shared {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+/// `ConnectionLike` for `$conn`, whose commands go over the connection its `through` method
+/// gives, and whose database is its `db`.
+macro_rules! commands_through {
+    ($conn:ty) => {
+        impl ConnectionLike for $conn {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+                self.through().req_packed_command(cmd)
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                self.through().req_packed_commands(pipeline, offset, count)
+            }
+
+            fn get_db(&self) -> i64 {
+                self.db()
+            }
+        }
+    };
+}
+
+commands_through!(Shared);
+commands_through!(Blocking);
+
+impl Shared {
+    fn through(&mut self) -> &mut dyn ConnectionLike {
         match self {
-            Shared::Single(c) => c.req_packed_command(cmd),
-            Shared::Cluster(c) => c.req_packed_command(cmd),
+            Shared::Single(c) => c,
+            Shared::Cluster(c) => c,
         }
     }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Shared::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Shared::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
+    fn db(&self) -> i64 {
         match self {
             Shared::Single(c) => c.get_db(),
             Shared::Cluster(c) => c.get_db(),
         }
     }
-}
 
-impl Shared {
     /// Sends `cmd` to the master that serves `slot` (for keyless commands such as `WAIT` that
     /// must reach the node holding the namespace). On a single server, to that server.
     pub(crate) async fn on_slot_master(
@@ -101,33 +115,15 @@ impl Drop for Blocking {
     }
 }
 
-impl ConnectionLike for Blocking {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+impl Blocking {
+    fn through(&mut self) -> &mut dyn ConnectionLike {
         match self {
-            Blocking::Single(c) => c.req_packed_command(cmd),
-            Blocking::Cluster { conn, .. } => conn
-                .as_mut()
-                .expect("held until dropped")
-                .req_packed_command(cmd),
+            Blocking::Single(c) => c,
+            Blocking::Cluster { conn, .. } => conn.as_mut().expect("held until dropped"),
         }
     }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Blocking::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Blocking::Cluster { conn, .. } => conn
-                .as_mut()
-                .expect("held until dropped")
-                .req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
+    fn db(&self) -> i64 {
         match self {
             Blocking::Single(c) => c.get_db(),
             Blocking::Cluster { conn, .. } => conn.as_ref().map_or(0, |c| c.get_db()),
