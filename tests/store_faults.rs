@@ -15,33 +15,14 @@ use std::time::{Duration, Instant};
 
 use powerfleet_fleet::collector::{self, CollectorConfig, CollectorReport};
 use powerfleet_fleet::ops::{self, OpsState, StoreHealth};
-use powerfleet_jobs::{BatchId, JobId, JobResult, now_ms};
+use powerfleet_jobs::{BatchId, JobId, JobResult};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{COLLECTOR_GROUP, Queue, QueueOptions};
-use powerfleet_sampler::ChainStats;
-use powerfleet_store::{Recorded, Store, StoreOptions, redact_url};
-use powerfleet_testkit::wait_until;
+use powerfleet_store::{Recorded, Store, StoreOptions};
+use powerfleet_testkit::{postgres_admin, postgres_admin_url, wait_until, with_database};
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
-
-fn postgres_admin_url() -> String {
-    std::env::var("POWERFLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
-}
-
-async fn postgres_admin() -> sqlx::PgConnection {
-    let admin = postgres_admin_url();
-    sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {}: {e}. Run scripts/test.sh (it installs and starts \
-             PostgreSQL) or set POWERFLEET_TEST_POSTGRES_URL to a server where the user may \
-             create databases",
-            redact_url(&admin)
-        )
-    })
-}
 
 /// Runs `sql` on the admin database.
 async fn admin_execute(sql: &str) {
@@ -51,19 +32,6 @@ async fn admin_execute(sql: &str) {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let _ = admin.close().await;
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    format!("{}/{database}{query}", &base[..host_end])
 }
 
 /// Runs `body` with the URL of a fresh PostgreSQL database, dropped afterwards even when the body
@@ -119,21 +87,7 @@ fn result(batch: BatchId, text: &str) -> JobResult {
         .batch_id(batch)
         .problem_id("p-1")
         .seed(1)
-        .tokens(vec![0, 2])
-        .text(text)
-        .log_p(-1.25)
-        .ends_with_eos(true)
-        .stats(ChainStats {
-            proposals: 10,
-            acceptances: 4,
-            blocks: vec![],
-            tokens_generated: 20,
-            model_calls: 11,
-            smc: None,
-            lookahead: None,
-        })
-        .submitted_at_ms(now_ms() - 10)
-        .started_at_ms(now_ms() - 5)
+        .finished_at_eos(text, -1.25)
         .build()
 }
 

@@ -11,37 +11,8 @@ use powerfleet_sampler::{BlockStats, ChainStats, Method, SamplerConfig};
 use powerfleet_store::{
     CSV_COLUMNS, Recorded, Store, StoreError, StoreErrorClass, StoreOptions, redact_url, write_csv,
 };
+use powerfleet_testkit::{postgres_admin, postgres_admin_url, with_database};
 use sqlx::{Connection, Row};
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
-
-fn postgres_admin_url() -> String {
-    std::env::var("POWERFLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    format!("{}/{database}{query}", &base[..host_end])
-}
-
-async fn postgres_admin() -> sqlx::PgConnection {
-    let admin = postgres_admin_url();
-    sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {}: {e}. Run scripts/test.sh (it installs and starts \
-             PostgreSQL) or set POWERFLEET_TEST_POSTGRES_URL",
-            redact_url(&admin)
-        )
-    })
-}
 
 /// A fresh PostgreSQL database for one test.
 struct PgDatabase {

@@ -157,6 +157,27 @@ impl JobResultBuilder {
         some grade: GradeRecord,
     }
 
+    /// A chain that ended at EOS with tokens [0, 2], `text` and log p `log_p`, after 10
+    /// proposals with 4 acceptances and 20 tokens generated in 11 model calls; submitted 10 ms
+    /// and started 5 ms ago.
+    pub fn finished_at_eos(self, text: impl Into<String>, log_p: f64) -> Self {
+        self.tokens(vec![0, 2])
+            .text(text)
+            .log_p(log_p)
+            .ends_with_eos(true)
+            .stats(ChainStats {
+                proposals: 10,
+                acceptances: 4,
+                blocks: vec![],
+                tokens_generated: 20,
+                model_calls: 11,
+                smc: None,
+                lookahead: None,
+            })
+            .submitted_at_ms(now_ms() - 10)
+            .started_at_ms(now_ms() - 5)
+    }
+
     /// Changes the result in place, for what no setter covers.
     pub fn with(mut self, change: impl FnOnce(&mut JobResult)) -> Self {
         change(&mut self.result);
