@@ -5,28 +5,28 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
-#[test]
-fn demo_starts_its_own_redis_and_reports_every_method() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
+/// Runs `powerfleet demo` with `args`, a Redis URL nothing listens on (so the demo starts its
+/// own) and an SQLite database in `dir`, and checks that it succeeds. The database's URL, the
+/// standard output and the standard error.
+fn run_demo(dir: &std::path::Path, args: &[&str]) -> (String, String, String) {
+    let db = format!("sqlite://{}", dir.join("demo.db").display());
     let out = Command::new(env!("CARGO_BIN_EXE_powerfleet"))
-        .args([
-            "demo",
-            "--redis",
-            "redis://127.0.0.1:1/",
-            "--chains",
-            "5",
-            "--seeds",
-            "2",
-            "--database-url",
-            &db,
-        ])
+        .args(["demo", "--redis", "redis://127.0.0.1:1/"])
+        .args(args)
+        .args(["--database-url", &db])
         .env_remove("POWERFLEET_REDIS_URL")
         .output()
         .expect("powerfleet runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    (db, stdout, stderr)
+}
+
+#[test]
+fn demo_starts_its_own_redis_and_reports_every_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stdout, stderr) = run_demo(dir.path(), &["--chains", "5", "--seeds", "2"]);
     assert!(
         stderr.contains("started a private redis-server"),
         "{stderr}"
@@ -148,23 +148,9 @@ impl Drop for Load {
 async fn the_demo_stores_every_job_on_a_busy_machine() {
     let load = Load::start(4);
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("demo.db").display());
     // The demo as the README runs it (5,000 jobs), while the machine is busy.
-    let out = Command::new(env!("CARGO_BIN_EXE_powerfleet"))
-        .args([
-            "demo",
-            "--redis",
-            "redis://127.0.0.1:1/",
-            "--database-url",
-            &db,
-        ])
-        .env_remove("POWERFLEET_REDIS_URL")
-        .output()
-        .expect("powerfleet runs");
+    let (db, stdout, stderr) = run_demo(dir.path(), &[]);
     drop(load);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("5000 jobs in"), "{stdout}");
     // Every job is in the results database.
     let correlation: powerfleet_jobs::CorrelationId = stderr
