@@ -97,13 +97,7 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
     }
     // ... then a result graded inline: stored at once, not behind the programs.
     let other = BatchId::new();
-    let exact = Grading {
-        template: "plain".into(),
-        grader: Grader::Exact,
-        reference: ReferenceAnswer::Text("7".into()),
-        price_per_mtok: None,
-        reasoning_markers: None,
-    };
+    let exact = exact_seven();
     publish(&queue, &completed(other, "q", 0, "7", exact)).await;
     let stored = fleet
         .wait_for_results(other, 1, Duration::from_secs(30))
@@ -236,13 +230,7 @@ async fn without_bubblewrap_humaneval_results_carry_the_reason_unless_unisolated
     let problems = humaneval_problems();
     let p = &problems[2];
     let canonical = p.extra["canonical_solution"].as_str().unwrap().to_string();
-    let exact = Grading {
-        template: "plain".into(),
-        grader: Grader::Exact,
-        reference: ReferenceAnswer::Text("7".into()),
-        price_per_mtok: None,
-        reasoning_markers: None,
-    };
+    let exact = exact_seven();
 
     let mut fleet = Fleet::new(BIN, false);
     let queue = fleet.queue().await;
@@ -297,4 +285,15 @@ async fn without_bubblewrap_humaneval_results_carry_the_reason_unless_unisolated
     assert!(stored[0].grade.as_ref().unwrap().correct, "{:?}", stored[0]);
     let logs = fleet.logs();
     assert!(logs.contains("GRADED PROGRAMS RUN UNISOLATED"), "{logs}");
+}
+
+/// Plain grading by exact match against the reference "7".
+fn exact_seven() -> Grading {
+    Grading {
+        template: "plain".into(),
+        grader: Grader::Exact,
+        reference: ReferenceAnswer::Text("7".into()),
+        price_per_mtok: None,
+        reasoning_markers: None,
+    }
 }
