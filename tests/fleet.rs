@@ -11,9 +11,9 @@ use common::{
     submit_batch,
 };
 use powerfleet_fleet::collector::{self, CollectorConfig};
-use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt, now_ms};
+use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus, Prompt};
 use powerfleet_queue::ClaimOutcome;
-use powerfleet_sampler::{ChainStats, Method, SamplerConfig};
+use powerfleet_sampler::{Method, SamplerConfig};
 
 const SIGTERM: i32 = 15;
 const SIGSTOP: i32 = 19;
@@ -390,11 +390,8 @@ async fn after_redis_loses_its_data_the_roles_recreate_their_groups_and_jobs_com
     let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
+    common::run_tiny_batch(&fleet, 2).await;
     let queue = fleet.queue().await;
-    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(2).build()).await;
-    fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(30))
-        .await;
     // Every stream and group goes, with the roles running (blocked in their reads).
     let client = redis::Client::open(fleet.redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
@@ -744,21 +741,7 @@ async fn a_result_delivered_twice_is_stored_once() {
         .correlation_id(corr)
         .batch_id(batch_id)
         .seed(1)
-        .tokens(vec![0, 2])
-        .text("a <eos>")
-        .log_p(-1.2)
-        .ends_with_eos(true)
-        .stats(ChainStats {
-            proposals: 10,
-            acceptances: 4,
-            blocks: vec![],
-            tokens_generated: 20,
-            model_calls: 11,
-            smc: None,
-            lookahead: None,
-        })
-        .submitted_at_ms(now_ms() - 10)
-        .started_at_ms(now_ms() - 5)
+        .finished_at_eos("a <eos>", -1.2)
         .build();
     let json = serde_json::to_string(&result).unwrap();
     for _ in 0..2 {
@@ -1018,22 +1001,10 @@ async fn cancel_stops_running_jobs_between_steps_and_queued_jobs_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_model_errors_are_retried_and_an_outage_past_the_patience_fails_the_job() {
     let mut fleet = Fleet::new(BIN, false);
-    fleet.spawn_worker(&[
-        "--model-attempts",
-        "4",
-        "--model-patience",
-        "3s",
-        "--max-wait",
-        "1s",
-    ]);
+    fleet.spawn_worker(&[["--model-attempts", "4"].as_slice(), &common::IMPATIENT].concat());
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let config = SamplerConfig {
-        n_mcmc: 3,
-        block_size: 2,
-        max_new_tokens: 6,
-        ..SamplerConfig::new(Method::Power)
-    };
+    let config = common::short_power_config();
     // Every request fails with probability 0.3: retries get every job through, with exact tokens.
     let flaky = submit_batch(
         &queue,
@@ -1496,16 +1467,12 @@ async fn a_job_dead_lettered_by_a_worker_is_stored_as_dead_with_its_reason() {
     let _: () = redis::pipe()
         .cmd("HSET")
         .arg(format!("pf:{{{ns}}}:job:{id}"))
-        .arg(&[
-            ("spec", json.as_str()),
-            ("status", "queued"),
-            ("fence", "0"),
-            ("deliveries", "0"),
-            ("entry", entry.as_str()),
-            ("correlation_id", receipt.correlation_id.as_str()),
-            ("method", "power"),
-            ("cancel", "0"),
-        ])
+        .arg(common::queued_job_state(
+            &json,
+            &entry,
+            receipt.correlation_id.as_str(),
+            &[("method", "power"), ("cancel", "0")],
+        ))
         .ignore()
         .cmd("HSET")
         .arg(format!("pf:{{{ns}}}:job:{id}"))

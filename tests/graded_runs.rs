@@ -929,26 +929,16 @@ async fn a_graded_batch_exports_as_a_run_directory() {
     let mut fleet = Fleet::new(BIN, false);
     fleet.spawn_worker(&["--concurrency", "4"]);
     fleet.spawn_collector();
-    let receipt: Value = serde_json::from_str(&stdout_of(&fleet.cli(&[
-        "submit",
-        "--bench",
-        "builtin:suite",
-        "--methods",
-        "power,standard",
-        "--seeds",
-        "2",
-        "--n-mcmc",
-        "2",
-        "--block-size",
-        "2",
-        "--max-new-tokens",
-        "6",
-        "--label",
-        "export check",
-        "--wait",
-        "--format",
-        "json",
-    ])))
+    let receipt: Value = serde_json::from_str(&stdout_of(
+        &fleet.cli(
+            &[
+                ["submit", "--bench", "builtin:suite"].as_slice(),
+                &common::two_methods_two_seeds("2", "6"),
+                &["--label", "export check", "--wait", "--format", "json"],
+            ]
+            .concat(),
+        ),
+    ))
     .unwrap();
     let batch = receipt["batch_id"].as_str().unwrap().to_string();
     let job_ids: std::collections::BTreeSet<&str> = receipt["job_ids"]

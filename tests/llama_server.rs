@@ -456,7 +456,7 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
     )
     .unwrap();
     let cli = |args: &[&str]| common::stdout_of(&fleet.cli(args));
-    let receipt: powerfleet_fleet::producer::Receipt = serde_json::from_str(&cli(&[
+    let submit = [
         "submit",
         "--bench",
         dataset.to_str().unwrap(),
@@ -467,20 +467,13 @@ async fn a_benchmark_run_on_the_real_server_is_graded_and_reported() {
         "--grader",
         r"regex:(\S)\s*$",
         "--chat",
-        "--methods",
-        "power,standard",
-        "--seeds",
-        "2",
-        "--n-mcmc",
-        "2",
-        "--block-size",
-        "8",
-        "--max-new-tokens",
-        "16",
-        "--wait",
-        "--format",
-        "json",
-    ]))
+    ];
+    let receipt: powerfleet_fleet::producer::Receipt = serde_json::from_str(&cli(&[
+        submit.as_slice(),
+        &common::two_methods_two_seeds("8", "16"),
+        &["--wait", "--format", "json"],
+    ]
+    .concat()))
     .unwrap();
     assert_eq!(receipt.job_ids.len(), 2 * 2 * 2);
     let batch = receipt.batch_id.unwrap().to_string();
@@ -557,15 +550,6 @@ async fn uninterrupted(model: &HttpModel, spec: &powerfleet_jobs::JobSpec) -> Ve
     replay(model, spec, &prompt).await
 }
 
-async fn metrics_text(addr: &str) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_failing() {
     // One slot: log-probabilities are reproducible, so every job must end with the tokens of a
@@ -573,10 +557,7 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
     let mut server = LlamaServer::start(1);
     let mut fleet = Fleet::new(BIN, false);
     let registered = format!("tiny={}", server.reference());
-    let metrics_addr = format!(
-        "127.0.0.1:{}",
-        powerfleet_queue::local::free_port().unwrap()
-    );
+    let metrics_addr = common::free_addr();
     let flags = ["--model", &registered, "--max-wait", "3s"];
     fleet.spawn_worker(&[&flags[..], &["--metrics-listen", &metrics_addr][..]].concat());
     fleet.spawn_worker(&flags);
@@ -626,7 +607,7 @@ async fn a_server_restart_mid_batch_loses_no_job_and_workers_wait_instead_of_fai
         waiting * 2 >= samples,
         "{waiting} of {samples} samples waiting"
     );
-    let scraped = metrics_text(&metrics_addr).await;
+    let scraped = common::metrics_text(&metrics_addr).await;
     assert!(
         scraped
             .lines()

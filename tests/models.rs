@@ -370,19 +370,18 @@ async fn jobs_of_the_old_single_stream_layout_run_after_an_upgrade() {
         let _: () = redis::pipe()
             .cmd("HSET")
             .arg(queue.keys().job(spec.job_id))
-            .arg(&[
-                ("spec", json.as_str()),
-                ("status", "queued"),
-                ("fence", "0"),
-                ("deliveries", "0"),
-                ("entry", entry.as_str()),
-                ("correlation_id", spec.correlation_id.as_str()),
-                ("batch_id", &spec.batch_id.unwrap().to_string()),
-                ("method", spec.method().as_str()),
-                ("submitted_at_ms", &now.to_string()),
-                ("updated_at_ms", &now.to_string()),
-                ("cancel", "0"),
-            ])
+            .arg(common::queued_job_state(
+                &json,
+                &entry,
+                spec.correlation_id.as_str(),
+                &[
+                    ("batch_id", &spec.batch_id.unwrap().to_string()),
+                    ("method", spec.method().as_str()),
+                    ("submitted_at_ms", &now.to_string()),
+                    ("updated_at_ms", &now.to_string()),
+                    ("cancel", "0"),
+                ],
+            ))
             .ignore()
             .cmd("SADD")
             .arg(queue.keys().batch(spec.batch_id.unwrap()))

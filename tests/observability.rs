@@ -37,22 +37,13 @@ fn has_uuid_label(line: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_export_metrics_health_and_readiness() {
     let mut fleet = Fleet::new(BIN, false);
-    let (wp, cp) = (
-        powerfleet_queue::local::free_port().unwrap(),
-        powerfleet_queue::local::free_port().unwrap(),
-    );
-    let (worker_addr, collector_addr) = (format!("127.0.0.1:{wp}"), format!("127.0.0.1:{cp}"));
+    let (worker_addr, collector_addr) = (common::free_addr(), common::free_addr());
     fleet.spawn_worker(&["--metrics-listen", &worker_addr, "--log-format", "json"]);
     fleet.spawn_collector_with(&["--metrics-listen", &collector_addr]);
     wait_ok(&format!("http://{worker_addr}/healthz")).await;
     wait_ok(&format!("http://{collector_addr}/readyz")).await;
     let queue = fleet.queue().await;
-    let config = SamplerConfig {
-        n_mcmc: 3,
-        block_size: 2,
-        max_new_tokens: 6,
-        ..SamplerConfig::new(Method::Power)
-    };
+    let config = common::short_power_config();
     let receipt = submit_batch(
         &queue,
         &batch("toy:tiny")
@@ -258,27 +249,18 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
     let mut fleet = Fleet::new(BIN, false);
-    let dead = format!(
-        "http://127.0.0.1:{}",
-        powerfleet_queue::local::free_port().unwrap()
-    );
-    let metrics = format!(
-        "127.0.0.1:{}",
-        powerfleet_queue::local::free_port().unwrap()
-    );
+    let dead = format!("http://{}", common::free_addr());
+    let metrics = common::free_addr();
     let model = format!("dead=llamacpp+{dead}?timeout_s=1");
-    fleet.spawn_worker(&[
+    let flags = [
         "--metrics-listen",
         &metrics,
         "--model",
         &model,
         "--model-attempts",
         "6",
-        "--model-patience",
-        "3s",
-        "--max-wait",
-        "1s",
-    ]);
+    ];
+    fleet.spawn_worker(&[flags.as_slice(), &common::IMPATIENT].concat());
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let submission = batch("dead")

@@ -19,21 +19,15 @@ async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let metrics = format!(
-        "127.0.0.1:{}",
-        powerfleet_queue::local::free_port().unwrap()
-    );
+    let metrics = common::free_addr();
     let model = format!("m=llamacpp+http://user:{SECRET}@{down}");
-    fleet.spawn_worker(&[
-        "--model",
-        &model,
-        "--metrics-listen",
-        &metrics,
-        "--model-patience",
-        "3s",
-        "--max-wait",
-        "1s",
-    ]);
+    fleet.spawn_worker(
+        &[
+            ["--model", &model, "--metrics-listen", &metrics].as_slice(),
+            &common::IMPATIENT,
+        ]
+        .concat(),
+    );
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let store = fleet.store().await;
@@ -64,12 +58,7 @@ async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
     let shown = format!("http://user:***@{down}");
     assert!(error.contains(&shown), "the server is named: {error}");
 
-    let scraped = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scraped = common::metrics_text(&metrics).await;
     let label = format!("powerfleet_backend_circuit_open{{server=\"{shown}\"}}");
     assert!(scraped.contains(&label), "{label} in\n{scraped}");
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Fleet, Serve, StubServer, batch, submit_batch};
+use common::{BIN, Fleet, Serve, StubServer};
 use powerfleet_queue::local::LocalRedisOptions;
 
 const REDIS_SECRET: &str = "redis-pw-planted-5e1d";
@@ -28,21 +28,11 @@ async fn planted_secrets_never_appear_in_logs_metrics_or_errors() {
         fleet.redis.url().contains(REDIS_SECRET),
         "the fleet authenticates with the password"
     );
-    let port = powerfleet_queue::local::free_port().unwrap();
-    let metrics = format!("127.0.0.1:{port}");
+    let metrics = common::free_addr();
     fleet.spawn_worker(&["--metrics-listen", &metrics]);
     fleet.spawn_collector();
-    let queue = fleet.queue().await;
-    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(2).build()).await;
-    fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(30))
-        .await;
-    let scraped = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    common::run_tiny_batch(&fleet, 2).await;
+    let scraped = common::metrics_text(&metrics).await;
     assert!(scraped.contains("powerfleet_jobs_finished_total"));
     assert!(!scraped.contains(REDIS_SECRET), "metrics hold no secret");
 

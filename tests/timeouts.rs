@@ -132,14 +132,8 @@ fn start_serve(fleet: &Fleet, api: &str, metrics: &str) -> Serve {
 #[test]
 fn serve_and_metrics_listener_cut_off_slow_and_silent_clients() {
     let fleet = Fleet::new(BIN, false);
-    let api = format!(
-        "127.0.0.1:{}",
-        powerfleet_queue::local::free_port().unwrap()
-    );
-    let metrics = format!(
-        "127.0.0.1:{}",
-        powerfleet_queue::local::free_port().unwrap()
-    );
+    let api = common::free_addr();
+    let metrics = common::free_addr();
     let serve = start_serve(&fleet, &api, &metrics);
 
     // Ordinary requests are answered.
