@@ -43,6 +43,11 @@ enum At {
 }
 
 impl At {
+    /// [`At::BlockBoundary`] before block `block_idx`.
+    fn boundary(block_idx: u32) -> At {
+        At::BlockBoundary { block_idx }
+    }
+
     /// [`At::MidBlock`] at step `step_idx` of block `block_idx`.
     fn mid_block(block_idx: u32, step_idx: u32) -> At {
         At::MidBlock {
@@ -121,12 +126,7 @@ fn recipes() -> Vec<Recipe> {
     };
     vec![
         recipe("v1-power-mid-block.json", &power, 6, At::mid_block(1, 1)),
-        recipe(
-            "v1-power-block-boundary.json",
-            &power,
-            4,
-            At::BlockBoundary { block_idx: 1 },
-        ),
+        recipe("v1-power-block-boundary.json", &power, 4, At::boundary(1)),
         // Finished early, at EOS.
         recipe("v1-power-finished.json", &power, 12, At::Finished),
         recipe(
@@ -139,16 +139,11 @@ fn recipes() -> Vec<Recipe> {
             "v1-low-temp-block-boundary.json",
             &low_temp,
             2,
-            At::BlockBoundary { block_idx: 2 },
+            At::boundary(2),
         ),
         // Finished at the token budget.
         recipe("v1-low-temp-finished.json", &low_temp, 3, At::Finished),
-        recipe(
-            "v1-power-smc-block-boundary.json",
-            &smc,
-            4,
-            At::BlockBoundary { block_idx: 1 },
-        ),
+        recipe("v1-power-smc-block-boundary.json", &smc, 4, At::boundary(1)),
         // Block 0's four extensions, its first move's four proposals, one of the second's.
         recipe(
             "v1-power-smc-mid-move.json",
@@ -163,7 +158,7 @@ fn recipes() -> Vec<Recipe> {
             "v1-power-smc-move-block-boundary.json",
             &smc_move,
             12,
-            At::BlockBoundary { block_idx: 1 },
+            At::boundary(1),
         ),
     ]
 }
