@@ -19,7 +19,9 @@ use powerfleet_jobs::{BatchId, JobId, JobResult};
 use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{COLLECTOR_GROUP, Queue, QueueOptions};
 use powerfleet_store::{Recorded, Store, StoreOptions};
-use powerfleet_testkit::{postgres_admin, postgres_admin_url, wait_until, with_database};
+use powerfleet_testkit::{
+    INJECTED_DISK_FULL, postgres_admin, postgres_admin_url, wait_until, with_database,
+};
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio_util::sync::CancellationToken;
@@ -659,16 +661,7 @@ async fn fail_writes(url: &str, table: &str, at_commit: bool) -> &'static str {
         .replace("TABLE", table);
         (
             format!(
-                "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
-                 CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN \
-                   IF EXISTS (SELECT 1 FROM failing) THEN \
-                     RAISE EXCEPTION 'could not extend file: No space left on device (injected)' \
-                       USING ERRCODE = 'disk_full'; \
-                   END IF; \
-                   RETURN NEW; \
-                 END $$; \
-                 CREATE {timing} FOR EACH ROW EXECUTE FUNCTION injected_failure()"
+                "{INJECTED_DISK_FULL}CREATE {timing} FOR EACH ROW EXECUTE FUNCTION injected_failure()"
             ),
             false,
         )
@@ -679,15 +672,12 @@ async fn fail_writes(url: &str, table: &str, at_commit: bool) -> &'static str {
 
 /// Runs `sql` on the database at `url`, bypassing the store.
 async fn execute_on(url: &str, sqlite: bool, sql: &str) {
-    if sqlite {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-        conn.close().await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-        conn.close().await.unwrap();
-    }
+    assert_eq!(
+        sqlite,
+        url.starts_with("sqlite:"),
+        "{url} is SQLite: {sqlite}"
+    );
+    powerfleet_testkit::execute_raw(url, sql).await;
 }
 
 /// A batch whose transaction fails after its rows are written (at the commit on PostgreSQL, at

@@ -11,7 +11,9 @@ use powerfleet_sampler::{BlockStats, ChainStats, Method, SamplerConfig};
 use powerfleet_store::{
     CSV_COLUMNS, Recorded, Store, StoreError, StoreErrorClass, StoreOptions, redact_url, write_csv,
 };
-use powerfleet_testkit::{postgres_admin, postgres_admin_url, with_database};
+use powerfleet_testkit::{
+    INJECTED_DISK_FULL, execute_raw, postgres_admin, postgres_admin_url, with_database,
+};
 use sqlx::{Connection, Row};
 
 /// A fresh PostgreSQL database for one test.
@@ -874,20 +876,6 @@ async fn concurrent_connects_to_a_fresh_sqlite_file_all_succeed() {
     }
 }
 
-/// Runs `sql` (one or more statements) on the database at `url`, bypassing the store.
-async fn execute_raw(url: &str, sql: &str) {
-    use sqlx::Executor;
-    if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-        conn.close().await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        conn.execute(sql).await.unwrap();
-        conn.close().await.unwrap();
-    }
-}
-
 async fn nul_characters_read_back_identically(store: &Store, url: &str) {
     // PostgreSQL's TEXT cannot hold 0x00; every text of a result may carry one.
     let batch = BatchId::new();
@@ -1339,22 +1327,7 @@ async fn fail_writes(store: &Store, url: &str, table: &str, at_commit: bool) {
                  FOR EACH ROW EXECUTE FUNCTION injected_failure()"
             )
         };
-        execute_raw(
-            url,
-            &format!(
-                "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
-                 CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN \
-                   IF EXISTS (SELECT 1 FROM failing) THEN \
-                     RAISE EXCEPTION 'could not extend file: No space left on device (injected)' \
-                       USING ERRCODE = 'disk_full'; \
-                   END IF; \
-                   RETURN NEW; \
-                 END $$; \
-                 {trigger}"
-            ),
-        )
-        .await;
+        execute_raw(url, &format!("{INJECTED_DISK_FULL}{trigger}")).await;
     } else {
         assert!(!at_commit, "SQLite has no deferred triggers");
         // abs() of the smallest integer is an error of the engine (SQLITE_ERROR), as a full disk

@@ -33,7 +33,10 @@ pub use fleet::{
     Fleet, fault_free_output, fault_free_tokens, job_spec, published_results, specs, stdout_of,
     submit_batch,
 };
-pub use postgres::{DEFAULT_POSTGRES_URL, postgres_admin, postgres_admin_url, with_database};
+pub use postgres::{
+    DEFAULT_POSTGRES_URL, INJECTED_DISK_FULL, execute_raw, postgres_admin, postgres_admin_url,
+    with_database,
+};
 pub use redis::{queue_on, redis_server};
 pub use serve::Serve;
 pub use stub::{Recorded, StubServer};

@@ -1,8 +1,8 @@
-//! The PostgreSQL server of the tests that need one: its admin URL and connection, and the URL
-//! of another database on it.
+//! The databases of the tests that need one: the PostgreSQL server's admin URL and connection,
+//! the URL of another database on it, a disk-full failure to inject, and SQL run past the store.
 
 use powerfleet_jobs::redact_url;
-use sqlx::Connection;
+use sqlx::{Connection, Executor};
 
 /// The admin URL when `POWERFLEET_TEST_POSTGRES_URL` is not set: the server scripts/test.sh
 /// starts.
@@ -28,6 +28,19 @@ pub async fn postgres_admin() -> sqlx::PgConnection {
     })
 }
 
+/// SQL that makes PostgreSQL fail writes as a full disk does while the table `failing` holds a
+/// row: the table, with its row, and the trigger function `injected_failure()`, which raises
+/// `disk_full`. A trigger calling the function follows.
+pub const INJECTED_DISK_FULL: &str = "CREATE TABLE failing (x INT); INSERT INTO failing VALUES (1); \
+     CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ \
+     BEGIN \
+       IF EXISTS (SELECT 1 FROM failing) THEN \
+         RAISE EXCEPTION 'could not extend file: No space left on device (injected)' \
+           USING ERRCODE = 'disk_full'; \
+       END IF; \
+       RETURN NEW; \
+     END $$; ";
+
 /// `url` with its database name replaced by `database`.
 pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = match url.find('?') {
@@ -39,4 +52,18 @@ pub fn with_database(url: &str, database: &str) -> String {
         .find('/')
         .map_or(base.len(), |i| after_scheme + i);
     format!("{}/{database}{query}", &base[..host_end])
+}
+
+/// Runs `sql` (one or more statements) on the database at `url` (SQLite or PostgreSQL),
+/// bypassing the store.
+pub async fn execute_raw(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    }
 }
