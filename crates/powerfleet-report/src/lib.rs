@@ -29,7 +29,10 @@ pub use compare::{
     ProblemDifference, compare, comparison_definition, name_runs,
 };
 pub use interval::Interval;
-pub use plot::{COMPARISON_FIGURE, FigureError, write_comparison_figure, write_figures};
+pub use plot::{
+    COMPARISON_FIGURE, FigureError, FrontierPanel, FrontierPlot, FrontierSeries,
+    write_comparison_figure, write_figures, write_frontier_figure,
+};
 pub use render::{ReportFormat, UnknownReportFormat, write, write_comparison};
 pub use report::{
     DEFINITIONS, MethodReport, PriceError, Prices, ProblemMethod, ProblemReport, Report, build,

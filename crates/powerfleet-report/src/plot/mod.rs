@@ -12,6 +12,7 @@ mod acceptance;
 mod axes;
 mod compare;
 mod cost_accuracy;
+mod frontier;
 mod layout;
 mod legend;
 mod lines;
@@ -32,6 +33,8 @@ use crate::compare::Comparison;
 use crate::report::Report;
 use raster::Raster;
 use style::{FONT, Look, SIZE, looks};
+
+pub use frontier::{FrontierPanel, FrontierPlot, FrontierSeries, write_frontier_figure};
 
 /// Writes the report's figures into `dir` (created if missing) as PNG and SVG; returns the paths.
 ///
@@ -113,14 +116,24 @@ impl Paint for ComparisonFigure<'_> {
 
 /// Draws `figure` as `dir/name.png` and `dir/name.svg`; returns both paths.
 fn write_pair(dir: &Path, name: &str, figure: &impl Paint) -> Result<Vec<PathBuf>, FigureError> {
+    write_pair_sized(dir, name, SIZE, figure)
+}
+
+/// [`write_pair`] on a canvas of `size` pixels.
+fn write_pair_sized(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    figure: &impl Paint,
+) -> Result<Vec<PathBuf>, FigureError> {
     let png = dir.join(format!("{name}.png"));
-    let root = Raster(BitMapBackend::new(&png, SIZE)).into_drawing_area();
+    let root = Raster(BitMapBackend::new(&png, size)).into_drawing_area();
     figure.paint(&root).map_err(drawing(&png))?;
     root.present().map_err(|e| drawing(&png)(e.to_string()))?;
     drop(root);
 
     let svg = dir.join(format!("{name}.svg"));
-    let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
+    let root = SVGBackend::new(&svg, size).into_drawing_area();
     figure.paint(&root).map_err(drawing(&svg))?;
     root.present().map_err(|e| drawing(&svg)(e.to_string()))?;
     drop(root);

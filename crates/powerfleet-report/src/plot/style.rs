@@ -53,6 +53,24 @@ const SHAPES: [Shape; 4] = [
     Shape::Diamond,
 ];
 
+/// Colours of a method's other families ([`family_look`]), in order.
+const VARIANTS: [RGBColor; 3] = [
+    RGBColor(0xe6, 0x9f, 0x00),
+    RGBColor(0xb8, 0xa6, 0x00),
+    RGBColor(0x00, 0x00, 0x00),
+];
+
+/// The look of a family of settings of `method`: variant 0 is the method's own look, the others
+/// keep its marker in another colour (orange, olive, black).
+pub(super) fn family_look(method: Method, variant: usize) -> Look {
+    let (color, shape) = known(Some(method)).expect("every method has a look");
+    let color = match variant {
+        0 => color,
+        v => VARIANTS[(v - 1) % VARIANTS.len()],
+    };
+    Look { color, shape }
+}
+
 /// How a method is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Look {
