@@ -139,9 +139,9 @@ fn list_models() {
     }
 }
 
-pub(crate) fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+pub(crate) fn block_on<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     f: F,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

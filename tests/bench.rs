@@ -1,5 +1,5 @@
-//! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector`, `bench grading`
-//! and `bench outage` run and report their measurements.
+//! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector`, `bench grading`,
+//! `bench outage` and `bench frontier` run and report their measurements.
 
 use crate::common;
 
@@ -165,4 +165,107 @@ fn bench_outage_loses_no_job_and_redoes_only_the_cut_request() {
         format!("{cut_work}, in 1 generation request"),
         "{stdout}"
     );
+}
+
+/// `powerfleet bench frontier` with few runs: every method family has rows in the table and a
+/// line in the figure (PNG and SVG written), both goals get a verdict, and on llama-server every
+/// setting has a row, measured or said to be unsupported by the backend.
+#[test]
+fn bench_frontier_measures_every_family_and_draws_the_figure() {
+    for var in ["POWERFLEET_LLAMA_SERVER", "POWERFLEET_TINY_GGUF"] {
+        assert!(
+            std::env::var(var).is_ok(),
+            "{var} is not set: run scripts/test.sh, which builds llama-server and the tiny model"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "frontier",
+            "--runs",
+            "10",
+            "--server-jobs",
+            "1",
+            "--server-max-new-tokens",
+            "8",
+            "--server-block-size",
+            "4",
+            "--plot-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = |family: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {family} | ")))
+            .count()
+    };
+    for family in [
+        "MH",
+        "SMC",
+        "SMC + resample-move",
+        "SMC, annealed α",
+        "lookahead",
+        "plain decoding",
+    ] {
+        assert!(rows(family) > 0, "no row of {family} in\n{stdout}");
+    }
+    // Lookahead on the server: a measured row or "not supported by this backend", never absent.
+    let server_lookahead: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("## Wall time per job on llama-server"))
+        .filter(|l| l.starts_with("| lookahead | "))
+        .collect();
+    assert_eq!(server_lookahead.len(), 4, "{stdout}");
+    for row in server_lookahead {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(
+            cells[3].parse::<f64>().is_ok()
+                || cells[3].starts_with("not supported by this backend"),
+            "{row}"
+        );
+    }
+    for goal in ["goal (a): ", "goal (b): "] {
+        let verdict = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(goal))
+            .unwrap_or_else(|| panic!("no {goal:?} line in\n{stdout}"));
+        assert!(
+            verdict.starts_with("met") || verdict.starts_with("not met"),
+            "{goal}{verdict}"
+        );
+    }
+    for ext in ["png", "svg"] {
+        let path = dir.path().join(format!("frontier.{ext}"));
+        let len = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .len();
+        assert!(len > 1000, "{} has {len} bytes", path.display());
+    }
+    let svg = std::fs::read_to_string(dir.path().join("frontier.svg")).unwrap();
+    // The contents of the SVG's <text> elements.
+    let texts: Vec<&str> = svg
+        .split("</text>")
+        .filter_map(|chunk| chunk.rsplit_once('>').map(|(_, t)| t.trim()))
+        .collect();
+    for text in [
+        "MH",
+        "SMC + resample-move",
+        "SMC, annealed α",
+        "lookahead",
+        "Wall time per job on llama-server",
+    ] {
+        assert!(
+            texts.contains(&text),
+            "the figure lacks {text:?}: {texts:?}"
+        );
+    }
 }
