@@ -214,6 +214,9 @@ fn draw_panel<DB: DrawingBackend>(
             .color(&MUTED)
             .pos(Pos::new(HPos::Left, VPos::Bottom));
         text(root, label, (plot.x0 + 8, y - 4), style)?;
+        // The legend keeps clear of the label.
+        let (w, h) = text_size(label, LEGEND_SIZE * 0.8);
+        taken.push(Rect::new(plot.x0 + 8, y - 4 - h, w, h));
     }
     let mut data = Vec::new();
     let mut entries = Vec::new();
