@@ -1157,3 +1157,79 @@ async fn results_record_whether_their_server_answered_deterministically() {
         "{logs}"
     );
 }
+
+/// The raw distribution of the next token after `prefix` over the whole vocabulary, as the
+/// server reports it (n_probs = the vocabulary), sorted by log p descending, ties by id.
+async fn full_distribution(url: &str, prefix: &[u32]) -> Vec<(u32, f64)> {
+    let body = json!({"prompt": prefix, "n_predict": 1, "n_probs": VOCAB, "top_k": VOCAB, "temperature": 1.0,
+        "samplers": ["top_k", "temperature"], "post_sampling_probs": false, "seed": 0});
+    let answer: Value = common::post_json(&format!("{url}/completion"), None, &body).await;
+    let mut all: Vec<(u32, f64)> = answer["completion_probabilities"][0]["top_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_u64().unwrap() as u32,
+                e["logprob"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(all.len(), VOCAB as usize, "the whole vocabulary is listed");
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_are_the_top_k_of_the_full_vocabulary_distribution() {
+    // One slot with one-token micro-batches: the logits are the same whatever the request; the
+    // server's softmax over them differs by a few f32 roundings (~1e-7) between a list of 8 and
+    // one of the vocabulary, far below the gaps between these tokens.
+    let server = LlamaServer::start(1);
+    // The reference's K (8) is below some candidate counts and above others; the proposal's
+    // top-k and temperature do not change the list.
+    let model = server.model("?k=8");
+    let prompt = model.tokenize("hello").await.unwrap();
+    let mut prefixes = vec![prompt.clone()];
+    for extra in [&[75u32][..], &[75, 72, 79]] {
+        prefixes.push([&prompt[..], extra].concat());
+    }
+    for prefix in &prefixes {
+        let full = full_distribution(&server.url, prefix).await;
+        for (candidates, top_k, temperature) in [
+            (1, None, 1.0),
+            (5, Some(2), 0.25),
+            (8, None, 0.5),
+            (20, None, 2.0),
+            (64, Some(3), 1.0),
+        ] {
+            let request = OwnedRequest {
+                prefix: prefix.clone(),
+                prompt_len: prompt.len(),
+                max_tokens: 1,
+                temperature,
+                top_k,
+                seed: 11,
+                candidates,
+            };
+            let g = model.generate(&request, 0).await.unwrap();
+            let expected = &full[..candidates as usize];
+            let ids: Vec<u32> = g.candidates.iter().map(|c| c.0).collect();
+            let want: Vec<u32> = expected.iter().map(|c| c.0).collect();
+            assert_eq!(ids, want, "prefix {prefix:?}, K {candidates}");
+            for (got, want) in g.candidates.iter().zip(expected) {
+                assert!(
+                    (got.1 - want.1).abs() < 1e-5,
+                    "prefix {prefix:?}, K {candidates}: token {} has {} in the list, {} in the full distribution",
+                    got.0,
+                    got.1,
+                    want.1
+                );
+            }
+            // The sampled token is still reported with its exact numbers.
+            assert_eq!(g.tokens.len(), 1);
+            let sampled = full.iter().find(|c| c.0 == g.tokens[0]).unwrap();
+            assert!((g.log_p[0] - sampled.1).abs() < 1e-5);
+        }
+    }
+}

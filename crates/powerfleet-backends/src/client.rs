@@ -548,34 +548,43 @@ impl HttpModel {
         explained(self.dialect(), e, k)
     }
 
-    /// Samples a continuation of `request.prefix` with exact log p and log q per token.
-    /// `affinity` keeps one chain on one server while that server is healthy. Runs the
+    /// Samples a continuation of `request.prefix` with exact log p and log q per token; for a
+    /// request of K > 0 candidates, with the K likeliest next tokens ([`Dialect::candidates`]:
+    /// the raw list at the first position, asked for with at least K entries). `affinity` keeps one chain on one server while that server is healthy. Runs the
     /// start-up probe first if it has not succeeded yet: its terminal tokens check every stop.
     pub async fn generate(
         &self,
         request: &OwnedRequest,
         affinity: u64,
     ) -> Result<Generation, BackendError> {
-        if request.candidates > 0 {
-            return Err(BackendError::Rejected(format!(
-                "{} servers cannot list the {} likeliest next tokens (candidates) yet, which method \
-                 power-lookahead needs; run power-lookahead on a toy model, or another method",
-                self.reference.kind.name(),
-                request.candidates
-            )));
-        }
         let info = self.probe().await?;
         let k = effective_k(request, self.reference.k);
         let (path, body) = self.generation_body(request, k);
         let answer = self
             .post(affinity, path, &body)
             .await
-            .map_err(|e| self.explain(e, k))?;
+            .map_err(|e| self.explain(e, k))
+            .map_err(|e| match (e, request.candidates) {
+                (BackendError::Rejected(m), c) if c > 0 => {
+                    BackendError::Rejected(self.dialect().explain_candidates(&m, c))
+                }
+                (e, _) => e,
+            })?;
         let raw = self.parse_generation(&body, &answer, &info.terminal_tokens, path)?;
         raw.check_top_k(k)
             .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
-        raw.into_generation(request.temperature)
-            .map_err(|e| BackendError::Transient(format!("{path}: {e}")))
+        let candidates = match request.candidates {
+            0 => Vec::new(),
+            c => self
+                .dialect()
+                .candidates(&raw, c)
+                .map_err(answer_error(path))?,
+        };
+        let mut generation = raw
+            .into_generation(request.temperature)
+            .map_err(|e| BackendError::Transient(format!("{path}: {e}")))?;
+        generation.candidates = candidates;
+        Ok(generation)
     }
 }
 
@@ -658,34 +667,6 @@ mod tests {
             }),
         );
         (serve(app).await, seen)
-    }
-
-    #[tokio::test]
-    async fn candidate_requests_are_refused_for_good_without_asking_the_server() {
-        // Nothing listens on the port: the refusal comes before any request.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let m = model(&format!("llamacpp+http://{closed}"));
-        let err = m
-            .generate(
-                &OwnedRequest {
-                    prefix: vec![1],
-                    prompt_len: 1,
-                    max_tokens: 1,
-                    temperature: 1.0,
-                    top_k: None,
-                    seed: 1,
-                    candidates: 8,
-                },
-                0,
-            )
-            .await
-            .unwrap_err();
-        assert!(!err.is_transient(), "{err}");
-        assert!(err.to_string().contains("power-lookahead"), "{err}");
-        assert!(err.to_string().contains("8 likeliest"), "{err}");
     }
 
     #[tokio::test]

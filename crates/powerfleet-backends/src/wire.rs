@@ -6,7 +6,7 @@
 //! Answers are checked before use; [`AnswerError`] says whether a retry can help.
 
 pub use crate::dialect::common::{
-    AnswerError, RawGeneration, effective_k, parse_models, parse_tokens,
+    AnswerError, RawGeneration, candidates_of, effective_k, parse_models, parse_tokens,
 };
 pub use crate::dialect::llamacpp::{
     LLAMACPP_SAMPLERS, LlamaCppProps, check_llamacpp_settings, llamacpp_apply_template_body,

@@ -5,7 +5,9 @@
 //! and, in `conversations`, every request `HttpModel` sends each server kind and what it makes
 //! of the answers, compared in full with `fixtures/conversation_*.json`.
 
-use powerfleet_backends::wire::{AnswerError, parse_sglang, parse_vllm};
+use powerfleet_backends::wire::{
+    AnswerError, RawGeneration, candidates_of, parse_llamacpp, parse_sglang, parse_vllm,
+};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
@@ -110,6 +112,66 @@ fn more_than_k_candidates_mean_the_sampled_token_was_outside_the_top_k() {
     raw.check_top_k(3).unwrap();
     let err = raw.check_top_k(2).unwrap_err().to_string();
     assert!(err.contains("not among the top 2"), "{err}");
+}
+
+#[test]
+fn candidates_are_the_first_positions_raw_list_sorted_ties_by_id_without_zeros() {
+    // vLLM: a one-token answer to a candidate request; the list is a map (no order), with a
+    // tie at -1.2 and token 3 at the stand-in for -inf.
+    let raw = parse_vllm(&fixture("vllm_candidates.json"), &[]).unwrap();
+    assert_eq!(
+        candidates_of(&raw, 8).unwrap(),
+        vec![(64, -0.6), (65, -1.2), (70, -1.2)]
+    );
+    assert_eq!(
+        candidates_of(&raw, 2).unwrap(),
+        vec![(64, -0.6), (65, -1.2)]
+    );
+    // The sampled token's log q follows the recipe over the whole list, as before.
+    let g = raw.into_generation(0.5).unwrap();
+    assert!((g.log_q[0] - (-1.2 / 0.5 - log_z(&[-0.6, -1.2, -1.2], 0.5))).abs() < 1e-12);
+    // SGLang: the list of the first generated position, ties by id.
+    let raw = parse_sglang(&fixture("sglang_candidates.json"), &[]).unwrap();
+    assert_eq!(
+        candidates_of(&raw, 3).unwrap(),
+        vec![(284, -0.3), (25, -1.6), (28, -1.6)]
+    );
+    // llama.cpp: `completion_probabilities[0].top_logprobs`.
+    let answer = serde_json::json!({"content": "a", "tokens": [9], "truncated": false,
+        "stop_type": "limit", "completion_probabilities": [{"id": 9, "logprob": -2.0,
+        "top_logprobs": [{"id": 4, "logprob": -0.2}, {"id": 9, "logprob": -2.0},
+            {"id": 1, "logprob": -2.0}, {"id": 7, "logprob": -3.0}]}]});
+    let raw = parse_llamacpp(&answer, &[]).unwrap();
+    assert_eq!(
+        candidates_of(&raw, 3).unwrap(),
+        vec![(4, -0.2), (1, -2.0), (9, -2.0)]
+    );
+}
+
+#[test]
+fn candidate_lists_that_cannot_be_the_top_k_are_unusable() {
+    let raw = |top: Vec<(u32, f64)>| RawGeneration {
+        tokens: vec![top.first().map_or(0, |t| t.0)],
+        top: vec![top],
+        eos: false,
+    };
+    for (list, says) in [
+        (vec![], "no token"),
+        (vec![(3, -9999.0)], "no token"),
+        (vec![(3, -0.1), (3, -0.5)], "twice"),
+        (vec![(3, 0.5)], "raw log-probabilities"),
+        (vec![(3, f64::NAN)], "raw log-probabilities"),
+    ] {
+        let err = candidates_of(&raw(list.clone()), 4).unwrap_err();
+        assert!(!err.is_permanent(), "{list:?}: {err}");
+        assert!(err.to_string().contains(says), "{list:?}: {err}");
+    }
+    let none = RawGeneration {
+        tokens: vec![],
+        top: vec![],
+        eos: false,
+    };
+    assert!(candidates_of(&none, 4).is_err());
 }
 
 #[test]
@@ -477,6 +539,18 @@ mod conversations {
             );
             results.insert(name.into(), outcome(g));
         }
+        // A power-lookahead candidate request: 2 candidates with a top-1 proposal; the body
+        // asks for top-K 2, and the answer lists the 2 likeliest tokens.
+        let candidate = OwnedRequest {
+            prefix: vec![1, 2, 3, 4],
+            max_tokens: 1,
+            candidates: 2,
+            ..request(Some(1))
+        };
+        let g = m.generate(&candidate, 7).await.map(
+            |g| json!({"tokens": g.tokens, "log_p": g.log_p, "log_q": g.log_q, "candidates": g.candidates}),
+        );
+        results.insert("candidates_2".into(), outcome(g));
         results.insert("tokenize".into(), outcome(m.tokenize("hi").await));
         results.insert("detokenize".into(), outcome(m.detokenize(&[5, 5]).await));
         results.insert("tokenize_chat".into(), outcome(m.tokenize_chat("hi").await));

@@ -7,7 +7,7 @@ use powerfleet_sampler::{Generation, OwnedRequest, TokenId};
 use serde_json::{Value, json};
 
 use crate::error::BackendError;
-use crate::recipe::exact_log_p_q;
+use crate::recipe::{CLAMPED_NEG_INF, exact_log_p_q};
 
 /// Why an answer cannot be used. Each check that refuses an answer picks the class itself: there
 /// is no conversion from a bare message, which would pick one for it.
@@ -90,9 +90,53 @@ impl RawGeneration {
     }
 }
 
-/// The top-K used for a request: the job's proposal top-k, else the backend's default.
+/// The top-K used for a request: the job's proposal top-k, else the backend's default; for a
+/// request of K > 0 candidates (power-lookahead), at least K, so that the raw list at the first
+/// position holds the K likeliest tokens. Sampling and the list use the same K, so the sampled
+/// token's log q follows the recipe unchanged (that token is not used by the chain).
 pub fn effective_k(request: &OwnedRequest, default_k: u32) -> u32 {
-    request.top_k.unwrap_or(default_k)
+    request.top_k.unwrap_or(default_k).max(request.candidates)
+}
+
+/// The answer to a request of `n` candidates: the raw list at the first generated position,
+/// which is the top of the full-vocabulary distribution at temperature 1 after the prefix,
+/// sorted by log p descending (ties by ascending id), without tokens of probability 0 (the
+/// server's stand-in for −∞), cut to `n`. An answer without a first position, or whose list has
+/// an entry that is not a raw log-probability or lists a token twice, is unusable.
+pub fn candidates_of(raw: &RawGeneration, n: u32) -> Result<Vec<(TokenId, f64)>, AnswerError> {
+    let first = raw.top.first().ok_or_else(|| {
+        AnswerError::Unusable(
+            "the server returned no log-probabilities for a candidate request".into(),
+        )
+    })?;
+    if let Some(&(token, lp)) = first
+        .iter()
+        .find(|(_, lp)| !(lp.is_finite() && *lp <= 1e-6))
+    {
+        return Err(AnswerError::Unusable(format!(
+            "candidate {token} has log-probability {lp}; raw log-probabilities are finite and <= 0"
+        )));
+    }
+    let mut list: Vec<(TokenId, f64)> = first
+        .iter()
+        .copied()
+        .filter(|&(_, lp)| lp > CLAMPED_NEG_INF)
+        .collect();
+    list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut ids: Vec<TokenId> = list.iter().map(|&(t, _)| t).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(AnswerError::Unusable(
+            "the first position's log-probabilities list a token twice".into(),
+        ));
+    }
+    if list.is_empty() {
+        return Err(AnswerError::Unusable(
+            "the first position lists no token of probability > 0".into(),
+        ));
+    }
+    list.truncate(n as usize);
+    Ok(list)
 }
 
 /// The field `name` of `v`; an answer without it is malformed.

@@ -187,6 +187,20 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// The answer to a request of `n` > 0 candidates (power-lookahead): the `n` likeliest next
+    /// tokens after the prefix by raw log p, descending, ties by ascending id. The request was
+    /// sent with top-K at least `n` ([`effective_k`](common::effective_k)), so the raw list at
+    /// the first generated position holds them ([`candidates_of`](common::candidates_of)).
+    fn candidates(&self, raw: &RawGeneration, n: u32) -> Result<Vec<(TokenId, f64)>, AnswerError> {
+        common::candidates_of(raw, n)
+    }
+
+    /// A refusal of a request of `n` > 0 candidates (`message`, already explained by
+    /// [`Dialect::explain_refusal`]) said with what power-lookahead can change.
+    fn explain_candidates(&self, message: &str, n: u32) -> String {
+        format!("{message} (power-lookahead asked for {n} candidates, lookahead_candidates)")
+    }
+
     // ---------------------------------------------------------------- tokens and chats
 
     /// The `/tokenize` body of `text`, special tokens such as BOS added.

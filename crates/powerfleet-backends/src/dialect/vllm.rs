@@ -61,6 +61,19 @@ impl Dialect for Vllm {
         vllm_logprob_limit(message, k)
     }
 
+    /// A candidate request asks for `logprobs` of at least `n`: beyond `--max-logprobs`
+    /// (default 20) the fix is a smaller `lookahead_candidates` or a larger limit, not `?k=`.
+    fn explain_candidates(&self, message: &str, n: u32) -> String {
+        if message.contains("--max-logprobs") {
+            format!(
+                "{message}; power-lookahead asks for {n} candidates: lower lookahead_candidates to \
+                 the server's limit, or start vLLM with --max-logprobs {n} or more"
+            )
+        } else {
+            format!("{message} (power-lookahead asked for {n} candidates, lookahead_candidates)")
+        }
+    }
+
     fn tokenize_body(&self, model: Option<&str>, text: &str) -> Value {
         json!({"model": model, "prompt": text, "add_special_tokens": true})
     }
@@ -356,5 +369,26 @@ mod tests {
             "{m}"
         );
         assert!(vllm_logprob_limit("400: token id out of range", 64).is_none());
+    }
+
+    #[test]
+    fn a_candidate_request_beyond_the_logprob_limit_names_lookahead_candidates() {
+        // lookahead_candidates 32 on a server with the default --max-logprobs 20: the body asks
+        // for logprobs 32, and the refusal names both fixes.
+        let mut request = crate::dialect::common::request(1);
+        request.candidates = 32;
+        let k = crate::dialect::common::effective_k(&request, crate::ServerKind::Vllm.default_k());
+        assert_eq!(k, 32);
+        assert_eq!(vllm_body(&request, k, "m")["logprobs"], 32);
+        assert_eq!(vllm_body(&request, k, "m")["top_k"], 32);
+        let error = r#"400 Bad Request: {"error":{"message":"Requested sample logprobs of 32, which is greater than max allowed: 20"}}"#;
+        let explained = Vllm.explain_refusal(error, k).unwrap();
+        let m = Vllm.explain_candidates(&explained, 32);
+        assert!(m.contains("lower lookahead_candidates"), "{m}");
+        assert!(m.contains("--max-logprobs 32 or more"), "{m}");
+        assert!(m.contains("max allowed: 20"), "{m}");
+        // A small K keeps the reference's.
+        request.candidates = 4;
+        assert_eq!(crate::dialect::common::effective_k(&request, 20), 20);
     }
 }
