@@ -864,21 +864,11 @@ fn check_job_tokens(
     for &m in methods {
         let (tokens, product) = m.job_tokens(&config.for_method(m, methods));
         if tokens > limits.max_job_tokens {
-            let (what, lower) = match m.family() {
-                Family::Mcmc => (
-                    format!("{product} = {tokens} proposal"),
-                    "n_mcmc or max_new_tokens",
-                ),
-                Family::Smc => (
-                    format!("{product} = {tokens} proposal"),
-                    "particles, rejuvenation_steps or max_new_tokens",
-                ),
-                Family::Single => (product, "max_new_tokens"),
-                Family::Lookahead => (
-                    format!("{product} = {tokens} proposal"),
-                    "lookahead_candidates, lookahead_rollouts, lookahead_horizon or max_new_tokens",
-                ),
+            let what = match m.family() {
+                Family::Single => product,
+                _ => format!("{product} = {tokens} proposal"),
             };
+            let lower = m.family().job_token_settings();
             return Err(RequestError::Invalid(format!(
                 "{what} tokens per job (method {m}); at most {} are accepted per job (max_job_tokens, serve --max-job-tokens); lower {lower}",
                 limits.max_job_tokens,

@@ -72,6 +72,21 @@ pub enum Family {
     Lookahead,
 }
 
+impl Family {
+    /// The settings that bound a job's proposal tokens ([`Method::job_tokens`]), for messages
+    /// that ask to lower them: "n_mcmc or max_new_tokens", ...
+    pub fn job_token_settings(self) -> &'static str {
+        match self {
+            Family::Mcmc => "n_mcmc or max_new_tokens",
+            Family::Smc => "particles, rejuvenation_steps or max_new_tokens",
+            Family::Single => "max_new_tokens",
+            Family::Lookahead => {
+                "lookahead_candidates, lookahead_rollouts, lookahead_horizon or max_new_tokens"
+            }
+        }
+    }
+}
+
 impl Method {
     /// Every method, in the order tables and figures list them.
     pub const ALL: [Method; 6] = [
@@ -1009,6 +1024,43 @@ mod tests {
         let v = SamplerConfig::new(Method::MaxSwap).validate().unwrap();
         assert!(v.alpha().is_infinite());
         assert_eq!(v.temperature(), MAX_SWAP_PROPOSAL_TEMP);
+    }
+
+    #[test]
+    fn the_settings_to_lower_are_the_ones_a_jobs_tokens_multiply() {
+        for method in Method::ALL {
+            let config = SamplerConfig {
+                rejuvenation_steps: Some(2),
+                lookahead_horizon: Some(3),
+                ..SamplerConfig::new(method)
+            };
+            let (_, product) = method.job_tokens(&config);
+            let named = method.family().job_token_settings();
+            let settings: Vec<&str> = named.split(", ").flat_map(|s| s.split(" or ")).collect();
+            assert!(settings.contains(&"max_new_tokens"), "{method}: {named}");
+            for setting in &settings {
+                assert!(
+                    product.contains(&format!("config.{setting}")),
+                    "{method}: {setting} is not in {product}"
+                );
+            }
+            let mut in_product: Vec<&str> = product
+                .split("config.")
+                .skip(1)
+                .map(|rest| {
+                    rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap()
+                })
+                .collect();
+            in_product.sort_unstable();
+            in_product.dedup();
+            assert_eq!(
+                in_product.len(),
+                settings.len(),
+                "{method}: {product} multiplies a setting {named} does not name"
+            );
+        }
     }
 
     #[test]
