@@ -362,6 +362,7 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
         backend.prepare(&config, prompt.len())
     })
     .await?;
+    let terminal = backend.terminal_tokens();
     let in_flight = args.threads.unwrap_or(8).max(1);
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
     let bar = ProgressBar::new(args.chains);
@@ -371,18 +372,20 @@ async fn run_http(args: SampleArgs, config: ValidConfig) -> Result<()> {
     );
     let mut tasks = tokio::task::JoinSet::new();
     for stream in 0..args.chains {
-        let (backend, config, prompt, sem, bar, never) = (
+        let (backend, config, prompt, sem, bar, never, terminal) = (
             backend.clone(),
             config.clone(),
             prompt.clone(),
             semaphore.clone(),
             bar.clone(),
             never.clone(),
+            terminal.clone(),
         );
         let seed = args.seed;
         tasks.spawn(async move {
             let _permit = sem.acquire().await.expect("never closed");
             let mut chain = Chain::new(config, &prompt, seed, stream);
+            chain.set_terminal_tokens(&terminal);
             // The patience counts from the chain's last progress.
             let mut progress_at = std::time::Instant::now();
             loop {

@@ -184,6 +184,129 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
     }
 }
 
+/// Runs 24 jobs of `config` on `model` with two workers, SIGKILLs the owner of a job in flight
+/// that has checkpointed a block three times (each restarted at once), and checks that every
+/// job completed once with the tokens and statistics of a fault-free run and that the killed
+/// jobs were resumed. The results.
+async fn jobs_survive_three_kills(
+    fleet: &mut Fleet,
+    model: &str,
+    config: SamplerConfig,
+) -> Vec<JobResult> {
+    let method = config.method;
+    let queue = fleet.queue().await;
+    let submission = batch(model)
+        .config(config)
+        .methods(&[method])
+        .seeds(24)
+        .build();
+    let receipt = submit_batch(&queue, &submission).await;
+    let n = receipt.job_ids.len();
+    let batch_id = receipt.batch_id.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    let mut killed_mid_job = Vec::new();
+    while killed_mid_job.len() < 3 {
+        match kill_owner_past_block(fleet, &queue, &receipt.job_ids, 2).await {
+            Kill::Landed(job) => killed_mid_job.push(job),
+            Kill::Missed => {}
+            Kill::NothingInFlight => panic!(
+                "every job finished before 3 kills landed on jobs in flight (landed: {})",
+                killed_mid_job.len()
+            ),
+        }
+    }
+    let results = fleet
+        .wait_for_results(batch_id, n, Duration::from_secs(180))
+        .await;
+    assert_eq!(results.len(), n);
+    assert_exact(&results, &specs);
+    let published = published_results(fleet).await;
+    for spec in &specs {
+        assert_eq!(
+            published.get(&spec.job_id.to_string()),
+            Some(&1),
+            "job {} published once",
+            spec.job_id
+        );
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.method, method);
+        let fault_free = fault_free_output(spec).stats;
+        assert_eq!(
+            (&r.stats.smc, &r.stats.lookahead),
+            (&fault_free.smc, &fault_free.lookahead),
+            "job {}: the statistics of a fault-free run",
+            spec.job_id
+        );
+    }
+    for job in &killed_mid_job {
+        let r = results.iter().find(|r| r.job_id == *job).unwrap();
+        assert!(
+            r.attempts >= 2,
+            "job {job} was resumed after its worker was killed: {r:?}"
+        );
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_lookahead_jobs_survive_killed_workers_with_the_tokens_of_a_fault_free_run() {
+    let mut fleet = Fleet::new(BIN, false);
+    for _ in 0..2 {
+        fleet.spawn_worker(&[]);
+    }
+    fleet.spawn_collector();
+    // Every token of the vocabulary is a candidate, EOS among them: a chain that did not know
+    // the model's terminal token would give EOS rollouts, and differ from the fault-free run.
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 8,
+        lookahead_candidates: Some(3),
+        lookahead_rollouts: Some(2),
+        ..SamplerConfig::new(Method::PowerLookahead)
+    };
+    // Per token, one candidate request and then its rollouts at once: 4 rounds of 100 ms per
+    // block.
+    let model = format!("{}?delay_ms=100", no_early_eos_model(&fleet));
+    let results = jobs_survive_three_kills(&mut fleet, &model, config).await;
+    for r in &results {
+        let la = r
+            .stats
+            .lookahead
+            .as_ref()
+            .expect("power-lookahead results record their rollouts");
+        assert_eq!(la.tokens, r.tokens.len() as u64);
+        assert!(la.rollouts > 0, "{la:?}");
+        // EOS is exact at every token, and so is every candidate of the last.
+        assert!(la.exact_candidates >= la.tokens - 1 + 3, "{la:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_smc_jobs_with_moves_and_annealing_survive_killed_workers() {
+    let mut fleet = Fleet::new(BIN, false);
+    for _ in 0..2 {
+        fleet.spawn_worker(&[]);
+    }
+    fleet.spawn_collector();
+    let config = SamplerConfig {
+        block_size: 2,
+        max_new_tokens: 16,
+        particles: Some(8),
+        finish_on_eos: false,
+        rejuvenation_steps: Some(2),
+        alpha_schedule: Some(powerfleet_sampler::AlphaSchedule::Linear),
+        anneal_blocks: Some(4),
+        ..SamplerConfig::new(Method::PowerSmc)
+    };
+    let model = format!("{}?delay_ms=100", no_early_eos_model(&fleet));
+    let results = jobs_survive_three_kills(&mut fleet, &model, config).await;
+    let moves: u64 = results
+        .iter()
+        .map(|r| r.stats.smc.as_ref().expect("smc statistics").moves)
+        .sum();
+    assert!(moves > 0, "the particles were moved after resampling");
+}
+
 /// A toy model on which completions (almost) never stop at EOS and the next token's
 /// distribution depends on the last token, so that power-smc particles grow through every
 /// block with unequal weights. Returns its model reference.

@@ -673,10 +673,12 @@ async fn server_jobs(
         .prepare(config, prompt.len())
         .await
         .map_err(|e| JobError::Refused(e.to_string()))?;
+    let terminal = backend.terminal_tokens();
     let started = Instant::now();
     let mut outs = Vec::new();
     for stream in 0..jobs {
         let mut chain = Chain::new(config.clone(), prompt, 3, stream);
+        chain.set_terminal_tokens(&terminal);
         loop {
             match driver::run_block(&mut chain, backend, stream, policy, never, |_| {}).await {
                 Called::Done(Stop::Finished) => break,

@@ -249,6 +249,23 @@ impl Backend {
         }
     }
 
+    /// The tokens that end a completion, which power-lookahead chains must be given
+    /// ([`Chain::set_terminal_tokens`](powerfleet_sampler::Chain::set_terminal_tokens)): a toy
+    /// model's EOS; an inference server's as its probe learned them (the pin's
+    /// `terminal_tokens`), so call it after [`Backend::prepare`]. Empty for hosted chat APIs,
+    /// which run no chains.
+    pub fn terminal_tokens(&self) -> Vec<TokenId> {
+        match self {
+            Backend::Toy { model, .. } => LanguageModel::terminal_tokens(model.as_ref()),
+            Backend::Http { model } => model
+                .probed()
+                .map(|info| info.terminal_tokens.clone())
+                .unwrap_or_default(),
+            Backend::Faulty { inner, .. } => inner.terminal_tokens(),
+            Backend::Hosted { .. } => Vec::new(),
+        }
+    }
+
     /// The server kind behind the model, if it is an inference server.
     pub fn server_kind(&self) -> Option<ServerKind> {
         match self {

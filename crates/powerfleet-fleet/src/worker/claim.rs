@@ -234,7 +234,14 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
         warn!(reason = why, "refusing a nondeterministic server");
         return wait_for_model(ctx, &run, &backend, None, false, why).await;
     }
-    let fresh = || Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
+    // Power-lookahead chains must know which tokens end a completion; a checkpoint keeps them,
+    // and the pin (checked below) makes sure a resumed chain's server has the same.
+    let terminal = backend.terminal_tokens();
+    let fresh = || {
+        let mut chain = Chain::new(config.clone(), &prompt, run.spec.seed, run.spec.stream);
+        chain.set_terminal_tokens(&terminal);
+        chain
+    };
     let stored = checkpoint.as_deref().map(PinnedCheckpoint::decode);
     let chain = match start_from(stored, Chain::config, &config, &pin) {
         StartFrom::Fresh => fresh(),
@@ -272,6 +279,8 @@ pub(super) async fn process(ctx: &WorkerContext, delivery: Delivery) -> Result<(
             fresh()
         }
     };
+    let mut chain = chain;
+    chain.set_terminal_tokens(&terminal);
     drive(ctx, &run, chain, &backend, &shared).await
 }
 
