@@ -142,6 +142,57 @@ async fn completions_return_each_jobs_tokens_text_and_log_p_in_openai_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_lookahead_completion_runs_its_chains_with_the_requests_options() {
+    let (fleet, serve, base) = fleet_with_api(&[]).await;
+    let (status, _, body) = post(
+        &base,
+        "/v1/completions",
+        &json!({
+            "model": "toy:eos-lengths",
+            "prompt": [0],
+            "n": 3,
+            "seed": 5,
+            "max_tokens": 4,
+            "return_token_ids": true,
+            "power_sampling": {"method": "power-lookahead", "lookahead_candidates": 3,
+                "lookahead_rollouts": 2, "lookahead_horizon": 2, "block_size": 2},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", serve.log());
+    assert_eq!(body["powerfleet"]["method"], "power-lookahead");
+    let config = &body["powerfleet"]["config"];
+    assert_eq!(
+        (
+            &config["lookahead_candidates"],
+            &config["lookahead_rollouts"],
+            &config["lookahead_horizon"]
+        ),
+        (&json!(3), &json!(2), &json!(2)),
+        "{config}"
+    );
+    let queue = fleet.queue().await;
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, choice) in choices.iter().enumerate() {
+        let id = body["powerfleet"]["job_ids"][i].as_str().unwrap();
+        let stored = job(&base, id).await;
+        assert_eq!(stored["status"], "completed", "{stored}");
+        assert_eq!(choice["token_ids"], stored["result"]["tokens"]);
+        let lookahead = &stored["result"]["stats"]["lookahead"];
+        assert!(lookahead["rollouts"].as_u64().unwrap() > 0, "{stored}");
+        // The worker's chain is the one an in-process run of the job gives.
+        let spec = common::job_spec(&queue, id.parse().unwrap()).await;
+        assert_eq!(
+            choice["token_ids"],
+            json!(common::fault_free_tokens(&spec)),
+            "choice {i}"
+        );
+    }
+    drop(fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_token_id_prompts_answers_in_prompt_then_chain_order() {
     let (_fleet, serve, base) = fleet_with_api(&[]).await;
     // toy:suite-double's "double 3 ?" and "double 4 ?" as token ids.
@@ -474,6 +525,22 @@ async fn mcmc_on_a_hosted_model_and_oversized_bodies_are_refused_before_any_job_
         "{body}"
     );
     assert!(correlation.is_none());
+    let (status, _, body) = post(
+        &base,
+        "/v1/chat/completions",
+        &json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}],
+            "power_sampling": {"method": "power-lookahead"}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["param"], "power_sampling.method");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("method power-lookahead cannot run on it"),
+        "{body}"
+    );
     let big = "a ".repeat(600_000);
     let (status, _, body) = post(
         &base,
