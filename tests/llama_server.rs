@@ -1233,3 +1233,82 @@ async fn candidates_are_the_top_k_of_the_full_vocabulary_distribution() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_lookahead_runs_on_the_real_server_in_the_fleet_and_in_sample() {
+    // One slot: log-probabilities are reproducible, so in-process replays must match exactly.
+    let server = LlamaServer::start(1);
+    let config = SamplerConfig {
+        block_size: 3,
+        max_new_tokens: 6,
+        lookahead_candidates: Some(4),
+        lookahead_rollouts: Some(2),
+        lookahead_horizon: Some(3),
+        ..SamplerConfig::new(Method::PowerLookahead)
+    };
+    let model = server.model(&format!("?k={VOCAB}"));
+    let prompt = model.tokenize("hello").await.unwrap();
+    // The chain as a driver that knows the server's terminal token runs it in-process.
+    let replay = |seed: u64, stream: u64| {
+        let (model, prompt, config) = (&model, &prompt, &config);
+        async move {
+            let mut chain = Chain::new(config.validate().unwrap(), prompt, seed, stream);
+            chain.set_terminal_tokens(&[EOS]);
+            while let Some(request) = chain.request().map(|q| q.to_owned()) {
+                let g = model.generate(&request, 0).await.unwrap();
+                chain.advance(g).unwrap();
+            }
+            chain.output().unwrap()
+        }
+    };
+
+    let mut fleet = Fleet::new(BIN, false);
+    let registered = format!("tiny={}", server.reference());
+    fleet.spawn_worker(&["--model", &registered]);
+    fleet.spawn_collector();
+    let queue = fleet.queue().await;
+    let submission = common::batch("tiny")
+        .config(config.clone())
+        .methods(&[Method::PowerLookahead])
+        .problem("hello", Prompt::Text("hello".into()))
+        .seed(5)
+        .chains(2)
+        .build();
+    let receipt = submit(&queue, &submission).await.unwrap();
+    let specs = specs(&queue, &receipt).await;
+    let results = fleet
+        .wait_for_results(receipt.batch_id.unwrap(), 2, Duration::from_secs(120))
+        .await;
+    for spec in &specs {
+        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}\n{}", fleet.logs());
+        let expected = replay(spec.seed, spec.stream).await;
+        assert_eq!(r.tokens, expected.tokens, "job {}", spec.job_id);
+        assert_eq!(r.stats.lookahead, expected.stats.lookahead);
+        assert!(r.stats.lookahead.as_ref().unwrap().rollouts > 0);
+    }
+
+    let output = Command::new(BIN)
+        .args([
+            "sample",
+            "--model",
+            &server.reference(),
+            "--prompt",
+            "hello",
+        ])
+        .args(["--method", "power-lookahead", "--lookahead-candidates", "4"])
+        .args(["--lookahead-rollouts", "2", "--lookahead-horizon", "3"])
+        .args(["--block-size", "3", "--max-new-tokens", "6", "--seed", "7"])
+        .args(["--format", "jsonl", "--threads", "1", "--chains", "1"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(record["tokens"].clone()).unwrap();
+    assert_eq!(tokens, replay(7, 0).await.tokens);
+}

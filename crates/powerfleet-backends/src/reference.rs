@@ -114,8 +114,9 @@ pub enum ModelRef {
     Hosted(crate::hosted::HostedReference),
 }
 
-/// Why hosted chat APIs cannot serve MCMC.
-pub const HOSTED_CHAT_REFUSAL: &str = "hosted chat APIs (OpenAI chat, Anthropic, Gemini) cannot continue a completion from a token prefix and do not return the full-vocabulary log-probabilities Metropolis-Hastings needs; run power sampling against an inference server you control (vLLM, SGLang or llama.cpp's llama-server)";
+/// Why hosted chat APIs cannot serve the methods that need log-probabilities
+/// (`Method::needs_log_probs`: MCMC, SMC and lookahead).
+pub const HOSTED_CHAT_REFUSAL: &str = "hosted chat APIs (OpenAI chat, Anthropic, Gemini) cannot continue a completion from a token prefix and do not return the full-vocabulary log-probabilities that power sampling needs (the Metropolis-Hastings ratios of power and max-swap, the weights of power-smc, the candidates of power-lookahead); run power sampling against an inference server you control (vLLM, SGLang or llama.cpp's llama-server)";
 
 /// Whether `reference` names a model reached over the network: an inference server or a hosted
 /// chat API (rather than a toy model).
