@@ -103,7 +103,10 @@ fn answer(request: &Request<'_>) -> Generation {
             .collect(),
         log_q: vec![-0.3; n],
         eos,
-        candidates: Vec::new(),
+        // power-lookahead's candidate requests: distinct tokens, descending log p.
+        candidates: (0..request.candidates.min(3))
+            .map(|i| (100 + i, -0.5 - f64::from(i)))
+            .collect(),
     }
 }
 
@@ -138,8 +141,7 @@ fn all_bodies() -> (Vec<String>, usize) {
         .collect();
     let mut bodies = Vec::new();
     let mut big_seeds = 0;
-    // power-lookahead's candidate requests are refused by the HTTP backends for now.
-    for method in Method::ALL.into_iter().filter(|m| !m.is_lookahead()) {
+    for method in Method::ALL {
         for proposal_temp in [
             None,
             Some(0.25),
@@ -157,6 +159,12 @@ fn all_bodies() -> (Vec<String>, usize) {
                     config.n_mcmc = 2;
                     config.block_size = 3;
                     config.max_new_tokens = 7;
+                    if method.is_lookahead() {
+                        // A candidate request asks for logprobs max(K, 4) (with K = 1: 4).
+                        config.lookahead_candidates = Some(4);
+                        config.lookahead_rollouts = Some(1);
+                        config.lookahead_horizon = Some(2);
+                    }
                     big_seeds += chain_bodies(&config, k, &chain_seeds, &mut bodies);
                 }
             }
@@ -181,6 +189,12 @@ fn powerfleet_request_bodies_pass_vllms_own_validation_unchanged() {
     for k in [1, 5, 20] {
         assert!(values.iter().any(|b| b["logprobs"] == k), "K = {k} covered");
     }
+    assert!(
+        values
+            .iter()
+            .any(|b| b["logprobs"] == 4 && b["top_k"] == 4 && b["max_tokens"] == 1),
+        "power-lookahead's candidate requests (4 candidates beyond K = 1) covered"
+    );
     println!(
         "{} distinct request bodies; {big_seeds} requests carried a seed >= 2^63",
         bodies.len()
