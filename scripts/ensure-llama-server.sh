@@ -24,12 +24,10 @@ LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 CMAKE_PIN="cmake==3.31.10"
 GGUF_PIN="gguf==0.19.0"
 NUMPY_PIN="numpy==2.2.6"
-CACHE_DIR="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}"
-VENV_DIR="$CACHE_DIR/venv"
+PIP_VENV_NAME=llama-server
+VENV_DIR="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}/venv"
+source "$(dirname "$0")/pip-venv.sh"
 JOBS="${POWERFLEET_BUILD_JOBS:-2}"
-
-log() { printf '%s\n' "$*" >&2; }
-die() { printf 'ensure-llama-server: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
   sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -49,21 +47,13 @@ command -v python3 >/dev/null 2>&1 \
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
   || die "python3 >= 3.9 required (found $(python3 --version 2>&1))"
 
-mkdir -p "$CACHE_DIR"
-
-# Serialize concurrent invocations (e.g. parallel test runs) on the cache.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$CACHE_DIR/.ensure-llama-server.lock"
-  flock 9
-fi
+pip_venv_lock
 
 # ---------------------------------------------------------------- venv
 PINS="$CMAKE_PIN $GGUF_PIN $NUMPY_PIN"
-VENV_PY="$VENV_DIR/bin/python"
 
 ensure_venv() {
-  if [[ -x "$VENV_PY" ]] && [[ "$(cat "$VENV_DIR/.powerfleet-pins" 2>/dev/null || true)" == "$PINS" ]] \
-     && "$VENV_PY" -c 'import gguf, numpy' >/dev/null 2>&1 \
+  if pip_venv_ready && "$VENV_PY" -c 'import gguf, numpy' >/dev/null 2>&1 \
      && [[ -x "$VENV_DIR/bin/cmake" ]]; then
     return 0
   fi
@@ -80,7 +70,7 @@ ensure_venv() {
   log "==> installing $PINS into $VENV_DIR"
   "$VENV_PY" -m pip install --disable-pip-version-check -q $PINS >&2 \
     || die "pip install of '$PINS' failed. Network access to PyPI (https://pypi.org) is required the first time (or set PIP_INDEX_URL to a mirror)."
-  printf '%s' "$PINS" >"$VENV_DIR/.powerfleet-pins"
+  printf '%s' "$PINS" >"$MARKER"
 }
 
 ensure_venv

@@ -51,15 +51,11 @@ PY_PINS="typing_extensions==4.16.0 filelock==4.3.1 sympy==1.14.0 mpmath==1.3.0 n
   llguidance==1.7.6 orjson==3.13.0"
 PINS="$(echo "vllm==$VLLM_VERSION $TORCH_PIN $CUDA_PINS $PY_PINS" | tr -s ' \n' '  ')"
 
-CACHE_DIR="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}"
-VENV_DIR="$CACHE_DIR/vllm-venv-$VLLM_VERSION"
-VENV_PY="$VENV_DIR/bin/python"
-MARKER="$VENV_DIR/.powerfleet-pins"
+PIP_VENV_NAME=vllm
+VENV_DIR="${POWERFLEET_CACHE:-$HOME/.cache/powerfleet}/vllm-venv-$VLLM_VERSION"
+source "$(dirname "$0")/pip-venv.sh"
 IMPORTS="from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse
 from vllm.entrypoints.openai.completion.serving import OpenAIServingCompletion"
-
-log() { printf '%s\n' "$*" >&2; }
-die() { printf 'ensure-vllm: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
   sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -85,7 +81,7 @@ EOF
 }
 
 fast_path() {
-  [[ -x "$VENV_PY" ]] && [[ "$(cat "$MARKER" 2>/dev/null || true)" == "$PINS" ]] && pins_installed
+  pip_venv_ready && pins_installed
 }
 
 if fast_path; then
@@ -99,29 +95,17 @@ command -v python3 >/dev/null 2>&1 \
 python3 -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 15) else 1)' \
   || die "vLLM $VLLM_VERSION needs Python 3.11 to 3.14 (python3 is $(python3 --version 2>&1))"
 
-mkdir -p "$CACHE_DIR"
-
-# Serialize concurrent invocations (e.g. parallel test runs) on the cache.
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$CACHE_DIR/.ensure-vllm.lock"
-  flock 9
-  # Another invocation may have finished the venv while this one waited.
-  if fast_path; then
-    echo "$VENV_PY"
-    exit 0
-  fi
+pip_venv_lock
+# Another invocation may have finished the venv while this one waited.
+if fast_path; then
+  echo "$VENV_PY"
+  exit 0
 fi
 
 # ---------------------------------------------------------------- venv
 # No marker (or other pins): a missing, interrupted or outdated venv. Start from scratch, so
 # that no package outside the pins stays behind.
-if [[ -e "$VENV_DIR" ]]; then
-  log "==> removing incomplete or outdated venv at $VENV_DIR"
-  rm -rf "$VENV_DIR"
-fi
-log "==> creating Python venv at $VENV_DIR"
-python3 -m venv "$VENV_DIR" >&2 \
-  || die "'python3 -m venv' failed. Install the venv module, e.g.: apt-get install -y python3-venv"
+pip_venv_create "incomplete or outdated"
 
 log "==> installing vllm==$VLLM_VERSION, torch and the CUDA libraries torch links, and $(echo "$PY_PINS" | wc -w) small packages"
 log "    (5.4 GB on disk, once per machine; about 3 minutes on a fast link)"
