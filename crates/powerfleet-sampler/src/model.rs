@@ -30,18 +30,26 @@ pub struct Request<'a> {
     pub candidates: u32,
 }
 
+/// A `$request` ([`Request`] or [`OwnedRequest`]) with the fields of `$from`, the other one, and
+/// `prefix`, the one field whose type differs between them.
+macro_rules! with_prefix {
+    ($request:ident, $from:expr, $prefix:expr) => {
+        $request {
+            prefix: $prefix,
+            prompt_len: $from.prompt_len,
+            max_tokens: $from.max_tokens,
+            temperature: $from.temperature,
+            top_k: $from.top_k,
+            seed: $from.seed,
+            candidates: $from.candidates,
+        }
+    };
+}
+
 impl Request<'_> {
     /// An owned copy, for drivers that move the request across threads or the network.
     pub fn to_owned(&self) -> OwnedRequest {
-        OwnedRequest {
-            prefix: self.prefix.to_vec(),
-            prompt_len: self.prompt_len,
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            seed: self.seed,
-            candidates: self.candidates,
-        }
+        with_prefix!(OwnedRequest, self, self.prefix.to_vec())
     }
 }
 
@@ -69,15 +77,7 @@ pub struct OwnedRequest {
 impl OwnedRequest {
     /// Borrows it back as a [`Request`].
     pub fn as_request(&self) -> Request<'_> {
-        Request {
-            prefix: &self.prefix,
-            prompt_len: self.prompt_len,
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            seed: self.seed,
-            candidates: self.candidates,
-        }
+        with_prefix!(Request, self, &self.prefix)
     }
 }
 
