@@ -342,13 +342,8 @@ impl SmcState {
         self.moves += 1;
         if accepted {
             self.accepted_moves += 1;
-            p.sequence.truncate(prompt_len + cut);
-            p.log_p.truncate(cut);
-            p.log_q.truncate(cut);
-            p.sequence.extend_from_slice(&g.tokens);
-            p.log_p.extend_from_slice(&g.log_p);
-            p.log_q.extend_from_slice(&g.log_q);
-            p.eos = g.eos;
+            let particle = (&mut p.sequence, &mut p.log_p, &mut p.log_q);
+            p.eos = crate::chain::replace_suffix(particle, (prompt_len, cut), &g);
         }
         accepted
     }

@@ -327,27 +327,22 @@ impl Chain {
             return Some(s.lookahead_request(la, seed));
         }
         let limit = s.config.block_limit(block_idx) as usize;
-        if let Some(smc) = &s.smc {
-            let particle = &smc.particles[smc.current as usize];
-            // An extension continues the whole particle; a move regenerates it from its cut.
-            let from = match s.phase {
-                Phase::Propose { .. } => cut,
-                _ => particle.sequence.len() - s.prompt_len,
-            };
-            return Some(Request {
-                prefix: &particle.sequence[..s.prompt_len + from],
-                prompt_len: s.prompt_len,
-                max_tokens: (limit - from) as u32,
-                temperature: s.config.temperature(),
-                top_k: s.config.top_k(),
-                seed,
-                candidates: 0,
-            });
-        }
+        let (sequence, from) = match &s.smc {
+            Some(smc) => {
+                let particle = &smc.particles[smc.current as usize];
+                // An extension continues the whole particle; a move regenerates it from its cut.
+                let from = match s.phase {
+                    Phase::Propose { .. } => cut,
+                    _ => particle.sequence.len() - s.prompt_len,
+                };
+                (&particle.sequence, from)
+            }
+            None => (&s.sequence, cut),
+        };
         Some(Request {
-            prefix: &s.sequence[..s.prompt_len + cut],
+            prefix: &sequence[..s.prompt_len + from],
             prompt_len: s.prompt_len,
-            max_tokens: (limit - cut) as u32,
+            max_tokens: (limit - from) as u32,
             temperature: s.config.temperature(),
             top_k: s.config.top_k(),
             seed,
@@ -432,6 +427,22 @@ impl Chain {
     pub fn output(&self) -> Option<ChainOutput> {
         self.is_finished().then(|| self.state.output())
     }
+}
+
+/// Replaces a completion (the prompt's tokens and the completion's, then the completion's log p
+/// and log q) from completion position `cut` on with the generation; whether it now ends with EOS.
+pub(crate) fn replace_suffix(
+    (sequence, log_p, log_q): (&mut Vec<TokenId>, &mut Vec<f64>, &mut Vec<f64>),
+    (prompt_len, cut): (usize, usize),
+    g: &Generation,
+) -> bool {
+    sequence.truncate(prompt_len + cut);
+    log_p.truncate(cut);
+    log_q.truncate(cut);
+    sequence.extend_from_slice(&g.tokens);
+    log_p.extend_from_slice(&g.log_p);
+    log_q.extend_from_slice(&g.log_q);
+    g.eos
 }
 
 fn validate_generation(
@@ -642,13 +653,8 @@ impl ChainState {
 
     /// Replaces the completion from position `cut` on with the generation.
     fn replace_suffix(&mut self, cut: usize, g: Generation) {
-        self.sequence.truncate(self.prompt_len + cut);
-        self.log_p.truncate(cut);
-        self.log_q.truncate(cut);
-        self.sequence.extend_from_slice(&g.tokens);
-        self.log_p.extend_from_slice(&g.log_p);
-        self.log_q.extend_from_slice(&g.log_q);
-        self.ends_with_eos = g.eos;
+        let completion = (&mut self.sequence, &mut self.log_p, &mut self.log_q);
+        self.ends_with_eos = replace_suffix(completion, (self.prompt_len, cut), &g);
     }
 
     fn output(&self) -> ChainOutput {
