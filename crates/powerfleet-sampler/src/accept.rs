@@ -99,27 +99,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn exact_ratio_uses_whole_suffixes_and_the_cut_point_correction() {
-        let cfg = config(Alpha::new(2.0).unwrap(), Ratio::Exact);
-        // Current suffix: 3 tokens of a 5-token completion; proposal: 1 token (EOS), L' = 3.
+    /// The log acceptance ratio at α = 2 of one case: the current suffix is the last 3 tokens of a
+    /// 5-token completion; the proposal is 1 token (EOS), so L' = 3.
+    fn one_token_proposal(ratio: Ratio) -> f64 {
+        let cfg = config(Alpha::new(2.0).unwrap(), ratio);
         let cur_p = [-1.0, -2.0, -0.5];
         let cur_q = [-0.7, -1.5, -0.2];
         let prop_p = [-0.3];
         let prop_q = [-0.1];
-        let got = log_ratio(decide(&cfg, &cur_p, &cur_q, &prop_p, &prop_q, 5, 3));
+        log_ratio(decide(&cfg, &cur_p, &cur_q, &prop_p, &prop_q, 5, 3))
+    }
+
+    #[test]
+    fn exact_ratio_uses_whole_suffixes_and_the_cut_point_correction() {
+        let got = one_token_proposal(Ratio::Exact);
         let want = 2.0 * (-0.3 - (-3.5)) + (-2.4 - (-0.1)) + (5.0f64 / 3.0).ln();
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
 
     #[test]
     fn reference_ratio_cuts_to_the_shorter_suffix_without_correction() {
-        let cfg = config(Alpha::new(2.0).unwrap(), Ratio::Reference);
-        let cur_p = [-1.0, -2.0, -0.5];
-        let cur_q = [-0.7, -1.5, -0.2];
-        let prop_p = [-0.3];
-        let prop_q = [-0.1];
-        let got = log_ratio(decide(&cfg, &cur_p, &cur_q, &prop_p, &prop_q, 5, 3));
+        let got = one_token_proposal(Ratio::Reference);
         let want = 2.0 * (-0.3 - (-1.0)) + (-0.7 - (-0.1));
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
