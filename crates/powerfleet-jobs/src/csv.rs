@@ -23,9 +23,47 @@ pub fn plain_cell(field: &str) -> String {
     }
 }
 
+/// A list of column names made of shorter lists, in order: for writers whose columns share runs
+/// of names. `N` is the total, checked where the constant is evaluated (at compile time).
+pub const fn concat_columns<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+    let mut columns = [""; N];
+    let mut n = 0;
+    let mut part = 0;
+    while part < parts.len() {
+        let mut i = 0;
+        while i < parts[part].len() {
+            assert!(n < N, "more columns than the list holds");
+            columns[n] = parts[part][i];
+            n += 1;
+            i += 1;
+        }
+        part += 1;
+    }
+    assert!(n == N, "fewer columns than the list holds");
+    columns
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concatenated_columns_keep_the_parts_in_order() {
+        const COLUMNS: [&str; 4] = concat_columns(&[&["a"], &[], &["b", "c"], &["d"]]);
+        assert_eq!(COLUMNS, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "fewer columns")]
+    fn a_list_longer_than_its_parts_is_refused() {
+        let _: [&str; 3] = concat_columns(&[&["a", "b"]]);
+    }
+
+    #[test]
+    #[should_panic(expected = "more columns")]
+    fn a_list_shorter_than_its_parts_is_refused() {
+        let _: [&str; 1] = concat_columns(&[&["a", "b"]]);
+    }
 
     #[test]
     fn formulas_are_shown_as_text_and_quoting_follows_rfc_4180() {

@@ -4,10 +4,12 @@
 
 use std::io::{self, Write};
 
+use powerfleet_jobs::csv::concat_columns;
 use serde_json::json;
 
 use super::{
-    ReportFormat, TableWriter, aligned, csv_field, headline, markdown, num, one_line, opt,
+    ReportFormat, TALLY_COLUMNS, TableWriter, aligned, csv_field, headline, markdown, method_field,
+    num, one_line, opt,
 };
 use crate::compare::{ComparedRow, Comparison, comparison_definition};
 use crate::interval::Interval;
@@ -132,39 +134,34 @@ fn run_line(name: &str, report: &crate::Report) -> String {
 }
 
 /// The CSV columns before the `pass_at_k` ones.
-const CSV_COLUMNS: [&str; 31] = [
-    "run",
-    "method",
-    "jobs",
-    "completed",
-    "scheduled",
-    "graded",
-    "missing",
-    "correct",
-    "problems",
-    "samples",
-    "sample_accuracy",
-    "sample_accuracy_lo",
-    "sample_accuracy_hi",
-    "accuracy",
-    "accuracy_stderr",
-    "accuracy_graded",
-    "accuracy_graded_stderr",
-    "pass_k",
-    "pass_at_common_k",
-    "cost_multiplier",
-    "tokens_generated",
-    "tokens_per_problem",
-    "cost_usd",
-    "paired_with",
-    "paired_problems",
-    "difference",
-    "difference_sd",
-    "t",
-    "difference_lo",
-    "difference_hi",
-    "baseline",
-];
+const CSV_COLUMNS: [&str; 31] = concat_columns(&[
+    &["run", "method"],
+    &TALLY_COLUMNS,
+    &[
+        "samples",
+        "sample_accuracy",
+        "sample_accuracy_lo",
+        "sample_accuracy_hi",
+        "accuracy",
+        "accuracy_stderr",
+        "accuracy_graded",
+        "accuracy_graded_stderr",
+        "pass_k",
+        "pass_at_common_k",
+        "cost_multiplier",
+        "tokens_generated",
+        "tokens_per_problem",
+        "cost_usd",
+        "paired_with",
+        "paired_problems",
+        "difference",
+        "difference_sd",
+        "t",
+        "difference_lo",
+        "difference_hi",
+        "baseline",
+    ],
+]);
 
 /// A compared row's cell in `column`.
 fn field(c: &Comparison, r: &ComparedRow, column: &str) -> String {
@@ -172,28 +169,13 @@ fn field(c: &Comparison, r: &ComparedRow, column: &str) -> String {
     let paired = r.paired.as_ref();
     match column {
         "run" => csv_field(&r.run),
-        "method" => csv_field(&m.row),
-        "jobs" => m.jobs.to_string(),
-        "completed" => m.completed.to_string(),
-        "scheduled" => m.scheduled.to_string(),
-        "graded" => m.graded.to_string(),
-        "missing" => m.missing.to_string(),
         "correct" => r.correct.to_string(),
-        "problems" => m.problems.to_string(),
-        "samples" => m.samples.to_string(),
         "sample_accuracy" => num(r.sample_accuracy),
         "sample_accuracy_lo" => num(r.sample_accuracy_ci95.map(|i| i.lo)),
         "sample_accuracy_hi" => num(r.sample_accuracy_ci95.map(|i| i.hi)),
-        "accuracy" => num(m.accuracy),
-        "accuracy_stderr" => num(m.accuracy_stderr),
-        "accuracy_graded" => num(m.accuracy_graded),
-        "accuracy_graded_stderr" => num(m.accuracy_graded_stderr),
         "pass_k" => c.pass_k.map_or_else(String::new, |k| k.to_string()),
         "pass_at_common_k" => num(r.pass_at_common_k),
-        "cost_multiplier" => num(m.cost_multiplier),
-        "tokens_generated" => m.tokens_generated.to_string(),
         "tokens_per_problem" => num(r.tokens_per_problem),
-        "cost_usd" => num(m.cost_usd),
         "paired_with" => paired.map_or_else(String::new, |p| csv_field(&p.paired_with)),
         "paired_problems" => paired.map_or_else(String::new, |p| p.problems.to_string()),
         "difference" => num(paired.and_then(|p| p.difference)),
@@ -202,7 +184,8 @@ fn field(c: &Comparison, r: &ComparedRow, column: &str) -> String {
         "difference_lo" => num(paired.and_then(|p| p.difference_ci95).map(|i| i.lo)),
         "difference_hi" => num(paired.and_then(|p| p.difference_ci95).map(|i| i.hi)),
         "baseline" => u8::from(r.run == c.baseline).to_string(),
-        _ => String::new(),
+        // The method's own columns, as a report writes them.
+        _ => method_field(m, column),
     }
 }
 

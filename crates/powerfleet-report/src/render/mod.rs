@@ -7,6 +7,7 @@ pub use compare::write_comparison;
 
 use std::io::{self, Write};
 
+use powerfleet_jobs::csv::concat_columns;
 use serde_json::json;
 
 use crate::report::{MethodReport, ProblemMethod, ProblemReport, Report, definition};
@@ -325,13 +326,9 @@ fn int(v: Option<u64>) -> String {
     v.map_or_else(String::new, |x| x.to_string())
 }
 
-/// The CSV columns before the `pass_at_k` ones. A method row fills the method's columns, a problem
-/// row (one per problem and method) the problem's; the other cells are empty.
-const CSV_COLUMNS: [&str; 36] = [
-    "row",
-    "method",
-    "problem_id",
-    "reference",
+/// A method's tallies, CSV columns of a report and of a comparison: jobs, samples by outcome,
+/// problems.
+const TALLY_COLUMNS: [&str; 7] = [
     "jobs",
     "completed",
     "scheduled",
@@ -339,32 +336,41 @@ const CSV_COLUMNS: [&str; 36] = [
     "missing",
     "correct",
     "problems",
-    "problems_with_missing",
-    "samples",
-    "accuracy",
-    "accuracy_stderr",
-    "accuracy_graded",
-    "accuracy_graded_stderr",
-    "majority_accuracy",
-    "majority_answer",
-    "proposals",
-    "acceptances",
-    "acceptance_rate",
-    "mean_job_acceptance_rate",
-    "mean_ess",
-    "tokens_generated",
-    "final_tokens",
-    "cost_multiplier",
-    "trace_chars",
-    "answer_chars",
-    "cost_usd",
-    "model_calls",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "wall_time_s",
-    "jobs_per_s",
-    "tokens_per_s",
 ];
+
+/// The CSV columns before the `pass_at_k` ones. A method row fills the method's columns, a problem
+/// row (one per problem and method) the problem's; the other cells are empty.
+const CSV_COLUMNS: [&str; 36] = concat_columns(&[
+    &["row", "method", "problem_id", "reference"],
+    &TALLY_COLUMNS,
+    &[
+        "problems_with_missing",
+        "samples",
+        "accuracy",
+        "accuracy_stderr",
+        "accuracy_graded",
+        "accuracy_graded_stderr",
+        "majority_accuracy",
+        "majority_answer",
+        "proposals",
+        "acceptances",
+        "acceptance_rate",
+        "mean_job_acceptance_rate",
+        "mean_ess",
+        "tokens_generated",
+        "final_tokens",
+        "cost_multiplier",
+        "trace_chars",
+        "answer_chars",
+        "cost_usd",
+        "model_calls",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "wall_time_s",
+        "jobs_per_s",
+        "tokens_per_s",
+    ],
+]);
 
 /// A method row's cell in `column`.
 fn method_field(m: &MethodReport, column: &str) -> String {
