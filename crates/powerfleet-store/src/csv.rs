@@ -3,47 +3,37 @@
 
 use std::io::{self, Write};
 
+use powerfleet_jobs::csv::concat_columns;
 use powerfleet_jobs::{JobResult, ReferenceAnswer};
 
+use crate::record::{RUN_COLUMNS, SAMPLE_COLUMNS};
+
 /// The header row of [`write_csv`], in column order.
-pub const CSV_COLUMNS: [&str; 36] = [
-    "job_id",
-    "correlation_id",
-    "batch_id",
-    "problem_id",
-    "model",
-    "method",
-    "seed",
-    "stream",
-    "status",
-    "tokens",
-    "text",
-    "log_p",
-    "ends_with_eos",
-    "final_len",
-    "proposals",
-    "acceptances",
-    "acceptance_rate",
-    "tokens_generated",
-    "model_calls",
-    "cost_multiplier",
-    "attempts",
-    "error",
-    "submitted_at_ms",
-    "started_at_ms",
-    "finished_at_ms",
-    "latency_ms",
-    "correct",
-    "extracted",
-    "reference",
-    "grade_error",
-    "label",
-    "version",
-    "n_mcmc",
-    "block_size",
-    "max_new_tokens",
-    "config",
-];
+pub const CSV_COLUMNS: [&str; 36] = concat_columns(&[
+    &["job_id", "correlation_id", "batch_id"],
+    &SAMPLE_COLUMNS,
+    &[
+        "final_len",
+        "proposals",
+        "acceptances",
+        "acceptance_rate",
+        "tokens_generated",
+        "model_calls",
+    ],
+    &RUN_COLUMNS,
+    &[
+        "correct",
+        "extracted",
+        "reference",
+        "grade_error",
+        "label",
+        "version",
+        "n_mcmc",
+        "block_size",
+        "max_new_tokens",
+        "config",
+    ],
+]);
 
 /// Writes `results` as CSV: a header row ([`CSV_COLUMNS`]), then one row per result, lines ended
 /// by `\n`. Fields holding a comma, a double quote, CR or LF are quoted, with quotes doubled

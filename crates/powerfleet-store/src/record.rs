@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use powerfleet_jobs::csv::concat_columns;
 use powerfleet_jobs::{JobId, JobResult, JobStatus};
 use sqlx::Row;
 
@@ -47,11 +48,9 @@ pub enum Recorded {
 /// (SQLite and PostgreSQL both cap a statement's parameters: 30 a row).
 const MAX_ROWS_PER_INSERT: usize = 64;
 
-/// The columns of `job_results` a row binds, in order.
-pub(crate) const RESULT_COLUMNS: [&str; 36] = [
-    "job_id",
-    "batch_id",
-    "correlation_id",
+/// What a result sampled, and from what: columns of `job_results` that the CSV export
+/// ([`CSV_COLUMNS`](crate::CSV_COLUMNS)) has too, in the same order.
+pub(crate) const SAMPLE_COLUMNS: [&str; 10] = [
     "problem_id",
     "model",
     "method",
@@ -62,11 +61,11 @@ pub(crate) const RESULT_COLUMNS: [&str; 36] = [
     "text",
     "log_p",
     "ends_with_eos",
-    "proposals",
-    "acceptances",
-    "tokens_generated",
-    "model_calls",
-    "final_len",
+];
+
+/// What a result cost and when it ran: columns of `job_results` that the CSV export has too, in
+/// the same order.
+pub(crate) const RUN_COLUMNS: [&str; 7] = [
     "cost_multiplier",
     "attempts",
     "error",
@@ -74,18 +73,34 @@ pub(crate) const RESULT_COLUMNS: [&str; 36] = [
     "started_at_ms",
     "finished_at_ms",
     "latency_ms",
-    "stats_json",
-    "result_json",
-    "grader",
-    "extracted",
-    "correct",
-    "config_json",
-    "n_mcmc",
-    "block_size",
-    "max_new_tokens",
-    "label",
-    "version",
 ];
+
+/// The columns of `job_results` a row binds, in order.
+pub(crate) const RESULT_COLUMNS: [&str; 36] = concat_columns(&[
+    &["job_id", "batch_id", "correlation_id"],
+    &SAMPLE_COLUMNS,
+    &[
+        "proposals",
+        "acceptances",
+        "tokens_generated",
+        "model_calls",
+        "final_len",
+    ],
+    &RUN_COLUMNS,
+    &[
+        "stats_json",
+        "result_json",
+        "grader",
+        "extracted",
+        "correct",
+        "config_json",
+        "n_mcmc",
+        "block_size",
+        "max_new_tokens",
+        "label",
+        "version",
+    ],
+]);
 
 /// How a statement's parameters are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
