@@ -324,12 +324,28 @@ pub(crate) fn probe_request(prefix: &[TokenId], temperature: f64, k: u32) -> Own
     }
 }
 
-/// The served models of a server with an OpenAI-compatible model list (`GET /v1/models`).
-pub(crate) async fn served_models(
+/// The served model `wanted` (without one, the first) of a server with an OpenAI-compatible
+/// model list (`GET /v1/models`), and its context length. A model the server does not serve is
+/// refused with the served ids and `advice`.
+pub(crate) async fn served_model(
     server: &dyn Exchange,
-) -> Result<Vec<(String, Option<u32>)>, BackendError> {
+    wanted: Option<&str>,
+    advice: &str,
+) -> Result<(String, Option<u32>), BackendError> {
     let answer = server.get("/v1/models").await?;
-    parse_models(&answer).map_err(|e| BackendError::Transient(format!("/v1/models: {e}")))
+    let served =
+        parse_models(&answer).map_err(|e| BackendError::Transient(format!("/v1/models: {e}")))?;
+    match wanted {
+        Some(model) => served.iter().find(|(id, _)| id == model).cloned(),
+        None => served.first().cloned(),
+    }
+    .ok_or_else(|| {
+        let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
+        BackendError::Rejected(format!(
+            "the server serves {ids:?}, not {:?}; {advice}",
+            wanted.unwrap_or_default()
+        ))
+    })
 }
 
 /// The probe's check that `server`'s log-probabilities are raw: one token after `prefix`, with

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::common::{AnswerError, RawGeneration, check_terminal, field, token_id};
 use super::{
     ChatTemplate, Dialect, DialectFacts, Exchange, ServerKind, optional_get, probe_prefix,
-    probe_raw_logprobs, served_models,
+    probe_raw_logprobs, served_model,
 };
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
@@ -102,18 +102,12 @@ const SGLANG_FACTS: DialectFacts = DialectFacts {
 /// `/get_server_info` (or `/server_info`) refused; raw log-probabilities.
 async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
     let reference = server.reference();
-    let served = served_models(server).await?;
-    let (served_model, context_len) = match &reference.model {
-        Some(model) => served.iter().find(|(id, _)| id == model).cloned(),
-        None => served.first().cloned(),
-    }
-    .ok_or_else(|| {
-        let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
-        BackendError::Rejected(format!(
-            "the server serves {ids:?}, not {:?}; set ?model= to the served model name (--served-model-name) or leave it out",
-            reference.model.as_deref().unwrap_or_default()
-        ))
-    })?;
+    let (served_model, context_len) = served_model(
+        server,
+        reference.model.as_deref(),
+        "set ?model= to the served model name (--served-model-name) or leave it out",
+    )
+    .await?;
     let mut terminal = reference.eos.clone();
     let mut model_info = optional_get(server, "/get_model_info").await?;
     if model_info.is_none() {

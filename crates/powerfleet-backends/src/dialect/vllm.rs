@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::common::{AnswerError, RawGeneration, check_terminal, field, user_message};
 use super::{
     ChatTemplate, Dialect, DialectFacts, Exchange, ServerKind, probe_prefix, probe_raw_logprobs,
-    served_models,
+    served_model,
 };
 use crate::error::BackendError;
 use crate::probe::ServerInfo;
@@ -127,13 +127,12 @@ const VLLM_FACTS: DialectFacts = DialectFacts {
 async fn probe(server: &dyn Exchange) -> Result<ServerInfo, BackendError> {
     let reference = server.reference();
     let model = reference.model.as_deref().unwrap_or_default();
-    let served = served_models(server).await?;
-    let Some((_, context_len)) = served.iter().find(|(id, _)| id == model).cloned() else {
-        let ids: Vec<&str> = served.iter().map(|(id, _)| id.as_str()).collect();
-        return Err(BackendError::Rejected(format!(
-            "the server serves {ids:?}, not {model:?}; set ?model= to the name the server was started with (--served-model-name)"
-        )));
-    };
+    let (_, context_len) = served_model(
+        server,
+        Some(model),
+        "set ?model= to the name the server was started with (--served-model-name)",
+    )
+    .await?;
     let prefix = probe_prefix(server).await?;
     let terminal = reference.eos.clone();
     probe_raw_logprobs(server, &prefix, &terminal).await?;
