@@ -265,13 +265,7 @@ mod tests {
     async fn an_interrupt_abandons_the_request_in_flight_and_the_chain_is_unchanged() {
         use powerfleet_sampler::{Method, SamplerConfig};
         let slow = crate::models::load("toy:pivot?delay_ms=600000").unwrap();
-        let config = SamplerConfig {
-            block_size: 2,
-            max_new_tokens: 4,
-            ..SamplerConfig::new(Method::Power)
-        }
-        .validate()
-        .unwrap();
+        let config = SamplerConfig::new(Method::Power).validate().unwrap();
         let mut chain = Chain::new(config, &[], 1, 0);
         let before = chain.clone();
         let interrupt = CancellationToken::new();
