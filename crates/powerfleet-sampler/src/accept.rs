@@ -11,48 +11,49 @@ pub enum Decision {
     LogRatio(f64),
 }
 
+/// One side of a proposal: a completion's per-token log p and log q from the cut to its end, and
+/// the whole completion's length.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Suffix<'a> {
+    /// Per-token log p under the base model, from the cut on.
+    pub log_p: &'a [f64],
+    /// Per-token log q under the proposal, from the cut on.
+    pub log_q: &'a [f64],
+    /// The length of the whole completion, L.
+    pub len: usize,
+}
+
+impl<'a> Suffix<'a> {
+    /// The suffix with these log-probabilities of a completion of `len` tokens.
+    pub fn new(log_p: &'a [f64], log_q: &'a [f64], len: usize) -> Self {
+        Suffix { log_p, log_q, len }
+    }
+}
+
 /// Decides on replacing the current suffix (from the cut on) with the proposed one.
 ///
-/// `cur_*` hold the current completion's per-token log p and log q from the cut to its end, `prop_*`
-/// the proposal's; `cur_len` and `prop_len` are the whole completions' lengths L and L' (the cut
-/// point is uniform among L positions forward, among L' backward).
+/// The completions' lengths are L (current) and L' (proposed): the cut point is uniform among L
+/// positions forward, among L' backward.
 ///
 /// Exact ratio, whole suffixes:
 /// log A = α·(Σ log p' − Σ log p) + (Σ log q − Σ log q') + log(L / L').
 /// With α = ∞ the proposal is accepted iff its log p is strictly higher.
-pub fn decide(
-    config: &ValidConfig,
-    cur_log_p: &[f64],
-    cur_log_q: &[f64],
-    prop_log_p: &[f64],
-    prop_log_q: &[f64],
-    cur_len: usize,
-    prop_len: usize,
-) -> Decision {
-    decide_at(
-        config.alpha().get(),
-        config.ratio(),
-        cur_log_p,
-        cur_log_q,
-        prop_log_p,
-        prop_log_q,
-        cur_len,
-        prop_len,
-    )
+pub fn decide(config: &ValidConfig, current: Suffix<'_>, proposal: Suffix<'_>) -> Decision {
+    decide_at(config.alpha().get(), config.ratio(), current, proposal)
 }
 
 /// [`decide`] with the exponent given: power-smc's moves target an annealed α_k.
-#[allow(clippy::too_many_arguments)]
-pub fn decide_at(
-    alpha: f64,
-    ratio: Ratio,
-    cur_log_p: &[f64],
-    cur_log_q: &[f64],
-    prop_log_p: &[f64],
-    prop_log_q: &[f64],
-    cur_len: usize,
-    prop_len: usize,
-) -> Decision {
+pub fn decide_at(alpha: f64, ratio: Ratio, current: Suffix<'_>, proposal: Suffix<'_>) -> Decision {
+    let Suffix {
+        log_p: cur_log_p,
+        log_q: cur_log_q,
+        len: cur_len,
+    } = current;
+    let Suffix {
+        log_p: prop_log_p,
+        log_q: prop_log_q,
+        len: prop_len,
+    } = proposal;
     let (n_cur, n_prop, correction) = match ratio {
         Ratio::Exact => (
             cur_log_p.len(),
@@ -107,7 +108,11 @@ mod tests {
         let cur_q = [-0.7, -1.5, -0.2];
         let prop_p = [-0.3];
         let prop_q = [-0.1];
-        log_ratio(decide(&cfg, &cur_p, &cur_q, &prop_p, &prop_q, 5, 3))
+        log_ratio(decide(
+            &cfg,
+            Suffix::new(&cur_p, &cur_q, 5),
+            Suffix::new(&prop_p, &prop_q, 3),
+        ))
     }
 
     #[test]
@@ -129,15 +134,27 @@ mod tests {
         let cfg = config(Alpha::INFINITE, Ratio::Exact);
         let q = [-9.0];
         assert_eq!(
-            decide(&cfg, &[-1.0], &q, &[-0.5], &q, 3, 3),
+            decide(
+                &cfg,
+                Suffix::new(&[-1.0], &q, 3),
+                Suffix::new(&[-0.5], &q, 3)
+            ),
             Decision::Always(true)
         );
         assert_eq!(
-            decide(&cfg, &[-1.0], &q, &[-1.0], &q, 3, 3),
+            decide(
+                &cfg,
+                Suffix::new(&[-1.0], &q, 3),
+                Suffix::new(&[-1.0], &q, 3)
+            ),
             Decision::Always(false)
         );
         assert_eq!(
-            decide(&cfg, &[-0.5], &q, &[-0.25, -0.5], &[-1.0, -1.0], 3, 4),
+            decide(
+                &cfg,
+                Suffix::new(&[-0.5], &q, 3),
+                Suffix::new(&[-0.25, -0.5], &[-1.0, -1.0], 4),
+            ),
             Decision::Always(false)
         );
     }
@@ -148,8 +165,9 @@ mod tests {
         let cfg = config(Alpha::new(3.0).unwrap(), Ratio::Exact);
         let (a_p, a_q) = ([-0.2, -1.1, -0.4], [-0.1, -0.9, -0.6]);
         let (b_p, b_q) = ([-0.8], [-0.3]);
-        let fwd = log_ratio(decide(&cfg, &a_p, &a_q, &b_p, &b_q, 4, 2));
-        let back = log_ratio(decide(&cfg, &b_p, &b_q, &a_p, &a_q, 2, 4));
+        let (a, b) = (Suffix::new(&a_p, &a_q, 4), Suffix::new(&b_p, &b_q, 2));
+        let fwd = log_ratio(decide(&cfg, a, b));
+        let back = log_ratio(decide(&cfg, b, a));
         assert!((fwd + back).abs() < 1e-12);
     }
 }

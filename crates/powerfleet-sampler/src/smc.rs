@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::accept::Suffix;
 use crate::model::{Generation, TokenId};
 use crate::rng::ChainRng;
 
@@ -328,12 +329,8 @@ impl SmcState {
         let decision = crate::accept::decide_at(
             alpha,
             config.ratio(),
-            &p.log_p[cut..],
-            &p.log_q[cut..],
-            &g.log_p,
-            &g.log_q,
-            len,
-            cut + g.tokens.len(),
+            Suffix::new(&p.log_p[cut..], &p.log_q[cut..], len),
+            Suffix::new(&g.log_p, &g.log_q, cut + g.tokens.len()),
         );
         let accepted = match decision {
             crate::accept::Decision::Always(accept) => accept,

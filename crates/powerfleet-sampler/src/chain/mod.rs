@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::accept::{Decision, decide};
+use crate::accept::{Decision, Suffix, decide};
 use crate::config::ValidConfig;
 use crate::lookahead::{LookaheadState, LookaheadStats, candidate_probabilities, pick};
 use crate::model::{Generation, LanguageModel, OwnedRequest, Request, TokenId};
@@ -621,12 +621,12 @@ impl ChainState {
                 let cut = cut as usize;
                 let decision = decide(
                     &self.config,
-                    &self.log_p[cut..],
-                    &self.log_q[cut..],
-                    &g.log_p,
-                    &g.log_q,
-                    self.completion_len(),
-                    cut + g.tokens.len(),
+                    Suffix::new(
+                        &self.log_p[cut..],
+                        &self.log_q[cut..],
+                        self.completion_len(),
+                    ),
+                    Suffix::new(&g.log_p, &g.log_q, cut + g.tokens.len()),
                 );
                 let accepted = match decision {
                     Decision::Always(accept) => accept,
