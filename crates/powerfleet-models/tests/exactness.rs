@@ -2,9 +2,11 @@
 //! final states of many independent chains land within the total-variation tolerance that the
 //! sample size allows of the exact distribution. Seeds are fixed, so every run is identical.
 
+use powerfleet_models::ToyModel;
 use powerfleet_models::exact::{Completions, Histogram, enumerate, tv_tolerance};
-use powerfleet_models::{ToyModel, builtin};
 use powerfleet_sampler::{Alpha, Chain, Method, Ratio, SamplerConfig, TokenId, ValidConfig, run};
+
+use crate::support::{exact_law, model};
 
 const N_CHAINS: u64 = 20_000;
 /// MH steps in the single block: enough that the chains' distance from stationarity is far below
@@ -13,10 +15,6 @@ const N_CHAINS: u64 = 20_000;
 const N_MCMC: u32 = 400;
 /// The tolerance holds with probability 1 − DELTA for exact independent samples.
 const DELTA: f64 = 1e-6;
-
-fn model(name: &str) -> ToyModel {
-    builtin::load(name).unwrap().unwrap()
-}
 
 /// Final completions of `n` chains (streams 0..n of `seed`), on two threads.
 fn sample(
@@ -112,10 +110,8 @@ fn power_sampling_matches_exact_p_alpha_when_eos_varies_lengths() {
 
 #[test]
 fn reference_ratio_is_measurably_biased_where_ours_is_not() {
-    let m = model("eos-lengths");
     let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
+    let (m, completions, exact) = exact_law("eos-lengths", &[], alpha, t);
     let ours = measure(
         &m,
         &one_block(alpha, N_MCMC, t, Ratio::Exact),
@@ -147,10 +143,8 @@ fn reference_ratio_is_measurably_biased_where_ours_is_not() {
 
 #[test]
 fn low_temp_is_misled_by_the_pivot_and_power_is_not() {
-    let m = model("pivot");
     let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
+    let (m, completions, exact) = exact_law("pivot", &[], alpha, t);
     let tolerance = tv_tolerance(&exact, N_CHAINS, DELTA);
 
     let power = measure(

@@ -3,3 +3,4 @@
 mod exactness;
 mod lookahead_consistency;
 mod smc_consistency;
+mod support;

@@ -20,11 +20,11 @@
 
 use std::collections::HashMap;
 
-use powerfleet_models::exact::{Completions, Histogram, enumerate, tv_tolerance};
-use powerfleet_models::{ToyModel, builtin};
-use powerfleet_sampler::{
-    Alpha, Chain, ChainOutput, Method, SamplerConfig, TokenId, ValidConfig, run,
-};
+use powerfleet_models::ToyModel;
+use powerfleet_models::exact::{Completions, enumerate, tv_tolerance};
+use powerfleet_sampler::{Alpha, Method, SamplerConfig, TokenId, ValidConfig};
+
+use crate::support::{exact_law, model, outputs, tv_of};
 
 /// Independent runs per measurement.
 const RUNS: u64 = 8_000;
@@ -32,10 +32,6 @@ const RUNS: u64 = 8_000;
 const DELTA: f64 = 1e-6;
 /// The rollouts M of the sweep.
 const SWEEP: [u32; 4] = [1, 4, 16, 64];
-
-fn model(name: &str) -> ToyModel {
-    builtin::load(name).unwrap().unwrap()
-}
 
 /// Rollouts from the base model (proposal temperature 1), as in the paper: their weights
 /// p^(α−1) vary far more than at the default temperature 1/α, so the estimate's bias shows.
@@ -54,36 +50,6 @@ fn lookahead(alpha: f64, candidates: u32, rollouts: u32, jackknife: bool, t: u32
     }
     .validate()
     .unwrap()
-}
-
-/// The outputs of `n` runs (streams 0..n of `seed`), on two threads.
-fn outputs(
-    model: &ToyModel,
-    config: &ValidConfig,
-    prompt: &[TokenId],
-    n: u64,
-    seed: u64,
-) -> Vec<ChainOutput> {
-    let run_range = |range: std::ops::Range<u64>| {
-        range
-            .map(|stream| {
-                let mut chain = Chain::new(config.clone(), prompt, seed, stream);
-                run(&mut chain, model).unwrap()
-            })
-            .collect::<Vec<_>>()
-    };
-    std::thread::scope(|s| {
-        let first = s.spawn(|| run_range(0..n / 2));
-        let mut all = first.join().unwrap();
-        all.extend(run_range(n / 2..n));
-        all
-    })
-}
-
-fn tv_of(outs: &[ChainOutput], completions: &Completions, exact: &[f64]) -> f64 {
-    let hist = Histogram::new(completions, outs.iter().map(|o| o.tokens.as_slice()));
-    assert_eq!(hist.outside, 0, "every completion is a valid one");
-    hist.total_variation(exact)
 }
 
 /// For every prefix h of a completion (shorter than `t`, not ended), π(h) and ρ(h), at proposal
@@ -148,10 +114,8 @@ const CASES: [(&str, f64, u32); 3] = [("eos-lengths", 4.0, 4), ("pivot", 4.0, 3)
 #[test]
 fn the_law_approaches_p_alpha_as_rollouts_grow() {
     for (name, alpha, t) in CASES {
-        let m = model(name);
+        let (m, completions, exact) = exact_law(name, &[], alpha, t);
         let k = m.vocab().len() as u32;
-        let completions = enumerate(&m, &[], t).unwrap();
-        let exact = completions.power(alpha);
         let prefixes = prefixes(&m, &[], alpha, t, &completions, &exact);
         let noise = tv_tolerance(&exact, RUNS, DELTA);
         let mut tvs = Vec::new();
@@ -193,10 +157,8 @@ fn the_jackknife_lowers_the_distance_at_few_rollouts() {
         if name == "pivot" {
             continue; // exact at any M: nothing to correct
         }
-        let m = model(name);
+        let (m, completions, exact) = exact_law(name, &[], alpha, t);
         let k = m.vocab().len() as u32;
-        let completions = enumerate(&m, &[], t).unwrap();
-        let exact = completions.power(alpha);
         for rollouts in [2, 4] {
             // The same seeds: both draw the same rollouts and uniforms, only the estimate differs.
             let plain = tv_of(

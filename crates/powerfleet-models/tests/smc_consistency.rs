@@ -10,20 +10,15 @@
 //! Theorem 2.1) |E[π^N(φ)] − π(φ)| <= 12 ρ / N with ρ = E_q[w²] / E_q[w]² = Σ_x π(x)² / q(x).
 //! Hence TV(law_N, π) <= 6 ρ / N, and ρ is computed exactly here by enumeration.
 
-use powerfleet_models::exact::{Completions, Histogram, enumerate, tv_tolerance};
-use powerfleet_models::{ToyModel, builtin};
-use powerfleet_sampler::{
-    Alpha, AlphaSchedule, Chain, ChainOutput, Method, SamplerConfig, TokenId, ValidConfig, run,
-};
+use powerfleet_models::exact::{enumerate, tv_tolerance};
+use powerfleet_sampler::{Alpha, AlphaSchedule, Method, SamplerConfig, ValidConfig};
+
+use crate::support::{exact_law, model, outputs, tv_of};
 
 /// Independent SMC runs per measurement.
 const RUNS: u64 = 4_000;
 /// The tolerance holds with probability 1 − DELTA for exact independent samples.
 const DELTA: f64 = 1e-6;
-
-fn model(name: &str) -> ToyModel {
-    builtin::load(name).unwrap().unwrap()
-}
 
 fn smc(alpha: f64, particles: u32, block_size: u32, max_new_tokens: u32) -> ValidConfig {
     SamplerConfig {
@@ -61,39 +56,6 @@ fn resample_move(
     .unwrap()
 }
 
-/// The outputs of `n` runs (streams 0..n of `seed`), on two threads.
-fn outputs(
-    model: &ToyModel,
-    config: &ValidConfig,
-    prompt: &[TokenId],
-    n: u64,
-    seed: u64,
-) -> Vec<ChainOutput> {
-    let run_range = |range: std::ops::Range<u64>| {
-        range
-            .map(|stream| {
-                let mut chain = Chain::new(config.clone(), prompt, seed, stream);
-                run(&mut chain, model).unwrap()
-            })
-            .collect::<Vec<_>>()
-    };
-    std::thread::scope(|s| {
-        let first = s.spawn(|| run_range(0..n / 2));
-        let mut all = first.join().unwrap();
-        all.extend(run_range(n / 2..n));
-        all
-    })
-}
-
-fn tv_of(outs: &[ChainOutput], completions: &Completions, exact: &[f64]) -> f64 {
-    let hist = Histogram::new(completions, outs.iter().map(|o| o.tokens.as_slice()));
-    assert_eq!(
-        hist.outside, 0,
-        "every returned particle is a valid completion"
-    );
-    hist.total_variation(exact)
-}
-
 /// ρ = Σ π(x)² / q(x): the second moment of the normalized importance weight.
 fn rho(pi: &[f64], q: &[f64]) -> f64 {
     pi.iter().zip(q).map(|(p, q)| p * p / q).sum()
@@ -127,9 +89,7 @@ fn the_returned_particle_approaches_p_alpha_as_particles_grow() {
         ("pivot", 4.0, 3, vec![]),
         ("tiny", 3.0, 5, vec![]),
     ] {
-        let m = model(name);
-        let completions = enumerate(&m, &prompt, t).unwrap();
-        let exact = completions.power(alpha);
+        let (m, completions, exact) = exact_law(name, &prompt, alpha, t);
         let q = completions.proposal(&m, &prompt, 1.0 / alpha, None);
         let rho = rho(&exact, &q);
         let noise = tv_tolerance(&exact, RUNS, DELTA);
@@ -158,10 +118,8 @@ fn the_returned_particle_approaches_p_alpha_as_particles_grow() {
 #[test]
 fn resampling_between_blocks_keeps_the_particles_consistent() {
     // Blocks of one token: the particles are resampled whenever the ESS falls below N/2.
-    let m = model("eos-lengths");
     let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
+    let (m, completions, exact) = exact_law("eos-lengths", &[], alpha, t);
     let noise = tv_tolerance(&exact, RUNS, DELTA);
     let few = tv_of(
         &outputs(&m, &smc(alpha, 2, 1, t), &[], RUNS, 7),
@@ -182,10 +140,8 @@ fn resampling_between_blocks_keeps_the_particles_consistent() {
 
 #[test]
 fn the_weighted_sets_estimate_of_each_completion_converges() {
-    let m = model("eos-lengths");
     let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
+    let (m, completions, exact) = exact_law("eos-lengths", &[], alpha, t);
     let index = completions.index();
     let runs = 500;
     let outs = outputs(&m, &smc(alpha, 256, t, t), &[], runs, 9);
@@ -235,9 +191,7 @@ fn resample_move_approaches_p_alpha_as_particles_grow() {
         ("tiny", 3.0, 5, &[1, 16, 256]),
     ];
     for (name, alpha, t, particles) in cases {
-        let m = model(name);
-        let completions = enumerate(&m, &[], t).unwrap();
-        let exact = completions.power(alpha);
+        let (m, completions, exact) = exact_law(name, &[], alpha, t);
         let q = completions.proposal(&m, &[], 1.0 / alpha, None);
         let rho = rho(&exact, &q);
         let runs = RUNS / 4;
@@ -288,10 +242,8 @@ fn resample_move_approaches_p_alpha_as_particles_grow() {
 fn resample_move_is_closer_to_p_alpha_than_plain_smc_with_few_particles() {
     // Four particles, blocks of one token, resampled at every boundary: plain SMC's bias adds
     // up over the blocks; moves that leave each block's target invariant undo most of it.
-    let m = model("eos-lengths");
     let (alpha, t) = (4.0, 4);
-    let completions = enumerate(&m, &[], t).unwrap();
-    let exact = completions.power(alpha);
+    let (m, completions, exact) = exact_law("eos-lengths", &[], alpha, t);
     let runs = RUNS * 2;
     let noise = tv_tolerance(&exact, runs, DELTA);
     let tv = |moves| {
@@ -312,9 +264,7 @@ fn resample_move_is_closer_to_p_alpha_than_plain_smc_with_few_particles() {
 #[test]
 fn annealed_smc_is_consistent_and_its_log_z_still_estimates_log_sum_p_alpha() {
     for (name, alpha, t) in [("eos-lengths", 4.0, 4), ("pivot", 4.0, 3), ("tiny", 3.0, 5)] {
-        let m = model(name);
-        let completions = enumerate(&m, &[], t).unwrap();
-        let exact = completions.power(alpha);
+        let (m, completions, exact) = exact_law(name, &[], alpha, t);
         let q = completions.proposal(&m, &[], 1.0 / alpha, None);
         let rho = rho(&exact, &q);
         let runs = RUNS / 4;
