@@ -21,6 +21,7 @@ pub mod accept;
 pub mod chain;
 pub mod config;
 pub mod lookahead;
+pub mod method;
 pub mod model;
 pub mod rng;
 pub mod smc;
