@@ -114,7 +114,6 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
         fleet.spawn_worker(&[]);
     }
     fleet.spawn_collector();
-    let queue = fleet.queue().await;
     let config = SamplerConfig {
         block_size: 2,
         max_new_tokens: 16,
@@ -125,42 +124,8 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
     // A block's 8 particle requests go out at once: 8 blocks of 150 ms each per job, as the
     // particles never stop at EOS.
     let model = format!("{}?delay_ms=150", no_early_eos_model(&fleet));
-    let submission = batch(&model)
-        .config(config)
-        .methods(&[Method::PowerSmc])
-        .seeds(24)
-        .build();
-    let receipt = submit_batch(&queue, &submission).await;
-    let n = receipt.job_ids.len();
-    let batch_id = receipt.batch_id.unwrap();
-    let specs = specs(&queue, &receipt).await;
-    // Three kills, each of the worker running a job that has checkpointed a block.
-    let mut killed_mid_job = Vec::new();
-    while killed_mid_job.len() < 3 {
-        match kill_owner_past_block(&mut fleet, &queue, &receipt.job_ids, 2).await {
-            Kill::Landed(job) => killed_mid_job.push(job),
-            Kill::Missed => {}
-            Kill::NothingInFlight => panic!(
-                "every job finished before 3 kills landed on jobs in flight (landed: {})",
-                killed_mid_job.len()
-            ),
-        }
-    }
-    let results = fleet
-        .wait_for_results(batch_id, n, Duration::from_secs(180))
-        .await;
-    assert_eq!(results.len(), n);
-    assert_exact(&results, &specs);
-    let published = published_results(&fleet).await;
-    for spec in &specs {
-        assert_eq!(
-            published.get(&spec.job_id.to_string()),
-            Some(&1),
-            "job {} published once",
-            spec.job_id
-        );
-        let r = results.iter().find(|r| r.job_id == spec.job_id).unwrap();
-        assert_eq!(r.method, Method::PowerSmc);
+    let results = jobs_survive_three_kills(&mut fleet, &model, config).await;
+    for r in &results {
         let smc = r
             .stats
             .smc
@@ -168,19 +133,6 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
             .expect("power-smc results record the particles");
         assert_eq!(smc.particles, 8);
         assert!(smc.weighted.iter().any(|w| w.tokens == r.tokens));
-        assert_eq!(
-            Some(smc),
-            fault_free_output(spec).stats.smc.as_ref(),
-            "job {}: the particles' weights of a fault-free run",
-            spec.job_id
-        );
-    }
-    for job in &killed_mid_job {
-        let r = results.iter().find(|r| r.job_id == *job).unwrap();
-        assert!(
-            r.attempts >= 2,
-            "job {job} was resumed after its worker was killed: {r:?}"
-        );
     }
 }
 
