@@ -391,20 +391,10 @@ async fn sample_chat_starts_from_the_templated_prompt() {
         "--threads",
         "1",
     ];
-    let output = Command::new(BIN)
-        .args(["sample", "--model", &server.reference()])
-        .args(["--prompt", "hello", "--chat"])
-        .args(flags)
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let tokens = sampled_tokens(
+        &server,
+        &[&["--prompt", "hello", "--chat"], &flags[..]].concat(),
     );
-    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let tokens: Vec<u32> = serde_json::from_value(record["tokens"].clone()).unwrap();
 
     let model = server.model(&format!("?k={VOCAB}"));
     let config = SamplerConfig {
@@ -1288,18 +1278,42 @@ async fn power_lookahead_runs_on_the_real_server_in_the_fleet_and_in_sample() {
         assert!(r.stats.lookahead.as_ref().unwrap().rollouts > 0);
     }
 
-    let output = Command::new(BIN)
-        .args([
-            "sample",
-            "--model",
-            &server.reference(),
+    let tokens = sampled_tokens(
+        &server,
+        &[
             "--prompt",
             "hello",
-        ])
-        .args(["--method", "power-lookahead", "--lookahead-candidates", "4"])
-        .args(["--lookahead-rollouts", "2", "--lookahead-horizon", "3"])
-        .args(["--block-size", "3", "--max-new-tokens", "6", "--seed", "7"])
-        .args(["--format", "jsonl", "--threads", "1", "--chains", "1"])
+            "--method",
+            "power-lookahead",
+            "--lookahead-candidates",
+            "4",
+            "--lookahead-rollouts",
+            "2",
+            "--lookahead-horizon",
+            "3",
+            "--block-size",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "7",
+            "--format",
+            "jsonl",
+            "--threads",
+            "1",
+            "--chains",
+            "1",
+        ],
+    );
+    assert_eq!(tokens, replay(7, 0).await.tokens);
+}
+
+/// The tokens of the one chain `powerfleet sample --model SERVER ARGS` prints as JSONL, with a
+/// clean environment; the command must succeed.
+fn sampled_tokens(server: &LlamaServer, args: &[&str]) -> Vec<u32> {
+    let output = Command::new(BIN)
+        .args(["sample", "--model", &server.reference()])
+        .args(args)
         .env_clear()
         .output()
         .unwrap();
@@ -1309,6 +1323,5 @@ async fn power_lookahead_runs_on_the_real_server_in_the_fleet_and_in_sample() {
         String::from_utf8_lossy(&output.stderr)
     );
     let record: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let tokens: Vec<u32> = serde_json::from_value(record["tokens"].clone()).unwrap();
-    assert_eq!(tokens, replay(7, 0).await.tokens);
+    serde_json::from_value(record["tokens"].clone()).unwrap()
 }
