@@ -114,31 +114,15 @@ fn bench_grading_measures_math_and_humaneval() {
 /// and fails otherwise), and the server redoes exactly the request the outage cut, nothing more.
 #[test]
 fn bench_outage_loses_no_job_and_redoes_only_the_cut_request() {
-    for var in ["POWERFLEET_LLAMA_SERVER", "POWERFLEET_TINY_GGUF"] {
-        assert!(
-            std::env::var(var).is_ok(),
-            "{var} is not set: run scripts/test.sh, which builds llama-server and the tiny model"
-        );
-    }
-    let out = std::process::Command::new(BIN)
-        .args([
-            "bench",
-            "outage",
-            "--outage-s",
-            "3",
-            "--jobs",
-            "4",
-            "--concurrency",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    let stdout = stdout_of(&out);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = llama_bench(&[
+        "outage",
+        "--outage-s",
+        "3",
+        "--jobs",
+        "4",
+        "--concurrency",
+        "2",
+    ]);
     let row = stdout
         .lines()
         .find(|l| l.starts_with("| server stopped mid-batch |"))
@@ -172,36 +156,20 @@ fn bench_outage_loses_no_job_and_redoes_only_the_cut_request() {
 /// setting has a row, measured or said to be unsupported by the backend.
 #[test]
 fn bench_frontier_measures_every_family_and_draws_the_figure() {
-    for var in ["POWERFLEET_LLAMA_SERVER", "POWERFLEET_TINY_GGUF"] {
-        assert!(
-            std::env::var(var).is_ok(),
-            "{var} is not set: run scripts/test.sh, which builds llama-server and the tiny model"
-        );
-    }
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "bench",
-            "frontier",
-            "--runs",
-            "10",
-            "--server-jobs",
-            "1",
-            "--server-max-new-tokens",
-            "8",
-            "--server-block-size",
-            "4",
-            "--plot-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = stdout_of(&out);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = llama_bench(&[
+        "frontier",
+        "--runs",
+        "10",
+        "--server-jobs",
+        "1",
+        "--server-max-new-tokens",
+        "8",
+        "--server-block-size",
+        "4",
+        "--plot-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let rows = |family: &str| {
         stdout
             .lines()
@@ -268,4 +236,27 @@ fn bench_frontier_measures_every_family_and_draws_the_figure() {
             "the figure lacks {text:?}: {texts:?}"
         );
     }
+}
+
+/// The standard output of `powerfleet bench ARGS` on the llama-server and tiny model that
+/// scripts/test.sh provides; the command must succeed.
+fn llama_bench(args: &[&str]) -> String {
+    for var in ["POWERFLEET_LLAMA_SERVER", "POWERFLEET_TINY_GGUF"] {
+        assert!(
+            std::env::var(var).is_ok(),
+            "{var} is not set: run scripts/test.sh, which builds llama-server and the tiny model"
+        );
+    }
+    let out = std::process::Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
