@@ -109,11 +109,7 @@ async fn sigkilled_workers_lose_nothing_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_fault_free_run() {
-    let mut fleet = Fleet::new(BIN, false);
-    for _ in 0..2 {
-        fleet.spawn_worker(&[]);
-    }
-    fleet.spawn_collector();
+    let mut fleet = two_workers_and_a_collector();
     let config = SamplerConfig {
         block_size: 2,
         max_new_tokens: 16,
@@ -134,6 +130,16 @@ async fn power_smc_jobs_survive_killed_workers_with_the_tokens_and_weights_of_a_
         assert_eq!(smc.particles, 8);
         assert!(smc.weighted.iter().any(|w| w.tokens == r.tokens));
     }
+}
+
+/// A fleet of two workers and a collector, for the kill tests.
+fn two_workers_and_a_collector() -> Fleet {
+    let mut fleet = Fleet::new(BIN, false);
+    for _ in 0..2 {
+        fleet.spawn_worker(&[]);
+    }
+    fleet.spawn_collector();
+    fleet
 }
 
 /// Runs 24 jobs of `config` on `model` with two workers, SIGKILLs the owner of a job in flight
@@ -202,11 +208,7 @@ async fn jobs_survive_three_kills(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_lookahead_jobs_survive_killed_workers_with_the_tokens_of_a_fault_free_run() {
-    let mut fleet = Fleet::new(BIN, false);
-    for _ in 0..2 {
-        fleet.spawn_worker(&[]);
-    }
-    fleet.spawn_collector();
+    let mut fleet = two_workers_and_a_collector();
     // Every token of the vocabulary is a candidate, EOS among them: a chain that did not know
     // the model's terminal token would give EOS rollouts, and differ from the fault-free run.
     let config = SamplerConfig {
@@ -235,11 +237,7 @@ async fn power_lookahead_jobs_survive_killed_workers_with_the_tokens_of_a_fault_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_smc_jobs_with_moves_and_annealing_survive_killed_workers() {
-    let mut fleet = Fleet::new(BIN, false);
-    for _ in 0..2 {
-        fleet.spawn_worker(&[]);
-    }
-    fleet.spawn_collector();
+    let mut fleet = two_workers_and_a_collector();
     let config = SamplerConfig {
         block_size: 2,
         max_new_tokens: 16,
