@@ -288,3 +288,78 @@ async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
         assert!(scraped.contains(want), "{want} not in:\n{scraped}");
     }
 }
+
+/// Waits until the collector's metrics at `metrics` show `n` jobs of `model` not delivered yet
+/// (it samples the queue every 5 s), then checks that Redis reports that same lag for the
+/// workers' group on the model's stream: what KEDA's redis-streams scaler reads.
+async fn lag_is(fleet: &Fleet, metrics: &str, model: &str, n: u64) {
+    let line = format!("powerfleet_queue_lag_jobs{{model=\"{model}\"}} {n}");
+    fleet
+        .wait_until(
+            &format!("the collector's metrics show {line}"),
+            Duration::from_secs(120),
+            || async {
+                get(&format!("http://{metrics}/metrics"))
+                    .await
+                    .1
+                    .lines()
+                    .any(|l| l == line)
+            },
+        )
+        .await;
+    let queue = fleet.queue().await;
+    let stream = queue.keys().model_jobs(model);
+    assert_eq!(
+        queue.reported_lag(&stream).await.unwrap(),
+        Some(n),
+        "the lag XINFO GROUPS reports on {stream}"
+    );
+}
+
+/// `powerfleet cancel` of queued jobs leaves the lag autoscalers read (`XINFO GROUPS`) and the
+/// collector's `powerfleet_queue_lag_jobs` equal to the jobs still queued: those left when some
+/// are, 0 when none are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_queued_jobs_leave_the_true_lag_for_autoscalers_and_metrics() {
+    use powerfleet_fleet::request::{ModelPolicy, RequestLimits};
+    use powerfleet_jobs::CorrelationId;
+
+    let mut fleet = Fleet::new(BIN, false);
+    let metrics = common::free_addr();
+    fleet.spawn_collector_with(&["--metrics-listen", &metrics]);
+    let queue = fleet.queue().await;
+    // No worker serves either model name. Twenty jobs of `lagged`, two per submission,
+    // alternately under two correlation ids, so that each id's jobs lie between the other's in
+    // the stream; three of `bystander`.
+    let (doomed, kept) = (CorrelationId::generate(), CorrelationId::generate());
+    let mut kept_batches = Vec::new();
+    for i in 0..10 {
+        let mut request = batch("lagged").problems(2).request();
+        request.correlation_id = Some(if i % 2 == 0 { &doomed } else { &kept }.clone());
+        let submission = request
+            .into_submission(&RequestLimits::operator(), &ModelPolicy::operator())
+            .unwrap();
+        let receipt = submit_batch(&queue, &submission).await;
+        if i % 2 == 1 {
+            kept_batches.push(receipt.batch_id.unwrap().to_string());
+        }
+    }
+    submit_batch(&queue, &batch("bystander").problems(3).build()).await;
+    lag_is(&fleet, &metrics, "lagged", 20).await;
+    lag_is(&fleet, &metrics, "bystander", 3).await;
+
+    // Cancelling one correlation id's jobs leaves the other's ten queued.
+    let doomed = doomed.to_string();
+    let out = common::stdout_of(&fleet.cli_without_database(&["cancel", "--correlation", &doomed]));
+    assert!(out.contains("cancelled 10,"), "{out}");
+    lag_is(&fleet, &metrics, "lagged", 10).await;
+    lag_is(&fleet, &metrics, "bystander", 3).await;
+
+    // Cancelling the rest, batch by batch, leaves none.
+    for b in &kept_batches {
+        let out = common::stdout_of(&fleet.cli_without_database(&["cancel", "--batch", b]));
+        assert!(out.contains("cancelled 2,"), "{out}");
+    }
+    lag_is(&fleet, &metrics, "lagged", 0).await;
+    lag_is(&fleet, &metrics, "bystander", 3).await;
+}

@@ -117,6 +117,14 @@ async fn the_queue_follows_a_failover_and_a_reshard_of_its_slot() {
     assert!(done.iter().all(|s| *s == JobStatus::Completed), "{done:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_leave_the_lag_autoscalers_read_true_on_a_cluster() {
+    let cluster = cluster();
+    let q = queue(&cluster.url(1), "lag").await;
+    assert!(q.is_cluster());
+    crate::routing::cancels_leave_the_reported_lag_true(&q).await;
+}
+
 async fn futures_states(q: &Queue, specs: &[JobSpec]) -> Vec<JobStatus> {
     let mut out = Vec::new();
     for s in specs {

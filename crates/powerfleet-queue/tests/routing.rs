@@ -266,6 +266,95 @@ async fn cancelled_queued_jobs_leave_no_backlog() {
     );
 }
 
+/// The lag of the workers' group on `model`'s stream as Redis reports it (what autoscalers
+/// read), and the jobs really queued there.
+async fn lag_of(q: &Queue, model: &str) -> (Option<u64>, u64) {
+    let stream = q.keys().model_jobs(model);
+    let queued = q
+        .backlog_by_stream()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.stream == stream)
+        .map_or(0, |b| b.queued);
+    (q.reported_lag(&stream).await.unwrap(), queued)
+}
+
+async fn cancel(q: &Queue, s: &JobSpec) -> CancelOutcome {
+    let cancelled = powerfleet_testkit::result_for(s)
+        .status(JobStatus::Cancelled)
+        .build();
+    q.cancel(s.job_id, &cancelled).await.unwrap()
+}
+
+/// Cancelling queued jobs anywhere in a model name's stream (before, between and after entries
+/// delivered and still queued) leaves the lag Redis reports for the workers' group, which
+/// autoscalers read, equal to the jobs still queued; reads and new jobs count on from it. The
+/// cluster test runs it on a Redis Cluster.
+pub(crate) async fn cancels_leave_the_reported_lag_true(q: &Queue) {
+    let corr = CorrelationId::generate();
+    let specs: Vec<JobSpec> = (0..20).map(|i| spec(&corr, "m1", i)).collect();
+    q.enqueue(&specs, None).await.unwrap();
+    assert_eq!(lag_of(q, "m1").await, (Some(20), 20));
+    // A worker reads four and runs the last one it read to the end (the other three stay
+    // pending: read, not claimed, as when their worker died).
+    let sub = q.subscription(&["m1".to_string()]);
+    let read = q.read_subscribed(&sub, "w", 4, 100).await.unwrap();
+    assert_eq!(read.len(), 4);
+    let last = read.last().unwrap();
+    let s = last.spec.clone().unwrap();
+    let ClaimOutcome::Claimed { lease, .. } = q.claim(s.job_id, last, "w").await.unwrap() else {
+        panic!("not claimed")
+    };
+    let done = powerfleet_testkit::result_for(&s)
+        .status(JobStatus::Completed)
+        .build();
+    assert!(q.finish(&lease, &done, None).await.unwrap());
+    assert_eq!(lag_of(q, "m1").await.1, 16);
+    // Every other queued job is cancelled: deleted entries lie between the ones still queued.
+    let queued: Vec<&JobSpec> = specs
+        .iter()
+        .filter(|s| {
+            !read
+                .iter()
+                .any(|d| d.spec.as_ref().unwrap().job_id == s.job_id)
+        })
+        .collect();
+    assert_eq!(queued.len(), 16);
+    for s in queued.iter().step_by(2) {
+        assert_eq!(cancel(q, s).await, CancelOutcome::Cancelled);
+        let (reported, really) = lag_of(q, "m1").await;
+        assert_eq!(reported, Some(really), "after cancelling {}", s.job_id);
+    }
+    assert_eq!(lag_of(q, "m1").await, (Some(8), 8));
+    // Reads count on from there.
+    assert_eq!(q.read_subscribed(&sub, "w", 3, 100).await.unwrap().len(), 3);
+    assert_eq!(lag_of(q, "m1").await, (Some(5), 5));
+    // A job read but never claimed is cancelled too; what is queued does not change.
+    let unclaimed = read[0].spec.as_ref().unwrap();
+    assert_eq!(cancel(q, unclaimed).await, CancelOutcome::Cancelled);
+    assert_eq!(lag_of(q, "m1").await, (Some(5), 5));
+    // Cancelling every job left leaves nothing to scale on.
+    for s in &specs {
+        cancel(q, s).await;
+    }
+    assert_eq!(lag_of(q, "m1").await, (Some(0), 0));
+    assert_eq!(q.job_backlog().await.unwrap(), (0, 0));
+    // New jobs count from 0 again.
+    let more: Vec<JobSpec> = (20..22).map(|i| spec(&corr, "m1", i)).collect();
+    q.enqueue(&more, None).await.unwrap();
+    assert_eq!(lag_of(q, "m1").await, (Some(2), 2));
+    assert_eq!(q.read_subscribed(&sub, "w", 2, 100).await.unwrap().len(), 2);
+    assert_eq!(lag_of(q, "m1").await, (Some(0), 0));
+}
+
+#[tokio::test]
+async fn cancels_leave_the_lag_autoscalers_read_true() {
+    let server = server();
+    let q = queue(&server, "r7").await;
+    cancels_leave_the_reported_lag_true(&q).await;
+}
+
 fn registration(id: &str, names: &[&str], expires_at_ms: u64) -> WorkerRegistration {
     WorkerRegistration {
         worker_id: id.to_string(),

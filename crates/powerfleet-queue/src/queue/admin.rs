@@ -90,6 +90,30 @@ impl Queue {
         Ok(trimmed as u64)
     }
 
+    /// The lag of the workers' consumer group on the jobs stream `stream` as Redis itself reports
+    /// it in `XINFO GROUPS`: what autoscalers such as KEDA's `redis-streams` scaler read (the
+    /// queue's own figures are [`Queue::backlog_by_stream`]'s). `None` when Redis cannot count it
+    /// (it replies nil), or the stream or its group does not exist.
+    pub async fn reported_lag(&self, stream: &str) -> Result<Option<u64>, QueueError> {
+        let mut c = self.conn().await?;
+        let reply: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(&mut c)
+            .await;
+        let groups = match reply {
+            Ok(groups) => groups,
+            Err(e) if e.to_string().contains("no such key") => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        Ok(groups
+            .iter()
+            .find(|g| g.get("name").and_then(text).as_deref() == Some(WORKER_GROUP))
+            .and_then(|g| g.get("lag"))
+            .and_then(text)
+            .and_then(|lag| lag.parse().ok()))
+    }
+
     /// Appends a raw entry to the jobs stream (for tests of undecodable input).
     pub async fn push_raw_job_entry(&self, fields: &[(&str, &str)]) -> Result<String, QueueError> {
         let mut c = self.conn().await?;

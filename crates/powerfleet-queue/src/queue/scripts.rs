@@ -35,7 +35,11 @@ impl Scripts {
             hand_back: Script::new(include_str!("lua/hand_back.lua")),
             defer: Script::new(include_str!("lua/defer.lua")),
             promote: Script::new(include_str!("lua/promote.lua")),
-            cancel: with_tally(include_str!("lua/cancel.lua")),
+            cancel: with_tally(&format!(
+                "{}\n{}",
+                include_str!("lua/lag.lua"),
+                include_str!("lua/cancel.lua")
+            )),
             dead_letter: with_tally(include_str!("lua/dead_letter.lua")),
             read: Script::new(include_str!("lua/read.lua")),
             requeue: Script::new(include_str!("lua/requeue.lua")),

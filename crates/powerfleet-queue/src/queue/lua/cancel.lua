@@ -4,7 +4,7 @@
 -- ARGV[1] now_ms, ARGV[2] job id, ARGV[3] result json for a queued job, ARGV[4] retention_s,
 -- ARGV[5] workers' group, ARGV[6] has_batch ('1'/'0'), ARGV[7] the job's method.
 -- KEYS[5] the correlation's tally, KEYS[6] the batch's tally (or an unused key).
--- Uses tally() from tally.lua, which is loaded before this script.
+-- Uses tally() from tally.lua and keep_lag() from lag.lua, which are loaded before this script.
 -- Returns 'cancelled' | 'requested' | 'final:<status>' | 'missing'.
 
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -22,14 +22,10 @@ if status == 'queued' then
   if entry and entry ~= '' then
     redis.call('XACK', KEYS[4], ARGV[5], entry)
     redis.call('XDEL', KEYS[4], entry)
-    -- Redis cannot count the group's lag past a deleted entry it never delivered, and would
-    -- keep reporting it (autoscalers read that lag). When nothing undelivered is left (acknowledged
-    -- entries are deleted, so the stream holds only the pending and the undelivered ones), the
-    -- group moves to the stream's end, which skips nothing and makes its lag 0 again.
-    local pending = redis.call('XPENDING', KEYS[4], ARGV[5])[1]
-    if redis.call('XLEN', KEYS[4]) - pending == 0 then
-      redis.call('XGROUP', 'SETID', KEYS[4], ARGV[5], '$')
-    end
+    -- Redis cannot count the group's lag past a deleted entry it never delivered (it would
+    -- report nil, or the cancelled job still): keep_lag() makes it the jobs still queued again,
+    -- which autoscalers read.
+    keep_lag(KEYS[4], ARGV[5])
   end
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   tally(KEYS[5], KEYS[6], ARGV[6], 'cancelled', ARGV[7], ARGV[4])
