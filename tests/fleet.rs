@@ -1638,6 +1638,77 @@ async fn submit_wait_without_a_database_follows_redis_and_creates_no_file() {
     assert!(created.is_empty(), "submit created {created:?}");
 }
 
+/// `status` and `status --wait` without `--database-url` (nor `POWERFLEET_DATABASE_URL`) read
+/// the jobs' final states from Redis, as `submit --wait` does, and create no database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_status_wait_without_a_database_follow_redis_and_create_no_file() {
+    let mut fleet = Fleet::new(BIN, false);
+    fleet.spawn_worker(&[]);
+    // No collector: nothing is ever stored, so only Redis can say that the jobs finished.
+    let queue = fleet.queue().await;
+    let receipt = submit_batch(
+        &queue,
+        &batch("toy:pivot?delay_ms=20")
+            .config(long_config(2, 6))
+            .seeds(3)
+            .build(),
+    )
+    .await;
+    let batch_id = receipt.batch_id.unwrap().to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    let status = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .current_dir(cwd.path())
+            .arg("status")
+            .args(args)
+            .env("POWERFLEET_REDIS_URL", fleet.redis_url())
+            .env("POWERFLEET_NAMESPACE", &fleet.namespace)
+            .env_remove("POWERFLEET_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let created = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(cwd.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    let once = common::stdout_of(&status(&[&batch_id]));
+    assert!(
+        once.starts_with(&format!("batch {batch_id}\njobs 3: ")),
+        "{once}"
+    );
+    assert!(created().is_empty(), "status created {:?}", created());
+
+    let out = status(&[&batch_id, "--wait"]);
+    let waited = common::stdout_of(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        waited.contains("jobs 3: completed 3\n"),
+        "{waited}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("done in") && stderr.contains("completed 3"),
+        "{stderr}"
+    );
+    assert!(
+        created().is_empty(),
+        "status --wait created {:?}",
+        created()
+    );
+
+    // A finished job's result, from Redis.
+    let spec = common::job_spec(&queue, receipt.job_ids[0]).await;
+    let out = status(&[&spec.job_id.to_string(), "--format", "json"]);
+    let job: serde_json::Value = serde_json::from_str(&common::stdout_of(&out)).unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["source"], "redis", "{job}");
+    let tokens: Vec<powerfleet_sampler::TokenId> =
+        serde_json::from_value(job["result"]["tokens"].clone()).unwrap();
+    assert_eq!(tokens, fault_free_tokens(&spec));
+    assert!(created().is_empty(), "status created {:?}", created());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_of_a_batch_is_counts_and_problems_and_lists_jobs_only_when_asked() {
     let mut fleet = Fleet::new(BIN, false);

@@ -8,6 +8,7 @@ use powerfleet_fleet::status::{self, Page, StatusQuery, StatusReport};
 use powerfleet_fleet::watch::Watched;
 use powerfleet_jobs::JobId;
 use powerfleet_queue::TallyOf;
+use powerfleet_store::Store;
 
 use super::*;
 
@@ -18,8 +19,13 @@ pub struct StatusArgs {
     pub id: String,
     #[command(flatten)]
     pub redis: RedisArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    /// The results database the collector writes to (sqlite://FILE or postgres://...): finished
+    /// jobs' results and a batch's aggregates come from it, and --wait lasts until every result
+    /// is stored there. Without it, status reads the jobs' final states from Redis (which keeps
+    /// them for --retention) and --wait follows the jobs in Redis only; no database is opened or
+    /// created.
+    #[arg(long, env = "POWERFLEET_DATABASE_URL")]
+    pub database_url: Option<String>,
     /// Output format. JSON lists every job unless --limit or --after is given.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutFormat,
@@ -56,9 +62,17 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
         max_bytes: usize::MAX,
     };
     let queue = args.redis.connect().await?;
-    let store = args.database.connect().await?;
+    let store = match &args.database_url {
+        Some(url) => Some(
+            Store::connect(url)
+                .await
+                .context("--database-url: cannot use the results database")?,
+        ),
+        None => None,
+    };
+    let store = store.as_ref();
     if args.wait {
-        let found = status::status(&queue, Some(&store), &args.id, Page::NONE.into()).await?;
+        let found = status::status(&queue, store, &args.id, Page::NONE.into()).await?;
         let watched = match &found {
             StatusReport::Job(j) => Watched::Job(j.job_id),
             StatusReport::Batch { batch_id, .. } => Watched::Batch(*batch_id),
@@ -66,13 +80,13 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
                 Watched::Correlation(correlation_id.clone())
             }
         };
-        wait(&queue, Some(&store), &watched).await?;
+        wait(&queue, store, &watched).await?;
     }
     let query = StatusQuery {
         page,
         problems: true,
     };
-    let report = status::status(&queue, Some(&store), &args.id, query).await?;
+    let report = status::status(&queue, store, &args.id, query).await?;
     let mut out = std::io::stdout().lock();
     match args.format {
         OutFormat::Json => {
