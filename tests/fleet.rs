@@ -47,15 +47,85 @@ impl Lcg {
     }
 }
 
+/// Which jobs stream a fault test's jobs go through: the shared one, as jobs of a toy reference
+/// itself, or a model name's own, as jobs of a name the workers map to the toy model
+/// (`--model NAME=toy:...`).
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Reference,
+    Name(&'static str),
+}
+
+impl Route {
+    /// The model the jobs on `toy` are submitted for.
+    fn model(self, toy: &str) -> String {
+        match self {
+            Route::Reference => toy.to_string(),
+            Route::Name(name) => name.to_string(),
+        }
+    }
+
+    /// The worker flags that map the name to `toy` (none for a reference).
+    fn worker_flags(self, toy: &str) -> Vec<String> {
+        match self {
+            Route::Reference => Vec::new(),
+            Route::Name(name) => vec!["--model".to_string(), format!("{name}={toy}")],
+        }
+    }
+
+    /// Starts a worker for these jobs with `extra` flags too.
+    fn spawn_worker(self, fleet: &mut Fleet, toy: &str, extra: &[&str]) -> usize {
+        let flags = self.worker_flags(toy);
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        fleet.spawn_worker(&args)
+    }
+
+    /// `specs` as a fault-free run computes them: on `toy` itself.
+    fn on_toy(self, toy: &str, specs: &[JobSpec]) -> Vec<JobSpec> {
+        specs
+            .iter()
+            .map(|s| JobSpec {
+                model: toy.to_string(),
+                ..s.clone()
+            })
+            .collect()
+    }
+
+    /// Checks that the jobs went through the stream of their route: a name's own stream exists
+    /// (asked on a new connection: Redis may have restarted since the fleet's others were made).
+    async fn check_stream(self, fleet: &Fleet) {
+        if let Route::Name(name) = self {
+            let backlog = fleet.queue().await.backlog_by_stream().await.unwrap();
+            assert!(
+                backlog.iter().any(|b| b.model.as_deref() == Some(name)),
+                "no jobs stream of {name}: {backlog:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_workers_lose_nothing_and_double_nothing() {
+    sigkilled_workers_lose_nothing_and_double_nothing_via(Route::Reference).await;
+}
+
+/// As `sigkilled_workers_lose_nothing_and_double_nothing`, with jobs of a model name: they wait
+/// and are taken over in the name's own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_workers_lose_nothing_and_double_nothing_of_a_model_name() {
+    sigkilled_workers_lose_nothing_and_double_nothing_via(Route::Name("killed")).await;
+}
+
+async fn sigkilled_workers_lose_nothing_and_double_nothing_via(route: Route) {
+    const TOY: &str = "toy:eos-lengths?delay_ms=40";
     let mut fleet = Fleet::new(BIN, false);
     for _ in 0..3 {
-        fleet.spawn_worker(&[]);
+        route.spawn_worker(&mut fleet, TOY, &[]);
     }
     fleet.spawn_collector();
     let queue = fleet.queue().await;
-    let submission = batch("toy:eos-lengths?delay_ms=40")
+    let submission = batch(&route.model(TOY))
         .config(long_config(4, 8))
         .methods(&[Method::Power, Method::LowTemp])
         .problems(30)
@@ -88,7 +158,8 @@ async fn sigkilled_workers_lose_nothing_and_double_nothing() {
         .wait_for_results(batch_id, n, Duration::from_secs(180))
         .await;
     assert_eq!(results.len(), n);
-    assert_exact(&results, &specs);
+    assert_exact(&results, &route.on_toy(TOY, &specs));
+    route.check_stream(&fleet).await;
     let published = published_results(&fleet).await;
     for spec in &specs {
         assert_eq!(
@@ -419,14 +490,25 @@ async fn a_paused_worker_cannot_overwrite_the_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_batch_loses_no_job() {
+    a_redis_restart_mid_batch_loses_no_job_via(Route::Reference).await;
+}
+
+/// As `a_redis_restart_mid_batch_loses_no_job`, with jobs of a model name, in its own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_batch_loses_no_job_of_a_model_name() {
+    a_redis_restart_mid_batch_loses_no_job_via(Route::Name("restarted")).await;
+}
+
+async fn a_redis_restart_mid_batch_loses_no_job_via(route: Route) {
+    const TOY: &str = "toy:eos-lengths?delay_ms=30";
     let mut fleet = Fleet::new(BIN, true);
-    fleet.spawn_worker(&[]);
-    fleet.spawn_worker(&[]);
+    route.spawn_worker(&mut fleet, TOY, &[]);
+    route.spawn_worker(&mut fleet, TOY, &[]);
     fleet.spawn_collector();
     let queue = fleet.queue().await;
     let receipt = submit_batch(
         &queue,
-        &batch("toy:eos-lengths?delay_ms=30")
+        &batch(&route.model(TOY))
             .config(long_config(3, 6))
             .problems(20)
             .seeds(2)
@@ -451,7 +533,8 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
     let results = fleet
         .wait_for_results(batch_id, n, Duration::from_secs(180))
         .await;
-    assert_exact(&results, &specs);
+    assert_exact(&results, &route.on_toy(TOY, &specs));
+    route.check_stream(&fleet).await;
     let published = published_results(&fleet).await;
     for spec in &specs {
         assert_eq!(published.get(&spec.job_id.to_string()), Some(&1));
@@ -460,21 +543,49 @@ async fn a_redis_restart_mid_batch_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_loses_its_data_the_roles_recreate_their_groups_and_jobs_complete() {
+    after_redis_loses_its_data_jobs_complete_via(Route::Reference).await;
+}
+
+/// As `after_redis_loses_its_data_the_roles_recreate_their_groups_and_jobs_complete`, with jobs
+/// of a model name: the name's stream and its group come back too (with the first job, or from
+/// the worker's read), and the worker reads it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_its_data_jobs_of_a_model_name_complete() {
+    after_redis_loses_its_data_jobs_complete_via(Route::Name("flushed")).await;
+}
+
+async fn after_redis_loses_its_data_jobs_complete_via(route: Route) {
+    const TOY: &str = "toy:tiny";
     let mut fleet = Fleet::new(BIN, false);
-    fleet.spawn_worker(&[]);
+    route.spawn_worker(&mut fleet, TOY, &[]);
     fleet.spawn_collector();
-    common::run_tiny_batch(&fleet, 2).await;
     let queue = fleet.queue().await;
+    let before = submit_batch(&queue, &batch(&route.model(TOY)).problems(2).build()).await;
+    fleet
+        .wait_for_results(before.batch_id.unwrap(), 2, Duration::from_secs(120))
+        .await;
     // Every stream and group goes, with the roles running (blocked in their reads).
     let client = redis::Client::open(fleet.redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    // A batch submitted afterwards completes and is stored.
-    let receipt = submit_batch(&queue, &batch("toy:tiny").problems(3).build()).await;
+    // A batch submitted afterwards completes, each job once with the tokens of a fault-free
+    // run, and is stored.
+    let receipt = submit_batch(
+        &queue,
+        &batch(&route.model(TOY)).problems(3).seeds(2).build(),
+    )
+    .await;
+    let specs = specs(&queue, &receipt).await;
     let results = fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 3, Duration::from_secs(60))
+        .wait_for_results(receipt.batch_id.unwrap(), 6, Duration::from_secs(120))
         .await;
-    assert!(results.iter().all(|r| r.status == JobStatus::Completed));
+    assert_eq!(results.len(), 6);
+    assert_exact(&results, &route.on_toy(TOY, &specs));
+    route.check_stream(&fleet).await;
+    let published = published_results(&fleet).await;
+    for spec in &specs {
+        assert_eq!(published.get(&spec.job_id.to_string()), Some(&1));
+    }
     // The collector recreated its group (the jobs stream's comes back with the first job
     // submitted, or from the worker's read if that comes first).
     let logs = fleet.logs();
