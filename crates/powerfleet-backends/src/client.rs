@@ -113,6 +113,15 @@ const DETERMINISM_SEQUENTIAL: usize = 2;
 /// Determinism probe requests then sent at once.
 const DETERMINISM_CONCURRENT: usize = 4;
 
+/// Whether a request's failure counts towards its server's circuit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Breaking {
+    /// It does: the request is a job's (or its probe's).
+    Counts,
+    /// It does not: the request checks whether the server is ready.
+    Ignored,
+}
+
 /// Inference servers behind one model reference.
 #[derive(Debug)]
 pub struct HttpModel {
@@ -211,6 +220,18 @@ impl HttpModel {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, BackendError> {
+        self.call_as(server, path, body, Breaking::Counts).await
+    }
+
+    /// [`HttpModel::call`], with `breaking` saying whether a failure counts towards the server's
+    /// circuit.
+    async fn call_as(
+        &self,
+        server: &Server,
+        path: &str,
+        body: Option<&Value>,
+        breaking: Breaking,
+    ) -> Result<Value, BackendError> {
         let _permit = server.permits.acquire().await.expect("never closed");
         // Requests go to the URL with its credentials; messages name it redacted.
         let target = format!("{}{path}", server.url);
@@ -263,10 +284,12 @@ impl HttpModel {
         .await;
         // Only failures that say something about the server count towards its circuit: a
         // request the server answered, however badly, shows it alive. 429 is overload, not an
-        // outage.
+        // outage. A readiness check's failures do not count ([`HttpModel::probe_for_readiness`]).
         match &result {
             Err(BackendError::Unavailable(m)) if !overloaded.load(Ordering::Relaxed) => {
-                server.failed(m)
+                if breaking == Breaking::Counts {
+                    server.failed(m);
+                }
             }
             _ => server.succeeded(),
         }
@@ -373,6 +396,19 @@ impl HttpModel {
     /// a server that is down gives [`BackendError::Unavailable`] (wait and probe again), a
     /// configuration that rules out exact sampling [`BackendError::Rejected`].
     pub async fn probe(&self) -> Result<Arc<ServerInfo>, BackendError> {
+        self.probe_as(Breaking::Counts).await
+    }
+
+    /// [`HttpModel::probe`] for a readiness check rather than for a job: its failures do not
+    /// count towards the servers' circuits, which hold the model's jobs back. A worker checking
+    /// a server that is down, again and again while nothing else asks for it, would otherwise
+    /// keep its circuit open, and its jobs would never be claimed, so never fail once they have
+    /// waited past the worker's patience. An answer still closes a server's circuit.
+    pub async fn probe_for_readiness(&self) -> Result<Arc<ServerInfo>, BackendError> {
+        self.probe_as(Breaking::Ignored).await
+    }
+
+    async fn probe_as(&self, breaking: Breaking) -> Result<Arc<ServerInfo>, BackendError> {
         if let Some(info) = self.info.get() {
             return Ok(info.clone());
         }
@@ -388,9 +424,10 @@ impl HttpModel {
                     .probe(&OneServer {
                         model: self,
                         server,
+                        breaking,
                     })
                     .await?;
-                if let Some(seen) = self.probe_determinism(server, &info).await? {
+                if let Some(seen) = self.probe_determinism(server, &info, breaking).await? {
                     info.nondeterministic.push(probe::NondeterministicServer {
                         server: server.shown.clone(),
                         seen,
@@ -497,15 +534,17 @@ impl HttpModel {
         &self,
         server: &Server,
         info: &ServerInfo,
+        breaking: Breaking,
     ) -> Result<Option<probe::Nondeterminism>, BackendError> {
         let answer = self
-            .call(
+            .call_as(
                 server,
                 "/tokenize",
                 Some(&self.tokenize_body(&format!(
                     "Probe {}: {DETERMINISM_TEXT}",
                     powerfleet_jobs::now_ms()
                 ))),
+                breaking,
             )
             .await?;
         let mut prefix = tokens_of(&answer, "/tokenize")?;
@@ -525,7 +564,7 @@ impl HttpModel {
         let (path, body) = self.generation_body(&request, k);
         let ask = || async {
             let answer = self
-                .call(server, path, Some(&body))
+                .call_as(server, path, Some(&body), breaking)
                 .await
                 .map_err(|e| self.explain(e, k))?;
             self.parse_generation(&body, &answer, &info.terminal_tokens, path)
@@ -592,6 +631,7 @@ impl HttpModel {
 struct OneServer<'s> {
     model: &'s HttpModel,
     server: &'s Server,
+    breaking: Breaking,
 }
 
 impl Exchange for OneServer<'_> {
@@ -600,7 +640,7 @@ impl Exchange for OneServer<'_> {
     }
 
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Value, BackendError>> {
-        Box::pin(self.model.call(self.server, path, None))
+        Box::pin(self.model.call_as(self.server, path, None, self.breaking))
     }
 
     fn post<'a>(
@@ -608,7 +648,10 @@ impl Exchange for OneServer<'_> {
         path: &'a str,
         body: &'a Value,
     ) -> BoxFuture<'a, Result<Value, BackendError>> {
-        Box::pin(self.model.call(self.server, path, Some(body)))
+        Box::pin(
+            self.model
+                .call_as(self.server, path, Some(body), self.breaking),
+        )
     }
 }
 
@@ -667,6 +710,29 @@ mod tests {
             }),
         );
         (serve(app).await, seen)
+    }
+
+    #[tokio::test]
+    async fn a_readiness_probe_of_a_server_that_is_down_leaves_its_circuit_closed() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let m = model(&format!("llamacpp+http://{closed}"));
+        for _ in 0..2 * BREAKER_THRESHOLD {
+            let err = m.probe_for_readiness().await.unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+        }
+        assert_eq!(
+            m.unavailable_for(),
+            None,
+            "readiness checks do not hold the model's jobs back"
+        );
+        // A job's probe counts, as every request of a job does.
+        for _ in 0..BREAKER_THRESHOLD {
+            assert!(m.probe().await.unwrap_err().is_unavailable());
+        }
+        assert!(m.unavailable_for().is_some(), "the circuit opened");
     }
 
     #[tokio::test]
