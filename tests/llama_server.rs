@@ -847,10 +847,11 @@ async fn texts_leave_out_the_eos_as_the_servers_own_completion_text_does() {
 
 /// An OpenAI completion whose prompt plus `max_tokens` (or plus the default budget, when it
 /// gives none) does not fit the server's 256-token context is the request's own fault: 400
-/// `context_length_exceeded` in OpenAI's shape, never a 5xx that clients retry. Before any
-/// worker has probed the server, the job fails at the worker, once and unretried; once the
-/// workers' registrations carry the context, a request certain not to fit creates no job, and
-/// one without `max_tokens` gets a budget that fits.
+/// `context_length_exceeded` in OpenAI's shape, never a 5xx that clients retry. Where no
+/// registration knows the context (a server reference rather than a name), the job fails at the
+/// worker, once and unretried; a worker's registration carries the context of its names once
+/// its start-up probe has learned it, before any job, and then a request certain not to fit
+/// creates no job, and one without `max_tokens` gets a budget that fits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
     const TOKEN: &str = "context-test-token";
@@ -864,7 +865,13 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
     let mut serve = common::Serve::start(
         &fleet,
         "serve",
-        &["--listen", &listen, "--model", "tiny"],
+        &[
+            "--listen",
+            &listen,
+            "--model",
+            "tiny",
+            "--allow-model-references",
+        ],
         Some(TOKEN),
     );
     let base = format!("http://{listen}");
@@ -882,7 +889,16 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
         assert!(Instant::now() < deadline, "the worker never registered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(context().await.1, None, "no job has probed the server yet");
+    // The worker's start-up probe learned the context (256 - 1 for llama-server), before any job.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while context().await.1.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the context never reached the registration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(context().await.1, Some(255));
     let post = async |body: Value| {
         let correlation = powerfleet_jobs::CorrelationId::generate();
         let response = reqwest::Client::new()
@@ -914,9 +930,9 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
         );
     };
 
-    // 1. The context is not known yet: the worker fails the one job, unretried.
+    // 1. No registration knows a reference's context: the worker fails the one job, unretried.
     let (status, answer, tally) = post(
-        json!({"model": "tiny", "prompt": long, "max_tokens": 100, "power_sampling": standard}),
+        json!({"model": server.reference(), "prompt": long, "max_tokens": 100, "power_sampling": standard}),
     )
     .await;
     assert_eq!(status, 400, "{answer}\n{}", serve.log());
@@ -937,16 +953,7 @@ async fn an_openai_request_past_the_context_gets_400_context_length_exceeded() {
     assert_eq!(answer["error"]["code"], "request_refused", "{answer}");
     assert_eq!(answer["error"]["type"], "invalid_request_error", "{answer}");
 
-    // 2. The worker's registration now carries the context (256 - 1 for llama-server).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while context().await.1.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the context never reached the registration"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(context().await.1, Some(255));
+    // 2. The registration knows the name's context: a request certain not to fit creates no job.
     let (status, answer, tally) = post(
         json!({"model": "tiny", "prompt": "hello", "max_tokens": 300, "power_sampling": standard}),
     )
@@ -1324,4 +1331,146 @@ fn sampled_tokens(server: &LlamaServer, args: &[&str]) -> Vec<u32> {
     );
     let record: Value = serde_json::from_slice(&output.stdout).unwrap();
     serde_json::from_value(record["tokens"].clone()).unwrap()
+}
+
+/// `/readyz` of the worker at `addr`: the status code and the JSON body (status 0 while nothing
+/// answers yet).
+async fn readyz(addr: &str) -> (u16, Value) {
+    match reqwest::get(format!("http://{addr}/readyz")).await {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            (status, answer.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// A worker started while the inference server of one of its models is down is not ready, and
+/// `/readyz` names that model and why, until the server answers; then it is. Meanwhile it runs
+/// its other model's jobs, and the down model's jobs wait rather than fail, and run once it is
+/// up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_server_is_down_at_start_is_unready_naming_the_model_until_it_answers() {
+    const SECRET: &str = "readyz-secret-3e9a";
+    // A port where the server will run, free until it does.
+    let mut server = LlamaServer::start(1);
+    server.stop();
+    let mut fleet = Fleet::new(BIN, false);
+    let ops = common::free_addr();
+    let down = format!(
+        "b=llamacpp+http://user:{SECRET}@127.0.0.1:{}?k={VOCAB}",
+        server.port
+    );
+    fleet.spawn_worker(&[
+        "--model",
+        "a=toy:pivot",
+        "--model",
+        &down,
+        "--max-wait",
+        "2s",
+        "--metrics-listen",
+        &ops,
+    ]);
+    fleet.spawn_collector();
+    // Unready from the first answer on; once the probe has failed, the reason is the server's.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let (status, body) = readyz(&ops).await;
+        if status != 0 {
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["ready"], false, "{body}");
+            assert_eq!(body["models"]["a"], "ok", "{body}");
+            assert_ne!(body["models"]["b"], "ok", "{body}");
+            if body["models"]["b"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("its inference servers do not answer"))
+            {
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never said that the servers of model b do not answer: {body}\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let body = last.to_string();
+    assert!(
+        body.contains(&format!("user:***@127.0.0.1:{}", server.port)),
+        "the reason names the server: {body}"
+    );
+    assert!(!body.contains(SECRET), "{body}");
+
+    // Its other model's jobs run; the down model's wait for it, none failing.
+    let queue = fleet.queue().await;
+    let toy = submit(
+        &queue,
+        &common::batch("a")
+            .config(common::short_power_config())
+            .problems(2)
+            .seeds(2)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let config = SamplerConfig {
+        n_mcmc: 2,
+        block_size: 4,
+        max_new_tokens: 8,
+        ..SamplerConfig::new(Method::Power)
+    };
+    let waiting = submit(
+        &queue,
+        &common::batch("b")
+            .config(config)
+            .methods(&[Method::Power])
+            .problem("hello", Prompt::Text("hello".into()))
+            .seeds(3)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let results = fleet
+        .wait_for_results(toy.batch_id.unwrap(), 4, Duration::from_secs(120))
+        .await;
+    assert!(results.iter().all(|r| r.status == JobStatus::Completed));
+    fleet
+        .wait_until(
+            "a job of model b waits for its server",
+            Duration::from_secs(120),
+            || async {
+                let mut any_waiting = false;
+                for id in &waiting.job_ids {
+                    let s = queue.job_state(*id).await.unwrap().unwrap();
+                    assert!(!s.status.is_final(), "a job of model b ended: {s:?}");
+                    any_waiting |= s
+                        .waiting
+                        .as_deref()
+                        .is_some_and(|w| w.starts_with("waiting for model b"));
+                }
+                any_waiting
+            },
+        )
+        .await;
+    assert_eq!(readyz(&ops).await.0, 503);
+
+    // The server comes up on its port: the worker is ready, and the waiting jobs run.
+    server.restart();
+    fleet
+        .wait_until(
+            "/readyz answers 200 once the server is up",
+            Duration::from_secs(120),
+            || async { readyz(&ops).await.0 == 200 },
+        )
+        .await;
+    let (_, body) = readyz(&ops).await;
+    assert_eq!(body["models"], json!({"a": "ok", "b": "ok"}), "{body}");
+    let results = fleet
+        .wait_for_results(waiting.batch_id.unwrap(), 3, Duration::from_secs(300))
+        .await;
+    for r in &results {
+        assert_eq!(r.status, JobStatus::Completed, "{r:?}");
+    }
+    assert!(!fleet.worker_logs().contains(SECRET));
 }

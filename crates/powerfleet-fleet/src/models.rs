@@ -3,7 +3,7 @@
 //! References: `toy:NAME` (built-in) or `toy:PATH`, optionally with `?delay_ms=N` to simulate an
 //! inference server's latency per request; or a NAME registered with `--model NAME=REFERENCE`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -407,7 +407,14 @@ pub enum DeterminismError {
 pub struct ModelRegistry {
     names: HashMap<String, String>,
     cache: Mutex<HashMap<String, Backend>>,
+    /// The names mapped to inference servers that have not answered the start-up probe yet,
+    /// with why ([`ModelRegistry::check_servers`]).
+    unprobed: Mutex<BTreeMap<String, String>>,
 }
+
+/// Why a name mapped to inference servers is not ready before anything has been learned of
+/// them.
+const NOT_PROBED_YET: &str = "its inference servers have not been probed yet";
 
 impl ModelRegistry {
     /// A registry from `NAME=REFERENCE` pairs.
@@ -425,6 +432,7 @@ impl ModelRegistry {
         Ok(ModelRegistry {
             names,
             cache: Mutex::new(HashMap::new()),
+            unprobed: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -459,7 +467,8 @@ impl ModelRegistry {
     /// Loads every registered reference once, so a mapping that cannot work (a toy model that
     /// does not resolve, a reference that does not parse) stops the worker at start with the
     /// reason, instead of failing every job it takes. Inference servers are not contacted here:
-    /// one that is down is waited for, like any outage.
+    /// one that is down is waited for, like any outage; until their probe
+    /// ([`ModelRegistry::check_servers`]) has succeeded, their names are not ready.
     pub fn check(&self) -> Result<(), ModelError> {
         for name in self.names() {
             let reference = &self.names[&name];
@@ -467,12 +476,95 @@ impl ModelRegistry {
                 name: name.clone(),
                 source: Box::new(e),
             })?;
+            if server_model(&backend).is_some_and(|m| m.probed().is_none()) {
+                self.unprobed
+                    .lock()
+                    .expect("probe states")
+                    .entry(name.clone())
+                    .or_insert_with(|| NOT_PROBED_YET.to_string());
+            }
             self.cache
                 .lock()
                 .expect("model cache")
                 .insert(reference.clone(), backend);
         }
         Ok(())
+    }
+
+    /// Probes the inference servers of every name mapped to them ([`HttpModel::probe`]) until
+    /// each has answered, so that a worker whose server is down says so on `/readyz` from the
+    /// start ([`ModelRegistry::readiness`]), not only once its jobs have opened the server's
+    /// circuit. A name whose probe fails is probed again after
+    /// [`Backoff::START_UP`](crate::backoff::Backoff::START_UP), until it answers or `stop`
+    /// fires. Jobs are not held meanwhile: they wait for the model as for any outage (the
+    /// worker's patience). What the probe learns is cached for the jobs (and the context for
+    /// the worker's registration).
+    pub async fn check_servers(&self, stop: &tokio_util::sync::CancellationToken) {
+        let mut checks = Vec::new();
+        for name in self.names() {
+            let Some(model) = self.resolve(&name).ok().as_ref().and_then(server_model) else {
+                continue;
+            };
+            if model.probed().is_none() {
+                self.unprobed
+                    .lock()
+                    .expect("probe states")
+                    .entry(name.clone())
+                    .or_insert_with(|| NOT_PROBED_YET.to_string());
+            }
+            checks.push(self.check_server(name, model, stop));
+        }
+        futures_util::future::join_all(checks).await;
+    }
+
+    /// [`ModelRegistry::check_servers`] for one name.
+    async fn check_server(
+        &self,
+        name: String,
+        model: Arc<HttpModel>,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            let probed = tokio::select! {
+                _ = stop.cancelled() => return,
+                probed = model.probe_for_readiness() => probed,
+            };
+            let why = match probed {
+                Ok(_) => {
+                    self.unprobed.lock().expect("probe states").remove(&name);
+                    if failures > 0 {
+                        tracing::info!(model = %name, "the model's inference servers answer: ready for it");
+                    }
+                    return;
+                }
+                Err(BackendError::Unavailable(e)) => format!(
+                    "its inference servers do not answer the start-up probe; its jobs wait for them: {e}"
+                ),
+                Err(BackendError::Transient(e)) => {
+                    format!("its inference servers answer the start-up probe badly: {e}")
+                }
+                Err(BackendError::Rejected(e)) => {
+                    format!("the start-up probe refuses its inference servers: {e}")
+                }
+            };
+            failures += 1;
+            let delay = crate::backoff::Backoff::START_UP.delay(failures);
+            tracing::warn!(
+                model = %name,
+                reason = %why,
+                retry_in_ms = delay.as_millis() as u64,
+                "the model is not ready"
+            );
+            self.unprobed
+                .lock()
+                .expect("probe states")
+                .insert(name.clone(), why);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 
     /// For `worker --require-deterministic`: probes the servers of every registered name now
@@ -544,14 +636,17 @@ impl ModelRegistry {
         Ok(())
     }
 
-    /// Each registered name with why it is not ready (every server of it down), `None` when it
-    /// is: what a worker's `/readyz` reports.
+    /// Each registered name with why it is not ready (its inference servers not probed yet, or
+    /// not answering the probe; every server of it down), `None` when it is: what a worker's
+    /// `/readyz` reports.
     pub fn readiness(&self) -> Vec<(String, Option<String>)> {
+        let unprobed = self.unprobed.lock().expect("probe states").clone();
         self.names()
             .into_iter()
             .map(|name| {
                 let why = match self.resolve(&name) {
                     Err(e) => Some(e.to_string()),
+                    Ok(_) if unprobed.contains_key(&name) => unprobed.get(&name).cloned(),
                     Ok(backend) => backend.unavailable_for().map(|d| {
                         format!(
                             "every server is down (its circuit opened after repeated failures); next try in {} s, jobs wait meanwhile",
@@ -587,6 +682,15 @@ impl ModelRegistry {
             .expect("model cache")
             .insert(target.to_string(), backend.clone());
         Ok(backend)
+    }
+}
+
+/// The inference-server client behind `backend`, if it is one (through fault injection).
+fn server_model(backend: &Backend) -> Option<Arc<HttpModel>> {
+    match backend {
+        Backend::Http { model } => Some(model.clone()),
+        Backend::Faulty { inner, .. } => server_model(inner),
+        Backend::Toy { .. } | Backend::Hosted { .. } => None,
     }
 }
 
@@ -697,7 +801,8 @@ mod tests {
             "toy=toy:tiny".to_string(),
         ])
         .unwrap();
-        reg.check().unwrap();
+        // Before the servers are probed (`check` marks them) or any request failed, nothing is
+        // known to be down.
         assert_eq!(
             reg.readiness(),
             vec![("down".to_string(), None), ("toy".to_string(), None)],
@@ -727,6 +832,45 @@ mod tests {
                 .is_some_and(|w| w.contains("every server is down")),
             "{readiness:?}"
         );
+        assert_eq!(readiness[1], ("toy".to_string(), None));
+    }
+
+    #[tokio::test]
+    async fn a_model_whose_servers_do_not_answer_the_start_up_probe_is_not_ready() {
+        // Nothing listens on port 9: the probe fails as an unavailable server.
+        let reg = ModelRegistry::new(&[
+            "down=llamacpp+http://user:planted-secret@127.0.0.1:9".to_string(),
+            "toy=toy:tiny".to_string(),
+        ])
+        .unwrap();
+        reg.check().unwrap();
+        let readiness = reg.readiness();
+        assert_eq!(
+            readiness,
+            vec![
+                ("down".to_string(), Some(NOT_PROBED_YET.to_string())),
+                ("toy".to_string(), None)
+            ],
+            "a name mapped to servers is not ready until they answer the probe"
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let probed_once = async {
+            while reg.readiness()[0].1.as_deref() == Some(NOT_PROBED_YET) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+        };
+        tokio::join!(reg.check_servers(&stop), probed_once);
+        let readiness = reg.readiness();
+        let (name, why) = &readiness[0];
+        assert_eq!(name, "down");
+        let why = why.as_deref().unwrap_or_default();
+        assert!(
+            why.starts_with("its inference servers do not answer the start-up probe")
+                && why.contains("http://user:***@127.0.0.1:9"),
+            "{readiness:?}"
+        );
+        assert!(!why.contains("planted-secret"), "{why}");
         assert_eq!(readiness[1], ("toy".to_string(), None));
     }
 

@@ -1,6 +1,7 @@
 //! The operations endpoints every long-running role serves on its own port: `/metrics`
-//! (Prometheus text), `/healthz` (alive) and `/readyz` (Redis and the database reachable, and
-//! for a collector, results being stored).
+//! (Prometheus text), `/healthz` (alive) and `/readyz` (Redis and the database reachable; for a
+//! collector, results being stored; for a worker, the servers of each of its model names
+//! answering).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,8 @@ pub struct OpsState {
     /// Whether the role can write the results it must store (a collector's); `/readyz` is
     /// unready while it cannot, though the database answers.
     pub store_health: Option<StoreHealth>,
-    /// A worker's model names; `/readyz` is unready while every server of one is down.
+    /// A worker's model names; `/readyz` is unready, naming the model, until the servers of
+    /// each have answered the start-up probe, and while every server of one is down.
     pub models: Option<Arc<crate::ModelRegistry>>,
 }
 

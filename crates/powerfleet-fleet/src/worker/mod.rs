@@ -206,6 +206,14 @@ pub async fn run(
         stop: stop.clone(),
         report: report.clone(),
     });
+    // Until the servers of each model name have answered the start-up probe, the name is not
+    // ready (`/readyz` says why), and the probe is tried again; its jobs wait as for any outage.
+    let server_checks = {
+        let (models, stop) = (ctx.models.clone(), stop.clone());
+        AbortOnDrop(tokio::spawn(
+            async move { models.check_servers(&stop).await },
+        ))
+    };
     // Jobs whose wait for their model is over go back to the stream, however busy this worker is.
     let promoter = AbortOnDrop(tokio::spawn(promote_waiting(
         ctx.queue.clone(),
@@ -269,6 +277,7 @@ pub async fn run(
     }
     drop(promoter);
     drop(registrar);
+    drop(server_checks);
     if let Err(e) = ctx.queue.deregister_worker(&config.consumer).await {
         debug!(error = %e, "cannot remove the registration; it lapses by itself");
     }
