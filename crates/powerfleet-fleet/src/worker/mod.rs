@@ -13,7 +13,7 @@
 //! pure functions of `decide`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -220,13 +220,15 @@ pub async fn run(
         config.read_block.min(Duration::from_secs(1)),
     )));
     let permits = Arc::new(Semaphore::new(config.concurrency));
+    // Jobs being run: the permits the tasks hold, not the one the loop holds while it reads.
+    let running = Arc::new(AtomicUsize::new(0));
     // Its registration, renewed every heartbeat, tells the fleet who serves what; the first is
     // written before the worker says it started.
     let registrar = Registrar::new(&ctx);
-    if let Err(e) = ctx.queue.register_worker(&registrar.now(&permits)).await {
+    if let Err(e) = ctx.queue.register_worker(&registrar.now(&running)).await {
         warn!(error = %e, "cannot register the worker yet; it keeps trying");
     }
-    let registrar = AbortOnDrop(tokio::spawn(registrar.keep(ctx.clone(), permits.clone())));
+    let registrar = AbortOnDrop(tokio::spawn(registrar.keep(ctx.clone(), running.clone())));
     let mut tasks = JoinSet::new();
     let mut last_reclaim: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
@@ -267,8 +269,10 @@ pub async fn run(
                             .expect("no more entries are read than there are free slots"),
                     };
                     let ctx = ctx.clone();
+                    let running = Running::start(&running);
                     tasks.spawn(async move {
                         handle(&ctx, delivery).await;
+                        drop(running);
                         drop(permit);
                     });
                 }
@@ -437,8 +441,8 @@ impl Registrar {
         }
     }
 
-    /// The registration as of now.
-    fn now(&self, permits: &Semaphore) -> WorkerRegistration {
+    /// The registration as of now, with `running` jobs.
+    fn now(&self, running: &AtomicUsize) -> WorkerRegistration {
         let now = now_ms();
         WorkerRegistration {
             worker_id: self.worker_id.clone(),
@@ -446,7 +450,7 @@ impl Registrar {
             version: env!("CARGO_PKG_VERSION").to_string(),
             models: self.models.clone(),
             concurrency: self.concurrency,
-            in_flight: self.concurrency.saturating_sub(permits.available_permits()),
+            in_flight: running.load(Ordering::Relaxed),
             started_at_ms: self.started_at_ms,
             last_seen_ms: now,
             expires_at_ms: now + self.ttl.as_millis() as u64,
@@ -455,16 +459,32 @@ impl Registrar {
 
     /// Renews the registration every heartbeat, with the jobs the worker runs and the context
     /// of each model whose servers it has probed since.
-    async fn keep(mut self, ctx: Arc<WorkerContext>, permits: Arc<Semaphore>) {
+    async fn keep(mut self, ctx: Arc<WorkerContext>, running: Arc<AtomicUsize>) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.models = ctx.models.served();
-            if let Err(e) = ctx.queue.register_worker(&self.now(&permits)).await {
+            if let Err(e) = ctx.queue.register_worker(&self.now(&running)).await {
                 debug!(error = %e, "cannot renew the registration yet");
             }
         }
+    }
+}
+
+/// One job being run, counted in a worker's registration for as long as it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Running {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
