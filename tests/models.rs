@@ -132,12 +132,13 @@ async fn mixed_fleet(mut fleet: Fleet) {
 async fn a_killed_worker_leaves_the_listing_and_its_models_leave_v1_models() {
     let mut fleet = Fleet::new(BIN, false);
     let w = fleet.spawn_worker(&["--model", "m5=toy:tiny"]);
+    fleet.spawn_worker(&["--model", "m6=toy:tiny"]);
     let port = powerfleet_queue::local::free_port().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let mut serve = Serve::start(
         &fleet,
         "serve",
-        &["--listen", &listen, "--model", "m5"],
+        &["--listen", &listen, "--model", "m5", "--model", "m6"],
         Some("t0ken"),
     );
     let base = format!("http://{listen}");
@@ -149,23 +150,68 @@ async fn a_killed_worker_leaves_the_listing_and_its_models_leave_v1_models() {
             .bearer_auth("t0ken")
             .send()
     };
+    let listed = |workers: &Value| -> Vec<(String, Vec<String>)> {
+        let mut listed: Vec<_> = workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["worker_id"].as_str().unwrap().to_string(),
+                    served_names(w),
+                )
+            })
+            .collect();
+        listed.sort_by(|a, b| a.1.cmp(&b.1));
+        listed
+    };
     let workers: Value = get("/v1/workers").await.unwrap().json().await.unwrap();
-    assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
-    assert_eq!(served_names(&workers["workers"][0]), ["m5"]);
+    let before = listed(&workers["workers"]);
+    assert_eq!(before.len(), 2, "{workers}");
+    assert_eq!(before[0].1, ["m5"], "{workers}");
+    assert_eq!(before[1].1, ["m6"], "{workers}");
+    let survivor = before[1].clone();
+    let model_ids = |models: &Value| -> Vec<String> {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
     let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
-    assert_eq!(models["data"][0]["id"], "m5", "{models}");
+    let ids = model_ids(&models);
+    assert!(
+        ids.contains(&"m5".into()) && ids.contains(&"m6".into()),
+        "{models}"
+    );
 
     fleet.kill_worker(w);
-    // Its registration lapses (no renewal): it leaves the listing, and m5 leaves /v1/models.
+    // Its registration lapses (no renewal): it leaves the listing, and m5 leaves /v1/models;
+    // the worker that still runs stays, with m6.
     eventually(
         &fleet,
         "the killed worker is still listed",
         Duration::from_secs(120),
-        async || workers_json(&fleet).is_empty(),
+        async || {
+            let now = workers_json(&fleet);
+            assert!(!now.is_empty(), "the surviving worker left the listing");
+            now.len() == 1
+        },
     )
     .await;
+    assert_eq!(
+        listed(&Value::Array(workers_json(&fleet))),
+        std::slice::from_ref(&survivor)
+    );
+    let workers: Value = get("/v1/workers").await.unwrap().json().await.unwrap();
+    assert_eq!(listed(&workers["workers"]), [survivor], "{workers}");
     let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
-    assert_eq!(models["data"], serde_json::json!([]), "{models}");
+    let ids = model_ids(&models);
+    assert!(
+        ids.contains(&"m6".into()) && !ids.contains(&"m5".into()),
+        "{models}"
+    );
     // A completion for m5 is answered at once: configured, but nobody serves it now.
     let post = |model: &str| {
         client
@@ -441,4 +487,118 @@ async fn jobs_of_the_old_single_stream_layout_run_after_an_upgrade() {
         let claims = if r.job_id == ids[0] { 2 } else { 1 };
         assert_eq!(r.attempts, claims, "{r:?}");
     }
+}
+
+/// `started_at_ms` as `date -u` writes it in RFC 3339 to the second.
+fn utc_by_date(started_at_ms: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{}", started_at_ms / 1000)])
+        .arg("+%Y-%m-%dT%H:%M:%SZ")
+        .output()
+        .expect("date runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_lists_each_worker_with_when_it_started_and_never_a_server_password() {
+    const SECRET: &str = "workers-secret-91d2";
+    let started = powerfleet_jobs::now_ms();
+    let mut fleet = Fleet::new(BIN, false);
+    // The server is down: what is listed does not depend on it.
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let mapped = format!("m=llamacpp+http://user:{SECRET}@127.0.0.1:{port}?k=98");
+    let shown = format!("m=llamacpp+http://user:***@127.0.0.1:{port}?k=98");
+    fleet.spawn_worker(&["--model", &mapped, "--model", "t=toy:tiny"]);
+    fleet.spawn_worker(&["--model", "t=toy:tiny", "--concurrency", "2"]);
+    let listen = common::free_addr();
+    let mut serve = Serve::start(&fleet, "serve", &["--listen", &listen], Some("t0ken"));
+    let base = format!("http://{listen}");
+    serve.wait_until_up(&base).await;
+
+    let json = fleet.cli_without_database(&["workers", "--format", "json"]);
+    let json = stdout_of(&json);
+    let listed: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed.len(), 2, "{json}");
+    let out = fleet.cli_without_database(&["workers"]);
+    let text = stdout_of(&out);
+    let api = common::get_json(&format!("{base}/v1/workers"), Some("t0ken")).await;
+    for (what, shown_as) in [("text", &text), ("json", &json), ("api", &api.to_string())] {
+        assert!(
+            !shown_as.contains(SECRET),
+            "{what} shows the password:\n{shown_as}"
+        );
+    }
+    assert!(
+        text.contains(&shown) && json.contains(&format!("user:***@127.0.0.1:{port}")),
+        "{text}\n{json}"
+    );
+    assert_eq!(api["workers"].as_array().map(Vec::len), Some(2), "{api}");
+
+    // The table: a header, a row per worker with what its registration says, and a summary.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let mut at = 0;
+    for column in [
+        "worker",
+        "host",
+        "version",
+        "in flight",
+        "last seen",
+        "started at",
+        "models",
+    ] {
+        let found = lines[0][at..]
+            .find(column)
+            .unwrap_or_else(|| panic!("no column {column:?} in order:\n{text}"));
+        at += found + column.len();
+    }
+    for worker in &listed {
+        let id = worker["worker_id"].as_str().unwrap();
+        let row = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no row for {id}:\n{text}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let started_at_ms = worker["started_at_ms"].as_u64().unwrap();
+        assert!(
+            (started..=powerfleet_jobs::now_ms()).contains(&started_at_ms),
+            "{worker}"
+        );
+        let concurrency = worker["concurrency"].as_u64().unwrap();
+        let models: Vec<String> = worker["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}",
+                    m["name"].as_str().unwrap(),
+                    m["reference"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let models = models.join(", ");
+        let mut expected = vec![
+            id.to_string(),
+            worker["host"].as_str().unwrap().to_string(),
+            worker["version"].as_str().unwrap().to_string(),
+            format!("0/{concurrency}"),
+        ];
+        // "N.Ns ago"
+        assert!(cells[4].ends_with('s') && cells[5] == "ago", "{row}");
+        expected.push(cells[4].to_string());
+        expected.push("ago".into());
+        expected.push(utc_by_date(started_at_ms));
+        expected.extend(models.split_whitespace().map(str::to_string));
+        assert_eq!(cells, expected, "{text}");
+    }
+    assert_eq!(
+        lines[3],
+        "2 live worker(s); model names served: m, t; every worker also runs model references (toy:..., server URLs)"
+    );
+    assert!(
+        !fleet.worker_logs().contains(SECRET),
+        "{}",
+        fleet.worker_logs()
+    );
 }
