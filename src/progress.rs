@@ -1,6 +1,6 @@
 //! Live progress of a watch (`submit --wait`, `status --wait` and the demo). On a terminal, a bar
 //! on stderr; otherwise (a batch log), a line on stderr when the watch starts, every
-//! [`LINE_EVERY`] and at the end. Each says what the watch waits for, jobs finished per method,
+//! [`LINE_EVERY`], as soon as the models no live worker serves change, and at the end. Each says what the watch waits for, jobs finished per method,
 //! the acceptance rate and, for graded runs, the accuracy so far. When no job has finished for
 //! [`STANDSTILL`], it also shows what the unfinished jobs wait for, through
 //! [`crate::output::write_problems`].
@@ -63,6 +63,7 @@ pub async fn watch(target: &Target<'_>, policy: &WatchPolicy) -> Result<Snapshot
     let mut accuracy = AccuracySoFar::default();
     let (standstill_tx, mut standstill_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut last_line: Option<Instant> = None;
+    let mut last_unserved: Vec<String> = Vec::new();
     let mut noticed = Duration::ZERO;
     let hint = Hints {
         id: target.id(),
@@ -81,8 +82,11 @@ pub async fn watch(target: &Target<'_>, policy: &WatchPolicy) -> Result<Snapshot
                 bar.set_message(line);
             }
             None => {
-                if last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY) {
+                // A model nobody served gets a worker, or loses its last one: said at once.
+                let unserved_changed = poll.snapshot.unserved != last_unserved;
+                if unserved_changed || last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY) {
                     last_line = Some(Instant::now());
+                    last_unserved.clone_from(&poll.snapshot.unserved);
                     eprintln!("[{}] {line}", clock(started.elapsed()));
                 }
             }

@@ -489,6 +489,142 @@ async fn jobs_of_the_old_single_stream_layout_run_after_an_upgrade() {
     }
 }
 
+/// The progress lines (`[CLOCK] ...`) a watch wrote to a non-terminal stderr.
+fn progress_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.starts_with('[')).collect()
+}
+
+/// Checks that a watch's progress said `sentence` while nobody served the model, and said so
+/// no more in a line after, before it ended.
+fn said_until_served(what: &str, stderr: &str, sentence: &str) {
+    let lines = progress_lines(stderr);
+    let last = lines
+        .iter()
+        .rposition(|l| l.contains(sentence))
+        .unwrap_or_else(|| panic!("{what}: no progress line says {sentence:?}:\n{stderr}"));
+    assert!(
+        lines[last + 1..].iter().any(|l| !l.contains(sentence)),
+        "{what}: no progress line after the model was served:\n{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("done in")),
+        "{what}:\n{stderr}"
+    );
+}
+
+/// Waits for `child` to exit (a bound on a hung fleet only); panics with the fleet's logs.
+fn exit_of(fleet: &Fleet, child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not end\n{}",
+            fleet.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_progress_and_the_batch_api_say_nobody_serves_a_model_until_a_worker_maps_it() {
+    const SENTENCE: &str = "no live worker serves model ghost";
+    let mut fleet = Fleet::new(BIN, false);
+    // A live worker, of another name: jobs of ghost still have nobody to run them.
+    fleet.spawn_worker(&["--model", "m1=toy:tiny"]);
+    fleet.spawn_collector();
+    let listen = common::free_addr();
+    let mut serve = Serve::start(
+        &fleet,
+        "serve",
+        &["--listen", &listen, "--model", "ghost"],
+        Some("t0ken"),
+    );
+    let base = format!("http://{listen}");
+    serve.wait_until_up(&base).await;
+    let (watched, jobs) = submit_for(&fleet, "ghost").await;
+    let batch_api = format!("{base}/v1/batches/{watched}");
+
+    // `submit --wait` and `status --wait`, their output to files (not a terminal).
+    let dir = fleet.dir.path().to_path_buf();
+    let output = |name: &str| std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
+    let read =
+        |name: &str| std::fs::read_to_string(dir.join(format!("{name}.out"))).unwrap_or_default();
+    let run = |args: &[&str], name: &str| {
+        Killed(
+            Command::new(BIN)
+                .args(args)
+                .args(["--database-url", &fleet.db_url])
+                .env("POWERFLEET_REDIS_URL", fleet.redis_url())
+                .env("POWERFLEET_NAMESPACE", &fleet.namespace)
+                .stdout(output(&format!("{name}-stdout")))
+                .stderr(output(&format!("{name}-stderr")))
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut submitting = run(
+        &[
+            "submit",
+            "--model",
+            "ghost",
+            "--prompt-tokens",
+            "0",
+            "--chains",
+            "2",
+            "--wait",
+        ],
+        "submit",
+    );
+    let watched_id = watched.to_string();
+    let mut statusing = run(&["status", &watched_id, "--wait"], "status");
+    eventually(
+        &fleet,
+        "the watches do not say that nobody serves ghost",
+        Duration::from_secs(120),
+        async || {
+            read("submit-stderr").contains(SENTENCE) && read("status-stderr").contains(SENTENCE)
+        },
+    )
+    .await;
+    let report = common::get_json(&batch_api, Some("t0ken")).await;
+    let unserved: Vec<&str> = report["unserved"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report}"))
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(unserved.len(), 1, "{report}");
+    assert!(
+        unserved[0].starts_with(SENTENCE) && unserved[0].contains("--model ghost="),
+        "{report}"
+    );
+    assert_eq!(report["counts"]["queued"], jobs as u64, "{report}");
+
+    // A worker that maps ghost: the jobs run, and nobody says it is unserved any more.
+    fleet.spawn_worker(&["--model", "ghost=toy:tiny"]);
+    for (name, child) in [("submit", &mut submitting), ("status", &mut statusing)] {
+        let status = exit_of(&fleet, &mut child.0, name);
+        let stderr = read(&format!("{name}-stderr"));
+        assert!(status.success(), "{name} --wait: {status}\n{stderr}");
+        said_until_served(&format!("{name} --wait"), &stderr, SENTENCE);
+        let stdout = read(&format!("{name}-stdout"));
+        assert!(!stdout.contains(SENTENCE), "{name}:\n{stdout}");
+    }
+    let results = fleet
+        .wait_for_results(watched, jobs, Duration::from_secs(600))
+        .await;
+    assert!(results.iter().all(|r| r.status == JobStatus::Completed));
+    let report = common::get_json(&batch_api, Some("t0ken")).await;
+    assert_eq!(report["counts"]["completed"], jobs as u64, "{report}");
+    assert!(report.get("unserved").is_none(), "{report}");
+}
+
 /// `started_at_ms` as `date -u` writes it in RFC 3339 to the second.
 fn utc_by_date(started_at_ms: u64) -> String {
     let out = Command::new("date")

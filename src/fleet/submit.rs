@@ -116,7 +116,8 @@ pub struct SubmitArgs {
     #[arg(long = "stop", value_name = "STRING")]
     pub stop: Vec<String>,
     /// Wait for every job to finish, showing progress on stderr (a bar on a terminal, else a
-    /// line every 10 s); exit 1 if any did not complete. With --database-url, also wait for the
+    /// line every 10 s, and at once when a model of the jobs gets its first live worker or loses
+    /// its last); exit 1 if any did not complete. With --database-url, also wait for the
     /// collector to store every result.
     #[arg(long)]
     pub wait: bool,
