@@ -625,6 +625,189 @@ async fn wait_progress_and_the_batch_api_say_nobody_serves_a_model_until_a_worke
     assert!(report.get("unserved").is_none(), "{report}");
 }
 
+/// A process started with `args` (its standard error to `log`), killed when dropped.
+fn spawn_logged(args: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> Killed {
+    Killed(
+        Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits until the log at `path` says `what`, while `child` runs.
+async fn until_logged(child: &mut Killed, path: &std::path::Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(what) {
+            return;
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the process exited before saying {what:?}:\n{log}"
+        );
+        assert!(Instant::now() < deadline, "no {what:?} in:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_started_before_redis_answers_once_redis_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = powerfleet_queue::local::free_port().unwrap();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let db = format!("sqlite://{}", dir.path().join("results.db").display());
+    let listen = common::free_addr();
+    let log = dir.path().join("serve.log");
+    let mut serve = spawn_logged(
+        &[
+            "serve",
+            "--redis",
+            &url,
+            "--namespace",
+            "early",
+            "--database-url",
+            &db,
+            "--listen",
+            &listen,
+        ],
+        &[("POWERFLEET_API_TOKENS", "t0ken")],
+        &log,
+    );
+    until_logged(&mut serve, &log, "waiting for Redis").await;
+
+    let server_dir = tempfile::tempdir().unwrap();
+    let _redis = Killed(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(server_dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs it)"),
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let workers = loop {
+        if let Ok(answer) = client
+            .get(format!("{base}/v1/workers"))
+            .bearer_auth("t0ken")
+            .send()
+            .await
+        {
+            assert_eq!(answer.status(), 200);
+            break answer.json::<Value>().await.unwrap();
+        }
+        assert!(
+            serve.0.try_wait().unwrap().is_none(),
+            "serve exited:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the API never answered:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(workers["workers"], serde_json::json!([]), "{workers}");
+    // It takes jobs, into the Redis that came up.
+    let answer = client
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth("t0ken")
+        .json(&serde_json::json!({"model": "toy:tiny", "prompt": "a", "seeds": [0, 1]}))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let receipt: Value = answer.json().await.unwrap();
+    assert_eq!(status, 201, "{receipt}");
+    let queue = powerfleet_queue::Queue::connect(
+        &url,
+        powerfleet_queue::QueueOptions {
+            namespace: "early".into(),
+            ..powerfleet_queue::QueueOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let batch: BatchId = receipt["batch_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(queue.batch_jobs(batch).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_started_before_its_database_exists_stores_results_once_it_does() {
+    let name = format!(
+        "pf_late_{}",
+        powerfleet_jobs::JobId::new().to_string().replace('-', "")
+    );
+    let admin = |sql: String| async move {
+        use sqlx::Executor;
+        let mut admin = common::postgres_admin().await;
+        admin.execute(sql.as_str()).await.unwrap();
+    };
+    let db = common::with_database(&common::postgres_admin_url(), &name);
+    let created = name.clone();
+    let body = async move {
+        let mut fleet = Fleet::new(BIN, false);
+        fleet.spawn_worker(&[]);
+        let log = fleet.dir.path().join("late-collector.log");
+        let mut collector = spawn_logged(
+            &[
+                "collector",
+                "--redis",
+                &fleet.redis_url(),
+                "--namespace",
+                &fleet.namespace,
+                "--database-url",
+                &db,
+            ],
+            &[],
+            &log,
+        );
+        // No such database yet: the collector waits for it, saying so.
+        until_logged(&mut collector, &log, "waiting for the results database").await;
+        let queue = fleet.queue().await;
+        let receipt = submit_batch(&queue, &batch("toy:tiny").problems(3).build()).await;
+        admin(format!("CREATE DATABASE {created}")).await;
+        let store = powerfleet_store::Store::connect(&db).await.unwrap();
+        let batch_id = receipt.batch_id.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let stored = loop {
+            let stored = store.jobs_by_batch(batch_id).await.unwrap();
+            if stored.len() == 3 {
+                break stored;
+            }
+            assert!(
+                collector.0.try_wait().unwrap().is_none(),
+                "the collector exited:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} of 3 results stored:\n{}",
+                stored.len(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(stored.iter().all(|r| r.status == JobStatus::Completed));
+        store.close().await;
+    };
+    let outcome = tokio::spawn(body).await;
+    admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 /// `started_at_ms` as `date -u` writes it in RFC 3339 to the second.
 fn utc_by_date(started_at_ms: u64) -> String {
     let out = Command::new("date")
