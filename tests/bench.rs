@@ -45,9 +45,9 @@ fn with_scratch_postgres(body: impl FnOnce(&str)) {
 }
 
 /// `powerfleet bench collector` runs end to end and reports its measurements: storing into
-/// SQLite and PostgreSQL, one result per transaction against batched, and through the collector;
-/// it checks itself that every result is stored once and that the collector's grades agree with
-/// grading alone.
+/// SQLite and PostgreSQL, one result per transaction against batched, and through the collector,
+/// with a verdict per database on the collector's goal; it checks itself that every result is
+/// stored once and that the collector's grades agree with grading alone.
 #[test]
 fn bench_collector_measures_storing_and_grading_in_the_collector() {
     with_scratch_postgres(|postgres| {
@@ -67,6 +67,20 @@ fn bench_collector_measures_storing_and_grading_in_the_collector() {
             "| building the batch's report |",
         ] {
             assert!(stdout.contains(row), "{row} missing from: {stdout}");
+        }
+        // A verdict per database on the collector's goal, met or not (a speed, never asserted).
+        for goal in [
+            "goal, SQLite collector >= 20,000 results/s: ",
+            "goal, PostgreSQL collector >= 10,000 results/s: ",
+        ] {
+            let verdict = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(goal))
+                .unwrap_or_else(|| panic!("no {goal:?} line in\n{stdout}"));
+            assert!(
+                verdict.starts_with("met (") || verdict.starts_with("not met ("),
+                "{goal}{verdict}"
+            );
         }
     });
     let out = std::process::Command::new(BIN)
