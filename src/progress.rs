@@ -20,6 +20,20 @@ use powerfleet_store::Store;
 
 /// How often a progress line is written when stderr is not a terminal.
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
+/// The environment variable that overrides [`LINE_EVERY`] (a duration, e.g. 200ms): for the
+/// tests, which watch several lines go by in a short run. Not a user setting.
+const LINE_EVERY_VAR: &str = "POWERFLEET_PROGRESS_EVERY";
+
+/// [`LINE_EVERY`], or the duration [`LINE_EVERY_VAR`] gives.
+fn line_every() -> Result<Duration> {
+    let Ok(text) = std::env::var(LINE_EVERY_VAR) else {
+        return Ok(LINE_EVERY);
+    };
+    let every = crate::options::parse_duration(&text)
+        .map_err(|e| anyhow::anyhow!("{LINE_EVERY_VAR}: {e}"))?;
+    anyhow::ensure!(!every.is_zero(), "{LINE_EVERY_VAR} must be longer than 0");
+    Ok(every)
+}
 /// How long no job may finish before the progress shows what the unfinished jobs wait for
 /// (again after each [`STANDSTILL_REPEAT`] of standstill).
 pub const STANDSTILL: Duration = Duration::from_secs(60);
@@ -50,6 +64,7 @@ impl Target<'_> {
 /// returns the last snapshot. Errs on a stall the policy does not sit out, saying what did not
 /// move.
 pub async fn watch(target: &Target<'_>, policy: &WatchPolicy) -> Result<Snapshot> {
+    let line_every = line_every()?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -84,7 +99,7 @@ pub async fn watch(target: &Target<'_>, policy: &WatchPolicy) -> Result<Snapshot
             None => {
                 // A model nobody served gets a worker, or loses its last one: said at once.
                 let unserved_changed = poll.snapshot.unserved != last_unserved;
-                if unserved_changed || last_line.is_none_or(|at| at.elapsed() >= LINE_EVERY) {
+                if unserved_changed || last_line.is_none_or(|at| at.elapsed() >= line_every) {
                     last_line = Some(Instant::now());
                     last_unserved.clone_from(&poll.snapshot.unserved);
                     eprintln!("[{}] {line}", clock(started.elapsed()));
@@ -109,7 +124,7 @@ pub async fn watch(target: &Target<'_>, policy: &WatchPolicy) -> Result<Snapshot
     let mut refresh = tokio::time::interval(if bar.is_some() {
         Duration::from_secs(2)
     } else {
-        LINE_EVERY
+        line_every
     });
     let outcome = loop {
         tokio::select! {

@@ -1,5 +1,5 @@
-//! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector`, `bench grading`,
-//! `bench outage` and `bench frontier` run and report their measurements.
+//! `powerfleet bench`, the throughput benchmarks, end to end: `bench collector`, `bench fleet`,
+//! `bench grading`, `bench outage` and `bench frontier` run and report their measurements.
 
 use crate::common;
 
@@ -45,9 +45,9 @@ fn with_scratch_postgres(body: impl FnOnce(&str)) {
 }
 
 /// `powerfleet bench collector` runs end to end and reports its measurements: storing into
-/// SQLite and PostgreSQL, one result per transaction against batched, and through the collector;
-/// it checks itself that every result is stored once and that the collector's grades agree with
-/// grading alone.
+/// SQLite and PostgreSQL, one result per transaction against batched, and through the collector,
+/// with a verdict per database on the collector's goal; it checks itself that every result is
+/// stored once and that the collector's grades agree with grading alone.
 #[test]
 fn bench_collector_measures_storing_and_grading_in_the_collector() {
     with_scratch_postgres(|postgres| {
@@ -68,6 +68,20 @@ fn bench_collector_measures_storing_and_grading_in_the_collector() {
         ] {
             assert!(stdout.contains(row), "{row} missing from: {stdout}");
         }
+        // A verdict per database on the collector's goal, met or not (a speed, never asserted).
+        for goal in [
+            "goal, SQLite collector >= 20,000 results/s: ",
+            "goal, PostgreSQL collector >= 10,000 results/s: ",
+        ] {
+            let verdict = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(goal))
+                .unwrap_or_else(|| panic!("no {goal:?} line in\n{stdout}"));
+            assert!(
+                verdict.starts_with("met (") || verdict.starts_with("not met ("),
+                "{goal}{verdict}"
+            );
+        }
     });
     let out = std::process::Command::new(BIN)
         .args(["bench", "collector", "--results", "5"])
@@ -75,6 +89,42 @@ fn bench_collector_measures_storing_and_grading_in_the_collector() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be >= 100"));
+}
+
+/// `powerfleet bench fleet` at its smallest runs end to end and reports both figures of claims by
+/// model names: jobs claimed per second with all jobs under one name, and with them spread over
+/// eight names the worker maps (each a stream of its own), with the ratio of the two.
+#[test]
+fn bench_fleet_reports_claims_per_second_with_one_model_name_and_with_eight() {
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "fleet", "--block-jobs", "2", "--checkpoints", "10"])
+        .args(["--jobs", "16", "--concurrency", "2"])
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    let section = stdout
+        .split("## Claims per second with several model names in one namespace")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no claims-by-names section in:\n{stdout}"));
+    for names in ["1", "8"] {
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {names} | ")))
+            .unwrap_or_else(|| panic!("no row of {names} model name(s) in:\n{section}"));
+        // | model names | jobs | seconds | jobs claimed/s | vs one name |
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[2], "16", "every job claimed: {row}");
+        let rate: f64 = cells[4].parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!(rate.is_finite() && rate > 0.0, "{row}");
+        let ratio: f64 = cells[5]
+            .strip_suffix('x')
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("{row}"));
+        assert!(ratio.is_finite() && ratio > 0.0, "{row}");
+        if names == "1" {
+            assert_eq!(cells[5], "1.00x", "{row}");
+        }
+    }
 }
 
 /// `powerfleet bench grading` grades HumanEval's canonical solutions in bubblewrap and

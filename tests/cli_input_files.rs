@@ -8,12 +8,15 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `powerfleet submit --model toy:pivot --batch-file FILE`, killing it after 60 s.
+use crate::common::PATIENCE;
+
+/// Runs `powerfleet submit --model toy:pivot --batch-file FILE`, killing it if it hangs
+/// ([`PATIENCE`]).
 fn submit_batch_file(file: &str) -> Output {
     powerfleet(&["submit", "--model", "toy:pivot", "--batch-file", file])
 }
 
-/// Runs `powerfleet ARGS` against a Redis that is not there, killing it after 60 s.
+/// Runs `powerfleet ARGS` against a Redis that is not there, killing it if it hangs ([`PATIENCE`]).
 fn powerfleet(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_powerfleet"))
         .args(args)
@@ -24,9 +27,9 @@ fn powerfleet(args: &[&str]) -> Output {
         .expect("the powerfleet binary runs");
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > PATIENCE {
             child.kill().unwrap();
-            panic!("powerfleet {args:?} did not finish within 60 s");
+            panic!("powerfleet {args:?} did not finish within {PATIENCE:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

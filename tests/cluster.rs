@@ -8,7 +8,9 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, batch, fault_free_tokens, long_config, specs, stdout_of, submit_batch};
+use common::{
+    BIN, Fleet, PATIENCE, batch, fault_free_tokens, long_config, specs, stdout_of, submit_batch,
+};
 use powerfleet_jobs::JobStatus;
 use powerfleet_queue::local_cluster::LocalCluster;
 
@@ -41,7 +43,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
         let queue = queue.clone();
         let receipt = receipt.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + PATIENCE;
             loop {
                 let mut moved = 0;
                 for id in &receipt.job_ids {
@@ -57,7 +59,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "no job reached block {blocks} within 60 s"
+                    "no job reached block {blocks} within {PATIENCE:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -67,7 +69,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
     // Mid-batch, the namespace's master fails over to its replica and is then killed.
     progressed(1).await;
     let new_master = cluster.fail_over(slot).unwrap();
-    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    cluster.wait_ok(PATIENCE).unwrap();
 
     // Later, the namespace's slot moves to another master.
     progressed(3).await;
@@ -81,7 +83,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
     cluster.move_slot(slot, other).unwrap();
 
     let results = fleet
-        .wait_for_results(batch_id, specs.len(), Duration::from_secs(180))
+        .wait_for_results(batch_id, specs.len(), PATIENCE)
         .await;
     assert_eq!(results.len(), specs.len(), "each job stored once");
     for spec in &specs {
@@ -148,7 +150,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
         String::from_utf8_lossy(&out.stderr)
     );
     let cancelled = fleet
-        .wait_for_results(long.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .wait_for_results(long.batch_id.unwrap(), 1, PATIENCE)
         .await;
     assert_eq!(cancelled[0].status, JobStatus::Cancelled);
 
@@ -170,7 +172,7 @@ async fn the_fleet_runs_on_a_redis_cluster_through_any_node_and_survives_failove
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     let reply = loop {
         match http
             .get(format!("http://{listen}/v1/batches/{batch_id}"))

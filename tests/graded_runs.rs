@@ -8,7 +8,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use common::{BIN, Fleet, stdout_of};
+use common::{BIN, Fleet, PATIENCE, stdout_of};
 use powerfleet_datasets::builtin_suite;
 use powerfleet_jobs::{JobResult, JobStatus};
 use serde_json::Value;
@@ -448,7 +448,7 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
     let http_batch = receipt["batch_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{receipt}"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let answer = reqwest::get(format!("{api}/v1/batches/{http_batch}/report"))
             .await
@@ -523,6 +523,117 @@ async fn a_benchmark_batch_reports_what_its_stored_results_say() {
         acceptances as f64 / proposals as f64
     );
     assert!(status.contains(&line), "{line:?} in:\n{status}");
+}
+
+/// The accuracy so far, as progress lines write it, of `results`: per method (by name), the
+/// share of graded results that are correct, "power 0.500 (6 of 12 graded), standard ...".
+fn accuracy_text(results: &[JobResult]) -> String {
+    let mut by_method: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in results {
+        let grade = r.grade.as_ref().expect("graded");
+        let entry = by_method.entry(r.method.to_string()).or_default();
+        entry.0 += u64::from(grade.correct);
+        entry.1 += 1;
+    }
+    by_method
+        .iter()
+        .map(|(m, (c, n))| format!("{m} {:.3} ({c} of {n} graded)", *c as f64 / *n as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Submits the built-in suite with `methods`, 2 seeds and small settings under `correlation`
+/// (waiting for its results to be stored with `wait`); its batch id.
+fn submit_suite(fleet: &Fleet, correlation: &str, methods: &str, wait: bool) -> String {
+    let mut args = vec![
+        "submit",
+        "--bench",
+        "builtin:suite",
+        "--methods",
+        methods,
+        "--seeds",
+        "2",
+        "--n-mcmc",
+        "2",
+        "--block-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--correlation-id",
+        correlation,
+        "--format",
+        "json",
+    ];
+    if wait {
+        args.push("--wait");
+    }
+    let receipt: Value = serde_json::from_str(&stdout_of(&fleet.cli(&args))).unwrap();
+    receipt["batch_id"].as_str().unwrap().to_string()
+}
+
+/// The stored results of `batch`, through `powerfleet results`.
+fn stored_results(fleet: &Fleet, batch: &str) -> Vec<JobResult> {
+    stdout_of(&fleet.cli(&["results", "--batch", batch, "--format", "jsonl"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// While a graded run is unfinished, its progress lines off a terminal say the accuracy so far,
+/// read from the results stored until then; the last line says the accuracy of the whole run.
+/// The run is two graded batches under one correlation id, watched with `status ID --wait`: the
+/// first finished and stored, the second waiting for a worker, until one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_lines_of_a_graded_run_say_the_accuracy_so_far() {
+    let mut fleet = Fleet::new(BIN, false);
+    let worker = fleet.spawn_worker(&["--concurrency", "4"]);
+    fleet.spawn_collector();
+    let correlation = powerfleet_jobs::CorrelationId::generate().to_string();
+    // The first batch runs and is stored (`--wait` waits for the collector too).
+    let first = submit_suite(&fleet, &correlation, "power,standard", true);
+    let first_results = stored_results(&fleet, &first);
+    // The second waits: no worker is left.
+    fleet.kill_worker(worker);
+    let second = submit_suite(&fleet, &correlation, "power", false);
+
+    let mut command = fleet.cli_command(&["status", &correlation, "--wait"]);
+    command.env("POWERFLEET_PROGRESS_EVERY", "100ms");
+    let mut watching = common::Watching::start(command);
+    let so_far = format!("; accuracy so far {}", accuracy_text(&first_results));
+    let lines = watching
+        .wait_for_lines("progress with the accuracy so far", 3, |l| {
+            l.starts_with('[') && l.contains("accuracy so far")
+        })
+        .await;
+    let unfinished = builtin_suite().len() * 2;
+    for line in &lines {
+        assert!(
+            line.contains(&format!("waiting for {unfinished} of ")) && line.contains(&so_far),
+            "{line:?} does not say {so_far:?}"
+        );
+    }
+
+    fleet.spawn_worker(&["--concurrency", "4"]);
+    let (status, stdout, lines) = watching.finish().await;
+    let text = lines.join("\n");
+    assert!(status.success(), "{stdout}\n{text}");
+    // The last line: the whole run's accuracy, the second batch's results read as they came.
+    let all: Vec<JobResult> = [
+        stored_results(&fleet, &first),
+        stored_results(&fleet, &second),
+    ]
+    .concat();
+    let n_jobs = builtin_suite().len() * 2 * 3;
+    assert_eq!(all.len(), n_jobs);
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("done in ")
+            && last.ends_with(&format!(
+                ": completed {n_jobs}; accuracy {}",
+                accuracy_text(&all)
+            )),
+        "{text}"
+    );
 }
 
 /// The 95% Wilson score interval of `c` correct of `n`, written out again here.
@@ -951,7 +1062,7 @@ async fn a_graded_batch_exports_as_a_run_directory() {
     assert_eq!(n_jobs, builtin_suite().len() * 2 * 2);
     let store = fleet.store().await;
     let batch_id: powerfleet_jobs::BatchId = batch.parse().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + PATIENCE;
     while store.submission(batch_id).await.unwrap().is_none() {
         assert!(
             std::time::Instant::now() < deadline,

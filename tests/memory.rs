@@ -10,7 +10,7 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet};
+use common::{BIN, Fleet, PATIENCE};
 
 /// What `serve` may hold at its peak besides its requests: the process, its runtimes and clients.
 const SERVE_BASE_BYTES: u64 = 64 << 20;
@@ -80,7 +80,7 @@ async fn the_largest_api_requests_stay_under_a_stated_peak_memory() {
         .unwrap();
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while http.get(format!("{base}/v1/x")).send().await.is_err() {
         assert!(
             Instant::now() < deadline && serve.try_wait().unwrap().is_none(),
@@ -272,7 +272,7 @@ async fn redis_memory_is_flat_after_many_batches() {
                 submission.submission_key = Some(powerfleet_jobs::JobId::new().to_string());
                 let receipt = submit_batch(&queue, &submission).await;
                 fleet
-                    .wait_for_results(receipt.batch_id.unwrap(), 4, Duration::from_secs(60))
+                    .wait_for_results(receipt.batch_id.unwrap(), 4, PATIENCE)
                     .await;
             }
             // Past the retention, with the streams trimmed as the collector does every minute.
@@ -322,7 +322,7 @@ async fn concurrent_maximal_completions_stay_under_the_stated_bounds() {
     )
     .await;
     // Generous: a worker on a loaded machine registers late, never not at all.
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + PATIENCE;
     let queue = fleet.queue().await;
     while !powerfleet_queue::served(&queue.live_workers().await.unwrap(), "slow") {
         assert!(Instant::now() < deadline, "the worker did not register");
@@ -456,7 +456,7 @@ async fn a_prompt_is_stored_once_and_the_results_keep_it() {
     fleet.spawn_worker(&[]);
     fleet.spawn_collector();
     let results = fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 32, Duration::from_secs(120))
+        .wait_for_results(receipt.batch_id.unwrap(), 32, PATIENCE)
         .await;
     for r in &results {
         assert_eq!(r.status, powerfleet_jobs::JobStatus::Completed, "{r:?}");
@@ -489,7 +489,7 @@ async fn a_prompt_is_stored_once_and_the_results_keep_it() {
         );
     }
     let store = fleet.store().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     let old_result = loop {
         if let Some(r) = store.job(old.job_id).await.unwrap() {
             break r;
@@ -534,9 +534,7 @@ async fn a_listing_page_is_bounded_in_bytes_and_its_pages_list_every_job() {
     let receipt: serde_json::Value = reply.json().await.unwrap();
     let batch: powerfleet_jobs::BatchId =
         serde_json::from_value(receipt["batch_id"].clone()).unwrap();
-    fleet
-        .wait_for_results(batch, 30, Duration::from_secs(120))
-        .await;
+    fleet.wait_for_results(batch, 30, PATIENCE).await;
     for listing in [
         format!("{base}/v1/correlations/{correlation}"),
         format!("{base}/v1/batches/{batch}"),

@@ -5,7 +5,7 @@ use crate::common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, batch, submit_batch};
+use common::{BIN, Fleet, PATIENCE, batch, submit_batch};
 use powerfleet_sampler::{Method, SamplerConfig};
 
 async fn get(url: &str) -> (u16, String) {
@@ -19,7 +19,7 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 async fn wait_ok(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while get(url).await.0 != 200 {
         assert!(Instant::now() < deadline, "{url} never answered 200");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -55,13 +55,11 @@ async fn roles_export_metrics_health_and_readiness() {
     )
     .await;
     fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 12, Duration::from_secs(30))
+        .wait_for_results(receipt.batch_id.unwrap(), 12, PATIENCE)
         .await;
-    tokio::time::sleep(Duration::from_millis(5500)).await; // the collector samples the queue depth every 5 s
-
-    let (status, worker) = get(&format!("http://{worker_addr}/metrics")).await;
-    assert_eq!(status, 200);
-    for name in [
+    // The worker counts a job once it has published its result, and the collector samples the
+    // queue depth every 5 s: wait until both have caught up with the stored batch.
+    let worker_names = [
         "powerfleet_jobs_started_total 12",
         "powerfleet_jobs_finished_total{status=\"completed\"} 12",
         "powerfleet_blocks_total",
@@ -73,18 +71,35 @@ async fn roles_export_metrics_health_and_readiness() {
         "powerfleet_model_call_duration_seconds_bucket{backend=\"toy\"",
         "powerfleet_checkpoint_write_duration_seconds_bucket",
         "powerfleet_checkpoint_size_bytes_bucket",
-    ] {
+    ];
+    let collector_names = [
+        "powerfleet_results_stored_total 12",
+        "powerfleet_queue_lag_jobs{model=\"_references\"} 0",
+        "powerfleet_queue_pending_jobs{model=\"_references\"} 0",
+    ];
+    let scrape = async || {
+        let (status, worker) = get(&format!("http://{worker_addr}/metrics")).await;
+        assert_eq!(status, 200);
+        let (_, collector) = get(&format!("http://{collector_addr}/metrics")).await;
+        (worker, collector)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let (worker, collector) = loop {
+        let (worker, collector) = scrape().await;
+        let caught_up = worker_names.iter().all(|n| worker.contains(n))
+            && collector_names.iter().all(|n| collector.contains(n));
+        if caught_up || Instant::now() >= deadline {
+            break (worker, collector);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for name in worker_names {
         assert!(
             worker.contains(name),
             "worker metrics lack {name}:\n{worker}"
         );
     }
-    let (_, collector) = get(&format!("http://{collector_addr}/metrics")).await;
-    for name in [
-        "powerfleet_results_stored_total 12",
-        "powerfleet_queue_lag_jobs{model=\"_references\"} 0",
-        "powerfleet_queue_pending_jobs{model=\"_references\"} 0",
-    ] {
+    for name in collector_names {
         assert!(
             collector.contains(name),
             "collector metrics lack {name}:\n{collector}"
@@ -142,7 +157,7 @@ async fn the_api_needs_a_bearer_token_and_never_logs_it() {
     let url = format!("http://127.0.0.1:{port}/v1/jobs");
     let body = serde_json::json!({"model": "toy:tiny", "prompt": "a"});
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     let mut anonymous = None;
     while anonymous.is_none() {
         anonymous = client.post(&url).json(&body).send().await.ok();
@@ -214,7 +229,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
     let queue = fleet.queue().await;
     let receipt = submit_batch(&queue, &batch("toy:tiny").build()).await;
     fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(30))
+        .wait_for_results(receipt.batch_id.unwrap(), 1, PATIENCE)
         .await;
     // SIGTERM: the worker stops and flushes its spans.
     fleet.signal_worker(w, 15);
@@ -223,7 +238,7 @@ async fn traces_are_exported_over_otlp_with_the_job_fields() {
         .await
         .unwrap()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     let job = receipt.job_ids[0].to_string();
     loop {
         let bodies: Vec<Vec<u8>> = otlp
@@ -269,7 +284,7 @@ async fn a_dead_inference_server_shows_an_open_circuit_and_waiting_jobs() {
         .build();
     let receipt = submit_batch(&queue, &submission).await;
     let results = fleet
-        .wait_for_results(receipt.batch_id.unwrap(), 1, Duration::from_secs(60))
+        .wait_for_results(receipt.batch_id.unwrap(), 1, PATIENCE)
         .await;
     // The job waited for the server, and failed only past the patience, with the server's error.
     assert_eq!(results[0].status, powerfleet_jobs::JobStatus::Failed);

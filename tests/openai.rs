@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet, Serve};
+use common::{BIN, Fleet, PATIENCE, Serve};
 use powerfleet_jobs::CorrelationId;
 use serde_json::{Value, json};
 
@@ -281,7 +281,7 @@ async fn a_completion_after_redis_lost_its_data_is_answered() {
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
     // The workers' registrations went too: until their next heartbeat registers them again, a
     // request is refused with 503 (no live worker serves the model) rather than left waiting.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     let body = loop {
         let (status, _, body) = post(&base, "/v1/completions", &request).await;
         if status == 200 {
@@ -294,7 +294,7 @@ async fn a_completion_after_redis_lost_its_data_is_answered() {
     assert_eq!(body["choices"].as_array().unwrap().len(), 1, "{body}");
     // The results go on being stored: the collector recreated its group.
     let id = body["powerfleet"]["job_ids"][0].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     while job(&base, id).await["status"] != "completed"
         || fleet
             .store()
@@ -583,7 +583,7 @@ async fn models_lists_the_served_names_and_the_builtin_toys() {
 
 /// Waits until every job under `id` has finished; their tally.
 async fn settled(queue: &powerfleet_queue::Queue, id: &CorrelationId) -> powerfleet_queue::Tally {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(t) = queue
             .tally(powerfleet_queue::TallyOf::Correlation(id))
@@ -783,7 +783,7 @@ async fn a_client_that_goes_away_cancels_its_own_jobs_and_no_others_of_its_corre
         })
     };
     // Meanwhile the job API adds jobs of its own under the same correlation id.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while queue.correlation_jobs(&shared).await.unwrap().is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -802,7 +802,7 @@ async fn a_client_that_goes_away_cancels_its_own_jobs_and_no_others_of_its_corre
         serde_json::from_value(receipt["job_ids"].clone()).unwrap();
     assert!(completion.await.unwrap().is_err(), "the client gave up");
     // The completion's two jobs are cancelled; the job API's two are not.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let t = queue
             .tally(powerfleet_queue::TallyOf::Correlation(&shared))
@@ -846,7 +846,7 @@ async fn completions_beyond_the_servers_slots_get_503_with_retry_after() {
         })
         .collect();
     // Both slots are taken once both completions' jobs exist.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while serve.log().matches("openai completion submitted").count() < 2 {
         assert!(Instant::now() < deadline, "{}", serve.log());
         tokio::time::sleep(Duration::from_millis(20)).await;

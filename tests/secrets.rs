@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{BIN, Fleet};
+use common::{BIN, Fleet, PATIENCE};
 use powerfleet_jobs::JobStatus;
 
 const SECRET: &str = "model-pw-planted-91ab";
@@ -41,14 +41,14 @@ async fn model_server_credentials_never_appear_in_job_errors_logs_or_metrics() {
         .await
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     let result = loop {
         if let Some(r) = store.job(spec.job_id).await.unwrap() {
             break r;
         }
         assert!(
             Instant::now() < deadline,
-            "no result within 60 s\n{}",
+            "no result within {PATIENCE:?}\n{}",
             fleet.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -140,9 +140,7 @@ async fn roles_speak_tls_to_redis_and_verify_its_certificate() {
     );
     let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let batch_id = receipt["batch_id"].as_str().unwrap().parse().unwrap();
-    let results = fleet
-        .wait_for_results(batch_id, 3, Duration::from_secs(30))
-        .await;
+    let results = fleet.wait_for_results(batch_id, 3, common::PATIENCE).await;
     assert!(
         results
             .iter()
@@ -223,7 +221,7 @@ async fn serve_without_tokens_refuses_to_start_unless_told_to_run_open() {
         let mut args = vec!["--listen", &listen];
         args.extend(extra);
         let mut serve = Serve::start(&fleet, &format!("closed-{i}"), &args, tokens);
-        let status = serve.exit_within(Duration::from_secs(20));
+        let status = serve.exit_within(common::PATIENCE);
         let log = serve.log();
         assert_eq!(
             status.and_then(|s| s.code()),
@@ -341,9 +339,7 @@ async fn a_token_holder_cannot_send_workers_to_a_server_file_or_credential_of_it
     assert_eq!(reply.status().as_u16(), 201);
     let receipt: serde_json::Value = reply.json().await.unwrap();
     let batch = receipt["batch_id"].as_str().unwrap().parse().unwrap();
-    let results = fleet
-        .wait_for_results(batch, 2, Duration::from_secs(30))
-        .await;
+    let results = fleet.wait_for_results(batch, 2, common::PATIENCE).await;
     assert!(
         results
             .iter()

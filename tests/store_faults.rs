@@ -20,7 +20,7 @@ use powerfleet_queue::local::{LocalRedis, LocalRedisOptions};
 use powerfleet_queue::{COLLECTOR_GROUP, Queue, QueueOptions};
 use powerfleet_store::{Recorded, Store, StoreOptions};
 use powerfleet_testkit::{
-    INJECTED_DISK_FULL, postgres_admin, postgres_admin_url, wait_until, with_database,
+    INJECTED_DISK_FULL, PATIENCE, postgres_admin, postgres_admin_url, wait_until, with_database,
 };
 use serde_json::Value;
 use sqlx::{Connection, Executor};
@@ -262,9 +262,9 @@ impl Collector {
 
     async fn stop_and_keep_redis(self) -> (Arc<CollectorReport>, LocalRedis, Queue, Store) {
         self.stop.cancel();
-        let report = tokio::time::timeout(Duration::from_secs(30), self.task)
+        let report = tokio::time::timeout(PATIENCE, self.task)
             .await
-            .expect("the collector stops within 30 s of its shutdown")
+            .expect("the collector stops after its shutdown (it hung)")
             .unwrap();
         (report, self.redis, self.queue, self.store)
     }
@@ -288,7 +288,7 @@ async fn postgres_read_only_keeps_results_until_it_takes_writes_again() {
         let c = Collector::start(&url).await;
         let batch = BatchId::new();
         c.publish(&result(batch, "before")).await;
-        c.wait_stored(batch, 1, Duration::from_secs(30)).await;
+        c.wait_stored(batch, 1, PATIENCE).await;
         assert_eq!(c.readyz().await.0, 200);
 
         admin_execute(&format!(
@@ -304,7 +304,7 @@ async fn postgres_read_only_keeps_results_until_it_takes_writes_again() {
         }
         wait_until(
             "the collector reports that it cannot store",
-            Duration::from_secs(30),
+            PATIENCE,
             || async { c.health.failure().is_some() },
         )
         .await;
@@ -329,12 +329,10 @@ async fn postgres_read_only_keeps_results_until_it_takes_writes_again() {
         ))
         .await;
         terminate_backends(&name).await;
-        c.wait_stored(batch, 21, Duration::from_secs(60)).await;
-        wait_until(
-            "/readyz answers 200 again",
-            Duration::from_secs(30),
-            || async { c.readyz().await.0 == 200 },
-        )
+        c.wait_stored(batch, 21, PATIENCE).await;
+        wait_until("/readyz answers 200 again", PATIENCE, || async {
+            c.readyz().await.0 == 200
+        })
         .await;
         assert_eq!(c.health.failure(), None);
         let stored = c.stored(batch).await;
@@ -347,11 +345,9 @@ async fn postgres_read_only_keeps_results_until_it_takes_writes_again() {
         }
         let summary = c.store.batch_summary(batch).await.unwrap().unwrap();
         assert_eq!(summary.jobs, 21, "every result counted once");
-        wait_until(
-            "every result is acknowledged",
-            Duration::from_secs(30),
-            || async { c.pending().await == 0 },
-        )
+        wait_until("every result is acknowledged", PATIENCE, || async {
+            c.pending().await == 0
+        })
         .await;
         assert_eq!(c.dead().await, Vec::new());
         let report = c.stop().await;
@@ -370,11 +366,11 @@ async fn postgres_restarting_mid_batch_stores_every_result_once() {
         let c = Collector::start(&url).await;
         let batch = BatchId::new();
         let mut published = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + PATIENCE;
         while c.health.failures() < 3 || published.len() < 100 {
             assert!(
                 Instant::now() < deadline,
-                "after 60 s of restarts and {} results, the collector failed to store only {} \
+                "after {PATIENCE:?} of restarts and {} results, the collector failed to store only {} \
                  times; the restarts do not reach it",
                 published.len(),
                 c.health.failures()
@@ -388,12 +384,12 @@ async fn postgres_restarting_mid_batch_stores_every_result_once() {
             tokio::time::sleep(Duration::from_millis(15)).await;
         }
         let n = published.len();
-        c.wait_stored(batch, n, Duration::from_secs(90)).await;
+        c.wait_stored(batch, n, PATIENCE).await;
         let summary = c.store.batch_summary(batch).await.unwrap().unwrap();
         assert_eq!(summary.jobs, n as u64, "every result counted once");
         wait_until(
             "every result is acknowledged",
-            Duration::from_secs(30),
+            PATIENCE,
             || async { c.pending().await == 0 },
         )
         .await;
@@ -422,7 +418,7 @@ async fn sqlite_locked_by_another_writer_keeps_results_until_released() {
         .await;
         let batch = BatchId::new();
         c.publish(&result(batch, "before")).await;
-        c.wait_stored(batch, 1, Duration::from_secs(30)).await;
+        c.wait_stored(batch, 1, PATIENCE).await;
 
         let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
         locker.execute("BEGIN EXCLUSIVE").await.unwrap();
@@ -431,7 +427,7 @@ async fn sqlite_locked_by_another_writer_keeps_results_until_released() {
         }
         wait_until(
             "the collector reports that it cannot store",
-            Duration::from_secs(30),
+            PATIENCE,
             || async { c.health.failure().is_some() },
         )
         .await;
@@ -450,19 +446,15 @@ async fn sqlite_locked_by_another_writer_keeps_results_until_released() {
         locker.execute("COMMIT").await.unwrap();
         locker.close().await.unwrap();
 
-        c.wait_stored(batch, 6, Duration::from_secs(60)).await;
-        wait_until(
-            "/readyz answers 200 again",
-            Duration::from_secs(30),
-            || async { c.readyz().await.0 == 200 },
-        )
+        c.wait_stored(batch, 6, PATIENCE).await;
+        wait_until("/readyz answers 200 again", PATIENCE, || async {
+            c.readyz().await.0 == 200
+        })
         .await;
         assert_eq!(c.store.batch_summary(batch).await.unwrap().unwrap().jobs, 6);
-        wait_until(
-            "every result is acknowledged",
-            Duration::from_secs(30),
-            || async { c.pending().await == 0 },
-        )
+        wait_until("every result is acknowledged", PATIENCE, || async {
+            c.pending().await == 0
+        })
         .await;
         let report = c.stop().await;
         assert_eq!(count(&report.stored), 6);
@@ -482,7 +474,7 @@ async fn nul_characters_are_stored_and_read_back(url: String, _name: String) {
         ..result(batch, "a\0b\0\0 c\0")
     };
     c.publish(&r).await;
-    c.wait_stored(batch, 1, Duration::from_secs(30)).await;
+    c.wait_stored(batch, 1, PATIENCE).await;
     assert_eq!(c.store.job(r.job_id).await.unwrap(), Some(r.clone()));
     assert_eq!(c.stored(batch).await, vec![r]);
     assert_eq!(c.dead().await, Vec::new());
@@ -538,12 +530,10 @@ async fn results_at_fault_are_dead_lettered_whole(url: String, _name: String) {
     let fine = result(batch, "fine");
     c.publish(&fine).await;
 
-    c.wait_stored(batch, 1, Duration::from_secs(30)).await;
-    wait_until(
-        "two entries are dead-lettered",
-        Duration::from_secs(30),
-        || async { c.dead().await.len() >= 2 },
-    )
+    c.wait_stored(batch, 1, PATIENCE).await;
+    wait_until("two entries are dead-lettered", PATIENCE, || async {
+        c.dead().await.len() >= 2
+    })
     .await;
     assert_eq!(c.stored(batch).await, vec![fine]);
     let dead = c.dead().await;
@@ -568,11 +558,9 @@ async fn results_at_fault_are_dead_lettered_whole(url: String, _name: String) {
         assert_eq!(&fields["result"], original, "the whole result is kept");
     }
     assert_eq!(c.readyz().await.0, 200);
-    wait_until(
-        "every result is acknowledged",
-        Duration::from_secs(30),
-        || async { c.pending().await == 0 },
-    )
+    wait_until("every result is acknowledged", PATIENCE, || async {
+        c.pending().await == 0
+    })
     .await;
     let report = c.stop().await;
     assert_eq!(count(&report.dead), 2);
@@ -610,7 +598,7 @@ async fn results_a_stopped_collector_kept_are_taken_over_by_another() {
         }
         wait_until(
             "the collector reports that it cannot store",
-            Duration::from_secs(30),
+            PATIENCE,
             || async { c.health.failure().is_some() },
         )
         .await;
@@ -622,12 +610,10 @@ async fn results_a_stopped_collector_kept_are_taken_over_by_another() {
         locker.execute("COMMIT").await.unwrap();
         locker.close().await.unwrap();
 
-        c.wait_stored(batch, 5, Duration::from_secs(60)).await;
-        wait_until(
-            "every result is acknowledged",
-            Duration::from_secs(30),
-            || async { c.pending().await == 0 },
-        )
+        c.wait_stored(batch, 5, PATIENCE).await;
+        wait_until("every result is acknowledged", PATIENCE, || async {
+            c.pending().await == 0
+        })
         .await;
         assert_eq!(c.dead().await, Vec::new());
         assert_eq!(c.store.batch_summary(batch).await.unwrap().unwrap().jobs, 5);
@@ -688,12 +674,10 @@ async fn a_batch_is_acknowledged_only_after_it_commits(url: String, _name: Strin
     let sqlite = url.starts_with("sqlite:");
     let batch = BatchId::new();
     c.publish(&result(batch, "before")).await;
-    c.wait_stored(batch, 1, Duration::from_secs(30)).await;
-    wait_until(
-        "the first result is acknowledged",
-        Duration::from_secs(30),
-        || async { c.unacknowledged().await == 0 },
-    )
+    c.wait_stored(batch, 1, PATIENCE).await;
+    wait_until("the first result is acknowledged", PATIENCE, || async {
+        c.unacknowledged().await == 0
+    })
     .await;
 
     let heal = if sqlite {
@@ -707,11 +691,9 @@ async fn a_batch_is_acknowledged_only_after_it_commits(url: String, _name: Strin
     for r in &published {
         c.publish(r).await;
     }
-    wait_until(
-        "storing a batch failed a few times",
-        Duration::from_secs(30),
-        || async { c.health.failures() >= 3 },
-    )
+    wait_until("storing a batch failed a few times", PATIENCE, || async {
+        c.health.failures() >= 3
+    })
     .await;
     assert_eq!(c.unacknowledged().await, 25, "nothing is acknowledged");
     assert_eq!(c.stored(batch).await.len(), 1, "nothing is stored");
@@ -723,12 +705,10 @@ async fn a_batch_is_acknowledged_only_after_it_commits(url: String, _name: Strin
     assert_eq!(c.dead().await, Vec::new(), "nothing is dead-lettered");
 
     execute_on(&url, sqlite, heal).await;
-    c.wait_stored(batch, 26, Duration::from_secs(60)).await;
-    wait_until(
-        "every result is acknowledged",
-        Duration::from_secs(30),
-        || async { c.unacknowledged().await == 0 },
-    )
+    c.wait_stored(batch, 26, PATIENCE).await;
+    wait_until("every result is acknowledged", PATIENCE, || async {
+        c.unacknowledged().await == 0
+    })
     .await;
     assert_eq!(
         c.store.batch_summary(batch).await.unwrap().unwrap().jobs,
@@ -796,7 +776,7 @@ async fn results_a_collector_stored_and_died_before_acknowledging_are_stored_onc
         let c = Collector::run(redis, queue, store, "c2").await;
         wait_until(
             "the entries are taken over and acknowledged",
-            Duration::from_secs(60),
+            PATIENCE,
             || async { c.unacknowledged().await == 0 },
         )
         .await;

@@ -74,7 +74,10 @@ impl LlamaArgs {
                 format!("starting {server}; build it with scripts/ensure-llama-server.sh")
             })?;
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Far off: a loaded machine loads the model slowly, and the loop ends at once if the
+        // server exits; only a server that hangs is given up on.
+        let within = Duration::from_secs(300);
+        let deadline = Instant::now() + within;
         let http = reqwest::Client::new();
         while !http
             .get(format!("{url}/health"))
@@ -82,9 +85,17 @@ impl LlamaArgs {
             .await
             .is_ok_and(|r| r.status().is_success())
         {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "llama-server exited with {status} before it became healthy; run {server} -m {model_file} --port {port} to see why"
+                );
+            }
             if Instant::now() >= deadline {
                 let _ = child.kill();
-                anyhow::bail!("llama-server on port {port} did not become healthy in 60 s");
+                anyhow::bail!(
+                    "llama-server on port {port} did not become healthy in {} s",
+                    within.as_secs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

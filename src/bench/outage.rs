@@ -83,6 +83,9 @@ async fn counters(http: &reqwest::Client, base: &str) -> Result<Counters> {
     ])
 }
 
+/// How long a llama-server of the benchmark's own may take to become healthy.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(300);
+
 /// A llama-server of the benchmark's own: one slot (reproducible log-probabilities), with its
 /// Prometheus metrics.
 struct OwnServer {
@@ -117,7 +120,9 @@ impl OwnServer {
             })?;
         let mut server = OwnServer { child };
         let health = format!("http://127.0.0.1:{port}/health");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Far off: a loaded machine loads the model slowly, and the loop ends at once if the
+        // server exits; only a server that hangs is given up on.
+        let deadline = Instant::now() + HEALTHY_WITHIN;
         loop {
             let healthy = http
                 .get(&health)
@@ -136,7 +141,8 @@ impl OwnServer {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "llama-server on port {port} did not become healthy in 60 s"
+                "llama-server on port {port} did not become healthy in {} s",
+                HEALTHY_WITHIN.as_secs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -4,8 +4,6 @@
 
 pub use powerfleet_testkit::*;
 
-use std::time::Duration;
-
 use powerfleet_sampler::{Method, SamplerConfig};
 
 /// The `powerfleet` binary under test, for [`Fleet::new`] and direct runs.
@@ -52,12 +50,12 @@ pub async fn metrics_text(addr: &str) -> String {
         .unwrap()
 }
 
-/// Submits `problems` problems on `toy:tiny` to `fleet` and waits up to 30 s for their results.
+/// Submits `problems` problems on `toy:tiny` to `fleet` and waits for their results.
 pub async fn run_tiny_batch(fleet: &Fleet, problems: usize) {
     let queue = fleet.queue().await;
     let receipt = submit_batch(&queue, &batch("toy:tiny").problems(problems).build()).await;
     fleet
-        .wait_for_results(receipt.batch_id.unwrap(), problems, Duration::from_secs(30))
+        .wait_for_results(receipt.batch_id.unwrap(), problems, PATIENCE)
         .await;
 }
 

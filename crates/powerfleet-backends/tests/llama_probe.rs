@@ -65,7 +65,8 @@ async fn start(bin: &str, model: &str, alias: &str, extra: &[&str]) -> Server {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Far off: a loaded machine starts the server late, and only a hang should fail here.
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(r) = reqwest::get(format!("{}/health", server.url)).await
             && r.status().is_success()

@@ -723,9 +723,10 @@ async fn http1(addr: std::net::SocketAddr, method: &str, path: &str, body: &str)
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+    // Far off: only a server that never answers fails here, however loaded the machine.
+    tokio::time::timeout(Duration::from_secs(300), stream.read_to_end(&mut raw))
         .await
-        .expect("the server answers within 10 s")
+        .expect("the server answers (it hung)")
         .unwrap();
     let text = String::from_utf8(raw).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
@@ -775,9 +776,9 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     );
 
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
+    tokio::time::timeout(Duration::from_secs(300), server)
         .await
-        .expect("serve returns within 10 s of the shutdown signal")
+        .expect("serve returns after the shutdown signal (it hung)")
         .unwrap()
         .unwrap();
     assert!(

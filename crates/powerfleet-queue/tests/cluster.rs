@@ -2,8 +2,6 @@
 //! operation works whichever node the URL names, submissions wait for a replica, and a failover
 //! and a reshard of the namespace's slot are survived.
 
-use std::time::Duration;
-
 use powerfleet_jobs::{CorrelationId, JobId, JobResult, JobSpec, JobStatus};
 use powerfleet_queue::local_cluster::LocalCluster;
 use powerfleet_queue::{ClaimOutcome, LeaseState, Progress, Queue, QueueOptions};
@@ -93,7 +91,7 @@ async fn the_queue_follows_a_failover_and_a_reshard_of_its_slot() {
 
     // Fail the namespace's master over to its replica and kill the old master.
     cluster.fail_over(slot).unwrap();
-    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    cluster.wait_ok(powerfleet_testkit::PATIENCE).unwrap();
     run_one(&q, "w").await;
 
     // Move the slot to another master.

@@ -109,13 +109,18 @@ impl Fleet {
 
     /// Runs the binary with `args` on this fleet's Redis, namespace and results database.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
+        self.cli_command(args).output().unwrap()
+    }
+
+    /// The command [`Fleet::cli`] runs, to start rather than run (with [`crate::Watching`]).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
             .args(args)
             .args(["--database-url", &self.db_url])
             .env("POWERFLEET_REDIS_URL", self.redis_url())
-            .env("POWERFLEET_NAMESPACE", &self.namespace)
-            .output()
-            .unwrap()
+            .env("POWERFLEET_NAMESPACE", &self.namespace);
+        command
     }
 
     /// Runs the binary with `args` on this fleet's Redis and namespace, without a database (for
@@ -208,7 +213,7 @@ impl Fleet {
             .stderr(log)
             .spawn()
             .expect("the powerfleet binary starts");
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let deadline = Instant::now() + crate::PATIENCE;
         loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if text.contains("worker started") || child.try_wait().ok().flatten().is_some() {
@@ -216,7 +221,8 @@ impl Fleet {
             }
             assert!(
                 Instant::now() < deadline,
-                "the worker did not start in 300 s:\n{text}"
+                "the worker did not start in {:?}:\n{text}",
+                crate::PATIENCE
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -10,7 +10,9 @@
 //!   submission is, through [`SubmitRequest::into_submission`]);
 //! - [`Serve`]: a `powerfleet serve` process on a fleet;
 //! - [`redis_server`] and [`queue_on`]: a private redis-server and a queue client on it;
-//! - [`StubServer`]: an HTTP server that records every request and answers with a closure.
+//! - [`StubServer`]: an HTTP server that records every request and answers with a closure;
+//! - [`wait_until`] and [`PATIENCE`], the one deadline of every wait for a fleet's work;
+//! - [`Watching`]: a command whose standard error a test reads while it runs.
 //!
 //! [`JobSpec`]: powerfleet_jobs::JobSpec
 //! [`JobResult`]: powerfleet_jobs::JobResult
@@ -25,6 +27,7 @@ mod redis;
 mod serve;
 mod stub;
 mod wait;
+mod watching;
 
 pub use builders::{
     BatchBuilder, JobResultBuilder, JobSpecBuilder, batch, long_config, result, result_for, spec,
@@ -40,4 +43,5 @@ pub use postgres::{
 pub use redis::{queue_on, redis_server};
 pub use serve::Serve;
 pub use stub::{Recorded, StubServer};
-pub use wait::wait_until;
+pub use wait::{PATIENCE, wait_until};
+pub use watching::Watching;

@@ -93,7 +93,7 @@ impl LlamaServer {
                 panic!("cannot start {bin}: {e}; run scripts/ensure-llama-server.sh")
             });
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::PATIENCE;
         loop {
             let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
                 use std::io::{Read, Write};

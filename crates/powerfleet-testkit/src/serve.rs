@@ -3,7 +3,7 @@
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Fleet;
+use crate::{Fleet, PATIENCE};
 
 /// A `powerfleet serve` process, logging to a file of the fleet's directory; killed on drop.
 pub struct Serve {
@@ -59,17 +59,17 @@ impl Serve {
     }
 
     /// Waits until the API accepts connections on `base` (`http://HOST:PORT`); panics with the
-    /// log if the process exits or 20 s pass first.
+    /// log if the process exits first, or if it hangs ([`PATIENCE`]).
     pub async fn wait_until_up(&mut self, base: &str) {
         let addr = base.trim_start_matches("http://").trim_end_matches('/');
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + PATIENCE;
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("serve exited with {status}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "the API did not start:\n{}",
+                "the API did not start in {PATIENCE:?}:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

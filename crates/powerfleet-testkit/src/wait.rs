@@ -7,6 +7,12 @@ use powerfleet_jobs::{JobId, JobStatus};
 
 use crate::Fleet;
 
+/// How long a test waits for what a fleet must do before it calls the fleet hung: far beyond what
+/// any test's work takes on a loaded 2-core machine shared with other builds, so it only ever
+/// catches a hang, never slowness. Every deadline of a test that waits for work (results stored,
+/// a job running, a process up or gone) is this one.
+pub const PATIENCE: Duration = Duration::from_secs(300);
+
 /// Polls `check` every 20 ms until it holds; panics naming `what` once `timeout` has passed
 /// without it (a far-off bound: a test waits for what it needs, not for a clock).
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, check: F)
@@ -47,7 +53,7 @@ impl Fleet {
     pub async fn wait_for_blocks(&self, jobs: &[JobId], block: u32, n: usize) {
         let queue = self.queue().await;
         let what = format!("{n} of {} jobs run at block {block} or later", jobs.len());
-        self.wait_until(&what, Duration::from_secs(120), || async {
+        self.wait_until(&what, PATIENCE, || async {
             let mut reached = 0;
             for id in jobs {
                 let s = queue.job_state(*id).await.unwrap().unwrap();
