@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a private redis-server may take to answer its first PING: generous, because a loaded
+/// machine (a build beside the tests) can hold a process's start back for many seconds.
+pub(crate) const START_PATIENCE_S: u64 = 120;
+
 /// How to start the server.
 #[derive(Clone, Debug, Default)]
 pub struct LocalRedisOptions {
@@ -115,7 +119,7 @@ impl LocalRedis {
             _ => LocalRedisError::Io(e),
         })?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(START_PATIENCE_S);
         while Instant::now() < deadline {
             let up = if self.options.tls {
                 TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -129,7 +133,7 @@ impl LocalRedis {
         }
         Err(LocalRedisError::NoAnswer {
             port: self.port,
-            seconds: 10,
+            seconds: START_PATIENCE_S,
             log: log.display().to_string(),
         })
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::local::{LocalRedisError, free_port, ping};
+use crate::local::{LocalRedisError, START_PATIENCE_S, free_port, ping};
 
 /// A running private Redis Cluster.
 #[derive(Debug)]
@@ -120,7 +120,7 @@ impl LocalCluster {
         args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         redis_cli(cluster.nodes[0].port, &args)?;
         // Generous: on a loaded machine the replicas' first sync takes a while.
-        cluster.wait_ok(Duration::from_secs(90))?;
+        cluster.wait_ok(Duration::from_secs(300))?;
         Ok(cluster)
     }
 
@@ -152,12 +152,12 @@ impl LocalCluster {
                 _ => LocalRedisError::Io(e),
             })?;
         node.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(START_PATIENCE_S);
         while !ping(node.port) {
             if Instant::now() > deadline {
                 return Err(LocalRedisError::NoAnswer {
                     port: node.port,
-                    seconds: 10,
+                    seconds: START_PATIENCE_S,
                     log: log.display().to_string(),
                 });
             }
@@ -308,7 +308,7 @@ impl LocalCluster {
             .ok_or_else(|| other(format!("the master on {} has no replica", master.port)))?;
         // A manual failover needs the master's handshake; one asked for before the master has
         // taken note of a new replica times out after 5 s, so it is asked for again.
-        let deadline = Instant::now() + Duration::from_secs(45);
+        let deadline = Instant::now() + Duration::from_secs(300);
         let mut asked: Option<Instant> = None;
         while self.master_of(slot)?.port != replica {
             if asked.is_none_or(|t| t.elapsed() > Duration::from_secs(6)) {
