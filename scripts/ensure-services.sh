@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests use are present: redis-server on PATH (tests start their own on
-# free ports), a PostgreSQL server the tests can create databases on, and bubblewrap (the grading
-# sandbox). Installs them with apt-get
+# free ports), a PostgreSQL server the tests can create databases on, bubblewrap (the grading
+# sandbox), and what the sandbox needs to run programs as a user other than a non-root
+# collector's: newuidmap/newgidmap (Debian's uidmap) and, for the sandbox tests' unprivileged run,
+# a user with uid 10001 that has subordinate ids. Installs them with apt-get (and makes the user)
 # when missing and possible; otherwise says exactly what to install.
 # Sourced by scripts/test.sh. Exports POWERFLEET_TEST_POSTGRES_URL.
 
@@ -81,6 +83,30 @@ need_openssl() {
       echo "error: openssl is not installed; install it (Debian/Ubuntu: sudo apt-get install openssl; macOS: brew install openssl) and run this again." >&2
       exit 1
     }
+  fi
+}
+
+need_subordinate_ids() {
+  # A collector that is not root runs graded programs as a subordinate id of its user's
+  # (docs/grading.md, "user"): unshare maps it with the setuid newuidmap and newgidmap. The sandbox
+  # tests, run as root, run their suite again as uid 10001 (the image's collector user), which needs
+  # a user with that uid and primary gid and subordinate ids in /etc/subuid and /etc/subgid.
+  if ! command -v newuidmap >/dev/null 2>&1 || ! command -v newgidmap >/dev/null 2>&1; then
+    _apt_install uidmap || {
+      echo "error: newuidmap/newgidmap are not installed; a grading collector that is not root needs them to run programs as another user. Install them (Debian/Ubuntu: sudo apt-get install -y uidmap) and run this again." >&2
+      exit 1
+    }
+  fi
+  [ "$(id -u)" = 0 ] || return 0
+  local user
+  user=$(getent passwd 10001 | cut -d: -f1)
+  if [ -z "$user" ]; then
+    user=powerfleet-test
+    getent group 10001 >/dev/null || groupadd --system --gid 10001 "$user"
+    useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin "$user" >&2
+  fi
+  if ! grep -qE "^($user|10001):" /etc/subuid 2>/dev/null || ! grep -qE "^($user|10001):" /etc/subgid 2>/dev/null; then
+    usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$user"
   fi
 }
 

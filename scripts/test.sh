@@ -13,6 +13,7 @@ need_redis_server
 need_postgres
 need_openssl
 need_bwrap
+need_subordinate_ids
 
 # A real llama-server and a tiny random-weight model for the backend tests (built once, cached
 # outside the repository; the first build takes about 5 minutes on 2 cores).

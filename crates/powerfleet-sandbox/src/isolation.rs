@@ -6,6 +6,12 @@
 //! `/lib64` as on the host) and the interpreter's prefix, a private `/proc`, a minimal read-only
 //! `/dev` (no `/dev/shm` to write to), and a size-limited tmpfs as `/tmp`, its working directory.
 //! Nothing else of the host is mounted: no `/etc`, `/home`, `/root`, `/var`, `/run`, no socket.
+//!
+//! The program never runs as the collector's host user, nor as root: run as root, the collector
+//! starts bubblewrap as [`SandboxConfig::uid`] (nobody); run as another user, it starts
+//! bubblewrap through util-linux `unshare` in a user namespace where that uid is the first
+//! subordinate id of the collector's user (`/etc/subuid`, mapped by the setuid `newuidmap` of
+//! Debian's `uidmap`). Without either, no program runs ([`IsolationError::NoOtherUser`]).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -39,7 +45,23 @@ pub enum IsolationError {
         /// What is missing or what bubblewrap said.
         reason: String,
     },
+    /// The collector is not root and cannot give programs a host user other than its own.
+    #[error(
+        "the grading sandbox cannot run programs as a user other than the collector's (uid {uid}): {reason}; {NO_OTHER_USER_FIX}"
+    )]
+    NoOtherUser {
+        /// The collector's uid.
+        uid: u32,
+        /// What is missing.
+        reason: String,
+    },
 }
+
+/// How to give programs a user of their own, said when the collector cannot.
+const NO_OTHER_USER_FIX: &str = "either run the collector as root (it then runs programs as nobody; in a container: as root in a user-namespaced pod, hostUsers: false, with capabilities SETUID and SETGID, as deploy/k8s/collector-deployment.yaml does), or give the collector's user subordinate ids for programs to run as: apt-get install -y uidmap (the setuid newuidmap and newgidmap; not usable under no_new_privs, allowPrivilegeEscalation: false) and usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER (lines USER:100000:65536 in /etc/subuid and /etc/subgid; docs/grading.md, \"user\"); or, for models you trust only, collector --grading-unisolated";
+
+/// Where `unshare` looks for `newuidmap` and `newgidmap`.
+const ID_MAP_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A working bubblewrap set-up, probed once per process for each configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +69,13 @@ pub struct Isolation {
     /// Whether this process runs as root: bubblewrap is then started as the sandbox's user
     /// ([`SandboxConfig::uid`]), never as root.
     pub root: bool,
+    /// The host uid programs run as: [`SandboxConfig::uid`] when this process is root, else the
+    /// first subordinate uid of this process's user. Never this process's uid, never 0.
+    pub host_uid: u32,
+    /// The host gid programs run as, as [`Isolation::host_uid`].
+    pub host_gid: u32,
+    /// How bubblewrap is started as that user.
+    switch: Switch,
     /// Whether bubblewrap accepts `--disable-userns` (0.8 and later): the program cannot make
     /// user namespaces of its own.
     pub userns_disabled: bool,
@@ -57,13 +86,77 @@ pub struct Isolation {
     args: Vec<OsString>,
 }
 
+/// How bubblewrap is started as a host user other than this process's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Switch {
+    /// This process is root: bubblewrap is started as [`SandboxConfig::uid`] and
+    /// [`SandboxConfig::gid`], supplementary groups dropped.
+    Root,
+    /// util-linux `unshare` makes a user namespace whose [`SandboxConfig::uid`] and
+    /// [`SandboxConfig::gid`] are the host's `uid` and `gid` (subordinate ids of this process's
+    /// user, mapped by `newuidmap` and `newgidmap`), switches to them, drops the supplementary
+    /// groups, and executes bubblewrap there.
+    Subordinate {
+        unshare: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+}
+
 /// Whether this process runs as root.
 pub(crate) fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// This process's (effective) uid and gid: the owner of `/proc/self`.
+fn own_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or((u32::MAX, u32::MAX), |m| (m.uid(), m.gid()))
+}
+
+/// The first id of the first range `/etc/subuid` or `/etc/subgid` (`file`) grants to the user
+/// named `name` or numbered `uid`.
+fn first_subordinate_id(file: &str, name: Option<&str>, uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let owner = fields.next()?;
+        let start: u32 = fields.next()?.trim().parse().ok()?;
+        let count: u64 = fields.next()?.trim().parse().ok()?;
+        let mine = Some(owner) == name || owner == uid.to_string();
+        (mine && count > 0).then_some(start)
+    })
+}
+
+/// The name `/etc/passwd` gives `uid`.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 2 && fields[2] == uid.to_string()).then(|| fields[0].to_string())
+    })
+}
+
+/// A program (`newuidmap`) on [`ID_MAP_PATH`].
+fn on_id_map_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(ID_MAP_PATH)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 impl Isolation {
+    /// The first subordinate uid and gid (`/etc/subuid`, `/etc/subgid`) of this process's user,
+    /// which programs run as when this process is not root; `None` without both.
+    pub fn subordinate_ids() -> Option<(u32, u32)> {
+        let (uid, _) = own_ids();
+        let name = user_name(uid);
+        Some((
+            first_subordinate_id("/etc/subuid", name.as_deref(), uid)?,
+            first_subordinate_id("/etc/subgid", name.as_deref(), uid)?,
+        ))
+    }
+
     /// Probes (once per process for each bubblewrap path, interpreter, user and tmpfs size)
     /// whether bubblewrap starts the interpreter in its namespaces as `config` says, and says
     /// why not. The probe runs `python -I -c ...` inside the whole set-up and checks that it is
@@ -72,8 +165,8 @@ impl Isolation {
         type Probed = Result<Arc<Isolation>, IsolationError>;
         static PROBED: OnceLock<Mutex<HashMap<String, Probed>>> = OnceLock::new();
         let key = format!(
-            "{:?}|{:?}|{}|{}|{}",
-            config.bwrap, config.python, config.uid, config.gid, config.tmpfs_bytes
+            "{:?}|{:?}|{:?}|{}|{}|{}",
+            config.bwrap, config.python, config.unshare, config.uid, config.gid, config.tmpfs_bytes
         );
         let probed = PROBED.get_or_init(Default::default);
         if let Some(known) = probed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
@@ -94,21 +187,86 @@ impl Isolation {
     /// started as the sandbox's user when this process is root.
     pub(crate) fn command(&self, config: &SandboxConfig, python_args: &[OsString]) -> Command {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(&config.bwrap);
+        let mut command = match &self.switch {
+            Switch::Root => {
+                let mut command = Command::new(&config.bwrap);
+                // std drops the supplementary groups when root sets the uid.
+                command.env_clear().uid(config.uid).gid(config.gid);
+                command
+            }
+            Switch::Subordinate { unshare, uid, gid } => {
+                // `outer,inner,count`: util-linux 2.38's order (2.39 and later read this comma
+                // form the same way). --setgid drops the supplementary groups too.
+                let mut command = Command::new(unshare);
+                command
+                    .env_clear()
+                    .env("PATH", ID_MAP_PATH)
+                    .arg(format!("--map-users={uid},{},1", config.uid))
+                    .arg(format!("--map-groups={gid},{},1", config.gid))
+                    .args(["--setuid", &config.uid.to_string()])
+                    .args(["--setgid", &config.gid.to_string()])
+                    .arg("--")
+                    .arg(&config.bwrap);
+                command
+            }
+        };
         command.args(&self.args).arg("--").arg(&self.python);
         command.args(python_args);
-        if self.root {
-            // std drops the supplementary groups when root sets the uid.
-            command.uid(config.uid).gid(config.gid);
-        }
-        command.env_clear().current_dir("/");
+        command.current_dir("/");
         command
     }
+}
+
+/// How bubblewrap is to be started as a host user other than this process's, or why it cannot.
+fn switch(config: &SandboxConfig, root: bool) -> Result<(Switch, u32, u32), IsolationError> {
+    if root {
+        return Ok((Switch::Root, config.uid, config.gid));
+    }
+    let (own_uid, own_gid) = own_ids();
+    let refuse = |reason: String| IsolationError::NoOtherUser {
+        uid: own_uid,
+        reason,
+    };
+    let name = user_name(own_uid);
+    let who = name.clone().unwrap_or_else(|| own_uid.to_string());
+    let Some((uid, gid)) = Isolation::subordinate_ids() else {
+        return Err(refuse(format!(
+            "it is not root, and its user ({who}) has no subordinate ids in /etc/subuid and /etc/subgid"
+        )));
+    };
+    if uid == own_uid || uid == 0 || gid == own_gid || gid == 0 {
+        return Err(refuse(format!(
+            "the first subordinate ids of its user ({who}), uid {uid} and gid {gid}, are its own or root's"
+        )));
+    }
+    for tool in ["newuidmap", "newgidmap"] {
+        if on_id_map_path(tool).is_none() {
+            return Err(refuse(format!(
+                "it is not root, and {tool} is not installed (it maps its user's subordinate ids)"
+            )));
+        }
+    }
+    if !config.unshare.is_file() {
+        return Err(refuse(format!(
+            "it is not root, and {} (util-linux unshare, which makes the user namespace) is missing",
+            config.unshare.display()
+        )));
+    }
+    Ok((
+        Switch::Subordinate {
+            unshare: config.unshare.clone(),
+            uid,
+            gid,
+        },
+        uid,
+        gid,
+    ))
 }
 
 /// Resolves the interpreter, lays out the filesystem, and starts the probe program.
 fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
     let root = running_as_root();
+    let (switch, host_uid, host_gid) = switch(config, root)?;
     let python = resolve_python(&config.python)?;
     let binds = interpreter_prefixes(&python)?;
     let bwrap_found = if config.bwrap.components().count() > 1 {
@@ -125,6 +283,9 @@ fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
     for userns_disabled in [true, false] {
         let iso = Isolation {
             root,
+            host_uid,
+            host_gid,
+            switch: switch.clone(),
             userns_disabled,
             python: python.clone(),
             args: bwrap_args(config, &binds, userns_disabled),
@@ -139,13 +300,15 @@ fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
             }
         }
     }
-    let user_hint = if root {
-        format!(
+    let user_hint = match &switch {
+        Switch::Root => format!(
             " (run as root, bubblewrap runs as uid {}: the interpreter and its prefix must be readable by that user)",
             config.uid
-        )
-    } else {
-        String::new()
+        ),
+        Switch::Subordinate { unshare, uid, gid } => format!(
+            " (run as another user, {} starts bubblewrap as the subordinate uid {uid} and gid {gid}, which newuidmap and newgidmap map: they must be installed setuid and allowed to run (no no_new_privs), the ids must exist where the collector runs (inside a container's user namespace, within its mapped range), and the interpreter and its prefix must be readable by that user)",
+            unshare.display()
+        ),
     };
     Err(IsolationError::Unavailable {
         reason: format!(

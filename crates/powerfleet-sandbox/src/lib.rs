@@ -17,13 +17,16 @@
 //!   interpreter's prefix only, a private `/proc`, a minimal read-only `/dev`, and a tmpfs of
 //!   [`SandboxConfig::tmpfs_bytes`] as `/tmp`, its working directory and `HOME`, gone with the
 //!   namespace;
-//! - its own user: run as root, bubblewrap itself runs as [`SandboxConfig::uid`] (65534); run
-//!   as another user, the user namespace makes the program that uid inside;
+//! - its own user, never the collector's nor root, on the host as inside: run as root, bubblewrap
+//!   itself runs as [`SandboxConfig::uid`] (65534); run as another user, it runs as the first
+//!   subordinate id of that user's (`/etc/subuid`, mapped by `newuidmap` through util-linux
+//!   `unshare`), and without one no program runs ([`IsolationError::NoOtherUser`]);
 //! - the environment cleared (`PATH`, `HOME`, `LANG` only), a new session;
 //! - rlimits set by a Python preamble before the program runs: address space per process
 //!   (`RLIMIT_AS`), processes and threads of the namespace (`RLIMIT_NPROC`), CPU seconds, file
-//!   size, no core files; with the tmpfs, the program's memory stays within
-//!   [`SandboxConfig::memory_bound_bytes`];
+//!   size, open descriptors, no core files; and a seccomp filter that refuses memfd files,
+//!   System V IPC, io_uring and sockets other than Unix ones (memory no rlimit counts); with the
+//!   tmpfs, the program's memory stays within [`SandboxConfig::memory_bound_bytes`];
 //! - a wall-clock limit, after which bubblewrap is killed, and with it (its init is the PID
 //!   namespace's first process) every process of the program, daemons included;
 //! - the program's stdout and stderr go to a pipe read up to
@@ -32,6 +35,7 @@
 
 pub mod humaneval;
 mod isolation;
+mod seccomp;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -76,6 +80,10 @@ pub struct SandboxConfig {
     pub tmpfs_bytes: u64,
     /// Largest file the program may write, bytes (`RLIMIT_FSIZE`).
     pub max_file_bytes: u64,
+    /// Descriptors each process of the program may hold open (`RLIMIT_NOFILE`): with the
+    /// kernel's buffer limits, this bounds the pipe and socket buffers a program can fill
+    /// ([`KERNEL_BUFFER_BYTES_PER_FILE`] each).
+    pub max_open_files: u64,
     /// Bytes of the program's output (and of the harness's channel) read back.
     pub max_output_bytes: usize,
     /// The user and group bubblewrap runs as when this process is root, and the program's
@@ -83,6 +91,9 @@ pub struct SandboxConfig {
     pub uid: u32,
     /// See [`SandboxConfig::uid`].
     pub gid: u32,
+    /// util-linux `unshare`, which starts bubblewrap as a subordinate id of the collector's user
+    /// when the collector is not root (`/usr/bin/unshare`).
+    pub unshare: PathBuf,
     /// Run programs without bubblewrap, as plain `python3` processes behind Python-level guards
     /// (`collector --grading-unisolated`): for trusted models only, since a program can reach
     /// the host (docs/grading.md).
@@ -100,20 +111,34 @@ impl Default for SandboxConfig {
             max_processes: 4,
             tmpfs_bytes: 64 << 20,
             max_file_bytes: 16 << 20,
+            max_open_files: 32,
             max_output_bytes: 64 << 10,
             uid: NOBODY,
             gid: NOBODY,
+            unshare: PathBuf::from("/usr/bin/unshare"),
             unisolated: false,
         }
     }
 }
 
+/// What one open descriptor can hold in kernel buffers, under the kernel's default limits: a pipe
+/// of `fs.pipe-max-size` (1 MiB, for its two ends), a Unix socket's send buffer of at most
+/// 2 x `net.core.wmem_max` (2 x 208 KiB). Other sockets, memfd files and System V IPC are refused
+/// to programs (docs/grading.md).
+pub const KERNEL_BUFFER_BYTES_PER_FILE: u64 = 1 << 20;
+
 impl SandboxConfig {
     /// The most memory one program can hold in the sandbox: every process at its address-space
-    /// limit, plus a full tmpfs.
+    /// limit, every descriptor those processes (and, in flight between them, as many again as one
+    /// process may hold) keep open at [`KERNEL_BUFFER_BYTES_PER_FILE`], plus a full tmpfs.
     pub fn memory_bound_bytes(&self) -> u64 {
+        let descriptors = self
+            .max_processes
+            .saturating_add(1)
+            .saturating_mul(self.max_open_files);
         self.max_processes
             .saturating_mul(self.memory_bytes)
+            .saturating_add(descriptors.saturating_mul(KERNEL_BUFFER_BYTES_PER_FILE))
             .saturating_add(self.tmpfs_bytes)
     }
 }
@@ -238,6 +263,8 @@ impl Sandbox {
                 &c.cpu_seconds.max(1).to_string(),
                 &c.max_file_bytes.to_string(),
                 &c.max_processes.to_string(),
+                &c.max_open_files.to_string(),
+                &seccomp::filter_hex(),
                 mode,
             ]
             .into_iter()

@@ -1,5 +1,6 @@
 # powerfleet sandbox preamble: runs before the untrusted program, in the sandbox's python3.
-# argv: memory_bytes cpu_seconds file_bytes processes mode
+# argv: memory_bytes cpu_seconds file_bytes processes open_files seccomp_filter mode
+#   seccomp_filter: a compiled seccomp filter (struct sock_filter[]) as hex, or "-" for none.
 #   mode "bwrap": inside bubblewrap's namespaces, already unprivileged: limits only.
 #   mode "root" / "user": unisolated (collector --grading-unisolated), run as root (becomes
 #   nobody) or as another user; Python-level guards stand in for the namespaces, and stop only
@@ -9,8 +10,9 @@
 import os, sys, resource
 
 def _pf_setup():
-    mem, cpu, fsize, nproc = (int(a) for a in sys.argv[1:5])
-    mode = sys.argv[5]
+    mem, cpu, fsize, nproc, nofile = (int(a) for a in sys.argv[1:6])
+    seccomp_filter = sys.argv[6]
+    mode = sys.argv[7]
     data = sys.stdin.buffer.read().decode("utf-8", "replace")
     nonce, _, program = data.partition("\n")
     # The harness's channel: the original stdout, kept on a descriptor the program's children
@@ -26,7 +28,10 @@ def _pf_setup():
         (resource.RLIMIT_AS, mem, mem),
         (resource.RLIMIT_DATA, mem, mem),
         (resource.RLIMIT_CPU, cpu, cpu + 1),
+        # Bounds every file the program writes (on the tmpfs; memfd files are refused below).
         (resource.RLIMIT_FSIZE, fsize, fsize),
+        # Bounds the files, pipes and sockets each process holds, and so their kernel buffers.
+        (resource.RLIMIT_NOFILE, nofile, nofile),
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_MSGQUEUE, 0, 0),
     ]
@@ -41,6 +46,22 @@ def _pf_setup():
     # Inside bubblewrap this counts the processes (and threads) of the sandbox's own user
     # namespace, bubblewrap's init included.
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    if seccomp_filter != "-":
+        # Refuses memfd files, System V IPC, io_uring and sockets other than Unix ones to the
+        # program and its children (src/seccomp.rs says why). Installed last: no call of the
+        # preamble's needs them, and a filter that cannot be installed stops the run here.
+        import ctypes
+        code = bytes.fromhex(seccomp_filter)
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+        prog = SockFprog(len(code) // 8, code)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+        if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
     if mode != "bwrap":
         import socket, _socket
         def blocked(*args, **kwargs):

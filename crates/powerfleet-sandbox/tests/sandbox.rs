@@ -245,7 +245,8 @@ fn forks_past_the_memory_limit_stay_within_the_bound() {
         ..SandboxConfig::default()
     });
     let bound = s.config().memory_bound_bytes();
-    assert_eq!(bound, 6 * (160 << 20) + (32 << 20));
+    // And 32 descriptors per process (and as many in flight), 1 MiB of kernel buffers each.
+    assert_eq!(bound, 6 * (160 << 20) + 7 * 32 * (1 << 20) + (32 << 20));
     // Fork as often as the kernel allows; every process grabs (and touches) all the memory it
     // can, and the first one fills /tmp; then sum what every process of the sandbox holds.
     let program = r#"
@@ -667,50 +668,329 @@ fn a_missing_interpreter_is_a_grading_failure_not_a_wrong_answer() {
 #[test]
 fn an_interpreter_outside_usr_is_mounted_if_the_sandbox_user_may_read_it() {
     use std::os::unix::fs::PermissionsExt;
-    // An interpreter in a directory of its own (as a venv's or pyenv's), which only its owner
-    // may enter.
+    // An interpreter in a directory of its own (as a venv's or pyenv's).
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let python = dir.path().join("python3");
     std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
     let s = Sandbox::new(SandboxConfig {
         python: python.clone(),
         ..SandboxConfig::default()
     });
-    let result = s.run("import sys\nprint(sys.executable)");
+    // Only its owner (the collector) may enter it: the program's user, another one, may not.
+    // Refused, and the error says why.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = s.run("import sys\nprint(sys.executable)").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SandboxError::Isolation(IsolationError::Unavailable { .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("must be readable by that user"),
+        "{err}"
+    );
+    // Readable by every user, it is mounted (read-only) and the interpreter runs. (A directory
+    // of its own per case: each configuration is probed once.)
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let python = open.path().join("python3");
+    std::os::unix::fs::symlink("/usr/bin/python3", &python).unwrap();
+    let s = Sandbox::new(SandboxConfig {
+        python: python.clone(),
+        ..SandboxConfig::default()
+    });
+    let run = s.run("import sys\nprint(sys.executable)").unwrap();
+    assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+    assert!(
+        run.output.contains(&python.display().to_string()),
+        "{run:?}"
+    );
+}
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of host process `pid`'s status, as numbers.
+fn host_ids(pid: &str) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    (line("Uid:"), line("Gid:"), line("Groups:"))
+}
+
+/// The host pid of the process whose last argument is `marker`.
+fn host_pid_with_last_arg(marker: &str) -> Option<String> {
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let last = cmdline.split(|b| *b == 0).rev().find(|a| !a.is_empty())?;
+        (name.bytes().all(|b| b.is_ascii_digit()) && last == marker.as_bytes()).then_some(name)
+    })
+}
+
+/// Seen from the host, a program's processes belong to a user and group that are neither the
+/// collector's (this test process's) nor root, and hold no supplementary group: run as root,
+/// bubblewrap runs as nobody; run as another user, the program is a subordinate id of that
+/// user's (`/etc/subuid`, newuidmap). `every_test_passes_as_an_unprivileged_user` runs this as
+/// uid 10001.
+#[test]
+fn programs_run_as_a_host_user_other_than_the_collectors() {
+    use std::os::unix::fs::MetadataExt;
+    // A long time limit: the run ends when this test kills the program's child.
+    let s = sandbox(300);
+    let iso = Isolation::detect(s.config()).unwrap();
+    let m = marker("uid");
+    let program = format!(
+        r#"
+import os
+pid = os.fork()
+if pid == 0:
+    os.execv('/usr/bin/python3', ['python3', '-c', 'import time\nwhile True: time.sleep(1)', '{m}'])
+os.waitpid(pid, 0)
+print('its child was killed')
+"#
+    );
+    let runner = std::thread::spawn(move || s.run(&program));
+    let pid = loop {
+        if let Some(pid) = host_pid_with_last_arg(&m) {
+            break pid;
+        }
+        assert!(
+            !runner.is_finished(),
+            "the program ended before its child showed: {:?}",
+            runner.join()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (uids, gids, groups) = host_ids(&pid);
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "KILL", &pid])
+        .status()
+        .unwrap();
+    let run = runner.join().unwrap().unwrap();
+    assert!(killed.success());
+    assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+    let me = std::fs::metadata("/proc/self").unwrap();
+    eprintln!(
+        "collector uid {} gid {}; program uids {uids:?} gids {gids:?} groups {groups:?}",
+        me.uid(),
+        me.gid()
+    );
+    assert_eq!(uids.len(), 4);
+    for uid in &uids {
+        assert!(
+            *uid != me.uid() && *uid != 0,
+            "the program runs as host uid {uid} (the collector is {})",
+            me.uid()
+        );
+    }
+    for gid in gids.iter().chain(&groups) {
+        assert!(
+            *gid != me.gid() && *gid != 0,
+            "the program runs with host gid {gid} (the collector's is {})",
+            me.gid()
+        );
+    }
+    assert!(groups.is_empty(), "supplementary groups {groups:?}");
+    // The isolation says which user that is.
+    assert_eq!((iso.host_uid, iso.host_gid), (uids[0], gids[0]));
+}
+
+/// A collector that is not root and has no other user to give programs (no subordinate ids, or
+/// no way to map them) runs none, and the error says what is missing and how to fix it. Run as
+/// root, the collector needs neither: programs run as nobody.
+#[test]
+fn without_another_user_for_programs_nothing_runs_and_the_error_says_how_to_fix_it() {
+    let s = Sandbox::new(SandboxConfig {
+        unshare: "/nonexistent/unshare".into(),
+        ..SandboxConfig::default()
+    });
     if powerfleet_sandbox_is_root() {
-        // Run as root, bubblewrap runs as nobody, who cannot enter the directory: refused, and
-        // the error says why.
-        let err = result.unwrap_err();
+        let run = s.run("import os\nprint(os.getuid())").unwrap();
+        assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+        return;
+    }
+    // Without subordinate ids of its own, the default set-up refuses as well.
+    let configs = if Isolation::subordinate_ids().is_some() {
+        vec![s]
+    } else {
+        vec![s, sandbox(10)]
+    };
+    for s in configs {
+        let err = s.run("pass").unwrap_err();
         assert!(
             matches!(
                 err,
-                SandboxError::Isolation(IsolationError::Unavailable { .. })
+                SandboxError::Isolation(IsolationError::NoOtherUser { .. })
             ),
             "{err}"
         );
+        let message = err.to_string();
+        for needed in [
+            "apt-get install -y uidmap",
+            "--add-subuids",
+            "/etc/subuid",
+            "as root",
+            "hostUsers: false",
+        ] {
+            assert!(message.contains(needed), "{needed} missing from: {message}");
+        }
+    }
+}
+
+/// A program that asks the kernel for memory no rlimit counts (memfd files, System V shared
+/// memory, message queues and semaphores) gets none, in a System V namespace of its own;
+/// everything it holds stays within `memory_bound_bytes`, and nothing is left on the host.
+#[test]
+fn memfds_and_shared_memory_stay_within_the_bound_and_leave_nothing() {
+    let s = Sandbox::new(SandboxConfig {
+        memory_bytes: 96 << 20,
+        max_processes: 3,
+        tmpfs_bytes: 16 << 20,
+        max_file_bytes: 8 << 20,
+        max_open_files: 16,
+        timeout: Duration::from_secs(120),
+        cpu_seconds: 120,
+        ..SandboxConfig::default()
+    });
+    let bound = s.config().memory_bound_bytes();
+    assert_eq!(bound, 3 * (96 << 20) + 4 * 16 * (1 << 20) + (16 << 20));
+    let m = marker("memfd");
+    // A segment size no other program on the host uses.
+    let shm_size: u64 = (64 << 20) + 4096 * u64::from(std::process::id() % 1000 + 1);
+    let program = format!(
+        r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+refused = {{}}
+# Sockets whose buffers could grow past a descriptor's share (TCP over the private loopback)
+# are refused too; a pair of Unix sockets is not.
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+except OSError as e:
+    refused['socket'] = e.errno
+for end in socket.socketpair():
+    end.close()
+memfds = {{}}
+try:
+    for i in range(64):
+        fd = os.memfd_create('{m}')
+        memfds[fd] = 0
+        try:
+            for _ in range(8):
+                os.write(fd, b'\x01' * (1 << 20))
+                memfds[fd] += 1 << 20
+        except OSError:
+            pass
+except OSError as e:
+    if e.errno == errno.EMFILE:
+        # Out of descriptors: give one back, for what follows.
+        fd = max(memfds)
+        os.close(fd)
+        del memfds[fd]
+    else:
+        refused['memfd_create'] = e.errno
+memfd_bytes = sum(memfds.values())
+shm_bytes = 0
+for i in range(16):
+    shmid = libc.shmget(0, {shm_size}, 0o1600)
+    if shmid < 0:
+        refused['shmget'] = ctypes.get_errno()
+        break
+    addr = libc.shmat(shmid, None, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        refused['shmat'] = ctypes.get_errno()
+        break
+    ctypes.memset(addr, 1, {shm_size})
+    libc.shmdt(ctypes.c_void_p(addr))
+    shm_bytes += {shm_size}
+for name, args in (('msgget', (0, 0o1600)), ('semget', (0, 250, 0o1600))):
+    if getattr(libc, name)(*args) < 0:
+        refused[name] = ctypes.get_errno()
+rss = 0
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        try:
+            for line in open(f'/proc/{{pid}}/status'):
+                if line.startswith('VmRSS:'):
+                    rss += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+print('ipc', os.readlink('/proc/self/ns/ipc'))
+print('memfd', memfd_bytes, 'shm', shm_bytes, 'rss', rss)
+print('refused', sorted(refused.items()))
+"#
+    );
+    let run = s.run(&program).unwrap();
+    assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+    eprintln!("{}", run.output.trim());
+    let words: Vec<&str> = run.output.split_whitespace().collect();
+    let field = |name: &str| -> u64 {
+        let i = words.iter().position(|w| *w == name).unwrap();
+        words[i + 1].parse().unwrap()
+    };
+    let held = field("memfd") + field("shm") + field("rss");
+    assert!(
+        held <= bound,
+        "the program held {held} bytes, past the bound {bound}: {}",
+        run.output
+    );
+    // Each of them was refused outright.
+    for call in ["memfd_create", "shmget", "msgget", "semget", "socket"] {
         assert!(
-            err.to_string().contains("must be readable by that user"),
-            "{err}"
-        );
-    } else {
-        // Run as its owner, the directory is mounted (read-only) and the interpreter runs.
-        let run = result.unwrap();
-        assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
-        assert!(
-            run.output.contains(&python.display().to_string()),
-            "{run:?}"
+            run.output.contains(&format!("('{call}', 1)")),
+            "{call} was not refused with EPERM: {}",
+            run.output
         );
     }
+    // Its System V objects would have lived in a namespace of its own.
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let ipc = words[words.iter().position(|w| *w == "ipc").unwrap() + 1];
+    assert_ne!(ipc, host_ipc.to_string_lossy(), "{}", run.output);
+    // Nothing is left: no memfd of its held by a host process, no segment of its size.
+    let memfds: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_dir(e.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.contains(&m))
+        .collect();
+    assert!(memfds.is_empty(), "memfds left: {memfds:?}");
+    let segments = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    assert!(
+        !segments
+            .lines()
+            .any(|l| l.split_whitespace().nth(3) == Some(&shm_size.to_string())),
+        "a segment of the program's is left:\n{segments}"
+    );
+    assert!(grade(&sandbox(5), "    return a + b\n").correct);
 }
 
 /// The name of the test below, skipped in its own nested run.
 const UNPRIVILEGED: &str = "every_test_passes_as_an_unprivileged_user";
 
-/// Run as root, runs this whole suite again as `nobody` (`setpriv`), from a copy of this test
-/// binary and of HumanEval's data that `nobody` can read: the sandbox must hold for a collector
-/// that is not root as well (bubblewrap then makes the user namespace unprivileged). Run as
-/// another user, this suite is already that run.
+/// The unprivileged user the suite runs again as: the image's collector user, which is not the
+/// sandbox's (nobody), so the suite can tell a program running as the collector's user from one
+/// running as another.
+const UNPRIVILEGED_UID: u32 = 10001;
+
+/// Run as root, runs this whole suite again as uid 10001 (`setpriv`), from a copy of this test
+/// binary and of HumanEval's data that it can read: the sandbox must hold for a collector that is
+/// not root as well (programs then run as a subordinate id of its user's, in an unprivileged user
+/// namespace). It then runs the refusal test as a user without subordinate ids. Run as another
+/// user, this suite is already that run.
 #[test]
 fn every_test_passes_as_an_unprivileged_user() {
     use std::os::unix::fs::PermissionsExt;
@@ -737,34 +1017,69 @@ fn every_test_passes_as_an_unprivileged_user() {
         .unwrap_or_else(|| {
             panic!("setpriv is missing: install util-linux (apt-get install -y util-linux)")
         });
+    // newuidmap needs the user in the user database, with the primary group it runs as, and
+    // subordinate ids of its own.
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let user = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3
+            && f[2] == UNPRIVILEGED_UID.to_string()
+            && f[3] == UNPRIVILEGED_UID.to_string())
+        .then(|| f[0].to_string())
+    });
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    let has_ids = |file: &str, user: &str| {
+        file.lines().any(|l| {
+            let owner = l.split(':').next().unwrap_or_default();
+            owner == user || owner == UNPRIVILEGED_UID.to_string()
+        })
+    };
+    match &user {
+        Some(user) if has_ids(&subuid, user) && has_ids(&subgid, user) => {}
+        _ => panic!(
+            "this test runs the suite as uid {UNPRIVILEGED_UID}, which needs a user with that uid and primary gid, and subordinate ids in /etc/subuid and /etc/subgid (found user {user:?}); scripts/ensure-services.sh makes them (groupadd --system --gid {UNPRIVILEGED_UID} powerfleet-test; useradd --system --uid {UNPRIVILEGED_UID} --gid {UNPRIVILEGED_UID} --no-create-home powerfleet-test; usermod --add-subuids 200000-265535 --add-subgids 200000-265535 powerfleet-test), and newuidmap (apt-get install -y uidmap)"
+        ),
+    }
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let out = std::process::Command::new(setpriv)
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(&exe)
-        .args(["--skip", UNPRIVILEGED, "--test-threads", "2"])
-        .env("POWERFLEET_HUMANEVAL_DATA", &data)
-        .env("TMPDIR", &tmp)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the suite failed as nobody ({}):\n{stdout}\n{stderr}",
-        out.status
+    let run_as = |uid: u32, tests: &[&str]| {
+        let uid = uid.to_string();
+        let out = std::process::Command::new(setpriv)
+            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
+            .arg(&exe)
+            .args(tests)
+            .args(["--test-threads", "2"])
+            .env("POWERFLEET_HUMANEVAL_DATA", &data)
+            .env("TMPDIR", &tmp)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "the suite failed as uid {uid} ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
+        assert!(stdout.contains("test result: ok"), "{stdout}\n{stderr}");
+        eprintln!(
+            "as uid {uid}: {}",
+            stdout.lines().last().unwrap_or_default()
+        );
+        stdout
+    };
+    run_as(UNPRIVILEGED_UID, &["--skip", UNPRIVILEGED]);
+    // A user the user database does not know, without subordinate ids.
+    let refused = run_as(
+        UNPRIVILEGED_UID + 1,
+        &[
+            "--exact",
+            "without_another_user_for_programs_nothing_runs_and_the_error_says_how_to_fix_it",
+        ],
     );
-    assert!(stdout.contains("test result: ok"), "{stdout}\n{stderr}");
-    eprintln!("as nobody: {}", stdout.lines().last().unwrap_or_default());
+    assert!(refused.contains("1 passed"), "{refused}");
 }
 
 fn powerfleet_sandbox_is_root() -> bool {
