@@ -412,6 +412,39 @@ async fn requests_that_cannot_be_served_get_a_4xx_in_openai_shape_naming_the_fie
             "frobnicate",
             "unknown field \"frobnicate\"",
         ),
+        // Test code, or a dataset of programming problems, is refused for the code policy.
+        (
+            "/v1/completions",
+            with(
+                json!({"prompt": "def f():\n", "test": "import os\nos.system('touch /tmp/pwned')", "entry_point": "f"}),
+            ),
+            400,
+            "entry_point",
+            "runs no code a request brings",
+        ),
+        (
+            "/v1/completions",
+            with(json!({"test": "def check(c): pass"})),
+            400,
+            "test",
+            "serve --dataset NAME=PATH",
+        ),
+        (
+            "/v1/completions",
+            with(
+                json!({"bench": {"records": [{"task_id": "t", "prompt": "def f():\n", "test": "pass", "entry_point": "f"}]}}),
+            ),
+            400,
+            "bench",
+            "runs no code a request brings",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "toy:pivot", "messages": [{"role": "user", "content": "hi"}], "dataset": "humaneval"}),
+            400,
+            "dataset",
+            "POST /v1/jobs",
+        ),
         (
             "/v1/completions",
             with(json!({"power_sampling": {"alpha": -1}})),

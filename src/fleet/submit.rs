@@ -312,13 +312,7 @@ fn graded_run(args: &SubmitArgs, bench: &str) -> Result<GradedRun> {
         None => Template::default_for(format),
     };
     Ok(GradedRun {
-        problems: problems
-            .into_iter()
-            .map(|problem| GradedProblem {
-                problem,
-                model: None,
-            })
-            .collect(),
+        problems: GradedProblem::many(problems),
         template,
         grader,
         price_per_mtok: args.price_per_mtok,

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use powerfleet_datasets::{DatasetError, DatasetFormat, Problem, SizeCap};
+use powerfleet_datasets::{DatasetError, DatasetFormat, SizeCap};
 use powerfleet_jobs::{Grader, ReferenceKind};
 use serde::{Deserialize, Serialize};
 
+use crate::producer::GradedProblem;
 use crate::request::{RequestError, SubmitRequest, quote};
 
 /// One registered dataset: its problems as loaded at start.
@@ -23,8 +24,9 @@ pub struct RegisteredDataset {
     pub path: PathBuf,
     /// Its format, as detected.
     pub format: DatasetFormat,
-    /// Its problems.
-    pub problems: Arc<Vec<Problem>>,
+    /// Its problems, as a graded run holds them: every request naming the dataset shares
+    /// them ([`crate::producer::GradedRun::problems`]), none copies them.
+    pub problems: Arc<[GradedProblem]>,
 }
 
 impl RegisteredDataset {
@@ -32,7 +34,7 @@ impl RegisteredDataset {
     /// programming problems, `choice` for multiple choice, else `math`.
     pub fn default_grader(&self) -> &'static str {
         let kind = self.problems.first().map_or(ReferenceKind::Text, |p| {
-            crate::producer::reference_kind(&p.answer)
+            crate::producer::reference_kind(&p.problem.answer)
         });
         Grader::default_for(kind).name()
     }
@@ -122,7 +124,7 @@ impl Datasets {
                     name: name.to_string(),
                     path: PathBuf::from(path),
                     format,
-                    problems: Arc::new(problems),
+                    problems: GradedProblem::many(problems),
                 },
             );
         }

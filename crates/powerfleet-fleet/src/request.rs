@@ -461,7 +461,8 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
                     dataset.format.name()
                 )));
             }
-            Some((dataset.format, dataset.problems.as_ref().clone()))
+            // The registered problems themselves, shared: a request copies none of them.
+            Some((dataset.format, std::sync::Arc::clone(&dataset.problems)))
         }
         (None, Some(records), None) => {
             let text: String = records.iter().map(|r| format!("{r}\n")).collect();
@@ -484,7 +485,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
                     "bench.records (line N is record N, counting from 1): {e}"
                 ))
             })?;
-            Some((format, problems))
+            Some((format, producer::GradedProblem::many(problems)))
         }
         (None, None, _) => None,
         _ => return Err(bad(ONE_OF.into())),
@@ -523,13 +524,7 @@ fn graded_run_of(bench: GradedRunRequest) -> Result<producer::GradedRun, Request
                 (None, None) => Template::default_for(format),
             };
             producer::GradedRun {
-                problems: problems
-                    .into_iter()
-                    .map(|problem| producer::GradedProblem {
-                        problem,
-                        model: None,
-                    })
-                    .collect(),
+                problems,
                 template,
                 grader: bench.grader,
                 price_per_mtok: None,
@@ -580,7 +575,7 @@ fn build_submission(
                     )));
                 }
             }
-            for p in &run.problems {
+            for p in run.problems.iter() {
                 check_id(
                     &format!("bench.records: record id {}", quote(&p.problem.id)),
                     &p.problem.id,
@@ -1061,5 +1056,47 @@ mod tests {
                 assert_eq!(f.prompt_bytes, prompt_bytes, "{body}");
             }
         }
+    }
+
+    #[test]
+    fn a_request_naming_a_registered_dataset_shares_its_problems_and_copies_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sums.jsonl");
+        let lines: String = (0..50)
+            .map(|i| {
+                format!(
+                    "{{\"id\": \"s{i}\", \"prompt\": \"{i}+1\", \"answer\": \"{}\"}}\n",
+                    i + 1
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        let datasets = crate::datasets::Datasets::load(
+            &[format!("sums={}", path.display())],
+            powerfleet_datasets::SizeCap::DATASET,
+        )
+        .unwrap();
+        let registered = std::sync::Arc::clone(&datasets.get("sums").unwrap().problems);
+        let request = |seeds: u64| {
+            let mut r = serde_json::from_value::<SubmitRequest>(serde_json::json!({
+                "model": "toy:tiny",
+                "seeds": (0..seeds).collect::<Vec<u64>>(),
+                "bench": {"dataset": "sums"},
+            }))
+            .unwrap();
+            datasets.resolve(&mut r).unwrap();
+            r.into_submission(&RequestLimits::default(), &ModelPolicy::default())
+        };
+        // Accepted: the run holds the registered problems themselves.
+        let s = request(2).unwrap();
+        let run = s.graded_run.as_ref().unwrap();
+        assert_eq!(run.problems.len(), 50);
+        assert!(std::sync::Arc::ptr_eq(&run.problems, &registered));
+        // Refused for its job count: still no copy left behind, the registration's the only
+        // other holder.
+        let e = request(1000).unwrap_err().to_string();
+        assert!(e.contains("max_jobs_per_request"), "{e}");
+        drop(s);
+        assert_eq!(std::sync::Arc::strong_count(&registered), 2);
     }
 }

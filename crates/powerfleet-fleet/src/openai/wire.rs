@@ -132,6 +132,21 @@ pub(super) struct ChatRequest {
     pub(super) logit_bias: Option<serde_json::Map<String, Value>>,
 }
 
+/// Fields that would bring code to run or a dataset to grade (a HumanEval record's `test` and
+/// `entry_point`, a graded run's `bench`, `records`, `dataset`, `grader`): refused with the
+/// code policy's reason rather than as merely unknown.
+const CODE_FIELDS: &[&str] = &[
+    "test",
+    "entry_point",
+    "bench",
+    "records",
+    "dataset",
+    "grader",
+];
+
+/// Why [`CODE_FIELDS`] are refused, and what to do instead.
+const CODE_POLICY: &str = "this endpoint samples completions and grades nothing, and the API runs no code a request brings (test code, or records or a dataset to grade): graders that run completions (humaneval) grade only datasets the operator registered. Ask the operator to register the dataset (serve --dataset NAME=PATH) and submit a graded run with POST /v1/jobs and \"bench\": {\"dataset\": NAME} (GET /v1/datasets lists them), or run it from the CLI (powerfleet submit --bench FILE)";
+
 /// Parses a body into `T`, naming the field at fault; a field that is neither [`Common`]'s nor
 /// `T`'s ([`struct_fields`]) is refused rather than ignored, since it may change what is sampled. The body is
 /// read straight into the typed fields, never into a JSON tree (which would take many times
@@ -153,6 +168,12 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
             "request body must be a JSON object".into(),
         ));
     };
+    if let Some(code) = object.keys().find(|k| CODE_FIELDS.contains(&k.as_str())) {
+        return Err(OpenAiError::invalid(
+            code,
+            format!("field {}: {CODE_POLICY}", quote(code)),
+        ));
+    }
     if let Some(unknown) = object
         .keys()
         .find(|k| !common.contains(&k.as_str()) && !fields.contains(&k.as_str()))
@@ -291,5 +312,23 @@ mod tests {
             format!("{unknown:?}").contains("unknown field"),
             "{unknown:?}"
         );
+    }
+
+    #[test]
+    fn test_code_and_datasets_are_refused_for_the_code_policy() {
+        for field in CODE_FIELDS {
+            let body = format!(r#"{{"model": "m", "prompt": "def f():", "{field}": "x"}}"#);
+            let e = parse_body::<CompletionRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(e.param.as_deref(), Some(*field));
+            for needed in [
+                "runs no code a request brings",
+                "serve --dataset NAME=PATH",
+                "POST /v1/jobs",
+            ] {
+                assert!(e.message.contains(needed), "{needed} not in {}", e.message);
+            }
+            assert!(!e.message.contains("unknown field"), "{}", e.message);
+        }
     }
 }

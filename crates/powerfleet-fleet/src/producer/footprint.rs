@@ -71,7 +71,7 @@ impl Submission {
                 }
             }
             Some(run) => {
-                for p in &run.problems {
+                for p in run.problems.iter() {
                     // `{"text":"` and `"}` around the escaped text.
                     let json = 11 + run.template.rendered_size(&p.problem).json_bytes;
                     out.prompt_bytes += json as u128 * seeds;

@@ -1,6 +1,8 @@
 //! Graded runs (`submit --bench`): dataset problems with reference answers, rendered into
 //! prompts per seed, each job carrying the grading the collector applies to its result.
 
+use std::sync::Arc;
+
 use powerfleet_datasets::{Answer, Template};
 use powerfleet_jobs::{Grader, Grading, Prompt, ReasoningMarkers, ReferenceAnswer, ReferenceKind};
 
@@ -9,8 +11,9 @@ use powerfleet_jobs::{Grader, Grading, Prompt, ReasoningMarkers, ReferenceAnswer
 /// collector applies.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GradedRun {
-    /// The problems.
-    pub problems: Vec<GradedProblem>,
+    /// The problems: shared, not copied, with the registered dataset a request names
+    /// (`serve --dataset`).
+    pub problems: Arc<[GradedProblem]>,
     /// How a problem becomes a prompt.
     pub template: Template,
     /// How completions are graded; `None`: `choice` for multiple-choice problems, `humaneval`
@@ -34,6 +37,20 @@ pub struct GradedProblem {
     pub model: Option<String>,
 }
 
+impl GradedProblem {
+    /// `problems` as a graded run's (each on the submission's model), shared.
+    pub fn many(problems: Vec<powerfleet_datasets::Problem>) -> Arc<[GradedProblem]> {
+        problems
+            .into_iter()
+            .map(|problem| GradedProblem {
+                problem,
+                model: None,
+            })
+            .collect::<Vec<_>>()
+            .into()
+    }
+}
+
 impl GradedRun {
     /// Every problem of the built-in suite on its toy model, graded by its answer pattern.
     pub fn builtin_suite() -> GradedRun {
@@ -44,7 +61,8 @@ impl GradedRun {
                     model: Some(format!("toy:{}", item.model_name)),
                     problem: item.problem,
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             template: Template::Plain,
             grader: Some(Grader::Regex {
                 pattern: powerfleet_datasets::SUITE_ANSWER_PATTERN.to_string(),
@@ -117,7 +135,7 @@ impl GradedRun {
         }
         if let Some(grader) = &self.grader {
             powerfleet_grade::check_grader(grader).map_err(|e| format!("grader: {e}"))?;
-            for p in &self.problems {
+            for p in self.problems.iter() {
                 grader
                     .fits(reference_kind(&p.problem.answer))
                     .map_err(|e| format!("problem {}: {e}", p.problem.id))?;
@@ -166,7 +184,7 @@ mod tests {
         s.model = "llamacpp+http://gpu:8080".into();
         s.seeds = (0..8).collect();
         s.graded_run = Some(GradedRun {
-            problems: vec![choice_problem("q1"), choice_problem("q2")],
+            problems: vec![choice_problem("q1"), choice_problem("q2")].into(),
             template: Template::Plain,
             grader: None,
             price_per_mtok: Some(0.25),
@@ -221,7 +239,7 @@ mod tests {
         s.problems.clear();
         s.model = "toy:tiny".into();
         s.graded_run = Some(GradedRun {
-            problems: vec![choice_problem("q1")],
+            problems: vec![choice_problem("q1")].into(),
             template: Template::Plain,
             grader: Some(Grader::Math),
             price_per_mtok: None,
