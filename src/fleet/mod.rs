@@ -195,6 +195,18 @@ impl DatabaseArgs {
     }
 }
 
+/// The results database of `--database-url` for a command that reads it only when given (`submit
+/// --wait`, `status`): `None` without one, so that nothing is created.
+async fn optional_store(url: Option<&str>) -> Result<Option<Store>> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let store = Store::connect(url)
+        .await
+        .context("--database-url: cannot use the results database")?;
+    Ok(Some(store))
+}
+
 /// Output format of status and submit.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum OutFormat {

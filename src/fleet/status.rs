@@ -8,7 +8,6 @@ use powerfleet_fleet::status::{self, Page, StatusQuery, StatusReport};
 use powerfleet_fleet::watch::Watched;
 use powerfleet_jobs::JobId;
 use powerfleet_queue::TallyOf;
-use powerfleet_store::Store;
 
 use super::*;
 
@@ -62,14 +61,7 @@ pub async fn status_cmd(args: StatusArgs) -> Result<()> {
         max_bytes: usize::MAX,
     };
     let queue = args.redis.connect().await?;
-    let store = match &args.database_url {
-        Some(url) => Some(
-            Store::connect(url)
-                .await
-                .context("--database-url: cannot use the results database")?,
-        ),
-        None => None,
-    };
+    let store = super::optional_store(args.database_url.as_deref()).await?;
     let store = store.as_ref();
     if args.wait {
         let found = status::status(&queue, store, &args.id, Page::NONE.into()).await?;

@@ -11,7 +11,6 @@ use powerfleet_fleet::request::{GradedRunRequest, ModelPolicy, RequestLimits, Su
 use powerfleet_fleet::watch::Watched;
 use powerfleet_jobs::{CorrelationId, Grader, ReasoningMarkers};
 use powerfleet_sampler::Method;
-use powerfleet_store::Store;
 
 use crate::options::SamplerArgs;
 
@@ -152,14 +151,7 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
         out.flush()?;
     }
     if args.wait {
-        let store = match &args.database_url {
-            Some(url) => Some(
-                Store::connect(url)
-                    .await
-                    .context("--database-url: cannot use the results database")?,
-            ),
-            None => None,
-        };
+        let store = super::optional_store(args.database_url.as_deref()).await?;
         let watched = match receipt.batch_id {
             Some(b) => Watched::Batch(b),
             None => Watched::Correlation(receipt.correlation_id.clone()),
