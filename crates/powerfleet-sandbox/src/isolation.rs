@@ -2,10 +2,12 @@
 //! configuration, and the command line that starts a program inside it.
 //!
 //! Every program gets fresh user, mount, PID, network, IPC, UTS and cgroup namespaces
-//! (`--unshare-all --unshare-user`), a read-only root holding only `/usr` (with `/bin`, `/lib`,
-//! `/lib64` as on the host) and the interpreter's prefix, a private `/proc`, a minimal read-only
+//! (`--unshare-all --unshare-user`), a read-only root holding only the Python runtime (the
+//! interpreter, its standard library and `lib-dynload`, a venv's `pyvenv.cfg`, the loader and the
+//! shared libraries they link), a private `/proc`, a minimal read-only
 //! `/dev` (no `/dev/shm` to write to), and a size-limited tmpfs as `/tmp`, its working directory.
-//! Nothing else of the host is mounted: no `/etc`, `/home`, `/root`, `/var`, `/run`, no socket.
+//! Nothing else of the host is mounted: no other program, no shell, no `/etc`, `/home`, `/root`,
+//! `/var`, `/run`, no socket.
 //!
 //! The program never runs as the collector's host user, nor as root: run as root, the collector
 //! starts bubblewrap as [`SandboxConfig::uid`] (nobody); run as another user, it starts
@@ -302,11 +304,11 @@ fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
     }
     let user_hint = match &switch {
         Switch::Root => format!(
-            " (run as root, bubblewrap runs as uid {}: the interpreter and its prefix must be readable by that user)",
+            " (run as root, bubblewrap runs as uid {}: the interpreter and its runtime (standard library, shared libraries) must be readable by that user)",
             config.uid
         ),
         Switch::Subordinate { unshare, uid, gid } => format!(
-            " (run as another user, {} starts bubblewrap as the subordinate uid {uid} and gid {gid}, which newuidmap and newgidmap map: they must be installed setuid and allowed to run (no no_new_privs), the ids must exist where the collector runs (inside a container's user namespace, within its mapped range), and the interpreter and its prefix must be readable by that user)",
+            " (run as another user, {} starts bubblewrap as the subordinate uid {uid} and gid {gid}, which newuidmap and newgidmap map: they must be installed setuid and allowed to run (no no_new_privs), the ids must exist where the collector runs (inside a container's user namespace, within its mapped range), and the interpreter and its runtime (standard library, shared libraries) must be readable by that user)",
             unshare.display()
         ),
     };
@@ -370,14 +372,14 @@ fn bwrap_args(config: &SandboxConfig, runtime: &Runtime, userns_disabled: bool) 
         let Ok(meta) = std::fs::symlink_metadata(top) else {
             continue;
         };
-        if meta.file_type().is_symlink() {
-            if let Ok(target) = std::fs::read_link(top) {
-                a.extend([
-                    OsString::from("--symlink"),
-                    target.into_os_string(),
-                    top.into(),
-                ]);
-            }
+        if meta.file_type().is_symlink()
+            && let Ok(target) = std::fs::read_link(top)
+        {
+            a.extend([
+                OsString::from("--symlink"),
+                target.into_os_string(),
+                top.into(),
+            ]);
         }
     }
     let size = config.tmpfs_bytes.max(1 << 20).to_string();

@@ -746,6 +746,39 @@ fn an_interpreter_outside_usr_is_mounted_if_the_sandbox_user_may_read_it() {
     );
 }
 
+#[test]
+fn a_venv_interpreter_runs_with_its_base_runtime_and_nothing_else_of_the_venv() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "python3 -m venv failed: install python3-venv"
+    );
+    let python = venv.join("bin").join("python3");
+    let s = Sandbox::new(SandboxConfig {
+        python: python.clone(),
+        ..SandboxConfig::default()
+    });
+    let program = format!(
+        "import os, sys\nassert sys.prefix == {venv:?}, sys.prefix\nassert sys.base_prefix != sys.prefix\nassert os.path.exists(sys.executable)\nassert not os.path.exists({activate:?})\nassert not os.path.exists('/usr/bin/unshare')\nimport ctypes, json\nprint(sys.executable)",
+        venv = venv.display().to_string(),
+        activate = venv.join("bin").join("activate").display().to_string(),
+    );
+    let run = s.run(&program).unwrap();
+    assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+    assert!(
+        run.output.contains(&python.display().to_string()),
+        "{run:?}"
+    );
+}
+
 /// The `Uid:`, `Gid:` and `Groups:` lines of host process `pid`'s status, as numbers.
 fn host_ids(pid: &str) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
