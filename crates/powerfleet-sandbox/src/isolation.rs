@@ -2,10 +2,12 @@
 //! configuration, and the command line that starts a program inside it.
 //!
 //! Every program gets fresh user, mount, PID, network, IPC, UTS and cgroup namespaces
-//! (`--unshare-all --unshare-user`), a read-only root holding only `/usr` (with `/bin`, `/lib`,
-//! `/lib64` as on the host) and the interpreter's prefix, a private `/proc`, a minimal read-only
+//! (`--unshare-all --unshare-user`), a read-only root holding only the Python runtime (the
+//! interpreter, its standard library and `lib-dynload`, a venv's `pyvenv.cfg`, the loader and the
+//! shared libraries they link), a private `/proc`, a minimal read-only
 //! `/dev` (no `/dev/shm` to write to), and a size-limited tmpfs as `/tmp`, its working directory.
-//! Nothing else of the host is mounted: no `/etc`, `/home`, `/root`, `/var`, `/run`, no socket.
+//! Nothing else of the host is mounted: no other program, no shell, no `/etc`, `/home`, `/root`,
+//! `/var`, `/run`, no socket.
 //!
 //! The program never runs as the collector's host user, nor as root: run as root, the collector
 //! starts bubblewrap as [`SandboxConfig::uid`] (nobody); run as another user, it starts
@@ -268,7 +270,7 @@ fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
     let root = running_as_root();
     let (switch, host_uid, host_gid) = switch(config, root)?;
     let python = resolve_python(&config.python)?;
-    let binds = interpreter_prefixes(&python)?;
+    let runtime = runtime(&python)?;
     let bwrap_found = if config.bwrap.components().count() > 1 {
         config.bwrap.exists()
     } else {
@@ -287,8 +289,8 @@ fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
             host_gid,
             switch: switch.clone(),
             userns_disabled,
-            python: python.clone(),
-            args: bwrap_args(config, &binds, userns_disabled),
+            python: runtime.exec.clone(),
+            args: bwrap_args(config, &runtime, userns_disabled),
         };
         match run_probe(config, &iso) {
             Ok(()) => return Ok(iso),
@@ -302,11 +304,11 @@ fn probe(config: &SandboxConfig) -> Result<Isolation, IsolationError> {
     }
     let user_hint = match &switch {
         Switch::Root => format!(
-            " (run as root, bubblewrap runs as uid {}: the interpreter and its prefix must be readable by that user)",
+            " (run as root, bubblewrap runs as uid {}: the interpreter and its runtime (standard library, shared libraries) must be readable by that user)",
             config.uid
         ),
         Switch::Subordinate { unshare, uid, gid } => format!(
-            " (run as another user, {} starts bubblewrap as the subordinate uid {uid} and gid {gid}, which newuidmap and newgidmap map: they must be installed setuid and allowed to run (no no_new_privs), the ids must exist where the collector runs (inside a container's user namespace, within its mapped range), and the interpreter and its prefix must be readable by that user)",
+            " (run as another user, {} starts bubblewrap as the subordinate uid {uid} and gid {gid}, which newuidmap and newgidmap map: they must be installed setuid and allowed to run (no no_new_privs), the ids must exist where the collector runs (inside a container's user namespace, within its mapped range), and the interpreter and its runtime (standard library, shared libraries) must be readable by that user)",
             unshare.display()
         ),
     };
@@ -349,9 +351,9 @@ fn run_probe(config: &SandboxConfig, iso: &Isolation) -> Result<(), String> {
     }
 }
 
-/// The bubblewrap arguments for `config`, with `binds` (the interpreter's prefixes outside
-/// `/usr`) mounted read-only.
-fn bwrap_args(config: &SandboxConfig, binds: &[PathBuf], userns_disabled: bool) -> Vec<OsString> {
+/// The bubblewrap arguments for `config`, with the interpreter's `runtime` (and nothing else of
+/// the host) mounted read-only.
+fn bwrap_args(config: &SandboxConfig, runtime: &Runtime, userns_disabled: bool) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     push(&["--unshare-all", "--unshare-user"]);
@@ -364,21 +366,20 @@ fn bwrap_args(config: &SandboxConfig, binds: &[PathBuf], userns_disabled: bool) 
     push(&["--clearenv"]);
     push(&["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]);
     push(&["--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8"]);
-    push(&["--ro-bind", "/usr", "/usr"]);
+    // The host's top-level links (`/lib64 -> usr/lib64` on a merged /usr), by which the
+    // interpreter names its loader: links only, to the little mounted below.
     for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
         let Ok(meta) = std::fs::symlink_metadata(top) else {
             continue;
         };
-        if meta.file_type().is_symlink() {
-            if let Ok(target) = std::fs::read_link(top) {
-                a.extend([
-                    OsString::from("--symlink"),
-                    target.into_os_string(),
-                    top.into(),
-                ]);
-            }
-        } else if meta.is_dir() {
-            a.extend(["--ro-bind", top, top].map(OsString::from));
+        if meta.file_type().is_symlink()
+            && let Ok(target) = std::fs::read_link(top)
+        {
+            a.extend([
+                OsString::from("--symlink"),
+                target.into_os_string(),
+                top.into(),
+            ]);
         }
     }
     let size = config.tmpfs_bytes.max(1 << 20).to_string();
@@ -386,11 +387,25 @@ fn bwrap_args(config: &SandboxConfig, binds: &[PathBuf], userns_disabled: bool) 
     push(&["--proc", "/proc", "--dev", "/dev"]);
     push(&["--size", &size, "--tmpfs", "/tmp"]);
     // After the tmpfs, so that an interpreter under /tmp is not hidden by it.
-    for bind in binds {
+    for dir in &runtime.dirs {
         a.extend([
             OsString::from("--ro-bind"),
-            bind.clone().into_os_string(),
-            bind.clone().into_os_string(),
+            dir.clone().into_os_string(),
+            dir.clone().into_os_string(),
+        ]);
+    }
+    for (source, dest) in &runtime.files {
+        a.extend([
+            OsString::from("--ro-bind"),
+            source.clone().into_os_string(),
+            dest.clone().into_os_string(),
+        ]);
+    }
+    for (target, dest) in &runtime.links {
+        a.extend([
+            OsString::from("--symlink"),
+            target.clone().into_os_string(),
+            dest.clone().into_os_string(),
         ]);
     }
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
@@ -426,23 +441,77 @@ fn search_path(name: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The directories outside `/usr` the interpreter needs: its own and its prefixes (a venv's and
-/// the base installation's), asked of the interpreter itself (the operator's, not a program's).
-fn interpreter_prefixes(python: &Path) -> Result<Vec<PathBuf>, IsolationError> {
+/// What of the host a program sees: the interpreter's runtime and nothing else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Runtime {
+    /// The path the interpreter is started by inside the sandbox: the configured one, its
+    /// directory's symbolic links resolved.
+    exec: PathBuf,
+    /// Directories mounted read-only at the same place: the standard library and its
+    /// extension modules (`lib-dynload`).
+    dirs: Vec<PathBuf>,
+    /// Files mounted read-only: `(host source, place inside)`: the interpreter, a venv's
+    /// `pyvenv.cfg`, the dynamic loader and the shared libraries the interpreter and its
+    /// extension modules link.
+    files: Vec<(PathBuf, PathBuf)>,
+    /// Symbolic links made inside: `(target, place)`, the links between the configured
+    /// interpreter and its file.
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// `path` with its directory's symbolic links resolved (the file name kept): where a mount of
+/// it goes, since the sandbox's root has only the top-level links (`/lib -> usr/lib`).
+fn real_dir(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The interpreter's runtime, asked of the interpreter itself (the operator's, not a
+/// program's) and of `ldd`: the interpreter file (and the links leading to it), its standard
+/// library and `lib-dynload` directories, a venv's `pyvenv.cfg`, and the loader and shared
+/// libraries it and its extension modules link.
+fn runtime(python: &Path) -> Result<Runtime, IsolationError> {
     let err = |reason: String| IsolationError::Interpreter {
         python: python.display().to_string(),
         reason,
     };
-    let real = std::fs::canonicalize(python).map_err(|e| err(e.to_string()))?;
-    let under_usr = |p: &Path| p.starts_with("/usr");
-    if under_usr(python) && under_usr(&real) {
-        return Ok(Vec::new());
+    let mut rt = Runtime {
+        exec: real_dir(python),
+        ..Runtime::default()
+    };
+    // The configured path is mounted as a file (so the sandbox's user must be able to read
+    // it), every further link is made as a link, and the interpreter's file is mounted.
+    let mut hop = python.to_path_buf();
+    let mut real = None;
+    for depth in 0..40 {
+        let meta = std::fs::symlink_metadata(&hop).map_err(|e| err(e.to_string()))?;
+        let dest = real_dir(&hop);
+        if !meta.file_type().is_symlink() {
+            rt.files.push((hop.clone(), dest.clone()));
+            real = Some(dest);
+            break;
+        }
+        let target = std::fs::read_link(&hop).map_err(|e| err(e.to_string()))?;
+        if depth == 0 {
+            rt.files.push((hop.clone(), dest.clone()));
+        } else {
+            rt.links.push((target.clone(), dest.clone()));
+        }
+        hop = match dest.parent() {
+            Some(dir) if target.is_relative() => dir.join(&target),
+            _ => target,
+        };
     }
+    let real = real.ok_or_else(|| err("too many symbolic links".into()))?;
     let out = Command::new(python)
         .args([
             "-I",
             "-c",
-            "import sys; print('\\n'.join([sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]))",
+            "import sys, sysconfig\np = sysconfig.get_paths()\nprint(sys.prefix); print(sys.base_prefix); print(p['stdlib']); print(p['platstdlib'])\nfor e in sys.path:\n    if e.endswith('lib-dynload'): print(e)",
         ])
         .env_clear()
         .stdin(Stdio::null())
@@ -451,30 +520,94 @@ fn interpreter_prefixes(python: &Path) -> Result<Vec<PathBuf>, IsolationError> {
         .map_err(|e| err(format!("cannot start it: {e}")))?;
     if !out.status.success() {
         return Err(err(format!(
-            "it cannot tell its prefix ({})",
+            "it cannot tell its prefix and standard library ({})",
             crate::describe(Some(out.status))
         )));
     }
-    let mut dirs: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(PathBuf::from)
-        .chain(python.parent().map(Path::to_path_buf))
-        .chain(real.parent().map(Path::to_path_buf))
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let (prefix, base_prefix) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    if prefix != base_prefix {
+        let cfg = Path::new(prefix).join("pyvenv.cfg");
+        if cfg.is_file() {
+            rt.files.push((cfg.clone(), real_dir(&cfg)));
+        }
+    }
+    let mut dirs: Vec<PathBuf> = lines
         .filter_map(|p| std::fs::canonicalize(p).ok())
-        .filter(|p| !under_usr(p))
+        .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
     dirs.dedup();
     // A directory inside another one is mounted with it.
-    let outer: Vec<PathBuf> = dirs
+    rt.dirs = dirs
         .iter()
         .filter(|d| !dirs.iter().any(|o| o != *d && d.starts_with(o)))
         .cloned()
         .collect();
-    if outer.iter().any(|d| d.parent().is_none()) {
+    if rt.dirs.is_empty() {
+        return Err(err("it names no standard library directory".into()));
+    }
+    if rt.dirs.iter().any(|d| d.parent().is_none()) {
         return Err(err(
-            "its prefix is / (mounting it would show the sandbox the whole host); use an interpreter under /usr or in a directory of its own".into(),
+            "its standard library is / (mounting it would show the sandbox the whole host); use an interpreter installed in a directory of its own".into(),
         ));
     }
-    Ok(outer)
+    // The interpreter and every extension module: `ldd` lists the loader and the libraries
+    // they link, the system's and the interpreter's own (a libpython under its prefix).
+    let mut objects = vec![real.into_os_string()];
+    for dir in &dirs {
+        if dir.ends_with("lib-dynload") {
+            let entries = std::fs::read_dir(dir).map_err(|e| err(e.to_string()))?;
+            let mut modules: Vec<OsString> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "so"))
+                .map(PathBuf::into_os_string)
+                .collect();
+            modules.sort();
+            objects.extend(modules);
+        }
+    }
+    let ldd = Command::new("ldd")
+        .args(&objects)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| {
+            err(format!(
+                "cannot list the shared libraries it links with ldd ({e}); install libc-bin"
+            ))
+        })?;
+    let mut libs: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = line.split_once("=> ").map_or(line, |(_, after)| after);
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    if libs.is_empty() {
+        return Err(err(
+            "ldd lists no loader or shared library for it (a statically linked interpreter is not supported)".into(),
+        ));
+    }
+    // glibc loads libgcc_s itself when a thread is cancelled or exits early.
+    let gcc: Vec<PathBuf> = libs
+        .iter()
+        .filter(|l| l.file_name().is_some_and(|n| n == "libc.so.6"))
+        .filter_map(|l| Some(l.parent()?.join("libgcc_s.so.1")))
+        .filter(|l| l.is_file())
+        .collect();
+    libs.extend(gcc);
+    for lib in libs {
+        let dest = real_dir(&lib);
+        let inside_dir = rt.dirs.iter().any(|d| dest.starts_with(d));
+        if !inside_dir && !rt.files.iter().any(|(_, d)| *d == dest) {
+            rt.files.push((lib, dest));
+        }
+    }
+    Ok(rt)
 }

@@ -13,8 +13,9 @@
 //! What contains a program (docs/grading.md has the whole list):
 //! - new user, mount, PID, network, IPC, UTS and cgroup namespaces (`bwrap --unshare-all`): no
 //!   host process visible, no network, no host socket; it cannot make user namespaces itself;
-//! - a read-only root holding `/usr` (and `/bin`, `/lib`, `/lib64` as on the host) and the
-//!   interpreter's prefix only, a private `/proc`, a minimal read-only `/dev`, and a tmpfs of
+//! - a read-only root holding the Python runtime only (the interpreter, its standard library and
+//!   `lib-dynload`, the loader and the shared libraries they link; no other host program, no
+//!   shell), a private `/proc`, a minimal read-only `/dev`, and a tmpfs of
 //!   [`SandboxConfig::tmpfs_bytes`] as `/tmp`, its working directory and `HOME`, gone with the
 //!   namespace;
 //! - its own user, never the collector's nor root, on the host as inside: run as root, bubblewrap

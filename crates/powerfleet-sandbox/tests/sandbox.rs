@@ -543,10 +543,47 @@ fn killing_its_parents_and_everything_it_sees_harms_nothing() {
     // count.
     if Isolation::detect(s.config()).unwrap().userns_disabled {
         let run = s
-            .run("import subprocess\nr = subprocess.run(['unshare', '--user', 'true'])\nassert r.returncode != 0, r")
+            .run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nCLONE_NEWUSER = 0x10000000\nassert libc.unshare(CLONE_NEWUSER) == -1, 'a user namespace was made'\nprint(os.strerror(ctypes.get_errno()))")
             .unwrap();
         assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
     }
+    assert!(grade(&s, "    return a + b\n").correct);
+}
+
+#[test]
+fn a_program_sees_the_python_runtime_and_no_other_host_file() {
+    let s = sandbox(20);
+    // No host program, no shell, no shared data or local installation: only the interpreter,
+    // its standard library and the libraries they link.
+    let program = r#"
+import os, subprocess, sys
+for path in ('/usr/bin/unshare', '/bin/sh', '/usr/bin/sh', '/bin/bash', '/usr/bin/ls',
+             '/usr/bin/env', '/usr/bin/bwrap', '/usr/bin/setpriv', '/usr/sbin', '/usr/share',
+             '/usr/local', '/usr/include', '/usr/lib/python3/dist-packages', '/etc', '/home',
+             '/root', '/var', '/run'):
+    assert not os.path.lexists(path), path + ' is visible'
+others = [n for n in os.listdir('/usr/bin') if not n.startswith('python')]
+assert not others, others
+for argv in (['sh', '-c', 'true'], ['/bin/sh', '-c', 'true'], ['ls'], ['unshare', '--user', 'true']):
+    try:
+        subprocess.run(argv)
+    except OSError:
+        pass
+    else:
+        raise AssertionError(str(argv) + ' ran')
+assert os.system('true') != 0, 'a shell ran'
+assert os.path.exists(sys.executable), sys.executable
+import collections, ctypes, decimal, fractions, hashlib, heapq, itertools, json, math, re, string
+print('runtime ok', sys.version_info[:2])
+"#;
+    let run = s.run(program).unwrap();
+    assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+    assert!(run.output.contains("runtime ok"), "{run:?}");
+    // Writing into the mounted runtime is refused.
+    let run = s
+        .run("import sys\nopen(sys.executable, 'ab').write(b'x')")
+        .unwrap();
+    assert!(matches!(run.verdict, Verdict::Failed(_)), "{run:?}");
     assert!(grade(&s, "    return a + b\n").correct);
 }
 
@@ -702,6 +739,39 @@ fn an_interpreter_outside_usr_is_mounted_if_the_sandbox_user_may_read_it() {
         ..SandboxConfig::default()
     });
     let run = s.run("import sys\nprint(sys.executable)").unwrap();
+    assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
+    assert!(
+        run.output.contains(&python.display().to_string()),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_venv_interpreter_runs_with_its_base_runtime_and_nothing_else_of_the_venv() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(
+        made.success(),
+        "python3 -m venv failed: install python3-venv"
+    );
+    let python = venv.join("bin").join("python3");
+    let s = Sandbox::new(SandboxConfig {
+        python: python.clone(),
+        ..SandboxConfig::default()
+    });
+    let program = format!(
+        "import os, sys\nassert sys.prefix == {venv:?}, sys.prefix\nassert sys.base_prefix != sys.prefix\nassert os.path.exists(sys.executable)\nassert not os.path.exists({activate:?})\nassert not os.path.exists('/usr/bin/unshare')\nimport ctypes, json\nprint(sys.executable)",
+        venv = venv.display().to_string(),
+        activate = venv.join("bin").join("activate").display().to_string(),
+    );
+    let run = s.run(&program).unwrap();
     assert_eq!(run.verdict, Verdict::Passed, "{run:?}");
     assert!(
         run.output.contains(&python.display().to_string()),
