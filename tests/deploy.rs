@@ -1011,6 +1011,195 @@ fn prometheus_scrapes_every_compose_role() {
 /// reaps what a killed sandbox leaves), and each collector container may make the namespaces
 /// bubblewrap needs (docs/operations.md, "Collectors that run code"), unless it runs unisolated
 /// on purpose.
+/// A securityContext field as the container sees it: its own value, else the pod's.
+fn effective(pod: &Yaml, container_sc: &Yaml, key: &str) -> Option<String> {
+    scalar(&container_sc[key]).or_else(|| scalar(&pod["securityContext"][key]))
+}
+
+/// The capability names of a list, upper-cased and without a `CAP_` prefix.
+fn names(list: &Yaml) -> BTreeSet<String> {
+    list.as_vec()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(scalar)
+        .map(|n| {
+            let n = n.to_ascii_uppercase();
+            n.strip_prefix("CAP_").map(str::to_string).unwrap_or(n)
+        })
+        .collect()
+}
+
+/// What the Dockerfile lacks for a collector running as user 10001 to start programs as a
+/// subordinate id: uidmap installed, and subordinate uids and gids for the user with uid 10001,
+/// a range that does not hold 10001 itself.
+fn dockerfile_subordinate_ids_errors(dockerfile: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    // Continuation lines joined, so each RUN is one line of words.
+    let joined = dockerfile.replace("\\\n", " ");
+    let runs: Vec<Vec<&str>> = joined
+        .lines()
+        .filter(|l| l.trim_start().starts_with("RUN "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let installs_uidmap = runs.iter().any(|words| {
+        words
+            .windows(2)
+            .any(|w| w[0] == "apt-get" && w[1] == "install")
+            && words.contains(&"uidmap")
+    });
+    if !installs_uidmap {
+        errors
+            .push("deploy/Dockerfile: no apt-get install of uidmap (newuidmap, newgidmap)".into());
+    }
+    let value_after = |words: &[&str], flag: &str| -> Option<String> {
+        words
+            .windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].to_string())
+    };
+    // The user created with uid 10001: `useradd ... --uid 10001 ... NAME`.
+    let user = runs.iter().find_map(|words| {
+        let at = words.iter().position(|w| *w == "useradd")?;
+        let cmd: Vec<&str> = words[at..]
+            .iter()
+            .take_while(|w| **w != "&&")
+            .copied()
+            .collect();
+        (value_after(&cmd, "--uid").as_deref() == Some("10001"))
+            .then(|| cmd.last().unwrap().to_string())
+    });
+    let Some(user) = user else {
+        errors.push("deploy/Dockerfile: no useradd --uid 10001".into());
+        return errors;
+    };
+    for flag in ["--add-subuids", "--add-subgids"] {
+        let range = runs.iter().find_map(|words| {
+            let at = words.iter().position(|w| *w == "usermod")?;
+            let cmd: Vec<&str> = words[at..]
+                .iter()
+                .take_while(|w| **w != "&&")
+                .copied()
+                .collect();
+            (cmd.last() == Some(&user.as_str()))
+                .then(|| value_after(&cmd, flag))
+                .flatten()
+        });
+        let parsed = range.as_deref().and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+        });
+        match parsed {
+            Some((a, b)) if a <= b && !(a..=b).contains(&10001) => {}
+            _ => errors.push(format!(
+                "deploy/Dockerfile: user {user} (uid 10001) needs usermod {flag} FIRST-LAST, \
+                 a range without 10001 (found {range:?})"
+            )),
+        }
+    }
+    errors
+}
+
+#[test]
+fn the_subordinate_ids_check_fails_without_them() {
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile_subordinate_ids_errors(&dockerfile).is_empty(),
+        "{:?}",
+        dockerfile_subordinate_ids_errors(&dockerfile)
+    );
+    let without_uidmap = dockerfile.replace(" tini uidmap", " tini");
+    assert_ne!(without_uidmap, dockerfile);
+    assert!(!dockerfile_subordinate_ids_errors(&without_uidmap).is_empty());
+    let without_subgids = dockerfile.replace("--add-subgids 100000-165535", "");
+    assert_ne!(without_subgids, dockerfile);
+    assert!(!dockerfile_subordinate_ids_errors(&without_subgids).is_empty());
+    let without_subuids = dockerfile.replace("--add-subuids 100000-165535", "");
+    assert!(!dockerfile_subordinate_ids_errors(&without_subuids).is_empty());
+}
+
+/// The settings a collector's pod (`spec.template.spec`) and container securityContext lack for
+/// its sandbox and for starting programs as another user.
+fn sandbox_lacks(pod: &Yaml, sc: &Yaml) -> Vec<&'static str> {
+    let checks = [
+        (
+            pod["hostUsers"].as_bool() == Some(false),
+            "pod hostUsers: false",
+        ),
+        (
+            effective(pod, sc, "runAsUser").as_deref() == Some("0"),
+            "runAsUser: 0 (root of the pod's user namespace)",
+        ),
+        (
+            effective(pod, sc, "runAsNonRoot").as_deref() != Some("true"),
+            "no runAsNonRoot: true (it runs as root of its user namespace)",
+        ),
+        (
+            names(&sc["capabilities"]["drop"]) == BTreeSet::from(["ALL".to_string()]),
+            "capabilities drop: [ALL]",
+        ),
+        (
+            names(&sc["capabilities"]["add"])
+                == BTreeSet::from(["SETUID".to_string(), "SETGID".to_string()]),
+            "capabilities add: exactly [SETUID, SETGID]",
+        ),
+        (
+            str_at(sc, "procMount") == Some("Unmasked"),
+            "procMount: Unmasked",
+        ),
+        (
+            str_at(&sc["seccompProfile"], "type") == Some("Unconfined"),
+            "seccompProfile type Unconfined",
+        ),
+        (
+            str_at(&sc["appArmorProfile"], "type") == Some("Unconfined"),
+            "appArmorProfile type Unconfined",
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| what)
+        .collect()
+}
+
+#[test]
+fn the_collector_sandbox_check_fails_without_its_settings() {
+    let path = deploy_dir().join("k8s/collector-deployment.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lacks = |text: &str| {
+        let docs = YamlLoader::load_from_str(text).unwrap();
+        let d = docs
+            .iter()
+            .find(|d| str_at(d, "kind") == Some("Deployment"))
+            .expect("a Deployment");
+        let pod = &d["spec"]["template"]["spec"];
+        let c = vec_at(pod, "containers")
+            .iter()
+            .find(|c| str_at(c, "name") == Some("collector"))
+            .expect("a collector container");
+        sandbox_lacks(pod, &c["securityContext"])
+    };
+    assert_eq!(lacks(&text), Vec::<&str>::new());
+    for (from, to) in [
+        ("runAsUser: 0", "runAsUser: 10001"),
+        ("\n      hostUsers: false", "\n      hostUsers: true"),
+        ("\n      hostUsers: false", ""),
+        ("\n        runAsUser: 0", ""),
+        ("drop: [\"ALL\"]", "drop: [\"NET_RAW\"]"),
+        ("add: [\"SETUID\", \"SETGID\"]", "add: [\"SETUID\"]"),
+        (
+            "add: [\"SETUID\", \"SETGID\"]",
+            "add: [\"SETUID\", \"SETGID\", \"SYS_ADMIN\"]",
+        ),
+        ("runAsNonRoot: false", "runAsNonRoot: true"),
+    ] {
+        let changed = text.replacen(from, to, 1);
+        assert_ne!(changed, text, "{from} is in {}", rel(&path));
+        assert!(!lacks(&changed).is_empty(), "{from} -> {to} goes unnoticed");
+    }
+}
+
 #[test]
 fn collectors_may_run_their_sandbox() {
     let mut errors = Vec::new();
@@ -1024,6 +1213,7 @@ fn collectors_may_run_their_sandbox() {
             errors.push(format!("deploy/Dockerfile: no {needed}"));
         }
     }
+    errors.extend(dockerfile_subordinate_ids_errors(&dockerfile));
     let collectors: Vec<K8sContainer> = k8s_containers()
         .into_iter()
         .filter(|c| c.inv.subcommand().as_deref() == Some("collector"))
@@ -1036,29 +1226,8 @@ fn collectors_may_run_their_sandbox() {
             continue;
         }
         let pod = &c.workload["spec"]["template"]["spec"];
-        let sc = &c.container["securityContext"];
-        let checks = [
-            (
-                pod["hostUsers"].as_bool() == Some(false),
-                "pod hostUsers: false",
-            ),
-            (
-                str_at(sc, "procMount") == Some("Unmasked"),
-                "procMount: Unmasked",
-            ),
-            (
-                str_at(&sc["seccompProfile"], "type") == Some("Unconfined"),
-                "seccompProfile type Unconfined",
-            ),
-            (
-                str_at(&sc["appArmorProfile"], "type") == Some("Unconfined"),
-                "appArmorProfile type Unconfined",
-            ),
-        ];
-        for (ok, what) in checks {
-            if !ok {
-                errors.push(format!("{} ({}): needs {what}", c.inv.origin, rel(&c.path)));
-            }
+        for what in sandbox_lacks(pod, &c.container["securityContext"]) {
+            errors.push(format!("{} ({}): needs {what}", c.inv.origin, rel(&c.path)));
         }
     }
     let (compose, _, _) = compose_invocations()

@@ -990,14 +990,24 @@ async fn a_result_delivered_twice_is_stored_once() {
 
 /// A completed result of a math problem whose answer is 4.
 fn graded_result(batch_id: powerfleet_jobs::BatchId, text: &str) -> JobResult {
+    graded_with(batch_id, powerfleet_jobs::Grader::Math, text, "4")
+}
+
+/// A completed result with `text`, graded by `grader` against `reference`.
+fn graded_with(
+    batch_id: powerfleet_jobs::BatchId,
+    grader: powerfleet_jobs::Grader,
+    text: &str,
+    reference: &str,
+) -> JobResult {
     common::result()
         .correlation_id(CorrelationId::generate())
         .batch_id(batch_id)
         .text(text)
         .grading(powerfleet_jobs::Grading {
             template: "plain".into(),
-            grader: powerfleet_jobs::Grader::Math,
-            reference: powerfleet_jobs::ReferenceAnswer::Text("4".into()),
+            grader,
+            reference: powerfleet_jobs::ReferenceAnswer::Text(reference.into()),
             price_per_mtok: None,
             reasoning_markers: None,
         })
@@ -1138,6 +1148,278 @@ async fn a_grading_that_does_not_finish_holds_back_no_other_result() {
     release.send(()).unwrap();
     stop_tx.send(()).unwrap();
     task.await.unwrap();
+}
+
+/// The largest reference the API accepts (a dataset record): 256 KiB.
+const MAX_REFERENCE: usize = 256 << 10;
+
+/// `piece` repeated to about `bytes`.
+fn repeated(piece: &str, bytes: usize) -> String {
+    piece.repeat(bytes / piece.len())
+}
+
+/// Results whose completion or reference is adversarial, near the sizes the fleet accepts, go
+/// through a collector and its real graders beside an unrelated result: each is stored exactly
+/// once, with the grade the grader owes it or a grading error that says why, and none holds
+/// back the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversarial_answers_are_stored_once_each_graded_or_with_the_reason() {
+    use powerfleet_jobs::Grader;
+    let fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let batch_id = powerfleet_jobs::BatchId::new();
+    let math = |text: &str, reference: &str| graded_with(batch_id, Grader::Math, text, reference);
+    let regex = |pattern: String, text: &str, reference: &str| {
+        graded_with(batch_id, Grader::Regex { pattern }, text, reference)
+    };
+    let nested = format!("{}5{}", "{".repeat(100_000), "}".repeat(100_000));
+    // A pattern near the regex size limit, and one past it.
+    let big_pattern = format!("({})", vec!["[a-z]{3}x"; 2000].join("|"));
+    let too_big_pattern = r"(\w{1000}){1000}".to_string();
+    // (result, the grade it is owed: Some((extracted, correct)), or None for an error whose
+    // reason contains the given text)
+    type Owed = Result<(Option<String>, bool), &'static str>;
+    let cases: Vec<(JobResult, Owed)> = vec![
+        // 32,700 unclosed boxes as the reference: compared as written.
+        (
+            math("\\boxed{1}", &"\\boxed{".repeat(32_700)),
+            Ok((Some("1".into()), false)),
+        ),
+        // Megabytes of unclosed boxes before a closed one: that box is the answer.
+        (
+            math(
+                &format!("{}\\boxed{{7}}", repeated("\\boxed{", 6 << 20)),
+                "7",
+            ),
+            Ok((Some("7".into()), true)),
+        ),
+        // A hundred thousand nested braces around the answer, in both.
+        (
+            math(&format!("\\boxed{{{nested}}}"), &nested),
+            Ok((Some(nested.clone()), true)),
+        ),
+        // Megabytes of opening braces and no answer at all.
+        (math(&"{".repeat(4 << 20), "4"), Ok((None, false))),
+        // Near-limit references of unclosed commands.
+        (
+            math("\\boxed{1}", &repeated("\\frac{a}{", MAX_REFERENCE)),
+            Ok((Some("1".into()), false)),
+        ),
+        (
+            math("\\boxed{1}", &repeated("\\sqrt[}", MAX_REFERENCE)),
+            Ok((Some("1".into()), false)),
+        ),
+        // A near-limit pattern over a quarter of a megabyte of matches: the last one is the answer.
+        (
+            regex(
+                big_pattern,
+                &format!("{}zzzx", repeated("abcx ", 256 << 10)),
+                "zzzx",
+            ),
+            Ok((Some("zzzx".into()), true)),
+        ),
+        // A pattern past the size limit cannot be compiled: stored with that reason.
+        (
+            regex(too_big_pattern, "answer: 4", "4"),
+            Err("not a valid regex"),
+        ),
+    ];
+    let unrelated = common::result().batch_id(batch_id).build();
+    let mut config = CollectorConfig::new("c1".into());
+    // Only a hung grader reaches it: every verdict here is the grader's own.
+    config.answer_grading_budget = PATIENCE;
+    let (stop_tx, task) = run_collector(config, &queue, &store);
+    for (r, _) in &cases {
+        push_result(&queue, r).await;
+    }
+    push_result(&queue, &unrelated).await;
+    let plain = stored(&store, unrelated.job_id).await;
+    assert!(
+        plain.grade.is_none() && plain.grade_error.is_none(),
+        "{plain:?}"
+    );
+    for (i, (r, owed)) in cases.iter().enumerate() {
+        let got = stored(&store, r.job_id).await;
+        assert_eq!(got.text, r.text, "case {i}: stored as sent");
+        match owed {
+            Ok((extracted, correct)) => {
+                let grade = got
+                    .grade
+                    .unwrap_or_else(|| panic!("case {i}: not graded: {:?}", got.grade_error));
+                assert!(got.grade_error.is_none(), "case {i}: {:?}", got.grade_error);
+                assert_eq!(grade.correct, *correct, "case {i}");
+                assert!(
+                    grade.extracted.as_deref() == extracted.as_deref(),
+                    "case {i}: extracted {:.80?}, owed {:.80?}",
+                    grade.extracted,
+                    extracted
+                );
+            }
+            Err(reason) => {
+                assert!(got.grade.is_none(), "case {i}: {:?}", got.grade);
+                let error = got.grade_error.unwrap_or_default();
+                assert!(error.contains(reason), "case {i}: {error}");
+            }
+        }
+    }
+    stop_tx.send(()).unwrap();
+    let report = task.await.unwrap();
+    let n = cases.len() as u64 + 1;
+    assert_eq!(report.stored.load(std::sync::atomic::Ordering::Relaxed), n);
+    assert_eq!(
+        report.duplicates.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(store.jobs_by_batch(batch_id).await.unwrap().len() as u64, n);
+}
+
+/// Makes `config`'s collector hold every grading that reads the answer until released, as
+/// [`hold_grading`] does, and counts how many are held at once: the most at any time is in the
+/// returned counter.
+fn count_held_gradings(
+    config: &mut CollectorConfig,
+) -> (
+    std::sync::mpsc::Receiver<JobId>,
+    std::sync::mpsc::Sender<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    let (entered_tx, entered) = mpsc::channel::<JobId>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let entered_tx = Mutex::new(entered_tx);
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let most_seen = Arc::clone(&most);
+    config.grading_hook = Some(collector::GradingHook(Arc::new(move |r: &JobResult| {
+        let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+        most_seen.fetch_max(held, Ordering::SeqCst);
+        entered_tx.lock().unwrap().send(r.job_id).unwrap();
+        released.lock().unwrap().recv().unwrap();
+        now.fetch_sub(1, Ordering::SeqCst);
+    })));
+    (entered, release, most)
+}
+
+/// Many slow gradings that read the answer run at most `answer_graders` at a time; the others
+/// wait their turn and are all stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_gradings_run_at_most_answer_graders_at_once() {
+    use std::sync::atomic::Ordering;
+    let fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let batch_id = powerfleet_jobs::BatchId::new();
+    let cap = 3;
+    let results: Vec<JobResult> = (0..12)
+        .map(|_| graded_result(batch_id, "\\boxed{4}"))
+        .collect();
+    // All waiting before the collector starts, so one read brings them all.
+    for r in &results {
+        push_result(&queue, r).await;
+    }
+    let mut config = CollectorConfig::new("c1".into());
+    config.answer_graders = cap;
+    config.answer_grading_budget = PATIENCE;
+    let (entered, release, most) = count_held_gradings(&mut config);
+    let (stop_tx, task) = run_collector(config, &queue, &store);
+    let n = results.len();
+    let order = tokio::task::spawn_blocking(move || {
+        // The first `cap` are held together; then each release lets one more in.
+        let mut order: Vec<JobId> = (0..cap).map(|_| entered.recv().unwrap()).collect();
+        while order.len() < n {
+            release.send(()).unwrap();
+            order.push(entered.recv().unwrap());
+        }
+        for _ in 0..cap {
+            release.send(()).unwrap();
+        }
+        order
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        order.iter().collect::<HashSet<_>>(),
+        results.iter().map(|r| &r.job_id).collect::<HashSet<_>>()
+    );
+    for r in &results {
+        assert!(stored(&store, r.job_id).await.grade.unwrap().correct);
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        cap,
+        "gradings held at once (the cap is {cap})"
+    );
+    stop_tx.send(()).unwrap();
+    let report = task.await.unwrap();
+    assert_eq!(report.stored.load(Ordering::Relaxed), n as u64);
+}
+
+/// A grading given up at its budget keeps its thread, and its place among `answer_graders`,
+/// until its grader ends: the result behind it waits for a free place, then is graded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grading_given_up_keeps_its_place_until_its_thread_ends() {
+    use std::sync::atomic::Ordering;
+    let fleet = Fleet::new(BIN, false);
+    let queue = fleet.queue().await;
+    let store = fleet.store().await;
+    let batch_id = powerfleet_jobs::BatchId::new();
+    let results: Vec<JobResult> = (0..3)
+        .map(|_| graded_result(batch_id, "\\boxed{4}"))
+        .collect();
+    for r in &results {
+        push_result(&queue, r).await;
+    }
+    let mut config = CollectorConfig::new("c1".into());
+    config.answer_graders = 2;
+    config.answer_grading_budget = Duration::from_millis(50);
+    let (entered, release, most) = count_held_gradings(&mut config);
+    let (stop_tx, task) = run_collector(config, &queue, &store);
+    let (first, entered) = tokio::task::spawn_blocking(move || {
+        let first = [entered.recv().unwrap(), entered.recv().unwrap()];
+        (first, entered)
+    })
+    .await
+    .unwrap();
+    for id in first {
+        let given_up = stored(&store, id).await;
+        assert!(given_up.grade.is_none(), "{given_up:?}");
+        assert!(
+            given_up
+                .grade_error
+                .as_deref()
+                .is_some_and(|e| e.contains("--answer-grading-budget")),
+            "{given_up:?}"
+        );
+    }
+    let behind = results
+        .iter()
+        .map(|r| r.job_id)
+        .find(|id| !first.contains(id))
+        .unwrap();
+    // Both places are still taken by the given-up gradings' threads.
+    assert!(store.job(behind).await.unwrap().is_none());
+    let (entered, last) = tokio::task::spawn_blocking(move || {
+        assert!(entered.try_recv().is_err(), "no third grading started");
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        let last = entered.recv().unwrap();
+        (entered, last)
+    })
+    .await
+    .unwrap();
+    assert_eq!(last, behind);
+    stored(&store, behind).await;
+    assert_eq!(most.load(Ordering::SeqCst), 2);
+    tokio::task::spawn_blocking(move || drop(entered))
+        .await
+        .unwrap();
+    stop_tx.send(()).unwrap();
+    let report = task.await.unwrap();
+    assert_eq!(report.stored.load(Ordering::Relaxed), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

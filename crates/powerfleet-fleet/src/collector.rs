@@ -22,7 +22,10 @@
 //! microseconds to milliseconds, but grading never holds up storing: each runs on a blocking
 //! thread, and the round waits for them for at most [`READ_BLOCK_WHILE_GRADING`]; a grading still
 //! running is picked up by a later round, while the others are stored. One that takes longer than
-//! `answer_grading_budget` is stored without a grade, with the reason in `grade_error`.
+//! `answer_grading_budget` is stored without a grade, with the reason in `grade_error`. At most
+//! `answer_graders` such threads run at once (a semaphore; a grading given up keeps its permit
+//! until its thread ends): further results wait for a permit, and once
+//! `answer_graders * GRADING_BACKLOG_PER_EXECUTOR` wait, no more are read until some are graded.
 //! Graders that run it (`humaneval`) take up to the sandbox's time limit, so they run off the
 //! main loop: each such result goes to a pool of `grading_executors` sandboxed runs (a
 //! semaphore over blocking threads), and the loop goes on reading and storing the other
@@ -73,6 +76,10 @@ pub struct CollectorConfig {
     /// The longest a grader that reads the answer (math, choice, exact, regex) may take for one
     /// result; past it the result is stored without a grade, with the reason (`grade_error`).
     pub answer_grading_budget: Duration,
+    /// Gradings that read the answer run at once, each on its own blocking thread; further
+    /// results wait for one of them to end (a grading given up at its budget keeps its place
+    /// until its thread ends). At least 1.
+    pub answer_graders: usize,
     /// A seam for tests: called on the grading thread before each grading that reads the answer
     /// (it may block, to hold that grading back). `None` outside tests.
     pub grading_hook: Option<GradingHook>,
@@ -91,6 +98,9 @@ impl std::fmt::Debug for GradingHook {
 /// Default [`CollectorConfig::answer_grading_budget`]: 10 s, thousands of times what a grading
 /// of the largest result takes.
 pub const DEFAULT_ANSWER_GRADING_BUDGET: Duration = Duration::from_secs(10);
+
+/// Default [`CollectorConfig::answer_graders`].
+pub const DEFAULT_ANSWER_GRADERS: usize = 4;
 
 /// Results per grading executor that may wait for the sandbox before the collector stops
 /// reading new results (so a flood of programs holds bounded memory).
@@ -113,6 +123,7 @@ impl CollectorConfig {
             grading_executors: 2,
             sandbox: SandboxConfig::default(),
             answer_grading_budget: DEFAULT_ANSWER_GRADING_BUDGET,
+            answer_graders: DEFAULT_ANSWER_GRADERS,
             grading_hook: None,
         }
     }
@@ -164,7 +175,7 @@ pub async fn run(
     let mut grading: JoinSet<ResultDelivery> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     // Results being graded by a grader that reads the answer, on blocking threads.
-    let mut reading = Reading::default();
+    let mut reading = Reading::new(config.answer_graders);
     info!(consumer = %config.consumer, grading_executors = executors, "collector started");
     announce_sandbox(&config.sandbox).await;
     while !stop.is_cancelled() {
@@ -185,7 +196,8 @@ pub async fn run(
                     }
                 }
             }
-            let backlog_full = in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR;
+            let backlog_full = in_flight.len() >= executors * GRADING_BACKLOG_PER_EXECUTOR
+                || reading.backlog_full();
             let mut fresh: Vec<ResultDelivery> = Vec::new();
             if deliveries.is_empty()
                 && !backlog_full
@@ -569,15 +581,33 @@ fn graded(result: &JobResult, sandbox: Option<&Sandbox>) -> JobResult {
 }
 
 /// Results being graded by graders that read the answer, each on a blocking thread under the
-/// budget, by entry id.
-#[derive(Default)]
+/// budget, by entry id; at most `threads`' permits of them at once.
 struct Reading {
     tasks: JoinSet<ResultDelivery>,
     /// The entry each task grades.
     entries: HashMap<tokio::task::Id, String>,
+    /// One permit per grading thread, held until that thread ends (past the budget too).
+    threads: Arc<Semaphore>,
+    /// How many permits `threads` has.
+    cap: usize,
 }
 
 impl Reading {
+    fn new(cap: usize) -> Reading {
+        let cap = cap.max(1);
+        Reading {
+            tasks: JoinSet::new(),
+            entries: HashMap::new(),
+            threads: Arc::new(Semaphore::new(cap)),
+            cap,
+        }
+    }
+
+    /// Whether so many results wait for a grading thread that no more should be read.
+    fn backlog_full(&self) -> bool {
+        self.entries.len() >= self.cap * GRADING_BACKLOG_PER_EXECUTOR
+    }
+
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -586,15 +616,22 @@ impl Reading {
         self.entries.values().any(|e| e == entry_id)
     }
 
-    /// Grades `result`, `d`'s, on a blocking thread; past `config.answer_grading_budget` it comes
-    /// back ungraded, with the reason. (The thread itself ends when the grader does: graders
-    /// are linear in their input.)
+    /// Grades `result`, `d`'s, on a blocking thread once one of the permits is free; past
+    /// `config.answer_grading_budget` (counted from its start) it comes back ungraded, with the
+    /// reason. (The thread itself ends when the grader does: graders are linear in their input.
+    /// It keeps its permit until then.)
     fn spawn(&mut self, mut d: ResultDelivery, result: JobResult, config: &CollectorConfig) {
         let entry_id = d.entry_id.clone();
         let budget = config.answer_grading_budget;
         let hook = config.grading_hook.clone();
+        let threads = Arc::clone(&self.threads);
         let handle = self.tasks.spawn(async move {
+            let permit = threads
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let job = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 if let Some(hook) = hook {
                     (hook.0)(&result);
                 }
