@@ -2,7 +2,9 @@
 //! shared (multiplexed) and blocking use. Which one is decided at connect time by asking the
 //! server: a node with `cluster_enabled:1` in `INFO cluster` gets the cluster client, seeded with
 //! every URL given, so the fleet works whichever node the URL names and follows failovers and
-//! resharding (MOVED and ASK redirections).
+//! resharding (MOVED and ASK redirections). New connections for blocking reads are seeded again
+//! from the nodes serving slots now when every URL given fails (a node that failed over and was
+//! shut down).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 /// The connection every non-blocking operation shares: one auto-reconnecting multiplexed
 /// connection to a single server, or a cluster connection (multiplexed per node).
@@ -91,8 +93,15 @@ impl Shared {
 pub(crate) enum BlockingSource {
     Single(deadpool_redis::Pool),
     Cluster {
-        client: Arc<redis::cluster::ClusterClient>,
+        /// Makes new connections; seeded again from the live nodes when its seeds fail.
+        client: Arc<Mutex<Arc<redis::cluster::ClusterClient>>>,
         idle: Arc<Mutex<Vec<ClusterConnection>>>,
+        /// The shared connection, which follows the cluster: it names the live nodes.
+        shared: ClusterConnection,
+        /// The URLs given, whose settings (credentials, TLS) every seed takes.
+        urls: Arc<[redis::ConnectionInfo]>,
+        response: Duration,
+        connect: Duration,
     },
 }
 
@@ -141,14 +150,37 @@ impl BlockingSource {
                 .await
                 .map(Blocking::Single)
                 .map_err(|e| e.to_string()),
-            BlockingSource::Cluster { client, idle } => {
+            BlockingSource::Cluster {
+                client,
+                idle,
+                shared,
+                urls,
+                response,
+                connect,
+            } => {
                 let reused = idle.lock().expect("idle connections").pop();
                 let conn = match reused {
                     Some(c) => c,
-                    None => client
-                        .get_async_connection()
-                        .await
-                        .map_err(|e| e.to_string())?,
+                    None => {
+                        let current = client.lock().expect("cluster client").clone();
+                        match current.get_async_connection().await {
+                            Ok(c) => c,
+                            // Every node the client was seeded with may be gone (a master that
+                            // failed over and was shut down): seed it again from the nodes the
+                            // shared connection, which follows the cluster, knows now.
+                            Err(first) => {
+                                let nodes = live_nodes(&mut shared.clone(), urls)
+                                    .await
+                                    .map_err(|_| first.to_string())?;
+                                let fresh = Arc::new(cluster_client(nodes, *connect, *response)?);
+                                *client.lock().expect("cluster client") = fresh.clone();
+                                fresh
+                                    .get_async_connection()
+                                    .await
+                                    .map_err(|e| e.to_string())?
+                            }
+                        }
+                    }
                 };
                 Ok(Blocking::Cluster {
                     conn: Some(conn),
@@ -194,6 +226,81 @@ async fn is_cluster(url: &str, t: &Timeouts) -> Result<bool, String> {
     Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
 }
 
+/// A cluster client seeded with `seeds`.
+fn cluster_client(
+    seeds: Vec<redis::ConnectionInfo>,
+    connect: Duration,
+    response: Duration,
+) -> Result<redis::cluster::ClusterClient, String> {
+    redis::cluster::ClusterClient::builder(seeds)
+        .connection_timeout(connect)
+        .response_timeout(response)
+        .retries(6)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The nodes serving slots now (`CLUSTER SLOTS`, asked through `shared`), each with the
+/// settings of the first URL given (credentials, TLS), then the URLs given.
+async fn live_nodes(
+    shared: &mut ClusterConnection,
+    urls: &[redis::ConnectionInfo],
+) -> redis::RedisResult<Vec<redis::ConnectionInfo>> {
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(shared)
+        .await?;
+    let mut nodes: Vec<(String, u16)> = Vec::new();
+    if let Value::Array(ranges) = slots {
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                continue;
+            };
+            for node in fields.iter().skip(2) {
+                let Value::Array(node) = node else { continue };
+                let host = match node.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => continue,
+                };
+                let Some(Value::Int(port)) = node.get(1) else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(*port) else {
+                    continue;
+                };
+                if !host.is_empty() && !nodes.contains(&(host.clone(), port)) {
+                    nodes.push((host, port));
+                }
+            }
+        }
+    }
+    let Some(first) = urls.first() else {
+        return Ok(Vec::new());
+    };
+    let mut seeds: Vec<redis::ConnectionInfo> = nodes
+        .into_iter()
+        .map(|(host, port)| {
+            let addr = match first.addr() {
+                redis::ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => redis::ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: *insecure,
+                    tls_params: tls_params.clone(),
+                },
+                _ => redis::ConnectionAddr::Tcp(host, port),
+            };
+            first.clone().set_addr(addr)
+        })
+        .collect();
+    seeds.extend(urls.iter().cloned());
+    Ok(seeds)
+}
+
 /// Connects to the Redis (or Redis Cluster) at `urls`: one URL for a single server; for a
 /// cluster, any number of its nodes (comma-separated on the command line), which seed the
 /// client's view of the cluster.
@@ -211,24 +318,25 @@ pub(crate) async fn connect(urls: &[&str], t: &Timeouts) -> Result<Connected, St
     }
     let cluster = cluster.ok_or(last_error)?;
     if cluster {
-        let build = |response: Duration| {
-            redis::cluster::ClusterClient::builder(urls.iter().copied())
-                .connection_timeout(t.connect)
-                .response_timeout(response)
-                .retries(6)
-                .build()
-                .map_err(|e| e.to_string())
-        };
-        let client = build(t.response)?;
+        let infos = urls
+            .iter()
+            .map(|u| u.into_connection_info().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = cluster_client(infos.clone(), t.connect, t.response)?;
         let shared = client
             .get_async_connection()
             .await
             .map_err(|e| e.to_string())?;
+        let blocking = cluster_client(infos.clone(), t.connect, t.blocking_response)?;
         Ok(Connected {
-            shared: Shared::Cluster(shared),
+            shared: Shared::Cluster(shared.clone()),
             blocking: BlockingSource::Cluster {
-                client: Arc::new(build(t.blocking_response)?),
+                client: Arc::new(Mutex::new(Arc::new(blocking))),
                 idle: Default::default(),
+                shared,
+                urls: infos.into(),
+                response: t.blocking_response,
+                connect: t.connect,
             },
             cluster: true,
         })

@@ -115,6 +115,39 @@ async fn the_queue_follows_a_failover_and_a_reshard_of_its_slot() {
     assert!(done.iter().all(|s| *s == JobStatus::Completed), "{done:?}");
 }
 
+/// A client seeded with one node only, which then fails over and is shut down, still makes the
+/// new connections its blocking reads need: it seeds them from the nodes the cluster has now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reads_get_new_connections_after_the_only_seed_node_is_gone() {
+    let mut cluster = cluster();
+    let probe = queue(&cluster.url(0), "seedless").await;
+    let slot = cluster.slot_of(&probe.keys().jobs()).unwrap();
+    let seed = cluster.master_of(slot).unwrap().port;
+    let q = queue(&format!("redis://127.0.0.1:{seed}/"), "seedless").await;
+    let corr = CorrelationId::generate();
+    q.enqueue(&[spec(&corr, 0)], None).await.unwrap();
+    q.confirm_replicated("submission").await.unwrap();
+    run_one(&q, "w").await;
+
+    // The seed node hands its slots to its replica and is killed.
+    cluster.fail_over(slot).unwrap();
+    cluster.wait_ok(powerfleet_testkit::PATIENCE).unwrap();
+    assert!(!cluster.live_ports().contains(&seed));
+
+    // Three reads of an empty queue block at once, each on a connection of its own: new ones.
+    let (a, b, c) = tokio::join!(
+        q.read_jobs("r0", 1, 300),
+        q.read_jobs("r1", 1, 300),
+        q.read_jobs("r2", 1, 300)
+    );
+    for read in [a, b, c] {
+        let read = read.unwrap_or_else(|e| panic!("a blocking read after the seed left: {e}"));
+        assert!(read.is_empty(), "nothing is queued");
+    }
+    q.enqueue(&[spec(&corr, 1)], None).await.unwrap();
+    run_one(&q, "w").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancels_leave_the_lag_autoscalers_read_true_on_a_cluster() {
     let cluster = cluster();
