@@ -677,11 +677,15 @@ impl ModelRegistry {
                 }
             }
         })?;
-        self.cache
+        // Two resolves at once (the start-up probe and a job) may both have loaded it: the first
+        // one cached is the one every caller shares, so its server is probed once.
+        Ok(self
+            .cache
             .lock()
             .expect("model cache")
-            .insert(target.to_string(), backend.clone());
-        Ok(backend)
+            .entry(target.to_string())
+            .or_insert(backend)
+            .clone())
     }
 }
 
@@ -880,6 +884,34 @@ mod tests {
         let err = reg.check().unwrap_err().to_string();
         assert!(err.starts_with("--model qwen=...: "), "{err}");
         assert!(err.contains("pivto"), "{err}");
+    }
+
+    /// The start-up probe and the first jobs resolve a name at once: they must share one client,
+    /// or each would probe the server (and the extra probe's requests would count as work).
+    #[test]
+    fn concurrent_resolves_of_a_name_share_one_server_client() {
+        for _ in 0..64 {
+            let reg = ModelRegistry::new(&["m=llamacpp+http://127.0.0.1:9".to_string()]).unwrap();
+            let start = std::sync::Barrier::new(4);
+            let models: Vec<Arc<HttpModel>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            server_model(&reg.resolve("m").unwrap()).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let cached = server_model(&reg.resolve("m").unwrap()).unwrap();
+            for model in &models {
+                assert!(
+                    Arc::ptr_eq(model, &cached),
+                    "a resolve kept a client of its own"
+                );
+            }
+        }
     }
 
     #[test]
