@@ -56,7 +56,7 @@ need_postgres() {
   fi
   if command -v pg_ctlcluster >/dev/null 2>&1; then
     local version
-    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1) || version=""
     if [ -z "$version" ] && command -v pg_createcluster >/dev/null 2>&1; then
       version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
       pg_createcluster "$version" main >&2
@@ -99,7 +99,8 @@ need_subordinate_ids() {
   fi
   [ "$(id -u)" = 0 ] || return 0
   local user
-  user=$(getent passwd 10001 | cut -d: -f1)
+  # getent exits 2 for an id nobody has, which pipefail would make this whole line's failure.
+  user=$(getent passwd 10001 | cut -d: -f1) || user=""
   if [ -z "$user" ]; then
     user=powerfleet-test
     getent group 10001 >/dev/null || groupadd --system --gid 10001 "$user"

@@ -3,7 +3,9 @@
 //! Nothing in deploy/ is run against a live Docker host or cluster by the test suite. These tests
 //! catch what does not need one: files that do not parse, flags or environment variables the
 //! binary does not know, a worker killed before its shutdown grace, an autoscaler watching the
-//! wrong stream, and dashboards or alerts querying metrics that do not exist.
+//! wrong stream, and dashboards or alerts querying metrics that do not exist. The set-up that
+//! `scripts/ensure-services.sh` does for the image's collector user runs here too, against
+//! stand-ins for the system commands it calls.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1252,4 +1254,66 @@ fn collectors_may_run_their_sandbox() {
         }
     }
     fail_if_any(errors);
+}
+
+/// `need_subordinate_ids` of `scripts/ensure-services.sh`, sourced into a shell that runs with
+/// `set -euo pipefail` as `scripts/test.sh` does, on a machine as root where no user has uid
+/// 10001 yet (a fresh machine): it creates that user and carries on. `getent` exits 2 for an id it
+/// does not know, which `pipefail` turns into an error of the whole pipeline. The system commands
+/// it would change the machine with are stand-ins that record their arguments.
+#[test]
+fn the_test_set_up_creates_the_collector_user_on_a_machine_without_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("calls.log");
+    let stand_ins = [
+        ("getent", "exit 2".to_string()),
+        ("id", "echo 0".to_string()),
+        ("newuidmap", "exit 0".to_string()),
+        ("newgidmap", "exit 0".to_string()),
+    ]
+    .into_iter()
+    .chain(
+        ["groupadd", "useradd", "usermod"]
+            .map(|cmd| (cmd, format!("echo \"{cmd} $*\" >> '{}'", log.display()))),
+    );
+    for (name, body) in stand_ins {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("set -euo pipefail; source scripts/ensure-services.sh; need_subordinate_ids; echo set-up done")
+        .current_dir(root())
+        .env("PATH", path)
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("set-up done"),
+        "need_subordinate_ids stopped the set-up ({}): stdout {stdout:?}, stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("useradd ") && l.contains("--uid 10001")),
+        "no user with uid 10001 was made: {calls:?}"
+    );
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("groupadd ") && l.contains("--gid 10001")),
+        "no group 10001 was made: {calls:?}"
+    );
 }
