@@ -156,6 +156,14 @@ async fn cancels_leave_the_lag_autoscalers_read_true_on_a_cluster() {
     crate::routing::cancels_leave_the_reported_lag_true(&q).await;
 }
 
+#[tokio::test]
+async fn removals_of_the_newest_delivered_entry_leave_the_lag_true_on_a_cluster() {
+    let cluster = cluster();
+    let q = queue(&cluster.url(1), "lag2").await;
+    assert!(q.is_cluster());
+    crate::routing::removals_of_the_newest_delivered_entry_leave_the_reported_lag_true(&q).await;
+}
+
 async fn futures_states(q: &Queue, specs: &[JobSpec]) -> Vec<JobStatus> {
     let mut out = Vec::new();
     for s in specs {

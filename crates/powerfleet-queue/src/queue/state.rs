@@ -238,10 +238,9 @@ impl Queue {
 
     /// Every jobs stream's backlog: the shared stream's, then each model name's, by name.
     /// Acknowledged entries are deleted from jobs streams, so a stream's length is what is
-    /// queued plus what is pending. The consumer group's own `lag` is not used: `cancel` keeps
-    /// it true (see `lua/lag.lua`), but Redis does not count it for a while after some other
-    /// deletions (the newest delivered entry finished while older ones still run, until the
-    /// next read); this count always holds.
+    /// queued plus what is pending. The consumer group's own `lag`, which the scripts that
+    /// delete entries keep true (see `lua/lag.lua`), is not read here: Redis before 7.0 has
+    /// none, and this count holds on every version.
     pub async fn backlog_by_stream(&self) -> Result<Vec<StreamBacklog>, QueueError> {
         let mut c = self.conn().await?;
         let mut names: Vec<String> = redis::cmd("SMEMBERS")

@@ -7,6 +7,7 @@
 -- ARGV[6] a token unique to this claim.
 -- The claim's lease is `fence:token`, which every fenced script compares: the fence alone could
 -- repeat when a failover loses an increment that a worker already holds, the token cannot.
+-- Uses ack_and_delete() from lag.lua, which is loaded before this script.
 -- Returns {'missing'} | {'final', status} | {'stale'} |
 --   {'ok', fence, deliveries, cancel, checkpoint or false, started_at_ms, waiting_since_ms or false,
 --    waits or false, the stored prompt or false}.
@@ -18,14 +19,12 @@ if not status then
   return {'missing'}
 end
 if status ~= 'queued' and status ~= 'running' then
-  redis.call('XACK', KEYS[3], ARGV[4], ARGV[1])
-  redis.call('XDEL', KEYS[3], ARGV[1])
+  ack_and_delete(KEYS[3], ARGV[4], ARGV[1])
   return {'final', status}
 end
 if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then
   -- An older entry of a job that was handed back and enqueued again.
-  redis.call('XACK', KEYS[3], ARGV[4], ARGV[1])
-  redis.call('XDEL', KEYS[3], ARGV[1])
+  ack_and_delete(KEYS[3], ARGV[4], ARGV[1])
   return {'stale'}
 end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)

@@ -1,4 +1,5 @@
--- Uses tally() from tally.lua, which is loaded before this script.
+-- Uses tally() from tally.lua and ack_and_delete() from lag.lua, which are loaded before this
+-- script.
 -- Moves an entry that cannot be decoded to the dead-letter stream and acknowledges it. When the
 -- entry names a job whose state still points at this entry, that job is marked dead with the
 -- reason, so it never waits forever (a job written by a newer producer, for instance), and its
@@ -16,8 +17,13 @@
 local oldest = tonumber(ARGV[5]) - tonumber(ARGV[6]) * 1000
 redis.call('XADD', KEYS[2], 'MINID', '~', math.max(oldest, 0), '*', 'entry', ARGV[2],
   'reason', ARGV[3], 'payload', ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+if KEYS[1] == KEYS[4] then
+  -- The results stream: its collectors' lag is nobody's scaling signal.
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+else
+  ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
+end
 local status = redis.call('HGET', KEYS[3], 'status')
 if (status == 'queued' or status == 'running') and redis.call('HGET', KEYS[3], 'entry') == ARGV[2] then
   redis.call('HSET', KEYS[3], 'status', 'dead', 'error', ARGV[3], 'owner', '',

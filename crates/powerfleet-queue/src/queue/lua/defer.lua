@@ -10,6 +10,7 @@
 -- ARGV[1] lease (fence:token) or '', ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id,
 -- ARGV[6] due_ms, ARGV[7] why it waits, ARGV[8] waiting since (ms since the epoch), or '' to
 -- keep the job's own (now when it has none).
+-- Uses ack_and_delete() from lag.lua, which is loaded before this script.
 -- Returns 1 when deferred, 0 when not (fenced out, or not this entry's to move), 2 when the
 -- owner must not defer because a cancellation was requested (it finishes the job instead). An
 -- unclaimed entry of a job with a cancellation request is not moved: its claim cancels it.
@@ -38,6 +39,5 @@ else
 end
 redis.call('HINCRBY', KEYS[1], 'waits', 1)
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
+ack_and_delete(KEYS[2], ARGV[2], ARGV[3])
 return 1

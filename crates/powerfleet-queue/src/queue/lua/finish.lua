@@ -8,7 +8,8 @@
 -- KEYS[8] the correlation's tally, KEYS[9] the batch's tally (or an unused key), KEYS[10] the
 -- stored prompt the result references (or an unused key): it lives on for the retention, so the
 -- collector can resolve it.
--- Uses tally() from tally.lua, which is loaded before this script.
+-- Uses tally() from tally.lua and ack_and_delete() from lag.lua, which are loaded before this
+-- script.
 -- Returns 1 when published, 0 when fenced out or already final.
 
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
@@ -23,8 +24,7 @@ if ARGV[5] == 'dead' then
     'entry', ARGV[3], 'reason', ARGV[8])
   redis.call('HSET', KEYS[1], 'error', ARGV[8])
 end
-redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[3], ARGV[3])
+ack_and_delete(KEYS[3], ARGV[2], ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 -- The job's sets live for the retention after its batch's latest finished job.

@@ -7,6 +7,7 @@
 -- KEYS[4] the set of model names that have a stream.
 -- ARGV[1] lease (fence:token), ARGV[2] group, ARGV[3] entry id, ARGV[4] now_ms, ARGV[5] job id,
 -- ARGV[6] the model name whose stream KEYS[3] is, or '' (it is KEYS[2]).
+-- Uses ack_and_delete() from lag.lua, which is loaded before this script.
 -- Returns 1 when handed back, 0 when fenced out.
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return 0
@@ -23,6 +24,5 @@ redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'owner', '', 'entry', entry, 'stream', KEYS[3],
   'updated_at_ms', ARGV[4])
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
+ack_and_delete(KEYS[2], ARGV[2], ARGV[3])
 return 1

@@ -1,6 +1,9 @@
--- Shared by cancel.lua, which is loaded after it (see `Scripts::new`): keeps the lag Redis reports
--- for a consumer group (XINFO GROUPS, what autoscalers such as KEDA read) equal to the entries
--- never delivered to it, after entries were deleted that it had not read yet.
+-- Shared by every script that deletes entries of a jobs stream, which are loaded after it (see
+-- `Scripts::new`): keeps the lag Redis reports for a consumer group (XINFO GROUPS, what
+-- autoscalers such as KEDA read) equal to the entries never delivered to it, after an entry was
+-- deleted at or after the group's last-delivered id: one it had not read yet (a cancelled job),
+-- or the newest it had delivered (finished, handed back, put back to wait, moved or
+-- dead-lettered while older ones still run and newer ones are queued).
 --
 -- Redis counts a group's lag as entries-added minus the group's entries-read, but only while no
 -- deleted entry lies at or after the group's last-delivered id, which it tracks by one mark, the
@@ -88,4 +91,26 @@ local function keep_lag(stream, group)
   end
   redis.call('XGROUP', 'SETID', stream, group, last, 'ENTRIESREAD',
     math.max(s['entries-added'] - undelivered, 0))
+end
+
+-- Acknowledges and deletes a delivered entry of a jobs stream, then keeps the group's lag true
+-- when the entry was the group's last delivered one: Redis cannot count the lag past a deleted
+-- entry there, and would report nil until the group reads again. Deletions of older entries
+-- leave the count valid, and cost one XINFO GROUPS.
+local function ack_and_delete(stream, group, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) ~= 'table' or groups.err then
+    return
+  end
+  for _, raw in ipairs(groups) do
+    local g = pairs_of(raw)
+    if g['name'] == group then
+      if compare_id(id, g['last-delivered-id']) >= 0 then
+        keep_lag(stream, group)
+      end
+      return
+    end
+  end
 end

@@ -6,6 +6,7 @@
 -- the set of model names that have a stream.
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] job id, ARGV[4] now_ms, ARGV[5] the job's model,
 -- ARGV[6] whether KEYS[3] is that model name's stream ('1'/'0').
+-- Uses ack_and_delete() from lag.lua, which is loaded before this script.
 -- Returns 1 when moved; 0 when the entry was not the queued job's current one (it is only
 -- acknowledged then: the job is running, finished or waiting elsewhere).
 local moved = 0
@@ -22,6 +23,5 @@ if redis.call('HGET', KEYS[1], 'status') == 'queued' and redis.call('HGET', KEYS
     'updated_at_ms', ARGV[4])
   moved = 1
 end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
+ack_and_delete(KEYS[2], ARGV[1], ARGV[2])
 return moved
