@@ -52,6 +52,11 @@ pub struct CollectorArgs {
     /// --answer-grading-budget in milliseconds (the older spelling, still accepted).
     #[arg(long, env = "POWERFLEET_ANSWER_GRADING_BUDGET_MS", conflicts_with = "answer_grading_budget", value_parser = clap::value_parser!(u64).range(1..))]
     pub answer_grading_budget_ms: Option<u64>,
+    /// Gradings that read the answer (math, choice, exact, regex) run at once, each on a thread
+    /// of its own; further results wait for one to end, and a grading given up at its budget
+    /// keeps its place until its thread ends. Results that need no grading are stored meanwhile.
+    #[arg(long, env = "POWERFLEET_ANSWER_GRADERS", value_name = "N", default_value_t = collector::DEFAULT_ANSWER_GRADERS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub answer_graders: u16,
     #[command(flatten)]
     pub ops: crate::observe::OpsArgs,
 }
@@ -60,23 +65,7 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
     let stop = crate::observe::shutdown_token();
     let queue = args.redis.connect_waiting(&stop).await?;
     let store = args.database.connect_waiting(&stop).await?;
-    let mut config = CollectorConfig::new(
-        args.consumer
-            .unwrap_or_else(|| default_consumer("collector")),
-    );
-    config.grading_executors = usize::from(args.grading_executors);
-    let grading_timeout = args.grading_timeout_secs.unwrap_or(args.grading_timeout);
-    config.sandbox.timeout = std::time::Duration::from_secs(grading_timeout);
-    config.sandbox.cpu_seconds = grading_timeout;
-    if let Some(python) = args.grading_python {
-        config.sandbox.python = python;
-    }
-    if let Some(bwrap) = args.grading_bwrap {
-        config.sandbox.bwrap = bwrap;
-    }
-    config.sandbox.unisolated = args.grading_unisolated;
-    config.answer_grading_budget =
-        millis_or(args.answer_grading_budget, args.answer_grading_budget_ms);
+    let config = config_of(&args);
     args.ops
         .start(
             &queue,
@@ -100,6 +89,30 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
     Ok(())
 }
 
+/// The collector's configuration from its flags.
+fn config_of(args: &CollectorArgs) -> CollectorConfig {
+    let mut config = CollectorConfig::new(
+        args.consumer
+            .clone()
+            .unwrap_or_else(|| default_consumer("collector")),
+    );
+    config.grading_executors = usize::from(args.grading_executors);
+    let grading_timeout = args.grading_timeout_secs.unwrap_or(args.grading_timeout);
+    config.sandbox.timeout = std::time::Duration::from_secs(grading_timeout);
+    config.sandbox.cpu_seconds = grading_timeout;
+    if let Some(python) = &args.grading_python {
+        config.sandbox.python = python.clone();
+    }
+    if let Some(bwrap) = &args.grading_bwrap {
+        config.sandbox.bwrap = bwrap.clone();
+    }
+    config.sandbox.unisolated = args.grading_unisolated;
+    config.answer_grading_budget =
+        millis_or(args.answer_grading_budget, args.answer_grading_budget_ms);
+    config.answer_graders = usize::from(args.answer_graders);
+    config
+}
+
 /// `--grading-timeout`: a duration of whole seconds from 1 s to 10 min, in seconds.
 fn parse_grading_timeout(text: &str) -> Result<u64, String> {
     let d = crate::options::parse_duration(text)?;
@@ -109,4 +122,42 @@ fn parse_grading_timeout(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Collector {
+        #[command(flatten)]
+        args: CollectorArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<CollectorArgs, clap::Error> {
+        Collector::try_parse_from(std::iter::once("collector").chain(flags.iter().copied()))
+            .map(|c| c.args)
+    }
+
+    #[test]
+    fn answer_graders_reach_the_collector_and_out_of_range_counts_name_the_flag() {
+        let default = config_of(&parse(&[]).unwrap());
+        assert_eq!(default.answer_graders, collector::DEFAULT_ANSWER_GRADERS);
+        let set = config_of(&parse(&["--answer-graders", "12"]).unwrap());
+        assert_eq!(set.answer_graders, 12);
+        assert_eq!(
+            (set.grading_executors, set.answer_grading_budget),
+            (default.grading_executors, default.answer_grading_budget),
+            "only the graders change"
+        );
+        for bad in ["0", "257", "many"] {
+            let err = parse(&["--answer-graders", bad]).unwrap_err().to_string();
+            assert!(err.contains("--answer-graders"), "{err}");
+            if bad != "many" {
+                assert!(err.contains("1..=256"), "{err}");
+            }
+        }
+    }
 }
