@@ -476,12 +476,8 @@ impl ModelRegistry {
                 name: name.clone(),
                 source: Box::new(e),
             })?;
-            if server_model(&backend).is_some_and(|m| m.probed().is_none()) {
-                self.unprobed
-                    .lock()
-                    .expect("probe states")
-                    .entry(name.clone())
-                    .or_insert_with(|| NOT_PROBED_YET.to_string());
+            if let Some(model) = server_model(&backend) {
+                self.mark_if_unprobed(&name, &model);
             }
             self.cache
                 .lock()
@@ -505,16 +501,22 @@ impl ModelRegistry {
             let Some(model) = self.resolve(&name).ok().as_ref().and_then(server_model) else {
                 continue;
             };
-            if model.probed().is_none() {
-                self.unprobed
-                    .lock()
-                    .expect("probe states")
-                    .entry(name.clone())
-                    .or_insert_with(|| NOT_PROBED_YET.to_string());
-            }
+            self.mark_if_unprobed(&name, &model);
             checks.push(self.check_server(name, model, stop));
         }
         futures_util::future::join_all(checks).await;
+    }
+
+    /// Marks `name` not ready ([`NOT_PROBED_YET`]) while `model`'s servers have not answered
+    /// the start-up probe, keeping a reason a failed probe already recorded.
+    fn mark_if_unprobed(&self, name: &str, model: &HttpModel) {
+        if model.probed().is_none() {
+            self.unprobed
+                .lock()
+                .expect("probe states")
+                .entry(name.to_string())
+                .or_insert_with(|| NOT_PROBED_YET.to_string());
+        }
     }
 
     /// [`ModelRegistry::check_servers`] for one name.
@@ -646,12 +648,13 @@ impl ModelRegistry {
             .map(|name| {
                 let why = match self.resolve(&name) {
                     Err(e) => Some(e.to_string()),
-                    Ok(_) if unprobed.contains_key(&name) => unprobed.get(&name).cloned(),
-                    Ok(backend) => backend.unavailable_for().map(|d| {
-                        format!(
-                            "every server is down (its circuit opened after repeated failures); next try in {} s, jobs wait meanwhile",
-                            d.as_secs().max(1)
-                        )
+                    Ok(backend) => unprobed.get(&name).cloned().or_else(|| {
+                        backend.unavailable_for().map(|d| {
+                            format!(
+                                "every server is down (its circuit opened after repeated failures); next try in {} s, jobs wait meanwhile",
+                                d.as_secs().max(1)
+                            )
+                        })
                     }),
                 };
                 (name, why)
