@@ -90,7 +90,7 @@ pub async fn collector(args: CollectorArgs) -> Result<()> {
 }
 
 /// The collector's configuration from its flags.
-fn config_of(args: &CollectorArgs) -> CollectorConfig {
+pub(super) fn config_of(args: &CollectorArgs) -> CollectorConfig {
     let mut config = CollectorConfig::new(
         args.consumer
             .clone()
@@ -122,42 +122,4 @@ fn parse_grading_timeout(text: &str) -> Result<u64, String> {
         ));
     }
     Ok(d.as_secs())
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Collector {
-        #[command(flatten)]
-        args: CollectorArgs,
-    }
-
-    fn parse(flags: &[&str]) -> Result<CollectorArgs, clap::Error> {
-        Collector::try_parse_from(std::iter::once("collector").chain(flags.iter().copied()))
-            .map(|c| c.args)
-    }
-
-    #[test]
-    fn answer_graders_reach_the_collector_and_out_of_range_counts_name_the_flag() {
-        let default = config_of(&parse(&[]).unwrap());
-        assert_eq!(default.answer_graders, collector::DEFAULT_ANSWER_GRADERS);
-        let set = config_of(&parse(&["--answer-graders", "12"]).unwrap());
-        assert_eq!(set.answer_graders, 12);
-        assert_eq!(
-            (set.grading_executors, set.answer_grading_budget),
-            (default.grading_executors, default.answer_grading_budget),
-            "only the graders change"
-        );
-        for bad in ["0", "257", "many"] {
-            let err = parse(&["--answer-graders", bad]).unwrap_err().to_string();
-            assert!(err.contains("--answer-graders"), "{err}");
-            if bad != "many" {
-                assert!(err.contains("1..=256"), "{err}");
-            }
-        }
-    }
 }

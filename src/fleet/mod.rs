@@ -253,7 +253,7 @@ async fn wait(
 }
 
 #[cfg(test)]
-mod duration_flag_tests {
+mod flag_tests {
     use clap::Parser;
 
     use super::*;
@@ -273,6 +273,11 @@ mod duration_flag_tests {
     fn worker(flags: &[&str]) -> Result<WorkerArgs, clap::Error> {
         Worker::try_parse_from(std::iter::once("worker").chain(flags.iter().copied()))
             .map(|w| w.args)
+    }
+
+    fn collector_args(flags: &[&str]) -> Result<CollectorArgs, clap::Error> {
+        Collector::try_parse_from(std::iter::once("collector").chain(flags.iter().copied()))
+            .map(|c| c.args)
     }
 
     #[test]
@@ -315,33 +320,71 @@ mod duration_flag_tests {
             "{unitless}"
         );
 
-        let c = |flags: &[&str]| {
-            Collector::try_parse_from(std::iter::once("collector").chain(flags.iter().copied()))
-                .map(|c| c.args)
-        };
         let budget =
             |a: CollectorArgs| millis_or(a.answer_grading_budget, a.answer_grading_budget_ms);
-        assert_eq!(budget(c(&[]).unwrap()), Duration::from_secs(10));
         assert_eq!(
-            budget(c(&["--answer-grading-budget", "250ms"]).unwrap()),
+            budget(collector_args(&[]).unwrap()),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            budget(collector_args(&["--answer-grading-budget", "250ms"]).unwrap()),
             Duration::from_millis(250)
         );
         assert_eq!(
-            budget(c(&["--answer-grading-budget-ms", "250"]).unwrap()),
+            budget(collector_args(&["--answer-grading-budget-ms", "250"]).unwrap()),
             Duration::from_millis(250)
         );
-        assert!(c(&["--answer-grading-budget", "0s"]).is_err());
+        assert!(collector_args(&["--answer-grading-budget", "0s"]).is_err());
         let timeout = |a: CollectorArgs| a.grading_timeout_secs.unwrap_or(a.grading_timeout);
-        assert_eq!(timeout(c(&[]).unwrap()), 10);
-        assert_eq!(timeout(c(&["--grading-timeout", "2m"]).unwrap()), 120);
-        assert_eq!(timeout(c(&["--grading-timeout-secs", "3"]).unwrap()), 3);
+        assert_eq!(timeout(collector_args(&[]).unwrap()), 10);
+        assert_eq!(
+            timeout(collector_args(&["--grading-timeout", "2m"]).unwrap()),
+            120
+        );
+        assert_eq!(
+            timeout(collector_args(&["--grading-timeout-secs", "3"]).unwrap()),
+            3
+        );
         let retention = |a: CollectorArgs| a.redis.options().retention_s;
-        assert_eq!(retention(c(&[]).unwrap()), 7 * 24 * 3600);
-        assert_eq!(retention(c(&["--retention", "90m"]).unwrap()), 5400);
-        assert_eq!(retention(c(&["--retention-secs", "60"]).unwrap()), 60);
+        assert_eq!(retention(collector_args(&[]).unwrap()), 7 * 24 * 3600);
+        assert_eq!(
+            retention(collector_args(&["--retention", "90m"]).unwrap()),
+            5400
+        );
+        assert_eq!(
+            retention(collector_args(&["--retention-secs", "60"]).unwrap()),
+            60
+        );
         for bad in ["1.5s", "11m", "0s"] {
-            let err = c(&["--grading-timeout", bad]).unwrap_err().to_string();
+            let err = collector_args(&["--grading-timeout", bad])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("whole seconds from 1s to 10m"), "{err}");
+        }
+    }
+
+    #[test]
+    fn answer_graders_reach_the_collector_and_out_of_range_counts_name_the_flag() {
+        let default = collector::config_of(&collector_args(&[]).unwrap());
+        assert_eq!(
+            default.answer_graders,
+            powerfleet_fleet::collector::DEFAULT_ANSWER_GRADERS
+        );
+        let set = collector::config_of(&collector_args(&["--answer-graders", "12"]).unwrap());
+        assert_eq!(set.answer_graders, 12);
+        assert_eq!(
+            (set.grading_executors, set.answer_grading_budget),
+            (default.grading_executors, default.answer_grading_budget),
+            "only the graders change"
+        );
+        for bad in ["0", "257", "many"] {
+            let err = collector_args(&["--answer-graders", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--answer-graders"), "{err}");
+            if bad != "many" {
+                assert!(err.contains("1..=256"), "{err}");
+            }
         }
     }
 }
